@@ -1,0 +1,64 @@
+package executor
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// Paths and identities inside a buildroot, shared by the buildroot and the
+// package builder.
+const (
+	// SandboxWorkDir is where the job's host work dir is bind-mounted.
+	SandboxWorkDir = "/build"
+	// BuildUser is the non-root user builds run as; BuildUID and BuildGID
+	// are its ids inside every buildroot.
+	BuildUser = "kiln"
+	BuildUID  = 1000
+	BuildGID  = 1000
+)
+
+// Step is one command run inside a sandbox.
+type Step struct {
+	Argv []string
+	Env  []string
+	// Dir inside the sandbox; SandboxWorkDir when empty.
+	Dir string
+	// Root runs the step as root (dependency installation); otherwise it
+	// runs as BuildUser.
+	Root bool
+	// Network gives the step network access; build steps have none.
+	Network bool
+	// Timeout is the hard limit for this step; IdleTimeout stops it when it
+	// prints nothing for that long. Zero means the sandbox's defaults.
+	Timeout     time.Duration
+	IdleTimeout time.Duration
+}
+
+// StepResult is how a step ended when it could run.
+type StepResult struct {
+	ExitCode int
+	// Reason is set when the step was stopped or killed: "killed: out of
+	// memory", "stopped: no output for 10m0s", "time limit 1h0m0s reached".
+	Reason string
+}
+
+// Failed reports whether the step failed.
+func (r StepResult) Failed() bool { return r.ExitCode != 0 || r.Reason != "" }
+
+// Sandbox is one clean, throw-away buildroot for one job: every step runs in
+// the same writable overlay, which is gone after Close.
+type Sandbox interface {
+	// Exec runs a step. A non-nil error is an infrastructure failure.
+	Exec(ctx context.Context, step Step, log io.Writer) (StepResult, error)
+	// ChrootDigest names the read-only base the sandbox was made from.
+	ChrootDigest() string
+	// Close removes everything the sandbox made, whatever happened.
+	Close(ctx context.Context) error
+}
+
+// SandboxOpener makes sandboxes for a target, with workDir (a host
+// directory) mounted at SandboxWorkDir.
+type SandboxOpener interface {
+	Open(ctx context.Context, target, workDir string) (Sandbox, error)
+}
