@@ -1,10 +1,5 @@
 package rpm
 
-import (
-	"errors"
-	"io"
-)
-
 // Package is what a repository needs to know about one rpm file. All fields
 // are plain values so that the struct round-trips through encoding/json.
 type Package struct {
@@ -93,15 +88,4 @@ type ChangelogEntry struct {
 	// Date is in seconds since the Unix epoch.
 	Date int64  `json:"date"`
 	Text string `json:"text"`
-}
-
-// ReadFile reads the rpm at path; see Read. Location is set to the file's
-// base name and FileTime to its modification time.
-func ReadFile(path string) (*Package, error) {
-	return nil, errors.New("rpm.ReadFile: not implemented")
-}
-
-// Read parses the rpm of the given size from r and computes its sha256.
-func Read(r io.ReaderAt, size int64) (*Package, error) {
-	return nil, errors.New("rpm.Read: not implemented")
 }
