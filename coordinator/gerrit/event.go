@@ -1,0 +1,305 @@
+package gerrit
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Event types Kiln acts on or knows to be noise.
+const (
+	TypePatchsetCreated = "patchset-created"
+	TypeChangeMerged    = "change-merged"
+	TypeCommentAdded    = "comment-added"
+	TypeRefUpdated      = "ref-updated"
+	TypeDroppedOutput   = "dropped-output"
+)
+
+// knownTypes are event types Gerrit sends that Kiln does not build from;
+// they are ignored without counting as unknown.
+var knownTypes = map[string]bool{
+	"assignee-changed": true, "change-abandoned": true, "change-deleted": true,
+	"change-restored": true, "hashtags-changed": true, "private-state-changed": true,
+	"project-created": true, "project-head-updated": true, "reviewer-added": true,
+	"reviewer-deleted": true, "topic-changed": true, "vote-deleted": true,
+	"wip-state-changed": true, "ref-replicated": true, "ref-replication-done": true,
+	"ref-replication-scheduled": true, "batch-ref-updated": true,
+	"ref-replication-failed": true, "project-deletion-replication-done": true,
+	"projects-deletion-replication-done": true,
+	"fetch-ref-replicated": true, "fetch-ref-replication-done": true,
+	"fetch-ref-replication-scheduled": true, "cache-eviction": true,
+	"plugin-event": true,
+}
+
+// used reports whether Kiln builds from or reacts to events of type t.
+func used(t string) bool {
+	switch t {
+	case TypePatchsetCreated, TypeChangeMerged, TypeCommentAdded, TypeRefUpdated, TypeDroppedOutput:
+		return true
+	}
+	return false
+}
+
+// Event is one Gerrit event reduced to what Kiln uses.
+type Event struct {
+	Type    string
+	Project string
+	// Branch is the short branch name (master), RefName the full ref.
+	Branch  string
+	RefName string
+	Change  int64
+	// ChangeID is the Change-Id (I...).
+	ChangeID string
+	PatchSet int64
+	// Revision is the patch set's commit.
+	Revision string
+	// PatchSetRef is refs/changes/NN/NNNN/P.
+	PatchSetRef string
+	// OldRev and NewRev are the ref update of ref-updated and, for
+	// change-merged, NewRev is the branch head after the merge when Gerrit
+	// sends it.
+	OldRev string
+	NewRev string
+	// Comment is the comment-added text.
+	Comment string
+	// CreatedOn is eventCreatedOn; zero when Gerrit did not send it.
+	CreatedOn time.Time
+	// Unknown counts fields Kiln does not know, for the metrics.
+	Unknown int
+}
+
+// ErrMalformed is wrapped by every ParseEvent error caused by the input.
+var ErrMalformed = errors.New("malformed gerrit event")
+
+// flexInt accepts a JSON number or a string holding one (Gerrit 2.x sent
+// numbers as strings).
+type flexInt struct {
+	v   int64
+	set bool
+}
+
+func (f *flexInt) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if string(b) == "null" {
+		return nil
+	}
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		s = strings.TrimSpace(s)
+		if s == "" {
+			return nil
+		}
+		b = []byte(s)
+	}
+	v, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil {
+		// Some servers wrote floats for timestamps.
+		fv, ferr := strconv.ParseFloat(string(b), 64)
+		if ferr != nil || fv != fv || fv > 1<<62 || fv < -(1<<62) {
+			return fmt.Errorf("number %.40q: %w", b, err)
+		}
+		v = int64(fv)
+	}
+	f.v, f.set = v, true
+	return nil
+}
+
+// flexName accepts "name" or {"name": "name"} (Gerrit 3.0-3.1 serialised
+// the top-level project as an object).
+type flexName string
+
+func (f *flexName) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if string(b) == "null" {
+		return nil
+	}
+	if len(b) > 0 && b[0] == '{' {
+		var o struct {
+			Name string `json:"name"`
+		}
+		if err := json.Unmarshal(b, &o); err != nil {
+			return err
+		}
+		*f = flexName(o.Name)
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	*f = flexName(s)
+	return nil
+}
+
+type wireChange struct {
+	Project flexName `json:"project"`
+	Branch  string   `json:"branch"`
+	ID      string   `json:"id"`
+	Number  flexInt  `json:"number"`
+}
+
+type wirePatchSet struct {
+	Number   flexInt `json:"number"`
+	Revision string  `json:"revision"`
+	Ref      string  `json:"ref"`
+}
+
+type wireRefUpdate struct {
+	OldRev  string   `json:"oldRev"`
+	NewRev  string   `json:"newRev"`
+	RefName string   `json:"refName"`
+	Project flexName `json:"project"`
+}
+
+type wireEvent struct {
+	Type           string         `json:"type"`
+	EventCreatedOn flexInt        `json:"eventCreatedOn"`
+	Project        flexName       `json:"project"`
+	RefName        string         `json:"refName"`
+	ChangeKey      *struct {
+		ID  string `json:"id"`
+		Key string `json:"key"`
+	} `json:"changeKey"`
+	Change    *wireChange    `json:"change"`
+	PatchSet  *wirePatchSet  `json:"patchSet"`
+	RefUpdate *wireRefUpdate `json:"refUpdate"`
+	NewRev    string         `json:"newRev"`
+	Comment   string         `json:"comment"`
+}
+
+// knownFields are the top-level fields of the event types Kiln uses, as
+// sent by Gerrit 2.x and 3.x.
+var knownFields = map[string]bool{
+	"type": true, "eventCreatedOn": true, "project": true, "refName": true,
+	"changeKey": true, "change": true, "patchSet": true, "refUpdate": true,
+	"newRev": true, "comment": true, "uploader": true, "submitter": true,
+	"author": true, "approvals": true, "instanceId": true,
+}
+
+var revisionRE = regexp.MustCompile(`^([0-9a-f]{40}|[0-9a-f]{64})$`)
+
+// ParseEvent decodes one line of stream-events (or one webhook body).
+// Events of types Kiln does not use come back with only Type set.
+func ParseEvent(line []byte) (Event, error) {
+	line = bytes.TrimSpace(line)
+	if len(line) == 0 || line[0] != '{' {
+		return Event{}, fmt.Errorf("%w: not a JSON object", ErrMalformed)
+	}
+	var w wireEvent
+	if err := json.Unmarshal(line, &w); err != nil {
+		return Event{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if w.Type == "" {
+		return Event{}, fmt.Errorf("%w: no type", ErrMalformed)
+	}
+	ev := Event{Type: w.Type}
+	if w.EventCreatedOn.set && w.EventCreatedOn.v > 0 {
+		ev.CreatedOn = time.Unix(w.EventCreatedOn.v, 0).UTC()
+	}
+	if !used(w.Type) {
+		return ev, nil
+	}
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(line, &all); err == nil {
+		for k := range all {
+			if !knownFields[k] {
+				ev.Unknown++
+			}
+		}
+	}
+	ev.Project = string(w.Project)
+	ev.RefName = w.RefName
+	if w.ChangeKey != nil {
+		ev.ChangeID = w.ChangeKey.ID
+		if ev.ChangeID == "" {
+			ev.ChangeID = w.ChangeKey.Key
+		}
+	}
+	if c := w.Change; c != nil {
+		if ev.Project == "" {
+			ev.Project = string(c.Project)
+		}
+		ev.Branch = c.Branch
+		ev.Change = c.Number.v
+		if ev.ChangeID == "" {
+			ev.ChangeID = c.ID
+		}
+	}
+	if ps := w.PatchSet; ps != nil {
+		ev.PatchSet = ps.Number.v
+		ev.Revision = strings.ToLower(ps.Revision)
+		ev.PatchSetRef = ps.Ref
+	}
+	ev.NewRev = strings.ToLower(w.NewRev)
+	ev.Comment = w.Comment
+	if ru := w.RefUpdate; ru != nil {
+		if ev.Project == "" {
+			ev.Project = string(ru.Project)
+		}
+		ev.RefName = ru.RefName
+		ev.OldRev = strings.ToLower(ru.OldRev)
+		ev.NewRev = strings.ToLower(ru.NewRev)
+	}
+	// Old ref-updated events carry short branch names ("master").
+	if ev.RefName != "" && !strings.HasPrefix(ev.RefName, "refs/") {
+		ev.RefName = "refs/heads/" + ev.RefName
+	}
+	if ev.Branch == "" {
+		ev.Branch = strings.TrimPrefix(ev.RefName, "refs/heads/")
+		if ev.Branch == ev.RefName {
+			ev.Branch = ""
+		}
+	}
+	if ev.RefName == "" && ev.Branch != "" {
+		ev.RefName = "refs/heads/" + ev.Branch
+	}
+	return ev, ev.check()
+}
+
+func (ev Event) check() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s: %s", ErrMalformed, ev.Type, fmt.Sprintf(format, args...))
+	}
+	if ev.Type == TypeDroppedOutput {
+		return nil
+	}
+	if ev.Project == "" {
+		return bad("no project")
+	}
+	switch ev.Type {
+	case TypeRefUpdated:
+		if ev.RefName == "" {
+			return bad("no refUpdate.refName")
+		}
+		if !revisionRE.MatchString(ev.OldRev) || !revisionRE.MatchString(ev.NewRev) {
+			return bad("oldRev %.70q newRev %.70q: want hex commit ids", ev.OldRev, ev.NewRev)
+		}
+	default:
+		if ev.Change <= 0 || ev.PatchSet <= 0 {
+			return bad("change %d patch set %d: want positive numbers", ev.Change, ev.PatchSet)
+		}
+		if ev.Branch == "" {
+			return bad("no branch")
+		}
+		if !revisionRE.MatchString(ev.Revision) {
+			return bad("patchSet.revision %.70q: want a hex commit id", ev.Revision)
+		}
+		if ev.NewRev != "" && !revisionRE.MatchString(ev.NewRev) {
+			return bad("newRev %.70q: want a hex commit id", ev.NewRev)
+		}
+	}
+	return nil
+}
+
+// isZero reports an all-zero revision (branch creation or deletion).
+func isZero(rev string) bool {
+	return rev != "" && strings.Trim(rev, "0") == ""
+}

@@ -1,0 +1,329 @@
+package gerrit
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// pattern is a compiled project or branch pattern.
+type pattern struct {
+	text     string
+	segments []segment
+}
+
+type segment struct {
+	literal string
+	name    string // placeholder name when non-empty
+}
+
+var placeholder = regexp.MustCompile(`^\{([a-z_][a-z0-9_]*)\}$`)
+
+func compilePattern(text string) (pattern, error) {
+	if text == "" {
+		return pattern{}, fmt.Errorf("empty pattern; write e.g. {customer}/packages/{distribution}/{package}")
+	}
+	p := pattern{text: text}
+	seen := map[string]bool{}
+	for _, s := range strings.Split(text, "/") {
+		if m := placeholder.FindStringSubmatch(s); m != nil {
+			if seen[m[1]] {
+				return pattern{}, fmt.Errorf("pattern %q: placeholder {%s} used twice", text, m[1])
+			}
+			seen[m[1]] = true
+			p.segments = append(p.segments, segment{name: m[1]})
+			continue
+		}
+		if s == "" || strings.ContainsAny(s, "{}") {
+			return pattern{}, fmt.Errorf("pattern %q: segment %q is neither a name nor a {placeholder}", text, s)
+		}
+		p.segments = append(p.segments, segment{literal: s})
+	}
+	return p, nil
+}
+
+// match binds the placeholders of p in name into vars, which it extends;
+// it reports false when name does not match or contradicts vars.
+func (p pattern) match(name string, where map[string]*regexp.Regexp, vars map[string]string) bool {
+	parts := strings.Split(name, "/")
+	if len(parts) != len(p.segments) {
+		return false
+	}
+	bound := map[string]string{}
+	for i, s := range p.segments {
+		if s.name == "" {
+			if parts[i] != s.literal {
+				return false
+			}
+			continue
+		}
+		v := parts[i]
+		if v == "" {
+			return false
+		}
+		if re := where[s.name]; re != nil && !re.MatchString(v) {
+			return false
+		}
+		if old, ok := vars[s.name]; ok && old != v {
+			return false
+		}
+		bound[s.name] = v
+	}
+	for k, v := range bound {
+		vars[k] = v
+	}
+	return true
+}
+
+// expand fills p's placeholders from vars.
+func (p pattern) expand(vars map[string]string) (string, error) {
+	parts := make([]string, len(p.segments))
+	for i, s := range p.segments {
+		if s.name == "" {
+			parts[i] = s.literal
+			continue
+		}
+		v, ok := vars[s.name]
+		if !ok {
+			return "", fmt.Errorf("pattern %q: {%s} is not bound by the matched project and branch", p.text, s.name)
+		}
+		parts[i] = v
+	}
+	return strings.Join(parts, "/"), nil
+}
+
+var templateVar = regexp.MustCompile(`\{([a-z_][a-z0-9_]*)\}`)
+
+// fill replaces {name} in a template; unknown names are an error.
+func fill(tmpl string, vars map[string]string) (string, error) {
+	var missing string
+	out := templateVar.ReplaceAllStringFunc(tmpl, func(m string) string {
+		k := m[1 : len(m)-1]
+		v, ok := vars[k]
+		if !ok && missing == "" {
+			missing = k
+		}
+		return v
+	})
+	if missing != "" {
+		return "", fmt.Errorf("template %q: {%s} is not bound by the project or branch pattern", tmpl, missing)
+	}
+	return out, nil
+}
+
+type compiledRule struct {
+	name     string
+	sources  []compiledSource
+	where    map[string]*regexp.Regexp
+	branches []compiledBranch
+}
+
+type compiledSource struct {
+	pattern pattern
+	role    string
+}
+
+type compiledBranch struct {
+	pattern pattern
+	rule    BranchRule
+}
+
+func compileRule(r Rule) (compiledRule, error) {
+	cr := compiledRule{name: r.Name, where: map[string]*regexp.Regexp{}}
+	for k, expr := range r.Where {
+		re, err := regexp.Compile(`^(?:` + expr + `)$`)
+		if err != nil {
+			return cr, fmt.Errorf("where %s %q: %w", k, expr, err)
+		}
+		cr.where[k] = re
+	}
+	if len(r.Sources) == 0 || len(r.Sources) > 2 {
+		return cr, fmt.Errorf("sources: want one combined source or a code and a packaging source, got %d", len(r.Sources))
+	}
+	vars := map[string]bool{}
+	roles := map[string]bool{}
+	for _, s := range r.Sources {
+		p, err := compilePattern(s.Project)
+		if err != nil {
+			return cr, fmt.Errorf("sources: %w", err)
+		}
+		switch s.Role {
+		case RoleCombined, RoleCode, RolePackaging:
+		default:
+			return cr, fmt.Errorf("source %q: role %q: use combined, code or packaging", s.Project, s.Role)
+		}
+		if roles[s.Role] {
+			return cr, fmt.Errorf("source %q: role %s given twice", s.Project, s.Role)
+		}
+		roles[s.Role] = true
+		for _, seg := range p.segments {
+			if seg.name != "" {
+				vars[seg.name] = true
+			}
+		}
+		cr.sources = append(cr.sources, compiledSource{pattern: p, role: s.Role})
+	}
+	if len(r.Sources) == 1 && !roles[RoleCombined] {
+		return cr, fmt.Errorf("a single source must have role combined, not %s", r.Sources[0].Role)
+	}
+	if len(r.Sources) == 2 && !(roles[RoleCode] && roles[RolePackaging]) {
+		return cr, fmt.Errorf("two sources must be one code and one packaging source")
+	}
+	if len(cr.sources) == 2 {
+		// Each source must be derivable from the other's bindings.
+		for i, s := range cr.sources {
+			other := cr.sources[1-i]
+			for _, seg := range s.pattern.segments {
+				if seg.name != "" && !hasVar(other.pattern, seg.name) {
+					return cr, fmt.Errorf("source %q: {%s} does not appear in %q, so one cannot be found from the other", s.pattern.text, seg.name, other.pattern.text)
+				}
+			}
+		}
+	}
+	if len(r.Branches) == 0 {
+		return cr, fmt.Errorf("branches: none; add e.g. {branch: \"{fuel}\", release: ..., targets: [...], package: \"{package}\"}")
+	}
+	for _, b := range r.Branches {
+		p, err := compilePattern(b.Branch)
+		if err != nil {
+			return cr, fmt.Errorf("branches: %w", err)
+		}
+		all := map[string]string{}
+		for k := range vars {
+			all[k] = k
+		}
+		for _, seg := range p.segments {
+			if seg.name != "" {
+				all[seg.name] = seg.name
+			}
+		}
+		if b.Release == "" || b.Package == "" || len(b.Targets) == 0 {
+			return cr, fmt.Errorf("branch %q: release, package and targets are all required", b.Branch)
+		}
+		for _, t := range append([]string{b.Release, b.Package}, b.Targets...) {
+			if _, err := fill(t, all); err != nil {
+				return cr, fmt.Errorf("branch %q: %w", b.Branch, err)
+			}
+		}
+		cr.branches = append(cr.branches, compiledBranch{pattern: p, rule: b})
+	}
+	return cr, nil
+}
+
+func hasVar(p pattern, name string) bool {
+	for _, s := range p.segments {
+		if s.name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// Plan is what a project and branch build: one package of one release for
+// some targets, from the listed projects.
+type Plan struct {
+	Rule    string
+	Release string
+	Package string
+	Targets []string
+	// Sources lists every project of the package with its role, in the
+	// rule's order.
+	Sources []PlanSource
+}
+
+// PlanSource is one project of a Plan.
+type PlanSource struct {
+	Project string
+	Role    string
+}
+
+// mapper resolves a project and branch to a Plan.
+type mapper struct {
+	rules []compiledRule
+}
+
+func newMapper(rules []Rule) (*mapper, error) {
+	m := &mapper{}
+	for i, r := range rules {
+		cr, err := compileRule(r)
+		if err != nil {
+			return nil, fmt.Errorf("rule %d (%s): %w", i, r.Name, err)
+		}
+		m.rules = append(m.rules, cr)
+	}
+	return m, nil
+}
+
+// resolve returns the plan for project and branch, or ok false when no rule
+// tracks them.
+func (m *mapper) resolve(project, branch string) (Plan, bool, error) {
+	for _, r := range m.rules {
+		for _, src := range r.sources {
+			vars := map[string]string{}
+			if !src.pattern.match(project, r.where, vars) {
+				continue
+			}
+			for _, b := range r.branches {
+				bv := map[string]string{}
+				for k, v := range vars {
+					bv[k] = v
+				}
+				if !b.pattern.match(branch, r.where, bv) {
+					continue
+				}
+				plan := Plan{Rule: r.name}
+				var err error
+				if plan.Release, err = fill(b.rule.Release, bv); err != nil {
+					return Plan{}, false, err
+				}
+				if plan.Package, err = fill(b.rule.Package, bv); err != nil {
+					return Plan{}, false, err
+				}
+				for _, t := range b.rule.Targets {
+					v, err := fill(t, bv)
+					if err != nil {
+						return Plan{}, false, err
+					}
+					plan.Targets = append(plan.Targets, v)
+				}
+				for _, s := range r.sources {
+					p, err := s.pattern.expand(bv)
+					if err != nil {
+						return Plan{}, false, err
+					}
+					plan.Sources = append(plan.Sources, PlanSource{Project: p, Role: s.role})
+				}
+				return plan, true, nil
+			}
+		}
+	}
+	return Plan{}, false, nil
+}
+
+// checkName rejects project and branch names that could escape their place
+// in a URL or a git command line.
+func checkName(name string) error {
+	if name == "" {
+		return fmt.Errorf("empty name")
+	}
+	if len(name) > 1024 {
+		return fmt.Errorf("name %.40q...: longer than 1024 bytes", name)
+	}
+	if strings.HasPrefix(name, "-") || strings.HasPrefix(name, "/") || strings.HasSuffix(name, "/") {
+		return fmt.Errorf("name %q: must not start with '-' or '/' or end with '/'", name)
+	}
+	for _, part := range strings.Split(name, "/") {
+		if part == "" || part == "." || part == ".." {
+			return fmt.Errorf("name %q: empty, '.' or '..' path segment", name)
+		}
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f || strings.ContainsRune(" ~^:?*[\\", r) {
+			return fmt.Errorf("name %q: contains %q, which is not allowed", name, r)
+		}
+	}
+	if strings.Contains(name, "..") || strings.Contains(name, "@{") || strings.HasSuffix(name, ".lock") {
+		return fmt.Errorf("name %q: not a valid git name", name)
+	}
+	return nil
+}

@@ -1,0 +1,347 @@
+// Package job holds the coordinator's domain types for jobs: what a client
+// asks for, what state a job is in, and what it produced.
+package job
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+	"time"
+)
+
+// State is where a job is in its life.
+type State int
+
+// Job states. Queued and Running are live; the rest are final.
+const (
+	Queued State = iota + 1
+	Running
+	Succeeded
+	Failed
+	Error
+	Canceled
+)
+
+var stateNames = map[State]string{
+	Queued: "queued", Running: "running", Succeeded: "succeeded",
+	Failed: "failed", Error: "error", Canceled: "canceled",
+}
+
+func (s State) String() string {
+	if n, ok := stateNames[s]; ok {
+		return n
+	}
+	return fmt.Sprintf("state(%d)", int(s))
+}
+
+// ParseState parses a state name as String prints it.
+func ParseState(s string) (State, error) {
+	for k, v := range stateNames {
+		if v == s {
+			return k, nil
+		}
+	}
+	return 0, fmt.Errorf("job state %q: use queued, running, succeeded, failed, error or canceled", s)
+}
+
+// Final reports whether the state is an end state.
+func (s State) Final() bool { return s >= Succeeded }
+
+// Kind says what a worker does with a job.
+type Kind int
+
+// Job kinds.
+const (
+	Command Kind = iota + 1
+	PackageBuild
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Command:
+		return "command"
+	case PackageBuild:
+		return "package-build"
+	}
+	return fmt.Sprintf("kind(%d)", int(k))
+}
+
+// Source is one git repository at an exact commit.
+type Source struct {
+	URL    string `json:"url"`
+	Commit string `json:"commit"`
+	Ref    string `json:"ref,omitempty"`
+	// Role is combined, code or packaging.
+	Role string `json:"role"`
+}
+
+// Package is a package name and version.
+type Package struct {
+	Name         string `json:"name"`
+	Version      string `json:"version"`
+	Architecture string `json:"architecture,omitempty"`
+}
+
+// Build describes a package build.
+type Build struct {
+	Release       string    `json:"release"`
+	Target        string    `json:"target"`
+	Package       string    `json:"package"`
+	Sources       []Source  `json:"sources"`
+	Recipe        string    `json:"recipe,omitempty"`
+	Publish       bool      `json:"publish,omitempty"`
+	Revision      int64     `json:"revision,omitempty"`
+	VersionSuffix string    `json:"version_suffix,omitempty"`
+	Pinned        []Package `json:"pinned,omitempty"`
+}
+
+// Spec is what a client asks for.
+type Spec struct {
+	Kind          Kind              `json:"kind"`
+	Labels        map[string]string `json:"labels,omitempty"`
+	Command       []string          `json:"command,omitempty"`
+	Env           []string          `json:"env,omitempty"`
+	ArtifactGlobs []string          `json:"artifact_globs,omitempty"`
+	Priority      int32             `json:"priority,omitempty"`
+	FairnessGroup string            `json:"fairness_group,omitempty"`
+	SupersedeKey  string            `json:"supersede_key,omitempty"`
+	Force         bool              `json:"force,omitempty"`
+	Timeout       time.Duration     `json:"timeout,omitempty"`
+	Build         *Build            `json:"build,omitempty"`
+	Origin        string            `json:"origin,omitempty"`
+}
+
+// Artifact is a file a job produced.
+type Artifact struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
+// Record is what a package build did.
+type Record struct {
+	Sources      []Source   `json:"sources,omitempty"`
+	ChrootDigest string     `json:"chroot_digest,omitempty"`
+	Installed    []Package  `json:"installed,omitempty"`
+	Commands     []string   `json:"commands,omitempty"`
+	Artifacts    []Artifact `json:"artifacts,omitempty"`
+	Version      string     `json:"version,omitempty"`
+}
+
+// Job is a job as the coordinator keeps it.
+type Job struct {
+	ID         string
+	Seq        int64
+	Spec       Spec
+	State      State
+	BuildKey   string
+	Rebuild    bool
+	RebuildOf  string
+	Verify     bool
+	Attempt    int
+	Worker     string
+	ExitCode   int
+	Reason     string
+	Artifacts  []Artifact
+	Record     *Record
+	Differing  []string
+	Publish    string
+	CreatedAt  time.Time
+	StartedAt  time.Time
+	FinishedAt time.Time
+}
+
+// Clone returns a deep enough copy for readers outside the scheduler.
+func (j *Job) Clone() *Job {
+	c := *j
+	c.Artifacts = append([]Artifact(nil), j.Artifacts...)
+	c.Differing = append([]string(nil), j.Differing...)
+	return &c
+}
+
+// Limits on what a client may ask for.
+const (
+	MaxLabels      = 32
+	MaxArgs        = 4096
+	MaxArgBytes    = 256 << 10
+	MaxGlobs       = 64
+	MaxLabelLength = 128
+)
+
+// Validate checks a spec from an untrusted client; the error says what is
+// wrong with which value.
+func (s *Spec) Validate() error {
+	switch s.Kind {
+	case Command:
+		if len(s.Command) == 0 {
+			return fmt.Errorf("command job without a command: give the command after --")
+		}
+		if s.Build != nil {
+			return fmt.Errorf("command job with a package build: choose one")
+		}
+	case PackageBuild:
+		if s.Build == nil {
+			return fmt.Errorf("package build job without build details")
+		}
+		if err := s.Build.Validate(); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("job kind %d unknown: use command or package build", s.Kind)
+	}
+	if len(s.Labels) > MaxLabels {
+		return fmt.Errorf("%d labels: at most %d", len(s.Labels), MaxLabels)
+	}
+	for k, v := range s.Labels {
+		if err := ValidateLabel(k, v); err != nil {
+			return err
+		}
+	}
+	if len(s.Command) > MaxArgs {
+		return fmt.Errorf("%d command arguments: at most %d", len(s.Command), MaxArgs)
+	}
+	n := 0
+	for _, a := range append(append([]string(nil), s.Command...), s.Env...) {
+		n += len(a)
+		if strings.IndexByte(a, 0) >= 0 {
+			return fmt.Errorf("argument or environment entry %q contains a NUL byte", a)
+		}
+	}
+	if n > MaxArgBytes {
+		return fmt.Errorf("command and environment are %d bytes: at most %d", n, MaxArgBytes)
+	}
+	for _, e := range s.Env {
+		if i := strings.IndexByte(e, '='); i <= 0 {
+			return fmt.Errorf("environment entry %q: use KEY=VALUE", e)
+		}
+	}
+	if len(s.ArtifactGlobs) > MaxGlobs {
+		return fmt.Errorf("%d artifact globs: at most %d", len(s.ArtifactGlobs), MaxGlobs)
+	}
+	for _, g := range s.ArtifactGlobs {
+		if _, err := path.Match(g, ""); err != nil {
+			return fmt.Errorf("artifact glob %q: %w", g, err)
+		}
+		if err := CleanRelative(g); err != nil {
+			return fmt.Errorf("artifact glob %q: %w", g, err)
+		}
+	}
+	if s.Timeout < 0 {
+		return fmt.Errorf("timeout %s is negative", s.Timeout)
+	}
+	return nil
+}
+
+// ValidateLabel checks one label.
+func ValidateLabel(k, v string) error {
+	if k == "" || len(k) > MaxLabelLength || len(v) > MaxLabelLength {
+		return fmt.Errorf("label %q=%q: keys must be 1 to %d characters, values at most %d", k, v, MaxLabelLength, MaxLabelLength)
+	}
+	for _, r := range k + v {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:", r)) {
+			return fmt.Errorf("label %q=%q: use letters, digits and - _ . / : only", k, v)
+		}
+	}
+	return nil
+}
+
+// Validate checks a package build's details.
+func (b *Build) Validate() error {
+	for name, v := range map[string]string{"release": b.Release, "target": b.Target, "package": b.Package} {
+		if v == "" {
+			return fmt.Errorf("package build without a %s", name)
+		}
+		if err := ValidateLabel(name, v); err != nil {
+			return fmt.Errorf("package build %s: %w", name, err)
+		}
+	}
+	if len(b.Sources) == 0 || len(b.Sources) > 2 {
+		return fmt.Errorf("package build with %d sources: give one (code and packaging) or two (code, packaging)", len(b.Sources))
+	}
+	for _, s := range b.Sources {
+		if s.URL == "" || strings.ContainsAny(s.URL, "\n\r\x00 ") {
+			return fmt.Errorf("source URL %q is empty or has spaces or control characters", s.URL)
+		}
+		if len(s.Commit) != 40 || strings.Trim(s.Commit, "0123456789abcdef") != "" {
+			return fmt.Errorf("source %s commit %q: give the full 40-hex commit id", s.URL, s.Commit)
+		}
+		switch s.Role {
+		case "combined", "code", "packaging":
+		default:
+			return fmt.Errorf("source %s role %q: use combined, code or packaging", s.URL, s.Role)
+		}
+	}
+	return nil
+}
+
+// Key is the build key: a hash of the sources' exact commits, the release,
+// target, package and recipe. The buildroot's contents are not part of it, so
+// a changed build dependency never triggers a rebuild by itself.
+func (b *Build) Key() string {
+	srcs := append([]Source(nil), b.Sources...)
+	sort.Slice(srcs, func(i, j int) bool { return srcs[i].Role+srcs[i].URL < srcs[j].Role+srcs[j].URL })
+	h := sha256.New()
+	fmt.Fprintf(h, "kiln-build-key-v1\x00%s\x00%s\x00%s\x00%s\x00", b.Release, b.Target, b.Package, b.Recipe)
+	for _, s := range srcs {
+		fmt.Fprintf(h, "%s\x00%s\x00%s\x00", s.Role, s.URL, s.Commit)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// CleanRelative checks that p is a relative, slash-separated path that stays
+// inside its directory.
+func CleanRelative(p string) error {
+	switch {
+	case p == "":
+		return fmt.Errorf("empty path")
+	case strings.HasPrefix(p, "/"):
+		return fmt.Errorf("absolute path: give it relative to the work dir")
+	case strings.ContainsAny(p, "\\\x00\n\r"):
+		return fmt.Errorf("backslash or control character in path")
+	}
+	for _, part := range strings.Split(p, "/") {
+		if part == ".." {
+			return fmt.Errorf("path escapes the work dir with ..")
+		}
+	}
+	return nil
+}
+
+// LabelString renders labels as k=v,k=v sorted by key.
+func LabelString(l map[string]string) string {
+	keys := make([]string, 0, len(l))
+	for k := range l {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(k + "=" + l[k])
+	}
+	return b.String()
+}
+
+// ParseLabels parses k=v,k=v.
+func ParseLabels(s string) (map[string]string, error) {
+	out := map[string]string{}
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok {
+			return nil, fmt.Errorf("label %q: use key=value", kv)
+		}
+		if err := ValidateLabel(k, v); err != nil {
+			return nil, err
+		}
+		out[k] = v
+	}
+	return out, nil
+}

@@ -1,0 +1,852 @@
+// Package scheduler decides which worker runs which job. It keeps the live
+// jobs (queued and running) and the worker sessions in memory, does no I/O,
+// and reports every job it changes so that the caller can persist it.
+//
+// Workers pull: a pull takes the best matching queued job or waits for one.
+// Among the jobs a worker's labels satisfy, the highest priority goes first;
+// at equal priority, fairness groups (releases) take turns, least recently
+// served first; within a group, oldest first.
+package scheduler
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kiln-build/kiln/coordinator/job"
+)
+
+// Clock tells the time; tests inject a fake one.
+type Clock interface {
+	Now() time.Time
+}
+
+// Config tunes the scheduler.
+type Config struct {
+	// LostAfter is how long a session may go without a heartbeat before its
+	// worker is declared lost and its jobs re-queued.
+	LostAfter time.Duration
+	// RetryCap is how many attempts a job gets before an infrastructure
+	// failure becomes final.
+	RetryCap int
+	// NewID makes session ids.
+	NewID func() string
+	// Started, when set, is called with the queue-to-start time of every
+	// assignment.
+	Started func(wait time.Duration)
+}
+
+// Errors callers branch on.
+var (
+	// ErrUnknownSession means the session expired or never existed; the
+	// worker must register again.
+	ErrUnknownSession = errors.New("unknown worker session: register again")
+	// ErrStale means a call names an attempt the coordinator no longer
+	// considers running on that worker; its result is refused.
+	ErrStale = errors.New("attempt is no longer assigned to this worker")
+	// ErrNotFound means no live job has that id.
+	ErrNotFound = errors.New("no live job with that id")
+)
+
+// RunningJob names one attempt of one job.
+type RunningJob struct {
+	JobID   string
+	Attempt int
+}
+
+// Outcome is how an attempt ended, as a worker reports it.
+type Outcome struct {
+	ExitCode  int
+	Failed    bool
+	InfraErr  bool
+	Reason    string
+	Artifacts []job.Artifact
+	Record    *job.Record
+}
+
+// WorkerState is what the scheduler thinks of a worker.
+type WorkerState string
+
+// Worker states.
+const (
+	WorkerOnline   WorkerState = "online"
+	WorkerDraining WorkerState = "draining"
+	WorkerLost     WorkerState = "lost"
+	WorkerOffline  WorkerState = "offline"
+)
+
+// WorkerInfo describes a worker for listings.
+type WorkerInfo struct {
+	Name     string
+	Labels   map[string]string
+	Slots    int
+	State    WorkerState
+	Running  []string
+	LastSeen time.Time
+}
+
+type worker struct {
+	name     string
+	labels   map[string]string
+	slots    int
+	drained  bool // an operator asked
+	state    WorkerState
+	session  *session
+	lastSeen time.Time
+}
+
+type session struct {
+	id       string
+	w        *worker
+	lastSeen time.Time
+	draining bool // the worker itself is shutting down
+	running  map[string]*job.Job
+	assigned map[string]time.Time // when each running job was handed out
+	cancel   []RunningJob
+}
+
+type waiter struct {
+	s  *session
+	ch chan *job.Job
+}
+
+type orphan struct {
+	j        *job.Job
+	deadline time.Time
+}
+
+// Scheduler is safe for concurrent use.
+type Scheduler struct {
+	cfg   Config
+	clock Clock
+
+	mu        sync.Mutex
+	live      map[string]*job.Job
+	queues    map[string]*labelQueue
+	enqueued  map[string]time.Time
+	supersede map[string]map[string]*job.Job
+	served    map[string]uint64
+	tick      uint64
+	workers   map[string]*worker
+	sessions  map[string]*session
+	waiters   []*waiter
+	orphans   map[string]orphan
+}
+
+// New makes a scheduler.
+func New(cfg Config, clock Clock) *Scheduler {
+	if cfg.RetryCap <= 0 {
+		cfg.RetryCap = 3
+	}
+	if cfg.LostAfter <= 0 {
+		cfg.LostAfter = 30 * time.Second
+	}
+	return &Scheduler{
+		cfg: cfg, clock: clock,
+		live:      map[string]*job.Job{},
+		queues:    map[string]*labelQueue{},
+		enqueued:  map[string]time.Time{},
+		supersede: map[string]map[string]*job.Job{},
+		served:    map[string]uint64{},
+		workers:   map[string]*worker{},
+		sessions:  map[string]*session{},
+		orphans:   map[string]orphan{},
+	}
+}
+
+// Restore loads live jobs after a restart. Queued jobs go back in the queue;
+// running ones wait LostAfter for their worker to re-register and claim them,
+// then are re-queued.
+func (s *Scheduler) Restore(jobs []*job.Job) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.clock.Now()
+	for _, j := range jobs {
+		s.live[j.ID] = j
+		s.trackSupersede(j)
+		switch j.State {
+		case job.Queued:
+			s.push(j, j.CreatedAt)
+		case job.Running:
+			s.orphans[j.ID] = orphan{j: j, deadline: now.Add(s.cfg.LostAfter)}
+		}
+	}
+}
+
+// Enqueue adds a new job. Older live jobs with the same supersede key are
+// cancelled; they are returned with the new job among the changed jobs.
+func (s *Scheduler) Enqueue(j *job.Job) []*job.Job {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var changed []*job.Job
+	if key := j.Spec.SupersedeKey; key != "" {
+		for _, old := range s.supersede[key] {
+			if old.Seq < j.Seq {
+				changed = append(changed, s.cancelLocked(old, "superseded by job "+j.ID))
+			}
+		}
+	}
+	j.State = job.Queued
+	s.live[j.ID] = j
+	s.trackSupersede(j)
+	now := s.clock.Now()
+	if !s.handOff(j, now) {
+		s.push(j, now)
+	}
+	return append(changed, j.Clone())
+}
+
+func (s *Scheduler) trackSupersede(j *job.Job) {
+	if key := j.Spec.SupersedeKey; key != "" {
+		if s.supersede[key] == nil {
+			s.supersede[key] = map[string]*job.Job{}
+		}
+		s.supersede[key][j.ID] = j
+	}
+}
+
+// handOff gives j to a waiting puller that can take it.
+func (s *Scheduler) handOff(j *job.Job, now time.Time) bool {
+	for i, w := range s.waiters {
+		if !s.canRun(w.s) || !matches(j.Spec.Labels, w.s.w.labels) {
+			continue
+		}
+		s.waiters = append(s.waiters[:i], s.waiters[i+1:]...)
+		s.enqueued[j.ID] = now
+		s.assign(w.s, j, now)
+		w.ch <- j.Clone()
+		return true
+	}
+	return false
+}
+
+func (s *Scheduler) canRun(ss *session) bool {
+	return ss != nil && !ss.draining && !ss.w.drained && s.sessions[ss.id] == ss && len(ss.running) < ss.w.slots
+}
+
+func (s *Scheduler) push(j *job.Job, at time.Time) {
+	key := job.LabelString(j.Spec.Labels)
+	q := s.queues[key]
+	if q == nil {
+		q = &labelQueue{labels: j.Spec.Labels, groups: map[string]*jobHeap{}}
+		s.queues[key] = q
+	}
+	h := q.groups[j.Spec.FairnessGroup]
+	if h == nil {
+		h = &jobHeap{}
+		q.groups[j.Spec.FairnessGroup] = h
+	}
+	heap.Push(h, j)
+	q.size++
+	s.enqueued[j.ID] = at
+}
+
+func (s *Scheduler) assign(ss *session, j *job.Job, now time.Time) {
+	j.State = job.Running
+	j.Attempt++
+	j.Worker = ss.w.name
+	j.StartedAt = now
+	j.Reason = ""
+	ss.running[j.ID] = j
+	ss.assigned[j.ID] = now
+	s.tick++
+	s.served[j.Spec.FairnessGroup] = s.tick
+	if at, ok := s.enqueued[j.ID]; ok {
+		delete(s.enqueued, j.ID)
+		if s.cfg.Started != nil {
+			s.cfg.Started(now.Sub(at))
+		}
+	}
+}
+
+// next pops the best queued job the session's worker can run.
+func (s *Scheduler) next(ss *session) *job.Job {
+	var best *job.Job
+	var bestQ *labelQueue
+	var bestH *jobHeap
+	for _, q := range s.queues {
+		if q.size == 0 || !matches(q.labels, ss.w.labels) {
+			continue
+		}
+		for g, h := range q.groups {
+			for h.Len() > 0 && (*h)[0].State != job.Queued {
+				heap.Pop(h) // cancelled while queued
+			}
+			if h.Len() == 0 {
+				delete(q.groups, g)
+				continue
+			}
+			c := (*h)[0]
+			if best == nil || s.better(c, best) {
+				best, bestQ, bestH = c, q, h
+			}
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	heap.Pop(bestH)
+	bestQ.size--
+	return best
+}
+
+func (s *Scheduler) better(a, b *job.Job) bool {
+	if a.Spec.Priority != b.Spec.Priority {
+		return a.Spec.Priority > b.Spec.Priority
+	}
+	if ga, gb := s.served[a.Spec.FairnessGroup], s.served[b.Spec.FairnessGroup]; a.Spec.FairnessGroup != b.Spec.FairnessGroup && ga != gb {
+		return ga < gb
+	}
+	return a.Seq < b.Seq
+}
+
+func matches(want, have map[string]string) bool {
+	for k, v := range want {
+		if have[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Register starts a session for a worker. Jobs the worker says it still
+// runs are re-attached when the scheduler also has them running on this
+// worker with the same attempt; the others are returned to be abandoned.
+// Jobs the scheduler had running on an earlier session of the same worker
+// and that the worker no longer reports are re-queued (returned as changed).
+func (s *Scheduler) Register(name string, labels map[string]string, slots int, running []RunningJob) (id string, abandon []RunningJob, changed []*job.Job) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.clock.Now()
+	w := s.workers[name]
+	if w == nil {
+		w = &worker{name: name}
+		s.workers[name] = w
+	}
+	w.labels, w.slots, w.lastSeen = labels, slots, now
+	w.state = WorkerOnline
+	if w.drained {
+		w.state = WorkerDraining
+	}
+	ss := &session{id: s.cfg.NewID(), w: w, lastSeen: now, running: map[string]*job.Job{}, assigned: map[string]time.Time{}}
+	old := w.session
+	w.session = ss
+	s.sessions[ss.id] = ss
+	reported := map[string]int{}
+	for _, r := range running {
+		reported[r.JobID] = r.Attempt
+	}
+	claim := func(j *job.Job) bool {
+		a, ok := reported[j.ID]
+		if ok && a == j.Attempt && j.State == job.Running && j.Worker == name {
+			ss.running[j.ID] = j
+			ss.assigned[j.ID] = now
+			delete(reported, j.ID)
+			return true
+		}
+		return false
+	}
+	if old != nil {
+		delete(s.sessions, old.id)
+		s.dropWaiters(old)
+		for _, j := range old.running {
+			if !claim(j) {
+				changed = append(changed, s.requeue(j, fmt.Sprintf("worker %s restarted without it", name)))
+			}
+		}
+	}
+	for id, o := range s.orphans {
+		if claim(o.j) {
+			delete(s.orphans, id)
+		}
+	}
+	for jid, a := range reported {
+		abandon = append(abandon, RunningJob{JobID: jid, Attempt: a})
+	}
+	sort.Slice(abandon, func(i, k int) bool { return abandon[i].JobID < abandon[k].JobID })
+	return ss.id, abandon, changed
+}
+
+// Heartbeat records that a session is alive. It returns the attempts the
+// worker must stop and whether an operator asked it to drain. Jobs handed to
+// the session that it does not report running after LostAfter are re-queued
+// (the assignment never arrived).
+func (s *Scheduler) Heartbeat(id string, running []RunningJob, draining bool) (cancel []RunningJob, drain bool, changed []*job.Job, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss := s.sessions[id]
+	if ss == nil {
+		return nil, false, nil, ErrUnknownSession
+	}
+	now := s.clock.Now()
+	ss.lastSeen, ss.w.lastSeen = now, now
+	ss.draining = draining
+	if draining {
+		s.dropWaiters(ss)
+	}
+	reported := map[string]int{}
+	for _, r := range running {
+		reported[r.JobID] = r.Attempt
+		if j, ok := ss.running[r.JobID]; !ok || j.Attempt != r.Attempt {
+			cancel = append(cancel, r)
+		}
+	}
+	for jid, j := range ss.running {
+		if _, ok := reported[jid]; !ok && now.Sub(ss.assigned[jid]) > s.cfg.LostAfter {
+			delete(ss.running, jid)
+			delete(ss.assigned, jid)
+			changed = append(changed, s.requeue(j, fmt.Sprintf("worker %s never started attempt %d", ss.w.name, j.Attempt)))
+		}
+	}
+	cancel = append(cancel, ss.cancel...)
+	ss.cancel = nil
+	return dedupe(cancel), ss.w.drained, changed, nil
+}
+
+func dedupe(in []RunningJob) []RunningJob {
+	seen := map[RunningJob]bool{}
+	out := in[:0]
+	for _, r := range in {
+		if !seen[r] {
+			seen[r] = true
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Pull hands the session a job, waiting up to wait for one. It returns nil
+// when none came.
+func (s *Scheduler) Pull(ctx context.Context, id string, wait time.Duration) (*job.Job, error) {
+	s.mu.Lock()
+	ss := s.sessions[id]
+	if ss == nil {
+		s.mu.Unlock()
+		return nil, ErrUnknownSession
+	}
+	now := s.clock.Now()
+	ss.lastSeen, ss.w.lastSeen = now, now
+	if !s.canRun(ss) {
+		s.mu.Unlock()
+		return nil, nil
+	}
+	if j := s.next(ss); j != nil {
+		s.assign(ss, j, now)
+		c := j.Clone()
+		s.mu.Unlock()
+		return c, nil
+	}
+	if wait <= 0 {
+		s.mu.Unlock()
+		return nil, nil
+	}
+	w := &waiter{s: ss, ch: make(chan *job.Job, 1)}
+	s.waiters = append(s.waiters, w)
+	s.mu.Unlock()
+
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case j := <-w.ch:
+		return j, nil
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.removeWaiter(w)
+	select {
+	case j := <-w.ch:
+		if ctx.Err() != nil {
+			// The puller is gone: give the job back.
+			delete(ss.running, j.ID)
+			delete(ss.assigned, j.ID)
+			lj := s.live[j.ID]
+			lj.Attempt--
+			lj.State = job.Queued
+			lj.Worker = ""
+			s.push(lj, s.clock.Now())
+			return nil, ctx.Err()
+		}
+		return j, nil
+	default:
+		return nil, ctx.Err()
+	}
+}
+
+func (s *Scheduler) removeWaiter(w *waiter) {
+	for i, x := range s.waiters {
+		if x == w {
+			s.waiters = append(s.waiters[:i], s.waiters[i+1:]...)
+			return
+		}
+	}
+}
+
+func (s *Scheduler) dropWaiters(ss *session) {
+	out := s.waiters[:0]
+	for _, w := range s.waiters {
+		if w.s != ss {
+			out = append(out, w)
+		} else {
+			close(w.ch)
+		}
+	}
+	s.waiters = out
+}
+
+// CheckAttempt reports whether the attempt is the one running on the
+// session, for uploads and logs that precede completion.
+func (s *Scheduler) CheckAttempt(id, jobID string, attempt int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss := s.sessions[id]
+	if ss == nil {
+		return ErrUnknownSession
+	}
+	j, ok := ss.running[jobID]
+	if !ok || j.Attempt != attempt {
+		return fmt.Errorf("job %s attempt %d: %w", jobID, attempt, ErrStale)
+	}
+	return nil
+}
+
+// Complete records the end of an attempt, exactly once. An infrastructure
+// error re-queues the job unless it has used up its retries.
+func (s *Scheduler) Complete(id, jobID string, attempt int, o Outcome) (*job.Job, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss := s.sessions[id]
+	if ss == nil {
+		return nil, ErrUnknownSession
+	}
+	j, ok := ss.running[jobID]
+	if !ok || j.Attempt != attempt {
+		return nil, fmt.Errorf("job %s attempt %d: %w", jobID, attempt, ErrStale)
+	}
+	delete(ss.running, jobID)
+	delete(ss.assigned, jobID)
+	now := s.clock.Now()
+	if o.InfraErr {
+		return s.requeue(j, fmt.Sprintf("worker %s: %s", ss.w.name, o.Reason)), nil
+	}
+	j.ExitCode = o.ExitCode
+	j.Reason = o.Reason
+	j.Artifacts = o.Artifacts
+	j.Record = o.Record
+	if o.Failed || o.ExitCode != 0 {
+		j.State = job.Failed
+		if j.Reason == "" {
+			j.Reason = fmt.Sprintf("exit status %d", o.ExitCode)
+		}
+	} else {
+		j.State = job.Succeeded
+	}
+	s.finish(j, now)
+	return j.Clone(), nil
+}
+
+// requeue puts a job back in the queue after an infrastructure failure, or
+// ends it with Error when it has used up its attempts.
+func (s *Scheduler) requeue(j *job.Job, reason string) *job.Job {
+	now := s.clock.Now()
+	if j.Attempt >= s.cfg.RetryCap {
+		j.State = job.Error
+		j.Reason = fmt.Sprintf("%s; gave up after %d attempts (retry cap)", reason, j.Attempt)
+		s.finish(j, now)
+		return j.Clone()
+	}
+	j.State = job.Queued
+	j.Reason = reason
+	j.Worker = ""
+	if !s.handOff(j, now) {
+		s.push(j, now)
+	}
+	return j.Clone()
+}
+
+func (s *Scheduler) finish(j *job.Job, now time.Time) {
+	j.FinishedAt = now
+	delete(s.live, j.ID)
+	delete(s.orphans, j.ID)
+	delete(s.enqueued, j.ID)
+	if key := j.Spec.SupersedeKey; key != "" {
+		delete(s.supersede[key], j.ID)
+		if len(s.supersede[key]) == 0 {
+			delete(s.supersede, key)
+		}
+	}
+}
+
+// Cancel cancels a live job.
+func (s *Scheduler) Cancel(jobID, reason string) (*job.Job, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := s.live[jobID]
+	if j == nil {
+		return nil, ErrNotFound
+	}
+	return s.cancelLocked(j, reason), nil
+}
+
+func (s *Scheduler) cancelLocked(j *job.Job, reason string) *job.Job {
+	if j.State == job.Queued {
+		if q := s.queues[job.LabelString(j.Spec.Labels)]; q != nil {
+			q.size-- // the heap drops it lazily
+		}
+	}
+	if j.State == job.Running {
+		for _, ss := range s.sessions {
+			if _, ok := ss.running[j.ID]; ok {
+				delete(ss.running, j.ID)
+				delete(ss.assigned, j.ID)
+				ss.cancel = append(ss.cancel, RunningJob{JobID: j.ID, Attempt: j.Attempt})
+			}
+		}
+	}
+	j.State = job.Canceled
+	j.Reason = reason
+	s.finish(j, s.clock.Now())
+	return j.Clone()
+}
+
+// Goodbye ends a session; its running jobs are re-queued.
+func (s *Scheduler) Goodbye(id string) []*job.Job {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss := s.sessions[id]
+	if ss == nil {
+		return nil
+	}
+	delete(s.sessions, id)
+	s.dropWaiters(ss)
+	ss.w.state = WorkerOffline
+	ss.w.session = nil
+	var changed []*job.Job
+	for _, j := range ss.running {
+		changed = append(changed, s.requeue(j, fmt.Sprintf("worker %s shut down before finishing", ss.w.name)))
+	}
+	return changed
+}
+
+// Expire declares lost the sessions that missed heartbeats and re-queues
+// their jobs, and re-queues running jobs restored after a restart whose
+// worker did not come back.
+func (s *Scheduler) Expire() []*job.Job {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.clock.Now()
+	var changed []*job.Job
+	for id, ss := range s.sessions {
+		if now.Sub(ss.lastSeen) <= s.cfg.LostAfter {
+			continue
+		}
+		delete(s.sessions, id)
+		s.dropWaiters(ss)
+		ss.w.state = WorkerLost
+		ss.w.session = nil
+		ids := make([]string, 0, len(ss.running))
+		for jid := range ss.running {
+			ids = append(ids, jid)
+		}
+		sort.Strings(ids)
+		for _, jid := range ids {
+			changed = append(changed, s.requeue(ss.running[jid], fmt.Sprintf("worker %s lost (no heartbeat for %s)", ss.w.name, now.Sub(ss.lastSeen).Round(time.Second))))
+		}
+	}
+	for id, o := range s.orphans {
+		if now.After(o.deadline) {
+			delete(s.orphans, id)
+			changed = append(changed, s.requeue(o.j, fmt.Sprintf("worker %s did not reclaim it after a coordinator restart", o.j.Worker)))
+		}
+	}
+	return changed
+}
+
+// Drain stops (or resumes) giving jobs to a worker.
+func (s *Scheduler) Drain(name string, on bool) (WorkerInfo, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := s.workers[name]
+	if w == nil {
+		return WorkerInfo{}, fmt.Errorf("worker %q: %w", name, ErrNoWorker)
+	}
+	w.drained = on
+	if w.state == WorkerOnline || w.state == WorkerDraining {
+		w.state = WorkerOnline
+		if on {
+			w.state = WorkerDraining
+		}
+	}
+	if on && w.session != nil {
+		s.dropWaiters(w.session)
+	}
+	return s.info(w), nil
+}
+
+// ErrNoWorker means no worker has that name.
+var ErrNoWorker = errors.New("no such worker")
+
+func (s *Scheduler) info(w *worker) WorkerInfo {
+	wi := WorkerInfo{Name: w.name, Labels: w.labels, Slots: w.slots, State: w.state, LastSeen: w.lastSeen}
+	if w.session != nil {
+		for id := range w.session.running {
+			wi.Running = append(wi.Running, id)
+		}
+		sort.Strings(wi.Running)
+		if w.session.draining && wi.State == WorkerOnline {
+			wi.State = WorkerDraining
+		}
+	}
+	return wi
+}
+
+// Workers lists the known workers by name.
+func (s *Scheduler) Workers() []WorkerInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]WorkerInfo, 0, len(s.workers))
+	for _, w := range s.workers {
+		out = append(out, s.info(w))
+	}
+	sort.Slice(out, func(i, k int) bool { return out[i].Name < out[k].Name })
+	return out
+}
+
+// Live returns a copy of a live job, or nil.
+func (s *Scheduler) Live(jobID string) *job.Job {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if j := s.live[jobID]; j != nil {
+		return j.Clone()
+	}
+	return nil
+}
+
+// WaitingReason says why a queued job is not running yet.
+func (s *Scheduler) WaitingReason(jobID string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := s.live[jobID]
+	if j == nil || j.State != job.Queued {
+		return ""
+	}
+	var matching, online, busy []*worker
+	var draining []string
+	for _, w := range s.workers {
+		if !matches(j.Spec.Labels, w.labels) {
+			continue
+		}
+		matching = append(matching, w)
+		if w.session == nil {
+			continue
+		}
+		online = append(online, w)
+		switch {
+		case w.drained || w.session.draining:
+			draining = append(draining, w.name)
+		case len(w.session.running) >= w.slots:
+			busy = append(busy, w)
+		}
+	}
+	sort.Strings(draining)
+	switch {
+	case len(matching) == 0:
+		return "no worker has " + s.missingLabel(j.Spec.Labels)
+	case len(online) == 0:
+		names := make([]string, 0, len(matching))
+		for _, w := range matching {
+			names = append(names, fmt.Sprintf("%s (%s)", w.name, w.state))
+		}
+		sort.Strings(names)
+		return "no matching worker online: " + strings.Join(names, ", ")
+	case len(draining) == len(online):
+		return "matching workers draining: " + strings.Join(draining, ", ")
+	case len(busy)+len(draining) == len(online):
+		msg := fmt.Sprintf("all %d matching workers busy", len(busy))
+		if len(draining) > 0 {
+			msg += "; draining: " + strings.Join(draining, ", ")
+		}
+		return msg
+	}
+	return "a matching worker has a free slot; waiting for its next pull"
+}
+
+// missingLabel names the first label (in key order) that no worker has with
+// the wanted value, or all labels when only their combination is missing.
+func (s *Scheduler) missingLabel(want map[string]string) string {
+	keys := make([]string, 0, len(want))
+	for k := range want {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		found := false
+		for _, w := range s.workers {
+			if w.labels[k] == want[k] {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return "label " + k + "=" + want[k]
+		}
+	}
+	return "labels " + job.LabelString(want) + " together"
+}
+
+// Stats is a snapshot for metrics.
+type Stats struct {
+	// QueueDepth by label set (k=v,k=v).
+	QueueDepth map[string]int
+	Running    int
+	Workers    map[WorkerState]int
+}
+
+// Stats returns counts for metrics.
+func (s *Scheduler) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Stats{QueueDepth: map[string]int{}, Workers: map[WorkerState]int{}}
+	for k, q := range s.queues {
+		st.QueueDepth[k] = q.size
+	}
+	for _, j := range s.live {
+		if j.State == job.Running {
+			st.Running++
+		}
+	}
+	for _, w := range s.workers {
+		st.Workers[s.info(w).State]++
+	}
+	return st
+}
+
+type labelQueue struct {
+	labels map[string]string
+	groups map[string]*jobHeap
+	size   int
+}
+
+type jobHeap []*job.Job
+
+func (h jobHeap) Len() int { return len(h) }
+func (h jobHeap) Less(i, j int) bool {
+	if h[i].Spec.Priority != h[j].Spec.Priority {
+		return h[i].Spec.Priority > h[j].Spec.Priority
+	}
+	return h[i].Seq < h[j].Seq
+}
+func (h jobHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *jobHeap) Push(x any)   { *h = append(*h, x.(*job.Job)) }
+func (h *jobHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
