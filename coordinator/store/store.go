@@ -1,0 +1,349 @@
+// Package store keeps the coordinator's state in an embedded SQLite
+// database. Writes are group-committed: many callers' changes go into one
+// transaction, and each caller returns only once its change is durable.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kiln-build/kiln/coordinator/job"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// ErrNotFound means no job has that id.
+var ErrNotFound = errors.New("job not found")
+
+// Store is safe for concurrent use.
+type Store struct {
+	db     *sql.DB
+	writes chan writeReq
+	closed chan struct{}
+}
+
+type writeReq struct {
+	jobs []*job.Job
+	done chan error
+}
+
+const schema = `
+CREATE TABLE IF NOT EXISTS jobs (
+	id TEXT PRIMARY KEY,
+	seq INTEGER NOT NULL UNIQUE,
+	state INTEGER NOT NULL,
+	spec TEXT NOT NULL,
+	build_key TEXT NOT NULL DEFAULT '',
+	rebuild INTEGER NOT NULL DEFAULT 0,
+	rebuild_of TEXT NOT NULL DEFAULT '',
+	verify INTEGER NOT NULL DEFAULT 0,
+	attempt INTEGER NOT NULL DEFAULT 0,
+	worker TEXT NOT NULL DEFAULT '',
+	exit_code INTEGER NOT NULL DEFAULT 0,
+	reason TEXT NOT NULL DEFAULT '',
+	artifacts TEXT NOT NULL DEFAULT '[]',
+	record TEXT NOT NULL DEFAULT '',
+	differing TEXT NOT NULL DEFAULT '[]',
+	publish TEXT NOT NULL DEFAULT '',
+	created_at INTEGER NOT NULL,
+	started_at INTEGER NOT NULL DEFAULT 0,
+	finished_at INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE INDEX IF NOT EXISTS jobs_build_key ON jobs(build_key, state);
+CREATE TABLE IF NOT EXISTS revisions (
+	release TEXT NOT NULL,
+	package TEXT NOT NULL,
+	last INTEGER NOT NULL,
+	PRIMARY KEY (release, package)
+);
+`
+
+// Open opens (creating if needed) the database at path.
+func Open(ctx context.Context, path string) (*Store, error) {
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open state database %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	if _, err := db.ExecContext(ctx, schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("create schema in %s: %w", path, err)
+	}
+	s := &Store{db: db, writes: make(chan writeReq, 1024), closed: make(chan struct{})}
+	go s.writer()
+	return s, nil
+}
+
+// DB returns the database for packages that keep tables of their own.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Close waits for pending writes and closes the database.
+func (s *Store) Close() error {
+	close(s.writes)
+	<-s.closed
+	return s.db.Close()
+}
+
+// Put writes jobs (insert or update) and returns when they are durable.
+func (s *Store) Put(ctx context.Context, jobs ...*job.Job) error {
+	if len(jobs) == 0 {
+		return nil
+	}
+	req := writeReq{jobs: jobs, done: make(chan error, 1)}
+	select {
+	case s.writes <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Store) writer() {
+	defer close(s.closed)
+	for first := range s.writes {
+		batch := []writeReq{first}
+	drain:
+		for len(batch) < 512 {
+			select {
+			case r, ok := <-s.writes:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		err := s.commit(batch)
+		for _, r := range batch {
+			r.done <- err
+		}
+	}
+}
+
+const upsert = `INSERT INTO jobs (id, seq, state, spec, build_key, rebuild, rebuild_of, verify, attempt, worker,
+	exit_code, reason, artifacts, record, differing, publish, created_at, started_at, finished_at)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+ON CONFLICT(id) DO UPDATE SET state=excluded.state, attempt=excluded.attempt, worker=excluded.worker,
+	exit_code=excluded.exit_code, reason=excluded.reason, artifacts=excluded.artifacts, record=excluded.record,
+	differing=excluded.differing, publish=excluded.publish, started_at=excluded.started_at,
+	finished_at=excluded.finished_at, spec=excluded.spec`
+
+func (s *Store) commit(batch []writeReq) error {
+	ctx := context.Background()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	stmt, err := tx.PrepareContext(ctx, upsert)
+	if err != nil {
+		return fmt.Errorf("prepare: %w", err)
+	}
+	defer stmt.Close()
+	for _, r := range batch {
+		for _, j := range r.jobs {
+			args, err := row(j)
+			if err != nil {
+				return err
+			}
+			if _, err := stmt.ExecContext(ctx, args...); err != nil {
+				return fmt.Errorf("write job %s: %w", j.ID, err)
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+func unix(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromUnix(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func row(j *job.Job) ([]any, error) {
+	spec, err := json.Marshal(j.Spec)
+	if err != nil {
+		return nil, fmt.Errorf("encode job %s spec: %w", j.ID, err)
+	}
+	arts, _ := json.Marshal(nonNil(j.Artifacts))
+	diff, _ := json.Marshal(nonNilS(j.Differing))
+	rec := ""
+	if j.Record != nil {
+		b, err := json.Marshal(j.Record)
+		if err != nil {
+			return nil, fmt.Errorf("encode job %s record: %w", j.ID, err)
+		}
+		rec = string(b)
+	}
+	return []any{j.ID, j.Seq, int(j.State), string(spec), j.BuildKey, b2i(j.Rebuild), j.RebuildOf, b2i(j.Verify),
+		j.Attempt, j.Worker, j.ExitCode, j.Reason, string(arts), rec, string(diff), j.Publish,
+		unix(j.CreatedAt), unix(j.StartedAt), unix(j.FinishedAt)}, nil
+}
+
+func nonNil(a []job.Artifact) []job.Artifact {
+	if a == nil {
+		return []job.Artifact{}
+	}
+	return a
+}
+
+func nonNilS(a []string) []string {
+	if a == nil {
+		return []string{}
+	}
+	return a
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+const columns = `id, seq, state, spec, build_key, rebuild, rebuild_of, verify, attempt, worker, exit_code, reason,
+	artifacts, record, differing, publish, created_at, started_at, finished_at`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scan(r scanner) (*job.Job, error) {
+	var j job.Job
+	var state, rebuild, verify int
+	var spec, arts, rec, diff string
+	var c, st, f int64
+	if err := r.Scan(&j.ID, &j.Seq, &state, &spec, &j.BuildKey, &rebuild, &j.RebuildOf, &verify, &j.Attempt,
+		&j.Worker, &j.ExitCode, &j.Reason, &arts, &rec, &diff, &j.Publish, &c, &st, &f); err != nil {
+		return nil, err
+	}
+	j.State, j.Rebuild, j.Verify = job.State(state), rebuild == 1, verify == 1
+	j.CreatedAt, j.StartedAt, j.FinishedAt = fromUnix(c), fromUnix(st), fromUnix(f)
+	if err := json.Unmarshal([]byte(spec), &j.Spec); err != nil {
+		return nil, fmt.Errorf("decode job %s spec: %w", j.ID, err)
+	}
+	if err := json.Unmarshal([]byte(arts), &j.Artifacts); err != nil {
+		return nil, fmt.Errorf("decode job %s artifacts: %w", j.ID, err)
+	}
+	if err := json.Unmarshal([]byte(diff), &j.Differing); err != nil {
+		return nil, fmt.Errorf("decode job %s differing: %w", j.ID, err)
+	}
+	if rec != "" {
+		j.Record = &job.Record{}
+		if err := json.Unmarshal([]byte(rec), j.Record); err != nil {
+			return nil, fmt.Errorf("decode job %s record: %w", j.ID, err)
+		}
+	}
+	return &j, nil
+}
+
+// Get returns one job.
+func (s *Store) Get(ctx context.Context, id string) (*job.Job, error) {
+	j, err := scan(s.db.QueryRowContext(ctx, `SELECT `+columns+` FROM jobs WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("job %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read job %s: %w", id, err)
+	}
+	return j, nil
+}
+
+// List returns jobs in the given states (all when none), newest first.
+func (s *Store) List(ctx context.Context, states []job.State, limit int) ([]*job.Job, error) {
+	q := `SELECT ` + columns + ` FROM jobs`
+	var args []any
+	if len(states) > 0 {
+		ph := make([]string, len(states))
+		for i, st := range states {
+			ph[i] = "?"
+			args = append(args, int(st))
+		}
+		q += ` WHERE state IN (` + strings.Join(ph, ",") + `)`
+	}
+	q += ` ORDER BY seq DESC`
+	if limit > 0 {
+		q += ` LIMIT ` + strconv.Itoa(limit)
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	defer rows.Close()
+	var out []*job.Job
+	for rows.Next() {
+		j, err := scan(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list jobs: %w", err)
+		}
+		out = append(out, j)
+	}
+	return out, rows.Err()
+}
+
+// Live returns the queued and running jobs, oldest first.
+func (s *Store) Live(ctx context.Context) ([]*job.Job, error) {
+	jobs, err := s.List(ctx, []job.State{job.Queued, job.Running}, 0)
+	for i, k := 0, len(jobs)-1; i < k; i, k = i+1, k-1 {
+		jobs[i], jobs[k] = jobs[k], jobs[i]
+	}
+	return jobs, err
+}
+
+// LastSeq returns the highest job sequence number used.
+func (s *Store) LastSeq(ctx context.Context) (int64, error) {
+	var n sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, `SELECT MAX(seq) FROM jobs`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("read last job number: %w", err)
+	}
+	return n.Int64, nil
+}
+
+// ByBuildKey returns the newest job with the build key that succeeded or is
+// still live, or nil.
+func (s *Store) ByBuildKey(ctx context.Context, key string) (*job.Job, error) {
+	j, err := scan(s.db.QueryRowContext(ctx, `SELECT `+columns+` FROM jobs WHERE build_key = ? AND state IN (?,?,?)
+		ORDER BY seq DESC LIMIT 1`, key, int(job.Queued), int(job.Running), int(job.Succeeded)))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("find build key %s: %w", key, err)
+	}
+	return j, nil
+}
+
+// NextRevision returns the next release revision for a package in a
+// release, starting at 1, durable before it returns.
+func (s *Store) NextRevision(ctx context.Context, release, pkg string) (int64, error) {
+	var n int64
+	err := s.db.QueryRowContext(ctx, `INSERT INTO revisions (release, package, last) VALUES (?, ?, 1)
+		ON CONFLICT(release, package) DO UPDATE SET last = last + 1 RETURNING last`, release, pkg).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("next revision of %s in %s: %w", pkg, release, err)
+	}
+	return n, nil
+}
