@@ -1,0 +1,801 @@
+// Package build turns a source state in git into binary packages the way
+// the distributions do it themselves: dpkg-source, apt and dpkg-buildpackage
+// for Debian and Ubuntu targets, rpmbuild (and dnf where the buildroot has
+// it) for RPM targets, all inside one throw-away buildroot per build.
+package build
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/kiln-build/kiln/worker/executor"
+)
+
+// Builder runs package builds. It implements executor.Executor for jobs
+// with Build set.
+type Builder struct {
+	cfg    Config
+	opener executor.SandboxOpener
+	logger hclog.Logger
+	git    *gitCache
+}
+
+// New returns a Builder that opens buildroots with opener.
+func New(cfg Config, opener executor.SandboxOpener, logger hclog.Logger) *Builder {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	return &Builder{
+		cfg:    cfg,
+		opener: opener,
+		logger: logger.Named("build"),
+		git:    newGitCache(cfg.CacheDir, cfg.GitTimeout),
+	}
+}
+
+// Work dir layout, relative to the job's work dir (SandboxWorkDir inside
+// the buildroot).
+const (
+	outDir   = "out"
+	srcDir   = "src"
+	rpmDir   = "rpm"
+	stateDir = ".kiln"
+)
+
+var packageNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.+_-]*$`)
+
+// plan is one package build prepared on the host: the steps to run in the
+// buildroot and how to read their results.
+type plan struct {
+	kind    string // "deb" or "rpm"
+	version string
+	// source builds the source package (build user, no network).
+	source executor.Step
+	// deps installs build dependencies (root, network).
+	deps executor.Step
+	// query lists the installed packages, one "name\tversion\tarch" a line.
+	query executor.Step
+	// build builds the binary packages (build user, no network).
+	build executor.Step
+	// collect lists the directories (relative to the work dir) whose
+	// matching files are artifacts, and the patterns they match.
+	collect []collectRule
+	// versionFromSRPM derives the built version from the .src.rpm name.
+	versionFromSRPM string
+}
+
+type collectRule struct {
+	dir      string
+	patterns []string
+	depth    int // 0: files directly in dir; 1: files in its subdirectories
+}
+
+// Run builds job.Build. See executor.Executor for how errors and results
+// are told apart.
+func (b *Builder) Run(ctx context.Context, job executor.Job, log io.Writer) (executor.Result, error) {
+	if job.Build == nil {
+		return executor.Result{}, executor.ErrUnsupported
+	}
+	if job.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, job.Timeout, errJobTimeout)
+		defer cancel()
+	}
+	logger := b.logger.With("job_id", job.ID, "package", job.Build.Package, "target", job.Build.Target)
+	rec := &executor.Record{Sources: append([]executor.Source(nil), job.Build.Sources...)}
+	start := time.Now()
+	res, err := b.run(ctx, job, log, rec)
+	if bad, ok := isBadSource(err); ok {
+		fmt.Fprintf(log, "kiln: bad input: %s\n", bad.Msg)
+		logger.Info("bad build input", "reason", bad.Msg)
+		return executor.Result{ExitCode: 1, Reason: "bad input: " + bad.Msg, Record: rec}, nil
+	}
+	if err != nil && errors.Is(context.Cause(ctx), errJobTimeout) {
+		reason := fmt.Sprintf("time limit %s reached", job.Timeout)
+		fmt.Fprintf(log, "kiln: %s\n", reason)
+		return executor.Result{ExitCode: 1, Reason: reason, Record: rec}, nil
+	}
+	if err != nil {
+		return executor.Result{}, err
+	}
+	res.Record = rec
+	fmt.Fprintf(log, "kiln: done in %s: %s\n", time.Since(start).Round(time.Millisecond), resultText(res))
+	logger.Info("package build finished", "exit_code", res.ExitCode, "reason", res.Reason, "version", rec.Version, "duration", time.Since(start))
+	return res, nil
+}
+
+var errJobTimeout = errors.New("job time limit reached")
+
+func resultText(r executor.Result) string {
+	if r.Failed() {
+		return "failed: " + r.Reason
+	}
+	return "success"
+}
+
+func (b *Builder) run(ctx context.Context, job executor.Job, log io.Writer, rec *executor.Record) (executor.Result, error) {
+	pb := job.Build
+	if err := checkJob(job); err != nil {
+		return executor.Result{}, err
+	}
+	fmt.Fprintf(log, "kiln: === fetch sources\n")
+	repos := map[string]string{} // role -> bare repo dir
+	srcs := map[string]executor.Source{}
+	for _, s := range pb.Sources {
+		dir, err := b.git.Fetch(ctx, s, log)
+		if err != nil {
+			return executor.Result{}, err
+		}
+		role := s.Role
+		if role == "" {
+			role = "combined"
+		}
+		repos[role], srcs[role] = dir, s
+	}
+	fmt.Fprintf(log, "kiln: === prepare source tree\n")
+	p, err := b.prepare(ctx, job, repos, srcs)
+	if err != nil {
+		return executor.Result{}, err
+	}
+	rec.Version = p.version
+	if err := chownTree(job.WorkDir); err != nil {
+		return executor.Result{}, err
+	}
+
+	fmt.Fprintf(log, "kiln: === open buildroot %s\n", pb.Target)
+	sb, err := b.opener.Open(ctx, pb.Target, job.WorkDir)
+	if err != nil {
+		return executor.Result{}, fmt.Errorf("open buildroot %s: %w", pb.Target, err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if err := sb.Close(cctx); err != nil {
+			b.logger.Warn("close buildroot", "job_id", job.ID, "error", err)
+		}
+	}()
+	rec.ChrootDigest = sb.ChrootDigest()
+
+	exec := func(phase string, step executor.Step, out io.Writer) (executor.StepResult, error) {
+		fmt.Fprintf(log, "kiln: === %s: %s (%s)\n", phase, shellJoin(step.Argv), stepMode(step))
+		rec.Commands = append(rec.Commands, shellJoin(step.Argv))
+		r, err := sb.Exec(ctx, step, out)
+		if err != nil {
+			return r, fmt.Errorf("%s in buildroot %s: %w", phase, pb.Target, err)
+		}
+		return r, nil
+	}
+	failed := func(phase string, r executor.StepResult) executor.Result {
+		reason := r.Reason
+		if reason == "" {
+			reason = fmt.Sprintf("exit status %d", r.ExitCode)
+		}
+		code := r.ExitCode
+		if code == 0 {
+			code = 1
+		}
+		return executor.Result{ExitCode: code, Reason: phase + " failed: " + reason}
+	}
+
+	if r, err := exec("source package", p.source, log); err != nil || r.Failed() {
+		return failed("source package", r), err
+	}
+	if r, err := exec("phase 1: build dependencies", p.deps, log); err != nil || r.Failed() {
+		return failed("build dependencies", r), err
+	}
+	var listing bytes.Buffer
+	if r, err := exec("installed packages", p.query, &listing); err != nil || r.Failed() {
+		if err == nil {
+			log.Write(listing.Bytes())
+		}
+		return failed("listing installed packages", r), err
+	}
+	rec.Installed = parseInstalled(listing.Bytes())
+	fmt.Fprintf(log, "kiln: %d packages installed in the buildroot\n", len(rec.Installed))
+	if r, err := exec("phase 2: build", p.build, log); err != nil || r.Failed() {
+		return failed("build", r), err
+	}
+
+	fmt.Fprintf(log, "kiln: === collect artifacts\n")
+	files, err := collect(job.WorkDir, p.collect)
+	if err != nil {
+		return executor.Result{}, err
+	}
+	if p.versionFromSRPM != "" {
+		for _, f := range files {
+			if v, ok := strings.CutPrefix(f, p.versionFromSRPM+"-"); ok && strings.HasSuffix(v, ".src.rpm") {
+				rec.Version = strings.TrimSuffix(v, ".src.rpm")
+			}
+		}
+	}
+	if len(files) == 0 {
+		fmt.Fprintf(log, "kiln: the build produced no packages\n")
+		return executor.Result{ExitCode: 1, Reason: "build produced no packages"}, nil
+	}
+	for _, f := range files {
+		fmt.Fprintf(log, "kiln: artifact %s\n", f)
+	}
+	return executor.Result{}, nil
+}
+
+// checkJob rejects a malformed build description.
+func checkJob(job executor.Job) error {
+	pb := job.Build
+	if !filepath.IsAbs(job.WorkDir) {
+		return fmt.Errorf("job %s: work dir %q is not an absolute path", job.ID, job.WorkDir)
+	}
+	if pb.Target == "" {
+		return badSource("build of %q names no target; set the target", pb.Package)
+	}
+	if pb.Package != "" && !packageNameRE.MatchString(pb.Package) {
+		return badSource("package name %q is not a valid package name", pb.Package)
+	}
+	roles := map[string]int{}
+	for _, s := range pb.Sources {
+		r := s.Role
+		if r == "" {
+			r = "combined"
+		}
+		switch r {
+		case "combined", "code", "packaging":
+			roles[r]++
+		default:
+			return badSource("source %s has role %q; use combined, code or packaging", s.URL, s.Role)
+		}
+	}
+	switch {
+	case len(pb.Sources) == 1 && roles["combined"] == 1:
+	case len(pb.Sources) == 2 && roles["code"] == 1 && roles["packaging"] == 1:
+	default:
+		return badSource("build of %q has %d sources (%v); give one combined source or one code and one packaging source", pb.Package, len(pb.Sources), roles)
+	}
+	return nil
+}
+
+// prepare assembles the source tree in the work dir and plans the steps.
+func (b *Builder) prepare(ctx context.Context, job executor.Job, repos map[string]string, srcs map[string]executor.Source) (*plan, error) {
+	pb := job.Build
+	for _, d := range []string{stateDir, srcDir, outDir} {
+		if err := os.MkdirAll(filepath.Join(job.WorkDir, d), 0o755); err != nil {
+			return nil, fmt.Errorf("prepare work dir: %w", err)
+		}
+	}
+	pkgRole := "combined"
+	if _, ok := repos["packaging"]; ok {
+		pkgRole = "packaging"
+	}
+	codeRole := "combined"
+	if _, ok := repos["code"]; ok {
+		codeRole = "code"
+	}
+	// Archives of the commits, kept for the tree and the upstream tarball.
+	archives := map[string]string{}
+	for role, dir := range repos {
+		f := filepath.Join(job.WorkDir, stateDir, role+".tar")
+		if err := writeFileFrom(f, func(w io.Writer) error { return b.git.Archive(ctx, dir, srcs[role].Commit, w) }); err != nil {
+			return nil, err
+		}
+		archives[role] = f
+	}
+	// The packaging tree, extracted where nothing can follow it out.
+	pkgTree := filepath.Join(job.WorkDir, stateDir, "packaging")
+	what := "source " + srcs[pkgRole].URL + "@" + short(srcs[pkgRole].Commit)
+	if err := extractArchive(what, archives[pkgRole], pkgTree, "", nil); err != nil {
+		return nil, err
+	}
+	root, err := os.OpenRoot(pkgTree)
+	if err != nil {
+		return nil, fmt.Errorf("open packaging tree: %w", err)
+	}
+	defer root.Close()
+
+	dist := strings.SplitN(pb.Target, "/", 2)[0]
+	debDir, specPath, err := findRecipe(root, pkgRole == "packaging", dist, pb.Recipe)
+	if err != nil {
+		return nil, badSource("%s: %v", what, err)
+	}
+	date, err := b.git.CommitTime(ctx, repos[pkgRole], srcs[pkgRole].Commit)
+	if err != nil {
+		return nil, err
+	}
+	in := prepInput{
+		job: job, root: root, what: what, archives: archives, pkgRole: pkgRole, codeRole: codeRole,
+		codeWhat: "source " + srcs[codeRole].URL + "@" + short(srcs[codeRole].Commit), date: date,
+	}
+	if debDir != "" {
+		return b.prepareDeb(in, debDir)
+	}
+	return b.prepareRPM(in, specPath)
+}
+
+type prepInput struct {
+	job               executor.Job
+	root              *os.Root
+	what, codeWhat    string
+	archives          map[string]string
+	pkgRole, codeRole string
+	date              time.Time
+}
+
+// findRecipe finds debian/ (returning its directory, "." or the
+// distribution) or a spec file in the packaging tree.
+func findRecipe(root *os.Root, separate bool, dist, recipe string) (debDir, spec string, err error) {
+	isDir := func(p string) bool {
+		fi, err := root.Lstat(p)
+		return err == nil && fi.IsDir()
+	}
+	isFile := func(p string) bool {
+		fi, err := root.Lstat(p)
+		return err == nil && fi.Mode().IsRegular()
+	}
+	wantDeb, wantRPM := recipe != "rpm", recipe != "deb"
+	debCands := []string{"."}
+	if separate && dist != "" && dist != "." {
+		debCands = append(debCands, dist)
+	}
+	if wantDeb {
+		for _, d := range debCands {
+			if isDir(path.Join(d, "debian")) {
+				if !isFile(path.Join(d, "debian/changelog")) || !isFile(path.Join(d, "debian/control")) {
+					return "", "", fmt.Errorf("%s/debian has no regular changelog and control files; add them", d)
+				}
+				return d, "", nil
+			}
+		}
+	}
+	if wantRPM {
+		for _, d := range []string{".", dist, "rpm"} {
+			if d == "" || !isDir(d) {
+				continue
+			}
+			entries, err := fs.ReadDir(root.FS(), d)
+			if err != nil {
+				return "", "", fmt.Errorf("read %s: %w", d, err)
+			}
+			var specs []string
+			for _, e := range entries {
+				if strings.HasSuffix(e.Name(), ".spec") && e.Type().IsRegular() {
+					specs = append(specs, path.Join(d, e.Name()))
+				}
+			}
+			if len(specs) > 1 {
+				return "", "", fmt.Errorf("more than one spec file in %s (%s); keep one", d, strings.Join(specs, ", "))
+			}
+			if len(specs) == 1 {
+				return "", specs[0], nil
+			}
+		}
+	}
+	where := "debian/ or a .spec file at the top"
+	if separate {
+		where = fmt.Sprintf("debian/ or a .spec file at the top or under %s/", dist)
+	}
+	return "", "", fmt.Errorf("no packaging found: expected %s; add the packaging or check the source", where)
+}
+
+func (b *Builder) prepareDeb(in prepInput, debDir string) (*plan, error) {
+	pb := in.job.Build
+	if !debSuffixRE.MatchString(pb.VersionSuffix) {
+		return nil, badSource("version suffix %q may only hold letters, digits and . + ~", pb.VersionSuffix)
+	}
+	clPath := path.Join(debDir, "debian/changelog")
+	cl, err := in.root.ReadFile(clPath)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", clPath, err)
+	}
+	head, err := parseChangelogHead(cl)
+	if err != nil {
+		return nil, badSource("%s: %v", in.what, err)
+	}
+	if pb.Package != "" && head.Source != pb.Package {
+		return nil, badSource("%s: debian/changelog names source package %q, the build asked for %q; check the source mapping", in.what, head.Source, pb.Package)
+	}
+	fmtData, err := in.root.ReadFile(path.Join(debDir, "debian/source/format"))
+	format, ferr := parseSourceFormat(fmtData, err == nil)
+	if ferr != nil {
+		return nil, badSource("%s: %v", in.what, ferr)
+	}
+	version := head.Version + pb.VersionSuffix
+	upver := upstreamVersion(head.Version)
+	treeName := head.Source + "-" + upver
+	tree := filepath.Join(in.job.WorkDir, srcDir, treeName)
+
+	// Source tree: the code, then debian/ from the packaging.
+	inDebian := func(name string) bool { return name == "debian" || strings.HasPrefix(name, "debian/") }
+	if in.pkgRole == "combined" {
+		if err := os.Rename(filepath.Join(in.job.WorkDir, stateDir, "packaging"), tree); err != nil {
+			return nil, fmt.Errorf("prepare source tree: %w", err)
+		}
+	} else {
+		if err := extractArchive(in.codeWhat, in.archives[in.codeRole], tree, "", func(n string) bool { return !inDebian(n) }); err != nil {
+			return nil, err
+		}
+		strip := ""
+		if debDir != "." {
+			strip = debDir
+		}
+		if err := extractArchive(in.what, in.archives[in.pkgRole], tree, strip, inDebian); err != nil {
+			return nil, err
+		}
+	}
+	if needsOrig(format, head.Version) {
+		orig := filepath.Join(in.job.WorkDir, srcDir, head.Source+"_"+upver+".orig.tar.gz")
+		err := writeFileFrom(orig, func(w io.Writer) error {
+			f, err := os.Open(in.archives[in.codeRole])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			return writeTarball(in.codeWhat, f, w, treeName, inDebian)
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if pb.VersionSuffix != "" {
+		troot, err := os.OpenRoot(tree)
+		if err != nil {
+			return nil, fmt.Errorf("open source tree: %w", err)
+		}
+		defer troot.Close()
+		old, err := troot.ReadFile("debian/changelog")
+		if err != nil {
+			return nil, wrapTreeErr(in.what, "debian/changelog", err)
+		}
+		entry := changelogEntry(head, version, pb.Release, pb.Revision, b.cfg.Maintainer, in.date)
+		if err := removeIfLink(troot, "debian/changelog"); err != nil {
+			return nil, wrapTreeErr(in.what, "debian/changelog", err)
+		}
+		if err := troot.WriteFile("debian/changelog", append([]byte(entry), old...), 0o644); err != nil {
+			return nil, wrapTreeErr(in.what, "debian/changelog", err)
+		}
+	}
+
+	dsc := head.Source + "_" + withoutEpoch(version) + ".dsc"
+	srcWork := path.Join(executor.SandboxWorkDir, srcDir)
+	env := buildEnv()
+	p := &plan{kind: "deb", version: version}
+	p.source = executor.Step{Argv: []string{"dpkg-source", "-b", treeName}, Dir: srcWork, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit}
+	p.deps = executor.Step{
+		Argv: []string{"sh", "-ec", debDepsScript(b.cfg.repositories(pb.Release, pb.Target), pb.Pinned, dsc), "kiln-deps"},
+		Dir:  srcWork + "/" + treeName, Root: true, Network: true,
+		Env:     append(env, "DEBIAN_FRONTEND=noninteractive"),
+		Timeout: b.cfg.DependencyTimeout, IdleTimeout: b.cfg.IdleLimit,
+	}
+	p.query = executor.Step{Argv: []string{"dpkg-query", "-W", "-f", `${Package}\t${Version}\t${Architecture}\n`}, Env: env, Timeout: time.Minute}
+	p.build = executor.Step{Argv: []string{"dpkg-buildpackage", "-us", "-uc"}, Dir: srcWork + "/" + treeName, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit}
+	p.collect = []collectRule{{dir: srcDir, patterns: []string{"*.deb", "*.udeb", "*.ddeb", "*.dsc", "*.tar.*", "*.diff.gz", "*.changes", "*.buildinfo"}}}
+	return p, nil
+}
+
+// debDepsScript installs build dependencies as root: the release's
+// repository as an extra apt source, the pinned versions when rebuilding
+// from a record, then whatever the .dsc's Build-Depends still lacks.
+func debDepsScript(repos []Repository, pinned []executor.Package, dsc string) string {
+	var s strings.Builder
+	s.WriteString("apt_opts='-y --no-install-recommends -o Dpkg::Use-Pty=0 -o APT::Color=0'\nupdated=\n")
+	s.WriteString("update() { if [ -z \"$updated\" ]; then apt-get update -o APT::Color=0; updated=1; fi; }\n")
+	for _, r := range repos {
+		if r.Apt != "" {
+			fmt.Fprintf(&s, "echo %s >> /etc/apt/sources.list.d/kiln-release.list\n", shellQuote(r.Apt))
+		}
+	}
+	if len(repos) > 0 {
+		s.WriteString("update\n")
+	}
+	if len(pinned) > 0 {
+		s.WriteString("echo 'kiln: installing pinned build dependencies'\nupdate\napt-get install $apt_opts --allow-downgrades")
+		for _, p := range pinned {
+			spec := p.Name
+			if p.Architecture != "" && p.Architecture != "all" {
+				spec += ":" + p.Architecture
+			}
+			s.WriteString(" " + shellQuote(spec+"="+p.Version))
+		}
+		s.WriteString("\n")
+	}
+	fmt.Fprintf(&s, "if dpkg-checkbuilddeps; then\n  echo 'kiln: build dependencies already satisfied'\nelse\n  update\n  apt-get build-dep $apt_opts %s\nfi\n", shellQuote("../"+dsc))
+	return s.String()
+}
+
+func (b *Builder) prepareRPM(in prepInput, specPath string) (*plan, error) {
+	pb := in.job.Build
+	if !rpmSuffixRE.MatchString(pb.VersionSuffix) {
+		return nil, badSource("version suffix %q may only hold letters, digits and . _ + ~", pb.VersionSuffix)
+	}
+	data, err := in.root.ReadFile(specPath)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", specPath, err)
+	}
+	spec, err := parseSpec(data)
+	if err != nil {
+		return nil, badSource("%s: %s: %v", in.what, specPath, err)
+	}
+	if pb.Package != "" && spec.Name != pb.Package {
+		return nil, badSource("%s: %s names package %q, the build asked for %q; check the source mapping", in.what, specPath, spec.Name, pb.Package)
+	}
+	top := filepath.Join(in.job.WorkDir, rpmDir)
+	for _, d := range []string{"SPECS", "SOURCES", "BUILD", "RPMS", "SRPMS"} {
+		if err := os.MkdirAll(filepath.Join(top, d), 0o755); err != nil {
+			return nil, fmt.Errorf("prepare rpm tree: %w", err)
+		}
+	}
+	specName := spec.Name + ".spec"
+	if err := os.WriteFile(filepath.Join(top, "SPECS", specName), setSpecRelease(data, pb.VersionSuffix), 0o644); err != nil {
+		return nil, fmt.Errorf("write spec: %w", err)
+	}
+	// Sources and patches kept beside the spec.
+	specDir := path.Dir(specPath)
+	for _, name := range spec.Sources {
+		p := path.Join(specDir, name)
+		fi, err := in.root.Lstat(p)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		b, err := in.root.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", p, err)
+		}
+		if err := os.WriteFile(filepath.Join(top, "SOURCES", name), b, 0o644); err != nil {
+			return nil, fmt.Errorf("copy %s: %w", p, err)
+		}
+	}
+	// The upstream tarball from the code repository, unless it is kept.
+	tarball := spec.Source0
+	if tarball == "" || strings.Contains(tarball, "%") || !strings.HasSuffix(tarball, ".tar.gz") {
+		tarball = spec.Name + "-" + spec.Version + ".tar.gz"
+	}
+	if _, err := os.Lstat(filepath.Join(top, "SOURCES", tarball)); errors.Is(err, fs.ErrNotExist) {
+		err := writeFileFrom(filepath.Join(top, "SOURCES", tarball), func(w io.Writer) error {
+			f, err := os.Open(in.archives[in.codeRole])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			return writeTarball(in.codeWhat, f, w, spec.Name+"-"+spec.Version, nil)
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+
+	topIn := path.Join(executor.SandboxWorkDir, rpmDir)
+	defs := []string{
+		"--define", "_topdir " + topIn,
+		"--define", "_buildhost kiln.invalid",
+		"--define", "use_source_date_epoch_as_buildtime 1",
+		"--define", "clamp_mtime_to_source_date_epoch 1",
+	}
+	env := append(buildEnv(), fmt.Sprintf("SOURCE_DATE_EPOCH=%d", in.date.Unix()))
+	specIn := "SPECS/" + specName
+	p := &plan{kind: "rpm", version: spec.Version + "-" + spec.Release + pb.VersionSuffix, versionFromSRPM: spec.Name}
+	p.source = executor.Step{Argv: append(append([]string{"rpmbuild", "-bs", "--nodeps"}, defs...), specIn), Dir: topIn, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit}
+	p.deps = executor.Step{
+		Argv: []string{"sh", "-ec", rpmDepsScript(b.cfg.repositories(pb.Release, pb.Target), pb.Pinned), "kiln-deps"},
+		Dir:  topIn, Root: true, Network: true, Env: env,
+		Timeout: b.cfg.DependencyTimeout, IdleTimeout: b.cfg.IdleLimit,
+	}
+	p.query = executor.Step{Argv: []string{"sh", "-c", `if command -v dnf >/dev/null 2>&1; then rpm -qa --qf '%{NAME}\t%|EPOCH?{%{EPOCH}:}|%{VERSION}-%{RELEASE}\t%{ARCH}\n'; else dpkg-query -W -f '${Package}\t${Version}\t${Architecture}\n'; fi`}, Env: env, Timeout: time.Minute}
+	build := "rpmbuild -bb " + shellJoin(defs) + " " + specIn
+	p.build = executor.Step{
+		Argv: []string{"sh", "-ec", "if command -v dnf >/dev/null 2>&1; then exec " + build + "; else exec " +
+			strings.Replace(build, "-bb", "-bb --nodeps", 1) + "; fi", "kiln-build"},
+		Dir: topIn, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit,
+	}
+	p.collect = []collectRule{
+		{dir: rpmDir + "/SRPMS", patterns: []string{"*.src.rpm"}},
+		{dir: rpmDir + "/RPMS", patterns: []string{"*.rpm"}, depth: 1},
+	}
+	return p, nil
+}
+
+// rpmDepsScript installs BuildRequires with dnf where the buildroot has it.
+func rpmDepsScript(repos []Repository, pinned []executor.Package) string {
+	var s strings.Builder
+	s.WriteString("if ! command -v dnf >/dev/null 2>&1; then\n")
+	s.WriteString("  echo 'kiln: this buildroot has no dnf: BuildRequires are not installed; the build goes on with what the buildroot holds'\n")
+	s.WriteString("  rpmspec -q --buildrequires SPECS/*.spec 2>/dev/null | sed 's/^/kiln: not installed: /' || true\n  exit 0\nfi\n")
+	for i, r := range repos {
+		if r.BaseURL != "" {
+			fmt.Fprintf(&s, "printf '[kiln-release-%d]\\nname=kiln release repository\\nbaseurl=%%s\\ngpgcheck=0\\nenabled=1\\n' %s > /etc/yum.repos.d/kiln-release-%d.repo\n", i, shellQuote(r.BaseURL), i)
+		}
+	}
+	if len(pinned) > 0 {
+		s.WriteString("dnf install -y --allowerasing")
+		for _, p := range pinned {
+			s.WriteString(" " + shellQuote(p.Name+"-"+p.Version))
+		}
+		s.WriteString("\n")
+	}
+	s.WriteString("dnf builddep -y SRPMS/*.src.rpm\n")
+	return s.String()
+}
+
+// buildEnv is the environment every step starts from, the same on every
+// worker so that builds are reproducible.
+func buildEnv() []string {
+	return []string{"LC_ALL=C.UTF-8", "TZ=UTC", "LANG=C.UTF-8"}
+}
+
+// parseInstalled reads "name\tversion\tarch" lines.
+func parseInstalled(data []byte) []executor.Package {
+	var out []executor.Package
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		f := strings.Split(sc.Text(), "\t")
+		if len(f) != 3 || f[0] == "" || f[1] == "" {
+			continue
+		}
+		out = append(out, executor.Package{Name: f[0], Version: f[1], Architecture: f[2]})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Name != out[j].Name {
+			return out[i].Name < out[j].Name
+		}
+		return out[i].Architecture < out[j].Architecture
+	})
+	return out
+}
+
+// collect moves the artifacts (regular files only: a build cannot make
+// the worker pick up a symlink to a host file) flat into out/.
+func collect(workDir string, rules []collectRule) ([]string, error) {
+	root, err := os.OpenRoot(workDir)
+	if err != nil {
+		return nil, fmt.Errorf("collect artifacts: %w", err)
+	}
+	defer root.Close()
+	if err := root.MkdirAll(outDir, 0o755); err != nil {
+		return nil, fmt.Errorf("collect artifacts: %w", err)
+	}
+	var names []string
+	for _, r := range rules {
+		dirs := []string{r.dir}
+		if r.depth == 1 {
+			dirs = nil
+			entries, err := fs.ReadDir(root.FS(), r.dir)
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("collect artifacts: %w", err)
+			}
+			for _, e := range entries {
+				if e.IsDir() {
+					dirs = append(dirs, path.Join(r.dir, e.Name()))
+				}
+			}
+		}
+		for _, d := range dirs {
+			entries, err := fs.ReadDir(root.FS(), d)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("collect artifacts: %w", err)
+			}
+			for _, e := range entries {
+				if !e.Type().IsRegular() || !matchAny(r.patterns, e.Name()) {
+					continue
+				}
+				if err := root.Rename(path.Join(d, e.Name()), path.Join(outDir, e.Name())); err != nil {
+					return nil, fmt.Errorf("collect %s: %w", e.Name(), err)
+				}
+				names = append(names, e.Name())
+			}
+		}
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+func matchAny(patterns []string, name string) bool {
+	for _, p := range patterns {
+		if ok, _ := path.Match(p, name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// extractArchive extracts the tar file at archive into dir.
+func extractArchive(what, archive, dir, strip string, keep func(string) bool) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	f, err := os.Open(archive)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	defer f.Close()
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	defer root.Close()
+	return extractTar(what, f, root, strip, keep)
+}
+
+// writeFileFrom writes a file through fill, removing it on failure.
+func writeFileFrom(name string, fill func(io.Writer) error) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", name, err)
+	}
+	bw := bufio.NewWriter(f)
+	err = fill(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(name)
+		return err
+	}
+	return nil
+}
+
+// chownTree gives the work dir to the build user, who writes the build's
+// output there; only root can, and only root needs to.
+func chownTree(dir string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := os.Lchown(p, executor.BuildUID, executor.BuildGID); err != nil {
+			return fmt.Errorf("give %s to the build user: %w", p, err)
+		}
+		return nil
+	})
+}
+
+func stepMode(s executor.Step) string {
+	who := executor.BuildUser
+	if s.Root {
+		who = "root"
+	}
+	net := "no network"
+	if s.Network {
+		net = "network"
+	}
+	return who + ", " + net
+}
+
+func short(commit string) string {
+	if len(commit) > 12 {
+		return commit[:12]
+	}
+	return commit
+}
+
+// shellQuote quotes s for sh.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=+.,:/@%") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func shellJoin(argv []string) string {
+	q := make([]string, len(argv))
+	for i, a := range argv {
+		q[i] = shellQuote(a)
+	}
+	return strings.Join(q, " ")
+}

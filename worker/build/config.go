@@ -1,0 +1,105 @@
+package build
+
+import (
+	"errors"
+	"fmt"
+	"net/mail"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Config is the worker config file's `build:` section.
+type Config struct {
+	// CacheDir holds the worker's bare git repositories, one per source URL.
+	CacheDir string `yaml:"cache_dir"`
+	// DependencyTimeout limits phase 1 (installing build dependencies).
+	DependencyTimeout time.Duration `yaml:"dependency_timeout"`
+	// BuildTimeout limits phase 2 (the package build itself).
+	BuildTimeout time.Duration `yaml:"build_timeout"`
+	// IdleLimit stops a step that prints nothing for that long.
+	IdleLimit time.Duration `yaml:"idle_limit"`
+	// GitTimeout limits each git command run on the worker host.
+	GitTimeout time.Duration `yaml:"git_timeout"`
+	// Maintainer signs the changelog entry that carries the release
+	// revision, as "Name <email>".
+	Maintainer string `yaml:"maintainer"`
+	// Repositories are the release repositories build dependencies come
+	// from, besides the target's pinned upstream base.
+	Repositories []Repository `yaml:"repositories"`
+}
+
+// Repository is one release's package repository for one target, as its
+// mirror serves it.
+type Repository struct {
+	Release string `yaml:"release"`
+	// Target is the target name (e.g. "bookworm/amd64"); empty means every
+	// target of the release.
+	Target string `yaml:"target"`
+	// Apt is a one-line apt source for deb targets, e.g.
+	// "deb [trusted=yes] http://127.0.0.1:8080/mos-9.0 bookworm main".
+	Apt string `yaml:"apt"`
+	// BaseURL is a dnf repository base URL for rpm targets.
+	BaseURL string `yaml:"baseurl"`
+}
+
+// DefaultConfig returns the defaults a config file overrides.
+func DefaultConfig() Config {
+	return Config{
+		CacheDir:          "/var/cache/kiln/git",
+		DependencyTimeout: 30 * time.Minute,
+		BuildTimeout:      2 * time.Hour,
+		IdleLimit:         30 * time.Minute,
+		GitTimeout:        10 * time.Minute,
+		Maintainer:        "Kiln Build Farm <kiln@localhost>",
+	}
+}
+
+// Validate reports every problem with the configuration at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.CacheDir == "" || !filepath.IsAbs(c.CacheDir) {
+		errs = append(errs, fmt.Errorf("build.cache_dir %q: must be an absolute directory path", c.CacheDir))
+	}
+	for name, d := range map[string]time.Duration{
+		"dependency_timeout": c.DependencyTimeout,
+		"build_timeout":      c.BuildTimeout,
+		"idle_limit":         c.IdleLimit,
+		"git_timeout":        c.GitTimeout,
+	} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("build.%s %s: must not be negative (0 means no limit)", name, d))
+		}
+	}
+	if _, err := mail.ParseAddress(c.Maintainer); err != nil || strings.ContainsAny(c.Maintainer, "\n\r") {
+		errs = append(errs, fmt.Errorf("build.maintainer %q: must be \"Name <email>\"", c.Maintainer))
+	}
+	for i, r := range c.Repositories {
+		where := fmt.Sprintf("build.repositories[%d]", i)
+		if r.Release == "" {
+			errs = append(errs, fmt.Errorf("%s: release is empty; name the release the repository belongs to", where))
+		}
+		if (r.Apt == "") == (r.BaseURL == "") {
+			errs = append(errs, fmt.Errorf("%s (release %q): set exactly one of apt (deb targets) or baseurl (rpm targets)", where, r.Release))
+		}
+		if strings.ContainsAny(r.Apt+r.BaseURL, "\n\r") {
+			errs = append(errs, fmt.Errorf("%s (release %q): apt/baseurl must be a single line", where, r.Release))
+		}
+		if r.Apt != "" && !strings.HasPrefix(r.Apt, "deb ") {
+			errs = append(errs, fmt.Errorf("%s (release %q): apt %q must be a one-line source starting with \"deb \"", where, r.Release, r.Apt))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// repositories returns the configured repositories for a release and
+// target.
+func (c Config) repositories(release, target string) []Repository {
+	var out []Repository
+	for _, r := range c.Repositories {
+		if r.Release == release && (r.Target == "" || r.Target == target) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
