@@ -41,9 +41,9 @@ type Checksums struct {
 
 // Hasher computes Checksums of what is written to it.
 type Hasher struct {
-	n                          int64
+	n                         int64
 	md5, sha1, sha256, sha512 hash.Hash
-	w                          io.Writer
+	w                         io.Writer
 }
 
 // NewHasher returns a Hasher.
