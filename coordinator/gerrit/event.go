@@ -31,7 +31,7 @@ var knownTypes = map[string]bool{
 	"ref-replication-scheduled": true, "batch-ref-updated": true,
 	"ref-replication-failed": true, "project-deletion-replication-done": true,
 	"projects-deletion-replication-done": true,
-	"fetch-ref-replicated": true, "fetch-ref-replication-done": true,
+	"fetch-ref-replicated":               true, "fetch-ref-replication-done": true,
 	"fetch-ref-replication-scheduled": true, "cache-eviction": true,
 	"plugin-event": true,
 }
@@ -160,10 +160,10 @@ type wireRefUpdate struct {
 }
 
 type wireEvent struct {
-	Type           string         `json:"type"`
-	EventCreatedOn flexInt        `json:"eventCreatedOn"`
-	Project        flexName       `json:"project"`
-	RefName        string         `json:"refName"`
+	Type           string   `json:"type"`
+	EventCreatedOn flexInt  `json:"eventCreatedOn"`
+	Project        flexName `json:"project"`
+	RefName        string   `json:"refName"`
 	ChangeKey      *struct {
 		ID  string `json:"id"`
 		Key string `json:"key"`

@@ -1,0 +1,597 @@
+// Package gerrit turns Gerrit events into package builds and reports the
+// results back as review votes and messages.
+//
+// Events arrive over SSH (gerrit stream-events) and over HTTP from Gerrit's
+// webhooks plugin. Every event is de-duplicated and logged with what was
+// done with it. After every reconnect and on an interval a reconciler
+// compares each tracked branch's head with the last revision built or
+// queued, so a merge that happened while the stream was down is built, once.
+package gerrit
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+)
+
+// Builds queues package builds; the coordinator's scheduler implements it.
+type Builds interface {
+	SubmitBuild(ctx context.Context, req BuildRequest) (jobID string, err error)
+}
+
+// BuildRequest asks for one package build of one target.
+type BuildRequest struct {
+	Release string
+	Target  string
+	Package string
+	Sources []Source
+	// Publish is true for release builds (merges): their artifacts are
+	// published. Review builds are not.
+	Publish bool
+	// Priority is 100 for release builds and 50 for review builds.
+	Priority int32
+	// SupersedeKey, when set, lets a newer build cancel older queued or
+	// running ones with the same key (a newer patch set of a change).
+	SupersedeKey string
+	// Origin says for people where the build came from.
+	Origin string
+}
+
+// Source is one git repository at an exact commit.
+type Source struct {
+	URL    string
+	Commit string
+	// Ref is where the commit can be fetched from (a branch or a patch set
+	// ref such as refs/changes/34/1234/2).
+	Ref string
+	// Role is combined, code or packaging.
+	Role string
+}
+
+// Priorities of Gerrit builds.
+const (
+	PriorityRelease int32 = 100
+	PriorityReview  int32 = 50
+)
+
+// Job states reported to BuildFinished.
+const (
+	StateSucceeded = "succeeded"
+	StateFailed    = "failed"
+	StateError     = "error"
+	StateCanceled  = "canceled"
+)
+
+// BuildResult is a finished job as the coordinator reports it.
+type BuildResult struct {
+	JobID string
+	// State is succeeded, failed, error or canceled.
+	State string
+	// LogURL overrides the configured log URL template when set.
+	LogURL string
+	// Published says where a release build's packages were published.
+	Published string
+}
+
+// Options are optional dependencies; zero values mean the real thing.
+type Options struct {
+	// Now is the clock.
+	Now func() time.Time
+	// Git reads branch heads; git ls-remote by default.
+	Git HeadReader
+	// Reviewer posts reviews; SSH or REST per server by default.
+	Reviewer Reviewer
+}
+
+// HeadReader lists branch heads of a repository.
+type HeadReader interface {
+	// Heads returns branch name (without refs/heads/) → commit.
+	Heads(ctx context.Context, url string) (map[string]string, error)
+}
+
+// Reviewer posts a review on a patch set.
+type Reviewer interface {
+	Review(ctx context.Context, server string, r Review) error
+}
+
+// Review is one review message, with optional votes.
+type Review struct {
+	Change   int64
+	PatchSet int64
+	Revision string
+	Message  string
+	Labels   map[string]int
+	Tag      string
+}
+
+// Intake is the Gerrit intake.
+type Intake struct {
+	cfg      Config
+	servers  map[string]*server
+	order    []string
+	mapper   *mapper
+	recheck  *regexp.Regexp
+	store    *store
+	builds   Builds
+	logger   hclog.Logger
+	metrics  *metrics
+	now      func() time.Time
+	git      HeadReader
+	reviewer Reviewer
+
+	// mu serialises decisions: dedup, queueing and head updates.
+	mu       sync.Mutex
+	reportMu sync.Mutex
+	inserts  int
+}
+
+type server struct {
+	cfg       ServerConfig
+	reconcile chan struct{}
+	ssh       *sshDialer // nil when neither stream nor SSH reviews are used
+}
+
+// New builds the intake: it validates cfg, reads the SSH keys and creates
+// its gerrit_ tables in db. reg may be nil.
+func New(cfg Config, db *sql.DB, builds Builds, logger hclog.Logger, reg prometheus.Registerer) (*Intake, error) {
+	return NewWithOptions(cfg, db, builds, logger, reg, Options{})
+}
+
+// NewWithOptions is New with replaceable clock, git and reviewer.
+func NewWithOptions(cfg Config, db *sql.DB, builds Builds, logger hclog.Logger, reg prometheus.Registerer, opts Options) (*Intake, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("gerrit config: %w", err)
+	}
+	if builds == nil {
+		return nil, errors.New("gerrit intake: no build queue")
+	}
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	m, err := newMapper(cfg.Rules)
+	if err != nil {
+		return nil, fmt.Errorf("gerrit rules: %w", err)
+	}
+	st, err := openStore(context.Background(), db)
+	if err != nil {
+		return nil, err
+	}
+	met, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	in := &Intake{
+		cfg:      cfg,
+		servers:  map[string]*server{},
+		mapper:   m,
+		recheck:  regexp.MustCompile(cfg.Recheck),
+		store:    st,
+		builds:   builds,
+		logger:   logger.Named("gerrit"),
+		metrics:  met,
+		now:      opts.Now,
+		git:      opts.Git,
+		reviewer: opts.Reviewer,
+	}
+	if in.now == nil {
+		in.now = time.Now
+	}
+	if in.git == nil {
+		in.git = &gitHeads{}
+	}
+	rest := map[string]*restReviewer{}
+	sshRev := map[string]*sshDialer{}
+	for _, sc := range cfg.Servers {
+		s := &server{cfg: sc, reconcile: make(chan struct{}, 1)}
+		if !sc.DisableStream || sc.RESTURL == "" {
+			d, err := newSSHDialer(sc, cfg.Keepalive)
+			if err != nil {
+				return nil, fmt.Errorf("gerrit server %s: %w", sc.Name, err)
+			}
+			s.ssh = d
+			if g, ok := in.git.(*gitHeads); ok {
+				g.addSSH(sc, d)
+			}
+		}
+		if sc.RESTURL != "" {
+			r, err := newRESTReviewer(sc)
+			if err != nil {
+				return nil, fmt.Errorf("gerrit server %s: %w", sc.Name, err)
+			}
+			rest[sc.Name] = r
+		} else {
+			sshRev[sc.Name] = s.ssh
+		}
+		in.servers[sc.Name] = s
+		in.order = append(in.order, sc.Name)
+	}
+	if in.reviewer == nil {
+		in.reviewer = &serverReviewer{rest: rest, ssh: sshRev}
+	}
+	return in, nil
+}
+
+// Run listens to every server's stream and runs the reconcilers until ctx
+// ends.
+func (in *Intake) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for _, name := range in.order {
+		s := in.servers[name]
+		if !s.cfg.DisableStream {
+			g.Go(func() error { return in.runStream(ctx, s) })
+		} else {
+			in.triggerReconcile(s)
+		}
+		g.Go(func() error { return in.runReconciler(ctx, s) })
+	}
+	err := g.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (in *Intake) triggerReconcile(s *server) {
+	select {
+	case s.reconcile <- struct{}{}:
+	default:
+	}
+}
+
+// ListEvents returns the most recent events, newest first.
+func (in *Intake) ListEvents(ctx context.Context, limit int) ([]EventRecord, error) {
+	return in.store.listEvents(ctx, limit)
+}
+
+// handleLine parses and handles one stream line or webhook body.
+func (in *Intake) handleLine(ctx context.Context, s *server, line []byte, via string) error {
+	ev, err := ParseEvent(line)
+	if err != nil {
+		in.metrics.malformed.WithLabelValues(s.cfg.Name).Inc()
+		in.logger.Warn("skipping malformed event", "server", s.cfg.Name, "via", via, "error", err, "line", truncate(line, 2048))
+		return err
+	}
+	return in.handle(ctx, s, ev)
+}
+
+func truncate(b []byte, n int) string {
+	if len(b) > n {
+		return string(b[:n]) + "..."
+	}
+	return string(b)
+}
+
+// handle decides what to do with one event.
+func (in *Intake) handle(ctx context.Context, s *server, ev Event) error {
+	name := s.cfg.Name
+	if ev.Unknown > 0 {
+		in.metrics.unknownFields.WithLabelValues(name).Add(float64(ev.Unknown))
+	}
+	if !used(ev.Type) {
+		if knownTypes[ev.Type] {
+			in.metrics.events.WithLabelValues(name, "other", "noise").Inc()
+		} else {
+			in.metrics.unknownTypes.WithLabelValues(name).Inc()
+			in.logger.Debug("ignoring unknown event type", "server", name, "type", ev.Type)
+		}
+		return nil
+	}
+	if ev.Type == TypeDroppedOutput {
+		in.metrics.events.WithLabelValues(name, ev.Type, "reconcile").Inc()
+		in.logger.Warn("gerrit dropped events; reconciling", "server", name)
+		in.triggerReconcile(s)
+		return in.record(ctx, s, ev, ActionIgnored, "Gerrit dropped events for this stream; reconciling all tracked branches", nil)
+	}
+	if err := checkName(ev.Project); err != nil {
+		in.metrics.malformed.WithLabelValues(name).Inc()
+		return fmt.Errorf("%w: project: %v", ErrMalformed, err)
+	}
+	switch ev.Type {
+	case TypeRefUpdated:
+		return in.handleRefUpdated(ctx, s, ev)
+	case TypeChangeMerged:
+		return in.handleMerged(ctx, s, ev)
+	case TypePatchsetCreated:
+		return in.handleReview(ctx, s, ev, "")
+	case TypeCommentAdded:
+		if !in.recheck.MatchString(ev.Comment) {
+			in.metrics.events.WithLabelValues(name, ev.Type, "noise").Inc()
+			return nil
+		}
+		return in.handleReview(ctx, s, ev, "recheck requested")
+	}
+	return nil
+}
+
+func (in *Intake) record(ctx context.Context, s *server, ev Event, action, reason string, jobs []string) error {
+	in.metrics.events.WithLabelValues(s.cfg.Name, ev.Type, action).Inc()
+	rec := recordOf(s, ev, in.now())
+	rec.Action, rec.Reason, rec.JobIDs = action, reason, jobs
+	if _, err := in.store.recordEvent(ctx, rec); err != nil {
+		return err
+	}
+	return in.maybePrune(ctx)
+}
+
+func (in *Intake) maybePrune(ctx context.Context) error {
+	in.inserts++
+	if in.inserts%100 != 0 {
+		return nil
+	}
+	return in.store.prune(ctx, in.cfg.EventLogSize, 30*24*time.Hour, in.now())
+}
+
+func recordOf(s *server, ev Event, now time.Time) EventRecord {
+	rev := ev.Revision
+	if ev.Type == TypeRefUpdated {
+		rev = ev.NewRev
+	}
+	return EventRecord{
+		Server: s.cfg.Name, Type: ev.Type, Project: ev.Project, Branch: ev.Branch,
+		Change: ev.Change, PatchSet: ev.PatchSet, Revision: rev, ReceivedAt: now,
+	}
+}
+
+func dedupKey(server string, ev Event) string {
+	switch ev.Type {
+	case TypeRefUpdated:
+		return strings.Join([]string{server, ev.Type, ev.Project, ev.RefName, ev.OldRev, ev.NewRev}, "\x00")
+	case TypeCommentAdded:
+		sum := sha256.Sum256([]byte(ev.Comment))
+		return strings.Join([]string{server, ev.Type, fmt.Sprint(ev.Change), fmt.Sprint(ev.PatchSet), ev.Revision,
+			fmt.Sprint(ev.CreatedOn.Unix()), hex.EncodeToString(sum[:8])}, "\x00")
+	default:
+		return strings.Join([]string{server, ev.Type, fmt.Sprint(ev.Change), fmt.Sprint(ev.PatchSet), ev.Revision}, "\x00")
+	}
+}
+
+func (in *Intake) handleRefUpdated(ctx context.Context, s *server, ev Event) error {
+	name := s.cfg.Name
+	if !strings.HasPrefix(ev.RefName, "refs/heads/") {
+		// Patch set refs, refs/changes/*/meta (NoteDb), tags, refs/meta/config,
+		// refs/users, sequences: none is a branch to build.
+		in.metrics.events.WithLabelValues(name, ev.Type, "noise").Inc()
+		return nil
+	}
+	if err := checkName(ev.Branch); err != nil {
+		in.metrics.malformed.WithLabelValues(name).Inc()
+		return fmt.Errorf("%w: branch: %v", ErrMalformed, err)
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	key := dedupKey(name, ev)
+	if dup, err := in.store.seen(ctx, key); err != nil {
+		return err
+	} else if dup {
+		return in.record(ctx, s, ev, ActionDuplicate, "already received", nil)
+	}
+	plan, ok, err := in.mapper.resolve(ev.Project, ev.Branch)
+	if err != nil {
+		return in.record(ctx, s, ev, ActionError, err.Error(), nil)
+	}
+	if !ok {
+		return in.record(ctx, s, ev, ActionIgnored, fmt.Sprintf("no rule maps project %s branch %s", ev.Project, ev.Branch), nil)
+	}
+	switch {
+	case isZero(ev.OldRev):
+		if err := in.store.setHead(ctx, name, ev.Project, ev.Branch, ev.NewRev, in.now()); err != nil {
+			return err
+		}
+		if err := in.store.addDedup(ctx, key, in.now()); err != nil {
+			return err
+		}
+		return in.record(ctx, s, ev, ActionIgnored, "branch created; tracked from now on, not built", nil)
+	case isZero(ev.NewRev):
+		if err := in.store.dropHead(ctx, name, ev.Project, ev.Branch); err != nil {
+			return err
+		}
+		if err := in.store.addDedup(ctx, key, in.now()); err != nil {
+			return err
+		}
+		return in.record(ctx, s, ev, ActionIgnored, "branch deleted; no longer tracked", nil)
+	}
+	return in.queueRelease(ctx, s, ev, plan, ev.NewRev, key, "ref-updated")
+}
+
+func (in *Intake) handleMerged(ctx context.Context, s *server, ev Event) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	key := dedupKey(s.cfg.Name, ev)
+	if dup, err := in.store.seen(ctx, key); err != nil {
+		return err
+	} else if dup {
+		return in.record(ctx, s, ev, ActionDuplicate, "already received", nil)
+	}
+	plan, ok, err := in.mapper.resolve(ev.Project, ev.Branch)
+	if err != nil {
+		return in.record(ctx, s, ev, ActionError, err.Error(), nil)
+	}
+	if !ok {
+		return in.record(ctx, s, ev, ActionIgnored, fmt.Sprintf("no rule maps project %s branch %s", ev.Project, ev.Branch), nil)
+	}
+	rev := ev.NewRev
+	if rev == "" {
+		// Gerrit before 2.13 did not say what the branch became; the merge
+		// may have made a merge commit, so take the branch head.
+		heads, err := in.git.Heads(ctx, in.gitURL(s, ev.Project))
+		if err != nil || heads[ev.Branch] == "" {
+			rev = ev.Revision
+		} else {
+			rev = heads[ev.Branch]
+		}
+	}
+	return in.queueRelease(ctx, s, ev, plan, rev, key, "change-merged")
+}
+
+func (in *Intake) gitURL(s *server, project string) string {
+	return strings.ReplaceAll(s.cfg.GitURL, "{project}", project)
+}
+
+// queueRelease submits release builds of plan with the changed project at
+// rev, unless that revision was already queued. Callers hold in.mu.
+func (in *Intake) queueRelease(ctx context.Context, s *server, ev Event, plan Plan, rev, dedup, origin string) error {
+	name := s.cfg.Name
+	if prev, dup, err := in.store.releaseQueued(ctx, name, ev.Project, ev.Branch, rev); err != nil {
+		return err
+	} else if dup {
+		if ev.Change > 0 {
+			if err := in.store.attachChange(ctx, prev, ev.Change, ev.PatchSet); err != nil {
+				return err
+			}
+		}
+		if dedup != "" {
+			if err := in.store.addDedup(ctx, dedup, in.now()); err != nil {
+				return err
+			}
+		}
+		return in.record(ctx, s, ev, ActionDuplicate, fmt.Sprintf("revision %s of %s already built or queued (event %d)", short(rev), ev.Branch, prev), nil)
+	}
+	srcs, heads, reason, err := in.sources(ctx, s, plan, ev.Project, ev.Branch, rev, "refs/heads/"+ev.Branch)
+	if err != nil {
+		return err
+	}
+	if reason != "" {
+		return in.record(ctx, s, ev, ActionIgnored, reason, nil)
+	}
+	desc := fmt.Sprintf("gerrit %s %s: %s %s at %s", name, origin, ev.Project, ev.Branch, short(rev))
+	if ev.Change > 0 {
+		desc += fmt.Sprintf(" (change %d)", ev.Change)
+	}
+	jobs, ids, err := in.submit(ctx, s, ev, plan, srcs, true, "", desc)
+	if err != nil {
+		in.metrics.events.WithLabelValues(name, ev.Type, ActionError).Inc()
+		rec := recordOf(s, ev, in.now())
+		rec.Revision, rec.Action, rec.Reason, rec.JobIDs = rev, ActionError, err.Error(), ids
+		_, rerr := in.store.recordEvent(ctx, rec)
+		return errors.Join(err, rerr)
+	}
+	rec := recordOf(s, ev, in.now())
+	rec.Revision, rec.Action, rec.JobIDs = rev, ActionBuilt, ids
+	rec.Reason = fmt.Sprintf("release build of %s for %s (%s)", plan.Package, plan.Release, strings.Join(plan.Targets, ", "))
+	in.metrics.events.WithLabelValues(name, ev.Type, ActionBuilt).Inc()
+	_, err = in.store.commitQueued(ctx, queued{event: rec, dedupKey: dedup, jobs: jobs, heads: heads, release: true}, in.now())
+	return err
+}
+
+// sources resolves the plan's projects: the changed one at rev (from ref),
+// the others at the head of the same branch. A non-empty reason means the
+// build cannot be made.
+func (in *Intake) sources(ctx context.Context, s *server, plan Plan, project, branch, rev, ref string) ([]Source, []head, string, error) {
+	var srcs []Source
+	var heads []head
+	for _, ps := range plan.Sources {
+		src := Source{URL: in.gitURL(s, ps.Project), Role: ps.Role}
+		if ps.Project == project {
+			src.Commit, src.Ref = rev, ref
+		} else {
+			all, err := in.git.Heads(ctx, src.URL)
+			if err != nil {
+				return nil, nil, fmt.Sprintf("cannot read the head of %s branch %s: %v", ps.Project, branch, err), nil
+			}
+			c := all[branch]
+			if c == "" {
+				return nil, nil, fmt.Sprintf("%s has no branch %s to build %s with", ps.Project, branch, project), nil
+			}
+			src.Commit, src.Ref = c, "refs/heads/"+branch
+		}
+		srcs = append(srcs, src)
+		heads = append(heads, head{Project: ps.Project, Branch: branch, Revision: src.Commit})
+	}
+	return srcs, heads, "", nil
+}
+
+func (in *Intake) submit(ctx context.Context, s *server, ev Event, plan Plan, srcs []Source, release bool, supersede, origin string) ([]jobRow, []string, error) {
+	var jobs []jobRow
+	var ids []string
+	kind, prio := kindReview, PriorityReview
+	if release {
+		kind, prio = kindRelease, PriorityRelease
+	}
+	for _, t := range plan.Targets {
+		req := BuildRequest{
+			Release: plan.Release, Target: t, Package: plan.Package, Sources: srcs,
+			Publish: release, Priority: prio, Origin: origin,
+		}
+		if supersede != "" {
+			req.SupersedeKey = supersede + "/" + t
+		}
+		id, err := in.builds.SubmitBuild(ctx, req)
+		if err != nil {
+			return nil, ids, fmt.Errorf("submit %s build of %s for %s %s: %w", kind, plan.Package, plan.Release, t, err)
+		}
+		ids = append(ids, id)
+		jobs = append(jobs, jobRow{
+			JobID: id, Server: s.cfg.Name, Kind: kind, Change: ev.Change, PatchSet: ev.PatchSet,
+			Revision: ev.Revision, Release: plan.Release, Target: t, Package: plan.Package,
+		})
+	}
+	in.metrics.builds.WithLabelValues(s.cfg.Name, kind).Add(float64(len(ids)))
+	return jobs, ids, nil
+}
+
+func (in *Intake) handleReview(ctx context.Context, s *server, ev Event, why string) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	key := dedupKey(s.cfg.Name, ev)
+	if dup, err := in.store.seen(ctx, key); err != nil {
+		return err
+	} else if dup {
+		return in.record(ctx, s, ev, ActionDuplicate, "already received", nil)
+	}
+	plan, ok, err := in.mapper.resolve(ev.Project, ev.Branch)
+	if err != nil {
+		return in.record(ctx, s, ev, ActionError, err.Error(), nil)
+	}
+	if !ok {
+		return in.record(ctx, s, ev, ActionIgnored, fmt.Sprintf("no rule maps project %s branch %s", ev.Project, ev.Branch), nil)
+	}
+	ref := ev.PatchSetRef
+	if ref == "" {
+		ref = fmt.Sprintf("refs/changes/%02d/%d/%d", ev.Change%100, ev.Change, ev.PatchSet)
+	}
+	srcs, _, reason, err := in.sources(ctx, s, plan, ev.Project, ev.Branch, ev.Revision, ref)
+	if err != nil {
+		return err
+	}
+	if reason != "" {
+		return in.record(ctx, s, ev, ActionIgnored, reason, nil)
+	}
+	supersede := fmt.Sprintf("gerrit/%s/%d", s.cfg.Name, ev.Change)
+	origin := fmt.Sprintf("gerrit %s review: change %d patch set %d (%s %s)", s.cfg.Name, ev.Change, ev.PatchSet, ev.Project, ev.Branch)
+	jobs, ids, err := in.submit(ctx, s, ev, plan, srcs, false, supersede, origin)
+	if err != nil {
+		in.metrics.events.WithLabelValues(s.cfg.Name, ev.Type, ActionError).Inc()
+		rec := recordOf(s, ev, in.now())
+		rec.Action, rec.Reason, rec.JobIDs = ActionError, err.Error(), ids
+		_, rerr := in.store.recordEvent(ctx, rec)
+		return errors.Join(err, rerr)
+	}
+	rec := recordOf(s, ev, in.now())
+	rec.Action, rec.JobIDs = ActionBuilt, ids
+	rec.Reason = fmt.Sprintf("review build of %s for %s (%s)", plan.Package, plan.Release, strings.Join(plan.Targets, ", "))
+	if why != "" {
+		rec.Reason = why + ": " + rec.Reason
+	}
+	in.metrics.events.WithLabelValues(s.cfg.Name, ev.Type, ActionBuilt).Inc()
+	_, err = in.store.commitQueued(ctx, queued{event: rec, dedupKey: key, jobs: jobs, supersede: true}, in.now())
+	return err
+}
+
+func short(rev string) string {
+	if len(rev) > 12 {
+		return rev[:12]
+	}
+	return rev
+}

@@ -1,0 +1,177 @@
+package gerrit
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// runReconciler reconciles one server's tracked branches whenever asked
+// (after each reconnect, on dropped-output) and on the configured interval.
+func (in *Intake) runReconciler(ctx context.Context, s *server) error {
+	var tick <-chan time.Time
+	if in.cfg.ReconcileInterval > 0 {
+		t := time.NewTicker(in.cfg.ReconcileInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.reconcile:
+		case <-tick:
+		}
+		if err := in.Reconcile(ctx, s.cfg.Name); err != nil && ctx.Err() == nil {
+			in.logger.Error("reconcile failed", "server", s.cfg.Name, "error", err)
+		}
+	}
+}
+
+// Reconcile compares every tracked branch of server with its head and
+// queues a release build for each head not yet built or queued.
+func (in *Intake) Reconcile(ctx context.Context, serverName string) error {
+	s := in.servers[serverName]
+	if s == nil {
+		return fmt.Errorf("reconcile: no gerrit server %q", serverName)
+	}
+	tracked, err := in.store.heads(ctx, serverName)
+	if err != nil {
+		in.metrics.reconciles.WithLabelValues(serverName, "error").Inc()
+		return err
+	}
+	known := map[[2]string]string{}
+	for _, h := range tracked {
+		known[[2]string{h.Project, h.Branch}] = h.Revision
+	}
+	for _, t := range in.cfg.Track {
+		if t.Server != serverName {
+			continue
+		}
+		for _, b := range t.Branches {
+			k := [2]string{t.Project, b}
+			if _, ok := known[k]; !ok {
+				known[k] = ""
+				tracked = append(tracked, head{Project: t.Project, Branch: b})
+			}
+		}
+	}
+	byProject := map[string][]head{}
+	var projects []string
+	for _, h := range tracked {
+		if _, ok := byProject[h.Project]; !ok {
+			projects = append(projects, h.Project)
+		}
+		byProject[h.Project] = append(byProject[h.Project], h)
+	}
+	var errs []string
+	queued := 0
+	for _, p := range projects {
+		heads, err := in.git.Heads(ctx, in.gitURL(s, p))
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		for _, h := range byProject[p] {
+			cur := heads[h.Branch]
+			if cur == "" || cur == h.Revision {
+				continue
+			}
+			n, err := in.reconcileBranch(ctx, s, p, h.Branch, cur)
+			if err != nil {
+				errs = append(errs, err.Error())
+			}
+			queued += n
+		}
+	}
+	in.logger.Debug("reconciled", "server", serverName, "branches", len(tracked), "queued", queued)
+	if len(errs) > 0 {
+		in.metrics.reconciles.WithLabelValues(serverName, "error").Inc()
+		return fmt.Errorf("reconcile %s: %s", serverName, strings.Join(errs, "; "))
+	}
+	in.metrics.reconciles.WithLabelValues(serverName, "ok").Inc()
+	return nil
+}
+
+func (in *Intake) reconcileBranch(ctx context.Context, s *server, project, branch, rev string) (int, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if _, dup, err := in.store.releaseQueued(ctx, s.cfg.Name, project, branch, rev); err != nil || dup {
+		return 0, err
+	}
+	plan, ok, err := in.mapper.resolve(project, branch)
+	if err != nil || !ok {
+		return 0, err
+	}
+	ev := Event{Type: "reconcile", Project: project, Branch: branch, RefName: "refs/heads/" + branch, NewRev: rev, Revision: rev}
+	in.logger.Info("branch head not built yet; queueing", "server", s.cfg.Name, "project", project, "branch", branch, "revision", rev)
+	in.metrics.reconcileQueued.WithLabelValues(s.cfg.Name).Inc()
+	return 1, in.queueRelease(ctx, s, ev, plan, rev, "", "reconcile")
+}
+
+// gitHeads reads branch heads with git ls-remote.
+type gitHeads struct {
+	ssh []gitSSH
+}
+
+type gitSSH struct {
+	prefix  string
+	command string
+}
+
+// addSSH makes ls-remote of the server's git URLs use its key and
+// known_hosts file.
+func (g *gitHeads) addSSH(sc ServerConfig, _ *sshDialer) {
+	prefix, _, _ := strings.Cut(sc.GitURL, "{project}")
+	if !strings.HasPrefix(prefix, "ssh://") {
+		return
+	}
+	g.ssh = append(g.ssh, gitSSH{
+		prefix: prefix,
+		command: fmt.Sprintf("ssh -i %s -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=%s",
+			shellQuote(sc.PrivateKeyFile), shellQuote(sc.KnownHostsFile)),
+	})
+}
+
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// Heads runs git ls-remote --heads url.
+func (g *gitHeads) Heads(ctx context.Context, url string) (map[string]string, error) {
+	if strings.HasPrefix(url, "-") {
+		return nil, fmt.Errorf("git url %q: must not start with '-'", url)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "git", "ls-remote", "--heads", url)
+	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
+	for _, s := range g.ssh {
+		if strings.HasPrefix(url, s.prefix) {
+			cmd.Env = append(cmd.Env, "GIT_SSH_COMMAND="+s.command)
+		}
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &limitedWriter{w: &stderr, n: 4096}
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("git ls-remote %s: %w: %s", url, err, strings.TrimSpace(stderr.String()))
+	}
+	heads := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		rev, ref, ok := strings.Cut(sc.Text(), "\t")
+		if !ok || !revisionRE.MatchString(rev) {
+			continue
+		}
+		if b, ok := strings.CutPrefix(ref, "refs/heads/"); ok {
+			heads[b] = rev
+		}
+	}
+	return heads, sc.Err()
+}

@@ -1,0 +1,233 @@
+package gerrit
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"time"
+)
+
+// BuildFinished records a finished job and, once every job of the same
+// event has finished, reports to Gerrit: a Verified vote and a message with
+// each target's result and log after review builds, a message saying where
+// the package was published after release builds. Jobs the intake did not
+// submit are ignored. A report that fails is returned as an error and tried
+// again on the next call for a job of the same event.
+func (in *Intake) BuildFinished(ctx context.Context, res BuildResult) error {
+	switch res.State {
+	case StateSucceeded, StateFailed, StateError, StateCanceled:
+	default:
+		return fmt.Errorf("job %s: state %q: want succeeded, failed, error or canceled", res.JobID, res.State)
+	}
+	if res.LogURL == "" && in.cfg.LogURL != "" {
+		res.LogURL = strings.ReplaceAll(in.cfg.LogURL, "{job}", url.PathEscape(res.JobID))
+	}
+	in.reportMu.Lock()
+	defer in.reportMu.Unlock()
+	jobs, ok, err := in.store.finishJob(ctx, res)
+	if err != nil || !ok {
+		return err
+	}
+	for _, j := range jobs {
+		if j.State == "" {
+			return nil // others still running
+		}
+	}
+	first := jobs[0]
+	if done, err := in.store.reported(ctx, first.EventID); err != nil || done {
+		return err
+	}
+	log := in.logger.With("server", first.Server, "change", first.Change, "patch_set", first.PatchSet, "event_id", first.EventID)
+	rev, report := in.composeReview(jobs)
+	if !report {
+		log.Debug("nothing to report")
+		return in.store.markReported(ctx, first.EventID, in.now())
+	}
+	if err := in.reviewer.Review(ctx, first.Server, rev); err != nil {
+		in.metrics.reviews.WithLabelValues(first.Server, "error").Inc()
+		return fmt.Errorf("report to gerrit %s change %d patch set %d: %w", first.Server, first.Change, first.PatchSet, err)
+	}
+	in.metrics.reviews.WithLabelValues(first.Server, "ok").Inc()
+	log.Info("reported to gerrit", "labels", fmt.Sprint(rev.Labels))
+	return in.store.markReported(ctx, first.EventID, in.now())
+}
+
+// composeReview builds the review for an event's finished jobs; report is
+// false when nothing should be posted (superseded builds, release builds
+// without a change).
+func (in *Intake) composeReview(jobs []jobRow) (Review, bool) {
+	first := jobs[0]
+	if first.Change <= 0 || first.PatchSet <= 0 {
+		return Review{}, false
+	}
+	r := Review{Change: first.Change, PatchSet: first.PatchSet, Revision: first.Revision, Tag: in.cfg.Tag}
+	var b strings.Builder
+	if first.Kind == kindRelease {
+		fmt.Fprintf(&b, "Kiln release build of %s for %s:\n", first.Package, first.Release)
+		for _, j := range jobs {
+			switch {
+			case j.State == StateSucceeded && j.Publish != "":
+				fmt.Fprintf(&b, "\n* %s: published to %s", j.Target, j.Publish)
+			case j.State == StateSucceeded:
+				fmt.Fprintf(&b, "\n* %s: built", j.Target)
+			default:
+				fmt.Fprintf(&b, "\n* %s: %s, not published", j.Target, describe(j.State))
+			}
+			if j.LogURL != "" {
+				fmt.Fprintf(&b, " (log: %s)", j.LogURL)
+			}
+		}
+		r.Message = b.String()
+		return r, true
+	}
+	vote := in.cfg.Verified.Success
+	for _, j := range jobs {
+		if j.State == StateCanceled {
+			return Review{}, false // superseded or cancelled: a newer build speaks
+		}
+		if j.State != StateSucceeded {
+			vote = in.cfg.Verified.Failure
+		}
+	}
+	verdict := "succeeded"
+	if vote < 0 {
+		verdict = "failed"
+	}
+	fmt.Fprintf(&b, "Kiln review build of %s for %s %s:\n", first.Package, first.Release, verdict)
+	for _, j := range jobs {
+		fmt.Fprintf(&b, "\n* %s: %s", j.Target, describe(j.State))
+		if j.LogURL != "" {
+			fmt.Fprintf(&b, " (log: %s)", j.LogURL)
+		}
+	}
+	r.Message = b.String()
+	r.Labels = map[string]int{in.cfg.Verified.Label: vote}
+	return r, true
+}
+
+func describe(state string) string {
+	switch state {
+	case StateSucceeded:
+		return "SUCCESS"
+	case StateFailed:
+		return "FAILURE"
+	case StateError:
+		return "ERROR (infrastructure; recheck to try again)"
+	case StateCanceled:
+		return "CANCELED"
+	}
+	return state
+}
+
+// serverReviewer sends each server's reviews over REST or SSH.
+type serverReviewer struct {
+	rest map[string]*restReviewer
+	ssh  map[string]*sshDialer
+}
+
+func (s *serverReviewer) Review(ctx context.Context, server string, r Review) error {
+	if rr := s.rest[server]; rr != nil {
+		return rr.review(ctx, r)
+	}
+	d := s.ssh[server]
+	if d == nil {
+		return fmt.Errorf("gerrit server %q: not configured", server)
+	}
+	cmd := ReviewCommand(r)
+	out, err := d.run(ctx, cmd)
+	if err != nil {
+		return fmt.Errorf("gerrit review: %w: %s", err, strings.TrimSpace(truncate(out, 1024)))
+	}
+	return nil
+}
+
+// ReviewCommand is the `gerrit review` command line for r, quoted for
+// Gerrit's SSH command parser.
+func ReviewCommand(r Review) string {
+	args := []string{"gerrit", "review"}
+	if r.Message != "" {
+		args = append(args, "--message", quote(r.Message))
+	}
+	labels := make([]string, 0, len(r.Labels))
+	for l := range r.Labels {
+		labels = append(labels, l)
+	}
+	sort.Strings(labels)
+	for _, l := range labels {
+		args = append(args, "--label", quote(fmt.Sprintf("%s=%+d", l, r.Labels[l])))
+	}
+	if r.Tag != "" {
+		args = append(args, "--tag", quote(r.Tag))
+	}
+	args = append(args, fmt.Sprintf("%d,%d", r.Change, r.PatchSet))
+	return strings.Join(args, " ")
+}
+
+// quote wraps s in single quotes; Gerrit's command line parser keeps
+// everything inside them, and a single quote is closed, escaped and reopened.
+func quote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// restReviewer posts reviews with Gerrit's REST API.
+type restReviewer struct {
+	base     string
+	user     string
+	password string
+	client   *http.Client
+}
+
+func newRESTReviewer(sc ServerConfig) (*restReviewer, error) {
+	pw, err := os.ReadFile(sc.HTTPPasswordFile)
+	if err != nil {
+		return nil, fmt.Errorf("read http_password_file: %w", err)
+	}
+	return &restReviewer{
+		base:     strings.TrimSuffix(sc.RESTURL, "/"),
+		user:     sc.User,
+		password: strings.TrimSpace(string(pw)),
+		client:   &http.Client{Timeout: time.Minute},
+	}, nil
+}
+
+func (rr *restReviewer) review(ctx context.Context, r Review) error {
+	body := map[string]any{"message": r.Message}
+	if len(r.Labels) > 0 {
+		body["labels"] = r.Labels
+	}
+	if r.Tag != "" {
+		body["tag"] = r.Tag
+	}
+	data, err := json.Marshal(body)
+	if err != nil {
+		return fmt.Errorf("encode review: %w", err)
+	}
+	rev := fmt.Sprint(r.PatchSet)
+	if r.Revision != "" {
+		rev = r.Revision
+	}
+	u := fmt.Sprintf("%s/a/changes/%d/revisions/%s/review", rr.base, r.Change, url.PathEscape(rev))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(data))
+	if err != nil {
+		return fmt.Errorf("review request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json; charset=UTF-8")
+	req.SetBasicAuth(rr.user, rr.password)
+	resp, err := rr.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("post review: %w", err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("post review to %s: %s: %s", u, resp.Status, strings.TrimSpace(string(msg)))
+	}
+	return nil
+}

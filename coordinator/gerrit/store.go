@@ -1,0 +1,388 @@
+package gerrit
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// schema holds the intake's tables; all are prefixed gerrit_.
+const schema = `
+CREATE TABLE IF NOT EXISTS gerrit_events (
+	id          INTEGER PRIMARY KEY AUTOINCREMENT,
+	server      TEXT NOT NULL,
+	type        TEXT NOT NULL,
+	project     TEXT NOT NULL DEFAULT '',
+	branch      TEXT NOT NULL DEFAULT '',
+	change_num  INTEGER NOT NULL DEFAULT 0,
+	patch_set   INTEGER NOT NULL DEFAULT 0,
+	revision    TEXT NOT NULL DEFAULT '',
+	received_at INTEGER NOT NULL,
+	action      TEXT NOT NULL,
+	reason      TEXT NOT NULL DEFAULT '',
+	job_ids     TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS gerrit_events_change ON gerrit_events (server, change_num);
+CREATE TABLE IF NOT EXISTS gerrit_dedup (
+	key        TEXT PRIMARY KEY,
+	created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gerrit_heads (
+	server     TEXT NOT NULL,
+	project    TEXT NOT NULL,
+	branch     TEXT NOT NULL,
+	revision   TEXT NOT NULL,
+	updated_at INTEGER NOT NULL,
+	PRIMARY KEY (server, project, branch)
+);
+CREATE TABLE IF NOT EXISTS gerrit_release_revs (
+	server     TEXT NOT NULL,
+	project    TEXT NOT NULL,
+	branch     TEXT NOT NULL,
+	revision   TEXT NOT NULL,
+	event_id   INTEGER NOT NULL,
+	created_at INTEGER NOT NULL,
+	PRIMARY KEY (server, project, branch, revision)
+);
+CREATE TABLE IF NOT EXISTS gerrit_jobs (
+	job_id     TEXT PRIMARY KEY,
+	event_id   INTEGER NOT NULL,
+	server     TEXT NOT NULL,
+	kind       TEXT NOT NULL,
+	change_num INTEGER NOT NULL DEFAULT 0,
+	patch_set  INTEGER NOT NULL DEFAULT 0,
+	revision   TEXT NOT NULL DEFAULT '',
+	release    TEXT NOT NULL,
+	target     TEXT NOT NULL,
+	package    TEXT NOT NULL,
+	state      TEXT NOT NULL DEFAULT '',
+	log_url    TEXT NOT NULL DEFAULT '',
+	published  TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS gerrit_jobs_event ON gerrit_jobs (event_id);
+CREATE TABLE IF NOT EXISTS gerrit_reports (
+	event_id    INTEGER PRIMARY KEY,
+	reported_at INTEGER NOT NULL
+);
+`
+
+// EventRecord is one logged Gerrit event and what was done with it.
+type EventRecord struct {
+	ID         int64
+	Server     string
+	Type       string
+	Project    string
+	Branch     string
+	Change     int64
+	PatchSet   int64
+	Revision   string
+	ReceivedAt time.Time
+	// Action is built, superseded, ignored, duplicate or error.
+	Action string
+	// Reason says why, for people.
+	Reason string
+	JobIDs []string
+}
+
+// Actions recorded for events.
+const (
+	ActionBuilt      = "built"
+	ActionSuperseded = "superseded"
+	ActionIgnored    = "ignored"
+	ActionDuplicate  = "duplicate"
+	ActionError      = "error"
+)
+
+// Build kinds.
+const (
+	kindReview  = "review"
+	kindRelease = "release"
+)
+
+type store struct {
+	db *sql.DB
+}
+
+func openStore(ctx context.Context, db *sql.DB) (*store, error) {
+	if db == nil {
+		return nil, errors.New("gerrit store: no database")
+	}
+	if _, err := db.ExecContext(ctx, schema); err != nil {
+		return nil, fmt.Errorf("create gerrit tables: %w", err)
+	}
+	return &store{db: db}, nil
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+func insertEvent(ctx context.Context, x execer, r EventRecord) (int64, error) {
+	res, err := x.ExecContext(ctx, `INSERT INTO gerrit_events
+		(server, type, project, branch, change_num, patch_set, revision, received_at, action, reason, job_ids)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		r.Server, r.Type, r.Project, r.Branch, r.Change, r.PatchSet, r.Revision,
+		r.ReceivedAt.UnixNano(), r.Action, r.Reason, strings.Join(r.JobIDs, ","))
+	if err != nil {
+		return 0, fmt.Errorf("insert gerrit event: %w", err)
+	}
+	return res.LastInsertId()
+}
+
+func (s *store) recordEvent(ctx context.Context, r EventRecord) (int64, error) {
+	return insertEvent(ctx, s.db, r)
+}
+
+func (s *store) prune(ctx context.Context, keep int, dedupAge time.Duration, now time.Time) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM gerrit_events WHERE id <= (SELECT MAX(id) FROM gerrit_events) - ?`, keep); err != nil {
+		return fmt.Errorf("prune gerrit events: %w", err)
+	}
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM gerrit_dedup WHERE created_at < ?`, now.Add(-dedupAge).UnixNano()); err != nil {
+		return fmt.Errorf("prune gerrit dedup keys: %w", err)
+	}
+	return nil
+}
+
+func (s *store) seen(ctx context.Context, key string) (bool, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM gerrit_dedup WHERE key = ?`, key).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("look up dedup key: %w", err)
+	}
+	return n > 0, nil
+}
+
+func (s *store) releaseQueued(ctx context.Context, server, project, branch, rev string) (int64, bool, error) {
+	var id int64
+	err := s.db.QueryRowContext(ctx, `SELECT event_id FROM gerrit_release_revs
+		WHERE server = ? AND project = ? AND branch = ? AND revision = ?`, server, project, branch, rev).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("look up release revision: %w", err)
+	}
+	return id, true, nil
+}
+
+type head struct {
+	Project, Branch, Revision string
+}
+
+func (s *store) heads(ctx context.Context, server string) ([]head, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT project, branch, revision FROM gerrit_heads WHERE server = ? ORDER BY project, branch`, server)
+	if err != nil {
+		return nil, fmt.Errorf("list tracked branches: %w", err)
+	}
+	defer rows.Close()
+	var out []head
+	for rows.Next() {
+		var h head
+		if err := rows.Scan(&h.Project, &h.Branch, &h.Revision); err != nil {
+			return nil, fmt.Errorf("list tracked branches: %w", err)
+		}
+		out = append(out, h)
+	}
+	return out, rows.Err()
+}
+
+func setHead(ctx context.Context, x execer, server, project, branch, rev string, now time.Time) error {
+	_, err := x.ExecContext(ctx, `INSERT INTO gerrit_heads (server, project, branch, revision, updated_at)
+		VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (server, project, branch) DO UPDATE SET revision = excluded.revision, updated_at = excluded.updated_at`,
+		server, project, branch, rev, now.UnixNano())
+	if err != nil {
+		return fmt.Errorf("set head of %s %s: %w", project, branch, err)
+	}
+	return nil
+}
+
+func (s *store) setHead(ctx context.Context, server, project, branch, rev string, now time.Time) error {
+	return setHead(ctx, s.db, server, project, branch, rev, now)
+}
+
+func (s *store) dropHead(ctx context.Context, server, project, branch string) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM gerrit_heads WHERE server = ? AND project = ? AND branch = ?`, server, project, branch)
+	if err != nil {
+		return fmt.Errorf("stop tracking %s %s: %w", project, branch, err)
+	}
+	return nil
+}
+
+func (s *store) addDedup(ctx context.Context, key string, now time.Time) error {
+	_, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO gerrit_dedup (key, created_at) VALUES (?, ?)`, key, now.UnixNano())
+	if err != nil {
+		return fmt.Errorf("add dedup key: %w", err)
+	}
+	return nil
+}
+
+// jobRow is one submitted job and where to report it.
+type jobRow struct {
+	JobID    string
+	EventID  int64
+	Server   string
+	Kind     string
+	Change   int64
+	PatchSet int64
+	Revision string
+	Release  string
+	Target   string
+	Package  string
+	State    string
+	LogURL   string
+	Publish  string
+}
+
+// release is the outcome of queueing a release or review build, written in
+// one transaction.
+type queued struct {
+	event     EventRecord
+	dedupKey  string
+	jobs      []jobRow
+	heads     []head // new heads, all release revisions too when release
+	release   bool
+	supersede bool // mark older events of the same change superseded
+}
+
+func (s *store) commitQueued(ctx context.Context, q queued, now time.Time) (int64, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after commit this is a no-op
+	if q.supersede && q.event.Change > 0 {
+		if _, err := tx.ExecContext(ctx, `UPDATE gerrit_events SET action = ?, reason = ?
+			WHERE server = ? AND change_num = ? AND patch_set < ? AND action = ? AND type IN (?, ?)`,
+			ActionSuperseded, fmt.Sprintf("patch set %d replaced it", q.event.PatchSet),
+			q.event.Server, q.event.Change, q.event.PatchSet, ActionBuilt, TypePatchsetCreated, TypeCommentAdded); err != nil {
+			return 0, fmt.Errorf("mark superseded: %w", err)
+		}
+	}
+	id, err := insertEvent(ctx, tx, q.event)
+	if err != nil {
+		return 0, err
+	}
+	if q.dedupKey != "" {
+		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO gerrit_dedup (key, created_at) VALUES (?, ?)`, q.dedupKey, now.UnixNano()); err != nil {
+			return 0, fmt.Errorf("add dedup key: %w", err)
+		}
+	}
+	for _, h := range q.heads {
+		if err := setHead(ctx, tx, q.event.Server, h.Project, h.Branch, h.Revision, now); err != nil {
+			return 0, err
+		}
+		if q.release {
+			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO gerrit_release_revs
+				(server, project, branch, revision, event_id, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+				q.event.Server, h.Project, h.Branch, h.Revision, id, now.UnixNano()); err != nil {
+				return 0, fmt.Errorf("record release revision: %w", err)
+			}
+		}
+	}
+	for _, j := range q.jobs {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO gerrit_jobs
+			(job_id, event_id, server, kind, change_num, patch_set, revision, release, target, package)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			j.JobID, id, j.Server, j.Kind, j.Change, j.PatchSet, j.Revision, j.Release, j.Target, j.Package); err != nil {
+			return 0, fmt.Errorf("record job %s: %w", j.JobID, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("commit: %w", err)
+	}
+	return id, nil
+}
+
+// attachChange names the merged change on the jobs of a release event that
+// a ref-updated started, so that the report goes to the change.
+func (s *store) attachChange(ctx context.Context, eventID, change, patchSet int64) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE gerrit_jobs SET change_num = ?, patch_set = ?
+		WHERE event_id = ? AND change_num = 0`, change, patchSet, eventID)
+	if err != nil {
+		return fmt.Errorf("attach change %d to event %d: %w", change, eventID, err)
+	}
+	return nil
+}
+
+func scanJobs(rows *sql.Rows) ([]jobRow, error) {
+	defer rows.Close()
+	var out []jobRow
+	for rows.Next() {
+		var j jobRow
+		if err := rows.Scan(&j.JobID, &j.EventID, &j.Server, &j.Kind, &j.Change, &j.PatchSet, &j.Revision,
+			&j.Release, &j.Target, &j.Package, &j.State, &j.LogURL, &j.Publish); err != nil {
+			return nil, fmt.Errorf("read jobs: %w", err)
+		}
+		out = append(out, j)
+	}
+	return out, rows.Err()
+}
+
+const jobColumns = `job_id, event_id, server, kind, change_num, patch_set, revision, release, target, package, state, log_url, published`
+
+// finishJob records a job's result and returns all jobs of its event; ok is
+// false when the job is not one of the intake's.
+func (s *store) finishJob(ctx context.Context, res BuildResult) ([]jobRow, bool, error) {
+	r, err := s.db.ExecContext(ctx, `UPDATE gerrit_jobs SET state = ?, log_url = ?, published = ? WHERE job_id = ?`,
+		res.State, res.LogURL, res.Published, res.JobID)
+	if err != nil {
+		return nil, false, fmt.Errorf("record result of job %s: %w", res.JobID, err)
+	}
+	if n, _ := r.RowsAffected(); n == 0 {
+		return nil, false, nil
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT `+jobColumns+` FROM gerrit_jobs
+		WHERE event_id = (SELECT event_id FROM gerrit_jobs WHERE job_id = ?) ORDER BY target, job_id`, res.JobID)
+	if err != nil {
+		return nil, false, fmt.Errorf("read jobs of job %s: %w", res.JobID, err)
+	}
+	jobs, err := scanJobs(rows)
+	return jobs, true, err
+}
+
+func (s *store) reported(ctx context.Context, eventID int64) (bool, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM gerrit_reports WHERE event_id = ?`, eventID).Scan(&n); err != nil {
+		return false, fmt.Errorf("look up report: %w", err)
+	}
+	return n > 0, nil
+}
+
+func (s *store) markReported(ctx context.Context, eventID int64, now time.Time) error {
+	if _, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO gerrit_reports (event_id, reported_at) VALUES (?, ?)`, eventID, now.UnixNano()); err != nil {
+		return fmt.Errorf("mark event %d reported: %w", eventID, err)
+	}
+	return nil
+}
+
+func (s *store) listEvents(ctx context.Context, limit int) ([]EventRecord, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT id, server, type, project, branch, change_num, patch_set, revision,
+		received_at, action, reason, job_ids FROM gerrit_events ORDER BY id DESC LIMIT ?`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list gerrit events: %w", err)
+	}
+	defer rows.Close()
+	var out []EventRecord
+	for rows.Next() {
+		var r EventRecord
+		var at int64
+		var jobs string
+		if err := rows.Scan(&r.ID, &r.Server, &r.Type, &r.Project, &r.Branch, &r.Change, &r.PatchSet, &r.Revision,
+			&at, &r.Action, &r.Reason, &jobs); err != nil {
+			return nil, fmt.Errorf("list gerrit events: %w", err)
+		}
+		r.ReceivedAt = time.Unix(0, at).UTC()
+		if jobs != "" {
+			r.JobIDs = strings.Split(jobs, ",")
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}

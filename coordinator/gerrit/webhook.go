@@ -1,0 +1,77 @@
+package gerrit
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// maxWebhookBody bounds one webhook request.
+const maxWebhookBody = maxLine
+
+// WebhookHandler accepts events POSTed by Gerrit's webhooks plugin. Mount
+// it under a prefix ending in "/"; the last path segment names the server
+// (e.g. /gerrit/webhook/review), and may be omitted when only one server
+// has a webhook_secret. Requests must carry the server's secret as
+// "Authorization: Bearer <secret>" or as the query parameter secret.
+func (in *Intake) WebhookHandler() http.Handler {
+	return http.HandlerFunc(in.serveWebhook)
+}
+
+func (in *Intake) serveWebhook(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "POST Gerrit events here", http.StatusMethodNotAllowed)
+		return
+	}
+	s, err := in.webhookServer(r.URL.Path)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	got := r.URL.Query().Get("secret")
+	if a, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		got = a
+	}
+	if subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.WebhookSecret)) != 1 {
+		in.logger.Warn("webhook request with a wrong secret", "server", s.cfg.Name, "remote", r.RemoteAddr)
+		http.Error(w, "wrong or missing webhook secret", http.StatusUnauthorized)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWebhookBody))
+	if err != nil {
+		http.Error(w, fmt.Sprintf("read body: %v (limit %d bytes)", err, maxWebhookBody), http.StatusRequestEntityTooLarge)
+		return
+	}
+	if err := in.handleLine(r.Context(), s, body, "webhook"); err != nil {
+		if errors.Is(err, ErrMalformed) {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		in.logger.Error("handling webhook event failed", "server", s.cfg.Name, "error", err)
+		http.Error(w, "could not handle the event; try again", http.StatusInternalServerError)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (in *Intake) webhookServer(path string) (*server, error) {
+	last := path[strings.LastIndex(path, "/")+1:]
+	if s := in.servers[last]; s != nil && s.cfg.WebhookSecret != "" {
+		return s, nil
+	}
+	var only *server
+	n := 0
+	for _, name := range in.order {
+		if s := in.servers[name]; s.cfg.WebhookSecret != "" {
+			only, n = s, n+1
+		}
+	}
+	if n == 1 && (last == "" || in.servers[last] == nil) {
+		return only, nil
+	}
+	return nil, fmt.Errorf("no gerrit server with a webhook_secret named %q; end the URL with a server name", last)
+}
