@@ -58,13 +58,38 @@ echo conf > %%{buildroot}/etc/hello/hello.conf
 - first entry
 `
 
-// buildRPM builds a noarch rpm with the real rpmbuild and returns its path.
+// plainSpecTemplate is a package with no dependencies beyond rpmlib
+// features, which dnf can resolve in an empty installroot.
+const plainSpecTemplate = `Name: %s
+Version: %s
+Release: %s
+Summary: Plain package for tests
+License: MIT
+BuildArch: noarch
+%%description
+A data file and nothing else.
+%%install
+mkdir -p %%{buildroot}/usr/share/kiln
+echo data > %%{buildroot}/usr/share/kiln/%%{name}.txt
+%%files
+/usr/share/kiln/%%{name}.txt
+`
+
+// buildRPM builds a noarch rpm from specTemplate with the real rpmbuild and
+// returns its path.
 func buildRPM(t testing.TB, name, version, release string) string {
+	t.Helper()
+	return buildRPMFrom(t, specTemplate, name, version, release)
+}
+
+// buildRPMFrom builds a noarch rpm from a spec template taking name,
+// version and release.
+func buildRPMFrom(t testing.TB, template, name, version, release string) string {
 	t.Helper()
 	testenv.Tool(t, "rpmbuild")
 	top := t.TempDir()
 	spec := filepath.Join(top, name+".spec")
-	if err := os.WriteFile(spec, fmt.Appendf(nil, specTemplate, name, version, release), 0o644); err != nil {
+	if err := os.WriteFile(spec, fmt.Appendf(nil, template, name, version, release), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	run(t, "", nil, "rpmbuild", "-bb", "--nodeps", "--quiet", "--define", "_topdir "+top, spec)
