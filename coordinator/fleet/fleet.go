@@ -1,0 +1,427 @@
+// Package fleet is the coordinator's core: it accepts jobs, persists them
+// before acknowledging, lets the scheduler hand them to workers, keeps logs
+// and artifacts, and reports finished jobs to whoever listens.
+package fleet
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/coordinator/scheduler"
+	"github.com/kiln-build/kiln/coordinator/store"
+)
+
+// Errors callers branch on (the API maps them to gRPC codes).
+var (
+	ErrInvalid  = errors.New("invalid request")
+	ErrNotFound = errors.New("not found")
+	ErrRefused  = errors.New("refused")
+)
+
+// Release configures how builds of one release are versioned.
+type Release struct {
+	// DebSuffix and RPMSuffix are patterns with {revision}, e.g.
+	// "~mos9.0+{revision}" and ".mos9.0.{revision}".
+	DebSuffix string `yaml:"deb_suffix"`
+	RPMSuffix string `yaml:"rpm_suffix"`
+	// Formats maps target names to deb or rpm.
+	Targets map[string]string `yaml:"targets"`
+}
+
+// Config configures the fleet.
+type Config struct {
+	StateDir       string
+	LostAfter      time.Duration
+	RetryCap       int
+	DefaultTimeout time.Duration
+	// MaxArtifactSize bounds one uploaded artifact.
+	MaxArtifactSize int64
+	Releases        map[string]Release
+	Clock           scheduler.Clock
+	// Started observes queue-to-start times.
+	Started func(time.Duration)
+}
+
+// Fleet is safe for concurrent use.
+type Fleet struct {
+	cfg    Config
+	st     *store.Store
+	sched  *scheduler.Scheduler
+	logger hclog.Logger
+
+	buildMu sync.Mutex // serialises build-key dedup and revisions
+	seq     atomic.Int64
+
+	logMu   sync.Mutex
+	logSubs map[string]chan struct{}
+
+	finMu    sync.Mutex
+	finished []func(*job.Job)
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+
+// New opens the fleet on a store and restores its live jobs.
+func New(ctx context.Context, cfg Config, st *store.Store, logger hclog.Logger) (*Fleet, error) {
+	if cfg.Clock == nil {
+		cfg.Clock = realClock{}
+	}
+	if cfg.MaxArtifactSize <= 0 {
+		cfg.MaxArtifactSize = 4 << 30
+	}
+	if cfg.DefaultTimeout <= 0 {
+		cfg.DefaultTimeout = 6 * time.Hour
+	}
+	for _, d := range []string{"logs", "artifacts", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(cfg.StateDir, d), 0o750); err != nil {
+			return nil, fmt.Errorf("make state directory: %w", err)
+		}
+	}
+	f := &Fleet{cfg: cfg, st: st, logger: logger, logSubs: map[string]chan struct{}{}}
+	f.sched = scheduler.New(scheduler.Config{
+		LostAfter: cfg.LostAfter, RetryCap: cfg.RetryCap, NewID: randomID, Started: cfg.Started,
+	}, cfg.Clock)
+	seq, err := st.LastSeq(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f.seq.Store(seq)
+	live, err := st.Live(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f.sched.Restore(live)
+	if len(live) > 0 {
+		logger.Info("restored live jobs", "count", len(live))
+	}
+	return f, nil
+}
+
+func randomID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Scheduler exposes the scheduler for metrics.
+func (f *Fleet) Scheduler() *scheduler.Scheduler { return f.sched }
+
+// Store exposes the store.
+func (f *Fleet) Store() *store.Store { return f.st }
+
+// OnFinished registers a function called (in its own goroutine) with every
+// job that reaches a final state.
+func (f *Fleet) OnFinished(fn func(*job.Job)) {
+	f.finMu.Lock()
+	f.finished = append(f.finished, fn)
+	f.finMu.Unlock()
+}
+
+// Run expires lost workers until ctx ends.
+func (f *Fleet) Run(ctx context.Context) error {
+	interval := f.cfg.LostAfter / 4
+	if interval < 100*time.Millisecond {
+		interval = 100 * time.Millisecond
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if ch := f.sched.Expire(); len(ch) > 0 {
+				for _, j := range ch {
+					f.logger.Warn("job re-queued or given up", "job_id", j.ID, "state", j.State.String(), "reason", j.Reason)
+					f.appendSystem(j.ID, j.Reason)
+				}
+				if err := f.persist(ctx, ch); err != nil {
+					f.logger.Error("persist expired jobs", "error", err)
+				}
+			}
+		}
+	}
+}
+
+// persist writes changed jobs, wakes log followers of finished ones and
+// tells listeners.
+func (f *Fleet) persist(ctx context.Context, jobs []*job.Job) error {
+	if len(jobs) == 0 {
+		return nil
+	}
+	err := f.st.Put(ctx, jobs...)
+	for _, j := range jobs {
+		if j.State.Final() {
+			f.notifyLog(j.ID)
+			f.finMu.Lock()
+			fns := append([]func(*job.Job){}, f.finished...)
+			f.finMu.Unlock()
+			for _, fn := range fns {
+				go fn(j.Clone())
+			}
+		}
+	}
+	return err
+}
+
+// Submit validates, persists and queues a job. A package build whose build
+// key already succeeded (or is queued or running) is not queued again unless
+// forced: the earlier job is returned with dedup true.
+func (f *Fleet) Submit(ctx context.Context, spec job.Spec) (j *job.Job, dedup bool, err error) {
+	if err := spec.Validate(); err != nil {
+		return nil, false, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if spec.Labels == nil {
+		spec.Labels = map[string]string{}
+	}
+	j = &job.Job{Spec: spec, State: job.Queued, CreatedAt: f.cfg.Clock.Now()}
+	if spec.Build != nil {
+		f.buildMu.Lock()
+		defer f.buildMu.Unlock()
+		if _, ok := spec.Labels["target"]; !ok {
+			spec.Labels["target"] = spec.Build.Target
+		}
+		if spec.FairnessGroup == "" {
+			j.Spec.FairnessGroup = spec.Build.Release
+		}
+		j.BuildKey = spec.Build.Key()
+		prev, err := f.st.ByBuildKey(ctx, j.BuildKey)
+		if err != nil {
+			return nil, false, err
+		}
+		if prev != nil && !spec.Force {
+			return f.withLive(prev), true, nil
+		}
+		j.Rebuild = prev != nil
+		if err := f.assignRevision(ctx, j); err != nil {
+			return nil, false, err
+		}
+	}
+	if j.Spec.Timeout == 0 {
+		j.Spec.Timeout = f.cfg.DefaultTimeout
+	}
+	j.Seq = f.seq.Add(1)
+	j.ID = strconv.FormatInt(j.Seq, 10)
+	if err := f.st.Put(ctx, j); err != nil {
+		return nil, false, fmt.Errorf("persist job: %w", err)
+	}
+	changed := f.sched.Enqueue(j)
+	var mine *job.Job
+	for _, c := range changed {
+		if c.ID == j.ID {
+			mine = c
+		}
+	}
+	if err := f.persist(ctx, changed); err != nil {
+		return nil, false, err
+	}
+	for _, c := range changed {
+		if c.ID != j.ID && c.State == job.Canceled {
+			f.appendSystem(c.ID, c.Reason)
+		}
+	}
+	f.logger.Debug("job queued", "job_id", j.ID, "labels", job.LabelString(spec.Labels))
+	return mine, false, nil
+}
+
+func (f *Fleet) assignRevision(ctx context.Context, j *job.Job) error {
+	b := j.Spec.Build
+	rel, ok := f.cfg.Releases[b.Release]
+	rev, err := f.st.NextRevision(ctx, b.Release, b.Package)
+	if err != nil {
+		return err
+	}
+	b.Revision = rev
+	pattern := "+kiln{revision}"
+	if ok {
+		if strings.EqualFold(rel.Targets[b.Target], "rpm") {
+			if rel.RPMSuffix != "" {
+				pattern = rel.RPMSuffix
+			} else {
+				pattern = ".kiln{revision}"
+			}
+		} else if rel.DebSuffix != "" {
+			pattern = rel.DebSuffix
+		}
+	}
+	b.VersionSuffix = strings.ReplaceAll(pattern, "{revision}", strconv.FormatInt(rev, 10))
+	return nil
+}
+
+// withLive overlays the scheduler's view of a live job.
+func (f *Fleet) withLive(j *job.Job) *job.Job {
+	if l := f.sched.Live(j.ID); l != nil {
+		return l
+	}
+	return j
+}
+
+// Get returns a job and, when queued, why it waits.
+func (f *Fleet) Get(ctx context.Context, id string) (*job.Job, string, error) {
+	if l := f.sched.Live(id); l != nil {
+		return l, f.sched.WaitingReason(id), nil
+	}
+	j, err := f.st.Get(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, "", fmt.Errorf("job %q: %w", id, ErrNotFound)
+	}
+	return j, "", err
+}
+
+// List lists jobs newest first.
+func (f *Fleet) List(ctx context.Context, states []job.State, limit int) ([]*job.Job, error) {
+	jobs, err := f.st.List(ctx, states, limit)
+	for i, j := range jobs {
+		jobs[i] = f.withLive(j)
+	}
+	return jobs, err
+}
+
+// Cancel cancels a live job; a finished job is returned unchanged.
+func (f *Fleet) Cancel(ctx context.Context, id, reason string) (*job.Job, error) {
+	if reason == "" {
+		reason = "cancelled by user"
+	}
+	j, err := f.sched.Cancel(id, reason)
+	if errors.Is(err, scheduler.ErrNotFound) {
+		j, _, err = f.Get(ctx, id)
+		return j, err
+	}
+	if err != nil {
+		return nil, err
+	}
+	f.appendSystem(id, reason)
+	return j, f.persist(ctx, []*job.Job{j})
+}
+
+// Workers lists workers.
+func (f *Fleet) Workers() []scheduler.WorkerInfo { return f.sched.Workers() }
+
+// Drain drains or undrains a worker.
+func (f *Fleet) Drain(name string, on bool) (scheduler.WorkerInfo, error) {
+	w, err := f.sched.Drain(name, on)
+	if errors.Is(err, scheduler.ErrNoWorker) {
+		return w, fmt.Errorf("worker %q is not known (see `coordinator workers list`): %w", name, ErrNotFound)
+	}
+	return w, err
+}
+
+// Register starts a worker session.
+func (f *Fleet) Register(ctx context.Context, name string, labels map[string]string, slots int, running []scheduler.RunningJob) (string, []scheduler.RunningJob, error) {
+	if name == "" || slots <= 0 {
+		return "", nil, fmt.Errorf("%w: a worker needs a name and at least one slot (got %q, %d)", ErrInvalid, name, slots)
+	}
+	if err := job.ValidateLabel("name", name); err != nil {
+		return "", nil, fmt.Errorf("%w: worker name: %v", ErrInvalid, err)
+	}
+	for k, v := range labels {
+		if err := job.ValidateLabel(k, v); err != nil {
+			return "", nil, fmt.Errorf("%w: worker %s: %v", ErrInvalid, name, err)
+		}
+	}
+	id, abandon, changed := f.sched.Register(name, labels, slots, running)
+	f.logger.Info("worker registered", "worker", name, "labels", job.LabelString(labels), "slots", slots,
+		"reattached", len(running)-len(abandon), "abandoned", len(abandon))
+	return id, abandon, f.persist(ctx, changed)
+}
+
+// Heartbeat keeps a session alive.
+func (f *Fleet) Heartbeat(ctx context.Context, session string, running []scheduler.RunningJob, draining bool) ([]scheduler.RunningJob, bool, error) {
+	cancel, drain, changed, err := f.sched.Heartbeat(session, running, draining)
+	if err != nil {
+		return nil, false, err
+	}
+	return cancel, drain, f.persist(ctx, changed)
+}
+
+// Pull hands a worker a job, waiting up to wait.
+func (f *Fleet) Pull(ctx context.Context, session string, wait time.Duration) (*job.Job, error) {
+	j, err := f.sched.Pull(ctx, session, wait)
+	if err != nil || j == nil {
+		return nil, err
+	}
+	if err := f.st.Put(ctx, j); err != nil {
+		// The assignment is not durable; the worker won't get it and the
+		// heartbeat check re-queues it.
+		return nil, fmt.Errorf("persist assignment of job %s: %w", j.ID, err)
+	}
+	f.appendSystem(j.ID, fmt.Sprintf("attempt %d on worker %s", j.Attempt, j.Worker))
+	return j, nil
+}
+
+// Complete records the end of an attempt, exactly once. Every artifact it
+// names must have been uploaded with that digest and size.
+func (f *Fleet) Complete(ctx context.Context, session, jobID string, attempt int, o scheduler.Outcome) error {
+	if err := f.sched.CheckAttempt(session, jobID, attempt); err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, a := range o.Artifacts {
+		if err := job.CleanRelative(a.Name); err != nil {
+			return fmt.Errorf("%w: artifact %q: %v", ErrInvalid, a.Name, err)
+		}
+		if seen[a.Name] {
+			return fmt.Errorf("%w: artifact %q named twice", ErrInvalid, a.Name)
+		}
+		seen[a.Name] = true
+		st, err := os.Stat(f.casPath(a.SHA256))
+		if err != nil || st.Size() != a.Size {
+			return fmt.Errorf("%w: artifact %s (sha256 %s, %d bytes) was not uploaded", ErrInvalid, a.Name, a.SHA256, a.Size)
+		}
+	}
+	j, err := f.sched.Complete(session, jobID, attempt, o)
+	if err != nil {
+		return err
+	}
+	if j.State == job.Queued || j.State == job.Running {
+		f.appendSystem(jobID, "infrastructure failure, re-queued: "+j.Reason)
+	} else {
+		f.appendSystem(jobID, fmt.Sprintf("finished: %s%s", j.State, reasonSuffix(j)))
+	}
+	f.logger.Debug("job completed", "job_id", jobID, "state", j.State.String())
+	return f.persist(ctx, []*job.Job{j})
+}
+
+func reasonSuffix(j *job.Job) string {
+	if j.Reason == "" {
+		return ""
+	}
+	return " (" + j.Reason + ")"
+}
+
+// Goodbye ends a worker session.
+func (f *Fleet) Goodbye(ctx context.Context, session string) error {
+	changed := f.sched.Goodbye(session)
+	for _, j := range changed {
+		f.appendSystem(j.ID, j.Reason)
+	}
+	return f.persist(ctx, changed)
+}
+
+// SetPublish records a job's publish state.
+func (f *Fleet) SetPublish(ctx context.Context, id, state string) error {
+	j, err := f.st.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	j.Publish = state
+	return f.st.Put(ctx, j)
+}
+
+// Update writes a finished job's changed fields (e.g. differing artifacts).
+func (f *Fleet) Update(ctx context.Context, j *job.Job) error { return f.st.Put(ctx, j) }
