@@ -1,0 +1,353 @@
+package buildroot
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
+
+	"github.com/kiln-build/kiln/worker/executor"
+)
+
+// userSetup makes the build user and the work dir inside a new chroot.
+var userSetup = fmt.Sprintf(
+	"set -e; getent group %[1]s >/dev/null || groupadd -g %[2]d %[1]s; "+
+		"getent passwd %[1]s >/dev/null || useradd -u %[3]d -g %[2]d -m -s /bin/sh %[1]s; "+
+		"mkdir -p %[4]s; chown %[3]d:%[2]d %[4]s",
+	executor.BuildUser, executor.BuildGID, executor.BuildUID, executor.SandboxWorkDir)
+
+// MakeChroot makes target t's chroot with the target's method and writes it
+// as an uncompressed tar archive to out. The tool's output goes to log.
+func MakeChroot(ctx context.Context, t Target, out string, log io.Writer) error {
+	if err := t.Validate(); err != nil {
+		return err
+	}
+	switch t.Method {
+	case "mmdebstrap":
+		return run(ctx, log, "mmdebstrap", mmdebstrapArgs(t, out)...)
+	case "dnf":
+		return makeDNFChroot(ctx, t, out, log)
+	}
+	return fmt.Errorf("target %s: method %q: use mmdebstrap or dnf", t.Name, t.Method)
+}
+
+func mmdebstrapArgs(t Target, out string) []string {
+	args := []string{"--mode=root", "--format=tar"}
+	if t.Variant != "" {
+		args = append(args, "--variant="+t.Variant)
+	}
+	if t.Architecture != "" {
+		args = append(args, "--architectures="+t.Architecture)
+	}
+	if len(t.Components) > 0 {
+		args = append(args, "--components="+strings.Join(t.Components, ","))
+	}
+	// passwd provides groupadd/useradd even in the smallest variants.
+	args = append(args, "--include="+strings.Join(append([]string{"passwd"}, t.Packages...), ","))
+	args = append(args,
+		"--customize-hook=chroot \"$1\" sh -c '"+userSetup+"'",
+		// No cached package lists or archives in the chroot.
+		"--customize-hook=rm -rf \"$1\"/var/cache/apt/archives/*.deb \"$1\"/var/lib/apt/lists/*_Packages",
+		t.Suite, out, t.Mirror)
+	return args
+}
+
+// dnfRepoFile is the repository file given to dnf --installroot.
+func dnfRepoFile(t Target) string {
+	var b strings.Builder
+	for _, r := range t.Repositories {
+		fmt.Fprintf(&b, "[%s]\nname=%s\nbaseurl=%s\nenabled=1\n", r.Name, r.Name, r.BaseURL)
+		if r.GPGKey != "" {
+			fmt.Fprintf(&b, "gpgcheck=1\ngpgkey=%s\n", r.GPGKey)
+		} else {
+			b.WriteString("gpgcheck=0\n")
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+func dnfArgs(t Target, root, reposDir string) []string {
+	args := []string{
+		"--assumeyes",
+		"--installroot=" + root,
+		"--releasever=" + t.Releasever,
+		"--setopt=reposdir=" + reposDir,
+		"--setopt=install_weak_deps=False",
+		"--setopt=tsflags=nodocs",
+		"--setopt=cachedir=" + filepath.Join(reposDir, "cache"),
+	}
+	if t.Architecture != "" {
+		args = append(args, "--forcearch="+t.Architecture)
+	}
+	return append(append(args, "install"), t.Packages...)
+}
+
+// makeDNFChroot installs an RPM distribution with dnf --installroot into a
+// scratch directory beside out and archives it.
+func makeDNFChroot(ctx context.Context, t Target, out string, log io.Writer) error {
+	scratch, err := os.MkdirTemp(filepath.Dir(out), "dnf-")
+	if err != nil {
+		return fmt.Errorf("make chroot %s: %w", t.Name, err)
+	}
+	defer os.RemoveAll(scratch)
+	root := filepath.Join(scratch, "root")
+	repos := filepath.Join(scratch, "repos")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return fmt.Errorf("make chroot %s: %w", t.Name, err)
+	}
+	if err := os.MkdirAll(repos, 0o755); err != nil {
+		return fmt.Errorf("make chroot %s: %w", t.Name, err)
+	}
+	if err := os.WriteFile(filepath.Join(repos, "kiln.repo"), []byte(dnfRepoFile(t)), 0o644); err != nil {
+		return fmt.Errorf("make chroot %s: %w", t.Name, err)
+	}
+	if err := run(ctx, log, "dnf", dnfArgs(t, root, repos)...); err != nil {
+		return err
+	}
+	if err := run(ctx, log, "chroot", root, "sh", "-c", userSetup); err != nil {
+		return err
+	}
+	return run(ctx, log, "tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-cf", out, "-C", root, ".")
+}
+
+func run(ctx context.Context, log io.Writer, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdout = log
+	cmd.Stderr = log
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("run %s %s: %w", name, strings.Join(args, " "), err)
+	}
+	return nil
+}
+
+func randomID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Create makes target's chroot and imports it; it fails when the target
+// already has one (use Refresh).
+func (b *Buildroot) Create(ctx context.Context, target string, log io.Writer) (TargetInfo, error) {
+	if _, err := b.Target(ctx, target); err == nil {
+		return TargetInfo{}, fmt.Errorf("target %q already has a chroot; use `worker chroot refresh %s` to make a new one", target, target)
+	} else if !errors.Is(err, ErrChrootMissing) {
+		return TargetInfo{}, err
+	}
+	return b.Refresh(ctx, target, log)
+}
+
+// Refresh makes a new chroot for target and imports it. Sandboxes open on
+// the previous chroot keep it until they close; then it is removed.
+func (b *Buildroot) Refresh(ctx context.Context, target string, log io.Writer) (TargetInfo, error) {
+	t, ok := b.cfg.Target(target)
+	if !ok {
+		return TargetInfo{}, fmt.Errorf("target %q is not in the worker config's buildroot.targets; add it there first", target)
+	}
+	dir := filepath.Join(b.cfg.StateDir, "make")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return TargetInfo{}, fmt.Errorf("make chroot %s: %w", target, err)
+	}
+	out := filepath.Join(dir, target+"-"+randomID()+".tar")
+	defer os.Remove(out)
+	if err := MakeChroot(ctx, t, out, log); err != nil {
+		return TargetInfo{}, fmt.Errorf("make chroot %s: %w", target, err)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		return TargetInfo{}, fmt.Errorf("make chroot %s: %w", target, err)
+	}
+	defer f.Close()
+	return b.Import(ctx, target, f)
+}
+
+// Import imports a chroot tar archive as target's new chroot: a committed,
+// read-only snapshot named by target and the archive's sha256. Older chroots
+// of the target are retired: removed now when no sandbox uses them, or when
+// their last sandbox closes. Importing an archive identical to the current
+// chroot changes nothing.
+func (b *Buildroot) Import(ctx context.Context, target string, tarball io.Reader) (info TargetInfo, err error) {
+	t, ok := b.cfg.Target(target)
+	if !ok {
+		return TargetInfo{}, fmt.Errorf("target %q is not in the worker config's buildroot.targets; add it there first", target)
+	}
+	ctx = b.nsCtx(ctx)
+	ctx, done, err := b.client.WithLease(ctx, leases.WithRandomID(), leases.WithExpiration(24*time.Hour))
+	if err != nil {
+		return TargetInfo{}, fmt.Errorf("import chroot %s: lease: %w", target, err)
+	}
+	defer func() {
+		if derr := done(context.WithoutCancel(ctx)); derr != nil && err == nil {
+			err = fmt.Errorf("import chroot %s: release lease: %w", target, derr)
+		}
+	}()
+	sn := b.snapshotter()
+	key := importPrefix + target + "/" + randomID()
+	mounts, err := sn.Prepare(ctx, key, "")
+	if err != nil {
+		return TargetInfo{}, fmt.Errorf("import chroot %s: prepare snapshot: %w", target, err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			if rerr := sn.Remove(context.WithoutCancel(ctx), key); rerr != nil && !errdefs.IsNotFound(rerr) {
+				b.logger.Warn("remove import snapshot", "snapshot", key, "error", rerr)
+			}
+		}
+	}()
+	digest, err := extractInto(ctx, mounts, tarball)
+	if err != nil {
+		return TargetInfo{}, fmt.Errorf("import chroot %s: %w", target, err)
+	}
+	name := chrootPrefix + target + "@" + digest
+	now := time.Now().UTC()
+	b.importMu.Lock()
+	defer b.importMu.Unlock()
+	err = sn.Commit(ctx, name, key, snapshots.WithLabels(map[string]string{
+		labelTarget:  target,
+		labelFormat:  t.Format,
+		labelDigest:  digest,
+		labelCreated: now.Format(time.RFC3339Nano),
+		labelGCRoot:  now.Format(time.RFC3339Nano),
+	}))
+	switch {
+	case errdefs.IsAlreadyExists(err):
+		b.logger.Info("chroot already imported", "target", target, "digest", digest)
+	case err != nil:
+		return TargetInfo{}, fmt.Errorf("import chroot %s: commit snapshot %s: %w", target, name, err)
+	default:
+		committed = true
+		b.logger.Info("chroot imported", "target", target, "digest", digest)
+	}
+	// Retire every other chroot of the target.
+	all, err := b.chroots(ctx)
+	if err != nil {
+		return TargetInfo{}, err
+	}
+	for _, c := range all {
+		if c.info.Name != target {
+			continue
+		}
+		if c.info.Snapshot == name {
+			info = c.info
+			continue
+		}
+		if c.retired {
+			continue
+		}
+		if _, err := sn.Update(ctx, snapshots.Info{
+			Name:   c.info.Snapshot,
+			Labels: map[string]string{labelRetired: now.Format(time.RFC3339Nano)},
+		}, "labels."+labelRetired); err != nil {
+			return TargetInfo{}, fmt.Errorf("retire chroot %s: %w", c.info.Snapshot, err)
+		}
+	}
+	if err := b.removeRetired(ctx); err != nil {
+		return TargetInfo{}, err
+	}
+	if info.Snapshot == "" {
+		return TargetInfo{}, fmt.Errorf("import chroot %s: snapshot %s vanished after commit", target, name)
+	}
+	return info, nil
+}
+
+// Remove retires every chroot of target; each goes when no sandbox uses it.
+func (b *Buildroot) Remove(ctx context.Context, target string) error {
+	ctx = b.nsCtx(ctx)
+	b.importMu.Lock()
+	defer b.importMu.Unlock()
+	all, err := b.chroots(ctx)
+	if err != nil {
+		return err
+	}
+	found := false
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	for _, c := range all {
+		if c.info.Name != target {
+			continue
+		}
+		found = true
+		if _, err := b.snapshotter().Update(ctx, snapshots.Info{
+			Name:   c.info.Snapshot,
+			Labels: map[string]string{labelRetired: now},
+		}, "labels."+labelRetired); err != nil {
+			return fmt.Errorf("retire chroot %s: %w", c.info.Snapshot, err)
+		}
+	}
+	if !found {
+		return fmt.Errorf("target %q: %w in containerd namespace %s; nothing to remove", target, ErrChrootMissing, b.cfg.Namespace)
+	}
+	return b.removeRetired(ctx)
+}
+
+// removeRetired removes retired chroots that no sandbox uses. The caller
+// holds importMu.
+func (b *Buildroot) removeRetired(ctx context.Context) error {
+	all, err := b.chroots(ctx)
+	if err != nil {
+		return err
+	}
+	for _, c := range all {
+		if !c.retired {
+			continue
+		}
+		err := b.snapshotter().Remove(ctx, c.info.Snapshot)
+		switch {
+		case err == nil:
+			b.logger.Info("retired chroot removed", "target", c.info.Name, "digest", c.info.Digest)
+		case errdefs.IsNotFound(err):
+		case errdefs.IsFailedPrecondition(err) || strings.Contains(err.Error(), "child"):
+			// Still used by a sandbox; removed when the last one closes.
+			b.logger.Debug("retired chroot still in use", "snapshot", c.info.Snapshot)
+		default:
+			return fmt.Errorf("remove retired chroot %s: %w", c.info.Snapshot, err)
+		}
+	}
+	return nil
+}
+
+// extractInto mounts a prepared snapshot and unpacks tarball into it with
+// tar, returning the archive's sha256 as "sha256:<hex>".
+func extractInto(ctx context.Context, mounts []mount.Mount, tarball io.Reader) (_ string, err error) {
+	dir, err := os.MkdirTemp("", "kiln-import-")
+	if err != nil {
+		return "", fmt.Errorf("extract chroot: %w", err)
+	}
+	defer os.Remove(dir)
+	if err := mount.All(mounts, dir); err != nil {
+		return "", fmt.Errorf("mount snapshot: %w", err)
+	}
+	defer func() {
+		if uerr := mount.UnmountAll(dir, 0); uerr != nil && err == nil {
+			err = fmt.Errorf("unmount snapshot: %w", uerr)
+		}
+	}()
+	h := sha256.New()
+	cmd := exec.CommandContext(ctx, "tar", "--numeric-owner", "--xattrs", "--xattrs-include=*",
+		"--same-permissions", "--same-owner", "-xf", "-", "-C", dir)
+	cmd.Stdin = io.TeeReader(tarball, h)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("unpack chroot archive: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	// tar may stop before the end-of-archive padding: hash the rest too.
+	if _, err := io.Copy(h, tarball); err != nil {
+		return "", fmt.Errorf("read chroot archive: %w", err)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+}
