@@ -2,6 +2,7 @@ package rpm
 
 import (
 	"bufio"
+	"io"
 	"strconv"
 	"unicode/utf8"
 )
@@ -110,4 +111,8 @@ func (x *xmlWriter) escape(s string, inAttr bool) {
 		start = i
 	}
 	x.w.WriteString(s[start:])
+}
+
+func newXMLWriter(w io.Writer) *xmlWriter {
+	return &xmlWriter{w: bufio.NewWriterSize(w, 64<<10)}
 }
