@@ -6,68 +6,91 @@ import (
 	"strings"
 )
 
-// pattern is a compiled project or branch pattern.
+// pattern is a compiled project or branch pattern: "/"-separated segments
+// of literal text and {name} placeholders, each placeholder matching a
+// non-empty part of one segment (restricted further by the rule's where).
 type pattern struct {
-	text     string
-	segments []segment
+	text  string
+	re    *regexp.Regexp
+	names []string
 }
 
-type segment struct {
-	literal string
-	name    string // placeholder name when non-empty
-}
+var placeholderRE = regexp.MustCompile(`\{([a-z_][a-z0-9_]*)\}`)
 
-var placeholder = regexp.MustCompile(`^\{([a-z_][a-z0-9_]*)\}$`)
-
-func compilePattern(text string) (pattern, error) {
+func compilePattern(text string, where map[string]string) (pattern, error) {
 	if text == "" {
 		return pattern{}, fmt.Errorf("empty pattern; write e.g. {customer}/packages/{distribution}/{package}")
 	}
 	p := pattern{text: text}
+	var b strings.Builder
+	b.WriteString("^")
 	seen := map[string]bool{}
-	for _, s := range strings.Split(text, "/") {
-		if m := placeholder.FindStringSubmatch(s); m != nil {
-			if seen[m[1]] {
-				return pattern{}, fmt.Errorf("pattern %q: placeholder {%s} used twice", text, m[1])
+	for i, seg := range strings.Split(text, "/") {
+		if i > 0 {
+			b.WriteString("/")
+		}
+		if seg == "" {
+			return pattern{}, fmt.Errorf("pattern %q: empty segment", text)
+		}
+		last := 0
+		prevEnd := -1
+		for _, m := range placeholderRE.FindAllStringSubmatchIndex(seg, -1) {
+			if m[0] == prevEnd {
+				return pattern{}, fmt.Errorf("pattern %q: placeholders must be separated by text", text)
 			}
-			seen[m[1]] = true
-			p.segments = append(p.segments, segment{name: m[1]})
-			continue
+			lit := seg[last:m[0]]
+			if strings.ContainsAny(lit, "{}") {
+				return pattern{}, fmt.Errorf("pattern %q: %q is not a {placeholder}", text, lit)
+			}
+			b.WriteString(regexp.QuoteMeta(lit))
+			name := seg[m[2]:m[3]]
+			if seen[name] {
+				return pattern{}, fmt.Errorf("pattern %q: placeholder {%s} used twice", text, name)
+			}
+			seen[name] = true
+			p.names = append(p.names, name)
+			expr := `[^/]+`
+			if w, ok := where[name]; ok {
+				expr = w
+			}
+			b.WriteString("(?P<" + name + ">(?:" + expr + "))")
+			last, prevEnd = m[1], m[1]
 		}
-		if s == "" || strings.ContainsAny(s, "{}") {
-			return pattern{}, fmt.Errorf("pattern %q: segment %q is neither a name nor a {placeholder}", text, s)
+		lit := seg[last:]
+		if strings.ContainsAny(lit, "{}") {
+			return pattern{}, fmt.Errorf("pattern %q: %q is not a {placeholder}", text, lit)
 		}
-		p.segments = append(p.segments, segment{literal: s})
+		b.WriteString(regexp.QuoteMeta(lit))
 	}
+	b.WriteString("$")
+	re, err := regexp.Compile(b.String())
+	if err != nil {
+		return pattern{}, fmt.Errorf("pattern %q: %w", text, err)
+	}
+	p.re = re
 	return p, nil
 }
 
 // match binds the placeholders of p in name into vars, which it extends;
 // it reports false when name does not match or contradicts vars.
-func (p pattern) match(name string, where map[string]*regexp.Regexp, vars map[string]string) bool {
-	parts := strings.Split(name, "/")
-	if len(parts) != len(p.segments) {
+func (p pattern) match(name string, vars map[string]string) bool {
+	m := p.re.FindStringSubmatch(name)
+	if m == nil {
 		return false
 	}
 	bound := map[string]string{}
-	for i, s := range p.segments {
-		if s.name == "" {
-			if parts[i] != s.literal {
-				return false
-			}
+	for i, n := range p.re.SubexpNames() {
+		if n == "" || i >= len(m) {
 			continue
 		}
-		v := parts[i]
-		if v == "" {
+		v := m[i]
+		if v == "" || strings.Contains(v, "/") {
 			return false
 		}
-		if re := where[s.name]; re != nil && !re.MatchString(v) {
+		if old, ok := vars[n]; ok && old != v {
 			return false
 		}
-		if old, ok := vars[s.name]; ok && old != v {
-			return false
-		}
-		bound[s.name] = v
+		bound[n] = v
 	}
 	for k, v := range bound {
 		vars[k] = v
@@ -77,19 +100,7 @@ func (p pattern) match(name string, where map[string]*regexp.Regexp, vars map[st
 
 // expand fills p's placeholders from vars.
 func (p pattern) expand(vars map[string]string) (string, error) {
-	parts := make([]string, len(p.segments))
-	for i, s := range p.segments {
-		if s.name == "" {
-			parts[i] = s.literal
-			continue
-		}
-		v, ok := vars[s.name]
-		if !ok {
-			return "", fmt.Errorf("pattern %q: {%s} is not bound by the matched project and branch", p.text, s.name)
-		}
-		parts[i] = v
-	}
-	return strings.Join(parts, "/"), nil
+	return fill(p.text, vars)
 }
 
 var templateVar = regexp.MustCompile(`\{([a-z_][a-z0-9_]*)\}`)
@@ -114,7 +125,6 @@ func fill(tmpl string, vars map[string]string) (string, error) {
 type compiledRule struct {
 	name     string
 	sources  []compiledSource
-	where    map[string]*regexp.Regexp
 	branches []compiledBranch
 }
 
@@ -129,13 +139,14 @@ type compiledBranch struct {
 }
 
 func compileRule(r Rule) (compiledRule, error) {
-	cr := compiledRule{name: r.Name, where: map[string]*regexp.Regexp{}}
+	cr := compiledRule{name: r.Name}
 	for k, expr := range r.Where {
-		re, err := regexp.Compile(`^(?:` + expr + `)$`)
-		if err != nil {
+		if _, err := regexp.Compile(expr); err != nil {
 			return cr, fmt.Errorf("where %s %q: %w", k, expr, err)
 		}
-		cr.where[k] = re
+		if !placeholderRE.MatchString("{" + k + "}") {
+			return cr, fmt.Errorf("where %q: not a placeholder name (lower case letters, digits, _)", k)
+		}
 	}
 	if len(r.Sources) == 0 || len(r.Sources) > 2 {
 		return cr, fmt.Errorf("sources: want one combined source or a code and a packaging source, got %d", len(r.Sources))
@@ -143,7 +154,7 @@ func compileRule(r Rule) (compiledRule, error) {
 	vars := map[string]bool{}
 	roles := map[string]bool{}
 	for _, s := range r.Sources {
-		p, err := compilePattern(s.Project)
+		p, err := compilePattern(s.Project, r.Where)
 		if err != nil {
 			return cr, fmt.Errorf("sources: %w", err)
 		}
@@ -156,10 +167,8 @@ func compileRule(r Rule) (compiledRule, error) {
 			return cr, fmt.Errorf("source %q: role %s given twice", s.Project, s.Role)
 		}
 		roles[s.Role] = true
-		for _, seg := range p.segments {
-			if seg.name != "" {
-				vars[seg.name] = true
-			}
+		for _, n := range p.names {
+			vars[n] = true
 		}
 		cr.sources = append(cr.sources, compiledSource{pattern: p, role: s.Role})
 	}
@@ -173,9 +182,9 @@ func compileRule(r Rule) (compiledRule, error) {
 		// Each source must be derivable from the other's bindings.
 		for i, s := range cr.sources {
 			other := cr.sources[1-i]
-			for _, seg := range s.pattern.segments {
-				if seg.name != "" && !hasVar(other.pattern, seg.name) {
-					return cr, fmt.Errorf("source %q: {%s} does not appear in %q, so one cannot be found from the other", s.pattern.text, seg.name, other.pattern.text)
+			for _, n := range s.pattern.names {
+				if !hasVar(other.pattern, n) {
+					return cr, fmt.Errorf("source %q: {%s} does not appear in %q, so one cannot be found from the other", s.pattern.text, n, other.pattern.text)
 				}
 			}
 		}
@@ -184,7 +193,7 @@ func compileRule(r Rule) (compiledRule, error) {
 		return cr, fmt.Errorf("branches: none; add e.g. {branch: \"{fuel}\", release: ..., targets: [...], package: \"{package}\"}")
 	}
 	for _, b := range r.Branches {
-		p, err := compilePattern(b.Branch)
+		p, err := compilePattern(b.Branch, r.Where)
 		if err != nil {
 			return cr, fmt.Errorf("branches: %w", err)
 		}
@@ -192,10 +201,8 @@ func compileRule(r Rule) (compiledRule, error) {
 		for k := range vars {
 			all[k] = k
 		}
-		for _, seg := range p.segments {
-			if seg.name != "" {
-				all[seg.name] = seg.name
-			}
+		for _, n := range p.names {
+			all[n] = n
 		}
 		if b.Release == "" || b.Package == "" || len(b.Targets) == 0 {
 			return cr, fmt.Errorf("branch %q: release, package and targets are all required", b.Branch)
@@ -211,8 +218,8 @@ func compileRule(r Rule) (compiledRule, error) {
 }
 
 func hasVar(p pattern, name string) bool {
-	for _, s := range p.segments {
-		if s.name == name {
+	for _, n := range p.names {
+		if n == name {
 			return true
 		}
 	}
@@ -260,7 +267,7 @@ func (m *mapper) resolve(project, branch string) (Plan, bool, error) {
 	for _, r := range m.rules {
 		for _, src := range r.sources {
 			vars := map[string]string{}
-			if !src.pattern.match(project, r.where, vars) {
+			if !src.pattern.match(project, vars) {
 				continue
 			}
 			for _, b := range r.branches {
@@ -268,7 +275,7 @@ func (m *mapper) resolve(project, branch string) (Plan, bool, error) {
 				for k, v := range vars {
 					bv[k] = v
 				}
-				if !b.pattern.match(branch, r.where, bv) {
+				if !b.pattern.match(branch, bv) {
 					continue
 				}
 				plan := Plan{Rule: r.name}

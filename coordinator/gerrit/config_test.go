@@ -1,0 +1,132 @@
+package gerrit
+
+import (
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/kiln-build/kiln/internal/config"
+)
+
+func loadExample(t *testing.T) Config {
+	t.Helper()
+	data, err := os.ReadFile("../../examples/gerrit/gerrit.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file struct {
+		Gerrit Config `yaml:"gerrit"`
+	}
+	if err := config.Decode("gerrit.yaml", data, &file); err != nil {
+		t.Fatalf("example config: %v", err)
+	}
+	return file.Gerrit.WithDefaults()
+}
+
+func TestExampleConfigValid(t *testing.T) {
+	t.Parallel()
+	if err := loadExample(t).Validate(); err != nil {
+		t.Fatalf("example config does not validate: %v", err)
+	}
+}
+
+func TestExampleMapping(t *testing.T) {
+	t.Parallel()
+	m, err := newMapper(loadExample(t).Rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	both := func(pkg string) []PlanSource {
+		return []PlanSource{{"mos/openstack/" + pkg, RoleCode}, {"mos/openstack-build/" + pkg, RolePackaging}}
+	}
+	cases := []struct {
+		project, branch string
+		want            *Plan
+	}{
+		{"mos/openstack/nova", "openstack-ci/fuel-9.0/mitaka", &Plan{Rule: "openstack", Release: "mos-9.0", Package: "nova",
+			Targets: []string{"trusty-amd64", "centos7-x86_64"}, Sources: both("nova")}},
+		{"mos/openstack-build/nova", "openstack-ci/fuel-9.0/mitaka", &Plan{Rule: "openstack", Release: "mos-9.0", Package: "nova",
+			Targets: []string{"trusty-amd64", "centos7-x86_64"}, Sources: both("nova")}},
+		{"mos/openstack/nova", "9.0", &Plan{Rule: "openstack", Release: "mos-9.0", Package: "nova",
+			Targets: []string{"trusty-amd64", "centos7-x86_64"}, Sources: both("nova")}},
+		{"mos/packages/trusty/nginx", "9.0", &Plan{Rule: "linux", Release: "mos-9.0", Package: "nginx",
+			Targets: []string{"trusty-amd64"}, Sources: []PlanSource{{"mos/packages/trusty/nginx", RoleCombined}}}},
+		{"mos/packages/centos7/nginx", "openstack-ci/fuel-8.0/liberty", &Plan{Rule: "linux", Release: "mos-8.0", Package: "nginx",
+			Targets: []string{"centos7-amd64"}, Sources: []PlanSource{{"mos/packages/centos7/nginx", RoleCombined}}}},
+		{"mos/packages/fuel/centos7/fuel-library", "9.0", &Plan{Rule: "master-node", Release: "mos-9.0-master-node", Package: "fuel-library",
+			Targets: []string{"centos7-x86_64"}, Sources: []PlanSource{{"mos/packages/fuel/centos7/fuel-library", RoleCombined}}}},
+		{"mos/packages/fuel/nginx", "9.0", nil},      // "fuel" is no distribution
+		{"mos/packages/trusty/nginx", "master", nil}, // master names no release
+		{"mos/openstack/nova", "stable/mitaka", nil},
+		{"mos/other/nova", "9.0", nil},
+		{"mos/openstack/nova/extra", "9.0", nil},
+	}
+	for _, tc := range cases {
+		got, ok, err := m.resolve(tc.project, tc.branch)
+		if err != nil {
+			t.Fatalf("resolve(%s, %s): %v", tc.project, tc.branch, err)
+		}
+		if tc.want == nil {
+			if ok {
+				t.Errorf("resolve(%s, %s) = %+v, want no match", tc.project, tc.branch, got)
+			}
+			continue
+		}
+		if !ok || !reflect.DeepEqual(got, *tc.want) {
+			t.Errorf("resolve(%s, %s) = %+v %v, want %+v", tc.project, tc.branch, got, ok, *tc.want)
+		}
+	}
+}
+
+func TestValidateNamesBadValues(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name   string
+		change func(c *Config)
+		want   string
+	}{
+		{"no servers", func(c *Config) { c.Servers = nil }, "gerrit.servers: none configured"},
+		{"bad ssh", func(c *Config) { c.Servers[0].SSH = "review.example.com" }, `gerrit.servers[0].ssh "review.example.com"`},
+		{"duplicate name", func(c *Config) { c.Servers = append(c.Servers, c.Servers[0]) }, `name "review": used twice`},
+		{"git url", func(c *Config) { c.Servers[0].GitURL = "ssh://x/y" }, `git_url "ssh://x/y": must contain {project}`},
+		{"rest url", func(c *Config) { c.Servers[0].RESTURL = "ftp://x" }, `rest_url "ftp://x"`},
+		{"recheck", func(c *Config) { c.Recheck = "(" }, `gerrit.recheck "("`},
+		{"votes", func(c *Config) { c.Verified.Failure = 1 }, "failure 1"},
+		{"label", func(c *Config) { c.Verified.Label = "Veri fied" }, `label "Veri fied"`},
+		{"tag", func(c *Config) { c.Tag = "a b" }, `gerrit.tag "a b"`},
+		{"log url", func(c *Config) { c.LogURL = "https://x/log" }, `log_url "https://x/log": must contain {job}`},
+		{"track server", func(c *Config) { c.Track[0].Server = "nope" }, `track[0].server "nope"`},
+		{"track branch", func(c *Config) { c.Track[0].Branches = []string{"../x"} }, `"../x"`},
+		{"role", func(c *Config) { c.Rules[0].Sources[0].Role = "docs" }, `role "docs"`},
+		{"unbound template", func(c *Config) { c.Rules[1].Branches[0].Release = "{nope}" }, "{nope} is not bound"},
+		{"bad pattern", func(c *Config) { c.Rules[1].Sources[0].Project = "a//b" }, `pattern "a//b"`},
+		{"where regexp", func(c *Config) { c.Rules[1].Where = map[string]string{"fuel": "("} }, `where fuel "("`},
+		{"backoff", func(c *Config) { c.Reconnect.Min = c.Reconnect.Max + 1 }, "want 0 <= min <= max"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := loadExample(t)
+			tc.change(&c)
+			err := c.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate() = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCheckName(t *testing.T) {
+	t.Parallel()
+	for _, ok := range []string{"mos/openstack/nova", "9.0", "openstack-ci/fuel-9.0/mitaka", "a_b+c"} {
+		if err := checkName(ok); err != nil {
+			t.Errorf("checkName(%q) = %v, want ok", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "-upload-pack=x", "/abs", "a/../b", "a//b", "a b", "a\nb", "x.lock", "a..b", "a/"} {
+		if err := checkName(bad); err == nil {
+			t.Errorf("checkName(%q) = nil, want an error", bad)
+		}
+	}
+}
