@@ -1,0 +1,378 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/kiln-build/kiln/publisher/deb"
+	"github.com/kiln-build/kiln/publisher/rpm"
+)
+
+// Input is one file to include.
+type Input struct {
+	// Name is the file's base name; its extension says what it is.
+	Name string
+	// Path is where the file is now.
+	Path string
+}
+
+// Resolver finds a file a .dsc names; ok is false when it is not there.
+type Resolver func(name string) (path string, ok bool)
+
+// Entry is one package in a repository.
+type Entry struct {
+	Kind      string `json:"kind"` // deb, udeb, dsc, rpm
+	Name      string `json:"name"`
+	Version   string `json:"version"`
+	Arch      string `json:"arch"`
+	Component string `json:"component,omitempty"`
+	SHA256    string `json:"sha256"`
+	Size      int64  `json:"size"`
+	Path      string `json:"path"`
+}
+
+// IncludeResult says what an include did.
+type IncludeResult struct {
+	Added    []Entry `json:"added"`
+	Existing []Entry `json:"existing"`
+}
+
+type poolFile struct {
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
+// row is one packages row.
+type row struct {
+	kind, name, version, arch, component string
+	udeb                                 bool
+	uploadSHA256, sha256                 string
+	size                                 int64
+	path                                 string
+	stanza                               []byte
+	meta                                 string
+	files                                []poolFile
+	// objects to move into the store: temp path -> sha256
+	objects map[string]string
+}
+
+func (r *row) entry() Entry {
+	k := r.kind
+	if r.udeb {
+		k = "udeb"
+	}
+	return Entry{Kind: k, Name: r.name, Version: r.version, Arch: r.arch, Component: r.component, SHA256: r.sha256, Size: r.size, Path: r.path}
+}
+
+// maxDSC bounds a .dsc file.
+const maxDSC = 1 << 20
+
+// Include adds files to a repository. Every file is read and checked before
+// anything is changed: one bad file refuses the whole include. The same
+// name/version/architecture with different content is refused naming both
+// digests; the identical file again is a no-op. signer is needed for rpm
+// repositories (packages are signed as they enter); resolve finds the files
+// a .dsc names (nil: beside the .dsc).
+func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, resolve Resolver, signer Signer) (res IncludeResult, err error) {
+	unlock, err := s.lock(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer unlock()
+	cfg, err := s.Repo(ctx, repoName)
+	if err != nil {
+		return res, err
+	}
+	var rows []*row
+	defer func() {
+		// Temporary files of refused includes are removed.
+		for _, r := range rows {
+			for tmp := range r.objects {
+				_ = os.Remove(tmp)
+			}
+		}
+	}()
+	for _, in := range inputs {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		if err := deb.CheckFileName(in.Name); err != nil {
+			return res, fmt.Errorf("include %q: %w", in.Name, err)
+		}
+		var r *row
+		ext := path.Ext(in.Name)
+		switch {
+		case (ext == ".deb" || ext == ".udeb") && cfg.Format == FormatDeb:
+			r, err = s.readBinary(in, ext == ".udeb", cfg)
+		case ext == ".dsc" && cfg.Format == FormatDeb:
+			rs := resolve
+			if rs == nil {
+				dir := filepath.Dir(in.Path)
+				rs = func(name string) (string, bool) {
+					p := filepath.Join(dir, name)
+					_, err := os.Stat(p)
+					return p, err == nil
+				}
+			}
+			r, err = s.readDSC(in, rs, cfg)
+		case ext == ".rpm" && cfg.Format == FormatRPM:
+			r, err = s.readRPM(ctx, in, signer)
+		case ext == ".deb" || ext == ".udeb" || ext == ".dsc" || ext == ".rpm":
+			err = fmt.Errorf("include %s: a %s file cannot go into %s repository %s", in.Name, ext, cfg.Format, cfg.Name)
+		default:
+			err = fmt.Errorf("include %s: unknown file type %q: expected .deb, .udeb, .dsc or .rpm", in.Name, ext)
+		}
+		if r != nil {
+			rows = append(rows, r)
+		}
+		if err != nil {
+			return res, err
+		}
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return res, fmt.Errorf("include into %s: %w", repoName, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	var added []*row
+	seen := map[string]*row{}
+	for _, r := range rows {
+		key := r.kind + "\x00" + r.name + "\x00" + r.version + "\x00" + r.arch
+		if prev, ok := seen[key]; ok {
+			if prev.uploadSHA256 != r.uploadSHA256 {
+				return res, conflict(repoName, r, prev.uploadSHA256)
+			}
+			continue
+		}
+		seen[key] = r
+		var have string
+		err := tx.QueryRowContext(ctx, `SELECT upload_sha256 FROM packages WHERE repo=? AND kind=? AND name=? AND version=? AND arch=?`,
+			repoName, r.kind, r.name, r.version, r.arch).Scan(&have)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return res, fmt.Errorf("include into %s: %w", repoName, err)
+		case have == r.uploadSHA256:
+			res.Existing = append(res.Existing, r.entry())
+			continue
+		default:
+			return res, conflict(repoName, r, have)
+		}
+		for _, f := range r.files {
+			var other string
+			err := tx.QueryRowContext(ctx, `SELECT sha256 FROM pool_files WHERE repo=? AND path=?`, repoName, f.Path).Scan(&other)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+			case err != nil:
+				return res, fmt.Errorf("include into %s: %w", repoName, err)
+			case other != f.SHA256:
+				return res, fmt.Errorf("include %s into %s: %s is already in the repository with sha256 %s, the new file has sha256 %s: the same file name must keep the same content", r.name, repoName, f.Path, other, f.SHA256)
+			}
+		}
+		added = append(added, r)
+	}
+	for _, r := range added {
+		for tmp, sum := range r.objects {
+			if err := s.putObject(tmp, sum); err != nil {
+				return res, err
+			}
+			delete(r.objects, tmp)
+		}
+		files, err := json.Marshal(r.files)
+		if err != nil {
+			return res, fmt.Errorf("include into %s: %w", repoName, err)
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO packages (repo, kind, name, version, arch, component, udeb, upload_sha256, sha256, size, path, stanza, meta, files, added)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			repoName, r.kind, r.name, r.version, r.arch, r.component, r.udeb, r.uploadSHA256, r.sha256, r.size, r.path, r.stanza, r.meta, string(files), s.now().Unix())
+		if err != nil {
+			return res, fmt.Errorf("include %s into %s: %w", r.name, repoName, err)
+		}
+		for _, f := range r.files {
+			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO pool_files (repo, path, sha256) VALUES (?, ?, ?)`, repoName, f.Path, f.SHA256); err != nil {
+				return res, fmt.Errorf("include %s into %s: %w", r.name, repoName, err)
+			}
+		}
+		res.Added = append(res.Added, r.entry())
+	}
+	if err := tx.Commit(); err != nil {
+		return res, fmt.Errorf("include into %s: %w", repoName, err)
+	}
+	return res, nil
+}
+
+func conflict(repo string, r *row, have string) error {
+	return fmt.Errorf("repository %s already has %s %s %s with sha256 %s; the new file has sha256 %s: a different build of the same version is refused, give the rebuild a new version",
+		repo, r.name, r.version, r.arch, have, r.uploadSHA256)
+}
+
+// copyIn copies src into a temporary file while r reads it, returning the
+// file and a reader that tees into it.
+func (s *Store) readBinary(in Input, udeb bool, cfg Config) (*row, error) {
+	f, err := os.Open(in.Path)
+	if err != nil {
+		return nil, fmt.Errorf("include %s: %w", in.Name, err)
+	}
+	defer f.Close()
+	tmp, err := s.tempFile("deb-*")
+	if err != nil {
+		return nil, err
+	}
+	r := &row{objects: map[string]string{tmp.Name(): ""}}
+	b, err := deb.ReadBinary(io.TeeReader(f, tmp), udeb, s.limits)
+	if cerr := tmp.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return r, fmt.Errorf("include %s: %w", in.Name, err)
+	}
+	poolPath := deb.PoolDir(cfg.Component, b.Source) + "/" + b.FileName()
+	r.objects[tmp.Name()] = b.SHA256
+	r.kind, r.name, r.version, r.arch, r.component, r.udeb = "deb", b.Name, b.Version, b.Arch, cfg.Component, udeb
+	r.uploadSHA256, r.sha256, r.size, r.path = b.SHA256, b.SHA256, b.Size, poolPath
+	r.stanza = deb.PackagesStanza(b, poolPath)
+	r.files = []poolFile{{Path: poolPath, SHA256: b.SHA256, Size: b.Size}}
+	return r, nil
+}
+
+// hashCopy copies the file at p into a temporary file and returns its
+// checksums.
+func (s *Store) hashCopy(p string, limit int64) (string, deb.Checksums, []byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", deb.Checksums{}, nil, err
+	}
+	defer f.Close()
+	tmp, err := s.tempFile("src-*")
+	if err != nil {
+		return "", deb.Checksums{}, nil, err
+	}
+	h := deb.NewHasher()
+	var keep bytes.Buffer
+	w := io.MultiWriter(tmp, h)
+	if limit > 0 {
+		w = io.MultiWriter(w, &keep)
+		_, err = io.Copy(w, io.LimitReader(f, limit+1))
+	} else {
+		_, err = io.Copy(w, f)
+	}
+	if cerr := tmp.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return "", deb.Checksums{}, nil, err
+	}
+	if limit > 0 && int64(keep.Len()) > limit {
+		os.Remove(tmp.Name())
+		return "", deb.Checksums{}, nil, fmt.Errorf("larger than %d bytes", limit)
+	}
+	return tmp.Name(), h.Sum(), keep.Bytes(), nil
+}
+
+func (s *Store) readDSC(in Input, resolve Resolver, cfg Config) (*row, error) {
+	tmp, sums, data, err := s.hashCopy(in.Path, maxDSC)
+	if err != nil {
+		return nil, fmt.Errorf("include %s: %w", in.Name, err)
+	}
+	r := &row{objects: map[string]string{tmp: sums.SHA256}}
+	src, err := deb.ParseDSC(in.Name, data, sums)
+	if err != nil {
+		return r, fmt.Errorf("include: %w", err)
+	}
+	dir := deb.PoolDir(cfg.Component, src.Name)
+	r.files = []poolFile{{Path: dir + "/" + in.Name, SHA256: sums.SHA256, Size: sums.Size}}
+	for i, want := range src.Files {
+		p, ok := resolve(want.Name)
+		if !ok {
+			return r, fmt.Errorf("include %s: it names %s, which is not there: give it beside the .dsc (or upload it)", in.Name, want.Name)
+		}
+		ftmp, got, _, err := s.hashCopy(p, 0)
+		if err != nil {
+			return r, fmt.Errorf("include %s: %s: %w", in.Name, want.Name, err)
+		}
+		r.objects[ftmp] = got.SHA256
+		for _, c := range []struct{ what, want, got string }{{"MD5", want.MD5, got.MD5}, {"SHA1", want.SHA1, got.SHA1}, {"SHA256", want.SHA256, got.SHA256}, {"SHA512", want.SHA512, got.SHA512}} {
+			if c.want != "" && c.want != c.got {
+				return r, fmt.Errorf("include %s: %s has %s %s, the .dsc says %s: the file is not the one the .dsc was made with", in.Name, want.Name, c.what, c.got, c.want)
+			}
+		}
+		if want.Size != got.Size {
+			return r, fmt.Errorf("include %s: %s is %d bytes, the .dsc says %d", in.Name, want.Name, got.Size, want.Size)
+		}
+		src.Files[i].Checksums = got
+		r.files = append(r.files, poolFile{Path: dir + "/" + want.Name, SHA256: got.SHA256, Size: got.Size})
+	}
+	r.kind, r.name, r.version, r.arch, r.component = "dsc", src.Name, src.Version, "source", cfg.Component
+	r.uploadSHA256, r.sha256, r.size, r.path = sums.SHA256, sums.SHA256, sums.Size, dir+"/"+in.Name
+	r.stanza = deb.SourcesStanza(src, dir)
+	return r, nil
+}
+
+var rpmName = regexp.MustCompile(`^[A-Za-z0-9_+.-]+$`)
+
+func (s *Store) readRPM(ctx context.Context, in Input, signer Signer) (*row, error) {
+	if signer == nil {
+		return nil, fmt.Errorf("include %s: rpm packages are signed as they enter the repository: give the signing key (--key)", in.Name)
+	}
+	tmp, sums, _, err := s.hashCopy(in.Path, 0)
+	if err != nil {
+		return nil, fmt.Errorf("include %s: %w", in.Name, err)
+	}
+	r := &row{objects: map[string]string{tmp: ""}}
+	orig, err := rpm.ReadFile(tmp)
+	if err != nil {
+		return r, fmt.Errorf("include %s: %w", in.Name, err)
+	}
+	for _, v := range []string{orig.Name, orig.Version, orig.Release, orig.Arch} {
+		if !rpmName.MatchString(v) || strings.HasPrefix(v, ".") {
+			return r, fmt.Errorf("include %s: %q is not a safe rpm name, version, release or architecture", in.Name, v)
+		}
+	}
+	signed, err := s.tempFile("rpm-signed-*")
+	if err != nil {
+		return r, err
+	}
+	signed.Close()
+	r.objects[signed.Name()] = ""
+	if err := rpm.SignFile(ctx, signer, tmp, signed.Name()); err != nil {
+		return r, fmt.Errorf("include %s: sign: %w", in.Name, err)
+	}
+	p, err := rpm.ReadFile(signed.Name())
+	if err != nil {
+		return r, fmt.Errorf("include %s: read signed copy: %w", in.Name, err)
+	}
+	os.Remove(tmp)
+	delete(r.objects, tmp)
+	r.objects[signed.Name()] = p.Checksum
+	evr := p.Version + "-" + p.Release
+	if p.Epoch != 0 {
+		evr = fmt.Sprintf("%d:%s", p.Epoch, evr)
+	}
+	fileName := fmt.Sprintf("%s-%s-%s.%s.rpm", p.Name, p.Version, p.Release, p.Arch)
+	p.Location = "Packages/" + strings.ToLower(p.Name[:1]) + "/" + fileName
+	meta, err := json.Marshal(p)
+	if err != nil {
+		return r, fmt.Errorf("include %s: %w", in.Name, err)
+	}
+	r.kind, r.name, r.version, r.arch = "rpm", p.Name, evr, p.Arch
+	r.uploadSHA256, r.sha256, r.size, r.path = sums.SHA256, p.Checksum, p.PackageSize, p.Location
+	r.meta = string(meta)
+	r.files = []poolFile{{Path: p.Location, SHA256: p.Checksum, Size: p.PackageSize}}
+	return r, nil
+}

@@ -1,0 +1,725 @@
+package repo
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kiln-build/kiln/publisher/deb"
+	"github.com/kiln-build/kiln/publisher/rpm"
+)
+
+// Names in a published deb tree.
+const (
+	distsLink  = "dists"
+	distsGens  = ".dists"
+	newLinkPfx = ".dists-new-"
+	// unreferenced lists pool files found unreferenced at the last
+	// publish; they are removed at the next one if still unreferenced, so
+	// that the previous index generation never points at a missing file.
+	unreferencedList = ".unreferenced"
+)
+
+// PublishResult says what a publish did.
+type PublishResult struct {
+	Repo     string `json:"repo"`
+	Dir      string `json:"dir"`
+	Packages int    `json:"packages"`
+	// Generation names the index set now live (deb).
+	Generation string `json:"generation,omitempty"`
+}
+
+// List returns a repository's packages sorted by name, version, arch.
+func (s *Store) List(ctx context.Context, repoName string) ([]Entry, error) {
+	if _, err := s.Repo(ctx, repoName); err != nil {
+		return nil, err
+	}
+	rs, err := s.rows(ctx, "packages", "repo", repoName, false)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Entry, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, r.entry())
+	}
+	return out, nil
+}
+
+// rows reads package rows from table where col = val.
+func (s *Store) rows(ctx context.Context, table, col, val string, withData bool) ([]*row, error) {
+	cols := "kind, name, version, arch, component, udeb, upload_sha256, sha256, size, path, files"
+	if withData {
+		cols += ", stanza, meta"
+	}
+	q := fmt.Sprintf(`SELECT %s FROM %s WHERE %s = ? ORDER BY name, version, arch, kind`, cols, table, col)
+	rs, err := s.db.QueryContext(ctx, q, val)
+	if err != nil {
+		return nil, fmt.Errorf("read packages of %s: %w", val, err)
+	}
+	defer rs.Close()
+	var out []*row
+	for rs.Next() {
+		r := &row{}
+		var files string
+		var meta sql.NullString
+		dest := []any{&r.kind, &r.name, &r.version, &r.arch, &r.component, &r.udeb, &r.uploadSHA256, &r.sha256, &r.size, &r.path, &files}
+		if withData {
+			dest = append(dest, &r.stanza, &meta)
+		}
+		if err := rs.Scan(dest...); err != nil {
+			return nil, fmt.Errorf("read packages of %s: %w", val, err)
+		}
+		r.meta = meta.String
+		if err := json.Unmarshal([]byte(files), &r.files); err != nil {
+			return nil, fmt.Errorf("read packages of %s: %w", val, err)
+		}
+		out = append(out, r)
+	}
+	return out, rs.Err()
+}
+
+// RemoveSpec selects packages to remove: Name, and optionally Version and
+// Arch.
+type RemoveSpec struct {
+	Name, Version, Arch string
+}
+
+// ParseRemoveSpec parses NAME[/ARCH][=VERSION] (the architecture comes
+// before the version because versions may contain ':' and '/' never).
+func ParseRemoveSpec(s string) (RemoveSpec, error) {
+	var sp RemoveSpec
+	nameArch, version, _ := strings.Cut(s, "=")
+	sp.Name, sp.Arch, _ = strings.Cut(nameArch, "/")
+	sp.Version = version
+	if sp.Name == "" {
+		return sp, fmt.Errorf("remove %q: give NAME, NAME=VERSION or NAME/ARCH=VERSION", s)
+	}
+	return sp, nil
+}
+
+// Remove removes packages from a repository (not from snapshots, and not
+// from the published indexes until the next publish). A spec that matches
+// nothing is an error and nothing is removed.
+func (s *Store) Remove(ctx context.Context, repoName string, specs []RemoveSpec) (removed []Entry, err error) {
+	unlock, err := s.lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if _, err := s.Repo(ctx, repoName); err != nil {
+		return nil, err
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("remove from %s: %w", repoName, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	for _, sp := range specs {
+		q := `SELECT kind, name, version, arch, sha256, size, path FROM packages WHERE repo=? AND name=? AND (?='' OR version=?) AND (?='' OR arch=?)`
+		rs, err := tx.QueryContext(ctx, q, repoName, sp.Name, sp.Version, sp.Version, sp.Arch, sp.Arch)
+		if err != nil {
+			return nil, fmt.Errorf("remove from %s: %w", repoName, err)
+		}
+		n := 0
+		for rs.Next() {
+			var e Entry
+			if err := rs.Scan(&e.Kind, &e.Name, &e.Version, &e.Arch, &e.SHA256, &e.Size, &e.Path); err != nil {
+				rs.Close()
+				return nil, fmt.Errorf("remove from %s: %w", repoName, err)
+			}
+			removed = append(removed, e)
+			n++
+		}
+		rs.Close()
+		if n == 0 {
+			return nil, fmt.Errorf("remove: repository %s has no package matching %s (see publisher list --repo %s)", repoName, specString(sp), repoName)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM packages WHERE repo=? AND name=? AND (?='' OR version=?) AND (?='' OR arch=?)`,
+			repoName, sp.Name, sp.Version, sp.Version, sp.Arch, sp.Arch); err != nil {
+			return nil, fmt.Errorf("remove from %s: %w", repoName, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM pool_files WHERE repo=?1 AND path NOT IN
+		(SELECT json_extract(j.value, '$.path') FROM packages p, json_each(p.files) j WHERE p.repo=?1)`, repoName); err != nil {
+		return nil, fmt.Errorf("remove from %s: %w", repoName, err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE repos SET gc_pending = 2 WHERE name = ?`, repoName); err != nil {
+		return nil, fmt.Errorf("remove from %s: %w", repoName, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("remove from %s: %w", repoName, err)
+	}
+	return removed, nil
+}
+
+func specString(sp RemoveSpec) string {
+	s := sp.Name
+	if sp.Arch != "" {
+		s += "/" + sp.Arch
+	}
+	if sp.Version != "" {
+		s += "=" + sp.Version
+	}
+	return s
+}
+
+// Publish writes a repository's signed indexes and switches them live.
+func (s *Store) Publish(ctx context.Context, repoName string, signer Signer) (PublishResult, error) {
+	unlock, err := s.lock(ctx)
+	if err != nil {
+		return PublishResult{}, err
+	}
+	defer unlock()
+	return s.publishLocked(ctx, repoName, signer)
+}
+
+func (s *Store) publishLocked(ctx context.Context, repoName string, signer Signer) (PublishResult, error) {
+	if signer == nil {
+		return PublishResult{}, errors.New("publish: no signing key: give --key FILE (or signing: key_file in the config)")
+	}
+	cfg, err := s.Repo(ctx, repoName)
+	if err != nil {
+		return PublishResult{}, err
+	}
+	rows, err := s.rows(ctx, "packages", "repo", repoName, true)
+	if err != nil {
+		return PublishResult{}, err
+	}
+	dir := s.PublicDir(repoName)
+	res, err := s.publishTree(ctx, dir, cfg, rows, signer)
+	if err != nil {
+		return res, fmt.Errorf("publish %s: %w", repoName, err)
+	}
+	var pending int
+	if err := s.db.QueryRowContext(ctx, `SELECT gc_pending FROM repos WHERE name=?`, repoName).Scan(&pending); err != nil {
+		return res, fmt.Errorf("publish %s: %w", repoName, err)
+	}
+	if pending > 0 {
+		if err := s.collectPool(dir, cfg, rows); err != nil {
+			return res, fmt.Errorf("publish %s: clean pool: %w", repoName, err)
+		}
+		if _, err := s.db.ExecContext(ctx, `UPDATE repos SET gc_pending = gc_pending - 1 WHERE name=? AND gc_pending > 0`, repoName); err != nil {
+			return res, fmt.Errorf("publish %s: %w", repoName, err)
+		}
+	}
+	return res, nil
+}
+
+func (s *Store) publishTree(ctx context.Context, dir string, cfg Config, rows []*row, signer Signer) (PublishResult, error) {
+	res := PublishResult{Repo: cfg.Name, Dir: dir, Packages: len(rows)}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return res, err
+	}
+	if err := s.linkPool(ctx, dir, rows); err != nil {
+		return res, err
+	}
+	switch cfg.Format {
+	case FormatDeb:
+		gen, err := s.publishDeb(ctx, dir, cfg, rows, signer)
+		res.Generation = gen
+		return res, err
+	case FormatRPM:
+		pkgs := make([]*rpm.Package, 0, len(rows))
+		for _, r := range rows {
+			p := &rpm.Package{}
+			if err := json.Unmarshal([]byte(r.meta), p); err != nil {
+				return res, fmt.Errorf("read metadata of %s: %w", r.name, err)
+			}
+			pkgs = append(pkgs, p)
+		}
+		err := rpm.WriteRepodata(ctx, dir, pkgs, rpm.RepodataOptions{Signer: signer, Time: s.now()})
+		return res, err
+	}
+	return res, fmt.Errorf("unknown format %q", cfg.Format)
+}
+
+// linkPool makes every file the rows reference present below dir, as a
+// hard link to the stored object (a copy across file systems).
+func (s *Store) linkPool(ctx context.Context, dir string, rows []*row) error {
+	made := map[string]bool{}
+	for i, r := range rows {
+		if i%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		for _, f := range r.files {
+			dst := filepath.Join(dir, filepath.FromSlash(f.Path))
+			if _, err := os.Lstat(dst); err == nil {
+				continue
+			}
+			parent := filepath.Dir(dst)
+			if !made[parent] {
+				if err := os.MkdirAll(parent, 0o755); err != nil {
+					return err
+				}
+				made[parent] = true
+			}
+			src := s.objectPath(f.SHA256)
+			// Link under a temporary name, then rename: a crash never
+			// leaves a partial file under the real name.
+			tmp := dst + ".tmp-link"
+			_ = os.Remove(tmp)
+			if err := os.Link(src, tmp); err != nil {
+				if err := copyFile(src, tmp); err != nil {
+					return fmt.Errorf("pool file %s: %w", f.Path, err)
+				}
+			}
+			if err := os.Rename(tmp, dst); err != nil {
+				return fmt.Errorf("pool file %s: %w", f.Path, err)
+			}
+		}
+	}
+	return nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+type manifestFile struct {
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256"`
+	SHA512 string `json:"sha512"`
+}
+
+func (s *Store) publishDeb(ctx context.Context, dir string, cfg Config, rows []*row, signer Signer) (string, error) {
+	live := filepath.Join(dir, distsLink)
+	if fi, err := os.Lstat(live); err == nil && fi.Mode()&fs.ModeSymlink == 0 {
+		return "", fmt.Errorf("%s exists and is not the publisher's symlink: move it away", live)
+	}
+	entries := make([]deb.IndexEntry, 0, len(rows))
+	for _, r := range rows {
+		e := deb.IndexEntry{Component: r.component, Arch: r.arch, UDeb: r.udeb, Stanza: r.stanza}
+		if r.kind == "dsc" {
+			e.Arch = "source"
+		}
+		entries = append(entries, e)
+	}
+	now := s.now()
+	suite := deb.Suite{Origin: cfg.Origin, Label: cfg.Label, Suite: cfg.Suite, Codename: cfg.Codename, Description: cfg.Description,
+		Components: []string{cfg.Component}, Architectures: cfg.Architectures, Date: now, ValidFor: cfg.ValidFor, Compressions: cfg.Compressions}
+	release, files, err := deb.BuildIndexes(suite, entries)
+	if err != nil {
+		return "", err
+	}
+	inRelease, err := signer.ClearSign(ctx, release)
+	if err != nil {
+		return "", err
+	}
+	releaseGPG, err := signer.DetachSign(ctx, bytes.NewReader(release), true)
+	if err != nil {
+		return "", err
+	}
+
+	gens := filepath.Join(dir, distsGens)
+	if err := os.MkdirAll(gens, 0o755); err != nil {
+		return "", err
+	}
+	prevGen := ""
+	if target, err := os.Readlink(live); err == nil {
+		prevGen = filepath.Base(target)
+	}
+	gen := strconv.FormatInt(now.UnixNano(), 10)
+	if gen <= prevGen {
+		gen = prevGen + "1"
+	}
+	genDir := filepath.Join(gens, gen)
+	_ = os.RemoveAll(genDir)
+	suiteDir := filepath.Join(genDir, cfg.Suite)
+	made := map[string]bool{}
+	write := func(rel string, data []byte) error {
+		p := filepath.Join(suiteDir, filepath.FromSlash(rel))
+		if d := filepath.Dir(p); !made[d] {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return err
+			}
+			made[d] = true
+		}
+		return writeSync(p, data)
+	}
+	link := func(oldRel, newRel string) error {
+		p := filepath.Join(suiteDir, filepath.FromSlash(newRel))
+		if d := filepath.Dir(p); !made[d] {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return err
+			}
+			made[d] = true
+		}
+		err := os.Link(oldRel, p)
+		if errors.Is(err, fs.ErrExist) {
+			return nil
+		}
+		return err
+	}
+	var manifest []manifestFile
+	for _, f := range files {
+		if err := write(f.Path, f.Data); err != nil {
+			return "", err
+		}
+		if path.Base(f.Path) == "Release" {
+			continue
+		}
+		d := path.Dir(f.Path)
+		src := filepath.Join(suiteDir, filepath.FromSlash(f.Path))
+		if err := link(src, d+"/by-hash/SHA256/"+f.SHA256); err != nil {
+			return "", err
+		}
+		if err := link(src, d+"/by-hash/SHA512/"+f.SHA512); err != nil {
+			return "", err
+		}
+		manifest = append(manifest, manifestFile{Path: f.Path, SHA256: f.SHA256, SHA512: f.SHA512})
+	}
+	// Keep the previous generation's indexes reachable by hash, so a client
+	// that fetched the old Release just before the switch still finds them.
+	if prevGen != "" {
+		prevSuite := filepath.Join(gens, prevGen, cfg.Suite)
+		if data, err := os.ReadFile(filepath.Join(gens, prevGen, "manifest.json")); err == nil {
+			var prev []manifestFile
+			if json.Unmarshal(data, &prev) == nil {
+				for _, f := range prev {
+					src := filepath.Join(prevSuite, filepath.FromSlash(f.Path))
+					d := path.Dir(f.Path)
+					if _, err := os.Stat(src); err != nil {
+						continue
+					}
+					if err := link(src, d+"/by-hash/SHA256/"+f.SHA256); err != nil {
+						return "", err
+					}
+					if err := link(src, d+"/by-hash/SHA512/"+f.SHA512); err != nil {
+						return "", err
+					}
+				}
+			}
+		}
+	}
+	if err := write("Release", release); err != nil {
+		return "", err
+	}
+	if err := write("Release.gpg", releaseGPG); err != nil {
+		return "", err
+	}
+	if err := write("InRelease", inRelease); err != nil {
+		return "", err
+	}
+	mdata, err := json.Marshal(manifest)
+	if err != nil {
+		return "", err
+	}
+	if err := writeSync(filepath.Join(genDir, "manifest.json"), mdata); err != nil {
+		return "", err
+	}
+	for d := range made {
+		if err := syncDir(d); err != nil {
+			return "", err
+		}
+	}
+	if err := syncDir(genDir); err != nil {
+		return "", err
+	}
+	if err := syncDir(gens); err != nil {
+		return "", err
+	}
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	// The switch: one rename of a symlink.
+	tmpLink := filepath.Join(dir, newLinkPfx+gen)
+	_ = os.Remove(tmpLink)
+	if err := os.Symlink(distsGens+"/"+gen, tmpLink); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmpLink, live); err != nil {
+		return "", fmt.Errorf("switch %s: %w", live, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return "", err
+	}
+	s.log.Info("published", "dir", dir, "generation", gen, "packages", len(rows))
+	// Keep the live and the previous generation; remove older ones and
+	// what interrupted publishes left.
+	old, err := os.ReadDir(gens)
+	if err != nil {
+		return gen, err
+	}
+	for _, e := range old {
+		if e.Name() != gen && e.Name() != prevGen {
+			if err := os.RemoveAll(filepath.Join(gens, e.Name())); err != nil {
+				return gen, err
+			}
+		}
+	}
+	stale, _ := filepath.Glob(filepath.Join(dir, newLinkPfx+"*"))
+	for _, st := range stale {
+		_ = os.Remove(st)
+	}
+	return gen, nil
+}
+
+// collectPool removes pool files that no package references, one publish
+// after they were first found unreferenced.
+func (s *Store) collectPool(dir string, cfg Config, rows []*row) error {
+	ref := map[string]bool{}
+	for _, r := range rows {
+		for _, f := range r.files {
+			ref[f.Path] = true
+		}
+	}
+	top := "pool"
+	if cfg.Format == FormatRPM {
+		top = "Packages"
+	}
+	listFile := filepath.Join(dir, unreferencedList)
+	before := map[string]bool{}
+	if data, err := os.ReadFile(listFile); err == nil {
+		for _, l := range strings.Split(string(data), "\n") {
+			if l != "" {
+				before[l] = true
+			}
+		}
+	}
+	var now []string
+	err := filepath.WalkDir(filepath.Join(dir, top), func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		if ref[rel] {
+			return nil
+		}
+		if before[rel] {
+			s.log.Info("removing unreferenced pool file", "path", rel)
+			return os.Remove(p)
+		}
+		now = append(now, rel)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var b bytes.Buffer
+	w := bufio.NewWriter(&b)
+	for _, n := range now {
+		fmt.Fprintln(w, n)
+	}
+	w.Flush()
+	return writeAtomic(listFile, b.Bytes())
+}
+
+func writeSync(p string, data []byte) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func writeAtomic(p string, data []byte) error {
+	tmp := p + ".tmp"
+	if err := writeSync(tmp, data); err != nil {
+		return err
+	}
+	return os.Rename(tmp, p)
+}
+
+func syncDir(d string) error {
+	f, err := os.Open(d)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+// Snapshot describes a snapshot.
+type Snapshot struct {
+	Name     string    `json:"name"`
+	Repo     string    `json:"repo"`
+	Created  time.Time `json:"created"`
+	Packages int       `json:"packages"`
+}
+
+// CreateSnapshot records the repository's current package set under name.
+// Snapshots are immutable: an existing name is refused. Files are shared.
+func (s *Store) CreateSnapshot(ctx context.Context, repoName, name string) (Snapshot, error) {
+	if err := CheckName("snapshot", name); err != nil {
+		return Snapshot{}, err
+	}
+	unlock, err := s.lock(ctx)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	defer unlock()
+	cfg, err := s.Repo(ctx, repoName)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("create snapshot %s: %w", name, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var exists int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM snapshots WHERE name=?`, name).Scan(&exists); err != nil {
+		return Snapshot{}, fmt.Errorf("create snapshot %s: %w", name, err)
+	}
+	if exists > 0 {
+		return Snapshot{}, fmt.Errorf("snapshot %s already exists: snapshots are immutable, choose another name", name)
+	}
+	now := s.now()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO snapshots (name, repo, config, created) VALUES (?, ?, ?, ?)`, name, repoName, string(raw), now.Unix()); err != nil {
+		return Snapshot{}, fmt.Errorf("create snapshot %s: %w", name, err)
+	}
+	r, err := tx.ExecContext(ctx, `INSERT INTO snapshot_packages (snapshot, kind, name, version, arch, component, udeb, upload_sha256, sha256, size, path, stanza, meta, files, added)
+		SELECT ?, kind, name, version, arch, component, udeb, upload_sha256, sha256, size, path, stanza, meta, files, added FROM packages WHERE repo=?`, name, repoName)
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("create snapshot %s: %w", name, err)
+	}
+	n, _ := r.RowsAffected()
+	if err := tx.Commit(); err != nil {
+		return Snapshot{}, fmt.Errorf("create snapshot %s: %w", name, err)
+	}
+	return Snapshot{Name: name, Repo: repoName, Created: time.Unix(now.Unix(), 0).UTC(), Packages: int(n)}, nil
+}
+
+// Snapshots lists snapshots, of one repository when repoName is not empty.
+func (s *Store) Snapshots(ctx context.Context, repoName string) ([]Snapshot, error) {
+	rs, err := s.db.QueryContext(ctx, `SELECT s.name, s.repo, s.created, (SELECT COUNT(*) FROM snapshot_packages p WHERE p.snapshot = s.name)
+		FROM snapshots s WHERE ?='' OR s.repo=? ORDER BY s.name`, repoName, repoName)
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots: %w", err)
+	}
+	defer rs.Close()
+	var out []Snapshot
+	for rs.Next() {
+		var sn Snapshot
+		var created int64
+		if err := rs.Scan(&sn.Name, &sn.Repo, &created, &sn.Packages); err != nil {
+			return nil, fmt.Errorf("list snapshots: %w", err)
+		}
+		sn.Created = time.Unix(created, 0).UTC()
+		out = append(out, sn)
+	}
+	return out, rs.Err()
+}
+
+// PublishSnapshot publishes a snapshot signed under public/snapshots/<name>,
+// with its own pool of hard links, so it stays whole whatever happens to
+// the repository later.
+func (s *Store) PublishSnapshot(ctx context.Context, name string, signer Signer) (PublishResult, error) {
+	if signer == nil {
+		return PublishResult{}, errors.New("publish snapshot: no signing key: give --key FILE")
+	}
+	unlock, err := s.lock(ctx)
+	if err != nil {
+		return PublishResult{}, err
+	}
+	defer unlock()
+	var raw string
+	err = s.db.QueryRowContext(ctx, `SELECT config FROM snapshots WHERE name=?`, name).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return PublishResult{}, fmt.Errorf("snapshot %q: %w (see publisher snapshot list)", name, ErrNotFound)
+	}
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("publish snapshot %s: %w", name, err)
+	}
+	var cfg Config
+	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+		return PublishResult{}, fmt.Errorf("publish snapshot %s: %w", name, err)
+	}
+	rows, err := s.rows(ctx, "snapshot_packages", "snapshot", name, true)
+	if err != nil {
+		return PublishResult{}, err
+	}
+	res, err := s.publishTree(ctx, s.SnapshotDir(name), cfg, rows, signer)
+	if err != nil {
+		return res, fmt.Errorf("publish snapshot %s: %w", name, err)
+	}
+	return res, nil
+}
+
+// Request returns the stored result of an earlier request with this id.
+func (s *Store) Request(ctx context.Context, id string) ([]byte, bool, error) {
+	var res string
+	err := s.db.QueryRowContext(ctx, `SELECT result FROM requests WHERE id=?`, id).Scan(&res)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("read request %s: %w", id, err)
+	}
+	return []byte(res), true, nil
+}
+
+// SaveRequest stores the result of a request for later Request calls.
+func (s *Store) SaveRequest(ctx context.Context, id string, result []byte) error {
+	if _, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO requests (id, result) VALUES (?, ?)`, id, string(result)); err != nil {
+		return fmt.Errorf("save request %s: %w", id, err)
+	}
+	return nil
+}
+
+// IncludeAndPublish includes inputs and publishes, under one lock.
+func (s *Store) IncludeAndPublish(ctx context.Context, repoName string, inputs []Input, resolve Resolver, signer Signer) (IncludeResult, PublishResult, error) {
+	inc, err := s.Include(ctx, repoName, inputs, resolve, signer)
+	if err != nil {
+		return inc, PublishResult{}, err
+	}
+	pub, err := s.Publish(ctx, repoName, signer)
+	return inc, pub, err
+}

@@ -1,0 +1,302 @@
+package repo_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-build/kiln/publisher/deb/debtest"
+	"github.com/kiln-build/kiln/publisher/repo"
+)
+
+// fakeSigner marks what it signs; unit tests check placement, the
+// integration tests check real signatures with gpgv and apt.
+type fakeSigner struct{}
+
+func (fakeSigner) DetachSign(_ context.Context, r io.Reader, _ bool) ([]byte, error) {
+	b, err := io.ReadAll(r)
+	sum := sha256.Sum256(b)
+	return []byte("SIG " + hex.EncodeToString(sum[:]) + "\n"), err
+}
+
+func (fakeSigner) ClearSign(_ context.Context, data []byte) ([]byte, error) {
+	return append([]byte("CLEARSIGNED\n"), data...), nil
+}
+
+type fixture struct {
+	t     *testing.T
+	store *repo.Store
+	dir   string
+	clock time.Time
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{t: t, dir: t.TempDir(), clock: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	st, err := repo.Open(context.Background(), repo.Options{Root: filepath.Join(f.dir, "root"), Now: func() time.Time {
+		f.clock = f.clock.Add(time.Second)
+		return f.clock
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	f.store = st
+	if err := st.CreateRepo(context.Background(), repo.Config{Name: "test", Format: repo.FormatDeb, Suite: "stable", Codename: "bookworm"}); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// deb writes a package file and returns its input.
+func (f *fixture) deb(name, version, arch, payload string) repo.Input {
+	f.t.Helper()
+	data, err := debtest.Build(debtest.Control(name, version, arch), debtest.Options{Payload: []byte(payload)})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	base := name + "_" + version + "_" + arch + ".deb"
+	p := filepath.Join(f.dir, "in-"+payload+"-"+base)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+	return repo.Input{Name: base, Path: p}
+}
+
+func (f *fixture) read(rel string) string {
+	f.t.Helper()
+	b, err := os.ReadFile(filepath.Join(f.store.PublicDir("test"), rel))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestIncludePublishListRemove(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	a1, a2, b := f.deb("alpha", "1.0", "amd64", "a1"), f.deb("alpha", "2.0", "amd64", "a2"), f.deb("beta", "1.0", "all", "b")
+	res, err := f.store.Include(ctx, "test", []repo.Input{a1, a2, b}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Added) != 3 {
+		t.Fatalf("added %d, want 3", len(res.Added))
+	}
+	pub, err := f.store.Publish(ctx, "test", fakeSigner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk := f.read("dists/stable/main/binary-amd64/Packages")
+	for _, want := range []string{"Package: alpha\nVersion: 1.0\n", "Package: alpha\nVersion: 2.0\n", "Package: beta\n", "Filename: pool/main/a/alpha/alpha_2.0_amd64.deb"} {
+		if !strings.Contains(pk, want) {
+			t.Errorf("Packages lacks %q:\n%s", want, pk)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(f.store.PublicDir("test"), "pool/main/a/alpha/alpha_1.0_amd64.deb")); err != nil {
+		t.Errorf("pool file missing: %v", err)
+	}
+	if got := f.read("dists/stable/InRelease"); !strings.HasPrefix(got, "CLEARSIGNED\nOrigin: Kiln\n") {
+		t.Errorf("InRelease = %q", got[:40])
+	}
+	// by-hash holds the live Packages under its SHA256.
+	rel := f.read("dists/stable/Release")
+	sum := sha256.Sum256([]byte(pk))
+	if !strings.Contains(rel, hex.EncodeToString(sum[:])) {
+		t.Error("Release does not list the Packages sha256")
+	}
+	if got := f.read("dists/stable/main/binary-amd64/by-hash/SHA256/" + hex.EncodeToString(sum[:])); got != pk {
+		t.Error("by-hash file differs from Packages")
+	}
+	list, err := f.store.List(ctx, "test")
+	if err != nil || len(list) != 3 {
+		t.Fatalf("List = %v, %v", list, err)
+	}
+
+	// Remove one version; after two publishes its pool file is gone, the
+	// other version's stays.
+	if _, err := f.store.Remove(ctx, "test", []repo.RemoveSpec{{Name: "alpha", Version: "1.0"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Remove(ctx, "test", []repo.RemoveSpec{{Name: "nope"}}); err == nil || !strings.Contains(err.Error(), "no package matching nope") {
+		t.Errorf("removing a missing package: %v", err)
+	}
+	if _, err := f.store.Publish(ctx, "test", fakeSigner{}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(f.read("dists/stable/main/binary-amd64/Packages"), "Version: 1.0\nArchitecture: amd64") {
+		t.Error("removed version still indexed")
+	}
+	// The old index generation is still by-hash reachable and its pool
+	// file still there.
+	if got := f.read("dists/stable/main/binary-amd64/by-hash/SHA256/" + hex.EncodeToString(sum[:])); got != pk {
+		t.Error("previous Packages no longer reachable by hash")
+	}
+	oldPool := filepath.Join(f.store.PublicDir("test"), "pool/main/a/alpha/alpha_1.0_amd64.deb")
+	if _, err := os.Stat(oldPool); err != nil {
+		t.Errorf("pool file removed one publish too early: %v", err)
+	}
+	if _, err := f.store.Publish(ctx, "test", fakeSigner{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(oldPool); !os.IsNotExist(err) {
+		t.Errorf("unreferenced pool file kept: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(f.store.PublicDir("test"), "pool/main/a/alpha/alpha_2.0_amd64.deb")); err != nil {
+		t.Errorf("referenced pool file removed: %v", err)
+	}
+	_ = pub
+}
+
+func TestIncludeConflictsAndNoOps(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	first := f.deb("alpha", "1.0", "amd64", "one")
+	if _, err := f.store.Include(ctx, "test", []repo.Input{first}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.store.Include(ctx, "test", []repo.Input{first}, nil, nil)
+	if err != nil || len(res.Added) != 0 || len(res.Existing) != 1 {
+		t.Fatalf("identical include: %+v, %v", res, err)
+	}
+	other := f.deb("alpha", "1.0", "amd64", "two")
+	good := f.deb("gamma", "1.0", "amd64", "g")
+	_, err = f.store.Include(ctx, "test", []repo.Input{good, other}, nil, nil)
+	if err == nil {
+		t.Fatal("conflicting include accepted")
+	}
+	s1 := fileSHA(t, first.Path)
+	s2 := fileSHA(t, other.Path)
+	if !strings.Contains(err.Error(), s1) || !strings.Contains(err.Error(), s2) {
+		t.Errorf("error does not name both digests %s and %s: %v", s1, s2, err)
+	}
+	// Nothing else changed: gamma was not added either.
+	list, _ := f.store.List(ctx, "test")
+	if len(list) != 1 {
+		t.Errorf("after refused include the repo has %d packages, want 1", len(list))
+	}
+}
+
+func TestIncludeRefusesBadInputAndChangesNothing(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	good := f.deb("alpha", "1.0", "amd64", "x")
+	evil, err := debtest.Build(debtest.Control("evil", "1.0", "amd64")+"\nPackage: injected\n", debtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evilPath := filepath.Join(f.dir, "evil.deb")
+	os.WriteFile(evilPath, evil, 0o644)
+	cases := []struct {
+		name    string
+		in      repo.Input
+		wantErr string
+	}{
+		{"stanza injection", repo.Input{Name: "evil.deb", Path: evilPath}, "second stanza"},
+		{"traversal name", repo.Input{Name: "../evil.deb", Path: evilPath}, "path separator"},
+		{"unknown type", repo.Input{Name: "evil.zip", Path: evilPath}, `unknown file type ".zip"`},
+		{"rpm into deb", repo.Input{Name: "evil.rpm", Path: evilPath}, "cannot go into deb repository"},
+	}
+	for _, tc := range cases {
+		_, err := f.store.Include(ctx, "test", []repo.Input{good, tc.in}, nil, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("%s: error = %v, want %q", tc.name, err, tc.wantErr)
+		}
+	}
+	if list, _ := f.store.List(ctx, "test"); len(list) != 0 {
+		t.Errorf("refused includes left %d packages", len(list))
+	}
+	tmp, _ := os.ReadDir(filepath.Join(f.store.Root(), "tmp"))
+	if len(tmp) != 0 {
+		t.Errorf("refused includes left %d temporary files", len(tmp))
+	}
+}
+
+func TestSnapshots(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	if _, err := f.store.Include(ctx, "test", []repo.Input{f.deb("alpha", "1.0", "amd64", "a")}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	sn, err := f.store.CreateSnapshot(ctx, "test", "rc1")
+	if err != nil || sn.Packages != 1 {
+		t.Fatalf("CreateSnapshot = %+v, %v", sn, err)
+	}
+	if _, err := f.store.CreateSnapshot(ctx, "test", "rc1"); err == nil || !strings.Contains(err.Error(), "immutable") {
+		t.Errorf("second snapshot with the same name: %v", err)
+	}
+	if _, err := f.store.CreateSnapshot(ctx, "test", "../x"); err == nil {
+		t.Error("snapshot name with a slash accepted")
+	}
+	// Later changes to the repository do not reach the snapshot.
+	if _, err := f.store.Remove(ctx, "test", []repo.RemoveSpec{{Name: "alpha"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Include(ctx, "test", []repo.Input{f.deb("beta", "1.0", "amd64", "b")}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.PublishSnapshot(ctx, "rc1", fakeSigner{}); err != nil {
+		t.Fatal(err)
+	}
+	pk, err := os.ReadFile(filepath.Join(f.store.SnapshotDir("rc1"), "dists/stable/main/binary-amd64/Packages"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(pk, []byte("Package: alpha")) || bytes.Contains(pk, []byte("Package: beta")) {
+		t.Errorf("snapshot index wrong:\n%s", pk)
+	}
+	if _, err := os.Stat(filepath.Join(f.store.SnapshotDir("rc1"), "pool/main/a/alpha/alpha_1.0_amd64.deb")); err != nil {
+		t.Errorf("snapshot pool file: %v", err)
+	}
+	list, err := f.store.Snapshots(ctx, "test")
+	if err != nil || len(list) != 1 || list[0].Name != "rc1" {
+		t.Errorf("Snapshots = %+v, %v", list, err)
+	}
+}
+
+func TestRepoConfigValidation(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		cfg     repo.Config
+		wantErr string
+	}{
+		{"no format", repo.Config{Name: "x"}, "no format"},
+		{"bad format", repo.Config{Name: "x", Format: "apk"}, `format "apk" is not supported`},
+		{"no suite", repo.Config{Name: "x", Format: "deb"}, "need a suite"},
+		{"slash in suite", repo.Config{Name: "x", Format: "deb", Suite: "a/b"}, `suite name "a/b"`},
+		{"bad name", repo.Config{Name: "../x", Format: "deb", Suite: "s"}, `repository name "../x"`},
+		{"bad compression", repo.Config{Name: "x", Format: "deb", Suite: "s", Compressions: []string{"bz2"}}, `compression "bz2"`},
+		{"newline origin", repo.Config{Name: "x", Format: "deb", Suite: "s", Origin: "a\nSuite: evil"}, "origin must be one line"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			err := tc.cfg.WithDefaults().Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("Validate() = %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func fileSHA(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}

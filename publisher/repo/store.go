@@ -1,0 +1,297 @@
+package repo
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+
+	"github.com/kiln-build/kiln/publisher/deb"
+)
+
+// Signer signs with the repository key (publisher/sign.Key).
+type Signer interface {
+	DetachSign(ctx context.Context, r io.Reader, armored bool) ([]byte, error)
+	ClearSign(ctx context.Context, data []byte) ([]byte, error)
+}
+
+// Options configure a Store.
+type Options struct {
+	// Root is the publisher's directory.
+	Root string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Limits bound what a .deb may make the reader do.
+	Limits deb.Limits
+}
+
+// Store is a publisher's set of repositories.
+type Store struct {
+	root   string
+	db     *sql.DB
+	log    hclog.Logger
+	now    func() time.Time
+	limits deb.Limits
+	mu     sync.Mutex // serialises mutations within the process; flock across processes
+}
+
+const schema = `
+CREATE TABLE IF NOT EXISTS repos (
+	name TEXT PRIMARY KEY,
+	format TEXT NOT NULL,
+	config TEXT NOT NULL,
+	gc_pending INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS packages (
+	repo TEXT NOT NULL,
+	kind TEXT NOT NULL,
+	name TEXT NOT NULL,
+	version TEXT NOT NULL,
+	arch TEXT NOT NULL,
+	component TEXT NOT NULL,
+	udeb INTEGER NOT NULL DEFAULT 0,
+	upload_sha256 TEXT NOT NULL,
+	sha256 TEXT NOT NULL,
+	size INTEGER NOT NULL,
+	path TEXT NOT NULL,
+	stanza BLOB,
+	meta TEXT,
+	files TEXT NOT NULL,
+	added INTEGER NOT NULL,
+	PRIMARY KEY (repo, kind, name, version, arch)
+);
+CREATE TABLE IF NOT EXISTS pool_files (
+	repo TEXT NOT NULL,
+	path TEXT NOT NULL,
+	sha256 TEXT NOT NULL,
+	PRIMARY KEY (repo, path)
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+	name TEXT PRIMARY KEY,
+	repo TEXT NOT NULL,
+	config TEXT NOT NULL,
+	created INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshot_packages (
+	snapshot TEXT NOT NULL,
+	kind TEXT NOT NULL,
+	name TEXT NOT NULL,
+	version TEXT NOT NULL,
+	arch TEXT NOT NULL,
+	component TEXT NOT NULL,
+	udeb INTEGER NOT NULL,
+	upload_sha256 TEXT NOT NULL,
+	sha256 TEXT NOT NULL,
+	size INTEGER NOT NULL,
+	path TEXT NOT NULL,
+	stanza BLOB,
+	meta TEXT,
+	files TEXT NOT NULL,
+	added INTEGER NOT NULL,
+	PRIMARY KEY (snapshot, kind, name, version, arch)
+);
+CREATE TABLE IF NOT EXISTS requests (
+	id TEXT PRIMARY KEY,
+	result TEXT NOT NULL
+);
+`
+
+// Open opens (creating when needed) the store at o.Root.
+func Open(ctx context.Context, o Options, log hclog.Logger) (*Store, error) {
+	if o.Root == "" {
+		return nil, errors.New("no publisher root directory: set --root DIR or root: in the config file")
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Limits == (deb.Limits{}) {
+		o.Limits = deb.DefaultLimits
+	}
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	for _, d := range []string{o.Root, filepath.Join(o.Root, "objects"), filepath.Join(o.Root, "tmp"), filepath.Join(o.Root, "public")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("create publisher root: %w", err)
+		}
+	}
+	dsn := "file:" + filepath.Join(o.Root, "state.db") + "?_pragma=busy_timeout(30000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	db.SetMaxOpenConns(1)
+	if _, err := db.ExecContext(ctx, schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: create schema: %w", o.Root, err)
+	}
+	return &Store{root: o.Root, db: db, log: log, now: o.Now, limits: o.Limits}, nil
+}
+
+// Close closes the store.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Root returns the root directory.
+func (s *Store) Root() string { return s.root }
+
+// PublicDir returns where a repository is published.
+func (s *Store) PublicDir(repo string) string { return filepath.Join(s.root, "public", repo) }
+
+// SnapshotDir returns where a snapshot is published.
+func (s *Store) SnapshotDir(name string) string {
+	return filepath.Join(s.root, "public", "snapshots", name)
+}
+
+// lock takes the store's process lock and file lock; the returned function
+// releases both.
+func (s *Store) lock(ctx context.Context) (func(), error) {
+	s.mu.Lock()
+	f, err := os.OpenFile(filepath.Join(s.root, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("lock publisher root: %w", err)
+	}
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			s.mu.Unlock()
+			return nil, fmt.Errorf("lock publisher root: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			s.mu.Unlock()
+			return nil, fmt.Errorf("wait for another publisher on %s: %w", s.root, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return func() {
+		f.Close() // releases the flock
+		s.mu.Unlock()
+	}, nil
+}
+
+// CreateRepo creates a repository, or updates its configuration when it
+// exists with the same format.
+func (s *Store) CreateRepo(ctx context.Context, c Config) error {
+	c = c.WithDefaults()
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	old, err := s.Repo(ctx, c.Name)
+	if err == nil && old.Format != c.Format {
+		return fmt.Errorf("repository %s is a %s repository; it cannot become %s", c.Name, old.Format, c.Format)
+	}
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	cfg, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("create repository %s: %w", c.Name, err)
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO repos (name, format, config) VALUES (?, ?, ?)
+		ON CONFLICT(name) DO UPDATE SET config = excluded.config`, c.Name, c.Format, string(cfg))
+	if err != nil {
+		return fmt.Errorf("create repository %s: %w", c.Name, err)
+	}
+	return nil
+}
+
+// ErrNotFound is returned for an unknown repository or snapshot.
+var ErrNotFound = errors.New("not found")
+
+// Repo returns a repository's configuration.
+func (s *Store) Repo(ctx context.Context, name string) (Config, error) {
+	var cfg string
+	err := s.db.QueryRowContext(ctx, `SELECT config FROM repos WHERE name = ?`, name).Scan(&cfg)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Config{}, fmt.Errorf("repository %q: %w: create it with include --format deb|rpm, or list it in the config file", name, ErrNotFound)
+	}
+	if err != nil {
+		return Config{}, fmt.Errorf("read repository %s: %w", name, err)
+	}
+	var c Config
+	if err := json.Unmarshal([]byte(cfg), &c); err != nil {
+		return Config{}, fmt.Errorf("read repository %s: %w", name, err)
+	}
+	return c, nil
+}
+
+// Repos lists the repositories.
+func (s *Store) Repos(ctx context.Context) ([]Config, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT config FROM repos ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list repositories: %w", err)
+	}
+	defer rows.Close()
+	var out []Config
+	for rows.Next() {
+		var cfg string
+		if err := rows.Scan(&cfg); err != nil {
+			return nil, fmt.Errorf("list repositories: %w", err)
+		}
+		var c Config
+		if err := json.Unmarshal([]byte(cfg), &c); err != nil {
+			return nil, fmt.Errorf("list repositories: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// objectPath returns where the object with the given sha256 lives.
+func (s *Store) objectPath(sum string) string {
+	return filepath.Join(s.root, "objects", sum[:2], sum)
+}
+
+// HasObject reports whether a file with this sha256 is stored.
+func (s *Store) HasObject(sum string) bool {
+	if len(sum) != 64 {
+		return false
+	}
+	_, err := os.Stat(s.objectPath(sum))
+	return err == nil
+}
+
+// putObject moves the fully written and verified temporary file tmp into
+// the object store under sum.
+func (s *Store) putObject(tmp, sum string) error {
+	dst := s.objectPath(sum)
+	if _, err := os.Stat(dst); err == nil {
+		return os.Remove(tmp)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("store object: %w", err)
+	}
+	if err := os.Chmod(tmp, 0o644); err != nil {
+		return fmt.Errorf("store object: %w", err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return fmt.Errorf("store object: %w", err)
+	}
+	return nil
+}
+
+// tempFile creates a file in the store's tmp directory (same file system as
+// the objects, so a rename moves it in).
+func (s *Store) tempFile(pattern string) (*os.File, error) {
+	f, err := os.CreateTemp(filepath.Join(s.root, "tmp"), pattern)
+	if err != nil {
+		return nil, fmt.Errorf("create temporary file: %w", err)
+	}
+	return f, nil
+}
