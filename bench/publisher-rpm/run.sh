@@ -1,0 +1,137 @@
+#!/bin/bash
+# Benchmarks Kiln's rpm repodata writer and rpm signer against createrepo_c
+# and rpmsign on the same packages, in one run.
+#
+#   bench/publisher-rpm/run.sh [COUNT...]        (default: 2000 20000)
+#
+# For each COUNT it builds COUNT small noarch rpms with the real rpmbuild
+# (one spec with COUNT-1 subpackages), then times:
+#   - fresh repodata: createrepo_c (default, with sqlite databases),
+#     createrepo_c --no-database, and Kiln (reading every rpm, writing
+#     repodata, keeping per-package metadata as the publisher's store does);
+#   - adding one more rpm: createrepo_c --update (both modes) and Kiln
+#     (reading only the new rpm, rewriting repodata from the kept metadata);
+#   - signing (for COUNT <= KILN_BENCH_SIGN_MAX, default 2000) with the same
+#     gpg-generated keys (KILN_BENCH_KEYS, default "rsa3072 ed25519"):
+#     rpmsign --addsign (header signature), rpmsign --addsign --rpmv3
+#     (header and header+payload, as Kiln does) and Kiln.
+# Results go to stdout; work files under KILN_BENCH_DIR (default: a new
+# temporary directory, removed afterwards).
+set -euo pipefail
+
+counts=("$@")
+[ ${#counts[@]} -gt 0 ] || counts=(2000 20000)
+sign_max=${KILN_BENCH_SIGN_MAX:-2000}
+keys=${KILN_BENCH_KEYS:-"rsa3072 ed25519"}
+for tool in rpmbuild createrepo_c rpmsign gpg go; do
+	command -v "$tool" >/dev/null || { echo "run.sh: needs $tool" >&2; exit 1; }
+done
+
+repo_root=$(cd "$(dirname "$0")/../.." && pwd)
+work=${KILN_BENCH_DIR:-}
+if [ -z "$work" ]; then
+	work=$(mktemp -d /tmp/kiln-bench-rpm.XXXXXX)
+	trap 'gpgconf --kill gpg-agent 2>/dev/null || true; rm -rf "$work"' EXIT
+fi
+mkdir -p "$work"
+bench="$work/publisher-rpm-bench"
+(cd "$repo_root" && go build -o "$bench" ./bench/publisher-rpm)
+
+TIMEFORMAT=%R
+# timed LABEL CMD...: runs CMD quietly and prints LABEL and its wall time.
+timed() {
+	local label=$1 t
+	shift
+	sync
+	t=$( { time "$@" >/dev/null 2>"$work/last.err"; } 2>&1 ) || { cat "$work/last.err" >&2; exit 1; }
+	printf '%-58s %8ss\n' "$label" "$t"
+}
+
+# make_spec N: a spec with one main package and N-1 subpackages, each
+# owning one file and requiring the main package.
+make_spec() {
+	local n=$1
+	cat <<SPEC
+Name: kiln-bench
+Version: 1.0
+Release: 1
+Summary: Benchmark package
+License: MIT
+URL: https://example.org/kiln-bench
+BuildArch: noarch
+%description
+Main benchmark package.
+%install
+mkdir -p %{buildroot}/usr/share/kiln-bench %{buildroot}/usr/bin
+for i in \$(seq 1 $n); do echo "file \$i" > %{buildroot}/usr/share/kiln-bench/f\$i; done
+%files
+/usr/share/kiln-bench/f1
+%changelog
+* Mon Nov 23 2026 Kiln Bench <bench@example.org> - 1.0-1
+- benchmark
+SPEC
+	awk -v n="$n" 'BEGIN { for (i = 2; i <= n; i++) printf "%%package -n kiln-bench-%d\nSummary: Benchmark package %d\nRequires: kiln-bench = %%{version}-%%{release}\nProvides: kiln-bench-virtual-%d = 1.0\n%%description -n kiln-bench-%d\nBenchmark package number %d.\n%%files -n kiln-bench-%d\n/usr/share/kiln-bench/f%d\n\n", i, i, i, i, i, i, i }'
+}
+
+build_rpms() { # N DIR
+	local n=$1 dir=$2 top="$work/top-$1"
+	mkdir -p "$top" "$dir"
+	make_spec "$n" >"$top/bench.spec"
+	rpmbuild -bb --nodeps --quiet --define "_topdir $top" "$top/bench.spec" >/dev/null
+	mv "$top"/RPMS/noarch/*.rpm "$dir"/
+	rm -rf "$top"
+}
+
+# One extra package for the --update step.
+extra_top="$work/top-extra"
+mkdir -p "$extra_top"
+sed -e 's/^Name: kiln-bench$/Name: kiln-bench-extra/' <(make_spec 1) >"$extra_top/extra.spec"
+rpmbuild -bb --nodeps --quiet --define "_topdir $extra_top" "$extra_top/extra.spec" >/dev/null
+extra=$(ls "$extra_top"/RPMS/noarch/*.rpm)
+
+export GNUPGHOME="$work/gnupg"
+mkdir -p -m 700 "$GNUPGHOME"
+for k in $keys; do
+	gpg --batch -q --pinentry-mode loopback --passphrase '' --quick-gen-key "Kiln Bench $k <$k@bench.example.org>" "$k" sign never
+	gpg --batch -q --pinentry-mode loopback --passphrase '' --armor --export-secret-keys "$k@bench.example.org" >"$work/$k.asc"
+done
+
+echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) CPUs, $(rpm --version), createrepo_c $(createrepo_c --version | awk '{print $2}'), $(go version | awk '{print $3}')"
+for n in "${counts[@]}"; do
+	rpms="$work/rpms-$n"
+	t0=$(date +%s)
+	build_rpms "$n" "$rpms"
+	echo "## $n packages (built with rpmbuild in $(( $(date +%s) - t0 ))s)"
+
+	for mode in default no-database; do
+		flags=()
+		[ "$mode" = no-database ] && flags=(--no-database)
+		cr="$work/cr-$n-$mode"
+		cp -al "$rpms" "$cr"
+		timed "createrepo_c ${flags[*]:-} fresh" createrepo_c --quiet "${flags[@]}" "$cr"
+		cp -l "$extra" "$cr/"
+		timed "createrepo_c ${flags[*]:-} --update after one more rpm" createrepo_c --quiet --update "${flags[@]}" "$cr"
+	done
+	kiln="$work/kiln-$n"
+	cp -al "$rpms" "$kiln"
+	timed "kiln repodata fresh (read all rpms + write)" "$bench" repodata "$kiln"
+	cp -l "$extra" "$kiln/"
+	timed "kiln repodata after one more rpm" "$bench" update "$kiln" "$kiln/$(basename "$extra")"
+	rm -rf "$work"/cr-"$n"-* "$kiln"
+
+	if [ "$n" -le "$sign_max" ]; then
+		for k in $keys; do
+			for v3 in "" --rpmv3; do
+				s="$work/rpmsign-$n"
+				rm -rf "$s"
+				cp -r "$rpms" "$s"
+				timed "rpmsign --addsign $v3 ($k)" rpmsign --addsign $v3 --define "__gpg $(command -v gpg)" \
+					--define "_gpg_name $k@bench.example.org" "$s"/*.rpm
+				rm -rf "$s"
+			done
+			timed "kiln sign, header + header+payload ($k)" "$bench" sign "$work/$k.asc" "$rpms" "$work/kiln-signed-$n"
+			rm -rf "$work/kiln-signed-$n"
+		done
+	fi
+	rm -rf "$rpms"
+done
