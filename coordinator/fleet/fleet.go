@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -393,6 +394,9 @@ func (f *Fleet) Complete(ctx context.Context, session, jobID string, attempt int
 	} else {
 		f.appendSystem(jobID, fmt.Sprintf("finished: %s%s", j.State, reasonSuffix(j)))
 	}
+	if err := f.compareRebuild(ctx, j); err != nil {
+		f.logger.Warn("compare rebuild", "job_id", jobID, "error", err)
+	}
 	f.logger.Debug("job completed", "job_id", jobID, "state", j.State.String())
 	return f.persist(ctx, []*job.Job{j})
 }
@@ -425,3 +429,97 @@ func (f *Fleet) SetPublish(ctx context.Context, id, state string) error {
 
 // Update writes a finished job's changed fields (e.g. differing artifacts).
 func (f *Fleet) Update(ctx context.Context, j *job.Job) error { return f.st.Put(ctx, j) }
+
+// Rebuild submits a new build from a finished package build. With verify
+// it pins the recorded build dependencies, keeps the original revision and
+// version so the bytes can match, and compares the artifacts when it ends.
+func (f *Fleet) Rebuild(ctx context.Context, id string, verify bool) (*job.Job, error) {
+	orig, _, err := f.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if orig.Spec.Build == nil {
+		return nil, fmt.Errorf("%w: job %s is a command job, not a package build", ErrInvalid, id)
+	}
+	if !orig.State.Final() {
+		return nil, fmt.Errorf("%w: job %s is still %s", ErrInvalid, id, orig.State)
+	}
+	spec := orig.Spec
+	b := *orig.Spec.Build
+	spec.Build = &b
+	spec.Force = true
+	spec.SupersedeKey = ""
+	if !verify {
+		return f.submitRebuild(ctx, spec, orig, false)
+	}
+	if orig.State != job.Succeeded || orig.Record == nil {
+		return nil, fmt.Errorf("%w: job %s has no successful build record to verify against", ErrInvalid, id)
+	}
+	b.Sources = orig.Record.Sources
+	if len(b.Sources) == 0 {
+		b.Sources = orig.Spec.Build.Sources
+	}
+	b.Pinned = orig.Record.Installed
+	b.Publish = false
+	return f.submitRebuild(ctx, spec, orig, true)
+}
+
+func (f *Fleet) submitRebuild(ctx context.Context, spec job.Spec, orig *job.Job, verify bool) (*job.Job, error) {
+	if !verify {
+		j, _, err := f.Submit(ctx, spec)
+		if err != nil {
+			return nil, err
+		}
+		j.RebuildOf = orig.ID
+		return j, f.st.Put(ctx, j)
+	}
+	if err := spec.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	j := &job.Job{Spec: spec, State: job.Queued, CreatedAt: f.cfg.Clock.Now(), BuildKey: orig.BuildKey,
+		Rebuild: true, RebuildOf: orig.ID, Verify: true}
+	j.Seq = f.seq.Add(1)
+	j.ID = strconv.FormatInt(j.Seq, 10)
+	if err := f.st.Put(ctx, j); err != nil {
+		return nil, err
+	}
+	changed := f.sched.Enqueue(j)
+	return j, f.persist(ctx, changed)
+}
+
+// compareRebuild fills in the artifacts of a finished verify rebuild whose
+// bytes differ from the original's.
+func (f *Fleet) compareRebuild(ctx context.Context, j *job.Job) error {
+	if !j.Verify || j.RebuildOf == "" || j.State != job.Succeeded {
+		return nil
+	}
+	orig, err := f.st.Get(ctx, j.RebuildOf)
+	if err != nil {
+		return err
+	}
+	want := map[string]string{}
+	for _, a := range orig.Artifacts {
+		want[a.Name] = a.SHA256
+	}
+	got := map[string]string{}
+	var diff []string
+	for _, a := range j.Artifacts {
+		got[a.Name] = a.SHA256
+		if want[a.Name] != a.SHA256 {
+			diff = append(diff, a.Name)
+		}
+	}
+	for n := range want {
+		if _, ok := got[n]; !ok {
+			diff = append(diff, n+" (missing)")
+		}
+	}
+	sort.Strings(diff)
+	j.Differing = diff
+	if len(diff) > 0 {
+		f.appendSystem(j.ID, "rebuild differs from job "+orig.ID+": "+strings.Join(diff, ", "))
+	} else {
+		f.appendSystem(j.ID, "rebuild is byte-identical to job "+orig.ID)
+	}
+	return nil
+}

@@ -347,3 +347,21 @@ func (s *Store) NextRevision(ctx context.Context, release, pkg string) (int64, e
 	}
 	return n, nil
 }
+
+// CountByState counts all jobs by state.
+func (s *Store) CountByState(ctx context.Context) (map[job.State]int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT state, COUNT(*) FROM jobs GROUP BY state`)
+	if err != nil {
+		return nil, fmt.Errorf("count jobs: %w", err)
+	}
+	defer rows.Close()
+	out := map[job.State]int{}
+	for rows.Next() {
+		var st, n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, err
+		}
+		out[job.State(st)] = n
+	}
+	return out, rows.Err()
+}

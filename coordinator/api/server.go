@@ -1,0 +1,405 @@
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/kiln-build/kiln/coordinator/fleet"
+	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/coordinator/scheduler"
+	"github.com/kiln-build/kiln/coordinator/store"
+	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
+	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
+)
+
+// toStatus maps domain errors to gRPC status codes; it is the only place
+// that does.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codes.Internal
+	switch {
+	case errors.Is(err, fleet.ErrInvalid):
+		code = codes.InvalidArgument
+	case errors.Is(err, fleet.ErrNotFound), errors.Is(err, store.ErrNotFound):
+		code = codes.NotFound
+	case errors.Is(err, scheduler.ErrUnknownSession):
+		code = codes.Unauthenticated
+	case errors.Is(err, scheduler.ErrStale), errors.Is(err, fleet.ErrRefused):
+		code = codes.FailedPrecondition
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	}
+	return status.Error(code, err.Error())
+}
+
+func invalid(format string, a ...any) error {
+	return status.Errorf(codes.InvalidArgument, format, a...)
+}
+
+// Event is a Gerrit event as ListEvents shows it.
+type Event struct {
+	ID                    int64
+	Server, Type, Project string
+	Branch, Revision      string
+	Change, PatchSet      int64
+	ReceivedAt            time.Time
+	Action, Reason        string
+	JobIDs                []string
+}
+
+// EventLister lists Gerrit events; nil when Gerrit intake is off.
+type EventLister interface {
+	ListEvents(ctx context.Context, limit int) ([]Event, error)
+}
+
+// ClientServer implements CoordinatorService.
+type ClientServer struct {
+	pb.UnimplementedCoordinatorServiceServer
+	f      *fleet.Fleet
+	events EventLister
+}
+
+// NewClientServer makes the client API.
+func NewClientServer(f *fleet.Fleet, events EventLister) *ClientServer {
+	return &ClientServer{f: f, events: events}
+}
+
+// SubmitJob implements CoordinatorService.
+func (s *ClientServer) SubmitJob(ctx context.Context, req *pb.SubmitJobRequest) (*pb.SubmitJobResponse, error) {
+	if req.GetSpec() == nil {
+		return nil, invalid("spec is required")
+	}
+	j, dedup, err := s.f.Submit(ctx, SpecFromPB(req.GetSpec()))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.SubmitJobResponse{Job: JobToPB(j, ""), Deduplicated: dedup}, nil
+}
+
+// GetJob implements CoordinatorService.
+func (s *ClientServer) GetJob(ctx context.Context, req *pb.GetJobRequest) (*pb.GetJobResponse, error) {
+	if req.GetId() == "" {
+		return nil, invalid("job id is required")
+	}
+	j, waiting, err := s.f.Get(ctx, req.GetId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.GetJobResponse{Job: JobToPB(j, waiting)}, nil
+}
+
+// ListJobs implements CoordinatorService.
+func (s *ClientServer) ListJobs(ctx context.Context, req *pb.ListJobsRequest) (*pb.ListJobsResponse, error) {
+	var states []job.State
+	for _, st := range req.GetStates() {
+		js, ok := stateFromPB(st)
+		if !ok {
+			return nil, invalid("job state %v is not a state to filter on", st)
+		}
+		states = append(states, js)
+	}
+	limit := int(req.GetLimit())
+	if limit <= 0 {
+		limit = 100
+	}
+	if limit > 10000 {
+		return nil, invalid("limit %d: at most 10000", limit)
+	}
+	jobs, err := s.f.List(ctx, states, limit)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &pb.ListJobsResponse{}
+	for _, j := range jobs {
+		waiting := ""
+		if j.State == job.Queued {
+			waiting = s.f.Scheduler().WaitingReason(j.ID)
+		}
+		out.Jobs = append(out.Jobs, JobToPB(j, waiting))
+	}
+	return out, nil
+}
+
+// CancelJob implements CoordinatorService.
+func (s *ClientServer) CancelJob(ctx context.Context, req *pb.CancelJobRequest) (*pb.CancelJobResponse, error) {
+	if req.GetId() == "" {
+		return nil, invalid("job id is required")
+	}
+	j, err := s.f.Cancel(ctx, req.GetId(), req.GetReason())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.CancelJobResponse{Job: JobToPB(j, "")}, nil
+}
+
+// StreamJobLog implements CoordinatorService.
+func (s *ClientServer) StreamJobLog(req *pb.StreamJobLogRequest, stream grpc.ServerStreamingServer[pb.StreamJobLogResponse]) error {
+	if req.GetId() == "" || req.GetOffset() < 0 {
+		return invalid("job id is required and offset must not be negative")
+	}
+	j, err := s.f.StreamLog(stream.Context(), req.GetId(), req.GetOffset(), req.GetFollow(), func(b []byte) error {
+		return stream.Send(&pb.StreamJobLogResponse{Data: b})
+	})
+	if err != nil {
+		return toStatus(err)
+	}
+	return stream.Send(&pb.StreamJobLogResponse{Job: JobToPB(j, "")})
+}
+
+// GetArtifact implements CoordinatorService.
+func (s *ClientServer) GetArtifact(req *pb.GetArtifactRequest, stream grpc.ServerStreamingServer[pb.GetArtifactResponse]) error {
+	fh, a, err := s.f.OpenArtifact(stream.Context(), req.GetJobId(), req.GetName())
+	if err != nil {
+		return toStatus(err)
+	}
+	defer fh.Close()
+	if err := stream.Send(&pb.GetArtifactResponse{Artifact: &pb.Artifact{Name: a.Name, Sha256: a.SHA256, Size: a.Size}}); err != nil {
+		return err
+	}
+	buf := make([]byte, 256<<10)
+	for {
+		n, err := fh.Read(buf)
+		if n > 0 {
+			if serr := stream.Send(&pb.GetArtifactResponse{Chunk: buf[:n]}); serr != nil {
+				return serr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return toStatus(err)
+		}
+	}
+}
+
+// ListWorkers implements CoordinatorService.
+func (s *ClientServer) ListWorkers(ctx context.Context, _ *pb.ListWorkersRequest) (*pb.ListWorkersResponse, error) {
+	out := &pb.ListWorkersResponse{}
+	for _, w := range s.f.Workers() {
+		out.Workers = append(out.Workers, workerToPB(w))
+	}
+	return out, nil
+}
+
+// DrainWorker implements CoordinatorService.
+func (s *ClientServer) DrainWorker(ctx context.Context, req *pb.DrainWorkerRequest) (*pb.DrainWorkerResponse, error) {
+	w, err := s.f.Drain(req.GetName(), !req.GetUndrain())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.DrainWorkerResponse{Worker: workerToPB(w)}, nil
+}
+
+// RebuildJob implements CoordinatorService.
+func (s *ClientServer) RebuildJob(ctx context.Context, req *pb.RebuildJobRequest) (*pb.RebuildJobResponse, error) {
+	j, err := s.f.Rebuild(ctx, req.GetId(), req.GetVerify())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.RebuildJobResponse{Job: JobToPB(j, "")}, nil
+}
+
+// ListEvents implements CoordinatorService.
+func (s *ClientServer) ListEvents(ctx context.Context, req *pb.ListEventsRequest) (*pb.ListEventsResponse, error) {
+	if s.events == nil {
+		return nil, status.Error(codes.FailedPrecondition, "Gerrit intake is not configured (gerrit: section of the coordinator's config)")
+	}
+	limit := int(req.GetLimit())
+	if limit <= 0 || limit > 10000 {
+		limit = 100
+	}
+	evs, err := s.events.ListEvents(ctx, limit)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &pb.ListEventsResponse{}
+	for _, e := range evs {
+		out.Events = append(out.Events, &pb.Event{Id: e.ID, Server: e.Server, Type: e.Type, Project: e.Project, Branch: e.Branch,
+			Change: e.Change, PatchSet: e.PatchSet, Revision: e.Revision, ReceivedAt: timestamppb.New(e.ReceivedAt),
+			Action: e.Action, Reason: e.Reason, JobIds: e.JobIDs})
+	}
+	return out, nil
+}
+
+// WorkerServer implements WorkerService.
+type WorkerServer struct {
+	wpb.UnimplementedWorkerServiceServer
+	f *fleet.Fleet
+	// tokens maps worker names to bearer tokens; nil disables the check
+	// (development mode).
+	tokens            map[string]string
+	heartbeatInterval time.Duration
+}
+
+// NewWorkerServer makes the worker API.
+func NewWorkerServer(f *fleet.Fleet, tokens map[string]string, heartbeat time.Duration) *WorkerServer {
+	return &WorkerServer{f: f, tokens: tokens, heartbeatInterval: heartbeat}
+}
+
+func (s *WorkerServer) checkToken(ctx context.Context, name string) error {
+	if s.tokens == nil {
+		return nil
+	}
+	want, ok := s.tokens[name]
+	md, _ := metadata.FromIncomingContext(ctx)
+	got := ""
+	if v := md.Get("authorization"); len(v) > 0 {
+		got = strings.TrimPrefix(v[0], "Bearer ")
+	}
+	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+		return status.Errorf(codes.Unauthenticated, "worker %q: missing or wrong bearer token (see worker_tokens in the coordinator's config)", name)
+	}
+	return nil
+}
+
+func running(in []*wpb.RunningJob) []scheduler.RunningJob {
+	out := make([]scheduler.RunningJob, 0, len(in))
+	for _, r := range in {
+		out = append(out, scheduler.RunningJob{JobID: r.GetJobId(), Attempt: int(r.GetAttempt())})
+	}
+	return out
+}
+
+func runningToPB(in []scheduler.RunningJob) []*wpb.RunningJob {
+	var out []*wpb.RunningJob
+	for _, r := range in {
+		out = append(out, &wpb.RunningJob{JobId: r.JobID, Attempt: int32(r.Attempt)})
+	}
+	return out
+}
+
+// Register implements WorkerService.
+func (s *WorkerServer) Register(ctx context.Context, req *wpb.RegisterRequest) (*wpb.RegisterResponse, error) {
+	if err := s.checkToken(ctx, req.GetName()); err != nil {
+		return nil, err
+	}
+	id, abandon, err := s.f.Register(ctx, req.GetName(), req.GetLabels(), int(req.GetSlots()), running(req.GetRunning()))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &wpb.RegisterResponse{SessionId: id, HeartbeatIntervalSeconds: int32(s.heartbeatInterval / time.Second), Abandon: runningToPB(abandon)}, nil
+}
+
+// Heartbeat implements WorkerService.
+func (s *WorkerServer) Heartbeat(ctx context.Context, req *wpb.HeartbeatRequest) (*wpb.HeartbeatResponse, error) {
+	cancel, drain, err := s.f.Heartbeat(ctx, req.GetSessionId(), running(req.GetRunning()), req.GetDraining())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &wpb.HeartbeatResponse{Cancel: runningToPB(cancel), Drain: drain}, nil
+}
+
+// PullJob implements WorkerService.
+func (s *WorkerServer) PullJob(ctx context.Context, req *wpb.PullJobRequest) (*wpb.PullJobResponse, error) {
+	wait := time.Duration(req.GetWaitSeconds()) * time.Second
+	if wait > time.Minute {
+		wait = time.Minute
+	}
+	j, err := s.f.Pull(ctx, req.GetSessionId(), wait)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if j == nil {
+		return &wpb.PullJobResponse{}, nil
+	}
+	return &wpb.PullJobResponse{Assignment: &wpb.Assignment{JobId: j.ID, Attempt: int32(j.Attempt), Spec: SpecToPB(j.Spec),
+		TimeoutSeconds: int64(j.Spec.Timeout / time.Second)}}, nil
+}
+
+// AppendLog implements WorkerService.
+func (s *WorkerServer) AppendLog(stream grpc.ClientStreamingServer[wpb.AppendLogRequest, wpb.AppendLogResponse]) error {
+	for {
+		m, err := stream.Recv()
+		if err == io.EOF {
+			return stream.SendAndClose(&wpb.AppendLogResponse{})
+		}
+		if err != nil {
+			return err
+		}
+		if err := s.f.AppendLog(m.GetSessionId(), m.GetJobId(), int(m.GetAttempt()), m.GetData()); err != nil {
+			return toStatus(err)
+		}
+	}
+}
+
+// UploadArtifact implements WorkerService.
+func (s *WorkerServer) UploadArtifact(stream grpc.ClientStreamingServer[wpb.UploadArtifactRequest, wpb.UploadArtifactResponse]) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	h := first.GetHeader()
+	if h == nil || h.GetArtifact() == nil {
+		return invalid("the first upload message must carry the artifact header")
+	}
+	r := &chunkReader{next: func() ([]byte, error) {
+		m, err := stream.Recv()
+		if err != nil {
+			return nil, err
+		}
+		if m.GetHeader() != nil {
+			return nil, fmt.Errorf("%w: a second header in one upload", fleet.ErrInvalid)
+		}
+		return m.GetChunk(), nil
+	}, buf: first.GetChunk()}
+	a := h.GetArtifact()
+	if err := s.f.PutArtifact(h.GetSessionId(), h.GetJobId(), int(h.GetAttempt()),
+		job.Artifact{Name: a.GetName(), SHA256: a.GetSha256(), Size: a.GetSize()}, r); err != nil {
+		return toStatus(err)
+	}
+	return stream.SendAndClose(&wpb.UploadArtifactResponse{})
+}
+
+type chunkReader struct {
+	next func() ([]byte, error)
+	buf  []byte
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	for len(c.buf) == 0 {
+		b, err := c.next()
+		if err != nil {
+			return 0, err
+		}
+		c.buf = b
+	}
+	n := copy(p, c.buf)
+	c.buf = c.buf[n:]
+	return n, nil
+}
+
+// CompleteJob implements WorkerService.
+func (s *WorkerServer) CompleteJob(ctx context.Context, req *wpb.CompleteJobRequest) (*wpb.CompleteJobResponse, error) {
+	err := s.f.Complete(ctx, req.GetSessionId(), req.GetJobId(), int(req.GetAttempt()), scheduler.Outcome{
+		ExitCode: int(req.GetExitCode()), Failed: req.GetFailed(), InfraErr: req.GetInfrastructureError(),
+		Reason: req.GetReason(), Artifacts: ArtifactsFromPB(req.GetArtifacts()), Record: RecordFromPB(req.GetRecord()),
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &wpb.CompleteJobResponse{}, nil
+}
+
+// Goodbye implements WorkerService.
+func (s *WorkerServer) Goodbye(ctx context.Context, req *wpb.GoodbyeRequest) (*wpb.GoodbyeResponse, error) {
+	return &wpb.GoodbyeResponse{}, toStatus(s.f.Goodbye(ctx, req.GetSessionId()))
+}

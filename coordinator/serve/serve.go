@@ -1,0 +1,269 @@
+// Package serve runs `coordinator serve`: the gRPC services for clients and
+// workers, the HTTP endpoint for metrics, health and logs, and the
+// background loops, until its context ends.
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/kiln-build/kiln/coordinator/api"
+	"github.com/kiln-build/kiln/coordinator/fleet"
+	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/coordinator/store"
+	"github.com/kiln-build/kiln/internal/tlsconfig"
+	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
+	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
+)
+
+// Config is the coordinator's config file.
+type Config struct {
+	// Listen is the gRPC address for clients and workers.
+	Listen string `yaml:"listen"`
+	// HTTPListen serves /metrics, /healthz and /logs/ID; empty disables it.
+	HTTPListen string `yaml:"http_listen"`
+	// PublicURL is how people reach HTTPListen, for log links.
+	PublicURL string `yaml:"public_url"`
+	StateDir  string `yaml:"state_dir"`
+	// Dev is the single-machine mode: plaintext on loopback only, no
+	// certificates, no worker tokens.
+	Dev bool            `yaml:"dev"`
+	TLS tlsconfig.Files `yaml:"tls"`
+	// WorkerTokens maps worker names to bearer tokens (TLS mode).
+	WorkerTokens      map[string]string        `yaml:"worker_tokens"`
+	HeartbeatInterval time.Duration            `yaml:"heartbeat_interval"`
+	LostAfter         time.Duration            `yaml:"lost_after"`
+	RetryCap          int                      `yaml:"retry_cap"`
+	DefaultTimeout    time.Duration            `yaml:"default_timeout"`
+	MaxArtifactSize   int64                    `yaml:"max_artifact_size"`
+	Releases          map[string]fleet.Release `yaml:"releases"`
+	Log               LogConfig                `yaml:"log"`
+	// Extra is configuration of optional subsystems (Gerrit intake,
+	// publisher hand-off); see Hooks.
+	Extra Extra `yaml:",inline"`
+}
+
+// LogConfig configures logging.
+type LogConfig struct {
+	Level string `yaml:"level"`
+	JSON  bool   `yaml:"json"`
+}
+
+// Defaults returns the built-in configuration.
+func Defaults() Config {
+	return Config{
+		Listen: "127.0.0.1:7420", HTTPListen: "127.0.0.1:7421", StateDir: "/var/lib/kiln/coordinator",
+		HeartbeatInterval: 3 * time.Second, LostAfter: 15 * time.Second, RetryCap: 3,
+		DefaultTimeout: 6 * time.Hour, MaxArtifactSize: 4 << 30,
+	}
+}
+
+// Validate checks the configuration before anything starts.
+func (c *Config) Validate() error {
+	if c.StateDir == "" {
+		return errors.New("state_dir is empty: set it in the config or with --state-dir")
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("listen %q: %w", c.Listen, err)
+	}
+	if c.Dev {
+		if err := tlsconfig.CheckLoopback(c.Listen); err != nil {
+			return err
+		}
+		if c.HTTPListen != "" {
+			if err := tlsconfig.CheckLoopback(c.HTTPListen); err != nil {
+				return fmt.Errorf("http_listen: %w", err)
+			}
+		}
+	} else if c.TLS.Empty() {
+		return errors.New("no TLS configured: set tls.cert, tls.key and tls.ca (make them with `coordinator certs`), or run with --dev on loopback")
+	}
+	if c.HeartbeatInterval <= 0 || c.LostAfter <= c.HeartbeatInterval {
+		return fmt.Errorf("lost_after (%s) must be longer than heartbeat_interval (%s)", c.LostAfter, c.HeartbeatInterval)
+	}
+	if c.RetryCap < 1 {
+		return fmt.Errorf("retry_cap %d: at least 1", c.RetryCap)
+	}
+	for name, r := range c.Releases {
+		for t, f := range r.Targets {
+			if f != "deb" && f != "rpm" {
+				return fmt.Errorf("release %s target %s: format %q: use deb or rpm", name, t, f)
+			}
+		}
+	}
+	return c.Extra.Validate()
+}
+
+// Run serves until ctx ends.
+func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
+	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
+		return fmt.Errorf("make state dir: %w", err)
+	}
+	st, err := store.Open(ctx, filepath.Join(cfg.StateDir, "coordinator.db"))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	wait := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "kiln_queue_to_start_seconds", Help: "Time from a job being queued to a worker starting it.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600},
+	})
+	reg.MustRegister(wait)
+
+	f, err := fleet.New(ctx, fleet.Config{
+		StateDir: cfg.StateDir, LostAfter: cfg.LostAfter, RetryCap: cfg.RetryCap, DefaultTimeout: cfg.DefaultTimeout,
+		MaxArtifactSize: cfg.MaxArtifactSize, Releases: cfg.Releases, Started: func(d time.Duration) { wait.Observe(d.Seconds()) },
+	}, st, logger.Named("fleet"))
+	if err != nil {
+		return err
+	}
+	reg.MustRegister(&collector{f: f})
+
+	hooks, err := cfg.Extra.Start(ctx, HookDeps{Fleet: f, Store: st, Logger: logger, Registry: reg, PublicURL: cfg.PublicURL})
+	if err != nil {
+		return err
+	}
+
+	var opts []grpc.ServerOption
+	tokens := cfg.WorkerTokens
+	if cfg.Dev {
+		tokens = nil
+		logger.Warn("development mode: plaintext gRPC on loopback, no worker tokens", "listen", cfg.Listen)
+	} else {
+		tc, err := tlsconfig.Server(cfg.TLS)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+		if tokens == nil {
+			tokens = map[string]string{}
+		}
+	}
+	opts = append(opts, grpc.MaxRecvMsgSize(8<<20))
+	gs := grpc.NewServer(opts...)
+	pb.RegisterCoordinatorServiceServer(gs, api.NewClientServer(f, hooks.Events))
+	wpb.RegisterWorkerServiceServer(gs, api.NewWorkerServer(f, tokens, cfg.HeartbeatInterval))
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	logger.Info("coordinator serving", "listen", ln.Addr().String(), "state_dir", cfg.StateDir)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return gs.Serve(ln) })
+	g.Go(func() error { return f.Run(gctx) })
+	for _, r := range hooks.Runners {
+		g.Go(func() error { return r(gctx) })
+	}
+	var hsrv *http.Server
+	if cfg.HTTPListen != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		mux.HandleFunc("/logs/", func(w http.ResponseWriter, r *http.Request) { serveLog(w, r, f) })
+		for p, h := range hooks.HTTP {
+			mux.Handle(p, h)
+		}
+		hl, err := net.Listen("tcp", cfg.HTTPListen)
+		if err != nil {
+			gs.Stop()
+			return fmt.Errorf("listen on %s: %w", cfg.HTTPListen, err)
+		}
+		hsrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error {
+			if err := hsrv.Serve(hl); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		logger.Info("shutting down")
+		hs.Shutdown()
+		if hsrv != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = hsrv.Shutdown(sctx)
+		}
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(5 * time.Second):
+			gs.Stop() // long polls and log followers
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+func serveLog(w http.ResponseWriter, r *http.Request, f *fleet.Fleet) {
+	id := strings.TrimPrefix(r.URL.Path, "/logs/")
+	if id == "" || strings.ContainsAny(id, "/.") {
+		http.Error(w, "give a job id: /logs/ID", http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, err := f.StreamLog(r.Context(), id, 0, false, func(b []byte) error { _, err := w.Write(b); return err })
+	if errors.Is(err, fleet.ErrNotFound) {
+		http.Error(w, err.Error(), http.StatusNotFound)
+	}
+}
+
+type collector struct{ f *fleet.Fleet }
+
+var (
+	descDepth   = prometheus.NewDesc("kiln_queue_depth", "Queued jobs per required label set.", []string{"labels"}, nil)
+	descRunning = prometheus.NewDesc("kiln_jobs_running", "Jobs running on workers.", nil, nil)
+	descJobs    = prometheus.NewDesc("kiln_jobs", "Jobs by state (all time, from the store).", []string{"state"}, nil)
+	descWorkers = prometheus.NewDesc("kiln_workers", "Workers by state.", []string{"state"}, nil)
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descDepth
+	ch <- descRunning
+	ch <- descJobs
+	ch <- descWorkers
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.f.Scheduler().Stats()
+	for k, n := range st.QueueDepth {
+		ch <- prometheus.MustNewConstMetric(descDepth, prometheus.GaugeValue, float64(n), k)
+	}
+	ch <- prometheus.MustNewConstMetric(descRunning, prometheus.GaugeValue, float64(st.Running))
+	for s, n := range st.Workers {
+		ch <- prometheus.MustNewConstMetric(descWorkers, prometheus.GaugeValue, float64(n), string(s))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	counts, err := c.f.Store().CountByState(ctx)
+	if err == nil {
+		for _, s := range []job.State{job.Queued, job.Running, job.Succeeded, job.Failed, job.Error, job.Canceled} {
+			ch <- prometheus.MustNewConstMetric(descJobs, prometheus.GaugeValue, float64(counts[s]), s.String())
+		}
+	}
+}

@@ -1,0 +1,501 @@
+// Package agent is the worker's side of the fleet protocol: it registers
+// with the coordinator, heartbeats, pulls jobs into free slots, runs them
+// through an executor, streams their logs, uploads their artifacts and
+// reports how they ended.
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	cpb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
+	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
+	"github.com/kiln-build/kiln/worker/executor"
+)
+
+// Config configures an agent.
+type Config struct {
+	Name    string
+	Labels  map[string]string
+	Slots   int
+	WorkDir string
+	Token   string
+	// ShutdownGrace is how long a graceful shutdown waits for running jobs
+	// before handing them back.
+	ShutdownGrace time.Duration
+	// PollWait is the long-poll wait.
+	PollWait time.Duration
+	// KeepWorkDirs keeps job directories after the job (debugging).
+	KeepWorkDirs bool
+}
+
+// Agent runs jobs for one coordinator.
+type Agent struct {
+	cfg    Config
+	client wpb.WorkerServiceClient
+	exec   executor.Executor
+	logger hclog.Logger
+
+	mu       sync.Mutex
+	session  string
+	interval time.Duration
+	running  map[string]*runningJob // by job id
+	draining bool
+	regMu    sync.Mutex
+}
+
+type runningJob struct {
+	attempt int
+	cancel  context.CancelFunc
+}
+
+// New makes an agent on a connection to the coordinator.
+func New(cfg Config, conn grpc.ClientConnInterface, exec executor.Executor, logger hclog.Logger) *Agent {
+	if cfg.PollWait <= 0 {
+		cfg.PollWait = 20 * time.Second
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 30 * time.Second
+	}
+	return &Agent{cfg: cfg, client: wpb.NewWorkerServiceClient(conn), exec: exec, logger: logger,
+		running: map[string]*runningJob{}, interval: 5 * time.Second}
+}
+
+// Retryable reports whether a failed call may succeed later: the one place
+// that classifies gRPC codes on the worker side.
+func Retryable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Unauthenticated, codes.Aborted, codes.ResourceExhausted, codes.Internal, codes.Unknown:
+		return true
+	}
+	return false
+}
+
+func (a *Agent) authed(ctx context.Context) context.Context {
+	if a.cfg.Token == "" {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+a.cfg.Token)
+}
+
+func (a *Agent) runningList() []*wpb.RunningJob {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]*wpb.RunningJob, 0, len(a.running))
+	for id, r := range a.running {
+		out = append(out, &wpb.RunningJob{JobId: id, Attempt: int32(r.attempt)})
+	}
+	sort.Slice(out, func(i, k int) bool { return out[i].JobId < out[k].JobId })
+	return out
+}
+
+// register (re-)starts the session, unless another goroutine already did so
+// after stale was seen.
+func (a *Agent) register(ctx context.Context, stale string) error {
+	a.regMu.Lock()
+	defer a.regMu.Unlock()
+	a.mu.Lock()
+	cur := a.session
+	a.mu.Unlock()
+	if cur != stale {
+		return nil
+	}
+	backoff := 200 * time.Millisecond
+	for {
+		resp, err := a.client.Register(a.authed(ctx), &wpb.RegisterRequest{
+			Name: a.cfg.Name, Labels: a.cfg.Labels, Slots: int32(a.cfg.Slots), Running: a.runningList(), Version: "kiln",
+		})
+		if err == nil {
+			a.mu.Lock()
+			a.session = resp.GetSessionId()
+			if s := resp.GetHeartbeatIntervalSeconds(); s > 0 {
+				a.interval = time.Duration(s) * time.Second
+			}
+			for _, r := range resp.GetAbandon() {
+				if j, ok := a.running[r.GetJobId()]; ok && j.attempt == int(r.GetAttempt()) {
+					j.cancel()
+				}
+			}
+			a.mu.Unlock()
+			a.logger.Info("registered", "labels", labelString(a.cfg.Labels), "slots", a.cfg.Slots)
+			return nil
+		}
+		if !Retryable(err) || status.Code(err) == codes.Unauthenticated && strings.Contains(err.Error(), "token") {
+			return fmt.Errorf("register with the coordinator: %w", err)
+		}
+		a.logger.Warn("coordinator unreachable; retrying", "error", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		if backoff < 5*time.Second {
+			backoff *= 2
+		}
+	}
+}
+
+func labelString(l map[string]string) string {
+	keys := make([]string, 0, len(l))
+	for k := range l {
+		keys = append(keys, k+"="+l[k])
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, ",")
+}
+
+func (a *Agent) sessionID() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.session
+}
+
+// call runs fn with the current session, re-registering when the
+// coordinator no longer knows it and retrying while it is unreachable, until
+// ctx ends.
+func (a *Agent) call(ctx context.Context, what string, fn func(ctx context.Context, session string) error) error {
+	backoff := 100 * time.Millisecond
+	for {
+		s := a.sessionID()
+		err := fn(ctx, s)
+		if err == nil || !Retryable(err) {
+			return err
+		}
+		if status.Code(err) == codes.Unauthenticated {
+			if rerr := a.register(ctx, s); rerr != nil {
+				return rerr
+			}
+			continue
+		}
+		a.logger.Debug("call failed; retrying", "call", what, "error", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (last error: %v)", what, ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		if backoff < 3*time.Second {
+			backoff *= 2
+		}
+	}
+}
+
+// Run works until ctx ends, then shuts down gracefully: it stops pulling,
+// waits up to ShutdownGrace for running jobs, hands back the rest and says
+// goodbye.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := os.MkdirAll(a.cfg.WorkDir, 0o755); err != nil {
+		return fmt.Errorf("make work dir: %w", err)
+	}
+	a.cleanWorkDir()
+	// Jobs get their own context so that they can outlive ctx during the
+	// grace period.
+	jobsCtx, cancelJobs := context.WithCancel(context.Background())
+	defer cancelJobs()
+	if err := a.register(ctx, ""); err != nil {
+		return err
+	}
+	hbCtx, stopHB := context.WithCancel(context.Background())
+	hbDone := make(chan struct{})
+	go func() { defer close(hbDone); a.heartbeats(hbCtx) }()
+
+	var wg sync.WaitGroup
+	for i := 0; i < a.cfg.Slots; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.slot(ctx, jobsCtx)
+		}()
+	}
+	<-ctx.Done()
+	a.mu.Lock()
+	a.draining = true
+	n := len(a.running)
+	a.mu.Unlock()
+	if n > 0 {
+		a.logger.Info("shutting down: waiting for running jobs", "jobs", n, "grace", a.cfg.ShutdownGrace)
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(a.cfg.ShutdownGrace):
+		a.logger.Warn("grace period over: handing running jobs back")
+		cancelJobs()
+		<-done
+	}
+	stopHB()
+	<-hbDone
+	gctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := a.client.Goodbye(gctx, &wpb.GoodbyeRequest{SessionId: a.sessionID()}); err != nil {
+		a.logger.Warn("goodbye", "error", err)
+	}
+	return nil
+}
+
+// cleanWorkDir removes job directories a previous run left behind.
+func (a *Agent) cleanWorkDir() {
+	entries, _ := os.ReadDir(a.cfg.WorkDir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "job-") {
+			_ = os.RemoveAll(filepath.Join(a.cfg.WorkDir, e.Name()))
+		}
+	}
+}
+
+func (a *Agent) heartbeats(ctx context.Context) {
+	for {
+		a.mu.Lock()
+		interval, draining := a.interval, a.draining
+		a.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+		var resp *wpb.HeartbeatResponse
+		err := a.call(ctx, "heartbeat", func(ctx context.Context, s string) error {
+			var err error
+			cctx, cancel := context.WithTimeout(ctx, interval*2)
+			defer cancel()
+			resp, err = a.client.Heartbeat(cctx, &wpb.HeartbeatRequest{SessionId: s, Running: a.runningList(), Draining: draining})
+			return err
+		})
+		if err != nil {
+			if ctx.Err() == nil {
+				a.logger.Error("heartbeat", "error", err)
+			}
+			continue
+		}
+		for _, c := range resp.GetCancel() {
+			a.mu.Lock()
+			if j, ok := a.running[c.GetJobId()]; ok && j.attempt == int(c.GetAttempt()) {
+				a.logger.Info("coordinator cancelled job", "job_id", c.GetJobId())
+				j.cancel()
+			}
+			a.mu.Unlock()
+		}
+	}
+}
+
+// slot pulls and runs jobs one at a time until ctx ends.
+func (a *Agent) slot(ctx, jobsCtx context.Context) {
+	for ctx.Err() == nil {
+		var asg *wpb.Assignment
+		err := a.call(ctx, "pull", func(ctx context.Context, s string) error {
+			cctx, cancel := context.WithTimeout(ctx, a.cfg.PollWait+10*time.Second)
+			defer cancel()
+			resp, err := a.client.PullJob(cctx, &wpb.PullJobRequest{SessionId: s, WaitSeconds: int32(a.cfg.PollWait / time.Second)})
+			if err != nil {
+				return err
+			}
+			asg = resp.GetAssignment()
+			return nil
+		})
+		if err != nil {
+			if ctx.Err() == nil {
+				a.logger.Error("pull", "error", err)
+				time.Sleep(time.Second)
+			}
+			continue
+		}
+		if asg == nil {
+			continue
+		}
+		a.runJob(jobsCtx, asg)
+	}
+}
+
+func (a *Agent) runJob(parent context.Context, asg *wpb.Assignment) {
+	id, attempt := asg.GetJobId(), int(asg.GetAttempt())
+	logger := a.logger.With("job_id", id, "attempt", attempt)
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	a.mu.Lock()
+	a.running[id] = &runningJob{attempt: attempt, cancel: cancel}
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.running, id)
+		a.mu.Unlock()
+	}()
+	logger.Info("job started")
+
+	dir := filepath.Join(a.cfg.WorkDir, fmt.Sprintf("job-%s-%d", id, attempt))
+	if !a.cfg.KeepWorkDirs {
+		defer os.RemoveAll(dir)
+	}
+	lw := newLogWriter(a, id, attempt)
+	req := &wpb.CompleteJobRequest{JobId: id, Attempt: int32(attempt)}
+	if err := os.RemoveAll(dir); err == nil {
+		err = os.MkdirAll(dir, 0o755)
+		if err != nil {
+			req.InfrastructureError, req.Reason = true, fmt.Sprintf("make job dir: %v", err)
+		}
+	}
+	if !req.InfrastructureError {
+		a.execute(ctx, asg, dir, lw, req)
+	}
+	lw.Close()
+	if parent.Err() != nil {
+		// Handed back at shutdown: the coordinator re-queues it on goodbye.
+		logger.Info("job handed back")
+		return
+	}
+	err := a.call(parent, "complete", func(ctx context.Context, s string) error {
+		req.SessionId = s
+		_, err := a.client.CompleteJob(ctx, req)
+		return err
+	})
+	switch {
+	case status.Code(err) == codes.FailedPrecondition:
+		logger.Warn("result refused: the coordinator gave this attempt up", "error", err)
+	case err != nil:
+		logger.Error("report result", "error", err)
+	default:
+		logger.Info("job finished", "exit_code", req.ExitCode, "failed", req.Failed, "infrastructure_error", req.InfrastructureError)
+	}
+}
+
+// execute runs the job and fills in req.
+func (a *Agent) execute(ctx context.Context, asg *wpb.Assignment, dir string, log io.Writer, req *wpb.CompleteJobRequest) {
+	spec := asg.GetSpec()
+	ej := executor.Job{ID: asg.GetJobId(), Attempt: int(asg.GetAttempt()), Command: spec.GetCommand(), Env: spec.GetEnv(),
+		WorkDir: dir, Labels: spec.GetLabels(), Timeout: time.Duration(asg.GetTimeoutSeconds()) * time.Second}
+	globs := spec.GetArtifactGlobs()
+	if b := spec.GetPackageBuild(); b != nil {
+		ej.Build = buildFromPB(b)
+		globs = append(globs, "out/*")
+	}
+	res, err := a.exec.Run(ctx, ej, log)
+	if err != nil {
+		fmt.Fprintf(log, "[kiln worker %s] infrastructure failure: %v\n", a.cfg.Name, err)
+		req.InfrastructureError, req.Reason = true, err.Error()
+		return
+	}
+	req.ExitCode, req.Failed, req.Reason = int32(res.ExitCode), res.Failed(), res.Reason
+	if res.Record != nil {
+		req.Record = recordToPB(res.Record)
+	}
+	arts, err := a.collect(ctx, dir, globs, asg, log)
+	if err != nil {
+		fmt.Fprintf(log, "[kiln worker %s] artifact upload failed: %v\n", a.cfg.Name, err)
+		req.InfrastructureError, req.Reason = true, "artifact upload: "+err.Error()
+		return
+	}
+	req.Artifacts = arts
+	if req.Record != nil {
+		req.Record.Artifacts = arts
+	}
+}
+
+// collect finds the artifacts matching globs inside dir and uploads them.
+// Only regular files inside dir count: a symlink or anything resolving
+// outside the work dir is refused with a line in the log.
+func (a *Agent) collect(ctx context.Context, dir string, globs []string, asg *wpb.Assignment, log io.Writer) ([]*cpb.Artifact, error) {
+	seen := map[string]bool{}
+	var out []*cpb.Artifact
+	for _, g := range globs {
+		if strings.HasPrefix(g, "/") || strings.Contains(g, "..") {
+			fmt.Fprintf(log, "[kiln] artifact glob %q refused: it must stay inside the work dir\n", g)
+			continue
+		}
+		matches, err := filepath.Glob(filepath.Join(dir, g))
+		if err != nil {
+			return nil, fmt.Errorf("glob %q: %w", g, err)
+		}
+		for _, m := range matches {
+			rel, err := filepath.Rel(dir, m)
+			if err != nil || strings.HasPrefix(rel, "..") || seen[rel] {
+				continue
+			}
+			st, err := os.Lstat(m)
+			if err != nil {
+				continue
+			}
+			if !st.Mode().IsRegular() {
+				if st.Mode()&os.ModeSymlink != 0 {
+					fmt.Fprintf(log, "[kiln] artifact %s refused: it is a symlink\n", rel)
+				}
+				continue
+			}
+			seen[rel] = true
+			art, err := a.upload(ctx, m, filepath.ToSlash(rel), asg)
+			if err != nil {
+				return nil, err
+			}
+			fmt.Fprintf(log, "[kiln] artifact %s sha256 %s (%d bytes)\n", art.GetName(), art.GetSha256(), art.GetSize())
+			out = append(out, art)
+		}
+	}
+	return out, nil
+}
+
+func fileDigest(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	return hex.EncodeToString(h.Sum(nil)), n, err
+}
+
+func (a *Agent) upload(ctx context.Context, path, name string, asg *wpb.Assignment) (*cpb.Artifact, error) {
+	sum, size, err := fileDigest(path)
+	if err != nil {
+		return nil, fmt.Errorf("hash %s: %w", name, err)
+	}
+	art := &cpb.Artifact{Name: name, Sha256: sum, Size: size}
+	err = a.call(ctx, "upload", func(ctx context.Context, s string) error {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		stream, err := a.client.UploadArtifact(ctx)
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(&wpb.UploadArtifactRequest{Header: &wpb.ArtifactHeader{SessionId: s, JobId: asg.GetJobId(), Attempt: asg.GetAttempt(), Artifact: art}}); err != nil {
+			_, rerr := stream.CloseAndRecv()
+			return errors.Join(err, rerr)
+		}
+		buf := make([]byte, 256<<10)
+		for {
+			n, rerr := f.Read(buf)
+			if n > 0 {
+				if err := stream.Send(&wpb.UploadArtifactRequest{Chunk: buf[:n]}); err != nil {
+					_, cerr := stream.CloseAndRecv()
+					return cerr
+				}
+			}
+			if rerr == io.EOF {
+				break
+			}
+			if rerr != nil {
+				return rerr
+			}
+		}
+		_, err = stream.CloseAndRecv()
+		return err
+	})
+	return art, err
+}
