@@ -181,7 +181,7 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 			case err != nil:
 				return res, fmt.Errorf("include into %s: %w", repoName, err)
 			case other != f.SHA256:
-				return res, fmt.Errorf("include %s into %s: %s is already in the repository with sha256 %s, the new file has sha256 %s: the same file name must keep the same content", r.name, repoName, f.Path, other, f.SHA256)
+				return res, fmt.Errorf("%w: include %s into %s: %s is already in the repository with sha256 %s, the new file has sha256 %s: the same file name must keep the same content", ErrConflict, r.name, repoName, f.Path, other, f.SHA256)
 			}
 		}
 		added = append(added, r)
@@ -216,9 +216,13 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 	return res, nil
 }
 
+// ErrConflict is wrapped when a different file claims a name/version/arch
+// or pool path that the repository already has.
+var ErrConflict = errors.New("conflicting package")
+
 func conflict(repo string, r *row, have string) error {
-	return fmt.Errorf("repository %s already has %s %s %s with sha256 %s; the new file has sha256 %s: a different build of the same version is refused, give the rebuild a new version",
-		repo, r.name, r.version, r.arch, have, r.uploadSHA256)
+	return fmt.Errorf("%w: repository %s already has %s %s %s with sha256 %s; the new file has sha256 %s: a different build of the same version is refused, give the rebuild a new version",
+		ErrConflict, repo, r.name, r.version, r.arch, have, r.uploadSHA256)
 }
 
 // copyIn copies src into a temporary file while r reads it, returning the

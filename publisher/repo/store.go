@@ -2,13 +2,16 @@ package repo
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -256,6 +259,50 @@ func (s *Store) Repos(ctx context.Context) ([]Config, error) {
 // objectPath returns where the object with the given sha256 lives.
 func (s *Store) objectPath(sum string) string {
 	return filepath.Join(s.root, "objects", sum[:2], sum)
+}
+
+// ObjectPath returns the path of the stored file with this sha256 (it may
+// not exist; see HasObject).
+func (s *Store) ObjectPath(sum string) string { return s.objectPath(sum) }
+
+// ErrDigestMismatch is wrapped when an upload is not what its sender said.
+var ErrDigestMismatch = errors.New("upload does not match its declared sha256 and size")
+
+// AddObject stores what r yields when it is exactly size bytes with the
+// given sha256; anything else is refused and nothing is kept. existed is
+// true when the object was already stored (r is then not read).
+func (s *Store) AddObject(ctx context.Context, sum string, size int64, r io.Reader) (existed bool, err error) {
+	if len(sum) != 64 || strings.Trim(sum, "0123456789abcdef") != "" {
+		return false, fmt.Errorf("%w: %q is not a lower-case hex sha256", ErrDigestMismatch, sum)
+	}
+	if s.HasObject(sum) {
+		return true, nil
+	}
+	tmp, err := s.tempFile("upload-*")
+	if err != nil {
+		return false, err
+	}
+	defer func() {
+		if err != nil {
+			os.Remove(tmp.Name())
+		}
+	}()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r, size+1))
+	if cerr := tmp.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return false, fmt.Errorf("receive upload: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	got := hex.EncodeToString(h.Sum(nil))
+	if n != size || got != sum {
+		return false, fmt.Errorf("%w: declared sha256 %s and %d bytes, received sha256 %s and %d bytes", ErrDigestMismatch, sum, size, got, n)
+	}
+	return false, s.putObject(tmp.Name(), sum)
 }
 
 // HasObject reports whether a file with this sha256 is stored.

@@ -1,0 +1,329 @@
+// Package serve is the publisher's gRPC service for the coordinator:
+// verified artifact uploads and idempotent publish requests, over TLS with
+// the coordinator's client certificate pinned (plaintext only in the
+// development mode, on loopback).
+package serve
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/kiln-build/kiln/internal/tlsconfig"
+	publisherv1 "github.com/kiln-build/kiln/proto/kiln/publisher/v1"
+	"github.com/kiln-build/kiln/publisher/deb"
+	"github.com/kiln-build/kiln/publisher/repo"
+	"github.com/kiln-build/kiln/publisher/rpm"
+)
+
+// DefaultMaxUpload bounds one uploaded artifact.
+const DefaultMaxUpload = 2 << 30
+
+// Config configures the service.
+type Config struct {
+	Listen string         `yaml:"listen"`
+	TLS    tlsconfig.Files `yaml:"tls"`
+	// ClientCertSHA256 pins the coordinator's client certificate by the
+	// SHA-256 of its DER encoding (hex, colons allowed).
+	ClientCertSHA256 []string `yaml:"client_cert_sha256"`
+	// ClientSubjects pins it by subject common name.
+	ClientSubjects []string `yaml:"client_subjects"`
+	// Dev serves plaintext, on a loopback address only.
+	Dev bool `yaml:"dev"`
+	// MaxUploadBytes bounds one artifact; 0 means DefaultMaxUpload.
+	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
+}
+
+// Validate checks the configuration before anything starts.
+func (c Config) Validate() error {
+	if c.Listen == "" {
+		return errors.New("serve: no listen address: set --listen or serve: listen:")
+	}
+	if c.Dev {
+		return tlsconfig.CheckLoopback(c.Listen)
+	}
+	if c.TLS.Cert == "" || c.TLS.Key == "" || c.TLS.CA == "" {
+		return errors.New("serve: TLS needs tls cert, key and ca files (the CA that signed the coordinator's client certificate); plaintext only with --dev on 127.0.0.1")
+	}
+	if len(c.ClientCertSHA256) == 0 && len(c.ClientSubjects) == 0 {
+		return errors.New("serve: pin the coordinator's client certificate with client_cert_sha256 (or client_subjects), so that only the coordinator can publish")
+	}
+	for _, p := range c.ClientCertSHA256 {
+		if _, err := normPin(p); err != nil {
+			return err
+		}
+	}
+	if c.MaxUploadBytes < 0 {
+		return fmt.Errorf("serve: max_upload_bytes %d is negative", c.MaxUploadBytes)
+	}
+	return nil
+}
+
+func normPin(p string) (string, error) {
+	n := strings.ToLower(strings.ReplaceAll(p, ":", ""))
+	if len(n) != 64 || strings.Trim(n, "0123456789abcdef") != "" {
+		return "", fmt.Errorf("serve: client certificate pin %q is not a SHA-256 in hex (openssl x509 -noout -fingerprint -sha256 shows it)", p)
+	}
+	return n, nil
+}
+
+// CertSHA256 returns the pin of a certificate: hex SHA-256 of its DER.
+func CertSHA256(der []byte) string {
+	s := sha256.Sum256(der)
+	return hex.EncodeToString(s[:])
+}
+
+// TLSConfig returns the server TLS configuration that requires a client
+// certificate from the CA and accepts only the pinned one.
+func (c Config) TLSConfig() (*tls.Config, error) {
+	tc, err := tlsconfig.Server(c.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	var pins []string
+	for _, p := range c.ClientCertSHA256 {
+		n, err := normPin(p)
+		if err != nil {
+			return nil, err
+		}
+		pins = append(pins, n)
+	}
+	subjects := slices.Clone(c.ClientSubjects)
+	tc.VerifyPeerCertificate = func(_ [][]byte, chains [][]*x509.Certificate) error {
+		if len(chains) == 0 || len(chains[0]) == 0 {
+			return errors.New("no verified client certificate")
+		}
+		leaf := chains[0][0]
+		if slices.Contains(pins, CertSHA256(leaf.Raw)) || slices.Contains(subjects, leaf.Subject.CommonName) {
+			return nil
+		}
+		return fmt.Errorf("client certificate %q (sha256 %s) is not the pinned coordinator certificate", leaf.Subject.CommonName, CertSHA256(leaf.Raw))
+	}
+	return tc, nil
+}
+
+// Service implements publisherv1.PublisherServiceServer.
+type Service struct {
+	publisherv1.UnimplementedPublisherServiceServer
+	store     *repo.Store
+	signer    repo.Signer
+	log       hclog.Logger
+	maxUpload int64
+}
+
+// NewService returns the service over store, signing with signer.
+func NewService(store *repo.Store, signer repo.Signer, maxUpload int64, log hclog.Logger) *Service {
+	if maxUpload <= 0 {
+		maxUpload = DefaultMaxUpload
+	}
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	return &Service{store: store, signer: signer, log: log, maxUpload: maxUpload}
+}
+
+// Run listens and serves until ctx is done, then stops gracefully.
+func Run(ctx context.Context, cfg Config, svc *Service, log hclog.Logger, ready func(addr net.Addr)) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	var opts []grpc.ServerOption
+	if !cfg.Dev {
+		tc, err := cfg.TLSConfig()
+		if err != nil {
+			return err
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+	}
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("serve: listen on %s: %w", cfg.Listen, err)
+	}
+	g := grpc.NewServer(opts...)
+	publisherv1.RegisterPublisherServiceServer(g, svc)
+	log.Info("serving", "addr", lis.Addr().String(), "tls", !cfg.Dev)
+	if ready != nil {
+		ready(lis.Addr())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- g.Serve(lis) }()
+	select {
+	case <-ctx.Done():
+		g.GracefulStop()
+		<-errc
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	}
+}
+
+var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+func checkRef(ref *publisherv1.FileRef, max int64) error {
+	if ref == nil {
+		return status.Error(codes.InvalidArgument, "no file header: send a FileRef first")
+	}
+	if err := deb.CheckFileName(ref.GetName()); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if !sha256Hex.MatchString(ref.GetSha256()) {
+		return status.Errorf(codes.InvalidArgument, "file %s: sha256 %q is not 64 lower-case hex digits", ref.GetName(), ref.GetSha256())
+	}
+	if ref.GetSize() < 0 || ref.GetSize() > max {
+		return status.Errorf(codes.InvalidArgument, "file %s: size %d is outside 0..%d (the publisher's upload limit, max_upload_bytes)", ref.GetName(), ref.GetSize(), max)
+	}
+	return nil
+}
+
+// chunkReader reads the chunks of an upload stream.
+type chunkReader struct {
+	stream publisherv1.PublisherService_UploadArtifactServer
+	buf    []byte
+	done   bool
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	for len(c.buf) == 0 {
+		if c.done {
+			return 0, io.EOF
+		}
+		m, err := c.stream.Recv()
+		if errors.Is(err, io.EOF) {
+			c.done = true
+			return 0, io.EOF
+		}
+		if err != nil {
+			return 0, err
+		}
+		if m.GetHeader() != nil {
+			return 0, status.Error(codes.InvalidArgument, "a second header in one upload")
+		}
+		c.buf = m.GetChunk()
+	}
+	n := copy(p, c.buf)
+	c.buf = c.buf[n:]
+	return n, nil
+}
+
+// UploadArtifact implements the service.
+func (s *Service) UploadArtifact(stream publisherv1.PublisherService_UploadArtifactServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "upload: %v", err)
+	}
+	ref := first.GetHeader()
+	if err := checkRef(ref, s.maxUpload); err != nil {
+		return err
+	}
+	r := &chunkReader{stream: stream, buf: first.GetChunk()}
+	existed, err := s.store.AddObject(stream.Context(), ref.GetSha256(), ref.GetSize(), r)
+	if err != nil {
+		return toStatus(err)
+	}
+	s.log.Info("artifact received", "name", ref.GetName(), "sha256", ref.GetSha256(), "size", ref.GetSize(), "existed", existed)
+	return stream.SendAndClose(&publisherv1.UploadArtifactResponse{Existed: existed})
+}
+
+type savedResult struct {
+	Location string `json:"location"`
+	Added    int32  `json:"added"`
+}
+
+// Publish implements the service.
+func (s *Service) Publish(ctx context.Context, req *publisherv1.PublishRequest) (*publisherv1.PublishResponse, error) {
+	id := req.GetRequestId()
+	if id == "" || len(id) > 200 {
+		return nil, status.Error(codes.InvalidArgument, "publish: request_id must be set (at most 200 bytes)")
+	}
+	if prev, ok, err := s.store.Request(ctx, id); err != nil {
+		return nil, toStatus(err)
+	} else if ok {
+		var r savedResult
+		if err := json.Unmarshal(prev, &r); err != nil {
+			return nil, toStatus(err)
+		}
+		return &publisherv1.PublishResponse{Location: r.Location, Added: r.Added}, nil
+	}
+	if err := repo.CheckName("repository", req.GetRepository()); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	byName := map[string]string{}
+	var inputs []repo.Input
+	for _, ref := range req.GetFiles() {
+		if err := checkRef(ref, s.maxUpload); err != nil {
+			return nil, err
+		}
+		if !s.store.HasObject(ref.GetSha256()) {
+			return nil, status.Errorf(codes.FailedPrecondition, "file %s (sha256 %s) was not uploaded: upload it first", ref.GetName(), ref.GetSha256())
+		}
+		p := s.store.ObjectPath(ref.GetSha256())
+		byName[ref.GetName()] = p
+		inputs = append(inputs, repo.Input{Name: ref.GetName(), Path: p})
+	}
+	// A .dsc's files travel in the same request; they are not packages
+	// of their own.
+	var pkgs []repo.Input
+	for _, in := range inputs {
+		switch {
+		case strings.HasSuffix(in.Name, ".deb"), strings.HasSuffix(in.Name, ".udeb"), strings.HasSuffix(in.Name, ".dsc"), strings.HasSuffix(in.Name, ".rpm"):
+			pkgs = append(pkgs, in)
+		}
+	}
+	resolve := func(name string) (string, bool) { p, ok := byName[name]; return p, ok }
+	log := s.log.With("request_id", id, "repository", req.GetRepository())
+	inc, pub, err := s.store.IncludeAndPublish(ctx, req.GetRepository(), pkgs, resolve, s.signer)
+	if err != nil {
+		log.Warn("publish refused", "error", err)
+		return nil, toStatus(err)
+	}
+	res := savedResult{Location: pub.Dir, Added: int32(len(inc.Added))}
+	raw, err := json.Marshal(res)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := s.store.SaveRequest(ctx, id, raw); err != nil {
+		return nil, toStatus(err)
+	}
+	log.Info("published", "added", res.Added, "packages", pub.Packages)
+	return &publisherv1.PublishResponse{Location: res.Location, Added: res.Added}, nil
+}
+
+// toStatus maps errors to gRPC codes, in this one place.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok && status.Code(err) != codes.Unknown {
+		return err
+	}
+	code := codes.Internal
+	switch {
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	case errors.Is(err, repo.ErrNotFound):
+		code = codes.NotFound
+	case errors.Is(err, repo.ErrConflict):
+		code = codes.AlreadyExists
+	case errors.Is(err, repo.ErrDigestMismatch), errors.Is(err, deb.ErrInvalid), errors.Is(err, rpm.ErrInvalid):
+		code = codes.InvalidArgument
+	}
+	return status.Error(code, err.Error())
+}
