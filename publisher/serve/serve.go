@@ -37,7 +37,7 @@ const DefaultMaxUpload = 2 << 30
 
 // Config configures the service.
 type Config struct {
-	Listen string         `yaml:"listen"`
+	Listen string          `yaml:"listen"`
 	TLS    tlsconfig.Files `yaml:"tls"`
 	// ClientCertSHA256 pins the coordinator's client certificate by the
 	// SHA-256 of its DER encoding (hex, colons allowed).
