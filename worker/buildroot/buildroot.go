@@ -145,17 +145,6 @@ func (b *Buildroot) cleanup(ctx context.Context) error {
 			return err
 		}
 	}
-	ls := b.client.LeasesService()
-	all, err := ls.List(ctx)
-	if err != nil {
-		return fmt.Errorf("list leases: %w", err)
-	}
-	for _, l := range all {
-		b.logger.Info("removing leftover lease", "lease", l.ID)
-		if err := ls.Delete(ctx, l, leases.SynchronousDelete); err != nil && !errdefs.IsNotFound(err) {
-			return fmt.Errorf("delete lease %s: %w", l.ID, err)
-		}
-	}
 	sn := b.snapshotter()
 	var leftovers []string
 	err = sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
@@ -171,6 +160,20 @@ func (b *Buildroot) cleanup(ctx context.Context) error {
 		b.logger.Info("removing leftover snapshot", "snapshot", name)
 		if err := sn.Remove(ctx, name); err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("remove snapshot %s: %w", name, err)
+		}
+	}
+	// Leases go after their snapshots: removed explicitly, a snapshot
+	// leaves its parent's list of children; collected by containerd 1.6's
+	// garbage collector, it would stay there and pin the chroot forever.
+	ls := b.client.LeasesService()
+	all, err := ls.List(ctx)
+	if err != nil {
+		return fmt.Errorf("list leases: %w", err)
+	}
+	for _, l := range all {
+		b.logger.Info("removing leftover lease", "lease", l.ID)
+		if err := ls.Delete(ctx, l, leases.SynchronousDelete); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("delete lease %s: %w", l.ID, err)
 		}
 	}
 	entries, err := os.ReadDir(b.sandboxesDir())

@@ -34,7 +34,8 @@ import (
 
 // Target names of the cached test chroots.
 const (
-	// DebTarget is Debian (minbase) with dpkg-dev, fakeroot and debhelper.
+	// DebTarget is Debian (minbase) with build-essential, dpkg-dev,
+	// fakeroot and debhelper.
 	DebTarget = "kiln-test-deb"
 	// RPMTarget is Debian (minbase) with Debian's rpm tools, building rpms.
 	RPMTarget = "kiln-test-rpm"
@@ -55,7 +56,7 @@ func Targets() []buildroot.Target {
 		{
 			Name: DebTarget, Format: "deb", Method: "mmdebstrap",
 			Suite: suite, Mirror: mirror, Components: []string{"main"}, Variant: "minbase",
-			Packages: []string{"dpkg-dev", "fakeroot", "debhelper"},
+			Packages: []string{"build-essential", "dpkg-dev", "fakeroot", "debhelper"},
 		},
 		{
 			Name: RPMTarget, Format: "rpm", Method: "mmdebstrap",

@@ -1,0 +1,371 @@
+package buildroot_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kiln-build/kiln/worker/buildroot"
+	"github.com/kiln-build/kiln/worker/buildroot/buildroottest"
+	"github.com/kiln-build/kiln/worker/executor"
+)
+
+func TestFileOfOneBuildNotVisibleToNext(t *testing.T) {
+	t.Parallel()
+	b, target := buildroottest.New(t)
+	first, _ := open(t, b, target)
+	execOK(t, first, executor.Step{Argv: sh("echo leak > /etc/kiln-leak; echo leak > /tmp/kiln-leak"), Root: true})
+	execOK(t, first, executor.Step{Argv: sh("echo leak > /home/kiln/kiln-leak")})
+	// The same sandbox keeps its files from step to step.
+	execOK(t, first, executor.Step{Argv: sh("test -e /etc/kiln-leak && test -e /tmp/kiln-leak && test -e /home/kiln/kiln-leak")})
+
+	// A sandbox open at the same time and one opened after the first
+	// closed see none of them.
+	second, _ := open(t, b, target)
+	check := executor.Step{Argv: sh("for f in /etc/kiln-leak /tmp/kiln-leak /home/kiln/kiln-leak; do if test -e $f; then echo found $f; fi; done")}
+	if out := execOK(t, second, check); out != "" {
+		t.Errorf("concurrent sandbox sees the other's files: %s", out)
+	}
+	if err := first.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	third, _ := open(t, b, target)
+	if out := execOK(t, third, check); out != "" {
+		t.Errorf("next sandbox sees the previous one's files: %s", out)
+	}
+}
+
+func TestTwoBuildsAtOnceFromOneBase(t *testing.T) {
+	t.Parallel()
+	b, target := buildroottest.New(t)
+	a, _ := open(t, b, target)
+	c, _ := open(t, b, target)
+	var wg sync.WaitGroup
+	results := make([]string, 2)
+	errs := make([]error, 2)
+	start := time.Now()
+	for i, sb := range []executor.Sandbox{a, c} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var log bytes.Buffer
+			res, err := sb.Exec(context.Background(), executor.Step{Argv: sh("echo start; sleep 2; echo done")}, &log)
+			if err == nil && res.Failed() {
+				err = fmt.Errorf("exit %d %s: %s", res.ExitCode, res.Reason, log.String())
+			}
+			results[i], errs[i] = log.String(), err
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	for i := range errs {
+		if errs[i] != nil {
+			t.Fatalf("build %d: %v", i, errs[i])
+		}
+		if results[i] != "start\ndone\n" {
+			t.Errorf("build %d output %q", i, results[i])
+		}
+	}
+	// Two 2 s builds one after the other take 4 s or more.
+	if elapsed >= 3800*time.Millisecond {
+		t.Errorf("two 2s builds took %s: they did not run at once", elapsed)
+	}
+}
+
+// hostAddr returns a non-loopback IPv4 address of this host.
+func hostAddr(t *testing.T) string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLoopback() {
+			return ipn.IP.String()
+		}
+	}
+	t.Fatal("no non-loopback IPv4 address on this host to test network isolation with")
+	return ""
+}
+
+func TestBuildPhaseHasNoNetwork(t *testing.T) {
+	t.Parallel()
+	b, target := buildroottest.New(t)
+	ln, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	sb, _ := open(t, b, target)
+	for _, host := range []string{hostAddr(t), "127.0.0.1"} {
+		connect := []string{"bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/%s/%d && echo connected", host, port)}
+		// The dependency phase (root, network) reaches the host: this
+		// shows the check below can fail.
+		if out := execOK(t, sb, executor.Step{Argv: connect, Root: true, Network: true}); out != "connected\n" {
+			t.Fatalf("network step to %s: %q, want connected", host, out)
+		}
+		var log bytes.Buffer
+		res, err := sb.Exec(context.Background(), executor.Step{Argv: connect}, &log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Failed() || strings.Contains(log.String(), "connected") {
+			t.Errorf("build step connected to %s:%d: exit %d, output %q", host, port, res.ExitCode, log.String())
+		}
+	}
+	// Not even root in a build step gets a network: only a loopback
+	// device, and it is down.
+	out := execOK(t, sb, executor.Step{Argv: sh("ls /sys/class/net; cat /sys/class/net/lo/operstate"), Root: true})
+	if out != "lo\nunknown\n" && out != "lo\ndown\n" {
+		t.Errorf("network devices in a build step: %q, want only lo", out)
+	}
+}
+
+func TestMemoryHogKilledAsOutOfMemory(t *testing.T) {
+	t.Parallel()
+	cfg := buildroottest.Config(t)
+	cfg.Memory = "64M"
+	b, target := buildroottest.NewWith(t, cfg, buildroottest.DebTarget)
+	sb, _ := open(t, b, target)
+	var log bytes.Buffer
+	// tail keeps the whole "line" of /dev/zero in memory.
+	res, err := sb.Exec(context.Background(), executor.Step{Argv: []string{"tail", "/dev/zero"}}, &log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Reason != "killed: out of memory" || res.ExitCode == 0 {
+		t.Errorf("memory hog: exit %d, reason %q; want killed: out of memory", res.ExitCode, res.Reason)
+	}
+	if !strings.Contains(log.String(), "killed: out of memory") {
+		t.Errorf("log does not say why: %q", log.String())
+	}
+	// A step within the limit is not reported as out of memory.
+	if out := execOK(t, sb, executor.Step{Argv: sh("head -c 16M /dev/zero | wc -c")}); out != "16777216\n" {
+		t.Errorf("small step output %q", out)
+	}
+}
+
+func TestLimits(t *testing.T) {
+	t.Parallel()
+	b, target := buildroottest.New(t)
+	tests := []struct {
+		name       string
+		step       executor.Step
+		wantReason string
+		wantExit   int
+		maxTime    time.Duration
+	}{
+		{
+			name:       "silent build stopped by idle limit",
+			step:       executor.Step{Argv: sh("echo working; sleep 60"), IdleTimeout: time.Second},
+			wantReason: "stopped: no output for 1s",
+			wantExit:   137,
+			maxTime:    10 * time.Second,
+		},
+		{
+			name:     "build that keeps printing is not idle",
+			step:     executor.Step{Argv: sh("for i in 1 2 3 4 5 6; do echo $i; sleep 0.4; done"), IdleTimeout: time.Second},
+			wantExit: 0,
+			maxTime:  20 * time.Second,
+		},
+		{
+			name:       "hard time limit",
+			step:       executor.Step{Argv: sh("while true; do echo busy; sleep 0.2; done"), Timeout: 2 * time.Second, IdleTimeout: time.Minute},
+			wantReason: "time limit 2s reached",
+			wantExit:   137,
+			maxTime:    10 * time.Second,
+		},
+		{
+			name:     "build failure is a result",
+			step:     executor.Step{Argv: sh("echo failing; exit 3")},
+			wantExit: 3,
+			maxTime:  10 * time.Second,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sb, _ := open(t, b, target)
+			var log bytes.Buffer
+			start := time.Now()
+			res, err := sb.Exec(context.Background(), tt.step, &log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Reason != tt.wantReason || res.ExitCode != tt.wantExit {
+				t.Errorf("exit %d, reason %q; want exit %d, reason %q; output %q", res.ExitCode, res.Reason, tt.wantExit, tt.wantReason, log.String())
+			}
+			if tt.wantReason != "" && !strings.Contains(log.String(), tt.wantReason) {
+				t.Errorf("log does not say %q: %q", tt.wantReason, log.String())
+			}
+			if d := time.Since(start); d > tt.maxTime {
+				t.Errorf("took %s, want under %s", d, tt.maxTime)
+			}
+		})
+	}
+}
+
+func TestCancelledStepIsAnError(t *testing.T) {
+	t.Parallel()
+	b, target := buildroottest.New(t)
+	sb, _ := open(t, b, target)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err := sb.Exec(ctx, executor.Step{Argv: sh("sleep 60")}, &bytes.Buffer{})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("cancelled step: err = %v, want context.DeadlineExceeded", err)
+	}
+	// The sandbox is still usable.
+	execOK(t, sb, executor.Step{Argv: []string{"true"}})
+}
+
+func TestOpenMissingChroot(t *testing.T) {
+	t.Parallel()
+	b, _ := buildroottest.New(t)
+	_, err := b.Open(context.Background(), "no-such-target", t.TempDir())
+	if !errors.Is(err, buildroot.ErrChrootMissing) {
+		t.Errorf("open missing target: err = %v, want ErrChrootMissing", err)
+	}
+}
+
+func TestExecutorRunsCommandJob(t *testing.T) {
+	t.Parallel()
+	b, target := buildroottest.New(t)
+	tests := []struct {
+		name    string
+		job     executor.Job
+		want    executor.Result
+		wantErr error
+		file    string
+	}{
+		{
+			name: "success",
+			job:  executor.Job{ID: "ok", Command: []string{"sh", "-c", "id -un > /build/who; echo $KILN_X >> /build/who"}, Env: []string{"KILN_X=42"}, Labels: map[string]string{"target": target}},
+			file: "kiln\n42\n",
+		},
+		{
+			name: "failure",
+			job:  executor.Job{ID: "fail", Command: []string{"sh", "-c", "exit 4"}, Labels: map[string]string{"target": target}},
+			want: executor.Result{ExitCode: 4, Reason: "exit status 4"},
+		},
+		{
+			name:    "missing chroot",
+			job:     executor.Job{ID: "missing", Command: []string{"true"}, Labels: map[string]string{"target": "absent"}},
+			wantErr: buildroot.ErrChrootMissing,
+		},
+		{
+			name:    "package build",
+			job:     executor.Job{ID: "pkg", Build: &executor.PackageBuild{}, Labels: map[string]string{"target": target}},
+			wantErr: executor.ErrUnsupported,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.job.WorkDir = t.TempDir()
+			res, err := b.Run(context.Background(), tt.job, &bytes.Buffer{})
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.ExitCode != tt.want.ExitCode || res.Reason != tt.want.Reason {
+				t.Errorf("result %+v, want %+v", res, tt.want)
+			}
+			if tt.file != "" {
+				got, err := os.ReadFile(filepath.Join(tt.job.WorkDir, "who"))
+				if err != nil || string(got) != tt.file {
+					t.Errorf("work dir file = %q, %v; want %q", got, err, tt.file)
+				}
+			}
+		})
+	}
+}
+
+func TestDebianPackageBuiltAsBuildUser(t *testing.T) {
+	t.Parallel()
+	b, target := buildroottest.New(t)
+	sb, work := open(t, b, target)
+	src := filepath.Join(work, "hello-kiln")
+	if out, err := exec.Command("cp", "-a", "testdata/hello-kiln", src).CombinedOutput(); err != nil {
+		t.Fatalf("copy source: %v: %s", err, out)
+	}
+	if out, err := exec.Command("chown", "-R", "1000:1000", src).CombinedOutput(); err != nil {
+		t.Fatalf("chown source: %v: %s", err, out)
+	}
+	// Dependencies are already in the chroot: check them as root.
+	execOK(t, sb, executor.Step{Argv: []string{"dpkg-checkbuilddeps"}, Dir: "/build/hello-kiln", Root: true})
+	var log bytes.Buffer
+	res, err := sb.Exec(context.Background(), executor.Step{
+		Argv: sh("test $(id -u) = 1000 && dpkg-buildpackage -us -uc -b"),
+		Dir:  "/build/hello-kiln",
+	}, &log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failed() {
+		t.Fatalf("dpkg-buildpackage: exit %d %s:\n%s", res.ExitCode, res.Reason, log.String())
+	}
+	deb := filepath.Join(work, "hello-kiln_1.0_all.deb")
+	st, err := os.Stat(deb)
+	if err != nil {
+		t.Fatalf("no .deb in the work dir: %v\nlog:\n%s", err, log.String())
+	}
+	if st.Sys() != nil {
+		if uid := fileUID(st); uid != 1000 {
+			t.Errorf(".deb owned by uid %d, want the build user 1000", uid)
+		}
+	}
+	out, err := exec.Command("dpkg-deb", "--contents", deb).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "./usr/bin/hello-kiln") || !strings.Contains(string(out), "root/root") {
+		t.Errorf("dpkg-deb --contents: %v\n%s", err, out)
+	}
+}
+
+func TestRPMBuiltInRPMTarget(t *testing.T) {
+	t.Parallel()
+	b, target := buildroottest.NewRPM(t)
+	infos, err := b.Targets(context.Background())
+	if err != nil || len(infos) != 1 || infos[0].Format != "rpm" {
+		t.Fatalf("targets = %+v, %v; want one rpm target", infos, err)
+	}
+	sb, work := open(t, b, target)
+	if out, err := exec.Command("cp", "testdata/hello-kiln-rpm/hello-kiln.spec", work).CombinedOutput(); err != nil {
+		t.Fatalf("copy spec: %v: %s", err, out)
+	}
+	var log bytes.Buffer
+	res, err := sb.Exec(context.Background(), executor.Step{
+		Argv: sh("rpmbuild --define '_topdir /build/rpmbuild' -bb /build/hello-kiln.spec"),
+	}, &log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failed() {
+		t.Fatalf("rpmbuild: exit %d %s:\n%s", res.ExitCode, res.Reason, log.String())
+	}
+	rpm := filepath.Join(work, "rpmbuild", "RPMS", "noarch", "hello-kiln-1.0-1.noarch.rpm")
+	out, err := exec.Command("rpm", "-qlp", rpm).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "/usr/bin/hello-kiln") {
+		t.Errorf("rpm -qlp %s: %v\n%s\nbuild log:\n%s", rpm, err, out, log.String())
+	}
+}
