@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/rand"
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
@@ -46,8 +47,9 @@ const (
 
 // SignFile writes to dst a copy of the rpm at src with a new signature header
 // signed by s. dst is written through a temporary file in its directory and
-// renamed into place, so it is either absent, the old file, or complete.
-// src and dst may be the same path.
+// renamed into place, so it is either absent, the old file, or complete;
+// dst is not fsynced, the caller syncs it before publishing an index that
+// references it. src and dst may be the same path.
 func SignFile(ctx context.Context, s Signer, src, dst string) (err error) {
 	f, err := os.Open(src)
 	if err != nil {
@@ -194,34 +196,41 @@ func signatureAlgorithm(pkt []byte) (int, error) {
 }
 
 // writeRPM writes lead, signature header (padded), main header and payload
-// to dst through a temporary file renamed into place.
+// to dst through a temporary file renamed into place. It does not fsync:
+// the caller syncs before it publishes an index that references dst.
 func writeRPM(dst string, l *layout, sigHeader []byte, payload *io.SectionReader) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".*.tmp")
+	var rnd [8]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	tmpName := filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+"."+hex.EncodeToString(rnd[:])+".tmp")
+	tmp, err := os.OpenFile(tmpName, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
 	defer func() {
 		if err != nil {
 			tmp.Close()
-			os.Remove(tmp.Name())
+			os.Remove(tmpName)
 		}
 	}()
-	pad := make([]byte, sigPadding(int64(len(sigHeader))))
-	for _, b := range [][]byte{l.lead, sigHeader, pad, l.main.raw} {
-		if _, err := tmp.Write(b); err != nil {
-			return fmt.Errorf("write %s: %w", tmp.Name(), err)
-		}
+	// Everything before the payload goes out in one write.
+	pad := sigPadding(int64(len(sigHeader)))
+	head := make([]byte, 0, len(l.lead)+len(sigHeader)+int(pad)+len(l.main.raw))
+	head = append(head, l.lead...)
+	head = append(head, sigHeader...)
+	head = append(head, make([]byte, pad)...)
+	head = append(head, l.main.raw...)
+	if _, err := tmp.Write(head); err != nil {
+		return fmt.Errorf("write %s: %w", tmpName, err)
 	}
 	if _, err := io.Copy(tmp, io.NewSectionReader(payload, 0, payload.Size())); err != nil {
-		return fmt.Errorf("write %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("write %s: %w", tmp.Name(), err)
+		return fmt.Errorf("write %s: %w", tmpName, err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", tmp.Name(), err)
+		return fmt.Errorf("write %s: %w", tmpName, err)
 	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
+	if err := os.Rename(tmpName, dst); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
 	return nil
