@@ -1,0 +1,198 @@
+// Package chrootcmd is the `worker chroot` command: it makes, refreshes,
+// lists and removes the chroots that builds run in.
+package chrootcmd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/kiln-build/kiln/worker/buildroot"
+)
+
+const usage = `usage: worker chroot COMMAND [flags] [TARGET]
+
+Commands:
+  create TARGET    make TARGET's chroot (mmdebstrap or dnf, as configured)
+                   and import it into containerd as a read-only snapshot
+  refresh TARGET   make a new chroot for TARGET; builds on the old one finish
+                   undisturbed and the old one is removed once unused
+  list             list the configured targets and their chroots (--json)
+  remove TARGET    remove TARGET's chroots (each once no build uses it)
+
+Targets are configured in the worker config file's buildroot.targets.
+`
+
+// Run runs `worker chroot` with args (the words after "chroot"). The
+// worker's main loads cfg from the config file first. Results go to stdout,
+// the chroot tools' output to stderr.
+func Run(ctx context.Context, cfg buildroot.Config, logger hclog.Logger, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("worker chroot: give a command: create, refresh, list or remove")
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	case "create", "refresh", "remove", "list":
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("worker chroot: unknown command %q: use create, refresh, list or remove", cmd)
+	}
+	fs := flag.NewFlagSet("worker chroot "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	jsonOut := false
+	if cmd == "list" {
+		fs.BoolVar(&jsonOut, "json", false, "print the list as JSON")
+	}
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		if cmd == "list" {
+			fmt.Fprintln(fs.Output(), "\nFlags of list:")
+			fs.PrintDefaults()
+		}
+	}
+	if err := fs.Parse(rest); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return nil
+		}
+		return fmt.Errorf("worker chroot %s: %w", cmd, err)
+	}
+	cfg = cfg.WithDefaults()
+	var target string
+	switch {
+	case cmd == "list" && fs.NArg() > 0:
+		return fmt.Errorf("worker chroot list: unexpected argument %q; list takes no target", fs.Arg(0))
+	case cmd != "list" && fs.NArg() != 1:
+		return fmt.Errorf("worker chroot %s: give exactly one target (configured: %s)", cmd, targetNames(cfg))
+	case cmd != "list":
+		target = fs.Arg(0)
+		// A chroot can be removed after its target left the config.
+		if _, ok := cfg.Target(target); !ok && cmd != "remove" {
+			return fmt.Errorf("worker chroot %s: target %q is not configured (configured: %s); add it to buildroot.targets in the worker config", cmd, target, targetNames(cfg))
+		}
+	}
+	b, err := buildroot.New(ctx, cfg, logger)
+	if err != nil {
+		return fmt.Errorf("worker chroot %s: %w", cmd, err)
+	}
+	defer b.Close()
+
+	switch cmd {
+	case "create", "refresh":
+		start := time.Now()
+		var info buildroot.TargetInfo
+		if cmd == "create" {
+			info, err = b.Create(ctx, target, stderr)
+		} else {
+			info, err = b.Refresh(ctx, target, stderr)
+		}
+		if err != nil {
+			return fmt.Errorf("worker chroot %s: %w", cmd, err)
+		}
+		fmt.Fprintf(stdout, "%s: chroot %s (%s, snapshot %s) made in %s\n",
+			info.Name, info.Digest, info.Format, info.Snapshot, time.Since(start).Round(time.Second))
+	case "remove":
+		if err := b.Remove(ctx, target); err != nil {
+			return fmt.Errorf("worker chroot remove: %w", err)
+		}
+		fmt.Fprintf(stdout, "%s: chroot removed (a chroot still used by a build goes when the build ends)\n", target)
+	case "list":
+		return list(ctx, b, cfg, jsonOut, stdout)
+	}
+	return nil
+}
+
+// Entry is one line of `worker chroot list`.
+type Entry struct {
+	Name       string `json:"name"`
+	Format     string `json:"format"`
+	Method     string `json:"method"`
+	Configured bool   `json:"configured"`
+	// Digest is empty when the target has no chroot yet.
+	Digest   string    `json:"digest,omitempty"`
+	Snapshot string    `json:"snapshot,omitempty"`
+	Created  time.Time `json:"created,omitzero"`
+	// Retired are older chroots still used by running builds.
+	Retired []string `json:"retired,omitempty"`
+}
+
+func list(ctx context.Context, b *buildroot.Buildroot, cfg buildroot.Config, jsonOut bool, stdout io.Writer) error {
+	infos, err := b.Targets(ctx)
+	if err != nil {
+		return fmt.Errorf("worker chroot list: %w", err)
+	}
+	byName := map[string]buildroot.TargetInfo{}
+	for _, i := range infos {
+		byName[i.Name] = i
+	}
+	entries := []Entry{}
+	for _, t := range cfg.Targets {
+		e := Entry{Name: t.Name, Format: t.Format, Method: t.Method, Configured: true}
+		if i, ok := byName[t.Name]; ok {
+			e.Digest, e.Snapshot, e.Created, e.Retired = i.Digest, i.Snapshot, i.Created, i.Retired
+			delete(byName, t.Name)
+		}
+		entries = append(entries, e)
+	}
+	// Chroots of targets no longer configured.
+	for _, i := range infos {
+		if _, ok := byName[i.Name]; ok {
+			entries = append(entries, Entry{Name: i.Name, Format: i.Format, Digest: i.Digest, Snapshot: i.Snapshot, Created: i.Created, Retired: i.Retired})
+		}
+	}
+	if jsonOut {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(entries); err != nil {
+			return fmt.Errorf("worker chroot list: %w", err)
+		}
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TARGET\tFORMAT\tMETHOD\tCHROOT\tCREATED\tNOTE")
+	for _, e := range entries {
+		digest, created, note := e.Digest, "-", ""
+		if digest == "" {
+			digest = "-"
+			note = "no chroot: worker chroot create " + e.Name
+		} else {
+			created = e.Created.UTC().Format(time.RFC3339)
+		}
+		if !e.Configured {
+			note = "not configured: worker chroot remove " + e.Name
+		}
+		if len(e.Retired) > 0 {
+			note = fmt.Sprintf("%d older chroot(s) in use by builds", len(e.Retired))
+		}
+		method := e.Method
+		if method == "" {
+			method = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Name, e.Format, method, digest, created, note)
+	}
+	return tw.Flush()
+}
+
+func targetNames(cfg buildroot.Config) string {
+	if len(cfg.Targets) == 0 {
+		return "none"
+	}
+	names := make([]string, len(cfg.Targets))
+	for i, t := range cfg.Targets {
+		names[i] = t.Name
+	}
+	return strings.Join(names, ", ")
+}

@@ -1,0 +1,112 @@
+package chrootcmd_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/kiln-build/kiln/worker/buildroot"
+	"github.com/kiln-build/kiln/worker/buildroot/buildroottest"
+	"github.com/kiln-build/kiln/worker/chrootcmd"
+)
+
+func TestRunBadArguments(t *testing.T) {
+	t.Parallel()
+	cfg := buildroot.Config{
+		// Never dialled: the arguments are checked first.
+		Address: "/nonexistent/containerd.sock",
+		Targets: []buildroot.Target{{Name: "bookworm", Suite: "bookworm", Mirror: "http://deb.debian.org/debian"}},
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+		wantOut string
+	}{
+		{name: "no command", args: nil, wantErr: "give a command"},
+		{name: "unknown command", args: []string{"destroy", "bookworm"}, wantErr: `unknown command "destroy"`},
+		{name: "missing target", args: []string{"create"}, wantErr: "give exactly one target (configured: bookworm)"},
+		{name: "two targets", args: []string{"refresh", "a", "b"}, wantErr: "give exactly one target"},
+		{name: "unconfigured target", args: []string{"create", "trusty"}, wantErr: `target "trusty" is not configured (configured: bookworm)`},
+		{name: "list takes no target", args: []string{"list", "bookworm"}, wantErr: `unexpected argument "bookworm"`},
+		{name: "unknown flag", args: []string{"create", "--fast", "bookworm"}, wantErr: "flag provided but not defined: -fast"},
+		{name: "json only for list", args: []string{"create", "--json", "bookworm"}, wantErr: "flag provided but not defined: -json"},
+		{name: "help", args: []string{"--help"}, wantOut: "usage: worker chroot COMMAND"},
+		{name: "list help", args: []string{"list", "--help"}, wantOut: "print the list as JSON"},
+		{name: "containerd down", args: []string{"list"}, wantErr: "containerd socket /nonexistent/containerd.sock"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr bytes.Buffer
+			err := chrootcmd.Run(context.Background(), cfg, hclog.NewNullLogger(), tt.args, &stdout, &stderr)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("err = %v", err)
+				}
+			} else if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+			}
+			if !strings.Contains(stdout.String(), tt.wantOut) {
+				t.Errorf("stdout %q, want it to contain %q", stdout.String(), tt.wantOut)
+			}
+		})
+	}
+}
+
+func TestListAndRemove(t *testing.T) {
+	t.Parallel()
+	cfg := buildroottest.Config(t)
+	b, target := buildroottest.NewWith(t, cfg, buildroottest.DebTarget)
+	want, err := b.Target(context.Background(), target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := func() map[string]chrootcmd.Entry {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		if err := chrootcmd.Run(context.Background(), cfg, hclog.NewNullLogger(), []string{"list", "--json"}, &stdout, &stderr); err != nil {
+			t.Fatalf("list: %v\n%s", err, stderr.String())
+		}
+		var entries []chrootcmd.Entry
+		if err := json.Unmarshal(stdout.Bytes(), &entries); err != nil {
+			t.Fatalf("list --json output: %v\n%s", err, stdout.String())
+		}
+		m := map[string]chrootcmd.Entry{}
+		for _, e := range entries {
+			m[e.Name] = e
+		}
+		return m
+	}
+	got := list()
+	if e := got[target]; e.Digest != want.Digest || e.Format != "deb" || !e.Configured {
+		t.Errorf("list entry %+v, want digest %s, format deb", e, want.Digest)
+	}
+	if e, ok := got[buildroottest.RPMTarget]; !ok || e.Digest != "" {
+		t.Errorf("rpm target without chroot: %+v, %v; want listed without digest", e, ok)
+	}
+
+	var stdout bytes.Buffer
+	if err := chrootcmd.Run(context.Background(), cfg, hclog.NewNullLogger(), []string{"list"}, &stdout, &stdout); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout.String(), want.Digest) || !strings.Contains(stdout.String(), "no chroot: worker chroot create "+buildroottest.RPMTarget) {
+		t.Errorf("list table:\n%s", stdout.String())
+	}
+
+	stdout.Reset()
+	if err := chrootcmd.Run(context.Background(), cfg, hclog.NewNullLogger(), []string{"remove", target}, &stdout, &stdout); err != nil {
+		t.Fatal(err)
+	}
+	if e := list()[target]; e.Digest != "" {
+		t.Errorf("after remove: %+v, want no chroot", e)
+	}
+	err = chrootcmd.Run(context.Background(), cfg, hclog.NewNullLogger(), []string{"remove", target}, &stdout, &stdout)
+	if err == nil || !strings.Contains(err.Error(), "chroot missing") {
+		t.Errorf("second remove: err = %v, want chroot missing", err)
+	}
+}
