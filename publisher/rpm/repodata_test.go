@@ -287,3 +287,34 @@ func TestEscape(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteRepodataCancelled checks that a cancelled write leaves the live
+// repodata as it was and no temporary directory behind.
+func TestWriteRepodataCancelled(t *testing.T) {
+	t.Parallel()
+	p := readTestRPM(t)
+	dir := t.TempDir()
+	if err := WriteRepodata(context.Background(), dir, []*Package{p}, RepodataOptions{Time: time.Unix(1, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(filepath.Join(dir, "repodata", "repomd.xml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := WriteRepodata(ctx, dir, []*Package{p, p}, RepodataOptions{Time: time.Unix(2, 0)}); err == nil {
+		t.Fatal("cancelled write succeeded")
+	}
+	after, err := os.ReadFile(filepath.Join(dir, "repodata", "repomd.xml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(before, after) {
+		t.Error("cancelled write changed repomd.xml")
+	}
+	readRepodata(t, dir)
+	if left, _ := filepath.Glob(filepath.Join(dir, tmpRepodataPfx+"*")); len(left) != 0 {
+		t.Errorf("temporary directories left: %v", left)
+	}
+}
