@@ -330,9 +330,11 @@ func (f *Fleet) Register(ctx context.Context, name string, labels map[string]str
 	if err := job.ValidateLabel("name", name); err != nil {
 		return "", nil, fmt.Errorf("%w: worker name: %v", ErrInvalid, err)
 	}
-	for k, v := range labels {
-		if err := job.ValidateLabel(k, v); err != nil {
-			return "", nil, fmt.Errorf("%w: worker %s: %v", ErrInvalid, name, err)
+	for k, vs := range labels {
+		for _, v := range strings.Split(vs, "|") {
+			if err := job.ValidateLabel(k, v); err != nil {
+				return "", nil, fmt.Errorf("%w: worker %s: %v", ErrInvalid, name, err)
+			}
 		}
 	}
 	id, abandon, changed := f.sched.Register(name, labels, slots, running)

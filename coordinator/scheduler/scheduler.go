@@ -305,13 +305,30 @@ func (s *Scheduler) better(a, b *job.Job) bool {
 	return a.Seq < b.Seq
 }
 
+// matches reports whether a worker's labels satisfy a job's. A worker label
+// may list alternatives separated by "|" (target=bookworm|centos7): a worker
+// with several buildroots offers each.
 func matches(want, have map[string]string) bool {
 	for k, v := range want {
-		if have[k] != v {
+		if !hasValue(have[k], v) {
 			return false
 		}
 	}
 	return true
+}
+
+func hasValue(have, v string) bool {
+	if have == v {
+		return true
+	}
+	for have != "" {
+		var alt string
+		alt, have, _ = strings.Cut(have, "|")
+		if alt == v {
+			return true
+		}
+	}
+	return false
 }
 
 // Register starts a session for a worker. Jobs the worker says it still
@@ -788,7 +805,7 @@ func (s *Scheduler) missingLabel(want map[string]string) string {
 	for _, k := range keys {
 		found := false
 		for _, w := range s.workers {
-			if w.labels[k] == want[k] {
+			if hasValue(w.labels[k], want[k]) {
 				found = true
 				break
 			}

@@ -347,3 +347,17 @@ func TestCancelQueued(t *testing.T) {
 		t.Fatalf("second cancel: %v", err)
 	}
 }
+
+func TestWorkerLabelAlternatives(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 3)
+	j := f.submit(map[string]string{"target": "centos7"}, 0, "", "")
+	sid, _, _ := f.s.Register("w1", map[string]string{"target": "bookworm|centos7"}, 1, nil)
+	if id := f.pull(sid); id != j.ID {
+		t.Fatalf("worker offering centos7 among others got %q", id)
+	}
+	k := f.submit(map[string]string{"target": "centos"}, 0, "", "")
+	if r := f.s.WaitingReason(k.ID); r != "no worker has label target=centos" {
+		t.Fatalf("prefix matched: %q", r)
+	}
+}

@@ -1,0 +1,172 @@
+// Package runcmd runs `worker run`: it loads the worker's configuration,
+// picks the executors, connects to the coordinator and runs the agent until
+// its context ends.
+package runcmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/kiln-build/kiln/internal/tlsconfig"
+	"github.com/kiln-build/kiln/worker/agent"
+	"github.com/kiln-build/kiln/worker/build"
+	"github.com/kiln-build/kiln/worker/buildroot"
+	"github.com/kiln-build/kiln/worker/executor"
+	"github.com/kiln-build/kiln/worker/shell"
+)
+
+// Config is the worker's config file.
+type Config struct {
+	// Coordinator is the coordinator's gRPC address.
+	Coordinator string `yaml:"coordinator"`
+	// Dev is the single-machine mode: plaintext to a loopback coordinator.
+	Dev bool            `yaml:"dev"`
+	TLS tlsconfig.Files `yaml:"tls"`
+	// TokenFile holds this worker's bearer token (TLS mode).
+	TokenFile string            `yaml:"token_file"`
+	Name      string            `yaml:"name"`
+	Labels    map[string]string `yaml:"labels"`
+	Slots     int               `yaml:"slots"`
+	WorkDir   string            `yaml:"work_dir"`
+	// Executor runs command jobs: "shell" on the host, or "containerd" in
+	// a buildroot named by the job's target label.
+	Executor      string           `yaml:"executor"`
+	ShutdownGrace time.Duration    `yaml:"shutdown_grace"`
+	Log           LogConfig        `yaml:"log"`
+	Buildroot     buildroot.Config `yaml:"buildroot"`
+	Build         build.Config     `yaml:"build"`
+}
+
+// LogConfig configures logging.
+type LogConfig struct {
+	Level string `yaml:"level"`
+	JSON  bool   `yaml:"json"`
+}
+
+// Defaults returns the built-in configuration.
+func Defaults() Config {
+	h, _ := os.Hostname()
+	return Config{Coordinator: "127.0.0.1:7420", Name: h, Slots: 1, WorkDir: "/var/lib/kiln/worker", Executor: "shell",
+		ShutdownGrace: 30 * time.Second, Build: build.DefaultConfig()}
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	if c.Name == "" {
+		return errors.New("name is empty: give the worker a name (--name)")
+	}
+	if c.Slots < 1 || c.Slots > 1024 {
+		return fmt.Errorf("slots %d: between 1 and 1024", c.Slots)
+	}
+	if c.WorkDir == "" {
+		return errors.New("work_dir is empty (--work-dir)")
+	}
+	if c.Dev {
+		if err := tlsconfig.CheckLoopback(c.Coordinator); err != nil {
+			return err
+		}
+	} else if c.TLS.Empty() {
+		return errors.New("no TLS configured: set tls.cert, tls.key and tls.ca, or use --dev with a loopback coordinator")
+	}
+	switch c.Executor {
+	case "shell", "containerd":
+	default:
+		return fmt.Errorf("executor %q: use shell or containerd", c.Executor)
+	}
+	return nil
+}
+
+// usesBuildroot reports whether the worker needs containerd.
+func (c *Config) usesBuildroot() bool {
+	return c.Executor == "containerd" || len(c.Buildroot.Targets) > 0
+}
+
+// Run runs the worker until ctx ends.
+func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
+	var token string
+	if cfg.TokenFile != "" {
+		b, err := os.ReadFile(cfg.TokenFile)
+		if err != nil {
+			return fmt.Errorf("read token: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	var creds credentials.TransportCredentials
+	if cfg.Dev {
+		creds = insecure.NewCredentials()
+	} else {
+		tc, err := tlsconfig.Client(cfg.TLS)
+		if err != nil {
+			return err
+		}
+		creds = credentials.NewTLS(tc)
+	}
+	conn, err := grpc.NewClient(cfg.Coordinator, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return fmt.Errorf("connect to coordinator %s: %w", cfg.Coordinator, err)
+	}
+	defer conn.Close()
+
+	labels := map[string]string{}
+	for k, v := range cfg.Labels {
+		labels[k] = v
+	}
+	mux := &muxExecutor{commands: shell.New()}
+	if cfg.usesBuildroot() {
+		br, err := buildroot.New(ctx, cfg.Buildroot, logger.Named("buildroot"))
+		if err != nil {
+			return fmt.Errorf("buildroot: %w", err)
+		}
+		defer br.Close()
+		targets, err := br.Targets(ctx)
+		if err != nil {
+			return fmt.Errorf("list chroots: %w", err)
+		}
+		var names []string
+		for _, t := range targets {
+			names = append(names, t.Name)
+			logger.Info("chroot ready", "target", t.Name, "digest", t.Digest, "format", t.Format)
+		}
+		sort.Strings(names)
+		if len(names) == 0 {
+			logger.Warn("no chroots yet: make them with `worker chroot create TARGET`")
+		} else if _, ok := labels["target"]; !ok {
+			labels["target"] = strings.Join(names, "|")
+		}
+		if cfg.Executor == "containerd" {
+			mux.commands = br
+		}
+		mux.builds = build.New(cfg.Build, br, logger.Named("build"))
+	}
+	a := agent.New(agent.Config{Name: cfg.Name, Labels: labels, Slots: cfg.Slots, WorkDir: cfg.WorkDir, Token: token,
+		ShutdownGrace: cfg.ShutdownGrace}, conn, mux, logger.Named("agent"))
+	return a.Run(ctx)
+}
+
+// muxExecutor sends package builds to the builder and commands to the
+// configured command executor.
+type muxExecutor struct {
+	commands executor.Executor
+	builds   executor.Executor
+}
+
+func (m *muxExecutor) Run(ctx context.Context, j executor.Job, log io.Writer) (executor.Result, error) {
+	if j.Build != nil {
+		if m.builds == nil {
+			return executor.Result{}, errors.New("package build on a worker without buildroots: configure buildroot targets")
+		}
+		return m.builds.Run(ctx, j, log)
+	}
+	return m.commands.Run(ctx, j, log)
+}
