@@ -183,6 +183,9 @@ func (t Target) Validate() error {
 	if !namePattern.MatchString(t.Name) {
 		return fmt.Errorf("target name %q: use lower-case letters, digits, '.', '_' and '-' (at most 63)", t.Name)
 	}
+	if t.Method != "mmdebstrap" && t.Method != "dnf" {
+		return fmt.Errorf("target %s: method %q: use mmdebstrap or dnf", t.Name, t.Method)
+	}
 	if t.Format != "deb" && t.Format != "rpm" {
 		return fmt.Errorf("target %s: format %q: use deb or rpm", t.Name, t.Format)
 	}
