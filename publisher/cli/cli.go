@@ -1,0 +1,589 @@
+// Package cli turns the publisher's command line into calls of the repo,
+// sign and serve packages.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"text/tabwriter"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/kiln-build/kiln/internal/config"
+	"github.com/kiln-build/kiln/internal/logging"
+	"github.com/kiln-build/kiln/publisher/repo"
+	"github.com/kiln-build/kiln/publisher/serve"
+	"github.com/kiln-build/kiln/publisher/sign"
+)
+
+// Config is the publisher's configuration file.
+type Config struct {
+	Root string `yaml:"root"`
+	Log  struct {
+		Level string `yaml:"level"`
+		JSON  bool   `yaml:"json"`
+	} `yaml:"log"`
+	Signing struct {
+		KeyFile        string `yaml:"key_file"`
+		PassphraseFile string `yaml:"passphrase_file"`
+		PassphraseEnv  string `yaml:"passphrase_env"`
+	} `yaml:"signing"`
+	Repositories []repo.Config `yaml:"repositories"`
+	Serve        serve.Config  `yaml:"serve"`
+}
+
+// ErrUsage is wrapped by errors about the command line itself.
+var ErrUsage = errors.New("usage")
+
+func usagef(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, args...))
+}
+
+const topUsage = `Usage: publisher COMMAND [flags]
+
+Keeps signed Debian and RPM repositories with the operator's own OpenPGP key.
+
+Commands:
+  include   --repo NAME FILE...        add .deb, .udeb, .dsc (with its files) or .rpm files
+  remove    --repo NAME SPEC...        remove packages: NAME, NAME=VERSION or NAME/ARCH=VERSION
+  publish   --repo NAME                write the signed indexes and switch them live atomically
+  list      --repo NAME [--json]       list a repository's packages
+  snapshot  create --repo NAME SNAP    record an immutable snapshot of a repository
+  snapshot  list [--repo NAME] [--json]
+  snapshot  publish SNAP               publish a snapshot under public/snapshots/SNAP
+  key       show                       print the public key and its fingerprint for customers
+  serve     [--listen ADDR] [--dev]    serve the gRPC API for the coordinator
+
+Every command takes --config FILE, or for a quick start without one:
+  --root DIR --key FILE [--passphrase-file F] and, creating a repository on
+  its first include, --format deb|rpm [--suite S] [--component C].
+
+Run "publisher COMMAND --help" for a command's flags.
+`
+
+// common holds the flags every command has.
+type common struct {
+	configFile, root, key, passFile, passEnv, logLevel string
+	format, suite, component                            string
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.configFile, "config", "", "configuration `file` (YAML)")
+	fs.StringVar(&c.root, "root", "", "publisher root `directory` (store, objects, public/)")
+	fs.StringVar(&c.key, "key", "", "armored OpenPGP private key `file` to sign with")
+	fs.StringVar(&c.passFile, "passphrase-file", "", "`file` holding the key's passphrase")
+	fs.StringVar(&c.passEnv, "passphrase-env", "", "environment `variable` holding the key's passphrase")
+	fs.StringVar(&c.logLevel, "log-level", "", "log `level`: trace, debug, info, warn, error")
+}
+
+func (c *common) registerRepo(fs *flag.FlagSet) {
+	fs.StringVar(&c.format, "format", "", "format of a repository created on first include: deb or rpm")
+	fs.StringVar(&c.suite, "suite", "", "suite of a deb repository created on first include (e.g. bookworm)")
+	fs.StringVar(&c.component, "component", "main", "component of a deb repository created on first include")
+}
+
+// env is what a command runs with.
+type env struct {
+	cfg    Config
+	log    hclog.Logger
+	store  *repo.Store
+	stdout io.Writer
+}
+
+// load reads the config file, applies environment and flags, and opens
+// the store.
+func (c *common) load(ctx context.Context, stderr, stdout io.Writer) (*env, error) {
+	var cfg Config
+	if err := config.Load(c.configFile, &cfg); err != nil {
+		return nil, err
+	}
+	if v, ok := config.Env("KILN_PUBLISHER_ROOT"); ok {
+		cfg.Root = v
+	}
+	if v, ok := config.Env("KILN_PUBLISHER_KEY"); ok {
+		cfg.Signing.KeyFile = v
+	}
+	if c.root != "" {
+		cfg.Root = c.root
+	}
+	if c.key != "" {
+		cfg.Signing.KeyFile = c.key
+	}
+	if c.passFile != "" {
+		cfg.Signing.PassphraseFile = c.passFile
+	}
+	if c.passEnv != "" {
+		cfg.Signing.PassphraseEnv = c.passEnv
+	}
+	if c.logLevel != "" {
+		cfg.Log.Level = c.logLevel
+	}
+	if cfg.Root == "" {
+		return nil, usagef("no publisher root: give --root DIR or root: in --config FILE")
+	}
+	for i, r := range cfg.Repositories {
+		r = r.WithDefaults()
+		if err := r.Validate(); err != nil {
+			return nil, fmt.Errorf("config %s: %w", c.configFile, err)
+		}
+		cfg.Repositories[i] = r
+	}
+	log, err := logging.New(logging.Options{Name: "publisher", Level: cfg.Log.Level, JSON: cfg.Log.JSON, Output: stderr})
+	if err != nil {
+		return nil, err
+	}
+	st, err := repo.Open(ctx, repo.Options{Root: cfg.Root}, log.Named("repo"))
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range cfg.Repositories {
+		if err := st.CreateRepo(ctx, r); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
+	return &env{cfg: cfg, log: log, store: st, stdout: stdout}, nil
+}
+
+func (e *env) key(ctx context.Context) (*sign.Key, error) {
+	return sign.Load(ctx, sign.Config{KeyFile: e.cfg.Signing.KeyFile, PassphraseFile: e.cfg.Signing.PassphraseFile, PassphraseEnv: e.cfg.Signing.PassphraseEnv})
+}
+
+// Run runs the publisher command line.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, topUsage)
+		return usagef("no command given")
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, topUsage)
+		return nil
+	case "include":
+		return runInclude(ctx, rest, stdout, stderr)
+	case "remove":
+		return runRemove(ctx, rest, stdout, stderr)
+	case "publish":
+		return runPublish(ctx, rest, stdout, stderr)
+	case "list":
+		return runList(ctx, rest, stdout, stderr)
+	case "snapshot":
+		return runSnapshot(ctx, rest, stdout, stderr)
+	case "key":
+		return runKey(ctx, rest, stdout, stderr)
+	case "serve":
+		return runServe(ctx, rest, stdout, stderr)
+	}
+	fmt.Fprint(stderr, topUsage)
+	return usagef("unknown command %q", cmd)
+}
+
+// parse parses flags; errHelp means --help was asked for and printed.
+var errHelp = errors.New("help shown")
+
+func newFlags(name, usage string, stdout io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: publisher %s\n\nFlags:\n", usage)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string, stderr io.Writer) error {
+	// Flags may come after positional arguments, as with reprepro.
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return errHelp
+			}
+			fs.SetOutput(stderr)
+			return usagef("%v", err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	return fs.Parse(append([]string{"--"}, pos...))
+}
+
+func done(err error) error {
+	if errors.Is(err, errHelp) {
+		return nil
+	}
+	return err
+}
+
+func runInclude(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+	var c common
+	var repoName string
+	var publish, jsonOut bool
+	fs := newFlags("include", "include --repo NAME [flags] FILE...", stdout)
+	c.register(fs)
+	c.registerRepo(fs)
+	fs.StringVar(&repoName, "repo", "", "repository `name`")
+	fs.BoolVar(&publish, "publish", false, "publish the repository afterwards")
+	fs.BoolVar(&jsonOut, "json", false, "print the result as JSON")
+	if err := parse(fs, args, stderr); err != nil {
+		return done(err)
+	}
+	if repoName == "" || fs.NArg() == 0 {
+		return usagef("include needs --repo NAME and at least one FILE")
+	}
+	e, err := c.load(ctx, stderr, stdout)
+	if err != nil {
+		return err
+	}
+	defer e.store.Close()
+	if _, err := e.store.Repo(ctx, repoName); errors.Is(err, repo.ErrNotFound) {
+		if c.format == "" {
+			return fmt.Errorf("repository %s does not exist: create it by giving --format deb|rpm (and --suite for deb) or list it in the config file", repoName)
+		}
+		rc := repo.Config{Name: repoName, Format: c.format, Suite: c.suite, Component: c.component}
+		if err := e.store.CreateRepo(ctx, rc); err != nil {
+			return err
+		}
+		e.log.Info("repository created", "repository", repoName, "format", c.format)
+	} else if err != nil {
+		return err
+	}
+	cfg, err := e.store.Repo(ctx, repoName)
+	if err != nil {
+		return err
+	}
+	var signer repo.Signer
+	if cfg.Format == repo.FormatRPM || publish {
+		k, err := e.key(ctx)
+		if err != nil {
+			return err
+		}
+		signer = k
+	}
+	var inputs []repo.Input
+	for _, p := range fs.Args() {
+		inputs = append(inputs, repo.Input{Name: filepath.Base(p), Path: p})
+	}
+	res, err := e.store.Include(ctx, repoName, inputs, nil, signer)
+	if err != nil {
+		return err
+	}
+	if jsonOut {
+		if err := writeJSON(stdout, res); err != nil {
+			return err
+		}
+	} else {
+		for _, a := range res.Added {
+			fmt.Fprintf(stdout, "added %s %s %s\n", a.Name, a.Version, a.Arch)
+		}
+		for _, a := range res.Existing {
+			fmt.Fprintf(stdout, "already present %s %s %s\n", a.Name, a.Version, a.Arch)
+		}
+	}
+	if publish {
+		pub, err := e.store.Publish(ctx, repoName, signer)
+		if err != nil {
+			return err
+		}
+		if !jsonOut {
+			fmt.Fprintf(stdout, "published %s (%d packages) in %s\n", repoName, pub.Packages, pub.Dir)
+		}
+	}
+	return nil
+}
+
+func runRemove(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c common
+	var repoName string
+	fs := newFlags("remove", "remove --repo NAME [flags] NAME[/ARCH][=VERSION]...", stdout)
+	c.register(fs)
+	fs.StringVar(&repoName, "repo", "", "repository `name`")
+	if err := parse(fs, args, stderr); err != nil {
+		return done(err)
+	}
+	if repoName == "" || fs.NArg() == 0 {
+		return usagef("remove needs --repo NAME and at least one package")
+	}
+	var specs []repo.RemoveSpec
+	for _, a := range fs.Args() {
+		sp, err := repo.ParseRemoveSpec(a)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		specs = append(specs, sp)
+	}
+	e, err := c.load(ctx, stderr, stdout)
+	if err != nil {
+		return err
+	}
+	defer e.store.Close()
+	removed, err := e.store.Remove(ctx, repoName, specs)
+	if err != nil {
+		return err
+	}
+	for _, r := range removed {
+		fmt.Fprintf(stdout, "removed %s %s %s\n", r.Name, r.Version, r.Arch)
+	}
+	fmt.Fprintf(stdout, "run publisher publish --repo %s to publish the change\n", repoName)
+	return nil
+}
+
+func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c common
+	var repoName string
+	var jsonOut bool
+	fs := newFlags("publish", "publish --repo NAME [flags]", stdout)
+	c.register(fs)
+	fs.StringVar(&repoName, "repo", "", "repository `name`")
+	fs.BoolVar(&jsonOut, "json", false, "print the result as JSON")
+	if err := parse(fs, args, stderr); err != nil {
+		return done(err)
+	}
+	if repoName == "" || fs.NArg() != 0 {
+		return usagef("publish needs --repo NAME and no other arguments")
+	}
+	e, err := c.load(ctx, stderr, stdout)
+	if err != nil {
+		return err
+	}
+	defer e.store.Close()
+	if _, err := e.store.Repo(ctx, repoName); err != nil {
+		return err
+	}
+	k, err := e.key(ctx)
+	if err != nil {
+		return err
+	}
+	res, err := e.store.Publish(ctx, repoName, k)
+	if err != nil {
+		return err
+	}
+	if jsonOut {
+		return writeJSON(stdout, res)
+	}
+	fmt.Fprintf(stdout, "published %s (%d packages) in %s\n", repoName, res.Packages, res.Dir)
+	return nil
+}
+
+func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c common
+	var repoName string
+	var jsonOut bool
+	fs := newFlags("list", "list --repo NAME [--json] [flags]", stdout)
+	c.register(fs)
+	fs.StringVar(&repoName, "repo", "", "repository `name`")
+	fs.BoolVar(&jsonOut, "json", false, "print JSON")
+	if err := parse(fs, args, stderr); err != nil {
+		return done(err)
+	}
+	if repoName == "" || fs.NArg() != 0 {
+		return usagef("list needs --repo NAME and no other arguments")
+	}
+	e, err := c.load(ctx, stderr, stdout)
+	if err != nil {
+		return err
+	}
+	defer e.store.Close()
+	list, err := e.store.List(ctx, repoName)
+	if err != nil {
+		return err
+	}
+	if jsonOut {
+		if list == nil {
+			list = []repo.Entry{}
+		}
+		return writeJSON(stdout, list)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tVERSION\tARCH\tKIND\tSHA256")
+	for _, p := range list {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Name, p.Version, p.Arch, p.Kind, p.SHA256)
+	}
+	return tw.Flush()
+}
+
+func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usagef("snapshot needs a subcommand: create, list or publish")
+	}
+	var c common
+	var repoName string
+	var jsonOut bool
+	sub, rest := args[0], args[1:]
+	switch sub {
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, "Usage:\n  publisher snapshot create --repo NAME SNAP\n  publisher snapshot list [--repo NAME] [--json]\n  publisher snapshot publish SNAP\n\nRun \"publisher snapshot SUBCOMMAND --help\" for flags.\n")
+		return nil
+	case "create":
+		fs := newFlags("snapshot create", "snapshot create --repo NAME [flags] SNAP", stdout)
+		c.register(fs)
+		fs.StringVar(&repoName, "repo", "", "repository `name`")
+		if err := parse(fs, rest, stderr); err != nil {
+			return done(err)
+		}
+		if repoName == "" || fs.NArg() != 1 {
+			return usagef("snapshot create needs --repo NAME and one snapshot name")
+		}
+		e, err := c.load(ctx, stderr, stdout)
+		if err != nil {
+			return err
+		}
+		defer e.store.Close()
+		sn, err := e.store.CreateSnapshot(ctx, repoName, fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "snapshot %s of %s: %d packages\n", sn.Name, sn.Repo, sn.Packages)
+		return nil
+	case "list":
+		fs := newFlags("snapshot list", "snapshot list [--repo NAME] [--json] [flags]", stdout)
+		c.register(fs)
+		fs.StringVar(&repoName, "repo", "", "only snapshots of this repository")
+		fs.BoolVar(&jsonOut, "json", false, "print JSON")
+		if err := parse(fs, rest, stderr); err != nil {
+			return done(err)
+		}
+		e, err := c.load(ctx, stderr, stdout)
+		if err != nil {
+			return err
+		}
+		defer e.store.Close()
+		list, err := e.store.Snapshots(ctx, repoName)
+		if err != nil {
+			return err
+		}
+		if jsonOut {
+			if list == nil {
+				list = []repo.Snapshot{}
+			}
+			return writeJSON(stdout, list)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tREPOSITORY\tPACKAGES\tCREATED")
+		for _, s := range list {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", s.Name, s.Repo, s.Packages, s.Created.Format("2006-01-02T15:04:05Z"))
+		}
+		return tw.Flush()
+	case "publish":
+		fs := newFlags("snapshot publish", "snapshot publish [flags] SNAP", stdout)
+		c.register(fs)
+		if err := parse(fs, rest, stderr); err != nil {
+			return done(err)
+		}
+		if fs.NArg() != 1 {
+			return usagef("snapshot publish needs one snapshot name")
+		}
+		e, err := c.load(ctx, stderr, stdout)
+		if err != nil {
+			return err
+		}
+		defer e.store.Close()
+		k, err := e.key(ctx)
+		if err != nil {
+			return err
+		}
+		res, err := e.store.PublishSnapshot(ctx, fs.Arg(0), k)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "published snapshot %s (%d packages) in %s\n", fs.Arg(0), res.Packages, res.Dir)
+		return nil
+	}
+	return usagef("unknown snapshot subcommand %q: use create, list or publish", sub)
+}
+
+func runKey(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usagef("key needs a subcommand: show")
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, "Usage:\n  publisher key show [--key FILE | --config FILE]\n\nPrints the fingerprint and the armored public key to give to customers.\n")
+		return nil
+	case "show":
+	default:
+		return usagef("unknown key subcommand %q: use show", args[0])
+	}
+	var c common
+	fs := newFlags("key show", "key show [flags]", stdout)
+	c.register(fs)
+	if err := parse(fs, args[1:], stderr); err != nil {
+		return done(err)
+	}
+	// key show needs no store: read the config and the key only.
+	var cfg Config
+	if err := config.Load(c.configFile, &cfg); err != nil {
+		return err
+	}
+	sc := sign.Config{KeyFile: cfg.Signing.KeyFile, PassphraseFile: cfg.Signing.PassphraseFile, PassphraseEnv: cfg.Signing.PassphraseEnv}
+	if v, ok := config.Env("KILN_PUBLISHER_KEY"); ok {
+		sc.KeyFile = v
+	}
+	if c.key != "" {
+		sc.KeyFile = c.key
+	}
+	if c.passFile != "" {
+		sc.PassphraseFile = c.passFile
+	}
+	if c.passEnv != "" {
+		sc.PassphraseEnv = c.passEnv
+	}
+	k, err := sign.Load(ctx, sc)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Fingerprint: %s\nSigning key: %s (%s)\n\n", k.Fingerprint(), k.SigningKeyID(), k.Algorithm())
+	_, err = stdout.Write(k.PublicKey())
+	return err
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c common
+	var listen string
+	var dev bool
+	fs := newFlags("serve", "serve [--listen ADDR] [--dev] [flags]", stdout)
+	c.register(fs)
+	fs.StringVar(&listen, "listen", "", "`address` to listen on (overrides serve: listen:)")
+	fs.BoolVar(&dev, "dev", false, "plaintext, single-machine development mode (loopback addresses only)")
+	if err := parse(fs, args, stderr); err != nil {
+		return done(err)
+	}
+	e, err := c.load(ctx, stderr, stdout)
+	if err != nil {
+		return err
+	}
+	defer e.store.Close()
+	if listen != "" {
+		e.cfg.Serve.Listen = listen
+	}
+	if dev {
+		e.cfg.Serve.Dev = true
+	}
+	if err := e.cfg.Serve.Validate(); err != nil {
+		return err
+	}
+	k, err := e.key(ctx)
+	if err != nil {
+		return err
+	}
+	svc := serve.NewService(e.store, k, e.cfg.Serve.MaxUploadBytes, e.log.Named("serve"))
+	return serve.Run(ctx, e.cfg.Serve, svc, e.log.Named("serve"), func(a net.Addr) {
+		fmt.Fprintf(stdout, "listening on %s\n", a.String())
+	})
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

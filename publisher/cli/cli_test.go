@@ -1,0 +1,144 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kiln-build/kiln/publisher/cli"
+	"github.com/kiln-build/kiln/publisher/deb/debtest"
+	"github.com/kiln-build/kiln/publisher/repo"
+	"github.com/kiln-build/kiln/publisher/sign/signtest"
+)
+
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := cli.Run(context.Background(), args, &out, &errb)
+	return out.String() + errb.String(), err
+}
+
+func writeDeb(t *testing.T, dir, name, version, arch string) string {
+	t.Helper()
+	b, err := debtest.Build(debtest.Control(name, version, arch), debtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, name+"_"+version+"_"+arch+".deb")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestQuickStartWorkflow(t *testing.T) {
+	t.Parallel()
+	key := signtest.Generate(t, "ed25519", "pw")
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	base := []string{"--root", root, "--key", key.KeyFile, "--passphrase-file", key.PassphraseFile}
+	d1 := writeDeb(t, dir, "hello", "1.0", "amd64")
+	d2 := writeDeb(t, dir, "hello", "1.1", "amd64")
+
+	if out, err := run(t, append([]string{"include", "--repo", "r"}, append(base, d1)...)...); err == nil || !strings.Contains(out+err.Error(), "--format") {
+		t.Fatalf("include into a missing repository without --format: %v %s", err, out)
+	}
+	out, err := run(t, append([]string{"include", "--repo", "r", "--format", "deb", "--suite", "bookworm", d1, d2}, base...)...)
+	if err != nil {
+		t.Fatalf("include: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "added hello 1.0 amd64") {
+		t.Errorf("include output: %s", out)
+	}
+	if out, err := run(t, append([]string{"publish", "--repo", "r"}, base...)...); err != nil {
+		t.Fatalf("publish: %v\n%s", err, out)
+	}
+	in := filepath.Join(root, "public", "r", "dists", "bookworm", "InRelease")
+	if out, ok := signtest.Gpgv(t, key.Keyring, in); !ok {
+		t.Fatalf("gpgv rejects the published InRelease:\n%s", out)
+	}
+	out, err = run(t, append([]string{"list", "--repo", "r", "--json"}, base...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list []repo.Entry
+	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list) != 2 {
+		t.Fatalf("list --json: %v %s", err, out)
+	}
+	if out, err := run(t, append([]string{"snapshot", "create", "--repo", "r", "rc1"}, base...)...); err != nil {
+		t.Fatalf("snapshot create: %v %s", err, out)
+	}
+	if out, err := run(t, append([]string{"remove", "--repo", "r", "hello=1.0"}, base...)...); err != nil || !strings.Contains(out, "removed hello 1.0") {
+		t.Fatalf("remove: %v %s", err, out)
+	}
+	if out, err := run(t, append([]string{"snapshot", "publish", "rc1"}, base...)...); err != nil {
+		t.Fatalf("snapshot publish: %v %s", err, out)
+	}
+	snapIn := filepath.Join(root, "public", "snapshots", "rc1", "dists", "bookworm", "InRelease")
+	if out, ok := signtest.Gpgv(t, key.Keyring, snapIn); !ok {
+		t.Fatalf("gpgv rejects the snapshot's InRelease:\n%s", out)
+	}
+	out, err = run(t, append([]string{"snapshot", "list", "--json"}, base...)...)
+	if err != nil || !strings.Contains(out, `"name": "rc1"`) {
+		t.Fatalf("snapshot list: %v %s", err, out)
+	}
+	out, err = run(t, "key", "show", "--key", key.KeyFile, "--passphrase-file", key.PassphraseFile)
+	if err != nil || !strings.Contains(out, "Fingerprint: "+key.Fingerprint) || !strings.Contains(out, "BEGIN PGP PUBLIC KEY BLOCK") {
+		t.Fatalf("key show: %v\n%s", err, out)
+	}
+	if strings.Contains(out, "PRIVATE") {
+		t.Fatal("key show printed private key material")
+	}
+}
+
+func TestConfigFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "publisher.yaml")
+	os.WriteFile(cfg, []byte("root: "+filepath.Join(dir, "root")+"\nrepositories:\n  - name: mos\n    format: deb\n    suite: trusty\n"), 0o644)
+	d := writeDeb(t, dir, "hello", "1.0", "amd64")
+	if out, err := run(t, "include", "--config", cfg, "--repo", "mos", d); err != nil {
+		t.Fatalf("include with config: %v %s", err, out)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("root: /x\nrepositorys: []\n"), 0o644)
+	if _, err := run(t, "list", "--config", bad, "--repo", "mos"); err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Errorf("unknown key: %v", err)
+	}
+	badRepo := filepath.Join(dir, "badrepo.yaml")
+	os.WriteFile(badRepo, []byte("root: /x\nrepositories:\n  - name: a\n    format: deb\n"), 0o644)
+	if _, err := run(t, "list", "--config", badRepo, "--repo", "a"); err == nil || !strings.Contains(err.Error(), "need a suite") {
+		t.Errorf("repository without suite: %v", err)
+	}
+}
+
+func TestHelpAndUsage(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"--help"}, {"include", "--help"}, {"remove", "--help"}, {"publish", "--help"}, {"list", "--help"},
+		{"snapshot", "--help"}, {"snapshot", "create", "--help"}, {"snapshot", "list", "--help"}, {"snapshot", "publish", "--help"},
+		{"key", "--help"}, {"key", "show", "--help"}, {"serve", "--help"}} {
+		out, err := run(t, args...)
+		if err != nil || !strings.Contains(out, "Usage: publisher") && !strings.Contains(out, "Usage:\n  publisher") {
+			t.Errorf("%v: err %v, output %q", args, err, out)
+		}
+	}
+	for _, args := range [][]string{{}, {"bogus"}, {"include"}, {"publish", "--root", "/tmp/x"}, {"snapshot"}, {"list", "--nope"}} {
+		_, err := run(t, args...)
+		if !errors.Is(err, cli.ErrUsage) {
+			t.Errorf("%v: error %v is not a usage error", args, err)
+		}
+	}
+}
+
+func TestServeRefusesPlaintextOffLoopback(t *testing.T) {
+	t.Parallel()
+	_, err := run(t, "serve", "--root", t.TempDir(), "--dev", "--listen", "0.0.0.0:0")
+	if err == nil || !strings.Contains(err.Error(), "loopback only") {
+		t.Fatalf("serve --dev on 0.0.0.0: %v", err)
+	}
+}
