@@ -70,7 +70,7 @@ Run "publisher COMMAND --help" for a command's flags.
 // common holds the flags every command has.
 type common struct {
 	configFile, root, key, passFile, passEnv, logLevel string
-	format, suite, component                            string
+	format, suite, component                           string
 }
 
 func (c *common) register(fs *flag.FlagSet) {
