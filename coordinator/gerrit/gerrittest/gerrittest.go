@@ -46,9 +46,15 @@ type Options struct {
 	// QueueSize is how many events a stream holds for a slow client before
 	// dropping them (Gerrit then sends dropped-output); 100000 by default.
 	QueueSize int
-	// Users maps an authorised public key (ssh.PublicKey.Marshal as
-	// string) to the account it logs in; any user name is accepted.
-	Users map[string]string
+	// Accounts may log in, each with its key; the SSH user name is not
+	// checked, the key decides the account as in Gerrit.
+	Accounts []Account
+}
+
+// Account is a Gerrit account with an SSH key.
+type Account struct {
+	User string
+	Key  ssh.PublicKey
 }
 
 // Server is the stand-in.
@@ -74,9 +80,9 @@ type stream struct {
 	pending sync.WaitGroup
 }
 
-// Start runs a server on 127.0.0.1 that lets in the given client keys; it
-// is closed when the test ends.
-func Start(t testing.TB, users map[ssh.PublicKey]string, opts Options) *Server {
+// Start runs a server on 127.0.0.1 that lets in opts.Accounts; it is
+// closed when the test ends.
+func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 100000
@@ -89,9 +95,9 @@ func Start(t testing.TB, users map[ssh.PublicKey]string, opts Options) *Server {
 	if err != nil {
 		t.Fatalf("host key: %v", err)
 	}
-	opts.Users = map[string]string{}
-	for k, u := range users {
-		opts.Users[string(k.Marshal())] = u
+	users := map[string]string{}
+	for _, a := range opts.Accounts {
+		users[string(a.Key.Marshal())] = a.User
 	}
 	s := &Server{
 		hostKey: signer,
@@ -102,7 +108,7 @@ func Start(t testing.TB, users map[ssh.PublicKey]string, opts Options) *Server {
 	}
 	s.config = &ssh.ServerConfig{
 		PublicKeyCallback: func(md ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
-			u, ok := s.opts.Users[string(key.Marshal())]
+			u, ok := users[string(key.Marshal())]
 			if !ok {
 				return nil, fmt.Errorf("unknown public key for %q", md.User())
 			}
@@ -207,6 +213,11 @@ func (s *Server) handleConn(c net.Conn) {
 	}
 	defer sc.Close()
 	go ssh.DiscardRequests(reqs) // keepalive@openssh.com gets "false", as from Gerrit
+	gone := make(chan struct{})
+	go func() {
+		_ = sc.Wait()
+		close(gone)
+	}()
 	account := sc.Permissions.Extensions["account"]
 	var wg sync.WaitGroup
 	for nc := range chans {
@@ -221,13 +232,13 @@ func (s *Server) handleConn(c net.Conn) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.handleSession(account, ch, creqs)
+			s.handleSession(account, ch, creqs, gone)
 		}()
 	}
 	wg.Wait()
 }
 
-func (s *Server) handleSession(account string, ch ssh.Channel, reqs <-chan *ssh.Request) {
+func (s *Server) handleSession(account string, ch ssh.Channel, reqs <-chan *ssh.Request, gone <-chan struct{}) {
 	defer ch.Close()
 	for req := range reqs {
 		if req.Type != "exec" {
@@ -241,13 +252,13 @@ func (s *Server) handleSession(account string, ch ssh.Channel, reqs <-chan *ssh.
 		}
 		_ = req.Reply(true, nil)
 		go ssh.DiscardRequests(reqs)
-		status := s.exec(account, p.Command, ch)
+		status := s.exec(account, p.Command, ch, gone)
 		_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{status}))
 		return
 	}
 }
 
-func (s *Server) exec(account, command string, ch ssh.Channel) uint32 {
+func (s *Server) exec(account, command string, ch ssh.Channel, gone <-chan struct{}) uint32 {
 	args := Split(command)
 	if len(args) < 2 || args[0] != "gerrit" {
 		fmt.Fprintf(ch.Stderr(), "fatal: %s: not found\n", strings.Join(args, " "))
@@ -255,7 +266,7 @@ func (s *Server) exec(account, command string, ch ssh.Channel) uint32 {
 	}
 	switch args[1] {
 	case "stream-events":
-		s.stream(ch)
+		s.stream(ch, gone)
 		return 0
 	case "review":
 		r, err := parseReview(args[2:])
@@ -277,7 +288,7 @@ func (s *Server) exec(account, command string, ch ssh.Channel) uint32 {
 	return 1
 }
 
-func (s *Server) stream(ch ssh.Channel) {
+func (s *Server) stream(ch ssh.Channel, gone <-chan struct{}) {
 	st := &stream{
 		queue:   make(chan []byte, s.opts.QueueSize),
 		dropped: make(chan struct{}, 1),
@@ -303,14 +314,12 @@ func (s *Server) stream(ch ssh.Channel) {
 			}
 		}
 	}()
-	closed := make(chan struct{})
-	go func() {
-		_, _ = io.Copy(io.Discard, ch) // until the client closes
-		close(closed)
-	}()
+	// Like Gerrit, the stream ignores the client's stdin (and its EOF) and
+	// runs until the connection goes or a write fails.
+	go func() { _, _ = io.Copy(io.Discard, ch) }()
 	for {
 		select {
-		case <-closed:
+		case <-gone:
 			return
 		case b := <-st.queue:
 			_, err := ch.Write(b)

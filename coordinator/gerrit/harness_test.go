@@ -1,0 +1,267 @@
+package gerrit
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"database/sql"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/crypto/ssh"
+	_ "modernc.org/sqlite"
+
+	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
+	"github.com/kiln-build/kiln/internal/testenv"
+)
+
+// fakeBuilds records submitted builds.
+type fakeBuilds struct {
+	mu      sync.Mutex
+	reqs    []BuildRequest
+	changed chan struct{}
+}
+
+func newFakeBuilds() *fakeBuilds { return &fakeBuilds{changed: make(chan struct{})} }
+
+func (f *fakeBuilds) SubmitBuild(_ context.Context, req BuildRequest) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reqs = append(f.reqs, req)
+	close(f.changed)
+	f.changed = make(chan struct{})
+	return fmt.Sprintf("job-%d", len(f.reqs)), nil
+}
+
+func (f *fakeBuilds) all() []BuildRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]BuildRequest(nil), f.reqs...)
+}
+
+// wait waits until at least n builds were submitted.
+func (f *fakeBuilds) wait(t *testing.T, n int, timeout time.Duration) []BuildRequest {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		f.mu.Lock()
+		got, ch := append([]BuildRequest(nil), f.reqs...), f.changed
+		f.mu.Unlock()
+		if len(got) >= n {
+			return got
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("waited %s for %d builds, got %d: %+v", timeout, n, len(got), got)
+		}
+	}
+}
+
+type harness struct {
+	t      *testing.T
+	dir    string
+	srv    *gerrittest.Server
+	builds *fakeBuilds
+	cfg    Config
+	db     *sql.DB
+	in     *Intake
+	reg    *prometheus.Registry
+	cancel context.CancelFunc
+	done   chan error
+	marker int
+}
+
+type tlogWriter struct{ t *testing.T }
+
+func (w tlogWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// newHarness starts a Gerrit stand-in, git repositories and an intake with
+// the shipped example rules; change adjusts the configuration.
+func newHarness(t *testing.T, opts gerrittest.Options, change func(*Config)) *harness {
+	t.Helper()
+	testenv.Tool(t, "git")
+	dir := t.TempDir()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "id_ed25519")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Accounts = append(opts.Accounts, gerrittest.Account{User: "kiln", Key: sshPub})
+	srv := gerrittest.Start(t, opts)
+	known := filepath.Join(dir, "known_hosts")
+	if err := srv.WriteKnownHosts(known); err != nil {
+		t.Fatal(err)
+	}
+	cfg := loadExample(t)
+	cfg.Servers = []ServerConfig{{
+		Name: "review", SSH: srv.Addr(), User: "kiln", PrivateKeyFile: keyFile, KnownHostsFile: known,
+		GitURL: filepath.Join(dir, "git") + "/{project}", WebhookSecret: "s3cret",
+	}}
+	cfg.Track = nil
+	cfg.Keepalive = 500 * time.Millisecond
+	cfg.Reconnect = Backoff{Min: 10 * time.Millisecond, Max: 100 * time.Millisecond}
+	cfg.ReconcileInterval = time.Hour
+	cfg.LogURL = "https://kiln.example.com/jobs/{job}/log"
+	if change != nil {
+		change(&cfg)
+	}
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "kiln.db")+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	h := &harness{t: t, dir: dir, srv: srv, builds: newFakeBuilds(), cfg: cfg, db: db}
+	h.start()
+	return h
+}
+
+// start builds and runs a fresh intake on the harness's database.
+func (h *harness) start() {
+	h.t.Helper()
+	h.reg = prometheus.NewRegistry()
+	logger := hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.Info, Output: tlogWriter{h.t}})
+	in, err := New(h.cfg, h.db, h.builds, logger, h.reg)
+	if err != nil {
+		h.t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.in, h.cancel, h.done = in, cancel, make(chan error, 1)
+	go func() { h.done <- in.Run(ctx) }()
+	h.t.Cleanup(h.stop)
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	if err := h.srv.WaitStreams(wctx, 1); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) stop() {
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	if err := <-h.done; err != nil {
+		h.t.Errorf("Run: %v", err)
+	}
+	h.cancel = nil
+}
+
+// git runs git in the repository of project, creating it first.
+func (h *harness) git(project string, args ...string) string {
+	h.t.Helper()
+	repo := filepath.Join(h.dir, "git", project)
+	if _, err := os.Stat(filepath.Join(repo, ".git")); err != nil {
+		if err := os.MkdirAll(repo, 0o755); err != nil {
+			h.t.Fatal(err)
+		}
+		h.run(repo, "init", "-q")
+	}
+	return h.run(repo, args...)
+}
+
+func (h *harness) run(repo string, args ...string) string {
+	h.t.Helper()
+	cmd := exec.Command("git", append([]string{"-C", repo}, args...)...)
+	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=Kiln Test", "GIT_AUTHOR_EMAIL=test@example.com",
+		"GIT_COMMITTER_NAME=Kiln Test", "GIT_COMMITTER_EMAIL=test@example.com", "GIT_CONFIG_GLOBAL=/dev/null")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		h.t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// commit adds a commit on branch of project and returns its id.
+func (h *harness) commit(project, branch, msg string) string {
+	h.t.Helper()
+	h.git(project, "checkout", "-q", "-B", branch)
+	h.git(project, "commit", "-q", "--allow-empty", "-m", msg)
+	return h.git(project, "rev-parse", "HEAD")
+}
+
+// sync sends a marker event and waits until the intake logged it: every
+// event sent before has then been handled.
+func (h *harness) sync() {
+	h.t.Helper()
+	h.marker++
+	project := fmt.Sprintf("marker/m%d", h.marker)
+	h.srv.Send(patchsetCreated(project, "master", 1, 1, psRev))
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		evs, err := h.in.ListEvents(context.Background(), 5)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		for _, e := range evs {
+			if e.Project == project {
+				return
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.t.Fatalf("marker event %s not handled in time", project)
+}
+
+func (h *harness) counter(name string) float64 {
+	h.t.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
+}
+
+// Event lines in Gerrit 3.x shape.
+
+func patchsetCreated(project, branch string, change, ps int, rev string) string {
+	return fmt.Sprintf(`{"uploader":{"name":"Ann Dev","email":"ann@example.com","username":"ann"},"patchSet":{"number":%[3]d,"revision":"%[4]s","parents":["%[5]s"],"ref":"refs/changes/%02[6]d/%[2]d/%[3]d","uploader":{"name":"Ann Dev","username":"ann"},"createdOn":1700000000,"kind":"REWORK"},"change":{"project":"%[1]s","branch":"%[7]s","id":"I%040[2]d","number":%[2]d,"subject":"A change","owner":{"name":"Ann Dev","username":"ann"},"url":"https://review.example.com/c/%[1]s/+/%[2]d","status":"NEW"},"project":"%[1]s","refName":"refs/heads/%[7]s","changeKey":{"id":"I%040[2]d"},"type":"patchset-created","eventCreatedOn":1700000001}`,
+		project, change, ps, rev, parentRev, change%100, branch)
+}
+
+func changeMerged(project, branch string, change, ps int, rev, newRev string) string {
+	return fmt.Sprintf(`{"submitter":{"name":"Bob Core","username":"bob"},"newRev":"%[5]s","patchSet":{"number":%[3]d,"revision":"%[4]s","ref":"refs/changes/%02[6]d/%[2]d/%[3]d","createdOn":1700000000},"change":{"project":"%[1]s","branch":"%[7]s","id":"I%040[2]d","number":%[2]d,"subject":"A change","status":"MERGED"},"project":"%[1]s","refName":"refs/heads/%[7]s","changeKey":{"id":"I%040[2]d"},"type":"change-merged","eventCreatedOn":1700000500}`,
+		project, change, ps, rev, newRev, change%100, branch)
+}
+
+func refUpdated(project, ref, oldRev, newRev string) string {
+	return fmt.Sprintf(`{"submitter":{"name":"Bob Core","username":"bob"},"refUpdate":{"oldRev":"%s","newRev":"%s","refName":"%s","project":"%s"},"type":"ref-updated","eventCreatedOn":1700000499}`,
+		oldRev, newRev, ref, project)
+}
+
+func commentAdded(project, branch string, change, ps int, rev, comment string, at int) string {
+	return fmt.Sprintf(`{"author":{"name":"Ann Dev","username":"ann"},"approvals":[{"type":"Code-Review","value":"0"}],"comment":%q,"patchSet":{"number":%d,"revision":"%s","ref":"refs/changes/%02d/%d/%d"},"change":{"project":"%s","branch":"%s","number":%d,"status":"NEW"},"project":"%s","refName":"refs/heads/%s","changeKey":{"id":"I%040d"},"type":"comment-added","eventCreatedOn":%d}`,
+		comment, ps, rev, change%100, change, ps, project, branch, change, project, branch, change, at)
+}

@@ -1,0 +1,315 @@
+package gerrit
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
+)
+
+func readEvent(t *testing.T, name string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", "events", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(data))
+}
+
+// TestStreamEventTypes feeds each event type, in Gerrit 2.x and 3.x shapes,
+// through the SSH stream and checks the builds it causes.
+func TestStreamEventTypes(t *testing.T) {
+	t.Parallel()
+	review := func(ref string) []BuildRequest {
+		return []BuildRequest{{Release: "mos-9.0", Target: "trusty-amd64", Package: "nginx",
+			Sources:  []Source{{Commit: psRev, Ref: ref, Role: RoleCombined}},
+			Priority: PriorityReview, SupersedeKey: "gerrit/review/12345/trusty-amd64"}}
+	}
+	release := func(rev string) []BuildRequest {
+		return []BuildRequest{{Release: "mos-9.0", Target: "trusty-amd64", Package: "nginx",
+			Sources: []Source{{Commit: rev, Ref: "refs/heads/9.0", Role: RoleCombined}},
+			Publish: true, Priority: PriorityRelease}}
+	}
+	cases := []struct {
+		name   string
+		events []string // file names
+		want   func(head string) []BuildRequest
+		action string
+	}{
+		{"patchset-created 3.x", []string{"v3-patchset-created.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionBuilt},
+		{"patchset-created 2.x", []string{"v2-patchset-created.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionBuilt},
+		{"patchset-created 3.0 project object", []string{"v3.0-patchset-created-project-object.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionBuilt},
+		{"change-merged 3.x", []string{"v3-change-merged.json"}, func(string) []BuildRequest { return release(mergedRev) }, ActionBuilt},
+		{"change-merged 2.x without newRev takes the branch head", []string{"v2-change-merged.json"}, func(head string) []BuildRequest { return release(head) }, ActionBuilt},
+		{"ref-updated 3.x", []string{"v3-ref-updated.json"}, func(string) []BuildRequest { return release(mergedRev) }, ActionBuilt},
+		{"ref-updated 2.x short branch", []string{"v2-ref-updated-short-branch.json"}, func(string) []BuildRequest { return release(mergedRev) }, ActionBuilt},
+		{"ref-updated then change-merged build once", []string{"v3-ref-updated.json", "v3-change-merged.json"}, func(string) []BuildRequest { return release(mergedRev) }, ActionDuplicate},
+		{"comment-added recheck 3.x", []string{"v3-comment-added-recheck.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionBuilt},
+		{"comment-added recheck 2.x", []string{"v2-comment-added-recheck.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionBuilt},
+		{"same event twice", []string{"v3-patchset-created.json", "v3-patchset-created.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionDuplicate},
+		{"meta ref ignored", []string{"v3-ref-updated-meta.json"}, nil, ""},
+		{"branch creation not built", []string{"v3-ref-updated-branch-created.json"}, nil, ActionIgnored},
+		{"replication noise", []string{"v3-ref-replicated.json"}, nil, ""},
+		{"unknown type", []string{"v3-unknown-type.json"}, nil, ""},
+		{"dropped-output", []string{"v3-dropped-output.json"}, nil, ActionIgnored},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, gerrittest.Options{}, nil)
+			head := h.commit(nginx, "9.0", "packaging")
+			for _, f := range tc.events {
+				h.srv.Send(readEvent(t, f))
+			}
+			h.sync()
+			got := h.builds.all()
+			var want []BuildRequest
+			if tc.want != nil {
+				want = tc.want(head)
+			}
+			url := filepath.Join(h.dir, "git", nginx)
+			for i := range want {
+				for j := range want[i].Sources {
+					want[i].Sources[j].URL = url
+				}
+			}
+			for i := range got {
+				got[i].Origin = "" // for people; checked elsewhere
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("builds:\n got %+v\nwant %+v", got, want)
+			}
+			evs, err := h.in.ListEvents(context.Background(), 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// evs[0] is the marker; evs[1] the last event sent, if logged.
+			if tc.action == "" {
+				if len(evs) != 1 {
+					t.Fatalf("noise was logged: %+v", evs)
+				}
+				return
+			}
+			if len(evs) < 2 || evs[1].Action != tc.action {
+				t.Fatalf("last event logged as %+v, want action %s", evs, tc.action)
+			}
+		})
+	}
+}
+
+// TestRecheckNeedsMatchingComment checks that only comments matching the
+// recheck expression rebuild, and each recheck comment does.
+func TestRecheckNeedsMatchingComment(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, gerrittest.Options{}, nil)
+	h.srv.Send(commentAdded(nginx, "9.0", 7, 1, psRev, "Patch Set 1: Code-Review+1\n\nlooks good, no need to recheck this", 1))
+	h.srv.Send(commentAdded(nginx, "9.0", 7, 1, psRev, "Patch Set 1:\n\nrecheck", 2))
+	h.srv.Send(commentAdded(nginx, "9.0", 7, 1, psRev, "Patch Set 1:\n\nrecheck", 3))
+	h.sync()
+	if got := len(h.builds.all()); got != 2 {
+		t.Fatalf("got %d builds, want 2 (one per recheck comment)", got)
+	}
+}
+
+// TestOpenstackPair checks that a change to either project of an OpenStack
+// package builds with both, the other at its branch head.
+func TestOpenstackPair(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, gerrittest.Options{}, nil)
+	code := h.commit("mos/openstack/nova", "openstack-ci/fuel-9.0/mitaka", "code")
+	pkg := h.commit("mos/openstack-build/nova", "openstack-ci/fuel-9.0/mitaka", "packaging")
+	codeURL := filepath.Join(h.dir, "git", "mos/openstack/nova")
+	pkgURL := filepath.Join(h.dir, "git", "mos/openstack-build/nova")
+
+	h.srv.Send(patchsetCreated("mos/openstack-build/nova", "openstack-ci/fuel-9.0/mitaka", 501, 3, psRev))
+	got := h.builds.wait(t, 2, 10*time.Second)
+	wantSources := []Source{
+		{URL: codeURL, Commit: code, Ref: "refs/heads/openstack-ci/fuel-9.0/mitaka", Role: RoleCode},
+		{URL: pkgURL, Commit: psRev, Ref: "refs/changes/01/501/3", Role: RolePackaging},
+	}
+	for i, target := range []string{"trusty-amd64", "centos7-x86_64"} {
+		if got[i].Target != target || got[i].Release != "mos-9.0" || got[i].Package != "nova" || !reflect.DeepEqual(got[i].Sources, wantSources) {
+			t.Errorf("build %d = %+v, want target %s sources %+v", i, got[i], target, wantSources)
+		}
+		if got[i].SupersedeKey != "gerrit/review/501/"+target {
+			t.Errorf("build %d supersede key %q", i, got[i].SupersedeKey)
+		}
+	}
+
+	merged := h.commit("mos/openstack/nova", "openstack-ci/fuel-9.0/mitaka", "merged")
+	h.srv.Send(changeMerged("mos/openstack/nova", "openstack-ci/fuel-9.0/mitaka", 502, 1, merged, merged))
+	got = h.builds.wait(t, 4, 10*time.Second)
+	wantSources = []Source{
+		{URL: codeURL, Commit: merged, Ref: "refs/heads/openstack-ci/fuel-9.0/mitaka", Role: RoleCode},
+		{URL: pkgURL, Commit: pkg, Ref: "refs/heads/openstack-ci/fuel-9.0/mitaka", Role: RolePackaging},
+	}
+	for _, b := range got[2:] {
+		if !b.Publish || b.Priority != PriorityRelease || !reflect.DeepEqual(b.Sources, wantSources) {
+			t.Errorf("release build = %+v, want sources %+v, published", b, wantSources)
+		}
+	}
+	// The packaging head used is now known: reconciling builds nothing more.
+	if err := h.in.Reconcile(context.Background(), "review"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(h.builds.all()); n != 4 {
+		t.Fatalf("reconcile after the merge queued %d more builds, want none", n-4)
+	}
+
+	// A packaging project without the branch cannot build: the event says so.
+	h.srv.Send(patchsetCreated("mos/openstack/glance", "9.0", 503, 1, psRev))
+	h.sync()
+	evs, err := h.in.ListEvents(context.Background(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if evs[1].Action != ActionIgnored || !strings.Contains(evs[1].Reason, "mos/openstack-build/glance") {
+		t.Fatalf("glance event = %+v, want ignored naming the packaging project", evs[1])
+	}
+}
+
+// TestNewerPatchSetSupersedes checks the supersede key and the event log.
+func TestNewerPatchSetSupersedes(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, gerrittest.Options{}, nil)
+	h.srv.Send(patchsetCreated(nginx, "9.0", 42, 1, psRev))
+	h.srv.Send(patchsetCreated(nginx, "9.0", 42, 2, mergedRev))
+	got := h.builds.wait(t, 2, 10*time.Second)
+	if got[0].SupersedeKey != got[1].SupersedeKey || got[0].SupersedeKey == "" {
+		t.Fatalf("supersede keys %q and %q, want equal and set", got[0].SupersedeKey, got[1].SupersedeKey)
+	}
+	h.sync()
+	evs, err := h.in.ListEvents(context.Background(), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if evs[2].PatchSet != 1 || evs[2].Action != ActionSuperseded || evs[1].Action != ActionBuilt {
+		t.Fatalf("events = %+v, want patch set 1 superseded and 2 built", evs)
+	}
+}
+
+// TestStreamKilledMidEventMergeBuiltOnce kills the stand-in in the middle of
+// an event, merges while it is down, and restarts it: the merge is built
+// exactly once, whatever events are replayed afterwards.
+func TestStreamKilledMidEventMergeBuiltOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, gerrittest.Options{}, nil)
+	base := h.commit(nginx, "9.0", "base")
+	h.srv.Send(refUpdated(nginx, "refs/heads/9.0", "0000000000000000000000000000000000000000", base))
+	h.sync() // branch now tracked, not built
+
+	// Half an event, then the connection dies.
+	merged := h.commit(nginx, "9.0", "merge of change 77")
+	line := changeMerged(nginx, "9.0", 77, 2, merged, merged)
+	h.srv.SendRaw([]byte(line[:len(line)/2]))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.srv.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.srv.Kill()
+	// Another merge lands while the stream is down.
+	merged2 := h.commit(nginx, "9.0", "merge of change 78")
+	time.Sleep(50 * time.Millisecond) // a few failed reconnects
+	if err := h.srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.srv.WaitStreams(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	got := h.builds.wait(t, 1, 10*time.Second)
+	if got[0].Sources[0].Commit != merged2 || !got[0].Publish {
+		t.Fatalf("build after reconnect = %+v, want release build of %s", got[0], merged2)
+	}
+	// Gerrit's events for the merge arrive late (or from the webhook too).
+	h.srv.Send(refUpdated(nginx, "refs/heads/9.0", base, merged2))
+	h.srv.Send(changeMerged(nginx, "9.0", 78, 1, merged2, merged2))
+	h.sync()
+	for i := 0; i < 3; i++ {
+		if err := h.in.Reconcile(ctx, "review"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A restart of the coordinator does not build it again either.
+	h.stop()
+	h.start()
+	h.sync()
+	if got := h.builds.all(); len(got) != 1 {
+		t.Fatalf("got %d builds, want exactly 1: %+v", len(got), got)
+	}
+	if n := h.counter("kiln_gerrit_stream_connects_total"); n < 1 {
+		t.Fatalf("connects counter %v", n)
+	}
+}
+
+// TestDroppedOutputReconciles: Gerrit's dropped-output means events were
+// lost; the merge among them is built from the branch head.
+func TestDroppedOutputReconciles(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, gerrittest.Options{}, nil)
+	base := h.commit(nginx, "9.0", "base")
+	h.srv.Send(refUpdated(nginx, "refs/heads/9.0", "0000000000000000000000000000000000000000", base))
+	h.sync()
+	lost := h.commit(nginx, "9.0", "merged while events were dropped")
+	h.srv.Send(readEvent(t, "v3-dropped-output.json"))
+	got := h.builds.wait(t, 1, 10*time.Second)
+	if got[0].Sources[0].Commit != lost || !got[0].Publish {
+		t.Fatalf("build = %+v, want release build of %s", got[0], lost)
+	}
+}
+
+// TestStandInDropsOutputWhenClientIsSlow checks that the stand-in, like
+// Gerrit, reports its own overflow with dropped-output, and that the intake
+// then catches up through the reconciler.
+func TestStandInDropsOutputWhenClientIsSlow(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, gerrittest.Options{QueueSize: 1}, nil)
+	base := h.commit(nginx, "9.0", "base")
+	h.srv.Send(refUpdated(nginx, "refs/heads/9.0", "0000000000000000000000000000000000000000", base))
+	h.sync()
+	lost := h.commit(nginx, "9.0", "merged")
+	big := readEvent(t, "v3-ref-replicated.json")
+	for i := 0; i < 2000; i++ {
+		h.srv.Send(big)
+	}
+	got := h.builds.wait(t, 1, 20*time.Second)
+	if got[0].Sources[0].Commit != lost {
+		t.Fatalf("build = %+v, want %s", got[0], lost)
+	}
+}
+
+// TestMalformedLinesSkipped: bad lines are counted and skipped; the stream
+// goes on.
+func TestMalformedLinesSkipped(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, gerrittest.Options{}, nil)
+	bad := []string{
+		"not json at all",
+		`{"type":"patchset-created","change":`,
+		`{"type":"patchset-created","change":{"project":"-oProxyCommand=evil","branch":"9.0","number":1},"patchSet":{"number":1,"revision":"` + psRev + `"}}`,
+		`{"type":"patchset-created","change":{"project":"mos/packages/trusty/nginx","branch":"9.0","number":"x"},"patchSet":{"number":1,"revision":"` + psRev + `"}}`,
+		`{"type":"ref-updated","refUpdate":{"oldRev":"` + parentRev + `","newRev":"` + mergedRev + `","refName":"refs/heads/../../etc","project":"mos/packages/trusty/nginx"}}`,
+		`{"type":"ref-updated","refUpdate":{"oldRev":"` + parentRev + `","newRev":"` + mergedRev + `","refName":"refs/heads/9.0","project":"mos/packages/trusty/nginx"},"brandNew":true}`,
+		"{" + strings.Repeat(" ", maxLine+10) + "}",
+	}
+	for _, l := range bad {
+		h.srv.Send(l)
+	}
+	h.srv.Send(readEvent(t, "v3-patchset-created.json"))
+	got := h.builds.wait(t, 2, 10*time.Second)
+	if got[1].Sources[0].Commit != psRev {
+		t.Fatalf("builds after malformed lines = %+v", got)
+	}
+	h.sync()
+	if n := h.counter("kiln_gerrit_events_malformed_total"); n != 6 {
+		t.Errorf("malformed counter = %v, want 6", n)
+	}
+	if n := h.counter("kiln_gerrit_event_unknown_fields_total"); n != 1 {
+		t.Errorf("unknown fields counter = %v, want 1", n)
+	}
+}
