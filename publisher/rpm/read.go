@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"unicode"
 )
 
 // Main header tags read by this package.
@@ -170,8 +171,12 @@ func packageFromHeader(h, sig *header) (*Package, error) {
 		Group:       h.string(tagGroup),
 		BuildHost:   h.string(tagBuildHost),
 	}
-	if p.Name == "" || p.Version == "" || p.Release == "" {
-		return nil, fmt.Errorf("main header lacks name, version or release (name %q, version %q, release %q): %w", p.Name, p.Version, p.Release, ErrInvalid)
+	for _, f := range []struct{ what, value string }{
+		{"name", p.Name}, {"version", p.Version}, {"release", p.Release}, {"arch", p.Arch},
+	} {
+		if err := checkNEVRAField(f.what, f.value); err != nil {
+			return nil, err
+		}
 	}
 	if h.string(tagSourceRPM) == "" {
 		// Source packages carry no SOURCERPM; createrepo_c and dnf call
@@ -224,6 +229,27 @@ func packageFromHeader(h, sig *header) (*Package, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// checkNEVRAField refuses name, version, release and arch values that could
+// not come from rpmbuild and that would be dangerous in a file name or an
+// index: empty, with a path separator, white space or control characters,
+// or starting with a dot.
+func checkNEVRAField(what, v string) error {
+	switch {
+	case v == "":
+		return fmt.Errorf("main header has no %s: %w", what, ErrInvalid)
+	case len(v) > 1024:
+		return fmt.Errorf("package %s of %d bytes is too long: %w", what, len(v), ErrInvalid)
+	case strings.HasPrefix(v, "."):
+		return fmt.Errorf("package %s %q starts with a dot: %w", what, v, ErrInvalid)
+	}
+	for _, c := range v {
+		if c <= ' ' || c == 0x7f || c == '/' || c == '\\' || !unicode.IsPrint(c) {
+			return fmt.Errorf("package %s %q contains %q, which rpm names never do: %w", what, v, c, ErrInvalid)
+		}
+	}
+	return nil
 }
 
 func hasInt(h *header, tag uint32) bool {
