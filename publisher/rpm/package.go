@@ -1,5 +1,7 @@
 package rpm
 
+import "fmt"
+
 // Package is what a repository needs to know about one rpm file. All fields
 // are plain values so that the struct round-trips through encoding/json.
 type Package struct {
@@ -88,4 +90,13 @@ type ChangelogEntry struct {
 	// Date is in seconds since the Unix epoch.
 	Date int64  `json:"date"`
 	Text string `json:"text"`
+}
+
+// NEVRA returns name-[epoch:]version-release.arch, the way rpm and dnf name
+// a package in messages.
+func (p *Package) NEVRA() string {
+	if p.Epoch != 0 {
+		return fmt.Sprintf("%s-%d:%s-%s.%s", p.Name, p.Epoch, p.Version, p.Release, p.Arch)
+	}
+	return fmt.Sprintf("%s-%s-%s.%s", p.Name, p.Version, p.Release, p.Arch)
 }

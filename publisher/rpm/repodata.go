@@ -89,7 +89,7 @@ type mdFile struct {
 func WriteRepodata(ctx context.Context, dir string, pkgs []*Package, opts RepodataOptions) (err error) {
 	for _, p := range pkgs {
 		if err := checkLocation(p.Location); err != nil {
-			return fmt.Errorf("write repodata in %s: package %s: %w", dir, p.nevra(), err)
+			return fmt.Errorf("write repodata in %s: package %s: %w", dir, p.NEVRA(), err)
 		}
 	}
 	if opts.Time.IsZero() {
@@ -358,13 +358,6 @@ func buildRepomd(files []mdFile, opts RepodataOptions) []byte {
 	x.raw("</repomd>\n")
 	x.w.Flush()
 	return b.Bytes()
-}
-
-func (p *Package) nevra() string {
-	if p.Epoch != 0 {
-		return fmt.Sprintf("%s-%d:%s-%s.%s", p.Name, p.Epoch, p.Version, p.Release, p.Arch)
-	}
-	return fmt.Sprintf("%s-%s-%s.%s", p.Name, p.Version, p.Release, p.Arch)
 }
 
 func writeVersion(x *xmlWriter, p *Package) {
