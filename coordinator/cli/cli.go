@@ -332,7 +332,7 @@ func Build(ctx context.Context, args []string, o IO) error {
 	publish := fs.Bool("publish", false, "publish the artifacts when the build succeeds")
 	prio := fs.Int("priority", 0, "higher runs first (merge builds 100, review builds 50)")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args); err != nil {
+	if err := parse(fs, reorder(fs, args)); err != nil {
 		return err
 	}
 	if *release == "" || *target == "" || *pkg == "" || len(sources) == 0 {
@@ -421,7 +421,7 @@ func Rebuild(ctx context.Context, args []string, o IO) error {
 	verify := fs.Bool("verify", false, "rebuild from the build record (same commits, same build-dependency versions) and compare artifacts byte for byte; implies --wait")
 	wait := fs.Bool("wait", false, "stream the log and exit with the outcome")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args); err != nil {
+	if err := parse(fs, reorder(fs, args)); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
@@ -471,7 +471,7 @@ func Jobs(ctx context.Context, args []string, o IO) error {
 	default:
 		return usage("jobs %q: use list, show, logs or cancel", sub)
 	}
-	if err := parse(fs, args); err != nil {
+	if err := parse(fs, reorder(fs, args)); err != nil {
 		return err
 	}
 	if sub != "list" && fs.NArg() != 1 {
@@ -650,7 +650,7 @@ func Artifacts(ctx context.Context, args []string, o IO) error {
 	dest := fs.String("dest", ".", "directory to write into (names keep their relative paths)")
 	name := fs.String("name", "", "only this artifact")
 	asJSON := fs.Bool("json", false, "print the fetched artifacts as JSON")
-	if err := parse(fs, reorder(args[1:])); err != nil {
+	if err := parse(fs, reorder(fs, args[1:])); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
@@ -690,7 +690,7 @@ func Artifacts(ctx context.Context, args []string, o IO) error {
 
 // reorder moves flags before positional arguments so that
 // `artifacts get 12 --dest d` works as people type it.
-func reorder(args []string) []string {
+func reorder(fs *flag.FlagSet, args []string) []string {
 	var flags, pos []string
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -698,15 +698,26 @@ func reorder(args []string) []string {
 			pos = append(pos, args[i+1:]...)
 			break
 		}
-		if strings.HasPrefix(a, "-") {
-			flags = append(flags, a)
-			if !strings.Contains(a, "=") && i+1 < len(args) && a != "--json" && a != "-json" {
-				flags = append(flags, args[i+1])
-				i++
-			}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			pos = append(pos, a)
 			continue
 		}
-		pos = append(pos, a)
+		flags = append(flags, a)
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		f := fs.Lookup(name)
+		if f == nil {
+			continue
+		}
+		if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
+			continue
+		}
+		if i+1 < len(args) {
+			flags = append(flags, args[i+1])
+			i++
+		}
 	}
 	return append(flags, pos...)
 }
@@ -766,7 +777,7 @@ func Workers(ctx context.Context, args []string, o IO) error {
 	var c Conn
 	c.flags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, reorder(args)); err != nil {
+	if err := parse(fs, reorder(fs, args)); err != nil {
 		return err
 	}
 	conn, err := c.Dial()
