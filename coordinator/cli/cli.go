@@ -562,7 +562,7 @@ func what(j *pb.Job) string {
 	if b := j.GetSpec().GetPackageBuild(); b != nil {
 		return fmt.Sprintf("%s %s/%s rev %d", b.GetPackage(), b.GetRelease(), b.GetTarget(), b.GetRevision())
 	}
-	s := strings.Join(j.GetSpec().GetCommand(), " ")
+	s := strings.Join(strings.Fields(strings.Join(j.GetSpec().GetCommand(), " ")), " ")
 	if len(s) > 50 {
 		s = s[:47] + "..."
 	}
