@@ -161,6 +161,24 @@ func (c *cluster) worker(name, labels string, slots int) *proc {
 		"--slots", fmt.Sprint(slots), "--work-dir", filepath.Join(c.t.TempDir(), name))
 }
 
+// run runs a command and returns stdout, stderr and exit code.
+func run(t *testing.T, name string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run %s: %v", name, err)
+	}
+	return out.String(), errb.String(), code
+}
+
 // cli runs the coordinator CLI and returns stdout, stderr and exit code.
 func (c *cluster) cli(args ...string) (string, string, int) {
 	c.t.Helper()
