@@ -168,6 +168,11 @@ func (h *harness) stop() {
 		h.t.Errorf("Run: %v", err)
 	}
 	h.cancel = nil
+	// Let the stand-in notice, so that a restarted intake's stream is the
+	// only one events go to.
+	for deadline := time.Now().Add(5 * time.Second); h.srv.Streams() > 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // git runs git in the repository of project, creating it first.
