@@ -104,6 +104,7 @@ func parseHeader(raw []byte, il, dl uint32, what string) (*header, error) {
 		byTag:   make(map[uint32]int, il),
 	}
 	idx := raw[headerIntro:]
+	end := 0
 	for i := range h.entries {
 		b := idx[i*indexEntrySize:]
 		e := indexEntry{
@@ -121,8 +122,20 @@ func parseHeader(raw []byte, il, dl uint32, what string) (*header, error) {
 		if e.Count == 0 || e.Count > maxStoreSize {
 			return nil, fmt.Errorf("%s: tag %d has count %d: %w", what, e.Tag, e.Count, ErrInvalid)
 		}
-		if _, err := dataLen(e, h.store); err != nil {
+		n, err := dataLen(e, h.store)
+		if err != nil {
 			return nil, fmt.Errorf("%s: tag %d: %w", what, e.Tag, err)
+		}
+		// As rpm requires, the data of the entries after the region tag
+		// follow each other without overlapping; this also keeps the
+		// work of checking a header linear in its size.
+		if i == 0 && (e.Tag == tagHeaderImage || e.Tag == tagHeaderSignatures || e.Tag == tagHeaderImmutable) {
+			// The region trailer is checked by its own rules.
+		} else {
+			if int(e.Offset) < end {
+				return nil, fmt.Errorf("%s: data of tag %d at store offset %d overlaps the previous tag's, which ends at %d: %w", what, e.Tag, e.Offset, end, ErrInvalid)
+			}
+			end = int(e.Offset) + n
 		}
 		if _, dup := h.byTag[e.Tag]; !dup {
 			h.byTag[e.Tag] = i

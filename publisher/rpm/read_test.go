@@ -200,6 +200,7 @@ func TestReadRejects(t *testing.T) {
 		{"negative data offset", put32(mainIndex+16+8, 0xfffffff0), "outside the"},
 		{"unknown type", put32(mainIndex+16+4, 42), "unknown type 42"},
 		{"huge count", put32(mainIndex+16+12, 0x7fffffff), "count"},
+		{"overlapping data", put32(mainIndex+2*16+8, 0), "overlaps the previous tag's"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
