@@ -285,10 +285,45 @@ func follow(ctx context.Context, cl pb.CoordinatorServiceClient, id string, asJS
 			}
 		}
 	}
+	if final.GetState() == pb.JobState_JOB_STATE_SUCCEEDED && final.GetSpec().GetPackageBuild().GetPublish() {
+		var err error
+		if final, err = waitPublish(ctx, cl, final, o); err != nil {
+			return err
+		}
+	}
 	if asJSON {
 		printJSON(o.Out, final)
 	}
 	return outcome(final, o)
+}
+
+// waitPublish waits until the publisher confirmed (or refused) a build: the
+// build is complete only then.
+func waitPublish(ctx context.Context, cl pb.CoordinatorServiceClient, j *pb.Job, o IO) (*pb.Job, error) {
+	last := ""
+	for {
+		st := j.GetPublishState()
+		if st != last && st != "" {
+			fmt.Fprintf(o.Err, "job %s publish: %s\n", j.GetId(), st)
+			last = st
+		}
+		switch {
+		case strings.HasPrefix(st, "published"):
+			return j, nil
+		case strings.HasPrefix(st, "failed"):
+			return nil, &ExitError{Code: ExitInfra, Err: fmt.Errorf("job %s built but not published: %s", j.GetId(), st)}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, infra(ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
+		r, err := cl.GetJob(ctx, &pb.GetJobRequest{Id: j.GetId()})
+		if err != nil {
+			continue
+		}
+		j = r.GetJob()
+	}
 }
 
 func outcome(j *pb.Job, o IO) error {

@@ -2,21 +2,43 @@ package serve
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kiln-build/kiln/coordinator/api"
 	"github.com/kiln-build/kiln/coordinator/fleet"
+	"github.com/kiln-build/kiln/coordinator/gerrit"
+	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/coordinator/publish"
 	"github.com/kiln-build/kiln/coordinator/store"
 )
 
 // Extra holds the optional subsystems' config sections.
-type Extra struct{}
+type Extra struct {
+	// Gerrit intake; off when absent.
+	Gerrit *gerrit.Config `yaml:"gerrit"`
+	// Publisher hand-off; off when absent.
+	Publisher *publish.Config `yaml:"publisher"`
+}
 
 // Validate checks the optional sections.
-func (e *Extra) Validate() error { return nil }
+func (e *Extra) Validate() error {
+	if e.Gerrit != nil {
+		if err := e.Gerrit.Validate(); err != nil {
+			return fmt.Errorf("gerrit: %w", err)
+		}
+	}
+	if e.Publisher != nil {
+		if err := e.Publisher.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // HookDeps is what optional subsystems get to work with.
 type HookDeps struct {
@@ -34,7 +56,98 @@ type Hooks struct {
 	HTTP    map[string]http.Handler
 }
 
-// Start starts the configured optional subsystems.
+// Start starts the configured optional subsystems and routes finished jobs:
+// successful release builds to the publisher, then every build's outcome to
+// Gerrit (after the publish, so the message can say where it went).
 func (e *Extra) Start(ctx context.Context, d HookDeps) (Hooks, error) {
-	return Hooks{HTTP: map[string]http.Handler{}}, nil
+	h := Hooks{HTTP: map[string]http.Handler{}}
+	var intake *gerrit.Intake
+	if e.Gerrit != nil {
+		var err error
+		intake, err = gerrit.New(*e.Gerrit, d.Store.DB(), submitter{f: d.Fleet}, d.Logger.Named("gerrit"), d.Registry)
+		if err != nil {
+			return h, fmt.Errorf("gerrit intake: %w", err)
+		}
+		h.Events = events{intake}
+		h.Runners = append(h.Runners, intake.Run)
+		h.HTTP["/gerrit/webhook"] = intake.WebhookHandler()
+	}
+	logURL := func(id string) string {
+		if d.PublicURL == "" {
+			return ""
+		}
+		return strings.TrimRight(d.PublicURL, "/") + "/logs/" + id
+	}
+	report := func(j *job.Job, published string) {
+		if intake == nil {
+			return
+		}
+		err := intake.BuildFinished(context.Background(), gerrit.BuildResult{JobID: j.ID, State: j.State.String(), LogURL: logURL(j.ID), Published: published})
+		if err != nil {
+			d.Logger.Warn("report build to Gerrit", "job_id", j.ID, "error", err)
+		}
+	}
+	var pub *publish.Publisher
+	if e.Publisher != nil {
+		var err error
+		pub, err = publish.New(*e.Publisher, d.Fleet, d.Logger.Named("publish"))
+		if err != nil {
+			return h, err
+		}
+		pub.Done = func(j *job.Job, loc string, err error) {
+			if err != nil {
+				j.State = job.Error
+			}
+			report(j, loc)
+		}
+		h.Runners = append(h.Runners, pub.Run)
+	}
+	d.Fleet.OnFinished(func(j *job.Job) {
+		if j.Spec.Build == nil {
+			return
+		}
+		if pub != nil && publish.Wants(j) {
+			if err := pub.Enqueue(context.Background(), j); err != nil {
+				d.Logger.Error("queue publish", "job_id", j.ID, "error", err)
+			}
+			return
+		}
+		if j.Spec.Build.Publish && j.State == job.Succeeded && pub == nil {
+			_ = d.Fleet.SetPublish(context.Background(), j.ID, publish.StateFailed+": no publisher configured (publisher: section)")
+		}
+		report(j, "")
+	})
+	return h, nil
+}
+
+// submitter queues Gerrit's builds as package build jobs.
+type submitter struct{ f *fleet.Fleet }
+
+func (s submitter) SubmitBuild(ctx context.Context, r gerrit.BuildRequest) (string, error) {
+	b := &job.Build{Release: r.Release, Target: r.Target, Package: r.Package, Publish: r.Publish}
+	for _, src := range r.Sources {
+		b.Sources = append(b.Sources, job.Source{URL: src.URL, Commit: src.Commit, Ref: src.Ref, Role: src.Role})
+	}
+	j, _, err := s.f.Submit(ctx, job.Spec{Kind: job.PackageBuild, Build: b, Priority: r.Priority,
+		SupersedeKey: r.SupersedeKey, Origin: r.Origin, Labels: map[string]string{"target": r.Target}})
+	if err != nil {
+		return "", err
+	}
+	return j.ID, nil
+}
+
+type events struct{ in *gerrit.Intake }
+
+func (e events) ListEvents(ctx context.Context, limit int) ([]api.Event, error) {
+	recs, err := e.in.ListEvents(ctx, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Event, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, api.Event{ID: r.ID, Server: r.Server, Type: r.Type, Project: r.Project, Branch: r.Branch,
+			Change: r.Change, PatchSet: r.PatchSet, Revision: r.Revision, ReceivedAt: r.ReceivedAt,
+			Action: r.Action, Reason: r.Reason, JobIDs: r.JobIDs})
+	}
+	return out, nil
 }

@@ -1,0 +1,273 @@
+// Package publish hands successful package builds to the publisher: it
+// streams the build's package files over gRPC (each verified by sha256 on
+// arrival) and asks the publisher to publish them. A publisher that is down
+// delays a publish without losing it: the job stays "pending" in the store
+// and is tried again, also after a coordinator restart.
+package publish
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/internal/tlsconfig"
+	ppb "github.com/kiln-build/kiln/proto/kiln/publisher/v1"
+)
+
+// Publish states kept on a job.
+const (
+	StatePending   = "pending"
+	StatePublished = "published"
+	StateFailed    = "failed"
+)
+
+// Config is the coordinator config's `publisher:` section.
+type Config struct {
+	// Address of `publisher serve`.
+	Address string `yaml:"address"`
+	// Dev talks plaintext to a loopback publisher (single machine).
+	Dev bool `yaml:"dev"`
+	// TLS: the coordinator's client certificate, the publisher pins it.
+	TLS tlsconfig.Files `yaml:"tls"`
+	// Repository is the publisher repository for a build, with {release}
+	// and {target} replaced; default "{release}-{target}".
+	Repository string `yaml:"repository"`
+	// Repositories overrides Repository per "release/target".
+	Repositories map[string]string `yaml:"repositories"`
+	// RetryInterval is how long to wait before trying a failed publish again.
+	RetryInterval time.Duration `yaml:"retry_interval"`
+}
+
+// Validate checks the section.
+func (c *Config) Validate() error {
+	if c.Address == "" {
+		return errors.New("publisher.address is empty")
+	}
+	if c.Dev {
+		if err := tlsconfig.CheckLoopback(c.Address); err != nil {
+			return fmt.Errorf("publisher.address: %w", err)
+		}
+	} else if c.TLS.Empty() {
+		return errors.New("publisher: set tls.cert, tls.key and tls.ca (the publisher accepts only the coordinator's certificate), or dev: true on loopback")
+	}
+	return nil
+}
+
+// Jobs is what the hand-off needs from the coordinator's core.
+type Jobs interface {
+	ArtifactPath(a job.Artifact) string
+	SetPublish(ctx context.Context, id, state string) error
+	List(ctx context.Context, states []job.State, limit int) ([]*job.Job, error)
+}
+
+// Publisher hands builds to the publisher service.
+type Publisher struct {
+	cfg    Config
+	conn   *grpc.ClientConn
+	client ppb.PublisherServiceClient
+	jobs   Jobs
+	logger hclog.Logger
+	queue  chan *job.Job
+	// Done, when set, is called once a job's publish ended (published or
+	// failed for good) with where it went.
+	Done func(j *job.Job, location string, err error)
+}
+
+// New dials the publisher (lazily: a publisher that is down is not an
+// error here).
+func New(cfg Config, jobs Jobs, logger hclog.Logger) (*Publisher, error) {
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = 10 * time.Second
+	}
+	if cfg.Repository == "" {
+		cfg.Repository = "{release}-{target}"
+	}
+	var creds credentials.TransportCredentials
+	if cfg.Dev {
+		creds = insecure.NewCredentials()
+	} else {
+		tc, err := tlsconfig.Client(cfg.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("publisher TLS: %w", err)
+		}
+		creds = credentials.NewTLS(tc)
+	}
+	conn, err := grpc.NewClient(cfg.Address, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return nil, fmt.Errorf("publisher %s: %w", cfg.Address, err)
+	}
+	return &Publisher{cfg: cfg, conn: conn, client: ppb.NewPublisherServiceClient(conn), jobs: jobs, logger: logger,
+		queue: make(chan *job.Job, 1024)}, nil
+}
+
+// Wants reports whether a finished job is to be published.
+func Wants(j *job.Job) bool {
+	return j.State == job.Succeeded && j.Spec.Build != nil && j.Spec.Build.Publish && !j.Verify
+}
+
+// Enqueue marks a finished job pending and queues its publish.
+func (p *Publisher) Enqueue(ctx context.Context, j *job.Job) error {
+	if err := p.jobs.SetPublish(ctx, j.ID, StatePending); err != nil {
+		return err
+	}
+	p.queue <- j
+	return nil
+}
+
+// Run publishes queued jobs, and on start those left pending by an earlier
+// run, until ctx ends.
+func (p *Publisher) Run(ctx context.Context) error {
+	defer p.conn.Close()
+	pending, err := p.jobs.List(ctx, []job.State{job.Succeeded}, 0)
+	if err != nil {
+		return err
+	}
+	for _, j := range pending {
+		if strings.HasPrefix(j.Publish, StatePending) {
+			p.logger.Info("resuming publish", "job_id", j.ID)
+			go func(j *job.Job) { p.queue <- j }(j)
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case j := <-p.queue:
+			p.publishWithRetry(ctx, j)
+		}
+	}
+}
+
+func (p *Publisher) publishWithRetry(ctx context.Context, j *job.Job) {
+	for attempt := 1; ; attempt++ {
+		loc, err := p.publish(ctx, j)
+		if err == nil {
+			p.logger.Info("published", "job_id", j.ID, "location", loc)
+			if serr := p.jobs.SetPublish(ctx, j.ID, StatePublished+" "+loc); serr != nil {
+				p.logger.Error("record publish", "job_id", j.ID, "error", serr)
+			}
+			if p.Done != nil {
+				p.Done(j, loc, nil)
+			}
+			return
+		}
+		if permanent(err) {
+			p.logger.Error("publish refused", "job_id", j.ID, "error", err)
+			_ = p.jobs.SetPublish(ctx, j.ID, StateFailed+": "+err.Error())
+			if p.Done != nil {
+				p.Done(j, "", err)
+			}
+			return
+		}
+		p.logger.Warn("publish failed; will retry", "job_id", j.ID, "attempt", attempt, "error", err, "in", p.cfg.RetryInterval)
+		_ = p.jobs.SetPublish(ctx, j.ID, fmt.Sprintf("%s (attempt %d failed: %v)", StatePending, attempt, err))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(p.cfg.RetryInterval):
+		}
+	}
+}
+
+// permanent reports whether the publisher refused the files themselves
+// (e.g. the same name and version with other content): retrying won't help.
+func permanent(err error) bool {
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.AlreadyExists, codes.FailedPrecondition, codes.PermissionDenied:
+		return true
+	}
+	return false
+}
+
+// Repository names the publisher repository for a build.
+func (p *Publisher) Repository(b *job.Build) string {
+	if r, ok := p.cfg.Repositories[b.Release+"/"+b.Target]; ok {
+		return r
+	}
+	return strings.NewReplacer("{release}", b.Release, "{target}", b.Target).Replace(p.cfg.Repository)
+}
+
+// packageFile reports whether an artifact goes to the publisher: binary
+// and source packages with their source tarballs, not logs or .changes.
+func packageFile(name string) bool {
+	base := path.Base(name)
+	for _, suf := range []string{".deb", ".udeb", ".dsc", ".rpm"} {
+		if strings.HasSuffix(base, suf) {
+			return true
+		}
+	}
+	return strings.Contains(base, ".tar.") || strings.HasSuffix(base, ".diff.gz")
+}
+
+func (p *Publisher) publish(ctx context.Context, j *job.Job) (string, error) {
+	req := &ppb.PublishRequest{RequestId: "job-" + j.ID, Repository: p.Repository(j.Spec.Build)}
+	for _, a := range j.Artifacts {
+		if !packageFile(a.Name) {
+			continue
+		}
+		ref := &ppb.FileRef{Name: path.Base(a.Name), Sha256: a.SHA256, Size: a.Size}
+		if err := p.upload(ctx, p.jobs.ArtifactPath(a), ref); err != nil {
+			return "", fmt.Errorf("upload %s: %w", a.Name, err)
+		}
+		req.Files = append(req.Files, ref)
+	}
+	if len(req.Files) == 0 {
+		return "", status.Errorf(codes.InvalidArgument, "job %s produced no package files to publish", j.ID)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+	defer cancel()
+	resp, err := p.client.Publish(cctx, req)
+	if err != nil {
+		return "", err
+	}
+	return resp.GetLocation(), nil
+}
+
+func (p *Publisher) upload(ctx context.Context, file string, ref *ppb.FileRef) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+	defer cancel()
+	stream, err := p.client.UploadArtifact(cctx)
+	if err != nil {
+		return err
+	}
+	if err := stream.Send(&ppb.UploadArtifactRequest{Header: ref}); err != nil {
+		_, rerr := stream.CloseAndRecv()
+		return errors.Join(err, rerr)
+	}
+	buf := make([]byte, 256<<10)
+	for {
+		n, rerr := f.Read(buf)
+		if n > 0 {
+			if err := stream.Send(&ppb.UploadArtifactRequest{Chunk: buf[:n]}); err != nil {
+				_, cerr := stream.CloseAndRecv()
+				return cerr
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+	_, err = stream.CloseAndRecv()
+	return err
+}
