@@ -17,7 +17,7 @@ func TestDecode(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name, in, wantErr string
-		want             sample
+		want              sample
 	}{
 		{name: "defaults kept", in: "slots: 3\n", want: sample{Listen: "127.0.0.1:1", Slots: 3}},
 		{name: "empty", in: "", want: sample{Listen: "127.0.0.1:1"}},
