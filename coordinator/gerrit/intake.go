@@ -481,8 +481,7 @@ func (in *Intake) queueRelease(ctx context.Context, s *server, ev Event, plan Pl
 	rec.Revision, rec.Action, rec.JobIDs = rev, ActionBuilt, ids
 	rec.Reason = fmt.Sprintf("release build of %s for %s (%s)", plan.Package, plan.Release, strings.Join(plan.Targets, ", "))
 	in.metrics.events.WithLabelValues(name, ev.Type, ActionBuilt).Inc()
-	_, err = in.store.commitQueued(ctx, queued{event: rec, dedupKey: dedup, jobs: jobs, heads: heads, release: true}, in.now())
-	return err
+	return in.commitJobs(ctx, queued{event: rec, dedupKey: dedup, jobs: jobs, heads: heads, release: true})
 }
 
 // sources resolves the plan's projects: the changed one at rev (from ref),
@@ -585,8 +584,7 @@ func (in *Intake) handleReview(ctx context.Context, s *server, ev Event, why str
 		rec.Reason = why + ": " + rec.Reason
 	}
 	in.metrics.events.WithLabelValues(s.cfg.Name, ev.Type, ActionBuilt).Inc()
-	_, err = in.store.commitQueued(ctx, queued{event: rec, dedupKey: key, jobs: jobs, supersede: true}, in.now())
-	return err
+	return in.commitJobs(ctx, queued{event: rec, dedupKey: key, jobs: jobs, supersede: true})
 }
 
 func short(rev string) string {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -32,8 +33,13 @@ func (in *Intake) BuildFinished(ctx context.Context, res BuildResult) error {
 	in.reportMu.Lock()
 	defer in.reportMu.Unlock()
 	jobs, ok, err := in.store.finishJob(ctx, res)
-	if err != nil || !ok {
+	if err != nil {
 		return err
+	}
+	if !ok {
+		// Not ours, or finished before the intake recorded it: keep it for
+		// commitJobs, which applies it.
+		return in.store.saveEarly(ctx, res, in.now())
 	}
 	for _, j := range jobs {
 		if j.State == "" {
@@ -57,6 +63,33 @@ func (in *Intake) BuildFinished(ctx context.Context, res BuildResult) error {
 	in.metrics.reviews.WithLabelValues(first.Server, "ok").Inc()
 	log.Info("reported to gerrit", "labels", fmt.Sprint(rev.Labels))
 	return in.store.markReported(ctx, first.EventID, in.now())
+}
+
+// commitJobs writes down queued builds, then applies results that arrived
+// for them before that.
+func (in *Intake) commitJobs(ctx context.Context, q queued) error {
+	// The builds are submitted: write them down even when shutting down.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	in.reportMu.Lock()
+	_, err := in.store.commitQueued(ctx, q, in.now())
+	var early []BuildResult
+	if err == nil {
+		ids := make([]string, len(q.jobs))
+		for i, j := range q.jobs {
+			ids[i] = j.JobID
+		}
+		early, err = in.store.takeEarly(ctx, ids)
+	}
+	in.reportMu.Unlock()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, r := range early {
+		errs = append(errs, in.BuildFinished(ctx, r))
+	}
+	return errors.Join(errs...)
 }
 
 // composeReview builds the review for an event's finished jobs; report is

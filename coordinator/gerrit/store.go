@@ -63,6 +63,13 @@ CREATE TABLE IF NOT EXISTS gerrit_jobs (
 	published  TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS gerrit_jobs_event ON gerrit_jobs (event_id);
+CREATE TABLE IF NOT EXISTS gerrit_early_results (
+	job_id     TEXT PRIMARY KEY,
+	state      TEXT NOT NULL,
+	log_url    TEXT NOT NULL,
+	published  TEXT NOT NULL,
+	created_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS gerrit_reports (
 	event_id    INTEGER PRIMARY KEY,
 	reported_at INTEGER NOT NULL
@@ -142,6 +149,10 @@ func (s *store) prune(ctx context.Context, keep int, dedupAge time.Duration, now
 	}
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM gerrit_dedup WHERE created_at < ?`, now.Add(-dedupAge).UnixNano()); err != nil {
 		return fmt.Errorf("prune gerrit dedup keys: %w", err)
+	}
+	// Results of jobs that are not the intake's.
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM gerrit_early_results WHERE created_at < ?`, now.Add(-24*time.Hour).UnixNano()); err != nil {
+		return fmt.Errorf("prune early results: %w", err)
 	}
 	return nil
 }
@@ -342,6 +353,38 @@ func (s *store) finishJob(ctx context.Context, res BuildResult) ([]jobRow, bool,
 	}
 	jobs, err := scanJobs(rows)
 	return jobs, true, err
+}
+
+// saveEarly keeps the result of a job not (yet) recorded: the coordinator
+// may finish a job before the intake has written down that it submitted it.
+func (s *store) saveEarly(ctx context.Context, res BuildResult, now time.Time) error {
+	_, err := s.db.ExecContext(ctx, `INSERT OR REPLACE INTO gerrit_early_results (job_id, state, log_url, published, created_at)
+		VALUES (?, ?, ?, ?, ?)`, res.JobID, res.State, res.LogURL, res.Published, now.UnixNano())
+	if err != nil {
+		return fmt.Errorf("keep result of job %s: %w", res.JobID, err)
+	}
+	return nil
+}
+
+// takeEarly removes and returns the early results of ids.
+func (s *store) takeEarly(ctx context.Context, ids []string) ([]BuildResult, error) {
+	var out []BuildResult
+	for _, id := range ids {
+		var r BuildResult
+		err := s.db.QueryRowContext(ctx, `SELECT job_id, state, log_url, published FROM gerrit_early_results WHERE job_id = ?`, id).
+			Scan(&r.JobID, &r.State, &r.LogURL, &r.Published)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read early result of job %s: %w", id, err)
+		}
+		if _, err := s.db.ExecContext(ctx, `DELETE FROM gerrit_early_results WHERE job_id = ?`, id); err != nil {
+			return nil, fmt.Errorf("drop early result of job %s: %w", id, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }
 
 func (s *store) reported(ctx context.Context, eventID int64) (bool, error) {

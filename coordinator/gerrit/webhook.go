@@ -14,7 +14,7 @@ const maxWebhookBody = maxLine
 
 // WebhookHandler accepts events POSTed by Gerrit's webhooks plugin. Mount
 // it under a prefix ending in "/"; the last path segment names the server
-// (e.g. /gerrit/webhook/review), and may be omitted when only one server
+// (e.g. /gerrit/webhook/review), and may be left empty when only one server
 // has a webhook_secret. Requests must carry the server's secret as
 // "Authorization: Bearer <secret>" or as the query parameter secret.
 func (in *Intake) WebhookHandler() http.Handler {
@@ -70,7 +70,7 @@ func (in *Intake) webhookServer(path string) (*server, error) {
 			only, n = s, n+1
 		}
 	}
-	if n == 1 && (last == "" || in.servers[last] == nil) {
+	if n == 1 && last == "" {
 		return only, nil
 	}
 	return nil, fmt.Errorf("no gerrit server with a webhook_secret named %q; end the URL with a server name", last)

@@ -1,0 +1,58 @@
+package gerrit
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
+)
+
+func TestWebhook(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, gerrittest.Options{}, nil)
+	mux := http.NewServeMux()
+	mux.Handle("/gerrit/webhook/", h.in.WebhookHandler())
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	event := readEvent(t, "v3-patchset-created.json")
+	cases := []struct {
+		name, method, path, auth, body string
+		want                           int
+	}{
+		{"no secret", http.MethodPost, "/gerrit/webhook/review", "", event, http.StatusUnauthorized},
+		{"wrong secret", http.MethodPost, "/gerrit/webhook/review", "Bearer nope", event, http.StatusUnauthorized},
+		{"wrong server", http.MethodPost, "/gerrit/webhook/other?secret=s3cret", "", event, http.StatusNotFound},
+		{"GET", http.MethodGet, "/gerrit/webhook/review?secret=s3cret", "", "", http.StatusMethodNotAllowed},
+		{"malformed", http.MethodPost, "/gerrit/webhook/review", "Bearer s3cret", `{"type":"patchset-created"`, http.StatusBadRequest},
+		{"accepted", http.MethodPost, "/gerrit/webhook/review", "Bearer s3cret", event, http.StatusNoContent},
+		{"secret in query", http.MethodPost, "/gerrit/webhook/review?secret=s3cret", "", event, http.StatusNoContent},
+		{"sole server without name", http.MethodPost, "/gerrit/webhook/?secret=s3cret", "", event, http.StatusNoContent},
+	}
+	for _, tc := range cases {
+		req, err := http.NewRequestWithContext(context.Background(), tc.method, srv.URL+tc.path, strings.NewReader(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s: status %d, want %d", tc.name, resp.StatusCode, tc.want)
+		}
+	}
+	// Three deliveries of one event, and the same event on the stream: one build.
+	h.srv.Send(event)
+	h.sync()
+	if got := h.builds.wait(t, 1, 5*time.Second); len(got) != 1 || got[0].Sources[0].Commit != psRev {
+		t.Fatalf("builds = %+v, want one review build", got)
+	}
+}
