@@ -54,6 +54,9 @@ const (
 	srcDir   = "src"
 	rpmDir   = "rpm"
 	stateDir = ".kiln"
+	// noDepsMarker, in stateDir, says phase 1 could not install the
+	// BuildRequires of an rpm build.
+	noDepsMarker = "no-builddeps"
 )
 
 var packageNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.+_-]*$`)
@@ -590,10 +593,11 @@ func (b *Builder) prepareRPM(in prepInput, specPath string) (*plan, error) {
 		Timeout: b.cfg.DependencyTimeout, IdleTimeout: b.cfg.IdleLimit,
 	}
 	p.query = executor.Step{Argv: []string{"sh", "-c", `if command -v dnf >/dev/null 2>&1; then rpm -qa --qf '%{NAME}\t%|EPOCH?{%{EPOCH}:}|%{VERSION}-%{RELEASE}\t%{ARCH}\n'; else dpkg-query -W -f '${Package}\t${Version}\t${Architecture}\n'; fi`}, Env: env, Timeout: time.Minute}
-	build := "rpmbuild -bb " + shellJoin(defs) + " " + specIn
+	// Without dnf the BuildRequires cannot be installed (phase 1 leaves a
+	// marker saying so) and rpmbuild must not check them.
 	p.build = executor.Step{
-		Argv: []string{"sh", "-ec", "if command -v dnf >/dev/null 2>&1; then exec " + build + "; else exec " +
-			strings.Replace(build, "-bb", "-bb --nodeps", 1) + "; fi", "kiln-build"},
+		Argv: []string{"sh", "-ec", "nodeps=; if [ -e ../" + stateDir + "/" + noDepsMarker + " ]; then nodeps=--nodeps; fi; exec rpmbuild -bb $nodeps " +
+			shellJoin(defs) + " " + specIn, "kiln-build"},
 		Dir: topIn, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit,
 	}
 	p.collect = []collectRule{
@@ -608,7 +612,8 @@ func rpmDepsScript(repos []Repository, pinned []executor.Package) string {
 	var s strings.Builder
 	s.WriteString("if ! command -v dnf >/dev/null 2>&1; then\n")
 	s.WriteString("  echo 'kiln: this buildroot has no dnf: BuildRequires are not installed; the build goes on with what the buildroot holds'\n")
-	s.WriteString("  rpmspec -q --buildrequires SPECS/*.spec 2>/dev/null | sed 's/^/kiln: not installed: /' || true\n  exit 0\nfi\n")
+	s.WriteString("  rpmspec -q --buildrequires SPECS/*.spec 2>/dev/null | sed 's/^/kiln: not installed: /' || true\n")
+	s.WriteString("  touch ../" + stateDir + "/" + noDepsMarker + "\n  exit 0\nfi\n")
 	for i, r := range repos {
 		if r.BaseURL != "" {
 			fmt.Fprintf(&s, "printf '[kiln-release-%d]\\nname=kiln release repository\\nbaseurl=%%s\\ngpgcheck=0\\nenabled=1\\n' %s > /etc/yum.repos.d/kiln-release-%d.repo\n", i, shellQuote(r.BaseURL), i)

@@ -66,6 +66,12 @@ func extractTar(what string, r io.Reader, root *os.Root, strip string, keep func
 		if err != nil {
 			return err
 		}
+		// Every member is checked, also those left out.
+		if hdr.Typeflag == tar.TypeSymlink {
+			if err := checkSymlink(what, name, hdr.Linkname); err != nil {
+				return err
+			}
+		}
 		if strip != "" {
 			if name == strip {
 				continue
@@ -115,9 +121,6 @@ func extractTar(what string, r io.Reader, root *os.Root, strip string, keep func
 				return wrapTreeErr(what, name, err)
 			}
 		case tar.TypeSymlink:
-			if err := checkSymlink(what, name, hdr.Linkname); err != nil {
-				return err
-			}
 			if err := removeIfLink(root, name); err != nil {
 				return wrapTreeErr(what, name, err)
 			}
@@ -187,13 +190,13 @@ func writeTarball(what string, r io.Reader, w io.Writer, prefix string, skip fun
 		if err != nil {
 			return err
 		}
-		if skip != nil && skip(name) {
-			continue
-		}
 		if hdr.Typeflag == tar.TypeSymlink {
 			if err := checkSymlink(what, name, hdr.Linkname); err != nil {
 				return err
 			}
+		}
+		if skip != nil && skip(name) {
+			continue
 		}
 		out := &tar.Header{
 			Typeflag: hdr.Typeflag,

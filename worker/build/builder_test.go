@@ -1,0 +1,365 @@
+package build
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/kiln-build/kiln/internal/testenv"
+	"github.com/kiln-build/kiln/worker/executor"
+)
+
+func testConfig(t *testing.T) Config {
+	cfg := DefaultConfig()
+	cfg.CacheDir = filepath.Join(t.TempDir(), "git")
+	cfg.GitTimeout = time.Minute
+	return cfg
+}
+
+func newJob(t *testing.T, pb executor.PackageBuild) executor.Job {
+	if pb.Target == "" {
+		pb.Target = "bookworm/amd64"
+	}
+	if pb.Release == "" {
+		pb.Release = "mos-9.0"
+	}
+	return executor.Job{ID: "job-" + strings.ReplaceAll(t.Name(), "/", "-"), WorkDir: t.TempDir(), Build: &pb}
+}
+
+func outFiles(t *testing.T, workDir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(workDir, outDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// TestBuildDebOnHost runs the whole pipeline with the source package and
+// the build on the host (phase 1 faked), for every source layout.
+func TestBuildDebOnHost(t *testing.T) {
+	testenv.Tool(t, "dpkg-buildpackage")
+	srv := newGitServer(t)
+	nativeC := srv.repo(t, "packages/bookworm/hello-native", "hello-native", nil)
+	quiltC := srv.repo(t, "packages/bookworm/hello-quilt", "hello-quilt", nil)
+	udebC := srv.repo(t, "packages/bookworm/hello-udeb", "hello-udeb", nil)
+	codeC := srv.repo(t, "openstack/hello-split", "hello-split-code", nil)
+	pkgC := srv.repo(t, "openstack-build/hello-split", "hello-split-packaging", nil)
+	// Packaging under the distribution's directory, as some packaging
+	// repositories keep it.
+	distC := srv.repo(t, "openstack-build/hello-split-dist", "", func(dir string) {
+		copyDir(t, "testdata/hello-split-packaging", filepath.Join(dir, "bookworm"))
+	})
+
+	tests := []struct {
+		name    string
+		pkg     string
+		sources []executor.Source
+		suffix  string
+		version string
+		want    []string
+	}{
+		{"native", "hello-native", []executor.Source{{URL: srv.url("packages/bookworm/hello-native"), Commit: nativeC, Role: "combined"}}, "~mos9.0+1", "1.2~mos9.0+1",
+			[]string{"hello-native_1.2~mos9.0+1.dsc", "hello-native_1.2~mos9.0+1.tar.xz", "hello-native_1.2~mos9.0+1_all.deb", "hello-native_1.2~mos9.0+1_amd64.buildinfo", "hello-native_1.2~mos9.0+1_amd64.changes"}},
+		{"quilt", "hello-quilt", []executor.Source{{URL: srv.url("packages/bookworm/hello-quilt"), Commit: quiltC}}, "~mos9.0+3", "2.0-1~mos9.0+3",
+			[]string{"hello-quilt_2.0-1~mos9.0+3.debian.tar.xz", "hello-quilt_2.0-1~mos9.0+3.dsc", "hello-quilt_2.0-1~mos9.0+3_all.deb", "hello-quilt_2.0-1~mos9.0+3_amd64.buildinfo", "hello-quilt_2.0-1~mos9.0+3_amd64.changes", "hello-quilt_2.0.orig.tar.gz"}},
+		{"udeb", "hello-udeb", []executor.Source{{URL: srv.url("packages/bookworm/hello-udeb"), Commit: udebC, Role: "combined"}}, "", "1.0",
+			[]string{"hello-udeb-installer_1.0_all.udeb", "hello-udeb_1.0.dsc", "hello-udeb_1.0.tar.xz", "hello-udeb_1.0_all.deb", "hello-udeb_1.0_amd64.buildinfo", "hello-udeb_1.0_amd64.changes"}},
+		{"two repositories", "hello-split", []executor.Source{
+			{URL: srv.url("openstack/hello-split"), Commit: codeC, Role: "code"},
+			{URL: srv.url("openstack-build/hello-split"), Commit: pkgC, Role: "packaging"}}, "~mos9.0+1", "3.0-1~mos9.0+1",
+			[]string{"hello-split_3.0-1~mos9.0+1.debian.tar.xz", "hello-split_3.0-1~mos9.0+1.dsc", "hello-split_3.0-1~mos9.0+1_all.deb", "hello-split_3.0-1~mos9.0+1_amd64.buildinfo", "hello-split_3.0-1~mos9.0+1_amd64.changes", "hello-split_3.0.orig.tar.gz"}},
+		{"packaging under the distribution", "hello-split", []executor.Source{
+			{URL: srv.url("openstack/hello-split"), Commit: codeC, Role: "code"},
+			{URL: srv.url("openstack-build/hello-split-dist"), Commit: distC, Role: "packaging"}}, "", "3.0-1",
+			[]string{"hello-split_3.0-1.debian.tar.xz", "hello-split_3.0-1.dsc", "hello-split_3.0-1_all.deb", "hello-split_3.0-1_amd64.buildinfo", "hello-split_3.0-1_amd64.changes", "hello-split_3.0.orig.tar.gz"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opener := &fakeOpener{handle: skipRootSteps}
+			b := New(testConfig(t), opener, hclog.NewNullLogger())
+			job := newJob(t, executor.PackageBuild{Package: tt.pkg, Sources: tt.sources, VersionSuffix: tt.suffix, Revision: 1})
+			var log bytes.Buffer
+			res, err := b.Run(context.Background(), job, &log)
+			if err != nil {
+				t.Fatalf("Run: %v\n%s", err, log.String())
+			}
+			if res.Failed() {
+				t.Fatalf("build failed: %s\n%s", res.Reason, log.String())
+			}
+			if got := outFiles(t, job.WorkDir); !slices.Equal(got, tt.want) {
+				t.Errorf("artifacts = %q, want %q\n%s", got, tt.want, log.String())
+			}
+			rec := res.Record
+			if rec.Version != tt.version {
+				t.Errorf("version = %q, want %q", rec.Version, tt.version)
+			}
+			if rec.ChrootDigest != "sha256:fakechroot" {
+				t.Errorf("chroot digest = %q", rec.ChrootDigest)
+			}
+			if want := []executor.Package{{Name: "libc6", Version: "2.36-9", Architecture: "amd64"}, {Name: "make", Version: "4.3-4.1", Architecture: "amd64"}}; !slices.Equal(rec.Installed, want) {
+				t.Errorf("installed = %v, want %v", rec.Installed, want)
+			}
+			if !slices.Equal(rec.Sources, tt.sources) {
+				t.Errorf("sources = %v, want %v", rec.Sources, tt.sources)
+			}
+			if len(rec.Commands) != 4 || !strings.HasPrefix(rec.Commands[0], "dpkg-source -b") || rec.Commands[3] != "dpkg-buildpackage -us -uc" {
+				t.Errorf("commands = %q", rec.Commands)
+			}
+			for _, phase := range []string{"=== fetch sources", "=== source package", "=== phase 1: build dependencies", "=== phase 2: build", "=== collect artifacts"} {
+				if !strings.Contains(log.String(), phase) {
+					t.Errorf("log lacks %q", phase)
+				}
+			}
+			sb := opener.opened[0]
+			if !sb.closed {
+				t.Error("sandbox not closed")
+			}
+			if !sb.steps[1].Root || !sb.steps[1].Network || sb.steps[3].Root || sb.steps[3].Network || sb.steps[0].Root || sb.steps[0].Network {
+				t.Errorf("steps run with the wrong privileges: %+v", sb.steps)
+			}
+		})
+	}
+}
+
+func TestQuiltPatchAppliedAndChangelogEntry(t *testing.T) {
+	testenv.Tool(t, "dpkg-buildpackage")
+	srv := newGitServer(t)
+	c := srv.repo(t, "hello-quilt", "hello-quilt", nil)
+	b := New(testConfig(t), &fakeOpener{handle: skipRootSteps}, nil)
+	job := newJob(t, executor.PackageBuild{Package: "hello-quilt", Release: "mos-9.0", Revision: 7, VersionSuffix: "~mos9.0+7",
+		Sources: []executor.Source{{URL: srv.url("hello-quilt"), Commit: c}}})
+	var log bytes.Buffer
+	res, err := b.Run(context.Background(), job, &log)
+	if err != nil || res.Failed() {
+		t.Fatalf("Run: %v %+v\n%s", err, res, log.String())
+	}
+	tree := filepath.Join(job.WorkDir, srcDir, "hello-quilt-2.0")
+	x := t.TempDir()
+	if out, err := exec.Command("dpkg-deb", "-x", filepath.Join(job.WorkDir, outDir, "hello-quilt_2.0-1~mos9.0+7_all.deb"), x).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb -x: %v\n%s", err, out)
+	}
+	hello, _ := os.ReadFile(filepath.Join(x, "usr/bin/hello-quilt"))
+	if !strings.Contains(string(hello), "patched package") {
+		t.Errorf("quilt patch not applied in the .deb: %s", hello)
+	}
+	cl, _ := os.ReadFile(filepath.Join(tree, "debian/changelog"))
+	want := "hello-quilt (2.0-1~mos9.0+7) unstable; urgency=medium\n\n  * Kiln build for release mos-9.0, revision 7.\n\n -- Kiln Build Farm <kiln@localhost>  Mon, 02 Nov 2026 10:00:00 +0000\n\nhello-quilt (2.0-1) unstable"
+	if !strings.HasPrefix(string(cl), want) {
+		t.Errorf("changelog starts\n%s\nwant\n%s", cl, want)
+	}
+}
+
+func TestBuildFailureKeepsLog(t *testing.T) {
+	testenv.Tool(t, "dpkg-buildpackage")
+	srv := newGitServer(t)
+	c := srv.repo(t, "hello-fail", "hello-fail", nil)
+	b := New(testConfig(t), &fakeOpener{handle: skipRootSteps}, nil)
+	job := newJob(t, executor.PackageBuild{Package: "hello-fail", Sources: []executor.Source{{URL: srv.url("hello-fail"), Commit: c}}})
+	var log bytes.Buffer
+	res, err := b.Run(context.Background(), job, &log)
+	if err != nil {
+		t.Fatalf("a package build failure must not be an infrastructure error: %v", err)
+	}
+	if res.ExitCode == 0 || !strings.Contains(res.Reason, "build failed") {
+		t.Errorf("result = %+v, want a failed build", res)
+	}
+	for _, want := range []string{"halfway through the build", "compile error", "=== phase 2: build"} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, log.String())
+		}
+	}
+	if res.Record == nil || len(res.Record.Installed) == 0 {
+		t.Errorf("record of a failed build lost: %+v", res.Record)
+	}
+}
+
+func TestBuildRPMOnHost(t *testing.T) {
+	testenv.Tool(t, "rpmbuild")
+	srv := newGitServer(t)
+	c := srv.repo(t, "hello-rpm", "hello-rpm", nil)
+	b := New(testConfig(t), &fakeOpener{handle: skipRootSteps}, nil)
+	job := newJob(t, executor.PackageBuild{Package: "hello-rpm", Target: "centos7/x86_64", VersionSuffix: ".mos9.0.2",
+		Sources: []executor.Source{{URL: srv.url("hello-rpm"), Commit: c}}})
+	var log bytes.Buffer
+	res, err := b.Run(context.Background(), job, &log)
+	if err != nil || res.Failed() {
+		t.Fatalf("Run: %v %+v\n%s", err, res, log.String())
+	}
+	want := []string{"hello-rpm-1.0-1.mos9.0.2.noarch.rpm", "hello-rpm-1.0-1.mos9.0.2.src.rpm"}
+	if got := outFiles(t, job.WorkDir); !slices.Equal(got, want) {
+		t.Errorf("artifacts = %q, want %q\n%s", got, want, log.String())
+	}
+	if res.Record.Version != "1.0-1.mos9.0.2" {
+		t.Errorf("version = %q", res.Record.Version)
+	}
+}
+
+// TestBadInput: each bad source is a failed Result naming the problem, the
+// sandbox is never opened and nothing is written outside the work dir.
+func TestBadInput(t *testing.T) {
+	srv := newGitServer(t)
+	outside := t.TempDir()
+	good := srv.repo(t, "good", "hello-native", nil)
+	noPackaging := srv.repo(t, "nopackaging", "hello-split-code", nil)
+	absLink := srv.repo(t, "abslink", "hello-native", func(dir string) {
+		os.Symlink("/etc/passwd", filepath.Join(dir, "passwd"))
+	})
+	relLink := srv.repo(t, "rellink", "hello-native", func(dir string) {
+		os.Symlink("../../../../../"+outside, filepath.Join(dir, "escape"))
+	})
+	// A code repository whose debian is a symlink out of the tree: the
+	// packaging's debian/ must not be written through it.
+	debLink := srv.repo(t, "deblink", "hello-split-code", func(dir string) {
+		os.Symlink(outside, filepath.Join(dir, "debian"))
+	})
+	pkgC := srv.repo(t, "packaging", "hello-split-packaging", nil)
+	missing := strings.Repeat("ab", 20)
+
+	tests := []struct {
+		name    string
+		sources []executor.Source
+		pkg     string
+		suffix  string
+		want    string
+	}{
+		{"missing commit", []executor.Source{{URL: srv.url("good"), Commit: missing}}, "hello-native", "", "commit " + missing + " not found"},
+		{"missing commit on a ref", []executor.Source{{URL: srv.url("good"), Commit: missing, Ref: "refs/heads/main"}}, "hello-native", "", "not found (fetched ref refs/heads/main)"},
+		{"missing ref", []executor.Source{{URL: srv.url("good"), Commit: missing, Ref: "refs/heads/nope"}}, "hello-native", "", `ref "refs/heads/nope" does not exist`},
+		{"short commit", []executor.Source{{URL: srv.url("good"), Commit: good[:12]}}, "hello-native", "", "not a full hexadecimal commit id"},
+		{"option as ref", []executor.Source{{URL: srv.url("good"), Commit: good, Ref: "--upload-pack=touch /tmp/x"}}, "hello-native", "", "not a valid git ref name"},
+		{"no debian nor spec", []executor.Source{{URL: srv.url("nopackaging"), Commit: noPackaging}}, "hello-split", "", "no packaging found"},
+		{"absolute symlink", []executor.Source{{URL: srv.url("abslink"), Commit: absLink}}, "hello-native", "", `symlink "passwd" points outside the source tree`},
+		{"relative symlink escaping", []executor.Source{{URL: srv.url("rellink"), Commit: relLink}}, "hello-native", "", `symlink "escape" points outside the source tree`},
+		{"debian symlink in code", []executor.Source{{URL: srv.url("deblink"), Commit: debLink, Role: "code"}, {URL: srv.url("packaging"), Commit: pkgC, Role: "packaging"}}, "hello-split", "", `symlink "debian" points outside`},
+		{"wrong package", []executor.Source{{URL: srv.url("good"), Commit: good}}, "other", "", `names source package "hello-native", the build asked for "other"`},
+		{"bad suffix", []executor.Source{{URL: srv.url("good"), Commit: good}}, "hello-native", "~mos 9", `version suffix "~mos 9"`},
+		{"two code sources", []executor.Source{{URL: srv.url("good"), Commit: good, Role: "code"}, {URL: srv.url("good"), Commit: good, Role: "code"}}, "hello-native", "", "give one combined source or one code and one packaging source"},
+		{"unknown role", []executor.Source{{URL: srv.url("good"), Commit: good, Role: "docs"}}, "hello-native", "", `role "docs"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opener := &fakeOpener{handle: skipRootSteps}
+			b := New(testConfig(t), opener, nil)
+			job := newJob(t, executor.PackageBuild{Package: tt.pkg, Sources: tt.sources, VersionSuffix: tt.suffix})
+			var log bytes.Buffer
+			res, err := b.Run(context.Background(), job, &log)
+			if err != nil {
+				t.Fatalf("bad input must be a failed result, not an error: %v", err)
+			}
+			if !res.Failed() || !strings.Contains(res.Reason, tt.want) {
+				t.Errorf("reason = %q, want it to contain %q", res.Reason, tt.want)
+			}
+			if !strings.Contains(log.String(), "bad input: ") {
+				t.Errorf("log does not tell the problem:\n%s", log.String())
+			}
+			if len(opener.opened) != 0 {
+				t.Error("a sandbox was opened for bad input")
+			}
+			if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+				t.Errorf("something was written outside the work dir: %v", entries)
+			}
+		})
+	}
+}
+
+func TestInfrastructureErrors(t *testing.T) {
+	srv := newGitServer(t)
+	c := srv.repo(t, "good", "hello-native", nil)
+	down := newGitServer(t)
+	downURL := down.url("good")
+	tests := []struct {
+		name   string
+		url    string
+		opener *fakeOpener
+		want   string
+	}{
+		{"remote unreachable", "git://127.0.0.1:1/good", &fakeOpener{}, "fetch git://127.0.0.1:1/good"},
+		{"repository not served", downURL, &fakeOpener{}, "fetch " + downURL},
+		{"sandbox fails to open", srv.url("good"), &fakeOpener{err: errors.New("containerd: connection refused")}, "open buildroot bookworm/amd64: containerd: connection refused"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := New(testConfig(t), tt.opener, nil)
+			job := newJob(t, executor.PackageBuild{Package: "hello-native", Sources: []executor.Source{{URL: tt.url, Commit: c}}})
+			_, err := b.Run(context.Background(), job, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error = %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestRunWithoutBuildIsUnsupported(t *testing.T) {
+	b := New(testConfig(t), &fakeOpener{}, nil)
+	_, err := b.Run(context.Background(), executor.Job{WorkDir: t.TempDir(), Command: []string{"true"}}, io.Discard)
+	if !errors.Is(err, executor.ErrUnsupported) {
+		t.Errorf("error = %v, want ErrUnsupported", err)
+	}
+}
+
+func TestJobTimeoutIsAFailedResult(t *testing.T) {
+	srv := newGitServer(t)
+	c := srv.repo(t, "good", "hello-native", nil)
+	opener := &fakeOpener{handle: func(_ string, step executor.Step, log io.Writer) (executor.StepResult, bool) {
+		time.Sleep(300 * time.Millisecond)
+		return executor.StepResult{}, true
+	}}
+	// The fake ignores ctx, so the deadline is seen at the next host step.
+	b := New(testConfig(t), opener, nil)
+	job := newJob(t, executor.PackageBuild{Package: "hello-native", Sources: []executor.Source{{URL: srv.url("good"), Commit: c}}})
+	job.Timeout = 2 * time.Second
+	res, err := b.Run(context.Background(), job, io.Discard)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	// All steps answered; this build succeeds or fails on no artifacts,
+	// never with an infrastructure error.
+	if res.Failed() && res.Reason != "build produced no packages" {
+		t.Errorf("result = %+v", res)
+	}
+}
+
+func TestFetchUsesCache(t *testing.T) {
+	srv := newGitServer(t)
+	c := srv.repo(t, "repo", "hello-native", nil)
+	cfg := testConfig(t)
+	g := newGitCache(cfg.CacheDir, time.Minute)
+	ctx := context.Background()
+	src := executor.Source{URL: srv.url("repo"), Commit: c, Ref: "refs/heads/main"}
+	var log bytes.Buffer
+	dir, err := g.Fetch(ctx, src, &log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !g.hasCommit(ctx, dir, c) {
+		t.Fatal("commit not in cache after fetch")
+	}
+	// A second commit on the same repository goes into the same cache.
+	c2 := srv.repo(t, "repo", "", func(dir string) { os.WriteFile(filepath.Join(dir, "NEWS"), []byte("news\n"), 0o644) })
+	dir2, err := g.Fetch(ctx, executor.Source{URL: srv.url("repo"), Commit: c2}, &log)
+	if err != nil || dir2 != dir {
+		t.Fatalf("second fetch: %v (dir %s, first %s)", err, dir2, dir)
+	}
+	log.Reset()
+	if _, err := g.Fetch(ctx, src, &log); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), "already in the worker's cache") {
+		t.Errorf("cached commit fetched again: %s", log.String())
+	}
+}
