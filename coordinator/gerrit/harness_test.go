@@ -29,17 +29,24 @@ type fakeBuilds struct {
 	mu      sync.Mutex
 	reqs    []BuildRequest
 	changed chan struct{}
+	// onSubmit, when set, runs after each submission with the new job id.
+	onSubmit func(id string)
 }
 
 func newFakeBuilds() *fakeBuilds { return &fakeBuilds{changed: make(chan struct{})} }
 
 func (f *fakeBuilds) SubmitBuild(_ context.Context, req BuildRequest) (string, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.reqs = append(f.reqs, req)
 	close(f.changed)
 	f.changed = make(chan struct{})
-	return fmt.Sprintf("job-%d", len(f.reqs)), nil
+	id := fmt.Sprintf("job-%d", len(f.reqs))
+	hook := f.onSubmit
+	f.mu.Unlock()
+	if hook != nil {
+		hook(id)
+	}
+	return id, nil
 }
 
 func (f *fakeBuilds) all() []BuildRequest {

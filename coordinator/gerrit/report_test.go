@@ -192,3 +192,68 @@ func TestRESTReviewer(t *testing.T) {
 		t.Fatalf("error = %v, want the status and Gerrit's message", err)
 	}
 }
+
+// TestResultBeforeRecord: a build key that already succeeded may finish a
+// job at once, before the intake has written the job down; the vote still
+// comes.
+func TestResultBeforeRecord(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, gerrittest.Options{}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	h.builds.mu.Lock()
+	h.builds.onSubmit = func(id string) {
+		if err := h.in.BuildFinished(ctx, BuildResult{JobID: id, State: StateSucceeded}); err != nil {
+			t.Errorf("BuildFinished: %v", err)
+		}
+	}
+	h.builds.mu.Unlock()
+	h.srv.Send(patchsetCreated(nginx, "9.0", 31, 1, psRev))
+	revs, err := h.srv.WaitReviews(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if revs[0].Change != 31 || revs[0].Labels["Verified"] != "+1" {
+		t.Fatalf("review = %+v", revs[0])
+	}
+}
+
+// TestTrackedBranchBuiltOnStart: a branch listed under track whose head was
+// never built is built when the stream first connects, once.
+func TestTrackedBranchBuiltOnStart(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, gerrittest.Options{}, func(c *Config) {
+		c.Track = []Tracked{{Server: "review", Project: nginx, Branches: []string{"9.0", "10.0"}}}
+	})
+	head := h.commit(nginx, "9.0", "initial")
+	// The repository did not exist at the first reconcile; reconnecting
+	// reconciles again.
+	h.srv.Kill()
+	if err := h.srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	got := h.builds.wait(t, 1, 10*time.Second)
+	if got[0].Sources[0].Commit != head || got[0].Release != "mos-9.0" || !got[0].Publish {
+		t.Fatalf("build = %+v, want release build of %s", got[0], head)
+	}
+	if err := h.in.Reconcile(context.Background(), "review"); err != nil {
+		t.Fatal(err)
+	}
+	h.sync()
+	if n := len(h.builds.all()); n != 1 {
+		t.Fatalf("%d builds, want 1", n)
+	}
+	evs, err := h.in.ListEvents(context.Background(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range evs {
+		if e.Type == "reconcile" && e.Action == ActionBuilt && e.Revision == head && len(e.JobIDs) == 1 {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no reconcile event logged: %+v", evs)
+	}
+}
