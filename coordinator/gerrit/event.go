@@ -65,8 +65,9 @@ type Event struct {
 	// sends it.
 	OldRev string
 	NewRev string
-	// Comment is the comment-added text.
+	// Comment is the comment-added text, Author the commenter's user name.
 	Comment string
+	Author  string
 	// CreatedOn is eventCreatedOn; zero when Gerrit did not send it.
 	CreatedOn time.Time
 	// Unknown counts fields Kiln does not know, for the metrics.
@@ -173,6 +174,9 @@ type wireEvent struct {
 	RefUpdate *wireRefUpdate `json:"refUpdate"`
 	NewRev    string         `json:"newRev"`
 	Comment   string         `json:"comment"`
+	Author    *struct {
+		Username string `json:"username"`
+	} `json:"author"`
 }
 
 // knownFields are the top-level fields of the event types Kiln uses, as
@@ -240,6 +244,9 @@ func ParseEvent(line []byte) (Event, error) {
 	}
 	ev.NewRev = strings.ToLower(w.NewRev)
 	ev.Comment = w.Comment
+	if w.Author != nil {
+		ev.Author = w.Author.Username
+	}
 	if ru := w.RefUpdate; ru != nil {
 		if ev.Project == "" {
 			ev.Project = string(ru.Project)

@@ -306,7 +306,8 @@ func (in *Intake) handle(ctx context.Context, s *server, ev Event) error {
 	case TypePatchsetCreated:
 		return in.handleReview(ctx, s, ev, "")
 	case TypeCommentAdded:
-		if !in.recheck.MatchString(ev.Comment) {
+		if ev.Author == s.cfg.User || !in.recheck.MatchString(ev.Comment) {
+			// Kiln's own messages never trigger builds.
 			in.metrics.events.WithLabelValues(name, ev.Type, "noise").Inc()
 			return nil
 		}

@@ -110,6 +110,8 @@ func TestRecheckNeedsMatchingComment(t *testing.T) {
 	h.srv.Send(commentAdded(nginx, "9.0", 7, 1, psRev, "Patch Set 1: Code-Review+1\n\nlooks good, no need to recheck this", 1))
 	h.srv.Send(commentAdded(nginx, "9.0", 7, 1, psRev, "Patch Set 1:\n\nrecheck", 2))
 	h.srv.Send(commentAdded(nginx, "9.0", 7, 1, psRev, "Patch Set 1:\n\nrecheck", 3))
+	own := strings.Replace(commentAdded(nginx, "9.0", 7, 1, psRev, "recheck", 4), `"username":"ann"`, `"username":"kiln"`, 1)
+	h.srv.Send(own) // Kiln's own account never triggers a build
 	h.sync()
 	if got := len(h.builds.all()); got != 2 {
 		t.Fatalf("got %d builds, want 2 (one per recheck comment)", got)
