@@ -5,7 +5,7 @@
 #   bench/publisher-rpm/run.sh [COUNT...]        (default: 2000 20000)
 #
 # For each COUNT it builds COUNT small noarch rpms with the real rpmbuild
-# (one spec with COUNT-1 subpackages), then times:
+# (specs of up to 2000 packages each), then times:
 #   - fresh repodata: createrepo_c (default, with sqlite databases),
 #     createrepo_c --no-database, and Kiln (reading every rpm, writing
 #     repodata, keeping per-package metadata as the publisher's store does);
@@ -65,12 +65,13 @@ timed() {
 	printf '%-58s %8ss   (runs: %s)\n' "$label" "$best" "${all[*]}"
 }
 
-# make_spec N: a spec with one main package and N-1 subpackages, each
-# owning one file and requiring the main package.
+# make_spec NAME FIRST LAST: a spec with a main package NAME (number FIRST)
+# and subpackages NAME-FIRST+1 .. NAME-LAST, each owning one file and
+# requiring the main package.
 make_spec() {
-	local n=$1
+	local name=$1 first=$2 last=$3
 	cat <<SPEC
-Name: kiln-bench
+Name: $name
 Version: 1.0
 Release: 1
 Summary: Benchmark package
@@ -80,36 +81,38 @@ BuildArch: noarch
 %description
 Main benchmark package.
 %install
-mkdir -p %{buildroot}/usr/share/kiln-bench %{buildroot}/usr/bin
-for i in \$(seq 1 $n); do echo "file \$i" > %{buildroot}/usr/share/kiln-bench/f\$i; done
+mkdir -p %{buildroot}/usr/share/$name
+for i in \$(seq $first $last); do echo "file \$i" > %{buildroot}/usr/share/$name/f\$i; done
 %files
-/usr/share/kiln-bench/f1
+/usr/share/$name/f$first
 %changelog
 * Mon Nov 23 2026 Kiln Bench <bench@example.org> - 1.0-1
 - benchmark
 SPEC
-	awk -v n="$n" 'BEGIN { for (i = 2; i <= n; i++) printf "%%package -n kiln-bench-%d\nSummary: Benchmark package %d\nRequires: kiln-bench = %%{version}-%%{release}\nProvides: kiln-bench-virtual-%d = 1.0\n%%description -n kiln-bench-%d\nBenchmark package number %d.\n%%files -n kiln-bench-%d\n/usr/share/kiln-bench/f%d\n\n", i, i, i, i, i, i, i }'
+	awk -v name="$name" -v first="$first" -v last="$last" 'BEGIN { for (i = first + 1; i <= last; i++) printf "%%package -n %s-%d\nSummary: Benchmark package %d\nRequires: %s = %%{version}-%%{release}\nProvides: %s-virtual-%d = 1.0\n%%description -n %s-%d\nBenchmark package number %d.\n%%files -n %s-%d\n/usr/share/%s/f%d\n\n", name, i, i, name, name, i, name, i, i, name, i, name, i }'
 }
 
-rpmsign_all() { # KEY DIR [--rpmv3]: rpmsign every rpm in DIR with KEY
-	local key=$1 dir=$2
-	shift 2
-	rpmsign --addsign "$@" --define "__gpg $(command -v gpg)" --define "_gpg_name $key@bench.example.org" "$dir"/*.rpm
-}
-
-build_rpms() { # N DIR
-	local n=$1 dir=$2 top="$work/top-$1"
-	mkdir -p "$top" "$dir"
-	make_spec "$n" >"$top/bench.spec"
-	rpmbuild -bb --nodeps --quiet --define "_topdir $top" "$top/bench.spec" >/dev/null
-	mv "$top"/RPMS/noarch/*.rpm "$dir"/
-	rm -rf "$top"
+# build_rpms N DIR: N rpms in DIR. rpmbuild slows down sharply with tens of
+# thousands of subpackages in one spec, so specs hold at most 2000.
+build_rpms() {
+	local n=$1 dir=$2 chunk=2000 first top
+	mkdir -p "$dir"
+	for ((first = 1; first <= n; first += chunk)); do
+		local last=$((first + chunk - 1))
+		[ "$last" -le "$n" ] || last=$n
+		top="$work/top-$n-$first"
+		mkdir -p "$top"
+		make_spec "kiln-bench-c$first" "$first" "$last" >"$top/bench.spec"
+		rpmbuild -bb --nodeps --quiet --define "_topdir $top" "$top/bench.spec" >/dev/null
+		mv "$top"/RPMS/noarch/*.rpm "$dir"/
+		rm -rf "$top"
+	done
 }
 
 # One extra package for the --update step.
 extra_top="$work/top-extra"
 mkdir -p "$extra_top"
-sed -e 's/^Name: kiln-bench$/Name: kiln-bench-extra/' <(make_spec 1) >"$extra_top/extra.spec"
+make_spec kiln-bench-extra 1 1 >"$extra_top/extra.spec"
 rpmbuild -bb --nodeps --quiet --define "_topdir $extra_top" "$extra_top/extra.spec" >/dev/null
 extra=$(ls "$extra_top"/RPMS/noarch/*.rpm)
 
