@@ -182,6 +182,27 @@ func (h *harness) stop() {
 	}
 }
 
+// restartServer kills the stand-in, runs between (may be nil) while it is
+// down, restarts it and waits for the intake to stream again.
+func (h *harness) restartServer(between func()) {
+	h.t.Helper()
+	h.srv.Kill()
+	for deadline := time.Now().Add(5 * time.Second); h.srv.Streams() > 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if between != nil {
+		between()
+	}
+	if err := h.srv.Restart(); err != nil {
+		h.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.srv.WaitStreams(ctx, 1); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
 // git runs git in the repository of project, creating it first.
 func (h *harness) git(project string, args ...string) string {
 	h.t.Helper()

@@ -214,16 +214,12 @@ func TestStreamKilledMidEventMergeBuiltOnce(t *testing.T) {
 	if err := h.srv.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	h.srv.Kill()
-	// Another merge lands while the stream is down.
-	merged2 := h.commit(nginx, "9.0", "merge of change 78")
-	time.Sleep(50 * time.Millisecond) // a few failed reconnects
-	if err := h.srv.Restart(); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.srv.WaitStreams(ctx, 1); err != nil {
-		t.Fatal(err)
-	}
+	var merged2 string
+	h.restartServer(func() {
+		// Another merge lands while the stream is down.
+		merged2 = h.commit(nginx, "9.0", "merge of change 78")
+		time.Sleep(50 * time.Millisecond) // a few failed reconnects
+	})
 	got := h.builds.wait(t, 1, 10*time.Second)
 	if got[0].Sources[0].Commit != merged2 || !got[0].Publish {
 		t.Fatalf("build after reconnect = %+v, want release build of %s", got[0], merged2)

@@ -206,6 +206,7 @@ func ReviewCommand(r Review) string {
 // quote wraps s in single quotes; Gerrit's command line parser keeps
 // everything inside them, and a single quote is closed, escaped and reopened.
 func quote(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD") // Gerrit reads the command line as UTF-8
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 

@@ -143,7 +143,7 @@ func FuzzReviewCommand(f *testing.F) {
 			return
 		}
 		args := gerrittest.Split(ReviewCommand(Review{Change: 1, PatchSet: 1, Message: msg}))
-		if len(args) != 5 || args[3] != msg {
+		if len(args) != 5 || args[3] != strings.ToValidUTF8(msg, "\uFFFD") {
 			t.Fatalf("message %q split into %q", msg, args)
 		}
 	})
@@ -228,10 +228,7 @@ func TestTrackedBranchBuiltOnStart(t *testing.T) {
 	head := h.commit(nginx, "9.0", "initial")
 	// The repository did not exist at the first reconcile; reconnecting
 	// reconciles again.
-	h.srv.Kill()
-	if err := h.srv.Restart(); err != nil {
-		t.Fatal(err)
-	}
+	h.restartServer(nil)
 	got := h.builds.wait(t, 1, 10*time.Second)
 	if got[0].Sources[0].Commit != head || got[0].Release != "mos-9.0" || !got[0].Publish {
 		t.Fatalf("build = %+v, want release build of %s", got[0], head)
