@@ -227,3 +227,11 @@ func skipRootSteps(workDir string, step executor.Step, log io.Writer) (executor.
 	}
 	return executor.StepResult{}, false
 }
+
+// runTar lists a tarball with the system's tar.
+func runTar(dir, name string) (string, error) {
+	cmd := exec.Command("tar", "-tzf", name)
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	return string(out), err
+}

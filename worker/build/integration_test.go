@@ -28,6 +28,9 @@ func runBuild(t *testing.T, b *Builder, pb executor.PackageBuild) (executor.Resu
 	if err != nil {
 		t.Fatalf("Run: %v\n%s", err, log.String())
 	}
+	if testing.Verbose() {
+		t.Logf("build log:\n%s", log.String())
+	}
 	return res, log.String(), job.WorkDir
 }
 

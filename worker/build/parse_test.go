@@ -1,0 +1,358 @@
+package build
+
+import (
+	"archive/tar"
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-build/kiln/worker/executor"
+)
+
+func TestParseChangelogHead(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, in string
+		want     changelogHead
+		err      string
+	}{
+		{"plain", "hello (1.0-1) unstable; urgency=medium\n\n  * x\n", changelogHead{"hello", "1.0-1", "unstable"}, ""},
+		{"epoch and leading blank line", "\nnova (2:13.0.0-1~u14.04+mos1) mos9.0; urgency=low\n", changelogHead{"nova", "2:13.0.0-1~u14.04+mos1", "mos9.0"}, ""},
+		{"garbage", "this is not a changelog\n", changelogHead{}, "is not \"source (version)"},
+		{"bad version", "hello (1.0 $(rm)) unstable; urgency=low\n", changelogHead{}, "is not \"source (version)"},
+		{"version not starting with a digit", "hello (abc) unstable; urgency=low\n", changelogHead{}, `version "abc" is not a valid Debian version`},
+		{"empty", "\n\n", changelogHead{}, "debian/changelog is empty"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseChangelogHead([]byte(tt.in))
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("error = %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("got %+v, %v; want %+v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestVersions(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in, upstream, noEpoch string
+		format               sourceFormat
+		orig                 bool
+	}{
+		{"1.0", "1.0", "1.0", formatNative, false},
+		{"1.0-1", "1.0", "1.0-1", formatQuilt, true},
+		{"2:13.0.0-1~u14.04+mos1", "13.0.0", "13.0.0-1~u14.04+mos1", formatQuilt, true},
+		{"1.0-2-3", "1.0-2", "1.0-2-3", format10, true},
+		{"3.1", "3.1", "3.1", format10, false},
+	}
+	for _, tt := range tests {
+		if got := upstreamVersion(tt.in); got != tt.upstream {
+			t.Errorf("upstreamVersion(%q) = %q, want %q", tt.in, got, tt.upstream)
+		}
+		if got := withoutEpoch(tt.in); got != tt.noEpoch {
+			t.Errorf("withoutEpoch(%q) = %q, want %q", tt.in, got, tt.noEpoch)
+		}
+		if got := needsOrig(tt.format, tt.in); got != tt.orig {
+			t.Errorf("needsOrig(%q, %q) = %v, want %v", tt.format, tt.in, got, tt.orig)
+		}
+	}
+}
+
+func TestParseSourceFormat(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		data   string
+		exists bool
+		want   sourceFormat
+		err    bool
+	}{
+		{"", false, format10, false},
+		{"3.0 (quilt)\n", true, formatQuilt, false},
+		{"3.0 (native)", true, formatNative, false},
+		{"3.0 (git)\n", true, "", true},
+	}
+	for _, tt := range tests {
+		got, err := parseSourceFormat([]byte(tt.data), tt.exists)
+		if (err != nil) != tt.err || got != tt.want {
+			t.Errorf("parseSourceFormat(%q) = %q, %v", tt.data, got, err)
+		}
+	}
+}
+
+func TestChangelogEntry(t *testing.T) {
+	t.Parallel()
+	got := changelogEntry(changelogHead{"nova", "2:13.0.0-1", "mos9.0"}, "2:13.0.0-1~mos9.0+3", "mos-9.0", 3,
+		"Kiln <kiln@example.org>", time.Date(2026, 11, 2, 10, 0, 0, 0, time.FixedZone("CET", 3600)))
+	want := "nova (2:13.0.0-1~mos9.0+3) mos9.0; urgency=medium\n\n  * Kiln build for release mos-9.0, revision 3.\n\n -- Kiln <kiln@example.org>  Mon, 02 Nov 2026 09:00:00 +0000\n\n"
+	if got != want {
+		t.Errorf("entry:\n%q\nwant\n%q", got, want)
+	}
+	if _, err := parseChangelogHead([]byte(got)); err != nil {
+		t.Errorf("entry does not parse back: %v", err)
+	}
+}
+
+func TestParseSpec(t *testing.T) {
+	t.Parallel()
+	spec := `%global srcname python-foo
+%define upver 1.2.3
+Name:    %{srcname}
+Version: %{upver}
+Release: 1%{?dist}
+Source0: https://example.org/%{name}-%{version}.tar.gz
+Source1: %{name}.service
+Patch0:  fix.patch
+
+%description
+Release: not-this
+`
+	got, err := parseSpec([]byte(spec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Name != "python-foo" || got.Version != "1.2.3" || got.Release != "1" || got.Source0 != "python-foo-1.2.3.tar.gz" {
+		t.Errorf("parsed %+v", got)
+	}
+	if want := []string{"python-foo-1.2.3.tar.gz", "python-foo.service", "fix.patch"}; !slices.Equal(got.Sources, want) {
+		t.Errorf("sources = %q, want %q", got.Sources, want)
+	}
+	out := string(setSpecRelease([]byte(spec), ".mos9.0.2"))
+	if !strings.Contains(out, "Release: 1%{?dist}.mos9.0.2\n") || !strings.Contains(out, "Release: not-this") {
+		t.Errorf("release not set once:\n%s", out)
+	}
+
+	bad := []struct{ spec, err string }{
+		{"Version: 1\nRelease: 1\n", "Name"},
+		{"Name: foo\nVersion: %{lua: x}\nRelease: 1\n", "Version"},
+		{"Name: foo\nVersion: 1\n", "Release tag is missing"},
+	}
+	for _, b := range bad {
+		if _, err := parseSpec([]byte(b.spec)); err == nil || !strings.Contains(err.Error(), b.err) {
+			t.Errorf("parseSpec(%q) error = %v, want %q", b.spec, err, b.err)
+		}
+	}
+}
+
+// tarOf builds a tar stream from entries.
+type entry struct {
+	name, link, body string
+	typ              byte
+}
+
+func tarOf(t *testing.T, entries []entry) *bytes.Buffer {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		h := &tar.Header{Name: e.name, Linkname: e.link, Typeflag: e.typ, Mode: 0o644, Size: int64(len(e.body))}
+		if e.typ != tar.TypeReg {
+			h.Size = 0
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if e.typ == tar.TypeReg {
+			tw.Write([]byte(e.body))
+		}
+	}
+	tw.Close()
+	return &buf
+}
+
+func TestExtractTarRefusesEscapes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		entries []entry
+		err     string
+	}{
+		{"dotdot member", []entry{{name: "../evil", body: "x", typ: tar.TypeReg}}, `member "../evil" escapes`},
+		{"dotdot inside", []entry{{name: "a/../../evil", body: "x", typ: tar.TypeReg}}, "escapes the source tree (.. path)"},
+		{"absolute member", []entry{{name: "/etc/evil", body: "x", typ: tar.TypeReg}}, "absolute or empty path"},
+		{"absolute symlink", []entry{{name: "l", link: "/etc", typ: tar.TypeSymlink}}, `symlink "l" points outside`},
+		{"escaping symlink", []entry{{name: "a/l", link: "../../x", typ: tar.TypeSymlink}}, `symlink "a/l" points outside`},
+		{"escaping symlink left out", []entry{{name: "skipped/l", link: "/etc", typ: tar.TypeSymlink}}, `symlink "skipped/l" points outside`},
+		{"hard link", []entry{{name: "h", link: "x", typ: tar.TypeLink}}, "unsupported type"},
+		{"device", []entry{{name: "d", typ: tar.TypeChar}}, "unsupported type"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			base := t.TempDir()
+			dir := filepath.Join(base, "tree")
+			os.Mkdir(dir, 0o755)
+			root, err := os.OpenRoot(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer root.Close()
+			err = extractTar("test", tarOf(t, tt.entries), root, "", func(n string) bool { return !strings.HasPrefix(n, "skipped") })
+			if _, ok := isBadSource(err); !ok || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("error = %v, want a bad source error with %q", err, tt.err)
+			}
+			if entries, _ := os.ReadDir(base); len(entries) != 1 {
+				t.Errorf("written beside the tree: %v", entries)
+			}
+		})
+	}
+}
+
+func TestExtractTarKeepsInsideLinks(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	root, _ := os.OpenRoot(dir)
+	defer root.Close()
+	err := extractTar("test", tarOf(t, []entry{
+		{name: "pkg/", typ: tar.TypeDir},
+		{name: "pkg/a/b", body: "hello", typ: tar.TypeReg},
+		{name: "pkg/a/l", link: "b", typ: tar.TypeSymlink},
+		{name: "pkg/up", link: "a/../a/b", typ: tar.TypeSymlink},
+		{name: "other/x", body: "x", typ: tar.TypeReg},
+	}), root, "pkg", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "a/l")); string(b) != "hello" {
+		t.Errorf("a/l reads %q", b)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x")); err == nil {
+		t.Error("member outside the stripped prefix extracted")
+	}
+}
+
+func TestWriteTarballIsDeterministic(t *testing.T) {
+	t.Parallel()
+	entries := []entry{{name: "hello", body: "hi", typ: tar.TypeReg}, {name: "debian/control", body: "x", typ: tar.TypeReg}}
+	var a, b bytes.Buffer
+	skipDebian := func(n string) bool { return strings.HasPrefix(n, "debian") }
+	if err := writeTarball("t", tarOf(t, entries), &a, "pkg-1.0", skipDebian); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeTarball("t", tarOf(t, entries), &b, "pkg-1.0", skipDebian); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a.Bytes(), b.Bytes()) {
+		t.Error("the same input gave different tarballs")
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "t.tar.gz"), a.Bytes(), 0o644)
+	out, err := runTar(dir, "t.tar.gz")
+	if err != nil {
+		t.Skipf("tar: %v", err)
+	}
+	if out != "pkg-1.0/\npkg-1.0/hello\n" {
+		t.Errorf("tarball lists\n%s", out)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	ok := DefaultConfig()
+	ok.Repositories = []Repository{{Release: "mos-9.0", Apt: "deb [trusted=yes] http://127.0.0.1:8080/mos-9.0 bookworm main"}}
+	if err := ok.Validate(); err != nil {
+		t.Errorf("default config with a repository: %v", err)
+	}
+	tests := []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"relative cache", func(c *Config) { c.CacheDir = "cache" }, `build.cache_dir "cache"`},
+		{"negative timeout", func(c *Config) { c.BuildTimeout = -time.Second }, "build.build_timeout -1s"},
+		{"bad maintainer", func(c *Config) { c.Maintainer = "nobody" }, `build.maintainer "nobody"`},
+		{"repository without release", func(c *Config) { c.Repositories = []Repository{{Apt: "deb http://x/ a main"}} }, "release is empty"},
+		{"repository with both", func(c *Config) { c.Repositories = []Repository{{Release: "r", Apt: "deb http://x/ a main", BaseURL: "http://x/"}} }, "exactly one of apt"},
+		{"apt not a source line", func(c *Config) { c.Repositories = []Repository{{Release: "r", Apt: "http://x/"}} }, `must be a one-line source starting with "deb "`},
+		{"newline", func(c *Config) { c.Repositories = []Repository{{Release: "r", Apt: "deb http://x/ a main\ndeb http://evil/ a main"}} }, "single line"},
+	}
+	for _, tt := range tests {
+		c := DefaultConfig()
+		tt.edit(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: error = %v, want %q", tt.name, err, tt.want)
+		}
+	}
+}
+
+func TestDepsScripts(t *testing.T) {
+	t.Parallel()
+	repos := []Repository{{Release: "mos-9.0", Apt: "deb [trusted=yes] http://127.0.0.1:8080/mos 'x' main"}}
+	pinned := []executor.Package{{Name: "python3", Version: "3.11.2-1+b1", Architecture: "amd64"}, {Name: "debhelper", Version: "13.11.4", Architecture: "all"}}
+	s := debDepsScript(repos, pinned, "hello_1.0.dsc")
+	for _, want := range []string{
+		`echo 'deb [trusted=yes] http://127.0.0.1:8080/mos '\''x'\'' main' >> /etc/apt/sources.list.d/kiln-release.list`,
+		"python3:amd64=3.11.2-1+b1 debhelper=13.11.4",
+		"apt-get build-dep $apt_opts ../hello_1.0.dsc",
+		"--allow-downgrades",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("deb script lacks %q:\n%s", want, s)
+		}
+	}
+	if s := debDepsScript(nil, nil, "h.dsc"); strings.Contains(s, "installing pinned") || strings.Contains(s, "kiln-release.list") {
+		t.Errorf("script without repositories or pins:\n%s", s)
+	}
+	r := rpmDepsScript([]Repository{{Release: "mos-9.0", BaseURL: "http://127.0.0.1:8080/mos/"}}, []executor.Package{{Name: "make", Version: "4.3-1.el9"}})
+	for _, want := range []string{"baseurl=%s", "http://127.0.0.1:8080/mos/", "dnf install -y --allowerasing make-4.3-1.el9", "dnf builddep -y SRPMS/*.src.rpm", noDepsMarker} {
+		if !strings.Contains(r, want) {
+			t.Errorf("rpm script lacks %q:\n%s", want, r)
+		}
+	}
+}
+
+func TestParseInstalled(t *testing.T) {
+	t.Parallel()
+	got := parseInstalled([]byte("zlib1g\t1:1.2.13\tamd64\nbroken line\nlibc6\t2.36-9\tamd64\nlibc6\t2.36-9\ti386\n"))
+	want := []executor.Package{{Name: "libc6", Version: "2.36-9", Architecture: "amd64"}, {Name: "libc6", Version: "2.36-9", Architecture: "i386"}, {Name: "zlib1g", Version: "1:1.2.13", Architecture: "amd64"}}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+}
+
+func TestCollectTakesOnlyRegularFiles(t *testing.T) {
+	t.Parallel()
+	work := t.TempDir()
+	secret := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(secret, []byte("host secret"), 0o600)
+	os.MkdirAll(filepath.Join(work, srcDir, "hello-1.0"), 0o755)
+	os.WriteFile(filepath.Join(work, srcDir, "hello_1.0_all.deb"), []byte("deb"), 0o644)
+	os.WriteFile(filepath.Join(work, srcDir, "notes.txt"), []byte("x"), 0o644)
+	os.Symlink(secret, filepath.Join(work, srcDir, "steal_1.0_all.deb"))
+	os.Mkdir(filepath.Join(work, srcDir, "dir.deb"), 0o755)
+	got, err := collect(work, []collectRule{{dir: srcDir, patterns: []string{"*.deb"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, []string{"hello_1.0_all.deb"}) {
+		t.Errorf("collected %q", got)
+	}
+	if _, err := os.Lstat(filepath.Join(work, outDir, "steal_1.0_all.deb")); err == nil {
+		t.Error("a symlink was collected")
+	}
+}
+
+func TestShellQuote(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"dpkg-source": "dpkg-source",
+		"a b":         "'a b'",
+		"it's":        `'it'\''s'`,
+		"":            "''",
+		"${Package}":  "'${Package}'",
+	} {
+		if got := shellQuote(in); got != want {
+			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
