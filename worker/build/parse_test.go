@@ -47,8 +47,8 @@ func TestVersions(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		in, upstream, noEpoch string
-		format               sourceFormat
-		orig                 bool
+		format                sourceFormat
+		orig                  bool
 	}{
 		{"1.0", "1.0", "1.0", formatNative, false},
 		{"1.0-1", "1.0", "1.0-1", formatQuilt, true},
@@ -272,9 +272,13 @@ func TestConfigValidate(t *testing.T) {
 		{"negative timeout", func(c *Config) { c.BuildTimeout = -time.Second }, "build.build_timeout -1s"},
 		{"bad maintainer", func(c *Config) { c.Maintainer = "nobody" }, `build.maintainer "nobody"`},
 		{"repository without release", func(c *Config) { c.Repositories = []Repository{{Apt: "deb http://x/ a main"}} }, "release is empty"},
-		{"repository with both", func(c *Config) { c.Repositories = []Repository{{Release: "r", Apt: "deb http://x/ a main", BaseURL: "http://x/"}} }, "exactly one of apt"},
+		{"repository with both", func(c *Config) {
+			c.Repositories = []Repository{{Release: "r", Apt: "deb http://x/ a main", BaseURL: "http://x/"}}
+		}, "exactly one of apt"},
 		{"apt not a source line", func(c *Config) { c.Repositories = []Repository{{Release: "r", Apt: "http://x/"}} }, `must be a one-line source starting with "deb "`},
-		{"newline", func(c *Config) { c.Repositories = []Repository{{Release: "r", Apt: "deb http://x/ a main\ndeb http://evil/ a main"}} }, "single line"},
+		{"newline", func(c *Config) {
+			c.Repositories = []Repository{{Release: "r", Apt: "deb http://x/ a main\ndeb http://evil/ a main"}}
+		}, "single line"},
 	}
 	for _, tt := range tests {
 		c := DefaultConfig()
