@@ -92,6 +92,12 @@ SPEC
 	awk -v name="$name" -v first="$first" -v last="$last" 'BEGIN { for (i = first + 1; i <= last; i++) printf "%%package -n %s-%d\nSummary: Benchmark package %d\nRequires: %s = %%{version}-%%{release}\nProvides: %s-virtual-%d = 1.0\n%%description -n %s-%d\nBenchmark package number %d.\n%%files -n %s-%d\n/usr/share/%s/f%d\n\n", name, i, i, name, name, i, name, i, i, name, i, name, i }'
 }
 
+rpmsign_all() { # KEY DIR [--rpmv3]: rpmsign every rpm in DIR with KEY
+	local key=$1 dir=$2
+	shift 2
+	rpmsign --addsign "$@" --define "__gpg $(command -v gpg)" --define "_gpg_name $key@bench.example.org" "$dir"/*.rpm
+}
+
 # build_rpms N DIR: N rpms in DIR. rpmbuild slows down sharply with tens of
 # thousands of subpackages in one spec, so specs hold at most 2000.
 build_rpms() {
