@@ -19,14 +19,14 @@ import (
 	"github.com/kiln-build/kiln/worker/executor"
 )
 
-func testConfig(t *testing.T) Config {
+func testConfig(t testing.TB) Config {
 	cfg := DefaultConfig()
 	cfg.CacheDir = filepath.Join(t.TempDir(), "git")
 	cfg.GitTimeout = time.Minute
 	return cfg
 }
 
-func newJob(t *testing.T, pb executor.PackageBuild) executor.Job {
+func newJob(t testing.TB, pb executor.PackageBuild) executor.Job {
 	if pb.Target == "" {
 		pb.Target = "bookworm/amd64"
 	}

@@ -26,7 +26,7 @@ type gitServer struct {
 }
 
 // newGitServer starts git daemon on a free loopback port for the test.
-func newGitServer(t *testing.T) *gitServer {
+func newGitServer(t testing.TB) *gitServer {
 	t.Helper()
 	testenv.Tool(t, "git")
 	base := t.TempDir()
@@ -76,7 +76,7 @@ func (s *gitServer) url(name string) string {
 
 // repo creates repository name from testdata/<from> (when not empty),
 // applies edit to the working tree, commits and returns the commit.
-func (s *gitServer) repo(t *testing.T, name, from string, edit func(dir string)) string {
+func (s *gitServer) repo(t testing.TB, name, from string, edit func(dir string)) string {
 	t.Helper()
 	dir := filepath.Join(s.base, name)
 	if _, err := os.Stat(filepath.Join(dir, ".git")); err != nil {
@@ -96,7 +96,7 @@ func (s *gitServer) repo(t *testing.T, name, from string, edit func(dir string))
 	return strings.TrimSpace(runGit(t, dir, "rev-parse", "HEAD"))
 }
 
-func runGit(t *testing.T, dir string, args ...string) string {
+func runGit(t testing.TB, dir string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command("git", append([]string{"-c", "user.name=Kiln Tests", "-c", "user.email=tests@kiln.invalid"}, args...)...)
 	cmd.Dir = dir
@@ -111,7 +111,7 @@ func runGit(t *testing.T, dir string, args ...string) string {
 }
 
 // copyDir copies a testdata tree (files, dirs, executable bits).
-func copyDir(t *testing.T, from, to string) {
+func copyDir(t testing.TB, from, to string) {
 	t.Helper()
 	err := filepath.Walk(from, func(p string, fi os.FileInfo, err error) error {
 		if err != nil {

@@ -1,0 +1,21 @@
+#!/bin/sh
+# Wall time of Kiln's whole package build pipeline (fetch, source package,
+# build dependencies, build, collection) for worker/build's testdata Debian
+# package, against plain dpkg-buildpackage of the same source in the same
+# chroot, in one run. Goal: Kiln's overhead under 3 s per build.
+#
+# Needs root and the project's containerd (scripts/containerd.sh start); the
+# test chroot is made with mmdebstrap the first time on a machine.
+#
+# Usage: bench/pkgbuild/run.sh [BUILDS]   (default 5 builds of each)
+set -eu
+cd "$(dirname "$0")/../.."
+builds=${1:-5}
+case $builds in
+'' | *[!0-9]*)
+	echo "usage: $0 [BUILDS]: BUILDS must be a number, got '$builds'" >&2
+	exit 2
+	;;
+esac
+exec env KILN_TEST_STRICT=1 go test -run '^$' -bench '^BenchmarkPipeline$' \
+	-benchtime "${builds}x" -timeout 30m -v ./worker/build/

@@ -1,0 +1,74 @@
+package build
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/kiln-build/kiln/worker/buildroot/buildroottest"
+	"github.com/kiln-build/kiln/worker/executor"
+)
+
+// BenchmarkPipeline measures the whole package build pipeline (fetch from
+// git on loopback into a cold cache, upstream tarball and source tree,
+// source package, build dependencies, installed-package listing, build,
+// collection) of testdata/hello-native against plain dpkg-buildpackage of
+// the same source tree in a sandbox of the same chroot, interleaved in one
+// run. Both include opening and closing the sandbox. Run it with
+// bench/pkgbuild/run.sh; results are in BENCHMARKS.md.
+func BenchmarkPipeline(b *testing.B) {
+	br, target := buildroottest.New(b)
+	srv := newGitServer(b)
+	commit := srv.repo(b, "packages/hello-native", "hello-native", nil)
+	sources := []executor.Source{{URL: srv.url("packages/hello-native"), Commit: commit, Role: "combined"}}
+	ctx := context.Background()
+
+	var kiln, plain time.Duration
+	n := 0
+	for b.Loop() {
+		n++
+		// Kiln: a cold git cache each time, so that the fetch is counted.
+		cfg := testConfig(b)
+		builder := New(cfg, br, nil)
+		job := newJob(b, executor.PackageBuild{Package: "hello-native", Target: target, Release: "mos-9.0", Revision: int64(n), VersionSuffix: "~mos9.0+1", Sources: sources})
+		start := time.Now()
+		res, err := builder.Run(ctx, job, io.Discard)
+		k := time.Since(start)
+		if err != nil || res.Failed() {
+			b.Fatalf("kiln build: %v %+v", err, res)
+		}
+
+		// Plain: the same tree, dpkg-buildpackage as the build user.
+		work := b.TempDir()
+		tree := filepath.Join(work, "src", "hello-native-1.2")
+		copyDir(b, "testdata/hello-native", tree)
+		if err := chownTree(work); err != nil {
+			b.Fatal(err)
+		}
+		start = time.Now()
+		sb, err := br.Open(ctx, target, work)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r, err := sb.Exec(ctx, executor.Step{Argv: []string{"dpkg-buildpackage", "-us", "-uc"}, Dir: executor.SandboxWorkDir + "/src/hello-native-1.2", Env: buildEnv()}, io.Discard)
+		if cerr := sb.Close(ctx); err == nil {
+			err = cerr
+		}
+		p := time.Since(start)
+		if err != nil || r.Failed() {
+			b.Fatalf("plain build: %v %+v", err, r)
+		}
+		if _, err := os.Stat(filepath.Join(work, "src", "hello-native_1.2_all.deb")); err != nil {
+			b.Fatalf("plain build made no .deb: %v", err)
+		}
+		kiln += k
+		plain += p
+		b.Logf("build %d: kiln %s, plain dpkg-buildpackage %s, overhead %s", n, k.Round(time.Millisecond), p.Round(time.Millisecond), (k - p).Round(time.Millisecond))
+	}
+	b.ReportMetric((kiln / time.Duration(n)).Seconds(), "kiln-s/build")
+	b.ReportMetric((plain / time.Duration(n)).Seconds(), "plain-s/build")
+	b.ReportMetric(((kiln - plain) / time.Duration(n)).Seconds(), "overhead-s/build")
+}
