@@ -202,7 +202,7 @@ func NewWithOptions(cfg Config, db *sql.DB, builds Builds, logger hclog.Logger, 
 			}
 			s.ssh = d
 			if g, ok := in.git.(*gitHeads); ok {
-				g.addSSH(sc, d)
+				g.addSSH(sc)
 			}
 		}
 		if sc.RESTURL != "" {
@@ -298,6 +298,12 @@ func (in *Intake) handle(ctx context.Context, s *server, ev Event) error {
 		in.metrics.malformed.WithLabelValues(name).Inc()
 		return fmt.Errorf("%w: project: %v", ErrMalformed, err)
 	}
+	if ev.Branch != "" {
+		if err := checkName(ev.Branch); err != nil {
+			in.metrics.malformed.WithLabelValues(name).Inc()
+			return fmt.Errorf("%w: branch: %v", ErrMalformed, err)
+		}
+	}
 	switch ev.Type {
 	case TypeRefUpdated:
 		return in.handleRefUpdated(ctx, s, ev)
@@ -365,10 +371,6 @@ func (in *Intake) handleRefUpdated(ctx context.Context, s *server, ev Event) err
 		// refs/users, sequences: none is a branch to build.
 		in.metrics.events.WithLabelValues(name, ev.Type, "noise").Inc()
 		return nil
-	}
-	if err := checkName(ev.Branch); err != nil {
-		in.metrics.malformed.WithLabelValues(name).Inc()
-		return fmt.Errorf("%w: branch: %v", ErrMalformed, err)
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -557,10 +559,9 @@ func (in *Intake) handleReview(ctx context.Context, s *server, ev Event, why str
 	if !ok {
 		return in.record(ctx, s, ev, ActionIgnored, fmt.Sprintf("no rule maps project %s branch %s", ev.Project, ev.Branch), nil)
 	}
-	ref := ev.PatchSetRef
-	if ref == "" {
-		ref = fmt.Sprintf("refs/changes/%02d/%d/%d", ev.Change%100, ev.Change, ev.PatchSet)
-	}
+	// The patch set's ref is derived, not taken from the event, so that it
+	// cannot point anywhere else.
+	ref := fmt.Sprintf("refs/changes/%02d/%d/%d", ev.Change%100, ev.Change, ev.PatchSet)
 	srcs, _, reason, err := in.sources(ctx, s, plan, ev.Project, ev.Branch, ev.Revision, ref)
 	if err != nil {
 		return err

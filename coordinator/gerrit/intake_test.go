@@ -311,3 +311,23 @@ func TestMalformedLinesSkipped(t *testing.T) {
 		t.Errorf("unknown fields counter = %v, want 1", n)
 	}
 }
+
+// TestEventLogBounded: the event log keeps about event_log_size entries.
+func TestEventLogBounded(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, gerrittest.Options{}, func(c *Config) { c.EventLogSize = 20 })
+	for i := 0; i < 250; i++ {
+		h.srv.Send(patchsetCreated("unmapped/project", "master", 100+i, 1, psRev))
+	}
+	h.sync()
+	evs, err := h.in.ListEvents(context.Background(), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) < 20 || len(evs) > 20+100 {
+		t.Fatalf("%d events kept, want 20 to 120", len(evs))
+	}
+	if evs[1].Action != ActionIgnored || !strings.Contains(evs[1].Reason, "no rule maps project unmapped/project branch master") {
+		t.Fatalf("event = %+v, want ignored with the reason", evs[1])
+	}
+}

@@ -126,7 +126,7 @@ type gitSSH struct {
 
 // addSSH makes ls-remote of the server's git URLs use its key and
 // known_hosts file.
-func (g *gitHeads) addSSH(sc ServerConfig, _ *sshDialer) {
+func (g *gitHeads) addSSH(sc ServerConfig) {
 	prefix, _, _ := strings.Cut(sc.GitURL, "{project}")
 	if !strings.HasPrefix(prefix, "ssh://") {
 		return
