@@ -97,7 +97,7 @@ func (w tlogWriter) Write(p []byte) (int, error) {
 
 // newHarness starts a Gerrit stand-in, git repositories and an intake with
 // the shipped example rules; change adjusts the configuration.
-func newHarness(t *testing.T, opts gerrittest.Options, change func(*Config)) *harness {
+func newHarness(t *testing.T, opts gerrittest.Options, change func(*Config, *gerrittest.Server)) *harness {
 	t.Helper()
 	testenv.Tool(t, "git")
 	dir := t.TempDir()
@@ -134,7 +134,12 @@ func newHarness(t *testing.T, opts gerrittest.Options, change func(*Config)) *ha
 	cfg.ReconcileInterval = time.Hour
 	cfg.LogURL = "https://kiln.example.com/jobs/{job}/log"
 	if change != nil {
-		change(&cfg)
+		change(&cfg, srv)
+		if a := cfg.Servers[0].SSH; a != srv.Addr() {
+			if err := srv.WriteKnownHosts(known, a); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "kiln.db")+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)")
 	if err != nil {
@@ -175,11 +180,19 @@ func (h *harness) stop() {
 		h.t.Errorf("Run: %v", err)
 	}
 	h.cancel = nil
-	// Let the stand-in notice, so that a restarted intake's stream is the
-	// only one events go to.
+}
+
+// restartIntake stops the intake and starts a new one on the same database,
+// as a coordinator restart does.
+func (h *harness) restartIntake() {
+	h.t.Helper()
+	h.stop()
+	// Let the stand-in notice, so that the new intake's stream is the only
+	// one events go to.
 	for deadline := time.Now().Add(5 * time.Second); h.srv.Streams() > 0 && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}
+	h.start()
 }
 
 // restartServer kills the stand-in, runs between (may be nil) while it is

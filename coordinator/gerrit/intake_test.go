@@ -234,8 +234,7 @@ func TestStreamKilledMidEventMergeBuiltOnce(t *testing.T) {
 		}
 	}
 	// A restart of the coordinator does not build it again either.
-	h.stop()
-	h.start()
+	h.restartIntake()
 	h.sync()
 	if got := h.builds.all(); len(got) != 1 {
 		t.Fatalf("got %d builds, want exactly 1: %+v", len(got), got)
@@ -315,7 +314,7 @@ func TestMalformedLinesSkipped(t *testing.T) {
 // TestEventLogBounded: the event log keeps about event_log_size entries.
 func TestEventLogBounded(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, gerrittest.Options{}, func(c *Config) { c.EventLogSize = 20 })
+	h := newHarness(t, gerrittest.Options{}, func(c *Config, _ *gerrittest.Server) { c.EventLogSize = 20 })
 	for i := 0; i < 250; i++ {
 		h.srv.Send(patchsetCreated("unmapped/project", "master", 100+i, 1, psRev))
 	}

@@ -51,8 +51,7 @@ func TestReviewVoteArrives(t *testing.T) {
 	if err := h.in.BuildFinished(ctx, BuildResult{JobID: "job-2", State: StateSucceeded}); err != nil {
 		t.Fatal(err)
 	}
-	h.stop()
-	h.start()
+	h.restartIntake()
 	if err := h.in.BuildFinished(ctx, BuildResult{JobID: "job-3", State: StateFailed, LogURL: "https://logs.example.com/3"}); err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +221,7 @@ func TestResultBeforeRecord(t *testing.T) {
 // never built is built when the stream first connects, once.
 func TestTrackedBranchBuiltOnStart(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, gerrittest.Options{}, func(c *Config) {
+	h := newHarness(t, gerrittest.Options{}, func(c *Config, _ *gerrittest.Server) {
 		c.Track = []Tracked{{Server: "review", Project: nginx, Branches: []string{"9.0", "10.0"}}}
 	})
 	head := h.commit(nginx, "9.0", "initial")

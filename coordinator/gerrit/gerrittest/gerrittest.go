@@ -130,9 +130,14 @@ func Start(t testing.TB, opts Options) *Server {
 // Addr is host:port of the SSH daemon.
 func (s *Server) Addr() string { return s.addr }
 
-// WriteKnownHosts writes a known_hosts file that trusts the server.
-func (s *Server) WriteKnownHosts(path string) error {
-	line := knownhosts.Line([]string{knownhosts.Normalize(s.addr)}, s.hostKey.PublicKey())
+// WriteKnownHosts writes a known_hosts file that trusts the server under
+// its own address and the extra addresses given (e.g. a proxy's).
+func (s *Server) WriteKnownHosts(path string, extra ...string) error {
+	hosts := []string{knownhosts.Normalize(s.addr)}
+	for _, a := range extra {
+		hosts = append(hosts, knownhosts.Normalize(a))
+	}
+	line := knownhosts.Line(hosts, s.hostKey.PublicKey())
 	return os.WriteFile(path, []byte(line+"\n"), 0o600)
 }
 
