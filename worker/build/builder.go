@@ -468,13 +468,17 @@ func (b *Builder) prepareDeb(in prepInput, debDir string) (*plan, error) {
 		}
 	}
 
+	repos, err := b.stageRepositories(in.job)
+	if err != nil {
+		return nil, err
+	}
 	dsc := head.Source + "_" + withoutEpoch(version) + ".dsc"
 	srcWork := path.Join(executor.SandboxWorkDir, srcDir)
 	env := buildEnv()
 	p := &plan{kind: "deb", version: version}
 	p.source = executor.Step{Argv: []string{"dpkg-source", "-b", treeName}, Dir: srcWork, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit}
 	p.deps = executor.Step{
-		Argv: []string{"sh", "-ec", debDepsScript(b.cfg.repositories(pb.Release, pb.Target), pb.Pinned, dsc), "kiln-deps"},
+		Argv: []string{"sh", "-ec", debDepsScript(repos, pb.Pinned, dsc), "kiln-deps"},
 		Dir:  srcWork + "/" + treeName, Root: true, Network: true,
 		Env:     append(env, "DEBIAN_FRONTEND=noninteractive"),
 		Timeout: b.cfg.DependencyTimeout, IdleTimeout: b.cfg.IdleLimit,
@@ -576,6 +580,10 @@ func (b *Builder) prepareRPM(in prepInput, specPath string) (*plan, error) {
 		}
 	}
 
+	repos, err := b.stageRepositories(in.job)
+	if err != nil {
+		return nil, err
+	}
 	topIn := path.Join(executor.SandboxWorkDir, rpmDir)
 	defs := []string{
 		"--define", "_topdir " + topIn,
@@ -588,7 +596,7 @@ func (b *Builder) prepareRPM(in prepInput, specPath string) (*plan, error) {
 	p := &plan{kind: "rpm", version: spec.Version + "-" + spec.Release + pb.VersionSuffix, versionFromSRPM: spec.Name}
 	p.source = executor.Step{Argv: append(append([]string{"rpmbuild", "-bs", "--nodeps"}, defs...), specIn), Dir: topIn, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit}
 	p.deps = executor.Step{
-		Argv: []string{"sh", "-ec", rpmDepsScript(b.cfg.repositories(pb.Release, pb.Target), pb.Pinned), "kiln-deps"},
+		Argv: []string{"sh", "-ec", rpmDepsScript(repos, pb.Pinned), "kiln-deps"},
 		Dir:  topIn, Root: true, Network: true, Env: env,
 		Timeout: b.cfg.DependencyTimeout, IdleTimeout: b.cfg.IdleLimit,
 	}
@@ -759,9 +767,14 @@ func chownTree(dir string) error {
 	if os.Geteuid() != 0 {
 		return nil
 	}
+	staged := filepath.Join(dir, stateDir, reposDir)
 	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if p == staged {
+			// Hard links to the host's repository: never give them away.
+			return filepath.SkipDir
 		}
 		if err := os.Lchown(p, executor.BuildUID, executor.BuildGID); err != nil {
 			return fmt.Errorf("give %s to the build user: %w", p, err)

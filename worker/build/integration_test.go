@@ -124,6 +124,31 @@ func TestIntegrationDeb(t *testing.T) {
 		}
 	})
 
+	t.Run("build dependency from the release repository", func(t *testing.T) {
+		repo := localAptRepo(t, "kiln-test-dep")
+		cfg := testConfig(t)
+		cfg.Repositories = []Repository{{Release: "mos-9.0", Apt: "deb [trusted=yes] file://" + repo + " ./"}}
+		rb := New(cfg, br, buildroottest.Logger(t))
+		res, log, workDir := runBuild(t, rb, executor.PackageBuild{Package: "hello-withdep", Target: target, Release: "mos-9.0", Sources: src("hello-withdep")})
+		if res.Failed() {
+			t.Fatalf("build failed: %s\n%s", res.Reason, log)
+		}
+		if !strings.Contains(log, "building hello-withdep against: kiln-test-dep 1.0 from the release repository") {
+			t.Errorf("the dependency from the release repository was not used:\n%s", log)
+		}
+		if !slices.Contains(res.Record.Installed, executor.Package{Name: "kiln-test-dep", Version: "1.0", Architecture: "all"}) {
+			t.Errorf("kiln-test-dep 1.0 not recorded as installed")
+		}
+		if _, err := os.Stat(filepath.Join(workDir, outDir, "hello-withdep_1.0_all.deb")); err != nil {
+			t.Error(err)
+		}
+		// Another release does not see that repository.
+		res, log, _ = runBuild(t, rb, executor.PackageBuild{Package: "hello-withdep", Target: target, Release: "other-1.0", Sources: src("hello-withdep")})
+		if !res.Failed() || !strings.Contains(res.Reason, "build dependencies failed") {
+			t.Errorf("build for another release: %+v\n%s", res, log)
+		}
+	})
+
 	t.Run("reproducible", func(t *testing.T) {
 		sources := src("hello-native")
 		pb := executor.PackageBuild{Package: "hello-native", Target: target, Release: "mos-9.0", Revision: 4, VersionSuffix: "~mos9.0+4", Sources: sources}
@@ -193,6 +218,22 @@ func TestIntegrationRPM(t *testing.T) {
 			t.Errorf("rpm -qp: %q, %v", out, err)
 		}
 	}
+}
+
+// localAptRepo makes a flat apt repository holding testdata/<pkg> built
+// with dpkg-deb, as a release repository on a single machine.
+func localAptRepo(t *testing.T, pkg string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, argv := range [][]string{
+		{"dpkg-deb", "--root-owner-group", "--build", filepath.Join("testdata", pkg), filepath.Join(dir, pkg+"_1.0_all.deb")},
+		{"sh", "-c", "cd " + dir + " && dpkg-scanpackages --multiversion . > Packages"},
+	} {
+		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", argv, err, out)
+		}
+	}
+	return dir
 }
 
 func sameFile(t *testing.T, a, b string) bool {
