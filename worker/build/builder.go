@@ -505,17 +505,23 @@ func debDepsScript(repos []Repository, pinned []executor.Package, dsc string) st
 		s.WriteString("update\n")
 	}
 	if len(pinned) > 0 {
-		s.WriteString("echo 'kiln: installing pinned build dependencies'\nupdate\napt-get install $apt_opts --allow-downgrades")
-		for _, p := range pinned {
-			spec := p.Name
-			if p.Architecture != "" && p.Architecture != "all" {
-				spec += ":" + p.Architecture
-			}
-			s.WriteString(" " + shellQuote(spec+"="+p.Version))
-		}
-		s.WriteString("\n")
+		s.WriteString("echo 'kiln: installing pinned build dependencies'\nupdate\napt-get install $apt_opts --allow-downgrades" + debPins(pinned) + "\n")
 	}
 	fmt.Fprintf(&s, "if dpkg-checkbuilddeps; then\n  echo 'kiln: build dependencies already satisfied'\nelse\n  update\n  apt-get build-dep $apt_opts %s\nfi\n", shellQuote("../"+dsc))
+	return s.String()
+}
+
+// debPins is the apt-get install arguments for exact versions, each
+// " name[:arch]=version".
+func debPins(pinned []executor.Package) string {
+	var s strings.Builder
+	for _, p := range pinned {
+		spec := p.Name
+		if p.Architecture != "" && p.Architecture != "all" {
+			spec += ":" + p.Architecture
+		}
+		s.WriteString(" " + shellQuote(spec+"="+p.Version))
+	}
 	return s.String()
 }
 
@@ -621,6 +627,10 @@ func rpmDepsScript(repos []Repository, pinned []executor.Package) string {
 	s.WriteString("if ! command -v dnf >/dev/null 2>&1; then\n")
 	s.WriteString("  echo 'kiln: this buildroot has no dnf: BuildRequires are not installed; the build goes on with what the buildroot holds'\n")
 	s.WriteString("  rpmspec -q --buildrequires SPECS/*.spec 2>/dev/null | sed 's/^/kiln: not installed: /' || true\n")
+	if len(pinned) > 0 {
+		// A Debian-based rpm buildroot: its record lists dpkg packages.
+		s.WriteString("  if command -v apt-get >/dev/null 2>&1; then\n    echo 'kiln: installing pinned packages with apt'\n    apt-get update -o APT::Color=0\n    apt-get install -y --no-install-recommends --allow-downgrades -o Dpkg::Use-Pty=0" + debPins(pinned) + "\n  fi\n")
+	}
 	s.WriteString("  touch ../" + stateDir + "/" + noDepsMarker + "\n  exit 0\nfi\n")
 	for i, r := range repos {
 		if r.BaseURL != "" {

@@ -194,8 +194,9 @@ func TestIntegrationRPM(t *testing.T) {
 	srv := newGitServer(t)
 	b := New(testConfig(t), br, buildroottest.Logger(t))
 	c := srv.repo(t, "packages/centos7/hello-rpm", "hello-rpm", nil)
-	res, log, workDir := runBuild(t, b, executor.PackageBuild{Package: "hello-rpm", Target: target, Release: "mos-9.0", Revision: 2, VersionSuffix: ".mos9.0.2",
-		Sources: []executor.Source{{URL: srv.url("packages/centos7/hello-rpm"), Commit: c}}})
+	pb := executor.PackageBuild{Package: "hello-rpm", Target: target, Release: "mos-9.0", Revision: 2, VersionSuffix: ".mos9.0.2",
+		Sources: []executor.Source{{URL: srv.url("packages/centos7/hello-rpm"), Commit: c}}}
+	res, log, workDir := runBuild(t, b, pb)
 	if res.Failed() {
 		t.Fatalf("build failed: %s\n%s", res.Reason, log)
 	}
@@ -211,6 +212,20 @@ func TestIntegrationRPM(t *testing.T) {
 	}
 	if len(res.Record.Installed) == 0 {
 		t.Error("no installed packages recorded")
+	}
+	// Rebuilt from the record, the rpms are the same bytes.
+	pb.Pinned = res.Record.Installed
+	again, log2, workDir2 := runBuild(t, b, pb)
+	if again.Failed() {
+		t.Fatalf("rebuild from the record failed: %s\n%s", again.Reason, log2)
+	}
+	if !strings.Contains(log2, "installing pinned packages with apt") {
+		t.Errorf("rebuild did not install the pinned versions:\n%s", log2)
+	}
+	for _, name := range want {
+		if !sameFile(t, filepath.Join(workDir, outDir, name), filepath.Join(workDir2, outDir, name)) {
+			t.Errorf("%s differs between two builds of the same source", name)
+		}
 	}
 	if rpmTool, err := exec.LookPath("rpm"); err == nil {
 		out, err := exec.Command(rpmTool, "-qp", "--qf", "%{NAME} %{VERSION}-%{RELEASE}\n", filepath.Join(workDir, outDir, want[0])).Output()

@@ -308,6 +308,9 @@ func TestDepsScripts(t *testing.T) {
 		t.Errorf("script without repositories or pins:\n%s", s)
 	}
 	r := rpmDepsScript([]Repository{{Release: "mos-9.0", BaseURL: "http://127.0.0.1:8080/mos/"}}, []executor.Package{{Name: "make", Version: "4.3-1.el9"}})
+	if !strings.Contains(r, "apt-get install -y --no-install-recommends --allow-downgrades -o Dpkg::Use-Pty=0 make=4.3-1.el9") {
+		t.Errorf("rpm script does not pin with apt in a Debian-based buildroot:\n%s", r)
+	}
 	for _, want := range []string{"baseurl=%s", "http://127.0.0.1:8080/mos/", "dnf install -y --allowerasing make-4.3-1.el9", "dnf builddep -y SRPMS/*.src.rpm", noDepsMarker} {
 		if !strings.Contains(r, want) {
 			t.Errorf("rpm script lacks %q:\n%s", want, r)
