@@ -158,8 +158,10 @@ func (c Config) WithDefaults() Config {
 
 var labelName = regexp.MustCompile(`^[A-Za-z0-9-]+$`)
 
-// Validate reports every problem in c, naming the bad values.
+// Validate reports every problem in c, naming the bad values; unset
+// fields are validated with their defaults.
 func (c Config) Validate() error {
+	c = c.WithDefaults()
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if len(c.Servers) == 0 {

@@ -29,6 +29,12 @@ func TestExampleConfigValid(t *testing.T) {
 	if err := loadExample(t).Validate(); err != nil {
 		t.Fatalf("example config does not validate: %v", err)
 	}
+	// Defaults fill what a minimal section leaves out.
+	minimal := loadExample(t)
+	minimal.Verified, minimal.Recheck, minimal.Tag, minimal.Keepalive = VerifiedLabel{}, "", "", 0
+	if err := minimal.Validate(); err != nil {
+		t.Fatalf("minimal config does not validate: %v", err)
+	}
 }
 
 func TestExampleMapping(t *testing.T) {

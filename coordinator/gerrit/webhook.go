@@ -12,11 +12,12 @@ import (
 // maxWebhookBody bounds one webhook request.
 const maxWebhookBody = maxLine
 
-// WebhookHandler accepts events POSTed by Gerrit's webhooks plugin. Mount
-// it under a prefix ending in "/"; the last path segment names the server
-// (e.g. /gerrit/webhook/review), and may be left empty when only one server
-// has a webhook_secret. Requests must carry the server's secret as
-// "Authorization: Bearer <secret>" or as the query parameter secret.
+// WebhookHandler accepts events POSTed by Gerrit's webhooks plugin. The
+// last path segment names the server (mount it under e.g. /gerrit/webhook/
+// and point Gerrit at /gerrit/webhook/review); when only one server has a
+// webhook_secret, any path reaches it. Requests must carry the server's
+// secret as "Authorization: Bearer <secret>" or as the query parameter
+// secret.
 func (in *Intake) WebhookHandler() http.Handler {
 	return http.HandlerFunc(in.serveWebhook)
 }
@@ -70,8 +71,8 @@ func (in *Intake) webhookServer(path string) (*server, error) {
 			only, n = s, n+1
 		}
 	}
-	if n == 1 && last == "" {
+	if n == 1 {
 		return only, nil
 	}
-	return nil, fmt.Errorf("no gerrit server with a webhook_secret named %q; end the URL with a server name", last)
+	return nil, fmt.Errorf("no gerrit server with a webhook_secret named %q; end the URL with the server's name", last)
 }

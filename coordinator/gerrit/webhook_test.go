@@ -16,6 +16,7 @@ func TestWebhook(t *testing.T) {
 	h := newHarness(t, gerrittest.Options{}, nil)
 	mux := http.NewServeMux()
 	mux.Handle("/gerrit/webhook/", h.in.WebhookHandler())
+	mux.Handle("/gerrit/webhook", h.in.WebhookHandler())
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	event := readEvent(t, "v3-patchset-created.json")
@@ -25,12 +26,11 @@ func TestWebhook(t *testing.T) {
 	}{
 		{"no secret", http.MethodPost, "/gerrit/webhook/review", "", event, http.StatusUnauthorized},
 		{"wrong secret", http.MethodPost, "/gerrit/webhook/review", "Bearer nope", event, http.StatusUnauthorized},
-		{"wrong server", http.MethodPost, "/gerrit/webhook/other?secret=s3cret", "", event, http.StatusNotFound},
 		{"GET", http.MethodGet, "/gerrit/webhook/review?secret=s3cret", "", "", http.StatusMethodNotAllowed},
 		{"malformed", http.MethodPost, "/gerrit/webhook/review", "Bearer s3cret", `{"type":"patchset-created"`, http.StatusBadRequest},
 		{"accepted", http.MethodPost, "/gerrit/webhook/review", "Bearer s3cret", event, http.StatusNoContent},
 		{"secret in query", http.MethodPost, "/gerrit/webhook/review?secret=s3cret", "", event, http.StatusNoContent},
-		{"sole server without name", http.MethodPost, "/gerrit/webhook/?secret=s3cret", "", event, http.StatusNoContent},
+		{"sole server without name", http.MethodPost, "/gerrit/webhook?secret=s3cret", "", event, http.StatusNoContent},
 	}
 	for _, tc := range cases {
 		req, err := http.NewRequestWithContext(context.Background(), tc.method, srv.URL+tc.path, strings.NewReader(tc.body))
@@ -49,10 +49,45 @@ func TestWebhook(t *testing.T) {
 			t.Errorf("%s: status %d, want %d", tc.name, resp.StatusCode, tc.want)
 		}
 	}
-	// Three deliveries of one event, and the same event on the stream: one build.
+	// Several deliveries of one event, and the same event on the stream: one build.
 	h.srv.Send(event)
 	h.sync()
 	if got := h.builds.wait(t, 1, 5*time.Second); len(got) != 1 || got[0].Sources[0].Commit != psRev {
 		t.Fatalf("builds = %+v, want one review build", got)
+	}
+}
+
+func TestWebhookPicksServerByName(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, gerrittest.Options{}, func(c *Config, _ *gerrittest.Server) {
+		second := c.Servers[0]
+		second.Name, second.WebhookSecret, second.DisableStream = "second", "other-secret", true
+		c.Servers = append(c.Servers, second)
+	})
+	srv := httptest.NewServer(h.in.WebhookHandler())
+	defer srv.Close()
+	event := readEvent(t, "v3-patchset-created.json")
+	cases := []struct {
+		path string
+		want int
+	}{
+		{"/gerrit/webhook/second?secret=other-secret", http.StatusNoContent},
+		{"/gerrit/webhook/second?secret=s3cret", http.StatusUnauthorized},
+		{"/gerrit/webhook/review?secret=s3cret", http.StatusNoContent},
+		{"/gerrit/webhook/other?secret=s3cret", http.StatusNotFound},
+	}
+	for _, tc := range cases {
+		resp, err := srv.Client().Post(srv.URL+tc.path, "application/json", strings.NewReader(event))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("POST %s: status %d, want %d", tc.path, resp.StatusCode, tc.want)
+		}
+	}
+	// One build per server: the change is not the same change on both.
+	if got := h.builds.wait(t, 2, 5*time.Second); len(got) != 2 {
+		t.Fatalf("builds = %+v", got)
 	}
 }
