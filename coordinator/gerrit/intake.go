@@ -258,12 +258,14 @@ func (in *Intake) ListEvents(ctx context.Context, limit int) ([]EventRecord, err
 // handleLine parses and handles one stream line or webhook body.
 func (in *Intake) handleLine(ctx context.Context, s *server, line []byte, via string) error {
 	ev, err := ParseEvent(line)
-	if err != nil {
+	if err == nil {
+		err = in.handle(ctx, s, ev)
+	}
+	if errors.Is(err, ErrMalformed) {
 		in.metrics.malformed.WithLabelValues(s.cfg.Name).Inc()
 		in.logger.Warn("skipping malformed event", "server", s.cfg.Name, "via", via, "error", err, "line", truncate(line, 2048))
-		return err
 	}
-	return in.handle(ctx, s, ev)
+	return err
 }
 
 func truncate(b []byte, n int) string {
@@ -295,12 +297,10 @@ func (in *Intake) handle(ctx context.Context, s *server, ev Event) error {
 		return in.record(ctx, s, ev, ActionIgnored, "Gerrit dropped events for this stream; reconciling all tracked branches", nil)
 	}
 	if err := checkName(ev.Project); err != nil {
-		in.metrics.malformed.WithLabelValues(name).Inc()
 		return fmt.Errorf("%w: project: %v", ErrMalformed, err)
 	}
 	if ev.Branch != "" {
 		if err := checkName(ev.Branch); err != nil {
-			in.metrics.malformed.WithLabelValues(name).Inc()
 			return fmt.Errorf("%w: branch: %v", ErrMalformed, err)
 		}
 	}
@@ -558,6 +558,11 @@ func (in *Intake) handleReview(ctx context.Context, s *server, ev Event, why str
 	}
 	if !ok {
 		return in.record(ctx, s, ev, ActionIgnored, fmt.Sprintf("no rule maps project %s branch %s", ev.Project, ev.Branch), nil)
+	}
+	if cur, err := in.store.latestPatchSet(ctx, s.cfg.Name, ev.Change); err != nil {
+		return err
+	} else if cur > ev.PatchSet {
+		return in.record(ctx, s, ev, ActionSuperseded, fmt.Sprintf("patch set %d is newer; only the current patch set is built", cur), nil)
 	}
 	// The patch set's ref is derived, not taken from the event, so that it
 	// cannot point anywhere else.

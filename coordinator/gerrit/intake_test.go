@@ -193,6 +193,16 @@ func TestNewerPatchSetSupersedes(t *testing.T) {
 	if evs[2].PatchSet != 1 || evs[2].Action != ActionSuperseded || evs[1].Action != ActionBuilt {
 		t.Fatalf("events = %+v, want patch set 1 superseded and 2 built", evs)
 	}
+	// A late recheck of the old patch set builds nothing.
+	h.srv.Send(commentAdded(nginx, "9.0", 42, 1, psRev, "recheck", 5))
+	h.sync()
+	evs, err = h.in.ListEvents(context.Background(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if evs[1].Action != ActionSuperseded || !strings.Contains(evs[1].Reason, "patch set 2 is newer") || len(h.builds.all()) != 2 {
+		t.Fatalf("recheck of an old patch set: %+v, %d builds", evs[1], len(h.builds.all()))
+	}
 }
 
 // TestStreamKilledMidEventMergeBuiltOnce kills the stand-in in the middle of

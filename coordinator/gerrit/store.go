@@ -179,6 +179,17 @@ func (s *store) releaseQueued(ctx context.Context, server, project, branch, rev 
 	return id, true, nil
 }
 
+// latestPatchSet is the newest patch set of change built so far.
+func (s *store) latestPatchSet(ctx context.Context, server string, change int64) (int64, error) {
+	var ps sql.NullInt64
+	err := s.db.QueryRowContext(ctx, `SELECT MAX(patch_set) FROM gerrit_jobs WHERE server = ? AND change_num = ? AND kind = ?`,
+		server, change, kindReview).Scan(&ps)
+	if err != nil {
+		return 0, fmt.Errorf("look up patch sets of change %d: %w", change, err)
+	}
+	return ps.Int64, nil
+}
+
 type head struct {
 	Project, Branch, Revision string
 }
