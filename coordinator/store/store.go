@@ -23,14 +23,30 @@ var ErrNotFound = errors.New("job not found")
 
 // Store is safe for concurrent use.
 type Store struct {
-	db     *sql.DB
-	writes chan writeReq
-	closed chan struct{}
+	db      *sql.DB
+	upsert  *sql.Stmt // prepared once; every batch commit uses it
+	addNote *sql.Stmt
+	writes  chan writeReq
+	closed  chan struct{}
 }
 
 type writeReq struct {
-	jobs []*job.Job
-	done chan error
+	jobs  []*job.Job
+	notes []Note
+	done  chan error
+}
+
+// Note is a line the coordinator adds to a job's log ("attempt 2 on worker
+// w1", "finished: succeeded"). Notes are kept here rather than in the log
+// file so that a job whose worker prints nothing needs no file at all
+// (creating one costs more than the rest of a dispatch on some file
+// systems). At is the length of the worker's output when the note was
+// added: it places the note in the log. Seq orders a job's notes.
+type Note struct {
+	JobID string
+	Seq   int
+	At    int64
+	Line  string
 }
 
 const schema = `
@@ -57,6 +73,13 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_build_key ON jobs(build_key, state);
+CREATE TABLE IF NOT EXISTS job_notes (
+	job_id TEXT NOT NULL,
+	seq INTEGER NOT NULL,
+	at INTEGER NOT NULL,
+	line TEXT NOT NULL,
+	PRIMARY KEY (job_id, seq)
+);
 CREATE TABLE IF NOT EXISTS revisions (
 	release TEXT NOT NULL,
 	package TEXT NOT NULL,
@@ -77,7 +100,18 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("create schema in %s: %w", path, err)
 	}
-	s := &Store{db: db, writes: make(chan writeReq, 1024), closed: make(chan struct{})}
+	up, err := db.PrepareContext(ctx, upsert)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("prepare job upsert in %s: %w", path, err)
+	}
+	an, err := db.PrepareContext(ctx, insertNote)
+	if err != nil {
+		up.Close()
+		db.Close()
+		return nil, fmt.Errorf("prepare note insert in %s: %w", path, err)
+	}
+	s := &Store{db: db, upsert: up, addNote: an, writes: make(chan writeReq, 1024), closed: make(chan struct{})}
 	go s.writer()
 	return s, nil
 }
@@ -89,15 +123,24 @@ func (s *Store) DB() *sql.DB { return s.db }
 func (s *Store) Close() error {
 	close(s.writes)
 	<-s.closed
+	s.upsert.Close()
+	s.addNote.Close()
 	return s.db.Close()
 }
 
 // Put writes jobs (insert or update) and returns when they are durable.
 func (s *Store) Put(ctx context.Context, jobs ...*job.Job) error {
-	if len(jobs) == 0 {
+	return s.Write(ctx, jobs, nil)
+}
+
+// Write writes jobs (insert or update) and log notes in one transaction and
+// returns when they are durable. A note that was already written (same job
+// and seq) is replaced.
+func (s *Store) Write(ctx context.Context, jobs []*job.Job, notes []Note) error {
+	if len(jobs) == 0 && len(notes) == 0 {
 		return nil
 	}
-	req := writeReq{jobs: jobs, done: make(chan error, 1)}
+	req := writeReq{jobs: jobs, notes: notes, done: make(chan error, 1)}
 	select {
 	case s.writes <- req:
 	case <-ctx.Done():
@@ -134,6 +177,8 @@ func (s *Store) writer() {
 	}
 }
 
+const insertNote = `INSERT OR REPLACE INTO job_notes (job_id, seq, at, line) VALUES (?,?,?,?)`
+
 const upsert = `INSERT INTO jobs (id, seq, state, spec, build_key, rebuild, rebuild_of, verify, attempt, worker,
 	exit_code, reason, artifacts, record, differing, publish, created_at, started_at, finished_at)
 VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
@@ -149,12 +194,22 @@ func (s *Store) commit(batch []writeReq) error {
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback()
-	stmt, err := tx.PrepareContext(ctx, upsert)
-	if err != nil {
-		return fmt.Errorf("prepare: %w", err)
-	}
+	// The statement was prepared on the only connection, so the
+	// transaction reuses it instead of parsing the upsert again for every
+	// batch.
+	stmt := tx.StmtContext(ctx, s.upsert)
 	defer stmt.Close()
+	var notes *sql.Stmt
 	for _, r := range batch {
+		for _, n := range r.notes {
+			if notes == nil {
+				notes = tx.StmtContext(ctx, s.addNote)
+				defer notes.Close()
+			}
+			if _, err := notes.ExecContext(ctx, n.JobID, n.Seq, n.At, n.Line); err != nil {
+				return fmt.Errorf("write note %d of job %s: %w", n.Seq, n.JobID, err)
+			}
+		}
 		for _, j := range r.jobs {
 			args, err := row(j)
 			if err != nil {
@@ -311,6 +366,24 @@ func (s *Store) Live(ctx context.Context) ([]*job.Job, error) {
 		jobs[i], jobs[k] = jobs[k], jobs[i]
 	}
 	return jobs, err
+}
+
+// Notes returns a job's log notes in order.
+func (s *Store) Notes(ctx context.Context, jobID string) ([]Note, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, at, line FROM job_notes WHERE job_id = ? ORDER BY seq`, jobID)
+	if err != nil {
+		return nil, fmt.Errorf("read notes of job %s: %w", jobID, err)
+	}
+	defer rows.Close()
+	var out []Note
+	for rows.Next() {
+		n := Note{JobID: jobID}
+		if err := rows.Scan(&n.Seq, &n.At, &n.Line); err != nil {
+			return nil, fmt.Errorf("read notes of job %s: %w", jobID, err)
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
 }
 
 // LastSeq returns the highest job sequence number used.
