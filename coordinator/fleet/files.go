@@ -4,15 +4,17 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/coordinator/store"
 )
 
 func (f *Fleet) logPath(id string) string {
@@ -23,23 +25,89 @@ func (f *Fleet) casPath(sum string) string {
 	return filepath.Join(f.cfg.StateDir, "artifacts", sum[:2], sum)
 }
 
-// appendSystem adds a line from the coordinator itself to a job's log.
-func (f *Fleet) appendSystem(id, msg string) {
+// A job's log is the worker's output (logs/ID.log, created when the first
+// output arrives) with the coordinator's notes placed in it: each note sits
+// where the output ended when it was added. Notes go to the store with the
+// job changes they describe, so a job that prints nothing costs no file.
+// Logs written before notes existed have their notes inline in the file.
+//
+// logLock(id) orders, for one job, output appends, notes and the snapshot a
+// reader takes (output size plus notes), so that every reader sees the same
+// sequence of bytes and a follower's offsets stay valid.
+
+func (f *Fleet) logLock(id string) *sync.Mutex {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	return &f.logLocks[h.Sum32()%uint32(len(f.logLocks))]
+}
+
+// note adds a coordinator line to a job's log and returns it for the caller
+// to write to the store with the job change it describes.
+func (f *Fleet) note(ctx context.Context, id, msg string) store.Note {
 	line := fmt.Sprintf("[kiln %s] %s\n", f.cfg.Clock.Now().UTC().Format(time.RFC3339), msg)
-	if err := f.appendFile(id, []byte(line)); err != nil {
-		f.logger.Warn("append to job log", "job_id", id, "error", err)
+	mu := f.logLock(id)
+	mu.Lock()
+	notes := f.liveNotes(ctx, id)
+	n := store.Note{JobID: id, Seq: len(notes), At: f.outputSize(id), Line: line}
+	if len(notes) > 0 {
+		n.Seq = notes[len(notes)-1].Seq + 1
 	}
+	f.notesMu.Lock()
+	f.notes[id] = append(notes, n)
+	f.notesMu.Unlock()
+	mu.Unlock()
+	f.notifyLog(id)
+	return n
+}
+
+// liveNotes returns the notes kept in memory for a job, loading them from
+// the store first when there are none (a job from before a restart).
+// Called with logLock(id) held.
+func (f *Fleet) liveNotes(ctx context.Context, id string) []store.Note {
+	f.notesMu.Lock()
+	notes, ok := f.notes[id]
+	f.notesMu.Unlock()
+	if ok {
+		return notes
+	}
+	notes, err := f.st.Notes(ctx, id)
+	if err != nil {
+		f.logger.Warn("read job log notes", "job_id", id, "error", err)
+	}
+	return notes
+}
+
+// forgetNotes drops the in-memory notes of final jobs whose notes are
+// durable in the store.
+func (f *Fleet) forgetNotes(jobs []*job.Job) {
+	f.notesMu.Lock()
+	for _, j := range jobs {
+		if j.State.Final() {
+			delete(f.notes, j.ID)
+		}
+	}
+	f.notesMu.Unlock()
+}
+
+func (f *Fleet) outputSize(id string) int64 {
+	st, err := os.Stat(f.logPath(id))
+	if err != nil {
+		return 0
+	}
+	return st.Size()
 }
 
 func (f *Fleet) appendFile(id string, data []byte) error {
+	mu := f.logLock(id)
+	mu.Lock()
 	fh, err := os.OpenFile(f.logPath(id), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
-	if err != nil {
-		return err
+	if err == nil {
+		_, err = fh.Write(data)
+		if cerr := fh.Close(); err == nil {
+			err = cerr
+		}
 	}
-	_, err = fh.Write(data)
-	if cerr := fh.Close(); err == nil {
-		err = cerr
-	}
+	mu.Unlock()
 	f.notifyLog(id)
 	return err
 }
@@ -91,7 +159,7 @@ func (f *Fleet) StreamLog(ctx context.Context, id string, offset int64, follow b
 		if err != nil {
 			return nil, err
 		}
-		n, err := f.sendFrom(id, &offset, buf, send)
+		n, err := f.sendFrom(ctx, id, &offset, buf, send)
 		if err != nil {
 			return nil, err
 		}
@@ -110,32 +178,73 @@ func (f *Fleet) StreamLog(ctx context.Context, id string, offset int64, follow b
 	}
 }
 
-func (f *Fleet) sendFrom(id string, offset *int64, buf []byte, send func([]byte) error) (int64, error) {
-	fh, err := os.Open(f.logPath(id))
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
+// sendFrom sends the job's log from *offset on and advances *offset.
+func (f *Fleet) sendFrom(ctx context.Context, id string, offset *int64, buf []byte, send func([]byte) error) (int64, error) {
+	mu := f.logLock(id)
+	mu.Lock()
+	size := f.outputSize(id)
+	f.notesMu.Lock()
+	notes, live := f.notes[id]
+	notes = notes[:len(notes):len(notes)]
+	f.notesMu.Unlock()
+	var err error
+	if !live {
+		notes, err = f.st.Notes(ctx, id)
 	}
+	mu.Unlock()
 	if err != nil {
 		return 0, err
 	}
-	defer fh.Close()
-	var total int64
-	for {
-		n, err := fh.ReadAt(buf, *offset)
-		if n > 0 {
-			if serr := send(append([]byte(nil), buf[:n]...)); serr != nil {
-				return total, serr
-			}
-			*offset += int64(n)
-			total += int64(n)
-		}
-		if err == io.EOF || n == 0 {
-			return total, nil
-		}
+	var fh *os.File
+	if size > 0 {
+		fh, err = os.Open(f.logPath(id))
 		if err != nil {
+			return 0, err
+		}
+		defer fh.Close()
+	}
+	var total, pos, done int64 // pos: log offset; done: output bytes placed
+	// output sends output bytes [done, to) from where *offset falls in them.
+	output := func(to int64) error {
+		if to > size {
+			to = size
+		}
+		for to > done {
+			if skip := *offset - pos; skip > 0 {
+				n := min(skip, to-done)
+				pos, done = pos+n, done+n
+				continue
+			}
+			n, err := fh.ReadAt(buf[:min(int64(len(buf)), to-done)], done)
+			if n > 0 {
+				if serr := send(append([]byte(nil), buf[:n]...)); serr != nil {
+					return serr
+				}
+				pos, done, total, *offset = pos+int64(n), done+int64(n), total+int64(n), *offset+int64(n)
+			}
+			if err != nil && !(err == io.EOF && n > 0) {
+				return fmt.Errorf("read log of job %s: %w", id, err)
+			}
+		}
+		return nil
+	}
+	for _, n := range notes {
+		if err := output(n.At); err != nil {
 			return total, err
 		}
+		line := []byte(n.Line)
+		if skip := *offset - pos; skip >= int64(len(line)) {
+			pos += int64(len(line))
+			continue
+		} else if skip > 0 {
+			line, pos = line[skip:], pos+skip
+		}
+		if err := send(append([]byte(nil), line...)); err != nil {
+			return total, err
+		}
+		pos, total, *offset = pos+int64(len(line)), total+int64(len(line)), *offset+int64(len(line))
 	}
+	return total, output(size)
 }
 
 // PutArtifact stores an uploaded artifact of the running attempt after

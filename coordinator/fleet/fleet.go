@@ -66,6 +66,10 @@ type Fleet struct {
 	buildMu sync.Mutex // serialises build-key dedup and revisions
 	seq     atomic.Int64
 
+	logLocks [64]sync.Mutex
+	notesMu  sync.Mutex
+	notes    map[string][]store.Note // live jobs' log notes, until durable and final
+
 	logMu   sync.Mutex
 	logSubs map[string]chan struct{}
 
@@ -93,7 +97,7 @@ func New(ctx context.Context, cfg Config, st *store.Store, logger hclog.Logger) 
 			return nil, fmt.Errorf("make state directory: %w", err)
 		}
 	}
-	f := &Fleet{cfg: cfg, st: st, logger: logger, logSubs: map[string]chan struct{}{}}
+	f := &Fleet{cfg: cfg, st: st, logger: logger, logSubs: map[string]chan struct{}{}, notes: map[string][]store.Note{}}
 	f.sched = scheduler.New(scheduler.Config{
 		LostAfter: cfg.LostAfter, RetryCap: cfg.RetryCap, NewID: randomID, Started: cfg.Started,
 	}, cfg.Clock)
@@ -147,11 +151,12 @@ func (f *Fleet) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			if ch := f.sched.Expire(); len(ch) > 0 {
+				var notes []store.Note
 				for _, j := range ch {
 					f.logger.Warn("job re-queued or given up", "job_id", j.ID, "state", j.State.String(), "reason", j.Reason)
-					f.appendSystem(j.ID, j.Reason)
+					notes = append(notes, f.note(ctx, j.ID, j.Reason))
 				}
-				if err := f.persist(ctx, ch); err != nil {
+				if err := f.persist(ctx, ch, notes...); err != nil {
 					f.logger.Error("persist expired jobs", "error", err)
 				}
 			}
@@ -159,13 +164,16 @@ func (f *Fleet) Run(ctx context.Context) error {
 	}
 }
 
-// persist writes changed jobs, wakes log followers of finished ones and
-// tells listeners.
-func (f *Fleet) persist(ctx context.Context, jobs []*job.Job) error {
-	if len(jobs) == 0 {
+// persist writes changed jobs with their log notes, wakes log followers of
+// finished ones and tells listeners.
+func (f *Fleet) persist(ctx context.Context, jobs []*job.Job, notes ...store.Note) error {
+	if len(jobs) == 0 && len(notes) == 0 {
 		return nil
 	}
-	err := f.st.Put(ctx, jobs...)
+	err := f.st.Write(ctx, jobs, notes)
+	if err == nil {
+		f.forgetNotes(jobs)
+	}
 	for _, j := range jobs {
 		if j.State.Final() {
 			f.notifyLog(j.ID)
@@ -221,20 +229,21 @@ func (f *Fleet) Submit(ctx context.Context, spec job.Spec) (j *job.Job, dedup bo
 	if err := f.st.Put(ctx, j); err != nil {
 		return nil, false, fmt.Errorf("persist job: %w", err)
 	}
-	changed := f.sched.Enqueue(j)
-	var mine *job.Job
-	for _, c := range changed {
-		if c.ID == j.ID {
-			mine = c
+	// The new job is already durable as queued. Writing it again here would
+	// cost a second commit on every submission and could race with its own
+	// assignment and completion: when Enqueue hands it to a waiting worker,
+	// Pull persists it as running and the worker may complete it before
+	// this goroutine's write lands, which would then overwrite the final
+	// state with "running". Only the older jobs it superseded are written.
+	mine, others := splitChanged(j.ID, f.sched.Enqueue(j))
+	var notes []store.Note
+	for _, c := range others {
+		if c.State == job.Canceled {
+			notes = append(notes, f.note(ctx, c.ID, c.Reason))
 		}
 	}
-	if err := f.persist(ctx, changed); err != nil {
+	if err := f.persist(ctx, others, notes...); err != nil {
 		return nil, false, err
-	}
-	for _, c := range changed {
-		if c.ID != j.ID && c.State == job.Canceled {
-			f.appendSystem(c.ID, c.Reason)
-		}
 	}
 	f.logger.Debug("job queued", "job_id", j.ID, "labels", job.LabelString(spec.Labels))
 	return mine, false, nil
@@ -306,8 +315,7 @@ func (f *Fleet) Cancel(ctx context.Context, id, reason string) (*job.Job, error)
 	if err != nil {
 		return nil, err
 	}
-	f.appendSystem(id, reason)
-	return j, f.persist(ctx, []*job.Job{j})
+	return j, f.persist(ctx, []*job.Job{j}, f.note(ctx, id, reason))
 }
 
 // Workers lists workers.
@@ -358,12 +366,12 @@ func (f *Fleet) Pull(ctx context.Context, session string, wait time.Duration) (*
 	if err != nil || j == nil {
 		return nil, err
 	}
-	if err := f.st.Put(ctx, j); err != nil {
+	n := f.note(ctx, j.ID, fmt.Sprintf("attempt %d on worker %s", j.Attempt, j.Worker))
+	if err := f.st.Write(ctx, []*job.Job{j}, []store.Note{n}); err != nil {
 		// The assignment is not durable; the worker won't get it and the
 		// heartbeat check re-queues it.
 		return nil, fmt.Errorf("persist assignment of job %s: %w", j.ID, err)
 	}
-	f.appendSystem(j.ID, fmt.Sprintf("attempt %d on worker %s", j.Attempt, j.Worker))
 	return j, nil
 }
 
@@ -391,16 +399,20 @@ func (f *Fleet) Complete(ctx context.Context, session, jobID string, attempt int
 	if err != nil {
 		return err
 	}
+	var notes []store.Note
 	if j.State == job.Queued || j.State == job.Running {
-		f.appendSystem(jobID, "infrastructure failure, re-queued: "+j.Reason)
+		notes = append(notes, f.note(ctx, jobID, "infrastructure failure, re-queued: "+j.Reason))
 	} else {
-		f.appendSystem(jobID, fmt.Sprintf("finished: %s%s", j.State, reasonSuffix(j)))
+		notes = append(notes, f.note(ctx, jobID, fmt.Sprintf("finished: %s%s", j.State, reasonSuffix(j))))
 	}
-	if err := f.compareRebuild(ctx, j); err != nil {
+	n, err := f.compareRebuild(ctx, j)
+	if err != nil {
 		f.logger.Warn("compare rebuild", "job_id", jobID, "error", err)
+	} else if n != nil {
+		notes = append(notes, *n)
 	}
 	f.logger.Debug("job completed", "job_id", jobID, "state", j.State.String())
-	return f.persist(ctx, []*job.Job{j})
+	return f.persist(ctx, []*job.Job{j}, notes...)
 }
 
 func reasonSuffix(j *job.Job) string {
@@ -413,10 +425,11 @@ func reasonSuffix(j *job.Job) string {
 // Goodbye ends a worker session.
 func (f *Fleet) Goodbye(ctx context.Context, session string) error {
 	changed := f.sched.Goodbye(session)
+	var notes []store.Note
 	for _, j := range changed {
-		f.appendSystem(j.ID, j.Reason)
+		notes = append(notes, f.note(ctx, j.ID, j.Reason))
 	}
-	return f.persist(ctx, changed)
+	return f.persist(ctx, changed, notes...)
 }
 
 // SetPublish records a job's publish state.
@@ -485,19 +498,32 @@ func (f *Fleet) submitRebuild(ctx context.Context, spec job.Spec, orig *job.Job,
 	if err := f.st.Put(ctx, j); err != nil {
 		return nil, err
 	}
-	changed := f.sched.Enqueue(j)
-	return j, f.persist(ctx, changed)
+	_, others := splitChanged(j.ID, f.sched.Enqueue(j))
+	return j, f.persist(ctx, others)
+}
+
+// splitChanged separates a newly enqueued job from the older jobs its
+// enqueueing changed (superseded).
+func splitChanged(id string, changed []*job.Job) (mine *job.Job, others []*job.Job) {
+	for _, c := range changed {
+		if c.ID == id {
+			mine = c
+		} else {
+			others = append(others, c)
+		}
+	}
+	return mine, others
 }
 
 // compareRebuild fills in the artifacts of a finished verify rebuild whose
-// bytes differ from the original's.
-func (f *Fleet) compareRebuild(ctx context.Context, j *job.Job) error {
+// bytes differ from the original's, and returns the log note that says so.
+func (f *Fleet) compareRebuild(ctx context.Context, j *job.Job) (*store.Note, error) {
 	if !j.Verify || j.RebuildOf == "" || j.State != job.Succeeded {
-		return nil
+		return nil, nil
 	}
 	orig, err := f.st.Get(ctx, j.RebuildOf)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	want := map[string]string{}
 	for _, a := range orig.Artifacts {
@@ -518,10 +544,10 @@ func (f *Fleet) compareRebuild(ctx context.Context, j *job.Job) error {
 	}
 	sort.Strings(diff)
 	j.Differing = diff
+	msg := "rebuild is byte-identical to job " + orig.ID
 	if len(diff) > 0 {
-		f.appendSystem(j.ID, "rebuild differs from job "+orig.ID+": "+strings.Join(diff, ", "))
-	} else {
-		f.appendSystem(j.ID, "rebuild is byte-identical to job "+orig.ID)
+		msg = "rebuild differs from job " + orig.ID + ": " + strings.Join(diff, ", ")
 	}
-	return nil
+	n := f.note(ctx, j.ID, msg)
+	return &n, nil
 }
