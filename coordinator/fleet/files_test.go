@@ -1,0 +1,137 @@
+package fleet
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/coordinator/scheduler"
+	"github.com/kiln-build/kiln/coordinator/store"
+)
+
+type fixedClock struct{ t time.Time }
+
+func (c fixedClock) Now() time.Time { return c.t }
+
+func openFleet(t *testing.T, dir string) (*Fleet, *store.Store) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(dir, "coordinator.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := New(ctx, Config{StateDir: dir, LostAfter: time.Minute, Clock: fixedClock{time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}},
+		st, hclog.NewNullLogger())
+	if err != nil {
+		st.Close()
+		t.Fatal(err)
+	}
+	return f, st
+}
+
+func readLog(t *testing.T, f *Fleet, id string, offset int64) string {
+	t.Helper()
+	var b strings.Builder
+	if _, err := f.StreamLog(context.Background(), id, offset, false, func(p []byte) error { b.Write(p); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// A job's log is the worker's output with the coordinator's notes where
+// they were added; every offset reads the same bytes, and the log survives
+// a restart.
+func TestLogNotesPlacedInOutput(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	f, st := openFleet(t, dir)
+	j, _, err := f.Submit(ctx, job.Spec{Kind: job.Command, Command: []string{"make"}, Labels: map[string]string{"os": "linux"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, _, err := f.Register(ctx, "w1", map[string]string{"os": "linux"}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := f.Pull(ctx, sess, 0)
+	if err != nil || a == nil || a.ID != j.ID {
+		t.Fatalf("pull: %v %v", a, err)
+	}
+	if _, err := os.Stat(f.logPath(j.ID)); !os.IsNotExist(err) {
+		t.Fatalf("an assignment made a log file before any output: %v", err)
+	}
+	for _, chunk := range []string{"compiling\n", "linking\n"} {
+		if err := f.AppendLog(sess, j.ID, a.Attempt, []byte(chunk)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Complete(ctx, sess, j.ID, a.Attempt, scheduler.Outcome{}); err != nil {
+		t.Fatal(err)
+	}
+	want := "[kiln 2026-11-25T10:00:00Z] attempt 1 on worker w1\n" +
+		"compiling\nlinking\n" +
+		"[kiln 2026-11-25T10:00:00Z] finished: succeeded\n"
+	if got := readLog(t, f, j.ID, 0); got != want {
+		t.Fatalf("log:\n%q\nwant\n%q", got, want)
+	}
+	for off := range int64(len(want) + 1) {
+		if got := readLog(t, f, j.ID, off); got != want[off:] {
+			t.Fatalf("log from offset %d: %q, want %q", off, got, want[off:])
+		}
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, st = openFleet(t, dir)
+	defer st.Close()
+	if got := readLog(t, f, j.ID, 0); got != want {
+		t.Fatalf("log after restart:\n%q\nwant\n%q", got, want)
+	}
+}
+
+// A job that prints nothing needs no log file; its log is its notes.
+func TestLogWithoutOutput(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f, st := openFleet(t, t.TempDir())
+	defer st.Close()
+	j, _, err := f.Submit(ctx, job.Spec{Kind: job.Command, Command: []string{"true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Cancel(ctx, j.ID, "not needed"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := readLog(t, f, j.ID, 0), "[kiln 2026-11-25T10:00:00Z] not needed\n"; got != want {
+		t.Fatalf("log %q, want %q", got, want)
+	}
+	if _, err := os.Stat(f.logPath(j.ID)); !os.IsNotExist(err) {
+		t.Fatalf("log file made for a job without output: %v", err)
+	}
+}
+
+// Logs written before notes moved to the store keep their inline lines.
+func TestLogFromBeforeNotes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f, st := openFleet(t, t.TempDir())
+	defer st.Close()
+	j := &job.Job{ID: "7", Seq: 7, State: job.Succeeded, Spec: job.Spec{Kind: job.Command, Command: []string{"true"}}}
+	if err := st.Put(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	old := "[kiln 2026-01-01T00:00:00Z] attempt 1 on worker w1\nok\n[kiln 2026-01-01T00:00:01Z] finished: succeeded\n"
+	if err := os.WriteFile(f.logPath("7"), []byte(old), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if got := readLog(t, f, "7", 3); got != old[3:] {
+		t.Fatalf("log %q, want %q", got, old[3:])
+	}
+}
