@@ -9,6 +9,7 @@
 package gerrit
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"database/sql"
@@ -291,7 +292,6 @@ func (in *Intake) handle(ctx context.Context, s *server, ev Event) error {
 		return nil
 	}
 	if ev.Type == TypeDroppedOutput {
-		in.metrics.events.WithLabelValues(name, ev.Type, "reconcile").Inc()
 		in.logger.Warn("gerrit dropped events; reconciling", "server", name)
 		in.triggerReconcile(s)
 		return in.record(ctx, s, ev, ActionIgnored, "Gerrit dropped events for this stream; reconciling all tracked branches", nil)
@@ -405,7 +405,7 @@ func (in *Intake) handleRefUpdated(ctx context.Context, s *server, ev Event) err
 		}
 		return in.record(ctx, s, ev, ActionIgnored, "branch deleted; no longer tracked", nil)
 	}
-	return in.queueRelease(ctx, s, ev, plan, ev.NewRev, key, "ref-updated")
+	return in.queueRelease(ctx, s, ev, plan, in.branchHead(ctx, s, ev.Project, ev.Branch, ev.NewRev), key, "ref-updated")
 }
 
 func (in *Intake) handleMerged(ctx context.Context, s *server, ev Event) error {
@@ -426,16 +426,28 @@ func (in *Intake) handleMerged(ctx context.Context, s *server, ev Event) error {
 	}
 	rev := ev.NewRev
 	if rev == "" {
-		// Gerrit before 2.13 did not say what the branch became; the merge
-		// may have made a merge commit, so take the branch head.
-		heads, err := in.git.Heads(ctx, in.gitURL(s, ev.Project))
-		if err != nil || heads[ev.Branch] == "" {
-			rev = ev.Revision
-		} else {
-			rev = heads[ev.Branch]
-		}
+		// Gerrit before 2.13 did not say what the branch became.
+		rev = ev.Revision
 	}
-	return in.queueRelease(ctx, s, ev, plan, rev, key, "change-merged")
+	return in.queueRelease(ctx, s, ev, plan, in.branchHead(ctx, s, ev.Project, ev.Branch, rev), key, "change-merged")
+}
+
+// branchHead returns the branch's head now, or rev when it cannot be read.
+// Release builds always take the head: events come late or in batches (a
+// submitted chain of changes gives one change-merged per change, each with
+// its own intermediate revision), and building the head only never
+// publishes an older state after a newer one. Callers hold in.mu.
+func (in *Intake) branchHead(ctx context.Context, s *server, project, branch, rev string) string {
+	heads, err := in.git.Heads(ctx, in.gitURL(s, project))
+	if err != nil {
+		in.logger.Warn("cannot read branch head; building the event's revision", "server", s.cfg.Name,
+			"project", project, "branch", branch, "revision", rev, "error", err)
+		return rev
+	}
+	if h := heads[branch]; h != "" {
+		return h
+	}
+	return rev
 }
 
 func (in *Intake) gitURL(s *server, project string) string {
@@ -483,6 +495,9 @@ func (in *Intake) queueRelease(ctx context.Context, s *server, ev Event, plan Pl
 	rec := recordOf(s, ev, in.now())
 	rec.Revision, rec.Action, rec.JobIDs = rev, ActionBuilt, ids
 	rec.Reason = fmt.Sprintf("release build of %s for %s (%s)", plan.Package, plan.Release, strings.Join(plan.Targets, ", "))
+	if want := cmp.Or(ev.NewRev, ev.Revision); want != rev {
+		rec.Reason += fmt.Sprintf(" at the branch head %s, which includes the event's %s", short(rev), short(want))
+	}
 	in.metrics.events.WithLabelValues(name, ev.Type, ActionBuilt).Inc()
 	return in.commitJobs(ctx, queued{event: rec, dedupKey: dedup, jobs: jobs, heads: heads, release: true})
 }

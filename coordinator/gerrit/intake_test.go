@@ -44,11 +44,11 @@ func TestStreamEventTypes(t *testing.T) {
 		{"patchset-created 3.x", []string{"v3-patchset-created.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionBuilt},
 		{"patchset-created 2.x", []string{"v2-patchset-created.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionBuilt},
 		{"patchset-created 3.0 project object", []string{"v3.0-patchset-created-project-object.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionBuilt},
-		{"change-merged 3.x", []string{"v3-change-merged.json"}, func(string) []BuildRequest { return release(mergedRev) }, ActionBuilt},
+		{"change-merged 3.x", []string{"v3-change-merged.json"}, func(head string) []BuildRequest { return release(head) }, ActionBuilt},
 		{"change-merged 2.x without newRev takes the branch head", []string{"v2-change-merged.json"}, func(head string) []BuildRequest { return release(head) }, ActionBuilt},
-		{"ref-updated 3.x", []string{"v3-ref-updated.json"}, func(string) []BuildRequest { return release(mergedRev) }, ActionBuilt},
-		{"ref-updated 2.x short branch", []string{"v2-ref-updated-short-branch.json"}, func(string) []BuildRequest { return release(mergedRev) }, ActionBuilt},
-		{"ref-updated then change-merged build once", []string{"v3-ref-updated.json", "v3-change-merged.json"}, func(string) []BuildRequest { return release(mergedRev) }, ActionDuplicate},
+		{"ref-updated 3.x", []string{"v3-ref-updated.json"}, func(head string) []BuildRequest { return release(head) }, ActionBuilt},
+		{"ref-updated 2.x short branch", []string{"v2-ref-updated-short-branch.json"}, func(head string) []BuildRequest { return release(head) }, ActionBuilt},
+		{"ref-updated then change-merged build once", []string{"v3-ref-updated.json", "v3-change-merged.json"}, func(head string) []BuildRequest { return release(head) }, ActionDuplicate},
 		{"comment-added recheck 3.x", []string{"v3-comment-added-recheck.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionBuilt},
 		{"comment-added recheck 2.x", []string{"v2-comment-added-recheck.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionBuilt},
 		{"same event twice", []string{"v3-patchset-created.json", "v3-patchset-created.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionDuplicate},
@@ -99,6 +99,29 @@ func TestStreamEventTypes(t *testing.T) {
 				t.Fatalf("last event logged as %+v, want action %s", evs, tc.action)
 			}
 		})
+	}
+}
+
+// TestSubmittedChainBuildsHeadOnce: submitting a chain of three changes
+// gives one ref-updated and three change-merged events with intermediate
+// revisions; only the head is built, once, and a late event for an older
+// revision builds nothing older.
+func TestSubmittedChainBuildsHeadOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, gerrittest.Options{}, nil)
+	base := h.commit(nginx, "9.0", "base")
+	c1 := h.commit(nginx, "9.0", "change 1")
+	c2 := h.commit(nginx, "9.0", "change 2")
+	c3 := h.commit(nginx, "9.0", "change 3")
+	h.srv.Send(refUpdated(nginx, "refs/heads/9.0", base, c3))
+	h.srv.Send(changeMerged(nginx, "9.0", 1, 1, c1, c1))
+	h.srv.Send(changeMerged(nginx, "9.0", 2, 1, c2, c2))
+	h.srv.Send(changeMerged(nginx, "9.0", 3, 1, c3, c3))
+	h.srv.Send(refUpdated(nginx, "refs/heads/9.0", base, c1)) // late and old
+	h.sync()
+	got := h.builds.all()
+	if len(got) != 1 || got[0].Sources[0].Commit != c3 {
+		t.Fatalf("builds = %+v, want one release build of %s", got, c3)
 	}
 }
 
