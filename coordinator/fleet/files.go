@@ -60,6 +60,16 @@ func (f *Fleet) note(ctx context.Context, id, msg string) store.Note {
 	return n
 }
 
+// newLog records that a new job has no notes yet, so that its first note
+// need not ask the store.
+func (f *Fleet) newLog(id string) {
+	f.notesMu.Lock()
+	if _, ok := f.notes[id]; !ok {
+		f.notes[id] = nil
+	}
+	f.notesMu.Unlock()
+}
+
 // liveNotes returns the notes kept in memory for a job, loading them from
 // the store first when there are none (a job from before a restart).
 // Called with logLock(id) held.

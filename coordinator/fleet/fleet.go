@@ -229,6 +229,7 @@ func (f *Fleet) Submit(ctx context.Context, spec job.Spec) (j *job.Job, dedup bo
 	if err := f.st.Put(ctx, j); err != nil {
 		return nil, false, fmt.Errorf("persist job: %w", err)
 	}
+	f.newLog(j.ID)
 	// The new job is already durable as queued. Writing it again here would
 	// cost a second commit on every submission and could race with its own
 	// assignment and completion: when Enqueue hands it to a waiting worker,
@@ -498,6 +499,7 @@ func (f *Fleet) submitRebuild(ctx context.Context, spec job.Spec, orig *job.Job,
 	if err := f.st.Put(ctx, j); err != nil {
 		return nil, err
 	}
+	f.newLog(j.ID)
 	_, others := splitChanged(j.ID, f.sched.Enqueue(j))
 	return j, f.persist(ctx, others)
 }
