@@ -237,6 +237,7 @@ func (in *Intake) Run(ctx context.Context) error {
 		}
 		g.Go(func() error { return in.runReconciler(ctx, s) })
 	}
+	g.Go(func() error { return in.runReportRetries(ctx) })
 	err := g.Wait()
 	if ctx.Err() != nil {
 		return nil

@@ -18,9 +18,10 @@ import (
 // BuildFinished records a finished job and, once every job of the same
 // event has finished, reports to Gerrit: a Verified vote and a message with
 // each target's result and log after review builds, a message saying where
-// the package was published after release builds. Jobs the intake did not
-// submit are ignored. A report that fails is returned as an error and tried
-// again on the next call for a job of the same event.
+// the package was published to every merged change after release builds.
+// Results for jobs the intake did not submit are kept a day (in case the
+// intake is about to record the job) and then dropped. A report that fails
+// is returned as an error and retried by Run every minute for a day.
 func (in *Intake) BuildFinished(ctx context.Context, res BuildResult) error {
 	switch res.State {
 	case StateSucceeded, StateFailed, StateError, StateCanceled:
@@ -41,28 +42,95 @@ func (in *Intake) BuildFinished(ctx context.Context, res BuildResult) error {
 		// commitJobs, which applies it.
 		return in.store.saveEarly(ctx, res, in.now())
 	}
+	return in.report(ctx, jobs)
+}
+
+// retryReports reports events whose report failed before. It is called
+// with reportMu unlocked.
+func (in *Intake) retryReports(ctx context.Context) error {
+	in.reportMu.Lock()
+	defer in.reportMu.Unlock()
+	ids, err := in.store.unreported(ctx, in.now().Add(-24*time.Hour))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range ids {
+		jobs, err := in.store.eventJobs(ctx, id)
+		if err == nil && len(jobs) > 0 {
+			err = in.report(ctx, jobs)
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// runReportRetries retries failed reports every minute until ctx ends.
+func (in *Intake) runReportRetries(ctx context.Context) error {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := in.retryReports(ctx); err != nil && ctx.Err() == nil {
+			in.logger.Warn("retrying reports to gerrit failed; trying again later", "error", err)
+		}
+	}
+}
+
+// report posts the report of an event whose jobs may all have finished.
+// Callers hold reportMu.
+func (in *Intake) report(ctx context.Context, jobs []jobRow) error {
 	for _, j := range jobs {
 		if j.State == "" {
 			return nil // others still running
 		}
 	}
 	first := jobs[0]
-	if done, err := in.store.reported(ctx, first.EventID); err != nil || done {
+	if done, err := in.store.reported(ctx, first.EventID, 0); err != nil || done {
 		return err
 	}
-	log := in.logger.With("server", first.Server, "change", first.Change, "patch_set", first.PatchSet, "event_id", first.EventID)
-	rev, report := in.composeReview(jobs)
-	if !report {
-		log.Debug("nothing to report")
-		return in.store.markReported(ctx, first.EventID, in.now())
+	changes := [][2]int64{{first.Change, first.PatchSet}}
+	if first.Kind == kindRelease {
+		var err error
+		if changes, err = in.store.eventChanges(ctx, first.EventID); err != nil {
+			return err
+		}
 	}
-	if err := in.reviewer.Review(ctx, first.Server, rev); err != nil {
-		in.metrics.reviews.WithLabelValues(first.Server, "error").Inc()
-		return fmt.Errorf("report to gerrit %s change %d patch set %d: %w", first.Server, first.Change, first.PatchSet, err)
+	rev, ok := in.composeReview(jobs)
+	var errs []error
+	for _, c := range changes {
+		if !ok || c[0] <= 0 || c[1] <= 0 {
+			break
+		}
+		if done, err := in.store.reported(ctx, first.EventID, c[0]); err != nil {
+			return err
+		} else if done {
+			continue
+		}
+		rev.Change, rev.PatchSet = c[0], c[1]
+		if first.Kind == kindRelease || c[0] != first.Change {
+			rev.Revision = ""
+		}
+		if err := in.reviewer.Review(ctx, first.Server, rev); err != nil {
+			in.metrics.reviews.WithLabelValues(first.Server, "error").Inc()
+			errs = append(errs, fmt.Errorf("report to gerrit %s change %d patch set %d: %w", first.Server, c[0], c[1], err))
+			continue
+		}
+		in.metrics.reviews.WithLabelValues(first.Server, "ok").Inc()
+		in.logger.Info("reported to gerrit", "server", first.Server, "change", c[0], "patch_set", c[1],
+			"event_id", first.EventID, "labels", fmt.Sprint(rev.Labels))
+		if err := in.store.markReported(ctx, first.EventID, c[0], in.now()); err != nil {
+			return err
+		}
 	}
-	in.metrics.reviews.WithLabelValues(first.Server, "ok").Inc()
-	log.Info("reported to gerrit", "labels", fmt.Sprint(rev.Labels))
-	return in.store.markReported(ctx, first.EventID, in.now())
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	return in.store.markReported(ctx, first.EventID, 0, in.now())
 }
 
 // commitJobs writes down queued builds, then applies results that arrived
@@ -93,13 +161,9 @@ func (in *Intake) commitJobs(ctx context.Context, q queued) error {
 }
 
 // composeReview builds the review for an event's finished jobs; report is
-// false when nothing should be posted (superseded builds, release builds
-// without a change).
+// false when nothing should be posted (superseded review builds).
 func (in *Intake) composeReview(jobs []jobRow) (Review, bool) {
 	first := jobs[0]
-	if first.Change <= 0 || first.PatchSet <= 0 {
-		return Review{}, false
-	}
 	r := Review{Change: first.Change, PatchSet: first.PatchSet, Revision: first.Revision, Tag: in.cfg.Tag}
 	var b strings.Builder
 	if first.Kind == kindRelease {

@@ -253,3 +253,67 @@ func TestTrackedBranchBuiltOnStart(t *testing.T) {
 		t.Fatalf("no reconcile event logged: %+v", evs)
 	}
 }
+
+// TestReportRetried: Gerrit refuses the report; it is posted later, once.
+func TestReportRetried(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, gerrittest.Options{}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	h.srv.Send(patchsetCreated(nginx, "9.0", 55, 1, psRev))
+	h.builds.wait(t, 1, 10*time.Second)
+	h.srv.FailReviews(1)
+	err := h.in.BuildFinished(ctx, BuildResult{JobID: "job-1", State: StateFailed})
+	if err == nil || !strings.Contains(err.Error(), "service unavailable") || !strings.Contains(err.Error(), "change 55") {
+		t.Fatalf("BuildFinished = %v, want Gerrit's refusal naming the change", err)
+	}
+	if err := h.in.retryReports(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.in.retryReports(ctx); err != nil {
+		t.Fatal(err)
+	}
+	revs := h.srv.Reviews()
+	if len(revs) != 1 || revs[0].Change != 55 || revs[0].Labels["Verified"] != "-1" {
+		t.Fatalf("reviews = %+v, want one Verified=-1 on 55", revs)
+	}
+}
+
+// TestReleaseReportsToEveryMergedChange: a chain submitted together builds
+// once and each merged change hears where it was published.
+func TestReleaseReportsToEveryMergedChange(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, gerrittest.Options{}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	base := h.commit(nginx, "9.0", "base")
+	c1 := h.commit(nginx, "9.0", "change 1")
+	c2 := h.commit(nginx, "9.0", "change 2")
+	h.srv.Send(refUpdated(nginx, "refs/heads/9.0", base, c2))
+	h.srv.Send(changeMerged(nginx, "9.0", 11, 2, c1, c1))
+	h.srv.Send(changeMerged(nginx, "9.0", 12, 5, c2, c2))
+	h.sync()
+	if n := len(h.builds.all()); n != 1 {
+		t.Fatalf("%d builds, want 1", n)
+	}
+	h.srv.FailReviews(1) // the first change's report fails once
+	if err := h.in.BuildFinished(ctx, BuildResult{JobID: "job-1", State: StateSucceeded, Published: "mos-9.0/trusty-amd64"}); err == nil {
+		t.Fatal("failed report not returned")
+	}
+	if err := h.in.retryReports(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := map[int64]int64{}
+	for _, r := range h.srv.Reviews() {
+		if !strings.Contains(r.Message, "published to mos-9.0/trusty-amd64") || len(r.Labels) != 0 {
+			t.Errorf("release report = %+v", r)
+		}
+		if _, dup := got[r.Change]; dup {
+			t.Errorf("change %d told twice", r.Change)
+		}
+		got[r.Change] = r.PatchSet
+	}
+	if want := map[int64]int64{11: 2, 12: 5}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("reported to %v, want %v", got, want)
+	}
+}

@@ -70,9 +70,17 @@ CREATE TABLE IF NOT EXISTS gerrit_early_results (
 	published  TEXT NOT NULL,
 	created_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS gerrit_event_changes (
+	event_id   INTEGER NOT NULL,
+	change_num INTEGER NOT NULL,
+	patch_set  INTEGER NOT NULL,
+	PRIMARY KEY (event_id, change_num)
+);
 CREATE TABLE IF NOT EXISTS gerrit_reports (
-	event_id    INTEGER PRIMARY KEY,
-	reported_at INTEGER NOT NULL
+	event_id    INTEGER NOT NULL,
+	change_num  INTEGER NOT NULL,
+	reported_at INTEGER NOT NULL,
+	PRIMARY KEY (event_id, change_num)
 );
 `
 
@@ -305,6 +313,11 @@ func (s *store) commitQueued(ctx context.Context, q queued, now time.Time) (int6
 			}
 		}
 	}
+	if q.release && q.event.Change > 0 {
+		if err := attachChange(ctx, tx, id, q.event.Change, q.event.PatchSet); err != nil {
+			return 0, err
+		}
+	}
 	for _, j := range q.jobs {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO gerrit_jobs
 			(job_id, event_id, server, kind, change_num, patch_set, revision, release, target, package)
@@ -319,15 +332,66 @@ func (s *store) commitQueued(ctx context.Context, q queued, now time.Time) (int6
 	return id, nil
 }
 
-// attachChange names the merged change on the jobs of a release event that
-// a ref-updated started, so that the report goes to the change.
-func (s *store) attachChange(ctx context.Context, eventID, change, patchSet int64) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE gerrit_jobs SET change_num = ?, patch_set = ?
-		WHERE event_id = ? AND change_num = 0`, change, patchSet, eventID)
+// attachChange adds a merged change to those told about a release build.
+func attachChange(ctx context.Context, x execer, eventID, change, patchSet int64) error {
+	_, err := x.ExecContext(ctx, `INSERT OR IGNORE INTO gerrit_event_changes (event_id, change_num, patch_set)
+		VALUES (?, ?, ?)`, eventID, change, patchSet)
 	if err != nil {
 		return fmt.Errorf("attach change %d to event %d: %w", change, eventID, err)
 	}
 	return nil
+}
+
+func (s *store) attachChange(ctx context.Context, eventID, change, patchSet int64) error {
+	return attachChange(ctx, s.db, eventID, change, patchSet)
+}
+
+// eventChanges lists the merged changes a release build reports to.
+func (s *store) eventChanges(ctx context.Context, eventID int64) ([][2]int64, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT change_num, patch_set FROM gerrit_event_changes WHERE event_id = ? ORDER BY change_num`, eventID)
+	if err != nil {
+		return nil, fmt.Errorf("list changes of event %d: %w", eventID, err)
+	}
+	defer rows.Close()
+	var out [][2]int64
+	for rows.Next() {
+		var c [2]int64
+		if err := rows.Scan(&c[0], &c[1]); err != nil {
+			return nil, fmt.Errorf("list changes of event %d: %w", eventID, err)
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// unreported lists events received since since whose jobs have all
+// finished but whose report is not complete.
+func (s *store) unreported(ctx context.Context, since time.Time) ([]int64, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT j.event_id FROM gerrit_jobs j JOIN gerrit_events e ON e.id = j.event_id
+		WHERE e.received_at > ? AND NOT EXISTS
+			(SELECT 1 FROM gerrit_reports r WHERE r.event_id = j.event_id AND r.change_num = 0)
+		GROUP BY j.event_id HAVING SUM(j.state = '') = 0 ORDER BY j.event_id LIMIT 100`, since.UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("list unreported events: %w", err)
+	}
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("list unreported events: %w", err)
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+func (s *store) eventJobs(ctx context.Context, eventID int64) ([]jobRow, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+jobColumns+` FROM gerrit_jobs WHERE event_id = ? ORDER BY target, job_id`, eventID)
+	if err != nil {
+		return nil, fmt.Errorf("read jobs of event %d: %w", eventID, err)
+	}
+	return scanJobs(rows)
 }
 
 func scanJobs(rows *sql.Rows) ([]jobRow, error) {
@@ -398,16 +462,18 @@ func (s *store) takeEarly(ctx context.Context, ids []string) ([]BuildResult, err
 	return out, nil
 }
 
-func (s *store) reported(ctx context.Context, eventID int64) (bool, error) {
+// reported tells whether change (0: the whole event) was reported.
+func (s *store) reported(ctx context.Context, eventID, change int64) (bool, error) {
 	var n int
-	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM gerrit_reports WHERE event_id = ?`, eventID).Scan(&n); err != nil {
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM gerrit_reports WHERE event_id = ? AND change_num = ?`, eventID, change).Scan(&n); err != nil {
 		return false, fmt.Errorf("look up report: %w", err)
 	}
 	return n > 0, nil
 }
 
-func (s *store) markReported(ctx context.Context, eventID int64, now time.Time) error {
-	if _, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO gerrit_reports (event_id, reported_at) VALUES (?, ?)`, eventID, now.UnixNano()); err != nil {
+func (s *store) markReported(ctx context.Context, eventID, change int64, now time.Time) error {
+	if _, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO gerrit_reports (event_id, change_num, reported_at) VALUES (?, ?, ?)`,
+		eventID, change, now.UnixNano()); err != nil {
 		return fmt.Errorf("mark event %d reported: %w", eventID, err)
 	}
 	return nil

@@ -69,6 +69,7 @@ type Server struct {
 	conns   map[net.Conn]struct{}
 	streams map[*stream]struct{}
 	reviews []Review
+	failing int           // review calls still to refuse
 	changed chan struct{} // closed and replaced on every state change
 	wg      sync.WaitGroup
 }
@@ -281,6 +282,12 @@ func (s *Server) exec(account, command string, ch ssh.Channel, gone <-chan struc
 		}
 		r.User = account
 		s.mu.Lock()
+		if s.failing > 0 {
+			s.failing--
+			s.mu.Unlock()
+			fmt.Fprintf(ch.Stderr(), "fatal: Cannot post review: service unavailable\n")
+			return 1
+		}
 		s.reviews = append(s.reviews, r)
 		s.notify()
 		s.mu.Unlock()
@@ -408,6 +415,14 @@ func (s *Server) Flush(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// FailReviews makes the next n review calls fail as an overloaded Gerrit
+// does; they are not recorded.
+func (s *Server) FailReviews(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failing = n
 }
 
 // Reviews returns the recorded review calls.
