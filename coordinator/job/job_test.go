@@ -1,0 +1,116 @@
+package job
+
+import (
+	"strings"
+	"testing"
+)
+
+func build() *Build {
+	return &Build{Release: "mos-9.0", Target: "bookworm-amd64", Package: "nova", Recipe: "deb",
+		Sources: []Source{
+			{URL: "ssh://gerrit/mos/openstack/nova", Commit: strings.Repeat("a", 40), Role: "code"},
+			{URL: "ssh://gerrit/mos/openstack-build/nova", Commit: strings.Repeat("b", 40), Role: "packaging"},
+		}}
+}
+
+func TestBuildKey(t *testing.T) {
+	t.Parallel()
+	base := build().Key()
+	// Only sources, release, target, package and recipe count: the
+	// revision, publish flag and pinned build dependencies do not, so a
+	// changed build dependency never makes a new key.
+	same := build()
+	same.Revision, same.VersionSuffix, same.Publish = 7, "~mos9.0+7", true
+	same.Pinned = []Package{{Name: "gcc", Version: "13"}}
+	same.Sources[0], same.Sources[1] = same.Sources[1], same.Sources[0]
+	same.Sources[0].Ref = "refs/changes/1/1/1"
+	if same.Key() != base {
+		t.Fatal("key depends on something besides sources, target and recipe")
+	}
+	for name, mod := range map[string]func(*Build){
+		"commit":  func(b *Build) { b.Sources[0].Commit = strings.Repeat("c", 40) },
+		"target":  func(b *Build) { b.Target = "focal-amd64" },
+		"recipe":  func(b *Build) { b.Recipe = "deb-nocheck" },
+		"release": func(b *Build) { b.Release = "mos-10.0" },
+		"url":     func(b *Build) { b.Sources[1].URL = "ssh://gerrit/other" },
+		"role":    func(b *Build) { b.Sources[0].Role = "combined" },
+	} {
+		b := build()
+		mod(b)
+		if b.Key() == base {
+			t.Errorf("changing the %s does not change the key", name)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	ok := Spec{Kind: Command, Command: []string{"make"}, Labels: map[string]string{"os": "linux"}, ArtifactGlobs: []string{"out/*.deb"}, Env: []string{"A=b"}}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]struct {
+		mod  func(*Spec)
+		want string
+	}{
+		"nul":          {func(s *Spec) { s.Command = []string{"a\x00b"} }, "NUL"},
+		"env":          {func(s *Spec) { s.Env = []string{"NOEQUALS"} }, "KEY=VALUE"},
+		"glob escape":  {func(s *Spec) { s.ArtifactGlobs = []string{"a/../../x"} }, "escapes"},
+		"bad glob":     {func(s *Spec) { s.ArtifactGlobs = []string{"["} }, "syntax"},
+		"label":        {func(s *Spec) { s.Labels = map[string]string{"os": "linux\nx"} }, "letters"},
+		"both":         {func(s *Spec) { s.Build = build() }, "choose one"},
+		"build no src": {func(s *Spec) { s.Kind, s.Command, s.Build = PackageBuild, nil, &Build{Release: "r", Target: "t", Package: "p"} }, "0 sources"},
+		"three srcs": {func(s *Spec) {
+			b := build()
+			b.Sources = append(b.Sources, b.Sources[0])
+			s.Kind, s.Command, s.Build = PackageBuild, nil, b
+		}, "3 sources"},
+		"bad role": {func(s *Spec) {
+			b := build()
+			b.Sources[0].Role = "docs"
+			s.Kind, s.Command, s.Build = PackageBuild, nil, b
+		}, `role "docs"`},
+		"url newline": {func(s *Spec) {
+			b := build()
+			b.Sources[0].URL = "x\ny"
+			s.Kind, s.Command, s.Build = PackageBuild, nil, b
+		}, "control characters"},
+	}
+	for name, tc := range cases {
+		s := ok
+		s.Labels = map[string]string{"os": "linux"}
+		tc.mod(&s)
+		if err := s.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", name, err, tc.want)
+		}
+	}
+}
+
+func TestLabels(t *testing.T) {
+	t.Parallel()
+	l, err := ParseLabels("target=bookworm, arch=amd64")
+	if err != nil || LabelString(l) != "arch=amd64,target=bookworm" {
+		t.Fatalf("%v %v", l, err)
+	}
+	for _, bad := range []string{"target", "=x", "a=b c"} {
+		if _, err := ParseLabels(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func FuzzParseLabels(f *testing.F) {
+	for _, s := range []string{"a=b", "a=b,c=d", "", "=", "a=b=c", ",,"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		l, err := ParseLabels(s)
+		if err != nil {
+			return
+		}
+		again, err := ParseLabels(LabelString(l))
+		if err != nil || LabelString(again) != LabelString(l) {
+			t.Fatalf("round trip of %q: %v %v", s, again, err)
+		}
+	})
+}
