@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -45,6 +46,14 @@ func (b *Buildroot) Purge(ctx context.Context) error {
 	}
 	if err := os.RemoveAll(b.sandboxesDir()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("purge: %w", err)
+	}
+	// The step containers' cgroups are gone; their empty parents are not.
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", "kiln", b.cfg.Namespace))
+	dirs = append(dirs, filepath.Join("/sys/fs/cgroup", "kiln", b.cfg.Namespace))
+	for _, d := range dirs {
+		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
+			b.logger.Debug("remove cgroup", "dir", d, "error", err)
+		}
 	}
 	return nil
 }

@@ -45,9 +45,10 @@ type Sandbox struct {
 	rootfs []mount.Mount
 	logger hclog.Logger
 
-	mu     sync.Mutex
-	steps  int
-	closed bool
+	mu       sync.Mutex
+	steps    int
+	closed   bool
+	lastExit time.Time
 }
 
 var _ executor.Sandbox = (*Sandbox)(nil)
@@ -157,6 +158,14 @@ func (s *Sandbox) ID() string { return s.id }
 // ChrootDigest is the digest of the chroot the sandbox was made from.
 func (s *Sandbox) ChrootDigest() string { return s.digest }
 
+// LastExit is when the last step's process exited, as containerd saw it
+// (before the step's container was torn down).
+func (s *Sandbox) LastExit() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastExit
+}
+
 // Target is the name of the sandbox's target.
 func (s *Sandbox) Target() string { return s.target }
 
@@ -259,6 +268,7 @@ wait:
 			ctx = cctx
 		}
 	}
+	s.lastExit = status.ExitTime()
 	oom := s.b.oomKilled(cgroup)
 	// Delete closes the output streams once everything is copied.
 	if _, err := task.Delete(cctx); err != nil && !errdefs.IsNotFound(err) {

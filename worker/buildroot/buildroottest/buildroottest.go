@@ -21,11 +21,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/client"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/kiln-build/kiln/internal/testenv"
@@ -73,6 +76,7 @@ func Config(t testing.TB) buildroot.Config {
 	t.Helper()
 	testenv.Root(t)
 	addr := testenv.Containerd(t)
+	sweepDead(t, addr)
 	sum := sha256.Sum256([]byte(t.Name()))
 	return buildroot.Config{
 		Address:     addr,
@@ -86,6 +90,43 @@ func Config(t testing.TB) buildroot.Config {
 		IdleTimeout: 5 * time.Minute,
 		Targets:     Targets(),
 	}.WithDefaults()
+}
+
+var deadNamespace = regexp.MustCompile(`^kiln-test-([0-9]+)-[0-9a-f]+$`)
+
+// sweepDead purges the namespaces of test processes that died before
+// their cleanup ran.
+func sweepDead(t testing.TB, addr string) {
+	c, err := client.New(addr)
+	if err != nil {
+		t.Logf("buildroottest: sweep dead test namespaces: %v", err)
+		return
+	}
+	defer c.Close()
+	names, err := c.NamespaceService().List(context.Background())
+	if err != nil {
+		t.Logf("buildroottest: sweep dead test namespaces: %v", err)
+		return
+	}
+	for _, ns := range names {
+		m := deadNamespace.FindStringSubmatch(ns)
+		if m == nil {
+			continue
+		}
+		pid, err := strconv.Atoi(m[1])
+		if err != nil || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue
+		}
+		cfg := buildroot.Config{Address: addr, Namespace: ns, StateDir: t.TempDir(), Targets: Targets()}
+		b, err := buildroot.New(context.Background(), cfg, hclog.NewNullLogger())
+		if err == nil {
+			err = b.Purge(context.Background())
+			b.Close()
+		}
+		if err != nil {
+			t.Logf("buildroottest: purge namespace %s of dead test process %d: %v", ns, pid, err)
+		}
+	}
 }
 
 // New returns a Buildroot for t with the deb test chroot imported, and the
