@@ -42,6 +42,8 @@ func TestParseEventShapes(t *testing.T) {
 			OldRev: "aaaa0a1c6fe14b6c4fd9c0d5f3d4d1c5b1a2e3f4", NewRev: "bbbbee00c0ffee00c0ffee00c0ffee00c0ffee00", CreatedOn: time.Unix(1700000499, 0).UTC()}},
 		{"v3-ref-updated-branch-created.json", Event{Type: TypeRefUpdated, Project: nginx, Branch: "9.1", RefName: "refs/heads/9.1",
 			OldRev: "0000000000000000000000000000000000000000", NewRev: mergedRev, CreatedOn: time.Unix(1700000499, 0).UTC()}},
+		{"v3-ref-updated-branch-deleted.json", Event{Type: TypeRefUpdated, Project: nginx, Branch: "9.0", RefName: "refs/heads/9.0",
+			OldRev: mergedRev, NewRev: "0000000000000000000000000000000000000000", CreatedOn: time.Unix(1700000700, 0).UTC()}},
 		{"v3-comment-added-recheck.json", Event{Type: TypeCommentAdded, Project: nginx, Branch: "9.0", RefName: "refs/heads/9.0",
 			Change: 12345, ChangeID: changeID, PatchSet: 2, Revision: psRev, PatchSetRef: "refs/changes/45/12345/2",
 			Comment: "Patch Set 2:\n\nrecheck", Author: "ann", CreatedOn: time.Unix(1700000300, 0).UTC()}},

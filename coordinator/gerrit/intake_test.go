@@ -54,6 +54,7 @@ func TestStreamEventTypes(t *testing.T) {
 		{"same event twice", []string{"v3-patchset-created.json", "v3-patchset-created.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionDuplicate},
 		{"meta ref ignored", []string{"v3-ref-updated-meta.json"}, nil, ""},
 		{"branch creation not built", []string{"v3-ref-updated-branch-created.json"}, nil, ActionIgnored},
+		{"branch deletion not built", []string{"v3-ref-updated-branch-deleted.json"}, nil, ActionIgnored},
 		{"replication noise", []string{"v3-ref-replicated.json"}, nil, ""},
 		{"unknown type", []string{"v3-unknown-type.json"}, nil, ""},
 		{"dropped-output", []string{"v3-dropped-output.json"}, nil, ActionIgnored},
@@ -99,6 +100,39 @@ func TestStreamEventTypes(t *testing.T) {
 				t.Fatalf("last event logged as %+v, want action %s", evs, tc.action)
 			}
 		})
+	}
+}
+
+// TestBranchLifecycle: a created branch is tracked, not built; a merge on
+// it is built; once deleted it is no longer reconciled.
+func TestBranchLifecycle(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, gerrittest.Options{}, nil)
+	ctx := context.Background()
+	first := h.commit(nginx, "9.1", "branch point")
+	h.srv.Send(refUpdated(nginx, "refs/heads/9.1", "0000000000000000000000000000000000000000", first))
+	h.sync()
+	if err := h.in.Reconcile(ctx, "review"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(h.builds.all()); n != 0 {
+		t.Fatalf("branch creation built %d", n)
+	}
+	second := h.commit(nginx, "9.1", "merged")
+	if err := h.in.Reconcile(ctx, "review"); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.builds.all(); len(got) != 1 || got[0].Sources[0].Commit != second || got[0].Release != "mos-9.1" {
+		t.Fatalf("builds = %+v, want the merge on 9.1", got)
+	}
+	h.srv.Send(refUpdated(nginx, "refs/heads/9.1", second, "0000000000000000000000000000000000000000"))
+	h.sync()
+	h.commit(nginx, "9.1", "pushed to a branch Gerrit says is gone")
+	if err := h.in.Reconcile(ctx, "review"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(h.builds.all()); n != 1 {
+		t.Fatalf("%d builds after the branch was deleted, want 1", n)
 	}
 }
 
