@@ -118,6 +118,7 @@ func newHarness(t *testing.T, opts gerrittest.Options, change func(*Config, *ger
 		t.Fatal(err)
 	}
 	opts.Accounts = append(opts.Accounts, gerrittest.Account{User: "kiln", Key: sshPub})
+	opts.GitRoot = filepath.Join(dir, "git")
 	srv := gerrittest.Start(t, opts)
 	known := filepath.Join(dir, "known_hosts")
 	if err := srv.WriteKnownHosts(known); err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
+	"github.com/kiln-build/kiln/internal/testenv"
 )
 
 func readEvent(t *testing.T, name string) string {
@@ -395,5 +396,35 @@ func TestEventLogBounded(t *testing.T) {
 	}
 	if evs[1].Action != ActionIgnored || !strings.Contains(evs[1].Reason, "no rule maps project unmapped/project branch master") {
 		t.Fatalf("event = %+v, want ignored with the reason", evs[1])
+	}
+}
+
+// TestGitOverSSH reads branch heads the way production does: git ls-remote
+// over ssh:// to the Gerrit stand-in, with the configured key and
+// known_hosts file.
+func TestGitOverSSH(t *testing.T) {
+	t.Parallel()
+	testenv.Tool(t, "ssh")
+	h := newHarness(t, gerrittest.Options{}, func(c *Config, srv *gerrittest.Server) {
+		c.Servers[0].GitURL = "ssh://kiln@" + srv.Addr() + "/{project}"
+	})
+	head := h.commit(nginx, "9.0", "over ssh")
+	h.srv.Send(readEvent(t, "v3-ref-updated.json"))
+	got := h.builds.wait(t, 1, 20*time.Second)
+	want := Source{URL: "ssh://kiln@" + h.srv.Addr() + "/" + nginx, Commit: head, Ref: "refs/heads/9.0", Role: RoleCombined}
+	if !reflect.DeepEqual(got[0].Sources, []Source{want}) {
+		t.Fatalf("sources = %+v, want %+v (the head read over SSH)", got[0].Sources, want)
+	}
+	// A host key that does not match is refused.
+	g := &gitHeads{}
+	bad := h.cfg.Servers[0]
+	bad.KnownHostsFile = filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(bad.KnownHostsFile, []byte("["+strings.Replace(h.srv.Addr(), ":", "]:", 1)+" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad.GitURL = "ssh://kiln@" + h.srv.Addr() + "/{project}"
+	g.addSSH(bad)
+	if _, err := g.Heads(context.Background(), "ssh://kiln@"+h.srv.Addr()+"/"+nginx); err == nil {
+		t.Fatal("ls-remote accepted a host key not in known_hosts")
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,6 +51,9 @@ type Options struct {
 	// Accounts may log in, each with its key; the SSH user name is not
 	// checked, the key decides the account as in Gerrit.
 	Accounts []Account
+	// GitRoot, when set, serves git-upload-pack over SSH (fetch and
+	// ls-remote of ssh://host:port/{project}) from GitRoot/{project}.
+	GitRoot string
 }
 
 // Account is a Gerrit account with an SSH key.
@@ -266,6 +271,9 @@ func (s *Server) handleSession(account string, ch ssh.Channel, reqs <-chan *ssh.
 
 func (s *Server) exec(account, command string, ch ssh.Channel, gone <-chan struct{}) uint32 {
 	args := Split(command)
+	if len(args) == 2 && args[0] == "git-upload-pack" && s.opts.GitRoot != "" {
+		return s.uploadPack(args[1], ch)
+	}
 	if len(args) < 2 || args[0] != "gerrit" {
 		fmt.Fprintf(ch.Stderr(), "fatal: %s: not found\n", strings.Join(args, " "))
 		return 1
@@ -346,6 +354,33 @@ func (s *Server) stream(ch ssh.Channel, gone <-chan struct{}) {
 			}
 		}
 	}
+}
+
+// uploadPack runs git upload-pack for a project as Gerrit's SSH daemon does.
+func (s *Server) uploadPack(path string, ch ssh.Channel) uint32 {
+	project := strings.TrimSuffix(strings.Trim(path, "/"), ".git")
+	for _, part := range strings.Split(project, "/") {
+		if part == "" || part == "." || part == ".." || strings.HasPrefix(part, "-") {
+			fmt.Fprintf(ch.Stderr(), "fatal: '%s': not a valid project name\n", path)
+			return 1
+		}
+	}
+	dir := filepath.Join(s.opts.GitRoot, filepath.FromSlash(project))
+	if _, err := os.Stat(dir); err != nil {
+		fmt.Fprintf(ch.Stderr(), "fatal: '%s': not found\n", project)
+		return 1
+	}
+	cmd := exec.Command("git", "upload-pack", dir)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = ch, ch, ch.Stderr()
+	if err := cmd.Run(); err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return uint32(exit.ExitCode())
+		}
+		fmt.Fprintf(ch.Stderr(), "fatal: %v\n", err)
+		return 1
+	}
+	return 0
 }
 
 // Streams is how many clients are running stream-events.
