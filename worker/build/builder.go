@@ -43,7 +43,7 @@ func New(cfg Config, opener executor.SandboxOpener, logger hclog.Logger) *Builde
 		cfg:    cfg,
 		opener: opener,
 		logger: logger.Named("build"),
-		git:    newGitCache(cfg.CacheDir, cfg.GitTimeout),
+		git:    newGitCache(cfg.CacheDir, cfg.GitTimeout, cfg.GitProtocols),
 	}
 }
 

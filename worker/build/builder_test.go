@@ -304,6 +304,25 @@ func TestInfrastructureErrors(t *testing.T) {
 	}
 }
 
+func TestGitProtocolsAreRestricted(t *testing.T) {
+	srv := newGitServer(t)
+	c := srv.repo(t, "good", "hello-native", nil)
+	cfg := testConfig(t)
+	cfg.GitProtocols = []string{"https"}
+	b := New(cfg, &fakeOpener{}, nil)
+	job := newJob(t, executor.PackageBuild{Package: "hello-native", Sources: []executor.Source{{URL: srv.url("good"), Commit: c}}})
+	res, err := b.Run(context.Background(), job, io.Discard)
+	if err != nil || !strings.Contains(res.Reason, "uses the git transport, which this worker does not allow") {
+		t.Errorf("result %+v, error %v: want the git transport refused", res, err)
+	}
+	// git itself refuses it too.
+	g := newGitCache(cfg.CacheDir, time.Minute, []string{"https"})
+	err = g.git(context.Background(), t.TempDir(), nil, io.Discard, "ls-remote", srv.url("good"))
+	if err == nil || !strings.Contains(err.Error(), "transport 'git' not allowed") {
+		t.Errorf("git ls-remote error = %v, want the transport refused", err)
+	}
+}
+
 func TestRunWithoutBuildIsUnsupported(t *testing.T) {
 	b := New(testConfig(t), &fakeOpener{}, nil)
 	_, err := b.Run(context.Background(), executor.Job{WorkDir: t.TempDir(), Command: []string{"true"}}, io.Discard)
@@ -338,7 +357,7 @@ func TestFetchUsesCache(t *testing.T) {
 	srv := newGitServer(t)
 	c := srv.repo(t, "repo", "hello-native", nil)
 	cfg := testConfig(t)
-	g := newGitCache(cfg.CacheDir, time.Minute)
+	g := newGitCache(cfg.CacheDir, time.Minute, cfg.GitProtocols)
 	ctx := context.Background()
 	src := executor.Source{URL: srv.url("repo"), Commit: c, Ref: "refs/heads/main"}
 	var log bytes.Buffer

@@ -21,6 +21,10 @@ type Config struct {
 	IdleLimit time.Duration `yaml:"idle_limit"`
 	// GitTimeout limits each git command run on the worker host.
 	GitTimeout time.Duration `yaml:"git_timeout"`
+	// GitProtocols are the git transports sources may use (git's
+	// GIT_ALLOW_PROTOCOL); "file" covers local paths too. Narrow it to keep
+	// sources from reading repositories on the worker host.
+	GitProtocols []string `yaml:"git_protocols"`
 	// Maintainer signs the changelog entry that carries the release
 	// revision, as "Name <email>".
 	Maintainer string `yaml:"maintainer"`
@@ -51,6 +55,7 @@ func DefaultConfig() Config {
 		BuildTimeout:      2 * time.Hour,
 		IdleLimit:         30 * time.Minute,
 		GitTimeout:        10 * time.Minute,
+		GitProtocols:      []string{"git", "http", "https", "ssh", "file"},
 		Maintainer:        "Kiln Build Farm <kiln@localhost>",
 	}
 }
@@ -73,6 +78,16 @@ func (c Config) Validate() error {
 	}
 	if _, err := mail.ParseAddress(c.Maintainer); err != nil || strings.ContainsAny(c.Maintainer, "\n\r") {
 		errs = append(errs, fmt.Errorf("build.maintainer %q: must be \"Name <email>\"", c.Maintainer))
+	}
+	if len(c.GitProtocols) == 0 {
+		errs = append(errs, errors.New("build.git_protocols is empty; list the git transports sources may use, e.g. [git, https, ssh]"))
+	}
+	for _, p := range c.GitProtocols {
+		switch p {
+		case "git", "http", "https", "ssh", "file":
+		default:
+			errs = append(errs, fmt.Errorf("build.git_protocols: %q is not one of git, http, https, ssh, file", p))
+		}
 	}
 	for i, r := range c.Repositories {
 		where := fmt.Sprintf("build.repositories[%d]", i)

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -41,15 +42,16 @@ func badSource(format string, args ...any) error {
 
 // gitCache keeps one bare repository per source URL under dir.
 type gitCache struct {
-	dir     string
-	timeout time.Duration
+	dir       string
+	timeout   time.Duration
+	protocols string
 
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex
 }
 
-func newGitCache(dir string, timeout time.Duration) *gitCache {
-	return &gitCache{dir: dir, timeout: timeout, locks: map[string]*sync.Mutex{}}
+func newGitCache(dir string, timeout time.Duration, protocols []string) *gitCache {
+	return &gitCache{dir: dir, timeout: timeout, protocols: strings.Join(protocols, ":"), locks: map[string]*sync.Mutex{}}
 }
 
 func (g *gitCache) lock(path string) func() {
@@ -84,6 +86,7 @@ func (g *gitCache) git(ctx context.Context, dir string, log io.Writer, stdout io
 		"GIT_ASKPASS=/bin/true",
 		"GIT_CONFIG_NOSYSTEM=1",
 		"LC_ALL=C",
+		"GIT_ALLOW_PROTOCOL="+g.protocols,
 	)
 	var stderr bytes.Buffer
 	if log != nil {
@@ -122,6 +125,9 @@ func (g *gitCache) Fetch(ctx context.Context, src executor.Source, log io.Writer
 	}
 	if src.URL == "" || strings.HasPrefix(src.URL, "-") || strings.ContainsAny(src.URL, "\n\r") {
 		return "", badSource("source URL %q is not a git URL", src.URL)
+	}
+	if p := urlProtocol(src.URL); !slices.Contains(strings.Split(g.protocols, ":"), p) {
+		return "", badSource("source URL %s uses the %s transport, which this worker does not allow (build.git_protocols: %s); use one of those", src.URL, p, strings.ReplaceAll(g.protocols, ":", ", "))
 	}
 	dir := g.repoDir(src.URL)
 	defer g.lock(dir)()
@@ -198,6 +204,22 @@ func (g *gitCache) CommitTime(ctx context.Context, dir, commit string) (time.Tim
 		return time.Time{}, fmt.Errorf("commit time of %s: %q: %w", commit, out.String(), err)
 	}
 	return time.Unix(sec, 0).UTC(), nil
+}
+
+// urlProtocol names the git transport a URL uses, as GIT_ALLOW_PROTOCOL
+// does: scheme://, scp-like host:path (ssh), or a local path (file).
+func urlProtocol(url string) string {
+	if i := strings.Index(url, "://"); i > 0 {
+		return strings.ToLower(url[:i])
+	}
+	if i := strings.Index(url, "::"); i > 0 {
+		return strings.ToLower(url[:i]) // remote helpers such as ext::
+	}
+	colon, slash := strings.IndexByte(url, ':'), strings.IndexByte(url, '/')
+	if colon > 0 && (slash < 0 || colon < slash) {
+		return "ssh"
+	}
+	return "file"
 }
 
 // isBadSource reports whether err is the source's fault.

@@ -276,6 +276,8 @@ func TestConfigValidate(t *testing.T) {
 			c.Repositories = []Repository{{Release: "r", Apt: "deb http://x/ a main", BaseURL: "http://x/"}}
 		}, "exactly one of apt"},
 		{"apt not a source line", func(c *Config) { c.Repositories = []Repository{{Release: "r", Apt: "http://x/"}} }, `must be a one-line source starting with "deb "`},
+		{"no git protocols", func(c *Config) { c.GitProtocols = nil }, "build.git_protocols is empty"},
+		{"ext protocol", func(c *Config) { c.GitProtocols = []string{"git", "ext"} }, `"ext" is not one of`},
 		{"newline", func(c *Config) {
 			c.Repositories = []Repository{{Release: "r", Apt: "deb http://x/ a main\ndeb http://evil/ a main"}}
 		}, "single line"},
@@ -346,6 +348,24 @@ func TestCollectTakesOnlyRegularFiles(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(work, outDir, "steal_1.0_all.deb")); err == nil {
 		t.Error("a symlink was collected")
+	}
+}
+
+func TestURLProtocol(t *testing.T) {
+	t.Parallel()
+	for url, want := range map[string]string{
+		"git://127.0.0.1:9418/a":          "git",
+		"HTTPS://example.org/a.git":       "https",
+		"ssh://gerrit:29418/a":            "ssh",
+		"gerrit.example.org:openstack/a":  "ssh",
+		"/srv/git/a.git":                  "file",
+		"file:///srv/git/a.git":           "file",
+		"ext::sh -c touch% /tmp/pwned":    "ext",
+		"./relative/path:with-colon-late": "file",
+	} {
+		if got := urlProtocol(url); got != want {
+			t.Errorf("urlProtocol(%q) = %q, want %q", url, got, want)
+		}
 	}
 }
 
