@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"flag"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -311,36 +310,4 @@ func FuzzReadBinary(f *testing.F) {
 			t.Fatalf("unsafe file name %q", b.FileName())
 		}
 	})
-}
-
-func TestLargeIndexCompressesAsConcatenatedXZ(t *testing.T) {
-	t.Parallel()
-	xzTool := testenv.Tool(t, "xz")
-	var entries []deb.IndexEntry
-	stanza := []byte(strings.Repeat("X-Filler: some text that repeats\n", 20))
-	for i := 0; len(entries)*len(stanza) < 6<<20; i++ {
-		entries = append(entries, deb.IndexEntry{Component: "main", Arch: "amd64", Stanza: append([]byte(fmt.Sprintf("Package: p%d\n", i)), stanza...)})
-	}
-	_, files, err := deb.BuildIndexes(deb.Suite{Suite: "s", Date: time.Unix(0, 0), Compressions: []string{"gz", "xz"}}, entries)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var plain, packed []byte
-	for _, f := range files {
-		switch f.Path {
-		case "main/binary-amd64/Packages":
-			plain = f.Data
-		case "main/binary-amd64/Packages.xz":
-			packed = f.Data
-		}
-	}
-	cmd := exec.Command(xzTool, "-dc")
-	cmd.Stdin = bytes.NewReader(packed)
-	got, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("xz -d: %v", err)
-	}
-	if !bytes.Equal(got, plain) {
-		t.Fatalf("xz -d of Packages.xz gives %d bytes, want the %d of Packages", len(got), len(plain))
-	}
 }

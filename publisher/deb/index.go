@@ -251,11 +251,6 @@ func bytesOf(b *bytes.Buffer) []byte {
 	return b.Bytes()
 }
 
-// xzSplit is the size above which an index is xz-compressed as several
-// concatenated streams in parallel (xz decoders, apt's included, read
-// concatenated streams as one file).
-const xzSplit = 4 << 20
-
 func compress(kind string, data []byte) ([]byte, error) {
 	var out bytes.Buffer
 	switch kind {
@@ -273,47 +268,12 @@ func compress(kind string, data []byte) ([]byte, error) {
 			return nil, err
 		}
 	case "xz":
-		parts := splitStanzas(data, runtime.GOMAXPROCS(0))
-		outs := make([][]byte, len(parts))
-		errs := make([]error, len(parts))
-		var wg sync.WaitGroup
-		for i, p := range parts {
-			wg.Go(func() { outs[i], errs[i] = xzStream(p) })
-		}
-		wg.Wait()
-		for i := range parts {
-			if errs[i] != nil {
-				return nil, errs[i]
-			}
-			out.Write(outs[i])
-		}
+		// One stream: apt reads only the first of concatenated streams.
+		return xzStream(data)
 	default:
 		return nil, fmt.Errorf("unknown compression %q", kind)
 	}
 	return out.Bytes(), nil
-}
-
-// splitStanzas cuts data into at most n parts at stanza boundaries, only
-// when it is larger than xzSplit.
-func splitStanzas(data []byte, n int) [][]byte {
-	if len(data) <= xzSplit || n < 2 {
-		return [][]byte{data}
-	}
-	var parts [][]byte
-	size := len(data) / n
-	for len(data) > 0 && len(parts) < n-1 {
-		if len(data) <= size {
-			break
-		}
-		i := bytes.Index(data[size:], []byte("\n\n"))
-		if i < 0 {
-			break
-		}
-		cut := size + i + 2
-		parts = append(parts, data[:cut])
-		data = data[cut:]
-	}
-	return append(parts, data)
 }
 
 func xzStream(data []byte) ([]byte, error) {
