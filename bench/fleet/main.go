@@ -8,12 +8,12 @@
 // immediate CompleteJob with exit 0), and submits no-op command jobs
 // through the client API from concurrent submitters, as Jenkins would.
 //
-// It runs two phases of -jobs jobs each:
+// It runs phases of -jobs jobs each (-phases, default burst,paced:2000,paced:1000):
 //   - burst: the submitters submit as fast as the coordinator acknowledges;
 //     this measures the highest dispatch rate (jobs queue up inside the
 //     coordinator when submission outpaces dispatch);
-//   - paced: jobs are submitted at -rate per second on a fixed schedule
-//     (open loop), so that idle slots exist; this measures queue-to-start
+//   - paced:RATE: jobs are submitted at RATE per second on a fixed schedule
+//     (open loop) while idle slots exist; this measures queue-to-start
 //     latency at that dispatch rate.
 //
 // Per phase it reports dispatches per second (assignments received by the
@@ -36,6 +36,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -66,7 +67,6 @@ type options struct {
 	jobs        int
 	submitters  int
 	clientConns int
-	rate        float64
 	labelSets   int
 	phases      string
 	pollWait    int
@@ -88,6 +88,9 @@ var labelSets = []map[string]string{
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	// The driver shares the machine with the coordinator under test: collect
+	// its garbage less often so that it takes less of the CPU.
+	debug.SetGCPercent(400)
 	fs := flag.NewFlagSet("fleet-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
@@ -98,17 +101,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.jobs, "jobs", 10000, "jobs per phase")
 	fs.IntVar(&o.submitters, "submitters", 64, "concurrent submitters")
 	fs.IntVar(&o.clientConns, "client-conns", 16, "client connections the submitters share")
-	fs.Float64Var(&o.rate, "rate", 2000, "submissions per second in the paced phase")
 	fs.IntVar(&o.labelSets, "label-sets", 4, fmt.Sprintf("label sets workers and jobs are spread over (1..%d)", len(labelSets)))
-	fs.StringVar(&o.phases, "phases", "burst,paced", "phases to run, in order: burst, paced")
+	fs.StringVar(&o.phases, "phases", "burst,paced:2000,paced:1000", "phases to run, in order: burst or paced:RATE (submissions per second)")
 	fs.IntVar(&o.pollWait, "poll-wait", 30, "PullJob long-poll wait in seconds")
 	fs.StringVar(&o.coordLog, "coordinator-log", "", "file for the coordinator's output (default: in the state directory)")
 	fs.StringVar(&o.extraArgs, "coordinator-args", "", "extra arguments for `coordinator serve`, space separated")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if o.labelSets < 1 || o.labelSets > len(labelSets) || o.workers < o.labelSets || o.slots < 1 || o.jobs < 1 || o.submitters < 1 || o.clientConns < 1 || o.rate <= 0 {
-		return errors.New("bad flags: need 1 <= label-sets <= 8, workers >= label-sets, and positive slots, jobs, submitters, client-conns, rate")
+	if o.labelSets < 1 || o.labelSets > len(labelSets) || o.workers < o.labelSets || o.slots < 1 || o.jobs < 1 || o.submitters < 1 || o.clientConns < 1 {
+		return errors.New("bad flags: need 1 <= label-sets <= 8, workers >= label-sets, and positive slots, jobs, submitters, client-conns")
 	}
 	if o.stateDir != "" {
 		if err := os.MkdirAll(o.stateDir, 0o755); err != nil {
@@ -154,13 +156,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for i, ph := range strings.Split(o.phases, ",") {
 		var r result
 		var err error
-		switch strings.TrimSpace(ph) {
-		case "burst":
+		ph = strings.TrimSpace(ph)
+		kind, arg, _ := strings.Cut(ph, ":")
+		rate, perr := strconv.ParseFloat(arg, 64)
+		switch {
+		case ph == "burst":
 			r, err = b.phase(ctx, fmt.Sprintf("p%d", i), "burst", clients, 0)
-		case "paced":
-			r, err = b.phase(ctx, fmt.Sprintf("p%d", i), fmt.Sprintf("paced %.0f/s", o.rate), clients, o.rate)
+		case kind == "paced" && perr == nil && rate > 0:
+			r, err = b.phase(ctx, fmt.Sprintf("p%d", i), fmt.Sprintf("paced %.0f/s", rate), clients, rate)
 		default:
-			return fmt.Errorf("phase %q: use burst or paced", ph)
+			return fmt.Errorf("phase %q: use burst or paced:RATE", ph)
 		}
 		if err != nil {
 			return err
@@ -281,6 +286,8 @@ type bench struct {
 
 	nAssigned  atomic.Int64
 	nCompleted atomic.Int64
+	busy       atomic.Int64 // slots holding an assignment now
+	maxBusy    atomic.Int64
 	errors     atomic.Int64
 	firstErr   atomic.Value
 }
@@ -394,6 +401,9 @@ func (w *simWorker) slot(ctx context.Context) {
 		w.b.dispatches[a.GetJobId()]++
 		w.b.mu.Unlock()
 		w.b.nAssigned.Add(1)
+		if n := w.b.busy.Add(1); n > w.b.maxBusy.Load() {
+			w.b.maxBusy.Store(n) // racy maximum; good enough for a report
+		}
 		w.mu.Lock()
 		w.running[a.GetJobId()] = a.GetAttempt()
 		w.mu.Unlock()
@@ -401,6 +411,7 @@ func (w *simWorker) slot(ctx context.Context) {
 		w.mu.Lock()
 		delete(w.running, a.GetJobId())
 		w.mu.Unlock()
+		w.b.busy.Add(-1)
 		if err != nil {
 			if ctx.Err() == nil {
 				w.b.fail("complete "+a.GetJobId(), err)
@@ -424,12 +435,23 @@ type result struct {
 	succeeded              int     // jobs the coordinator recorded as succeeded during the phase
 	dispatched, redispatch int
 	coordCPU, benchCPU     float64 // CPU seconds over the phase
+	maxBusy, slots         int
+	load0, load1           string // 1-minute load average before and after
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(b))[0]
 }
 
 // phase submits b.o.jobs jobs (paced at rate per second when rate > 0) and
 // waits until every one has been assigned and completed.
 func (b *bench) phase(ctx context.Context, tag, name string, clients []pb.CoordinatorServiceClient, rate float64) (result, error) {
-	r := result{name: name, jobs: b.o.jobs}
+	r := result{name: name, jobs: b.o.jobs, slots: b.o.workers * b.o.slots, load0: loadavg()}
+	b.maxBusy.Store(0)
 	before, err := b.scrape()
 	if err != nil {
 		return r, err
@@ -499,6 +521,8 @@ func (b *bench) phase(ctx context.Context, tag, name string, clients []pb.Coordi
 	r.benchCPU = cpuSeconds(os.Getpid()) - bcpu0
 	r.totalSecs = end.Sub(start).Seconds()
 	r.dispatched = int(b.nAssigned.Load() - assigned0)
+	r.maxBusy = int(b.maxBusy.Load())
+	r.load1 = loadavg()
 
 	b.mu.Lock()
 	var lastAssign time.Time
@@ -656,7 +680,10 @@ func printTable(w io.Writer, rs []result) {
 		return fmt.Sprintf("%d/%d %.1f%%", r.succeeded, r.jobs, 100*float64(r.succeeded)/float64(r.jobs))
 	})
 	row("jobs dispatched more than once", func(r result) string { return strconv.Itoa(r.redispatch) })
+	row("most slots busy at once", func(r result) string { return fmt.Sprintf("%d of %d", r.maxBusy, r.slots) })
 	row("wall time s", func(r result) string { return fmt.Sprintf("%.2f", r.totalSecs) })
 	row("coordinator CPU s (user+sys)", func(r result) string { return fmt.Sprintf("%.2f", r.coordCPU) })
 	row("bench CPU s (workers+submitters)", func(r result) string { return fmt.Sprintf("%.2f", r.benchCPU) })
+	row("coordinator CPU us per job", func(r result) string { return fmt.Sprintf("%.0f", r.coordCPU/float64(r.jobs)*1e6) })
+	row("machine load average (1 min) before/after", func(r result) string { return r.load0 + "/" + r.load1 })
 }
