@@ -334,22 +334,31 @@ func TestRunWithoutBuildIsUnsupported(t *testing.T) {
 func TestJobTimeoutIsAFailedResult(t *testing.T) {
 	srv := newGitServer(t)
 	c := srv.repo(t, "good", "hello-native", nil)
-	opener := &fakeOpener{handle: func(_ string, step executor.Step, log io.Writer) (executor.StepResult, bool) {
-		time.Sleep(300 * time.Millisecond)
-		return executor.StepResult{}, true
-	}}
-	// The fake ignores ctx, so the deadline is seen at the next host step.
+	opener := &fakeOpener{handle: skipRootSteps, hang: "dpkg-buildpackage"}
 	b := New(testConfig(t), opener, nil)
 	job := newJob(t, executor.PackageBuild{Package: "hello-native", Sources: []executor.Source{{URL: srv.url("good"), Commit: c}}})
-	job.Timeout = 2 * time.Second
-	res, err := b.Run(context.Background(), job, io.Discard)
+	job.Timeout = 3 * time.Second
+	var log bytes.Buffer
+	res, err := b.Run(context.Background(), job, &log)
 	if err != nil {
-		t.Fatalf("Run: %v", err)
+		t.Fatalf("a job over its time limit must be a failed result, not an error: %v", err)
 	}
-	// All steps answered; this build succeeds or fails on no artifacts,
-	// never with an infrastructure error.
-	if res.Failed() && res.Reason != "build produced no packages" {
-		t.Errorf("result = %+v", res)
+	if res.ExitCode == 0 || res.Reason != "time limit 3s reached" {
+		t.Errorf("result = %+v, want time limit 3s reached", res)
+	}
+	if !strings.Contains(log.String(), "kiln: time limit 3s reached") {
+		t.Errorf("log does not say why:\n%s", log.String())
+	}
+	if !opener.opened[0].closed {
+		t.Error("sandbox left open")
+	}
+
+	// A worker shutting down (its context cancelled) is not the job's fault.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	job = newJob(t, executor.PackageBuild{Package: "hello-native", Sources: []executor.Source{{URL: srv.url("good"), Commit: c}}})
+	if _, err := b.Run(ctx, job, io.Discard); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("error = %v, want the context's", err)
 	}
 }
 

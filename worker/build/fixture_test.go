@@ -138,7 +138,9 @@ func copyDir(t testing.TB, from, to string) {
 // only: nothing is isolated.
 type hostSandbox struct {
 	workDir string
-	handle  func(workDir string, step executor.Step, log io.Writer) (executor.StepResult, bool)
+	// hang, when set, names a command that runs until the context ends.
+	hang   string
+	handle func(workDir string, step executor.Step, log io.Writer) (executor.StepResult, bool)
 
 	mu     sync.Mutex
 	steps  []executor.Step
@@ -149,6 +151,10 @@ func (s *hostSandbox) Exec(ctx context.Context, step executor.Step, log io.Write
 	s.mu.Lock()
 	s.steps = append(s.steps, step)
 	s.mu.Unlock()
+	if s.hang != "" && step.Argv[0] == s.hang {
+		<-ctx.Done()
+		return executor.StepResult{}, fmt.Errorf("exec %s: %w", s.hang, ctx.Err())
+	}
 	if s.handle != nil {
 		if r, ok := s.handle(s.workDir, step, log); ok {
 			return r, nil
@@ -193,6 +199,7 @@ func (s *hostSandbox) Close(context.Context) error {
 // fakeOpener hands out hostSandboxes, or fails with err.
 type fakeOpener struct {
 	err    error
+	hang   string
 	handle func(workDir string, step executor.Step, log io.Writer) (executor.StepResult, bool)
 
 	mu     sync.Mutex
@@ -203,7 +210,7 @@ func (o *fakeOpener) Open(ctx context.Context, target, workDir string) (executor
 	if o.err != nil {
 		return nil, o.err
 	}
-	sb := &hostSandbox{workDir: workDir, handle: o.handle}
+	sb := &hostSandbox{workDir: workDir, handle: o.handle, hang: o.hang}
 	o.mu.Lock()
 	o.opened = append(o.opened, sb)
 	o.mu.Unlock()
