@@ -146,6 +146,7 @@ func newHarness(t *testing.T, opts gerrittest.Options, change func(*Config, *ger
 	if err != nil {
 		t.Fatal(err)
 	}
+	db.SetMaxOpenConns(1) // as the coordinator's store does
 	t.Cleanup(func() { db.Close() })
 	h := &harness{t: t, dir: dir, srv: srv, builds: newFakeBuilds(), cfg: cfg, db: db}
 	h.start()
