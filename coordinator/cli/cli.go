@@ -207,13 +207,13 @@ func submit(ctx context.Context, c Conn, spec *pb.JobSpec, wait, asJSON bool, o 
 		return rpcErr("submit job", err)
 	}
 	j := resp.GetJob()
-	if asJSON && !wait {
-		return printJSON(o.Out, resp)
-	}
 	if resp.GetDeduplicated() {
 		fmt.Fprintf(o.Err, "build key %s already built by job %s (%s); not run again (use --force to rebuild)\n", short(j.GetBuildKey()), j.GetId(), stateName(j.GetState()))
 	} else {
 		fmt.Fprintf(o.Err, "job %s queued\n", j.GetId())
+	}
+	if asJSON && !wait {
+		return printJSON(o.Out, resp)
 	}
 	if !wait {
 		fmt.Fprintln(o.Out, j.GetId())

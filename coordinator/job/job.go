@@ -345,3 +345,16 @@ func ParseLabels(s string) (map[string]string, error) {
 	}
 	return out, nil
 }
+
+// IsPackageFile reports whether an artifact is a binary or source package
+// (or a source package's tarball or diff), as opposed to logs, .changes and
+// .buildinfo, which record when and where a build ran.
+func IsPackageFile(name string) bool {
+	base := path.Base(name)
+	for _, suf := range []string{".deb", ".udeb", ".ddeb", ".dsc", ".rpm"} {
+		if strings.HasSuffix(base, suf) {
+			return true
+		}
+	}
+	return strings.Contains(base, ".tar.") || strings.HasSuffix(base, ".diff.gz")
+}

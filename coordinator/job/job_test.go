@@ -53,13 +53,15 @@ func TestValidate(t *testing.T) {
 		mod  func(*Spec)
 		want string
 	}{
-		"nul":          {func(s *Spec) { s.Command = []string{"a\x00b"} }, "NUL"},
-		"env":          {func(s *Spec) { s.Env = []string{"NOEQUALS"} }, "KEY=VALUE"},
-		"glob escape":  {func(s *Spec) { s.ArtifactGlobs = []string{"a/../../x"} }, "escapes"},
-		"bad glob":     {func(s *Spec) { s.ArtifactGlobs = []string{"["} }, "syntax"},
-		"label":        {func(s *Spec) { s.Labels = map[string]string{"os": "linux\nx"} }, "letters"},
-		"both":         {func(s *Spec) { s.Build = build() }, "choose one"},
-		"build no src": {func(s *Spec) { s.Kind, s.Command, s.Build = PackageBuild, nil, &Build{Release: "r", Target: "t", Package: "p"} }, "0 sources"},
+		"nul":         {func(s *Spec) { s.Command = []string{"a\x00b"} }, "NUL"},
+		"env":         {func(s *Spec) { s.Env = []string{"NOEQUALS"} }, "KEY=VALUE"},
+		"glob escape": {func(s *Spec) { s.ArtifactGlobs = []string{"a/../../x"} }, "escapes"},
+		"bad glob":    {func(s *Spec) { s.ArtifactGlobs = []string{"["} }, "syntax"},
+		"label":       {func(s *Spec) { s.Labels = map[string]string{"os": "linux\nx"} }, "letters"},
+		"both":        {func(s *Spec) { s.Build = build() }, "choose one"},
+		"build no src": {func(s *Spec) {
+			s.Kind, s.Command, s.Build = PackageBuild, nil, &Build{Release: "r", Target: "t", Package: "p"}
+		}, "0 sources"},
 		"three srcs": {func(s *Spec) {
 			b := build()
 			b.Sources = append(b.Sources, b.Sources[0])

@@ -200,22 +200,10 @@ func (p *Publisher) Repository(b *job.Build) string {
 	return strings.NewReplacer("{release}", b.Release, "{target}", b.Target).Replace(p.cfg.Repository)
 }
 
-// packageFile reports whether an artifact goes to the publisher: binary
-// and source packages with their source tarballs, not logs or .changes.
-func packageFile(name string) bool {
-	base := path.Base(name)
-	for _, suf := range []string{".deb", ".udeb", ".dsc", ".rpm"} {
-		if strings.HasSuffix(base, suf) {
-			return true
-		}
-	}
-	return strings.Contains(base, ".tar.") || strings.HasSuffix(base, ".diff.gz")
-}
-
 func (p *Publisher) publish(ctx context.Context, j *job.Job) (string, error) {
 	req := &ppb.PublishRequest{RequestId: "job-" + j.ID, Repository: p.Repository(j.Spec.Build)}
 	for _, a := range j.Artifacts {
-		if !packageFile(a.Name) {
+		if !job.IsPackageFile(a.Name) {
 			continue
 		}
 		ref := &ppb.FileRef{Name: path.Base(a.Name), Sha256: a.SHA256, Size: a.Size}
