@@ -115,7 +115,10 @@ func (in *Intake) report(ctx context.Context, jobs []jobRow) error {
 		if first.Kind == kindRelease || c[0] != first.Change {
 			rev.Revision = ""
 		}
-		if err := in.reviewer.Review(ctx, first.Server, rev); err != nil {
+		rctx, cancel := context.WithTimeout(ctx, time.Minute)
+		err := in.reviewer.Review(rctx, first.Server, rev)
+		cancel()
+		if err != nil {
 			in.metrics.reviews.WithLabelValues(first.Server, "error").Inc()
 			errs = append(errs, fmt.Errorf("report to gerrit %s change %d patch set %d: %w", first.Server, c[0], c[1], err))
 			continue
