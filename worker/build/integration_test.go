@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kiln-build/kiln/worker/buildroot/buildroottest"
 	"github.com/kiln-build/kiln/worker/executor"
@@ -112,6 +113,26 @@ func TestIntegrationDeb(t *testing.T) {
 			if !strings.Contains(log, s) {
 				t.Errorf("log lacks %q:\n%s", s, log)
 			}
+		}
+	})
+
+	t.Run("silent build stopped by the idle limit", func(t *testing.T) {
+		c := srv.repo(t, "packages/hello-silent", "hello-native", func(dir string) {
+			rules := filepath.Join(dir, "debian/rules")
+			data, _ := os.ReadFile(rules)
+			os.WriteFile(rules, []byte(strings.Replace(string(data), "binary binary-indep: build\n", "binary binary-indep: build\n\tsleep 120\n", 1)), 0o755)
+		})
+		cfg := testConfig(t)
+		cfg.IdleLimit = 8 * time.Second
+		ib := New(cfg, br, buildroottest.Logger(t))
+		start := time.Now()
+		res, log, _ := runBuild(t, ib, executor.PackageBuild{Package: "hello-native", Target: target,
+			Sources: []executor.Source{{URL: srv.url("packages/hello-silent"), Commit: c}}})
+		if !res.Failed() || !strings.Contains(res.Reason, "no output for 8s") {
+			t.Errorf("result = %+v\n%s", res, log)
+		}
+		if d := time.Since(start); d > 90*time.Second {
+			t.Errorf("stopped after %s", d)
 		}
 	})
 
