@@ -136,3 +136,40 @@ func TestCheckName(t *testing.T) {
 		}
 	}
 }
+
+func FuzzResolve(f *testing.F) {
+	f.Add("mos/openstack/nova", "openstack-ci/fuel-9.0/mitaka")
+	f.Add("mos/packages/fuel/centos7/fuel-library", "9.0")
+	f.Add("mos/packages/trusty/nginx", "9.0")
+	f.Add("a//b", "/")
+	data, err := os.ReadFile("../../examples/gerrit/gerrit.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	var file struct {
+		Gerrit Config `yaml:"gerrit"`
+	}
+	if err := config.Decode("gerrit.yaml", data, &file); err != nil {
+		f.Fatal(err)
+	}
+	m, err := newMapper(file.Gerrit.Rules)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, project, branch string) {
+		plan, ok, err := m.resolve(project, branch)
+		if err != nil || !ok {
+			return
+		}
+		found := false
+		for _, s := range plan.Sources {
+			found = found || s.Project == project
+		}
+		if !found || plan.Release == "" || plan.Package == "" || len(plan.Targets) == 0 {
+			t.Fatalf("resolve(%q, %q) = %+v", project, branch, plan)
+		}
+		if strings.Contains(plan.Package, "/") {
+			t.Fatalf("package %q from %q holds a slash", plan.Package, project)
+		}
+	})
+}
