@@ -72,8 +72,24 @@ type TargetInfo struct {
 
 // New dials containerd at cfg.Address and removes whatever a previous run
 // left in cfg.Namespace: build containers and tasks, leases, build and
-// import snapshots, sandbox tmpfs mounts, and retired chroots.
+// import snapshots, sandbox tmpfs mounts, and retired chroots. Only the
+// worker that runs builds in the namespace calls New; tools that manage
+// chroots beside it use Dial.
 func New(ctx context.Context, cfg Config, logger hclog.Logger) (*Buildroot, error) {
+	b, err := Dial(ctx, cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.cleanup(b.nsCtx(ctx)); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("remove leftovers of a previous run: %w", err)
+	}
+	return b, nil
+}
+
+// Dial connects to containerd at cfg.Address without touching what is in
+// cfg.Namespace, so that chroots can be managed while a worker builds.
+func Dial(ctx context.Context, cfg Config, logger hclog.Logger) (*Buildroot, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -100,14 +116,9 @@ func New(ctx context.Context, cfg Config, logger hclog.Logger) (*Buildroot, erro
 	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
 		b.cgroupV2 = true
 	}
-	ctx = b.nsCtx(ctx)
-	if _, err := c.Version(ctx); err != nil {
+	if _, err := c.Version(b.nsCtx(ctx)); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("containerd at %s does not answer: %w", cfg.Address, err)
-	}
-	if err := b.cleanup(ctx); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("remove leftovers of a previous run: %w", err)
 	}
 	return b, nil
 }

@@ -78,12 +78,6 @@ func (b *Buildroot) OpenSandbox(ctx context.Context, target, workDir string) (_ 
 	// Holding importMu while the view is made keeps a concurrent refresh
 	// from removing the chroot between lookup and view.
 	b.importMu.Lock()
-	info, err := b.Target(ctx, target)
-	if err != nil {
-		b.importMu.Unlock()
-		return nil, err
-	}
-	s.digest = info.Digest
 	s.lease, err = b.client.LeasesService().Create(ctx,
 		leases.WithID("kiln-sandbox-"+s.id),
 		leases.WithLabel(labelSandbox, s.id))
@@ -99,10 +93,27 @@ func (b *Buildroot) OpenSandbox(ctx context.Context, target, workDir string) (_ 
 		}
 	}()
 	lctx := leases.WithLease(ctx, s.lease.ID)
-	view, err := b.snapshotter().View(lctx, s.viewKey, info.Snapshot)
+	var view []mount.Mount
+	// A refresh in another process (worker chroot refresh) may remove the
+	// chroot between lookup and view: look again then.
+	for try := 0; ; try++ {
+		var info TargetInfo
+		info, err = b.Target(ctx, target)
+		if err != nil {
+			break
+		}
+		s.digest = info.Digest
+		view, err = b.snapshotter().View(lctx, s.viewKey, info.Snapshot)
+		if err == nil || !errdefs.IsNotFound(err) || try == 2 {
+			if err != nil {
+				err = fmt.Errorf("open sandbox for %s: view chroot %s: %w", target, info.Snapshot, err)
+			}
+			break
+		}
+	}
 	b.importMu.Unlock()
 	if err != nil {
-		return nil, fmt.Errorf("open sandbox for %s: view chroot %s: %w", target, info.Snapshot, err)
+		return nil, err
 	}
 	lower, err := lowerDirs(view)
 	if err != nil {
@@ -396,6 +407,16 @@ func (b *Buildroot) oomKilled(cgroup string) bool {
 // whatever state they are in, and the sandbox's chroot if it was retired
 // and this was its last user.
 func (s *Sandbox) Close(ctx context.Context) error {
+	// A step still running in another goroutine is killed first, so that
+	// its Exec returns and releases the sandbox.
+	kctx := context.WithoutCancel(s.b.nsCtx(ctx))
+	if conts, err := s.b.client.Containers(kctx, "labels."+labelSandbox+"=="+s.id); err == nil {
+		for _, c := range conts {
+			if task, err := c.Task(kctx, nil); err == nil {
+				_ = task.Kill(kctx, syscall.SIGKILL, client.WithKillAll)
+			}
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {

@@ -84,7 +84,8 @@ func Run(ctx context.Context, cfg buildroot.Config, logger hclog.Logger, args []
 			return fmt.Errorf("worker chroot %s: target %q is not configured (configured: %s); add it to buildroot.targets in the worker config", cmd, target, targetNames(cfg))
 		}
 	}
-	b, err := buildroot.New(ctx, cfg, logger)
+	// Dial, not New: the worker may be building in the namespace now.
+	b, err := buildroot.Dial(ctx, cfg, logger)
 	if err != nil {
 		return fmt.Errorf("worker chroot %s: %w", cmd, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/kiln-build/kiln/worker/buildroot"
 	"github.com/kiln-build/kiln/worker/buildroot/buildroottest"
 	"github.com/kiln-build/kiln/worker/chrootcmd"
+	"github.com/kiln-build/kiln/worker/executor"
 )
 
 func TestRunBadArguments(t *testing.T) {
@@ -98,12 +99,30 @@ func TestListAndRemove(t *testing.T) {
 		t.Errorf("list table:\n%s", stdout.String())
 	}
 
+	// A build is running while the command removes its chroot: the
+	// command must neither clean up the worker's namespace nor take the
+	// chroot from under the build.
+	sb, err := b.Open(context.Background(), target, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close(context.Background())
 	stdout.Reset()
 	if err := chrootcmd.Run(context.Background(), cfg, hclog.NewNullLogger(), []string{"remove", target}, &stdout, &stdout); err != nil {
 		t.Fatal(err)
 	}
 	if e := list()[target]; e.Digest != "" {
 		t.Errorf("after remove: %+v, want no chroot", e)
+	}
+	var log bytes.Buffer
+	if res, err := sb.Exec(context.Background(), executor.Step{Argv: []string{"dpkg", "--version"}}, &log); err != nil || res.Failed() {
+		t.Errorf("build after its chroot was removed: %+v, %v\n%s", res, err, log.String())
+	}
+	if err := sb.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if left, err := b.Targets(context.Background()); err != nil || len(left) != 0 {
+		t.Errorf("after the build closed: targets %+v, %v; want none", left, err)
 	}
 	err = chrootcmd.Run(context.Background(), cfg, hclog.NewNullLogger(), []string{"remove", target}, &stdout, &stdout)
 	if err == nil || !strings.Contains(err.Error(), "chroot missing") {
