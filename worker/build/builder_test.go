@@ -383,6 +383,20 @@ func TestFetchUsesCache(t *testing.T) {
 	if err != nil || dir2 != dir {
 		t.Fatalf("second fetch: %v (dir %s, first %s)", err, dir2, dir)
 	}
+	// Builds running at once share the cache safely.
+	c3 := srv.repo(t, "repo", "", func(dir string) { os.WriteFile(filepath.Join(dir, "NEWS"), []byte("more news\n"), 0o644) })
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			_, err := g.Fetch(ctx, executor.Source{URL: srv.url("repo"), Commit: c3}, io.Discard)
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent fetch: %v", err)
+		}
+	}
 	log.Reset()
 	if _, err := g.Fetch(ctx, src, &log); err != nil {
 		t.Fatal(err)

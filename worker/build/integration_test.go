@@ -136,12 +136,35 @@ func TestIntegrationDeb(t *testing.T) {
 		}
 	})
 
-	t.Run("bad input leaves the buildroot unopened", func(t *testing.T) {
+	t.Run("bad input", func(t *testing.T) {
+		outside := t.TempDir()
+		noPkg := srv.repo(t, "packages/no-packaging", "hello-split-code", nil)
+		escape := srv.repo(t, "packages/escape", "hello-native", func(dir string) {
+			os.Symlink("../../../../"+outside, filepath.Join(dir, "escape"))
+		})
 		missing := strings.Repeat("0f", 20)
-		res, log, _ := runBuild(t, b, executor.PackageBuild{Package: "hello-native", Target: target,
-			Sources: []executor.Source{{URL: srv.url("packages/hello-native"), Commit: missing}}})
-		if !res.Failed() || !strings.Contains(res.Reason, "commit "+missing+" not found") {
-			t.Errorf("result = %+v\n%s", res, log)
+		tests := []struct {
+			name string
+			src  executor.Source
+			want string
+		}{
+			{"missing commit", executor.Source{URL: srv.url("packages/hello-native"), Commit: missing}, "commit " + missing + " not found"},
+			{"no debian nor spec", executor.Source{URL: srv.url("packages/no-packaging"), Commit: noPkg}, "no packaging found"},
+			{"symlink escaping", executor.Source{URL: srv.url("packages/escape"), Commit: escape}, `symlink "escape" points outside the source tree`},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				res, log, _ := runBuild(t, b, executor.PackageBuild{Target: target, Sources: []executor.Source{tt.src}})
+				if !res.Failed() || !strings.Contains(res.Reason, tt.want) {
+					t.Errorf("result = %+v, want a failure naming %q\n%s", res, tt.want, log)
+				}
+				if strings.Contains(log, "open buildroot") {
+					t.Errorf("a buildroot was opened for bad input:\n%s", log)
+				}
+				if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+					t.Errorf("written outside the work dir: %v", entries)
+				}
+			})
 		}
 	})
 
