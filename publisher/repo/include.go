@@ -12,7 +12,9 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/kiln-build/kiln/publisher/deb"
 	"github.com/kiln-build/kiln/publisher/rpm"
@@ -103,39 +105,30 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 			}
 		}
 	}()
-	for _, in := range inputs {
-		if err := ctx.Err(); err != nil {
-			return res, err
-		}
-		if err := deb.CheckFileName(in.Name); err != nil {
-			return res, fmt.Errorf("include %q: %w", in.Name, err)
-		}
-		var r *row
-		ext := path.Ext(in.Name)
-		switch {
-		case (ext == ".deb" || ext == ".udeb") && cfg.Format == FormatDeb:
-			r, err = s.readBinary(in, ext == ".udeb", cfg)
-		case ext == ".dsc" && cfg.Format == FormatDeb:
-			rs := resolve
-			if rs == nil {
-				dir := filepath.Dir(in.Path)
-				rs = func(name string) (string, bool) {
-					p := filepath.Join(dir, name)
-					_, err := os.Stat(p)
-					return p, err == nil
-				}
+	// Read (and copy into the store's tmp) in parallel: the cost is
+	// mostly file creation and hashing, which overlap well.
+	read := make([]*row, len(inputs))
+	errs := make([]error, len(inputs))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(len(inputs), 2*runtime.GOMAXPROCS(0)) {
+		wg.Go(func() {
+			for i := range next {
+				read[i], errs[i] = s.readInput(ctx, inputs[i], cfg, resolve, signer)
 			}
-			r, err = s.readDSC(in, rs, cfg)
-		case ext == ".rpm" && cfg.Format == FormatRPM:
-			r, err = s.readRPM(ctx, in, signer)
-		case ext == ".deb" || ext == ".udeb" || ext == ".dsc" || ext == ".rpm":
-			err = fmt.Errorf("include %s: a %s file cannot go into %s repository %s", in.Name, ext, cfg.Format, cfg.Name)
-		default:
-			err = fmt.Errorf("include %s: unknown file type %q: expected .deb, .udeb, .dsc or .rpm", in.Name, ext)
+		})
+	}
+	for i := range inputs {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for i := range inputs {
+		if read[i] != nil {
+			rows = append(rows, read[i])
 		}
-		if r != nil {
-			rows = append(rows, r)
-		}
+	}
+	for _, err := range errs {
 		if err != nil {
 			return res, err
 		}
@@ -219,6 +212,36 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 // ErrConflict is wrapped when a different file claims a name/version/arch
 // or pool path that the repository already has.
 var ErrConflict = errors.New("conflicting package")
+
+// readInput reads one input into a row (and temporary store files).
+func (s *Store) readInput(ctx context.Context, in Input, cfg Config, resolve Resolver, signer Signer) (*row, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := deb.CheckFileName(in.Name); err != nil {
+		return nil, fmt.Errorf("include %q: %w", in.Name, err)
+	}
+	ext := path.Ext(in.Name)
+	switch {
+	case (ext == ".deb" || ext == ".udeb") && cfg.Format == FormatDeb:
+		return s.readBinary(in, ext == ".udeb", cfg)
+	case ext == ".dsc" && cfg.Format == FormatDeb:
+		if resolve == nil {
+			dir := filepath.Dir(in.Path)
+			resolve = func(name string) (string, bool) {
+				p := filepath.Join(dir, name)
+				_, err := os.Stat(p)
+				return p, err == nil
+			}
+		}
+		return s.readDSC(in, resolve, cfg)
+	case ext == ".rpm" && cfg.Format == FormatRPM:
+		return s.readRPM(ctx, in, signer)
+	case ext == ".deb" || ext == ".udeb" || ext == ".dsc" || ext == ".rpm":
+		return nil, fmt.Errorf("include %s: a %s file cannot go into %s repository %s", in.Name, ext, cfg.Format, cfg.Name)
+	}
+	return nil, fmt.Errorf("include %s: unknown file type %q: expected .deb, .udeb, .dsc or .rpm", in.Name, ext)
+}
 
 func conflict(repo string, r *row, have string) error {
 	return fmt.Errorf("%w: repository %s already has %s %s %s with sha256 %s; the new file has sha256 %s: a different build of the same version is refused, give the rebuild a new version",
