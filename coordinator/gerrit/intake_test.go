@@ -338,10 +338,13 @@ func TestStandInDropsOutputWhenClientIsSlow(t *testing.T) {
 	h.srv.Send(refUpdated(nginx, "refs/heads/9.0", "0000000000000000000000000000000000000000", base))
 	h.sync()
 	lost := h.commit(nginx, "9.0", "merged")
-	big := readEvent(t, "v3-ref-replicated.json")
-	for i := 0; i < 2000; i++ {
-		h.srv.Send(big)
+	// The merge's own events are among those dropped: only noise is sent,
+	// so the build can only come from dropped-output.
+	h.srv.Hold()
+	for i := 0; i < 3; i++ { // one in the writer's hands, one queued, one dropped
+		h.srv.Send(readEvent(t, "v3-ref-replicated.json"))
 	}
+	h.srv.Release()
 	got := h.builds.wait(t, 1, 20*time.Second)
 	if got[0].Sources[0].Commit != lost {
 		t.Fatalf("build = %+v, want %s", got[0], lost)

@@ -75,6 +75,7 @@ type Server struct {
 	streams map[*stream]struct{}
 	reviews []Review
 	failing int           // review calls still to refuse
+	gate    chan struct{} // while non-nil, streams hold their queues
 	changed chan struct{} // closed and replaced on every state change
 	wg      sync.WaitGroup
 }
@@ -338,6 +339,16 @@ func (s *Server) stream(ch ssh.Channel, gone <-chan struct{}) {
 	// runs until the connection goes or a write fails.
 	go func() { _, _ = io.Copy(io.Discard, ch) }()
 	for {
+		s.mu.Lock()
+		gate := s.gate
+		s.mu.Unlock()
+		if gate != nil {
+			select {
+			case <-gate:
+			case <-gone:
+				return
+			}
+		}
 		select {
 		case <-gone:
 			return
@@ -429,6 +440,26 @@ func (s *Server) SendRaw(b []byte) {
 			default:
 			}
 		}
+	}
+}
+
+// Hold stops streams from writing, as a client too slow to read would;
+// events queue up (and overflow) until Release.
+func (s *Server) Hold() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gate == nil {
+		s.gate = make(chan struct{})
+	}
+}
+
+// Release lets held streams write again.
+func (s *Server) Release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gate != nil {
+		close(s.gate)
+		s.gate = nil
 	}
 }
 
