@@ -82,6 +82,9 @@ func (c Config) Validate() error {
 	if err := CheckName("repository", c.Name); err != nil {
 		return err
 	}
+	if c.Name == "snapshots" {
+		return fmt.Errorf("repository name %q is reserved for published snapshots (public/snapshots/); choose another", c.Name)
+	}
 	switch c.Format {
 	case FormatDeb:
 		if c.Suite == "" {

@@ -273,6 +273,7 @@ func TestRepoConfigValidation(t *testing.T) {
 		wantErr string
 	}{
 		{"no format", repo.Config{Name: "x"}, "no format"},
+		{"reserved name", repo.Config{Name: "snapshots", Format: "deb", Suite: "s"}, "reserved"},
 		{"bad format", repo.Config{Name: "x", Format: "apk"}, `format "apk" is not supported`},
 		{"no suite", repo.Config{Name: "x", Format: "deb"}, "need a suite"},
 		{"slash in suite", repo.Config{Name: "x", Format: "deb", Suite: "a/b"}, `suite name "a/b"`},
