@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binDir = dir
-	for _, b := range []string{"coordinator", "worker"} {
+	for _, b := range []string{"coordinator", "worker", "publisher", "mirror"} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b), "github.com/kiln-build/kiln/"+b)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
@@ -68,7 +68,11 @@ func start(t *testing.T, name, logName string, args ...string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin(name), args...)
+	path := bin(name)
+	if _, err := os.Stat(path); err != nil {
+		path = name // a system tool such as git
+	}
+	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -126,13 +130,18 @@ func newCluster(t *testing.T, extra ...string) *cluster {
 	t.Helper()
 	c := &cluster{t: t, addr: freeAddr(t), httpAddr: freeAddr(t), state: t.TempDir()}
 	c.startCoordinator(extra...)
+	c.connect()
+	return c
+}
+
+// connect makes the cluster's client for its coordinator address.
+func (c *cluster) connect() {
 	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		t.Fatal(err)
+		c.t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
+	c.t.Cleanup(func() { conn.Close() })
 	c.client = pb.NewCoordinatorServiceClient(conn)
-	return c
 }
 
 func (c *cluster) startCoordinator(extra ...string) {
