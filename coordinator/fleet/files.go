@@ -41,59 +41,73 @@ func (f *Fleet) logLock(id string) *sync.Mutex {
 	return &f.logLocks[h.Sum32()%uint32(len(f.logLocks))]
 }
 
+// liveLog is what the fleet keeps in memory about a live job's log.
+// Its fields change only under logLock(id).
+type liveLog struct {
+	notes []store.Note
+	// size is the length of the worker's output, or -1 when not known
+	// (a job from before a restart).
+	size int64
+}
+
 // note adds a coordinator line to a job's log and returns it for the caller
 // to write to the store with the job change it describes.
 func (f *Fleet) note(ctx context.Context, id, msg string) store.Note {
 	line := fmt.Sprintf("[kiln %s] %s\n", f.cfg.Clock.Now().UTC().Format(time.RFC3339), msg)
 	mu := f.logLock(id)
 	mu.Lock()
-	notes := f.liveNotes(ctx, id)
-	n := store.Note{JobID: id, Seq: len(notes), At: f.outputSize(id), Line: line}
-	if len(notes) > 0 {
-		n.Seq = notes[len(notes)-1].Seq + 1
+	l := f.liveLog(ctx, id)
+	if l.size < 0 {
+		l.size = f.outputSize(id)
 	}
-	f.notesMu.Lock()
-	f.notes[id] = append(notes, n)
-	f.notesMu.Unlock()
+	n := store.Note{JobID: id, At: l.size, Line: line}
+	if len(l.notes) > 0 {
+		n.Seq = l.notes[len(l.notes)-1].Seq + 1
+	}
+	l.notes = append(l.notes, n)
 	mu.Unlock()
 	f.notifyLog(id)
 	return n
 }
 
-// newLog records that a new job has no notes yet, so that its first note
-// need not ask the store.
+// newLog records that a new job has no output and no notes yet, so that
+// its first note need not ask the store or the file system.
 func (f *Fleet) newLog(id string) {
 	f.notesMu.Lock()
-	if _, ok := f.notes[id]; !ok {
-		f.notes[id] = nil
+	if _, ok := f.logs[id]; !ok {
+		f.logs[id] = &liveLog{}
 	}
 	f.notesMu.Unlock()
 }
 
-// liveNotes returns the notes kept in memory for a job, loading them from
-// the store first when there are none (a job from before a restart).
+// liveLog returns the in-memory state of a job's log, loading its notes
+// from the store first when there is none (a job from before a restart).
 // Called with logLock(id) held.
-func (f *Fleet) liveNotes(ctx context.Context, id string) []store.Note {
+func (f *Fleet) liveLog(ctx context.Context, id string) *liveLog {
 	f.notesMu.Lock()
-	notes, ok := f.notes[id]
+	l, ok := f.logs[id]
 	f.notesMu.Unlock()
 	if ok {
-		return notes
+		return l
 	}
 	notes, err := f.st.Notes(ctx, id)
 	if err != nil {
 		f.logger.Warn("read job log notes", "job_id", id, "error", err)
 	}
-	return notes
+	l = &liveLog{notes: notes, size: -1}
+	f.notesMu.Lock()
+	f.logs[id] = l
+	f.notesMu.Unlock()
+	return l
 }
 
-// forgetNotes drops the in-memory notes of final jobs whose notes are
+// forgetNotes drops the in-memory logs of final jobs whose notes are
 // durable in the store.
 func (f *Fleet) forgetNotes(jobs []*job.Job) {
 	f.notesMu.Lock()
 	for _, j := range jobs {
 		if j.State.Final() {
-			delete(f.notes, j.ID)
+			delete(f.logs, j.ID)
 		}
 	}
 	f.notesMu.Unlock()
@@ -117,6 +131,15 @@ func (f *Fleet) appendFile(id string, data []byte) error {
 			err = cerr
 		}
 	}
+	f.notesMu.Lock()
+	if l := f.logs[id]; l != nil {
+		if err == nil && l.size >= 0 {
+			l.size += int64(len(data))
+		} else {
+			l.size = -1
+		}
+	}
+	f.notesMu.Unlock()
 	mu.Unlock()
 	f.notifyLog(id)
 	return err
@@ -194,11 +217,13 @@ func (f *Fleet) sendFrom(ctx context.Context, id string, offset *int64, buf []by
 	mu.Lock()
 	size := f.outputSize(id)
 	f.notesMu.Lock()
-	notes, live := f.notes[id]
-	notes = notes[:len(notes):len(notes)]
+	l := f.logs[id]
 	f.notesMu.Unlock()
+	var notes []store.Note
 	var err error
-	if !live {
+	if l != nil {
+		notes = l.notes[:len(l.notes):len(l.notes)]
+	} else {
 		notes, err = f.st.Notes(ctx, id)
 	}
 	mu.Unlock()

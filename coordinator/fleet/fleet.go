@@ -68,7 +68,7 @@ type Fleet struct {
 
 	logLocks [64]sync.Mutex
 	notesMu  sync.Mutex
-	notes    map[string][]store.Note // live jobs' log notes, until durable and final
+	logs     map[string]*liveLog // live jobs' logs, until final and durable
 
 	logMu   sync.Mutex
 	logSubs map[string]chan struct{}
@@ -97,7 +97,7 @@ func New(ctx context.Context, cfg Config, st *store.Store, logger hclog.Logger) 
 			return nil, fmt.Errorf("make state directory: %w", err)
 		}
 	}
-	f := &Fleet{cfg: cfg, st: st, logger: logger, logSubs: map[string]chan struct{}{}, notes: map[string][]store.Note{}}
+	f := &Fleet{cfg: cfg, st: st, logger: logger, logSubs: map[string]chan struct{}{}, logs: map[string]*liveLog{}}
 	f.sched = scheduler.New(scheduler.Config{
 		LostAfter: cfg.LostAfter, RetryCap: cfg.RetryCap, NewID: randomID, Started: cfg.Started,
 	}, cfg.Clock)
@@ -527,13 +527,20 @@ func (f *Fleet) compareRebuild(ctx context.Context, j *job.Job) (*store.Note, er
 	if err != nil {
 		return nil, err
 	}
+	// Packages are compared; .changes and .buildinfo record the build's
+	// date and environment and differ by design.
 	want := map[string]string{}
 	for _, a := range orig.Artifacts {
-		want[a.Name] = a.SHA256
+		if job.IsPackageFile(a.Name) {
+			want[a.Name] = a.SHA256
+		}
 	}
 	got := map[string]string{}
 	var diff []string
 	for _, a := range j.Artifacts {
+		if !job.IsPackageFile(a.Name) {
+			continue
+		}
 		got[a.Name] = a.SHA256
 		if want[a.Name] != a.SHA256 {
 			diff = append(diff, a.Name)

@@ -79,7 +79,7 @@ CREATE TABLE IF NOT EXISTS job_notes (
 	at INTEGER NOT NULL,
 	line TEXT NOT NULL,
 	PRIMARY KEY (job_id, seq)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS revisions (
 	release TEXT NOT NULL,
 	package TEXT NOT NULL,
