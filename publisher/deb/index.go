@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/gzip"
-	"github.com/ulikunitz/xz"
 )
 
 // PackagesStanza returns the Packages index stanza of b stored at filename
@@ -268,25 +267,10 @@ func compress(kind string, data []byte) ([]byte, error) {
 			return nil, err
 		}
 	case "xz":
-		// One stream: apt reads only the first of concatenated streams.
-		return xzStream(data)
+		// One stream of blocks compressed in parallel (see xz.go).
+		return xzCompress(data)
 	default:
 		return nil, fmt.Errorf("unknown compression %q", kind)
-	}
-	return out.Bytes(), nil
-}
-
-func xzStream(data []byte) ([]byte, error) {
-	var out bytes.Buffer
-	w, err := xz.WriterConfig{CheckSum: xz.CRC64}.NewWriter(&out)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := w.Write(data); err != nil {
-		return nil, err
-	}
-	if err := w.Close(); err != nil {
-		return nil, err
 	}
 	return out.Bytes(), nil
 }
