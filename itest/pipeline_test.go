@@ -68,22 +68,31 @@ func (g *gitServer) git(t *testing.T, dir string, args ...string) string {
 	return string(out)
 }
 
-// TestPackagePipeline runs the whole path with real processes: a package
-// in git served on loopback, built by a worker in a containerd buildroot,
-// handed to the publisher, served by a mirror and fetched by apt; then
-// de-duplication, forced rebuilds with new revisions, verified rebuilds, a
-// failing build, and a publisher that is down for a while.
-func TestPackagePipeline(t *testing.T) {
+// pipeline is a whole installation on loopback: publisher and mirror with
+// the operator's key, a coordinator handing builds to the publisher, a
+// worker with a containerd buildroot, and git served by git daemon.
+type pipeline struct {
+	c                     *cluster
+	g                     *gitServer
+	dir, target, repoName string
+	pubCfg, mirrorAddr    string
+	publisher             *proc
+}
+
+func newPipeline(t *testing.T, coordinatorExtra func(g *gitServer) string) *pipeline {
+	t.Helper()
 	testenv.Root(t)
 	for _, tool := range []string{"gpg", "apt-get"} {
 		testenv.Tool(t, tool)
 	}
 	brCfg := buildroottest.Config(t)
-	br, target := buildroottest.NewWith(t, brCfg, buildroottest.DebTarget)
-	_ = br
+	_, target := buildroottest.NewWith(t, brCfg, buildroottest.DebTarget)
 	dir := t.TempDir()
-	ctx := context.Background()
-
+	g := newGitServer(t)
+	extra := ""
+	if coordinatorExtra != nil {
+		extra = coordinatorExtra(g)
+	}
 	// The operator's key.
 	gnupg := filepath.Join(dir, "gnupg")
 	os.MkdirAll(gnupg, 0o700)
@@ -125,6 +134,7 @@ serve:
 	c = &cluster{t: t, addr: freeAddr(t), httpAddr: freeAddr(t), state: t.TempDir()}
 	coordCfg := filepath.Join(dir, "coordinator.yaml")
 	os.WriteFile(coordCfg, []byte(fmt.Sprintf(`dev: true
+public_url: http://%s
 heartbeat_interval: 1s
 lost_after: 10s
 releases:
@@ -136,7 +146,7 @@ publisher:
   address: %s
   dev: true
   retry_interval: 1s
-`, target, pubAddr)), 0o644)
+%s`, c.httpAddr, target, pubAddr, extra)), 0o644)
 	c.coord = start(t, "coordinator", "coordinator", "serve", "--config", coordCfg, "--state-dir", c.state, "--listen", c.addr, "--http-listen", c.httpAddr)
 	c.waitListening(c.addr)
 	c.connect()
@@ -159,7 +169,18 @@ build:
 `, c.addr, filepath.Join(dir, "work"), brCfg.Address, brCfg.Namespace, filepath.Join(dir, "brstate"), targetsYAML(targets), filepath.Join(dir, "gitcache"))), 0o644)
 	start(t, "worker", "builder", "run", "--config", workerCfg)
 
-	g := newGitServer(t)
+	return &pipeline{c: c, g: g, dir: dir, target: target, repoName: repoName, pubCfg: pubCfg, mirrorAddr: mirrorAddr, publisher: publisher}
+}
+
+// TestPackagePipeline runs the whole path with real processes: a package
+// in git served on loopback, built by a worker in a containerd buildroot,
+// handed to the publisher, served by a mirror and fetched by apt; then
+// de-duplication, forced rebuilds with new revisions, verified rebuilds, a
+// failing build, and a publisher that is down for a while.
+func TestPackagePipeline(t *testing.T) {
+	p := newPipeline(t, nil)
+	c, g, dir, target, repoName, mirrorAddr, pubCfg, publisher := p.c, p.g, p.dir, p.target, p.repoName, p.mirrorAddr, p.pubCfg, p.publisher
+	ctx := context.Background()
 	helloURL, helloRev := g.repo(t, "kiln-hello", "../examples/hello")
 	build := func(pkg, url string, extra ...string) (string, string, int) {
 		args := append([]string{"build", "--release", "rel", "--target", target, "--package", pkg, "--source", url + "@master"}, extra...)
