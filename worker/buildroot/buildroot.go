@@ -144,6 +144,12 @@ func (b *Buildroot) sandboxesDir() string {
 	return filepath.Join(b.cfg.StateDir, b.cfg.Namespace, "sandboxes")
 }
 
+// fifoDir holds the named pipes of the steps' output (not containerd's
+// default /run/containerd/fifo, which belongs to the host's containerd).
+func (b *Buildroot) fifoDir() string {
+	return filepath.Join(b.cfg.StateDir, b.cfg.Namespace, "fifo")
+}
+
 // cleanup removes everything in the namespace that belongs to no one now.
 func (b *Buildroot) cleanup(ctx context.Context) error {
 	containers, err := b.client.Containers(ctx)
@@ -197,6 +203,9 @@ func (b *Buildroot) cleanup(ctx context.Context) error {
 		if err := removeMount(dir); err != nil {
 			return err
 		}
+	}
+	if err := os.RemoveAll(b.fifoDir()); err != nil {
+		return fmt.Errorf("remove output pipes: %w", err)
 	}
 	b.importMu.Lock()
 	defer b.importMu.Unlock()

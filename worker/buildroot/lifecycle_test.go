@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -263,6 +264,13 @@ func leftovers(t *testing.T, c *client.Client, ctx context.Context, cfg buildroo
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	fifos, err := os.ReadDir(filepath.Join(cfg.StateDir, cfg.Namespace, "fifo"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	for _, f := range fifos {
+		out = append(out, "output pipes "+f.Name())
 	}
 	mi, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {

@@ -214,7 +214,7 @@ func (s *Sandbox) Exec(ctx context.Context, step executor.Step, log io.Writer) (
 
 	out := &activityWriter{w: log}
 	out.touch()
-	task, err := cont.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, out, out)), client.WithRootFS(s.rootfs))
+	task, err := cont.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, out, out), cio.WithFIFODir(s.b.fifoDir())), client.WithRootFS(s.rootfs))
 	if err != nil {
 		return executor.StepResult{}, fmt.Errorf("exec in sandbox %s: create task: %w", s.id, err)
 	}
