@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/kiln-build/kiln/internal/config"
 	"github.com/kiln-build/kiln/publisher/cli"
 	"github.com/kiln-build/kiln/publisher/deb/debtest"
 	"github.com/kiln-build/kiln/publisher/repo"
@@ -140,5 +142,24 @@ func TestServeRefusesPlaintextOffLoopback(t *testing.T) {
 	_, err := run(t, "serve", "--root", t.TempDir(), "--dev", "--listen", "0.0.0.0:0")
 	if err == nil || !strings.Contains(err.Error(), "loopback only") {
 		t.Fatalf("serve --dev on 0.0.0.0: %v", err)
+	}
+}
+
+func TestExampleConfigLoads(t *testing.T) {
+	t.Parallel()
+	var cfg cli.Config
+	if err := config.Load("../publisher.example.yaml", &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Repositories) != 2 || cfg.Serve.Listen == "" || cfg.Repositories[0].ValidFor != 168*time.Hour {
+		t.Fatalf("example config decoded as %+v", cfg)
+	}
+	for _, r := range cfg.Repositories {
+		if err := r.WithDefaults().Validate(); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := cfg.Serve.Validate(); err != nil {
+		t.Error(err)
 	}
 }
