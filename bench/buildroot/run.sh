@@ -13,4 +13,6 @@ cd "$(dirname "$0")/../.."
 [ "$(id -u)" = 0 ] || { echo "run.sh: needs root" >&2; exit 1; }
 scripts/containerd.sh start >/dev/null
 echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(uname -r), $(nproc) CPUs, containerd $(containerd --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}'), cgroup $( [ -f /sys/fs/cgroup/cgroup.controllers ] && echo v2 || echo v1)"
-exec go run ./bench/buildroot "$@"
+echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+go run ./bench/buildroot "$@"
+echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
