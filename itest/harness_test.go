@@ -17,7 +17,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/kiln-build/kiln/internal/tlsconfig"
 
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 )
@@ -118,12 +121,14 @@ func (p *proc) stop(t *testing.T) {
 }
 
 type cluster struct {
-	t        *testing.T
-	addr     string
-	httpAddr string
-	state    string
-	coord    *proc
-	client   pb.CoordinatorServiceClient
+	t *testing.T
+	// clientTLS, when set, is what the CLI and the test's client present.
+	clientTLS *tlsconfig.Files
+	addr      string
+	httpAddr  string
+	state     string
+	coord     *proc
+	client    pb.CoordinatorServiceClient
 }
 
 func newCluster(t *testing.T, extra ...string) *cluster {
@@ -136,7 +141,15 @@ func newCluster(t *testing.T, extra ...string) *cluster {
 
 // connect makes the cluster's client for its coordinator address.
 func (c *cluster) connect() {
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if c.clientTLS != nil {
+		tc, err := tlsconfig.Client(*c.clientTLS)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		creds = credentials.NewTLS(tc)
+	}
+	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -195,6 +208,9 @@ func (c *cluster) cli(args ...string) (string, string, int) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin("coordinator"), args...)
 	cmd.Env = append(os.Environ(), "KILN_SERVER="+c.addr)
+	if c.clientTLS != nil {
+		cmd.Env = append(cmd.Env, "KILN_TLS_CERT="+c.clientTLS.Cert, "KILN_TLS_KEY="+c.clientTLS.Key, "KILN_TLS_CA="+c.clientTLS.CA)
+	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -3,7 +3,9 @@ package itest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kiln-build/kiln/internal/testenv"
+	"github.com/kiln-build/kiln/internal/tlsconfig"
 	"github.com/kiln-build/kiln/worker/buildroot/buildroottest"
 )
 
@@ -68,7 +71,9 @@ func (g *gitServer) git(t *testing.T, dir string, args ...string) string {
 	return string(out)
 }
 
-// pipeline is a whole installation on loopback: publisher and mirror with
+// pipeline is a whole installation on loopback, mutual TLS on every gRPC
+// connection as in production: publisher (pinning the coordinator's
+// certificate) and mirror with
 // the operator's key, a coordinator handing builds to the publisher, a
 // worker with a containerd buildroot, and git served by git daemon.
 type pipeline struct {
@@ -108,6 +113,24 @@ func newPipeline(t *testing.T, coordinatorExtra func(g *gitServer) string) *pipe
 	os.WriteFile(filepath.Join(dir, "key.asc"), gpg("--armor", "--export-secret-keys"), 0o600)
 	os.WriteFile(filepath.Join(dir, "pub.asc"), gpg("--armor", "--export"), 0o644)
 
+	// Certificates: every connection is mutual TLS, as in production.
+	pki := filepath.Join(dir, "pki")
+	for _, n := range []string{"coordinator", "publisher", "builder", "jenkins"} {
+		if out, errOut, code := run(t, bin("coordinator"), "certs", "--dir", pki, "--name", n, "--host", "127.0.0.1"); code != 0 {
+			t.Fatalf("certs: %s %s", out, errOut)
+		}
+	}
+	files := func(n string) tlsconfig.Files {
+		return tlsconfig.Files{Cert: filepath.Join(pki, n+".pem"), Key: filepath.Join(pki, n+"-key.pem"), CA: filepath.Join(pki, "ca.pem")}
+	}
+	tlsYAML := func(indent, n string) string {
+		f := files(n)
+		return fmt.Sprintf("%stls:\n%s  cert: %s\n%s  key: %s\n%s  ca: %s\n", indent, indent, f.Cert, indent, f.Key, indent, f.CA)
+	}
+	coordDER, _ := pem.Decode(mustRead(t, files("coordinator").Cert))
+	coordPin := sha256.Sum256(coordDER.Bytes)
+	os.WriteFile(filepath.Join(dir, "builder.token"), []byte("builder-secret\n"), 0o600)
+
 	// Publisher and mirror.
 	pubAddr, mirrorAddr := freeAddr(t), freeAddr(t)
 	repoName := "rel-" + target
@@ -121,8 +144,8 @@ repositories:
     suite: bookworm
 serve:
   listen: %s
-  dev: true
-`, filepath.Join(dir, "publisher"), filepath.Join(dir, "key.asc"), repoName, pubAddr)), 0o644)
+%s  client_cert_sha256: [%x]
+`, filepath.Join(dir, "publisher"), filepath.Join(dir, "key.asc"), repoName, pubAddr, tlsYAML("  ", "publisher"), coordPin)), 0o644)
 	publisher := start(t, "publisher", "publisher", "serve", "--config", pubCfg)
 	c := &cluster{t: t}
 	c.waitListening(pubAddr)
@@ -131,9 +154,11 @@ serve:
 	c.waitListening(mirrorAddr)
 
 	// Coordinator and a worker with the buildroot.
-	c = &cluster{t: t, addr: freeAddr(t), httpAddr: freeAddr(t), state: t.TempDir()}
+	jenkins := files("jenkins")
+	c = &cluster{t: t, addr: freeAddr(t), httpAddr: freeAddr(t), state: t.TempDir(), clientTLS: &jenkins}
 	coordCfg := filepath.Join(dir, "coordinator.yaml")
-	os.WriteFile(coordCfg, []byte(fmt.Sprintf(`dev: true
+	os.WriteFile(coordCfg, []byte(fmt.Sprintf(`%sworker_tokens:
+  builder: builder-secret
 public_url: http://%s
 heartbeat_interval: 1s
 lost_after: 10s
@@ -144,16 +169,15 @@ releases:
       %s: deb
 publisher:
   address: %s
-  dev: true
-  retry_interval: 1s
-%s`, c.httpAddr, target, pubAddr, extra)), 0o644)
+%s  retry_interval: 1s
+%s`, tlsYAML("", "coordinator"), c.httpAddr, target, pubAddr, tlsYAML("  ", "coordinator"), extra)), 0o644)
 	c.coord = start(t, "coordinator", "coordinator", "serve", "--config", coordCfg, "--state-dir", c.state, "--listen", c.addr, "--http-listen", c.httpAddr)
 	c.waitListening(c.addr)
 	c.connect()
 	targets, _ := json.Marshal(brCfg.Targets)
 	workerCfg := filepath.Join(dir, "worker.yaml")
 	os.WriteFile(workerCfg, []byte(fmt.Sprintf(`coordinator: %s
-dev: true
+%stoken_file: %s
 name: builder
 slots: 2
 work_dir: %s
@@ -166,7 +190,7 @@ buildroot:
   targets: %s
 build:
   cache_dir: %s
-`, c.addr, filepath.Join(dir, "work"), brCfg.Address, brCfg.Namespace, filepath.Join(dir, "brstate"), targetsYAML(targets), filepath.Join(dir, "gitcache"))), 0o644)
+`, c.addr, tlsYAML("", "builder"), filepath.Join(dir, "builder.token"), filepath.Join(dir, "work"), brCfg.Address, brCfg.Namespace, filepath.Join(dir, "brstate"), targetsYAML(targets), filepath.Join(dir, "gitcache"))), 0o644)
 	start(t, "worker", "builder", "run", "--config", workerCfg)
 
 	return &pipeline{c: c, g: g, dir: dir, target: target, repoName: repoName, pubCfg: pubCfg, mirrorAddr: mirrorAddr, publisher: publisher}
@@ -349,4 +373,13 @@ func aptFetch(t *testing.T, dir, mirror, repo, pkg, version string) {
 	if len(m) != 1 {
 		t.Fatalf("downloaded %v", m)
 	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
