@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -368,4 +369,91 @@ func TestRPMBuiltInRPMTarget(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "/usr/bin/hello-kiln") {
 		t.Errorf("rpm -qlp %s: %v\n%s\nbuild log:\n%s", rpm, err, out, log.String())
 	}
+}
+
+func TestCgroupLimitsApplied(t *testing.T) {
+	t.Parallel()
+	cfg := buildroottest.Config(t)
+	cfg.Memory = "300M"
+	cfg.CPUs = 0.5
+	cfg.Pids = 77
+	b, target := buildroottest.NewWith(t, cfg, buildroottest.DebTarget)
+	sb, work := open(t, b, target)
+	// The step runs until the test has read its cgroup from the host.
+	done := make(chan error, 1)
+	started := make(chan struct{})
+	go func() {
+		_, err := sb.Exec(context.Background(), executor.Step{Argv: sh("echo up; while ! test -e /build/go; do sleep 0.1; done")}, &notifyWriter{started: started})
+		done <- err
+	}()
+	<-started
+	// cgroup v1 has a hierarchy per controller; v2 one for all.
+	read := func(names ...string) string {
+		for _, n := range names {
+			matches, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", n))
+			if len(matches) == 1 {
+				data, err := os.ReadFile(matches[0])
+				if err == nil {
+					return strings.TrimSpace(string(data))
+				}
+			}
+		}
+		return "(not found)"
+	}
+	ns := cfg.Namespace
+	got := []string{
+		read("memory/kiln/"+ns+"/*/memory.limit_in_bytes", "kiln/"+ns+"/*/memory.max"),
+		read("pids/kiln/"+ns+"/*/pids.max", "kiln/"+ns+"/*/pids.max"),
+		read("cpu,cpuacct/kiln/"+ns+"/*/cpu.cfs_quota_us", "cpu/kiln/"+ns+"/*/cpu.cfs_quota_us", "kiln/"+ns+"/*/cpu.max"),
+	}
+	if err := os.WriteFile(filepath.Join(work, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"314572800", "77", "50000"}
+	if got[2] == "50000 100000" {
+		got[2] = "50000"
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("memory, pids, cpu quota of the build's cgroup: %q, want %q", got, want)
+	}
+}
+
+func TestCloseStopsRunningStep(t *testing.T) {
+	t.Parallel()
+	b, target := buildroottest.New(t)
+	sb, err := b.Open(context.Background(), target, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	started := make(chan struct{})
+	go func() {
+		w := &notifyWriter{started: started}
+		_, err := sb.Exec(context.Background(), executor.Step{Argv: sh("echo up; sleep 600")}, w)
+		done <- err
+	}()
+	<-started
+	start := time.Now()
+	if err := sb.Close(context.Background()); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("exec ended with %v", err)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("close took %s", d)
+	}
+}
+
+type notifyWriter struct {
+	once    sync.Once
+	started chan struct{}
+}
+
+func (w *notifyWriter) Write(p []byte) (int, error) {
+	w.once.Do(func() { close(w.started) })
+	return len(p), nil
 }
