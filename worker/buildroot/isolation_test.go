@@ -24,7 +24,7 @@ func TestFileOfOneBuildNotVisibleToNext(t *testing.T) {
 	t.Parallel()
 	b, target := buildroottest.New(t)
 	first, _ := open(t, b, target)
-	execOK(t, first, executor.Step{Argv: sh("echo leak > /etc/kiln-leak; echo leak > /tmp/kiln-leak"), Root: true})
+	execOK(t, first, executor.Step{Argv: sh("echo leak > /etc/kiln-leak; echo leak > /tmp/kiln-leak; rm /usr/bin/dpkg-deb; ! test -e /usr/bin/dpkg-deb"), Root: true})
 	execOK(t, first, executor.Step{Argv: sh("echo leak > /home/kiln/kiln-leak")})
 	// The same sandbox keeps its files from step to step.
 	execOK(t, first, executor.Step{Argv: sh("test -e /etc/kiln-leak && test -e /tmp/kiln-leak && test -e /home/kiln/kiln-leak")})
@@ -32,7 +32,7 @@ func TestFileOfOneBuildNotVisibleToNext(t *testing.T) {
 	// A sandbox open at the same time and one opened after the first
 	// closed see none of them.
 	second, _ := open(t, b, target)
-	check := executor.Step{Argv: sh("for f in /etc/kiln-leak /tmp/kiln-leak /home/kiln/kiln-leak; do if test -e $f; then echo found $f; fi; done")}
+	check := executor.Step{Argv: sh("for f in /etc/kiln-leak /tmp/kiln-leak /home/kiln/kiln-leak; do if test -e $f; then echo found $f; fi; done; test -x /usr/bin/dpkg-deb || echo dpkg-deb deleted")}
 	if out := execOK(t, second, check); out != "" {
 		t.Errorf("concurrent sandbox sees the other's files: %s", out)
 	}
