@@ -457,3 +457,26 @@ func (w *notifyWriter) Write(p []byte) (int, error) {
 	w.once.Do(func() { close(w.started) })
 	return len(p), nil
 }
+
+func TestExecRejectsBadSteps(t *testing.T) {
+	t.Parallel()
+	b, target := buildroottest.New(t)
+	sb, _ := open(t, b, target)
+	tests := []struct {
+		name    string
+		step    executor.Step
+		wantErr string
+	}{
+		{name: "no command", step: executor.Step{}, wantErr: "empty command"},
+		{name: "relative dir", step: executor.Step{Argv: []string{"true"}, Dir: "src"}, wantErr: `dir "src"`},
+		{name: "env without value", step: executor.Step{Argv: []string{"true"}, Env: []string{"DEB_BUILD_OPTIONS"}}, wantErr: `entry "DEB_BUILD_OPTIONS"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := sb.Exec(context.Background(), tt.step, &bytes.Buffer{})
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("err = %v, want it to contain %q", err, tt.wantErr)
+			}
+		})
+	}
+}

@@ -192,6 +192,14 @@ func (s *Sandbox) Exec(ctx context.Context, step executor.Step, log io.Writer) (
 	if len(step.Argv) == 0 {
 		return executor.StepResult{}, errors.New("exec: empty command; give the program and its arguments")
 	}
+	if step.Dir != "" && !strings.HasPrefix(step.Dir, "/") {
+		return executor.StepResult{}, fmt.Errorf("exec: dir %q: give an absolute path inside the sandbox, e.g. %s/src", step.Dir, executor.SandboxWorkDir)
+	}
+	for _, e := range step.Env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return executor.StepResult{}, fmt.Errorf("exec: environment entry %q: use KEY=VALUE", e)
+		}
+	}
 	s.steps++
 	cid := fmt.Sprintf("kiln-%s-%d", s.id, s.steps)
 	ctx = leases.WithLease(s.b.nsCtx(ctx), s.lease.ID)
