@@ -70,7 +70,8 @@ type TargetInfo struct {
 	Retired []string `json:"retired,omitempty"`
 }
 
-// New dials containerd at cfg.Address and removes whatever a previous run
+// New dials containerd at cfg.Address (logging to logger, which the caller
+// names) and removes whatever a previous run
 // left in cfg.Namespace: build containers and tasks, leases, build and
 // import snapshots, sandbox tmpfs mounts, and retired chroots. Only the
 // worker that runs builds in the namespace calls New; tools that manage
@@ -108,7 +109,7 @@ func Dial(ctx context.Context, cfg Config, logger hclog.Logger) (*Buildroot, err
 	}
 	b := &Buildroot{
 		cfg:        cfg,
-		logger:     logger.Named("buildroot"),
+		logger:     logger,
 		client:     c,
 		memory:     memory,
 		tmpfsBytes: tmpfsBytes,
