@@ -70,12 +70,12 @@ type TargetInfo struct {
 	Retired []string `json:"retired,omitempty"`
 }
 
-// New dials containerd at cfg.Address (logging to logger, which the caller
-// names) and removes whatever a previous run
+// New dials containerd at cfg.Address and removes whatever a previous run
 // left in cfg.Namespace: build containers and tasks, leases, build and
-// import snapshots, sandbox tmpfs mounts, and retired chroots. Only the
-// worker that runs builds in the namespace calls New; tools that manage
-// chroots beside it use Dial.
+// import snapshots, sandbox tmpfs mounts, output pipes, and retired chroots.
+// Only the worker that runs builds in the namespace calls New; tools that
+// manage chroots beside it use Dial. logger is used as given (the caller
+// names it).
 func New(ctx context.Context, cfg Config, logger hclog.Logger) (*Buildroot, error) {
 	b, err := Dial(ctx, cfg, logger)
 	if err != nil {
