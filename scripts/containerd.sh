@@ -12,15 +12,18 @@
 #
 # Environment: KILN_CONTAINERD_CONFIG (default: scripts/containerd/config.toml
 # beside this script), KILN_CONTAINERD_LOG (default:
-# /var/log/kiln-containerd.log). Needs root, containerd and runc
+# /var/log/kiln-containerd.log), and, to run a second, separate instance,
+# KILN_CONTAINERD_ADDRESS (the socket; its directory also holds the state
+# and the pid file) and KILN_CONTAINERD_ROOT. Needs root, containerd and runc
 # (Debian: apt-get install containerd runc).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 config=${KILN_CONTAINERD_CONFIG:-$here/containerd/config.toml}
 logfile=${KILN_CONTAINERD_LOG:-/var/log/kiln-containerd.log}
-rundir=/run/kiln-containerd
-sock=$rundir/containerd.sock
+sock=${KILN_CONTAINERD_ADDRESS:-/run/kiln-containerd/containerd.sock}
+root=${KILN_CONTAINERD_ROOT:-/var/lib/kiln-containerd}
+rundir=$(dirname "$sock")
 pidfile=$rundir/containerd.pid
 
 die() { echo "containerd.sh: $*" >&2; exit 1; }
@@ -51,10 +54,13 @@ start() {
 		# Started but not answering yet (or hung): give it time below.
 		:
 	else
-		mkdir -p "$rundir" /var/lib/kiln-containerd
+		mkdir -p "$rundir" "$root"
 		rm -f "$sock" "$sock.ttrpc"
-		# Detach from the caller's session so it outlives this shell.
-		setsid containerd --config "$config" >>"$logfile" 2>&1 </dev/null &
+		# Detach from the caller's session so it outlives this shell. The
+		# flags repeat the config's defaults so that another instance can
+		# run beside (the ttrpc socket follows the address).
+		setsid containerd --config "$config" --address "$sock" --root "$root" --state "$rundir/state" \
+			>>"$logfile" 2>&1 </dev/null &
 		echo $! >"$pidfile"
 	fi
 	i=0
