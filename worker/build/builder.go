@@ -70,8 +70,6 @@ type plan struct {
 	source executor.Step
 	// deps installs build dependencies (root, network).
 	deps executor.Step
-	// query lists the installed packages, one "name\tversion\tarch" a line.
-	query executor.Step
 	// build builds the binary packages (build user, no network).
 	build executor.Step
 	// collect lists the directories (relative to the work dir) whose
@@ -200,14 +198,13 @@ func (b *Builder) run(ctx context.Context, job executor.Job, log io.Writer, rec 
 	if r, err := exec("phase 1: build dependencies", p.deps, log); err != nil || r.Failed() {
 		return failed("build dependencies", r), err
 	}
-	var listing bytes.Buffer
-	if r, err := exec("installed packages", p.query, &listing); err != nil || r.Failed() {
-		if err == nil {
-			log.Write(listing.Bytes())
-		}
-		return failed("listing installed packages", r), err
+	// Phase 1 ends by listing what the buildroot holds; nothing else has
+	// run since, so the list is the buildroot's own.
+	listing, err := readState(job.WorkDir, installedFile)
+	if err != nil {
+		return executor.Result{}, err
 	}
-	rec.Installed = parseInstalled(listing.Bytes())
+	rec.Installed = parseInstalled(listing)
 	fmt.Fprintf(log, "kiln: %d packages installed in the buildroot\n", len(rec.Installed))
 	if r, err := exec("phase 2: build", p.build, log); err != nil || r.Failed() {
 		return failed("build", r), err
@@ -483,7 +480,6 @@ func (b *Builder) prepareDeb(in prepInput, debDir string) (*plan, error) {
 		Env:     append(env, "DEBIAN_FRONTEND=noninteractive"),
 		Timeout: b.cfg.DependencyTimeout, IdleTimeout: b.cfg.IdleLimit,
 	}
-	p.query = executor.Step{Argv: []string{"dpkg-query", "-W", "-f", `${Package}\t${Version}\t${Architecture}\n`}, Env: env, Timeout: time.Minute}
 	p.build = executor.Step{Argv: []string{"dpkg-buildpackage", "-us", "-uc"}, Dir: srcWork + "/" + treeName, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit}
 	p.collect = []collectRule{{dir: srcDir, patterns: []string{"*.deb", "*.udeb", "*.ddeb", "*.dsc", "*.tar.*", "*.diff.gz", "*.changes", "*.buildinfo"}}}
 	return p, nil
@@ -508,6 +504,7 @@ func debDepsScript(repos []Repository, pinned []executor.Package, dsc string) st
 		s.WriteString("echo 'kiln: installing pinned build dependencies'\nupdate\napt-get install $apt_opts --allow-downgrades" + debPins(pinned) + "\n")
 	}
 	fmt.Fprintf(&s, "if dpkg-checkbuilddeps; then\n  echo 'kiln: build dependencies already satisfied'\nelse\n  update\n  apt-get build-dep $apt_opts %s\nfi\n", shellQuote("../"+dsc))
+	s.WriteString(dpkgList + "\n")
 	return s.String()
 }
 
@@ -606,7 +603,6 @@ func (b *Builder) prepareRPM(in prepInput, specPath string) (*plan, error) {
 		Dir:  topIn, Root: true, Network: true, Env: env,
 		Timeout: b.cfg.DependencyTimeout, IdleTimeout: b.cfg.IdleLimit,
 	}
-	p.query = executor.Step{Argv: []string{"sh", "-c", `if command -v dnf >/dev/null 2>&1; then rpm -qa --qf '%{NAME}\t%|EPOCH?{%{EPOCH}:}|%{VERSION}-%{RELEASE}\t%{ARCH}\n'; else dpkg-query -W -f '${Package}\t${Version}\t${Architecture}\n'; fi`}, Env: env, Timeout: time.Minute}
 	// Without dnf the BuildRequires cannot be installed (phase 1 leaves a
 	// marker saying so) and rpmbuild must not check them.
 	p.build = executor.Step{
@@ -631,7 +627,7 @@ func rpmDepsScript(repos []Repository, pinned []executor.Package) string {
 		// A Debian-based rpm buildroot: its record lists dpkg packages.
 		s.WriteString("  if command -v apt-get >/dev/null 2>&1; then\n    echo 'kiln: installing pinned packages with apt'\n    apt-get update -o APT::Color=0\n    apt-get install -y --no-install-recommends --allow-downgrades -o Dpkg::Use-Pty=0" + debPins(pinned) + "\n  fi\n")
 	}
-	s.WriteString("  touch ../" + stateDir + "/" + noDepsMarker + "\n  exit 0\nfi\n")
+	s.WriteString("  touch ../" + stateDir + "/" + noDepsMarker + "\n  " + dpkgList + "\n  exit 0\nfi\n")
 	for i, r := range repos {
 		if r.BaseURL != "" {
 			fmt.Fprintf(&s, "printf '[kiln-release-%d]\\nname=kiln release repository\\nbaseurl=%%s\\ngpgcheck=0\\nenabled=1\\n' %s > /etc/yum.repos.d/kiln-release-%d.repo\n", i, shellQuote(r.BaseURL), i)
@@ -645,7 +641,40 @@ func rpmDepsScript(repos []Repository, pinned []executor.Package) string {
 		s.WriteString("\n")
 	}
 	s.WriteString("dnf builddep -y SRPMS/*.src.rpm\n")
+	s.WriteString(rpmList + "\n")
 	return s.String()
+}
+
+// The end of phase 1 lists the installed packages into installedFile, in
+// stateDir, one "name\tversion\tarch" a line.
+const (
+	installedFile = "installed"
+	installedPath = executor.SandboxWorkDir + "/" + stateDir + "/" + installedFile
+	dpkgList      = `dpkg-query -W -f '${Package}\t${Version}\t${Architecture}\n' > ` + installedPath
+	rpmList       = `rpm -qa --qf '%{NAME}\t%|EPOCH?{%{EPOCH}:}|%{VERSION}-%{RELEASE}\t%{ARCH}\n' > ` + installedPath
+)
+
+// readState reads a file the buildroot wrote into stateDir, following no
+// symlink out of the work dir.
+func readState(workDir, name string) ([]byte, error) {
+	root, err := os.OpenRoot(workDir)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	defer root.Close()
+	p := path.Join(stateDir, name)
+	fi, err := root.Lstat(p)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", p, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("read %s: not a regular file", p)
+	}
+	data, err := root.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", p, err)
+	}
+	return data, nil
 }
 
 // buildEnv is the environment every step starts from, the same on every

@@ -301,6 +301,7 @@ func TestDepsScripts(t *testing.T) {
 		"python3:amd64=3.11.2-1+b1 debhelper=13.11.4",
 		"apt-get build-dep $apt_opts ../hello_1.0.dsc",
 		"--allow-downgrades",
+		"dpkg-query -W -f '${Package}\\t${Version}\\t${Architecture}\\n' > /build/.kiln/installed",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("deb script lacks %q:\n%s", want, s)
@@ -313,7 +314,7 @@ func TestDepsScripts(t *testing.T) {
 	if !strings.Contains(r, "apt-get install -y --no-install-recommends --allow-downgrades -o Dpkg::Use-Pty=0 make=4.3-1.el9") {
 		t.Errorf("rpm script does not pin with apt in a Debian-based buildroot:\n%s", r)
 	}
-	for _, want := range []string{"baseurl=%s", "http://127.0.0.1:8080/mos/", "dnf install -y --allowerasing make-4.3-1.el9", "dnf builddep -y SRPMS/*.src.rpm", noDepsMarker} {
+	for _, want := range []string{"baseurl=%s", "http://127.0.0.1:8080/mos/", "dnf install -y --allowerasing make-4.3-1.el9", "dnf builddep -y SRPMS/*.src.rpm", noDepsMarker, "rpm -qa", "> /build/.kiln/installed"} {
 		if !strings.Contains(r, want) {
 			t.Errorf("rpm script lacks %q:\n%s", want, r)
 		}
