@@ -19,6 +19,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/coordinator/scheduler"
 	"github.com/kiln-build/kiln/coordinator/store"
+	"github.com/kiln-build/kiln/internal/chunks"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
 )
@@ -174,21 +175,7 @@ func (s *ClientServer) GetArtifact(req *pb.GetArtifactRequest, stream grpc.Serve
 	if err := stream.Send(&pb.GetArtifactResponse{Artifact: &pb.Artifact{Name: a.Name, Sha256: a.SHA256, Size: a.Size}}); err != nil {
 		return err
 	}
-	buf := make([]byte, 256<<10)
-	for {
-		n, err := fh.Read(buf)
-		if n > 0 {
-			if serr := stream.Send(&pb.GetArtifactResponse{Chunk: buf[:n]}); serr != nil {
-				return serr
-			}
-		}
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return toStatus(err)
-		}
-	}
+	return toStatus(chunks.Send(fh, func(b []byte) error { return stream.Send(&pb.GetArtifactResponse{Chunk: b}) }))
 }
 
 // ListWorkers implements CoordinatorService.
@@ -351,7 +338,7 @@ func (s *WorkerServer) UploadArtifact(stream grpc.ClientStreamingServer[wpb.Uplo
 	if h == nil || h.GetArtifact() == nil {
 		return invalid("the first upload message must carry the artifact header")
 	}
-	r := &chunkReader{next: func() ([]byte, error) {
+	r := chunks.Reader(first.GetChunk(), func() ([]byte, error) {
 		m, err := stream.Recv()
 		if err != nil {
 			return nil, err
@@ -360,31 +347,13 @@ func (s *WorkerServer) UploadArtifact(stream grpc.ClientStreamingServer[wpb.Uplo
 			return nil, fmt.Errorf("%w: a second header in one upload", fleet.ErrInvalid)
 		}
 		return m.GetChunk(), nil
-	}, buf: first.GetChunk()}
+	})
 	a := h.GetArtifact()
 	if err := s.f.PutArtifact(h.GetSessionId(), h.GetJobId(), int(h.GetAttempt()),
 		job.Artifact{Name: a.GetName(), SHA256: a.GetSha256(), Size: a.GetSize()}, r); err != nil {
 		return toStatus(err)
 	}
 	return stream.SendAndClose(&wpb.UploadArtifactResponse{})
-}
-
-type chunkReader struct {
-	next func() ([]byte, error)
-	buf  []byte
-}
-
-func (c *chunkReader) Read(p []byte) (int, error) {
-	for len(c.buf) == 0 {
-		b, err := c.next()
-		if err != nil {
-			return 0, err
-		}
-		c.buf = b
-	}
-	n := copy(p, c.buf)
-	c.buf = c.buf[n:]
-	return n, nil
 }
 
 // CompleteJob implements WorkerService.

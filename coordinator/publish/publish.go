@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"strings"
@@ -23,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/internal/chunks"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
 	ppb "github.com/kiln-build/kiln/proto/kiln/publisher/v1"
 )
@@ -240,21 +240,9 @@ func (p *Publisher) upload(ctx context.Context, file string, ref *ppb.FileRef) e
 		_, rerr := stream.CloseAndRecv()
 		return errors.Join(err, rerr)
 	}
-	buf := make([]byte, 256<<10)
-	for {
-		n, rerr := f.Read(buf)
-		if n > 0 {
-			if err := stream.Send(&ppb.UploadArtifactRequest{Chunk: buf[:n]}); err != nil {
-				_, cerr := stream.CloseAndRecv()
-				return cerr
-			}
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return rerr
-		}
+	if err := chunks.Send(f, func(b []byte) error { return stream.Send(&ppb.UploadArtifactRequest{Chunk: b}) }); err != nil {
+		_, cerr := stream.CloseAndRecv()
+		return errors.Join(err, cerr)
 	}
 	_, err = stream.CloseAndRecv()
 	return err

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/kiln-build/kiln/internal/chunks"
 	cpb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
 	"github.com/kiln-build/kiln/worker/executor"
@@ -478,21 +479,9 @@ func (a *Agent) upload(ctx context.Context, path, name string, asg *wpb.Assignme
 			_, rerr := stream.CloseAndRecv()
 			return errors.Join(err, rerr)
 		}
-		buf := make([]byte, 256<<10)
-		for {
-			n, rerr := f.Read(buf)
-			if n > 0 {
-				if err := stream.Send(&wpb.UploadArtifactRequest{Chunk: buf[:n]}); err != nil {
-					_, cerr := stream.CloseAndRecv()
-					return cerr
-				}
-			}
-			if rerr == io.EOF {
-				break
-			}
-			if rerr != nil {
-				return rerr
-			}
+		if err := chunks.Send(f, func(b []byte) error { return stream.Send(&wpb.UploadArtifactRequest{Chunk: b}) }); err != nil {
+			_, cerr := stream.CloseAndRecv()
+			return errors.Join(err, cerr)
 		}
 		_, err = stream.CloseAndRecv()
 		return err
