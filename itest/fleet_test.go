@@ -404,3 +404,28 @@ func TestDrainAndSupersede(t *testing.T) {
 		t.Errorf("newer: %s", done[newer].GetState())
 	}
 }
+
+func TestWorkerShutdownHandsBackLongJob(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "w1.yaml")
+	os.WriteFile(cfg, []byte("shutdown_grace: 1s\n"), 0o644)
+	w1 := start(t, "worker", "w1", "run", "--dev", "--config", cfg, "--coordinator", c.addr, "--name", "w1", "--labels", "pool=a", "--work-dir", filepath.Join(dir, "w1"))
+	marker := filepath.Join(dir, "marker")
+	id := c.submit(cmdJob(map[string]string{"pool": "a"}, "if [ -e "+marker+" ]; then echo second-attempt; else touch "+marker+"; sleep 60; fi"))
+	c.waitState(id, pb.JobState_JOB_STATE_RUNNING)
+	start := time.Now()
+	w1.stop(t)
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("worker took %s to stop with a 1s grace", d)
+	}
+	c.worker("w2", "pool=a", 1)
+	j := c.waitJobs([]string{id}, time.Minute)[id]
+	if j.GetState() != pb.JobState_JOB_STATE_SUCCEEDED || j.GetAttempt() != 2 || j.GetWorker() != "w2" {
+		t.Fatalf("handed-back job: %s attempt %d on %s: %s", j.GetState(), j.GetAttempt(), j.GetWorker(), j.GetReason())
+	}
+	if l := c.logOf(id); !strings.Contains(l, "second-attempt") || !strings.Contains(l, "shut down before finishing") {
+		t.Fatalf("log:\n%s", l)
+	}
+}
