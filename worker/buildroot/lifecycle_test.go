@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,21 +76,23 @@ func TestRefreshDuringBuildDoesNotDisturbIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old, _ := open(t, b, target)
+	old, oldWork := open(t, b, target)
 	type result struct {
 		res executor.StepResult
 		log string
 		err error
 	}
 	done := make(chan result, 1)
+	started := make(chan struct{})
 	go func() {
-		var log bytes.Buffer
-		// Reads the chroot while the refresh happens, and must not see it.
+		log := &recordWriter{notifyWriter: notifyWriter{started: started}}
+		// Reads the chroot until the test says go, after the refresh,
+		// and must not see the refreshed chroot.
 		res, err := old.Exec(ctx, executor.Step{Argv: sh(
-			"echo started; for i in $(seq 40); do test ! -e /etc/kiln-refreshed || exit 9; cat /usr/bin/dpkg > /dev/null; sleep 0.1; done; echo finished")}, &log)
+			"echo started; while ! test -e /build/go; do test ! -e /etc/kiln-refreshed || exit 9; cat /usr/bin/dpkg > /dev/null; sleep 0.1; done; test ! -e /etc/kiln-refreshed && echo finished")}, log)
 		done <- result{res, log.String(), err}
 	}()
-	time.Sleep(500 * time.Millisecond)
+	<-started
 	archive := buildroottest.Archive(t, target)
 	after, err := b.Import(ctx, target, withExtraFile(t, archive, "./etc/kiln-refreshed", "yes\n"))
 	if err != nil {
@@ -113,6 +116,9 @@ func TestRefreshDuringBuildDoesNotDisturbIt(t *testing.T) {
 	}
 	execOK(t, fresh, executor.Step{Argv: sh("test -e /etc/kiln-refreshed")})
 
+	if err := os.WriteFile(filepath.Join(oldWork, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	r := <-done
 	if r.err != nil || r.res.Failed() || !strings.HasSuffix(r.log, "finished\n") {
 		t.Fatalf("build on the old chroot: %+v, %v, log %q", r.res, r.err, r.log)
@@ -128,6 +134,26 @@ func TestRefreshDuringBuildDoesNotDisturbIt(t *testing.T) {
 	if err != nil || len(cur.Retired) != 0 {
 		t.Errorf("after the old build closed: %+v, %v; want no retired chroot", cur, err)
 	}
+}
+
+// recordWriter keeps what it is given and says when the first write came.
+type recordWriter struct {
+	notifyWriter
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (w *recordWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.buf.Write(p)
+	w.mu.Unlock()
+	return w.notifyWriter.Write(p)
+}
+
+func (w *recordWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
 
 // crashEnv carries the config to the worker subprocess of
