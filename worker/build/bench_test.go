@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,6 +31,7 @@ func BenchmarkPipeline(b *testing.B) {
 	ctx := context.Background()
 
 	var kilns, plains, overheads []time.Duration
+	var lastLog string
 	n := 0
 	for b.Loop() {
 		n++
@@ -38,7 +40,8 @@ func BenchmarkPipeline(b *testing.B) {
 		builder := New(cfg, br, nil)
 		job := newJob(b, executor.PackageBuild{Package: "hello-native", Target: target, Release: "mos-9.0", Revision: int64(n), VersionSuffix: "~mos9.0+1", Sources: sources})
 		start := time.Now()
-		res, err := builder.Run(ctx, job, io.Discard)
+		var log strings.Builder
+		res, err := builder.Run(ctx, job, &log)
 		k := time.Since(start)
 		if err != nil || res.Failed() {
 			b.Fatalf("kiln build: %v %+v", err, res)
@@ -67,10 +70,17 @@ func BenchmarkPipeline(b *testing.B) {
 		if _, err := os.Stat(filepath.Join(work, "src", "hello-native_1.2_all.deb")); err != nil {
 			b.Fatalf("plain build made no .deb: %v", err)
 		}
+		lastLog = log.String()
 		kilns, plains, overheads = append(kilns, k), append(plains, p), append(overheads, k-p)
 		// Straight to stdout: the benchmark's log also holds the
 		// buildroot's and is cut short.
 		fmt.Printf("build %d: kiln %s, plain dpkg-buildpackage %s, overhead %s\n", n, k.Round(time.Millisecond), p.Round(time.Millisecond), (k - p).Round(time.Millisecond))
+	}
+	fmt.Println("phases of the last Kiln build:")
+	for line := range strings.Lines(lastLog) {
+		if strings.HasPrefix(line, "kiln: [") || strings.HasPrefix(line, "kiln: done") {
+			fmt.Print("  ", strings.SplitN(line, "\n", 2)[0], "\n")
+		}
 	}
 	// Medians: a shared machine's load spikes hit single builds.
 	b.ReportMetric(median(kilns).Seconds(), "kiln-s/build")

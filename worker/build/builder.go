@@ -133,7 +133,12 @@ func (b *Builder) run(ctx context.Context, job executor.Job, log io.Writer, rec 
 	if err := checkJob(job); err != nil {
 		return executor.Result{}, err
 	}
-	fmt.Fprintf(log, "kiln: === fetch sources\n")
+	// Each phase's line says when it started, counted from the job's start.
+	start := time.Now()
+	phase := func(format string, args ...any) {
+		fmt.Fprintf(log, "kiln: [%7.3fs] === %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
+	}
+	phase("fetch sources")
 	repos := map[string]string{} // role -> bare repo dir
 	srcs := map[string]executor.Source{}
 	for _, s := range pb.Sources {
@@ -147,7 +152,7 @@ func (b *Builder) run(ctx context.Context, job executor.Job, log io.Writer, rec 
 		}
 		repos[role], srcs[role] = dir, s
 	}
-	fmt.Fprintf(log, "kiln: === prepare source tree\n")
+	phase("prepare source tree")
 	p, err := b.prepare(ctx, job, repos, srcs)
 	if err != nil {
 		return executor.Result{}, err
@@ -157,7 +162,7 @@ func (b *Builder) run(ctx context.Context, job executor.Job, log io.Writer, rec 
 		return executor.Result{}, err
 	}
 
-	fmt.Fprintf(log, "kiln: === open buildroot %s\n", pb.Target)
+	phase("open buildroot %s", pb.Target)
 	sb, err := b.opener.Open(ctx, pb.Target, job.WorkDir)
 	if err != nil {
 		return executor.Result{}, fmt.Errorf("open buildroot %s: %w", pb.Target, err)
@@ -171,12 +176,12 @@ func (b *Builder) run(ctx context.Context, job executor.Job, log io.Writer, rec 
 	}()
 	rec.ChrootDigest = sb.ChrootDigest()
 
-	exec := func(phase string, step executor.Step, out io.Writer) (executor.StepResult, error) {
-		fmt.Fprintf(log, "kiln: === %s: %s (%s)\n", phase, shellJoin(step.Argv), stepMode(step))
+	exec := func(name string, step executor.Step, out io.Writer) (executor.StepResult, error) {
+		phase("%s: %s (%s)", name, shellJoin(step.Argv), stepMode(step))
 		rec.Commands = append(rec.Commands, shellJoin(step.Argv))
 		r, err := sb.Exec(ctx, step, out)
 		if err != nil {
-			return r, fmt.Errorf("%s in buildroot %s: %w", phase, pb.Target, err)
+			return r, fmt.Errorf("%s in buildroot %s: %w", name, pb.Target, err)
 		}
 		return r, nil
 	}
@@ -210,7 +215,7 @@ func (b *Builder) run(ctx context.Context, job executor.Job, log io.Writer, rec 
 		return failed("build", r), err
 	}
 
-	fmt.Fprintf(log, "kiln: === collect artifacts\n")
+	phase("collect artifacts")
 	files, err := collect(job.WorkDir, p.collect)
 	if err != nil {
 		return executor.Result{}, err
