@@ -205,7 +205,7 @@ func TestLimits(t *testing.T) {
 		},
 		{
 			name:     "build that keeps printing is not idle",
-			step:     executor.Step{Argv: sh("for i in 1 2 3 4 5 6; do echo $i; sleep 0.4; done"), IdleTimeout: time.Second},
+			step:     executor.Step{Argv: sh("for i in $(seq 15); do echo $i; sleep 0.3; done"), IdleTimeout: 2 * time.Second},
 			wantExit: 0,
 			maxTime:  20 * time.Second,
 		},
