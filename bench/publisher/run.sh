@@ -3,7 +3,7 @@
 # generated packages, in one run. Usage:
 #   bench/publisher/run.sh [N...]        (default: 2000 20000)
 # Prints one line per measurement: N, what, wall seconds, user+sys CPU
-# seconds. Needs: go, gpg, apt-ftparchive (apt-utils), reprepro.
+# seconds. Needs: go, gpg, apt-ftparchive (apt-utils), reprepro, gzip, xz.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 sizes=("$@")
@@ -26,7 +26,9 @@ measure() {
 	local TIMEFORMAT='%R %U %S' t
 	t=$( { time "$@" > "$work/last.log" 2>&1 ; } 2>&1 ) || { cat "$work/last.log"; exit 1; }
 	read -r wall user sys <<< "$t"
-	printf '%6d  %-44s wall %7.2fs  cpu %7.2fs\n' "$n" "$label" "$wall" "$(echo "$user + $sys" | bc)"
+	awk -v n="$n" -v l="$label" -v w="$wall" -v u="$user" -v s="$sys" \
+		'BEGIN { printf "%6d  %-44s wall %7.2fs  cpu %7.2fs\n", n, l, w, u + s }'
+
 }
 
 reprepro_conf() {
