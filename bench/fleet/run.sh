@@ -17,7 +17,7 @@
 # (SubmitJob acknowledged to the assignment arriving at the worker, which
 # also counts the durable write of the assignment and its delivery).
 # Work files go under KILN_BENCH_DIR (default: a new temporary directory,
-# removed afterwards); the coordinator's log is kept there as coordinator.log.
+# removed afterwards); the coordinator's log is state/coordinator.log there.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "$0")/../.." && pwd)
