@@ -27,17 +27,17 @@ var commitRE = regexp.MustCompile(`^([0-9a-f]{40}|[0-9a-f]{64})$`)
 // refspec syntax.
 var refRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]*$`)
 
-// BadSourceError is a source that cannot be built as given: a missing
+// badSourceError is a source that cannot be built as given: a missing
 // commit, a malformed ref, a tree escaping its directory. It is the
 // source's fault and retrying elsewhere does not help.
-type BadSourceError struct {
+type badSourceError struct {
 	Msg string
 }
 
-func (e *BadSourceError) Error() string { return e.Msg }
+func (e *badSourceError) Error() string { return e.Msg }
 
 func badSource(format string, args ...any) error {
-	return &BadSourceError{Msg: fmt.Sprintf(format, args...)}
+	return &badSourceError{Msg: fmt.Sprintf(format, args...)}
 }
 
 // gitCache keeps one bare repository per source URL under dir.
@@ -115,7 +115,7 @@ func (g *gitCache) hasCommit(ctx context.Context, dir, commit string) bool {
 
 // Fetch makes sure the cache holds src.Commit and returns the bare
 // repository's path. A missing commit or a malformed source is a
-// *BadSourceError; an unreachable remote is any other error.
+// *badSourceError; an unreachable remote is any other error.
 func (g *gitCache) Fetch(ctx context.Context, src executor.Source, log io.Writer) (string, error) {
 	if !commitRE.MatchString(src.Commit) {
 		return "", badSource("source %s: commit %q is not a full hexadecimal commit id; give the 40-character commit", src.URL, src.Commit)
@@ -223,8 +223,8 @@ func urlProtocol(url string) string {
 }
 
 // isBadSource reports whether err is the source's fault.
-func isBadSource(err error) (*BadSourceError, bool) {
-	var b *BadSourceError
+func isBadSource(err error) (*badSourceError, bool) {
+	var b *badSourceError
 	ok := errors.As(err, &b)
 	return b, ok
 }

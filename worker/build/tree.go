@@ -13,7 +13,7 @@ import (
 )
 
 // cleanMember returns the cleaned relative path of an archive member, or a
-// *BadSourceError when it would land outside the tree.
+// *badSourceError when it would land outside the tree.
 func cleanMember(what, name string) (string, error) {
 	if name == "" || strings.HasPrefix(name, "/") || strings.ContainsRune(name, 0) {
 		return "", badSource("%s: member %q escapes the source tree (absolute or empty path); remove it", what, name)
