@@ -22,9 +22,11 @@ const usage = `usage: worker chroot COMMAND [flags] [TARGET]
 
 Commands:
   create TARGET    make TARGET's chroot (mmdebstrap or dnf, as configured)
-                   and import it into containerd as a read-only snapshot
+                   and import it into containerd as a read-only snapshot;
+                   --all: every configured target that has none yet
   refresh TARGET   make a new chroot for TARGET; builds on the old one finish
-                   undisturbed and the old one is removed once unused
+                   undisturbed and the old one is removed once unused;
+                   --all: every configured target (e.g. daily from cron)
   list             list the configured targets and their chroots (--json)
   remove TARGET    remove TARGET's chroots (each once no build uses it)
 
@@ -51,14 +53,17 @@ func Run(ctx context.Context, cfg buildroot.Config, logger hclog.Logger, args []
 	}
 	fs := flag.NewFlagSet("worker chroot "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	jsonOut := false
-	if cmd == "list" {
+	jsonOut, all := false, false
+	switch cmd {
+	case "list":
 		fs.BoolVar(&jsonOut, "json", false, "print the list as JSON")
+	case "create", "refresh":
+		fs.BoolVar(&all, "all", false, "every configured target")
 	}
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
-		if cmd == "list" {
-			fmt.Fprintln(fs.Output(), "\nFlags of list:")
+		if cmd != "remove" {
+			fmt.Fprintf(fs.Output(), "\nFlags of %s:\n", cmd)
 			fs.PrintDefaults()
 		}
 	}
@@ -75,6 +80,11 @@ func Run(ctx context.Context, cfg buildroot.Config, logger hclog.Logger, args []
 	switch {
 	case cmd == "list" && fs.NArg() > 0:
 		return fmt.Errorf("worker chroot list: unexpected argument %q; list takes no target", fs.Arg(0))
+	case all && fs.NArg() > 0:
+		return fmt.Errorf("worker chroot %s: give a target or --all, not both", cmd)
+	case all && len(cfg.Targets) == 0:
+		return fmt.Errorf("worker chroot %s --all: no targets in the worker config's buildroot.targets", cmd)
+	case all:
 	case cmd != "list" && fs.NArg() != 1:
 		return fmt.Errorf("worker chroot %s: give exactly one target (configured: %s)", cmd, targetNames(cfg))
 	case cmd != "list":
@@ -93,18 +103,30 @@ func Run(ctx context.Context, cfg buildroot.Config, logger hclog.Logger, args []
 
 	switch cmd {
 	case "create", "refresh":
-		start := time.Now()
-		var info buildroot.TargetInfo
-		if cmd == "create" {
-			info, err = b.Create(ctx, target, stderr)
-		} else {
-			info, err = b.Refresh(ctx, target, stderr)
+		targets := []string{target}
+		if all {
+			targets, err = pending(ctx, b, cfg, cmd)
+			if err != nil {
+				return err
+			}
 		}
-		if err != nil {
-			return fmt.Errorf("worker chroot %s: %w", cmd, err)
+		if len(targets) == 0 {
+			fmt.Fprintln(stdout, "every configured target has a chroot; nothing to create")
 		}
-		fmt.Fprintf(stdout, "%s: chroot %s (%s, snapshot %s) made in %s\n",
-			info.Name, info.Digest, info.Format, info.Snapshot, time.Since(start).Round(time.Second))
+		var failed []error
+		for _, name := range targets {
+			if err := makeChroot(ctx, b, cmd, name, stdout, stderr); err != nil {
+				if !all {
+					return err
+				}
+				// One target's failure does not keep the others stale.
+				fmt.Fprintln(stderr, err)
+				failed = append(failed, err)
+			}
+		}
+		if len(failed) > 0 {
+			return fmt.Errorf("worker chroot %s --all: %d of %d targets failed", cmd, len(failed), len(targets))
+		}
 	case "remove":
 		if err := b.Remove(ctx, target); err != nil {
 			return fmt.Errorf("worker chroot remove: %w", err)
@@ -113,6 +135,46 @@ func Run(ctx context.Context, cfg buildroot.Config, logger hclog.Logger, args []
 	case "list":
 		return list(ctx, b, cfg, jsonOut, stdout)
 	}
+	return nil
+}
+
+// pending lists the targets that `cmd --all` works on: all configured
+// targets for refresh, those without a chroot for create.
+func pending(ctx context.Context, b *buildroot.Buildroot, cfg buildroot.Config, cmd string) ([]string, error) {
+	have := map[string]bool{}
+	if cmd == "create" {
+		infos, err := b.Targets(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("worker chroot create --all: %w", err)
+		}
+		for _, i := range infos {
+			have[i.Name] = true
+		}
+	}
+	var out []string
+	for _, t := range cfg.Targets {
+		if !have[t.Name] {
+			out = append(out, t.Name)
+		}
+	}
+	return out, nil
+}
+
+// makeChroot creates or refreshes one target's chroot.
+func makeChroot(ctx context.Context, b *buildroot.Buildroot, cmd, target string, stdout, stderr io.Writer) error {
+	start := time.Now()
+	var info buildroot.TargetInfo
+	var err error
+	if cmd == "create" {
+		info, err = b.Create(ctx, target, stderr)
+	} else {
+		info, err = b.Refresh(ctx, target, stderr)
+	}
+	if err != nil {
+		return fmt.Errorf("worker chroot %s: %w", cmd, err)
+	}
+	fmt.Fprintf(stdout, "%s: chroot %s (%s, snapshot %s) made in %s\n",
+		info.Name, info.Digest, info.Format, info.Snapshot, time.Since(start).Round(time.Second))
 	return nil
 }
 

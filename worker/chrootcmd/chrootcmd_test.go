@@ -24,10 +24,12 @@ func TestRunBadArguments(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
+		cfg     *buildroot.Config
 		args    []string
 		wantErr string
 		wantOut string
 	}{
+		{name: "all without targets", cfg: &buildroot.Config{Address: "/nonexistent/containerd.sock"}, args: []string{"create", "--all"}, wantErr: "no targets in the worker config"},
 		{name: "no command", args: nil, wantErr: "give a command"},
 		{name: "unknown command", args: []string{"destroy", "bookworm"}, wantErr: `unknown command "destroy"`},
 		{name: "missing target", args: []string{"create"}, wantErr: "give exactly one target (configured: bookworm)"},
@@ -36,6 +38,8 @@ func TestRunBadArguments(t *testing.T) {
 		{name: "list takes no target", args: []string{"list", "bookworm"}, wantErr: `unexpected argument "bookworm"`},
 		{name: "unknown flag", args: []string{"create", "--fast", "bookworm"}, wantErr: "flag provided but not defined: -fast"},
 		{name: "json only for list", args: []string{"create", "--json", "bookworm"}, wantErr: "flag provided but not defined: -json"},
+		{name: "all and a target", args: []string{"refresh", "--all", "bookworm"}, wantErr: "give a target or --all, not both"},
+		{name: "all only for create and refresh", args: []string{"remove", "--all"}, wantErr: "flag provided but not defined: -all"},
 		{name: "help", args: []string{"--help"}, wantOut: "usage: worker chroot COMMAND"},
 		{name: "list help", args: []string{"list", "--help"}, wantOut: "print the list as JSON"},
 		{name: "containerd down", args: []string{"list"}, wantErr: "containerd socket /nonexistent/containerd.sock"},
@@ -44,7 +48,11 @@ func TestRunBadArguments(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var stdout, stderr bytes.Buffer
-			err := chrootcmd.Run(context.Background(), cfg, hclog.NewNullLogger(), tt.args, &stdout, &stderr)
+			c := cfg
+			if tt.cfg != nil {
+				c = *tt.cfg
+			}
+			err := chrootcmd.Run(context.Background(), c, hclog.NewNullLogger(), tt.args, &stdout, &stderr)
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatalf("err = %v", err)
@@ -97,6 +105,14 @@ func TestListAndRemove(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), want.Digest) || !strings.Contains(stdout.String(), "no chroot: worker chroot create "+buildroottest.RPMTarget) {
 		t.Errorf("list table:\n%s", stdout.String())
+	}
+
+	// Every target of a config with only the deb target has a chroot.
+	debOnly := cfg
+	debOnly.Targets = []buildroot.Target{cfg.Targets[0]}
+	stdout.Reset()
+	if err := chrootcmd.Run(context.Background(), debOnly, hclog.NewNullLogger(), []string{"create", "--all"}, &stdout, &stdout); err != nil || !strings.Contains(stdout.String(), "nothing to create") {
+		t.Errorf("create --all with every chroot made: %v\n%s", err, stdout.String())
 	}
 
 	// A build is running while the command removes its chroot: the
