@@ -137,6 +137,17 @@ func TestRPMRepositoryJudgedByRpmkeysAndDnf(t *testing.T) {
 	if strings.Count(list, "\n") != 2 {
 		t.Errorf("repository changed by refused includes:\n%s", list)
 	}
+
+	// A snapshot of an rpm repository publishes signed under its own path.
+	publisher(t, append([]string{"snapshot", "create", "--repo", "el", "el-rc1"}, base...)...)
+	publisher(t, append([]string{"snapshot", "publish", "el-rc1"}, base...)...)
+	snap := filepath.Join(root, "public", "snapshots", "el-rc1")
+	if out, ok := signtest.Gpgv(t, key.Keyring, filepath.Join(snap, "repodata", "repomd.xml.asc"), filepath.Join(snap, "repodata", "repomd.xml")); !ok {
+		t.Fatalf("gpgv rejects the snapshot's repomd.xml.asc:\n%s", out)
+	}
+	if out, ok := checksig(t, pubKey, filepath.Join(snap, "Packages", "k", "kiln-rpm-hello-1.0-1.noarch.rpm")); !ok {
+		t.Fatalf("rpmkeys rejects the snapshot's rpm:\n%s", out)
+	}
 }
 
 // publicKey writes the armored public key that "publisher key show" prints
