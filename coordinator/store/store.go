@@ -72,7 +72,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 	finished_at INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
-CREATE INDEX IF NOT EXISTS jobs_build_key ON jobs(build_key, state);
+-- Only package builds have a build key: command jobs, most of the traffic,
+-- need not update this index on every state change.
+DROP INDEX IF EXISTS jobs_build_key;
+CREATE INDEX IF NOT EXISTS jobs_build_key_set ON jobs(build_key, state) WHERE build_key != '';
 CREATE TABLE IF NOT EXISTS job_notes (
 	job_id TEXT NOT NULL,
 	seq INTEGER NOT NULL,
@@ -398,7 +401,7 @@ func (s *Store) LastSeq(ctx context.Context) (int64, error) {
 // ByBuildKey returns the newest job with the build key that succeeded or is
 // still live, or nil.
 func (s *Store) ByBuildKey(ctx context.Context, key string) (*job.Job, error) {
-	j, err := scan(s.db.QueryRowContext(ctx, `SELECT `+columns+` FROM jobs WHERE build_key = ? AND state IN (?,?,?)
+	j, err := scan(s.db.QueryRowContext(ctx, `SELECT `+columns+` FROM jobs WHERE build_key = ? AND build_key != '' AND state IN (?,?,?)
 		ORDER BY seq DESC LIMIT 1`, key, int(job.Queued), int(job.Running), int(job.Succeeded)))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
