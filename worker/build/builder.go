@@ -16,6 +16,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -308,8 +309,7 @@ func (b *Builder) prepare(ctx context.Context, job executor.Job, repos map[strin
 	}
 	defer root.Close()
 
-	dist := strings.SplitN(pb.Target, "/", 2)[0]
-	debDir, specPath, err := findRecipe(root, pkgRole == "packaging", dist, pb.Recipe)
+	debDir, specPath, err := findRecipe(root, pkgRole == "packaging", distDirs(pb.Target), pb.Recipe)
 	if err != nil {
 		return nil, badSource("%s: %v", what, err)
 	}
@@ -337,8 +337,9 @@ type prepInput struct {
 }
 
 // findRecipe finds debian/ (returning its directory, "." or the
-// distribution) or a spec file in the packaging tree.
-func findRecipe(root *os.Root, separate bool, dist, recipe string) (debDir, spec string, err error) {
+// distribution) or a spec file in the packaging tree. dists are the
+// directories that may hold a distribution's packaging (see distDirs).
+func findRecipe(root *os.Root, separate bool, dists []string, recipe string) (debDir, spec string, err error) {
 	isDir := func(p string) bool {
 		fi, err := root.Lstat(p)
 		return err == nil && fi.IsDir()
@@ -349,8 +350,8 @@ func findRecipe(root *os.Root, separate bool, dist, recipe string) (debDir, spec
 	}
 	wantDeb, wantRPM := recipe != "rpm", recipe != "deb"
 	debCands := []string{"."}
-	if separate && dist != "" && dist != "." {
-		debCands = append(debCands, dist)
+	if separate {
+		debCands = append(debCands, dists...)
 	}
 	if wantDeb {
 		for _, d := range debCands {
@@ -363,8 +364,8 @@ func findRecipe(root *os.Root, separate bool, dist, recipe string) (debDir, spec
 		}
 	}
 	if wantRPM {
-		for _, d := range []string{".", dist, "rpm"} {
-			if d == "" || !isDir(d) {
+		for _, d := range append(append([]string{"."}, dists...), "rpm") {
+			if !isDir(d) {
 				continue
 			}
 			entries, err := fs.ReadDir(root.FS(), d)
@@ -387,9 +388,26 @@ func findRecipe(root *os.Root, separate bool, dist, recipe string) (debDir, spec
 	}
 	where := "debian/ or a .spec file at the top"
 	if separate {
-		where = fmt.Sprintf("debian/ or a .spec file at the top or under %s/", dist)
+		where = fmt.Sprintf("debian/ or a .spec file at the top or under %s/", strings.Join(dists, "/, "))
 	}
 	return "", "", fmt.Errorf("no packaging found: expected %s; add the packaging or check the source", where)
+}
+
+// distDirs names the directories of a packaging repository that may hold
+// a target's packaging: the target name, and its distribution part before
+// the first "/", "-" or "_" ("trusty/amd64", "trusty-amd64" -> "trusty").
+func distDirs(target string) []string {
+	var out []string
+	add := func(d string) {
+		if d != "" && d != "." && d != ".." && !strings.Contains(d, "/") && !slices.Contains(out, d) {
+			out = append(out, d)
+		}
+	}
+	add(target)
+	if i := strings.IndexAny(target, "/-_"); i > 0 {
+		add(target[:i])
+	}
+	return out
 }
 
 func (b *Builder) prepareDeb(in prepInput, debDir string) (*plan, error) {

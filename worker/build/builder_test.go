@@ -68,22 +68,23 @@ func TestBuildDebOnHost(t *testing.T) {
 	tests := []struct {
 		name    string
 		pkg     string
+		target  string
 		sources []executor.Source
 		suffix  string
 		version string
 		want    []string
 	}{
-		{"native", "hello-native", []executor.Source{{URL: srv.url("packages/bookworm/hello-native"), Commit: nativeC, Role: "combined"}}, "~mos9.0+1", "1.2~mos9.0+1",
+		{"native", "hello-native", "", []executor.Source{{URL: srv.url("packages/bookworm/hello-native"), Commit: nativeC, Role: "combined"}}, "~mos9.0+1", "1.2~mos9.0+1",
 			[]string{"hello-native_1.2~mos9.0+1.dsc", "hello-native_1.2~mos9.0+1.tar.xz", "hello-native_1.2~mos9.0+1_all.deb", "hello-native_1.2~mos9.0+1_amd64.buildinfo", "hello-native_1.2~mos9.0+1_amd64.changes"}},
-		{"quilt", "hello-quilt", []executor.Source{{URL: srv.url("packages/bookworm/hello-quilt"), Commit: quiltC}}, "~mos9.0+3", "2.0-1~mos9.0+3",
+		{"quilt", "hello-quilt", "", []executor.Source{{URL: srv.url("packages/bookworm/hello-quilt"), Commit: quiltC}}, "~mos9.0+3", "2.0-1~mos9.0+3",
 			[]string{"hello-quilt_2.0-1~mos9.0+3.debian.tar.xz", "hello-quilt_2.0-1~mos9.0+3.dsc", "hello-quilt_2.0-1~mos9.0+3_all.deb", "hello-quilt_2.0-1~mos9.0+3_amd64.buildinfo", "hello-quilt_2.0-1~mos9.0+3_amd64.changes", "hello-quilt_2.0.orig.tar.gz"}},
-		{"udeb", "hello-udeb", []executor.Source{{URL: srv.url("packages/bookworm/hello-udeb"), Commit: udebC, Role: "combined"}}, "", "1.0",
+		{"udeb", "hello-udeb", "", []executor.Source{{URL: srv.url("packages/bookworm/hello-udeb"), Commit: udebC, Role: "combined"}}, "", "1.0",
 			[]string{"hello-udeb-installer_1.0_all.udeb", "hello-udeb_1.0.dsc", "hello-udeb_1.0.tar.xz", "hello-udeb_1.0_all.deb", "hello-udeb_1.0_amd64.buildinfo", "hello-udeb_1.0_amd64.changes"}},
-		{"two repositories", "hello-split", []executor.Source{
+		{"two repositories", "hello-split", "", []executor.Source{
 			{URL: srv.url("openstack/hello-split"), Commit: codeC, Role: "code"},
 			{URL: srv.url("openstack-build/hello-split"), Commit: pkgC, Role: "packaging"}}, "~mos9.0+1", "3.0-1~mos9.0+1",
 			[]string{"hello-split_3.0-1~mos9.0+1.debian.tar.xz", "hello-split_3.0-1~mos9.0+1.dsc", "hello-split_3.0-1~mos9.0+1_all.deb", "hello-split_3.0-1~mos9.0+1_amd64.buildinfo", "hello-split_3.0-1~mos9.0+1_amd64.changes", "hello-split_3.0.orig.tar.gz"}},
-		{"packaging under the distribution", "hello-split", []executor.Source{
+		{"packaging under the distribution", "hello-split", "bookworm-amd64", []executor.Source{
 			{URL: srv.url("openstack/hello-split"), Commit: codeC, Role: "code"},
 			{URL: srv.url("openstack-build/hello-split-dist"), Commit: distC, Role: "packaging"}}, "", "3.0-1",
 			[]string{"hello-split_3.0-1.debian.tar.xz", "hello-split_3.0-1.dsc", "hello-split_3.0-1_all.deb", "hello-split_3.0-1_amd64.buildinfo", "hello-split_3.0-1_amd64.changes", "hello-split_3.0.orig.tar.gz"}},
@@ -92,7 +93,7 @@ func TestBuildDebOnHost(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			opener := &fakeOpener{handle: skipRootSteps}
 			b := New(testConfig(t), opener, hclog.NewNullLogger())
-			job := newJob(t, executor.PackageBuild{Package: tt.pkg, Sources: tt.sources, VersionSuffix: tt.suffix, Revision: 1})
+			job := newJob(t, executor.PackageBuild{Package: tt.pkg, Target: tt.target, Sources: tt.sources, VersionSuffix: tt.suffix, Revision: 1})
 			var log bytes.Buffer
 			res, err := b.Run(context.Background(), job, &log)
 			if err != nil {

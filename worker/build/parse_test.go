@@ -370,6 +370,22 @@ func TestURLProtocol(t *testing.T) {
 	}
 }
 
+func TestDistDirs(t *testing.T) {
+	t.Parallel()
+	tests := map[string][]string{
+		"trusty/amd64":   {"trusty"},
+		"trusty-amd64":   {"trusty-amd64", "trusty"},
+		"centos7_x86_64": {"centos7_x86_64", "centos7"},
+		"bookworm":       {"bookworm"},
+		"../x":           nil,
+	}
+	for target, want := range tests {
+		if got := distDirs(target); !slices.Equal(got, want) {
+			t.Errorf("distDirs(%q) = %q, want %q", target, got, want)
+		}
+	}
+}
+
 func TestShellQuote(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]string{
