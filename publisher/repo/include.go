@@ -96,6 +96,7 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 	if err != nil {
 		return res, err
 	}
+	s.removeStaleTmp()
 	var rows []*row
 	defer func() {
 		// Temporary files of refused includes are removed.

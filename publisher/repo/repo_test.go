@@ -222,6 +222,31 @@ func TestIncludeRefusesBadInputAndChangesNothing(t *testing.T) {
 	}
 }
 
+func TestIncludeRemovesStaleTemporaryFiles(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	tmp := filepath.Join(f.store.Root(), "tmp")
+	stale, fresh := filepath.Join(tmp, "deb-stale"), filepath.Join(tmp, "upload-fresh")
+	os.WriteFile(stale, []byte("x"), 0o600)
+	os.WriteFile(fresh, []byte("x"), 0o600)
+	old := f.clock.Add(-48 * time.Hour)
+	if err := os.Chtimes(stale, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(fresh, f.clock, f.clock); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Include(context.Background(), "test", []repo.Input{f.deb("alpha", "1.0", "amd64", "a")}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("stale temporary file kept: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("recent temporary file removed: %v", err)
+	}
+}
+
 func TestSnapshots(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)

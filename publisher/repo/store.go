@@ -333,6 +333,27 @@ func (s *Store) putObject(tmp, sum string) error {
 	return nil
 }
 
+// staleTmpAge is how old a temporary file must be before a later include
+// removes it as the leftover of a killed process (uploads in progress are
+// far younger).
+const staleTmpAge = 24 * time.Hour
+
+// removeStaleTmp removes temporary files that killed processes left.
+func (s *Store) removeStaleTmp() {
+	dir := filepath.Join(s.root, "tmp")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil && s.now().Sub(fi.ModTime()) > staleTmpAge {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err == nil {
+				s.log.Info("removed stale temporary file", "name", e.Name())
+			}
+		}
+	}
+}
+
 // tempFile creates a file in the store's tmp directory (same file system as
 // the objects, so a rename moves it in).
 func (s *Store) tempFile(pattern string) (*os.File, error) {
