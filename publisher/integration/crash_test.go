@@ -74,6 +74,21 @@ func TestPublishSurvivesSIGKILL(t *testing.T) {
 		t.Errorf("only %d of %d publishes were killed before they finished; the test did not test much", killedMidway, kills)
 	}
 	t.Logf("%d of %d publishes killed before they finished (a full publish takes %v)", killedMidway, kills, full)
+
+	// Includes killed midway leave the store consistent: each package is
+	// either in it or not, and the next include and publish work.
+	for i := range 5 {
+		p := mk(2000 + i)
+		cmd := exec.Command(publisherBin(t), append([]string{"include", "--repo", "rel", p}, base...)...)
+		must(t, cmd.Start())
+		time.Sleep(time.Duration(i) * 15 * time.Millisecond)
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Wait()
+		publisher(t, append([]string{"include", "--repo", "rel", p}, base...)...)
+	}
+	if out := publisher(t, append([]string{"list", "--repo", "rel"}, base...)...); !strings.Contains(out, "crash-pkg-2004") {
+		t.Errorf("package included after killed includes is missing:\n%s", out)
+	}
 	// A publish after all that completes and carries every package. (The
 	// pause keeps the new InRelease's Last-Modified apart from the one apt
 	// saw, since HTTP dates have one-second resolution.)
