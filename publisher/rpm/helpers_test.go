@@ -100,6 +100,23 @@ func buildRPMFrom(t testing.TB, template, name, version, release string) string 
 	return path
 }
 
+// buildSRPM builds a source rpm from specTemplate with the real rpmbuild.
+func buildSRPM(t testing.TB, name, version, release string) string {
+	t.Helper()
+	testenv.Tool(t, "rpmbuild")
+	top := t.TempDir()
+	spec := filepath.Join(top, name+".spec")
+	if err := os.WriteFile(spec, fmt.Appendf(nil, specTemplate, name, version, release), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "", nil, "rpmbuild", "-bs", "--nodeps", "--quiet", "--define", "_topdir "+top, spec)
+	path := filepath.Join(top, "SRPMS", fmt.Sprintf("%s-%s-%s.src.rpm", name, version, release))
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("rpmbuild made no %s: %v", path, err)
+	}
+	return path
+}
+
 // run runs a command and fails the test with its output when it fails.
 func run(t testing.TB, dir string, env []string, name string, args ...string) string {
 	t.Helper()

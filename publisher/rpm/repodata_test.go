@@ -125,6 +125,17 @@ func TestWriteRepodataMatchesCreaterepo(t *testing.T) {
 		p.Location = loc
 		pkgs = append(pkgs, p)
 	}
+	srpm := buildSRPM(t, "kiln-cr-source", "1.0", "1")
+	copyFile(t, srpm, filepath.Join(dir, "src", filepath.Base(srpm)))
+	sp, err := ReadFile(filepath.Join(dir, "src", filepath.Base(srpm)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sp.Arch != "src" || sp.SourceRPM != "" {
+		t.Errorf("source rpm read as arch %q with source rpm %q, want src and none", sp.Arch, sp.SourceRPM)
+	}
+	sp.Location = "src/" + filepath.Base(srpm)
+	pkgs = append(pkgs, sp)
 	ref := t.TempDir()
 	run(t, "", nil, "createrepo_c", "--quiet", "--no-database", "--outputdir", ref, dir)
 	if err := WriteRepodata(context.Background(), dir, pkgs, RepodataOptions{}); err != nil {
