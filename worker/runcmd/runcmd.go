@@ -84,6 +84,14 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("executor %q: use shell or containerd", c.Executor)
 	}
+	if c.usesBuildroot() {
+		if err := c.Buildroot.WithDefaults().Validate(); err != nil {
+			return fmt.Errorf("buildroot: %w", err)
+		}
+		if err := c.Build.Validate(); err != nil {
+			return fmt.Errorf("build: %w", err)
+		}
+	}
 	return nil
 }
 
