@@ -28,7 +28,10 @@
 // repomd.xml, plus repomd.xml.asc when a Signer is given. The new repodata is
 // written into a temporary directory beside repodata/ and then exchanged with
 // the live one in a single rename, so a reader sees either the complete old
-// set or the complete new set, never a mix.
+// set or the complete new set, never a mix. The metadata files of the
+// previous set stay in the new one for one more generation, so that a client
+// or a mirror that read the previous repomd.xml just before the switch still
+// finds the files it names.
 package rpm
 
 import (

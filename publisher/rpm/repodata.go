@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"hash"
@@ -179,6 +180,9 @@ func WriteRepodata(ctx context.Context, dir string, pkgs []*Package, opts Repoda
 			return fmt.Errorf("write repodata: %w", err)
 		}
 	}
+	if err := keepPrevious(filepath.Join(dir, repodataDir), tmp); err != nil {
+		return fmt.Errorf("write repodata in %s: %w", dir, err)
+	}
 	if err := syncDir(tmp); err != nil {
 		return fmt.Errorf("write repodata: %w", err)
 	}
@@ -199,6 +203,43 @@ func checkLocation(loc string) error {
 	case strings.HasPrefix(loc, "/"), strings.Contains(loc, `\`), path.Clean(loc) != loc,
 		loc == "..", strings.HasPrefix(loc, "../"), strings.ContainsAny(loc, "\x00\n\r"):
 		return fmt.Errorf("location %q is not a clean relative path below the repository", loc)
+	}
+	return nil
+}
+
+// keepPrevious hard-links the metadata files that the live repomd.xml
+// references into the new set, so that a client or mirror that fetched the
+// previous repomd.xml just before the switch still finds the files it
+// names. Only one generation is kept: files the previous set itself kept
+// are not referenced by its repomd.xml.
+func keepPrevious(live, next string) error {
+	raw, err := os.ReadFile(filepath.Join(live, repomdName))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read previous repomd.xml: %w", err)
+	}
+	var md struct {
+		Data []struct {
+			Location struct {
+				Href string `xml:"href,attr"`
+			} `xml:"location"`
+		} `xml:"data"`
+	}
+	if err := xml.Unmarshal(raw, &md); err != nil {
+		// A damaged previous set is replaced, not kept.
+		return nil
+	}
+	for _, d := range md.Data {
+		name, ok := strings.CutPrefix(d.Location.Href, repodataDir+"/")
+		if !ok || name == "" || strings.ContainsAny(name, `/\`) || strings.HasPrefix(name, ".") || name == repomdName || name == repomdSigName {
+			continue
+		}
+		err := os.Link(filepath.Join(live, name), filepath.Join(next, name))
+		if err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("keep previous %s: %w", name, err)
+		}
 	}
 	return nil
 }

@@ -214,8 +214,36 @@ func TestWriteRepodataReplaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(md) != 4 {
-		t.Errorf("repodata holds %d files, want the 3 new metadata files and repomd.xml", len(md))
+	// The first set's files stay for one generation, the new set is
+	// complete, and nothing else is there.
+	want := map[string]bool{"repomd.xml": true}
+	for _, d := range append(first.Data, second.Data...) {
+		want[strings.TrimPrefix(d.Location.Href, "repodata/")] = true
+	}
+	var got []string
+	for _, e := range md {
+		got = append(got, e.Name())
+		if !want[e.Name()] {
+			t.Errorf("unexpected file repodata/%s", e.Name())
+		}
+	}
+	if len(md) != len(want) {
+		t.Errorf("repodata holds %v, want %d files: the new set, the previous set's metadata and repomd.xml", got, len(want))
+	}
+	// A third write drops the first set's files.
+	if err := WriteRepodata(ctx, dir, []*Package{p, p}, RepodataOptions{Time: time.Unix(3, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	third, _ := readRepodata(t, dir)
+	for _, d := range first.Data {
+		if _, err := os.Stat(filepath.Join(dir, d.Location.Href)); !os.IsNotExist(err) {
+			t.Errorf("%s of the first set still there after two more writes", d.Location.Href)
+		}
+	}
+	for _, d := range append(second.Data, third.Data...) {
+		if _, err := os.Stat(filepath.Join(dir, d.Location.Href)); err != nil {
+			t.Errorf("%s missing: %v", d.Location.Href, err)
+		}
 	}
 }
 
