@@ -51,6 +51,9 @@ const (
 // dst is not fsynced, the caller syncs it before publishing an index that
 // references it. src and dst may be the same path.
 func SignFile(ctx context.Context, s Signer, src, dst string) (err error) {
+	if s == nil {
+		return fmt.Errorf("sign rpm %s: no signer", src)
+	}
 	f, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("sign rpm: %w", err)
@@ -76,8 +79,8 @@ func SignFile(ctx context.Context, s Signer, src, dst string) (err error) {
 }
 
 // signatureHeader builds a new signature header for the package laid out in
-// l, with payload its payload. With s nil it carries only the digests and
-// sizes; otherwise also the header-only and header+payload signatures.
+// l, with payload its payload: digests, sizes, and the header-only and
+// header+payload signatures made by s.
 func signatureHeader(ctx context.Context, s Signer, l *layout, payload *io.SectionReader) ([]byte, error) {
 	mainRaw := l.main.raw
 	sha1sum := sha1.Sum(mainRaw)
@@ -103,14 +106,6 @@ func signatureHeader(ctx context.Context, s Signer, l *layout, payload *io.Secti
 		keep = append(keep, int32Value(sigTagSize, uint32(total)))
 	} else {
 		keep = append(keep, int64Value(sigTagLongSize, total))
-	}
-
-	if s == nil {
-		if _, err := io.Copy(md5h, io.NewSectionReader(payload, 0, payload.Size())); err != nil {
-			return nil, fmt.Errorf("read payload: %w", err)
-		}
-		keep = append(keep, binValue(sigTagMD5, md5h.Sum(nil)))
-		return buildHeader(tagHeaderSignatures, keep), nil
 	}
 
 	hdrSig, err := s.DetachSign(ctx, bytes.NewReader(mainRaw), false)

@@ -171,6 +171,7 @@ func TestSignFileErrors(t *testing.T) {
 		src    string
 		want   string
 	}{
+		{"no signer", nil, testRPM, "no signer"},
 		{"missing source", failSigner{}, filepath.Join(dir, "nope.rpm"), "no such file"},
 		{"not an rpm", failSigner{}, junk, "junk.rpm"},
 		{"signer fails", failSigner{}, testRPM, "signer broke"},
