@@ -143,6 +143,11 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 			_ = tx.Rollback()
 		}
 	}()
+	stmts, err := prepareInclude(ctx, tx)
+	if err != nil {
+		return res, fmt.Errorf("include into %s: %w", repoName, err)
+	}
+	defer stmts.close()
 	var added []*row
 	seen := map[string]*row{}
 	for _, r := range rows {
@@ -155,8 +160,7 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 		}
 		seen[key] = r
 		var have string
-		err := tx.QueryRowContext(ctx, `SELECT upload_sha256 FROM packages WHERE repo=? AND kind=? AND name=? AND version=? AND arch=?`,
-			repoName, r.kind, r.name, r.version, r.arch).Scan(&have)
+		err := stmts.have.QueryRowContext(ctx, repoName, r.kind, r.name, r.version, r.arch).Scan(&have)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 		case err != nil:
@@ -169,7 +173,7 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 		}
 		for _, f := range r.files {
 			var other string
-			err := tx.QueryRowContext(ctx, `SELECT sha256 FROM pool_files WHERE repo=? AND path=?`, repoName, f.Path).Scan(&other)
+			err := stmts.pool.QueryRowContext(ctx, repoName, f.Path).Scan(&other)
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
 			case err != nil:
@@ -191,14 +195,12 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 		if err != nil {
 			return res, fmt.Errorf("include into %s: %w", repoName, err)
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO packages (repo, kind, name, version, arch, component, udeb, upload_sha256, sha256, size, path, stanza, meta, files, added)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			repoName, r.kind, r.name, r.version, r.arch, r.component, r.udeb, r.uploadSHA256, r.sha256, r.size, r.path, r.stanza, r.meta, string(files), s.now().Unix())
+		_, err = stmts.insert.ExecContext(ctx, repoName, r.kind, r.name, r.version, r.arch, r.component, r.udeb, r.uploadSHA256, r.sha256, r.size, r.path, r.stanza, r.meta, string(files), s.now().Unix())
 		if err != nil {
 			return res, fmt.Errorf("include %s into %s: %w", r.name, repoName, err)
 		}
 		for _, f := range r.files {
-			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO pool_files (repo, path, sha256) VALUES (?, ?, ?)`, repoName, f.Path, f.SHA256); err != nil {
+			if _, err := stmts.insertPool.ExecContext(ctx, repoName, f.Path, f.SHA256); err != nil {
 				return res, fmt.Errorf("include %s into %s: %w", r.name, repoName, err)
 			}
 		}
@@ -213,6 +215,42 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 // ErrConflict is wrapped when a different file claims a name/version/arch
 // or pool path that the repository already has.
 var ErrConflict = errors.New("conflicting package")
+
+// includeStmts are the statements an include runs per package, prepared
+// once per transaction.
+type includeStmts struct {
+	have, pool, insert, insertPool *sql.Stmt
+}
+
+func prepareInclude(ctx context.Context, tx *sql.Tx) (*includeStmts, error) {
+	var st includeStmts
+	for _, p := range []struct {
+		dst **sql.Stmt
+		q   string
+	}{
+		{&st.have, `SELECT upload_sha256 FROM packages WHERE repo=? AND kind=? AND name=? AND version=? AND arch=?`},
+		{&st.pool, `SELECT sha256 FROM pool_files WHERE repo=? AND path=?`},
+		{&st.insert, `INSERT INTO packages (repo, kind, name, version, arch, component, udeb, upload_sha256, sha256, size, path, stanza, meta, files, added)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
+		{&st.insertPool, `INSERT OR IGNORE INTO pool_files (repo, path, sha256) VALUES (?, ?, ?)`},
+	} {
+		stmt, err := tx.PrepareContext(ctx, p.q)
+		if err != nil {
+			st.close()
+			return nil, err
+		}
+		*p.dst = stmt
+	}
+	return &st, nil
+}
+
+func (st *includeStmts) close() {
+	for _, s := range []*sql.Stmt{st.have, st.pool, st.insert, st.insertPool} {
+		if s != nil {
+			s.Close()
+		}
+	}
+}
 
 // readInput reads one input into a row (and temporary store files).
 func (s *Store) readInput(ctx context.Context, in Input, cfg Config, resolve Resolver, signer Signer) (*row, error) {
