@@ -192,13 +192,20 @@ func (f *Fleet) persist(ctx context.Context, jobs []*job.Job, notes ...store.Not
 // key already succeeded (or is queued or running) is not queued again unless
 // forced: the earlier job is returned with dedup true.
 func (f *Fleet) Submit(ctx context.Context, spec job.Spec) (j *job.Job, dedup bool, err error) {
+	return f.submit(ctx, spec, "")
+}
+
+// submit is Submit for a job that may rebuild an earlier one; everything
+// about the job is set before its first write, since a worker may finish it
+// at any moment after.
+func (f *Fleet) submit(ctx context.Context, spec job.Spec, rebuildOf string) (j *job.Job, dedup bool, err error) {
 	if err := spec.Validate(); err != nil {
 		return nil, false, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	if spec.Labels == nil {
 		spec.Labels = map[string]string{}
 	}
-	j = &job.Job{Spec: spec, State: job.Queued, CreatedAt: f.cfg.Clock.Now()}
+	j = &job.Job{Spec: spec, State: job.Queued, CreatedAt: f.cfg.Clock.Now(), RebuildOf: rebuildOf}
 	if spec.Build != nil {
 		f.buildMu.Lock()
 		defer f.buildMu.Unlock()
@@ -482,12 +489,8 @@ func (f *Fleet) Rebuild(ctx context.Context, id string, verify bool) (*job.Job, 
 
 func (f *Fleet) submitRebuild(ctx context.Context, spec job.Spec, orig *job.Job, verify bool) (*job.Job, error) {
 	if !verify {
-		j, _, err := f.Submit(ctx, spec)
-		if err != nil {
-			return nil, err
-		}
-		j.RebuildOf = orig.ID
-		return j, f.st.Put(ctx, j)
+		j, _, err := f.submit(ctx, spec, orig.ID)
+		return j, err
 	}
 	if err := spec.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
