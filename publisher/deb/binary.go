@@ -28,7 +28,9 @@ type Limits struct {
 }
 
 // DefaultLimits are generous for real packages and small for attackers.
-var DefaultLimits = Limits{MaxControlMember: 64 << 20, MaxControlTar: 256 << 20, MaxControlFile: 1 << 20}
+func DefaultLimits() Limits {
+	return Limits{MaxControlMember: 64 << 20, MaxControlTar: 256 << 20, MaxControlFile: 1 << 20}
+}
 
 // Checksums of a file.
 type Checksums struct {

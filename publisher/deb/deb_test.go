@@ -33,7 +33,7 @@ func TestReadBinary(t *testing.T) {
 		t.Run(comp, func(t *testing.T) {
 			t.Parallel()
 			data := build(t, debtest.Control("hello", "1:2.10-3", "amd64")+"Source: hello-src (2.10-1)\n", debtest.Options{Compression: comp, Payload: []byte("x")})
-			b, err := deb.ReadBinary(bytes.NewReader(data), false, deb.DefaultLimits)
+			b, err := deb.ReadBinary(bytes.NewReader(data), false, deb.DefaultLimits())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -73,7 +73,7 @@ func TestReadBinaryFromDpkgDeb(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := deb.ReadBinary(f, false, deb.DefaultLimits)
+		b, err := deb.ReadBinary(f, false, deb.DefaultLimits())
 		f.Close()
 		if err != nil {
 			t.Fatalf("%s: %v", z, err)
@@ -115,7 +115,7 @@ func TestReadBinaryRefusesHostileInput(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			lim := deb.DefaultLimits
+			lim := deb.DefaultLimits()
 			if tc.lim != nil {
 				lim = *tc.lim
 			}
@@ -206,7 +206,7 @@ func TestBuildIndexesGolden(t *testing.T) {
 		udeb       bool
 	}{{"alpha", "amd64", false}, {"beta", "all", false}, {"gamma", "arm64", false}, {"alpha-udeb", "amd64", true}} {
 		data := build(t, debtest.Control(p.name, "1.0-1", p.arch), debtest.Options{})
-		b, err := deb.ReadBinary(bytes.NewReader(data), p.udeb, deb.DefaultLimits)
+		b, err := deb.ReadBinary(bytes.NewReader(data), p.udeb, deb.DefaultLimits())
 		if err != nil {
 			t.Fatal(err)
 		}

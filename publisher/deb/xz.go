@@ -21,10 +21,10 @@ const (
 	xzBlockSize  = 2 << 20 // uncompressed bytes per block
 	xzDictCap    = 8 << 20
 	xzCheckCRC64 = 0x04
+	xzMagic      = "\xfd7zXZ\x00"
 )
 
 var (
-	xzMagic   = []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}
 	crc64ECMA = crc64.MakeTable(crc64.ECMA)
 )
 
@@ -68,7 +68,7 @@ func xzCompress(data []byte) ([]byte, error) {
 
 	var out bytes.Buffer
 	flags := []byte{0x00, xzCheckCRC64}
-	out.Write(xzMagic)
+	out.WriteString(xzMagic)
 	out.Write(flags)
 	out.Write(le32(crc32.ChecksumIEEE(flags)))
 

@@ -118,7 +118,7 @@ func Open(ctx context.Context, o Options, log hclog.Logger) (*Store, error) {
 		o.Now = time.Now
 	}
 	if o.Limits == (deb.Limits{}) {
-		o.Limits = deb.DefaultLimits
+		o.Limits = deb.DefaultLimits()
 	}
 	if log == nil {
 		log = hclog.NewNullLogger()

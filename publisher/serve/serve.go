@@ -289,7 +289,6 @@ func (s *Service) Publish(ctx context.Context, req *publisherv1.PublishRequest) 
 	log := s.log.With("request_id", id, "repository", req.GetRepository())
 	inc, pub, err := s.store.IncludeAndPublish(ctx, req.GetRepository(), pkgs, resolve, s.signer)
 	if err != nil {
-		log.Warn("publish refused", "error", err)
 		return nil, toStatus(err)
 	}
 	res := savedResult{Location: pub.Dir, Added: int32(len(inc.Added))}
