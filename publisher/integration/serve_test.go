@@ -73,20 +73,28 @@ serve:
 	defer conn.Close()
 	c := publisherv1.NewPublisherServiceClient(conn)
 
-	deb := dpkgDeb(t, dir, "kiln-served", "2.0-1", "all", "misc", false)
-	data, err := os.ReadFile(deb)
-	must(t, err)
-	sum := sha256.Sum256(data)
-	ref := &publisherv1.FileRef{Name: filepath.Base(deb), Sha256: hex.EncodeToString(sum[:]), Size: int64(len(data))}
-	st, err := c.UploadArtifact(ctx)
-	must(t, err)
-	must(t, st.Send(&publisherv1.UploadArtifactRequest{Header: ref}))
-	must(t, st.Send(&publisherv1.UploadArtifactRequest{Chunk: data}))
-	if _, err := st.CloseAndRecv(); err != nil {
-		t.Fatalf("upload: %v", err)
+	upload := func(path string) *publisherv1.FileRef {
+		t.Helper()
+		data, err := os.ReadFile(path)
+		must(t, err)
+		sum := sha256.Sum256(data)
+		ref := &publisherv1.FileRef{Name: filepath.Base(path), Sha256: hex.EncodeToString(sum[:]), Size: int64(len(data))}
+		st, err := c.UploadArtifact(ctx)
+		must(t, err)
+		must(t, st.Send(&publisherv1.UploadArtifactRequest{Header: ref}))
+		must(t, st.Send(&publisherv1.UploadArtifactRequest{Chunk: data}))
+		if _, err := st.CloseAndRecv(); err != nil {
+			t.Fatalf("upload %s: %v", path, err)
+		}
+		return ref
 	}
-	res, err := c.Publish(ctx, &publisherv1.PublishRequest{RequestId: "build-1", Repository: "rel", Files: []*publisherv1.FileRef{ref}})
-	if err != nil || res.GetAdded() != 1 {
+	// A binary package and a source package whose tarball travels in the
+	// same request.
+	deb := upload(dpkgDeb(t, dir, "kiln-served", "2.0-1", "all", "misc", false))
+	dsc := dpkgSource(t, dir, "kiln-served", "2.0")
+	refs := []*publisherv1.FileRef{deb, upload(dsc), upload(strings.TrimSuffix(dsc, ".dsc") + ".tar.xz")}
+	res, err := c.Publish(ctx, &publisherv1.PublishRequest{RequestId: "build-1", Repository: "rel", Files: refs})
+	if err != nil || res.GetAdded() != 2 {
 		t.Fatalf("publish: %v %v", res, err)
 	}
 	public := filepath.Join(root, "public", "rel")
@@ -99,5 +107,10 @@ serve:
 	}
 	if out, err := apt.run("apt-get", "download", "kiln-served"); err != nil {
 		t.Fatalf("apt-get download: %v\n%s", err, out)
+	}
+	sources, err := os.ReadFile(filepath.Join(public, "dists", "bookworm", "main", "source", "Sources"))
+	must(t, err)
+	if !strings.Contains(string(sources), "Package: kiln-served\n") || !strings.Contains(string(sources), "kiln-served_2.0.tar.xz") {
+		t.Errorf("Sources lacks the uploaded source package:\n%s", sources)
 	}
 }
