@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"encoding/xml"
 	"errors"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -263,13 +265,28 @@ func FuzzRead(f *testing.F) {
 		if p.Name == "" || p.HeaderEnd > int64(len(b)) || p.HeaderStart >= p.HeaderEnd {
 			t.Fatalf("accepted an inconsistent package: %+v", p)
 		}
-		var x bytes.Buffer
+		// Whatever the header held, the XML written for it is well-formed.
 		p.Location = "p.rpm"
-		w := newXMLWriter(&x)
-		writePrimary(w, p)
-		writeFilelists(w, p)
-		writeOther(w, p, -1)
-		w.w.Flush()
+		for _, write := range []func(*xmlWriter, *Package){
+			writePrimary, writeFilelists, func(x *xmlWriter, p *Package) { writeOther(x, p, -1) },
+		} {
+			var b bytes.Buffer
+			b.WriteString(`<m xmlns:rpm="r">`)
+			x := newXMLWriter(&b)
+			write(x, p)
+			x.w.Flush()
+			b.WriteString(`</m>`)
+			d := xml.NewDecoder(&b)
+			for {
+				_, err := d.Token()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatalf("ill-formed XML for %s: %v\n%s", p.NEVRA(), err, b.String())
+				}
+			}
+		}
 	})
 }
 
