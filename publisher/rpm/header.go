@@ -21,9 +21,10 @@ const (
 	maxStoreSize = 64 << 20
 )
 
-var (
-	leadMagic   = []byte{0xed, 0xab, 0xee, 0xdb}
-	headerMagic = []byte{0x8e, 0xad, 0xe8, 0x01, 0, 0, 0, 0}
+// Magic numbers of the lead and of a header (with its reserved bytes).
+const (
+	leadMagic   = "\xed\xab\xee\xdb"
+	headerMagic = "\x8e\xad\xe8\x01\x00\x00\x00\x00"
 )
 
 // Header data types.
@@ -74,8 +75,8 @@ func readHeader(r io.ReaderAt, off, limit int64, what string) (*header, error) {
 	if _, err := r.ReadAt(intro[:], off); err != nil {
 		return nil, fmt.Errorf("%s at offset %d: read: %w", what, off, err)
 	}
-	if !bytes.Equal(intro[:8], headerMagic) {
-		return nil, fmt.Errorf("%s at offset %d: bad magic %x (want %x): %w", what, off, intro[:8], headerMagic, ErrInvalid)
+	if string(intro[:8]) != headerMagic {
+		return nil, fmt.Errorf("%s at offset %d: bad magic %x (want %x): %w", what, off, intro[:8], []byte(headerMagic), ErrInvalid)
 	}
 	il := binary.BigEndian.Uint32(intro[8:12])
 	dl := binary.BigEndian.Uint32(intro[12:16])

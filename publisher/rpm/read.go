@@ -1,7 +1,6 @@
 package rpm
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -130,7 +129,7 @@ func readLayout(r io.ReaderAt, size int64) (*layout, error) {
 	if _, err := r.ReadAt(lead, 0); err != nil {
 		return nil, fmt.Errorf("read lead: %w", err)
 	}
-	if !bytes.Equal(lead[:4], leadMagic) {
+	if string(lead[:4]) != leadMagic {
 		return nil, fmt.Errorf("bad lead magic %x, not an rpm file: %w", lead[:4], ErrInvalid)
 	}
 	if lead[4] != 3 && lead[4] != 4 {
