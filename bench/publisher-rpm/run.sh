@@ -32,11 +32,17 @@ done
 
 repo_root=$(cd "$(dirname "$0")/../.." && pwd)
 work=${KILN_BENCH_DIR:-}
+keep_work=1
 if [ -z "$work" ]; then
 	work=$(mktemp -d /tmp/kiln-bench-rpm.XXXXXX)
-	trap 'gpgconf --kill gpg-agent 2>/dev/null || true; rm -rf "$work"' EXIT
+	keep_work=0
 fi
 mkdir -p "$work"
+cleanup() {
+	GNUPGHOME="$work/gnupg" gpgconf --kill gpg-agent 2>/dev/null || true
+	[ "$keep_work" = 1 ] || rm -rf "$work"
+}
+trap cleanup EXIT
 bench="$work/publisher-rpm-bench"
 (cd "$repo_root" && go build -o "$bench" ./bench/publisher-rpm)
 
