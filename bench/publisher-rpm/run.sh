@@ -104,6 +104,19 @@ rpmsign_all() { # KEY DIR [--rpmv3]: rpmsign every rpm in DIR with KEY
 	rpmsign --addsign "$@" --define "__gpg $(command -v gpg)" --define "_gpg_name $key@bench.example.org" "$dir"/*.rpm
 }
 
+# verify KEY DIR: rpmkeys, trusting only KEY, must accept the signatures of
+# every rpm in DIR at the strict level, or the timing means nothing.
+verify() {
+	local key=$1 dir=$2 db="$work/rpmdb-$1"
+	if [ ! -d "$db" ]; then
+		mkdir -p "$db"
+		gpg --batch -q --armor --export "$key@bench.example.org" >"$db/key.asc"
+		rpmkeys --define "_dbpath $db" --import "$db/key.asc"
+	fi
+	rpmkeys --define "_dbpath $db" --define "_pkgverify_level signature" --checksig "$dir"/*.rpm >"$work/verify.out" 2>&1 ||
+		{ echo "run.sh: signatures in $dir do not verify:" >&2; grep -v ' OK$' "$work/verify.out" | head >&2; exit 1; }
+}
+
 # build_rpms N DIR: N rpms in DIR. rpmbuild slows down sharply with tens of
 # thousands of subpackages in one spec, so specs hold at most 2000.
 build_rpms() {
@@ -169,9 +182,11 @@ for n in "${counts[@]}"; do
 				REPEAT_SAVE=$repeat repeat=1
 				timed "rpmsign --addsign $v3 ($k)" fresh_signed rpmsign_all "$k" "$s" $v3
 				repeat=$REPEAT_SAVE
+				verify "$k" "$s"
 			done
 			clean_signed() { rm -rf "$s"; }
 			timed "kiln sign, header + header+payload ($k)" clean_signed "$bench" sign "$work/$k.asc" "$rpms" "$s"
+			verify "$k" "$s"
 			rm -rf "$s"
 		done
 	fi
