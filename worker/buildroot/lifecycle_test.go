@@ -179,7 +179,8 @@ func TestCrashWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Never returns: the parent kills this process.
-	_, err = sb.Exec(context.Background(), executor.Step{Argv: sh("echo build-running; sleep 600")}, os.Stdout)
+	// The namespace in the script lets the parent find the process.
+	_, err = sb.Exec(context.Background(), executor.Step{Argv: sh("echo build-running; sleep 600 # " + cfg.Namespace)}, os.Stdout)
 	t.Fatalf("crash worker's build returned: %v", err)
 }
 
@@ -242,6 +243,11 @@ func TestCrashedWorkerLeavesNothingAfterRestart(t *testing.T) {
 		t.Logf("left behind by the killed worker: %v", got)
 	}
 
+	buildProc := "sleep 600 # " + cfg.Namespace
+	if out, _ := exec.Command("pgrep", "-f", buildProc).Output(); len(out) == 0 {
+		t.Fatal("the killed worker's build process is not running; the test cannot tell whether New stops it")
+	}
+
 	// The worker restarts.
 	restarted, err := buildroot.New(context.Background(), cfg, buildroottest.Logger(t))
 	if err != nil {
@@ -251,8 +257,7 @@ func TestCrashedWorkerLeavesNothingAfterRestart(t *testing.T) {
 	if got := leftovers(t, c, ctx, cfg); len(got) != 0 {
 		t.Errorf("after restart, left behind: %v", got)
 	}
-	if out, _ := exec.Command("pgrep", "-f", "sleep 600").Output(); len(out) > 0 {
-		// Other tests do not run this command, so it is the build's.
+	if out, _ := exec.Command("pgrep", "-f", buildProc).Output(); len(out) > 0 {
 		t.Errorf("the killed build's process still runs: %s", out)
 	}
 	// The chroot itself is kept and usable.
