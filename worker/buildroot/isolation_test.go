@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+
 	"github.com/kiln-build/kiln/worker/buildroot"
 	"github.com/kiln-build/kiln/worker/buildroot/buildroottest"
 	"github.com/kiln-build/kiln/worker/executor"
@@ -443,9 +446,10 @@ func TestCgroupLimitsApplied(t *testing.T) {
 	}
 }
 
-func TestCloseStopsRunningStep(t *testing.T) {
+func TestCloseStopsRunningStepAndLeavesNothing(t *testing.T) {
 	t.Parallel()
-	b, target := buildroottest.New(t)
+	cfg := buildroottest.Config(t)
+	b, target := buildroottest.NewWith(t, cfg, buildroottest.DebTarget)
 	sb, err := b.Open(context.Background(), target, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -467,6 +471,14 @@ func TestCloseStopsRunningStep(t *testing.T) {
 	}
 	if d := time.Since(start); d > 20*time.Second {
 		t.Errorf("close took %s", d)
+	}
+	c, err := client.New(cfg.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := leftovers(t, c, namespaces.WithNamespace(context.Background(), cfg.Namespace), cfg); len(got) != 0 {
+		t.Errorf("after close, left behind: %v", got)
 	}
 }
 
