@@ -229,6 +229,15 @@ func Archive(t testing.TB, target string) string {
 		t.Fatalf("buildroottest: %v", err)
 	}
 	t.Logf("made test chroot %s in %s", target, time.Since(start).Round(time.Second))
+	// Archives of the target's earlier configurations are not used again.
+	old, _ := filepath.Glob(filepath.Join(dir, target+"-*.tar"))
+	for _, o := range old {
+		if o != path {
+			os.Remove(o)
+			os.Remove(o + ".log")
+			os.Remove(o + ".lock")
+		}
+	}
 	return path
 }
 
