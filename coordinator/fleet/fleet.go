@@ -52,7 +52,8 @@ type Config struct {
 	MaxArtifactSize int64
 	Releases        map[string]Release
 	Clock           scheduler.Clock
-	// Started observes queue-to-start times.
+	// Started observes queue-to-start times: from queued to the assignment
+	// being durable and on its way to the worker.
 	Started func(time.Duration)
 }
 
@@ -99,7 +100,7 @@ func New(ctx context.Context, cfg Config, st *store.Store, logger hclog.Logger) 
 	}
 	f := &Fleet{cfg: cfg, st: st, logger: logger, logSubs: map[string]chan struct{}{}, logs: map[string]*liveLog{}}
 	f.sched = scheduler.New(scheduler.Config{
-		LostAfter: cfg.LostAfter, RetryCap: cfg.RetryCap, NewID: randomID, Started: cfg.Started,
+		LostAfter: cfg.LostAfter, RetryCap: cfg.RetryCap, NewID: randomID,
 	}, cfg.Clock)
 	seq, err := st.LastSeq(ctx)
 	if err != nil {
@@ -379,6 +380,9 @@ func (f *Fleet) Pull(ctx context.Context, session string, wait time.Duration) (*
 		// The assignment is not durable; the worker won't get it and the
 		// heartbeat check re-queues it.
 		return nil, fmt.Errorf("persist assignment of job %s: %w", j.ID, err)
+	}
+	if f.cfg.Started != nil && !j.QueuedAt.IsZero() {
+		f.cfg.Started(f.cfg.Clock.Now().Sub(j.QueuedAt))
 	}
 	return j, nil
 }

@@ -152,6 +152,9 @@ type Job struct {
 	CreatedAt  time.Time
 	StartedAt  time.Time
 	FinishedAt time.Time
+	// QueuedAt is when the scheduler last queued the job; it lives in
+	// memory only, for the queue-to-start metric.
+	QueuedAt time.Time
 }
 
 // Clone returns a deep enough copy for readers outside the scheduler.

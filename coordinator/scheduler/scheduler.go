@@ -218,6 +218,7 @@ func (s *Scheduler) handOff(j *job.Job, now time.Time) bool {
 		}
 		s.waiters = append(s.waiters[:i], s.waiters[i+1:]...)
 		s.enqueued[j.ID] = now
+		j.QueuedAt = now
 		s.assign(w.s, j, now)
 		w.ch <- j.Clone()
 		return true
@@ -244,6 +245,7 @@ func (s *Scheduler) push(j *job.Job, at time.Time) {
 	heap.Push(h, j)
 	q.size++
 	s.enqueued[j.ID] = at
+	j.QueuedAt = at
 }
 
 func (s *Scheduler) assign(ss *session, j *job.Job, now time.Time) {
