@@ -148,7 +148,7 @@ func TestServeRefusesPlaintextOffLoopback(t *testing.T) {
 func TestExampleConfigLoads(t *testing.T) {
 	t.Parallel()
 	var cfg cli.Config
-	if err := config.Load("../publisher.example.yaml", &cfg); err != nil {
+	if err := config.Load("../../examples/publisher.yaml", &cfg); err != nil {
 		t.Fatal(err)
 	}
 	if len(cfg.Repositories) != 2 || cfg.Serve.Listen == "" || cfg.Repositories[0].ValidFor != 168*time.Hour {
