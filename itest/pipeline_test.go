@@ -225,6 +225,11 @@ func TestPackagePipeline(t *testing.T) {
 		}
 	}
 	aptFetch(t, dir, mirrorAddr, repoName, "kiln-hello", "1.0+rel1")
+	// The worker told the coordinator which chroot it builds the target in.
+	workers, _, _ := c.cli("workers", "list", "--json")
+	if !strings.Contains(workers, `"chroot/`+target+`": "sha256:`) {
+		t.Errorf("workers list lacks the chroot digest:\n%s", workers)
+	}
 
 	// 2. The same sources again: not built, the earlier result shown.
 	out, errOut, code = build("kiln-hello", helloURL, "--json")

@@ -144,6 +144,8 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		var names []string
 		for _, t := range targets {
 			names = append(names, t.Name)
+			// The coordinator sees which chroot each target is built in.
+			labels["chroot/"+t.Name] = t.Digest
 			logger.Info("chroot ready", "target", t.Name, "digest", t.Digest, "format", t.Format)
 		}
 		sort.Strings(names)
