@@ -186,9 +186,16 @@ func (c *cluster) worker(name, labels string, slots int) *proc {
 // run runs a command and returns stdout, stderr and exit code.
 func run(t *testing.T, name string, args ...string) (string, string, int) {
 	t.Helper()
+	return runEnv(t, nil, name, args...)
+}
+
+// runEnv is run with extra environment variables.
+func runEnv(t *testing.T, env []string, name string, args ...string) (string, string, int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -201,26 +208,15 @@ func run(t *testing.T, name string, args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
-// cli runs the coordinator CLI and returns stdout, stderr and exit code.
+// cli runs the coordinator CLI against the cluster and returns stdout,
+// stderr and exit code.
 func (c *cluster) cli(args ...string) (string, string, int) {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin("coordinator"), args...)
-	cmd.Env = append(os.Environ(), "KILN_SERVER="+c.addr)
+	env := []string{"KILN_SERVER=" + c.addr}
 	if c.clientTLS != nil {
-		cmd.Env = append(cmd.Env, "KILN_TLS_CERT="+c.clientTLS.Cert, "KILN_TLS_KEY="+c.clientTLS.Key, "KILN_TLS_CA="+c.clientTLS.CA)
+		env = append(env, "KILN_TLS_CERT="+c.clientTLS.Cert, "KILN_TLS_KEY="+c.clientTLS.Key, "KILN_TLS_CA="+c.clientTLS.CA)
 	}
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		c.t.Fatalf("run cli: %v", err)
-	}
-	return out.String(), errb.String(), code
+	return runEnv(c.t, env, bin("coordinator"), args...)
 }
 
 func (c *cluster) waitJobs(ids []string, timeout time.Duration) map[string]*pb.Job {
