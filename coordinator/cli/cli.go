@@ -496,7 +496,11 @@ func Jobs(ctx context.Context, args []string, o IO) error {
 		return usage("usage: coordinator jobs list|show ID|logs ID [--follow]|cancel ID")
 	}
 	sub, args := args[0], args[1:]
-	fs := newFlagSet("jobs "+sub, "coordinator jobs "+sub+" [flags] [ID]", o)
+	synopsis := "coordinator jobs " + sub + " [flags] ID"
+	if sub == "list" {
+		synopsis = "coordinator jobs list [--state S]... [--limit N] [--json]"
+	}
+	fs := newFlagSet("jobs "+sub, synopsis, o)
 	var c Conn
 	c.flags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
