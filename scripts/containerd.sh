@@ -34,11 +34,14 @@ running_pid() {
 	[ -f "$pidfile" ] || return 1
 	pid=$(cat "$pidfile")
 	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-	# The pid must still be a containerd, not a reused number.
+	# The pid must still be a containerd, not a reused number, and alive:
+	# a killed containerd whose parent never reaps it stays a zombie.
 	case "$(cat /proc/"$pid"/comm 2>/dev/null)" in
-	containerd) echo "$pid" ;;
+	containerd) ;;
 	*) return 1 ;;
 	esac
+	[ "$(awk '{print $3}' /proc/"$pid"/stat 2>/dev/null)" != Z ] || return 1
+	echo "$pid"
 }
 
 start() {
