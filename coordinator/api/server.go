@@ -189,7 +189,7 @@ func (s *ClientServer) ListWorkers(ctx context.Context, _ *pb.ListWorkersRequest
 
 // DrainWorker implements CoordinatorService.
 func (s *ClientServer) DrainWorker(ctx context.Context, req *pb.DrainWorkerRequest) (*pb.DrainWorkerResponse, error) {
-	w, err := s.f.Drain(req.GetName(), !req.GetUndrain())
+	w, err := s.f.Drain(ctx, req.GetName(), !req.GetUndrain())
 	if err != nil {
 		return nil, toStatus(err)
 	}

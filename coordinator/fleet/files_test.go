@@ -135,3 +135,41 @@ func TestLogFromBeforeNotes(t *testing.T) {
 		t.Fatalf("log %q, want %q", got, old[3:])
 	}
 }
+
+// An operator's drain survives a coordinator restart: the worker gets no
+// job when it registers again, and the job says why it waits.
+func TestDrainSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	f, st := openFleet(t, dir)
+	if _, _, err := f.Register(ctx, "w1", map[string]string{"os": "linux"}, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Drain(ctx, "w1", true); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	f, st = openFleet(t, dir)
+	defer st.Close()
+	j, _, err := f.Submit(ctx, job.Spec{Kind: job.Command, Command: []string{"true"}, Labels: map[string]string{"os": "linux"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, _, err := f.Register(ctx, "w1", map[string]string{"os": "linux"}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := f.Pull(ctx, sess, 0); err != nil || got != nil {
+		t.Fatalf("drained worker got %v %v", got, err)
+	}
+	if _, w, _ := f.Get(ctx, j.ID); !strings.Contains(w, "draining: w1") {
+		t.Fatalf("waiting reason %q", w)
+	}
+	if _, err := f.Drain(ctx, "w1", false); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := f.Pull(ctx, sess, 0); err != nil || got == nil || got.ID != j.ID {
+		t.Fatalf("undrained worker got %v %v", got, err)
+	}
+}

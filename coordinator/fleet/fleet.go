@@ -112,6 +112,11 @@ func New(ctx context.Context, cfg Config, st *store.Store, logger hclog.Logger) 
 		return nil, err
 	}
 	f.sched.Restore(live)
+	drained, err := st.Drained(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f.sched.RestoreDrained(drained)
 	if len(live) > 0 {
 		logger.Info("restored live jobs", "count", len(live))
 	}
@@ -330,13 +335,16 @@ func (f *Fleet) Cancel(ctx context.Context, id, reason string) (*job.Job, error)
 // Workers lists workers.
 func (f *Fleet) Workers() []scheduler.WorkerInfo { return f.sched.Workers() }
 
-// Drain drains or undrains a worker.
-func (f *Fleet) Drain(name string, on bool) (scheduler.WorkerInfo, error) {
+// Drain drains or undrains a worker; the drain survives a restart.
+func (f *Fleet) Drain(ctx context.Context, name string, on bool) (scheduler.WorkerInfo, error) {
 	w, err := f.sched.Drain(name, on)
 	if errors.Is(err, scheduler.ErrNoWorker) {
 		return w, fmt.Errorf("worker %q is not known (see `coordinator workers list`): %w", name, ErrNotFound)
 	}
-	return w, err
+	if err != nil {
+		return w, err
+	}
+	return w, f.st.SetDrained(ctx, name, on)
 }
 
 // Register starts a worker session.

@@ -708,6 +708,21 @@ func (s *Scheduler) Drain(name string, on bool) (WorkerInfo, error) {
 	return s.info(w), nil
 }
 
+// RestoreDrained marks workers drained before they register (after a
+// restart); they show as offline until they do.
+func (s *Scheduler) RestoreDrained(names []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range names {
+		w := s.workers[n]
+		if w == nil {
+			w = &worker{name: n, state: WorkerOffline}
+			s.workers[n] = w
+		}
+		w.drained = true
+	}
+}
+
 // ErrNoWorker means no worker has that name.
 var ErrNoWorker = errors.New("no such worker")
 

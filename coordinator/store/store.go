@@ -83,6 +83,9 @@ CREATE TABLE IF NOT EXISTS job_notes (
 	line TEXT NOT NULL,
 	PRIMARY KEY (job_id, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS drained_workers (
+	name TEXT PRIMARY KEY
+);
 CREATE TABLE IF NOT EXISTS revisions (
 	release TEXT NOT NULL,
 	package TEXT NOT NULL,
@@ -438,6 +441,37 @@ func (s *Store) CountByState(ctx context.Context) (map[job.State]int, error) {
 			return nil, err
 		}
 		out[job.State(st)] = n
+	}
+	return out, rows.Err()
+}
+
+// SetDrained records that an operator drained (or undrained) a worker, so
+// that a coordinator restart keeps it drained.
+func (s *Store) SetDrained(ctx context.Context, name string, on bool) error {
+	q := `DELETE FROM drained_workers WHERE name = ?`
+	if on {
+		q = `INSERT INTO drained_workers (name) VALUES (?) ON CONFLICT(name) DO NOTHING`
+	}
+	if _, err := s.db.ExecContext(ctx, q, name); err != nil {
+		return fmt.Errorf("record drain of worker %s: %w", name, err)
+	}
+	return nil
+}
+
+// Drained lists the drained workers.
+func (s *Store) Drained(ctx context.Context) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name FROM drained_workers ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list drained workers: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
 	}
 	return out, rows.Err()
 }
