@@ -3,6 +3,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,12 +12,14 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"sync"
 	"text/tabwriter"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/kiln-build/kiln/internal/config"
 	"github.com/kiln-build/kiln/internal/logging"
+	"github.com/kiln-build/kiln/publisher/push"
 	"github.com/kiln-build/kiln/publisher/repo"
 	"github.com/kiln-build/kiln/publisher/serve"
 	"github.com/kiln-build/kiln/publisher/sign"
@@ -36,6 +39,9 @@ type Config struct {
 	} `yaml:"signing"`
 	Repositories []repo.Config `yaml:"repositories"`
 	Serve        serve.Config  `yaml:"serve"`
+	// Mirrors receive every published repository by rsync (`publisher
+	// push`, `publish --push`, and after each publish by `serve`).
+	Mirrors []push.Mirror `yaml:"mirrors"`
 }
 
 // ErrUsage is wrapped by errors about the command line itself.
@@ -58,6 +64,7 @@ Commands:
   snapshot  list [--repo NAME] [--json]
   snapshot  publish SNAP               publish a snapshot under public/snapshots/SNAP
   key       show                       print the public key and its fingerprint for customers
+  push      --repo NAME [--mirror M]   rsync a published repository to the configured mirrors
   serve     [--listen ADDR] [--dev]    serve the gRPC API for the coordinator
 
 Every command takes --config FILE, or for a quick start without one:
@@ -127,6 +134,11 @@ func (c *common) load(ctx context.Context, stderr, stdout io.Writer) (*env, erro
 	if cfg.Root == "" {
 		return nil, usagef("no publisher root: give --root DIR or root: in --config FILE")
 	}
+	for _, m := range cfg.Mirrors {
+		if err := m.Validate(); err != nil {
+			return nil, fmt.Errorf("config %s: %w", c.configFile, err)
+		}
+	}
 	for i, r := range cfg.Repositories {
 		r = r.WithDefaults()
 		if err := r.Validate(); err != nil {
@@ -178,6 +190,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSnapshot(ctx, rest, stdout, stderr)
 	case "key":
 		return runKey(ctx, rest, stdout, stderr)
+	case "push":
+		return runPush(ctx, rest, stdout, stderr)
 	case "serve":
 		return runServe(ctx, rest, stdout, stderr)
 	}
@@ -346,6 +360,7 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	c.register(fs)
 	fs.StringVar(&repoName, "repo", "", "repository `name`")
 	fs.BoolVar(&jsonOut, "json", false, "print the result as JSON")
+	pushAfter := fs.Bool("push", false, "push the repository to the configured mirrors afterwards")
 	if err := parse(fs, args, stderr); err != nil {
 		return done(err)
 	}
@@ -368,11 +383,63 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	if *pushAfter {
+		if err := e.push(ctx, res.Dir, "", stderr); err != nil {
+			return err
+		}
+	}
 	if jsonOut {
 		return writeJSON(stdout, res)
 	}
 	fmt.Fprintf(stdout, "published %s (%d packages) in %s\n", repoName, res.Packages, res.Dir)
 	return nil
+}
+
+// push sends a published repository directory to the configured mirrors
+// (or the one named).
+func (e *env) push(ctx context.Context, dir, only string, log io.Writer) error {
+	if len(e.cfg.Mirrors) == 0 {
+		return usagef("no mirrors configured: add mirrors: [{name, dest}] to the config file")
+	}
+	found := false
+	for _, m := range e.cfg.Mirrors {
+		if only != "" && m.Name != only {
+			continue
+		}
+		found = true
+		if err := push.Repository(ctx, push.RunRsync, dir, m, log); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "pushed %s to %s\n", filepath.Base(dir), m.Name)
+	}
+	if !found {
+		return usagef("no mirror named %q in the config", only)
+	}
+	return nil
+}
+
+func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c common
+	var repoName, mirror string
+	fs := newFlags("push", "push --repo NAME [--mirror NAME] [flags]", stdout)
+	c.register(fs)
+	fs.StringVar(&repoName, "repo", "", "repository `name` (published before)")
+	fs.StringVar(&mirror, "mirror", "", "only this mirror (default: all configured)")
+	if err := parse(fs, args, stderr); err != nil {
+		return done(err)
+	}
+	if repoName == "" || fs.NArg() != 0 {
+		return usagef("push needs --repo NAME and no other arguments")
+	}
+	e, err := c.load(ctx, stderr, stdout)
+	if err != nil {
+		return err
+	}
+	defer e.store.Close()
+	if _, err := e.store.Repo(ctx, repoName); err != nil {
+		return err
+	}
+	return e.push(ctx, filepath.Join(e.cfg.Root, "public", repoName), mirror, stderr)
 }
 
 func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -577,6 +644,22 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	svc := serve.NewService(e.store, k, e.cfg.Serve.MaxUploadBytes, e.log.Named("serve"))
+	if len(e.cfg.Mirrors) > 0 {
+		pushLog := e.log.Named("push")
+		var mu sync.Mutex // one push at a time keeps each mirror's order
+		svc.Published = func(ctx context.Context, dir string) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, m := range e.cfg.Mirrors {
+				var out bytes.Buffer
+				if err := push.Repository(ctx, push.RunRsync, dir, m, &out); err != nil {
+					pushLog.Error("push to mirror failed; the next publish or `publisher push` sends it", "mirror", m.Name, "repository", filepath.Base(dir), "error", err, "output", out.String())
+					continue
+				}
+				pushLog.Info("pushed", "mirror", m.Name, "repository", filepath.Base(dir))
+			}
+		}
+	}
 	return serve.Run(ctx, e.cfg.Serve, svc, e.log.Named("serve"), func(a net.Addr) {
 		fmt.Fprintf(stdout, "listening on %s\n", a.String())
 	})

@@ -39,7 +39,11 @@ serve:
   listen: 127.0.0.1:0
   dev: true
   max_upload_bytes: 1048576
-`, root, key.KeyFile), 0o644))
+mirrors:
+  - name: local
+    dest: %s
+`, root, key.KeyFile, filepath.Join(dir, "mirror")), 0o644))
+	must(t, os.MkdirAll(filepath.Join(dir, "mirror"), 0o755))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cmd := exec.CommandContext(ctx, publisherBin(t), "serve", "--config", cfg)
@@ -112,5 +116,21 @@ serve:
 	must(t, err)
 	if !strings.Contains(string(sources), "Package: kiln-served\n") || !strings.Contains(string(sources), "kiln-served_2.0.tar.xz") {
 		t.Errorf("Sources lacks the uploaded source package:\n%s", sources)
+	}
+	// After the publish, serve pushed the repository to the configured
+	// mirror; gpgv and the hashes check the mirror's copy.
+	mirrored := filepath.Join(dir, "mirror", "rel")
+	for i := 0; ; i++ {
+		if _, err := os.Stat(filepath.Join(mirrored, "dists", "bookworm", "InRelease")); err == nil {
+			break
+		}
+		if i > 200 {
+			t.Fatal("serve did not push the published repository to the mirror")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // the removal pass may still run
+	if err := verifyTree(t, key.Keyring, mirrored, "bookworm"); err != nil {
+		t.Fatalf("mirror copy: %v", err)
 	}
 }

@@ -125,6 +125,9 @@ type Service struct {
 	signer    repo.Signer
 	log       hclog.Logger
 	maxUpload int64
+	// Published, when set, is called in its own goroutine with the
+	// directory of every repository published (to push it to mirrors).
+	Published func(ctx context.Context, dir string)
 }
 
 // NewService returns the service over store, signing with signer.
@@ -300,6 +303,9 @@ func (s *Service) Publish(ctx context.Context, req *publisherv1.PublishRequest) 
 		return nil, toStatus(err)
 	}
 	log.Info("published", "added", res.Added, "packages", pub.Packages)
+	if s.Published != nil {
+		go s.Published(context.Background(), pub.Dir)
+	}
 	return &publisherv1.PublishResponse{Location: res.Location, Added: res.Added}, nil
 }
 
