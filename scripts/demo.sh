@@ -85,7 +85,7 @@ gpg --batch --quiet --passphrase '' --quick-gen-key "Kiln Demo Repository <repo@
 gpg --batch --armor --export-secret-keys > "$demo/operator-secret.asc"
 gpg --batch --armor --export > "$demo/operator.asc"
 
-step "publisher (holds the key) and a mirror serving what it publishes"
+step "publisher (holds the key), pushing to a mirror that serves what it receives"
 pubaddr=127.0.0.1:${KILN_DEMO_PUBLISHER_PORT:-7430}
 mirroraddr=127.0.0.1:${KILN_DEMO_MIRROR_PORT:-8080}
 cat >"$demo/publisher.yaml" <<EOC
@@ -100,11 +100,14 @@ repositories:
 serve:
   listen: $pubaddr
   dev: true
+mirrors:
+  - name: local-mirror
+    dest: $demo/mirror/
 EOC
 "$bin/publisher" serve --config "$demo/publisher.yaml" >"$demo/publisher.log" 2>&1 &
 pids="$pids $!"
-mkdir -p "$demo/publisher/public"
-"$bin/mirror" serve --root "$demo/publisher/public" --listen "$mirroraddr" >"$demo/mirror.log" 2>&1 &
+mkdir -p "$demo/mirror"
+"$bin/mirror" serve --root "$demo/mirror" --listen "$mirroraddr" >"$demo/mirror.log" 2>&1 &
 pids="$pids $!"
 "$bin/publisher" key show --config "$demo/publisher.yaml"
 
@@ -180,7 +183,16 @@ step "build it in a clean buildroot and publish it, as Jenkins would"
 step "a second request for the same sources is not built again"
 "$bin/coordinator" build --release demo --target bookworm-amd64 --package kiln-hello --source "$src@master" --json | grep -E '"deduplicated"|"id"' | head -3
 
-step "apt installs it from the signed repository, verifying the signature"
+step "the publisher pushed it to the mirror (rsync: packages first, signed indexes last)"
+for i in $(seq 1 100); do
+	cmp -s "$demo/mirror/demo-bookworm-amd64/dists/bookworm/InRelease" \
+		"$demo/publisher/public/demo-bookworm-amd64/dists/bookworm/InRelease" && break
+	sleep 0.2
+done
+sleep 1 # the push's last pass removes what no index names
+ls "$demo/mirror/demo-bookworm-amd64/pool/main/k/kiln-hello/"
+
+step "apt installs it from the mirror, verifying the signature"
 apt_dir="$demo/apt"
 mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
 echo "deb [signed-by=$demo/operator.asc] http://$mirroraddr/demo-bookworm-amd64 bookworm main" >"$apt_dir/sources.list"
