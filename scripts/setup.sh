@@ -12,7 +12,7 @@ packages="
 	dpkg-dev debhelper fakeroot build-essential apt-utils reprepro
 	rpm createrepo-c dnf
 	gnupg gpgv
-	zstd xz-utils ca-certificates curl openssh-client
+	zstd xz-utils ca-certificates curl openssh-client procps
 "
 
 [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (it installs packages and starts containerd)" >&2; exit 1; }
