@@ -1,0 +1,200 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/kiln-build/kiln/coordinator/api"
+	"github.com/kiln-build/kiln/coordinator/fleet"
+	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/coordinator/store"
+	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
+	"github.com/kiln-build/kiln/worker/executor"
+)
+
+// fakeExec runs jobs by a function the test gives.
+type fakeExec struct {
+	run func(ctx context.Context, j executor.Job, log io.Writer) (executor.Result, error)
+}
+
+func (f fakeExec) Run(ctx context.Context, j executor.Job, log io.Writer) (executor.Result, error) {
+	return f.run(ctx, j, log)
+}
+
+// coordinator is an in-process coordinator (fleet, store and the worker
+// API) reached over bufconn.
+type coordinator struct {
+	f    *fleet.Fleet
+	conn *grpc.ClientConn
+}
+
+func newCoordinator(t *testing.T) *coordinator {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := store.Open(ctx, filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := fleet.New(ctx, fleet.Config{StateDir: dir, LostAfter: 10 * time.Second, RetryCap: 2}, st, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis := bufconn.Listen(1 << 20)
+	srv := grpc.NewServer()
+	wpb.RegisterWorkerServiceServer(srv, api.NewWorkerServer(f, nil, time.Second))
+	go srv.Serve(lis)
+	conn, err := grpc.NewClient("passthrough:///bufnet", grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(context.Context, string) (net.Conn, error) { return lis.Dial() }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(); srv.Stop(); st.Close() })
+	return &coordinator{f: f, conn: conn}
+}
+
+func (c *coordinator) runAgent(t *testing.T, exec executor.Executor) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	a := New(Config{Name: "w1", Labels: map[string]string{"os": "linux"}, Slots: 1, WorkDir: t.TempDir(), PollWait: time.Second, ShutdownGrace: time.Second},
+		c.conn, exec, hclog.NewNullLogger())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	}
+}
+
+func (c *coordinator) wait(t *testing.T, id string, final bool) *job.Job {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		j, _, err := c.f.Get(context.Background(), id)
+		if err == nil && (j.State.Final() == final) && (final || j.State == job.Running) {
+			return j
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("job %s did not get there", id)
+	return nil
+}
+
+func (c *coordinator) log(t *testing.T, id string) string {
+	t.Helper()
+	var b strings.Builder
+	if _, err := c.f.StreamLog(context.Background(), id, 0, false, func(p []byte) error { b.Write(p); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+func submit(t *testing.T, c *coordinator, globs ...string) string {
+	t.Helper()
+	j, _, err := c.f.Submit(context.Background(), job.Spec{Kind: job.Command, Command: []string{"build"}, Labels: map[string]string{"os": "linux"}, ArtifactGlobs: globs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j.ID
+}
+
+func TestAgentRunsJobStreamsLogAndUploadsArtifacts(t *testing.T) {
+	t.Parallel()
+	c := newCoordinator(t)
+	stop := c.runAgent(t, fakeExec{run: func(_ context.Context, j executor.Job, log io.Writer) (executor.Result, error) {
+		io.WriteString(log, "compiling "+j.ID+"\n")
+		os.MkdirAll(filepath.Join(j.WorkDir, "out"), 0o755)
+		os.WriteFile(filepath.Join(j.WorkDir, "out", "pkg.deb"), []byte("package bytes"), 0o644)
+		os.WriteFile(filepath.Join(j.WorkDir, "notes.txt"), []byte("not collected"), 0o644)
+		os.Symlink("/etc/passwd", filepath.Join(j.WorkDir, "out", "leak"))
+		return executor.Result{}, nil
+	}})
+	defer stop()
+	id := submit(t, c, "out/*")
+	j := c.wait(t, id, true)
+	if j.State != job.Succeeded || len(j.Artifacts) != 1 || j.Artifacts[0].Name != "out/pkg.deb" || j.Artifacts[0].Size != 13 {
+		t.Fatalf("job %+v", j)
+	}
+	l := c.log(t, id)
+	if !strings.Contains(l, "compiling "+id) || !strings.Contains(l, "artifact out/leak refused: it is a symlink") {
+		t.Fatalf("log:\n%s", l)
+	}
+	fh, _, err := c.f.OpenArtifact(context.Background(), id, "out/pkg.deb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(fh)
+	fh.Close()
+	if string(b) != "package bytes" {
+		t.Fatalf("artifact %q", b)
+	}
+}
+
+func TestAgentReportsFailuresApart(t *testing.T) {
+	t.Parallel()
+	c := newCoordinator(t)
+	var mu sync.Mutex
+	calls := 0
+	stop := c.runAgent(t, fakeExec{run: func(_ context.Context, j executor.Job, log io.Writer) (executor.Result, error) {
+		mu.Lock()
+		calls++
+		n := calls
+		mu.Unlock()
+		switch {
+		case strings.Contains(strings.Join(j.Command, " "), "build") && n == 1:
+			return executor.Result{}, errors.New("containerd unreachable")
+		default:
+			return executor.Result{ExitCode: 2, Reason: "exit status 2"}, nil
+		}
+	}})
+	defer stop()
+	id := submit(t, c)
+	j := c.wait(t, id, true)
+	// The infrastructure failure was retried; the build failure was not.
+	if j.State != job.Failed || j.Attempt != 2 || j.ExitCode != 2 {
+		t.Fatalf("job: %s attempt %d exit %d: %s", j.State, j.Attempt, j.ExitCode, j.Reason)
+	}
+	if l := c.log(t, id); !strings.Contains(l, "infrastructure failure: containerd unreachable") {
+		t.Fatalf("log:\n%s", l)
+	}
+}
+
+func TestAgentStopsJobTheCoordinatorCancels(t *testing.T) {
+	t.Parallel()
+	c := newCoordinator(t)
+	stopped := make(chan struct{})
+	stop := c.runAgent(t, fakeExec{run: func(ctx context.Context, j executor.Job, log io.Writer) (executor.Result, error) {
+		<-ctx.Done()
+		close(stopped)
+		return executor.Result{ExitCode: -1, Reason: "cancelled"}, nil
+	}})
+	defer stop()
+	id := submit(t, c)
+	c.wait(t, id, false)
+	if _, err := c.f.Cancel(context.Background(), id, "not needed"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-stopped:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the agent did not stop the cancelled job")
+	}
+	if j := c.wait(t, id, true); j.State != job.Canceled {
+		t.Fatalf("job %s", j.State)
+	}
+}
