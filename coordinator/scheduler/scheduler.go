@@ -480,16 +480,22 @@ func (s *Scheduler) Pull(ctx context.Context, id string, wait time.Duration) (*j
 	defer s.mu.Unlock()
 	s.removeWaiter(w)
 	select {
-	case j := <-w.ch:
+	case j, ok := <-w.ch:
+		if !ok {
+			// The session was dropped (goodbye, drain, lost) while waiting.
+			return nil, ctx.Err()
+		}
 		if ctx.Err() != nil {
-			// The puller is gone: give the job back.
+			// The puller is gone: give the job back, unless it was
+			// cancelled meanwhile.
 			delete(ss.running, j.ID)
 			delete(ss.assigned, j.ID)
-			lj := s.live[j.ID]
-			lj.Attempt--
-			lj.State = job.Queued
-			lj.Worker = ""
-			s.push(lj, s.clock.Now())
+			if lj := s.live[j.ID]; lj != nil && lj.State == job.Running {
+				lj.Attempt--
+				lj.State = job.Queued
+				lj.Worker = ""
+				s.push(lj, s.clock.Now())
+			}
 			return nil, ctx.Err()
 		}
 		return j, nil

@@ -361,3 +361,66 @@ func TestWorkerLabelAlternatives(t *testing.T) {
 		t.Fatalf("prefix matched: %q", r)
 	}
 }
+
+// A long poll whose session is dropped (goodbye) while its puller is also
+// gone ends quietly; the job it may have been handed goes back.
+func TestPullEndsWhenSessionDropped(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 3)
+	sid, _, _ := f.s.Register("w1", bookworm(), 1, nil)
+	for i := 0; i < 50; i++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			_, err := f.s.Pull(ctx, sid, time.Minute)
+			done <- err
+		}()
+		for {
+			f.s.mu.Lock()
+			n := len(f.s.waiters)
+			f.s.mu.Unlock()
+			if n == 1 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		// Drop the waiter and cancel its puller at once.
+		drained := make(chan struct{})
+		go func() { f.s.Drain("w1", true); close(drained) }()
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("pull did not end")
+		}
+		<-drained
+		f.s.Drain("w1", false)
+	}
+	// A job handed to a puller that is gone goes back to the queue.
+	ctx, cancel := context.WithCancel(context.Background())
+	got := make(chan *job.Job, 1)
+	go func() {
+		j, _ := f.s.Pull(ctx, sid, time.Minute)
+		got <- j
+	}()
+	for {
+		f.s.mu.Lock()
+		n := len(f.s.waiters)
+		f.s.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	f.s.mu.Lock() // hold the scheduler so the hand-off and the cancel race
+	cancel()
+	f.s.mu.Unlock()
+	j := f.submit(bookworm(), 0, "", "")
+	if g := <-got; g != nil && g.ID == j.ID {
+		// The puller took it before noticing its cancel: fine, it has it.
+		return
+	}
+	if id := f.pull(sid); id != j.ID {
+		t.Fatalf("job not given back: pulled %q", id)
+	}
+}
