@@ -155,6 +155,9 @@ type Job struct {
 	// QueuedAt is when the scheduler last queued the job; it lives in
 	// memory only, for the queue-to-start metric.
 	QueuedAt time.Time
+	// Version orders the changes of a job: the store keeps the highest, so
+	// a write racing behind a newer one cannot bring back an older state.
+	Version int64
 }
 
 // Clone returns a deep enough copy for readers outside the scheduler.

@@ -41,6 +41,20 @@ type Config struct {
 	Started func(wait time.Duration)
 }
 
+// snap stamps j with a new version and returns a copy to persist. Called
+// with s.mu held, so versions follow the order of the changes; they are
+// wall-clock nanoseconds so that they also exceed what a previous process
+// wrote.
+func (s *Scheduler) snap(j *job.Job) *job.Job {
+	v := time.Now().UnixNano()
+	if v <= s.version {
+		v = s.version + 1
+	}
+	s.version = v
+	j.Version = v
+	return j.Clone()
+}
+
 // Errors callers branch on.
 var (
 	// ErrUnknownSession means the session expired or never existed; the
@@ -126,6 +140,7 @@ type Scheduler struct {
 	clock Clock
 
 	mu        sync.Mutex
+	version   int64
 	live      map[string]*job.Job
 	queues    map[string]*labelQueue
 	enqueued  map[string]time.Time
@@ -198,7 +213,7 @@ func (s *Scheduler) Enqueue(j *job.Job) []*job.Job {
 	if !s.handOff(j, now) {
 		s.push(j, now)
 	}
-	return append(changed, j.Clone())
+	return append(changed, s.snap(j))
 }
 
 func (s *Scheduler) trackSupersede(j *job.Job) {
@@ -220,7 +235,7 @@ func (s *Scheduler) handOff(j *job.Job, now time.Time) bool {
 		s.enqueued[j.ID] = now
 		j.QueuedAt = now
 		s.assign(w.s, j, now)
-		w.ch <- j.Clone()
+		w.ch <- s.snap(j)
 		return true
 	}
 	return false
@@ -456,7 +471,7 @@ func (s *Scheduler) Pull(ctx context.Context, id string, wait time.Duration) (*j
 	}
 	if j := s.next(ss); j != nil {
 		s.assign(ss, j, now)
-		c := j.Clone()
+		c := s.snap(j)
 		s.mu.Unlock()
 		return c, nil
 	}
@@ -573,7 +588,7 @@ func (s *Scheduler) Complete(id, jobID string, attempt int, o Outcome) (*job.Job
 		j.State = job.Succeeded
 	}
 	s.finish(j, now)
-	return j.Clone(), nil
+	return s.snap(j), nil
 }
 
 // requeue puts a job back in the queue after an infrastructure failure, or
@@ -584,7 +599,7 @@ func (s *Scheduler) requeue(j *job.Job, reason string) *job.Job {
 		j.State = job.Error
 		j.Reason = fmt.Sprintf("%s; gave up after %d attempts (retry cap)", reason, j.Attempt)
 		s.finish(j, now)
-		return j.Clone()
+		return s.snap(j)
 	}
 	j.State = job.Queued
 	j.Reason = reason
@@ -592,7 +607,7 @@ func (s *Scheduler) requeue(j *job.Job, reason string) *job.Job {
 	if !s.handOff(j, now) {
 		s.push(j, now)
 	}
-	return j.Clone()
+	return s.snap(j)
 }
 
 func (s *Scheduler) finish(j *job.Job, now time.Time) {
@@ -637,7 +652,7 @@ func (s *Scheduler) cancelLocked(j *job.Job, reason string) *job.Job {
 	j.State = job.Canceled
 	j.Reason = reason
 	s.finish(j, s.clock.Now())
-	return j.Clone()
+	return s.snap(j)
 }
 
 // Goodbye ends a session; its running jobs are re-queued.

@@ -106,6 +106,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("create schema in %s: %w", path, err)
 	}
+	if err := addVersionColumn(ctx, db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("upgrade schema in %s: %w", path, err)
+	}
 	up, err := db.PrepareContext(ctx, upsert)
 	if err != nil {
 		db.Close()
@@ -185,13 +189,33 @@ func (s *Store) writer() {
 
 const insertNote = `INSERT OR REPLACE INTO job_notes (job_id, seq, at, line) VALUES (?,?,?,?)`
 
+// upsert writes a job unless the store already has a newer version of it:
+// two writers racing (an assignment and a cancel, say) cannot put an older
+// state back.
 const upsert = `INSERT INTO jobs (id, seq, state, spec, build_key, rebuild, rebuild_of, verify, attempt, worker,
-	exit_code, reason, artifacts, record, differing, publish, created_at, started_at, finished_at)
-VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+	exit_code, reason, artifacts, record, differing, publish, created_at, started_at, finished_at, version)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 ON CONFLICT(id) DO UPDATE SET state=excluded.state, attempt=excluded.attempt, worker=excluded.worker,
 	exit_code=excluded.exit_code, reason=excluded.reason, artifacts=excluded.artifacts, record=excluded.record,
 	differing=excluded.differing, publish=excluded.publish, started_at=excluded.started_at,
-	finished_at=excluded.finished_at, spec=excluded.spec`
+	finished_at=excluded.finished_at, spec=excluded.spec, version=excluded.version
+WHERE excluded.version >= jobs.version`
+
+// addVersionColumn adds the version column to a database made before it
+// existed.
+func addVersionColumn(ctx context.Context, db *sql.DB) error {
+	rows, err := db.QueryContext(ctx, `SELECT name FROM pragma_table_info('jobs') WHERE name = 'version'`)
+	if err != nil {
+		return err
+	}
+	found := rows.Next()
+	rows.Close()
+	if found {
+		return nil
+	}
+	_, err = db.ExecContext(ctx, `ALTER TABLE jobs ADD COLUMN version INTEGER NOT NULL DEFAULT 0`)
+	return err
+}
 
 func (s *Store) commit(batch []writeReq) error {
 	ctx := context.Background()
@@ -263,7 +287,7 @@ func row(j *job.Job) ([]any, error) {
 	}
 	return []any{j.ID, j.Seq, int(j.State), string(spec), j.BuildKey, b2i(j.Rebuild), j.RebuildOf, b2i(j.Verify),
 		j.Attempt, j.Worker, j.ExitCode, j.Reason, string(arts), rec, string(diff), j.Publish,
-		unix(j.CreatedAt), unix(j.StartedAt), unix(j.FinishedAt)}, nil
+		unix(j.CreatedAt), unix(j.StartedAt), unix(j.FinishedAt), j.Version}, nil
 }
 
 func nonNil(a []job.Artifact) []job.Artifact {
@@ -288,7 +312,7 @@ func b2i(b bool) int {
 }
 
 const columns = `id, seq, state, spec, build_key, rebuild, rebuild_of, verify, attempt, worker, exit_code, reason,
-	artifacts, record, differing, publish, created_at, started_at, finished_at`
+	artifacts, record, differing, publish, created_at, started_at, finished_at, version`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -298,7 +322,7 @@ func scan(r scanner) (*job.Job, error) {
 	var spec, arts, rec, diff string
 	var c, st, f int64
 	if err := r.Scan(&j.ID, &j.Seq, &state, &spec, &j.BuildKey, &rebuild, &j.RebuildOf, &verify, &j.Attempt,
-		&j.Worker, &j.ExitCode, &j.Reason, &arts, &rec, &diff, &j.Publish, &c, &st, &f); err != nil {
+		&j.Worker, &j.ExitCode, &j.Reason, &arts, &rec, &diff, &j.Publish, &c, &st, &f, &j.Version); err != nil {
 		return nil, err
 	}
 	j.State, j.Rebuild, j.Verify = job.State(state), rebuild == 1, verify == 1

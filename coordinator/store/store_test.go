@@ -95,3 +95,37 @@ func TestConcurrentPutsAndRevisions(t *testing.T) {
 		t.Fatalf("other release revision %d", n)
 	}
 }
+
+// A write carrying an older version than the stored one does not bring an
+// older state back (an assignment landing after a cancel).
+func TestOlderVersionDoesNotOverwrite(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "state.db"))
+	defer s.Close()
+	j := &job.Job{ID: "1", Seq: 1, State: job.Queued, CreatedAt: time.Now(), Spec: job.Spec{Kind: job.Command, Command: []string{"true"}}}
+	if err := s.Put(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	running, canceled := *j, *j
+	running.State, running.Version = job.Running, 10
+	canceled.State, canceled.Version, canceled.Reason = job.Canceled, 11, "cancelled by user"
+	if err := s.Put(ctx, &canceled); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, &running); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(ctx, "1")
+	if err != nil || got.State != job.Canceled || got.Version != 11 {
+		t.Fatalf("got %v version %d: %v", got.State, got.Version, err)
+	}
+	// The same version again (a publish state on a final job) applies.
+	canceled.Publish = "published"
+	if err := s.Put(ctx, &canceled); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Get(ctx, "1"); got.Publish != "published" {
+		t.Fatalf("same-version write lost: %+v", got)
+	}
+}
