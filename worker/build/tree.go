@@ -46,31 +46,47 @@ func checkSymlink(what, name, target string) error {
 	return nil
 }
 
-// extractTar unpacks the tar stream r into root, refusing members that
-// would land outside it. keep, when set, selects the members (by cleaned
-// path) to extract; strip is removed from the front of every path first.
-func extractTar(what string, r io.Reader, root *os.Root, strip string, keep func(string) bool) error {
-	tr := tar.NewReader(r)
+// nextMember reads the next tar member that is a file-system entry and
+// checks it: a clean relative name, and a symlink that stays inside the
+// tree. Every member is checked, also those the caller leaves out. It
+// returns io.EOF at the end of the archive.
+func nextMember(what string, tr *tar.Reader) (*tar.Header, string, error) {
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			return nil
+			return nil, "", io.EOF
 		}
 		if err != nil {
-			return badSource("%s: unreadable archive: %v", what, err)
+			return nil, "", badSource("%s: unreadable archive: %v", what, err)
 		}
 		if hdr.Typeflag == tar.TypeXGlobalHeader {
 			continue
 		}
 		name, err := cleanMember(what, hdr.Name)
 		if err != nil {
-			return err
+			return nil, "", err
 		}
-		// Every member is checked, also those left out.
 		if hdr.Typeflag == tar.TypeSymlink {
 			if err := checkSymlink(what, name, hdr.Linkname); err != nil {
-				return err
+				return nil, "", err
 			}
+		}
+		return hdr, name, nil
+	}
+}
+
+// extractTar unpacks the tar stream r into root, refusing members that
+// would land outside it. keep, when set, selects the members (by cleaned
+// path) to extract; strip is removed from the front of every path first.
+func extractTar(what string, r io.Reader, root *os.Root, strip string, keep func(string) bool) error {
+	tr := tar.NewReader(r)
+	for {
+		hdr, name, err := nextMember(what, tr)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
 		}
 		if strip != "" {
 			if name == strip {
@@ -176,24 +192,12 @@ func writeTarball(what string, r io.Reader, w io.Writer, prefix string, skip fun
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	for {
-		hdr, err := tr.Next()
+		hdr, name, err := nextMember(what, tr)
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return badSource("%s: unreadable archive: %v", what, err)
-		}
-		if hdr.Typeflag == tar.TypeXGlobalHeader {
-			continue
-		}
-		name, err := cleanMember(what, hdr.Name)
-		if err != nil {
 			return err
-		}
-		if hdr.Typeflag == tar.TypeSymlink {
-			if err := checkSymlink(what, name, hdr.Linkname); err != nil {
-				return err
-			}
 		}
 		if skip != nil && skip(name) {
 			continue
