@@ -55,6 +55,23 @@ func (f *fixture) submit(labels map[string]string, prio int32, group, supersede 
 	return j
 }
 
+// waitForWaiter waits until one puller is registered as a waiter.
+func (f *fixture) waitForWaiter() {
+	f.t.Helper()
+	for i := 0; ; i++ {
+		f.s.mu.Lock()
+		n := len(f.s.waiters)
+		f.s.mu.Unlock()
+		if n == 1 {
+			return
+		}
+		if i > 5000 {
+			f.t.Fatal("puller never waited")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func (f *fixture) pull(session string) string {
 	f.t.Helper()
 	j, err := f.s.Pull(context.Background(), session, 0)
@@ -271,19 +288,7 @@ func TestLongPollHandOffAndQueueToStart(t *testing.T) {
 		j, _ := f.s.Pull(context.Background(), sid, time.Minute)
 		got <- j
 	}()
-	// Wait until the puller is registered as a waiter.
-	for i := 0; ; i++ {
-		f.s.mu.Lock()
-		n := len(f.s.waiters)
-		f.s.mu.Unlock()
-		if n == 1 {
-			break
-		}
-		if i > 1000 {
-			t.Fatal("puller never waited")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	f.waitForWaiter()
 	j := f.submit(bookworm(), 0, "", "")
 	select {
 	case g := <-got:
@@ -375,15 +380,7 @@ func TestPullEndsWhenSessionDropped(t *testing.T) {
 			_, err := f.s.Pull(ctx, sid, time.Minute)
 			done <- err
 		}()
-		for {
-			f.s.mu.Lock()
-			n := len(f.s.waiters)
-			f.s.mu.Unlock()
-			if n == 1 {
-				break
-			}
-			time.Sleep(time.Millisecond)
-		}
+		f.waitForWaiter()
 		// Drop the waiter and cancel its puller at once.
 		drained := make(chan struct{})
 		go func() { f.s.Drain("w1", true); close(drained) }()
@@ -403,15 +400,7 @@ func TestPullEndsWhenSessionDropped(t *testing.T) {
 		j, _ := f.s.Pull(ctx, sid, time.Minute)
 		got <- j
 	}()
-	for {
-		f.s.mu.Lock()
-		n := len(f.s.waiters)
-		f.s.mu.Unlock()
-		if n == 1 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	f.waitForWaiter()
 	f.s.mu.Lock() // hold the scheduler so the hand-off and the cancel race
 	cancel()
 	f.s.mu.Unlock()
