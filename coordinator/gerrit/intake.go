@@ -409,21 +409,33 @@ func (in *Intake) handleRefUpdated(ctx context.Context, s *server, ev Event) err
 	return in.queueRelease(ctx, s, ev, plan, in.branchHead(ctx, s, ev.Project, ev.Branch, ev.NewRev), key, "ref-updated")
 }
 
+// admit de-duplicates an event and maps its project and branch to a build
+// plan. When the event goes no further (a duplicate, no rule, a bad
+// mapping) it is recorded with the reason and ok is false. Called with
+// in.mu held.
+func (in *Intake) admit(ctx context.Context, s *server, ev Event) (key string, plan Plan, ok bool, err error) {
+	key = dedupKey(s.cfg.Name, ev)
+	if dup, err := in.store.seen(ctx, key); err != nil {
+		return "", Plan{}, false, err
+	} else if dup {
+		return "", Plan{}, false, in.record(ctx, s, ev, ActionDuplicate, "already received", nil)
+	}
+	plan, ok, err = in.mapper.resolve(ev.Project, ev.Branch)
+	if err != nil {
+		return "", Plan{}, false, in.record(ctx, s, ev, ActionError, err.Error(), nil)
+	}
+	if !ok {
+		return "", Plan{}, false, in.record(ctx, s, ev, ActionIgnored, fmt.Sprintf("no rule maps project %s branch %s", ev.Project, ev.Branch), nil)
+	}
+	return key, plan, true, nil
+}
+
 func (in *Intake) handleMerged(ctx context.Context, s *server, ev Event) error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	key := dedupKey(s.cfg.Name, ev)
-	if dup, err := in.store.seen(ctx, key); err != nil {
+	key, plan, ok, err := in.admit(ctx, s, ev)
+	if err != nil || !ok {
 		return err
-	} else if dup {
-		return in.record(ctx, s, ev, ActionDuplicate, "already received", nil)
-	}
-	plan, ok, err := in.mapper.resolve(ev.Project, ev.Branch)
-	if err != nil {
-		return in.record(ctx, s, ev, ActionError, err.Error(), nil)
-	}
-	if !ok {
-		return in.record(ctx, s, ev, ActionIgnored, fmt.Sprintf("no rule maps project %s branch %s", ev.Project, ev.Branch), nil)
 	}
 	rev := ev.NewRev
 	if rev == "" {
@@ -562,18 +574,9 @@ func (in *Intake) submit(ctx context.Context, s *server, ev Event, plan Plan, sr
 func (in *Intake) handleReview(ctx context.Context, s *server, ev Event, why string) error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	key := dedupKey(s.cfg.Name, ev)
-	if dup, err := in.store.seen(ctx, key); err != nil {
+	key, plan, ok, err := in.admit(ctx, s, ev)
+	if err != nil || !ok {
 		return err
-	} else if dup {
-		return in.record(ctx, s, ev, ActionDuplicate, "already received", nil)
-	}
-	plan, ok, err := in.mapper.resolve(ev.Project, ev.Branch)
-	if err != nil {
-		return in.record(ctx, s, ev, ActionError, err.Error(), nil)
-	}
-	if !ok {
-		return in.record(ctx, s, ev, ActionIgnored, fmt.Sprintf("no rule maps project %s branch %s", ev.Project, ev.Branch), nil)
 	}
 	if cur, err := in.store.latestPatchSet(ctx, s.cfg.Name, ev.Change); err != nil {
 		return err
