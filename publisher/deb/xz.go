@@ -18,7 +18,8 @@ import (
 // blocks in it. Each block's LZMA2 data comes from ulikunitz/xz/lzma.
 
 const (
-	xzBlockSize  = 2 << 20 // uncompressed bytes per block
+	xzBlockSize  = 2 << 20 // most uncompressed bytes per block
+	xzMinBlock   = 256 << 10
 	xzDictCap    = 8 << 20
 	xzCheckCRC64 = 0x04
 	xzMagic      = "\xfd7zXZ\x00"
@@ -36,10 +37,13 @@ type xzBlock struct {
 
 // xzCompress returns data as an .xz stream of blocks compressed in parallel.
 func xzCompress(data []byte) ([]byte, error) {
+	// Blocks of at most 2 MiB, and enough of them to keep every CPU busy
+	// on a mid-sized index, but not so small that matches are lost.
+	size := min(xzBlockSize, max(xzMinBlock, (len(data)+runtime.GOMAXPROCS(0)-1)/runtime.GOMAXPROCS(0)))
 	var chunks [][]byte
-	for len(data) > xzBlockSize {
-		chunks = append(chunks, data[:xzBlockSize])
-		data = data[xzBlockSize:]
+	for len(data) > size {
+		chunks = append(chunks, data[:size])
+		data = data[size:]
 	}
 	if len(data) > 0 || len(chunks) == 0 {
 		chunks = append(chunks, data)

@@ -22,7 +22,7 @@ func TestXZCompressIsOneStreamTheDecodersRead(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		data []byte
-	}{{"empty", nil}, {"small", []byte("Package: a\n")}, {"one block exactly", big.Bytes()[:xzBlockSize]}, {"many blocks", big.Bytes()}} {
+	}{{"empty", nil}, {"small", []byte("Package: a\n")}, {"mid-sized, split between CPUs", big.Bytes()[:3*xzMinBlock+5]}, {"largest block exactly", big.Bytes()[:xzBlockSize]}, {"many blocks", big.Bytes()}} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			packed, err := xzCompress(tc.data)

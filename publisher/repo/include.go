@@ -3,11 +3,14 @@ package repo
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -180,6 +183,11 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 				return res, fmt.Errorf("include into %s: %w", repoName, err)
 			case other != f.SHA256:
 				return res, fmt.Errorf("%w: include %s into %s: %s is already in the repository with sha256 %s, the new file has sha256 %s: the same file name must keep the same content", ErrConflict, r.name, repoName, f.Path, other, f.SHA256)
+			default:
+				continue // referenced, and the same content
+			}
+			if err := s.checkPoolPath(repoName, f); err != nil {
+				return res, fmt.Errorf("%w: include %s into %s: %w", ErrConflict, r.name, repoName, err)
 			}
 		}
 		added = append(added, r)
@@ -209,7 +217,37 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 	if err := tx.Commit(); err != nil {
 		return res, fmt.Errorf("include into %s: %w", repoName, err)
 	}
+	// The files enter the published pool now, as with reprepro, so that a
+	// publish only writes indexes. Publish links whatever is still missing
+	// (after a crash here, say), so a failure is only worth a warning.
+	if err := s.linkPool(ctx, s.PublicDir(repoName), added); err != nil {
+		s.log.Warn("included packages not yet in the published pool; the next publish retries", "repo", repoName, "error", err)
+	}
 	return res, nil
+}
+
+// checkPoolPath refuses a new file for a pool path that no package of the
+// repository references but that is still in the published pool with other
+// content: a removed package, which clients may fetch until its file leaves
+// the pool two publishes after the removal.
+func (s *Store) checkPoolPath(repoName string, f poolFile) error {
+	p := filepath.Join(s.PublicDir(repoName), filepath.FromSlash(f.Path))
+	old, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("check the published pool: %w", err)
+	}
+	defer old.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, old); err != nil {
+		return fmt.Errorf("check the published pool: %w", err)
+	}
+	if have := hex.EncodeToString(h.Sum(nil)); have != f.SHA256 {
+		return fmt.Errorf("%s is still in the published pool with sha256 %s (a removed package; it leaves the pool on the second publish after its removal), the new file has sha256 %s: publish twice first, or give the rebuild a new version", f.Path, have, f.SHA256)
+	}
+	return nil
 }
 
 // ErrConflict is wrapped when a different file claims a name/version/arch

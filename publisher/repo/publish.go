@@ -13,8 +13,10 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kiln-build/kiln/publisher/deb"
@@ -250,41 +252,69 @@ func (s *Store) publishTree(ctx context.Context, dir string, cfg Config, rows []
 }
 
 // linkPool makes every file the rows reference present below dir, as a
-// hard link to the stored object (a copy across file systems).
+// hard link to the stored object (a copy across file systems). Files
+// already there are left alone: a pool path keeps one content for as long
+// as anything may reference it (see checkPoolPath). One worker per CPU:
+// creating the per-source directories is kernel time that partly overlaps
+// (more workers only spin on the parent directory's lock).
 func (s *Store) linkPool(ctx context.Context, dir string, rows []*row) error {
-	made := map[string]bool{}
-	for i, r := range rows {
-		if i%1024 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
+	var files []poolFile
+	for _, r := range rows {
+		files = append(files, r.files...)
+	}
+	errs := make([]error, len(files))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(len(files), runtime.GOMAXPROCS(0)) {
+		wg.Go(func() {
+			for i := range next {
+				errs[i] = s.linkPoolFile(dir, files[i])
 			}
+		})
+	}
+	for i := range files {
+		if i%1024 == 0 && ctx.Err() != nil {
+			break
 		}
-		for _, f := range r.files {
-			dst := filepath.Join(dir, filepath.FromSlash(f.Path))
-			if _, err := os.Lstat(dst); err == nil {
-				continue
-			}
-			parent := filepath.Dir(dst)
-			if !made[parent] {
-				if err := os.MkdirAll(parent, 0o755); err != nil {
-					return err
-				}
-				made[parent] = true
-			}
-			src := s.objectPath(f.SHA256)
-			// Link under a temporary name, then rename: a crash never
-			// leaves a partial file under the real name.
-			tmp := dst + ".tmp-link"
-			_ = os.Remove(tmp)
-			if err := os.Link(src, tmp); err != nil {
-				if err := copyFile(src, tmp); err != nil {
-					return fmt.Errorf("pool file %s: %w", f.Path, err)
-				}
-			}
-			if err := os.Rename(tmp, dst); err != nil {
-				return fmt.Errorf("pool file %s: %w", f.Path, err)
-			}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return errors.Join(errs...)
+}
+
+// linkPoolFile makes one pool file present below dir. A hard link appears
+// whole under its name or not at all; a copy (across file systems) is
+// written under a temporary name and renamed.
+func (s *Store) linkPoolFile(dir string, f poolFile) error {
+	dst := filepath.Join(dir, filepath.FromSlash(f.Path))
+	if _, err := os.Lstat(dst); err == nil {
+		return nil
+	}
+	src := s.objectPath(f.SHA256)
+	err := os.Link(src, dst)
+	if errors.Is(err, fs.ErrNotExist) {
+		if merr := os.MkdirAll(filepath.Dir(dst), 0o755); merr != nil {
+			return fmt.Errorf("pool file %s: %w", f.Path, merr)
 		}
+		err = os.Link(src, dst)
+	}
+	switch {
+	case err == nil, errors.Is(err, fs.ErrExist):
+		return nil
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("pool file %s: stored object %s is missing: %w", f.Path, f.SHA256, err)
+	}
+	tmp := dst + ".tmp-link"
+	_ = os.Remove(tmp)
+	if err := copyFile(src, tmp); err != nil {
+		return fmt.Errorf("pool file %s: %w", f.Path, err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return fmt.Errorf("pool file %s: %w", f.Path, err)
 	}
 	return nil
 }

@@ -326,3 +326,52 @@ func fileSHA(t *testing.T, p string) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
 }
+
+// A package removed and included again with other content under the same
+// file name is refused while its old file is still in the published pool
+// (clients may still fetch it), and accepted once the pool dropped it; the
+// published pool file then has the new content.
+func TestRemovedFileNameComesBackWithOtherContent(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	first := f.deb("alpha", "1.0", "amd64", "one")
+	if _, err := f.store.Include(ctx, "test", []repo.Input{first}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	poolFile := filepath.Join(f.store.PublicDir("test"), "pool/main/a/alpha/alpha_1.0_amd64.deb")
+	if fileSHA(t, poolFile) != fileSHA(t, first.Path) {
+		t.Fatal("the included file is not in the published pool right after include")
+	}
+	if _, err := f.store.Publish(ctx, "test", fakeSigner{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Remove(ctx, "test", []repo.RemoveSpec{{Name: "alpha"}}); err != nil {
+		t.Fatal(err)
+	}
+	other := f.deb("alpha", "1.0", "amd64", "two")
+	_, err := f.store.Include(ctx, "test", []repo.Input{other}, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "still in the published pool with sha256 "+fileSHA(t, first.Path)) {
+		t.Fatalf("including other content under a still-published file name: %v", err)
+	}
+	if list, _ := f.store.List(ctx, "test"); len(list) != 0 {
+		t.Fatalf("refused include left %d packages", len(list))
+	}
+	for range 2 {
+		if _, err := f.store.Publish(ctx, "test", fakeSigner{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.store.Include(ctx, "test", []repo.Input{other}, nil, nil); err != nil {
+		t.Fatalf("include after the old file left the pool: %v", err)
+	}
+	if _, err := f.store.Publish(ctx, "test", fakeSigner{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fileSHA(t, poolFile), fileSHA(t, other.Path); got != want {
+		t.Errorf("published pool file has sha256 %s, the included package %s", got, want)
+	}
+	if !strings.Contains(f.read("dists/stable/main/binary-amd64/Packages"), "SHA256: "+fileSHA(t, other.Path)) {
+		t.Error("Packages does not list the new file's sha256")
+	}
+}
