@@ -14,8 +14,9 @@
 #   - signing (for COUNT <= KILN_BENCH_SIGN_MAX, default 2000) with the same
 #     gpg-generated keys (KILN_BENCH_KEYS, default "rsa3072 ed25519"):
 #     rpmsign --addsign (header signature), rpmsign --addsign --rpmv3
-#     (header and header+payload, as Kiln does) and Kiln, which signs with
-#     one worker per CPU.
+#     (header and header+payload), and Kiln, which signs with one worker
+#     per CPU, both ways: header and header+payload (the publisher's
+#     default) and header only (rpm_signatures: header).
 # Repodata runs are repeated KILN_BENCH_REPEAT times (default 3) and the
 # fastest is reported with all of them; rpmsign runs once.
 # Results go to stdout; work files under KILN_BENCH_DIR (default: a new
@@ -186,6 +187,8 @@ for n in "${counts[@]}"; do
 			done
 			clean_signed() { rm -rf "$s"; }
 			timed "kiln sign, header + header+payload ($k)" clean_signed "$bench" sign "$work/$k.asc" "$rpms" "$s"
+			verify "$k" "$s"
+			timed "kiln sign, header only ($k)" clean_signed "$bench" sign-header "$work/$k.asc" "$rpms" "$s"
 			verify "$k" "$s"
 			rm -rf "$s"
 		done

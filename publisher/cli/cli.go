@@ -69,7 +69,8 @@ Commands:
 
 Every command takes --config FILE, or for a quick start without one:
   --root DIR --key FILE [--passphrase-file F] and, creating a repository on
-  its first include, --format deb|rpm [--suite S] [--component C].
+  its first include, --format deb|rpm [--suite S] [--component C]
+  [--rpm-signatures header+payload|header].
 
 Run "publisher COMMAND --help" for a command's flags.
 `
@@ -77,7 +78,7 @@ Run "publisher COMMAND --help" for a command's flags.
 // common holds the flags every command has.
 type common struct {
 	configFile, root, key, passFile, passEnv, logLevel string
-	format, suite, component                           string
+	format, suite, component, rpmSignatures            string
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -93,6 +94,7 @@ func (c *common) registerRepo(fs *flag.FlagSet) {
 	fs.StringVar(&c.format, "format", "", "format of a repository created on first include: deb or rpm")
 	fs.StringVar(&c.suite, "suite", "", "suite of a deb repository created on first include (e.g. bookworm)")
 	fs.StringVar(&c.component, "component", "main", "component of a deb repository created on first include")
+	fs.StringVar(&c.rpmSignatures, "rpm-signatures", "header+payload", "signatures of an rpm repository created on first include: header+payload, or header (as rpmsign does since rpm 4.16)")
 }
 
 // env is what a command runs with.
@@ -265,6 +267,9 @@ func runInclude(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 			return fmt.Errorf("repository %s does not exist: create it by giving --format deb|rpm (and --suite for deb) or list it in the config file", repoName)
 		}
 		rc := repo.Config{Name: repoName, Format: c.format, Suite: c.suite, Component: c.component}
+		if c.format == repo.FormatRPM {
+			rc.RPMSignatures = c.rpmSignatures
+		}
 		if err := e.store.CreateRepo(ctx, rc); err != nil {
 			return err
 		}

@@ -162,3 +162,47 @@ func publicKey(t *testing.T, keyFile, dst string) string {
 	must(t, os.WriteFile(dst, []byte(out[i:]), 0o644))
 	return dst
 }
+
+// TestRPMHeaderOnlySignatures: a repository created with --rpm-signatures
+// header signs as rpmsign does since rpm 4.16; rpmkeys in strict mode and
+// dnf with gpgcheck accept it, and a tampered payload is still refused (the
+// header's payload digest covers it).
+func TestRPMHeaderOnlySignatures(t *testing.T) {
+	t.Parallel()
+	testenv.Tool(t, "rpmbuild")
+	key := signtest.Generate(t, "rsa3072", "")
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	base := []string{"--root", root, "--key", key.KeyFile}
+	pkg := rpmbuild(t, dir, "kiln-rpm-header", "1.0")
+	cmd := exec.Command(publisherBin(t), append([]string{"include", "--repo", "bad", "--format", "rpm", "--rpm-signatures", "v3", pkg}, base...)...)
+	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), `rpm signatures "v3"`) {
+		t.Errorf("--rpm-signatures v3: %v\n%s", err, b)
+	}
+	publisher(t, append([]string{"include", "--publish", "--repo", "el", "--format", "rpm", "--rpm-signatures", "header", pkg}, base...)...)
+	public := filepath.Join(root, "public", "el")
+	signed := filepath.Join(public, "Packages", "k", "kiln-rpm-header-1.0-1.noarch.rpm")
+	pubKey := publicKey(t, key.KeyFile, filepath.Join(dir, "public.asc"))
+	out, ok := checksig(t, pubKey, signed)
+	if !ok {
+		t.Fatalf("rpmkeys --checksig rejects the header-only signed rpm:\n%s", out)
+	}
+	verbose, err := exec.Command(testenv.Tool(t, "rpm"), "-qp", "--qf", "rsa=%{RSAHEADER:pgpsig} pgp=%{SIGPGP:pgpsig}\n", signed).CombinedOutput()
+	if err != nil {
+		t.Fatalf("rpm -qp: %v\n%s", err, verbose)
+	}
+	if !strings.Contains(string(verbose), "rsa=RSA/SHA") || !strings.Contains(string(verbose), "pgp=(none)") {
+		t.Errorf("want a header-only RSA signature and no header+payload one, rpm says: %s", verbose)
+	}
+	data, err := os.ReadFile(signed)
+	must(t, err)
+	data[len(data)-40] ^= 0x55
+	tampered := filepath.Join(dir, "tampered.rpm")
+	must(t, os.WriteFile(tampered, data, 0o644))
+	if out, ok := checksig(t, pubKey, tampered); ok {
+		t.Errorf("rpmkeys accepts a header-only signed rpm with a tampered payload:\n%s", out)
+	}
+	if out, err := dnfDownload(t, serve(t, public), pubKey, "kiln-rpm-header"); err != nil {
+		t.Fatalf("dnf refused the header-only signed repository: %v\n%s", err, out)
+	}
+}

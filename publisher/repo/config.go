@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"regexp"
 	"time"
+
+	"github.com/kiln-build/kiln/publisher/rpm"
 )
 
 // Formats.
@@ -39,6 +41,9 @@ type Config struct {
 	Architectures []string      `yaml:"architectures" json:"architectures,omitempty"`
 	ValidFor      time.Duration `yaml:"valid_for" json:"valid_for,omitempty"`
 	Compressions  []string      `yaml:"compressions" json:"compressions,omitempty"`
+	// RPM only: "header+payload" (the default) or "header"; see
+	// rpm.Signatures.
+	RPMSignatures string `yaml:"rpm_signatures" json:"rpm_signatures,omitempty"`
 }
 
 var (
@@ -114,6 +119,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("repository %s: valid_for %s is negative", c.Name, c.ValidFor)
 		}
 	case FormatRPM:
+		if _, err := rpm.ParseSignatures(c.RPMSignatures); err != nil {
+			return fmt.Errorf("repository %s: %w", c.Name, err)
+		}
 	case "":
 		return fmt.Errorf("repository %s: no format: set format deb or rpm (--format)", c.Name)
 	default:

@@ -313,7 +313,7 @@ func (s *Store) readInput(ctx context.Context, in Input, cfg Config, resolve Res
 		}
 		return s.readDSC(in, resolve, cfg)
 	case ext == ".rpm" && cfg.Format == FormatRPM:
-		return s.readRPM(ctx, in, signer)
+		return s.readRPM(ctx, in, signer, cfg)
 	case ext == ".deb" || ext == ".udeb" || ext == ".dsc" || ext == ".rpm":
 		return nil, fmt.Errorf("include %s: a %s file cannot go into %s repository %s", in.Name, ext, cfg.Format, cfg.Name)
 	}
@@ -430,7 +430,7 @@ func (s *Store) readDSC(in Input, resolve Resolver, cfg Config) (*row, error) {
 
 var rpmName = regexp.MustCompile(`^[A-Za-z0-9_+.-]+$`)
 
-func (s *Store) readRPM(ctx context.Context, in Input, signer Signer) (*row, error) {
+func (s *Store) readRPM(ctx context.Context, in Input, signer Signer, cfg Config) (*row, error) {
 	if signer == nil {
 		return nil, fmt.Errorf("include %s: rpm packages are signed as they enter the repository: give the signing key (--key)", in.Name)
 	}
@@ -454,7 +454,11 @@ func (s *Store) readRPM(ctx context.Context, in Input, signer Signer) (*row, err
 	}
 	signed.Close()
 	r.objects[signed.Name()] = ""
-	if err := rpm.SignFile(ctx, signer, tmp, signed.Name()); err != nil {
+	which, err := rpm.ParseSignatures(cfg.RPMSignatures)
+	if err != nil {
+		return r, fmt.Errorf("include %s: %w", in.Name, err)
+	}
+	if err := rpm.SignFileWith(ctx, signer, tmp, signed.Name(), which); err != nil {
 		return r, fmt.Errorf("include %s: sign: %w", in.Name, err)
 	}
 	p, err := rpm.ReadFile(signed.Name())

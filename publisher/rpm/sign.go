@@ -45,12 +45,47 @@ const (
 	pkEd448      = 28
 )
 
+// Signatures says which signatures [SignFile] makes.
+type Signatures string
+
+const (
+	// HeaderAndPayload makes a header-only and a header+payload signature
+	// (what rpmsign --addsign --rpmv3 makes; the zero value means this).
+	HeaderAndPayload Signatures = "header+payload"
+	// HeaderOnly makes the header-only signature, as rpmsign --addsign does
+	// since rpm 4.16: the header's payload digest covers the payload. A
+	// package without a payload digest (built by rpm before 4.14) still
+	// gets both signatures.
+	HeaderOnly Signatures = "header"
+)
+
+// payloadDigestTag is RPMTAG_PAYLOADDIGEST in the main header.
+const payloadDigestTag = 5092
+
+// ParseSignatures checks a configured signature mode; "" is
+// HeaderAndPayload.
+func ParseSignatures(s string) (Signatures, error) {
+	switch Signatures(s) {
+	case "", HeaderAndPayload:
+		return HeaderAndPayload, nil
+	case HeaderOnly:
+		return HeaderOnly, nil
+	}
+	return "", fmt.Errorf("rpm signatures %q: use %q (header-only and header+payload signatures) or %q (header-only, as rpmsign does since rpm 4.16)", s, HeaderAndPayload, HeaderOnly)
+}
+
 // SignFile writes to dst a copy of the rpm at src with a new signature header
-// signed by s. dst is written through a temporary file in its directory and
-// renamed into place, so it is either absent, the old file, or complete;
-// dst is not fsynced, the caller syncs it before publishing an index that
-// references it. src and dst may be the same path.
-func SignFile(ctx context.Context, s Signer, src, dst string) (err error) {
+// signed by s, with a header-only and a header+payload signature. dst is
+// written through a temporary file in its directory and renamed into place,
+// so it is either absent, the old file, or complete; dst is not fsynced, the
+// caller syncs it before publishing an index that references it. src and
+// dst may be the same path.
+func SignFile(ctx context.Context, s Signer, src, dst string) error {
+	return SignFileWith(ctx, s, src, dst, HeaderAndPayload)
+}
+
+// SignFileWith is [SignFile] making the signatures that which says.
+func SignFileWith(ctx context.Context, s Signer, src, dst string, which Signatures) (err error) {
 	if s == nil {
 		return fmt.Errorf("sign rpm %s: no signer", src)
 	}
@@ -68,7 +103,8 @@ func SignFile(ctx context.Context, s Signer, src, dst string) (err error) {
 		return fmt.Errorf("sign rpm %s: %w", src, err)
 	}
 	payload := io.NewSectionReader(f, l.payloadStart, fi.Size()-l.payloadStart)
-	sigHeader, err := signatureHeader(ctx, s, l, payload)
+	full := which != HeaderOnly || len(l.main.strings(payloadDigestTag)) == 0
+	sigHeader, err := signatureHeader(ctx, s, l, payload, full)
 	if err != nil {
 		return fmt.Errorf("sign rpm %s: %w", src, err)
 	}
@@ -79,9 +115,9 @@ func SignFile(ctx context.Context, s Signer, src, dst string) (err error) {
 }
 
 // signatureHeader builds a new signature header for the package laid out in
-// l, with payload its payload: digests, sizes, and the header-only and
-// header+payload signatures made by s.
-func signatureHeader(ctx context.Context, s Signer, l *layout, payload *io.SectionReader) ([]byte, error) {
+// l, with payload its payload: digests, sizes, and the header-only and (when
+// full) the header+payload signature made by s.
+func signatureHeader(ctx context.Context, s Signer, l *layout, payload *io.SectionReader, full bool) ([]byte, error) {
 	mainRaw := l.main.raw
 	sha1sum := sha1.Sum(mainRaw)
 	sha256sum := sha256.Sum256(mainRaw)
@@ -119,9 +155,14 @@ func signatureHeader(ctx context.Context, s Signer, l *layout, payload *io.Secti
 	// The header+payload signature reads the payload once, and the MD5
 	// digest is taken on the way.
 	whole := io.MultiReader(bytes.NewReader(mainRaw), io.TeeReader(io.NewSectionReader(payload, 0, payload.Size()), md5Writer{md5h}))
-	fullSig, err := s.DetachSign(ctx, whole, false)
-	if err != nil {
-		return nil, fmt.Errorf("header+payload signature: %w", err)
+	var fullSig []byte
+	if full {
+		fullSig, err = s.DetachSign(ctx, whole, false)
+		if err != nil {
+			return nil, fmt.Errorf("header+payload signature: %w", err)
+		}
+	} else if _, err := io.Copy(io.Discard, whole); err != nil {
+		return nil, fmt.Errorf("payload: %w", err)
 	}
 	hdrTag, fullTag := uint32(sigTagRSA), uint32(sigTagPGP)
 	switch algo {
@@ -134,8 +175,10 @@ func signatureHeader(ctx context.Context, s Signer, l *layout, payload *io.Secti
 	keep = append(keep,
 		binValue(sigTagMD5, md5h.Sum(nil)),
 		binValue(hdrTag, hdrSig),
-		binValue(fullTag, fullSig),
 	)
+	if full {
+		keep = append(keep, binValue(fullTag, fullSig))
+	}
 	return buildHeader(tagHeaderSignatures, keep), nil
 }
 

@@ -21,14 +21,24 @@ import (
 func TestSignFileRpmkeys(t *testing.T) {
 	t.Parallel()
 	unsigned := buildRPM(t, "kiln-signed", "1.0", "1")
-	for _, algo := range []string{"rsa3072", "ed25519"} {
-		t.Run(algo, func(t *testing.T) {
+	for _, tc := range []struct {
+		algo  string
+		which Signatures
+	}{{"rsa3072", HeaderAndPayload}, {"ed25519", HeaderAndPayload}, {"rsa3072", HeaderOnly}, {"ed25519", HeaderOnly}} {
+		t.Run(tc.algo+"/"+string(tc.which), func(t *testing.T) {
 			t.Parallel()
+			algo := tc.algo
 			key := gpgKey(t, algo)
 			other := gpgKey(t, algo)
 			dst := filepath.Join(t.TempDir(), "signed.rpm")
-			if err := SignFile(context.Background(), newTestSigner(t, key.Private), unsigned, dst); err != nil {
+			if err := SignFileWith(context.Background(), newTestSigner(t, key.Private), unsigned, dst, tc.which); err != nil {
 				t.Fatal(err)
+			}
+			l := readSigned(t, dst)
+			_, hasPGP := l.sig.entry(sigTagPGP)
+			_, hasGPG := l.sig.entry(sigTagGPG)
+			if full := hasPGP || hasGPG; full != (tc.which == HeaderAndPayload) {
+				t.Errorf("header+payload signature present: %v, signatures %q", full, tc.which)
 			}
 			if out, err := rpmkeysCheck(t, dst, key.Public); err != nil {
 				t.Fatalf("rpmkeys rejected the signed rpm: %v\n%s", err, out)
@@ -224,5 +234,69 @@ func TestSignatureAlgorithm(t *testing.T) {
 		if (err != nil) != tc.err || got != tc.want {
 			t.Errorf("%s: got %d, %v; want %d, error %v", tc.name, got, err, tc.want, tc.err)
 		}
+	}
+}
+
+func readSigned(t *testing.T, path string) *layout {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := readLayout(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return l
+}
+
+// TestSignHeaderOnlyKeepsBothWithoutPayloadDigest: a package whose header
+// has no payload digest (built by rpm before 4.14) gets the header+payload
+// signature too, or nothing would cover its payload.
+func TestSignHeaderOnlyKeepsBothWithoutPayloadDigest(t *testing.T) {
+	t.Parallel()
+	ent, err := openpgp.NewEntity("Kiln Test", "", "test@example.org", &packet.Config{Algorithm: packet.PubKeyAlgoEdDSA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name      string
+		strip     bool
+		wantWhole bool
+	}{{"with payload digest", false, false}, {"without payload digest", true, true}} {
+		src := filepath.Join(dir, "src.rpm")
+		data := rewriteMain(t, func(v []tagValue) []tagValue {
+			if tc.strip {
+				v = slices.DeleteFunc(v, func(x tagValue) bool { return x.Tag == payloadDigestTag })
+			}
+			return v
+		})
+		if err := os.WriteFile(src, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		dst := filepath.Join(dir, "dst.rpm")
+		if err := SignFileWith(context.Background(), testSigner{entity: ent}, src, dst, HeaderOnly); err != nil {
+			t.Fatal(err)
+		}
+		l := readSigned(t, dst)
+		if _, ok := l.sig.entry(sigTagDSA); !ok {
+			t.Errorf("%s: no header-only signature", tc.name)
+		}
+		if _, ok := l.sig.entry(sigTagGPG); ok != tc.wantWhole {
+			t.Errorf("%s: header+payload signature present: %v, want %v", tc.name, ok, tc.wantWhole)
+		}
+	}
+}
+
+func TestParseSignatures(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]Signatures{"": HeaderAndPayload, "header+payload": HeaderAndPayload, "header": HeaderOnly} {
+		if got, err := ParseSignatures(in); err != nil || got != want {
+			t.Errorf("ParseSignatures(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := ParseSignatures("v3"); err == nil || !strings.Contains(err.Error(), `"v3"`) {
+		t.Errorf("ParseSignatures(v3): %v", err)
 	}
 }
