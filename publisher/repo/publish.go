@@ -13,10 +13,8 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/kiln-build/kiln/publisher/deb"
@@ -254,36 +252,24 @@ func (s *Store) publishTree(ctx context.Context, dir string, cfg Config, rows []
 // linkPool makes every file the rows reference present below dir, as a
 // hard link to the stored object (a copy across file systems). Files
 // already there are left alone: a pool path keeps one content for as long
-// as anything may reference it (see checkPoolPath). One worker per CPU:
-// creating the per-source directories is kernel time that partly overlaps
-// (more workers only spin on the parent directory's lock).
+// as anything may reference it (see checkPoolPath). One goroutine does it:
+// the cost is the kernel's, creating the per-source directories, and more
+// workers only contend for the parent directory's lock (measured with
+// bench/publisher/run.sh).
 func (s *Store) linkPool(ctx context.Context, dir string, rows []*row) error {
-	var files []poolFile
-	for _, r := range rows {
-		files = append(files, r.files...)
-	}
-	errs := make([]error, len(files))
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range min(len(files), runtime.GOMAXPROCS(0)) {
-		wg.Go(func() {
-			for i := range next {
-				errs[i] = s.linkPoolFile(dir, files[i])
+	for i, r := range rows {
+		if i%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
 			}
-		})
-	}
-	for i := range files {
-		if i%1024 == 0 && ctx.Err() != nil {
-			break
 		}
-		next <- i
+		for _, f := range r.files {
+			if err := s.linkPoolFile(dir, f); err != nil {
+				return err
+			}
+		}
 	}
-	close(next)
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // linkPoolFile makes one pool file present below dir. A hard link appears
