@@ -45,10 +45,16 @@ func TestPublishSurvivesSIGKILL(t *testing.T) {
 		t.Fatalf("apt-get update before the kills:\n%s", out)
 	}
 
-	// How long an uninterrupted publish takes, to spread the kills over it.
-	start := time.Now()
-	publisher(t, append([]string{"publish", "--repo", "rel"}, base...)...)
-	full := time.Since(start)
+	// How long an uninterrupted publish takes (the fastest of three), to
+	// spread the kills over it.
+	var full time.Duration
+	for range 3 {
+		start := time.Now()
+		publisher(t, append([]string{"publish", "--repo", "rel"}, base...)...)
+		if d := time.Since(start); full == 0 || d < full {
+			full = d
+		}
+	}
 	const kills = 20
 	killedMidway := 0
 	for i := range kills {

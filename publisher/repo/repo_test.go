@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -216,9 +217,15 @@ func TestIncludeRefusesBadInputAndChangesNothing(t *testing.T) {
 	if list, _ := f.store.List(ctx, "test"); len(list) != 0 {
 		t.Errorf("refused includes left %d packages", len(list))
 	}
-	tmp, _ := os.ReadDir(filepath.Join(f.store.Root(), "tmp"))
-	if len(tmp) != 0 {
-		t.Errorf("refused includes left %d temporary files", len(tmp))
+	var left []string
+	filepath.WalkDir(filepath.Join(f.store.Root(), "tmp"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			left = append(left, p)
+		}
+		return err
+	})
+	if len(left) != 0 {
+		t.Errorf("refused includes left temporary files: %v", left)
 	}
 }
 
@@ -226,12 +233,18 @@ func TestIncludeRemovesStaleTemporaryFiles(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	tmp := filepath.Join(f.store.Root(), "tmp")
+	// Older stores kept temporary files in tmp/ itself, now they are
+	// spread below it.
 	stale, fresh := filepath.Join(tmp, "deb-stale"), filepath.Join(tmp, "upload-fresh")
+	staleBelow := filepath.Join(tmp, "a", "deb-stale")
 	os.WriteFile(stale, []byte("x"), 0o600)
+	os.WriteFile(staleBelow, []byte("x"), 0o600)
 	os.WriteFile(fresh, []byte("x"), 0o600)
 	old := f.clock.Add(-48 * time.Hour)
-	if err := os.Chtimes(stale, old, old); err != nil {
-		t.Fatal(err)
+	for _, p := range []string{stale, staleBelow} {
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := os.Chtimes(fresh, f.clock, f.clock); err != nil {
 		t.Fatal(err)
@@ -239,8 +252,10 @@ func TestIncludeRemovesStaleTemporaryFiles(t *testing.T) {
 	if _, err := f.store.Include(context.Background(), "test", []repo.Input{f.deb("alpha", "1.0", "amd64", "a")}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(stale); !os.IsNotExist(err) {
-		t.Errorf("stale temporary file kept: %v", err)
+	for _, p := range []string{stale, staleBelow} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("stale temporary file %s kept: %v", p, err)
+		}
 	}
 	if _, err := os.Stat(fresh); err != nil {
 		t.Errorf("recent temporary file removed: %v", err)

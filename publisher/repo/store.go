@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -123,7 +124,11 @@ func Open(ctx context.Context, o Options, log hclog.Logger) (*Store, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	for _, d := range []string{o.Root, filepath.Join(o.Root, "objects"), filepath.Join(o.Root, "tmp"), filepath.Join(o.Root, "public")} {
+	dirs := []string{o.Root, filepath.Join(o.Root, "objects"), filepath.Join(o.Root, "public")}
+	for i := range tmpDirs {
+		dirs = append(dirs, tmpDir(o.Root, i))
+	}
+	for _, d := range dirs {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("create publisher root: %w", err)
 		}
@@ -340,24 +345,39 @@ const staleTmpAge = 24 * time.Hour
 
 // removeStaleTmp removes temporary files that killed processes left.
 func (s *Store) removeStaleTmp() {
-	dir := filepath.Join(s.root, "tmp")
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return
+	dirs := []string{filepath.Join(s.root, "tmp")}
+	for i := range tmpDirs {
+		dirs = append(dirs, tmpDir(s.root, i))
 	}
-	for _, e := range entries {
-		if fi, err := e.Info(); err == nil && s.now().Sub(fi.ModTime()) > staleTmpAge {
-			if err := os.Remove(filepath.Join(dir, e.Name())); err == nil {
-				s.log.Info("removed stale temporary file", "name", e.Name())
+	for _, dir := range dirs {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if fi, err := e.Info(); err == nil && !e.IsDir() && s.now().Sub(fi.ModTime()) > staleTmpAge {
+				if err := os.Remove(filepath.Join(dir, e.Name())); err == nil {
+					s.log.Info("removed stale temporary file", "name", e.Name())
+				}
 			}
 		}
 	}
 }
 
-// tempFile creates a file in the store's tmp directory (same file system as
-// the objects, so a rename moves it in).
+// tmpDirs is how many directories temporary files are spread over: files
+// created in parallel in one directory wait for its lock, and on a busy
+// file system the kernel holds it long (bench/publisher/run.sh: an include
+// of 2,000 packages took 0.7-0.8 s spread, 0.9-2.2 s in one directory).
+const tmpDirs = 16
+
+func tmpDir(root string, i int) string {
+	return filepath.Join(root, "tmp", fmt.Sprintf("%x", i))
+}
+
+// tempFile creates a file in one of the store's tmp directories (same file
+// system as the objects, so a rename moves it in).
 func (s *Store) tempFile(pattern string) (*os.File, error) {
-	f, err := os.CreateTemp(filepath.Join(s.root, "tmp"), pattern)
+	f, err := os.CreateTemp(tmpDir(s.root, rand.IntN(tmpDirs)), pattern)
 	if err != nil {
 		return nil, fmt.Errorf("create temporary file: %w", err)
 	}
