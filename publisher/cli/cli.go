@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sync"
 	"text/tabwriter"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -65,6 +66,7 @@ Commands:
   snapshot  publish SNAP               publish a snapshot under public/snapshots/SNAP
   key       show                       print the public key and its fingerprint for customers
   push      --repo NAME [--mirror M]   rsync a published repository to the configured mirrors
+  gc        [--grace D] [--dry-run]    remove stored files no package or snapshot references
   serve     [--listen ADDR] [--dev]    serve the gRPC API for the coordinator
 
 Every command takes --config FILE, or for a quick start without one:
@@ -194,6 +196,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runKey(ctx, rest, stdout, stderr)
 	case "push":
 		return runPush(ctx, rest, stdout, stderr)
+	case "gc":
+		return runGC(ctx, rest, stdout, stderr)
 	case "serve":
 		return runServe(ctx, rest, stdout, stderr)
 	}
@@ -447,6 +451,47 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return e.push(ctx, filepath.Join(e.cfg.Root, "public", repoName), mirror, stderr)
 }
 
+func runGC(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c common
+	var grace time.Duration
+	var dryRun, jsonOut bool
+	fs := newFlags("gc", "gc [--grace DURATION] [--dry-run] [--json] [flags]", stdout)
+	c.register(fs)
+	fs.DurationVar(&grace, "grace", repo.DefaultObjectGrace, "keep unreferenced files written or uploaded less than this `duration` ago (uploads wait for their publish request)")
+	fs.BoolVar(&dryRun, "dry-run", false, "only count what would be removed")
+	fs.BoolVar(&jsonOut, "json", false, "print the result as JSON")
+	if err := parse(fs, args, stderr); err != nil {
+		return done(err)
+	}
+	if fs.NArg() != 0 {
+		return usagef("gc takes no arguments")
+	}
+	if grace < 0 {
+		return usagef("--grace %s is negative", grace)
+	}
+	e, err := c.load(ctx, stderr, stdout)
+	if err != nil {
+		return err
+	}
+	defer e.store.Close()
+	res, err := e.store.CollectObjects(ctx, grace, dryRun)
+	if err != nil {
+		return err
+	}
+	if jsonOut {
+		return writeJSON(stdout, struct {
+			repo.CollectResult
+			DryRun bool `json:"dry_run"`
+		}{res, dryRun})
+	}
+	verb := "removed"
+	if dryRun {
+		verb = "would remove"
+	}
+	fmt.Fprintf(stdout, "%s %d unreferenced files (%d bytes); kept %d referenced and %d within the grace period\n", verb, res.Removed, res.Bytes, res.Kept, res.Young)
+	return nil
+}
+
 func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c common
 	var repoName string
@@ -665,9 +710,32 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		}
 	}
+	if every := e.cfg.Serve.GCInterval; every >= 0 {
+		if every == 0 {
+			every = serve.DefaultGCInterval
+		}
+		go collectEvery(ctx, e.store, every, e.log.Named("gc"))
+	}
 	return serve.Run(ctx, e.cfg.Serve, svc, e.log.Named("serve"), func(a net.Addr) {
 		fmt.Fprintf(stdout, "listening on %s\n", a.String())
 	})
+}
+
+// collectEvery removes unreferenced stored files every interval until ctx
+// ends.
+func collectEvery(ctx context.Context, st *repo.Store, every time.Duration, log hclog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := st.CollectObjects(ctx, repo.DefaultObjectGrace, false); err != nil && ctx.Err() == nil {
+				log.Error("removing unreferenced stored files failed; the next run retries", "error", err)
+			}
+		}
+	}
 }
 
 func writeJSON(w io.Writer, v any) error {

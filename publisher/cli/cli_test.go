@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -161,5 +162,43 @@ func TestExampleConfigLoads(t *testing.T) {
 	}
 	if err := cfg.Serve.Validate(); err != nil {
 		t.Error(err)
+	}
+}
+
+func TestGCRemovesTheFilesOfRemovedPackages(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	d1, d2 := writeDeb(t, dir, "hello", "1.0", "amd64"), writeDeb(t, dir, "hello", "1.1", "amd64")
+	if out, err := run(t, "include", "--root", root, "--repo", "r", "--format", "deb", "--suite", "bookworm", d1, d2); err != nil {
+		t.Fatalf("include: %v\n%s", err, out)
+	}
+	if out, err := run(t, "remove", "--root", root, "--repo", "r", "hello=1.0"); err != nil {
+		t.Fatalf("remove: %v\n%s", err, out)
+	}
+	count := func() int {
+		n := 0
+		filepath.WalkDir(filepath.Join(root, "objects"), func(_ string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				n++
+			}
+			return err
+		})
+		return n
+	}
+	out, err := run(t, "gc", "--root", root, "--json")
+	if err != nil || !strings.Contains(out, `"removed": 0`) || !strings.Contains(out, `"young": 1`) || count() != 2 {
+		t.Fatalf("gc within the default grace period removed something: %v %d objects left\n%s", err, count(), out)
+	}
+	out, err = run(t, "gc", "--root", root, "--grace", "0s", "--dry-run")
+	if err != nil || !strings.Contains(out, "would remove 1 unreferenced files") || count() != 2 {
+		t.Fatalf("gc --dry-run: %v, %d objects left\n%s", err, count(), out)
+	}
+	out, err = run(t, "gc", "--root", root, "--grace", "0s")
+	if err != nil || !strings.Contains(out, "removed 1 unreferenced files") || count() != 1 {
+		t.Fatalf("gc: %v, %d objects left\n%s", err, count(), out)
+	}
+	if out, err := run(t, "gc", "--root", root, "--grace", "-1h"); !errors.Is(err, cli.ErrUsage) {
+		t.Errorf("gc --grace -1h: %v\n%s", err, out)
 	}
 }

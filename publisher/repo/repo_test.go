@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -388,5 +389,79 @@ func TestRemovedFileNameComesBackWithOtherContent(t *testing.T) {
 	}
 	if !strings.Contains(f.read("dists/stable/main/binary-amd64/Packages"), "SHA256: "+fileSHA(t, other.Path)) {
 		t.Error("Packages does not list the new file's sha256")
+	}
+}
+
+// CollectObjects removes the stored files no package of a repository or a
+// snapshot references, once they and their last upload are older than the
+// grace period; a dry run only counts them.
+func TestCollectObjects(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	a1, a2, b := f.deb("alpha", "1.0", "amd64", "a1"), f.deb("alpha", "2.0", "amd64", "a2"), f.deb("beta", "1.0", "amd64", "b")
+	if _, err := f.store.Include(ctx, "test", []repo.Input{a1, a2, b}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Remove(ctx, "test", []repo.RemoveSpec{{Name: "alpha", Version: "1.0"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.CreateSnapshot(ctx, "test", "snap"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Remove(ctx, "test", []repo.RemoveSpec{{Name: "beta"}}); err != nil {
+		t.Fatal(err)
+	}
+	orphan := []byte("an upload no publish request included")
+	sum := sha256.Sum256(orphan)
+	orphanSHA := hex.EncodeToString(sum[:])
+	if _, err := f.store.AddObject(ctx, orphanSHA, int64(len(orphan)), bytes.NewReader(orphan)); err != nil {
+		t.Fatal(err)
+	}
+	// Every object was written two days before the store's clock.
+	old := f.clock.Add(-48 * time.Hour)
+	objects := map[string]string{"a1": fileSHA(t, a1.Path), "a2": fileSHA(t, a2.Path), "b": fileSHA(t, b.Path), "orphan": orphanSHA}
+	for _, s := range objects {
+		if err := os.Chtimes(f.store.ObjectPath(s), old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	present := func() map[string]bool {
+		got := map[string]bool{}
+		for n, s := range objects {
+			got[n] = f.store.HasObject(s)
+		}
+		return got
+	}
+	dry, err := f.store.CollectObjects(ctx, 24*time.Hour, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dry.Removed != 1 || dry.Kept != 2 || dry.Young != 1 || !present()["a1"] {
+		t.Fatalf("dry run: %+v, objects %v", dry, present())
+	}
+	res, err := f.store.CollectObjects(ctx, 24*time.Hour, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// alpha 1.0 was removed; beta is kept by the snapshot; the orphan
+	// was uploaded within the grace period.
+	want := map[string]bool{"a1": false, "a2": true, "b": true, "orphan": true}
+	if got := present(); res.Removed != 1 || res.Bytes == 0 || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("collect: %+v, objects %v, want %v", res, got, want)
+	}
+	f.clock = f.clock.Add(48 * time.Hour)
+	if res, err := f.store.CollectObjects(ctx, 24*time.Hour, false); err != nil || res.Removed != 1 || f.store.HasObject(orphanSHA) {
+		t.Fatalf("collect after the grace period: %+v, %v; orphan still there: %v", res, err, f.store.HasObject(orphanSHA))
+	}
+	// The repository still publishes, and a snapshot still has its files.
+	if _, err := f.store.Publish(ctx, "test", fakeSigner{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.PublishSnapshot(ctx, "snap", fakeSigner{}); err != nil {
+		t.Fatalf("publish the snapshot after collecting: %v", err)
+	}
+	if _, err := f.store.CollectObjects(ctx, -time.Second, false); err == nil {
+		t.Error("a negative grace period was accepted")
 	}
 }

@@ -104,6 +104,10 @@ CREATE TABLE IF NOT EXISTS snapshot_packages (
 	added INTEGER NOT NULL,
 	PRIMARY KEY (snapshot, kind, name, version, arch)
 );
+CREATE TABLE IF NOT EXISTS uploads (
+	sha256 TEXT PRIMARY KEY,
+	received INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS requests (
 	id TEXT PRIMARY KEY,
 	result TEXT NOT NULL
@@ -279,6 +283,12 @@ var ErrDigestMismatch = errors.New("upload does not match its declared sha256 an
 func (s *Store) AddObject(ctx context.Context, sum string, size int64, r io.Reader) (existed bool, err error) {
 	if len(sum) != 64 || strings.Trim(sum, "0123456789abcdef") != "" {
 		return false, fmt.Errorf("%w: %q is not a lower-case hex sha256", ErrDigestMismatch, sum)
+	}
+	// Each upload, also of a file already stored, gets a grace period
+	// before CollectObjects may remove it, for the publish request that
+	// follows.
+	if _, err := s.db.ExecContext(ctx, `INSERT OR REPLACE INTO uploads (sha256, received) VALUES (?, ?)`, sum, s.now().Unix()); err != nil {
+		return false, fmt.Errorf("receive upload: %w", err)
 	}
 	if s.HasObject(sum) {
 		return true, nil

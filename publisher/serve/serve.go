@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
@@ -48,7 +49,14 @@ type Config struct {
 	Dev bool `yaml:"dev"`
 	// MaxUploadBytes bounds one artifact; 0 means DefaultMaxUpload.
 	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
+	// GCInterval is how often stored files that no package or snapshot
+	// references are removed (as "publisher gc" does); 0 means
+	// DefaultGCInterval, a negative value never.
+	GCInterval time.Duration `yaml:"gc_interval"`
 }
+
+// DefaultGCInterval is how often serve collects unreferenced stored files.
+const DefaultGCInterval = 24 * time.Hour
 
 // Validate checks the configuration before anything starts.
 func (c Config) Validate() error {
