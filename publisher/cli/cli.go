@@ -702,7 +702,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			defer mu.Unlock()
 			for _, m := range e.cfg.Mirrors {
 				var out bytes.Buffer
-				if err := push.Repository(ctx, push.RunRsync, dir, m, &out); err != nil {
+				err := push.Repository(ctx, push.RunRsync, dir, m, &out)
+				svc.Metrics.Pushed(m.Name, err)
+				if err != nil {
 					pushLog.Error("push to mirror failed; the next publish or `publisher push` sends it", "mirror", m.Name, "repository", filepath.Base(dir), "error", err, "output", out.String())
 					continue
 				}
@@ -714,7 +716,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if every == 0 {
 			every = serve.DefaultGCInterval
 		}
-		go collectEvery(ctx, e.store, every, e.log.Named("gc"))
+		go collectEvery(ctx, e.store, every, svc.Metrics, e.log.Named("gc"))
 	}
 	return serve.Run(ctx, e.cfg.Serve, svc, e.log.Named("serve"), func(a net.Addr) {
 		fmt.Fprintf(stdout, "listening on %s\n", a.String())
@@ -723,7 +725,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // collectEvery removes unreferenced stored files every interval until ctx
 // ends.
-func collectEvery(ctx context.Context, st *repo.Store, every time.Duration, log hclog.Logger) {
+func collectEvery(ctx context.Context, st *repo.Store, every time.Duration, m *serve.Metrics, log hclog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -731,9 +733,11 @@ func collectEvery(ctx context.Context, st *repo.Store, every time.Duration, log 
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := st.CollectObjects(ctx, repo.DefaultObjectGrace, false); err != nil && ctx.Err() == nil {
+			res, err := st.CollectObjects(ctx, repo.DefaultObjectGrace, false)
+			if err != nil && ctx.Err() == nil {
 				log.Error("removing unreferenced stored files failed; the next run retries", "error", err)
 			}
+			m.Collected(res.Removed, res.Bytes)
 		}
 	}
 }

@@ -15,12 +15,16 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -49,6 +53,9 @@ type Config struct {
 	Dev bool `yaml:"dev"`
 	// MaxUploadBytes bounds one artifact; 0 means DefaultMaxUpload.
 	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
+	// HTTPListen serves /metrics and /healthz over plain HTTP; empty
+	// disables it.
+	HTTPListen string `yaml:"http_listen"`
 	// GCInterval is how often stored files that no package or snapshot
 	// references are removed (as "publisher gc" does); 0 means
 	// DefaultGCInterval, a negative value never.
@@ -136,6 +143,9 @@ type Service struct {
 	// Published, when set, is called in its own goroutine with the
 	// directory of every repository published (to push it to mirrors).
 	Published func(ctx context.Context, dir string)
+	// Metrics counts what the service does; Run serves them.
+	Metrics  *Metrics
+	gatherer prometheus.Gatherer
 }
 
 // NewService returns the service over store, signing with signer.
@@ -146,7 +156,9 @@ func NewService(store *repo.Store, signer repo.Signer, maxUpload int64, log hclo
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return &Service{store: store, signer: signer, log: log, maxUpload: maxUpload}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return &Service{store: store, signer: signer, log: log, maxUpload: maxUpload, Metrics: NewMetrics(reg), gatherer: reg}
 }
 
 // Run listens and serves until ctx is done, then stops gracefully.
@@ -166,20 +178,50 @@ func Run(ctx context.Context, cfg Config, svc *Service, log hclog.Logger, ready 
 	if err != nil {
 		return fmt.Errorf("serve: listen on %s: %w", cfg.Listen, err)
 	}
+	var hsrv *http.Server
+	var hlis net.Listener
+	if cfg.HTTPListen != "" {
+		hlis, err = net.Listen("tcp", cfg.HTTPListen)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("serve: listen on %s (http_listen): %w", cfg.HTTPListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(svc.gatherer, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		hsrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	}
 	g := grpc.NewServer(opts...)
 	publisherv1.RegisterPublisherServiceServer(g, svc)
 	log.Info("serving", "addr", lis.Addr().String(), "tls", !cfg.Dev)
+	if hsrv != nil {
+		log.Info("serving /metrics and /healthz", "addr", hlis.Addr().String())
+	}
 	if ready != nil {
 		ready(lis.Addr())
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- g.Serve(lis) }()
+	if hsrv != nil {
+		go func() {
+			if err := hsrv.Serve(hlis); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	stop := func() {
+		if hsrv != nil {
+			_ = hsrv.Close()
+		}
+	}
 	select {
 	case <-ctx.Done():
+		stop()
 		g.GracefulStop()
-		<-errc
 		return nil
 	case err := <-errc:
+		stop()
+		g.Stop()
 		return fmt.Errorf("serve: %w", err)
 	}
 }
@@ -240,12 +282,19 @@ func (s *Service) UploadArtifact(stream publisherv1.PublisherService_UploadArtif
 	}
 	ref := first.GetHeader()
 	if err := checkRef(ref, s.maxUpload); err != nil {
+		s.Metrics.upload("refused", 0)
 		return err
 	}
 	r := &chunkReader{stream: stream, buf: first.GetChunk()}
 	existed, err := s.store.AddObject(stream.Context(), ref.GetSha256(), ref.GetSize(), r)
-	if err != nil {
+	switch {
+	case err != nil:
+		s.Metrics.upload("refused", 0)
 		return toStatus(err)
+	case existed:
+		s.Metrics.upload("existed", 0)
+	default:
+		s.Metrics.upload("stored", ref.GetSize())
 	}
 	s.log.Info("artifact received", "name", ref.GetName(), "sha256", ref.GetSha256(), "size", ref.GetSize(), "existed", existed)
 	return stream.SendAndClose(&publisherv1.UploadArtifactResponse{Existed: existed})
@@ -258,30 +307,56 @@ type savedResult struct {
 
 // Publish implements the service.
 func (s *Service) Publish(ctx context.Context, req *publisherv1.PublishRequest) (*publisherv1.PublishResponse, error) {
+	start := time.Now()
+	resp, packages, replayed, err := s.publish(ctx, req)
+	name := s.repoLabel(ctx, req.GetRepository())
+	switch {
+	case err != nil:
+		s.Metrics.publishes.WithLabelValues(name, "failed").Inc()
+	case replayed:
+		s.Metrics.publishes.WithLabelValues(name, "replayed").Inc()
+	default:
+		s.Metrics.published(name, packages, time.Since(start), time.Now())
+	}
+	return resp, err
+}
+
+// repoLabel is the repository label of a metric: the name of an existing
+// repository, else "unknown" (a request cannot add label values).
+func (s *Service) repoLabel(ctx context.Context, name string) string {
+	if _, err := s.store.Repo(ctx, name); err != nil {
+		return "unknown"
+	}
+	return name
+}
+
+// publish does a publish request; packages is the repository's package
+// count after it, replayed says the request had been done before.
+func (s *Service) publish(ctx context.Context, req *publisherv1.PublishRequest) (resp *publisherv1.PublishResponse, packages int, replayed bool, err error) {
 	id := req.GetRequestId()
 	if id == "" || len(id) > 200 {
-		return nil, status.Error(codes.InvalidArgument, "publish: request_id must be set (at most 200 bytes)")
+		return nil, 0, false, status.Error(codes.InvalidArgument, "publish: request_id must be set (at most 200 bytes)")
 	}
 	if prev, ok, err := s.store.Request(ctx, id); err != nil {
-		return nil, toStatus(err)
+		return nil, 0, false, toStatus(err)
 	} else if ok {
 		var r savedResult
 		if err := json.Unmarshal(prev, &r); err != nil {
-			return nil, toStatus(err)
+			return nil, 0, false, toStatus(err)
 		}
-		return &publisherv1.PublishResponse{Location: r.Location, Added: r.Added}, nil
+		return &publisherv1.PublishResponse{Location: r.Location, Added: r.Added}, 0, true, nil
 	}
 	if err := repo.CheckName("repository", req.GetRepository()); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, 0, false, status.Error(codes.InvalidArgument, err.Error())
 	}
 	byName := map[string]string{}
 	var inputs []repo.Input
 	for _, ref := range req.GetFiles() {
 		if err := checkRef(ref, s.maxUpload); err != nil {
-			return nil, err
+			return nil, 0, false, err
 		}
 		if !s.store.HasObject(ref.GetSha256()) {
-			return nil, status.Errorf(codes.FailedPrecondition, "file %s (sha256 %s) was not uploaded: upload it first", ref.GetName(), ref.GetSha256())
+			return nil, 0, false, status.Errorf(codes.FailedPrecondition, "file %s (sha256 %s) was not uploaded: upload it first", ref.GetName(), ref.GetSha256())
 		}
 		p := s.store.ObjectPath(ref.GetSha256())
 		byName[ref.GetName()] = p
@@ -300,21 +375,21 @@ func (s *Service) Publish(ctx context.Context, req *publisherv1.PublishRequest) 
 	log := s.log.With("request_id", id, "repository", req.GetRepository())
 	inc, pub, err := s.store.IncludeAndPublish(ctx, req.GetRepository(), pkgs, resolve, s.signer)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, 0, false, toStatus(err)
 	}
 	res := savedResult{Location: pub.Dir, Added: int32(len(inc.Added))}
 	raw, err := json.Marshal(res)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, 0, false, toStatus(err)
 	}
 	if err := s.store.SaveRequest(ctx, id, raw); err != nil {
-		return nil, toStatus(err)
+		return nil, 0, false, toStatus(err)
 	}
 	log.Info("published", "added", res.Added, "packages", pub.Packages)
 	if s.Published != nil {
 		go s.Published(context.Background(), pub.Dir)
 	}
-	return &publisherv1.PublishResponse{Location: res.Location, Added: res.Added}, nil
+	return &publisherv1.PublishResponse{Location: res.Location, Added: res.Added}, pub.Packages, false, nil
 }
 
 // toStatus maps errors to gRPC codes, in this one place.

@@ -6,8 +6,10 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -258,5 +260,75 @@ func TestConfigValidate(t *testing.T) {
 				t.Fatalf("Validate() = %v, want %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+func TestMetricsAndHealthOverHTTP(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := l.Addr().String()
+	l.Close()
+	e := start(t, serve.Config{Listen: "127.0.0.1:0", Dev: true, HTTPListen: httpAddr})
+	ctx := context.Background()
+	c := dial(t, e.addr, insecure.NewCredentials())
+	pkg, err := debtest.Build(debtest.Control("hello", "1.0", "amd64"), debtest.Options{Payload: []byte("metrics")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := ref("hello_1.0_amd64.deb", pkg)
+	bad := ref("hello_1.0_amd64.deb", pkg)
+	bad.Sha256 = strings.Repeat("0", 64)
+	if _, err := upload(ctx, c, bad, pkg); err == nil {
+		t.Fatal("upload with a wrong digest accepted")
+	}
+	for range 2 {
+		if _, err := upload(ctx, c, good, pkg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req := &publisherv1.PublishRequest{RequestId: "m-1", Repository: "rel", Files: []*publisherv1.FileRef{good}}
+	for range 2 {
+		if _, err := c.Publish(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Publish(ctx, &publisherv1.PublishRequest{RequestId: "m-2", Repository: "no-such-repo", Files: []*publisherv1.FileRef{good}}); err == nil {
+		t.Fatal("publish to an unknown repository accepted")
+	}
+	get := func(path string) string {
+		t.Helper()
+		resp, err := http.Get("http://" + httpAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d %v", path, resp.StatusCode, err)
+		}
+		return string(b)
+	}
+	if got := get("/healthz"); got != "ok\n" {
+		t.Errorf("/healthz = %q", got)
+	}
+	metrics := get("/metrics")
+	for _, want := range []string{
+		`kiln_publisher_uploads_total{result="refused"} 1`,
+		`kiln_publisher_uploads_total{result="stored"} 1`,
+		`kiln_publisher_uploads_total{result="existed"} 1`,
+		fmt.Sprintf("kiln_publisher_upload_bytes_total %d", len(pkg)),
+		`kiln_publisher_publish_requests_total{repository="rel",result="published"} 1`,
+		`kiln_publisher_publish_requests_total{repository="rel",result="replayed"} 1`,
+		`kiln_publisher_publish_requests_total{repository="unknown",result="failed"} 1`,
+		`kiln_publisher_repository_packages{repository="rel"} 1`,
+		`kiln_publisher_publish_duration_seconds_count{repository="rel"} 1`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(metrics, want+"\n") && !strings.Contains(metrics, want+" ") {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }
