@@ -60,7 +60,7 @@ Commands:
   include   --repo NAME FILE...        add .deb, .udeb, .dsc (with its files) or .rpm files
   remove    --repo NAME SPEC...        remove packages: NAME, NAME=VERSION or NAME/ARCH=VERSION
   publish   --repo NAME                write the signed indexes and switch them live atomically
-  list      --repo NAME [--json]       list a repository's packages
+  list      [--repo NAME] [--json]     list the repositories, or a repository's packages
   snapshot  create --repo NAME SNAP    record an immutable snapshot of a repository
   snapshot  list [--repo NAME] [--json]
   snapshot  publish SNAP               publish a snapshot under public/snapshots/SNAP
@@ -496,21 +496,24 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var c common
 	var repoName string
 	var jsonOut bool
-	fs := newFlags("list", "list --repo NAME [--json] [flags]", stdout)
+	fs := newFlags("list", "list [--repo NAME] [--json] [flags]", stdout)
 	c.register(fs)
-	fs.StringVar(&repoName, "repo", "", "repository `name`")
+	fs.StringVar(&repoName, "repo", "", "repository `name` (without: list the repositories)")
 	fs.BoolVar(&jsonOut, "json", false, "print JSON")
 	if err := parse(fs, args, stderr); err != nil {
 		return done(err)
 	}
-	if repoName == "" || fs.NArg() != 0 {
-		return usagef("list needs --repo NAME and no other arguments")
+	if fs.NArg() != 0 {
+		return usagef("list takes no arguments: give --repo NAME for a repository's packages")
 	}
 	e, err := c.load(ctx, stderr, stdout)
 	if err != nil {
 		return err
 	}
 	defer e.store.Close()
+	if repoName == "" {
+		return listRepos(ctx, e.store, stdout, jsonOut)
+	}
 	list, err := e.store.List(ctx, repoName)
 	if err != nil {
 		return err
@@ -721,6 +724,40 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return serve.Run(ctx, e.cfg.Serve, svc, e.log.Named("serve"), func(a net.Addr) {
 		fmt.Fprintf(stdout, "listening on %s\n", a.String())
 	})
+}
+
+// repoSummary is one line of "publisher list" without --repo.
+type repoSummary struct {
+	repo.Config
+	Packages int `json:"packages"`
+}
+
+func listRepos(ctx context.Context, st *repo.Store, stdout io.Writer, jsonOut bool) error {
+	cfgs, err := st.Repos(ctx)
+	if err != nil {
+		return err
+	}
+	out := []repoSummary{}
+	for _, c := range cfgs {
+		pkgs, err := st.List(ctx, c.Name)
+		if err != nil {
+			return err
+		}
+		out = append(out, repoSummary{Config: c, Packages: len(pkgs)})
+	}
+	if jsonOut {
+		return writeJSON(stdout, out)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REPOSITORY\tFORMAT\tSUITE\tPACKAGES")
+	for _, r := range out {
+		suite := r.Suite
+		if suite == "" {
+			suite = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", r.Name, r.Format, suite, r.Packages)
+	}
+	return tw.Flush()
 }
 
 // collectEvery removes unreferenced stored files every interval until ctx

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -72,6 +73,18 @@ func TestQuickStartWorkflow(t *testing.T) {
 	var list []repo.Entry
 	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list) != 2 {
 		t.Fatalf("list --json: %v %s", err, out)
+	}
+	out, err = run(t, append([]string{"list"}, base...)...)
+	if err != nil || !regexp.MustCompile(`(?m)^r\s+deb\s+bookworm\s+2$`).MatchString(out) {
+		t.Fatalf("list without --repo: %v\n%s", err, out)
+	}
+	out, err = run(t, append([]string{"list", "--json"}, base...)...)
+	var repos []struct {
+		Name     string `json:"name"`
+		Packages int    `json:"packages"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &repos) != nil || len(repos) != 1 || repos[0].Name != "r" || repos[0].Packages != 2 {
+		t.Fatalf("list --json without --repo: %v\n%s", err, out)
 	}
 	if out, err := run(t, append([]string{"snapshot", "create", "--repo", "r", "rc1"}, base...)...); err != nil {
 		t.Fatalf("snapshot create: %v %s", err, out)

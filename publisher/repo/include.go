@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/kiln-build/kiln/publisher/deb"
 	"github.com/kiln-build/kiln/publisher/rpm"
@@ -117,10 +118,13 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 	errs := make([]error, len(inputs))
 	next := make(chan int)
 	var wg sync.WaitGroup
+	var done atomic.Int64
+	stop := s.progress("reading packages", &done, len(inputs))
 	for range min(len(inputs), runtime.GOMAXPROCS(0)) {
 		wg.Go(func() {
 			for i := range next {
 				read[i], errs[i] = s.readInput(ctx, inputs[i], cfg, resolve, signer)
+				done.Add(1)
 			}
 		})
 	}
@@ -129,6 +133,7 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 	}
 	close(next)
 	wg.Wait()
+	stop()
 	for i := range inputs {
 		if read[i] != nil {
 			rows = append(rows, read[i])

@@ -11,8 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/kiln-build/kiln/publisher/deb/debtest"
 	"github.com/kiln-build/kiln/publisher/repo"
@@ -464,4 +467,45 @@ func TestCollectObjects(t *testing.T) {
 	if _, err := f.store.CollectObjects(ctx, -time.Second, false); err == nil {
 		t.Error("a negative grace period was accepted")
 	}
+}
+
+// A long include logs how far it has read.
+func TestIncludeLogsProgress(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	logger := hclog.New(&hclog.LoggerOptions{Output: &lockedWriter{w: &logs, mu: &mu}, Level: hclog.Info})
+	st, err := repo.Open(context.Background(), repo.Options{Root: filepath.Join(dir, "root"), ProgressEvery: time.Millisecond}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.CreateRepo(context.Background(), repo.Config{Name: "test", Format: repo.FormatDeb, Suite: "stable"}); err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, store: st, dir: dir}
+	var inputs []repo.Input
+	for i := range 200 {
+		inputs = append(inputs, f.deb(fmt.Sprintf("p%03d", i), "1.0", "amd64", fmt.Sprint(i)))
+	}
+	if _, err := st.Include(context.Background(), "test", inputs, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logs.String(), "reading packages: done=") || !strings.Contains(logs.String(), "of=200") {
+		t.Errorf("no progress logged:\n%s", logs.String())
+	}
+}
+
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

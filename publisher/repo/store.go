@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,6 +38,9 @@ type Options struct {
 	Now func() time.Time
 	// Limits bound what a .deb may make the reader do.
 	Limits deb.Limits
+	// ProgressEvery is how often long work (reading the files of a large
+	// include) logs its progress; 0 means every 2 seconds.
+	ProgressEvery time.Duration
 }
 
 // Store is a publisher's set of repositories.
@@ -46,7 +50,8 @@ type Store struct {
 	log    hclog.Logger
 	now    func() time.Time
 	limits deb.Limits
-	mu     sync.Mutex // serialises mutations within the process; flock across processes
+	every  time.Duration // progress log interval
+	mu     sync.Mutex    // serialises mutations within the process; flock across processes
 }
 
 const schema = `
@@ -147,7 +152,10 @@ func Open(ctx context.Context, o Options, log hclog.Logger) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: create schema: %w", o.Root, err)
 	}
-	return &Store{root: o.Root, db: db, log: log, now: o.Now, limits: o.Limits}, nil
+	if o.ProgressEvery <= 0 {
+		o.ProgressEvery = 2 * time.Second
+	}
+	return &Store{root: o.Root, db: db, log: log, now: o.Now, limits: o.Limits, every: o.ProgressEvery}, nil
 }
 
 // Close closes the store.
@@ -392,4 +400,28 @@ func (s *Store) tempFile(pattern string) (*os.File, error) {
 		return nil, fmt.Errorf("create temporary file: %w", err)
 	}
 	return f, nil
+}
+
+// progress logs "what: done of total" every s.every until stop is called,
+// so that a long include shows it is moving; short work logs nothing.
+func (s *Store) progress(what string, done *atomic.Int64, total int) (stop func()) {
+	quit := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(s.every)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				s.log.Info(what, "done", done.Load(), "of", total)
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-finished
+	}
 }
