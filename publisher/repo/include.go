@@ -441,40 +441,43 @@ func (s *Store) readRPM(ctx context.Context, in Input, signer Signer, cfg Config
 	if signer == nil {
 		return nil, fmt.Errorf("include %s: rpm packages are signed as they enter the repository: give the signing key (--key)", in.Name)
 	}
-	tmp, sums, _, err := s.hashCopy(in.Path, 0)
+	which, err := rpm.ParseSignatures(cfg.RPMSignatures)
 	if err != nil {
 		return nil, fmt.Errorf("include %s: %w", in.Name, err)
 	}
-	r := &row{objects: map[string]string{tmp: ""}}
-	orig, err := rpm.ReadFile(tmp)
+	// The original is read in place (its Checksum is the upload's
+	// sha256) and signed into the store's tmp; a file that changes
+	// meanwhile is refused.
+	before, err := os.Stat(in.Path)
 	if err != nil {
-		return r, fmt.Errorf("include %s: %w", in.Name, err)
+		return nil, fmt.Errorf("include %s: %w", in.Name, err)
+	}
+	orig, err := rpm.ReadFile(in.Path)
+	if err != nil {
+		return nil, fmt.Errorf("include %s: %w", in.Name, err)
 	}
 	for _, v := range []string{orig.Name, orig.Version, orig.Release, orig.Arch} {
 		if !rpmName.MatchString(v) || strings.HasPrefix(v, ".") {
-			return r, fmt.Errorf("include %s: %q is not a safe rpm name, version, release or architecture", in.Name, v)
+			return nil, fmt.Errorf("include %s: %q is not a safe rpm name, version, release or architecture", in.Name, v)
 		}
 	}
-	signed, err := s.tempFile("rpm-signed-*")
+	signed, err := s.tempName("rpm-signed-")
 	if err != nil {
-		return r, err
+		return nil, err
 	}
-	signed.Close()
-	r.objects[signed.Name()] = ""
-	which, err := rpm.ParseSignatures(cfg.RPMSignatures)
-	if err != nil {
-		return r, fmt.Errorf("include %s: %w", in.Name, err)
-	}
-	if err := rpm.SignFileWith(ctx, signer, tmp, signed.Name(), which); err != nil {
+	r := &row{objects: map[string]string{signed: ""}}
+	if err := rpm.SignFileWith(ctx, signer, in.Path, signed, which); err != nil {
 		return r, fmt.Errorf("include %s: sign: %w", in.Name, err)
 	}
-	p, err := rpm.ReadFile(signed.Name())
+	after, err := os.Stat(in.Path)
+	if err != nil || after.Size() != before.Size() || !after.ModTime().Equal(before.ModTime()) || after.Size() != orig.PackageSize {
+		return r, fmt.Errorf("include %s: the file changed while it was being included: include it again", in.Name)
+	}
+	p, err := rpm.ReadFile(signed)
 	if err != nil {
 		return r, fmt.Errorf("include %s: read signed copy: %w", in.Name, err)
 	}
-	os.Remove(tmp)
-	delete(r.objects, tmp)
-	r.objects[signed.Name()] = p.Checksum
+	r.objects[signed] = p.Checksum
 	evr := p.Version + "-" + p.Release
 	if p.Epoch != 0 {
 		evr = fmt.Sprintf("%d:%s", p.Epoch, evr)
@@ -486,7 +489,7 @@ func (s *Store) readRPM(ctx context.Context, in Input, signer Signer, cfg Config
 		return r, fmt.Errorf("include %s: %w", in.Name, err)
 	}
 	r.kind, r.name, r.version, r.arch = "rpm", p.Name, evr, p.Arch
-	r.uploadSHA256, r.sha256, r.size, r.path = sums.SHA256, p.Checksum, p.PackageSize, p.Location
+	r.uploadSHA256, r.sha256, r.size, r.path = orig.Checksum, p.Checksum, p.PackageSize, p.Location
 	r.meta = string(meta)
 	r.files = []poolFile{{Path: p.Location, SHA256: p.Checksum, Size: p.PackageSize}}
 	return r, nil

@@ -2,6 +2,7 @@ package repo
 
 import (
 	"context"
+	crand "crypto/rand"
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
@@ -390,6 +391,16 @@ const tmpDirs = 16
 
 func tmpDir(root string, i int) string {
 	return filepath.Join(root, "tmp", fmt.Sprintf("%x", i))
+}
+
+// tempName returns a new path in one of the store's tmp directories for a
+// file that another function creates (and renames into place).
+func (s *Store) tempName(prefix string) (string, error) {
+	var b [8]byte
+	if _, err := crand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("temporary file name: %w", err)
+	}
+	return filepath.Join(tmpDir(s.root, rand.IntN(tmpDirs)), prefix+hex.EncodeToString(b[:])), nil
 }
 
 // tempFile creates a file in one of the store's tmp directories (same file
