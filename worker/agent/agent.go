@@ -44,6 +44,13 @@ type Config struct {
 	PollWait time.Duration
 	// KeepWorkDirs keeps job directories after the job (debugging).
 	KeepWorkDirs bool
+	// RefreshLabels, when set, is asked every LabelsEvery for the labels
+	// to advertise now (a chroot made or removed while the worker runs);
+	// when they differ, the agent registers again with them, keeping its
+	// running jobs.
+	RefreshLabels func(ctx context.Context) (map[string]string, error)
+	// LabelsEvery is how often RefreshLabels is asked; 0 means 30 s.
+	LabelsEvery time.Duration
 }
 
 // Agent runs jobs for one coordinator.
@@ -73,6 +80,9 @@ func New(cfg Config, conn grpc.ClientConnInterface, exec executor.Executor, logg
 	}
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 30 * time.Second
+	}
+	if cfg.LabelsEvery <= 0 {
+		cfg.LabelsEvery = 30 * time.Second
 	}
 	return &Agent{cfg: cfg, client: wpb.NewWorkerServiceClient(conn), exec: exec, logger: logger,
 		running: map[string]*runningJob{}, interval: 5 * time.Second}
@@ -119,8 +129,9 @@ func (a *Agent) register(ctx context.Context, stale string) error {
 	}
 	backoff := 200 * time.Millisecond
 	for {
+		labels := a.labels()
 		resp, err := a.client.Register(a.authed(ctx), &wpb.RegisterRequest{
-			Name: a.cfg.Name, Labels: a.cfg.Labels, Slots: int32(a.cfg.Slots), Running: a.runningList(), Version: "kiln",
+			Name: a.cfg.Name, Labels: labels, Slots: int32(a.cfg.Slots), Running: a.runningList(), Version: "kiln",
 		})
 		if err == nil {
 			a.mu.Lock()
@@ -134,7 +145,7 @@ func (a *Agent) register(ctx context.Context, stale string) error {
 				}
 			}
 			a.mu.Unlock()
-			a.logger.Info("registered", "labels", labelString(a.cfg.Labels), "slots", a.cfg.Slots)
+			a.logger.Info("registered", "labels", labelString(labels), "slots", a.cfg.Slots)
 			return nil
 		}
 		if !Retryable(err) || status.Code(err) == codes.Unauthenticated && strings.Contains(err.Error(), "token") {
@@ -148,6 +159,48 @@ func (a *Agent) register(ctx context.Context, stale string) error {
 		}
 		if backoff < 5*time.Second {
 			backoff *= 2
+		}
+	}
+}
+
+// labels returns the labels to advertise.
+func (a *Agent) labels() map[string]string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg.Labels
+}
+
+// refreshLabels asks RefreshLabels every LabelsEvery and registers again
+// when the labels changed, until ctx ends.
+func (a *Agent) refreshLabels(ctx context.Context) {
+	t := time.NewTicker(a.cfg.LabelsEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		labels, err := a.cfg.RefreshLabels(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				a.logger.Warn("cannot read the labels to advertise; keeping the old ones", "error", err)
+			}
+			continue
+		}
+		a.mu.Lock()
+		same := labelString(labels) == labelString(a.cfg.Labels)
+		if !same {
+			a.cfg.Labels = labels
+		}
+		session := a.session
+		a.mu.Unlock()
+		if same {
+			continue
+		}
+		a.logger.Info("labels changed; registering again", "labels", labelString(labels))
+		if err := a.register(ctx, session); err != nil && ctx.Err() == nil {
+			a.logger.Error("register with the new labels", "error", err)
 		}
 	}
 }
@@ -214,6 +267,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	hbCtx, stopHB := context.WithCancel(context.Background())
 	hbDone := make(chan struct{})
 	go func() { defer close(hbDone); a.heartbeats(hbCtx) }()
+	labelsDone := make(chan struct{})
+	go func() {
+		defer close(labelsDone)
+		if a.cfg.RefreshLabels != nil {
+			a.refreshLabels(ctx)
+		}
+	}()
 
 	var wg sync.WaitGroup
 	for i := 0; i < a.cfg.Slots; i++ {
@@ -240,6 +300,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		cancelJobs()
 		<-done
 	}
+	<-labelsDone
 	stopHB()
 	<-hbDone
 	gctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

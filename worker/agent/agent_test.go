@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -196,5 +197,63 @@ func TestAgentStopsJobTheCoordinatorCancels(t *testing.T) {
 	}
 	if j := c.wait(t, id, true); j.State != job.Canceled {
 		t.Fatalf("job %s", j.State)
+	}
+}
+
+// A worker whose labels change while it runs (a chroot made for a new
+// target) registers again with them: a job asking for the new label runs,
+// and the job running meanwhile finishes in its first attempt.
+func TestAgentAdvertisesChangedLabels(t *testing.T) {
+	t.Parallel()
+	c := newCoordinator(t)
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	var mu sync.Mutex
+	labels := map[string]string{"os": "linux"}
+	ctx, cancel := context.WithCancel(context.Background())
+	a := New(Config{Name: "w1", Labels: map[string]string{"os": "linux"}, Slots: 2, WorkDir: t.TempDir(), PollWait: time.Second, ShutdownGrace: time.Second,
+		LabelsEvery: 20 * time.Millisecond,
+		RefreshLabels: func(context.Context) (map[string]string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return maps.Clone(labels), nil
+		}},
+		c.conn, fakeExec{run: func(_ context.Context, j executor.Job, log io.Writer) (executor.Result, error) {
+			if j.Command[0] == "long" {
+				started <- struct{}{}
+				<-release
+			}
+			return executor.Result{}, nil
+		}}, hclog.NewNullLogger())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	}()
+	long, _, err := c.f.Submit(context.Background(), job.Spec{Kind: job.Command, Command: []string{"long"}, Labels: map[string]string{"os": "linux"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	newTarget, _, err := c.f.Submit(context.Background(), job.Spec{Kind: job.Command, Command: []string{"build"}, Labels: map[string]string{"target": "trixie-amd64"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if j, _, _ := c.f.Get(context.Background(), newTarget.ID); j.State.Final() || j.State == job.Running {
+		t.Fatalf("job for a target no worker has ran: %s", j.State)
+	}
+	mu.Lock()
+	labels = map[string]string{"os": "linux", "target": "trixie-amd64"}
+	mu.Unlock()
+	if j := c.wait(t, newTarget.ID, true); j.State != job.Succeeded {
+		t.Fatalf("job for the new target: %s %s", j.State, j.Reason)
+	}
+	close(release)
+	if j := c.wait(t, long.ID, true); j.State != job.Succeeded || j.Attempt != 1 {
+		t.Fatalf("job running while the worker registered again: %s, attempt %d: %s", j.State, j.Attempt, j.Reason)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"sort"
 	"strings"
@@ -126,11 +127,12 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	}
 	defer conn.Close()
 
-	labels := map[string]string{}
-	for k, v := range cfg.Labels {
-		labels[k] = v
+	labels := maps.Clone(cfg.Labels)
+	if labels == nil {
+		labels = map[string]string{}
 	}
 	mux := &muxExecutor{commands: shell.New()}
+	var refresh func(context.Context) (map[string]string, error)
 	if cfg.usesBuildroot() {
 		br, err := buildroot.New(ctx, cfg.Buildroot, logger.Named("buildroot"))
 		if err != nil {
@@ -141,18 +143,21 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("list chroots: %w", err)
 		}
-		var names []string
 		for _, t := range targets {
-			names = append(names, t.Name)
-			// The coordinator sees which chroot each target is built in.
-			labels["chroot/"+t.Name] = t.Digest
 			logger.Info("chroot ready", "target", t.Name, "digest", t.Digest, "format", t.Format)
 		}
-		sort.Strings(names)
-		if len(names) == 0 {
+		if len(targets) == 0 {
 			logger.Warn("no chroots yet: make them with `worker chroot create TARGET`")
-		} else if _, ok := labels["target"]; !ok {
-			labels["target"] = strings.Join(names, "|")
+		}
+		labels = chrootLabels(cfg.Labels, targets)
+		// A chroot made, refreshed or removed while the worker runs is
+		// advertised within LabelsEvery.
+		refresh = func(ctx context.Context) (map[string]string, error) {
+			targets, err := br.Targets(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return chrootLabels(cfg.Labels, targets), nil
 		}
 		if cfg.Executor == "containerd" {
 			mux.commands = br
@@ -160,8 +165,29 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		mux.builds = build.New(cfg.Build, br, logger.Named("build"))
 	}
 	a := agent.New(agent.Config{Name: cfg.Name, Labels: labels, Slots: cfg.Slots, WorkDir: cfg.WorkDir, Token: token,
-		ShutdownGrace: cfg.ShutdownGrace}, conn, mux, logger.Named("agent"))
+		ShutdownGrace: cfg.ShutdownGrace, RefreshLabels: refresh}, conn, mux, logger.Named("agent"))
 	return a.Run(ctx)
+}
+
+// chrootLabels returns the configured labels plus, for the worker's
+// chroots, "chroot/<target>" = digest (the coordinator sees which chroot
+// each target is built in) and, unless configured, "target" = the targets
+// as alternatives (a|b).
+func chrootLabels(configured map[string]string, targets []buildroot.TargetInfo) map[string]string {
+	labels := maps.Clone(configured)
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	var names []string
+	for _, t := range targets {
+		names = append(names, t.Name)
+		labels["chroot/"+t.Name] = t.Digest
+	}
+	sort.Strings(names)
+	if _, ok := labels["target"]; !ok && len(names) > 0 {
+		labels["target"] = strings.Join(names, "|")
+	}
+	return labels
 }
 
 // muxExecutor sends package builds to the builder and commands to the
