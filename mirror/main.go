@@ -25,7 +25,9 @@ import (
 type Config struct {
 	Root   string `yaml:"root"`
 	Listen string `yaml:"listen"`
-	Log    struct {
+	// MetricsListen serves /metrics and /healthz; empty disables it.
+	MetricsListen string `yaml:"metrics_listen"`
+	Log           struct {
 		Level string `yaml:"level"`
 		JSON  bool   `yaml:"json"`
 	} `yaml:"log"`
@@ -33,7 +35,7 @@ type Config struct {
 
 const help = `mirror: serves published repositories over HTTP.
 
-  mirror serve [--config FILE] [--root DIR] [--listen ADDR]
+  mirror serve [--config FILE] [--root DIR] [--listen ADDR] [--metrics-listen ADDR]
 `
 
 func main() {
@@ -62,6 +64,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfgPath := fs.String("config", os.Getenv("KILN_MIRROR_CONFIG"), "config file (YAML; env KILN_MIRROR_CONFIG)")
 	root := fs.String("root", "", "directory holding the repositories")
 	listen := fs.String("listen", "", "HTTP address (default 127.0.0.1:8080)")
+	metricsListen := fs.String("metrics-listen", "", "HTTP address for /metrics and /healthz (default: none)")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -78,6 +81,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *listen != "" {
 		cfg.Listen = *listen
 	}
+	if *metricsListen != "" {
+		cfg.MetricsListen = *metricsListen
+	}
 	if st, err := os.Stat(cfg.Root); err != nil || !st.IsDir() {
 		return fmt.Errorf("root %q is not a directory: create it or pass --root", cfg.Root)
 	}
@@ -89,8 +95,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	srv := &http.Server{Handler: serve.New(cfg.Root, logger), ReadHeaderTimeout: 10 * time.Second}
+	files, admin := serve.Instrumented(serve.New(cfg.Root, logger))
+	srv := &http.Server{Handler: files, ReadHeaderTimeout: 10 * time.Second}
 	logger.Info("serving", "root", cfg.Root, "listen", ln.Addr().String())
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s (metrics_listen): %w", cfg.MetricsListen, err)
+		}
+		msrv := &http.Server{Handler: admin, ReadHeaderTimeout: 10 * time.Second}
+		logger.Info("serving /metrics and /healthz", "listen", mln.Addr().String())
+		go func() { _ = msrv.Serve(mln) }()
+		defer msrv.Close()
+	}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

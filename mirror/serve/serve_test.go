@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
@@ -48,5 +49,42 @@ func TestServe(t *testing.T) {
 	resp, _ := http.Post(srv.URL+"/x", "text/plain", nil)
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("POST: %d", resp.StatusCode)
+	}
+}
+
+func TestInstrumented(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	os.WriteFile(filepath.Join(root, "Release"), []byte("Suite: stable\n"), 0o644)
+	files, admin := Instrumented(New(root, hclog.NewNullLogger()))
+	fsrv := httptest.NewServer(files)
+	defer fsrv.Close()
+	asrv := httptest.NewServer(admin)
+	defer asrv.Close()
+	for _, p := range []string{"/Release", "/Release", "/missing"} {
+		resp, err := http.Get(fsrv.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	get := func(p string) string {
+		resp, err := http.Get(asrv.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if got := get("/healthz"); got != "ok\n" {
+		t.Errorf("/healthz = %q", got)
+	}
+	m := get("/metrics")
+	for _, want := range []string{`kiln_mirror_requests_total{code="200",method="get"} 2`, `kiln_mirror_requests_total{code="404",method="get"} 1`, `kiln_mirror_response_bytes_count 3`} {
+		if !strings.Contains(m, want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }
