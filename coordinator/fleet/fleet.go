@@ -250,13 +250,7 @@ func (f *Fleet) submit(ctx context.Context, spec job.Spec, rebuildOf string) (j 
 	// this goroutine's write lands, which would then overwrite the final
 	// state with "running". Only the older jobs it superseded are written.
 	mine, others := splitChanged(j.ID, f.sched.Enqueue(j))
-	var notes []store.Note
-	for _, c := range others {
-		if c.State == job.Canceled {
-			notes = append(notes, f.note(ctx, c.ID, c.Reason))
-		}
-	}
-	if err := f.persist(ctx, others, notes...); err != nil {
+	if err := f.persistCancelled(ctx, others); err != nil {
 		return nil, false, err
 	}
 	f.logger.Debug("job queued", "job_id", j.ID, "labels", job.LabelString(spec.Labels))
@@ -330,6 +324,32 @@ func (f *Fleet) Cancel(ctx context.Context, id, reason string) (*job.Job, error)
 		return nil, err
 	}
 	return j, f.persist(ctx, []*job.Job{j}, f.note(ctx, id, reason))
+}
+
+// CancelBySupersedeKey cancels every live job with the supersede key, queued
+// or running, with reason, and returns them as cancelled. A change that is
+// closed (abandoned, deleted) cancels its review builds this way.
+func (f *Fleet) CancelBySupersedeKey(ctx context.Context, key, reason string) ([]*job.Job, error) {
+	if key == "" {
+		return nil, fmt.Errorf("%w: cancel by supersede key: the key is empty", ErrInvalid)
+	}
+	if reason == "" {
+		reason = "cancelled with every build of supersede key " + key
+	}
+	jobs := f.sched.CancelBySupersedeKey(key, reason)
+	return jobs, f.persistCancelled(ctx, jobs)
+}
+
+// persistCancelled persists jobs the scheduler changed, each cancelled one
+// with a log note giving the reason.
+func (f *Fleet) persistCancelled(ctx context.Context, jobs []*job.Job) error {
+	var notes []store.Note
+	for _, j := range jobs {
+		if j.State == job.Canceled {
+			notes = append(notes, f.note(ctx, j.ID, j.Reason))
+		}
+	}
+	return f.persist(ctx, jobs, notes...)
 }
 
 // Workers lists workers.

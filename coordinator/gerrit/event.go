@@ -18,13 +18,16 @@ const (
 	TypeCommentAdded    = "comment-added"
 	TypeRefUpdated      = "ref-updated"
 	TypeDroppedOutput   = "dropped-output"
+	TypeChangeAbandoned = "change-abandoned"
+	TypeChangeDeleted   = "change-deleted"
 )
 
-// knownTypes are event types Gerrit sends that Kiln does not build from;
-// they are ignored without counting as unknown.
+// knownTypes are event types Gerrit sends that Kiln does not act on; they
+// are ignored without counting as unknown. change-restored is one: the
+// builds an abandon cancelled are not resumed, and a restored change is
+// built again by its next patch set or a recheck comment, as any change.
 var knownTypes = map[string]bool{
-	"assignee-changed": true, "change-abandoned": true, "change-deleted": true,
-	"change-restored": true, "hashtags-changed": true, "private-state-changed": true,
+	"assignee-changed": true, "change-restored": true, "hashtags-changed": true, "private-state-changed": true,
 	"project-created": true, "project-head-updated": true, "reviewer-added": true,
 	"reviewer-deleted": true, "topic-changed": true, "vote-deleted": true,
 	"wip-state-changed": true, "ref-replicated": true, "ref-replication-done": true,
@@ -39,7 +42,8 @@ var knownTypes = map[string]bool{
 // used reports whether Kiln builds from or reacts to events of type t.
 func used(t string) bool {
 	switch t {
-	case TypePatchsetCreated, TypeChangeMerged, TypeCommentAdded, TypeRefUpdated, TypeDroppedOutput:
+	case TypePatchsetCreated, TypeChangeMerged, TypeCommentAdded, TypeRefUpdated, TypeDroppedOutput,
+		TypeChangeAbandoned, TypeChangeDeleted:
 		return true
 	}
 	return false
@@ -65,7 +69,8 @@ type Event struct {
 	// sends it.
 	OldRev string
 	NewRev string
-	// Comment is the comment-added text, Author the commenter's user name.
+	// Comment is the comment-added text or the reason given for
+	// change-abandoned; Author the commenter's user name.
 	Comment string
 	Author  string
 	// CreatedOn is eventCreatedOn; zero when Gerrit did not send it.
@@ -174,6 +179,7 @@ type wireEvent struct {
 	RefUpdate *wireRefUpdate `json:"refUpdate"`
 	NewRev    string         `json:"newRev"`
 	Comment   string         `json:"comment"`
+	Reason    string         `json:"reason"`
 	Author    *struct {
 		Username string `json:"username"`
 	} `json:"author"`
@@ -185,7 +191,8 @@ var knownFields = map[string]bool{
 	"type": true, "eventCreatedOn": true, "project": true, "refName": true,
 	"changeKey": true, "change": true, "patchSet": true, "refUpdate": true,
 	"newRev": true, "comment": true, "uploader": true, "submitter": true,
-	"author": true, "approvals": true, "instanceId": true,
+	"author": true, "approvals": true, "instanceId": true, "abandoner": true,
+	"reason": true, "deleter": true,
 }
 
 var revisionRE = regexp.MustCompile(`^([0-9a-f]{40}|[0-9a-f]{64})$`)
@@ -244,6 +251,9 @@ func ParseEvent(line []byte) (Event, error) {
 	}
 	ev.NewRev = strings.ToLower(w.NewRev)
 	ev.Comment = w.Comment
+	if w.Type == TypeChangeAbandoned {
+		ev.Comment = w.Reason
+	}
 	if w.Author != nil {
 		ev.Author = w.Author.Username
 	}
@@ -288,6 +298,17 @@ func (ev Event) check() error {
 		}
 		if !revisionRE.MatchString(ev.OldRev) || !revisionRE.MatchString(ev.NewRev) {
 			return bad("oldRev %.70q newRev %.70q: want hex commit ids", ev.OldRev, ev.NewRev)
+		}
+	case TypeChangeAbandoned, TypeChangeDeleted:
+		// Only the change is needed; change-deleted has no patch set.
+		if ev.Change <= 0 {
+			return bad("change %d: want a positive number", ev.Change)
+		}
+		if ev.PatchSet < 0 {
+			return bad("patch set %d: want a positive number", ev.PatchSet)
+		}
+		if ev.Revision != "" && !revisionRE.MatchString(ev.Revision) {
+			return bad("patchSet.revision %.70q: want a hex commit id", ev.Revision)
 		}
 	default:
 		if ev.Change <= 0 || ev.PatchSet <= 0 {

@@ -50,6 +50,16 @@ func TestParseEventShapes(t *testing.T) {
 		{"v2-comment-added-recheck.json", Event{Type: TypeCommentAdded, Project: nginx, Branch: "9.0", RefName: "refs/heads/9.0",
 			Change: 12345, ChangeID: changeID, PatchSet: 2, Revision: psRev, PatchSetRef: "refs/changes/45/12345/2",
 			Comment: "Patch Set 2:\n\nrecheck", Author: "ann"}},
+		{"v3-change-abandoned.json", Event{Type: TypeChangeAbandoned, Project: nginx, Branch: "9.0", RefName: "refs/heads/9.0",
+			Change: 12345, ChangeID: changeID, PatchSet: 2, Revision: psRev, PatchSetRef: "refs/changes/45/12345/2",
+			Comment: "Not needed after all: the fix landed upstream.", CreatedOn: time.Unix(1700000800, 0).UTC()}},
+		{"v2-change-abandoned.json", Event{Type: TypeChangeAbandoned, Project: nginx, Branch: "9.0", RefName: "refs/heads/9.0",
+			Change: 12345, ChangeID: changeID, PatchSet: 2, Revision: psRev, PatchSetRef: "refs/changes/45/12345/2",
+			Comment: "Not needed after all: the fix landed upstream."}},
+		{"v3-change-deleted.json", Event{Type: TypeChangeDeleted, Project: nginx, Branch: "9.0", RefName: "refs/heads/9.0",
+			Change: 12345, ChangeID: changeID, CreatedOn: time.Unix(1700000900, 0).UTC()}},
+		{"v2-change-deleted.json", Event{Type: TypeChangeDeleted, Project: nginx, Branch: "9.0", RefName: "refs/heads/9.0",
+			Change: 12345, ChangeID: changeID, CreatedOn: time.Unix(1700000900, 0).UTC()}},
 		{"v3-dropped-output.json", Event{Type: TypeDroppedOutput, CreatedOn: time.Unix(1700000600, 0).UTC()}},
 		{"v3-ref-replicated.json", Event{Type: "ref-replicated", CreatedOn: time.Unix(1700000510, 0).UTC()}},
 		{"v3-unknown-type.json", Event{Type: "custom-plugin-thing", CreatedOn: time.Unix(1700000510, 0).UTC()}},
@@ -99,6 +109,15 @@ func TestParseEventMalformed(t *testing.T) {
 		"no project":         `{"type":"patchset-created","change":{"branch":"b","number":1},"patchSet":{"number":1,"revision":"` + psRev + `"}}`,
 		"ref-updated no rev": `{"type":"ref-updated","refUpdate":{"refName":"refs/heads/b","project":"p"}}`,
 		"project wrong type": `{"type":"ref-updated","project":17,"refUpdate":{"oldRev":"` + parentRev + `","newRev":"` + mergedRev + `","refName":"b","project":"p"}}`,
+
+		// change-abandoned and change-deleted need a change, nothing else.
+		"abandoned no change":       `{"type":"change-abandoned","project":"p","patchSet":{"number":1,"revision":"` + psRev + `"},"reason":"x"}`,
+		"abandoned change as word":  `{"type":"change-abandoned","change":{"project":"p","branch":"b","number":"twelve"},"reason":"x"}`,
+		"abandoned negative change": `{"type":"change-abandoned","change":{"project":"p","branch":"b","number":-4}}`,
+		"abandoned no project":      `{"type":"change-abandoned","change":{"branch":"b","number":4}}`,
+		"abandoned bad revision":    `{"type":"change-abandoned","change":{"project":"p","branch":"b","number":4},"patchSet":{"number":1,"revision":"HEAD~1"}}`,
+		"abandoned reason object":   `{"type":"change-abandoned","change":{"project":"p","branch":"b","number":4},"reason":{"text":"x"}}`,
+		"deleted zero change":       `{"type":"change-deleted","change":{"project":"p","branch":"b","number":0}}`,
 	}
 	for name, line := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -140,8 +159,16 @@ func FuzzParseEvent(f *testing.F) {
 			if ev.Project == "" {
 				t.Fatalf("%s without project accepted", ev.Type)
 			}
-			if ev.Type != TypeRefUpdated && (!revisionRE.MatchString(ev.Revision) || ev.Change <= 0 || ev.PatchSet <= 0) {
-				t.Fatalf("%s with bad change %d/%d revision %q accepted", ev.Type, ev.Change, ev.PatchSet, ev.Revision)
+			switch ev.Type {
+			case TypeRefUpdated:
+			case TypeChangeAbandoned, TypeChangeDeleted:
+				if ev.Change <= 0 || ev.PatchSet < 0 || (ev.Revision != "" && !revisionRE.MatchString(ev.Revision)) {
+					t.Fatalf("%s with bad change %d/%d revision %q accepted", ev.Type, ev.Change, ev.PatchSet, ev.Revision)
+				}
+			default:
+				if !revisionRE.MatchString(ev.Revision) || ev.Change <= 0 || ev.PatchSet <= 0 {
+					t.Fatalf("%s with bad change %d/%d revision %q accepted", ev.Type, ev.Change, ev.PatchSet, ev.Revision)
+				}
 			}
 		}
 	})

@@ -2,10 +2,7 @@ package gerrit
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"database/sql"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,26 +14,52 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/crypto/ssh"
 	_ "modernc.org/sqlite"
 
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
 	"github.com/kiln-build/kiln/internal/testenv"
 )
 
-// fakeBuilds records submitted builds.
+// fakeBuilds records submitted builds and cancellations. Like the
+// scheduler, it takes a build as live until a newer one with the same
+// supersede key or a cancellation ends it.
 type fakeBuilds struct {
 	mu      sync.Mutex
 	reqs    []BuildRequest
+	ended   map[string]bool // job ids superseded or cancelled
+	cancels []cancelCall
 	changed chan struct{}
 	// onSubmit, when set, runs after each submission with the new job id.
 	onSubmit func(id string)
 }
 
-func newFakeBuilds() *fakeBuilds { return &fakeBuilds{changed: make(chan struct{})} }
+// cancelCall is one CancelBuilds call and the job ids it cancelled.
+type cancelCall struct {
+	Key, Reason string
+	JobIDs      []string
+}
+
+func newFakeBuilds() *fakeBuilds {
+	return &fakeBuilds{changed: make(chan struct{}), ended: map[string]bool{}}
+}
+
+// liveLocked lists the live jobs with the supersede key.
+func (f *fakeBuilds) liveLocked(key string) []string {
+	var ids []string
+	for i, r := range f.reqs {
+		id := fmt.Sprintf("job-%d", i+1)
+		if key != "" && r.SupersedeKey == key && !f.ended[id] {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
 
 func (f *fakeBuilds) SubmitBuild(_ context.Context, req BuildRequest) (string, error) {
 	f.mu.Lock()
+	for _, id := range f.liveLocked(req.SupersedeKey) {
+		f.ended[id] = true
+	}
 	f.reqs = append(f.reqs, req)
 	close(f.changed)
 	f.changed = make(chan struct{})
@@ -47,6 +70,23 @@ func (f *fakeBuilds) SubmitBuild(_ context.Context, req BuildRequest) (string, e
 		hook(id)
 	}
 	return id, nil
+}
+
+func (f *fakeBuilds) CancelBuilds(_ context.Context, key, reason string) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ids := f.liveLocked(key)
+	for _, id := range ids {
+		f.ended[id] = true
+	}
+	f.cancels = append(f.cancels, cancelCall{Key: key, Reason: reason, JobIDs: ids})
+	return ids, nil
+}
+
+func (f *fakeBuilds) cancelled() []cancelCall {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]cancelCall(nil), f.cancels...)
 }
 
 func (f *fakeBuilds) all() []BuildRequest {
@@ -101,23 +141,8 @@ func newHarness(t *testing.T, opts gerrittest.Options, change func(*Config, *ger
 	t.Helper()
 	testenv.Tool(t, "git")
 	dir := t.TempDir()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
 	keyFile := filepath.Join(dir, "id_ed25519")
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	sshPub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.Accounts = append(opts.Accounts, gerrittest.Account{User: "kiln", Key: sshPub})
+	opts.Accounts = append(opts.Accounts, gerrittest.Account{User: "kiln", Key: gerrittest.WriteClientKey(t, keyFile)})
 	opts.GitRoot = filepath.Join(dir, "git")
 	srv := gerrittest.Start(t, opts)
 	known := filepath.Join(dir, "known_hosts")
@@ -312,4 +337,14 @@ func refUpdated(project, ref, oldRev, newRev string) string {
 func commentAdded(project, branch string, change, ps int, rev, comment string, at int) string {
 	return fmt.Sprintf(`{"author":{"name":"Ann Dev","username":"ann"},"approvals":[{"type":"Code-Review","value":"0"}],"comment":%q,"patchSet":{"number":%d,"revision":"%s","ref":"refs/changes/%02d/%d/%d"},"change":{"project":"%s","branch":"%s","number":%d,"status":"NEW"},"project":"%s","refName":"refs/heads/%s","changeKey":{"id":"I%040d"},"type":"comment-added","eventCreatedOn":%d}`,
 		comment, ps, rev, change%100, change, ps, project, branch, change, project, branch, change, at)
+}
+
+func changeAbandoned(project, branch string, change, ps int, rev, reason string, at int) string {
+	return fmt.Sprintf(`{"abandoner":{"name":"Ann Dev","username":"ann"},"reason":%q,"patchSet":{"number":%d,"revision":"%s","ref":"refs/changes/%02d/%d/%d","createdOn":1700000000},"change":{"project":"%s","branch":"%s","id":"I%040d","number":%d,"status":"ABANDONED"},"project":"%s","refName":"refs/heads/%s","changeKey":{"id":"I%040d"},"type":"change-abandoned","eventCreatedOn":%d}`,
+		reason, ps, rev, change%100, change, ps, project, branch, change, change, project, branch, change, at)
+}
+
+func changeDeleted(project, branch string, change, at int) string {
+	return fmt.Sprintf(`{"deleter":{"name":"Ann Dev","username":"ann"},"change":{"project":"%s","branch":"%s","id":"I%040d","number":%d,"status":"NEW"},"project":"%s","refName":"refs/heads/%s","changeKey":{"id":"I%040d"},"type":"change-deleted","eventCreatedOn":%d}`,
+		project, branch, change, change, project, branch, change, at)
 }

@@ -29,6 +29,10 @@ import (
 // Builds queues package builds; the coordinator's scheduler implements it.
 type Builds interface {
 	SubmitBuild(ctx context.Context, req BuildRequest) (jobID string, err error)
+	// CancelBuilds cancels every queued or running build submitted with
+	// the supersede key, giving reason, and returns their job ids; none
+	// when no build with the key is live.
+	CancelBuilds(ctx context.Context, supersedeKey, reason string) (jobIDs []string, err error)
 }
 
 // BuildRequest asks for one package build of one target.
@@ -319,6 +323,8 @@ func (in *Intake) handle(ctx context.Context, s *server, ev Event) error {
 			return nil
 		}
 		return in.handleReview(ctx, s, ev, "recheck requested")
+	case TypeChangeAbandoned, TypeChangeDeleted:
+		return in.handleClosed(ctx, s, ev)
 	}
 	return nil
 }
@@ -356,7 +362,9 @@ func dedupKey(server string, ev Event) string {
 	switch ev.Type {
 	case TypeRefUpdated:
 		return strings.Join([]string{server, ev.Type, ev.Project, ev.RefName, ev.OldRev, ev.NewRev}, "\x00")
-	case TypeCommentAdded:
+	case TypeCommentAdded, TypeChangeAbandoned, TypeChangeDeleted:
+		// The same comment twice, or a change abandoned, restored and
+		// abandoned again, are different events.
 		sum := sha256.Sum256([]byte(ev.Comment))
 		return strings.Join([]string{server, ev.Type, fmt.Sprint(ev.Change), fmt.Sprint(ev.PatchSet), ev.Revision,
 			fmt.Sprint(ev.CreatedOn.Unix()), hex.EncodeToString(sum[:8])}, "\x00")
@@ -375,11 +383,9 @@ func (in *Intake) handleRefUpdated(ctx context.Context, s *server, ev Event) err
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	key := dedupKey(name, ev)
-	if dup, err := in.store.seen(ctx, key); err != nil {
+	key, dup, err := in.dedup(ctx, s, ev)
+	if err != nil || dup {
 		return err
-	} else if dup {
-		return in.record(ctx, s, ev, ActionDuplicate, "already received", nil)
 	}
 	plan, ok, err := in.mapper.resolve(ev.Project, ev.Branch)
 	if err != nil {
@@ -409,16 +415,24 @@ func (in *Intake) handleRefUpdated(ctx context.Context, s *server, ev Event) err
 	return in.queueRelease(ctx, s, ev, plan, in.branchHead(ctx, s, ev.Project, ev.Branch, ev.NewRev), key, "ref-updated")
 }
 
+// dedup looks the event up among those received before; a duplicate is
+// recorded as such and dup is true. Called with in.mu held.
+func (in *Intake) dedup(ctx context.Context, s *server, ev Event) (key string, dup bool, err error) {
+	key = dedupKey(s.cfg.Name, ev)
+	if dup, err = in.store.seen(ctx, key); err != nil || !dup {
+		return key, false, err
+	}
+	return key, true, in.record(ctx, s, ev, ActionDuplicate, "already received", nil)
+}
+
 // admit de-duplicates an event and maps its project and branch to a build
 // plan. When the event goes no further (a duplicate, no rule, a bad
 // mapping) it is recorded with the reason and ok is false. Called with
 // in.mu held.
 func (in *Intake) admit(ctx context.Context, s *server, ev Event) (key string, plan Plan, ok bool, err error) {
-	key = dedupKey(s.cfg.Name, ev)
-	if dup, err := in.store.seen(ctx, key); err != nil {
+	key, dup, err := in.dedup(ctx, s, ev)
+	if err != nil || dup {
 		return "", Plan{}, false, err
-	} else if dup {
-		return "", Plan{}, false, in.record(ctx, s, ev, ActionDuplicate, "already received", nil)
 	}
 	plan, ok, err = in.mapper.resolve(ev.Project, ev.Branch)
 	if err != nil {
@@ -497,7 +511,7 @@ func (in *Intake) queueRelease(ctx context.Context, s *server, ev Event, plan Pl
 	if ev.Change > 0 {
 		desc += fmt.Sprintf(" (change %d)", ev.Change)
 	}
-	jobs, ids, err := in.submit(ctx, s, ev, plan, srcs, true, "", desc)
+	jobs, ids, err := in.submit(ctx, s, ev, plan, srcs, true, desc)
 	if err != nil {
 		in.metrics.events.WithLabelValues(name, ev.Type, ActionError).Inc()
 		rec := recordOf(s, ev, in.now())
@@ -542,7 +556,14 @@ func (in *Intake) sources(ctx context.Context, s *server, plan Plan, project, br
 	return srcs, heads, "", nil
 }
 
-func (in *Intake) submit(ctx context.Context, s *server, ev Event, plan Plan, srcs []Source, release bool, supersede, origin string) ([]jobRow, []string, error) {
+// reviewKey is the supersede key of a change's review builds for one
+// target: a newer patch set's build supersedes the older one's, and closing
+// the change cancels it.
+func reviewKey(server string, change int64, target string) string {
+	return fmt.Sprintf("gerrit/%s/%d/%s", server, change, target)
+}
+
+func (in *Intake) submit(ctx context.Context, s *server, ev Event, plan Plan, srcs []Source, release bool, origin string) ([]jobRow, []string, error) {
 	var jobs []jobRow
 	var ids []string
 	kind, prio := kindReview, PriorityReview
@@ -554,8 +575,8 @@ func (in *Intake) submit(ctx context.Context, s *server, ev Event, plan Plan, sr
 			Release: plan.Release, Target: t, Package: plan.Package, Sources: srcs,
 			Publish: release, Priority: prio, Origin: origin,
 		}
-		if supersede != "" {
-			req.SupersedeKey = supersede + "/" + t
+		if !release {
+			req.SupersedeKey = reviewKey(s.cfg.Name, ev.Change, t)
 		}
 		id, err := in.builds.SubmitBuild(ctx, req)
 		if err != nil {
@@ -593,9 +614,8 @@ func (in *Intake) handleReview(ctx context.Context, s *server, ev Event, why str
 	if reason != "" {
 		return in.record(ctx, s, ev, ActionIgnored, reason, nil)
 	}
-	supersede := fmt.Sprintf("gerrit/%s/%d", s.cfg.Name, ev.Change)
 	origin := fmt.Sprintf("gerrit %s review: change %d patch set %d (%s %s)", s.cfg.Name, ev.Change, ev.PatchSet, ev.Project, ev.Branch)
-	jobs, ids, err := in.submit(ctx, s, ev, plan, srcs, false, supersede, origin)
+	jobs, ids, err := in.submit(ctx, s, ev, plan, srcs, false, origin)
 	if err != nil {
 		in.metrics.events.WithLabelValues(s.cfg.Name, ev.Type, ActionError).Inc()
 		rec := recordOf(s, ev, in.now())
@@ -611,6 +631,59 @@ func (in *Intake) handleReview(ctx context.Context, s *server, ev Event, why str
 	}
 	in.metrics.events.WithLabelValues(s.cfg.Name, ev.Type, ActionBuilt).Inc()
 	return in.commitJobs(ctx, queued{event: rec, dedupKey: key, jobs: jobs, supersede: true})
+}
+
+// handleClosed cancels the queued and running review builds of an abandoned
+// or deleted change and keeps every review build of it from voting: a
+// build that finished meanwhile reports nothing either. The event is
+// de-duplicated like others, so a replay after a reconnect does not cancel
+// the builds of a change restored since. A restored change (an ignored
+// change-restored event) is built again by its next patch set or a recheck
+// comment.
+func (in *Intake) handleClosed(ctx context.Context, s *server, ev Event) error {
+	name := s.cfg.Name
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	key, dup, err := in.dedup(ctx, s, ev)
+	if err != nil || dup {
+		return err
+	}
+	// Reports are closed first: a build that finishes while the others are
+	// being cancelled does not vote either.
+	in.reportMu.Lock()
+	err = in.store.closeReports(ctx, name, ev.Change, in.now())
+	in.reportMu.Unlock()
+	if err != nil {
+		return err
+	}
+	// The targets are those of the builds recorded for the change, not the
+	// rules', which may have changed since the builds were queued.
+	targets, err := in.store.reviewTargets(ctx, name, ev.Change)
+	if err != nil {
+		return err
+	}
+	verb := "abandoned"
+	if ev.Type == TypeChangeDeleted {
+		verb = "deleted"
+	}
+	reason := fmt.Sprintf("change %d %s", ev.Change, verb)
+	var ids []string
+	for _, t := range targets {
+		got, err := in.builds.CancelBuilds(ctx, reviewKey(name, ev.Change, t), reason)
+		ids = append(ids, got...)
+		if err != nil {
+			err = fmt.Errorf("cancel review builds of change %d for %s: %w", ev.Change, t, err)
+			rerr := in.record(ctx, s, ev, ActionError, err.Error(), ids)
+			return errors.Join(err, rerr)
+		}
+	}
+	if err := in.store.addDedup(ctx, key, in.now()); err != nil {
+		return err
+	}
+	if len(ids) == 0 {
+		return in.record(ctx, s, ev, ActionIgnored, reason+"; no queued or running review build to cancel", nil)
+	}
+	return in.record(ctx, s, ev, ActionCanceled, reason+"; its queued and running review builds are cancelled and none will vote", ids)
 }
 
 func short(rev string) string {

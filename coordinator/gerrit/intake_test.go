@@ -53,6 +53,12 @@ func TestStreamEventTypes(t *testing.T) {
 		{"comment-added recheck 3.x", []string{"v3-comment-added-recheck.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionBuilt},
 		{"comment-added recheck 2.x", []string{"v2-comment-added-recheck.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionBuilt},
 		{"same event twice", []string{"v3-patchset-created.json", "v3-patchset-created.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionDuplicate},
+		{"change-abandoned 3.x cancels", []string{"v3-patchset-created.json", "v3-change-abandoned.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionCanceled},
+		{"change-abandoned 2.x cancels", []string{"v2-patchset-created.json", "v2-change-abandoned.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionCanceled},
+		{"change-deleted 3.x cancels", []string{"v3-patchset-created.json", "v3-change-deleted.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionCanceled},
+		{"change-deleted 2.x cancels", []string{"v2-patchset-created.json", "v2-change-deleted.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionCanceled},
+		{"change-abandoned without builds", []string{"v3-change-abandoned.json"}, nil, ActionIgnored},
+		{"change-abandoned twice", []string{"v3-patchset-created.json", "v3-change-abandoned.json", "v3-change-abandoned.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionDuplicate},
 		{"meta ref ignored", []string{"v3-ref-updated-meta.json"}, nil, ""},
 		{"branch creation not built", []string{"v3-ref-updated-branch-created.json"}, nil, ActionIgnored},
 		{"branch deletion not built", []string{"v3-ref-updated-branch-deleted.json"}, nil, ActionIgnored},
@@ -373,9 +379,21 @@ func TestMalformedLinesSkipped(t *testing.T) {
 	if got[1].Sources[0].Commit != psRev {
 		t.Fatalf("builds after malformed lines = %+v", got)
 	}
+	// Bad close events for the change just built cancel nothing.
+	for _, l := range []string{
+		`{"type":"change-abandoned","change":{"project":"mos/packages/trusty/nginx","branch":"9.0","number":"x"},"reason":"gone"}`,
+		`{"type":"change-abandoned","change":{"project":"-oProxyCommand=evil","branch":"9.0","number":12345},"reason":"gone"}`,
+		`{"type":"change-abandoned","change":{"project":"mos/packages/trusty/nginx","branch":"9.0","number":12345},"patchSet":{"number":2,"revision":"--upload-pack=evil"}}`,
+		`{"type":"change-deleted","change":{"project":"mos/packages/trusty/nginx","branch":"9.0"}}`,
+	} {
+		h.srv.Send(l)
+	}
 	h.sync()
-	if n := h.counter("kiln_gerrit_events_malformed_total"); n != 6 {
-		t.Errorf("malformed counter = %v, want 6", n)
+	if n := h.counter("kiln_gerrit_events_malformed_total"); n != 10 {
+		t.Errorf("malformed counter = %v, want 10", n)
+	}
+	if c := h.builds.cancelled(); len(c) != 0 {
+		t.Errorf("malformed close events cancelled builds: %+v", c)
 	}
 	if n := h.counter("kiln_gerrit_event_unknown_fields_total"); n != 1 {
 		t.Errorf("unknown fields counter = %v, want 1", n)

@@ -164,7 +164,8 @@ func (in *Intake) commitJobs(ctx context.Context, q queued) error {
 }
 
 // composeReview builds the review for an event's finished jobs; report is
-// false when nothing should be posted (superseded review builds).
+// false when nothing should be posted (superseded review builds, or builds
+// cancelled by hand or with their abandoned or deleted change).
 func (in *Intake) composeReview(jobs []jobRow) (Review, bool) {
 	first := jobs[0]
 	r := Review{Change: first.Change, PatchSet: first.PatchSet, Revision: first.Revision, Tag: in.cfg.Tag}
@@ -190,7 +191,7 @@ func (in *Intake) composeReview(jobs []jobRow) (Review, bool) {
 	vote := in.cfg.Verified.Success
 	for _, j := range jobs {
 		if j.State == StateCanceled {
-			return Review{}, false // superseded or cancelled: a newer build speaks
+			return Review{}, false // superseded (a newer build speaks) or cancelled
 		}
 		if j.State != StateSucceeded {
 			vote = in.cfg.Verified.Failure

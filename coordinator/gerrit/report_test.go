@@ -317,3 +317,111 @@ func TestReleaseReportsToEveryMergedChange(t *testing.T) {
 		t.Fatalf("reported to %v, want %v", got, want)
 	}
 }
+
+// TestAbandonedChangeCancelsAndDoesNotVote: abandoning a change cancels its
+// review builds for every target with the reason and nothing is posted on
+// it, not even for a build that finished in the meantime; other changes
+// are untouched. A replay of the event is harmless, and a restored change
+// rechecked later builds and votes again. Deleting a change does the same.
+func TestAbandonedChangeCancelsAndDoesNotVote(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, gerrittest.Options{}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	h.commit("mos/openstack-build/nova", "9.0", "packaging")
+	h.srv.Send(patchsetCreated("mos/openstack/nova", "9.0", 1234, 2, psRev)) // job-1 trusty, job-2 centos7
+	h.srv.Send(patchsetCreated(nginx, "9.0", 1235, 1, mergedRev))            // job-3
+	h.srv.Send(patchsetCreated(nginx, "9.0", 1236, 1, psRev))                // job-4
+	h.builds.wait(t, 4, 10*time.Second)
+
+	abandoned := changeAbandoned("mos/openstack/nova", "9.0", 1234, 2, psRev, "Not needed.", 1700000100)
+	h.srv.Send(abandoned)
+	h.srv.Send(changeDeleted(nginx, "9.0", 1236, 1700000200))
+	h.sync()
+	want := []cancelCall{
+		{Key: "gerrit/review/1234/centos7-x86_64", Reason: "change 1234 abandoned", JobIDs: []string{"job-2"}},
+		{Key: "gerrit/review/1234/trusty-amd64", Reason: "change 1234 abandoned", JobIDs: []string{"job-1"}},
+		{Key: "gerrit/review/1236/trusty-amd64", Reason: "change 1236 deleted", JobIDs: []string{"job-4"}},
+	}
+	if got := h.builds.cancelled(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("cancelled:\n got %+v\nwant %+v", got, want)
+	}
+	evs, err := h.in.ListEvents(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range []struct {
+		typ    string
+		change int64
+		jobs   []string
+		reason string
+	}{{TypeChangeDeleted, 1236, []string{"job-4"}, "change 1236 deleted"}, {TypeChangeAbandoned, 1234, []string{"job-2", "job-1"}, "change 1234 abandoned"}} {
+		e := evs[i+1]
+		if e.Type != w.typ || e.Change != w.change || e.Action != ActionCanceled || !reflect.DeepEqual(e.JobIDs, w.jobs) || !strings.HasPrefix(e.Reason, w.reason+";") {
+			t.Fatalf("event %d = %+v, want %s of %d cancelled %v because %q", i+1, e, w.typ, w.change, w.jobs, w.reason)
+		}
+	}
+
+	// The coordinator reports the cancelled builds. Some had finished before
+	// the cancel reached them: one target of 1234, the only one of 1236.
+	// None votes.
+	for _, r := range []BuildResult{{JobID: "job-1", State: StateSucceeded}, {JobID: "job-2", State: StateCanceled}, {JobID: "job-4", State: StateSucceeded}} {
+		if err := h.in.BuildFinished(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.in.retryReports(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Another change still votes, and after it nothing else was posted.
+	if err := h.in.BuildFinished(ctx, BuildResult{JobID: "job-3", State: StateSucceeded}); err != nil {
+		t.Fatal(err)
+	}
+	revs, err := h.srv.WaitReviews(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(revs) != 1 || revs[0].Change != 1235 || revs[0].Labels["Verified"] != "+1" {
+		t.Fatalf("reviews = %+v, want only Verified=+1 on 1235", revs)
+	}
+
+	// Restored and rechecked, the change builds again; a replay of the old
+	// abandon (a reconnect, or the webhook too) cancels nothing.
+	h.srv.Send(commentAdded("mos/openstack/nova", "9.0", 1234, 2, psRev, "recheck", 1700000300)) // job-5, job-6
+	h.builds.wait(t, 6, 10*time.Second)
+	h.srv.Send(abandoned)
+	h.sync()
+	if got := h.builds.cancelled(); len(got) != len(want) {
+		t.Fatalf("replayed abandon cancelled again: %+v", got[len(want):])
+	}
+	evs, err = h.in.ListEvents(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if evs[1].Type != TypeChangeAbandoned || evs[1].Action != ActionDuplicate {
+		t.Fatalf("replayed abandon logged as %+v, want duplicate", evs[1])
+	}
+	for _, id := range []string{"job-5", "job-6"} {
+		if err := h.in.BuildFinished(ctx, BuildResult{JobID: id, State: StateSucceeded}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	revs, err = h.srv.WaitReviews(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(revs) != 2 || revs[1].Change != 1234 || revs[1].PatchSet != 2 || revs[1].Labels["Verified"] != "+1" {
+		t.Fatalf("reviews = %+v, want Verified=+1 on 1234,2 after the recheck", revs)
+	}
+
+	// Rechecked and abandoned again, at the same patch set with the same
+	// reason: a new event, which cancels the new builds.
+	h.srv.Send(commentAdded("mos/openstack/nova", "9.0", 1234, 2, psRev, "recheck", 1700000350)) // job-7, job-8
+	h.builds.wait(t, 8, 10*time.Second)
+	h.srv.Send(changeAbandoned("mos/openstack/nova", "9.0", 1234, 2, psRev, "Not needed.", 1700000400))
+	h.sync()
+	got := h.builds.cancelled()
+	if len(got) != len(want)+2 || !reflect.DeepEqual(got[len(want)].JobIDs, []string{"job-8"}) || !reflect.DeepEqual(got[len(want)+1].JobIDs, []string{"job-7"}) {
+		t.Fatalf("second abandon cancelled %+v, want job-8 and job-7", got[len(want):])
+	}
+}

@@ -95,7 +95,7 @@ type EventRecord struct {
 	PatchSet   int64
 	Revision   string
 	ReceivedAt time.Time
-	// Action is built, superseded, ignored, duplicate or error.
+	// Action is built, superseded, canceled, ignored, duplicate or error.
 	Action string
 	// Reason says why, for people.
 	Reason string
@@ -106,6 +106,7 @@ type EventRecord struct {
 const (
 	ActionBuilt      = "built"
 	ActionSuperseded = "superseded"
+	ActionCanceled   = "canceled"
 	ActionIgnored    = "ignored"
 	ActionDuplicate  = "duplicate"
 	ActionError      = "error"
@@ -196,6 +197,39 @@ func (s *store) latestPatchSet(ctx context.Context, server string, change int64)
 		return 0, fmt.Errorf("look up patch sets of change %d: %w", change, err)
 	}
 	return ps.Int64, nil
+}
+
+// reviewTargets lists the targets of change's review builds.
+func (s *store) reviewTargets(ctx context.Context, server string, change int64) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT target FROM gerrit_jobs WHERE server = ? AND change_num = ? AND kind = ? ORDER BY target`,
+		server, change, kindReview)
+	if err != nil {
+		return nil, fmt.Errorf("list review targets of change %d: %w", change, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			return nil, fmt.Errorf("list review targets of change %d: %w", change, err)
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// closeReports marks the reports of all review builds of change complete,
+// so that nothing is posted on a change that was closed: neither for
+// builds cancelled with it nor for builds that finished meanwhile.
+// Callers hold reportMu.
+func (s *store) closeReports(ctx context.Context, server string, change int64, now time.Time) error {
+	_, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO gerrit_reports (event_id, change_num, reported_at)
+		SELECT DISTINCT event_id, 0, ? FROM gerrit_jobs WHERE server = ? AND change_num = ? AND kind = ?`,
+		now.UnixNano(), server, change, kindReview)
+	if err != nil {
+		return fmt.Errorf("close reports of change %d: %w", change, err)
+	}
+	return nil
 }
 
 type head struct {

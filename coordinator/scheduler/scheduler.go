@@ -634,6 +634,28 @@ func (s *Scheduler) Cancel(jobID, reason string) (*job.Job, error) {
 	return s.cancelLocked(j, reason), nil
 }
 
+// CancelBySupersedeKey cancels every live job, queued or running, whose
+// supersede key is key: what a change's builds share once the change is
+// closed and no newer build will supersede them. It returns the cancelled
+// jobs, oldest first; none when no live job has the key.
+func (s *Scheduler) CancelBySupersedeKey(key, reason string) []*job.Job {
+	if key == "" {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	live := make([]*job.Job, 0, len(s.supersede[key]))
+	for _, j := range s.supersede[key] {
+		live = append(live, j)
+	}
+	sort.Slice(live, func(i, k int) bool { return live[i].Seq < live[k].Seq })
+	changed := make([]*job.Job, 0, len(live))
+	for _, j := range live {
+		changed = append(changed, s.cancelLocked(j, reason))
+	}
+	return changed
+}
+
 func (s *Scheduler) cancelLocked(j *job.Job, reason string) *job.Job {
 	if j.State == job.Queued {
 		if q := s.queues[job.LabelString(j.Spec.Labels)]; q != nil {

@@ -413,3 +413,96 @@ func TestPullEndsWhenSessionDropped(t *testing.T) {
 		t.Fatalf("job not given back: pulled %q", id)
 	}
 }
+
+func TestCancelBySupersedeKey(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 3)
+	centos7 := map[string]string{"target": "centos7"}
+	running := f.submit(bookworm(), 50, "", "gerrit/review/7/bookworm")
+	sid, _, _ := f.s.Register("w1", bookworm(), 1, nil)
+	if id := f.pull(sid); id != running.ID {
+		t.Fatalf("pulled %q", id)
+	}
+	queued := f.submit(centos7, 50, "", "gerrit/review/7/centos7")
+	otherChange := f.submit(bookworm(), 50, "", "gerrit/review/8/bookworm")
+	noKey := f.submit(bookworm(), 50, "", "")
+
+	const reason = "change 7 abandoned"
+	ch := f.s.CancelBySupersedeKey("gerrit/review/7/bookworm", reason)
+	if len(ch) != 1 || ch[0].ID != running.ID || ch[0].State != job.Canceled || ch[0].Reason != reason || ch[0].Version == 0 {
+		t.Fatalf("cancelled %+v, want the running job with the reason", ch)
+	}
+	ch = f.s.CancelBySupersedeKey("gerrit/review/7/centos7", reason)
+	if len(ch) != 1 || ch[0].ID != queued.ID || ch[0].State != job.Canceled || ch[0].Reason != reason {
+		t.Fatalf("cancelled %+v, want the queued job with the reason", ch)
+	}
+	if st := f.s.Stats(); st.QueueDepth["target=centos7"] != 0 || st.Running != 0 {
+		t.Fatalf("stats after cancel %+v", st)
+	}
+	// The worker is told to stop, and its late result is refused.
+	cancel, _, _, err := f.s.Heartbeat(sid, []RunningJob{{running.ID, 1}}, false)
+	if err != nil || len(cancel) != 1 || cancel[0].JobID != running.ID {
+		t.Fatalf("heartbeat cancel %v %v", cancel, err)
+	}
+	if _, err := f.s.Complete(sid, running.ID, 1, Outcome{}); !errors.Is(err, ErrStale) {
+		t.Fatalf("late result of cancelled job: %v", err)
+	}
+	// Others are untouched: other changes' builds and builds without a key.
+	for _, j := range []*job.Job{otherChange, noKey} {
+		if l := f.s.Live(j.ID); l == nil || l.State != job.Queued {
+			t.Fatalf("job %s after cancel: %+v, want still queued", j.ID, l)
+		}
+	}
+	if ch := f.s.CancelBySupersedeKey("", reason); len(ch) != 0 {
+		t.Fatalf("empty key cancelled %+v", ch)
+	}
+	if l := f.s.Live(noKey.ID); l == nil || l.State != job.Queued {
+		t.Fatalf("job without a key after cancelling the empty key: %+v", l)
+	}
+	// Again: nothing left to cancel.
+	if ch := f.s.CancelBySupersedeKey("gerrit/review/7/bookworm", reason); len(ch) != 0 {
+		t.Fatalf("second cancel %+v", ch)
+	}
+	if id := f.pull(sid); id != otherChange.ID {
+		t.Fatalf("next %q, want %s", id, otherChange.ID)
+	}
+	// A later build of the same key is queued normally, superseding nothing.
+	f.seq++
+	later := &job.Job{ID: "later", Seq: f.seq, Spec: job.Spec{Kind: job.Command, Labels: centos7, SupersedeKey: "gerrit/review/7/centos7"}}
+	if ch := f.s.Enqueue(later); len(ch) != 1 || ch[0].ID != "later" || ch[0].State != job.Queued {
+		t.Fatalf("enqueue after cancel changed %+v", ch)
+	}
+}
+
+// TestCancelBySupersedeKeyAfterRestore: jobs restored after a coordinator
+// restart, running ones whose worker has not come back included, are
+// cancelled oldest first, and the worker is told to drop its attempt.
+func TestCancelBySupersedeKeyAfterRestore(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 3)
+	mk := func(id string, seq int64, st job.State, w string) *job.Job {
+		return &job.Job{ID: id, Seq: seq, State: st, Attempt: 1, Worker: w, CreatedAt: f.clock.Now(),
+			Spec: job.Spec{Kind: job.Command, Labels: bookworm(), SupersedeKey: "k"}}
+	}
+	f.s.Restore([]*job.Job{mk("b", 2, job.Queued, ""), mk("a", 1, job.Running, "w1"), mk("c", 3, job.Queued, "")})
+	ch := f.s.CancelBySupersedeKey("k", "change 9 deleted")
+	if len(ch) != 3 {
+		t.Fatalf("cancelled %+v, want 3", ch)
+	}
+	for i, id := range []string{"a", "b", "c"} {
+		if ch[i].ID != id || ch[i].State != job.Canceled || ch[i].Reason != "change 9 deleted" {
+			t.Fatalf("cancelled[%d] = %+v, want %s cancelled", i, ch[i], id)
+		}
+	}
+	sid, abandon, _ := f.s.Register("w1", bookworm(), 2, []RunningJob{{"a", 1}})
+	if len(abandon) != 1 || abandon[0].JobID != "a" {
+		t.Fatalf("abandon %v, want the cancelled attempt", abandon)
+	}
+	if id := f.pull(sid); id != "" {
+		t.Fatalf("cancelled job ran: %s", id)
+	}
+	f.clock.Advance(time.Minute)
+	if ch := f.s.Expire(); len(ch) != 0 {
+		t.Fatalf("cancelled orphan re-queued: %+v", ch)
+	}
+}

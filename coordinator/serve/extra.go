@@ -136,6 +136,17 @@ func (s submitter) SubmitBuild(ctx context.Context, r gerrit.BuildRequest) (stri
 	return j.ID, nil
 }
 
+// CancelBuilds cancels the live builds of a supersede key: the review
+// builds of a change that was abandoned or deleted.
+func (s submitter) CancelBuilds(ctx context.Context, key, reason string) ([]string, error) {
+	jobs, err := s.f.CancelBySupersedeKey(ctx, key, reason)
+	ids := make([]string, 0, len(jobs))
+	for _, j := range jobs {
+		ids = append(ids, j.ID)
+	}
+	return ids, err
+}
+
 type events struct{ in *gerrit.Intake }
 
 func (e events) ListEvents(ctx context.Context, limit int) ([]api.Event, error) {

@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -146,6 +147,28 @@ func (s *Server) WriteKnownHosts(path string, extra ...string) error {
 	}
 	line := knownhosts.Line(hosts, s.hostKey.PublicKey())
 	return os.WriteFile(path, []byte(line+"\n"), 0o600)
+}
+
+// WriteClientKey writes a new unencrypted OpenSSH private key to path, as a
+// Gerrit client reads it, and returns its public key for an Account.
+func WriteClientKey(t testing.TB, path string) ssh.PublicKey {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatalf("client key: %v", err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatalf("client key: %v", err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatalf("client key: %v", err)
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatalf("client key: %v", err)
+	}
+	return sshPub
 }
 
 func (s *Server) serve(ln net.Listener) {

@@ -1,0 +1,103 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/coordinator/scheduler"
+)
+
+// Cancelling by supersede key cancels the queued and running jobs of that
+// key, durably and with the reason in their logs, tells listeners, stops
+// the worker's attempt, and leaves other jobs alone.
+func TestCancelBySupersedeKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	f, st := openFleet(t, dir)
+	finished := make(chan *job.Job, 10)
+	f.OnFinished(func(j *job.Job) { finished <- j })
+	submit := func(labels map[string]string, key string) *job.Job {
+		t.Helper()
+		j, _, err := f.Submit(ctx, job.Spec{Kind: job.Command, Command: []string{"make"}, Labels: labels, SupersedeKey: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j
+	}
+	linux := map[string]string{"os": "linux"}
+	running := submit(linux, "gerrit/review/7/linux")
+	sess, _, err := f.Register(ctx, "w1", linux, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := f.Pull(ctx, sess, 0); err != nil || a == nil || a.ID != running.ID {
+		t.Fatalf("pull: %v %v", a, err)
+	}
+	queued := submit(map[string]string{"os": "bsd"}, "gerrit/review/7/bsd")
+	other := submit(linux, "gerrit/review/8/linux")
+
+	const reason = "change 7 abandoned"
+	for _, tc := range []struct {
+		key string
+		j   *job.Job
+	}{{"gerrit/review/7/linux", running}, {"gerrit/review/7/bsd", queued}} {
+		got, err := f.CancelBySupersedeKey(ctx, tc.key, reason)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0].ID != tc.j.ID || got[0].State != job.Canceled || got[0].Reason != reason {
+			t.Fatalf("cancel %s: %+v, want job %s cancelled", tc.key, got, tc.j.ID)
+		}
+		select {
+		case fin := <-finished:
+			if fin.ID != tc.j.ID || fin.State != job.Canceled {
+				t.Fatalf("listener told %+v, want job %s cancelled", fin, tc.j.ID)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("listener not told of job %s", tc.j.ID)
+		}
+	}
+	if got, err := f.CancelBySupersedeKey(ctx, "gerrit/review/7/linux", reason); err != nil || len(got) != 0 {
+		t.Fatalf("second cancel: %+v %v, want nothing", got, err)
+	}
+	if _, err := f.CancelBySupersedeKey(ctx, "", reason); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("empty key: %v, want ErrInvalid", err)
+	}
+	cancel, _, err := f.Heartbeat(ctx, sess, []scheduler.RunningJob{{JobID: running.ID, Attempt: 1}}, false)
+	if err != nil || len(cancel) != 1 || cancel[0].JobID != running.ID {
+		t.Fatalf("heartbeat cancel %v %v, want the cancelled attempt", cancel, err)
+	}
+	if err := f.Complete(ctx, sess, running.ID, 1, scheduler.Outcome{}); !errors.Is(err, scheduler.ErrStale) {
+		t.Fatalf("late result of the cancelled job: %v", err)
+	}
+
+	// After a restart the store says the same: cancelled with the reason in
+	// the log, not restored as live; the other change's job still queued.
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, st = openFleet(t, dir)
+	defer st.Close()
+	for _, id := range []string{running.ID, queued.ID} {
+		j, _, err := f.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.State != job.Canceled || j.Reason != reason {
+			t.Fatalf("job %s after restart: %s %q, want cancelled with %q", id, j.State, j.Reason, reason)
+		}
+		if f.sched.Live(id) != nil {
+			t.Fatalf("cancelled job %s restored as live", id)
+		}
+	}
+	if log := readLog(t, f, queued.ID, 0); log != "[kiln 2026-11-25T10:00:00Z] "+reason+"\n" {
+		t.Fatalf("log of the queued job %q, want the reason", log)
+	}
+	if j, _, err := f.Get(ctx, other.ID); err != nil || j.State != job.Queued {
+		t.Fatalf("other change's job after restart: %+v %v, want queued", j, err)
+	}
+}
