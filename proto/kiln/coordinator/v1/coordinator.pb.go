@@ -1974,7 +1974,7 @@ type Event struct {
 	PatchSet   int64                  `protobuf:"varint,7,opt,name=patch_set,json=patchSet,proto3" json:"patch_set,omitempty"`
 	Revision   string                 `protobuf:"bytes,8,opt,name=revision,proto3" json:"revision,omitempty"`
 	ReceivedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=received_at,json=receivedAt,proto3" json:"received_at,omitempty"`
-	// built, superseded, ignored, duplicate or error.
+	// built, superseded, canceled, ignored, duplicate or error.
 	Action string `protobuf:"bytes,10,opt,name=action,proto3" json:"action,omitempty"`
 	// Why, for people.
 	Reason        string   `protobuf:"bytes,11,opt,name=reason,proto3" json:"reason,omitempty"`
