@@ -328,9 +328,11 @@ func runInclude(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 func runRemove(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c common
 	var repoName string
-	fs := newFlags("remove", "remove --repo NAME [flags] NAME[/ARCH][=VERSION]...", stdout)
+	var jsonOut bool
+	fs := newFlags("remove", "remove --repo NAME [--json] [flags] NAME[/ARCH][=VERSION]...", stdout)
 	c.register(fs)
 	fs.StringVar(&repoName, "repo", "", "repository `name`")
+	fs.BoolVar(&jsonOut, "json", false, "print the removed packages as JSON")
 	if err := parse(fs, args, stderr); err != nil {
 		return done(err)
 	}
@@ -353,6 +355,11 @@ func runRemove(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	removed, err := e.store.Remove(ctx, repoName, specs)
 	if err != nil {
 		return err
+	}
+	if jsonOut {
+		return writeJSON(stdout, struct {
+			Removed []repo.Entry `json:"removed"`
+		}{removed})
 	}
 	for _, r := range removed {
 		fmt.Fprintf(stdout, "removed %s %s %s\n", r.Name, r.Version, r.Arch)
@@ -545,9 +552,10 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		fmt.Fprint(stdout, "Usage:\n  publisher snapshot create --repo NAME SNAP\n  publisher snapshot list [--repo NAME] [--json]\n  publisher snapshot publish SNAP\n\nRun \"publisher snapshot SUBCOMMAND --help\" for flags.\n")
 		return nil
 	case "create":
-		fs := newFlags("snapshot create", "snapshot create --repo NAME [flags] SNAP", stdout)
+		fs := newFlags("snapshot create", "snapshot create --repo NAME [--json] [flags] SNAP", stdout)
 		c.register(fs)
 		fs.StringVar(&repoName, "repo", "", "repository `name`")
+		fs.BoolVar(&jsonOut, "json", false, "print the snapshot as JSON")
 		if err := parse(fs, rest, stderr); err != nil {
 			return done(err)
 		}
@@ -562,6 +570,9 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		sn, err := e.store.CreateSnapshot(ctx, repoName, fs.Arg(0))
 		if err != nil {
 			return err
+		}
+		if jsonOut {
+			return writeJSON(stdout, sn)
 		}
 		fmt.Fprintf(stdout, "snapshot %s of %s: %d packages\n", sn.Name, sn.Repo, sn.Packages)
 		return nil
@@ -595,8 +606,9 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		return tw.Flush()
 	case "publish":
-		fs := newFlags("snapshot publish", "snapshot publish [flags] SNAP", stdout)
+		fs := newFlags("snapshot publish", "snapshot publish [--json] [flags] SNAP", stdout)
 		c.register(fs)
+		fs.BoolVar(&jsonOut, "json", false, "print the result as JSON")
 		if err := parse(fs, rest, stderr); err != nil {
 			return done(err)
 		}
@@ -616,6 +628,9 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if err != nil {
 			return err
 		}
+		if jsonOut {
+			return writeJSON(stdout, res)
+		}
 		fmt.Fprintf(stdout, "published snapshot %s (%d packages) in %s\n", fs.Arg(0), res.Packages, res.Dir)
 		return nil
 	}
@@ -628,15 +643,17 @@ func runKey(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	switch args[0] {
 	case "-h", "--help", "help":
-		fmt.Fprint(stdout, "Usage:\n  publisher key show [--key FILE | --config FILE]\n\nPrints the fingerprint and the armored public key to give to customers.\n")
+		fmt.Fprint(stdout, "Usage:\n  publisher key show [--key FILE | --config FILE] [--json]\n\nPrints the fingerprint and the armored public key to give to customers.\n")
 		return nil
 	case "show":
 	default:
 		return usagef("unknown key subcommand %q: use show", args[0])
 	}
 	var c common
-	fs := newFlags("key show", "key show [flags]", stdout)
+	var jsonOut bool
+	fs := newFlags("key show", "key show [--json] [flags]", stdout)
 	c.register(fs)
+	fs.BoolVar(&jsonOut, "json", false, "print fingerprint, signing key, algorithm and public key as JSON")
 	if err := parse(fs, args[1:], stderr); err != nil {
 		return done(err)
 	}
@@ -661,6 +678,14 @@ func runKey(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	k, err := sign.Load(ctx, sc)
 	if err != nil {
 		return err
+	}
+	if jsonOut {
+		return writeJSON(stdout, struct {
+			Fingerprint string `json:"fingerprint"`
+			SigningKey  string `json:"signing_key"`
+			Algorithm   string `json:"algorithm"`
+			PublicKey   string `json:"public_key"`
+		}{k.Fingerprint(), k.SigningKeyID(), k.Algorithm(), string(k.PublicKey())})
 	}
 	fmt.Fprintf(stdout, "Fingerprint: %s\nSigning key: %s (%s)\n\n", k.Fingerprint(), k.SigningKeyID(), k.Algorithm())
 	_, err = stdout.Write(k.PublicKey())

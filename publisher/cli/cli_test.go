@@ -110,6 +110,26 @@ func TestQuickStartWorkflow(t *testing.T) {
 	if strings.Contains(out, "PRIVATE") {
 		t.Fatal("key show printed private key material")
 	}
+	out, err = run(t, "key", "show", "--json", "--key", key.KeyFile, "--passphrase-file", key.PassphraseFile)
+	var shown struct {
+		Fingerprint string `json:"fingerprint"`
+		PublicKey   string `json:"public_key"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &shown) != nil || shown.Fingerprint != key.Fingerprint || !strings.Contains(shown.PublicKey, "BEGIN PGP PUBLIC KEY BLOCK") || strings.Contains(out, "PRIVATE") {
+		t.Fatalf("key show --json: %v\n%s", err, out)
+	}
+	out, err = run(t, append([]string{"snapshot", "create", "--json", "--repo", "r", "rc2"}, base...)...)
+	var snap repo.Snapshot
+	if err != nil || json.Unmarshal([]byte(out), &snap) != nil || snap.Name != "rc2" || snap.Packages != 1 {
+		t.Fatalf("snapshot create --json: %v\n%s", err, out)
+	}
+	out, err = run(t, append([]string{"remove", "--json", "--repo", "r", "hello"}, base...)...)
+	var removed struct {
+		Removed []repo.Entry `json:"removed"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &removed) != nil || len(removed.Removed) != 1 || removed.Removed[0].Version != "1.1" {
+		t.Fatalf("remove --json: %v\n%s", err, out)
+	}
 }
 
 func TestConfigFile(t *testing.T) {
