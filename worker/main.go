@@ -91,6 +91,7 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 	workDir := fs.String("work-dir", "", "scratch directory for jobs")
 	execName := fs.String("executor", "", "command jobs run on the host (shell) or in a buildroot (containerd)")
 	logLevel := fs.String("log-level", "", "trace, debug, info, warn or error")
+	metricsListen := fs.String("metrics-listen", "", "address to serve /metrics and /healthz on (default: none)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: worker run [flags]\n\nflags:\n")
 		fs.PrintDefaults()
@@ -112,6 +113,9 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *coord != "" {
 		cfg.Coordinator = *coord
+	}
+	if *metricsListen != "" {
+		cfg.MetricsListen = *metricsListen
 	}
 	if *name != "" {
 		cfg.Name = *name

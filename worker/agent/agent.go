@@ -51,6 +51,8 @@ type Config struct {
 	RefreshLabels func(ctx context.Context) (map[string]string, error)
 	// LabelsEvery is how often RefreshLabels is asked; 0 means 30 s.
 	LabelsEvery time.Duration
+	// Metrics counts the jobs run; nil: kept but not registered.
+	Metrics *Metrics
 }
 
 // Agent runs jobs for one coordinator.
@@ -83,6 +85,9 @@ func New(cfg Config, conn grpc.ClientConnInterface, exec executor.Executor, logg
 	}
 	if cfg.LabelsEvery <= 0 {
 		cfg.LabelsEvery = 30 * time.Second
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
 	}
 	return &Agent{cfg: cfg, client: wpb.NewWorkerServiceClient(conn), exec: exec, logger: logger,
 		running: map[string]*runningJob{}, interval: 5 * time.Second}
@@ -398,6 +403,13 @@ func (a *Agent) runJob(parent context.Context, asg *wpb.Assignment) {
 		a.mu.Unlock()
 	}()
 	logger.Info("job started")
+	kind := "command"
+	if asg.GetSpec().GetPackageBuild() != nil {
+		kind = "build"
+	}
+	started := time.Now()
+	a.cfg.Metrics.running.Inc()
+	defer a.cfg.Metrics.running.Dec()
 
 	dir := filepath.Join(a.cfg.WorkDir, fmt.Sprintf("job-%s-%d", id, attempt))
 	if !a.cfg.KeepWorkDirs {
@@ -418,6 +430,7 @@ func (a *Agent) runJob(parent context.Context, asg *wpb.Assignment) {
 	if parent.Err() != nil {
 		// Handed back at shutdown: the coordinator re-queues it on goodbye.
 		logger.Info("job handed back")
+		a.cfg.Metrics.finished(kind, "handed_back", time.Since(started))
 		return
 	}
 	err := a.call(parent, "complete", func(ctx context.Context, s string) error {
@@ -425,14 +438,23 @@ func (a *Agent) runJob(parent context.Context, asg *wpb.Assignment) {
 		_, err := a.client.CompleteJob(ctx, req)
 		return err
 	})
+	result := "succeeded"
+	switch {
+	case req.InfrastructureError:
+		result = "infrastructure"
+	case req.Failed:
+		result = "failed"
+	}
 	switch {
 	case status.Code(err) == codes.FailedPrecondition:
 		logger.Warn("result refused: the coordinator gave this attempt up", "error", err)
+		result = "refused"
 	case err != nil:
 		logger.Error("report result", "error", err)
 	default:
 		logger.Info("job finished", "exit_code", req.ExitCode, "failed", req.Failed, "infrastructure_error", req.InfrastructureError)
 	}
+	a.cfg.Metrics.finished(kind, result, time.Since(started))
 }
 
 // execute runs the job and fills in req.
@@ -525,6 +547,7 @@ func (a *Agent) upload(ctx context.Context, path, name string, asg *wpb.Assignme
 	if err != nil {
 		return nil, fmt.Errorf("hash %s: %w", name, err)
 	}
+	a.cfg.Metrics.artifactBytes.Add(float64(size))
 	art := &cpb.Artifact{Name: name, Sha256: sum, Size: size}
 	err = a.call(ctx, "upload", func(ctx context.Context, s string) error {
 		f, err := os.Open(path)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
@@ -255,5 +256,70 @@ func TestAgentAdvertisesChangedLabels(t *testing.T) {
 	close(release)
 	if j := c.wait(t, long.ID, true); j.State != job.Succeeded || j.Attempt != 1 {
 		t.Fatalf("job running while the worker registered again: %s, attempt %d: %s", j.State, j.Attempt, j.Reason)
+	}
+}
+
+func TestAgentMetrics(t *testing.T) {
+	t.Parallel()
+	c := newCoordinator(t)
+	reg := prometheus.NewRegistry()
+	ctx, cancel := context.WithCancel(context.Background())
+	a := New(Config{Name: "w1", Labels: map[string]string{"os": "linux"}, Slots: 1, WorkDir: t.TempDir(), PollWait: time.Second, ShutdownGrace: time.Second,
+		Metrics: NewMetrics(reg)}, c.conn, fakeExec{run: func(_ context.Context, j executor.Job, log io.Writer) (executor.Result, error) {
+		io.WriteString(log, "twelve bytes")
+		os.WriteFile(filepath.Join(j.WorkDir, "pkg.deb"), []byte("package bytes"), 0o644)
+		if j.Command[0] == "fail" {
+			return executor.Result{ExitCode: 1, Reason: "exit status 1"}, nil
+		}
+		return executor.Result{}, nil
+	}}, hclog.NewNullLogger())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	for _, cmd := range []string{"ok", "fail"} {
+		j, _, err := c.f.Submit(context.Background(), job.Spec{Kind: job.Command, Command: []string{cmd}, Labels: map[string]string{"os": "linux"}, ArtifactGlobs: []string{"*.deb"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.wait(t, j.ID, true)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range families {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += " " + l.GetName() + "=" + l.GetValue()
+			}
+			switch {
+			case m.GetCounter() != nil:
+				got[key] = m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				got[key] = m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				got[key+" count"] = float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	for key, want := range map[string]float64{
+		"kiln_worker_jobs_total kind=command result=succeeded": 1,
+		"kiln_worker_jobs_total kind=command result=failed":    1,
+		"kiln_worker_running_jobs":                             0,
+		"kiln_worker_job_duration_seconds kind=command count":  2,
+		"kiln_worker_artifact_bytes_total":                     26,
+	} {
+		if got[key] != want {
+			t.Errorf("%s = %v, want %v", key, got[key], want)
+		}
+	}
+	// Both jobs' output and the worker's own lines about them.
+	if got["kiln_worker_log_bytes_total"] < 24 {
+		t.Errorf("kiln_worker_log_bytes_total = %v, want at least 24", got["kiln_worker_log_bytes_total"])
 	}
 }

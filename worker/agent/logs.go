@@ -95,6 +95,8 @@ func (w *logWriter) flush() {
 		w.mu.Unlock()
 		if err != nil {
 			w.a.logger.Warn("log output dropped", "job_id", w.id, "bytes", n, "error", err)
+		} else {
+			w.a.cfg.Metrics.logBytes.Add(float64(n))
 		}
 	}
 }

@@ -9,12 +9,17 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
+	"net/http"
 	"os"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -42,8 +47,10 @@ type Config struct {
 	WorkDir   string            `yaml:"work_dir"`
 	// Executor runs command jobs: "shell" on the host, or "containerd" in
 	// a buildroot named by the job's target label.
-	Executor      string           `yaml:"executor"`
-	ShutdownGrace time.Duration    `yaml:"shutdown_grace"`
+	Executor      string        `yaml:"executor"`
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// MetricsListen serves /metrics and /healthz over HTTP; empty: none.
+	MetricsListen string           `yaml:"metrics_listen"`
 	Log           LogConfig        `yaml:"log"`
 	Buildroot     buildroot.Config `yaml:"buildroot"`
 	Build         build.Config     `yaml:"build"`
@@ -164,9 +171,34 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		}
 		mux.builds = build.New(cfg.Build, br, logger.Named("build"))
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := agent.NewMetrics(reg)
+	if cfg.MetricsListen != "" {
+		stop, err := serveMetrics(cfg.MetricsListen, reg, logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	a := agent.New(agent.Config{Name: cfg.Name, Labels: labels, Slots: cfg.Slots, WorkDir: cfg.WorkDir, Token: token,
-		ShutdownGrace: cfg.ShutdownGrace, RefreshLabels: refresh}, conn, mux, logger.Named("agent"))
+		ShutdownGrace: cfg.ShutdownGrace, RefreshLabels: refresh, Metrics: metrics}, conn, mux, logger.Named("agent"))
 	return a.Run(ctx)
+}
+
+// serveMetrics serves /metrics and /healthz on addr until stop is called.
+func serveMetrics(addr string, reg *prometheus.Registry, logger hclog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s (metrics_listen): %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	logger.Info("serving /metrics and /healthz", "addr", ln.Addr().String())
+	go func() { _ = srv.Serve(ln) }()
+	return func() { _ = srv.Close() }, nil
 }
 
 // chrootLabels returns the configured labels plus, for the worker's
