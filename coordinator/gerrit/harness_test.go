@@ -31,6 +31,9 @@ type fakeBuilds struct {
 	changed chan struct{}
 	// onSubmit, when set, runs after each submission with the new job id.
 	onSubmit func(id string)
+	// reuse, when set, may answer a submission with an existing job, as
+	// the scheduler does for a build key it has seen.
+	reuse func(req BuildRequest) (Submitted, bool)
 }
 
 // cancelCall is one CancelBuilds call and the job ids it cancelled.
@@ -55,8 +58,14 @@ func (f *fakeBuilds) liveLocked(key string) []string {
 	return ids
 }
 
-func (f *fakeBuilds) SubmitBuild(_ context.Context, req BuildRequest) (string, error) {
+func (f *fakeBuilds) SubmitBuild(_ context.Context, req BuildRequest) (Submitted, error) {
 	f.mu.Lock()
+	if f.reuse != nil {
+		if got, ok := f.reuse(req); ok {
+			f.mu.Unlock()
+			return got, nil
+		}
+	}
 	for _, id := range f.liveLocked(req.SupersedeKey) {
 		f.ended[id] = true
 	}
@@ -69,7 +78,7 @@ func (f *fakeBuilds) SubmitBuild(_ context.Context, req BuildRequest) (string, e
 	if hook != nil {
 		hook(id)
 	}
-	return id, nil
+	return Submitted{JobID: id}, nil
 }
 
 func (f *fakeBuilds) CancelBuilds(_ context.Context, key, reason string) ([]string, error) {

@@ -28,7 +28,10 @@ import (
 
 // Builds queues package builds; the coordinator's scheduler implements it.
 type Builds interface {
-	SubmitBuild(ctx context.Context, req BuildRequest) (jobID string, err error)
+	// SubmitBuild queues a build. A build whose build key (sources, target,
+	// recipe) matches a job queued, running or succeeded is not queued
+	// again: that job is returned, with its result when it has finished.
+	SubmitBuild(ctx context.Context, req BuildRequest) (Submitted, error)
 	// CancelBuilds cancels every queued or running build submitted with
 	// the supersede key, giving reason, and returns their job ids; none
 	// when no build with the key is live.
@@ -51,6 +54,16 @@ type BuildRequest struct {
 	SupersedeKey string
 	// Origin says for people where the build came from.
 	Origin string
+}
+
+// Submitted is the job that builds a request.
+type Submitted struct {
+	JobID string
+	// Reused is true when JobID is an existing job of the same build key.
+	Reused bool
+	// Result is set when the reused job has already finished: no
+	// BuildFinished call will come for it.
+	Result *BuildResult
 }
 
 // Source is one git repository at an exact commit.
@@ -511,22 +524,23 @@ func (in *Intake) queueRelease(ctx context.Context, s *server, ev Event, plan Pl
 	if ev.Change > 0 {
 		desc += fmt.Sprintf(" (change %d)", ev.Change)
 	}
-	jobs, ids, err := in.submit(ctx, s, ev, plan, srcs, true, desc)
+	sub, err := in.submit(ctx, s, ev, plan, srcs, true, desc)
 	if err != nil {
 		in.metrics.events.WithLabelValues(name, ev.Type, ActionError).Inc()
 		rec := recordOf(s, ev, in.now())
-		rec.Revision, rec.Action, rec.Reason, rec.JobIDs = rev, ActionError, err.Error(), ids
+		rec.Revision, rec.Action, rec.Reason, rec.JobIDs = rev, ActionError, err.Error(), sub.ids
 		_, rerr := in.store.recordEvent(ctx, rec)
 		return errors.Join(err, rerr)
 	}
 	rec := recordOf(s, ev, in.now())
-	rec.Revision, rec.Action, rec.JobIDs = rev, ActionBuilt, ids
+	rec.Revision, rec.Action, rec.JobIDs = rev, ActionBuilt, sub.ids
 	rec.Reason = fmt.Sprintf("release build of %s for %s (%s)", plan.Package, plan.Release, strings.Join(plan.Targets, ", "))
 	if want := cmp.Or(ev.NewRev, ev.Revision); want != rev {
 		rec.Reason += fmt.Sprintf(" at the branch head %s, which includes the event's %s", short(rev), short(want))
 	}
+	rec.Reason = sub.reason(rec.Reason)
 	in.metrics.events.WithLabelValues(name, ev.Type, ActionBuilt).Inc()
-	return in.commitJobs(ctx, queued{event: rec, dedupKey: dedup, jobs: jobs, heads: heads, release: true})
+	return in.commitJobs(ctx, queued{event: rec, dedupKey: dedup, jobs: sub.jobs, finished: sub.finished, heads: heads, release: true})
 }
 
 // sources resolves the plan's projects: the changed one at rev (from ref),
@@ -563,9 +577,26 @@ func reviewKey(server string, change int64, target string) string {
 	return fmt.Sprintf("gerrit/%s/%d/%s", server, change, target)
 }
 
-func (in *Intake) submit(ctx context.Context, s *server, ev Event, plan Plan, srcs []Source, release bool, origin string) ([]jobRow, []string, error) {
-	var jobs []jobRow
-	var ids []string
+// submission is what submit queued: the jobs to record, their ids, the
+// results of reused jobs that already finished and, for people, which jobs
+// were reused.
+type submission struct {
+	jobs     []jobRow
+	ids      []string
+	finished []BuildResult
+	reused   []string
+}
+
+// reason is what the event log says of the builds.
+func (sub submission) reason(base string) string {
+	if len(sub.reused) == 0 {
+		return base
+	}
+	return base + "; reuses " + strings.Join(sub.reused, ", ") + ", already queued, running or built from the same sources and recipe"
+}
+
+func (in *Intake) submit(ctx context.Context, s *server, ev Event, plan Plan, srcs []Source, release bool, origin string) (submission, error) {
+	var sub submission
 	kind, prio := kindReview, PriorityReview
 	if release {
 		kind, prio = kindRelease, PriorityRelease
@@ -578,18 +609,26 @@ func (in *Intake) submit(ctx context.Context, s *server, ev Event, plan Plan, sr
 		if !release {
 			req.SupersedeKey = reviewKey(s.cfg.Name, ev.Change, t)
 		}
-		id, err := in.builds.SubmitBuild(ctx, req)
+		got, err := in.builds.SubmitBuild(ctx, req)
 		if err != nil {
-			return nil, ids, fmt.Errorf("submit %s build of %s for %s %s: %w", kind, plan.Package, plan.Release, t, err)
+			return sub, fmt.Errorf("submit %s build of %s for %s %s: %w", kind, plan.Package, plan.Release, t, err)
 		}
-		ids = append(ids, id)
-		jobs = append(jobs, jobRow{
-			JobID: id, Server: s.cfg.Name, Kind: kind, Change: ev.Change, PatchSet: ev.PatchSet,
+		sub.ids = append(sub.ids, got.JobID)
+		sub.jobs = append(sub.jobs, jobRow{
+			JobID: got.JobID, Server: s.cfg.Name, Kind: kind, Change: ev.Change, PatchSet: ev.PatchSet,
 			Revision: ev.Revision, Release: plan.Release, Target: t, Package: plan.Package,
 		})
+		if got.Reused {
+			sub.reused = append(sub.reused, fmt.Sprintf("job %s for %s", got.JobID, t))
+		}
+		if got.Result != nil {
+			res := *got.Result
+			res.JobID = got.JobID
+			sub.finished = append(sub.finished, res)
+		}
 	}
-	in.metrics.builds.WithLabelValues(s.cfg.Name, kind).Add(float64(len(ids)))
-	return jobs, ids, nil
+	in.metrics.builds.WithLabelValues(s.cfg.Name, kind).Add(float64(len(sub.ids)))
+	return sub, nil
 }
 
 func (in *Intake) handleReview(ctx context.Context, s *server, ev Event, why string) error {
@@ -615,22 +654,23 @@ func (in *Intake) handleReview(ctx context.Context, s *server, ev Event, why str
 		return in.record(ctx, s, ev, ActionIgnored, reason, nil)
 	}
 	origin := fmt.Sprintf("gerrit %s review: change %d patch set %d (%s %s)", s.cfg.Name, ev.Change, ev.PatchSet, ev.Project, ev.Branch)
-	jobs, ids, err := in.submit(ctx, s, ev, plan, srcs, false, origin)
+	sub, err := in.submit(ctx, s, ev, plan, srcs, false, origin)
 	if err != nil {
 		in.metrics.events.WithLabelValues(s.cfg.Name, ev.Type, ActionError).Inc()
 		rec := recordOf(s, ev, in.now())
-		rec.Action, rec.Reason, rec.JobIDs = ActionError, err.Error(), ids
+		rec.Action, rec.Reason, rec.JobIDs = ActionError, err.Error(), sub.ids
 		_, rerr := in.store.recordEvent(ctx, rec)
 		return errors.Join(err, rerr)
 	}
 	rec := recordOf(s, ev, in.now())
-	rec.Action, rec.JobIDs = ActionBuilt, ids
+	rec.Action, rec.JobIDs = ActionBuilt, sub.ids
 	rec.Reason = fmt.Sprintf("review build of %s for %s (%s)", plan.Package, plan.Release, strings.Join(plan.Targets, ", "))
 	if why != "" {
 		rec.Reason = why + ": " + rec.Reason
 	}
+	rec.Reason = sub.reason(rec.Reason)
 	in.metrics.events.WithLabelValues(s.cfg.Name, ev.Type, ActionBuilt).Inc()
-	return in.commitJobs(ctx, queued{event: rec, dedupKey: key, jobs: jobs, supersede: true})
+	return in.commitJobs(ctx, queued{event: rec, dedupKey: key, jobs: sub.jobs, finished: sub.finished, supersede: true})
 }
 
 // handleClosed cancels the queued and running review builds of an abandoned

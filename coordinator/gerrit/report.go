@@ -15,8 +15,9 @@ import (
 	"time"
 )
 
-// BuildFinished records a finished job and, once every job of the same
-// event has finished, reports to Gerrit: a Verified vote and a message with
+// BuildFinished records a finished job and, once every job of an event
+// that asked for it has finished, reports that event to Gerrit (a job
+// reused by several events reports each): a Verified vote and a message with
 // each target's result and log after review builds, a message saying where
 // the package was published to every merged change after release builds.
 // Results for jobs the intake did not submit are kept a day (in case the
@@ -33,7 +34,7 @@ func (in *Intake) BuildFinished(ctx context.Context, res BuildResult) error {
 	}
 	in.reportMu.Lock()
 	defer in.reportMu.Unlock()
-	jobs, ok, err := in.store.finishJob(ctx, res)
+	events, ok, err := in.store.finishJob(ctx, res)
 	if err != nil {
 		return err
 	}
@@ -42,7 +43,11 @@ func (in *Intake) BuildFinished(ctx context.Context, res BuildResult) error {
 		// commitJobs, which applies it.
 		return in.store.saveEarly(ctx, res, in.now())
 	}
-	return in.report(ctx, jobs)
+	var errs []error
+	for _, jobs := range events {
+		errs = append(errs, in.report(ctx, jobs))
+	}
+	return errors.Join(errs...)
 }
 
 // retryReports reports events whose report failed before. It is called
@@ -136,28 +141,39 @@ func (in *Intake) report(ctx context.Context, jobs []jobRow) error {
 	return in.store.markReported(ctx, first.EventID, 0, in.now())
 }
 
-// commitJobs writes down queued builds, then applies results that arrived
-// for them before that.
+// commitJobs writes down queued builds, then applies the results known for
+// them: those that arrived before that, those of reused jobs recorded for
+// other events, and those of reused jobs that had finished when submitted
+// (the coordinator tells of a job's end once, so these are reported now).
 func (in *Intake) commitJobs(ctx context.Context, q queued) error {
 	// The builds are submitted: write them down even when shutting down.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	in.reportMu.Lock()
 	_, err := in.store.commitQueued(ctx, q, in.now())
-	var early []BuildResult
+	var results, known []BuildResult
 	if err == nil {
 		ids := make([]string, len(q.jobs))
 		for i, j := range q.jobs {
 			ids[i] = j.JobID
 		}
-		early, err = in.store.takeEarly(ctx, ids)
+		results, err = in.store.takeEarly(ctx, ids)
+		if err == nil {
+			known, err = in.store.knownResults(ctx, ids)
+		}
 	}
 	in.reportMu.Unlock()
 	if err != nil {
 		return err
 	}
+	results = append(append(results, known...), q.finished...)
+	applied := map[string]bool{}
 	var errs []error
-	for _, r := range early {
+	for _, r := range results {
+		if applied[r.JobID] {
+			continue
+		}
+		applied[r.JobID] = true
 		errs = append(errs, in.BuildFinished(ctx, r))
 	}
 	return errors.Join(errs...)

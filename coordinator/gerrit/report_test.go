@@ -217,6 +217,37 @@ func TestResultBeforeRecord(t *testing.T) {
 	}
 }
 
+// TestReusedFinishedJobVotesAtOnce: a review build whose build key already
+// succeeded in a job the intake never recorded (built by hand, say) gets
+// that job back, finished; no result will come for it, so the vote is
+// posted from the result given at submission, and the event names the job.
+func TestReusedFinishedJobVotesAtOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, gerrittest.Options{}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	h.builds.mu.Lock()
+	h.builds.reuse = func(BuildRequest) (Submitted, bool) {
+		return Submitted{JobID: "77", Reused: true, Result: &BuildResult{State: StateSucceeded, LogURL: "https://logs.example.com/77"}}, true
+	}
+	h.builds.mu.Unlock()
+	h.srv.Send(patchsetCreated(nginx, "9.0", 33, 1, psRev))
+	revs, err := h.srv.WaitReviews(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := revs[0]; r.Change != 33 || r.Labels["Verified"] != "+1" || !strings.Contains(strings.Join(r.Args, " "), "https://logs.example.com/77") {
+		t.Fatalf("review = %+v, want Verified=+1 on 33 with the log of job 77", r)
+	}
+	evs, err := h.in.ListEvents(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := evs[0]; e.Action != ActionBuilt || len(e.JobIDs) != 1 || e.JobIDs[0] != "77" || !strings.Contains(e.Reason, "reuses job 77 for trusty-amd64") {
+		t.Fatalf("event %+v, want built reusing job 77", e)
+	}
+}
+
 // TestTrackedBranchBuiltOnStart: a branch listed under track whose head was
 // never built is built when the stream first connects, once.
 func TestTrackedBranchBuiltOnStart(t *testing.T) {

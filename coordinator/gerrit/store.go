@@ -47,22 +47,6 @@ CREATE TABLE IF NOT EXISTS gerrit_release_revs (
 	created_at INTEGER NOT NULL,
 	PRIMARY KEY (server, project, branch, revision)
 );
-CREATE TABLE IF NOT EXISTS gerrit_jobs (
-	job_id     TEXT PRIMARY KEY,
-	event_id   INTEGER NOT NULL,
-	server     TEXT NOT NULL,
-	kind       TEXT NOT NULL,
-	change_num INTEGER NOT NULL DEFAULT 0,
-	patch_set  INTEGER NOT NULL DEFAULT 0,
-	revision   TEXT NOT NULL DEFAULT '',
-	release    TEXT NOT NULL,
-	target     TEXT NOT NULL,
-	package    TEXT NOT NULL,
-	state      TEXT NOT NULL DEFAULT '',
-	log_url    TEXT NOT NULL DEFAULT '',
-	published  TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS gerrit_jobs_event ON gerrit_jobs (event_id);
 CREATE TABLE IF NOT EXISTS gerrit_early_results (
 	job_id     TEXT PRIMARY KEY,
 	state      TEXT NOT NULL,
@@ -83,6 +67,26 @@ CREATE TABLE IF NOT EXISTS gerrit_reports (
 	PRIMARY KEY (event_id, change_num)
 );
 `
+
+// jobsTable is the gerrit_jobs table under a name: a job and an event that
+// asked for it. One job serves several events when their builds have the
+// same build key (a recheck of a running build, two changes at one commit).
+const jobsTable = `CREATE TABLE IF NOT EXISTS %s (
+	job_id     TEXT NOT NULL,
+	event_id   INTEGER NOT NULL,
+	server     TEXT NOT NULL,
+	kind       TEXT NOT NULL,
+	change_num INTEGER NOT NULL DEFAULT 0,
+	patch_set  INTEGER NOT NULL DEFAULT 0,
+	revision   TEXT NOT NULL DEFAULT '',
+	release    TEXT NOT NULL,
+	target     TEXT NOT NULL,
+	package    TEXT NOT NULL,
+	state      TEXT NOT NULL DEFAULT '',
+	log_url    TEXT NOT NULL DEFAULT '',
+	published  TEXT NOT NULL DEFAULT '',
+	PRIMARY KEY (job_id, event_id)
+)`
 
 // EventRecord is one logged Gerrit event and what was done with it.
 type EventRecord struct {
@@ -129,7 +133,45 @@ func openStore(ctx context.Context, db *sql.DB) (*store, error) {
 	if _, err := db.ExecContext(ctx, schema); err != nil {
 		return nil, fmt.Errorf("create gerrit tables: %w", err)
 	}
+	if _, err := db.ExecContext(ctx, fmt.Sprintf(jobsTable, "gerrit_jobs")); err != nil {
+		return nil, fmt.Errorf("create gerrit tables: %w", err)
+	}
+	if err := shareJobs(ctx, db); err != nil {
+		return nil, fmt.Errorf("upgrade gerrit_jobs: %w", err)
+	}
+	if _, err := db.ExecContext(ctx, `CREATE INDEX IF NOT EXISTS gerrit_jobs_event ON gerrit_jobs (event_id)`); err != nil {
+		return nil, fmt.Errorf("create gerrit tables: %w", err)
+	}
 	return &store{db: db}, nil
+}
+
+// shareJobs gives a gerrit_jobs table made when a job had one event its
+// primary key of job and event. SQLite changes a primary key only by
+// copying the table.
+func shareJobs(ctx context.Context, db *sql.DB) error {
+	var pk int
+	if err := db.QueryRowContext(ctx, `SELECT pk FROM pragma_table_info('gerrit_jobs') WHERE name = 'event_id'`).Scan(&pk); err != nil {
+		return err
+	}
+	if pk > 0 {
+		return nil
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // after commit this is a no-op
+	for _, q := range []string{
+		fmt.Sprintf(jobsTable, "gerrit_jobs_shared"),
+		`INSERT INTO gerrit_jobs_shared (` + jobColumns + `) SELECT ` + jobColumns + ` FROM gerrit_jobs`,
+		`DROP TABLE gerrit_jobs`,
+		`ALTER TABLE gerrit_jobs_shared RENAME TO gerrit_jobs`,
+	} {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
 }
 
 type execer interface {
@@ -307,7 +349,8 @@ type queued struct {
 	event     EventRecord
 	dedupKey  string
 	jobs      []jobRow
-	heads     []head // new heads, all release revisions too when release
+	finished  []BuildResult // reused jobs that had finished when submitted
+	heads     []head        // new heads, all release revisions too when release
 	release   bool
 	supersede bool // mark older events of the same change superseded
 }
@@ -401,19 +444,28 @@ func (s *store) eventChanges(ctx context.Context, eventID int64) ([][2]int64, er
 // unreported lists events received since since whose jobs have all
 // finished but whose report is not complete.
 func (s *store) unreported(ctx context.Context, since time.Time) ([]int64, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT j.event_id FROM gerrit_jobs j JOIN gerrit_events e ON e.id = j.event_id
+	ids, err := s.ids(ctx, `SELECT j.event_id FROM gerrit_jobs j JOIN gerrit_events e ON e.id = j.event_id
 		WHERE e.received_at > ? AND NOT EXISTS
 			(SELECT 1 FROM gerrit_reports r WHERE r.event_id = j.event_id AND r.change_num = 0)
 		GROUP BY j.event_id HAVING SUM(j.state = '') = 0 ORDER BY j.event_id LIMIT 100`, since.UnixNano())
 	if err != nil {
 		return nil, fmt.Errorf("list unreported events: %w", err)
 	}
+	return ids, nil
+}
+
+// ids runs a query of one integer column.
+func (s *store) ids(ctx context.Context, query string, args ...any) ([]int64, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
 	defer rows.Close()
 	var out []int64
 	for rows.Next() {
 		var id int64
 		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("list unreported events: %w", err)
+			return nil, err
 		}
 		out = append(out, id)
 	}
@@ -444,9 +496,10 @@ func scanJobs(rows *sql.Rows) ([]jobRow, error) {
 
 const jobColumns = `job_id, event_id, server, kind, change_num, patch_set, revision, release, target, package, state, log_url, published`
 
-// finishJob records a job's result and returns all jobs of its event; ok is
-// false when the job is not one of the intake's.
-func (s *store) finishJob(ctx context.Context, res BuildResult) ([]jobRow, bool, error) {
+// finishJob records a job's result and returns, for every event that asked
+// for the job, all jobs of that event; ok is false when the job is not one
+// of the intake's.
+func (s *store) finishJob(ctx context.Context, res BuildResult) ([][]jobRow, bool, error) {
 	r, err := s.db.ExecContext(ctx, `UPDATE gerrit_jobs SET state = ?, log_url = ?, published = ? WHERE job_id = ?`,
 		res.State, res.LogURL, res.Published, res.JobID)
 	if err != nil {
@@ -455,13 +508,38 @@ func (s *store) finishJob(ctx context.Context, res BuildResult) ([]jobRow, bool,
 	if n, _ := r.RowsAffected(); n == 0 {
 		return nil, false, nil
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT `+jobColumns+` FROM gerrit_jobs
-		WHERE event_id = (SELECT event_id FROM gerrit_jobs WHERE job_id = ?) ORDER BY target, job_id`, res.JobID)
+	events, err := s.ids(ctx, `SELECT event_id FROM gerrit_jobs WHERE job_id = ? ORDER BY event_id`, res.JobID)
 	if err != nil {
-		return nil, false, fmt.Errorf("read jobs of job %s: %w", res.JobID, err)
+		return nil, false, fmt.Errorf("read events of job %s: %w", res.JobID, err)
 	}
-	jobs, err := scanJobs(rows)
-	return jobs, true, err
+	var out [][]jobRow
+	for _, id := range events {
+		jobs, err := s.eventJobs(ctx, id)
+		if err != nil {
+			return nil, false, err
+		}
+		out = append(out, jobs)
+	}
+	return out, true, nil
+}
+
+// knownResults returns the results recorded for ids, for the jobs among
+// them that finished while serving another event.
+func (s *store) knownResults(ctx context.Context, ids []string) ([]BuildResult, error) {
+	var out []BuildResult
+	for _, id := range ids {
+		r := BuildResult{JobID: id}
+		err := s.db.QueryRowContext(ctx, `SELECT state, log_url, published FROM gerrit_jobs WHERE job_id = ? AND state != '' LIMIT 1`, id).
+			Scan(&r.State, &r.LogURL, &r.Published)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read result of job %s: %w", id, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }
 
 // saveEarly keeps the result of a job not (yet) recorded: the coordinator

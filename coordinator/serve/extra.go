@@ -61,22 +61,31 @@ type Hooks struct {
 // Gerrit (after the publish, so the message can say where it went).
 func (e *Extra) Start(ctx context.Context, d HookDeps) (Hooks, error) {
 	h := Hooks{HTTP: map[string]http.Handler{}}
-	var intake *gerrit.Intake
-	if e.Gerrit != nil {
+	var pub *publish.Publisher
+	if e.Publisher != nil {
 		var err error
-		intake, err = gerrit.New(*e.Gerrit, d.Store.DB(), submitter{f: d.Fleet}, d.Logger.Named("gerrit"), d.Registry)
+		pub, err = publish.New(*e.Publisher, d.Fleet, d.Logger.Named("publish"))
 		if err != nil {
-			return h, fmt.Errorf("gerrit intake: %w", err)
+			return h, err
 		}
-		h.Events = events{intake}
-		h.Runners = append(h.Runners, intake.Run)
-		h.HTTP["/gerrit/webhook"] = intake.WebhookHandler()
 	}
 	logURL := func(id string) string {
 		if d.PublicURL == "" {
 			return ""
 		}
 		return strings.TrimRight(d.PublicURL, "/") + "/logs/" + id
+	}
+	var intake *gerrit.Intake
+	if e.Gerrit != nil {
+		var err error
+		sub := submitter{f: d.Fleet, logURL: logURL, publishing: pub != nil}
+		intake, err = gerrit.New(*e.Gerrit, d.Store.DB(), sub, d.Logger.Named("gerrit"), d.Registry)
+		if err != nil {
+			return h, fmt.Errorf("gerrit intake: %w", err)
+		}
+		h.Events = events{intake}
+		h.Runners = append(h.Runners, intake.Run)
+		h.HTTP["/gerrit/webhook"] = intake.WebhookHandler()
 	}
 	report := func(j *job.Job, published string) {
 		if intake == nil {
@@ -87,13 +96,7 @@ func (e *Extra) Start(ctx context.Context, d HookDeps) (Hooks, error) {
 			d.Logger.Warn("report build to Gerrit", "job_id", j.ID, "error", err)
 		}
 	}
-	var pub *publish.Publisher
-	if e.Publisher != nil {
-		var err error
-		pub, err = publish.New(*e.Publisher, d.Fleet, d.Logger.Named("publish"))
-		if err != nil {
-			return h, err
-		}
+	if pub != nil {
 		pub.Done = func(j *job.Job, loc string, err error) {
 			if err != nil {
 				j.State = job.Error
@@ -121,19 +124,50 @@ func (e *Extra) Start(ctx context.Context, d HookDeps) (Hooks, error) {
 }
 
 // submitter queues Gerrit's builds as package build jobs.
-type submitter struct{ f *fleet.Fleet }
+type submitter struct {
+	f      *fleet.Fleet
+	logURL func(jobID string) string
+	// publishing is true when successful release builds go to the
+	// publisher, which reports them once published.
+	publishing bool
+}
 
-func (s submitter) SubmitBuild(ctx context.Context, r gerrit.BuildRequest) (string, error) {
+func (s submitter) SubmitBuild(ctx context.Context, r gerrit.BuildRequest) (gerrit.Submitted, error) {
 	b := &job.Build{Release: r.Release, Target: r.Target, Package: r.Package, Publish: r.Publish}
 	for _, src := range r.Sources {
 		b.Sources = append(b.Sources, job.Source{URL: src.URL, Commit: src.Commit, Ref: src.Ref, Role: src.Role})
 	}
-	j, _, err := s.f.Submit(ctx, job.Spec{Kind: job.PackageBuild, Build: b, Priority: r.Priority,
+	j, dedup, err := s.f.Submit(ctx, job.Spec{Kind: job.PackageBuild, Build: b, Priority: r.Priority,
 		SupersedeKey: r.SupersedeKey, Origin: r.Origin, Labels: map[string]string{"target": r.Target}})
 	if err != nil {
-		return "", err
+		return gerrit.Submitted{}, err
 	}
-	return j.ID, nil
+	out := gerrit.Submitted{JobID: j.ID, Reused: dedup}
+	if dedup {
+		out.Result = s.result(j)
+	}
+	return out, nil
+}
+
+// result is the outcome Gerrit is told of a reused job that has already
+// been reported as finished, or nil when its report is still to come: it
+// is live, or its publish is.
+func (s submitter) result(j *job.Job) *gerrit.BuildResult {
+	if !j.State.Final() {
+		return nil
+	}
+	res := &gerrit.BuildResult{JobID: j.ID, State: j.State.String(), LogURL: s.logURL(j.ID)}
+	if s.publishing && publish.Wants(j) {
+		switch {
+		case strings.HasPrefix(j.Publish, publish.StatePublished+" "):
+			res.Published = strings.TrimPrefix(j.Publish, publish.StatePublished+" ")
+		case strings.HasPrefix(j.Publish, publish.StateFailed):
+			res.State = job.Error.String()
+		default:
+			return nil // pending: the publisher's Done reports it
+		}
+	}
+	return res
 }
 
 // CancelBuilds cancels the live builds of a supersede key: the review

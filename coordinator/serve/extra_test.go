@@ -26,25 +26,38 @@ import (
 // instead of the sample's 12345 and with a patch set commit of its own.
 func gerritEvent(t *testing.T, name, change string) string {
 	t.Helper()
+	return gerritEventAt(t, name, change, commitOf(change))
+}
+
+// gerritEventAt is gerritEvent with the patch set at commit rev.
+func gerritEventAt(t *testing.T, name, change, rev string) string {
+	t.Helper()
 	data, err := os.ReadFile(filepath.Join("..", "gerrit", "testdata", "events", name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rev := strings.Repeat("0", 40-len(change)) + change
 	return strings.NewReplacer("12345", change, "8b4f7e0f5bd8d6c5cd3f1fcdbb3bd0a0d4a6c2f1", rev).Replace(strings.TrimSpace(string(data)))
 }
 
-// TestClosedChangeCancelsReviewBuilds runs the Gerrit intake on a real
-// fleet, fed by the SSH stand-in: abandoning a change cancels its running
-// review build and deleting one cancels its queued build, each with the
-// reason, the worker is told to stop, and neither votes; another change's
-// build still does.
-func TestClosedChangeCancelsReviewBuilds(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	dir := t.TempDir()
+// commitOf is the patch set commit gerritEvent gives change.
+func commitOf(change string) string {
+	return strings.Repeat("0", 40-len(change)) + change
+}
 
+// gerritFleet is the Gerrit intake started on a real fleet, fed by the SSH
+// stand-in.
+type gerritFleet struct {
+	srv   *gerrittest.Server
+	st    *store.Store
+	f     *fleet.Fleet
+	hooks Hooks
+}
+
+// startGerritFleet starts the intake with the example configuration on a
+// real fleet and waits for its stream; everything stops with the test.
+func startGerritFleet(ctx context.Context, t *testing.T) *gerritFleet {
+	t.Helper()
+	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "id_ed25519")
 	srv := gerrittest.Start(t, gerrittest.Options{Accounts: []gerrittest.Account{{User: "kiln", Key: gerrittest.WriteClientKey(t, keyFile)}}})
 	knownHosts := filepath.Join(dir, "known_hosts")
@@ -71,7 +84,7 @@ func TestClosedChangeCancelsReviewBuilds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
 	f, err := fleet.New(ctx, fleet.Config{StateDir: dir, LostAfter: time.Minute}, st, hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
@@ -86,17 +99,31 @@ func TestClosedChangeCancelsReviewBuilds(t *testing.T) {
 	for _, run := range hooks.Runners {
 		go func() { done <- run(rctx) }()
 	}
-	defer func() {
+	t.Cleanup(func() {
 		stop()
 		for range hooks.Runners {
 			if err := <-done; err != nil {
 				t.Errorf("runner: %v", err)
 			}
 		}
-	}()
+	})
 	if err := srv.WaitStreams(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
+	return &gerritFleet{srv: srv, st: st, f: f, hooks: hooks}
+}
+
+// TestClosedChangeCancelsReviewBuilds runs the Gerrit intake on a real
+// fleet, fed by the SSH stand-in: abandoning a change cancels its running
+// review build and deleting one cancels its queued build, each with the
+// reason, the worker is told to stop, and neither votes; another change's
+// build still does.
+func TestClosedChangeCancelsReviewBuilds(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	g := startGerritFleet(ctx, t)
+	srv, st, f, hooks := g.srv, g.st, g.f, g.hooks
 
 	labels := map[string]string{"target": "trusty-amd64"}
 	sess, _, err := f.Register(ctx, "w1", labels, 1, nil)
@@ -178,6 +205,95 @@ func TestClosedChangeCancelsReviewBuilds(t *testing.T) {
 	}
 	if len(revs) != 1 || revs[0].Change != 1236 || revs[0].Labels["Verified"] != "+1" {
 		t.Fatalf("reviews = %+v, want only Verified=+1 on 1236", revs)
+	}
+}
+
+// TestSharedReviewBuildVotesForEveryRequest: review builds whose build key
+// matches an existing job (a recheck while it runs, another change at the
+// same commit, a recheck after it succeeded) get that job from the fleet;
+// each request is logged with it, saying so, and each votes: when the job
+// finishes, or right away when it already has.
+func TestSharedReviewBuildVotesForEveryRequest(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	g := startGerritFleet(ctx, t)
+	sess, _, err := g.f.Register(ctx, "w1", map[string]string{"target": "trusty-amd64"}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev := commitOf("1240")
+	// logged waits for the n-th newest event to be logged as built with
+	// the job, reusing it when reused.
+	logged := func(n int, typ string, change int64, jobID string, reused bool) {
+		t.Helper()
+		eventually(ctx, t, func() (bool, string) {
+			// Still read when ctx has ended, to say what was logged.
+			evs, err := g.hooks.Events.ListEvents(context.WithoutCancel(ctx), 10)
+			if err != nil || len(evs) < n {
+				return false, fmt.Sprintf("events %+v (%v), want %d", evs, err, n)
+			}
+			e := evs[0]
+			ok := len(evs) == n && e.Type == typ && e.Change == change && e.Action == gerrit.ActionBuilt &&
+				len(e.JobIDs) == 1 && e.JobIDs[0] == jobID && strings.Contains(e.Reason, "reuses job "+jobID) == reused
+			return ok, fmt.Sprintf("newest event %+v (of %d), want %s of change %d built with job %s (reused: %v)",
+				e, len(evs), typ, change, jobID, reused)
+		})
+	}
+
+	g.srv.Send(gerritEventAt(t, "v3-patchset-created.json", "1240", rev))
+	var first *job.Job
+	eventually(ctx, t, func() (bool, string) {
+		jobs, err := g.f.List(ctx, nil, 10)
+		if len(jobs) == 1 {
+			first = jobs[0]
+		}
+		return first != nil, fmt.Sprintf("jobs %v (%v), want the review build of change 1240", jobs, err)
+	})
+	logged(1, "patchset-created", 1240, first.ID, false)
+	a, err := g.f.Pull(ctx, sess, 0)
+	if err != nil || a == nil || a.ID != first.ID {
+		t.Fatalf("pull: %+v %v, want job %s", a, err, first.ID)
+	}
+	g.srv.Send(gerritEventAt(t, "v3-comment-added-recheck.json", "1240", rev))
+	logged(2, "comment-added", 1240, first.ID, true)
+	g.srv.Send(gerritEventAt(t, "v3-patchset-created.json", "1241", rev))
+	logged(3, "patchset-created", 1241, first.ID, true)
+
+	if err := g.f.Complete(ctx, sess, a.ID, a.Attempt, scheduler.Outcome{}); err != nil {
+		t.Fatal(err)
+	}
+	votes := func(n int) map[int64]int {
+		t.Helper()
+		revs, err := g.srv.WaitReviews(ctx, n)
+		if err != nil {
+			t.Fatalf("%v; reviews %+v, want %d", err, g.srv.Reviews(), n)
+		}
+		got := map[int64]int{}
+		for _, r := range revs {
+			if r.Labels["Verified"] != "+1" {
+				t.Fatalf("review %+v, want Verified=+1", r)
+			}
+			got[r.Change]++
+		}
+		return got
+	}
+	if got := votes(3); got[1240] != 2 || got[1241] != 1 {
+		t.Fatalf("votes per change %v, want 2 on 1240 (patch set and recheck) and 1 on 1241", got)
+	}
+
+	// The build has succeeded: a recheck reuses it and votes at once.
+	g.srv.Send(gerritEventAt(t, "v3-comment-added-recheck.json", "1241", rev))
+	logged(4, "comment-added", 1241, first.ID, true)
+	if got := votes(4); got[1240] != 2 || got[1241] != 2 {
+		t.Fatalf("votes per change %v, want 2 on 1240 and 2 on 1241", got)
+	}
+	if jobs, err := g.f.List(ctx, nil, 10); err != nil || len(jobs) != 1 {
+		t.Fatalf("jobs %v (%v), want the one shared build", jobs, err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if revs := g.srv.Reviews(); len(revs) != 4 {
+		t.Fatalf("reviews %+v, want no more than 4", revs)
 	}
 }
 
