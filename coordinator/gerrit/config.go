@@ -48,8 +48,14 @@ type ServerConfig struct {
 	SSH string `yaml:"ssh"`
 	// User is the account Kiln logs in and votes as.
 	User string `yaml:"user"`
-	// PrivateKeyFile is the account's unencrypted SSH private key.
+	// PrivateKeyFile is the account's SSH private key (OpenSSH or PEM).
 	PrivateKeyFile string `yaml:"private_key_file"`
+	// PrivateKeyPassphraseFile holds the passphrase of an encrypted
+	// PrivateKeyFile; one trailing newline is ignored.
+	PrivateKeyPassphraseFile string `yaml:"private_key_passphrase_file"`
+	// PrivateKeyPassphraseEnv names an environment variable that holds the
+	// passphrase. Used when PrivateKeyPassphraseFile is empty.
+	PrivateKeyPassphraseEnv string `yaml:"private_key_passphrase_env"`
 	// KnownHostsFile holds the server's host key in OpenSSH format.
 	KnownHostsFile string `yaml:"known_hosts_file"`
 	// WebhookSecret, when set, enables the webhook endpoint for this server;

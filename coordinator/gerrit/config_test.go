@@ -11,9 +11,19 @@ import (
 
 func loadExample(t *testing.T) Config {
 	t.Helper()
+	return loadExampleWith(t, nil)
+}
+
+// loadExampleWith loads the example configuration after edit, when given,
+// has changed its text.
+func loadExampleWith(t *testing.T, edit func(string) string) Config {
+	t.Helper()
 	data, err := os.ReadFile("../../examples/gerrit/gerrit.yaml")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if edit != nil {
+		data = []byte(edit(string(data)))
 	}
 	var file struct {
 		Gerrit Config `yaml:"gerrit"`
@@ -34,6 +44,21 @@ func TestExampleConfigValid(t *testing.T) {
 	minimal.Verified, minimal.Recheck, minimal.Tag, minimal.Keepalive = VerifiedLabel{}, "", "", 0
 	if err := minimal.Validate(); err != nil {
 		t.Fatalf("minimal config does not validate: %v", err)
+	}
+}
+
+// TestExamplePassphraseOptions: the example's commented passphrase
+// options, uncommented, are options of the server.
+func TestExamplePassphraseOptions(t *testing.T) {
+	t.Parallel()
+	c := loadExampleWith(t, func(s string) string {
+		return strings.ReplaceAll(s, "# private_key_passphrase_", "private_key_passphrase_")
+	})
+	if s := c.Servers[0]; s.PrivateKeyPassphraseFile != "/etc/kiln/gerrit/id_ed25519.passphrase" || s.PrivateKeyPassphraseEnv != "KILN_GERRIT_KEY_PASSPHRASE" {
+		t.Fatalf("server %+v, want both passphrase options from the example", s)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
 	}
 }
 

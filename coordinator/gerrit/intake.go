@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -221,6 +222,10 @@ func NewWithOptions(cfg Config, db *sql.DB, builds Builds, logger hclog.Logger, 
 			s.ssh = d
 			if g, ok := in.git.(*gitHeads); ok {
 				g.addSSH(sc)
+				if d.encrypted && strings.HasPrefix(sc.GitURL, "ssh://") && os.Getenv("SSH_AUTH_SOCK") == "" {
+					in.logger.Warn("git_url is read with the ssh command, which cannot use an encrypted private_key_file without an ssh-agent holding the key",
+						"server", sc.Name, "private_key_file", sc.PrivateKeyFile)
+				}
 			}
 		}
 		if sc.RESTURL != "" {

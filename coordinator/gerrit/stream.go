@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -24,16 +25,67 @@ type sshDialer struct {
 	addr      string
 	config    *ssh.ClientConfig
 	keepalive time.Duration
+	// encrypted is true when the private key needed a passphrase.
+	encrypted bool
+}
+
+// loadSigner reads the server's SSH private key, decrypting it with the
+// configured passphrase when it is encrypted.
+func loadSigner(sc ServerConfig) (signer ssh.Signer, encrypted bool, err error) {
+	key, err := os.ReadFile(sc.PrivateKeyFile)
+	if err != nil {
+		return nil, false, fmt.Errorf("read private_key_file: %w", err)
+	}
+	pass, from, err := keyPassphrase(sc)
+	if err != nil {
+		return nil, false, err
+	}
+	signer, err = ssh.ParsePrivateKey(key)
+	var missing *ssh.PassphraseMissingError
+	switch {
+	case err == nil:
+		return signer, false, nil
+	case !errors.As(err, &missing):
+		return nil, false, fmt.Errorf("private_key_file %s: %w (an OpenSSH or PEM private key is needed)", sc.PrivateKeyFile, err)
+	case from == "":
+		return nil, true, fmt.Errorf("private_key_file %s is encrypted: set private_key_passphrase_file (or private_key_passphrase_env) to its passphrase", sc.PrivateKeyFile)
+	}
+	signer, err = ssh.ParsePrivateKeyWithPassphrase(key, pass)
+	if errors.Is(err, x509.IncorrectPasswordError) {
+		return nil, true, fmt.Errorf("private_key_file %s: wrong passphrase in %s", sc.PrivateKeyFile, from)
+	}
+	if err != nil {
+		return nil, true, fmt.Errorf("private_key_file %s with the passphrase in %s: %w", sc.PrivateKeyFile, from, err)
+	}
+	return signer, true, nil
+}
+
+// keyPassphrase reads the private key's passphrase; from says where it
+// came from, and is empty when none is configured.
+func keyPassphrase(sc ServerConfig) (pass []byte, from string, err error) {
+	switch {
+	case sc.PrivateKeyPassphraseFile != "":
+		b, err := os.ReadFile(sc.PrivateKeyPassphraseFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("read private_key_passphrase_file: %w", err)
+		}
+		b = bytes.TrimSuffix(b, []byte("\n"))
+		b = bytes.TrimSuffix(b, []byte("\r"))
+		return b, "private_key_passphrase_file " + sc.PrivateKeyPassphraseFile, nil
+	case sc.PrivateKeyPassphraseEnv != "":
+		v, ok := os.LookupEnv(sc.PrivateKeyPassphraseEnv)
+		if !ok {
+			return nil, "", fmt.Errorf("private_key_passphrase_env: environment variable %s is not set; export it or use private_key_passphrase_file", sc.PrivateKeyPassphraseEnv)
+		}
+		return []byte(v), "environment variable " + sc.PrivateKeyPassphraseEnv, nil
+	}
+	return nil, "", nil
 }
 
 func newSSHDialer(sc ServerConfig, keepalive time.Duration) (*sshDialer, error) {
-	key, err := os.ReadFile(sc.PrivateKeyFile)
+	signer, encrypted, err := loadSigner(sc)
 	if err != nil {
-		return nil, fmt.Errorf("read private_key_file: %w", err)
-	}
-	signer, err := ssh.ParsePrivateKey(key)
-	if err != nil {
-		return nil, fmt.Errorf("private_key_file %s: %w (an unencrypted OpenSSH or PEM key is needed)", sc.PrivateKeyFile, err)
+		return nil, err
 	}
 	hostKeys, err := knownhosts.New(sc.KnownHostsFile)
 	if err != nil {
@@ -48,6 +100,7 @@ func newSSHDialer(sc ServerConfig, keepalive time.Duration) (*sshDialer, error) 
 			Timeout:         30 * time.Second,
 		},
 		keepalive: keepalive,
+		encrypted: encrypted,
 	}, nil
 }
 

@@ -153,11 +153,23 @@ func (s *Server) WriteKnownHosts(path string, extra ...string) error {
 // Gerrit client reads it, and returns its public key for an Account.
 func WriteClientKey(t testing.TB, path string) ssh.PublicKey {
 	t.Helper()
+	return WriteEncryptedClientKey(t, path, "")
+}
+
+// WriteEncryptedClientKey is WriteClientKey with the key encrypted with
+// passphrase (unencrypted when it is empty).
+func WriteEncryptedClientKey(t testing.TB, path, passphrase string) ssh.PublicKey {
+	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatalf("client key: %v", err)
 	}
-	block, err := ssh.MarshalPrivateKey(priv, "")
+	var block *pem.Block
+	if passphrase == "" {
+		block, err = ssh.MarshalPrivateKey(priv, "")
+	} else {
+		block, err = ssh.MarshalPrivateKeyWithPassphrase(priv, "", []byte(passphrase))
+	}
 	if err != nil {
 		t.Fatalf("client key: %v", err)
 	}
