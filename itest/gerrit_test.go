@@ -2,9 +2,6 @@ package itest
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
 )
 
@@ -24,19 +19,9 @@ import (
 // patch set is built in a real buildroot from git served on loopback, and
 // the Verified vote arrives for the right change, patch set and label.
 func TestGerritReviewBuildVotes(t *testing.T) {
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sshPub, _ := ssh.NewPublicKey(pub)
-	gerrit := gerrittest.Start(t, gerrittest.Options{Accounts: []gerrittest.Account{{User: "kiln", Key: sshPub}}})
 	keyDir := t.TempDir()
-	block, err := ssh.MarshalPrivateKey(priv, "kiln")
-	if err != nil {
-		t.Fatal(err)
-	}
 	keyFile := filepath.Join(keyDir, "id_ed25519")
-	os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600)
+	gerrit := gerrittest.Start(t, gerrittest.Options{Accounts: []gerrittest.Account{{User: "kiln", Key: gerrittest.WriteClientKey(t, keyFile)}}})
 	knownHosts := filepath.Join(keyDir, "known_hosts")
 	if err := gerrit.WriteKnownHosts(knownHosts); err != nil {
 		t.Fatal(err)
