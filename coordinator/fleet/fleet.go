@@ -226,6 +226,13 @@ func (f *Fleet) submit(ctx context.Context, spec job.Spec, rebuildOf string) (j 
 		if err != nil {
 			return nil, false, err
 		}
+		if prev != nil && !spec.Force && spec.Build.Publish && !prev.Spec.Build.Publish && !prev.Verify {
+			reused, err := f.publishReused(ctx, prev)
+			if err != nil || reused != nil {
+				return reused, reused != nil, err
+			}
+			prev = nil // it did not succeed after all: build anew
+		}
 		if prev != nil && !spec.Force {
 			return f.withLive(prev), true, nil
 		}
@@ -255,6 +262,51 @@ func (f *Fleet) submit(ctx context.Context, spec job.Spec, rebuildOf string) (j 
 	}
 	f.logger.Debug("job queued", "job_id", j.ID, "labels", job.LabelString(spec.Labels))
 	return mine, false, nil
+}
+
+// publishReused makes an earlier build made without publishing (a review
+// build) be published, because a build with publishing asks for the same
+// sources and recipe (a merge of the reviewed commit): nothing is built
+// again. A live build is published when it succeeds; a succeeded one now,
+// through the OnFinished listeners, as if it had just finished. It returns
+// nil when the build turned out not to succeed.
+func (f *Fleet) publishReused(ctx context.Context, prev *job.Job) (*job.Job, error) {
+	const why = "to be published: a build with publishing asked for the same sources and recipe"
+	if live, err := f.sched.PublishLive(prev.ID); err == nil {
+		if err := f.persist(ctx, []*job.Job{live}, f.note(ctx, live.ID, why)); err != nil {
+			return nil, err
+		}
+		return live, nil
+	}
+	// Not live: its final state is in the store or on its way there (a
+	// result being written); the change is written over that.
+	for wait := time.Millisecond; ; wait *= 2 {
+		cur, err := f.st.Get(ctx, prev.ID)
+		if err != nil {
+			return nil, err
+		}
+		if cur.State.Final() {
+			if cur.State != job.Succeeded {
+				return nil, nil
+			}
+			b := *cur.Spec.Build
+			b.Publish = true
+			cur.Spec.Build = &b
+			cur.Spec.SupersedeKey = ""
+			if err := f.persist(ctx, []*job.Job{cur}, f.note(ctx, cur.ID, why)); err != nil {
+				return nil, fmt.Errorf("persist job: %w", err)
+			}
+			return cur, nil
+		}
+		if wait > 5*time.Second {
+			return nil, fmt.Errorf("job %s is neither live nor finished", prev.ID)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
 }
 
 func (f *Fleet) assignRevision(ctx context.Context, j *job.Job) error {

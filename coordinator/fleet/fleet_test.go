@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,4 +101,104 @@ func TestCancelBySupersedeKey(t *testing.T) {
 	if j, _, err := f.Get(ctx, other.ID); err != nil || j.State != job.Queued {
 		t.Fatalf("other change's job after restart: %+v %v, want queued", j, err)
 	}
+}
+
+// A build asked for with publishing whose sources and recipe a build without
+// publishing already has (the merge of a reviewed commit) reuses that build
+// and publishes it: when it succeeds if it is live, at once if it has
+// succeeded. A reused live build leaves its review's supersede key.
+func TestPublishingReusesAReviewBuild(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f, _ := openFleet(t, t.TempDir())
+	finished := make(chan *job.Job, 10)
+	f.OnFinished(func(j *job.Job) { finished <- j })
+	build := func(pkg string, publish bool, key string) job.Spec {
+		return job.Spec{Kind: job.PackageBuild, SupersedeKey: key, Build: &job.Build{Release: "mos-9.0", Target: "bookworm-amd64", Package: pkg, Publish: publish,
+			Sources: []job.Source{{URL: "https://git.example.org/" + pkg, Commit: strings.Repeat("a", 40), Role: "combined"}}}}
+	}
+	next := func() *job.Job {
+		t.Helper()
+		select {
+		case j := <-finished:
+			return j
+		case <-time.After(10 * time.Second):
+			t.Fatal("listeners not told")
+			return nil
+		}
+	}
+	sess, _, err := f.Register(ctx, "w1", map[string]string{"target": "bookworm-amd64"}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(id string) {
+		t.Helper()
+		if a, err := f.Pull(ctx, sess, 0); err != nil || a == nil || a.ID != id {
+			t.Fatalf("pull: %v %v, want job %s", a, err, id)
+		}
+	}
+
+	// Succeeded already: published now, nothing built again.
+	review, _, err := f.Submit(ctx, build("nova", false, "gerrit/review/1/bookworm-amd64"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(review.ID)
+	if err := f.Complete(ctx, sess, review.ID, 1, scheduler.Outcome{}); err != nil {
+		t.Fatal(err)
+	}
+	if j := next(); j.ID != review.ID || j.Spec.Build.Publish {
+		t.Fatalf("review build finished as %+v", j)
+	}
+	merge, dedup, err := f.Submit(ctx, build("nova", true, ""))
+	if err != nil || !dedup || merge.ID != review.ID || !merge.Spec.Build.Publish {
+		t.Fatalf("merge build: %+v dedup %v %v, want job %s reused with publishing", merge, dedup, err, review.ID)
+	}
+	if j := next(); j.ID != review.ID || j.State != job.Succeeded || !j.Spec.Build.Publish {
+		t.Fatalf("listeners told %+v, want the reused build with publishing", j)
+	}
+	if stored, _, _ := f.Get(ctx, review.ID); !stored.Spec.Build.Publish {
+		t.Error("the store does not say the reused build is published")
+	}
+	if again, dedup, err := f.Submit(ctx, build("nova", true, "")); err != nil || !dedup || again.ID != review.ID {
+		t.Fatalf("the same merge again: %+v %v %v", again, dedup, err)
+	}
+	select {
+	case j := <-finished:
+		t.Fatalf("a build already published was handed over again: %+v", j)
+	case <-time.After(100 * time.Millisecond):
+	}
+
+	// Running: published when it succeeds; the review's next patch set no
+	// longer cancels it.
+	running, _, err := f.Submit(ctx, build("glance", false, "gerrit/review/2/bookworm-amd64"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(running.ID)
+	merge, dedup, err = f.Submit(ctx, build("glance", true, ""))
+	if err != nil || !dedup || merge.ID != running.ID || !merge.Spec.Build.Publish {
+		t.Fatalf("merge of a running build: %+v dedup %v %v", merge, dedup, err)
+	}
+	if got, err := f.CancelBySupersedeKey(ctx, "gerrit/review/2/bookworm-amd64", "change 2 abandoned"); err != nil || len(got) != 0 {
+		t.Fatalf("the review's key still cancels the build a merge reuses: %+v %v", got, err)
+	}
+	if err := f.Complete(ctx, sess, running.ID, 1, scheduler.Outcome{}); err != nil {
+		t.Fatal(err)
+	}
+	if j := next(); j.ID != running.ID || j.State != job.Succeeded || !j.Spec.Build.Publish {
+		t.Fatalf("listeners told %+v, want the running build published", j)
+	}
+	if l := logOf(t, f, running.ID); !strings.Contains(l, "to be published") {
+		t.Errorf("the log does not say why the build is published:\n%s", l)
+	}
+}
+
+func logOf(t *testing.T, f *Fleet, id string) string {
+	t.Helper()
+	var b strings.Builder
+	if _, err := f.StreamLog(context.Background(), id, 0, false, func(p []byte) error { b.Write(p); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
 }

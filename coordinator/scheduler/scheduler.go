@@ -656,6 +656,32 @@ func (s *Scheduler) CancelBySupersedeKey(key, reason string) []*job.Job {
 	return changed
 }
 
+// PublishLive marks a live package build to be published when it
+// succeeds: a build asked for with publishing (a merge) reuses one a review
+// started. The build leaves its supersede key, so that the review's next
+// patch set or its abandonment no longer cancels it. It returns the changed
+// job to persist, or ErrNotFound when the job is not live.
+func (s *Scheduler) PublishLive(jobID string) (*job.Job, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := s.live[jobID]
+	if j == nil || j.Spec.Build == nil {
+		return nil, ErrNotFound
+	}
+	// Clones share the Build: replace it rather than change it.
+	b := *j.Spec.Build
+	b.Publish = true
+	j.Spec.Build = &b
+	if key := j.Spec.SupersedeKey; key != "" {
+		delete(s.supersede[key], j.ID)
+		if len(s.supersede[key]) == 0 {
+			delete(s.supersede, key)
+		}
+		j.Spec.SupersedeKey = ""
+	}
+	return s.snap(j), nil
+}
+
 func (s *Scheduler) cancelLocked(j *job.Job, reason string) *job.Job {
 	if j.State == job.Queued {
 		if q := s.queues[job.LabelString(j.Spec.Labels)]; q != nil {
