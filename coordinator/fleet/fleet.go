@@ -233,6 +233,16 @@ func (f *Fleet) submit(ctx context.Context, spec job.Spec, rebuildOf string) (j 
 			}
 			prev = nil // it did not succeed after all: build anew
 		}
+		if prev != nil && !spec.Force && spec.SupersedeKey != "" && prev.Spec.SupersedeKey != "" && spec.SupersedeKey != prev.Spec.SupersedeKey {
+			// Another change's review needs the same build: neither
+			// change's next patch set may cancel it for the other.
+			if live, err := f.sched.ShareLive(prev.ID, false); err == nil {
+				if err := f.persist(ctx, []*job.Job{live}, f.note(ctx, live.ID, "also built for "+spec.SupersedeKey+": no longer superseded by "+prev.Spec.SupersedeKey)); err != nil {
+					return nil, false, err
+				}
+				return live, true, nil
+			}
+		}
 		if prev != nil && !spec.Force {
 			return f.withLive(prev), true, nil
 		}
@@ -272,7 +282,7 @@ func (f *Fleet) submit(ctx context.Context, spec job.Spec, rebuildOf string) (j 
 // nil when the build turned out not to succeed.
 func (f *Fleet) publishReused(ctx context.Context, prev *job.Job) (*job.Job, error) {
 	const why = "to be published: a build with publishing asked for the same sources and recipe"
-	if live, err := f.sched.PublishLive(prev.ID); err == nil {
+	if live, err := f.sched.ShareLive(prev.ID, true); err == nil {
 		if err := f.persist(ctx, []*job.Job{live}, f.note(ctx, live.ID, why)); err != nil {
 			return nil, err
 		}

@@ -202,3 +202,35 @@ func logOf(t *testing.T, f *Fleet, id string) string {
 	}
 	return b.String()
 }
+
+// A live review build that a second change's review reuses is no longer
+// cancelled by the first change's next patch set or abandonment.
+func TestSharedReviewBuildLeavesItsSupersedeKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f, _ := openFleet(t, t.TempDir())
+	spec := func(key string) job.Spec {
+		return job.Spec{Kind: job.PackageBuild, SupersedeKey: key, Build: &job.Build{Release: "mos-9.0", Target: "bookworm-amd64", Package: "nova",
+			Sources: []job.Source{{URL: "https://git.example.org/nova", Commit: strings.Repeat("b", 40), Role: "combined"}}}}
+	}
+	a, _, err := f.Submit(ctx, spec("gerrit/review/1/bookworm-amd64"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same change again (a recheck) keeps the key.
+	if again, dedup, err := f.Submit(ctx, spec("gerrit/review/1/bookworm-amd64")); err != nil || !dedup || again.Spec.SupersedeKey == "" {
+		t.Fatalf("recheck: %+v %v %v", again, dedup, err)
+	}
+	b, dedup, err := f.Submit(ctx, spec("gerrit/review/2/bookworm-amd64"))
+	if err != nil || !dedup || b.ID != a.ID || b.Spec.SupersedeKey != "" {
+		t.Fatalf("second change: %+v dedup %v %v, want job %s shared without a supersede key", b, dedup, err, a.ID)
+	}
+	for _, key := range []string{"gerrit/review/1/bookworm-amd64", "gerrit/review/2/bookworm-amd64"} {
+		if got, err := f.CancelBySupersedeKey(ctx, key, "abandoned"); err != nil || len(got) != 0 {
+			t.Fatalf("cancel %s: %+v %v, want nothing cancelled", key, got, err)
+		}
+	}
+	if j, _, _ := f.Get(ctx, a.ID); j.State != job.Queued {
+		t.Fatalf("shared build is %s, want still queued", j.State)
+	}
+}

@@ -656,22 +656,25 @@ func (s *Scheduler) CancelBySupersedeKey(key, reason string) []*job.Job {
 	return changed
 }
 
-// PublishLive marks a live package build to be published when it
-// succeeds: a build asked for with publishing (a merge) reuses one a review
-// started. The build leaves its supersede key, so that the review's next
-// patch set or its abandonment no longer cancels it. It returns the changed
-// job to persist, or ErrNotFound when the job is not live.
-func (s *Scheduler) PublishLive(jobID string) (*job.Job, error) {
+// ShareLive marks a live package build as wanted beyond the request that
+// started it: by another change's review build or, with publish, by a
+// build with publishing (a merge), which publishes it when it succeeds.
+// The build leaves its supersede key, so that the first change's next patch
+// set or its abandonment no longer cancels it. It returns the changed job
+// to persist, or ErrNotFound when the job is not live.
+func (s *Scheduler) ShareLive(jobID string, publish bool) (*job.Job, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j := s.live[jobID]
 	if j == nil || j.Spec.Build == nil {
 		return nil, ErrNotFound
 	}
-	// Clones share the Build: replace it rather than change it.
-	b := *j.Spec.Build
-	b.Publish = true
-	j.Spec.Build = &b
+	if publish {
+		// Clones share the Build: replace it rather than change it.
+		b := *j.Spec.Build
+		b.Publish = true
+		j.Spec.Build = &b
+	}
 	if key := j.Spec.SupersedeKey; key != "" {
 		delete(s.supersede[key], j.ID)
 		if len(s.supersede[key]) == 0 {
