@@ -233,11 +233,16 @@ func (f *Fleet) submit(ctx context.Context, spec job.Spec, rebuildOf string) (j 
 			}
 			prev = nil // it did not succeed after all: build anew
 		}
-		if prev != nil && !spec.Force && spec.SupersedeKey != "" && prev.Spec.SupersedeKey != "" && spec.SupersedeKey != prev.Spec.SupersedeKey {
-			// Another change's review needs the same build: neither
-			// change's next patch set may cancel it for the other.
+		if prev != nil && !spec.Force && prev.Spec.SupersedeKey != "" && spec.SupersedeKey != prev.Spec.SupersedeKey {
+			// Another change's review, or a build without a change (the
+			// CLI), needs the same build: the first change's next patch
+			// set or abandonment must not cancel it for the other.
+			who := spec.SupersedeKey
+			if who == "" {
+				who = "a request without a supersede key (" + spec.Origin + ")"
+			}
 			if live, err := f.sched.ShareLive(prev.ID, false); err == nil {
-				if err := f.persist(ctx, []*job.Job{live}, f.note(ctx, live.ID, "also built for "+spec.SupersedeKey+": no longer superseded by "+prev.Spec.SupersedeKey)); err != nil {
+				if err := f.persist(ctx, []*job.Job{live}, f.note(ctx, live.ID, "also built for "+who+": no longer superseded by "+prev.Spec.SupersedeKey)); err != nil {
 					return nil, false, err
 				}
 				return live, true, nil

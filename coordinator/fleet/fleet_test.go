@@ -233,4 +233,21 @@ func TestSharedReviewBuildLeavesItsSupersedeKey(t *testing.T) {
 	if j, _, _ := f.Get(ctx, a.ID); j.State != job.Queued {
 		t.Fatalf("shared build is %s, want still queued", j.State)
 	}
+
+	// A build asked for without a key (the CLI) that reuses a review's
+	// live build is not cancelled by that review either.
+	cliSpec := spec("gerrit/review/3/bookworm-amd64")
+	cliSpec.Build.Sources[0].Commit = strings.Repeat("c", 40)
+	review, _, err := f.Submit(ctx, cliSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliSpec = spec("")
+	cliSpec.Build.Sources[0].Commit = strings.Repeat("c", 40)
+	if j, dedup, err := f.Submit(ctx, cliSpec); err != nil || !dedup || j.ID != review.ID || j.Spec.SupersedeKey != "" {
+		t.Fatalf("CLI build reusing a review build: %+v dedup %v %v", j, dedup, err)
+	}
+	if got, err := f.CancelBySupersedeKey(ctx, "gerrit/review/3/bookworm-amd64", "abandoned"); err != nil || len(got) != 0 {
+		t.Fatalf("the review's key cancels the build the CLI waits for: %+v %v", got, err)
+	}
 }
