@@ -160,6 +160,9 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 	defer stmts.close()
 	var added []*row
 	seen := map[string]*row{}
+	// Pool paths this include adds, with their content: two of its own
+	// packages may name the same file (an .orig tarball).
+	paths := map[string]string{}
 	for _, r := range rows {
 		key := r.kind + "\x00" + r.name + "\x00" + r.version + "\x00" + r.arch
 		if prev, ok := seen[key]; ok {
@@ -182,6 +185,13 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 			return res, conflict(repoName, r, have)
 		}
 		for _, f := range r.files {
+			if other, ok := paths[f.Path]; ok {
+				if other != f.SHA256 {
+					return res, fmt.Errorf("%w: include %s into %s: two of the files name %s, with sha256 %s and %s: the same file name must keep the same content", ErrConflict, r.name, repoName, f.Path, other, f.SHA256)
+				}
+				continue
+			}
+			paths[f.Path] = f.SHA256
 			var other string
 			err := stmts.pool.QueryRowContext(ctx, repoName, f.Path).Scan(&other)
 			switch {

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -277,10 +279,10 @@ func (s *Store) linkPool(ctx context.Context, dir string, rows []*row) error {
 // written under a temporary name and renamed.
 func (s *Store) linkPoolFile(dir string, f poolFile) error {
 	dst := filepath.Join(dir, filepath.FromSlash(f.Path))
-	if _, err := os.Lstat(dst); err == nil {
-		return nil
-	}
 	src := s.objectPath(f.SHA256)
+	if fi, err := os.Lstat(dst); err == nil {
+		return checkPoolFile(dst, fi, src, f)
+	}
 	err := os.Link(src, dst)
 	if errors.Is(err, fs.ErrNotExist) {
 		if merr := os.MkdirAll(filepath.Dir(dst), 0o755); merr != nil {
@@ -301,6 +303,31 @@ func (s *Store) linkPoolFile(dir string, f poolFile) error {
 	}
 	if err := os.Rename(tmp, dst); err != nil {
 		return fmt.Errorf("pool file %s: %w", f.Path, err)
+	}
+	return nil
+}
+
+// checkPoolFile makes sure the pool file at dst (fi) has the content the
+// indexes will name: the stored object itself (a hard link), or a copy
+// with its sha256.
+func checkPoolFile(dst string, fi fs.FileInfo, src string, f poolFile) error {
+	if oi, err := os.Stat(src); err == nil && os.SameFile(fi, oi) {
+		return nil
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("pool file %s is not a regular file: move it away", f.Path)
+	}
+	in, err := os.Open(dst)
+	if err != nil {
+		return fmt.Errorf("pool file %s: %w", f.Path, err)
+	}
+	defer in.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, in); err != nil {
+		return fmt.Errorf("pool file %s: %w", f.Path, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != f.SHA256 {
+		return fmt.Errorf("pool file %s has sha256 %s, the repository names %s: the published pool does not match the store; move the file away and publish again", f.Path, got, f.SHA256)
 	}
 	return nil
 }

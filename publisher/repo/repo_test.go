@@ -509,3 +509,65 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// writeDSC writes a .dsc of source version version naming files (name ->
+// content), and the files, into dir; it returns the .dsc's input.
+func writeDSC(t *testing.T, dir, source, version string, files map[string]string) repo.Input {
+	t.Helper()
+	var sums strings.Builder
+	for name, content := range files {
+		sum := sha256.Sum256([]byte(content))
+		fmt.Fprintf(&sums, " %s %d %s\n", hex.EncodeToString(sum[:]), len(content), name)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dsc := fmt.Sprintf("Format: 3.0 (quilt)\nSource: %s\nBinary: %s\nArchitecture: any\nVersion: %s\nMaintainer: Kiln <kiln@example.org>\nChecksums-Sha256:\n%s", source, source, version, sums.String())
+	name := source + "_" + version + ".dsc"
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(dsc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return repo.Input{Name: name, Path: filepath.Join(dir, name)}
+}
+
+// Two source packages of one include naming the same file with different
+// content are refused: the pool would hold one, an index name the other.
+func TestIncludeRefusesOnePoolPathWithTwoContents(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	d1, d2 := filepath.Join(f.dir, "one"), filepath.Join(f.dir, "two")
+	for _, d := range []string{d1, d2} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := writeDSC(t, d1, "foo", "1.0-1", map[string]string{"foo_1.0.orig.tar.gz": "upstream one", "foo_1.0-1.debian.tar.xz": "debian one"})
+	b := writeDSC(t, d2, "foo", "1.0-2", map[string]string{"foo_1.0.orig.tar.gz": "upstream two", "foo_1.0-2.debian.tar.xz": "debian two"})
+	_, err := f.store.Include(ctx, "test", []repo.Input{a, b}, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "two of the files name pool/main/f/foo/foo_1.0.orig.tar.gz") {
+		t.Fatalf("include of two sources with different tarballs of one name: %v", err)
+	}
+	if list, _ := f.store.List(ctx, "test"); len(list) != 0 {
+		t.Fatalf("refused include added %d packages", len(list))
+	}
+	// The same tarball shared by two revisions is fine.
+	c := writeDSC(t, d2, "foo", "1.0-3", map[string]string{"foo_1.0.orig.tar.gz": "upstream one", "foo_1.0-3.debian.tar.xz": "debian three"})
+	if _, err := f.store.Include(ctx, "test", []repo.Input{a, c}, nil, nil); err != nil {
+		t.Fatalf("two revisions sharing one tarball: %v", err)
+	}
+	if _, err := f.store.Publish(ctx, "test", fakeSigner{}); err != nil {
+		t.Fatal(err)
+	}
+	// A pool file that does not match the store is found at publish.
+	pool := filepath.Join(f.store.PublicDir("test"), "pool/main/f/foo/foo_1.0.orig.tar.gz")
+	if err := os.Remove(pool); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pool, []byte("tampered"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Publish(ctx, "test", fakeSigner{}); err == nil || !strings.Contains(err.Error(), "does not match the store") {
+		t.Fatalf("publish over a pool file with other content: %v", err)
+	}
+}
