@@ -129,6 +129,7 @@ type harness struct {
 	srv    *gerrittest.Server
 	builds *fakeBuilds
 	cfg    Config
+	opts   Options // the intake's; Now, Git and Reviewer stay real when zero
 	db     *sql.DB
 	in     *Intake
 	reg    *prometheus.Registry
@@ -147,6 +148,12 @@ func (w tlogWriter) Write(p []byte) (int, error) {
 // newHarness starts a Gerrit stand-in, git repositories and an intake with
 // the shipped example rules; change adjusts the configuration.
 func newHarness(t *testing.T, opts gerrittest.Options, change func(*Config, *gerrittest.Server)) *harness {
+	t.Helper()
+	return newHarnessWith(t, opts, change, Options{})
+}
+
+// newHarnessWith is newHarness with the intake's options.
+func newHarnessWith(t *testing.T, opts gerrittest.Options, change func(*Config, *gerrittest.Server), io Options) *harness {
 	t.Helper()
 	testenv.Tool(t, "git")
 	dir := t.TempDir()
@@ -182,7 +189,7 @@ func newHarness(t *testing.T, opts gerrittest.Options, change func(*Config, *ger
 	}
 	db.SetMaxOpenConns(1) // as the coordinator's store does
 	t.Cleanup(func() { db.Close() })
-	h := &harness{t: t, dir: dir, srv: srv, builds: newFakeBuilds(), cfg: cfg, db: db}
+	h := &harness{t: t, dir: dir, srv: srv, builds: newFakeBuilds(), cfg: cfg, opts: io, db: db}
 	h.start()
 	return h
 }
@@ -192,7 +199,7 @@ func (h *harness) start() {
 	h.t.Helper()
 	h.reg = prometheus.NewRegistry()
 	logger := hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.Info, Output: tlogWriter{h.t}})
-	in, err := New(h.cfg, h.db, h.builds, logger, h.reg)
+	in, err := NewWithOptions(h.cfg, h.db, h.builds, logger, h.reg, h.opts)
 	if err != nil {
 		h.t.Fatalf("New: %v", err)
 	}
@@ -308,6 +315,7 @@ func (h *harness) sync() {
 	h.t.Fatalf("marker event %s not handled in time", project)
 }
 
+// counter sums the values of a counter or gauge vector.
 func (h *harness) counter(name string) float64 {
 	h.t.Helper()
 	mfs, err := h.reg.Gather()
@@ -320,7 +328,7 @@ func (h *harness) counter(name string) float64 {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			sum += m.GetCounter().GetValue()
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 		}
 	}
 	return sum

@@ -111,6 +111,9 @@ type Options struct {
 	Git HeadReader
 	// Reviewer posts reviews; SSH or REST per server by default.
 	Reviewer Reviewer
+	// RetryInterval is how often reports Gerrit refused are tried again;
+	// a minute by default.
+	RetryInterval time.Duration
 }
 
 // HeadReader lists branch heads of a repository.
@@ -150,9 +153,18 @@ type Intake struct {
 	reviewer Reviewer
 
 	// mu serialises decisions: dedup, queueing and head updates.
-	mu       sync.Mutex
+	mu sync.Mutex
+	// reportMu serialises the store's job results and report marks; it is
+	// never held while Gerrit is called.
 	reportMu sync.Mutex
 	inserts  int
+
+	// wake tells the reporter that reports may be due.
+	wake       chan struct{}
+	retryEvery time.Duration
+	// postMu is held by a reporter pass, which posts to Gerrit.
+	postMu sync.Mutex
+	failed map[int64]bool // events whose report failed since the last retry
 }
 
 type server struct {
@@ -203,9 +215,16 @@ func NewWithOptions(cfg Config, db *sql.DB, builds Builds, logger hclog.Logger, 
 		now:      opts.Now,
 		git:      opts.Git,
 		reviewer: opts.Reviewer,
+
+		wake:       make(chan struct{}, 1),
+		retryEvery: opts.RetryInterval,
+		failed:     map[int64]bool{},
 	}
 	if in.now == nil {
 		in.now = time.Now
+	}
+	if in.retryEvery <= 0 {
+		in.retryEvery = time.Minute
 	}
 	if in.git == nil {
 		in.git = &gitHeads{}
@@ -243,11 +262,17 @@ func NewWithOptions(cfg Config, db *sql.DB, builds Builds, logger hclog.Logger, 
 	if in.reviewer == nil {
 		in.reviewer = &serverReviewer{rest: rest, ssh: sshRev}
 	}
+	err = registerDue(reg, in.order, func(ctx context.Context) (map[string]int, error) {
+		return st.countUnreported(ctx, in.now().Add(-reportFor))
+	})
+	if err != nil {
+		return nil, err
+	}
 	return in, nil
 }
 
-// Run listens to every server's stream and runs the reconcilers until ctx
-// ends.
+// Run listens to every server's stream and runs the reconcilers and the
+// reporter, which posts results to Gerrit, until ctx ends.
 func (in *Intake) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	for _, name := range in.order {
@@ -259,7 +284,7 @@ func (in *Intake) Run(ctx context.Context) error {
 		}
 		g.Go(func() error { return in.runReconciler(ctx, s) })
 	}
-	g.Go(func() error { return in.runReportRetries(ctx) })
+	g.Go(func() error { return in.runReporter(ctx) })
 	err := g.Wait()
 	if ctx.Err() != nil {
 		return nil

@@ -1,7 +1,9 @@
 package gerrit
 
 import (
+	"context"
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -72,4 +74,45 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// dueCollector gives kiln_gerrit_reports_due, read from the store when
+// scraped: events whose builds have all finished and whose report Gerrit
+// has not taken yet (posts in flight, waiting behind others, or refused
+// and waiting to be retried).
+type dueCollector struct {
+	desc    *prometheus.Desc
+	servers []string
+	count   func(ctx context.Context) (map[string]int, error)
+}
+
+func registerDue(reg prometheus.Registerer, servers []string, count func(ctx context.Context) (map[string]int, error)) error {
+	if reg == nil {
+		return nil
+	}
+	c := dueCollector{
+		desc: prometheus.NewDesc("kiln_gerrit_reports_due",
+			"Events whose builds have all finished and whose report Gerrit has not taken yet.", []string{"server"}, nil),
+		servers: servers,
+		count:   count,
+	}
+	if err := reg.Register(c); err != nil {
+		return fmt.Errorf("register gerrit metrics: %w", err)
+	}
+	return nil
+}
+
+func (c dueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c dueCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n, err := c.count(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.desc, err)
+		return
+	}
+	for _, s := range c.servers {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n[s]), s)
+	}
 }

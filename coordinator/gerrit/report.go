@@ -15,14 +15,14 @@ import (
 	"time"
 )
 
-// BuildFinished records a finished job and, once every job of an event
-// that asked for it has finished, reports that event to Gerrit (a job
-// reused by several events reports each): a Verified vote and a message with
-// each target's result and log after review builds, a message saying where
-// the package was published to every merged change after release builds.
-// Results for jobs the intake did not submit are kept a day (in case the
-// intake is about to record the job) and then dropped. A report that fails
-// is returned as an error and retried by Run every minute for a day.
+// BuildFinished records a finished job and wakes the reporter: once every
+// job of an event that asked for it has finished, the event is due and the
+// reporter posts its report to Gerrit (a job reused by several events
+// reports each): a Verified vote and a message with each target's result
+// and log after review builds, a message saying where the package was
+// published to every merged change after release builds. It does not wait
+// for Gerrit. Results for jobs the intake did not submit are kept a day (in
+// case the intake is about to record the job) and then dropped.
 func (in *Intake) BuildFinished(ctx context.Context, res BuildResult) error {
 	switch res.State {
 	case StateSucceeded, StateFailed, StateError, StateCanceled:
@@ -33,118 +33,198 @@ func (in *Intake) BuildFinished(ctx context.Context, res BuildResult) error {
 		res.LogURL = strings.ReplaceAll(in.cfg.LogURL, "{job}", url.PathEscape(res.JobID))
 	}
 	in.reportMu.Lock()
-	defer in.reportMu.Unlock()
-	events, ok, err := in.store.finishJob(ctx, res)
-	if err != nil {
-		return err
-	}
-	if !ok {
+	ok, err := in.store.finishJob(ctx, res)
+	if err == nil && !ok {
 		// Not ours, or finished before the intake recorded it: keep it for
 		// commitJobs, which applies it.
-		return in.store.saveEarly(ctx, res, in.now())
+		err = in.store.saveEarly(ctx, res, in.now())
 	}
-	var errs []error
-	for _, jobs := range events {
-		errs = append(errs, in.report(ctx, jobs))
-	}
-	return errors.Join(errs...)
-}
-
-// retryReports reports events whose report failed before. It is called
-// with reportMu unlocked.
-func (in *Intake) retryReports(ctx context.Context) error {
-	in.reportMu.Lock()
-	defer in.reportMu.Unlock()
-	ids, err := in.store.unreported(ctx, in.now().Add(-24*time.Hour))
+	in.reportMu.Unlock()
 	if err != nil {
 		return err
 	}
-	var errs []error
-	for _, id := range ids {
-		jobs, err := in.store.eventJobs(ctx, id)
-		if err == nil && len(jobs) > 0 {
-			err = in.report(ctx, jobs)
-		}
-		errs = append(errs, err)
+	if ok {
+		in.wakeReporter()
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
-// runReportRetries retries failed reports every minute until ctx ends.
-func (in *Intake) runReportRetries(ctx context.Context) error {
-	t := time.NewTicker(time.Minute)
+// wakeReporter tells the reporter that reports may be due; it never blocks,
+// and wakes while the reporter is busy make one more pass.
+func (in *Intake) wakeReporter() {
+	select {
+	case in.wake <- struct{}{}:
+	default:
+	}
+}
+
+// runReporter posts due reports until ctx ends: at start (what an earlier
+// run left), when woken, and every retry interval, when reports that
+// failed are tried again. What is left unreported when ctx ends stays due
+// in the store.
+func (in *Intake) runReporter(ctx context.Context) error {
+	t := time.NewTicker(in.retryEvery)
 	defer t.Stop()
+	retry := true
 	for {
+		if err := in.postDue(ctx, retry); err != nil && ctx.Err() == nil {
+			in.logger.Warn("reporting to gerrit failed; trying again later", "error", err)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-in.wake:
+			retry = false
 		case <-t.C:
-		}
-		if err := in.retryReports(ctx); err != nil && ctx.Err() == nil {
-			in.logger.Warn("retrying reports to gerrit failed; trying again later", "error", err)
+			retry = true
 		}
 	}
 }
 
-// report posts the report of an event whose jobs may all have finished.
-// Callers hold reportMu.
-func (in *Intake) report(ctx context.Context, jobs []jobRow) error {
-	for _, j := range jobs {
-		if j.State == "" {
-			return nil // others still running
-		}
+// postDue posts the reports of due events: those received in the last day
+// whose jobs have all finished and that are not marked reported. Events
+// whose report failed are left for a pass with retry set. One pass runs at
+// a time, so no report is posted twice; reportMu is held only to read and
+// write the store, never while Gerrit is called.
+func (in *Intake) postDue(ctx context.Context, retry bool) error {
+	in.postMu.Lock()
+	defer in.postMu.Unlock()
+	if retry {
+		clear(in.failed)
 	}
-	first := jobs[0]
-	if done, err := in.store.reported(ctx, first.EventID, 0); err != nil || done {
-		return err
-	}
-	changes := [][2]int64{{first.Change, first.PatchSet}}
-	if first.Kind == kindRelease {
-		var err error
-		if changes, err = in.store.eventChanges(ctx, first.EventID); err != nil {
+	since := in.now().Add(-reportFor)
+	var errs []error
+	for after := int64(0); ; {
+		in.reportMu.Lock()
+		ids, err := in.store.unreported(ctx, since, after, duePage)
+		in.reportMu.Unlock()
+		if err != nil {
 			return err
 		}
-	}
-	rev, ok := in.composeReview(jobs)
-	var errs []error
-	for _, c := range changes {
-		if !ok || c[0] <= 0 || c[1] <= 0 {
+		for _, id := range ids {
+			if ctx.Err() != nil {
+				return errors.Join(append(errs, ctx.Err())...)
+			}
+			if in.failed[id] {
+				continue
+			}
+			if err := in.post(ctx, id); err != nil {
+				in.failed[id] = true
+				errs = append(errs, err)
+			}
+		}
+		if len(ids) < duePage {
 			break
 		}
-		if done, err := in.store.reported(ctx, first.EventID, c[0]); err != nil {
-			return err
-		} else if done {
-			continue
-		}
+		after = ids[len(ids)-1]
+	}
+	return errors.Join(errs...)
+}
+
+// reportFor is how long after its event a report is tried.
+const reportFor = 24 * time.Hour
+
+// duePage is how many due events postDue reads at a time.
+const duePage = 100
+
+// post posts the report of a due event to each change not told yet and
+// marks the event reported once all are.
+func (in *Intake) post(ctx context.Context, eventID int64) error {
+	in.reportMu.Lock()
+	p, err := in.pendingReport(ctx, eventID)
+	in.reportMu.Unlock()
+	if err != nil || p == nil {
+		return err
+	}
+	var errs []error
+	for _, c := range p.changes {
+		rev := p.review
 		rev.Change, rev.PatchSet = c[0], c[1]
-		if first.Kind == kindRelease || c[0] != first.Change {
+		if p.kind == kindRelease || c[0] != p.review.Change {
 			rev.Revision = ""
 		}
 		rctx, cancel := context.WithTimeout(ctx, time.Minute)
-		err := in.reviewer.Review(rctx, first.Server, rev)
+		err := in.reviewer.Review(rctx, p.server, rev)
 		cancel()
 		if err != nil {
-			in.metrics.reviews.WithLabelValues(first.Server, "error").Inc()
-			errs = append(errs, fmt.Errorf("report to gerrit %s change %d patch set %d: %w", first.Server, c[0], c[1], err))
+			in.metrics.reviews.WithLabelValues(p.server, "error").Inc()
+			errs = append(errs, fmt.Errorf("report to gerrit %s change %d patch set %d: %w", p.server, c[0], c[1], err))
 			continue
 		}
-		in.metrics.reviews.WithLabelValues(first.Server, "ok").Inc()
-		in.logger.Info("reported to gerrit", "server", first.Server, "change", c[0], "patch_set", c[1],
-			"event_id", first.EventID, "labels", fmt.Sprint(rev.Labels))
-		if err := in.store.markReported(ctx, first.EventID, c[0], in.now()); err != nil {
+		in.metrics.reviews.WithLabelValues(p.server, "ok").Inc()
+		in.logger.Info("reported to gerrit", "server", p.server, "change", c[0], "patch_set", c[1],
+			"event_id", eventID, "labels", fmt.Sprint(rev.Labels))
+		if err := in.markReported(ctx, eventID, c[0]); err != nil {
 			return err
 		}
 	}
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
-	return in.store.markReported(ctx, first.EventID, 0, in.now())
+	return in.markReported(ctx, eventID, 0)
 }
 
-// commitJobs writes down queued builds, then applies the results known for
+func (in *Intake) markReported(ctx context.Context, eventID, change int64) error {
+	in.reportMu.Lock()
+	defer in.reportMu.Unlock()
+	return in.store.markReported(ctx, eventID, change, in.now())
+}
+
+// pending is the report of an event and the changes still to get it.
+type pending struct {
+	server  string
+	kind    string
+	review  Review
+	changes [][2]int64
+}
+
+// pendingReport reads what is left to post of an event's report; nil when
+// nothing is (some jobs still running, or reported already). Callers hold
+// reportMu.
+func (in *Intake) pendingReport(ctx context.Context, eventID int64) (*pending, error) {
+	jobs, err := in.store.eventJobs(ctx, eventID)
+	if err != nil || len(jobs) == 0 {
+		return nil, err
+	}
+	for _, j := range jobs {
+		if j.State == "" {
+			return nil, nil // others still running
+		}
+	}
+	if done, err := in.store.reported(ctx, eventID, 0); err != nil || done {
+		return nil, err
+	}
+	first := jobs[0]
+	p := &pending{server: first.Server, kind: first.Kind}
+	rev, ok := in.composeReview(jobs)
+	if !ok {
+		return p, nil // nothing to post: marked reported as it is
+	}
+	p.review = rev
+	changes := [][2]int64{{first.Change, first.PatchSet}}
+	if first.Kind == kindRelease {
+		if changes, err = in.store.eventChanges(ctx, eventID); err != nil {
+			return nil, err
+		}
+	}
+	for _, c := range changes {
+		if c[0] <= 0 || c[1] <= 0 {
+			continue
+		}
+		if done, err := in.store.reported(ctx, eventID, c[0]); err != nil {
+			return nil, err
+		} else if !done {
+			p.changes = append(p.changes, c)
+		}
+	}
+	return p, nil
+}
+
+// commitJobs writes down queued builds, then records the results known for
 // them: those that arrived before that, those of reused jobs recorded for
 // other events, and those of reused jobs that had finished when submitted
-// (the coordinator tells of a job's end once, so these are reported now).
+// (the coordinator tells of a job's end once, so these are recorded now).
+// The reporter posts what that makes due.
 func (in *Intake) commitJobs(ctx context.Context, q queued) error {
 	// The builds are submitted: write them down even when shutting down.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)

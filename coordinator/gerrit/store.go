@@ -441,33 +441,51 @@ func (s *store) eventChanges(ctx context.Context, eventID int64) ([][2]int64, er
 	return out, rows.Err()
 }
 
-// unreported lists events received since since whose jobs have all
-// finished but whose report is not complete.
-func (s *store) unreported(ctx context.Context, since time.Time) ([]int64, error) {
-	ids, err := s.ids(ctx, `SELECT j.event_id FROM gerrit_jobs j JOIN gerrit_events e ON e.id = j.event_id
-		WHERE e.received_at > ? AND NOT EXISTS
-			(SELECT 1 FROM gerrit_reports r WHERE r.event_id = j.event_id AND r.change_num = 0)
-		GROUP BY j.event_id HAVING SUM(j.state = '') = 0 ORDER BY j.event_id LIMIT 100`, since.UnixNano())
+// dueWhere selects the events received since a time (the argument) whose
+// jobs have all finished but whose report is not complete. Only the events
+// still in the log are read.
+const dueWhere = `e.received_at > ?
+	AND EXISTS (SELECT 1 FROM gerrit_jobs j WHERE j.event_id = e.id)
+	AND NOT EXISTS (SELECT 1 FROM gerrit_jobs j WHERE j.event_id = e.id AND j.state = '')
+	AND NOT EXISTS (SELECT 1 FROM gerrit_reports r WHERE r.event_id = e.id AND r.change_num = 0)`
+
+// unreported lists, oldest first, up to limit events after the event id
+// after, received since since, whose report is due.
+func (s *store) unreported(ctx context.Context, since time.Time, after int64, limit int) ([]int64, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT e.id FROM gerrit_events e
+		WHERE `+dueWhere+` AND e.id > ? ORDER BY e.id LIMIT ?`, since.UnixNano(), after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list unreported events: %w", err)
-	}
-	return ids, nil
-}
-
-// ids runs a query of one integer column.
-func (s *store) ids(ctx context.Context, query string, args ...any) ([]int64, error) {
-	rows, err := s.db.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
 	}
 	defer rows.Close()
 	var out []int64
 	for rows.Next() {
 		var id int64
 		if err := rows.Scan(&id); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("list unreported events: %w", err)
 		}
 		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// countUnreported counts, by server, the events received since since whose
+// report is due.
+func (s *store) countUnreported(ctx context.Context, since time.Time) (map[string]int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT e.server, COUNT(*) FROM gerrit_events e
+		WHERE `+dueWhere+` GROUP BY e.server`, since.UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("count unreported events: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var server string
+		var n int
+		if err := rows.Scan(&server, &n); err != nil {
+			return nil, fmt.Errorf("count unreported events: %w", err)
+		}
+		out[server] = n
 	}
 	return out, rows.Err()
 }
@@ -496,31 +514,19 @@ func scanJobs(rows *sql.Rows) ([]jobRow, error) {
 
 const jobColumns = `job_id, event_id, server, kind, change_num, patch_set, revision, release, target, package, state, log_url, published`
 
-// finishJob records a job's result and returns, for every event that asked
-// for the job, all jobs of that event; ok is false when the job is not one
+// finishJob records a job's result; ok is false when the job is not one
 // of the intake's.
-func (s *store) finishJob(ctx context.Context, res BuildResult) ([][]jobRow, bool, error) {
+func (s *store) finishJob(ctx context.Context, res BuildResult) (ok bool, err error) {
 	r, err := s.db.ExecContext(ctx, `UPDATE gerrit_jobs SET state = ?, log_url = ?, published = ? WHERE job_id = ?`,
 		res.State, res.LogURL, res.Published, res.JobID)
 	if err != nil {
-		return nil, false, fmt.Errorf("record result of job %s: %w", res.JobID, err)
+		return false, fmt.Errorf("record result of job %s: %w", res.JobID, err)
 	}
-	if n, _ := r.RowsAffected(); n == 0 {
-		return nil, false, nil
-	}
-	events, err := s.ids(ctx, `SELECT event_id FROM gerrit_jobs WHERE job_id = ? ORDER BY event_id`, res.JobID)
+	n, err := r.RowsAffected()
 	if err != nil {
-		return nil, false, fmt.Errorf("read events of job %s: %w", res.JobID, err)
+		return false, fmt.Errorf("record result of job %s: %w", res.JobID, err)
 	}
-	var out [][]jobRow
-	for _, id := range events {
-		jobs, err := s.eventJobs(ctx, id)
-		if err != nil {
-			return nil, false, err
-		}
-		out = append(out, jobs)
-	}
-	return out, true, nil
+	return n > 0, nil
 }
 
 // knownResults returns the results recorded for ids, for the jobs among
