@@ -9,8 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
+
+// gcLock is the file in the root that uploads lock shared and a collection
+// exclusively.
+const gcLock = ".gc-lock"
 
 // DefaultObjectGrace is how old an unreferenced stored object must be
 // before CollectObjects removes it: uploads wait unreferenced for the
@@ -45,6 +50,12 @@ func (s *Store) CollectObjects(ctx context.Context, grace time.Duration, dryRun 
 		return res, err
 	}
 	defer unlock()
+	// Uploads wait while the collection runs (see AddObject).
+	release, err := s.flock(ctx, gcLock, syscall.LOCK_EX)
+	if err != nil {
+		return res, err
+	}
+	defer release()
 	refs, err := s.referencedObjects(ctx)
 	if err != nil {
 		return res, fmt.Errorf("collect objects: %w", err)

@@ -571,3 +571,55 @@ func TestIncludeRefusesOnePoolPathWithTwoContents(t *testing.T) {
 		t.Fatalf("publish over a pool file with other content: %v", err)
 	}
 }
+
+// An upload of a file already stored, answered "existed", keeps the file
+// even while a collection that would remove it runs.
+func TestCollectObjectsSparesConcurrentUploads(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	old := f.clock.Add(-48 * time.Hour)
+	var data [][]byte
+	for i := range 300 {
+		b := []byte(fmt.Sprintf("orphan %d", i))
+		sum := sha256.Sum256(b)
+		if _, err := f.store.AddObject(ctx, hex.EncodeToString(sum[:]), int64(len(b)), bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(f.store.ObjectPath(hex.EncodeToString(sum[:])), old, old); err != nil {
+			t.Fatal(err)
+		}
+		data = append(data, b)
+	}
+	// The uploads are older than the grace period by the store's clock.
+	f.clock = f.clock.Add(48 * time.Hour)
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.store.CollectObjects(ctx, 24*time.Hour, false)
+		done <- err
+	}()
+	var lost []string
+	for _, b := range data {
+		sum := sha256.Sum256(b)
+		s := hex.EncodeToString(sum[:])
+		existed, err := f.store.AddObject(ctx, s, int64(len(b)), bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if existed && !f.store.HasObject(s) {
+			lost = append(lost, s)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range data {
+		sum := sha256.Sum256(b)
+		if s := hex.EncodeToString(sum[:]); !f.store.HasObject(s) {
+			lost = append(lost, s)
+		}
+	}
+	if len(lost) > 0 {
+		t.Fatalf("%d uploads answered as stored were removed by the collection", len(lost))
+	}
+}

@@ -177,33 +177,43 @@ func (s *Store) SnapshotDir(name string) string {
 // releases both.
 func (s *Store) lock(ctx context.Context) (func(), error) {
 	s.mu.Lock()
-	f, err := os.OpenFile(filepath.Join(s.root, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	release, err := s.flock(ctx, ".lock", syscall.LOCK_EX)
 	if err != nil {
 		s.mu.Unlock()
+		return nil, err
+	}
+	return func() {
+		release()
+		s.mu.Unlock()
+	}, nil
+}
+
+// flock takes a flock (syscall.LOCK_SH or LOCK_EX) on the file name in the
+// root, waiting until ctx ends; the function it returns releases it. Each
+// call opens the file anew, so that goroutines of one process exclude each
+// other too.
+func (s *Store) flock(ctx context.Context, name string, how int) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(s.root, name), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
 		return nil, fmt.Errorf("lock publisher root: %w", err)
 	}
 	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		err = syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
 		if err == nil {
 			break
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
 			f.Close()
-			s.mu.Unlock()
 			return nil, fmt.Errorf("lock publisher root: %w", err)
 		}
 		select {
 		case <-ctx.Done():
 			f.Close()
-			s.mu.Unlock()
 			return nil, fmt.Errorf("wait for another publisher on %s: %w", s.root, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return func() {
-		f.Close() // releases the flock
-		s.mu.Unlock()
-	}, nil
+	return func() { f.Close() }, nil // closing releases the flock
 }
 
 // CreateRepo creates a repository, or updates its configuration when it
@@ -295,11 +305,19 @@ func (s *Store) AddObject(ctx context.Context, sum string, size int64, r io.Read
 	}
 	// Each upload, also of a file already stored, gets a grace period
 	// before CollectObjects may remove it, for the publish request that
-	// follows.
+	// follows. The gc lock keeps a collection from removing a stored file
+	// between the record and the answer that it is there.
+	release, err := s.flock(ctx, gcLock, syscall.LOCK_SH)
+	if err != nil {
+		return false, err
+	}
 	if _, err := s.db.ExecContext(ctx, `INSERT OR REPLACE INTO uploads (sha256, received) VALUES (?, ?)`, sum, s.now().Unix()); err != nil {
+		release()
 		return false, fmt.Errorf("receive upload: %w", err)
 	}
-	if s.HasObject(sum) {
+	existed = s.HasObject(sum)
+	release()
+	if existed {
 		return true, nil
 	}
 	tmp, err := s.tempFile("upload-*")
