@@ -455,14 +455,20 @@ func (s *Store) readRPM(ctx context.Context, in Input, signer Signer, cfg Config
 	if err != nil {
 		return nil, fmt.Errorf("include %s: %w", in.Name, err)
 	}
-	// The original is read in place (its Checksum is the upload's
-	// sha256) and signed into the store's tmp; a file that changes
-	// meanwhile is refused.
-	before, err := os.Stat(in.Path)
+	// The original is read in place, through one open file that both the
+	// parse (whose Checksum is the upload's sha256) and the signer read,
+	// and signed into the store's tmp; a file that changes meanwhile is
+	// refused.
+	src, err := os.Open(in.Path)
 	if err != nil {
 		return nil, fmt.Errorf("include %s: %w", in.Name, err)
 	}
-	orig, err := rpm.ReadFile(in.Path)
+	defer src.Close()
+	before, err := src.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("include %s: %w", in.Name, err)
+	}
+	orig, err := rpm.Read(src, before.Size())
 	if err != nil {
 		return nil, fmt.Errorf("include %s: %w", in.Name, err)
 	}
@@ -476,11 +482,11 @@ func (s *Store) readRPM(ctx context.Context, in Input, signer Signer, cfg Config
 		return nil, err
 	}
 	r := &row{objects: map[string]string{signed: ""}}
-	if err := rpm.SignFileWith(ctx, signer, in.Path, signed, which); err != nil {
+	if err := rpm.SignReaderAt(ctx, signer, src, before.Size(), in.Name, signed, which); err != nil {
 		return r, fmt.Errorf("include %s: sign: %w", in.Name, err)
 	}
-	after, err := os.Stat(in.Path)
-	if err != nil || after.Size() != before.Size() || !after.ModTime().Equal(before.ModTime()) || after.Size() != orig.PackageSize {
+	after, err := src.Stat()
+	if err != nil || after.Size() != before.Size() || !after.ModTime().Equal(before.ModTime()) {
 		return r, fmt.Errorf("include %s: the file changed while it was being included: include it again", in.Name)
 	}
 	p, err := rpm.ReadFile(signed)

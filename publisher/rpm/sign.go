@@ -98,18 +98,28 @@ func SignFileWith(ctx context.Context, s Signer, src, dst string, which Signatur
 	if err != nil {
 		return fmt.Errorf("sign rpm: %w", err)
 	}
-	l, err := readLayout(f, fi.Size())
-	if err != nil {
-		return fmt.Errorf("sign rpm %s: %w", src, err)
+	return SignReaderAt(ctx, s, f, fi.Size(), src, dst, which)
+}
+
+// SignReaderAt is [SignFileWith] reading the rpm of the given size from r
+// (an open file, say, that the caller also parsed, so that both see the
+// same bytes); name names it in errors.
+func SignReaderAt(ctx context.Context, s Signer, r io.ReaderAt, size int64, name, dst string, which Signatures) error {
+	if s == nil {
+		return fmt.Errorf("sign rpm %s: no signer", name)
 	}
-	payload := io.NewSectionReader(f, l.payloadStart, fi.Size()-l.payloadStart)
+	l, err := readLayout(r, size)
+	if err != nil {
+		return fmt.Errorf("sign rpm %s: %w", name, err)
+	}
+	payload := io.NewSectionReader(r, l.payloadStart, size-l.payloadStart)
 	full := which != HeaderOnly || len(l.main.strings(payloadDigestTag)) == 0
 	sigHeader, err := signatureHeader(ctx, s, l, payload, full)
 	if err != nil {
-		return fmt.Errorf("sign rpm %s: %w", src, err)
+		return fmt.Errorf("sign rpm %s: %w", name, err)
 	}
 	if err := writeRPM(dst, l, sigHeader, payload); err != nil {
-		return fmt.Errorf("sign rpm %s: %w", src, err)
+		return fmt.Errorf("sign rpm %s: %w", name, err)
 	}
 	return nil
 }
