@@ -231,6 +231,13 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 		}
 		res.Added = append(res.Added, r.entry())
 	}
+	// The stored files reach the disk before the database says they are
+	// there: one syncfs for all of them rather than an fsync each.
+	if len(added) > 0 {
+		if err := s.syncFS(); err != nil {
+			return res, fmt.Errorf("include into %s: %w", repoName, err)
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		return res, fmt.Errorf("include into %s: %w", repoName, err)
 	}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 
 	"github.com/kiln-build/kiln/publisher/deb"
@@ -331,6 +332,9 @@ func (s *Store) AddObject(ctx context.Context, sum string, size int64, r io.Read
 	}()
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r, size+1))
+	if err == nil {
+		err = tmp.Sync() // an upload is answered as stored only once on disk
+	}
 	if cerr := tmp.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
@@ -409,6 +413,20 @@ const tmpDirs = 16
 
 func tmpDir(root string, i int) string {
 	return filepath.Join(root, "tmp", fmt.Sprintf("%x", i))
+}
+
+// syncFS flushes the file system that holds the store (file data and
+// directory entries) to disk.
+func (s *Store) syncFS() error {
+	d, err := os.Open(s.root)
+	if err != nil {
+		return fmt.Errorf("sync stored files: %w", err)
+	}
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return fmt.Errorf("sync stored files: %w", err)
+	}
+	return nil
 }
 
 // tempName returns a new path in one of the store's tmp directories for a
