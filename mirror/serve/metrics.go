@@ -18,6 +18,7 @@ func Instrumented(h http.Handler) (files, admin http.Handler) {
 		Help: "HTTP requests by method and status code."}, []string{"method", "code"})
 	inFlight := prometheus.NewGauge(prometheus.GaugeOpts{Name: "kiln_mirror_requests_in_flight",
 		Help: "HTTP requests being served."})
+	// A vector without labels: the response-size middleware takes one.
 	sizes := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kiln_mirror_response_bytes",
 		Help: "Response sizes.", Buckets: prometheus.ExponentialBuckets(512, 4, 10)}, []string{})
 	reg.MustRegister(requests, inFlight, sizes, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -66,7 +66,7 @@ Commands:
   snapshot  publish SNAP               publish a snapshot under public/snapshots/SNAP
   key       show                       print the public key and its fingerprint for customers
   push      --repo NAME [--mirror M]   rsync a published repository to the configured mirrors
-  gc        [--grace D] [--dry-run]    remove stored files no package or snapshot references
+  gc        [--grace D] [--dry-run] [--json]  remove stored files no package or snapshot references
   serve     [--listen ADDR] [--dev]    serve the gRPC API for the coordinator
 
 Every command takes --config FILE, or for a quick start without one:
@@ -744,7 +744,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if every == 0 {
 			every = serve.DefaultGCInterval
 		}
-		go collectEvery(ctx, e.store, every, svc.Metrics, e.log.Named("gc"))
+		// Stopped and waited for before the store closes.
+		gctx, stopGC := context.WithCancel(ctx)
+		var gcDone sync.WaitGroup
+		gcDone.Go(func() { collectEvery(gctx, e.store, every, svc.Metrics, e.log.Named("gc")) })
+		defer gcDone.Wait()
+		defer stopGC()
 	}
 	return serve.Run(ctx, e.cfg.Serve, svc, e.log.Named("serve"), func(a net.Addr) {
 		fmt.Fprintf(stdout, "listening on %s\n", a.String())

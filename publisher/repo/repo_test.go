@@ -494,7 +494,7 @@ func TestIncludeLogsProgress(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if !strings.Contains(logs.String(), "reading packages: done=") || !strings.Contains(logs.String(), "of=200") {
+	if !strings.Contains(logs.String(), "progress: what=\"reading packages\" done=") || !strings.Contains(logs.String(), "of=200") {
 		t.Errorf("no progress logged:\n%s", logs.String())
 	}
 }

@@ -407,8 +407,10 @@ func (s *Store) removeStaleTmp() {
 
 // tmpDirs is how many directories temporary files are spread over: files
 // created in parallel in one directory wait for its lock, and on a busy
-// file system the kernel holds it long (bench/publisher/run.sh: an include
-// of 2,000 packages took 0.7-0.8 s spread, 0.9-2.2 s in one directory).
+// file system the kernel holds it long (three alternating includes of
+// 2,000 packages on one file system state took 0.68-0.83 s spread and
+// 0.87-2.19 s in one directory; between runs the file system's state
+// changes the time more than that).
 const tmpDirs = 16
 
 func tmpDir(root string, i int) string {
@@ -463,7 +465,7 @@ func (s *Store) progress(what string, done *atomic.Int64, total int) (stop func(
 			case <-quit:
 				return
 			case <-t.C:
-				s.log.Info(what, "done", done.Load(), "of", total)
+				s.log.Info("progress", "what", what, "done", done.Load(), "of", total)
 			}
 		}
 	}()

@@ -547,7 +547,6 @@ func (a *Agent) upload(ctx context.Context, path, name string, asg *wpb.Assignme
 	if err != nil {
 		return nil, fmt.Errorf("hash %s: %w", name, err)
 	}
-	a.cfg.Metrics.artifactBytes.Add(float64(size))
 	art := &cpb.Artifact{Name: name, Sha256: sum, Size: size}
 	err = a.call(ctx, "upload", func(ctx context.Context, s string) error {
 		f, err := os.Open(path)
@@ -570,5 +569,8 @@ func (a *Agent) upload(ctx context.Context, path, name string, asg *wpb.Assignme
 		_, err = stream.CloseAndRecv()
 		return err
 	})
+	if err == nil {
+		a.cfg.Metrics.artifactBytes.Add(float64(size))
+	}
 	return art, err
 }
