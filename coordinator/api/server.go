@@ -288,6 +288,11 @@ func (s *WorkerServer) Register(ctx context.Context, req *wpb.RegisterRequest) (
 
 // Heartbeat implements WorkerService.
 func (s *WorkerServer) Heartbeat(ctx context.Context, req *wpb.HeartbeatRequest) (*wpb.HeartbeatResponse, error) {
+	if l := req.GetLabels(); l != nil {
+		if err := s.f.SetLabels(req.GetSessionId(), l.GetLabels()); err != nil {
+			return nil, toStatus(err)
+		}
+	}
 	cancel, drain, err := s.f.Heartbeat(ctx, req.GetSessionId(), running(req.GetRunning()), req.GetDraining())
 	if err != nil {
 		return nil, toStatus(err)

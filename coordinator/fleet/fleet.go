@@ -442,12 +442,8 @@ func (f *Fleet) Register(ctx context.Context, name string, labels map[string]str
 	if err := job.ValidateLabel("name", name); err != nil {
 		return "", nil, fmt.Errorf("%w: worker name: %v", ErrInvalid, err)
 	}
-	for k, vs := range labels {
-		for _, v := range strings.Split(vs, "|") {
-			if err := job.ValidateLabel(k, v); err != nil {
-				return "", nil, fmt.Errorf("%w: worker %s: %v", ErrInvalid, name, err)
-			}
-		}
+	if err := validateLabels(labels); err != nil {
+		return "", nil, fmt.Errorf("%w: worker %s: %v", ErrInvalid, name, err)
 	}
 	id, abandon, changed := f.sched.Register(name, labels, slots, running)
 	f.logger.Info("worker registered", "worker", name, "labels", job.LabelString(labels), "slots", slots,
@@ -462,6 +458,27 @@ func (f *Fleet) Heartbeat(ctx context.Context, session string, running []schedul
 		return nil, false, err
 	}
 	return cancel, drain, f.persist(ctx, changed)
+}
+
+// SetLabels replaces the labels of a session's worker.
+func (f *Fleet) SetLabels(session string, labels map[string]string) error {
+	if err := validateLabels(labels); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return f.sched.SetLabels(session, labels)
+}
+
+// validateLabels checks a worker's labels; a value may name alternatives
+// (a|b).
+func validateLabels(labels map[string]string) error {
+	for k, vs := range labels {
+		for _, v := range strings.Split(vs, "|") {
+			if err := job.ValidateLabel(k, v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Pull hands a worker a job, waiting up to wait.

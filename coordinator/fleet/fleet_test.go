@@ -251,3 +251,34 @@ func TestSharedReviewBuildLeavesItsSupersedeKey(t *testing.T) {
 		t.Fatalf("the review's key cancels the build the CLI waits for: %+v %v", got, err)
 	}
 }
+
+// A worker's labels change with its session kept: a job its new labels
+// match is handed to it, and bad labels are refused.
+func TestSetLabels(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f, _ := openFleet(t, t.TempDir())
+	sess, _, err := f.Register(ctx, "w1", map[string]string{"target": "bookworm-amd64"}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, _, err := f.Submit(ctx, job.Spec{Kind: job.Command, Command: []string{"make"}, Labels: map[string]string{"target": "trixie-amd64"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := f.Pull(ctx, sess, 0); err != nil || a != nil {
+		t.Fatalf("pull before the label change: %v %v, want nothing", a, err)
+	}
+	if err := f.SetLabels(sess, map[string]string{"target": "bookworm-amd64|trixie-amd64"}); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := f.Pull(ctx, sess, 0); err != nil || a == nil || a.ID != j.ID {
+		t.Fatalf("pull after the label change: %v %v, want job %s", a, err, j.ID)
+	}
+	if err := f.SetLabels(sess, map[string]string{"target": "bad value with spaces"}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad labels: %v, want ErrInvalid", err)
+	}
+	if err := f.SetLabels("no-such-session", nil); !errors.Is(err, scheduler.ErrUnknownSession) {
+		t.Fatalf("unknown session: %v", err)
+	}
+}

@@ -656,6 +656,21 @@ func (s *Scheduler) CancelBySupersedeKey(key, reason string) []*job.Job {
 	return changed
 }
 
+// SetLabels replaces the labels of a session's worker (a chroot made or
+// removed while it runs). Its waiting long polls return empty, so that the
+// worker polls again and finds what the new labels match.
+func (s *Scheduler) SetLabels(id string, labels map[string]string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss := s.sessions[id]
+	if ss == nil {
+		return ErrUnknownSession
+	}
+	ss.w.labels = labels
+	s.dropWaiters(ss)
+	return nil
+}
+
 // ShareLive marks a live package build as wanted beyond the request that
 // started it: by another change's review build or, with publish, by a
 // build with publishing (a merge), which publishes it when it succeeds.

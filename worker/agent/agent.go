@@ -46,8 +46,7 @@ type Config struct {
 	KeepWorkDirs bool
 	// RefreshLabels, when set, is asked every LabelsEvery for the labels
 	// to advertise now (a chroot made or removed while the worker runs);
-	// when they differ, the agent registers again with them, keeping its
-	// running jobs.
+	// when they differ, the next heartbeat carries them.
 	RefreshLabels func(ctx context.Context) (map[string]string, error)
 	// LabelsEvery is how often RefreshLabels is asked; 0 means 30 s.
 	LabelsEvery time.Duration
@@ -67,7 +66,10 @@ type Agent struct {
 	interval time.Duration
 	running  map[string]*runningJob // by job id
 	draining bool
-	regMu    sync.Mutex
+	// labelsDirty: cfg.Labels changed since the coordinator last took
+	// them.
+	labelsDirty bool
+	regMu       sync.Mutex
 }
 
 type runningJob struct {
@@ -175,8 +177,8 @@ func (a *Agent) labels() map[string]string {
 	return a.cfg.Labels
 }
 
-// refreshLabels asks RefreshLabels every LabelsEvery and registers again
-// when the labels changed, until ctx ends.
+// refreshLabels asks RefreshLabels every LabelsEvery and, when the labels
+// changed, has the next heartbeat carry them, until ctx ends.
 func (a *Agent) refreshLabels(ctx context.Context) {
 	t := time.NewTicker(a.cfg.LabelsEvery)
 	defer t.Stop()
@@ -194,19 +196,12 @@ func (a *Agent) refreshLabels(ctx context.Context) {
 			continue
 		}
 		a.mu.Lock()
-		same := labelString(labels) == labelString(a.cfg.Labels)
-		if !same {
+		if labelString(labels) != labelString(a.cfg.Labels) {
 			a.cfg.Labels = labels
+			a.labelsDirty = true
+			a.logger.Info("labels changed; the next heartbeat advertises them", "labels", labelString(labels))
 		}
-		session := a.session
 		a.mu.Unlock()
-		if same {
-			continue
-		}
-		a.logger.Info("labels changed; registering again", "labels", labelString(labels))
-		if err := a.register(ctx, session); err != nil && ctx.Err() == nil {
-			a.logger.Error("register with the new labels", "error", err)
-		}
 	}
 }
 
@@ -330,6 +325,10 @@ func (a *Agent) heartbeats(ctx context.Context) {
 	for {
 		a.mu.Lock()
 		interval, draining := a.interval, a.draining
+		var labels *wpb.WorkerLabels
+		if a.labelsDirty {
+			labels = &wpb.WorkerLabels{Labels: a.cfg.Labels}
+		}
 		a.mu.Unlock()
 		select {
 		case <-ctx.Done():
@@ -341,7 +340,7 @@ func (a *Agent) heartbeats(ctx context.Context) {
 			var err error
 			cctx, cancel := context.WithTimeout(ctx, interval*2)
 			defer cancel()
-			resp, err = a.client.Heartbeat(cctx, &wpb.HeartbeatRequest{SessionId: s, Running: a.runningList(), Draining: draining})
+			resp, err = a.client.Heartbeat(cctx, &wpb.HeartbeatRequest{SessionId: s, Running: a.runningList(), Draining: draining, Labels: labels})
 			return err
 		})
 		if err != nil {
@@ -349,6 +348,14 @@ func (a *Agent) heartbeats(ctx context.Context) {
 				a.logger.Error("heartbeat", "error", err)
 			}
 			continue
+		}
+		if labels != nil {
+			a.mu.Lock()
+			// Unless they changed again meanwhile, the coordinator has them.
+			if labelString(labels.GetLabels()) == labelString(a.cfg.Labels) {
+				a.labelsDirty = false
+			}
+			a.mu.Unlock()
 		}
 		for _, c := range resp.GetCancel() {
 			a.mu.Lock()

@@ -226,7 +226,10 @@ type HeartbeatRequest struct {
 	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	Running   []*RunningJob          `protobuf:"bytes,2,rep,name=running,proto3" json:"running,omitempty"`
 	// The worker is shutting down gracefully: give it nothing new.
-	Draining      bool `protobuf:"varint,3,opt,name=draining,proto3" json:"draining,omitempty"`
+	Draining bool `protobuf:"varint,3,opt,name=draining,proto3" json:"draining,omitempty"`
+	// When set, the worker's labels from now on (a chroot was made, refreshed
+	// or removed while it runs); unset keeps them.
+	Labels        *WorkerLabels `protobuf:"bytes,4,opt,name=labels,proto3" json:"labels,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -282,6 +285,58 @@ func (x *HeartbeatRequest) GetDraining() bool {
 	return false
 }
 
+func (x *HeartbeatRequest) GetLabels() *WorkerLabels {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+// WorkerLabels is a worker's whole set of labels.
+type WorkerLabels struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Labels        map[string]string      `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkerLabels) Reset() {
+	*x = WorkerLabels{}
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerLabels) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerLabels) ProtoMessage() {}
+
+func (x *WorkerLabels) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerLabels.ProtoReflect.Descriptor instead.
+func (*WorkerLabels) Descriptor() ([]byte, []int) {
+	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *WorkerLabels) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
 type HeartbeatResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Jobs to stop (cancelled or superseded, or no longer this worker's).
@@ -294,7 +349,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[4]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -306,7 +361,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[4]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -319,7 +374,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{4}
+	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *HeartbeatResponse) GetCancel() []*RunningJob {
@@ -347,7 +402,7 @@ type PullJobRequest struct {
 
 func (x *PullJobRequest) Reset() {
 	*x = PullJobRequest{}
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[5]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -359,7 +414,7 @@ func (x *PullJobRequest) String() string {
 func (*PullJobRequest) ProtoMessage() {}
 
 func (x *PullJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[5]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -372,7 +427,7 @@ func (x *PullJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullJobRequest.ProtoReflect.Descriptor instead.
 func (*PullJobRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{5}
+	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PullJobRequest) GetSessionId() string {
@@ -403,7 +458,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[6]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -415,7 +470,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[6]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -428,7 +483,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{6}
+	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Assignment) GetJobId() string {
@@ -469,7 +524,7 @@ type PullJobResponse struct {
 
 func (x *PullJobResponse) Reset() {
 	*x = PullJobResponse{}
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[7]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -481,7 +536,7 @@ func (x *PullJobResponse) String() string {
 func (*PullJobResponse) ProtoMessage() {}
 
 func (x *PullJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[7]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -494,7 +549,7 @@ func (x *PullJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullJobResponse.ProtoReflect.Descriptor instead.
 func (*PullJobResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{7}
+	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PullJobResponse) GetAssignment() *Assignment {
@@ -516,7 +571,7 @@ type AppendLogRequest struct {
 
 func (x *AppendLogRequest) Reset() {
 	*x = AppendLogRequest{}
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[8]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -528,7 +583,7 @@ func (x *AppendLogRequest) String() string {
 func (*AppendLogRequest) ProtoMessage() {}
 
 func (x *AppendLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[8]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -541,7 +596,7 @@ func (x *AppendLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendLogRequest.ProtoReflect.Descriptor instead.
 func (*AppendLogRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{8}
+	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AppendLogRequest) GetSessionId() string {
@@ -580,7 +635,7 @@ type AppendLogResponse struct {
 
 func (x *AppendLogResponse) Reset() {
 	*x = AppendLogResponse{}
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[9]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -592,7 +647,7 @@ func (x *AppendLogResponse) String() string {
 func (*AppendLogResponse) ProtoMessage() {}
 
 func (x *AppendLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[9]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -605,7 +660,7 @@ func (x *AppendLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendLogResponse.ProtoReflect.Descriptor instead.
 func (*AppendLogResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{9}
+	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{10}
 }
 
 type UploadArtifactRequest struct {
@@ -620,7 +675,7 @@ type UploadArtifactRequest struct {
 
 func (x *UploadArtifactRequest) Reset() {
 	*x = UploadArtifactRequest{}
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[10]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -632,7 +687,7 @@ func (x *UploadArtifactRequest) String() string {
 func (*UploadArtifactRequest) ProtoMessage() {}
 
 func (x *UploadArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[10]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -645,7 +700,7 @@ func (x *UploadArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadArtifactRequest.ProtoReflect.Descriptor instead.
 func (*UploadArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{10}
+	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UploadArtifactRequest) GetHeader() *ArtifactHeader {
@@ -674,7 +729,7 @@ type ArtifactHeader struct {
 
 func (x *ArtifactHeader) Reset() {
 	*x = ArtifactHeader{}
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[11]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -686,7 +741,7 @@ func (x *ArtifactHeader) String() string {
 func (*ArtifactHeader) ProtoMessage() {}
 
 func (x *ArtifactHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[11]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -699,7 +754,7 @@ func (x *ArtifactHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactHeader.ProtoReflect.Descriptor instead.
 func (*ArtifactHeader) Descriptor() ([]byte, []int) {
-	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{11}
+	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ArtifactHeader) GetSessionId() string {
@@ -738,7 +793,7 @@ type UploadArtifactResponse struct {
 
 func (x *UploadArtifactResponse) Reset() {
 	*x = UploadArtifactResponse{}
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[12]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -750,7 +805,7 @@ func (x *UploadArtifactResponse) String() string {
 func (*UploadArtifactResponse) ProtoMessage() {}
 
 func (x *UploadArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[12]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -763,7 +818,7 @@ func (x *UploadArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadArtifactResponse.ProtoReflect.Descriptor instead.
 func (*UploadArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{12}
+	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{13}
 }
 
 type CompleteJobRequest struct {
@@ -790,7 +845,7 @@ type CompleteJobRequest struct {
 
 func (x *CompleteJobRequest) Reset() {
 	*x = CompleteJobRequest{}
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[13]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +857,7 @@ func (x *CompleteJobRequest) String() string {
 func (*CompleteJobRequest) ProtoMessage() {}
 
 func (x *CompleteJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[13]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +870,7 @@ func (x *CompleteJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteJobRequest.ProtoReflect.Descriptor instead.
 func (*CompleteJobRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{13}
+	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CompleteJobRequest) GetSessionId() string {
@@ -889,7 +944,7 @@ type CompleteJobResponse struct {
 
 func (x *CompleteJobResponse) Reset() {
 	*x = CompleteJobResponse{}
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[14]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -901,7 +956,7 @@ func (x *CompleteJobResponse) String() string {
 func (*CompleteJobResponse) ProtoMessage() {}
 
 func (x *CompleteJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[14]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -914,7 +969,7 @@ func (x *CompleteJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteJobResponse.ProtoReflect.Descriptor instead.
 func (*CompleteJobResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{14}
+	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{15}
 }
 
 type GoodbyeRequest struct {
@@ -926,7 +981,7 @@ type GoodbyeRequest struct {
 
 func (x *GoodbyeRequest) Reset() {
 	*x = GoodbyeRequest{}
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[15]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -938,7 +993,7 @@ func (x *GoodbyeRequest) String() string {
 func (*GoodbyeRequest) ProtoMessage() {}
 
 func (x *GoodbyeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[15]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -951,7 +1006,7 @@ func (x *GoodbyeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GoodbyeRequest.ProtoReflect.Descriptor instead.
 func (*GoodbyeRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{15}
+	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GoodbyeRequest) GetSessionId() string {
@@ -969,7 +1024,7 @@ type GoodbyeResponse struct {
 
 func (x *GoodbyeResponse) Reset() {
 	*x = GoodbyeResponse{}
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[16]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -981,7 +1036,7 @@ func (x *GoodbyeResponse) String() string {
 func (*GoodbyeResponse) ProtoMessage() {}
 
 func (x *GoodbyeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_worker_v1_worker_proto_msgTypes[16]
+	mi := &file_kiln_worker_v1_worker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -994,7 +1049,7 @@ func (x *GoodbyeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GoodbyeResponse.ProtoReflect.Descriptor instead.
 func (*GoodbyeResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{16}
+	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{17}
 }
 
 var File_kiln_worker_v1_worker_proto protoreflect.FileDescriptor
@@ -1019,12 +1074,18 @@ const file_kiln_worker_v1_worker_proto_rawDesc = "" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12<\n" +
 	"\x1aheartbeat_interval_seconds\x18\x02 \x01(\x05R\x18heartbeatIntervalSeconds\x124\n" +
-	"\aabandon\x18\x03 \x03(\v2\x1a.kiln.worker.v1.RunningJobR\aabandon\"\x83\x01\n" +
+	"\aabandon\x18\x03 \x03(\v2\x1a.kiln.worker.v1.RunningJobR\aabandon\"\xb9\x01\n" +
 	"\x10HeartbeatRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x124\n" +
 	"\arunning\x18\x02 \x03(\v2\x1a.kiln.worker.v1.RunningJobR\arunning\x12\x1a\n" +
-	"\bdraining\x18\x03 \x01(\bR\bdraining\"]\n" +
+	"\bdraining\x18\x03 \x01(\bR\bdraining\x124\n" +
+	"\x06labels\x18\x04 \x01(\v2\x1c.kiln.worker.v1.WorkerLabelsR\x06labels\"\x8b\x01\n" +
+	"\fWorkerLabels\x12@\n" +
+	"\x06labels\x18\x01 \x03(\v2(.kiln.worker.v1.WorkerLabels.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"]\n" +
 	"\x11HeartbeatResponse\x122\n" +
 	"\x06cancel\x18\x01 \x03(\v2\x1a.kiln.worker.v1.RunningJobR\x06cancel\x12\x14\n" +
 	"\x05drain\x18\x02 \x01(\bR\x05drain\"R\n" +
@@ -1096,61 +1157,65 @@ func file_kiln_worker_v1_worker_proto_rawDescGZIP() []byte {
 	return file_kiln_worker_v1_worker_proto_rawDescData
 }
 
-var file_kiln_worker_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_kiln_worker_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_kiln_worker_v1_worker_proto_goTypes = []any{
 	(*RegisterRequest)(nil),        // 0: kiln.worker.v1.RegisterRequest
 	(*RunningJob)(nil),             // 1: kiln.worker.v1.RunningJob
 	(*RegisterResponse)(nil),       // 2: kiln.worker.v1.RegisterResponse
 	(*HeartbeatRequest)(nil),       // 3: kiln.worker.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),      // 4: kiln.worker.v1.HeartbeatResponse
-	(*PullJobRequest)(nil),         // 5: kiln.worker.v1.PullJobRequest
-	(*Assignment)(nil),             // 6: kiln.worker.v1.Assignment
-	(*PullJobResponse)(nil),        // 7: kiln.worker.v1.PullJobResponse
-	(*AppendLogRequest)(nil),       // 8: kiln.worker.v1.AppendLogRequest
-	(*AppendLogResponse)(nil),      // 9: kiln.worker.v1.AppendLogResponse
-	(*UploadArtifactRequest)(nil),  // 10: kiln.worker.v1.UploadArtifactRequest
-	(*ArtifactHeader)(nil),         // 11: kiln.worker.v1.ArtifactHeader
-	(*UploadArtifactResponse)(nil), // 12: kiln.worker.v1.UploadArtifactResponse
-	(*CompleteJobRequest)(nil),     // 13: kiln.worker.v1.CompleteJobRequest
-	(*CompleteJobResponse)(nil),    // 14: kiln.worker.v1.CompleteJobResponse
-	(*GoodbyeRequest)(nil),         // 15: kiln.worker.v1.GoodbyeRequest
-	(*GoodbyeResponse)(nil),        // 16: kiln.worker.v1.GoodbyeResponse
-	nil,                            // 17: kiln.worker.v1.RegisterRequest.LabelsEntry
-	(*v1.JobSpec)(nil),             // 18: kiln.coordinator.v1.JobSpec
-	(*v1.Artifact)(nil),            // 19: kiln.coordinator.v1.Artifact
-	(*v1.BuildRecord)(nil),         // 20: kiln.coordinator.v1.BuildRecord
+	(*WorkerLabels)(nil),           // 4: kiln.worker.v1.WorkerLabels
+	(*HeartbeatResponse)(nil),      // 5: kiln.worker.v1.HeartbeatResponse
+	(*PullJobRequest)(nil),         // 6: kiln.worker.v1.PullJobRequest
+	(*Assignment)(nil),             // 7: kiln.worker.v1.Assignment
+	(*PullJobResponse)(nil),        // 8: kiln.worker.v1.PullJobResponse
+	(*AppendLogRequest)(nil),       // 9: kiln.worker.v1.AppendLogRequest
+	(*AppendLogResponse)(nil),      // 10: kiln.worker.v1.AppendLogResponse
+	(*UploadArtifactRequest)(nil),  // 11: kiln.worker.v1.UploadArtifactRequest
+	(*ArtifactHeader)(nil),         // 12: kiln.worker.v1.ArtifactHeader
+	(*UploadArtifactResponse)(nil), // 13: kiln.worker.v1.UploadArtifactResponse
+	(*CompleteJobRequest)(nil),     // 14: kiln.worker.v1.CompleteJobRequest
+	(*CompleteJobResponse)(nil),    // 15: kiln.worker.v1.CompleteJobResponse
+	(*GoodbyeRequest)(nil),         // 16: kiln.worker.v1.GoodbyeRequest
+	(*GoodbyeResponse)(nil),        // 17: kiln.worker.v1.GoodbyeResponse
+	nil,                            // 18: kiln.worker.v1.RegisterRequest.LabelsEntry
+	nil,                            // 19: kiln.worker.v1.WorkerLabels.LabelsEntry
+	(*v1.JobSpec)(nil),             // 20: kiln.coordinator.v1.JobSpec
+	(*v1.Artifact)(nil),            // 21: kiln.coordinator.v1.Artifact
+	(*v1.BuildRecord)(nil),         // 22: kiln.coordinator.v1.BuildRecord
 }
 var file_kiln_worker_v1_worker_proto_depIdxs = []int32{
-	17, // 0: kiln.worker.v1.RegisterRequest.labels:type_name -> kiln.worker.v1.RegisterRequest.LabelsEntry
+	18, // 0: kiln.worker.v1.RegisterRequest.labels:type_name -> kiln.worker.v1.RegisterRequest.LabelsEntry
 	1,  // 1: kiln.worker.v1.RegisterRequest.running:type_name -> kiln.worker.v1.RunningJob
 	1,  // 2: kiln.worker.v1.RegisterResponse.abandon:type_name -> kiln.worker.v1.RunningJob
 	1,  // 3: kiln.worker.v1.HeartbeatRequest.running:type_name -> kiln.worker.v1.RunningJob
-	1,  // 4: kiln.worker.v1.HeartbeatResponse.cancel:type_name -> kiln.worker.v1.RunningJob
-	18, // 5: kiln.worker.v1.Assignment.spec:type_name -> kiln.coordinator.v1.JobSpec
-	6,  // 6: kiln.worker.v1.PullJobResponse.assignment:type_name -> kiln.worker.v1.Assignment
-	11, // 7: kiln.worker.v1.UploadArtifactRequest.header:type_name -> kiln.worker.v1.ArtifactHeader
-	19, // 8: kiln.worker.v1.ArtifactHeader.artifact:type_name -> kiln.coordinator.v1.Artifact
-	19, // 9: kiln.worker.v1.CompleteJobRequest.artifacts:type_name -> kiln.coordinator.v1.Artifact
-	20, // 10: kiln.worker.v1.CompleteJobRequest.record:type_name -> kiln.coordinator.v1.BuildRecord
-	0,  // 11: kiln.worker.v1.WorkerService.Register:input_type -> kiln.worker.v1.RegisterRequest
-	3,  // 12: kiln.worker.v1.WorkerService.Heartbeat:input_type -> kiln.worker.v1.HeartbeatRequest
-	5,  // 13: kiln.worker.v1.WorkerService.PullJob:input_type -> kiln.worker.v1.PullJobRequest
-	8,  // 14: kiln.worker.v1.WorkerService.AppendLog:input_type -> kiln.worker.v1.AppendLogRequest
-	10, // 15: kiln.worker.v1.WorkerService.UploadArtifact:input_type -> kiln.worker.v1.UploadArtifactRequest
-	13, // 16: kiln.worker.v1.WorkerService.CompleteJob:input_type -> kiln.worker.v1.CompleteJobRequest
-	15, // 17: kiln.worker.v1.WorkerService.Goodbye:input_type -> kiln.worker.v1.GoodbyeRequest
-	2,  // 18: kiln.worker.v1.WorkerService.Register:output_type -> kiln.worker.v1.RegisterResponse
-	4,  // 19: kiln.worker.v1.WorkerService.Heartbeat:output_type -> kiln.worker.v1.HeartbeatResponse
-	7,  // 20: kiln.worker.v1.WorkerService.PullJob:output_type -> kiln.worker.v1.PullJobResponse
-	9,  // 21: kiln.worker.v1.WorkerService.AppendLog:output_type -> kiln.worker.v1.AppendLogResponse
-	12, // 22: kiln.worker.v1.WorkerService.UploadArtifact:output_type -> kiln.worker.v1.UploadArtifactResponse
-	14, // 23: kiln.worker.v1.WorkerService.CompleteJob:output_type -> kiln.worker.v1.CompleteJobResponse
-	16, // 24: kiln.worker.v1.WorkerService.Goodbye:output_type -> kiln.worker.v1.GoodbyeResponse
-	18, // [18:25] is the sub-list for method output_type
-	11, // [11:18] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	4,  // 4: kiln.worker.v1.HeartbeatRequest.labels:type_name -> kiln.worker.v1.WorkerLabels
+	19, // 5: kiln.worker.v1.WorkerLabels.labels:type_name -> kiln.worker.v1.WorkerLabels.LabelsEntry
+	1,  // 6: kiln.worker.v1.HeartbeatResponse.cancel:type_name -> kiln.worker.v1.RunningJob
+	20, // 7: kiln.worker.v1.Assignment.spec:type_name -> kiln.coordinator.v1.JobSpec
+	7,  // 8: kiln.worker.v1.PullJobResponse.assignment:type_name -> kiln.worker.v1.Assignment
+	12, // 9: kiln.worker.v1.UploadArtifactRequest.header:type_name -> kiln.worker.v1.ArtifactHeader
+	21, // 10: kiln.worker.v1.ArtifactHeader.artifact:type_name -> kiln.coordinator.v1.Artifact
+	21, // 11: kiln.worker.v1.CompleteJobRequest.artifacts:type_name -> kiln.coordinator.v1.Artifact
+	22, // 12: kiln.worker.v1.CompleteJobRequest.record:type_name -> kiln.coordinator.v1.BuildRecord
+	0,  // 13: kiln.worker.v1.WorkerService.Register:input_type -> kiln.worker.v1.RegisterRequest
+	3,  // 14: kiln.worker.v1.WorkerService.Heartbeat:input_type -> kiln.worker.v1.HeartbeatRequest
+	6,  // 15: kiln.worker.v1.WorkerService.PullJob:input_type -> kiln.worker.v1.PullJobRequest
+	9,  // 16: kiln.worker.v1.WorkerService.AppendLog:input_type -> kiln.worker.v1.AppendLogRequest
+	11, // 17: kiln.worker.v1.WorkerService.UploadArtifact:input_type -> kiln.worker.v1.UploadArtifactRequest
+	14, // 18: kiln.worker.v1.WorkerService.CompleteJob:input_type -> kiln.worker.v1.CompleteJobRequest
+	16, // 19: kiln.worker.v1.WorkerService.Goodbye:input_type -> kiln.worker.v1.GoodbyeRequest
+	2,  // 20: kiln.worker.v1.WorkerService.Register:output_type -> kiln.worker.v1.RegisterResponse
+	5,  // 21: kiln.worker.v1.WorkerService.Heartbeat:output_type -> kiln.worker.v1.HeartbeatResponse
+	8,  // 22: kiln.worker.v1.WorkerService.PullJob:output_type -> kiln.worker.v1.PullJobResponse
+	10, // 23: kiln.worker.v1.WorkerService.AppendLog:output_type -> kiln.worker.v1.AppendLogResponse
+	13, // 24: kiln.worker.v1.WorkerService.UploadArtifact:output_type -> kiln.worker.v1.UploadArtifactResponse
+	15, // 25: kiln.worker.v1.WorkerService.CompleteJob:output_type -> kiln.worker.v1.CompleteJobResponse
+	17, // 26: kiln.worker.v1.WorkerService.Goodbye:output_type -> kiln.worker.v1.GoodbyeResponse
+	20, // [20:27] is the sub-list for method output_type
+	13, // [13:20] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_kiln_worker_v1_worker_proto_init() }
@@ -1164,7 +1229,7 @@ func file_kiln_worker_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_worker_v1_worker_proto_rawDesc), len(file_kiln_worker_v1_worker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
