@@ -500,8 +500,9 @@ func (b *Builder) prepareDeb(in prepInput, debDir string) (*plan, error) {
 	p.deps = executor.Step{
 		Argv: []string{"sh", "-ec", debDepsScript(repos, pb.Pinned, dsc), "kiln-deps"},
 		Dir:  srcWork + "/" + treeName, Root: true, Network: true,
-		Env:     append(env, "DEBIAN_FRONTEND=noninteractive"),
-		Timeout: b.cfg.DependencyTimeout, IdleTimeout: b.cfg.IdleLimit,
+		AllowHosts: repositoryHosts(repos),
+		Env:        append(env, "DEBIAN_FRONTEND=noninteractive"),
+		Timeout:    b.cfg.DependencyTimeout, IdleTimeout: b.cfg.IdleLimit,
 	}
 	p.build = executor.Step{Argv: []string{"dpkg-buildpackage", "-us", "-uc"}, Dir: srcWork + "/" + treeName, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit}
 	p.collect = []collectRule{{dir: srcDir, patterns: []string{"*.deb", "*.udeb", "*.ddeb", "*.dsc", "*.tar.*", "*.diff.gz", "*.changes", "*.buildinfo"}}}
@@ -624,7 +625,8 @@ func (b *Builder) prepareRPM(in prepInput, specPath string) (*plan, error) {
 	p.deps = executor.Step{
 		Argv: []string{"sh", "-ec", rpmDepsScript(repos, pb.Pinned), "kiln-deps"},
 		Dir:  topIn, Root: true, Network: true, Env: env,
-		Timeout: b.cfg.DependencyTimeout, IdleTimeout: b.cfg.IdleLimit,
+		AllowHosts: repositoryHosts(repos),
+		Timeout:    b.cfg.DependencyTimeout, IdleTimeout: b.cfg.IdleLimit,
 	}
 	// Without dnf the BuildRequires cannot be installed (phase 1 leaves a
 	// marker saying so) and rpmbuild must not check them.

@@ -137,6 +137,29 @@ func TestBuildDebOnHost(t *testing.T) {
 	}
 }
 
+func TestDependencyStepAllowsReleaseRepositories(t *testing.T) {
+	testenv.Tool(t, "dpkg-buildpackage")
+	srv := newGitServer(t)
+	c := srv.repo(t, "packages/bookworm/hello-native", "hello-native", nil)
+	cfg := testConfig(t)
+	cfg.Repositories = []Repository{
+		{Release: "mos-9.0", Apt: "deb [trusted=yes] http://127.0.0.1:8080/mos-9.0 bookworm main"},
+		{Release: "mos-9.0", Apt: "deb [trusted=yes] file://" + t.TempDir() + " ./"},
+		{Release: "other", Apt: "deb [trusted=yes] http://other.example.org/other bookworm main"},
+	}
+	opener := &fakeOpener{handle: skipRootSteps}
+	b := New(cfg, opener, hclog.NewNullLogger())
+	job := newJob(t, executor.PackageBuild{Package: "hello-native", Sources: []executor.Source{{URL: srv.url("packages/bookworm/hello-native"), Commit: c, Role: "combined"}}})
+	var log bytes.Buffer
+	if res, err := b.Run(context.Background(), job, &log); err != nil || res.Failed() {
+		t.Fatalf("Run: %+v, %v\n%s", res, err, log.String())
+	}
+	steps := opener.opened[0].steps
+	if len(steps) != 3 || !slices.Equal(steps[1].AllowHosts, []string{"127.0.0.1:8080"}) || steps[0].AllowHosts != nil || steps[2].AllowHosts != nil {
+		t.Errorf("allowed hosts of the steps: %q, %q, %q; want only phase 1 to reach 127.0.0.1:8080", steps[0].AllowHosts, steps[1].AllowHosts, steps[2].AllowHosts)
+	}
+}
+
 func TestQuiltPatchAppliedAndChangelogEntry(t *testing.T) {
 	testenv.Tool(t, "dpkg-buildpackage")
 	srv := newGitServer(t)

@@ -321,6 +321,23 @@ func TestDepsScripts(t *testing.T) {
 	}
 }
 
+func TestRepositoryHosts(t *testing.T) {
+	t.Parallel()
+	repos := []Repository{
+		{Apt: "deb [trusted=yes] http://127.0.0.1:8080/mos-9.0 bookworm main"},
+		{Apt: "deb [ signed-by=/etc/kiln/mos.asc arch=amd64 ] https://Mirror.Example.org/mos bookworm main"},
+		{Apt: "deb http://127.0.0.1:8080/other bookworm main"},
+		{Apt: "deb [trusted=yes] file:///build/.kiln/repos/3 ./"},
+		{BaseURL: "http://rpm.example.org:8081/mos/"},
+		{BaseURL: "file:///build/.kiln/repos/5"},
+		{Apt: "deb [unterminated http://x/ a main"},
+	}
+	want := []string{"127.0.0.1:8080", "mirror.example.org:443", "rpm.example.org:8081"}
+	if got := repositoryHosts(repos); !slices.Equal(got, want) {
+		t.Errorf("repositoryHosts = %q, want %q", got, want)
+	}
+}
+
 func TestParseInstalled(t *testing.T) {
 	t.Parallel()
 	got := parseInstalled([]byte("zlib1g\t1:1.2.13\tamd64\nbroken line\nlibc6\t2.36-9\tamd64\nlibc6\t2.36-9\ti386\n"))

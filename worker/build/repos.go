@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -49,6 +50,43 @@ func (b *Builder) stageRepositories(job executor.Job) ([]Repository, error) {
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// repositoryHosts returns the host:port pairs phase 1 fetches the release
+// repositories from (executor.Step.AllowHosts); staged file: ones need none.
+func repositoryHosts(repos []Repository) []string {
+	var out []string
+	for _, r := range repos {
+		u := r.BaseURL
+		if r.Apt != "" {
+			u = aptSourceURI(r.Apt)
+		}
+		if h, ok := executor.SourceHost(u); ok && !slices.Contains(out, h) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// aptSourceURI returns the URI of a one-line apt source,
+// "deb [options] URI suite [components]".
+func aptSourceURI(line string) string {
+	fields := strings.Fields(line)
+	if len(fields) < 2 {
+		return ""
+	}
+	rest := fields[1:]
+	if strings.HasPrefix(rest[0], "[") {
+		end := slices.IndexFunc(rest, func(f string) bool { return strings.HasSuffix(f, "]") })
+		if end < 0 {
+			return ""
+		}
+		rest = rest[end+1:]
+	}
+	if len(rest) == 0 {
+		return ""
+	}
+	return rest[0]
 }
 
 // fileURLPath returns the directory of a file: URL.

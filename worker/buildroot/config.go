@@ -7,9 +7,12 @@ package buildroot
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kiln-build/kiln/worker/executor"
 )
 
 // Config is the worker config file's `buildroot:` section.
@@ -41,9 +44,22 @@ type Config struct {
 	// IdleTimeout stops a step that prints nothing for that long; 0 means
 	// never.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// DependencyNetwork is what a network step (phase 1, installing build
+	// dependencies) can reach: "sources" (the default) gives it a network
+	// namespace of its own with no route out and an HTTP proxy that
+	// forwards only to the package sources (the target's mirrors and the
+	// hosts the step names in AllowHosts); "host" shares the worker host's
+	// network with it.
+	DependencyNetwork string `yaml:"dependency_network"`
 	// Targets are the chroots this worker can build in.
 	Targets []Target `yaml:"targets"`
 }
+
+// Values of Config.DependencyNetwork.
+const (
+	NetworkSources = "sources"
+	NetworkHost    = "host"
+)
 
 // Target says how a target's chroot is made.
 type Target struct {
@@ -111,6 +127,9 @@ func (c Config) WithDefaults() Config {
 	if c.TmpfsSize == "" {
 		c.TmpfsSize = DefaultTmpfsSize
 	}
+	if c.DependencyNetwork == "" {
+		c.DependencyNetwork = NetworkSources
+	}
 	for i := range c.Targets {
 		t := &c.Targets[i]
 		if t.Method == "" {
@@ -164,6 +183,9 @@ func (c Config) Validate() error {
 	}
 	if c.StepTimeout < 0 || c.IdleTimeout < 0 {
 		return fmt.Errorf("buildroot.step_timeout %v / idle_timeout %v: give positive durations like 2h or 10m, or 0 for none", c.StepTimeout, c.IdleTimeout)
+	}
+	if c.DependencyNetwork != NetworkSources && c.DependencyNetwork != NetworkHost {
+		return fmt.Errorf("buildroot.dependency_network %q: use %q (only the package sources, through a proxy) or %q (the worker host's network)", c.DependencyNetwork, NetworkSources, NetworkHost)
 	}
 	seen := map[string]bool{}
 	for i, t := range c.Targets {
@@ -240,6 +262,22 @@ func (t Target) Validate() error {
 		return fmt.Errorf("target %s: method %q: use mmdebstrap or dnf", t.Name, t.Method)
 	}
 	return nil
+}
+
+// SourceHosts returns the host:port pairs the target's chroot installs
+// packages from: its mirror, or its dnf repositories and their keys.
+func (t Target) SourceHosts() []string {
+	urls := []string{t.Mirror}
+	for _, r := range t.Repositories {
+		urls = append(urls, r.BaseURL, r.GPGKey)
+	}
+	var out []string
+	for _, u := range urls {
+		if h, ok := executor.SourceHost(u); ok && !slices.Contains(out, h) {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // Target returns the configured target called name.

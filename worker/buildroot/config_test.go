@@ -77,6 +77,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "bad variant", change: func(c *Config) { c.Targets[0].Variant = "tiny" }, wantErr: `variant "tiny"`},
 		{name: "dnf without repositories", change: func(c *Config) { c.Targets[1].Repositories = nil }, wantErr: "at least one repository"},
 		{name: "dnf without releasever", change: func(c *Config) { c.Targets[1].Releasever = "" }, wantErr: `releasever ""`},
+		{name: "host dependency network", change: func(c *Config) { c.DependencyNetwork = NetworkHost }},
+		{name: "bad dependency network", change: func(c *Config) { c.DependencyNetwork = "none" }, wantErr: `buildroot.dependency_network "none"`},
 		{name: "dnf newline in baseurl", change: func(c *Config) { c.Targets[1].Repositories[0].BaseURL = "http://x/\ngpgcheck=0" }, wantErr: "baseurl"},
 	}
 	for _, tt := range tests {
@@ -127,7 +129,7 @@ targets:
 	if !ok || tg.Method != "mmdebstrap" || tg.Format != "rpm" || !slices.Equal(tg.Components, []string{"main"}) {
 		t.Errorf("target %+v", tg)
 	}
-	if c.IdleTimeout != 15*time.Minute || c.StepTimeout != 2*time.Hour || c.CPUs != 1.5 || c.Namespace != DefaultNamespace {
+	if c.IdleTimeout != 15*time.Minute || c.StepTimeout != 2*time.Hour || c.CPUs != 1.5 || c.Namespace != DefaultNamespace || c.DependencyNetwork != NetworkSources {
 		t.Errorf("config %+v", c)
 	}
 	err := config.Decode("worker.yaml", []byte("tmpfs: 4G\n"), &c)
@@ -169,6 +171,30 @@ func TestChrootCommands(t *testing.T) {
 		"[appstream]", "gpgcheck=1", "gpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-9"} {
 		if !strings.Contains(repo, line+"\n") {
 			t.Errorf("repo file lacks %q:\n%s", line, repo)
+		}
+	}
+}
+
+func TestTargetSourceHosts(t *testing.T) {
+	t.Parallel()
+	dnf := validDNF()
+	dnf.Repositories = append(dnf.Repositories,
+		Repository{Name: "appstream", BaseURL: "https://mirror.example.org/9/AppStream/", GPGKey: "http://keys.example.org:8080/key"},
+		Repository{Name: "local", BaseURL: "file:///srv/repo", GPGKey: "file:///etc/pki/key"})
+	fileDeb := validDeb()
+	fileDeb.Mirror = "file:///srv/debian"
+	tests := []struct {
+		name   string
+		target Target
+		want   []string
+	}{
+		{name: "deb mirror", target: validDeb(), want: []string{"deb.debian.org:80"}},
+		{name: "local deb mirror", target: fileDeb, want: nil},
+		{name: "dnf repositories and keys", target: dnf, want: []string{"mirror.example.org:443", "keys.example.org:8080"}},
+	}
+	for _, tt := range tests {
+		if got := tt.target.SourceHosts(); !slices.Equal(got, tt.want) {
+			t.Errorf("%s: SourceHosts() = %q, want %q", tt.name, got, tt.want)
 		}
 	}
 }

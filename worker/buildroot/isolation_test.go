@@ -73,12 +73,15 @@ func TestTwoBuildsAtOnceFromOneBase(t *testing.T) {
 			c.Close()
 		}
 	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	// Each build reaches it through its own package source proxy, on the
+	// same port in each build's own network namespace.
+	dest := ln.Addr().String()
 	step := executor.Step{
-		Argv:    []string{"bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d; read -r line <&3; echo $line", port)},
-		Root:    true,
-		Network: true,
-		Timeout: 2 * time.Minute,
+		Argv:       []string{"bash", "-c", proxyConnect(dest) + "; IFS= read -r line <&3; echo $line"},
+		Root:       true,
+		Network:    true,
+		AllowHosts: []string{dest},
+		Timeout:    2 * time.Minute,
 	}
 	var wg sync.WaitGroup
 	results := make([]string, 2)
@@ -93,7 +96,7 @@ func TestTwoBuildsAtOnceFromOneBase(t *testing.T) {
 			if err == nil && res.Failed() {
 				err = fmt.Errorf("exit %d %s: %s", res.ExitCode, res.Reason, log.String())
 			}
-			results[i], errs[i] = log.String(), err
+			results[i], errs[i] = withoutKilnLines(log.String()), err
 		}()
 	}
 	wg.Wait()
@@ -101,7 +104,7 @@ func TestTwoBuildsAtOnceFromOneBase(t *testing.T) {
 		if errs[i] != nil {
 			t.Fatalf("build %d: %v", i, errs[i])
 		}
-		if results[i] != "both\n" {
+		if results[i] != "HTTP/1.1 200 Connection established\nboth\n" {
 			t.Errorf("build %d output %q, want both", i, results[i])
 		}
 	}
@@ -122,46 +125,171 @@ func hostAddr(t *testing.T) string {
 	return ""
 }
 
-func TestBuildPhaseHasNoNetwork(t *testing.T) {
-	t.Parallel()
-	b, target := buildroottest.New(t)
+// proxyConnect is a bash command that asks the step's package source
+// proxy for a tunnel to dest on fd 3 and prints the proxy's status line.
+func proxyConnect(dest string) string {
+	return fmt.Sprintf(`exec 3<>/dev/tcp/127.0.0.1/${http_proxy##*:} || exit 1
+printf 'CONNECT %[1]s HTTP/1.1\r\nHost: %[1]s\r\n\r\n' >&3
+IFS= read -r l <&3; echo "${l%%$'\r'}"
+while IFS= read -r l <&3 && [ -n "${l%%$'\r'}" ]; do :; done`, dest)
+}
+
+// withoutKilnLines drops the lines the buildroot itself writes to a step's
+// log.
+func withoutKilnLines(log string) string {
+	var out strings.Builder
+	for _, l := range strings.SplitAfter(log, "\n") {
+		if !strings.HasPrefix(l, "kiln: ") {
+			out.WriteString(l)
+		}
+	}
+	return out.String()
+}
+
+// listenOnHost opens a TCP listener on all of the host's addresses that
+// greets every connection, and returns its port.
+func listenOnHost(t *testing.T) int {
 	ln, err := net.Listen("tcp4", "0.0.0.0:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
+			fmt.Fprintln(c, "hello from the host")
 			c.Close()
 		}
 	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func TestBuildPhaseHasNoNetwork(t *testing.T) {
+	t.Parallel()
+	b, target := buildroottest.New(t)
+	port := listenOnHost(t)
 	sb, _ := open(t, b, target)
 	for _, host := range []string{hostAddr(t), "127.0.0.1"} {
 		connect := []string{"bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/%s/%d && echo connected", host, port)}
-		// The dependency phase (root, network) reaches the host: this
-		// shows the check below can fail.
-		if out := execOK(t, sb, executor.Step{Argv: connect, Root: true, Network: true}); out != "connected\n" {
-			t.Fatalf("network step to %s: %q, want connected", host, out)
+		// The same step through the proxy with the listener allowed
+		// connects: this shows the check below can fail.
+		allowed := executor.Step{
+			Argv: []string{"bash", "-c", proxyConnect(fmt.Sprintf("%s:%d", host, port)) + "; IFS= read -r l <&3; echo $l"},
+			Root: true, Network: true, AllowHosts: []string{fmt.Sprintf("%s:%d", host, port)},
 		}
-		var log bytes.Buffer
-		res, err := sb.Exec(context.Background(), executor.Step{Argv: connect}, &log)
-		if err != nil {
-			t.Fatal(err)
+		if out := withoutKilnLines(execOK(t, sb, allowed)); out != "HTTP/1.1 200 Connection established\nhello from the host\n" {
+			t.Fatalf("network step through the proxy to allowed %s:%d: %q", host, port, out)
 		}
-		if !res.Failed() || strings.Contains(log.String(), "connected") {
-			t.Errorf("build step connected to %s:%d: exit %d, output %q", host, port, res.ExitCode, log.String())
-		}
+		assertNoConnection(t, sb, executor.Step{Argv: connect}, fmt.Sprintf("build step to %s:%d", host, port))
 	}
 	// Not even root in a build step gets a network: only a loopback
-	// device, and it is down.
+	// device.
 	out := execOK(t, sb, executor.Step{Argv: sh("ls /sys/class/net; cat /sys/class/net/lo/operstate"), Root: true})
 	if out != "lo\nunknown\n" && out != "lo\ndown\n" {
 		t.Errorf("network devices in a build step: %q, want only lo", out)
+	}
+	// Nor is there a proxy.
+	assertNoConnection(t, sb, executor.Step{Argv: []string{"bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/3128 && echo connected"}}, "build step to a proxy")
+}
+
+// assertNoConnection runs step, which echoes "connected" once it has
+// connected, and fails the test if it did.
+func assertNoConnection(t *testing.T, sb executor.Sandbox, step executor.Step, what string) {
+	t.Helper()
+	var log bytes.Buffer
+	res, err := sb.Exec(context.Background(), step, &log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Failed() || strings.Contains(log.String(), "connected") {
+		t.Errorf("%s connected: exit %d, output %q", what, res.ExitCode, log.String())
+	}
+}
+
+func TestDependencyPhaseReachesOnlyPackageSources(t *testing.T) {
+	t.Parallel()
+	b, target := buildroottest.New(t)
+	port := listenOnHost(t)
+	sb, _ := open(t, b, target)
+	dest := fmt.Sprintf("%s:%d", hostAddr(t), port)
+
+	// apt fetches from the chroot's own mirror through the proxy.
+	var log bytes.Buffer
+	res, err := sb.Exec(context.Background(), executor.Step{
+		Argv: []string{"apt-get", "update", "-o", "APT::Color=0"}, Root: true, Network: true,
+		Timeout: 5 * time.Minute,
+	}, &log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failed() || strings.Contains(log.String(), "Err:") || !strings.Contains(log.String(), "InRelease") {
+		t.Fatalf("apt-get update through the proxy: exit %d %s:\n%s", res.ExitCode, res.Reason, log.String())
+	}
+
+	tests := []struct {
+		name    string
+		script  string
+		want    string
+		wantLog string
+	}{
+		{
+			name:   "direct connection has no route",
+			script: fmt.Sprintf("(exec 3<>/dev/tcp/%s/%d) 2>/dev/null && echo connected || echo failed", hostAddr(t), port),
+			want:   "failed\n",
+		},
+		{
+			name:    "tunnel to a host that is not a source",
+			script:  proxyConnect(dest),
+			want:    "HTTP/1.1 403 Forbidden\n",
+			wantLog: "kiln: proxy: refused CONNECT " + dest + ": " + dest + " is not a package source",
+		},
+		{
+			name: "request to a host that is not a source",
+			script: fmt.Sprintf(`exec 3<>/dev/tcp/127.0.0.1/${http_proxy##*:}
+printf 'GET http://%[1]s/ HTTP/1.1\r\nHost: %[1]s\r\nConnection: close\r\n\r\n' >&3
+IFS= read -r l <&3; echo "${l%%$'\r'}"`, dest),
+			want:    "HTTP/1.1 403 Forbidden\n",
+			wantLog: "buildroot.dependency_network: host",
+		},
+		{
+			name: "apt from a host that is not a source",
+			script: fmt.Sprintf(`echo 'deb [trusted=yes] http://%s/debian bookworm main' > /etc/apt/sources.list.d/other.list
+apt-get update -o APT::Color=0 >/dev/null 2>&1 && echo updated || echo failed`, dest),
+			want:    "failed\n",
+			wantLog: "refused GET http://" + dest + "/debian/dists/bookworm/InRelease",
+		},
+	}
+	for _, tt := range tests {
+		var log bytes.Buffer
+		res, err := sb.Exec(context.Background(), executor.Step{Argv: []string{"bash", "-c", tt.script}, Root: true, Network: true}, &log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := withoutKilnLines(log.String()); got != tt.want || res.Failed() {
+			t.Errorf("%s: exit %d, output %q, want %q", tt.name, res.ExitCode, log.String(), tt.want)
+		}
+		if !strings.Contains(log.String(), tt.wantLog) {
+			t.Errorf("%s: log does not say %q:\n%s", tt.name, tt.wantLog, log.String())
+		}
+	}
+}
+
+func TestHostDependencyNetworkReachesHost(t *testing.T) {
+	t.Parallel()
+	cfg := buildroottest.Config(t)
+	cfg.DependencyNetwork = buildroot.NetworkHost
+	b, target := buildroottest.NewWith(t, cfg, buildroottest.DebTarget)
+	port := listenOnHost(t)
+	sb, _ := open(t, b, target)
+	for _, host := range []string{hostAddr(t), "127.0.0.1"} {
+		connect := []string{"bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/%s/%d && echo connected", host, port)}
+		if out := execOK(t, sb, executor.Step{Argv: connect, Root: true, Network: true}); out != "connected\n" {
+			t.Errorf("network step in host mode to %s: %q, want connected", host, out)
+		}
+		assertNoConnection(t, sb, executor.Step{Argv: connect}, fmt.Sprintf("build step in host mode to %s:%d", host, port))
 	}
 }
 

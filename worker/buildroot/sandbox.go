@@ -200,13 +200,21 @@ func (s *Sandbox) Exec(ctx context.Context, step executor.Step, log io.Writer) (
 			return executor.StepResult{}, fmt.Errorf("exec: environment entry %q: use KEY=VALUE", e)
 		}
 	}
+	for _, h := range step.AllowHosts {
+		if _, ok := normalHostPort(h); !ok {
+			return executor.StepResult{}, fmt.Errorf("exec: allowed host %q: give host:port, e.g. deb.debian.org:80", h)
+		}
+	}
+	// A network step in "sources" mode reaches the package sources only,
+	// through a proxy listening in its own network namespace.
+	viaProxy := step.Network && s.b.cfg.DependencyNetwork == NetworkSources
 	s.steps++
 	cid := fmt.Sprintf("kiln-%s-%d", s.id, s.steps)
 	ctx = leases.WithLease(s.b.nsCtx(ctx), s.lease.ID)
 	// Cleanup must happen even when ctx is cancelled.
 	cctx := context.WithoutCancel(ctx)
 
-	spec, cgroup := s.specOpts(cid, step)
+	spec, cgroup := s.specOpts(cid, step, viaProxy)
 	cont, err := s.b.client.NewContainer(ctx, cid,
 		client.WithRuntime(s.b.cfg.Runtime, nil),
 		client.WithContainerLabels(map[string]string{labelSandbox: s.id}),
@@ -230,6 +238,14 @@ func (s *Sandbox) Exec(ctx context.Context, step executor.Step, log io.Writer) (
 	exitC, err := task.Wait(cctx)
 	if err != nil {
 		return executor.StepResult{}, fmt.Errorf("exec in sandbox %s: wait for task: %w", s.id, err)
+	}
+	if viaProxy {
+		// The task exists (its namespaces too) but runs nothing yet.
+		proxy, err := s.startProxy(task.Pid(), step, out)
+		if err != nil {
+			return executor.StepResult{}, fmt.Errorf("exec in sandbox %s: %w", s.id, err)
+		}
+		defer proxy.Close()
 	}
 	if err := task.Start(ctx); err != nil {
 		return executor.StepResult{}, fmt.Errorf("exec in sandbox %s: start %s: %w", s.id, step.Argv[0], err)
@@ -313,9 +329,28 @@ wait:
 	return res, nil
 }
 
+// startProxy serves the package source proxy of a network step in the
+// network namespace of the step's process pid.
+func (s *Sandbox) startProxy(pid uint32, step executor.Step, log io.Writer) (*sourceProxy, error) {
+	var allow []string
+	if t, ok := s.b.cfg.Target(s.target); ok {
+		allow = t.SourceHosts()
+	}
+	allow = append(allow, step.AllowHosts...)
+	p := newSourceProxy(allow, log)
+	ln, err := listenInNetns(pid, fmt.Sprintf("127.0.0.1:%d", proxyPort))
+	if err != nil {
+		return nil, fmt.Errorf("start the package source proxy: %w", err)
+	}
+	p.serve(ln)
+	fmt.Fprintf(log, "kiln: network limited to the package sources (%s) through %s\n", p.allowed(), proxyURL)
+	return p, nil
+}
+
 // specOpts builds the OCI spec of a step's container and returns the
-// container's cgroup path.
-func (s *Sandbox) specOpts(cid string, step executor.Step) ([]oci.SpecOpts, string) {
+// container's cgroup path. viaProxy gives a network step the package
+// source proxy instead of the host's network.
+func (s *Sandbox) specOpts(cid string, step executor.Step, viaProxy bool) ([]oci.SpecOpts, string) {
 	cfg := s.b.cfg
 	dir := step.Dir
 	if dir == "" {
@@ -332,6 +367,9 @@ func (s *Sandbox) specOpts(cid string, step executor.Step) ([]oci.SpecOpts, stri
 	} else {
 		home := "/home/" + executor.BuildUser
 		env = append(env, "HOME="+home, "USER="+executor.BuildUser, "LOGNAME="+executor.BuildUser)
+	}
+	if viaProxy {
+		env = append(env, proxyEnv()...)
 	}
 	opts := []oci.SpecOpts{
 		oci.WithProcessArgs(step.Argv...),
@@ -354,14 +392,14 @@ func (s *Sandbox) specOpts(cid string, step executor.Step) ([]oci.SpecOpts, stri
 			oci.WithNoNewPrivileges,
 			dropCapabilities)
 	}
-	if step.Network {
+	if step.Network && !viaProxy {
 		opts = append(opts,
 			oci.WithHostNamespace(specs.NetworkNamespace),
 			oci.WithHostResolvconf,
 			oci.WithHostHostsFile)
 	}
 	// Without WithHostNamespace the default spec gives the container a new,
-	// empty network namespace: only a loopback device that is down.
+	// empty network namespace: only a loopback device.
 	if s.b.memory > 0 {
 		opts = append(opts, oci.WithMemoryLimit(s.b.memory))
 	}

@@ -3,6 +3,9 @@ package executor
 import (
 	"context"
 	"io"
+	"net"
+	"net/url"
+	"strings"
 	"time"
 )
 
@@ -29,6 +32,12 @@ type Step struct {
 	Root bool
 	// Network gives the step network access; build steps have none.
 	Network bool
+	// AllowHosts are the host:port pairs a Network step installs packages
+	// from, besides the target's own mirrors, which the buildroot knows
+	// (see SourceHost). Where the buildroot limits the dependency network
+	// to the package sources, a Network step reaches only these, through
+	// an HTTP proxy given to it in http_proxy and https_proxy.
+	AllowHosts []string
 	// Timeout is the hard limit for this step; IdleTimeout stops it when it
 	// prints nothing for that long. Zero means the sandbox's defaults.
 	Timeout     time.Duration
@@ -61,4 +70,29 @@ type Sandbox interface {
 // directory) mounted at SandboxWorkDir.
 type SandboxOpener interface {
 	Open(ctx context.Context, target, workDir string) (Sandbox, error)
+}
+
+// SourceHost returns the host:port a package source URL is fetched from
+// (port 80 or 443 when the URL gives none), for Step.AllowHosts. ok is
+// false for URLs that need no network (file:, copy:, cdrom:) and for
+// anything that is not an http or https URL with a host.
+func SourceHost(rawURL string) (hostPort string, ok bool) {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Host == "" || u.Hostname() == "" {
+		return "", false
+	}
+	port := u.Port()
+	switch strings.ToLower(u.Scheme) {
+	case "http":
+		if port == "" {
+			port = "80"
+		}
+	case "https":
+		if port == "" {
+			port = "443"
+		}
+	default:
+		return "", false
+	}
+	return net.JoinHostPort(strings.ToLower(u.Hostname()), port), true
 }
