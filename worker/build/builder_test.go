@@ -155,7 +155,7 @@ func TestDependencyStepAllowsReleaseRepositories(t *testing.T) {
 		t.Fatalf("Run: %+v, %v\n%s", res, err, log.String())
 	}
 	steps := opener.opened[0].steps
-	if len(steps) != 3 || !slices.Equal(steps[1].AllowHosts, []string{"127.0.0.1:8080"}) || steps[0].AllowHosts != nil || steps[2].AllowHosts != nil {
+	if len(steps) != 3 || !slices.Equal(steps[1].AllowHosts, []string{"http://127.0.0.1:8080"}) || steps[0].AllowHosts != nil || steps[2].AllowHosts != nil {
 		t.Errorf("allowed hosts of the steps: %q, %q, %q; want only phase 1 to reach 127.0.0.1:8080", steps[0].AllowHosts, steps[1].AllowHosts, steps[2].AllowHosts)
 	}
 }

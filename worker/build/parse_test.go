@@ -332,7 +332,7 @@ func TestRepositoryHosts(t *testing.T) {
 		{BaseURL: "file:///build/.kiln/repos/5"},
 		{Apt: "deb [unterminated http://x/ a main"},
 	}
-	want := []string{"127.0.0.1:8080", "mirror.example.org:443", "rpm.example.org:8081"}
+	want := []string{"http://127.0.0.1:8080", "https://mirror.example.org:443", "http://rpm.example.org:8081"}
 	if got := repositoryHosts(repos); !slices.Equal(got, want) {
 		t.Errorf("repositoryHosts = %q, want %q", got, want)
 	}

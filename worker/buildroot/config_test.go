@@ -188,9 +188,9 @@ func TestTargetSourceHosts(t *testing.T) {
 		target Target
 		want   []string
 	}{
-		{name: "deb mirror", target: validDeb(), want: []string{"deb.debian.org:80"}},
+		{name: "deb mirror", target: validDeb(), want: []string{"http://deb.debian.org:80"}},
 		{name: "local deb mirror", target: fileDeb, want: nil},
-		{name: "dnf repositories and keys", target: dnf, want: []string{"mirror.example.org:443", "keys.example.org:8080"}},
+		{name: "dnf repositories and keys", target: dnf, want: []string{"https://mirror.example.org:443", "http://keys.example.org:8080"}},
 	}
 	for _, tt := range tests {
 		if got := tt.target.SourceHosts(); !slices.Equal(got, tt.want) {

@@ -80,7 +80,7 @@ func TestTwoBuildsAtOnceFromOneBase(t *testing.T) {
 		Argv:       []string{"bash", "-c", proxyConnect(dest) + "; IFS= read -r line <&3; echo $line"},
 		Root:       true,
 		Network:    true,
-		AllowHosts: []string{dest},
+		AllowHosts: []string{"https://" + dest},
 		Timeout:    2 * time.Minute,
 	}
 	var wg sync.WaitGroup
@@ -178,7 +178,7 @@ func TestBuildPhaseHasNoNetwork(t *testing.T) {
 		// connects: this shows the check below can fail.
 		allowed := executor.Step{
 			Argv: []string{"bash", "-c", proxyConnect(fmt.Sprintf("%s:%d", host, port)) + "; IFS= read -r l <&3; echo $l"},
-			Root: true, Network: true, AllowHosts: []string{fmt.Sprintf("%s:%d", host, port)},
+			Root: true, Network: true, AllowHosts: []string{fmt.Sprintf("https://%s:%d", host, port)},
 		}
 		if out := withoutKilnLines(execOK(t, sb, allowed)); out != "HTTP/1.1 200 Connection established\nhello from the host\n" {
 			t.Fatalf("network step through the proxy to allowed %s:%d: %q", host, port, out)
@@ -244,7 +244,7 @@ func TestDependencyPhaseReachesOnlyPackageSources(t *testing.T) {
 			name:    "tunnel to a host that is not a source",
 			script:  proxyConnect(dest),
 			want:    "HTTP/1.1 403 Forbidden\n",
-			wantLog: "kiln: proxy: refused CONNECT " + dest + ": " + dest + " is not a package source",
+			wantLog: "kiln: proxy: refused CONNECT " + dest + ": https://" + dest + " is not a package source",
 		},
 		{
 			name: "request to a host that is not a source",

@@ -51,10 +51,11 @@ func proxyEnv() []string {
 }
 
 // sourceProxy is the HTTP proxy between a network step and its package
-// sources: it forwards absolute-URI GET and HEAD requests and CONNECT
-// tunnels to the allowed host:port pairs only, refuses everything else with
-// a message naming the host and the setting that allows it, and writes
-// each refusal to the step's log.
+// sources: it forwards absolute-URI GET and HEAD requests to the allowed
+// http origins and CONNECT tunnels to the allowed https origins only (a
+// tunnel to a plain-http source would carry any request), refuses
+// everything else with a message naming the source and the setting that
+// allows it, and writes each refusal to the step's log.
 type sourceProxy struct {
 	allow     map[string]bool
 	log       io.Writer
@@ -69,8 +70,9 @@ type sourceProxy struct {
 	wg      sync.WaitGroup
 }
 
-// newSourceProxy returns a proxy to the hosts in allow (host:port), writing
-// refusals to log. It serves nothing until serve.
+// newSourceProxy returns a proxy to the sources in allow
+// ("http://host:port" or "https://host:port"), writing refusals to log.
+// It serves nothing until serve.
 func newSourceProxy(allow []string, log io.Writer) *sourceProxy {
 	p := &sourceProxy{
 		allow:   map[string]bool{},
@@ -79,7 +81,7 @@ func newSourceProxy(allow []string, log io.Writer) *sourceProxy {
 		tunnels: map[net.Conn]struct{}{},
 	}
 	for _, h := range allow {
-		if n, ok := normalHostPort(h); ok {
+		if n, ok := normalOrigin(h); ok {
 			p.allow[n] = true
 		}
 	}
@@ -120,6 +122,21 @@ func normalHostPort(s string) (string, bool) {
 		return "", false
 	}
 	return net.JoinHostPort(strings.ToLower(host), port), true
+}
+
+// normalOrigin returns "http://host:port" or "https://host:port" with the
+// host in lower case, or false when s is not such an origin.
+func normalOrigin(s string) (string, bool) {
+	scheme, hostPort, ok := strings.Cut(s, "://")
+	scheme = strings.ToLower(scheme)
+	if !ok || (scheme != "http" && scheme != "https") {
+		return "", false
+	}
+	hp, ok := normalHostPort(hostPort)
+	if !ok {
+		return "", false
+	}
+	return scheme + "://" + hp, true
 }
 
 // allowed lists the allowed sources for messages.
@@ -193,9 +210,9 @@ func (p *sourceProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Header.Get("Upgrade") != "":
 		p.fail(w, http.StatusBadRequest, fmt.Sprintf("%s %s: protocol upgrades are not forwarded", r.Method, r.URL))
 	default:
-		hp, ok := executor.SourceHost(r.URL.String())
-		if !ok || !p.allow[hp] {
-			p.refuse(w, r.Method+" "+r.URL.String(), r.URL.Host, hp)
+		origin, ok := executor.SourceHost(r.URL.String())
+		if !ok || !p.allow[origin] {
+			p.refuse(w, r.Method+" "+r.URL.String(), r.URL.Host, origin)
 			return
 		}
 		p.forward.ServeHTTP(w, r)
@@ -209,8 +226,8 @@ func (p *sourceProxy) connect(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, http.StatusBadRequest, fmt.Sprintf("CONNECT %q: give host:port", r.Host))
 		return
 	}
-	if !p.allow[hp] {
-		p.refuse(w, "CONNECT "+r.Host, r.Host, hp)
+	if !p.allow["https://"+hp] {
+		p.refuse(w, "CONNECT "+r.Host, r.Host, "https://"+hp)
 		return
 	}
 	up, err := p.dialer.DialContext(r.Context(), "tcp", hp)

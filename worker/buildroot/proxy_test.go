@@ -77,7 +77,7 @@ func TestSourceProxyRequests(t *testing.T) {
 	}))
 	defer other.Close()
 	src, oth := hostPortOf(t, source.URL), hostPortOf(t, other.URL)
-	_, addr, log := startTestProxy(t, strings.ToUpper("localhost:1"), src)
+	_, addr, log := startTestProxy(t, strings.ToUpper("HTTPS://localhost:2"), "http://"+src)
 
 	tests := []struct {
 		name     string
@@ -101,8 +101,8 @@ func TestSourceProxyRequests(t *testing.T) {
 			name:     "GET from another host",
 			req:      "GET http://" + oth + "/secret HTTP/1.1\r\nHost: " + oth + "\r\nConnection: close\r\n\r\n",
 			status:   http.StatusForbidden,
-			wantBody: oth + " is not a package source of this build",
-			wantLog:  "kiln: proxy: refused GET http://" + oth + "/secret: " + oth + " is not a package source",
+			wantBody: "http://" + oth + " is not a package source of this build",
+			wantLog:  "kiln: proxy: refused GET http://" + oth + "/secret: http://" + oth + " is not a package source",
 		},
 		{
 			name:     "the refusal says how to allow a host",
@@ -115,7 +115,7 @@ func TestSourceProxyRequests(t *testing.T) {
 			name:     "default port of a source not listed",
 			req:      "GET http://127.0.0.1/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
 			status:   http.StatusForbidden,
-			wantBody: "127.0.0.1:80 is not a package source",
+			wantBody: "http://127.0.0.1:80 is not a package source",
 		},
 		{
 			name:     "POST to a source",
@@ -146,8 +146,17 @@ func TestSourceProxyRequests(t *testing.T) {
 			name:     "CONNECT to another host",
 			req:      "CONNECT " + oth + " HTTP/1.1\r\nHost: " + oth + "\r\n\r\n",
 			status:   http.StatusForbidden,
-			wantBody: oth + " is not a package source",
+			wantBody: "https://" + oth + " is not a package source",
 			wantLog:  "refused CONNECT " + oth,
+		},
+		{
+			// A tunnel would carry any method, body and Host header to
+			// a source that is allowed for plain GET and HEAD only.
+			name:     "CONNECT to a plain-http source",
+			req:      "CONNECT " + src + " HTTP/1.1\r\nHost: " + src + "\r\n\r\n",
+			status:   http.StatusForbidden,
+			wantBody: "https://" + src + " is not a package source",
+			wantLog:  "refused CONNECT " + src,
 		},
 		{
 			name:     "CONNECT without a port",
@@ -157,9 +166,9 @@ func TestSourceProxyRequests(t *testing.T) {
 		},
 		{
 			name:     "host names are compared in lower case",
-			req:      "CONNECT localhost:2 HTTP/1.1\r\nHost: LOCALHOST:2\r\n\r\n",
-			status:   http.StatusForbidden,
-			wantBody: "localhost:2 is not a package source",
+			req:      "CONNECT LOCALHOST:2 HTTP/1.1\r\nHost: LOCALHOST:2\r\n\r\n",
+			status:   http.StatusBadGateway,
+			wantBody: "CONNECT localhost:2",
 		},
 	}
 	for _, tt := range tests {
@@ -190,7 +199,7 @@ func TestSourceProxyTunnelsHTTPS(t *testing.T) {
 		fmt.Fprint(w, "over tls")
 	}))
 	defer source.Close()
-	_, addr, _ := startTestProxy(t, hostPortOf(t, source.URL))
+	_, addr, _ := startTestProxy(t, "https://"+hostPortOf(t, source.URL))
 	c := source.Client()
 	c.Transport.(*http.Transport).Proxy = http.ProxyURL(&url.URL{Scheme: "http", Host: addr})
 	resp, err := c.Get(source.URL + "/repodata/repomd.xml")
@@ -221,7 +230,7 @@ func TestSourceProxyCloseEndsTunnels(t *testing.T) {
 			defer c.Close()
 		}
 	}()
-	p, addr, _ := startTestProxy(t, ln.Addr().String())
+	p, addr, _ := startTestProxy(t, "https://"+ln.Addr().String())
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)

@@ -201,8 +201,8 @@ func (s *Sandbox) Exec(ctx context.Context, step executor.Step, log io.Writer) (
 		}
 	}
 	for _, h := range step.AllowHosts {
-		if _, ok := normalHostPort(h); !ok {
-			return executor.StepResult{}, fmt.Errorf("exec: allowed host %q: give host:port, e.g. deb.debian.org:80", h)
+		if _, ok := normalOrigin(h); !ok {
+			return executor.StepResult{}, fmt.Errorf("exec: allowed source %q: give http://host:port or https://host:port, e.g. http://deb.debian.org:80", h)
 		}
 	}
 	// A network step in "sources" mode reaches the package sources only,

@@ -32,11 +32,13 @@ type Step struct {
 	Root bool
 	// Network gives the step network access; build steps have none.
 	Network bool
-	// AllowHosts are the host:port pairs a Network step installs packages
-	// from, besides the target's own mirrors, which the buildroot knows
-	// (see SourceHost). Where the buildroot limits the dependency network
-	// to the package sources, a Network step reaches only these, through
-	// an HTTP proxy given to it in http_proxy and https_proxy.
+	// AllowHosts are the sources a Network step installs packages from,
+	// as origins "http://host:port" or "https://host:port" (see
+	// SourceHost), besides the target's own mirrors, which the buildroot
+	// knows. Where the buildroot limits the dependency network to the
+	// package sources, a Network step reaches only these, through an HTTP
+	// proxy given to it in http_proxy and https_proxy: plain requests to
+	// the http ones, tunnels to the https ones.
 	AllowHosts []string
 	// Timeout is the hard limit for this step; IdleTimeout stops it when it
 	// prints nothing for that long. Zero means the sandbox's defaults.
@@ -72,17 +74,19 @@ type SandboxOpener interface {
 	Open(ctx context.Context, target, workDir string) (Sandbox, error)
 }
 
-// SourceHost returns the host:port a package source URL is fetched from
-// (port 80 or 443 when the URL gives none), for Step.AllowHosts. ok is
-// false for URLs that need no network (file:, copy:, cdrom:) and for
-// anything that is not an http or https URL with a host.
-func SourceHost(rawURL string) (hostPort string, ok bool) {
+// SourceHost returns the origin a package source URL is fetched from,
+// "http://host:port" or "https://host:port" (port 80 or 443 when the URL
+// gives none, the host in lower case), for Step.AllowHosts. ok is false
+// for URLs that need no network (file:, copy:, cdrom:) and for anything
+// that is not an http or https URL with a host.
+func SourceHost(rawURL string) (origin string, ok bool) {
 	u, err := url.Parse(rawURL)
 	if err != nil || u.Host == "" || u.Hostname() == "" {
 		return "", false
 	}
 	port := u.Port()
-	switch strings.ToLower(u.Scheme) {
+	scheme := strings.ToLower(u.Scheme)
+	switch scheme {
 	case "http":
 		if port == "" {
 			port = "80"
@@ -94,5 +98,5 @@ func SourceHost(rawURL string) (hostPort string, ok bool) {
 	default:
 		return "", false
 	}
-	return net.JoinHostPort(strings.ToLower(u.Hostname()), port), true
+	return scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port), true
 }

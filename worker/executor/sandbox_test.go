@@ -9,10 +9,10 @@ func TestSourceHost(t *testing.T) {
 		want   string
 		wantOK bool
 	}{
-		{url: "http://deb.debian.org/debian", want: "deb.debian.org:80", wantOK: true},
-		{url: "https://Mirror.Example.org/rocky/9/", want: "mirror.example.org:443", wantOK: true},
-		{url: "http://127.0.0.1:8080/mos-9.0", want: "127.0.0.1:8080", wantOK: true},
-		{url: "http://[::1]:8080/repo", want: "[::1]:8080", wantOK: true},
+		{url: "http://deb.debian.org/debian", want: "http://deb.debian.org:80", wantOK: true},
+		{url: "https://Mirror.Example.org/rocky/9/", want: "https://mirror.example.org:443", wantOK: true},
+		{url: "http://127.0.0.1:8080/mos-9.0", want: "http://127.0.0.1:8080", wantOK: true},
+		{url: "http://[::1]:8080/repo", want: "http://[::1]:8080", wantOK: true},
 		{url: "file:///build/.kiln/repos/0", wantOK: false},
 		{url: "copy:/srv/repo", wantOK: false},
 		{url: "ftp://ftp.example.org/debian", wantOK: false},
