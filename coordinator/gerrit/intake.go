@@ -535,6 +535,9 @@ func (in *Intake) queueRelease(ctx context.Context, s *server, ev Event, plan Pl
 			if err := in.store.attachChange(ctx, prev, ev.Change, ev.PatchSet); err != nil {
 				return err
 			}
+			// The release build may have been reported already, to the
+			// changes known then: this one is due now.
+			in.wakeReporter()
 		}
 		if dedup != "" {
 			if err := in.store.addDedup(ctx, dedup, in.now()); err != nil {

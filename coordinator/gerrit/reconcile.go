@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 )
@@ -117,6 +118,9 @@ func (in *Intake) reconcileBranch(ctx context.Context, s *server, project, branc
 // gitHeads reads branch heads with git ls-remote.
 type gitHeads struct {
 	ssh []gitSSH
+	// secretEnv are environment variables git and ssh must not see (the
+	// SSH key passphrases).
+	secretEnv []string
 }
 
 type gitSSH struct {
@@ -127,6 +131,9 @@ type gitSSH struct {
 // addSSH makes ls-remote of the server's git URLs use its key and
 // known_hosts file.
 func (g *gitHeads) addSSH(sc ServerConfig) {
+	if sc.PrivateKeyPassphraseEnv != "" {
+		g.secretEnv = append(g.secretEnv, sc.PrivateKeyPassphraseEnv)
+	}
 	prefix, _, _ := strings.Cut(sc.GitURL, "{project}")
 	if !strings.HasPrefix(prefix, "ssh://") {
 		return
@@ -136,6 +143,17 @@ func (g *gitHeads) addSSH(sc ServerConfig) {
 		command: fmt.Sprintf("ssh -i %s -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=%s",
 			shellQuote(sc.PrivateKeyFile), shellQuote(sc.KnownHostsFile)),
 	})
+}
+
+// withoutVars returns env without the variables named in drop.
+func withoutVars(env, drop []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); !slices.Contains(drop, k) {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 func shellQuote(s string) string {
@@ -150,7 +168,7 @@ func (g *gitHeads) Heads(ctx context.Context, url string) (map[string]string, er
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "git", "ls-remote", "--heads", url)
-	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
+	cmd.Env = append(withoutVars(os.Environ(), g.secretEnv), "GIT_TERMINAL_PROMPT=0")
 	for _, s := range g.ssh {
 		if strings.HasPrefix(url, s.prefix) {
 			cmd.Env = append(cmd.Env, "GIT_SSH_COMMAND="+s.command)

@@ -137,6 +137,11 @@ func (in *Intake) post(ctx context.Context, eventID int64) error {
 		return err
 	}
 	var errs []error
+	for _, c := range p.skip {
+		if err := in.markReported(ctx, eventID, c); err != nil {
+			return err
+		}
+	}
 	for _, c := range p.changes {
 		rev := p.review
 		rev.Change, rev.PatchSet = c[0], c[1]
@@ -164,7 +169,11 @@ func (in *Intake) post(ctx context.Context, eventID int64) error {
 	return in.markReported(ctx, eventID, 0)
 }
 
+// markReported records a post that happened: also when ctx is ending, or
+// the vote would be posted again after a restart.
 func (in *Intake) markReported(ctx context.Context, eventID, change int64) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
 	in.reportMu.Lock()
 	defer in.reportMu.Unlock()
 	return in.store.markReported(ctx, eventID, change, in.now())
@@ -176,6 +185,9 @@ type pending struct {
 	kind    string
 	review  Review
 	changes [][2]int64
+	// skip are changes that get no post (the builds were superseded or
+	// cancelled) but count as told.
+	skip []int64
 }
 
 // pendingReport reads what is left to post of an event's report; nil when
@@ -191,15 +203,17 @@ func (in *Intake) pendingReport(ctx context.Context, eventID int64) (*pending, e
 			return nil, nil // others still running
 		}
 	}
-	if done, err := in.store.reported(ctx, eventID, 0); err != nil || done {
-		return nil, err
-	}
 	first := jobs[0]
+	// A release build's report goes to every merged change, and a change
+	// can be attached after the report went to the others (its
+	// change-merged came after the build ended): only the changes matter.
+	if first.Kind != kindRelease {
+		if done, err := in.store.reported(ctx, eventID, 0); err != nil || done {
+			return nil, err
+		}
+	}
 	p := &pending{server: first.Server, kind: first.Kind}
 	rev, ok := in.composeReview(jobs)
-	if !ok {
-		return p, nil // nothing to post: marked reported as it is
-	}
 	p.review = rev
 	changes := [][2]int64{{first.Change, first.PatchSet}}
 	if first.Kind == kindRelease {
@@ -213,8 +227,10 @@ func (in *Intake) pendingReport(ctx context.Context, eventID int64) (*pending, e
 		}
 		if done, err := in.store.reported(ctx, eventID, c[0]); err != nil {
 			return nil, err
-		} else if !done {
+		} else if !done && ok {
 			p.changes = append(p.changes, c)
+		} else if !done {
+			p.skip = append(p.skip, c[0]) // nothing to post: marked as told
 		}
 	}
 	return p, nil
@@ -239,7 +255,14 @@ func (in *Intake) commitJobs(ctx context.Context, q queued) error {
 		}
 		results, err = in.store.takeEarly(ctx, ids)
 		if err == nil {
-			known, err = in.store.knownResults(ctx, ids)
+			// Only from rows of the same kind: a release build that
+			// reuses a review's job is done when it is published, which
+			// the review's row does not say.
+			kind := kindReview
+			if q.release {
+				kind = kindRelease
+			}
+			known, err = in.store.knownResults(ctx, ids, kind)
 		}
 	}
 	in.reportMu.Unlock()

@@ -3,6 +3,7 @@ package gerrit
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -260,5 +261,94 @@ func TestUnreportedPostedAfterRestart(t *testing.T) {
 	}
 	if err := <-recorded; err != nil {
 		t.Fatalf("BuildFinished: %v", err)
+	}
+}
+
+// A merge whose release build reuses the change's succeeded review build
+// reports when the build is published, not with the review's result; and
+// the merged change gets it whether its change-merged event came before or
+// after the ref update.
+func TestReusedReviewBuildReleaseReportsThePublish(t *testing.T) {
+	for _, mergedFirst := range []bool{true, false} {
+		h := newHarness(t, gerrittest.Options{}, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		h.srv.Send(patchsetCreated(nginx, "9.0", 12345, 2, psRev))
+		h.builds.wait(t, 1, 10*time.Second)
+		if err := h.in.BuildFinished(ctx, BuildResult{JobID: "job-1", State: StateSucceeded}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.srv.WaitReviews(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+		h.builds.mu.Lock()
+		h.builds.reuse = func(r BuildRequest) (Submitted, bool) {
+			if r.Publish {
+				return Submitted{JobID: "job-1", Reused: true}, true // its publish is pending
+			}
+			return Submitted{}, false
+		}
+		h.builds.mu.Unlock()
+		base := h.commit(nginx, "9.0", "base")
+		c1 := h.commit(nginx, "9.0", "change 1")
+		merged := changeMerged(nginx, "9.0", 12345, 3, c1, c1)
+		updated := refUpdated(nginx, "refs/heads/9.0", base, c1)
+		if mergedFirst {
+			h.srv.Send(merged)
+			h.sync()
+			h.srv.Send(updated)
+		} else {
+			h.srv.Send(updated)
+			h.sync()
+			h.srv.Send(merged)
+		}
+		h.sync()
+		time.Sleep(300 * time.Millisecond)
+		if n := len(h.srv.Reviews()); n != 1 {
+			t.Fatalf("merged first %v: %d reviews before the publish, want only the review build's", mergedFirst, n)
+		}
+		if err := h.in.BuildFinished(ctx, BuildResult{JobID: "job-1", State: StateSucceeded, Published: "mos-9.0 snapshot 42"}); err != nil {
+			t.Fatal(err)
+		}
+		revs, err := h.srv.WaitReviews(ctx, 2)
+		if err != nil {
+			t.Fatalf("merged first %v: %v", mergedFirst, err)
+		}
+		last := revs[len(revs)-1]
+		t.Logf("merged first %v: %d reviews, the last on %d,%d", mergedFirst, len(revs), last.Change, last.PatchSet)
+		if last.Change != 12345 || last.PatchSet != 3 || !strings.Contains(last.Message, "published to mos-9.0 snapshot 42") {
+			t.Fatalf("merged first %v: release report on %d,%d: %q", mergedFirst, last.Change, last.PatchSet, last.Message)
+		}
+	}
+}
+
+// A release build whose result is known at once (a reused, published job)
+// is reported to a merged change whose change-merged event arrives after
+// the report went out.
+func TestReleaseReportReachesAChangeAttachedLater(t *testing.T) {
+	h := newHarness(t, gerrittest.Options{}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	h.builds.mu.Lock()
+	h.builds.reuse = func(r BuildRequest) (Submitted, bool) {
+		if r.Publish {
+			return Submitted{JobID: "job-9", Reused: true, Result: &BuildResult{JobID: "job-9", State: StateSucceeded, Published: "mos-9.0 snapshot 7"}}, true
+		}
+		return Submitted{}, false
+	}
+	h.builds.mu.Unlock()
+	base := h.commit(nginx, "9.0", "base")
+	c1 := h.commit(nginx, "9.0", "change 1")
+	h.srv.Send(refUpdated(nginx, "refs/heads/9.0", base, c1))
+	h.sync()
+	time.Sleep(300 * time.Millisecond) // the reporter runs with no change attached yet
+	h.srv.Send(changeMerged(nginx, "9.0", 12345, 3, c1, c1))
+	h.sync()
+	revs, err := h.srv.WaitReviews(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := revs[0]; r.Change != 12345 || r.PatchSet != 3 || !strings.Contains(r.Message, "published to mos-9.0 snapshot 7") {
+		t.Fatalf("release report on %d,%d: %q", r.Change, r.PatchSet, r.Message)
 	}
 }

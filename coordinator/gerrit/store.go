@@ -447,7 +447,9 @@ func (s *store) eventChanges(ctx context.Context, eventID int64) ([][2]int64, er
 const dueWhere = `e.received_at > ?
 	AND EXISTS (SELECT 1 FROM gerrit_jobs j WHERE j.event_id = e.id)
 	AND NOT EXISTS (SELECT 1 FROM gerrit_jobs j WHERE j.event_id = e.id AND j.state = '')
-	AND NOT EXISTS (SELECT 1 FROM gerrit_reports r WHERE r.event_id = e.id AND r.change_num = 0)`
+	AND (NOT EXISTS (SELECT 1 FROM gerrit_reports r WHERE r.event_id = e.id AND r.change_num = 0)
+		OR EXISTS (SELECT 1 FROM gerrit_event_changes c WHERE c.event_id = e.id
+			AND NOT EXISTS (SELECT 1 FROM gerrit_reports r WHERE r.event_id = e.id AND r.change_num = c.change_num)))`
 
 // unreported lists, oldest first, up to limit events after the event id
 // after, received since since, whose report is due.
@@ -531,11 +533,11 @@ func (s *store) finishJob(ctx context.Context, res BuildResult) (ok bool, err er
 
 // knownResults returns the results recorded for ids, for the jobs among
 // them that finished while serving another event.
-func (s *store) knownResults(ctx context.Context, ids []string) ([]BuildResult, error) {
+func (s *store) knownResults(ctx context.Context, ids []string, kind string) ([]BuildResult, error) {
 	var out []BuildResult
 	for _, id := range ids {
 		r := BuildResult{JobID: id}
-		err := s.db.QueryRowContext(ctx, `SELECT state, log_url, published FROM gerrit_jobs WHERE job_id = ? AND state != '' LIMIT 1`, id).
+		err := s.db.QueryRowContext(ctx, `SELECT state, log_url, published FROM gerrit_jobs WHERE job_id = ? AND kind = ? AND state != '' LIMIT 1`, id, kind).
 			Scan(&r.State, &r.LogURL, &r.Published)
 		if errors.Is(err, sql.ErrNoRows) {
 			continue

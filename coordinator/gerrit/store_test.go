@@ -44,7 +44,7 @@ func TestStoreUpgradesJobsTable(t *testing.T) {
 	if err != nil {
 		t.Fatalf("record job 7 for a second event: %v", err)
 	}
-	known, err := st.knownResults(ctx, []string{"7"})
+	known, err := st.knownResults(ctx, []string{"7"}, kindReview)
 	if err != nil || len(known) != 1 || known[0].State != StateSucceeded {
 		t.Fatalf("known results %+v (%v), want job 7 succeeded from before the upgrade", known, err)
 	}
