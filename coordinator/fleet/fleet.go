@@ -249,7 +249,19 @@ func (f *Fleet) submit(ctx context.Context, spec job.Spec, rebuildOf string) (j 
 			}
 		}
 		if prev != nil && !spec.Force {
-			return f.withLive(prev), true, nil
+			if live := f.sched.Live(prev.ID); live != nil {
+				return live, true, nil
+			}
+			// Not live: it has succeeded, or it has just ended and its
+			// final state is on its way to the store.
+			cur, err := f.settled(ctx, prev.ID)
+			if err != nil {
+				return nil, false, err
+			}
+			if cur.State == job.Succeeded {
+				return cur, true, nil
+			}
+			prev = nil // it ended without success: build anew
 		}
 		j.Rebuild = prev != nil
 		if err := f.assignRevision(ctx, j); err != nil {
@@ -293,28 +305,34 @@ func (f *Fleet) publishReused(ctx context.Context, prev *job.Job) (*job.Job, err
 		}
 		return live, nil
 	}
-	// Not live: its final state is in the store or on its way there (a
-	// result being written); the change is written over that.
+	// Not live: the change is written over its final state.
+	cur, err := f.settled(ctx, prev.ID)
+	if err != nil || cur.State != job.Succeeded {
+		return nil, err
+	}
+	b := *cur.Spec.Build
+	b.Publish = true
+	cur.Spec.Build = &b
+	cur.Spec.SupersedeKey = ""
+	if err := f.persist(ctx, []*job.Job{cur}, f.note(ctx, cur.ID, why)); err != nil {
+		return nil, fmt.Errorf("persist job: %w", err)
+	}
+	return cur, nil
+}
+
+// settled returns the final state of a job that is no longer live: in the
+// store, or on its way there (a result being written).
+func (f *Fleet) settled(ctx context.Context, id string) (*job.Job, error) {
 	for wait := time.Millisecond; ; wait *= 2 {
-		cur, err := f.st.Get(ctx, prev.ID)
+		cur, err := f.st.Get(ctx, id)
 		if err != nil {
 			return nil, err
 		}
 		if cur.State.Final() {
-			if cur.State != job.Succeeded {
-				return nil, nil
-			}
-			b := *cur.Spec.Build
-			b.Publish = true
-			cur.Spec.Build = &b
-			cur.Spec.SupersedeKey = ""
-			if err := f.persist(ctx, []*job.Job{cur}, f.note(ctx, cur.ID, why)); err != nil {
-				return nil, fmt.Errorf("persist job: %w", err)
-			}
 			return cur, nil
 		}
 		if wait > 5*time.Second {
-			return nil, fmt.Errorf("job %s is neither live nor finished", prev.ID)
+			return nil, fmt.Errorf("job %s is neither live nor finished", id)
 		}
 		select {
 		case <-ctx.Done():
