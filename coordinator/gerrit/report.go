@@ -94,6 +94,7 @@ func (in *Intake) postDue(ctx context.Context, retry bool) error {
 	}
 	since := in.now().Add(-reportFor)
 	var errs []error
+	down := map[string]bool{}
 	for after := int64(0); ; {
 		in.reportMu.Lock()
 		ids, err := in.store.unreported(ctx, since, after, duePage)
@@ -108,7 +109,10 @@ func (in *Intake) postDue(ctx context.Context, retry bool) error {
 			if in.failed[id] {
 				continue
 			}
-			if err := in.post(ctx, id); err != nil {
+			switch err := in.post(ctx, id, down); {
+			case errors.Is(err, errServerDown):
+				// Left due for the next pass.
+			case err != nil:
 				in.failed[id] = true
 				errs = append(errs, err)
 			}
@@ -121,6 +125,10 @@ func (in *Intake) postDue(ctx context.Context, retry bool) error {
 	return errors.Join(errs...)
 }
 
+// errServerDown means a post was not tried because its server failed
+// earlier in the same pass.
+var errServerDown = errors.New("gerrit server failed earlier in this pass")
+
 // reportFor is how long after its event a report is tried.
 const reportFor = 24 * time.Hour
 
@@ -129,12 +137,19 @@ const duePage = 100
 
 // post posts the report of a due event to each change not told yet and
 // marks the event reported once all are.
-func (in *Intake) post(ctx context.Context, eventID int64) error {
+//
+// A server that failed a post earlier in the same pass (down) is not
+// tried again in that pass: with a one-minute timeout per post, a hung
+// server would otherwise hold the other servers' reports for minutes.
+func (in *Intake) post(ctx context.Context, eventID int64, down map[string]bool) error {
 	in.reportMu.Lock()
 	p, err := in.pendingReport(ctx, eventID)
 	in.reportMu.Unlock()
 	if err != nil || p == nil {
 		return err
+	}
+	if down[p.server] && len(p.changes) > 0 {
+		return errServerDown
 	}
 	var errs []error
 	for _, c := range p.skip {
@@ -154,7 +169,8 @@ func (in *Intake) post(ctx context.Context, eventID int64) error {
 		if err != nil {
 			in.metrics.reviews.WithLabelValues(p.server, "error").Inc()
 			errs = append(errs, fmt.Errorf("report to gerrit %s change %d patch set %d: %w", p.server, c[0], c[1], err))
-			continue
+			down[p.server] = true
+			break
 		}
 		in.metrics.reviews.WithLabelValues(p.server, "ok").Inc()
 		in.logger.Info("reported to gerrit", "server", p.server, "change", c[0], "patch_set", c[1],

@@ -352,3 +352,64 @@ func TestReleaseReportReachesAChangeAttachedLater(t *testing.T) {
 		t.Fatalf("release report on %d,%d: %q", r.Change, r.PatchSet, r.Message)
 	}
 }
+
+// failingReviewer fails every review until told to succeed, counting calls.
+type failingReviewer struct {
+	mu    sync.Mutex
+	ok    bool
+	calls int
+	done  []int64
+}
+
+func (r *failingReviewer) Review(_ context.Context, _ string, rev Review) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls++
+	if !r.ok {
+		return fmt.Errorf("gerrit unreachable")
+	}
+	r.done = append(r.done, rev.Change)
+	return nil
+}
+
+func (r *failingReviewer) counts() (int, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.calls, len(r.done)
+}
+
+// After a server fails a post, the rest of its due reports wait for the
+// next pass instead of each waiting for its own failure.
+func TestFailingServerIsNotTriedAgainInOnePass(t *testing.T) {
+	rev := &failingReviewer{}
+	h := newHarnessWith(t, gerrittest.Options{}, nil, Options{Reviewer: rev, RetryInterval: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := range 5 {
+		h.srv.Send(patchsetCreated(nginx, "9.0", 100+i, 1, psRev))
+	}
+	h.builds.wait(t, 5, 10*time.Second)
+	for i := range 5 {
+		if err := h.in.BuildFinished(ctx, BuildResult{JobID: fmt.Sprintf("job-%d", i+1), State: StateSucceeded}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // the reporter's own passes, each failing
+	// One pass that retries everything: one call to the failing server.
+	before, _ := rev.counts()
+	if err := h.in.postDue(ctx, true); err == nil {
+		t.Fatal("a pass against a failing server reported no error")
+	}
+	if after, _ := rev.counts(); after != before+1 {
+		t.Fatalf("one pass made %d review calls to a failing server, want 1", after-before)
+	}
+	rev.mu.Lock()
+	rev.ok = true
+	rev.mu.Unlock()
+	if err := h.in.postDue(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, posted := rev.counts(); posted != 5 {
+		t.Fatalf("%d reports posted after the server came back, want 5", posted)
+	}
+}

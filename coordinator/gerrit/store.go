@@ -142,6 +142,9 @@ func openStore(ctx context.Context, db *sql.DB) (*store, error) {
 	if _, err := db.ExecContext(ctx, `CREATE INDEX IF NOT EXISTS gerrit_jobs_event ON gerrit_jobs (event_id)`); err != nil {
 		return nil, fmt.Errorf("create gerrit tables: %w", err)
 	}
+	if _, err := db.ExecContext(ctx, `CREATE INDEX IF NOT EXISTS gerrit_jobs_change ON gerrit_jobs (server, change_num, kind)`); err != nil {
+		return nil, fmt.Errorf("create gerrit tables: %w", err)
+	}
 	return &store{db: db}, nil
 }
 
@@ -197,6 +200,14 @@ func (s *store) recordEvent(ctx context.Context, r EventRecord) (int64, error) {
 func (s *store) prune(ctx context.Context, keep int, dedupAge time.Duration, now time.Time) error {
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM gerrit_events WHERE id <= (SELECT MAX(id) FROM gerrit_events) - ?`, keep); err != nil {
 		return fmt.Errorf("prune gerrit events: %w", err)
+	}
+	// What belonged to the events gone: their jobs can no longer be
+	// reported. (Release revisions stay: they keep a revision from being
+	// built for release twice.)
+	for _, table := range []string{"gerrit_jobs", "gerrit_reports", "gerrit_event_changes"} {
+		if _, err := s.db.ExecContext(ctx, `DELETE FROM `+table+` WHERE event_id NOT IN (SELECT id FROM gerrit_events)`); err != nil {
+			return fmt.Errorf("prune %s: %w", table, err)
+		}
 	}
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM gerrit_dedup WHERE created_at < ?`, now.Add(-dedupAge).UnixNano()); err != nil {
 		return fmt.Errorf("prune gerrit dedup keys: %w", err)

@@ -3,6 +3,7 @@ package gerrit
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -15,12 +16,7 @@ import (
 func TestStoreUpgradesJobsTable(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(t.TempDir(), "kiln.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	db.SetMaxOpenConns(1)
+	db := testDB(t)
 	old, err := os.ReadFile(filepath.Join("testdata", "gerrit_jobs-one-event.sql"))
 	if err != nil {
 		t.Fatal(err)
@@ -59,4 +55,64 @@ func TestStoreUpgradesJobsTable(t *testing.T) {
 	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'gerrit_jobs_event'`).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("index gerrit_jobs_event: %d %v", n, err)
 	}
+}
+
+// Pruning the event log removes what belonged to the events gone: jobs,
+// reports, attached changes.
+func TestPruneRemovesWhatBelongedToOldEvents(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := testDB(t)
+	st, err := openStore(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	var ids []int64
+	for i := range 3 {
+		id, err := st.commitQueued(ctx, queued{
+			event:   EventRecord{Server: "review", Type: TypeChangeMerged, Project: "nginx", Branch: "9.0", Change: int64(10 + i), PatchSet: 1, Revision: fmt.Sprintf("%040d", i), ReceivedAt: now, Action: ActionBuilt},
+			jobs:    []jobRow{{JobID: fmt.Sprint(i), Server: "review", Kind: kindRelease, Change: int64(10 + i), PatchSet: 1, Release: "mos-9.0", Target: "trusty-amd64", Package: "nginx"}},
+			release: true,
+		}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.markReported(ctx, id, int64(10+i), now); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if err := st.prune(ctx, 1, time.Hour, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []struct {
+		table string
+		want  int
+	}{{"gerrit_events", 1}, {"gerrit_jobs", 1}, {"gerrit_reports", 1}, {"gerrit_event_changes", 1}} {
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+q.table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != q.want {
+			t.Errorf("%s has %d rows after pruning to one event, want %d", q.table, n, q.want)
+		}
+	}
+	var left int64
+	if err := db.QueryRowContext(ctx, `SELECT event_id FROM gerrit_jobs`).Scan(&left); err != nil || left != ids[2] {
+		t.Errorf("the job left belongs to event %d (%v), want the newest, %d", left, err, ids[2])
+	}
+}
+
+// testDB opens an empty SQLite database with one connection, as the
+// coordinator does.
+func testDB(t *testing.T) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(t.TempDir(), "kiln.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	db.SetMaxOpenConns(1)
+	return db
 }
