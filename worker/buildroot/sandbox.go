@@ -305,7 +305,22 @@ wait:
 	}
 	s.lastExit = status.ExitTime()
 	oom := s.b.oomKilled(cgroup)
-	// Delete closes the output streams once everything is copied.
+	// The output is copied from the shim's FIFOs until the shim closes
+	// them, after the step's last process is gone. Delete closes the
+	// reading ends (cio's Cancel), and what was not copied by then would
+	// be lost: a short step on a busy machine lost its whole output. Wait
+	// for the copy first, for a while (a daemon the step left running
+	// may hold the output open; Delete ends that copy).
+	copied := make(chan struct{})
+	go func() {
+		task.IO().Wait()
+		close(copied)
+	}()
+	select {
+	case <-copied:
+	case <-time.After(outputDrain):
+		s.logger.Warn("step output still open after its exit; closing it", "container", cid, "waited", outputDrain)
+	}
 	if _, err := task.Delete(cctx); err != nil && !errdefs.IsNotFound(err) {
 		return executor.StepResult{}, fmt.Errorf("exec in sandbox %s: delete task: %w", s.id, err)
 	}
@@ -328,6 +343,9 @@ wait:
 	}
 	return res, nil
 }
+
+// outputDrain is how long a step's output may keep coming after its exit.
+const outputDrain = 5 * time.Second
 
 // startProxy serves the package source proxy of a network step in the
 // network namespace of the step's process pid.
