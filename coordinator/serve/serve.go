@@ -16,7 +16,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -27,6 +26,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/fleet"
 	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/coordinator/store"
+	"github.com/kiln-build/kiln/internal/opshttp"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
@@ -121,8 +121,7 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	}
 	defer st.Close()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	reg := opshttp.NewRegistry()
 	wait := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "kiln_queue_to_start_seconds", Help: "Time from a job being queued to a worker starting it.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600},
@@ -179,9 +178,7 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	}
 	var hsrv *http.Server
 	if cfg.HTTPListen != "" {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		mux := opshttp.Mux(reg)
 		mux.HandleFunc("/logs/", func(w http.ResponseWriter, r *http.Request) { serveLog(w, r, f) })
 		for p, h := range hooks.HTTP {
 			mux.Handle(p, h)

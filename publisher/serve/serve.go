@@ -23,13 +23,12 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/kiln-build/kiln/internal/opshttp"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
 	publisherv1 "github.com/kiln-build/kiln/proto/kiln/publisher/v1"
 	"github.com/kiln-build/kiln/publisher/deb"
@@ -156,8 +155,7 @@ func NewService(store *repo.Store, signer repo.Signer, maxUpload int64, log hclo
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := opshttp.NewRegistry()
 	return &Service{store: store, signer: signer, log: log, maxUpload: maxUpload, Metrics: NewMetrics(reg), gatherer: reg}
 }
 
@@ -186,10 +184,7 @@ func Run(ctx context.Context, cfg Config, svc *Service, log hclog.Logger, ready 
 			lis.Close()
 			return fmt.Errorf("serve: listen on %s (http_listen): %w", cfg.HTTPListen, err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(svc.gatherer, promhttp.HandlerOpts{}))
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-		hsrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		hsrv = &http.Server{Handler: opshttp.Mux(svc.gatherer), ReadHeaderTimeout: 10 * time.Second}
 	}
 	g := grpc.NewServer(opts...)
 	publisherv1.RegisterPublisherServiceServer(g, svc)

@@ -18,12 +18,11 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/kiln-build/kiln/internal/opshttp"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
 	"github.com/kiln-build/kiln/worker/agent"
 	"github.com/kiln-build/kiln/worker/build"
@@ -171,8 +170,7 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		}
 		mux.builds = build.New(cfg.Build, br, logger.Named("build"))
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := opshttp.NewRegistry()
 	metrics := agent.NewMetrics(reg)
 	if cfg.MetricsListen != "" {
 		stop, err := serveMetrics(cfg.MetricsListen, reg, logger)
@@ -192,10 +190,7 @@ func serveMetrics(addr string, reg *prometheus.Registry, logger hclog.Logger) (s
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s (metrics_listen): %w", addr, err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: opshttp.Mux(reg), ReadHeaderTimeout: 10 * time.Second}
 	logger.Info("serving /metrics and /healthz", "addr", ln.Addr().String())
 	go func() { _ = srv.Serve(ln) }()
 	return func() { _ = srv.Close() }, nil
