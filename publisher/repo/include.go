@@ -3,9 +3,7 @@ package repo
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -255,20 +253,14 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 // content: a removed package, which clients may fetch until its file leaves
 // the pool two publishes after the removal.
 func (s *Store) checkPoolPath(repoName string, f poolFile) error {
-	p := filepath.Join(s.PublicDir(repoName), filepath.FromSlash(f.Path))
-	old, err := os.Open(p)
+	have, err := fileSHA256(filepath.Join(s.PublicDir(repoName), filepath.FromSlash(f.Path)))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("check the published pool: %w", err)
 	}
-	defer old.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, old); err != nil {
-		return fmt.Errorf("check the published pool: %w", err)
-	}
-	if have := hex.EncodeToString(h.Sum(nil)); have != f.SHA256 {
+	if have != f.SHA256 {
 		return fmt.Errorf("%s is still in the published pool with sha256 %s (a removed package; it leaves the pool on the second publish after its removal), the new file has sha256 %s: publish twice first, or give the rebuild a new version", f.Path, have, f.SHA256)
 	}
 	return nil

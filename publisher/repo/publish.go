@@ -317,19 +317,28 @@ func checkPoolFile(dst string, fi fs.FileInfo, src string, f poolFile) error {
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("pool file %s is not a regular file: move it away", f.Path)
 	}
-	in, err := os.Open(dst)
+	got, err := fileSHA256(dst)
 	if err != nil {
 		return fmt.Errorf("pool file %s: %w", f.Path, err)
 	}
-	defer in.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, in); err != nil {
-		return fmt.Errorf("pool file %s: %w", f.Path, err)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != f.SHA256 {
+	if got != f.SHA256 {
 		return fmt.Errorf("pool file %s has sha256 %s, the repository names %s: the published pool does not match the store; move the file away and publish again", f.Path, got, f.SHA256)
 	}
 	return nil
+}
+
+// fileSHA256 returns the hex sha256 of the file at p.
+func fileSHA256(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func copyFile(src, dst string) error {
