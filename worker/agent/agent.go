@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -497,37 +499,47 @@ func (a *Agent) execute(ctx context.Context, asg *wpb.Assignment, dir string, lo
 }
 
 // collect finds the artifacts matching globs inside dir and uploads them.
-// Only regular files inside dir count: a symlink or anything resolving
-// outside the work dir is refused with a line in the log.
+// Only regular files reached without a symlink in any path component
+// count: everything is looked up through an os.Root on dir, so nothing
+// the job made (a link to /, to a host directory, or swapped in while
+// collecting) can make the worker read outside its work dir. A refused
+// match is said in the log.
 func (a *Agent) collect(ctx context.Context, dir string, globs []string, asg *wpb.Assignment, log io.Writer) ([]*cpb.Artifact, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open work dir: %w", err)
+	}
+	defer root.Close()
 	seen := map[string]bool{}
 	var out []*cpb.Artifact
 	for _, g := range globs {
-		if strings.HasPrefix(g, "/") || strings.Contains(g, "..") {
+		clean := path.Clean(filepath.ToSlash(g))
+		if !fs.ValidPath(clean) || clean == "." {
 			fmt.Fprintf(log, "[kiln] artifact glob %q refused: it must stay inside the work dir\n", g)
 			continue
 		}
-		matches, err := filepath.Glob(filepath.Join(dir, g))
+		if link := symlinkPrefix(root, clean); link != "" {
+			fmt.Fprintf(log, "[kiln] artifact glob %q refused: %s is a symlink\n", g, link)
+			continue
+		}
+		matches, err := fs.Glob(root.FS(), clean)
 		if err != nil {
 			return nil, fmt.Errorf("glob %q: %w", g, err)
 		}
-		for _, m := range matches {
-			rel, err := filepath.Rel(dir, m)
-			if err != nil || strings.HasPrefix(rel, "..") || seen[rel] {
+		for _, rel := range matches {
+			if seen[rel] {
 				continue
 			}
-			st, err := os.Lstat(m)
+			f, err := openArtifact(root, rel)
 			if err != nil {
-				continue
-			}
-			if !st.Mode().IsRegular() {
-				if st.Mode()&os.ModeSymlink != 0 {
-					fmt.Fprintf(log, "[kiln] artifact %s refused: it is a symlink\n", rel)
+				if !errors.Is(err, errNotRegular) {
+					fmt.Fprintf(log, "[kiln] artifact %s refused: %v\n", rel, err)
 				}
 				continue
 			}
 			seen[rel] = true
-			art, err := a.upload(ctx, m, filepath.ToSlash(rel), asg)
+			art, err := a.upload(ctx, f, rel, asg)
+			f.Close()
 			if err != nil {
 				return nil, err
 			}
@@ -538,29 +550,80 @@ func (a *Agent) collect(ctx context.Context, dir string, globs []string, asg *wp
 	return out, nil
 }
 
-func fileDigest(path string) (string, int64, error) {
-	f, err := os.Open(path)
+// errNotRegular marks a match that is a directory or a device: skipped
+// without a word, as a glob like out/* matches subdirectories too.
+var errNotRegular = errors.New("not a regular file")
+
+// symlinkPrefix returns the first component of the glob's literal prefix
+// (the part before any pattern character) that is a symlink, or "".
+func symlinkPrefix(root *os.Root, glob string) string {
+	parts := strings.Split(glob, "/")
+	for i := range parts[:len(parts)-1] {
+		if strings.ContainsAny(parts[i], `*?[\`) {
+			return ""
+		}
+		p := strings.Join(parts[:i+1], "/")
+		if st, err := root.Lstat(p); err == nil && st.Mode()&os.ModeSymlink != 0 {
+			return p
+		}
+	}
+	return ""
+}
+
+// openArtifact opens rel for reading when no component of it is a symlink
+// and it is a regular file. The file opened is checked to be the one
+// inspected, so a component swapped for a link in between is refused.
+func openArtifact(root *os.Root, rel string) (*os.File, error) {
+	parts := strings.Split(rel, "/")
+	var st os.FileInfo
+	for i := range parts {
+		p := strings.Join(parts[:i+1], "/")
+		var err error
+		if st, err = root.Lstat(p); err != nil {
+			return nil, err
+		}
+		if st.Mode()&os.ModeSymlink != 0 {
+			if i == len(parts)-1 {
+				return nil, errors.New("it is a symlink")
+			}
+			return nil, fmt.Errorf("%s is a symlink", p)
+		}
+	}
+	if !st.Mode().IsRegular() {
+		return nil, errNotRegular
+	}
+	f, err := root.Open(rel)
 	if err != nil {
+		return nil, err
+	}
+	got, err := f.Stat()
+	if err != nil || !os.SameFile(st, got) {
+		f.Close()
+		return nil, errors.New("it changed while it was collected")
+	}
+	return f, nil
+}
+
+func fileDigest(f *os.File) (string, int64, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return "", 0, err
 	}
-	defer f.Close()
 	h := sha256.New()
 	n, err := io.Copy(h, f)
 	return hex.EncodeToString(h.Sum(nil)), n, err
 }
 
-func (a *Agent) upload(ctx context.Context, path, name string, asg *wpb.Assignment) (*cpb.Artifact, error) {
-	sum, size, err := fileDigest(path)
+func (a *Agent) upload(ctx context.Context, f *os.File, name string, asg *wpb.Assignment) (*cpb.Artifact, error) {
+	sum, size, err := fileDigest(f)
 	if err != nil {
 		return nil, fmt.Errorf("hash %s: %w", name, err)
 	}
 	art := &cpb.Artifact{Name: name, Sha256: sum, Size: size}
 	err = a.call(ctx, "upload", func(ctx context.Context, s string) error {
-		f, err := os.Open(path)
-		if err != nil {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return err
 		}
-		defer f.Close()
+		body := io.LimitReader(f, size)
 		stream, err := a.client.UploadArtifact(ctx)
 		if err != nil {
 			return err
@@ -569,7 +632,7 @@ func (a *Agent) upload(ctx context.Context, path, name string, asg *wpb.Assignme
 			_, rerr := stream.CloseAndRecv()
 			return errors.Join(err, rerr)
 		}
-		if err := chunks.Send(f, func(b []byte) error { return stream.Send(&wpb.UploadArtifactRequest{Chunk: b}) }); err != nil {
+		if err := chunks.Send(body, func(b []byte) error { return stream.Send(&wpb.UploadArtifactRequest{Chunk: b}) }); err != nil {
 			_, cerr := stream.CloseAndRecv()
 			return errors.Join(err, cerr)
 		}

@@ -323,3 +323,46 @@ func TestAgentMetrics(t *testing.T) {
 		t.Errorf("kiln_worker_log_bytes_total = %v, want at least 24", got["kiln_worker_log_bytes_total"])
 	}
 }
+
+// A job cannot make the worker read a host file through a symlinked
+// directory anywhere in an artifact's path: not with a link to /, not
+// with a link to a host directory inside out/, whatever the glob.
+func TestAgentRefusesArtifactsThroughSymlinkedDirectories(t *testing.T) {
+	t.Parallel()
+	secretDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(secretDir, "hostsecret.txt"), []byte("host secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := newCoordinator(t)
+	stop := c.runAgent(t, fakeExec{run: func(_ context.Context, j executor.Job, log io.Writer) (executor.Result, error) {
+		os.MkdirAll(filepath.Join(j.WorkDir, "out"), 0o755)
+		os.WriteFile(filepath.Join(j.WorkDir, "out", "ok.txt"), []byte("fine"), 0o644)
+		os.Symlink("/", filepath.Join(j.WorkDir, "h"))
+		os.Symlink(secretDir, filepath.Join(j.WorkDir, "out", "d"))
+		os.Symlink("out", filepath.Join(j.WorkDir, "inner"))
+		return executor.Result{}, nil
+	}})
+	defer stop()
+	rel := strings.TrimPrefix(secretDir, "/")
+	id := submit(t, c, "h/"+rel+"/hostsecret.txt", "h/"+rel+"/*", "out/*/*", "out/d/hostsecret.txt", "*/d/*", "inner/ok.txt", "out/*")
+	j := c.wait(t, id, true)
+	if j.State != job.Succeeded {
+		t.Fatalf("job %+v", j)
+	}
+	if len(j.Artifacts) != 1 || j.Artifacts[0].Name != "out/ok.txt" {
+		t.Fatalf("artifacts %+v, want out/ok.txt only", j.Artifacts)
+	}
+	l := c.log(t, id)
+	for _, want := range []string{
+		`artifact glob "h/` + rel + `/hostsecret.txt" refused: h is a symlink`,
+		`artifact glob "out/d/hostsecret.txt" refused: out/d is a symlink`,
+		`artifact glob "inner/ok.txt" refused: inner is a symlink`,
+	} {
+		if !strings.Contains(l, want) {
+			t.Errorf("log lacks %q:\n%s", want, l)
+		}
+	}
+	if strings.Contains(l, "host secret") {
+		t.Fatalf("log shows the secret:\n%s", l)
+	}
+}
