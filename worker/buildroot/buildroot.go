@@ -54,6 +54,8 @@ type Buildroot struct {
 	cgroupV2   bool
 	// importMu serializes imports and the removal of retired chroots.
 	importMu sync.Mutex
+	// sealedMu serializes making the chroots of sealed releases.
+	sealedMu sync.Mutex
 }
 
 // TargetInfo is a target's current chroot.

@@ -35,6 +35,11 @@ func MakeChroot(ctx context.Context, t Target, out string, log io.Writer) error 
 	if err := t.Validate(); err != nil {
 		return err
 	}
+	return makeChroot(ctx, t, out, log)
+}
+
+// makeChroot is MakeChroot for a target already validated.
+func makeChroot(ctx context.Context, t Target, out string, log io.Writer) error {
 	switch t.Method {
 	case "mmdebstrap":
 		return run(ctx, log, "mmdebstrap", mmdebstrapArgs(t, out)...)
@@ -60,9 +65,20 @@ func mmdebstrapArgs(t Target, out string) []string {
 	args = append(args,
 		"--customize-hook=chroot \"$1\" sh -c '"+userSetup+"'",
 		// No cached package lists or archives in the chroot.
-		"--customize-hook=rm -rf \"$1\"/var/cache/apt/archives/*.deb \"$1\"/var/lib/apt/lists/*_Packages",
-		t.Suite, out, t.Mirror)
-	return args
+		"--customize-hook=rm -rf \"$1\"/var/cache/apt/archives/*.deb \"$1\"/var/lib/apt/lists/*_Packages")
+	mirror := t.Mirror
+	if t.SignedBy != "" {
+		comps := t.Components
+		if len(comps) == 0 {
+			comps = []string{"main"}
+		}
+		mirror = fmt.Sprintf("deb [signed-by=%s] %s %s %s", t.SignedBy, t.Mirror, t.Suite, strings.Join(comps, " "))
+		// The chroot's sources.list names the key by its host path: the
+		// key goes to the same path inside, so apt in the buildroot
+		// verifies the mirror as mmdebstrap did.
+		args = append(args, fmt.Sprintf("--customize-hook=mkdir -p \"$1\"'%s' && cp '%s' \"$1\"'%s'", filepath.Dir(t.SignedBy), t.SignedBy, t.SignedBy))
+	}
+	return append(args, t.Suite, out, mirror)
 }
 
 // dnfRepoFile is the repository file given to dnf --installroot.
@@ -158,13 +174,22 @@ func (b *Buildroot) Refresh(ctx context.Context, target string, log io.Writer) (
 	if !ok {
 		return TargetInfo{}, fmt.Errorf("target %q is not in the worker config's buildroot.targets; add it there first", target)
 	}
+	if err := t.Validate(); err != nil {
+		return TargetInfo{}, err
+	}
+	return b.refresh(ctx, t, log)
+}
+
+// refresh makes and imports a new chroot for the validated target t.
+func (b *Buildroot) refresh(ctx context.Context, t Target, log io.Writer) (TargetInfo, error) {
+	target := t.Name
 	dir := filepath.Join(b.cfg.StateDir, "make")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return TargetInfo{}, fmt.Errorf("make chroot %s: %w", target, err)
 	}
 	out := filepath.Join(dir, target+"-"+randomID()+".tar")
 	defer os.Remove(out)
-	if err := MakeChroot(ctx, t, out, log); err != nil {
+	if err := makeChroot(ctx, t, out, log); err != nil {
 		return TargetInfo{}, fmt.Errorf("make chroot %s: %w", target, err)
 	}
 	f, err := os.Open(out)
@@ -172,7 +197,7 @@ func (b *Buildroot) Refresh(ctx context.Context, target string, log io.Writer) (
 		return TargetInfo{}, fmt.Errorf("make chroot %s: %w", target, err)
 	}
 	defer f.Close()
-	return b.Import(ctx, target, f)
+	return b.importChroot(ctx, t, f)
 }
 
 // Import imports a chroot tar archive as target's new chroot: a committed,
@@ -185,6 +210,12 @@ func (b *Buildroot) Import(ctx context.Context, target string, tarball io.Reader
 	if !ok {
 		return TargetInfo{}, fmt.Errorf("target %q is not in the worker config's buildroot.targets; add it there first", target)
 	}
+	return b.importChroot(ctx, t, tarball)
+}
+
+// importChroot is Import for the target t.
+func (b *Buildroot) importChroot(ctx context.Context, t Target, tarball io.Reader) (info TargetInfo, err error) {
+	target := t.Name
 	ctx = b.nsCtx(ctx)
 	ctx, done, err := b.client.WithLease(ctx, leases.WithRandomID(), leases.WithExpiration(24*time.Hour))
 	if err != nil {

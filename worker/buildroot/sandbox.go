@@ -44,6 +44,9 @@ type Sandbox struct {
 	dir    string
 	rootfs []mount.Mount
 	logger hclog.Logger
+	// sources are the package sources of a chroot that is not a
+	// configured target's (a sealed release's); network steps reach them.
+	sources []string
 
 	mu       sync.Mutex
 	steps    int
@@ -354,7 +357,7 @@ func (s *Sandbox) startProxy(pid uint32, step executor.Step, log io.Writer) (*so
 	if t, ok := s.b.cfg.Target(s.target); ok {
 		allow = t.SourceHosts()
 	}
-	allow = append(allow, step.AllowHosts...)
+	allow = append(append(allow, s.sources...), step.AllowHosts...)
 	p := newSourceProxy(allow, log)
 	ln, err := listenInNetns(pid, fmt.Sprintf("127.0.0.1:%d", proxyPort))
 	if err != nil {
