@@ -40,6 +40,11 @@ func New(cfg Config, opener executor.SandboxOpener, logger hclog.Logger) *Builde
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
+	for _, r := range cfg.Repositories {
+		if why := unverified(r); why != "" {
+			logger.Warn("release repository is not verified", "release", r.Release, "repository", r.Apt+r.BaseURL, "reason", why)
+		}
+	}
 	return &Builder{
 		cfg:    cfg,
 		opener: opener,
@@ -518,6 +523,9 @@ func debDepsScript(repos []Repository, pinned []executor.Package, dsc string) st
 	s.WriteString("update() { if [ -z \"$updated\" ]; then apt-get update -o APT::Color=0; updated=1; fi; }\n")
 	for _, r := range repos {
 		if r.Apt != "" {
+			if why := unverified(r); why != "" {
+				fmt.Fprintf(&s, "echo %s\n", shellQuote("kiln: warning: release repository "+aptSourceURI(r.Apt)+" is not verified: "+why+"; give its key with key_file or signed-by"))
+			}
 			fmt.Fprintf(&s, "echo %s >> /etc/apt/sources.list.d/kiln-release.list\n", shellQuote(r.Apt))
 		}
 	}
@@ -654,9 +662,17 @@ func rpmDepsScript(repos []Repository, pinned []executor.Package) string {
 	}
 	s.WriteString("  touch ../" + stateDir + "/" + noDepsMarker + "\n  " + dpkgList + "\n  exit 0\nfi\n")
 	for i, r := range repos {
-		if r.BaseURL != "" {
-			fmt.Fprintf(&s, "printf '[kiln-release-%d]\\nname=kiln release repository\\nbaseurl=%%s\\ngpgcheck=0\\nenabled=1\\n' %s > /etc/yum.repos.d/kiln-release-%d.repo\n", i, shellQuote(r.BaseURL), i)
+		if r.BaseURL == "" {
+			continue
 		}
+		check := "gpgcheck=0\n"
+		if r.KeyFile != "" {
+			check = "gpgcheck=1\nrepo_gpgcheck=1\ngpgkey=file://" + r.KeyFile + "\n"
+		} else {
+			fmt.Fprintf(&s, "echo %s\n", shellQuote("kiln: warning: release repository "+r.BaseURL+" is not verified: "+unverified(r)+"; give its key with key_file"))
+		}
+		repo := fmt.Sprintf("[kiln-release-%d]\nname=kiln release repository\nbaseurl=%s\n%senabled=1\n", i, r.BaseURL, check)
+		fmt.Fprintf(&s, "printf '%%s' %s > /etc/yum.repos.d/kiln-release-%d.repo\n", shellQuote(repo), i)
 	}
 	if len(pinned) > 0 {
 		s.WriteString("dnf install -y --allowerasing")
