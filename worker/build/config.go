@@ -41,10 +41,18 @@ type Repository struct {
 	// target of the release.
 	Target string `yaml:"target"`
 	// Apt is a one-line apt source for deb targets, e.g.
-	// "deb [trusted=yes] http://127.0.0.1:8080/mos-9.0 bookworm main".
+	// "deb [signed-by=/etc/kiln/mos.asc] http://127.0.0.1:8080/mos-9.0 bookworm main".
+	// A signed-by path names a key file on the worker host, handed into
+	// the buildroot like KeyFile.
 	Apt string `yaml:"apt"`
 	// BaseURL is a dnf repository base URL for rpm targets.
 	BaseURL string `yaml:"baseurl"`
+	// KeyFile is the OpenPGP public key (armored or binary) on the worker
+	// host that signs the repository. The worker copies its public parts
+	// into the job's work dir; apt (signed-by) and dnf (gpgcheck,
+	// repo_gpgcheck, gpgkey) verify the repository with it inside the
+	// buildroot.
+	KeyFile string `yaml:"key_file"`
 }
 
 // DefaultConfig returns the defaults a config file overrides.
@@ -102,6 +110,17 @@ func (c Config) Validate() error {
 		}
 		if r.Apt != "" && !strings.HasPrefix(r.Apt, "deb ") {
 			errs = append(errs, fmt.Errorf("%s (release %q): apt %q must be a one-line source starting with \"deb \"", where, r.Release, r.Apt))
+		}
+		if r.KeyFile != "" && !filepath.IsAbs(r.KeyFile) {
+			errs = append(errs, fmt.Errorf("%s (release %q): key_file %q must be an absolute path on the worker host", where, r.Release, r.KeyFile))
+		}
+		if r.Apt != "" {
+			l, err := parseAptLine(r.Apt)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s (release %q): apt %q: %w", where, r.Release, r.Apt, err))
+			} else if v, ok := l.option("signed-by"); ok && r.KeyFile != "" {
+				errs = append(errs, fmt.Errorf("%s (release %q): both key_file %q and signed-by=%s in apt; give the key once", where, r.Release, r.KeyFile, v))
+			}
 		}
 	}
 	return errors.Join(errs...)
