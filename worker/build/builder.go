@@ -172,9 +172,9 @@ func (b *Builder) run(ctx context.Context, job executor.Job, log io.Writer, rec 
 	}
 
 	phase("open buildroot %s", pb.Target)
-	sb, err := b.opener.Open(ctx, pb.Target, job.WorkDir)
+	sb, err := b.open(ctx, job, log)
 	if err != nil {
-		return executor.Result{}, fmt.Errorf("open buildroot %s: %w", pb.Target, err)
+		return executor.Result{}, err
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
@@ -942,4 +942,31 @@ func shellJoin(argv []string) string {
 		q[i] = shellQuote(a)
 	}
 	return strings.Join(q, " ")
+}
+
+// open makes the job's sandbox: on the target's chroot, or for a sealed
+// release on the chroot made from the release's base.
+func (b *Builder) open(ctx context.Context, job executor.Job, log io.Writer) (executor.Sandbox, error) {
+	pb := job.Build
+	if !pb.Sealed {
+		sb, err := b.opener.Open(ctx, pb.Target, job.WorkDir)
+		if err != nil {
+			return nil, fmt.Errorf("open buildroot %s: %w", pb.Target, err)
+		}
+		return sb, nil
+	}
+	src, err := b.cfg.baseSource(pb.Release, pb.Target)
+	if err != nil {
+		return nil, err
+	}
+	so, ok := b.opener.(executor.SealedOpener)
+	if !ok {
+		return nil, fmt.Errorf("release %s is sealed, and this worker's buildroot cannot make chroots from a release's base", pb.Release)
+	}
+	fmt.Fprintf(log, "kiln: release %s is sealed: the chroot and the build dependencies come from its base %s and its own repositories only\n", pb.Release, src.URL)
+	sb, err := so.OpenSealed(ctx, pb.Target, src, job.WorkDir, log)
+	if err != nil {
+		return nil, fmt.Errorf("open buildroot %s of sealed release %s: %w", pb.Target, pb.Release, err)
+	}
+	return sb, nil
 }

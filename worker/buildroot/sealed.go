@@ -17,23 +17,12 @@ import (
 // (never a valid configured target name, so the two cannot clash), made on
 // first use and reused by the release's later builds.
 
-// BaseSource is a release's base repository as the worker host reaches it.
-type BaseSource struct {
-	Release string
-	// URL of the base repository: for deb targets the directory holding
-	// dists/ and pool/, for rpm targets dnf's baseurl.
-	URL string
-	// SignedBy is the host path of the operator's public key that signs
-	// the repository.
-	SignedBy string
-}
-
 // SealedTarget is the name the chroot of target made from release's base
 // has in containerd.
 func SealedTarget(target, release string) string { return target + "@" + release }
 
 // sealedTarget is target's configuration with its sources replaced by src.
-func (b *Buildroot) sealedTarget(target string, src BaseSource) (Target, error) {
+func (b *Buildroot) sealedTarget(target string, src executor.BaseSource) (Target, error) {
 	t, ok := b.cfg.Target(target)
 	if !ok {
 		return Target{}, fmt.Errorf("target %q is not in the worker config's buildroot.targets; add it there first", target)
@@ -61,7 +50,7 @@ func (b *Buildroot) sealedTarget(target string, src BaseSource) (Target, error) 
 // base src, making that chroot first when the worker has none. Its network
 // steps reach src and the step's own hosts, never the target's upstream
 // mirror.
-func (b *Buildroot) OpenSealed(ctx context.Context, target string, src BaseSource, workDir string, log io.Writer) (executor.Sandbox, error) {
+func (b *Buildroot) OpenSealed(ctx context.Context, target string, src executor.BaseSource, workDir string, log io.Writer) (executor.Sandbox, error) {
 	t, err := b.sealedTarget(target, src)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package buildroot
 
 import (
+	"github.com/kiln-build/kiln/worker/executor"
 	"slices"
 	"strings"
 	"testing"
@@ -13,7 +14,7 @@ func TestSealedTargetDrawsOnlyFromTheBase(t *testing.T) {
 	rpm := Target{Name: "alma9", Format: "rpm", Method: "dnf", Releasever: "9",
 		Repositories: []Repository{{Name: "baseos", BaseURL: "http://mirror.example/alma/9/BaseOS"}}, Packages: []string{"rpm-build"}}
 	b := &Buildroot{cfg: Config{Targets: []Target{deb, rpm}}}
-	src := BaseSource{Release: "mos-9.0", URL: "http://mirror.kiln/mos-9.0-bookworm-base", SignedBy: "/etc/kiln/mos.asc"}
+	src := executor.BaseSource{Release: "mos-9.0", URL: "http://mirror.kiln/mos-9.0-bookworm-base", SignedBy: "/etc/kiln/mos.asc"}
 
 	got, err := b.sealedTarget("bookworm-amd64", src)
 	if err != nil {
@@ -38,7 +39,7 @@ func TestSealedTargetDrawsOnlyFromTheBase(t *testing.T) {
 		}
 	}
 
-	got, err = b.sealedTarget("alma9", BaseSource{Release: "mos-9.0", URL: "http://mirror.kiln/mos-9.0-alma9-base", SignedBy: "/etc/kiln/mos.asc"})
+	got, err = b.sealedTarget("alma9", executor.BaseSource{Release: "mos-9.0", URL: "http://mirror.kiln/mos-9.0-alma9-base", SignedBy: "/etc/kiln/mos.asc"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +50,7 @@ func TestSealedTargetDrawsOnlyFromTheBase(t *testing.T) {
 		t.Errorf("sealed rpm repository is not checked:\n%s", dnfRepoFile(got))
 	}
 
-	for _, bad := range []BaseSource{
+	for _, bad := range []executor.BaseSource{
 		{Release: "mos-9.0", SignedBy: "/k.asc"},
 		{Release: "mos-9.0", URL: "http://x/base"},
 		{Release: "mos-9.0", URL: "http://x/base", SignedBy: "relative.asc"},
