@@ -539,3 +539,43 @@ func TestDrainForm(t *testing.T) {
 		t.Errorf("read-only workers page:\n%s", body)
 	}
 }
+
+func TestReviewOf(t *testing.T) {
+	t.Parallel()
+	if r := reviewOf("gerrit review review: change 12 patch set 3 (team/pkg main)"); r == nil || r.Change != 12 || r.PatchSet != 3 {
+		t.Errorf("review origin: %+v", r)
+	}
+	for _, o := range []string{"", "gerrit review release: merge of 12 (p main)", "cli"} {
+		if r := reviewOf(o); r != nil {
+			t.Errorf("%q: %+v, want no review", o, r)
+		}
+	}
+}
+
+// A long log is rendered in the page up to a limit; the page tells the
+// live log where to go on from, at a line's start.
+func TestJobPageLongLog(t *testing.T) {
+	t.Parallel()
+	tf := newTestFleet(t)
+	j := tf.start("make")
+	line := strings.Repeat("x", 99) + "\n"
+	tf.print(j.ID, strings.Repeat(line, 2*inlineLog/len(line)))
+	srv := serve(t, tf, Config{})
+	_, body := get(t, srv.URL+"/jobs/"+j.ID)
+	m := regexp.MustCompile(`data-offset="(\d+)" data-done="false"`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no offset for the live log:\n%s", body[:2000])
+	}
+	var raw bytes.Buffer
+	if _, err := tf.StreamLog(context.Background(), j.ID, 0, false, func(b []byte) error { raw.Write(b); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	var off int
+	fmt.Sscan(m[1], &off)
+	if off < inlineLog || off >= raw.Len() || raw.Bytes()[off-1] != '\n' {
+		t.Fatalf("page rendered %d of %d bytes; want at least %d, not all, ending at a newline", off, raw.Len(), inlineLog)
+	}
+	if got, want := strings.Count(body, strings.TrimSuffix(line, "\n")), strings.Count(raw.String()[:off], line); got != want {
+		t.Errorf("page shows %d lines, want the %d before offset %d", got, want, off)
+	}
+}
