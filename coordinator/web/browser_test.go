@@ -87,6 +87,15 @@ func TestBrowserFollowsLiveLog(t *testing.T) {
 	if v := b.violations(); len(v) > 0 {
 		t.Errorf("the job page broke its Content-Security-Policy or threw: %q", v)
 	}
+	if dir := os.Getenv("KILN_WEB_SCREENSHOTS"); dir != "" {
+		b.screenshot(t, filepath.Join(dir, "job.png"))
+		for _, page := range []string{"overview:/", "workers:/workers"} {
+			name, path, _ := strings.Cut(page, ":")
+			b.call(t, "Page.navigate", map[string]any{"url": srv.URL + path})
+			b.waitFor(t, `document.readyState`, func(v any) bool { return v == "complete" })
+			b.screenshot(t, filepath.Join(dir, name+".png"))
+		}
+	}
 
 	b.call(t, "Page.navigate", map[string]any{"url": srv.URL + "/csp-probe"})
 	deadline := time.Now().Add(20 * time.Second)
@@ -271,6 +280,23 @@ func (b *browser) call(t *testing.T, method string, params any) json.RawMessage 
 		t.Fatalf("%s: no answer from chromium within 30s", method)
 	}
 	return nil
+}
+
+// screenshot saves the page as a PNG image, 1200 pixels wide.
+func (b *browser) screenshot(t *testing.T, file string) {
+	t.Helper()
+	b.call(t, "Emulation.setDeviceMetricsOverride", map[string]any{"width": 1200, "height": 900, "deviceScaleFactor": 1, "mobile": false})
+	res := b.call(t, "Page.captureScreenshot", map[string]any{"format": "png", "captureBeyondViewport": true})
+	var r struct{ Data []byte }
+	if err := json.Unmarshal(res, &r); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, r.Data, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // eval evaluates a JavaScript expression in the page and returns its value.

@@ -63,7 +63,7 @@
         state.textContent = m.state;
         state.className = "state s-" + m.state;
       }
-      say("the job is " + m.state);
+      say("the job has finished: " + m.state);
       if (wasLive && status) {
         var a = document.createElement("a");
         a.href = window.location.pathname;
