@@ -13,6 +13,7 @@ packages="
 	rpm createrepo-c dnf
 	gnupg gpgv
 	zstd xz-utils ca-certificates curl openssh-client procps
+	chromium
 "
 
 [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (it installs packages and starts containerd)" >&2; exit 1; }

@@ -73,7 +73,7 @@ func (e *Extra) Start(ctx context.Context, d HookDeps) (Hooks, error) {
 		if d.PublicURL == "" {
 			return ""
 		}
-		return strings.TrimRight(d.PublicURL, "/") + "/logs/" + id
+		return strings.TrimRight(d.PublicURL, "/") + "/jobs/" + id
 	}
 	var intake *gerrit.Intake
 	if e.Gerrit != nil {

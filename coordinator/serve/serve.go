@@ -26,6 +26,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/fleet"
 	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/coordinator/store"
+	"github.com/kiln-build/kiln/coordinator/web"
 	"github.com/kiln-build/kiln/internal/opshttp"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
@@ -180,6 +181,9 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	if cfg.HTTPListen != "" {
 		mux := opshttp.Mux(reg)
 		mux.HandleFunc("/logs/", func(w http.ResponseWriter, r *http.Request) { serveLog(w, r, f) })
+		pages := web.New(web.Config{Actions: cfg.Dev, Events: hooks.Events, Logger: logger.Named("web")}, f)
+		pages.Register(mux)
+		g.Go(func() error { return pages.Run(gctx) })
 		for p, h := range hooks.HTTP {
 			mux.Handle(p, h)
 		}
