@@ -165,12 +165,17 @@ func TestPublishSendsBaseFirstThenPackages(t *testing.T) {
 		known,
 		jobs.artifact(t, "base/libc6_2.36-9_amd64.deb", []byte("libc6")),
 	}
+	var baseRepo string
+	p.BasePublished = func(_ *job.Job, b BaseResult) { baseRepo = b.Repository }
 	loc, err := p.publish(context.Background(), j)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if loc != "/srv/public/mos-9.0-bookworm" {
 		t.Errorf("location %q, want the repository's", loc)
+	}
+	if baseRepo != "mos-9.0-bookworm-base" {
+		t.Errorf("BasePublished got repository %q", baseRepo)
 	}
 	if len(fake.publishes) != 2 {
 		t.Fatalf("%d publish requests, want 2", len(fake.publishes))

@@ -91,6 +91,9 @@ type Publisher struct {
 	// Done, when set, is called once a job's publish ended (published or
 	// failed for good) with where it went.
 	Done func(j *job.Job, location string, err error)
+	// BasePublished, when set, is called after a job's base packages were
+	// published, with what the publisher answered.
+	BasePublished func(j *job.Job, base BaseResult)
 }
 
 // New dials the publisher (lazily: a publisher that is down is not an
@@ -207,6 +210,18 @@ func (p *Publisher) Repository(b *job.Build) string {
 	return strings.NewReplacer("{release}", b.Release, "{target}", b.Target).Replace(p.cfg.Repository)
 }
 
+// BaseResult is what the publisher answered to the publish of a job's
+// base packages.
+type BaseResult struct {
+	// Repository is the base repository, "<repository>-base", and
+	// Location where the publisher published it.
+	Repository, Location string
+	// Added counts the job's base packages the base did not have yet;
+	// Packages and Bytes are the base's size after the publish.
+	Added, Packages int
+	Bytes           int64
+}
+
 // BaseDir is the directory of a build's artifacts that are its base: the
 // upstream packages its buildroot installed, e.g.
 // base/zlib1g-dev_1.2.13.dfsg-1_amd64.deb.
@@ -238,6 +253,10 @@ func (p *Publisher) publish(ctx context.Context, j *job.Job) (string, error) {
 			return "", fmt.Errorf("publish the base of job %s: %w", j.ID, err)
 		}
 		p.logger.Info("published the base", "job_id", j.ID, "repository", resp.GetRepository(), "added", resp.GetAdded(), "packages", resp.GetPackages(), "bytes", resp.GetSize())
+		if p.BasePublished != nil {
+			p.BasePublished(j, BaseResult{Repository: resp.GetRepository(), Location: resp.GetLocation(),
+				Added: int(resp.GetAdded()), Packages: int(resp.GetPackages()), Bytes: resp.GetSize()})
+		}
 	}
 	resp, err := p.publishFiles(ctx, j, &ppb.PublishRequest{RequestId: "job-" + j.ID, Repository: repo}, own)
 	if err != nil {
