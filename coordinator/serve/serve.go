@@ -160,6 +160,7 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	opts = append(opts, grpc.MaxRecvMsgSize(8<<20))
 	gs := grpc.NewServer(opts...)
 	pb.RegisterCoordinatorServiceServer(gs, api.NewClientServer(f, hooks.Events))
+	pb.RegisterReleaseServiceServer(gs, api.NewReleaseServer(fleet.NewReleases(f)))
 	wpb.RegisterWorkerServiceServer(gs, api.NewWorkerServer(f, tokens, cfg.HeartbeatInterval))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
