@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -278,6 +279,26 @@ func (r *Releases) Verification(ctx context.Context, id int64) (*store.Verificat
 	return r.advance(ctx, id)
 }
 
+// Resume carries on the verifications a coordinator restart interrupted:
+// it records the results of rebuilds that ended and submits those due. A
+// verification it cannot advance is logged and left for the next attempt
+// (a rebuild ending, a client asking): it never stops a coordinator.
+func (r *Releases) Resume(ctx context.Context) {
+	ids, err := r.f.st.UnfinishedVerifications(ctx)
+	if err != nil {
+		r.f.logger.Error("resume release verifications", "error", err)
+		return
+	}
+	for _, id := range ids {
+		if _, err := r.advance(ctx, id); err != nil {
+			r.f.logger.Error("resume release verification", "verification", id, "error", err)
+		}
+	}
+	if len(ids) > 0 {
+		r.f.logger.Info("resumed release verifications", "count", len(ids))
+	}
+}
+
 // finished records a verification rebuild's result and submits the
 // rebuilds that waited for it.
 func (r *Releases) finished(j *job.Job) {
@@ -329,14 +350,17 @@ func (r *Releases) advance(ctx context.Context, id int64) (*store.Verification, 
 			continue
 		}
 		j, _, err := r.f.Get(ctx, it.RebuildJobID)
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrNotFound):
+			it.Result, it.Detail = store.VerifyError, "rebuild job "+it.RebuildJobID+" is gone from the coordinator's store"
+		case err != nil:
 			return nil, err
-		}
-		if !j.State.Final() {
+		case !j.State.Final():
 			continue
+		default:
+			it.Result, it.Detail = Result(j)
+			it.Differing, it.FinishedAt = j.Differing, j.FinishedAt
 		}
-		it.Result, it.Detail = Result(j)
-		it.Differing, it.FinishedAt = j.Differing, j.FinishedAt
 		if it.FinishedAt.IsZero() {
 			it.FinishedAt = r.f.cfg.Clock.Now()
 		}
@@ -344,7 +368,7 @@ func (r *Releases) advance(ctx context.Context, id int64) (*store.Verification, 
 			return nil, err
 		}
 		r.f.logger.Info("package verified", "release", v.Release, "verification", v.ID, "package", it.Package,
-			"target", it.Target, "result", it.Result, "job_id", j.ID)
+			"target", it.Target, "result", it.Result, "job_id", it.RebuildJobID)
 	}
 	for i := range v.Items {
 		it := &v.Items[i]

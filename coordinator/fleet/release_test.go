@@ -100,17 +100,27 @@ type releaseFleet struct {
 	st      *store.Store
 	r       *Releases
 	session string
+	closed  bool
 }
 
 func openReleaseFleet(t *testing.T) *releaseFleet {
 	t.Helper()
+	return openReleaseFleetIn(t, t.TempDir())
+}
+
+func openReleaseFleetIn(t *testing.T, dir string) *releaseFleet {
+	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
 	st, err := store.Open(ctx, filepath.Join(dir, "coordinator.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
+	rf := &releaseFleet{t: t, st: st}
+	t.Cleanup(func() {
+		if !rf.closed {
+			st.Close()
+		}
+	})
 	f, err := New(ctx, Config{StateDir: dir, LostAfter: time.Minute, Clock: fixedClock{time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)},
 		Releases: map[string]Release{"mos-9.0": {DebSuffix: "~mos9.0+{revision}", Targets: map[string]string{"bookworm-amd64": "deb"}}}},
 		st, hclog.NewNullLogger())
@@ -121,7 +131,17 @@ func openReleaseFleet(t *testing.T) *releaseFleet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &releaseFleet{t: t, f: f, st: st, r: NewReleases(f), session: sess}
+	rf.f, rf.r, rf.session = f, NewReleases(f), sess
+	return rf
+}
+
+// close stops the fleet's store, as a coordinator that stops.
+func (rf *releaseFleet) close() {
+	rf.t.Helper()
+	rf.closed = true
+	if err := rf.st.Close(); err != nil {
+		rf.t.Fatal(err)
+	}
 }
 
 func buildSpec(pkg string) job.Spec {
@@ -359,5 +379,61 @@ func TestVerifyRelease(t *testing.T) {
 	one, err := rf.r.Verify(ctx, "mos-9.0", []string{"app"}, "alice")
 	if err != nil || len(one.Items) != 1 || len(one.Items[0].After) != 0 || one.Items[0].Result != store.VerifyRunning {
 		t.Fatalf("verify app only: %+v %v", one, err)
+	}
+}
+
+// A verification interrupted by a coordinator restart after a package's
+// result was recorded, before the package waiting for it was submitted,
+// carries on when the coordinator starts again.
+func TestVerificationResumesAfterRestart(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	rf := openReleaseFleetIn(t, dir)
+	libfoo := []file{{"out/libfoo-dev_1_amd64.deb", "libfoo-dev"}}
+	for _, p := range []string{"app", "libfoo"} {
+		j, _, err := rf.f.Submit(ctx, buildSpec(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files := libfoo
+		if p == "app" {
+			files = []file{{"out/app_1_amd64.deb", "app"}}
+		}
+		rf.finish(rf.pull(), false, map[string][]string{"app": {"libfoo-dev"}}[p], files...)
+		if err := rf.f.SetPublish(ctx, j.ID, "published"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v, err := rf.r.Verify(ctx, "mos-9.0", nil, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := results(v.Items); got["libfoo"] != store.VerifyRunning || got["app"] != store.VerifyWaiting {
+		t.Fatalf("results %v", got)
+	}
+	// The coordinator stops as libfoo's result is recorded: app was not
+	// submitted yet.
+	it := v.Items[0]
+	it.Result = store.VerifyIdentical
+	if err := rf.st.UpdateVerifyItem(ctx, it); err != nil {
+		t.Fatal(err)
+	}
+	rf.close()
+	rf = openReleaseFleetIn(t, dir)
+	rf.r.Resume(ctx)
+	v2, err := rf.st.Verification(ctx, v.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := results(v2.Items); got["libfoo"] != store.VerifyIdentical || got["app"] != store.VerifyRunning || v2.Items[1].RebuildJobID == "" {
+		t.Fatalf("after restart %+v, want app submitted", v2.Items)
+	}
+	pulled := map[string]bool{}
+	for range 2 {
+		pulled[rf.pull().ID] = true
+	}
+	if !pulled[v2.Items[1].RebuildJobID] || !pulled[it.RebuildJobID] {
+		t.Fatalf("assignments %v, want app's rebuild and libfoo's restored one", pulled)
 	}
 }

@@ -283,3 +283,23 @@ func nonNilI(a []int) []int {
 	}
 	return a
 }
+
+// UnfinishedVerifications returns the verifications that have an item
+// without a final result, oldest first.
+func (s *Store) UnfinishedVerifications(ctx context.Context) ([]int64, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT verification_id FROM release_verification_items WHERE result IN (?, ?)
+		ORDER BY verification_id`, VerifyWaiting, VerifyRunning)
+	if err != nil {
+		return nil, fmt.Errorf("list unfinished verifications: %w", err)
+	}
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("list unfinished verifications: %w", err)
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
