@@ -62,11 +62,18 @@ func (f *Fleet) releaseNames() string {
 }
 
 // Seal seals (or unseals) a release named in the coordinator's config and
-// records who asked.
+// records who asked. Sealing a sealed release (or unsealing an unsealed
+// one) changes nothing: the release stays sealed since the first time.
 func (r *Releases) Seal(ctx context.Context, release string, sealed bool, by string) (store.Seal, error) {
 	if !r.f.configured(release) {
 		return store.Seal{}, fmt.Errorf("%w: release %q is not in the coordinator's config (releases: section; %s)",
 			ErrNotFound, release, r.f.releaseNames())
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cur, err := r.f.st.Sealed(ctx, release)
+	if err != nil || cur.Sealed == sealed {
+		return cur, err
 	}
 	s, err := r.f.st.SetSealed(ctx, release, sealed, by, r.f.cfg.Clock.Now())
 	if err == nil {

@@ -234,6 +234,9 @@ func TestSealMarksBuilds(t *testing.T) {
 	if err != nil || !s.Sealed || s.By != "alice" || s.At.IsZero() {
 		t.Fatalf("seal: %+v %v", s, err)
 	}
+	if again, err := rf.r.Seal(ctx, "mos-9.0", true, "mallory"); err != nil || again != s {
+		t.Fatalf("sealing again: %+v %v, want the first seal %+v kept", again, err, s)
+	}
 	spec := buildSpec("hello")
 	spec.Build.Sealed = false
 	spec.Force = true

@@ -39,7 +39,9 @@ type ReleaseServiceClient interface {
 	// SealRelease seals a release (or unseals it, with unseal set): from
 	// then on every package build of the release is sent to its worker with
 	// sealed set. The change is recorded with who asked and when. A release
-	// the coordinator's config does not name is NOT_FOUND.
+	// the coordinator's config does not name is NOT_FOUND. Sealing a sealed
+	// release (or unsealing an unsealed one) changes nothing and returns the
+	// state as it is.
 	SealRelease(ctx context.Context, in *SealReleaseRequest, opts ...grpc.CallOption) (*SealReleaseResponse, error)
 	// GetRelease shows a release: its packages (the newest successful build
 	// per package and target), whether it is sealed, the size of its base
@@ -115,7 +117,9 @@ type ReleaseServiceServer interface {
 	// SealRelease seals a release (or unseals it, with unseal set): from
 	// then on every package build of the release is sent to its worker with
 	// sealed set. The change is recorded with who asked and when. A release
-	// the coordinator's config does not name is NOT_FOUND.
+	// the coordinator's config does not name is NOT_FOUND. Sealing a sealed
+	// release (or unsealing an unsealed one) changes nothing and returns the
+	// state as it is.
 	SealRelease(context.Context, *SealReleaseRequest) (*SealReleaseResponse, error)
 	// GetRelease shows a release: its packages (the newest successful build
 	// per package and target), whether it is sealed, the size of its base
