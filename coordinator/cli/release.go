@@ -262,6 +262,10 @@ func (w *verifyWatch) diffoscope(ctx context.Context, id int64, it *pb.Verificat
 	defer os.RemoveAll(work)
 	var out []string
 	for _, name := range it.GetDifferingArtifacts() {
+		if n, ok := strings.CutSuffix(name, " (missing)"); ok {
+			out = append(out, "no diffoscope report for "+n+": the rebuild did not make it")
+			continue
+		}
 		a, b := artifactNamed(orig.GetJob(), name), artifactNamed(rebuilt.GetJob(), name)
 		if a == nil || b == nil {
 			out = append(out, "no diffoscope report for "+name+": it is missing from one build")
