@@ -12,6 +12,7 @@ packages="
 	dpkg-dev debhelper fakeroot build-essential apt-utils reprepro
 	rpm createrepo-c dnf
 	gnupg gpgv
+	diffoscope-minimal
 	zstd xz-utils ca-certificates curl openssh-client procps
 	chromium
 "

@@ -634,6 +634,9 @@ func show(w io.Writer, j *pb.Job) {
 		p("package", b.GetPackage())
 		p("revision", b.GetRevision())
 		p("version suffix", b.GetVersionSuffix())
+		if b.GetSealed() {
+			p("sealed", "yes: built from the release alone")
+		}
 		for _, s := range b.GetSources() {
 			p("source", fmt.Sprintf("%s@%s (%s)", s.GetUrl(), s.GetCommit(), strings.ToLower(strings.TrimPrefix(s.GetRole().String(), "SOURCE_ROLE_"))))
 		}

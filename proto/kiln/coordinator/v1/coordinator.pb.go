@@ -359,8 +359,14 @@ type PackageBuild struct {
 	// For verified rebuilds: exact name=version of the build dependencies to
 	// install instead of the newest ones.
 	PinnedPackages []*InstalledPackage `protobuf:"bytes,9,rep,name=pinned_packages,json=pinnedPackages,proto3" json:"pinned_packages,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The release was sealed (`coordinator release seal`) when the build was
+	// submitted: the worker draws only from the release's own repositories
+	// and makes the chroot from the release's base, never from upstream.
+	// Set by the coordinator from the release's state, whatever the client
+	// sent; not part of the build key.
+	Sealed        bool `protobuf:"varint,10,opt,name=sealed,proto3" json:"sealed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PackageBuild) Reset() {
@@ -454,6 +460,13 @@ func (x *PackageBuild) GetPinnedPackages() []*InstalledPackage {
 		return x.PinnedPackages
 	}
 	return nil
+}
+
+func (x *PackageBuild) GetSealed() bool {
+	if x != nil {
+		return x.Sealed
+	}
+	return false
 }
 
 // JobSpec is what a client asks for.
@@ -2194,7 +2207,7 @@ const file_kiln_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x16\n" +
 	"\x06commit\x18\x02 \x01(\tR\x06commit\x12\x10\n" +
 	"\x03ref\x18\x03 \x01(\tR\x03ref\x123\n" +
-	"\x04role\x18\x04 \x01(\x0e2\x1f.kiln.coordinator.v1.SourceRoleR\x04role\"\xd6\x02\n" +
+	"\x04role\x18\x04 \x01(\x0e2\x1f.kiln.coordinator.v1.SourceRoleR\x04role\"\xee\x02\n" +
 	"\fPackageBuild\x12\x18\n" +
 	"\arelease\x18\x01 \x01(\tR\arelease\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x18\n" +
@@ -2204,7 +2217,9 @@ const file_kiln_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\apublish\x18\x06 \x01(\bR\apublish\x12\x1a\n" +
 	"\brevision\x18\a \x01(\x03R\brevision\x12%\n" +
 	"\x0eversion_suffix\x18\b \x01(\tR\rversionSuffix\x12N\n" +
-	"\x0fpinned_packages\x18\t \x03(\v2%.kiln.coordinator.v1.InstalledPackageR\x0epinnedPackages\"\x92\x04\n" +
+	"\x0fpinned_packages\x18\t \x03(\v2%.kiln.coordinator.v1.InstalledPackageR\x0epinnedPackages\x12\x16\n" +
+	"\x06sealed\x18\n" +
+	" \x01(\bR\x06sealed\"\x92\x04\n" +
 	"\aJobSpec\x120\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1c.kiln.coordinator.v1.JobKindR\x04kind\x12@\n" +
 	"\x06labels\x18\x02 \x03(\v2(.kiln.coordinator.v1.JobSpec.LabelsEntryR\x06labels\x12\x18\n" +
