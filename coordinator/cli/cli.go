@@ -421,6 +421,11 @@ func ResolveSources(ctx context.Context, in []string) ([]*pb.Source, error) {
 		if !ok {
 			return nil, usage("--source role %q: use combined, code or packaging", role)
 		}
+		if local, ok, err := localSource(ctx, url); err != nil {
+			return nil, err
+		} else if ok {
+			url = local
+		}
 		commit := rev
 		ref := ""
 		if len(rev) != 40 || strings.Trim(rev, "0123456789abcdef") != "" {
@@ -442,7 +447,7 @@ func lsRemote(ctx context.Context, url, rev string) (string, error) {
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
-			return "", infra(fmt.Errorf("git ls-remote %s %s: %v: %s", url, rev, err, strings.TrimSpace(string(ee.Stderr))))
+			return "", lsRemoteFailed(url, rev, err, string(ee.Stderr))
 		}
 		return "", infra(fmt.Errorf("git ls-remote %s %s: %w", url, rev, err))
 	}
