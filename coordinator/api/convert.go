@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/coordinator/publish"
 	"github.com/kiln-build/kiln/coordinator/scheduler"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 )
@@ -169,8 +170,22 @@ func JobToPB(j *job.Job, waiting string) *pb.Job {
 		Attempt: int32(j.Attempt), Worker: j.Worker, ExitCode: int32(j.ExitCode), Reason: j.Reason, WaitingReason: waiting,
 		Artifacts: artifactsToPB(j.Artifacts), Record: recordToPB(j.Record), CreatedAt: ts(j.CreatedAt),
 		StartedAt: ts(j.StartedAt), FinishedAt: ts(j.FinishedAt), RebuildOf: j.RebuildOf,
-		DifferingArtifacts: j.Differing, PublishState: j.Publish,
+		DifferingArtifacts: j.Differing, PublishState: j.Publish, Publish: publishToPB(j.Publish),
 	}
+}
+
+var publishStateToPB = map[string]pb.PublishState{
+	publish.StatePending: pb.PublishState_PUBLISH_STATE_PENDING, publish.StatePublished: pb.PublishState_PUBLISH_STATE_PUBLISHED,
+	publish.StateRefused: pb.PublishState_PUBLISH_STATE_REFUSED, publish.StateFailed: pb.PublishState_PUBLISH_STATE_FAILED,
+	publish.StateCanceled: pb.PublishState_PUBLISH_STATE_CANCELED,
+}
+
+func publishToPB(s string) *pb.JobPublish {
+	st, loc, reason := publish.Parse(s)
+	if st == "" {
+		return nil
+	}
+	return &pb.JobPublish{State: publishStateToPB[st], Location: loc, Reason: reason}
 }
 
 var workerStateToPB = map[scheduler.WorkerState]pb.WorkerState{

@@ -41,7 +41,7 @@ func bufServer(t *testing.T) (*fleet.Fleet, *grpc.ClientConn) {
 	}
 	ln := bufconn.Listen(1 << 20)
 	gs := grpc.NewServer()
-	pb.RegisterCoordinatorServiceServer(gs, NewClientServer(f, nil))
+	pb.RegisterCoordinatorServiceServer(gs, NewClientServer(f, ClientOptions{Releases: job.Releases{"mos-9.0": {"bookworm-amd64": "deb"}}}))
 	pb.RegisterReleaseServiceServer(gs, NewReleaseServer(fleet.NewReleases(f)))
 	wpb.RegisterWorkerServiceServer(gs, NewWorkerServer(f, nil, time.Second))
 	go gs.Serve(ln)

@@ -50,7 +50,7 @@ func startReleaseServer(t *testing.T) *releaseServer {
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer()
-	pb.RegisterCoordinatorServiceServer(gs, api.NewClientServer(f, nil))
+	pb.RegisterCoordinatorServiceServer(gs, api.NewClientServer(f, api.ClientOptions{Releases: job.Releases{"mos-9.0": {"bookworm-amd64": "deb"}}}))
 	pb.RegisterReleaseServiceServer(gs, api.NewReleaseServer(fleet.NewReleases(f)))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

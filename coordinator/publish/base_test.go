@@ -92,18 +92,18 @@ func (f *fakePublisher) Publish(_ context.Context, req *ppb.PublishRequest) (*pp
 	return &ppb.PublishResponse{Location: "/srv/public/" + name, Repository: name, Added: int32(len(req.GetFiles()))}, nil
 }
 
-// fakeJobs keeps artifacts in a directory.
-type fakeJobs struct{ dir string }
+// dirJobs keeps artifacts in a directory.
+type dirJobs struct{ dir string }
 
-func (j fakeJobs) ArtifactPath(a job.Artifact) string {
+func (j dirJobs) ArtifactPath(a job.Artifact) string {
 	return filepath.Join(j.dir, filepath.FromSlash(a.Name))
 }
-func (fakeJobs) SetPublish(context.Context, string, string) error { return nil }
-func (fakeJobs) List(context.Context, []job.State, int) ([]*job.Job, error) {
+func (dirJobs) SetPublish(context.Context, string, string) error { return nil }
+func (dirJobs) List(context.Context, []job.State, int) ([]*job.Job, error) {
 	return nil, nil
 }
 
-func newFakePublisher(t *testing.T) (*Publisher, *fakePublisher, fakeJobs) {
+func newFakePublisher(t *testing.T) (*Publisher, *fakePublisher, dirJobs) {
 	t.Helper()
 	fake := &fakePublisher{objects: map[string][]byte{}, received: map[string]int{}}
 	lis := bufconn.Listen(1 << 20)
@@ -117,13 +117,13 @@ func newFakePublisher(t *testing.T) (*Publisher, *fakePublisher, fakeJobs) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	jobs := fakeJobs{dir: t.TempDir()}
+	jobs := dirJobs{dir: t.TempDir()}
 	p := &Publisher{cfg: Config{Repository: "{release}-{target}"}, conn: conn, client: ppb.NewPublisherServiceClient(conn), jobs: jobs, logger: hclog.NewNullLogger()}
 	return p, fake, jobs
 }
 
 // artifact writes an artifact of the job and returns its record.
-func (j fakeJobs) artifact(t *testing.T, name string, data []byte) job.Artifact {
+func (j dirJobs) artifact(t *testing.T, name string, data []byte) job.Artifact {
 	t.Helper()
 	p := j.ArtifactPath(job.Artifact{Name: name})
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -225,7 +225,7 @@ func TestPublishWithoutBaseAndRefusedBase(t *testing.T) {
 	j.ID = "J9"
 	j.Artifacts = append(j.Artifacts, jobs.artifact(t, "base/zlib1g_1.2.13_amd64.deb", []byte("zlib")))
 	_, err := p.publish(context.Background(), j)
-	if err == nil || !permanent(err) || len(fake.publishes) != 2 || !fake.publishes[1].GetBase() {
+	if err == nil || permanent(err) != StateRefused || len(fake.publishes) != 2 || !fake.publishes[1].GetBase() {
 		t.Fatalf("refused base: %v (permanent %v), requests %v", err, permanent(err), fake.publishes)
 	}
 }

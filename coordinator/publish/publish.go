@@ -19,6 +19,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -39,6 +40,10 @@ const (
 	StatePending   = "pending"
 	StatePublished = "published"
 	StateFailed    = "failed"
+	// StateRefused: the publisher refused the package itself.
+	StateRefused = "refused"
+	// StateCanceled: stopped by a user while pending.
+	StateCanceled = "canceled"
 )
 
 // Config is the coordinator config's `publisher:` section.
@@ -82,12 +87,15 @@ type Jobs interface {
 
 // Publisher hands builds to the publisher service.
 type Publisher struct {
-	cfg    Config
-	conn   *grpc.ClientConn
-	client ppb.PublisherServiceClient
-	jobs   Jobs
-	logger hclog.Logger
-	queue  chan *job.Job
+	cfg      Config
+	conn     *grpc.ClientConn
+	client   ppb.PublisherServiceClient
+	jobs     Jobs
+	logger   hclog.Logger
+	queue    chan *job.Job
+	mu       sync.Mutex
+	canceled map[string]string // job id: why its publish was stopped
+	wake     chan struct{}
 	// Done, when set, is called once a job's publish ended (published or
 	// failed for good) with where it went.
 	Done func(j *job.Job, location string, err error)
@@ -120,7 +128,7 @@ func New(cfg Config, jobs Jobs, logger hclog.Logger) (*Publisher, error) {
 		return nil, fmt.Errorf("publisher %s: %w", cfg.Address, err)
 	}
 	return &Publisher{cfg: cfg, conn: conn, client: ppb.NewPublisherServiceClient(conn), jobs: jobs, logger: logger,
-		queue: make(chan *job.Job, 1024)}, nil
+		queue: make(chan *job.Job, 1024), canceled: map[string]string{}, wake: make(chan struct{}, 1)}, nil
 }
 
 // Wants reports whether a finished job is to be published.
@@ -163,6 +171,9 @@ func (p *Publisher) Run(ctx context.Context) error {
 
 func (p *Publisher) publishWithRetry(ctx context.Context, j *job.Job) {
 	for attempt := 1; ; attempt++ {
+		if p.stopped(j) {
+			return
+		}
 		loc, err := p.publish(ctx, j)
 		if err == nil {
 			p.logger.Info("published", "job_id", j.ID, "location", loc)
@@ -174,32 +185,86 @@ func (p *Publisher) publishWithRetry(ctx context.Context, j *job.Job) {
 			}
 			return
 		}
-		if permanent(err) {
-			p.logger.Error("publish refused", "job_id", j.ID, "error", err)
-			_ = p.jobs.SetPublish(ctx, j.ID, StateFailed+": "+err.Error())
+		if st := permanent(err); st != "" {
+			p.logger.Error("publish ended without retry", "job_id", j.ID, "state", st, "error", err)
+			_ = p.jobs.SetPublish(ctx, j.ID, st+": "+err.Error())
 			if p.Done != nil {
 				p.Done(j, "", err)
 			}
 			return
 		}
 		p.logger.Warn("publish failed; will retry", "job_id", j.ID, "attempt", attempt, "error", err, "in", p.cfg.RetryInterval)
-		_ = p.jobs.SetPublish(ctx, j.ID, fmt.Sprintf("%s (attempt %d failed: %v)", StatePending, attempt, err))
+		p.mu.Lock()
+		if _, ok := p.canceled[j.ID]; !ok {
+			_ = p.jobs.SetPublish(ctx, j.ID, fmt.Sprintf("%s (attempt %d failed: %v)", StatePending, attempt, err))
+		}
+		p.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
+		case <-p.wake:
 		case <-time.After(p.cfg.RetryInterval):
 		}
 	}
 }
 
-// permanent reports whether the publisher refused the files themselves
-// (e.g. the same name and version with other content): retrying won't help.
-func permanent(err error) bool {
+// permanent says how a publish ends that retrying cannot help: refused
+// when the publisher refused the package itself (its files, or the same
+// name and version with other content), failed when the publisher cannot
+// take it as configured (no such repository, not allowed). It returns ""
+// for errors worth retrying.
+func permanent(err error) string {
 	switch status.Code(err) {
-	case codes.InvalidArgument, codes.AlreadyExists, codes.FailedPrecondition, codes.PermissionDenied:
-		return true
+	case codes.InvalidArgument, codes.AlreadyExists:
+		return StateRefused
+	case codes.NotFound, codes.FailedPrecondition, codes.PermissionDenied:
+		return StateFailed
 	}
-	return false
+	return ""
+}
+
+// Cancel stops the pending publish of job id: it is not tried again, also
+// after a restart, and its state says why. An attempt already under way
+// may still land.
+func (p *Publisher) Cancel(ctx context.Context, id, reason string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.canceled[id] = reason
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+	return p.jobs.SetPublish(ctx, id, StateCanceled+": "+reason)
+}
+
+// stopped reports whether j's publish was cancelled, and tells Done.
+func (p *Publisher) stopped(j *job.Job) bool {
+	p.mu.Lock()
+	reason, ok := p.canceled[j.ID]
+	p.mu.Unlock()
+	if ok && p.Done != nil {
+		p.Done(j, "", errors.New("publish cancelled: "+reason))
+	}
+	return ok
+}
+
+// Parse splits a job's publish state into its kind (StatePending,
+// StatePublished, StateRefused, StateFailed, StateCanceled or "" for none),
+// where it was published and why it did not.
+func Parse(s string) (state, location, reason string) {
+	for _, st := range []string{StateRefused, StateFailed, StateCanceled} {
+		if r, ok := strings.CutPrefix(s, st+": "); ok {
+			return st, "", r
+		}
+	}
+	switch {
+	case strings.HasPrefix(s, StatePublished):
+		return StatePublished, strings.TrimSpace(strings.TrimPrefix(s, StatePublished)), ""
+	case strings.HasPrefix(s, StatePending):
+		r := strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(s, StatePending), " ("), ")")
+		return StatePending, "", r
+	}
+	return "", "", ""
 }
 
 // Repository names the publisher repository for a build.
