@@ -79,6 +79,10 @@ func TestConfigValidate(t *testing.T) {
 		{name: "dnf without releasever", change: func(c *Config) { c.Targets[1].Releasever = "" }, wantErr: `releasever ""`},
 		{name: "host dependency network", change: func(c *Config) { c.DependencyNetwork = NetworkHost }},
 		{name: "bad dependency network", change: func(c *Config) { c.DependencyNetwork = "none" }, wantErr: `buildroot.dependency_network "none"`},
+		{name: "relative package cache", change: func(c *Config) { c.PackageCache.Dir = "cache" }, wantErr: `buildroot.package_cache.dir "cache"`},
+		{name: "bad package cache size", change: func(c *Config) { c.PackageCache.MaxSize = "big" }, wantErr: `buildroot.package_cache.max_size "big"`},
+		{name: "zero package cache size", change: func(c *Config) { c.PackageCache.MaxSize = "0" }, wantErr: `max_size "0"`},
+		{name: "package cache off", change: func(c *Config) { c.PackageCache = PackageCacheConfig{Dir: "x", MaxSize: "0", Disabled: true} }},
 		{name: "dnf newline in baseurl", change: func(c *Config) { c.Targets[1].Repositories[0].BaseURL = "http://x/\ngpgcheck=0" }, wantErr: "baseurl"},
 	}
 	for _, tt := range tests {
@@ -110,6 +114,7 @@ cpus: 1.5
 pids: 4096
 step_timeout: 2h
 idle_timeout: 15m
+package_cache: {dir: /srv/kiln/packages, max_size: 50G}
 targets:
   - name: bookworm-rpm
     format: rpm
@@ -131,6 +136,12 @@ targets:
 	}
 	if c.IdleTimeout != 15*time.Minute || c.StepTimeout != 2*time.Hour || c.CPUs != 1.5 || c.Namespace != DefaultNamespace || c.DependencyNetwork != NetworkSources {
 		t.Errorf("config %+v", c)
+	}
+	if c.PackageCache.Dir != "/srv/kiln/packages" || c.PackageCache.MaxSize != "50G" || c.PackageCache.Disabled {
+		t.Errorf("package cache %+v", c.PackageCache)
+	}
+	if d := (Config{}).WithDefaults().PackageCache; d.Dir != DefaultPackageCacheDir || d.MaxSize != DefaultPackageCacheSize {
+		t.Errorf("package cache defaults %+v", d)
 	}
 	err := config.Decode("worker.yaml", []byte("tmpfs: 4G\n"), &c)
 	if err == nil || !strings.Contains(err.Error(), "tmpfs") {

@@ -239,9 +239,10 @@ func (s *Sandbox) Exec(ctx context.Context, step executor.Step, log io.Writer) (
 	if err != nil {
 		return executor.StepResult{}, fmt.Errorf("exec in sandbox %s: wait for task: %w", s.id, err)
 	}
+	var proxy *sourceProxy
 	if viaProxy {
 		// The task exists (its namespaces too) but runs nothing yet.
-		proxy, err := s.startProxy(task.Pid(), step, out)
+		proxy, err = s.startProxy(task.Pid(), step, out)
 		if err != nil {
 			return executor.StepResult{}, fmt.Errorf("exec in sandbox %s: %w", s.id, err)
 		}
@@ -321,6 +322,16 @@ wait:
 	case <-time.After(outputDrain):
 		s.logger.Warn("step output still open after its exit; closing it", "container", cid, "waited", outputDrain)
 	}
+	var packages []executor.PackageFile
+	if proxy != nil {
+		// The step's processes are gone with its init: nothing uses
+		// the proxy any more.
+		proxy.Close()
+		packages = proxy.packages()
+		if line := cacheSummary(packages); line != "" {
+			fmt.Fprint(out, line)
+		}
+	}
 	if _, err := task.Delete(cctx); err != nil && !errdefs.IsNotFound(err) {
 		return executor.StepResult{}, fmt.Errorf("exec in sandbox %s: delete task: %w", s.id, err)
 	}
@@ -330,7 +341,7 @@ wait:
 	if cancelled != nil {
 		return executor.StepResult{}, fmt.Errorf("exec in sandbox %s: %w", s.id, cancelled)
 	}
-	res := executor.StepResult{ExitCode: int(status.ExitCode())}
+	res := executor.StepResult{ExitCode: int(status.ExitCode()), Packages: packages}
 	if oom {
 		reason = "killed: out of memory"
 	}
@@ -355,7 +366,7 @@ func (s *Sandbox) startProxy(pid uint32, step executor.Step, log io.Writer) (*so
 		allow = t.SourceHosts()
 	}
 	allow = append(allow, step.AllowHosts...)
-	p := newSourceProxy(allow, log)
+	p := newSourceProxy(allow, log, s.b.cache)
 	ln, err := listenInNetns(pid, fmt.Sprintf("127.0.0.1:%d", proxyPort))
 	if err != nil {
 		return nil, fmt.Errorf("start the package source proxy: %w", err)
