@@ -118,16 +118,6 @@ func Dial(ctx context.Context, cfg Config, logger hclog.Logger, opts ...Option) 
 	for _, opt := range opts {
 		opt(&o)
 	}
-	var cache *pkgcache.Cache
-	if !cfg.PackageCache.Disabled {
-		maxSize, _ := ParseSize(cfg.PackageCache.MaxSize)
-		var err error
-		cache, err = pkgcache.Open(pkgcache.Config{Dir: cfg.PackageCache.Dir, MaxSize: int64(maxSize)},
-			logger.Named("package_cache"), pkgcache.NewMetrics(o.registerer))
-		if err != nil {
-			return nil, fmt.Errorf("buildroot.package_cache: %w", err)
-		}
-	}
 	memory, _ := ParseSize(cfg.Memory)
 	tmpfsBytes, _ := ParseSize(cfg.TmpfsSize)
 	if _, err := os.Stat(cfg.Address); err != nil {
@@ -146,7 +136,6 @@ func Dial(ctx context.Context, cfg Config, logger hclog.Logger, opts ...Option) 
 		client:     c,
 		memory:     memory,
 		tmpfsBytes: tmpfsBytes,
-		cache:      cache,
 	}
 	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
 		b.cgroupV2 = true
@@ -154,6 +143,15 @@ func Dial(ctx context.Context, cfg Config, logger hclog.Logger, opts ...Option) 
 	if _, err := c.Version(b.nsCtx(ctx)); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("containerd at %s does not answer: %w", cfg.Address, err)
+	}
+	if !cfg.PackageCache.Disabled {
+		maxSize, _ := ParseSize(cfg.PackageCache.MaxSize)
+		b.cache, err = pkgcache.Open(pkgcache.Config{Dir: cfg.PackageCache.Dir, MaxSize: int64(maxSize)},
+			logger.Named("package_cache"), pkgcache.NewMetrics(o.registerer))
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("buildroot.package_cache: %w", err)
+		}
 	}
 	return b, nil
 }
