@@ -155,7 +155,7 @@ func TestChrootCommands(t *testing.T) {
 	deb.Variant = "minbase"
 	deb.Components = []string{"main", "contrib"}
 	deb.Architecture = "amd64"
-	got := mmdebstrapArgs(deb, "/tmp/out.tar")
+	got := mmdebstrapArgs(deb, "/tmp/out.tar", "")
 	wantPrefix := []string{"--mode=root", "--format=tar", "--variant=minbase", "--architectures=amd64",
 		"--components=main,contrib", "--include=passwd,dpkg-dev"}
 	if !slices.Equal(got[:len(wantPrefix)], wantPrefix) {
@@ -168,11 +168,25 @@ func TestChrootCommands(t *testing.T) {
 		t.Errorf("mmdebstrap args do not make the build user: %q", got)
 	}
 
+	// Capturing: the essential packages' files are kept until a hook
+	// copies all of them out, before they are removed.
+	captured := mmdebstrapArgs(deb, "/tmp/out.tar", "/state/it's")
+	hook := slices.IndexFunc(captured, func(a string) bool {
+		return strings.HasPrefix(a, "--customize-hook=find ") && strings.HasSuffix(a, `-exec cp {} '/state/it'\''s'/ +`)
+	})
+	rm := slices.IndexFunc(captured, func(a string) bool { return strings.HasPrefix(a, "--customize-hook=rm -rf") })
+	if !slices.Contains(captured, "--skip=essential/unlink") || hook < 0 || hook > rm {
+		t.Errorf("mmdebstrap args do not capture the packages before removing them: %q", captured)
+	}
+	if slices.Contains(got, "--skip=essential/unlink") {
+		t.Errorf("mmdebstrap args keep the packages without capture: %q", got)
+	}
+
 	dnf := validDNF()
 	dnf.Repositories = append(dnf.Repositories, Repository{Name: "appstream", BaseURL: "https://mirror.example.org/9/AppStream/x86_64/os/", GPGKey: "file:///etc/pki/rpm-gpg/RPM-GPG-KEY-9"})
 	args := dnfArgs(dnf, "/r", "/repos")
 	want := []string{"--assumeyes", "--installroot=/r", "--releasever=9", "--setopt=reposdir=/repos",
-		"--setopt=install_weak_deps=False", "--setopt=tsflags=nodocs", "--setopt=cachedir=/repos/cache",
+		"--setopt=install_weak_deps=False", "--setopt=tsflags=nodocs", "--setopt=cachedir=/repos/cache", "--setopt=keepcache=1",
 		"install", "rocky-release", "shadow-utils", "rpm-build"}
 	if !slices.Equal(args, want) {
 		t.Errorf("dnf args\n got %q\nwant %q", args, want)

@@ -44,6 +44,8 @@ type Sandbox struct {
 	dir    string
 	rootfs []mount.Mount
 	logger hclog.Logger
+	// packages are the package files the chroot was made from.
+	packages []executor.PackageFile
 
 	mu       sync.Mutex
 	steps    int
@@ -140,6 +142,11 @@ func (b *Buildroot) OpenSandbox(ctx context.Context, target, workDir string) (_ 
 	if err := os.Chown(workDir, executor.BuildUID, executor.BuildGID); err != nil {
 		return nil, fmt.Errorf("open sandbox for %s: give work dir %s to the build user: %w", target, workDir, err)
 	}
+	if s.packages, err = b.ChrootPackages(target, s.digest); err != nil {
+		// The build can run; its record will lack the chroot's files.
+		s.logger.Warn("no package list for the chroot", "error", err)
+		err = nil
+	}
 	s.logger.Debug("sandbox open", "digest", s.digest)
 	return s, nil
 }
@@ -168,6 +175,11 @@ func (s *Sandbox) ID() string { return s.id }
 
 // ChrootDigest is the digest of the chroot the sandbox was made from.
 func (s *Sandbox) ChrootDigest() string { return s.digest }
+
+// ChrootPackages lists the package files the sandbox's chroot was made
+// from (name, sha256, size; their bytes are in the package cache), or nil
+// when they were not captured (see Buildroot.ChrootPackages).
+func (s *Sandbox) ChrootPackages() []executor.PackageFile { return s.packages }
 
 // LastExit is when the last step's process exited, as containerd saw it
 // (before the step's container was torn down).
