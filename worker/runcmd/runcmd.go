@@ -138,9 +138,10 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		labels = map[string]string{}
 	}
 	mux := &muxExecutor{commands: shell.New()}
+	reg := opshttp.NewRegistry()
 	var refresh func(context.Context) (map[string]string, error)
 	if cfg.usesBuildroot() {
-		br, err := buildroot.New(ctx, cfg.Buildroot, logger.Named("buildroot"))
+		br, err := buildroot.New(ctx, cfg.Buildroot, logger.Named("buildroot"), buildroot.WithMetrics(reg))
 		if err != nil {
 			return fmt.Errorf("buildroot: %w", err)
 		}
@@ -170,7 +171,6 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		}
 		mux.builds = build.New(cfg.Build, br, logger.Named("build"))
 	}
-	reg := opshttp.NewRegistry()
 	metrics := agent.NewMetrics(reg)
 	if cfg.MetricsListen != "" {
 		stop, err := serveMetrics(cfg.MetricsListen, reg, logger)
