@@ -227,7 +227,7 @@ func NewWithOptions(cfg Config, db *sql.DB, builds Builds, logger hclog.Logger, 
 		in.retryEvery = time.Minute
 	}
 	if in.git == nil {
-		in.git = &gitHeads{}
+		in.git = &gitHeads{timeout: cfg.GitTimeout}
 	}
 	rest := map[string]*restReviewer{}
 	sshRev := map[string]*sshDialer{}

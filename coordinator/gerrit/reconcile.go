@@ -3,12 +3,14 @@ package gerrit
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -117,7 +119,9 @@ func (in *Intake) reconcileBranch(ctx context.Context, s *server, project, branc
 
 // gitHeads reads branch heads with git ls-remote.
 type gitHeads struct {
-	ssh []gitSSH
+	// timeout bounds one lookup.
+	timeout time.Duration
+	ssh     []gitSSH
 	// secretEnv are environment variables git and ssh must not see (the
 	// SSH key passphrases).
 	secretEnv []string
@@ -160,12 +164,19 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// Heads runs git ls-remote --heads url.
+// defaultGitTimeout bounds one git ls-remote when git_timeout is unset.
+const defaultGitTimeout = time.Minute
+
+// Heads runs git ls-remote --heads url. The lookup ends at the timeout
+// with every process it started: git runs its transports (git remote-http,
+// ssh) as children that would keep the output pipe open, so git runs in a
+// process group of its own, which is killed as a whole.
 func (g *gitHeads) Heads(ctx context.Context, url string) (map[string]string, error) {
 	if strings.HasPrefix(url, "-") {
 		return nil, fmt.Errorf("git url %q: must not start with '-'", url)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	timeout := cmp.Or(g.timeout, defaultGitTimeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("git ls-remote %s timed out after %s (gerrit.git_timeout)", url, timeout))
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "git", "ls-remote", "--heads", url)
 	cmd.Env = append(withoutVars(os.Environ(), g.secretEnv), "GIT_TERMINAL_PROMPT=0")
@@ -174,9 +185,20 @@ func (g *gitHeads) Heads(ctx context.Context, url string) (map[string]string, er
 			cmd.Env = append(cmd.Env, "GIT_SSH_COMMAND="+s.command)
 		}
 	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		// The negative pid names the process group.
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	// Should a process escape the group and hold the pipes, Wait still
+	// returns.
+	cmd.WaitDelay = 2 * time.Second
 	var stderr bytes.Buffer
 	cmd.Stderr = &limitedWriter{w: &stderr, n: 4096}
 	out, err := cmd.Output()
+	if ctx.Err() != nil {
+		return nil, context.Cause(ctx)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("git ls-remote %s: %w: %s", url, err, strings.TrimSpace(stderr.String()))
 	}
