@@ -77,6 +77,11 @@ type Event struct {
 	CreatedOn time.Time
 	// Unknown counts fields Kiln does not know, for the metrics.
 	Unknown int
+
+	// id is the event's row in the store, once accepted; lastTry is set
+	// on the last attempt to decide it.
+	id      int64
+	lastTry bool
 }
 
 // ErrMalformed is wrapped by every ParseEvent error caused by the input.

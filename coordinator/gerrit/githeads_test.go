@@ -2,6 +2,7 @@ package gerrit
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -74,7 +75,7 @@ func TestGitHeadsTimeoutEndsProcessTree(t *testing.T) {
 	}()
 	select {
 	case err := <-done:
-		if err == nil || !strings.Contains(err.Error(), "timed out after 500ms") {
+		if !errors.Is(err, errGitTimeout) || !strings.Contains(err.Error(), "timed out after 500ms") {
 			t.Errorf("Heads of a hung server: %v, want a timeout error", err)
 		}
 	case <-time.After(20 * time.Second):

@@ -183,7 +183,7 @@ func newHarnessWith(t *testing.T, opts gerrittest.Options, change func(*Config, 
 			}
 		}
 	}
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "kiln.db")+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)")
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "kiln.db")+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,13 +306,23 @@ func (h *harness) sync() {
 			h.t.Fatal(err)
 		}
 		for _, e := range evs {
-			if e.Project == project {
+			if e.Project == project && h.decided() {
 				return
 			}
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	h.t.Fatalf("marker event %s not handled in time", project)
+}
+
+// decided tells whether every accepted event has been decided.
+func (h *harness) decided() bool {
+	h.t.Helper()
+	n, err := h.in.store.pendingCount(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return n == 0
 }
 
 // counter sums the values of a counter or gauge vector.

@@ -19,6 +19,8 @@ type metrics struct {
 	reconcileQueued *prometheus.CounterVec
 	builds          *prometheus.CounterVec
 	reviews         *prometheus.CounterVec
+	accepted        *prometheus.CounterVec
+	retries         *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -63,12 +65,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "kiln_gerrit_reviews_total",
 			Help: "Reviews posted to Gerrit, by result (ok, error).",
 		}, []string{"server", "result"}),
+		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_gerrit_events_accepted_total",
+			Help: "Gerrit events stored to be decided, by how they came (stream, webhook).",
+		}, []string{"server", "via"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_gerrit_decision_retries_total",
+			Help: "Decisions on Gerrit events that failed and are tried again (a git server that did not answer, the build queue refusing).",
+		}, []string{"server"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.events, m.unknownTypes, m.unknownFields, m.malformed,
-		m.connects, m.up, m.reconciles, m.reconcileQueued, m.builds, m.reviews} {
+		m.connects, m.up, m.reconciles, m.reconcileQueued, m.builds, m.reviews, m.accepted, m.retries} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register gerrit metrics: %w", err)
 		}

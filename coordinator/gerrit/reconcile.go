@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -102,8 +103,11 @@ func (in *Intake) Reconcile(ctx context.Context, serverName string) error {
 }
 
 func (in *Intake) reconcileBranch(ctx context.Context, s *server, project, branch, rev string) (int, error) {
-	in.mu.Lock()
-	defer in.mu.Unlock()
+	key := branchKey(s.cfg.Name, project, branch)
+	if err := in.keys.lock(ctx, key); err != nil {
+		return 0, err
+	}
+	defer in.keys.unlock(key)
 	if _, dup, err := in.store.releaseQueued(ctx, s.cfg.Name, project, branch, rev); err != nil || dup {
 		return 0, err
 	}
@@ -164,6 +168,10 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
+// errGitTimeout is wrapped by the error of a lookup that took longer than
+// its timeout; the event waiting for it is decided again later.
+var errGitTimeout = errors.New("timed out")
+
 // defaultGitTimeout bounds one git ls-remote when git_timeout is unset.
 const defaultGitTimeout = time.Minute
 
@@ -176,7 +184,7 @@ func (g *gitHeads) Heads(ctx context.Context, url string) (map[string]string, er
 		return nil, fmt.Errorf("git url %q: must not start with '-'", url)
 	}
 	timeout := cmp.Or(g.timeout, defaultGitTimeout)
-	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("git ls-remote %s timed out after %s (gerrit.git_timeout)", url, timeout))
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("git ls-remote %s: %w after %s (gerrit.git_timeout)", url, errGitTimeout, timeout))
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "git", "ls-remote", "--heads", url)
 	cmd.Env = append(withoutVars(os.Environ(), g.secretEnv), "GIT_TERMINAL_PROMPT=0")

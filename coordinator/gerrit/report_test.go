@@ -366,9 +366,12 @@ func TestAbandonedChangeCancelsAndDoesNotVote(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	h.commit("mos/openstack-build/nova", "9.0", "packaging")
+	// One at a time: different changes are decided side by side.
 	h.srv.Send(patchsetCreated("mos/openstack/nova", "9.0", 1234, 2, psRev)) // job-1 trusty, job-2 centos7
-	h.srv.Send(patchsetCreated(nginx, "9.0", 1235, 1, mergedRev))            // job-3
-	h.srv.Send(patchsetCreated(nginx, "9.0", 1236, 1, psRev))                // job-4
+	h.builds.wait(t, 2, 10*time.Second)
+	h.srv.Send(patchsetCreated(nginx, "9.0", 1235, 1, mergedRev)) // job-3
+	h.builds.wait(t, 3, 10*time.Second)
+	h.srv.Send(patchsetCreated(nginx, "9.0", 1236, 1, psRev)) // job-4
 	h.builds.wait(t, 4, 10*time.Second)
 
 	abandoned := changeAbandoned("mos/openstack/nova", "9.0", 1234, 2, psRev, "Not needed.", 1700000100)

@@ -47,13 +47,14 @@ func (in *Intake) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("read body: %v (limit %d bytes)", err, maxWebhookBody), http.StatusRequestEntityTooLarge)
 		return
 	}
-	if err := in.handleLine(r.Context(), s, body, "webhook"); err != nil {
+	// Accepted once stored; the decision comes after the answer.
+	if err := in.accept(r.Context(), s, [][]byte{body}, "webhook"); err != nil {
 		if errors.Is(err, ErrMalformed) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		in.logger.Error("handling webhook event failed", "server", s.cfg.Name, "error", err)
-		http.Error(w, "could not handle the event; try again", http.StatusInternalServerError)
+		in.logger.Error("storing webhook event failed", "server", s.cfg.Name, "error", err)
+		http.Error(w, "could not store the event; try again", http.StatusInternalServerError)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
