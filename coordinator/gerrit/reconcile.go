@@ -193,7 +193,8 @@ func (g *gitHeads) Heads(ctx context.Context, url string) (map[string]string, er
 			cmd.Env = append(cmd.Env, "GIT_SSH_COMMAND="+s.command)
 		}
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: git does not outlive a coordinator that was killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error {
 		// The negative pid names the process group.
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)

@@ -13,11 +13,12 @@ import (
 const maxWebhookBody = maxLine
 
 // WebhookHandler accepts events POSTed by Gerrit's webhooks plugin. The
-// last path segment names the server (mount it under e.g. /gerrit/webhook/
-// and point Gerrit at /gerrit/webhook/review); when only one server has a
-// webhook_secret, any path reaches it. Requests must carry the server's
-// secret as "Authorization: Bearer <secret>" or as the query parameter
-// secret.
+// last path segment names the server: the coordinator mounts it at
+// /gerrit/webhook/ (point Gerrit at /gerrit/webhook/review) and at
+// /gerrit/webhook, which reaches the server when only one has a
+// webhook_secret. Requests must carry the server's secret as
+// "Authorization: Bearer <secret>" or as the query parameter secret. An
+// event is answered once it is stored, before it is decided.
 func (in *Intake) WebhookHandler() http.Handler {
 	return http.HandlerFunc(in.serveWebhook)
 }

@@ -85,7 +85,10 @@ func (e *Extra) Start(ctx context.Context, d HookDeps) (Hooks, error) {
 		}
 		h.Events = events{intake}
 		h.Runners = append(h.Runners, intake.Run)
-		h.HTTP["/gerrit/webhook"] = intake.WebhookHandler()
+		// /gerrit/webhook/<server>, and /gerrit/webhook for a single server.
+		wh := intake.WebhookHandler()
+		h.HTTP["/gerrit/webhook"] = wh
+		h.HTTP["/gerrit/webhook/"] = wh
 	}
 	report := func(j *job.Job, published string) {
 		if intake == nil {

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,6 +60,13 @@ type gerritFleet struct {
 // real fleet and waits for its stream; everything stops with the test.
 func startGerritFleet(ctx context.Context, t *testing.T) *gerritFleet {
 	t.Helper()
+	return startGerritFleetWith(ctx, t, nil)
+}
+
+// startGerritFleetWith is startGerritFleet with the intake's configuration
+// changed by edit.
+func startGerritFleetWith(ctx context.Context, t *testing.T, edit func(*gerrit.Config)) *gerritFleet {
+	t.Helper()
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "id_ed25519")
 	srv := gerrittest.Start(t, gerrittest.Options{Accounts: []gerrittest.Account{{User: "kiln", Key: gerrittest.WriteClientKey(t, keyFile)}}})
@@ -79,6 +89,9 @@ func startGerritFleet(ctx context.Context, t *testing.T) *gerritFleet {
 		KnownHostsFile: knownHosts, GitURL: filepath.Join(dir, "git") + "/{project}"}}
 	gcfg.Track = nil
 	gcfg.Reconnect = gerrit.Backoff{Min: 10 * time.Millisecond, Max: 100 * time.Millisecond}
+	if edit != nil {
+		edit(&gcfg)
+	}
 
 	st, err := store.Open(ctx, filepath.Join(dir, "coordinator.db"))
 	if err != nil {
@@ -310,5 +323,68 @@ func eventually(ctx context.Context, t *testing.T, cond func() (ok bool, state s
 			t.Fatal(state)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestGerritWebhookPerServer: with two Gerrit servers, each with its own
+// webhook secret, each reaches the coordinator's HTTP listener at
+// /gerrit/webhook/<name> with its own secret only.
+func TestGerritWebhookPerServer(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	g := startGerritFleetWith(ctx, t, func(c *gerrit.Config) {
+		c.Servers[0].WebhookSecret = "first-secret"
+		second := c.Servers[0]
+		second.Name, second.WebhookSecret, second.DisableStream = "second", "second-secret", true
+		c.Servers = append(c.Servers, second)
+	})
+	// As serve mounts the hooks.
+	mux := http.NewServeMux()
+	for p, h := range g.hooks.HTTP {
+		mux.Handle(p, h)
+	}
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	event := gerritEvent(t, "v3-patchset-created.json", "501")
+	for _, tc := range []struct {
+		path string
+		want int
+	}{
+		{"/gerrit/webhook/review?secret=first-secret", http.StatusNoContent},
+		{"/gerrit/webhook/second?secret=second-secret", http.StatusNoContent},
+		{"/gerrit/webhook/second?secret=first-secret", http.StatusUnauthorized},
+		{"/gerrit/webhook/review?secret=second-secret", http.StatusUnauthorized},
+		{"/gerrit/webhook?secret=first-secret", http.StatusNotFound}, // which server?
+		{"/gerrit/webhook/third?secret=first-secret", http.StatusNotFound},
+	} {
+		resp, err := srv.Client().Post(srv.URL+tc.path, "application/json", strings.NewReader(event))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("POST %s: %d %s, want %d", tc.path, resp.StatusCode, body, tc.want)
+		}
+	}
+	// Each server's event is its own: one review build each.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		evs, err := g.hooks.Events.ListEvents(ctx, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		built := map[string]bool{}
+		for _, e := range evs {
+			if e.Action == gerrit.ActionBuilt {
+				built[e.Server] = true
+			}
+		}
+		if built["review"] && built["second"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("events = %+v, want one built per server", evs)
+		}
 	}
 }
