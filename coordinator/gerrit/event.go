@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,14 +40,13 @@ var knownTypes = map[string]bool{
 	"plugin-event": true,
 }
 
+// actedOn are the event types Kiln builds from or reacts to.
+var actedOn = []string{TypePatchsetCreated, TypeChangeMerged, TypeCommentAdded, TypeRefUpdated, TypeDroppedOutput,
+	TypeChangeAbandoned, TypeChangeDeleted}
+
 // used reports whether Kiln builds from or reacts to events of type t.
 func used(t string) bool {
-	switch t {
-	case TypePatchsetCreated, TypeChangeMerged, TypeCommentAdded, TypeRefUpdated, TypeDroppedOutput,
-		TypeChangeAbandoned, TypeChangeDeleted:
-		return true
-	}
-	return false
+	return slices.Contains(actedOn, t)
 }
 
 // Event is one Gerrit event reduced to what Kiln uses.
