@@ -30,7 +30,7 @@ Client (talks to --server, default 127.0.0.1:7420 or $KILN_SERVER):
   coordinator jobs list|show ID|logs ID [--follow]|cancel ID   [--json]
   coordinator artifacts get JOB_ID --dest DIR                   [--json]
   coordinator workers list|drain NAME|undrain NAME              [--json]
-  coordinator events list                                       [--json]
+  coordinator events list [--limit N] [--all]                   [--json]
   coordinator certs --dir DIR --name NAME [--host HOST]...
 
 With --wait, the exit code is 0 when the job succeeded, 1 when it failed,

@@ -268,3 +268,34 @@ func TestGerritEventSurvivesKill(t *testing.T) {
 		t.Fatalf("jobs = %v, want the one build", jobs)
 	}
 }
+
+// TestGerritEventsListNoise: events list shows what was done with each
+// event; with --all also the noise, with the reason. A --limit beyond
+// the server's maximum is refused, not cut.
+func TestGerritEventsListNoise(t *testing.T) {
+	g := newGerritIntake(t, 0)
+	project := "acme/packages/bookworm/noisy"
+	head := g.branch(t, project, "9.0")
+	url := "http://" + g.c.httpAddr + "/gerrit/webhook/review?secret=s3cret"
+	comment := fmt.Sprintf(`{"author":{"name":"Ann","username":"ann"},"comment":"Patch Set 1: Code-Review+1","patchSet":{"number":1,"revision":"%[1]s","ref":"refs/changes/44/44/1"},"change":{"project":"%[2]s","branch":"9.0","number":44,"status":"NEW"},"project":"%[2]s","refName":"refs/heads/9.0","type":"comment-added","eventCreatedOn":1700000001}`, head, project)
+	for _, body := range []string{comment, `{"type":"reviewer-added","change":{"project":"x","branch":"y","number":1}}`, mergedEvent(project, "9.0", head, 45)} {
+		if seen := webhooksPlugin(t, url, body); len(seen) != 1 || !strings.HasPrefix(seen[0], "204") {
+			t.Fatalf("deliveries: %q", seen)
+		}
+	}
+	g.waitDecided(t, project, time.Minute)
+	out, errOut, code := g.c.cli("events", "list")
+	if code != 0 || !strings.Contains(out, "change-merged") || strings.Contains(out, "comment-added") || strings.Contains(out, "reviewer-added") {
+		t.Fatalf("events list: %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = g.c.cli("events", "list", "--all")
+	for _, want := range []string{"change-merged", "comment-added", "the comment does not ask for a recheck", "reviewer-added", "Kiln does not act on reviewer-added events"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Fatalf("events list --all: %d, want %q in\n%s%s", code, want, out, errOut)
+		}
+	}
+	out, errOut, code = g.c.cli("events", "list", "--limit", "100000")
+	if code == 0 || !strings.Contains(errOut, "100000") {
+		t.Fatalf("events list --limit 100000: %d\n%s%s; want it refused, naming the limit", code, out, errOut)
+	}
+}

@@ -186,8 +186,12 @@ func (s submitter) CancelBuilds(ctx context.Context, key, reason string) ([]stri
 
 type events struct{ in *gerrit.Intake }
 
-func (e events) ListEvents(ctx context.Context, limit int) ([]api.Event, error) {
-	recs, err := e.in.ListEvents(ctx, limit)
+func (e events) ListEvents(ctx context.Context, limit int, all bool) ([]api.Event, error) {
+	list := e.in.ListEvents
+	if all {
+		list = e.in.ListAllEvents
+	}
+	recs, err := list(ctx, limit)
 	if err != nil {
 		return nil, err
 	}

@@ -154,7 +154,7 @@ func TestClosedChangeCancelsReviewBuilds(t *testing.T) {
 					built = j
 				}
 			}
-			evs, _ := hooks.Events.ListEvents(ctx, 5)
+			evs, _ := hooks.Events.ListEvents(ctx, 5, false)
 			return built != nil, fmt.Sprintf("no build of change %s queued (%v); events %+v", change, err, evs)
 		})
 		return built
@@ -187,7 +187,7 @@ func TestClosedChangeCancelsReviewBuilds(t *testing.T) {
 	if err := f.Complete(ctx, sess, running.ID, 1, scheduler.Outcome{}); !errors.Is(err, scheduler.ErrStale) {
 		t.Fatalf("result of the cancelled build: %v, want it refused", err)
 	}
-	evs, err := hooks.Events.ListEvents(ctx, 2)
+	evs, err := hooks.Events.ListEvents(ctx, 2, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func TestSharedReviewBuildVotesForEveryRequest(t *testing.T) {
 		t.Helper()
 		eventually(ctx, t, func() (bool, string) {
 			// Still read when ctx has ended, to say what was logged.
-			evs, err := g.hooks.Events.ListEvents(context.WithoutCancel(ctx), 10)
+			evs, err := g.hooks.Events.ListEvents(context.WithoutCancel(ctx), 10, false)
 			if err != nil || len(evs) < n {
 				return false, fmt.Sprintf("events %+v (%v), want %d", evs, err, n)
 			}
@@ -370,7 +370,7 @@ func TestGerritWebhookPerServer(t *testing.T) {
 	}
 	// Each server's event is its own: one review build each.
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		evs, err := g.hooks.Events.ListEvents(ctx, 10)
+		evs, err := g.hooks.Events.ListEvents(ctx, 10, false)
 		if err != nil {
 			t.Fatal(err)
 		}
