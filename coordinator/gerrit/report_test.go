@@ -465,3 +465,47 @@ func TestAbandonedChangeCancelsAndDoesNotVote(t *testing.T) {
 		t.Fatalf("second abandon cancelled %+v, want job-8 and job-7", got[len(want):])
 	}
 }
+
+// TestInfrastructureFailureDoesNotVote: a review build that Kiln could
+// not finish (worker lost, containerd down) says so and that a recheck
+// builds it again, without voting against the change; a real failure of
+// another target still votes -1.
+func TestInfrastructureFailureDoesNotVote(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, gerrittest.Options{}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	h.srv.Send(patchsetCreated(nginx, "9.0", 800, 1, psRev))
+	h.builds.wait(t, 1, 10*time.Second)
+	if err := h.in.BuildFinished(ctx, BuildResult{JobID: "job-1", State: StateError}); err != nil {
+		t.Fatal(err)
+	}
+	revs, err := h.srv.WaitReviews(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := revs[0]
+	if r.Change != 800 || len(r.Labels) != 0 || !strings.Contains(r.Message, "recheck") || !strings.Contains(r.Message, "infrastructure") {
+		t.Fatalf("review = %+v, want no vote and a message asking for a recheck", r)
+	}
+	if got := h.builds.all()[0].Origin; strings.Contains(got, "review review") {
+		t.Errorf("origin %q", got)
+	}
+
+	// One target failed for real, the other for Kiln: -1.
+	h.commit("mos/openstack-build/nova", "9.0", "packaging")
+	h.srv.Send(patchsetCreated("mos/openstack/nova", "9.0", 801, 1, mergedRev))
+	h.builds.wait(t, 3, 10*time.Second)
+	for _, res := range []BuildResult{{JobID: "job-2", State: StateError}, {JobID: "job-3", State: StateFailed}} {
+		if err := h.in.BuildFinished(ctx, res); err != nil {
+			t.Fatal(err)
+		}
+	}
+	revs, err = h.srv.WaitReviews(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := revs[1]; r.Change != 801 || r.Labels["Verified"] != "-1" {
+		t.Fatalf("review = %+v, want Verified=-1 on 801", r)
+	}
+}
