@@ -2,7 +2,6 @@ package gerrit
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -40,8 +39,8 @@ func (in *Intake) retryAfter(n int) time.Duration {
 // accept parses stream lines or webhook bodies and writes them down, in
 // one transaction, to be decided. Noise, which needs nothing but the
 // event to be decided, is written down decided. Malformed events are
-// refused: the error returned wraps ErrMalformed when every line was, and
-// is a store error when nothing could be written.
+// refused: the error returned wraps ErrMalformed (or ErrUnsupported) when
+// every line was, and is a store error when nothing could be written.
 func (in *Intake) accept(ctx context.Context, s *server, lines [][]byte, via string) error {
 	var batch []accepted
 	var noise []Event
@@ -52,9 +51,9 @@ func (in *Intake) accept(ctx context.Context, s *server, lines [][]byte, via str
 			err = ev.checkNames()
 		}
 		if err != nil {
-			if errors.Is(err, ErrMalformed) {
+			if refused(err) {
 				in.metrics.malformed.WithLabelValues(s.cfg.Name).Inc()
-				in.logger.Warn("skipping malformed event", "server", s.cfg.Name, "via", via, "error", err, "line", truncate(line, 2048))
+				in.logger.Warn("refusing event", "server", s.cfg.Name, "via", via, "error", err, "line", truncate(line, 2048))
 			}
 			bad = err
 			continue

@@ -221,7 +221,7 @@ func (in *Intake) streamOnce(ctx context.Context, s *server) (int, error) {
 		}
 		err := in.accept(ctx, s, batch, "stream")
 		batch, size = batch[:0], 0
-		if err != nil && !errors.Is(err, ErrMalformed) {
+		if err != nil && !refused(err) {
 			// Not stored: the stream is opened again, and the
 			// reconciler that runs then covers what it carried.
 			return fmt.Errorf("store events: %w", err)

@@ -54,6 +54,10 @@ func (in *Intake) serveWebhook(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
+		if errors.Is(err, ErrUnsupported) {
+			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
+			return
+		}
 		in.logger.Error("storing webhook event failed", "server", s.cfg.Name, "error", err)
 		http.Error(w, "could not store the event; try again", http.StatusInternalServerError)
 		return

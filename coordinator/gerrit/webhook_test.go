@@ -2,6 +2,7 @@ package gerrit
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -89,5 +90,40 @@ func TestWebhookPicksServerByName(t *testing.T) {
 	// One build per server: the change is not the same change on both.
 	if got := h.builds.wait(t, 2, 5*time.Second); len(got) != 2 {
 		t.Fatalf("builds = %+v", got)
+	}
+}
+
+// TestWebhookRefusesSHA256: events of repositories with SHA-256 object
+// ids are refused with a 4xx that says so, not accepted and failed later
+// (Gerrit would deliver them again and again).
+func TestWebhookRefusesSHA256(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, gerrittest.Options{}, nil)
+	srv := httptest.NewServer(h.in.WebhookHandler())
+	defer srv.Close()
+	sha256Rev := strings.Repeat("ab", 32)
+	for _, event := range []string{
+		patchsetCreated(nginx, "9.0", 900, 1, sha256Rev),
+		refUpdated(nginx, "refs/heads/9.0", parentRev, sha256Rev),
+	} {
+		resp, err := srv.Client().Post(srv.URL+"/gerrit/webhook/review?secret=s3cret", "application/json", strings.NewReader(event))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 != 4 || !strings.Contains(string(body), "SHA-256") {
+			t.Errorf("status %d %q, want a 4xx saying SHA-256 is not supported", resp.StatusCode, body)
+		}
+	}
+	// On the stream too: skipped, and the stream goes on.
+	h.srv.Send(patchsetCreated(nginx, "9.0", 901, 1, sha256Rev))
+	h.srv.Send(patchsetCreated(nginx, "9.0", 902, 1, psRev))
+	if got := h.builds.wait(t, 1, 10*time.Second); got[0].Sources[0].Commit != psRev {
+		t.Fatalf("builds = %+v", got)
+	}
+	h.sync()
+	if n := len(h.builds.all()); n != 1 {
+		t.Fatalf("%d builds, want 1", n)
 	}
 }
