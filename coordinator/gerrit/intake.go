@@ -26,6 +26,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 )
 
 // Builds queues package builds; the coordinator's scheduler implements it.
@@ -118,6 +119,9 @@ type Options struct {
 	// DecideRetry is the wait before a failed decision is tried again the
 	// first time; it doubles after each failure. 5 s by default.
 	DecideRetry time.Duration
+	// WebhookMemory bounds the bytes of webhook bodies held at once; 64 MiB
+	// by default.
+	WebhookMemory int64
 }
 
 // HeadReader lists branch heads of a repository.
@@ -162,6 +166,13 @@ type Intake struct {
 	// decideWake tells the decider that events may be due.
 	decideWake  chan struct{}
 	decideRetry time.Duration
+
+	// bodies is the memory budget of webhook bodies being read and
+	// stored; bodyPeak the most held at once.
+	bodies   *semaphore.Weighted
+	bodyCap  int64
+	bodyHeld atomic.Int64
+	bodyPeak atomic.Int64
 	// reportMu serialises the store's job results and report marks; it is
 	// never held while Gerrit is called.
 	reportMu sync.Mutex
@@ -227,12 +238,14 @@ func NewWithOptions(cfg Config, db *sql.DB, builds Builds, logger hclog.Logger, 
 		wake:        make(chan struct{}, 1),
 		decideWake:  make(chan struct{}, 1),
 		decideRetry: cmp.Or(opts.DecideRetry, 5*time.Second),
+		bodyCap:     cmp.Or(opts.WebhookMemory, defaultWebhookMemory),
 		retryEvery:  opts.RetryInterval,
 		failed:      map[int64]bool{},
 	}
 	if in.now == nil {
 		in.now = time.Now
 	}
+	in.bodies = semaphore.NewWeighted(in.bodyCap)
 	if in.retryEvery <= 0 {
 		in.retryEvery = time.Minute
 	}

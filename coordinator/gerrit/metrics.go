@@ -21,6 +21,8 @@ type metrics struct {
 	reviews         *prometheus.CounterVec
 	accepted        *prometheus.CounterVec
 	retries         *prometheus.CounterVec
+	bodyBytes       prometheus.Gauge
+	bodyWaits       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -73,12 +75,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "kiln_gerrit_decision_retries_total",
 			Help: "Decisions on Gerrit events that failed and are tried again (a git server that did not answer, the build queue refusing).",
 		}, []string{"server"}),
+		bodyBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kiln_gerrit_webhook_body_bytes",
+			Help: "Bytes of webhook bodies being read and stored, counted at their Content-Length or the body limit.",
+		}),
+		bodyWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kiln_gerrit_webhook_body_waits_total",
+			Help: "Webhook requests that waited for the bodies of others to be stored (the memory budget was taken).",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.events, m.unknownTypes, m.unknownFields, m.malformed,
-		m.connects, m.up, m.reconciles, m.reconcileQueued, m.builds, m.reviews, m.accepted, m.retries} {
+		m.connects, m.up, m.reconciles, m.reconcileQueued, m.builds, m.reviews, m.accepted, m.retries, m.bodyBytes, m.bodyWaits} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register gerrit metrics: %w", err)
 		}

@@ -1,16 +1,25 @@
 package gerrit
 
 import (
+	"context"
 	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // maxWebhookBody bounds one webhook request.
 const maxWebhookBody = maxLine
+
+// defaultWebhookMemory bounds the webhook bodies held at once.
+const defaultWebhookMemory = 64 << 20
+
+// bodyWait is how long a request waits for room in the memory budget
+// before it is answered 503.
+const bodyWait = 10 * time.Second
 
 // WebhookHandler accepts events POSTed by Gerrit's webhooks plugin. The
 // last path segment names the server: the coordinator mounts it at
@@ -43,9 +52,33 @@ func (in *Intake) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "wrong or missing webhook secret", http.StatusUnauthorized)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWebhookBody))
+	if r.ContentLength > maxWebhookBody {
+		http.Error(w, fmt.Sprintf("body of %d bytes: the limit is %d bytes", r.ContentLength, maxWebhookBody), http.StatusRequestEntityTooLarge)
+		return
+	}
+	// The body takes its room in the memory budget before it is read: its
+	// length when told, the limit otherwise.
+	size := int64(maxWebhookBody)
+	if r.ContentLength >= 0 {
+		size = max(r.ContentLength, 1)
+	}
+	if !in.bodies.TryAcquire(size) {
+		in.metrics.bodyWaits.Inc()
+		wctx, cancel := context.WithTimeout(r.Context(), bodyWait)
+		err := in.bodies.Acquire(wctx, size)
+		cancel()
+		if err != nil {
+			w.Header().Set("Retry-After", "5")
+			http.Error(w, "too many webhook bodies are being stored; try again", http.StatusServiceUnavailable)
+			return
+		}
+	}
+	in.holdBody(size)
+	defer in.holdBody(-size)
+	defer in.bodies.Release(size)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, size))
 	if err != nil {
-		http.Error(w, fmt.Sprintf("read body: %v (limit %d bytes)", err, maxWebhookBody), http.StatusRequestEntityTooLarge)
+		http.Error(w, fmt.Sprintf("read body: %v (limit %d bytes)", err, size), http.StatusRequestEntityTooLarge)
 		return
 	}
 	// Accepted once stored; the decision comes after the answer.
@@ -63,6 +96,18 @@ func (in *Intake) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// holdBody counts n more bytes of bodies held (n < 0: fewer).
+func (in *Intake) holdBody(n int64) {
+	in.metrics.bodyBytes.Add(float64(n))
+	held := in.bodyHeld.Add(n)
+	for {
+		peak := in.bodyPeak.Load()
+		if held <= peak || in.bodyPeak.CompareAndSwap(peak, held) {
+			return
+		}
+	}
 }
 
 func (in *Intake) webhookServer(path string) (*server, error) {

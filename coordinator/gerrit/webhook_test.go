@@ -127,3 +127,74 @@ func TestWebhookRefusesSHA256(t *testing.T) {
 		t.Fatalf("%d builds, want 1", n)
 	}
 }
+
+// TestWebhookBodiesCappedInMemory: the bodies of concurrent webhook
+// requests share a memory budget; requests beyond it wait for room
+// instead of being read, and are all accepted once there is.
+func TestWebhookBodiesCappedInMemory(t *testing.T) {
+	t.Parallel()
+	const size, budget = 3 << 20, 8 << 20
+	h := newHarnessWith(t, gerrittest.Options{}, nil, Options{WebhookMemory: budget})
+	srv := httptest.NewServer(h.in.WebhookHandler())
+	defer srv.Close()
+	// Well-formed events of exactly size bytes: comments that ask for nothing.
+	body := func(i int) []byte {
+		ev := commentAdded(nginx, "9.0", 950+i, 1, psRev, "", 1700000000+i)
+		pad := strings.Repeat("x", size-len(ev))
+		return []byte(strings.Replace(ev, `"comment":""`, `"comment":"`+pad+`"`, 1))
+	}
+	const n = 4
+	writers := make([]*io.PipeWriter, n)
+	status := make(chan int, n)
+	for i := range n {
+		pr, pw := io.Pipe()
+		writers[i] = pw
+		req, err := http.NewRequest(http.MethodPost, srv.URL+"/gerrit/webhook/review?secret=s3cret", pr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ContentLength = size
+		go func() {
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				status <- 0
+				return
+			}
+			resp.Body.Close()
+			status <- resp.StatusCode
+		}()
+	}
+	// Each sends its first MiB and stalls: two fit the budget and are
+	// being read, two wait.
+	bodies := make([][]byte, n)
+	for i := range n {
+		bodies[i] = body(i)
+		go writers[i].Write(bodies[i][:1<<20]) //nolint:errcheck // the rest follows
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: in use %v, waits %v", what, h.counter("kiln_gerrit_webhook_body_bytes"), h.counter("kiln_gerrit_webhook_body_waits_total"))
+			}
+		}
+	}
+	waitFor("two bodies read, two waiting", func() bool {
+		return h.counter("kiln_gerrit_webhook_body_bytes") == 2*size && h.counter("kiln_gerrit_webhook_body_waits_total") == 2
+	})
+	for i := range n {
+		go func() {
+			writers[i].Write(bodies[i][1<<20:]) //nolint:errcheck // the status tells
+			writers[i].Close()
+		}()
+	}
+	for range n {
+		if s := <-status; s != http.StatusNoContent {
+			t.Errorf("status %d, want 204", s)
+		}
+	}
+	if peak := h.in.bodyPeak.Load(); peak > budget {
+		t.Errorf("%d bytes of bodies held at once, budget %d", peak, budget)
+	}
+	waitFor("all read", func() bool { return h.counter("kiln_gerrit_webhook_body_bytes") == 0 })
+}
