@@ -6,11 +6,14 @@ import (
 	"net/http"
 	"net/http/cgi"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
 	"github.com/kiln-build/kiln/internal/testenv"
@@ -118,7 +121,6 @@ type gerritIntake struct {
 
 func newGerritIntake(t *testing.T, gitDelay time.Duration) *gerritIntake {
 	t.Helper()
-	testenv.Tool(t, "git")
 	keyDir := t.TempDir()
 	keyFile := filepath.Join(keyDir, "id_ed25519")
 	stand := gerrittest.Start(t, gerrittest.Options{Accounts: []gerrittest.Account{{User: "kiln", Key: gerrittest.WriteClientKey(t, keyFile)}}})
@@ -126,6 +128,13 @@ func newGerritIntake(t *testing.T, gitDelay time.Duration) *gerritIntake {
 	if err := stand.WriteKnownHosts(knownHosts); err != nil {
 		t.Fatal(err)
 	}
+	return newGerritIntakeAt(t, gitDelay, stand.Addr(), keyFile, knownHosts)
+}
+
+// newGerritIntakeAt is newGerritIntake with Gerrit's SSH daemon at addr.
+func newGerritIntakeAt(t *testing.T, gitDelay time.Duration, addr, keyFile, knownHosts string) *gerritIntake {
+	t.Helper()
+	testenv.Tool(t, "git")
 	g := &gerritIntake{gitRoot: t.TempDir()}
 	g.git = newSlowGitHTTP(t, g.gitRoot, gitDelay)
 	c := &cluster{t: t, addr: freeAddr(t), httpAddr: freeAddr(t), state: t.TempDir()}
@@ -157,7 +166,7 @@ gerrit:
           release: rel
           targets: [bookworm-amd64]
           package: "{package}"
-`, stand.Addr(), keyFile, knownHosts, g.git.URL)), 0o644)
+`, addr, keyFile, knownHosts, g.git.URL)), 0o644)
 	g.start()
 	c.connect()
 	return g
@@ -297,5 +306,34 @@ func TestGerritEventsListNoise(t *testing.T) {
 	out, errOut, code = g.c.cli("events", "list", "--limit", "100000")
 	if code == 0 || !strings.Contains(errOut, "100000") {
 		t.Fatalf("events list --limit 100000: %d\n%s%s; want it refused, naming the limit", code, out, errOut)
+	}
+}
+
+// TestGerritStandInDrivesStream: the runnable stand-in (gerrit-standin)
+// serves an event file over SSH stream-events to a coordinator, which
+// builds from it.
+func TestGerritStandInDrivesStream(t *testing.T) {
+	dir := t.TempDir()
+	standin := filepath.Join(dir, "gerrit-standin")
+	if out, err := exec.Command("go", "build", "-o", standin, "github.com/kiln-build/kiln/coordinator/gerrit/gerrittest/gerrit-standin").CombinedOutput(); err != nil {
+		t.Fatalf("build gerrit-standin: %v\n%s", err, out)
+	}
+	keyFile := filepath.Join(dir, "id_ed25519")
+	pub := gerrittest.WriteClientKey(t, keyFile)
+	os.WriteFile(filepath.Join(dir, "kiln.pub"), ssh.MarshalAuthorizedKey(pub), 0o644)
+	events := filepath.Join(dir, "events")
+	os.MkdirAll(events, 0o755)
+	addr, knownHosts := freeAddr(t), filepath.Join(dir, "known_hosts")
+	p := start(t, standin, "gerrit-standin", "--listen", addr, "--host-key", filepath.Join(dir, "host_key"),
+		"--authorized-keys", filepath.Join(dir, "kiln.pub"), "--known-hosts", knownHosts, "--events", events)
+	_ = p
+	(&cluster{t: t}).waitListening(addr)
+	g := newGerritIntakeAt(t, 0, addr, keyFile, knownHosts)
+	project := "acme/packages/bookworm/standin"
+	head := g.branch(t, project, "9.0")
+	os.WriteFile(filepath.Join(events, "001-merged.json"), []byte(mergedEvent(project, "9.0", head, 46)+"\n"), 0o644)
+	e := g.waitDecided(t, project, time.Minute)
+	if e.GetAction() != "built" || e.GetRevision() != head || len(e.GetJobIds()) != 1 {
+		t.Fatalf("event = %v, want built at %s", e, head)
 	}
 }
