@@ -2,6 +2,7 @@ package gerrit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -230,6 +231,16 @@ func (in *Intake) decideOne(ctx context.Context, r inboxRow) {
 	// The decision is recorded also when ctx ends meanwhile.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
+	if errors.Is(err, ErrBuildRefused) {
+		log.Warn("build refused", "error", err)
+		in.metrics.events.WithLabelValues(r.Server, ev.Type, ActionError).Inc()
+		rec := recordOf(s, ev, in.now())
+		rec.Action, rec.Reason = ActionError, err.Error()
+		if _, err := in.store.recordEvent(wctx, rec); err != nil {
+			log.Error("recording the refusal failed", "error", err)
+		}
+		return
+	}
 	if attempt >= maxAttempts {
 		log.Error("deciding event failed; giving up", "attempts", attempt, "error", err)
 		in.metrics.events.WithLabelValues(r.Server, ev.Type, ActionError).Inc()

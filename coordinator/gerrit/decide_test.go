@@ -2,6 +2,8 @@ package gerrit
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -160,5 +162,45 @@ func TestWebhookAnswersBeforeDeciding(t *testing.T) {
 	h.sync()
 	if got := h.builds.all(); len(got) != 1 || got[0].Sources[0].Commit != head || len(e.JobIDs) != 1 {
 		t.Fatalf("builds = %+v, event %+v: want one release build of %s", got, e, head)
+	}
+}
+
+// TestRefusedBuildRecordedAtOnce: a build the queue refuses for good is
+// recorded as an error with the reason, not tried again; one it fails to
+// queue for now is tried again and built.
+func TestRefusedBuildRecordedAtOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, gerrittest.Options{}, nil, Options{DecideRetry: 50 * time.Millisecond})
+	failures := 1
+	h.builds.refuse = func(req BuildRequest) error {
+		if strings.Contains(req.Origin, "change 1001 ") {
+			return fmt.Errorf("release %s is not configured: %w", req.Release, ErrBuildRefused)
+		}
+		if strings.Contains(req.Origin, "change 1002 ") && failures > 0 {
+			failures--
+			return errors.New("store busy")
+		}
+		return nil
+	}
+	h.srv.Send(patchsetCreated(nginx, "9.0", 1001, 1, psRev))
+	h.srv.Send(patchsetCreated(nginx, "9.0", 1002, 1, psRev))
+	h.builds.wait(t, 1, 10*time.Second)
+	h.sync()
+	evs, err := h.in.ListEvents(context.Background(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int64]EventRecord{}
+	for _, e := range evs {
+		got[e.Change] = e
+	}
+	if e := got[1001]; e.Action != ActionError || !strings.Contains(e.Reason, "release mos-9.0 is not configured") {
+		t.Errorf("refused event = %+v", e)
+	}
+	if e := got[1002]; e.Action != ActionBuilt {
+		t.Errorf("event failed once = %+v, want built", e)
+	}
+	if n := h.counter("kiln_gerrit_decision_retries_total"); n != 1 {
+		t.Errorf("%v retries, want 1 (the store busy only)", n)
 	}
 }

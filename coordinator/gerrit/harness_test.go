@@ -34,6 +34,8 @@ type fakeBuilds struct {
 	// reuse, when set, may answer a submission with an existing job, as
 	// the scheduler does for a build key it has seen.
 	reuse func(req BuildRequest) (Submitted, bool)
+	// refuse, when set, may refuse a submission with an error.
+	refuse func(req BuildRequest) error
 }
 
 // cancelCall is one CancelBuilds call and the job ids it cancelled.
@@ -60,6 +62,12 @@ func (f *fakeBuilds) liveLocked(key string) []string {
 
 func (f *fakeBuilds) SubmitBuild(_ context.Context, req BuildRequest) (Submitted, error) {
 	f.mu.Lock()
+	if f.refuse != nil {
+		if err := f.refuse(req); err != nil {
+			f.mu.Unlock()
+			return Submitted{}, err
+		}
+	}
 	if f.reuse != nil {
 		if got, ok := f.reuse(req); ok {
 			f.mu.Unlock()

@@ -34,12 +34,18 @@ type Builds interface {
 	// SubmitBuild queues a build. A build whose build key (sources, target,
 	// recipe) matches a job queued, running or succeeded is not queued
 	// again: that job is returned, with its result when it has finished.
+	// An error wrapping ErrBuildRefused refuses the request for good (it
+	// is recorded, not tried again); any other is tried again later.
 	SubmitBuild(ctx context.Context, req BuildRequest) (Submitted, error)
 	// CancelBuilds cancels every queued or running build submitted with
 	// the supersede key, giving reason, and returns their job ids; none
 	// when no build with the key is live.
 	CancelBuilds(ctx context.Context, supersedeKey, reason string) (jobIDs []string, err error)
 }
+
+// ErrBuildRefused is wrapped by SubmitBuild errors that no retry can
+// change (an unknown release or target).
+var ErrBuildRefused = errors.New("build refused")
 
 // BuildRequest asks for one package build of one target.
 type BuildRequest struct {

@@ -107,6 +107,7 @@ func (in *Intake) reconcileBranch(ctx context.Context, s *server, project, branc
 	if err := in.keys.lock(ctx, key); err != nil {
 		return 0, err
 	}
+	defer in.wakeDecider() // events of the branch may have waited for the key
 	defer in.keys.unlock(key)
 	if _, dup, err := in.store.releaseQueued(ctx, s.cfg.Name, project, branch, rev); err != nil || dup {
 		return 0, err
