@@ -16,9 +16,10 @@ import (
 
 // gatedGit reads heads with git, except that lookups of URLs containing
 // hold wait until the gate opens (or their context ends) and then read
-// from instead, when set.
+// from instead, when set, with a timeout of 300 ms.
 type gatedGit struct {
 	git     *gitHeads
+	held    *gitHeads
 	hold    string
 	from    string
 	once    sync.Once
@@ -27,7 +28,7 @@ type gatedGit struct {
 }
 
 func newGatedGit(hold, from string) *gatedGit {
-	return &gatedGit{git: &gitHeads{timeout: 300 * time.Millisecond}, hold: hold, from: from,
+	return &gatedGit{git: &gitHeads{}, held: &gitHeads{timeout: 300 * time.Millisecond}, hold: hold, from: from,
 		gate: make(chan struct{}), started: make(chan string, 100)}
 }
 
@@ -42,7 +43,7 @@ func (g *gatedGit) Heads(ctx context.Context, url string) (map[string]string, er
 			return nil, ctx.Err()
 		}
 		if g.from != "" {
-			url = g.from
+			return g.held.Heads(ctx, g.from)
 		}
 	}
 	return g.git.Heads(ctx, url)

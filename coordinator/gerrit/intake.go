@@ -128,6 +128,9 @@ type Options struct {
 	// WebhookMemory bounds the bytes of webhook bodies held at once; 64 MiB
 	// by default.
 	WebhookMemory int64
+	// WebhookWait is how long a webhook request waits for room in that
+	// budget before it is answered 503; 10 s by default.
+	WebhookWait time.Duration
 }
 
 // HeadReader lists branch heads of a repository.
@@ -177,6 +180,7 @@ type Intake struct {
 	// stored; bodyPeak the most held at once.
 	bodies   *semaphore.Weighted
 	bodyCap  int64
+	bodyWait time.Duration
 	bodyHeld atomic.Int64
 	bodyPeak atomic.Int64
 	// reportMu serialises the store's job results and report marks; it is
@@ -245,6 +249,7 @@ func NewWithOptions(cfg Config, db *sql.DB, builds Builds, logger hclog.Logger, 
 		decideWake:  make(chan struct{}, 1),
 		decideRetry: cmp.Or(opts.DecideRetry, 5*time.Second),
 		bodyCap:     cmp.Or(opts.WebhookMemory, defaultWebhookMemory),
+		bodyWait:    cmp.Or(opts.WebhookWait, 10*time.Second),
 		retryEvery:  opts.RetryInterval,
 		failed:      map[int64]bool{},
 	}

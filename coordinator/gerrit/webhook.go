@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"time"
 )
 
 // maxWebhookBody bounds one webhook request.
@@ -16,10 +15,6 @@ const maxWebhookBody = maxLine
 
 // defaultWebhookMemory bounds the webhook bodies held at once.
 const defaultWebhookMemory = 64 << 20
-
-// bodyWait is how long a request waits for room in the memory budget
-// before it is answered 503.
-const bodyWait = 10 * time.Second
 
 // WebhookHandler accepts events POSTed by Gerrit's webhooks plugin. The
 // last path segment names the server: the coordinator mounts it at
@@ -64,7 +59,7 @@ func (in *Intake) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	if !in.bodies.TryAcquire(size) {
 		in.metrics.bodyWaits.Inc()
-		wctx, cancel := context.WithTimeout(r.Context(), bodyWait)
+		wctx, cancel := context.WithTimeout(r.Context(), in.bodyWait)
 		err := in.bodies.Acquire(wctx, size)
 		cancel()
 		if err != nil {

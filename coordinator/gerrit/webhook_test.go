@@ -134,7 +134,7 @@ func TestWebhookRefusesSHA256(t *testing.T) {
 func TestWebhookBodiesCappedInMemory(t *testing.T) {
 	t.Parallel()
 	const size, budget = 3 << 20, 8 << 20
-	h := newHarnessWith(t, gerrittest.Options{}, nil, Options{WebhookMemory: budget})
+	h := newHarnessWith(t, gerrittest.Options{}, nil, Options{WebhookMemory: budget, WebhookWait: 2 * time.Minute})
 	srv := httptest.NewServer(h.in.WebhookHandler())
 	defer srv.Close()
 	// Well-formed events of exactly size bytes: comments that ask for nothing.
