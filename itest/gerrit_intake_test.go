@@ -2,6 +2,7 @@ package itest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/cgi"
@@ -309,25 +310,33 @@ func TestGerritEventsListNoise(t *testing.T) {
 	}
 }
 
-// TestGerritStandInDrivesStream: the runnable stand-in (gerrit-standin)
-// serves an event file over SSH stream-events to a coordinator, which
-// builds from it.
-func TestGerritStandInDrivesStream(t *testing.T) {
+// standIn builds and starts gerrit-standin, letting in a new key of the
+// account kiln; it returns its address, the key, a known_hosts file for
+// it, the directory it reads events from and its process.
+func standIn(t *testing.T) (addr, keyFile, knownHosts, events string, p *proc) {
+	t.Helper()
 	dir := t.TempDir()
 	standin := filepath.Join(dir, "gerrit-standin")
 	if out, err := exec.Command("go", "build", "-o", standin, "github.com/kiln-build/kiln/coordinator/gerrit/gerrittest/gerrit-standin").CombinedOutput(); err != nil {
 		t.Fatalf("build gerrit-standin: %v\n%s", err, out)
 	}
-	keyFile := filepath.Join(dir, "id_ed25519")
+	keyFile = filepath.Join(dir, "id_ed25519")
 	pub := gerrittest.WriteClientKey(t, keyFile)
 	os.WriteFile(filepath.Join(dir, "kiln.pub"), ssh.MarshalAuthorizedKey(pub), 0o644)
-	events := filepath.Join(dir, "events")
+	events = filepath.Join(dir, "events")
 	os.MkdirAll(events, 0o755)
-	addr, knownHosts := freeAddr(t), filepath.Join(dir, "known_hosts")
-	p := start(t, standin, "gerrit-standin", "--listen", addr, "--host-key", filepath.Join(dir, "host_key"),
+	addr, knownHosts = freeAddr(t), filepath.Join(dir, "known_hosts")
+	p = start(t, standin, "gerrit-standin", "--listen", addr, "--host-key", filepath.Join(dir, "host_key"),
 		"--authorized-keys", filepath.Join(dir, "kiln.pub"), "--known-hosts", knownHosts, "--events", events)
-	_ = p
 	(&cluster{t: t}).waitListening(addr)
+	return addr, keyFile, knownHosts, events, p
+}
+
+// TestGerritStandInDrivesStream: the runnable stand-in (gerrit-standin)
+// serves an event file over SSH stream-events to a coordinator, which
+// builds from it.
+func TestGerritStandInDrivesStream(t *testing.T) {
+	addr, keyFile, knownHosts, events, _ := standIn(t)
 	g := newGerritIntakeAt(t, 0, addr, keyFile, knownHosts)
 	project := "acme/packages/bookworm/standin"
 	head := g.branch(t, project, "9.0")
@@ -335,5 +344,68 @@ func TestGerritStandInDrivesStream(t *testing.T) {
 	e := g.waitDecided(t, project, time.Minute)
 	if e.GetAction() != "built" || e.GetRevision() != head || len(e.GetJobIds()) != 1 {
 		t.Fatalf("event = %v, want built at %s", e, head)
+	}
+}
+
+// TestGerritStandInBuildVotes: the stand-in drives the whole SSH path: an
+// event file streamed to the coordinator, a review build in a real
+// buildroot, and the Verified vote recorded by the stand-in, which prints
+// it.
+func TestGerritStandInBuildVotes(t *testing.T) {
+	addr, keyFile, knownHosts, events, standin := standIn(t)
+	p := newPipeline(t, func(g *gitServer) string {
+		return fmt.Sprintf(`gerrit:
+  servers:
+    - name: review
+      ssh: %s
+      user: kiln
+      private_key_file: %s
+      known_hosts_file: %s
+      git_url: %s{project}
+  reconnect:
+    min: 100ms
+    max: 1s
+  rules:
+    - name: linux
+      sources:
+        - project: "{customer}/packages/{distribution}/{package}"
+          role: combined
+      where:
+        distribution: 'bookworm'
+      branches:
+        - branch: "{fuel}"
+          release: rel
+          targets: [%s]
+          package: "{package}"
+`, addr, keyFile, knownHosts, g.url, "kiln-test-deb")
+	})
+	project := "acme/packages/bookworm/kiln-hello"
+	_, base := p.g.repo(t, project, "../examples/hello")
+	dir := filepath.Join(p.g.base, project)
+	p.g.git(t, dir, "branch", "9.0", base)
+	os.WriteFile(filepath.Join(dir, "hello.c"), []byte("#error this patch set does not compile\n"), 0o644)
+	broken := p.g.commit(t, project, "a patch set that does not compile")
+	p.g.git(t, dir, "update-ref", "refs/changes/35/1235/1", broken)
+	p.g.git(t, dir, "reset", "-q", "--hard", base)
+	event := fmt.Sprintf(`{"uploader":{"name":"Ann","username":"ann"},"patchSet":{"number":1,"revision":"%s","ref":"refs/changes/35/1235/1","createdOn":1700000000,"kind":"REWORK"},"change":{"project":"%s","branch":"9.0","id":"I1235","number":1235,"subject":"break it","status":"NEW"},"project":"%s","refName":"refs/heads/9.0","type":"patchset-created","eventCreatedOn":1700000001}`,
+		broken, project, project)
+	os.WriteFile(filepath.Join(events, "001-patchset.json"), []byte(event+"\n"), 0o644)
+	var vote map[string]any
+	for deadline := time.Now().Add(5 * time.Minute); vote == nil; time.Sleep(time.Second) {
+		if time.Now().After(deadline) {
+			out, _, _ := p.c.cli("events", "list")
+			t.Fatalf("the stand-in printed no review\nevents:\n%s", out)
+		}
+		log, _ := os.ReadFile(standin.log)
+		for _, line := range strings.Split(string(log), "\n") {
+			var r map[string]any
+			if json.Unmarshal([]byte(line), &r) == nil && r["Change"] == float64(1235) {
+				vote = r
+			}
+		}
+	}
+	labels, _ := vote["Labels"].(map[string]any)
+	if vote["PatchSet"] != float64(1) || labels["Verified"] != "-1" || !strings.Contains(fmt.Sprint(vote["Message"]), "FAILURE") {
+		t.Fatalf("review printed by the stand-in: %v, want Verified -1 on 1235,1 with the failure", vote)
 	}
 }
