@@ -371,16 +371,18 @@ func (s *Scheduler) Register(name string, labels map[string]string, slots int, r
 	old := w.session
 	w.session = ss
 	s.sessions[ss.id] = ss
-	reported := map[string]int{}
+	// By attempt: an abandoned attempt of a job may still be ending beside
+	// the attempt the worker runs now.
+	reported := map[RunningJob]bool{}
 	for _, r := range running {
-		reported[r.JobID] = r.Attempt
+		reported[r] = true
 	}
 	claim := func(j *job.Job) bool {
-		a, ok := reported[j.ID]
-		if ok && a == j.Attempt && j.State == job.Running && j.Worker == name {
+		r := RunningJob{JobID: j.ID, Attempt: j.Attempt}
+		if reported[r] && j.State == job.Running && j.Worker == name {
 			ss.running[j.ID] = j
 			ss.assigned[j.ID] = now
-			delete(reported, j.ID)
+			delete(reported, r)
 			return true
 		}
 		return false
@@ -399,10 +401,15 @@ func (s *Scheduler) Register(name string, labels map[string]string, slots int, r
 			delete(s.orphans, id)
 		}
 	}
-	for jid, a := range reported {
-		abandon = append(abandon, RunningJob{JobID: jid, Attempt: a})
+	for r := range reported {
+		abandon = append(abandon, r)
 	}
-	sort.Slice(abandon, func(i, k int) bool { return abandon[i].JobID < abandon[k].JobID })
+	sort.Slice(abandon, func(i, k int) bool {
+		if abandon[i].JobID != abandon[k].JobID {
+			return abandon[i].JobID < abandon[k].JobID
+		}
+		return abandon[i].Attempt < abandon[k].Attempt
+	})
 	return ss.id, abandon, changed
 }
 
@@ -423,15 +430,15 @@ func (s *Scheduler) Heartbeat(id string, running []RunningJob, draining bool) (c
 	if draining {
 		s.dropWaiters(ss)
 	}
-	reported := map[string]int{}
+	reported := map[RunningJob]bool{}
 	for _, r := range running {
-		reported[r.JobID] = r.Attempt
+		reported[r] = true
 		if j, ok := ss.running[r.JobID]; !ok || j.Attempt != r.Attempt {
 			cancel = append(cancel, r)
 		}
 	}
 	for jid, j := range ss.running {
-		if _, ok := reported[jid]; !ok && now.Sub(ss.assigned[jid]) > s.cfg.LostAfter {
+		if !reported[RunningJob{JobID: jid, Attempt: j.Attempt}] && now.Sub(ss.assigned[jid]) > s.cfg.LostAfter {
 			delete(ss.running, jid)
 			delete(ss.assigned, jid)
 			changed = append(changed, s.requeue(j, fmt.Sprintf("worker %s never started attempt %d", ss.w.name, j.Attempt)))

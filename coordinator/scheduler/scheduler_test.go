@@ -506,3 +506,34 @@ func TestCancelBySupersedeKeyAfterRestore(t *testing.T) {
 		t.Fatalf("cancelled orphan re-queued: %+v", ch)
 	}
 }
+
+// A worker that registers again while an abandoned attempt of a job is
+// still ending beside the attempt it runs now reports both: the current
+// attempt is re-attached, whatever the order, and only the old one is
+// abandoned.
+func TestRegisterKeepsAttemptsOfOneJobApart(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 3)
+	j := f.submit(bookworm(), 0, "", "")
+	s1, _, _ := f.s.Register("w1", bookworm(), 2, nil)
+	if id := f.pull(s1); id != j.ID {
+		t.Fatal("w1 did not get the job")
+	}
+	f.clock.Advance(11 * time.Second)
+	if ch := f.s.Expire(); len(ch) != 1 {
+		t.Fatalf("expired %+v", ch)
+	}
+	s2, _, _ := f.s.Register("w1", bookworm(), 2, []RunningJob{{j.ID, 1}})
+	if id := f.pull(s2); id != j.ID {
+		t.Fatal("w1 did not get attempt 2")
+	}
+	for _, running := range [][]RunningJob{{{j.ID, 2}, {j.ID, 1}}, {{j.ID, 1}, {j.ID, 2}}} {
+		sid, abandon, changed := f.s.Register("w1", bookworm(), 2, running)
+		if len(abandon) != 1 || abandon[0] != (RunningJob{j.ID, 1}) || len(changed) != 0 {
+			t.Fatalf("reported %v: abandon %v, changed %+v; want attempt 1 abandoned and nothing re-queued", running, abandon, changed)
+		}
+		if err := f.s.CheckAttempt(sid, j.ID, 2); err != nil {
+			t.Fatalf("reported %v: attempt 2 not re-attached: %v", running, err)
+		}
+	}
+}

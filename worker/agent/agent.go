@@ -66,7 +66,10 @@ type Agent struct {
 	mu       sync.Mutex
 	session  string
 	interval time.Duration
-	running  map[string]*runningJob // by job id
+	// running holds the attempts running here. A job can be handed to
+	// this worker again while an attempt it was told to abandon is still
+	// ending, so an entry is one attempt, never one job.
+	running  map[attemptKey]*runningJob
 	draining bool
 	// labelsDirty: cfg.Labels changed since the coordinator last took
 	// them.
@@ -74,9 +77,13 @@ type Agent struct {
 	regMu       sync.Mutex
 }
 
-type runningJob struct {
+type attemptKey struct {
+	id      string
 	attempt int
-	cancel  context.CancelFunc
+}
+
+type runningJob struct {
+	cancel context.CancelFunc
 }
 
 // New makes an agent on a connection to the coordinator.
@@ -94,7 +101,7 @@ func New(cfg Config, conn grpc.ClientConnInterface, exec executor.Executor, logg
 		cfg.Metrics = NewMetrics(nil)
 	}
 	return &Agent{cfg: cfg, client: wpb.NewWorkerServiceClient(conn), exec: exec, logger: logger,
-		running: map[string]*runningJob{}, interval: 5 * time.Second}
+		running: map[attemptKey]*runningJob{}, interval: 5 * time.Second}
 }
 
 // Retryable reports whether a failed call may succeed later: the one place
@@ -118,10 +125,15 @@ func (a *Agent) runningList() []*wpb.RunningJob {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	out := make([]*wpb.RunningJob, 0, len(a.running))
-	for id, r := range a.running {
-		out = append(out, &wpb.RunningJob{JobId: id, Attempt: int32(r.attempt)})
+	for k := range a.running {
+		out = append(out, &wpb.RunningJob{JobId: k.id, Attempt: int32(k.attempt)})
 	}
-	sort.Slice(out, func(i, k int) bool { return out[i].JobId < out[k].JobId })
+	sort.Slice(out, func(i, k int) bool {
+		if out[i].JobId != out[k].JobId {
+			return out[i].JobId < out[k].JobId
+		}
+		return out[i].Attempt < out[k].Attempt
+	})
 	return out
 }
 
@@ -149,7 +161,7 @@ func (a *Agent) register(ctx context.Context, stale string) error {
 				a.interval = time.Duration(s) * time.Second
 			}
 			for _, r := range resp.GetAbandon() {
-				if j, ok := a.running[r.GetJobId()]; ok && j.attempt == int(r.GetAttempt()) {
+				if j, ok := a.running[attemptKey{r.GetJobId(), int(r.GetAttempt())}]; ok {
 					j.cancel()
 				}
 			}
@@ -361,8 +373,8 @@ func (a *Agent) heartbeats(ctx context.Context) {
 		}
 		for _, c := range resp.GetCancel() {
 			a.mu.Lock()
-			if j, ok := a.running[c.GetJobId()]; ok && j.attempt == int(c.GetAttempt()) {
-				a.logger.Info("coordinator cancelled job", "job_id", c.GetJobId())
+			if j, ok := a.running[attemptKey{c.GetJobId(), int(c.GetAttempt())}]; ok {
+				a.logger.Info("coordinator cancelled job", "job_id", c.GetJobId(), "attempt", c.GetAttempt())
 				j.cancel()
 			}
 			a.mu.Unlock()
@@ -403,12 +415,13 @@ func (a *Agent) runJob(parent context.Context, asg *wpb.Assignment) {
 	logger := a.logger.With("job_id", id, "attempt", attempt)
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
+	key := attemptKey{id, attempt}
 	a.mu.Lock()
-	a.running[id] = &runningJob{attempt: attempt, cancel: cancel}
+	a.running[key] = &runningJob{cancel: cancel}
 	a.mu.Unlock()
 	defer func() {
 		a.mu.Lock()
-		delete(a.running, id)
+		delete(a.running, key)
 		a.mu.Unlock()
 	}()
 	logger.Info("job started")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
@@ -45,13 +46,21 @@ type coordinator struct {
 
 func newCoordinator(t *testing.T) *coordinator {
 	t.Helper()
+	return newCoordinatorWith(t, fleet.Config{LostAfter: 10 * time.Second, RetryCap: 2})
+}
+
+// newCoordinatorWith is newCoordinator with the fleet's config (its
+// StateDir is filled in).
+func newCoordinatorWith(t *testing.T, cfg fleet.Config) *coordinator {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	st, err := store.Open(ctx, filepath.Join(dir, "state.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := fleet.New(ctx, fleet.Config{StateDir: dir, LostAfter: 10 * time.Second, RetryCap: 2}, st, hclog.NewNullLogger())
+	cfg.StateDir = dir
+	f, err := fleet.New(ctx, cfg, st, hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,5 +373,98 @@ func TestAgentRefusesArtifactsThroughSymlinkedDirectories(t *testing.T) {
 	}
 	if strings.Contains(l, "host secret") {
 		t.Fatalf("log shows the secret:\n%s", l)
+	}
+}
+
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// A job re-assigned to the same worker while its first attempt is still
+// dying is tracked by attempt: when attempt 1 finally ends, it does not
+// take attempt 2's entry with it, so cancelling the job stops attempt 2.
+func TestAgentKeepsReassignedAttemptApart(t *testing.T) {
+	t.Parallel()
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	c := newCoordinatorWith(t, fleet.Config{LostAfter: 10 * time.Second, RetryCap: 3, Clock: clock})
+	started := make(chan int, 4)
+	releaseFirst := make(chan struct{})
+	secondStopped := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	metrics := NewMetrics(nil)
+	a := New(Config{Name: "w1", Labels: map[string]string{"os": "linux"}, Slots: 2, WorkDir: t.TempDir(), PollWait: time.Second, ShutdownGrace: time.Second,
+		Metrics: metrics},
+		c.conn, fakeExec{run: func(ctx context.Context, j executor.Job, log io.Writer) (executor.Result, error) {
+			started <- j.Attempt
+			<-ctx.Done()
+			if j.Attempt == 1 {
+				// Slow to die: it ends after attempt 2 has started.
+				<-releaseFirst
+			} else {
+				close(secondStopped)
+			}
+			return executor.Result{ExitCode: -1, Reason: "stopped"}, nil
+		}}, hclog.NewNullLogger())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	}()
+	id := submit(t, c)
+	if got := <-started; got != 1 {
+		t.Fatalf("first attempt %d", got)
+	}
+	// The coordinator loses the worker's session (missed heartbeats) and
+	// re-queues the job; the worker registers again, is told to abandon
+	// attempt 1 and pulls attempt 2 into its free slot.
+	var second int
+	for second == 0 {
+		clock.Advance(11 * time.Second)
+		c.f.Scheduler().Expire()
+		select {
+		case second = <-started:
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if second != 2 {
+		t.Fatalf("second attempt %d", second)
+	}
+	close(releaseFirst)
+	// Attempt 1 has ended once its result was refused (the coordinator
+	// gave it up) and the worker reports attempt 2 alone.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		l := a.runningList()
+		var m dto.Metric
+		if err := metrics.jobs.WithLabelValues("command", "refused").Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		refused := m.GetCounter().GetValue()
+		if refused == 1 && len(l) <= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("running attempts %v, want attempt 2 only", l)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := c.f.Cancel(context.Background(), id, "not needed"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-secondStopped:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the cancelled attempt 2 was not stopped")
 	}
 }
