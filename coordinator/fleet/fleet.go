@@ -44,8 +44,11 @@ type Release struct {
 
 // Config configures the fleet.
 type Config struct {
-	StateDir       string
-	LostAfter      time.Duration
+	StateDir  string
+	LostAfter time.Duration
+	// ReclaimWindow is how long a job restored as running waits for its
+	// worker to re-attach it; zero means LostAfter.
+	ReclaimWindow  time.Duration
 	RetryCap       int
 	DefaultTimeout time.Duration
 	// MaxArtifactSize bounds one uploaded artifact.
@@ -100,7 +103,7 @@ func New(ctx context.Context, cfg Config, st *store.Store, logger hclog.Logger) 
 	}
 	f := &Fleet{cfg: cfg, st: st, logger: logger, logSubs: map[string]chan struct{}{}, logs: map[string]*liveLog{}}
 	f.sched = scheduler.New(scheduler.Config{
-		LostAfter: cfg.LostAfter, RetryCap: cfg.RetryCap, NewID: randomID,
+		LostAfter: cfg.LostAfter, ReclaimAfter: cfg.ReclaimWindow, RetryCap: cfg.RetryCap, NewID: randomID,
 	}, cfg.Clock)
 	seq, err := st.LastSeq(ctx)
 	if err != nil {

@@ -31,6 +31,10 @@ type Config struct {
 	// LostAfter is how long a session may go without a heartbeat before its
 	// worker is declared lost and its jobs re-queued.
 	LostAfter time.Duration
+	// ReclaimAfter is how long a job restored as running after a restart
+	// waits for its worker to register and claim it before it is
+	// re-queued; zero means LostAfter.
+	ReclaimAfter time.Duration
 	// RetryCap is how many attempts a job gets before an infrastructure
 	// failure becomes final.
 	RetryCap int
@@ -161,6 +165,9 @@ func New(cfg Config, clock Clock) *Scheduler {
 	if cfg.LostAfter <= 0 {
 		cfg.LostAfter = 30 * time.Second
 	}
+	if cfg.ReclaimAfter <= 0 {
+		cfg.ReclaimAfter = cfg.LostAfter
+	}
 	return &Scheduler{
 		cfg: cfg, clock: clock,
 		live:      map[string]*job.Job{},
@@ -188,7 +195,7 @@ func (s *Scheduler) Restore(jobs []*job.Job) {
 		case job.Queued:
 			s.push(j, j.CreatedAt)
 		case job.Running:
-			s.orphans[j.ID] = orphan{j: j, deadline: now.Add(s.cfg.LostAfter)}
+			s.orphans[j.ID] = orphan{j: j, deadline: now.Add(s.cfg.ReclaimAfter)}
 		}
 	}
 }

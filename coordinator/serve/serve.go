@@ -27,6 +27,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/coordinator/store"
 	"github.com/kiln-build/kiln/internal/opshttp"
+	"github.com/kiln-build/kiln/internal/reconnect"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
@@ -46,14 +47,19 @@ type Config struct {
 	Dev bool            `yaml:"dev"`
 	TLS tlsconfig.Files `yaml:"tls"`
 	// WorkerTokens maps worker names to bearer tokens (TLS mode).
-	WorkerTokens      map[string]string        `yaml:"worker_tokens"`
-	HeartbeatInterval time.Duration            `yaml:"heartbeat_interval"`
-	LostAfter         time.Duration            `yaml:"lost_after"`
-	RetryCap          int                      `yaml:"retry_cap"`
-	DefaultTimeout    time.Duration            `yaml:"default_timeout"`
-	MaxArtifactSize   int64                    `yaml:"max_artifact_size"`
-	Releases          map[string]fleet.Release `yaml:"releases"`
-	Log               LogConfig                `yaml:"log"`
+	WorkerTokens      map[string]string `yaml:"worker_tokens"`
+	HeartbeatInterval time.Duration     `yaml:"heartbeat_interval"`
+	LostAfter         time.Duration     `yaml:"lost_after"`
+	// ReclaimWindow is how long, after a restart, a running job waits for
+	// its worker to come back and re-attach it before it runs again
+	// elsewhere. Zero derives it from how soon a worker returns after an
+	// outage (ReclaimWindowFor); a value set must not be shorter.
+	ReclaimWindow   time.Duration            `yaml:"reclaim_window"`
+	RetryCap        int                      `yaml:"retry_cap"`
+	DefaultTimeout  time.Duration            `yaml:"default_timeout"`
+	MaxArtifactSize int64                    `yaml:"max_artifact_size"`
+	Releases        map[string]fleet.Release `yaml:"releases"`
+	Log             LogConfig                `yaml:"log"`
 	// Extra is configuration of optional subsystems (Gerrit intake,
 	// publisher hand-off); see Hooks.
 	Extra Extra `yaml:",inline"`
@@ -97,6 +103,10 @@ func (c *Config) Validate() error {
 	if c.HeartbeatInterval <= 0 || c.LostAfter <= c.HeartbeatInterval {
 		return fmt.Errorf("lost_after (%s) must be longer than heartbeat_interval (%s)", c.LostAfter, c.HeartbeatInterval)
 	}
+	if min := reconnect.Within + c.HeartbeatInterval; c.ReclaimWindow != 0 && c.ReclaimWindow < min {
+		return fmt.Errorf("reclaim_window %s is shorter than a worker may take to come back after an outage (%s: its longest reconnect delay, then a heartbeat): set at least %s, or leave it out to have it derived",
+			c.ReclaimWindow, min, min)
+	}
 	if c.RetryCap < 1 {
 		return fmt.Errorf("retry_cap %d: at least 1", c.RetryCap)
 	}
@@ -108,6 +118,16 @@ func (c *Config) Validate() error {
 		}
 	}
 	return c.Extra.Validate()
+}
+
+// ReclaimWindowFor returns the reclaim window: the one set, or one derived
+// from how soon a worker comes back after an outage (reconnect.Within)
+// with two heartbeats to spare, and never shorter than lost_after.
+func (c *Config) ReclaimWindowFor() time.Duration {
+	if c.ReclaimWindow != 0 {
+		return c.ReclaimWindow
+	}
+	return max(reconnect.Within+2*c.HeartbeatInterval, c.LostAfter)
 }
 
 // Run serves until ctx ends.
@@ -129,7 +149,7 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	reg.MustRegister(wait)
 
 	f, err := fleet.New(ctx, fleet.Config{
-		StateDir: cfg.StateDir, LostAfter: cfg.LostAfter, RetryCap: cfg.RetryCap, DefaultTimeout: cfg.DefaultTimeout,
+		StateDir: cfg.StateDir, LostAfter: cfg.LostAfter, ReclaimWindow: cfg.ReclaimWindowFor(), RetryCap: cfg.RetryCap, DefaultTimeout: cfg.DefaultTimeout,
 		MaxArtifactSize: cfg.MaxArtifactSize, Releases: cfg.Releases, Started: func(d time.Duration) { wait.Observe(d.Seconds()) },
 	}, st, logger.Named("fleet"))
 	if err != nil {

@@ -3,9 +3,11 @@ package serve
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kiln-build/kiln/coordinator/fleet"
 	"github.com/kiln-build/kiln/internal/config"
+	"github.com/kiln-build/kiln/internal/reconnect"
 )
 
 func TestExampleConfigIsValid(t *testing.T) {
@@ -32,6 +34,7 @@ func TestValidate(t *testing.T) {
 		{"dev off loopback", func(c *Config) { c.Dev = true; c.Listen = "0.0.0.0:7420" }, "loopback only"},
 		{"no tls", func(c *Config) { c.Dev = false }, "no TLS configured"},
 		{"lost before heartbeat", func(c *Config) { c.LostAfter = c.HeartbeatInterval }, "lost_after"},
+		{"reclaim window shorter than a worker's return", func(c *Config) { c.ReclaimWindow = reconnect.Within }, "reclaim_window " + reconnect.Within.String() + " is shorter"},
 		{"bad format", func(c *Config) {
 			c.Releases = map[string]fleet.Release{"r": {Targets: map[string]string{"t": "tgz"}}}
 		}, `format "tgz"`},
@@ -48,5 +51,28 @@ func TestValidate(t *testing.T) {
 	bad := Defaults()
 	if err := config.Decode("c.yaml", []byte("listen: x\nlisten_addr: y\n"), &bad); err == nil || !strings.Contains(err.Error(), "c.yaml: line 2: field listen_addr not found") {
 		t.Errorf("unknown key: %v", err)
+	}
+}
+
+// The reclaim window, derived or set, always covers a worker's return
+// after an outage: its longest reconnect delay and a heartbeat.
+func TestReclaimWindowCoversWorkerReturn(t *testing.T) {
+	t.Parallel()
+	cfg := Defaults()
+	cfg.Dev = true
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	need := reconnect.Within + cfg.HeartbeatInterval
+	if got := cfg.ReclaimWindowFor(); got < need {
+		t.Fatalf("derived reclaim window %s, want at least %s", got, need)
+	}
+	cfg.LostAfter = 10 * time.Minute
+	if got := cfg.ReclaimWindowFor(); got != cfg.LostAfter {
+		t.Fatalf("derived reclaim window %s, want lost_after %s", got, cfg.LostAfter)
+	}
+	cfg.ReclaimWindow = need
+	if err := cfg.Validate(); err != nil || cfg.ReclaimWindowFor() != need {
+		t.Fatalf("reclaim window set to %s: %v, %s", need, err, cfg.ReclaimWindowFor())
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kiln-build/kiln/internal/chunks"
+	"github.com/kiln-build/kiln/internal/reconnect"
 	cpb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
 	"github.com/kiln-build/kiln/worker/executor"
@@ -178,9 +179,7 @@ func (a *Agent) register(ctx context.Context, stale string) error {
 			return ctx.Err()
 		case <-time.After(backoff):
 		}
-		if backoff < 5*time.Second {
-			backoff *= 2
-		}
+		backoff = reconnect.Next(backoff)
 	}
 }
 
@@ -257,9 +256,7 @@ func (a *Agent) call(ctx context.Context, what string, fn func(ctx context.Conte
 			return fmt.Errorf("%s: %w (last error: %v)", what, ctx.Err(), err)
 		case <-time.After(backoff):
 		}
-		if backoff < 3*time.Second {
-			backoff *= 2
-		}
+		backoff = reconnect.Next(backoff)
 	}
 }
 

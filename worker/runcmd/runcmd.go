@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/kiln-build/kiln/internal/opshttp"
+	"github.com/kiln-build/kiln/internal/reconnect"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
 	"github.com/kiln-build/kiln/worker/agent"
 	"github.com/kiln-build/kiln/worker/build"
@@ -127,7 +128,8 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		}
 		creds = credentials.NewTLS(tc)
 	}
-	conn, err := grpc.NewClient(cfg.Coordinator, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient(cfg.Coordinator, grpc.WithTransportCredentials(creds),
+		grpc.WithConnectParams(reconnect.ConnectParams()))
 	if err != nil {
 		return fmt.Errorf("connect to coordinator %s: %w", cfg.Coordinator, err)
 	}
