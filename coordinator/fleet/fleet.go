@@ -455,8 +455,14 @@ func (f *Fleet) Drain(ctx context.Context, name string, on bool) (scheduler.Work
 	return w, f.st.SetDrained(ctx, name, on)
 }
 
-// Register starts a worker session.
+// Register starts a worker session for a worker that gives no instance.
 func (f *Fleet) Register(ctx context.Context, name string, labels map[string]string, slots int, running []scheduler.RunningJob) (string, []scheduler.RunningJob, error) {
+	return f.RegisterAs(ctx, scheduler.Peer{}, name, labels, slots, running)
+}
+
+// RegisterAs starts a worker session; a second process under the name of
+// a live worker is refused (scheduler.ErrNameInUse).
+func (f *Fleet) RegisterAs(ctx context.Context, p scheduler.Peer, name string, labels map[string]string, slots int, running []scheduler.RunningJob) (string, []scheduler.RunningJob, error) {
 	if name == "" || slots <= 0 {
 		return "", nil, fmt.Errorf("%w: a worker needs a name and at least one slot (got %q, %d)", ErrInvalid, name, slots)
 	}
@@ -466,7 +472,10 @@ func (f *Fleet) Register(ctx context.Context, name string, labels map[string]str
 	if err := validateLabels(labels); err != nil {
 		return "", nil, fmt.Errorf("%w: worker %s: %v", ErrInvalid, name, err)
 	}
-	id, abandon, changed := f.sched.Register(name, labels, slots, running)
+	id, abandon, changed, err := f.sched.RegisterAs(p, name, labels, slots, running)
+	if err != nil {
+		return "", nil, err
+	}
 	f.logger.Info("worker registered", "worker", name, "labels", job.LabelString(labels), "slots", slots,
 		"reattached", len(running)-len(abandon), "abandoned", len(abandon))
 	return id, abandon, f.persist(ctx, changed)

@@ -120,6 +120,8 @@ type worker struct {
 
 type session struct {
 	id       string
+	instance string // the worker process's instance, see RegisterAs
+	addr     string // where it registered from
 	w        *worker
 	lastSeen time.Time
 	draining bool // the worker itself is shutting down
@@ -355,16 +357,45 @@ func hasValue(have, v string) bool {
 	return false
 }
 
-// Register starts a session for a worker. Jobs the worker says it still
+// Peer is who registers: the worker process's instance (kept in its work
+// dir, so the same after a restart) and its network address.
+type Peer struct {
+	Instance string
+	Addr     string
+}
+
+// ErrNameInUse means another worker process is connected under the name.
+var ErrNameInUse = errors.New("worker name in use")
+
+// Register is RegisterAs for a worker that gives no instance.
+func (s *Scheduler) Register(name string, labels map[string]string, slots int, running []RunningJob) (id string, abandon []RunningJob, changed []*job.Job) {
+	id, abandon, changed, _ = s.RegisterAs(Peer{}, name, labels, slots, running)
+	return id, abandon, changed
+}
+
+// RegisterAs starts a session for a worker. While the worker's session
+// is alive (heard from within LostAfter), a registration from another
+// instance is a second process with the same name: it is refused with
+// ErrNameInUse, and the first keeps its session. The same instance (the
+// worker restarted after a crash) takes the session over at once, and
+// anyone may once the old session is known dead. Jobs the worker says it still
 // runs are re-attached when the scheduler also has them running on this
 // worker with the same attempt; the others are returned to be abandoned.
 // Jobs the scheduler had running on an earlier session of the same worker
 // and that the worker no longer reports are re-queued (returned as changed).
-func (s *Scheduler) Register(name string, labels map[string]string, slots int, running []RunningJob) (id string, abandon []RunningJob, changed []*job.Job) {
+func (s *Scheduler) RegisterAs(p Peer, name string, labels map[string]string, slots int, running []RunningJob) (id string, abandon []RunningJob, changed []*job.Job, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.clock.Now()
 	w := s.workers[name]
+	if w != nil && w.session != nil && w.session.instance != p.Instance && now.Sub(w.session.lastSeen) <= s.cfg.LostAfter {
+		from := w.session.addr
+		if from == "" {
+			from = "an unknown address"
+		}
+		return "", nil, nil, fmt.Errorf("worker %s is already connected from %s (another process with this name; give each worker its own --name, or stop the other one): %w",
+			name, from, ErrNameInUse)
+	}
 	if w == nil {
 		w = &worker{name: name}
 		s.workers[name] = w
@@ -374,7 +405,7 @@ func (s *Scheduler) Register(name string, labels map[string]string, slots int, r
 	if w.drained {
 		w.state = WorkerDraining
 	}
-	ss := &session{id: s.cfg.NewID(), w: w, lastSeen: now, running: map[string]*job.Job{}, assigned: map[string]time.Time{}}
+	ss := &session{id: s.cfg.NewID(), instance: p.Instance, addr: p.Addr, w: w, lastSeen: now, running: map[string]*job.Job{}, assigned: map[string]time.Time{}}
 	old := w.session
 	w.session = ss
 	s.sessions[ss.id] = ss
@@ -417,7 +448,7 @@ func (s *Scheduler) Register(name string, labels map[string]string, slots int, r
 		}
 		return abandon[i].Attempt < abandon[k].Attempt
 	})
-	return ss.id, abandon, changed
+	return ss.id, abandon, changed, nil
 }
 
 // Heartbeat records that a session is alive. It returns the attempts the

@@ -537,3 +537,36 @@ func TestRegisterKeepsAttemptsOfOneJobApart(t *testing.T) {
 		}
 	}
 }
+
+// A second process registering under a live worker's name is refused,
+// saying where the first is connected from, and the first keeps its
+// session; the same instance (a restart after a crash) takes over at
+// once, and another instance once the old session is known dead.
+func TestRegisterRefusesSecondProcessWithTheSameName(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 3)
+	first, _, _, err := f.s.RegisterAs(Peer{Instance: "a", Addr: "10.0.0.1:4000"}, "w1", bookworm(), 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, _, err = f.s.RegisterAs(Peer{Instance: "b", Addr: "10.0.0.2:5000"}, "w1", bookworm(), 1, nil)
+	if !errors.Is(err, ErrNameInUse) || !strings.Contains(err.Error(), "worker w1 is already connected from 10.0.0.1:4000") {
+		t.Fatalf("second process: %v", err)
+	}
+	if _, _, _, err := f.s.Heartbeat(first, nil, false); err != nil {
+		t.Fatalf("first process lost its session: %v", err)
+	}
+	again, _, _, err := f.s.RegisterAs(Peer{Instance: "a", Addr: "10.0.0.1:4001"}, "w1", bookworm(), 1, nil)
+	if err != nil {
+		t.Fatalf("same instance restarted: %v", err)
+	}
+	f.clock.Advance(5 * time.Second)
+	if _, _, _, err := f.s.RegisterAs(Peer{Instance: "b"}, "w1", bookworm(), 1, nil); !errors.Is(err, ErrNameInUse) {
+		t.Fatalf("second process while the first is alive: %v", err)
+	}
+	f.clock.Advance(6 * time.Second)
+	taken, _, _, err := f.s.RegisterAs(Peer{Instance: "b"}, "w1", bookworm(), 1, nil)
+	if err != nil || taken == again {
+		t.Fatalf("taking over a dead session: %q %v", taken, err)
+	}
+}

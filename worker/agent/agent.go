@@ -6,6 +6,7 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -63,6 +64,10 @@ type Agent struct {
 	client wpb.WorkerServiceClient
 	exec   executor.Executor
 	logger hclog.Logger
+
+	// instance identifies this worker's work dir to the coordinator (see
+	// RegisterRequest.instance); set by Run.
+	instance string
 
 	mu       sync.Mutex
 	session  string
@@ -150,10 +155,12 @@ func (a *Agent) register(ctx context.Context, stale string) error {
 		return nil
 	}
 	backoff := 200 * time.Millisecond
+	var refused time.Duration
 	for {
 		labels := a.labels()
 		resp, err := a.client.Register(a.authed(ctx), &wpb.RegisterRequest{
 			Name: a.cfg.Name, Labels: labels, Slots: int32(a.cfg.Slots), Running: a.runningList(), Version: "kiln",
+			Instance: a.instance,
 		})
 		if err == nil {
 			a.mu.Lock()
@@ -169,6 +176,18 @@ func (a *Agent) register(ctx context.Context, stale string) error {
 			a.mu.Unlock()
 			a.logger.Info("registered", "labels", labelString(labels), "slots", a.cfg.Slots)
 			return nil
+		}
+		if status.Code(err) == codes.AlreadyExists {
+			// Another process runs under this name: wait for it to go
+			// away (or be stopped), slowly, rather than fight it.
+			refused = min(max(2*refused, time.Second), 30*time.Second)
+			a.logger.Error("refused: another worker process is connected under this name; retrying", "error", status.Convert(err).Message(), "in", refused)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(refused):
+			}
+			continue
 		}
 		if !Retryable(err) || status.Code(err) == codes.Unauthenticated && strings.Contains(err.Error(), "token") {
 			return fmt.Errorf("register with the coordinator: %w", err)
@@ -267,12 +286,20 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := os.MkdirAll(a.cfg.WorkDir, 0o755); err != nil {
 		return fmt.Errorf("make work dir: %w", err)
 	}
+	inst, err := workerInstance(a.cfg.WorkDir)
+	if err != nil {
+		return err
+	}
+	a.instance = inst
 	a.cleanWorkDir()
 	// Jobs get their own context so that they can outlive ctx during the
 	// grace period.
 	jobsCtx, cancelJobs := context.WithCancel(context.Background())
 	defer cancelJobs()
 	if err := a.register(ctx, ""); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it could register
+		}
 		return err
 	}
 	hbCtx, stopHB := context.WithCancel(context.Background())
@@ -320,6 +347,25 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.logger.Warn("goodbye", "error", err)
 	}
 	return nil
+}
+
+// workerInstance returns the instance id kept in the work dir, making it
+// on first use: a worker restarted on the same work dir is the same
+// instance and takes its old session over at once.
+func workerInstance(workDir string) (string, error) {
+	p := filepath.Join(workDir, "instance")
+	if b, err := os.ReadFile(p); err == nil && len(strings.TrimSpace(string(b))) == 32 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("make worker instance id: %w", err)
+	}
+	id := hex.EncodeToString(b)
+	if err := os.WriteFile(p, []byte(id+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("keep worker instance id in %s: %w", p, err)
+	}
+	return id, nil
 }
 
 // cleanWorkDir removes job directories a previous run left behind.

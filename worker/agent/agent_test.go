@@ -17,7 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/kiln-build/kiln/coordinator/api"
@@ -42,6 +44,16 @@ func (f fakeExec) Run(ctx context.Context, j executor.Job, log io.Writer) (execu
 type coordinator struct {
 	f    *fleet.Fleet
 	conn *grpc.ClientConn
+
+	mu        sync.Mutex
+	registers []error // every Register call's result
+}
+
+// registered returns the results of the Register calls so far.
+func (c *coordinator) registered() []error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]error(nil), c.registers...)
 }
 
 func newCoordinator(t *testing.T) *coordinator {
@@ -65,7 +77,16 @@ func newCoordinatorWith(t *testing.T, cfg fleet.Config) *coordinator {
 		t.Fatal(err)
 	}
 	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer()
+	c := &coordinator{f: f}
+	srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		resp, err := h(ctx, req)
+		if strings.HasSuffix(info.FullMethod, "/Register") {
+			c.mu.Lock()
+			c.registers = append(c.registers, err)
+			c.mu.Unlock()
+		}
+		return resp, err
+	}))
 	wpb.RegisterWorkerServiceServer(srv, api.NewWorkerServer(f, nil, time.Second))
 	go srv.Serve(lis)
 	conn, err := grpc.NewClient("passthrough:///bufnet", grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -74,7 +95,8 @@ func newCoordinatorWith(t *testing.T, cfg fleet.Config) *coordinator {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close(); srv.Stop(); st.Close() })
-	return &coordinator{f: f, conn: conn}
+	c.conn = conn
+	return c
 }
 
 func (c *coordinator) runAgent(t *testing.T, exec executor.Executor) (stop func()) {
@@ -466,5 +488,49 @@ func TestAgentKeepsReassignedAttemptApart(t *testing.T) {
 	case <-secondStopped:
 	case <-time.After(20 * time.Second):
 		t.Fatal("the cancelled attempt 2 was not stopped")
+	}
+}
+
+// A second worker process started with a name already connected is
+// refused with AlreadyExists, saying where the first is connected from,
+// and backs off: it does not take the session over in a loop, and the
+// first keeps running jobs.
+func TestAgentSecondProcessWithTheSameNameIsRefused(t *testing.T) {
+	t.Parallel()
+	c := newCoordinator(t)
+	exec := fakeExec{run: func(_ context.Context, j executor.Job, log io.Writer) (executor.Result, error) {
+		return executor.Result{}, nil
+	}}
+	stop := c.runAgent(t, exec)
+	defer stop()
+	for len(c.registered()) == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	second := c.runAgent(t, exec)
+	defer second()
+	deadline := time.Now().Add(20 * time.Second)
+	var refusal error
+	for refusal == nil {
+		for _, err := range c.registered()[1:] {
+			if err == nil {
+				t.Fatal("the second process registered under the name of the first")
+			}
+			refusal = err
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second process was never refused")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if status.Code(refusal) != codes.AlreadyExists || !strings.Contains(refusal.Error(), "worker w1 is already connected from") {
+		t.Fatalf("refusal: %v", refusal)
+	}
+	// The first still works; the second has not stormed meanwhile.
+	id := submit(t, c)
+	if j := c.wait(t, id, true); j.State != job.Succeeded {
+		t.Fatalf("job %s: %s", id, j.State)
+	}
+	if n := len(c.registered()); n > 6 {
+		t.Fatalf("%d registrations: the refused process does not back off", n)
 	}
 }
