@@ -294,8 +294,11 @@ func (f *Fleet) PutArtifact(session, jobID string, attempt int, a job.Artifact, 
 	if len(a.SHA256) != 64 || strings.Trim(a.SHA256, "0123456789abcdef") != "" {
 		return fmt.Errorf("%w: artifact %s: sha256 %q is not 64 lower-case hex digits", ErrInvalid, a.Name, a.SHA256)
 	}
-	if a.Size < 0 || a.Size > f.cfg.MaxArtifactSize {
-		return fmt.Errorf("%w: artifact %s: size %d is over the limit of %d bytes", ErrInvalid, a.Name, a.Size, f.cfg.MaxArtifactSize)
+	if a.Size < 0 {
+		return fmt.Errorf("%w: artifact %s: size %d is negative", ErrInvalid, a.Name, a.Size)
+	}
+	if a.Size > f.cfg.MaxArtifactSize {
+		return fmt.Errorf("%w: artifact %s (%d bytes) is over the coordinator's limit of %d bytes (max_artifact_size)", ErrTooLarge, a.Name, a.Size, f.cfg.MaxArtifactSize)
 	}
 	dst := f.casPath(a.SHA256)
 	tmp, err := os.CreateTemp(filepath.Join(f.cfg.StateDir, "tmp"), "upload-*")

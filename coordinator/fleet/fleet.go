@@ -30,6 +30,8 @@ var (
 	ErrInvalid  = errors.New("invalid request")
 	ErrNotFound = errors.New("not found")
 	ErrRefused  = errors.New("refused")
+	// ErrTooLarge: an upload over its limit, the job's own fault.
+	ErrTooLarge = errors.New("over the size limit")
 )
 
 // Release configures how builds of one release are versioned.

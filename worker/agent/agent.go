@@ -543,6 +543,17 @@ func (a *Agent) execute(ctx context.Context, asg *wpb.Assignment, dir string, lo
 		req.Record = recordToPB(res.Record)
 	}
 	arts, err := a.collect(ctx, dir, globs, asg, log)
+	if status.Code(err) == codes.OutOfRange {
+		// Over the coordinator's limit: the job made it, so the job
+		// fails; running it again would make it again.
+		msg := status.Convert(err).Message()
+		fmt.Fprintf(log, "[kiln worker %s] %s: the job fails\n", a.cfg.Name, msg)
+		req.Failed, req.Reason, req.Artifacts = true, msg, arts
+		if req.ExitCode == 0 {
+			req.ExitCode = 1
+		}
+		return
+	}
 	if err != nil {
 		fmt.Fprintf(log, "[kiln worker %s] artifact upload failed: %v\n", a.cfg.Name, err)
 		req.InfrastructureError, req.Reason = true, "artifact upload: "+err.Error()
@@ -597,7 +608,7 @@ func (a *Agent) collect(ctx context.Context, dir string, globs []string, asg *wp
 			art, err := a.upload(ctx, f, rel, asg)
 			f.Close()
 			if err != nil {
-				return nil, err
+				return out, err
 			}
 			fmt.Fprintf(log, "[kiln] artifact %s sha256 %s (%d bytes)\n", art.GetName(), art.GetSha256(), art.GetSize())
 			out = append(out, art)

@@ -534,3 +534,24 @@ func TestAgentSecondProcessWithTheSameNameIsRefused(t *testing.T) {
 		t.Fatalf("%d registrations: the refused process does not back off", n)
 	}
 }
+
+// An artifact over the coordinator's size limit is the job's own fault:
+// the job fails with exit code 1 in its first attempt, saying why, and is
+// not retried as an infrastructure failure.
+func TestAgentOverLimitArtifactFailsTheJob(t *testing.T) {
+	t.Parallel()
+	c := newCoordinatorWith(t, fleet.Config{LostAfter: 10 * time.Second, RetryCap: 3, MaxArtifactSize: 10})
+	stop := c.runAgent(t, fakeExec{run: func(_ context.Context, j executor.Job, log io.Writer) (executor.Result, error) {
+		os.WriteFile(filepath.Join(j.WorkDir, "big.bin"), []byte("twenty bytes of data"), 0o644)
+		return executor.Result{}, nil
+	}})
+	defer stop()
+	id := submit(t, c, "big.bin")
+	j := c.wait(t, id, true)
+	if j.State != job.Failed || j.ExitCode != 1 || j.Attempt != 1 || !strings.Contains(j.Reason, "big.bin") {
+		t.Fatalf("job: %s, exit %d, attempt %d: %s; want failed, exit 1, attempt 1", j.State, j.ExitCode, j.Attempt, j.Reason)
+	}
+	if l := c.log(t, id); !strings.Contains(l, "artifact big.bin (20 bytes) is over the coordinator's limit of 10 bytes") {
+		t.Fatalf("log:\n%s", l)
+	}
+}
