@@ -15,6 +15,7 @@ import (
 
 	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/coordinator/store"
+	"github.com/kiln-build/kiln/internal/artifactname"
 )
 
 func (f *Fleet) logPath(id string) string {
@@ -288,7 +289,7 @@ func (f *Fleet) PutArtifact(session, jobID string, attempt int, a job.Artifact, 
 	if err := f.sched.CheckAttempt(session, jobID, attempt); err != nil {
 		return err
 	}
-	if err := job.CleanRelative(a.Name); err != nil {
+	if err := artifactname.Check(a.Name); err != nil {
 		return fmt.Errorf("%w: artifact name %q: %v", ErrInvalid, a.Name, err)
 	}
 	if len(a.SHA256) != 64 || strings.Trim(a.SHA256, "0123456789abcdef") != "" {

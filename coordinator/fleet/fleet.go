@@ -23,6 +23,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/coordinator/scheduler"
 	"github.com/kiln-build/kiln/coordinator/store"
+	"github.com/kiln-build/kiln/internal/artifactname"
 )
 
 // Errors callers branch on (the API maps them to gRPC codes).
@@ -538,10 +539,12 @@ func (f *Fleet) Complete(ctx context.Context, session, jobID string, attempt int
 		return err
 	}
 	seen := map[string]bool{}
+	names := make([]string, 0, len(o.Artifacts))
 	for _, a := range o.Artifacts {
-		if err := job.CleanRelative(a.Name); err != nil {
-			return fmt.Errorf("%w: artifact %q: %v", ErrInvalid, a.Name, err)
+		if err := artifactname.Check(a.Name); err != nil {
+			return fmt.Errorf("%w: artifact name %q: %v", ErrInvalid, a.Name, err)
 		}
+		names = append(names, a.Name)
 		if seen[a.Name] {
 			return fmt.Errorf("%w: artifact %q named twice", ErrInvalid, a.Name)
 		}
@@ -550,6 +553,9 @@ func (f *Fleet) Complete(ctx context.Context, session, jobID string, attempt int
 		if err != nil || st.Size() != a.Size {
 			return fmt.Errorf("%w: artifact %s (sha256 %s, %d bytes) was not uploaded", ErrInvalid, a.Name, a.SHA256, a.Size)
 		}
+	}
+	if inner, outer := artifactname.Clash(names); inner != "" {
+		return fmt.Errorf("%w: artifact %q is inside artifact %q: a file cannot also be a directory", ErrInvalid, inner, outer)
 	}
 	j, err := f.sched.Complete(session, jobID, attempt, o)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +28,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/kiln-build/kiln/internal/artifactname"
 	"github.com/kiln-build/kiln/internal/chunks"
 	"github.com/kiln-build/kiln/internal/reconnect"
 	cpb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
@@ -600,8 +602,13 @@ func (a *Agent) collect(ctx context.Context, dir string, globs []string, asg *wp
 			f, err := openArtifact(root, rel)
 			if err != nil {
 				if !errors.Is(err, errNotRegular) {
-					fmt.Fprintf(log, "[kiln] artifact %s refused: %v\n", rel, err)
+					fmt.Fprintf(log, "[kiln] artifact %s refused: %v\n", quoteIfNeeded(rel), err)
 				}
+				continue
+			}
+			if err := artifactname.Check(rel); err != nil {
+				f.Close()
+				fmt.Fprintf(log, "[kiln] artifact %q refused: %v\n", rel, err)
 				continue
 			}
 			seen[rel] = true
@@ -615,6 +622,15 @@ func (a *Agent) collect(ctx context.Context, dir string, globs []string, asg *wp
 		}
 	}
 	return out, nil
+}
+
+// quoteIfNeeded returns name as it is when it is a plain name, else
+// quoted, so that no control character of a file name reaches a log.
+func quoteIfNeeded(name string) string {
+	if artifactname.Check(name) != nil {
+		return strconv.Quote(name)
+	}
+	return name
 }
 
 // errNotRegular marks a match that is a directory or a device: skipped

@@ -555,3 +555,26 @@ func TestAgentOverLimitArtifactFailsTheJob(t *testing.T) {
 		t.Fatalf("log:\n%s", l)
 	}
 }
+
+// A file whose name holds control characters is not collected: the log
+// says so with the name quoted, and no raw escape reaches the log.
+func TestAgentRefusesArtifactNamesWithControlCharacters(t *testing.T) {
+	t.Parallel()
+	c := newCoordinator(t)
+	stop := c.runAgent(t, fakeExec{run: func(_ context.Context, j executor.Job, log io.Writer) (executor.Result, error) {
+		os.MkdirAll(filepath.Join(j.WorkDir, "out"), 0o755)
+		os.WriteFile(filepath.Join(j.WorkDir, "out", "ok"), []byte("fine"), 0o644)
+		os.WriteFile(filepath.Join(j.WorkDir, "out", "\x1b]0;title\x07"), []byte("bad"), 0o644)
+		return executor.Result{}, nil
+	}})
+	defer stop()
+	id := submit(t, c, "out/*")
+	j := c.wait(t, id, true)
+	if j.State != job.Succeeded || len(j.Artifacts) != 1 || j.Artifacts[0].Name != "out/ok" {
+		t.Fatalf("job %s %s, artifacts %+v", j.State, j.Reason, j.Artifacts)
+	}
+	l := c.log(t, id)
+	if !strings.Contains(l, `artifact "out/\x1b]0;title\a" refused: control character`) || strings.ContainsAny(l, "\x1b\x07") {
+		t.Fatalf("log:\n%q", l)
+	}
+}
