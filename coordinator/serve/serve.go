@@ -244,6 +244,9 @@ func serveLog(w http.ResponseWriter, r *http.Request, f *fleet.Fleet) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	// A job's output is whatever the job printed: never let a browser
+	// guess it is HTML or script.
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	_, err := f.StreamLog(r.Context(), id, 0, false, func(b []byte) error { _, err := w.Write(b); return err })
 	if errors.Is(err, fleet.ErrNotFound) {
 		http.Error(w, err.Error(), http.StatusNotFound)

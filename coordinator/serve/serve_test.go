@@ -1,11 +1,18 @@
 package serve
 
 import (
+	"context"
+	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/kiln-build/kiln/coordinator/fleet"
+	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/coordinator/store"
 	"github.com/kiln-build/kiln/internal/config"
 	"github.com/kiln-build/kiln/internal/reconnect"
 )
@@ -74,5 +81,31 @@ func TestReclaimWindowCoversWorkerReturn(t *testing.T) {
 	cfg.ReclaimWindow = need
 	if err := cfg.Validate(); err != nil || cfg.ReclaimWindowFor() != need {
 		t.Fatalf("reclaim window set to %s: %v, %s", need, err, cfg.ReclaimWindowFor())
+	}
+}
+
+// /logs/ID is plain text that no browser may take for anything else.
+func TestLogsAreServedAsPlainTextWithoutSniffing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := store.Open(ctx, filepath.Join(dir, "coordinator.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	f, err := fleet.New(ctx, fleet.Config{StateDir: dir}, st, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, _, err := f.Submit(ctx, job.Spec{Kind: job.Command, Command: []string{"true"}, Labels: map[string]string{"os": "linux"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	serveLog(rec, httptest.NewRequest("GET", "/logs/"+j.ID, nil), f)
+	h := rec.Result().Header
+	if rec.Code != 200 || h.Get("Content-Type") != "text/plain; charset=utf-8" || h.Get("X-Content-Type-Options") != "nosniff" {
+		t.Fatalf("status %d, headers %v", rec.Code, h)
 	}
 }
