@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -139,7 +140,16 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	if labels == nil {
 		labels = map[string]string{}
 	}
-	mux := &muxExecutor{commands: shell.New()}
+	sh := shell.New()
+	sh.GroupDir = filepath.Join(cfg.WorkDir, "shell-groups")
+	killed, err := sh.KillLeftovers()
+	if err != nil {
+		return err
+	}
+	if len(killed) > 0 {
+		logger.Warn("killed job processes a previous run left", "process_groups", fmt.Sprint(killed))
+	}
+	mux := &muxExecutor{commands: sh}
 	var refresh func(context.Context) (map[string]string, error)
 	if cfg.usesBuildroot() {
 		br, err := buildroot.New(ctx, cfg.Buildroot, logger.Named("buildroot"))
