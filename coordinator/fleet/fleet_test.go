@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -280,5 +281,33 @@ func TestSetLabels(t *testing.T) {
 	}
 	if err := f.SetLabels("no-such-session", nil); !errors.Is(err, scheduler.ErrUnknownSession) {
 		t.Fatalf("unknown session: %v", err)
+	}
+}
+
+// Register bounds what a worker may claim: a number of labels and slots,
+// each refused with a short message that does not echo the input.
+func TestRegisterLimits(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f, st := openFleet(t, t.TempDir())
+	defer st.Close()
+	many := map[string]string{}
+	for i := 0; i < 100000; i++ {
+		many[fmt.Sprintf("label-%d", i)] = strings.Repeat("v", 8)
+	}
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		slots  int
+		want   string
+	}{
+		{"too many labels", many, 1, "100000 labels: at most"},
+		{"too many slots", map[string]string{"os": "linux"}, 100000, "100000 slots: at most"},
+		{"long value", map[string]string{"os": strings.Repeat("x", 1<<20)}, 1, "label \"os\""},
+	} {
+		_, _, err := f.Register(ctx, "w1", tc.labels, tc.slots, nil)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) || len(err.Error()) > 300 {
+			t.Errorf("%s: %.300v, want ErrInvalid with %q in at most 300 characters", tc.name, err, tc.want)
+		}
 	}
 }
