@@ -58,6 +58,11 @@ type Config struct {
 	LabelsEvery time.Duration
 	// Metrics counts the jobs run; nil: kept but not registered.
 	Metrics *Metrics
+	// LogSpoolMax bounds the output of one job waiting to be sent (on
+	// disk, in the work dir's log-spool/), e.g. while the coordinator
+	// is unreachable; output over it is dropped, and the log says so.
+	// 0 means 256 MiB.
+	LogSpoolMax int64
 }
 
 // Agent runs jobs for one coordinator.
@@ -104,6 +109,9 @@ func New(cfg Config, conn grpc.ClientConnInterface, exec executor.Executor, logg
 	}
 	if cfg.LabelsEvery <= 0 {
 		cfg.LabelsEvery = 30 * time.Second
+	}
+	if cfg.LogSpoolMax <= 0 {
+		cfg.LogSpoolMax = 256 << 20
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
@@ -374,7 +382,7 @@ func workerInstance(workDir string) (string, error) {
 func (a *Agent) cleanWorkDir() {
 	entries, _ := os.ReadDir(a.cfg.WorkDir)
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "job-") {
+		if strings.HasPrefix(e.Name(), "job-") || e.Name() == "log-spool" {
 			_ = os.RemoveAll(filepath.Join(a.cfg.WorkDir, e.Name()))
 		}
 	}

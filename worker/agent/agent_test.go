@@ -47,6 +47,14 @@ type coordinator struct {
 
 	mu        sync.Mutex
 	registers []error // every Register call's result
+	logsDown  bool    // AppendLog answers Unavailable
+}
+
+// setLogsDown makes AppendLog fail as if the coordinator were unreachable.
+func (c *coordinator) setLogsDown(down bool) {
+	c.mu.Lock()
+	c.logsDown = down
+	c.mu.Unlock()
 }
 
 // registered returns the results of the Register calls so far.
@@ -86,6 +94,14 @@ func newCoordinatorWith(t *testing.T, cfg fleet.Config) *coordinator {
 			c.mu.Unlock()
 		}
 		return resp, err
+	}), grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		c.mu.Lock()
+		down := c.logsDown
+		c.mu.Unlock()
+		if down && strings.HasSuffix(info.FullMethod, "/AppendLog") {
+			return status.Error(codes.Unavailable, "coordinator unreachable (test)")
+		}
+		return h(srv, ss)
 	}))
 	wpb.RegisterWorkerServiceServer(srv, api.NewWorkerServer(f, nil, time.Second))
 	go srv.Serve(lis)
@@ -576,5 +592,64 @@ func TestAgentRefusesArtifactNamesWithControlCharacters(t *testing.T) {
 	l := c.log(t, id)
 	if !strings.Contains(l, `artifact "out/\x1b]0;title\a" refused: control character`) || strings.ContainsAny(l, "\x1b\x07") {
 		t.Fatalf("log:\n%q", l)
+	}
+}
+
+// While the coordinator is unreachable, a job's output waits on disk, not
+// in memory, up to the spool's bound; what is over it is dropped and the
+// log says how much, where. Once the coordinator is back the rest comes.
+func TestAgentSpoolsLogOutputWithABound(t *testing.T) {
+	t.Parallel()
+	c := newCoordinator(t)
+	workDir := t.TempDir()
+	const bound = 1 << 20
+	line := strings.Repeat("x", 1023) + "\n"
+	var spooled int64
+	ctx, cancel := context.WithCancel(context.Background())
+	a := New(Config{Name: "w1", Labels: map[string]string{"os": "linux"}, Slots: 1, WorkDir: workDir, PollWait: time.Second, ShutdownGrace: time.Second,
+		LogSpoolMax: bound},
+		c.conn, fakeExec{run: func(_ context.Context, j executor.Job, log io.Writer) (executor.Result, error) {
+			c.setLogsDown(true)
+			io.WriteString(log, "first line\n")
+			for i := 0; i < 3<<10; i++ { // 3 MiB
+				io.WriteString(log, line)
+			}
+			entries, _ := os.ReadDir(filepath.Join(workDir, "log-spool"))
+			for _, e := range entries {
+				if info, err := e.Info(); err == nil {
+					spooled += info.Size()
+				}
+			}
+			c.setLogsDown(false)
+			io.WriteString(log, "last line\n")
+			return executor.Result{}, nil
+		}}, hclog.NewNullLogger())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	}()
+	id := submit(t, c)
+	if j := c.wait(t, id, true); j.State != job.Succeeded {
+		t.Fatalf("job %s: %s", j.State, j.Reason)
+	}
+	if spooled < bound/2 || spooled > bound {
+		t.Errorf("%d bytes spooled on disk while the coordinator was unreachable, want up to %d", spooled, bound)
+	}
+	l := c.log(t, id)
+	if !strings.Contains(l, "first line\n") || !strings.Contains(l, "last line\n") {
+		t.Fatalf("log lacks its first or last line (%d bytes)", len(l))
+	}
+	if !strings.Contains(l, "bytes of output dropped here: the worker's log spool (1048576 bytes) was full") {
+		t.Fatalf("log does not say output was dropped (%d bytes)", len(l))
+	}
+	if n := len(l); n > bound+64<<10 {
+		t.Fatalf("log of %d bytes: more than the spool could hold", n)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(workDir, "log-spool")); len(entries) != 0 {
+		t.Fatalf("spool files left: %v", entries)
 	}
 }

@@ -50,6 +50,9 @@ type Config struct {
 	// a buildroot named by the job's target label.
 	Executor      string        `yaml:"executor"`
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// LogSpoolMax bounds a job's output waiting on disk to be sent (the
+	// coordinator unreachable); 0: 256 MiB.
+	LogSpoolMax int64 `yaml:"log_spool_max"`
 	// MetricsListen serves /metrics and /healthz over HTTP; empty: none.
 	MetricsListen string           `yaml:"metrics_listen"`
 	Log           LogConfig        `yaml:"log"`
@@ -192,7 +195,7 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		defer stop()
 	}
 	a := agent.New(agent.Config{Name: cfg.Name, Labels: labels, Slots: cfg.Slots, WorkDir: cfg.WorkDir, Token: token,
-		ShutdownGrace: cfg.ShutdownGrace, RefreshLabels: refresh, Metrics: metrics}, conn, mux, logger.Named("agent"))
+		ShutdownGrace: cfg.ShutdownGrace, RefreshLabels: refresh, Metrics: metrics, LogSpoolMax: cfg.LogSpoolMax}, conn, mux, logger.Named("agent"))
 	return a.Run(ctx)
 }
 
