@@ -224,3 +224,58 @@ func TestDegenerateArtifactNamesAreRefused(t *testing.T) {
 		t.Fatalf("file beside a directory of the same name: %v", err)
 	}
 }
+
+// A log over MaxLogSize keeps its head and its tail, with a line where
+// it was cut saying how much is missing; followers read the same bytes.
+func TestLogOverTheCapKeepsHeadAndTail(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := store.Open(ctx, filepath.Join(dir, "coordinator.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	f, err := New(ctx, Config{StateDir: dir, LostAfter: time.Minute, MaxLogSize: 1000,
+		Clock: fixedClock{time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}}, st, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, _, err := f.Submit(ctx, job.Spec{Kind: job.Command, Command: []string{"make"}, Labels: map[string]string{"os": "linux"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, _, err := f.Register(ctx, "w1", map[string]string{"os": "linux"}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := f.Pull(ctx, sess, 0); err != nil || a == nil {
+		t.Fatalf("pull: %v %v", a, err)
+	}
+	var all strings.Builder
+	for c := 'a'; c <= 'j'; c++ {
+		chunk := strings.Repeat(string(c), 299) + "\n"
+		all.WriteString(chunk)
+		if err := f.AppendLog(sess, j.ID, 1, []byte(chunk)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Complete(ctx, sess, j.ID, 1, scheduler.Outcome{}); err != nil {
+		t.Fatal(err)
+	}
+	out := all.String()
+	want := "[kiln 2026-11-25T10:00:00Z] attempt 1 on worker w1\n" + out[:500] +
+		"\n[kiln 2026-11-25T10:00:00Z] 2000 bytes of output cut here: the log is over the coordinator's max_log_size (1000 bytes); its first and last 500 bytes are kept\n" +
+		out[len(out)-500:] + "[kiln 2026-11-25T10:00:00Z] finished: succeeded\n"
+	if got := readLog(t, f, j.ID, 0); got != want {
+		t.Fatalf("log:\n%q\nwant:\n%q", got, want)
+	}
+	for _, off := range []int64{0, 100, 600, int64(len(want)) - 10} {
+		if got := readLog(t, f, j.ID, off); got != want[off:] {
+			t.Fatalf("from offset %d: %q, want %q", off, got, want[off:])
+		}
+	}
+	if _, err := os.Stat(f.logPath(j.ID) + ".tail"); !os.IsNotExist(err) {
+		t.Fatalf("tail file left: %v", err)
+	}
+}

@@ -56,8 +56,12 @@ type Config struct {
 	DefaultTimeout time.Duration
 	// MaxArtifactSize bounds one uploaded artifact.
 	MaxArtifactSize int64
-	Releases        map[string]Release
-	Clock           scheduler.Clock
+	// MaxLogSize bounds the output kept of one job: over it, its first
+	// and last MaxLogSize/2 bytes are kept, with a line where it was cut.
+	// 0 means no bound.
+	MaxLogSize int64
+	Releases   map[string]Release
+	Clock      scheduler.Clock
 	// Started observes queue-to-start times: from queued to the assignment
 	// being durable and on its way to the worker.
 	Started func(time.Duration)

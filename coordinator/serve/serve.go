@@ -54,12 +54,15 @@ type Config struct {
 	// its worker to come back and re-attach it before it runs again
 	// elsewhere. Zero derives it from how soon a worker returns after an
 	// outage (ReclaimWindowFor); a value set must not be shorter.
-	ReclaimWindow   time.Duration            `yaml:"reclaim_window"`
-	RetryCap        int                      `yaml:"retry_cap"`
-	DefaultTimeout  time.Duration            `yaml:"default_timeout"`
-	MaxArtifactSize int64                    `yaml:"max_artifact_size"`
-	Releases        map[string]fleet.Release `yaml:"releases"`
-	Log             LogConfig                `yaml:"log"`
+	ReclaimWindow   time.Duration `yaml:"reclaim_window"`
+	RetryCap        int           `yaml:"retry_cap"`
+	DefaultTimeout  time.Duration `yaml:"default_timeout"`
+	MaxArtifactSize int64         `yaml:"max_artifact_size"`
+	// MaxLogSize bounds the output kept of one job: over it, its first
+	// and last halves are kept with a line where it was cut. 0: no bound.
+	MaxLogSize int64                    `yaml:"max_log_size"`
+	Releases   map[string]fleet.Release `yaml:"releases"`
+	Log        LogConfig                `yaml:"log"`
 	// Extra is configuration of optional subsystems (Gerrit intake,
 	// publisher hand-off); see Hooks.
 	Extra Extra `yaml:",inline"`
@@ -76,7 +79,7 @@ func Defaults() Config {
 	return Config{
 		Listen: "127.0.0.1:7420", HTTPListen: "127.0.0.1:7421", StateDir: "/var/lib/kiln/coordinator",
 		HeartbeatInterval: 3 * time.Second, LostAfter: 15 * time.Second, RetryCap: 3,
-		DefaultTimeout: 6 * time.Hour, MaxArtifactSize: 4 << 30,
+		DefaultTimeout: 6 * time.Hour, MaxArtifactSize: 4 << 30, MaxLogSize: 128 << 20,
 	}
 }
 
@@ -106,6 +109,9 @@ func (c *Config) Validate() error {
 	if min := reconnect.Within + c.HeartbeatInterval; c.ReclaimWindow != 0 && c.ReclaimWindow < min {
 		return fmt.Errorf("reclaim_window %s is shorter than a worker may take to come back after an outage (%s: its longest reconnect delay, then a heartbeat): set at least %s, or leave it out to have it derived",
 			c.ReclaimWindow, min, min)
+	}
+	if c.MaxLogSize < 0 || c.MaxLogSize > 0 && c.MaxLogSize < 64<<10 {
+		return fmt.Errorf("max_log_size %d: give at least 65536 bytes, or 0 for no bound", c.MaxLogSize)
 	}
 	if c.RetryCap < 1 {
 		return fmt.Errorf("retry_cap %d: at least 1", c.RetryCap)
@@ -150,7 +156,7 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 
 	f, err := fleet.New(ctx, fleet.Config{
 		StateDir: cfg.StateDir, LostAfter: cfg.LostAfter, ReclaimWindow: cfg.ReclaimWindowFor(), RetryCap: cfg.RetryCap, DefaultTimeout: cfg.DefaultTimeout,
-		MaxArtifactSize: cfg.MaxArtifactSize, Releases: cfg.Releases, Started: func(d time.Duration) { wait.Observe(d.Seconds()) },
+		MaxArtifactSize: cfg.MaxArtifactSize, MaxLogSize: cfg.MaxLogSize, Releases: cfg.Releases, Started: func(d time.Duration) { wait.Observe(d.Seconds()) },
 	}, st, logger.Named("fleet"))
 	if err != nil {
 		return err

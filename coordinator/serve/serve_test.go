@@ -41,6 +41,7 @@ func TestValidate(t *testing.T) {
 		{"dev off loopback", func(c *Config) { c.Dev = true; c.Listen = "0.0.0.0:7420" }, "loopback only"},
 		{"no tls", func(c *Config) { c.Dev = false }, "no TLS configured"},
 		{"lost before heartbeat", func(c *Config) { c.LostAfter = c.HeartbeatInterval }, "lost_after"},
+		{"tiny log cap", func(c *Config) { c.MaxLogSize = 100 }, "max_log_size 100"},
 		{"reclaim window shorter than a worker's return", func(c *Config) { c.ReclaimWindow = reconnect.Within }, "reclaim_window " + reconnect.Within.String() + " is shorter"},
 		{"bad format", func(c *Config) {
 			c.Releases = map[string]fleet.Release{"r": {Targets: map[string]string{"t": "tgz"}}}
