@@ -40,6 +40,8 @@ func toStatus(err error) error {
 		code = codes.InvalidArgument
 	case errors.Is(err, fleet.ErrNotFound), errors.Is(err, store.ErrNotFound):
 		code = codes.NotFound
+	case errors.Is(err, fleet.ErrNoSpace):
+		code = codes.ResourceExhausted
 	case errors.Is(err, fleet.ErrTooLarge):
 		code = codes.OutOfRange
 	case errors.Is(err, scheduler.ErrNameInUse):

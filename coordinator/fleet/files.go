@@ -262,7 +262,13 @@ func (f *Fleet) AppendLog(session, jobID string, attempt int, data []byte) error
 	if err := f.sched.CheckAttempt(session, jobID, attempt); err != nil {
 		return err
 	}
-	return f.appendFile(jobID, data)
+	if err := f.appendFile(jobID, data); err != nil {
+		if store.IsFull(err) {
+			return fmt.Errorf("%w: append to the log of job %s: the coordinator's disk is full (state dir %s): %v", ErrNoSpace, jobID, f.cfg.StateDir, err)
+		}
+		return fmt.Errorf("append to the log of job %s: %w", jobID, err)
+	}
+	return nil
 }
 
 func (f *Fleet) notifyLog(id string) {

@@ -33,6 +33,8 @@ var (
 	ErrRefused  = errors.New("refused")
 	// ErrTooLarge: an upload over its limit, the job's own fault.
 	ErrTooLarge = errors.New("over the size limit")
+	// ErrNoSpace: the coordinator's disk (or database) is full.
+	ErrNoSpace = errors.New("no space left")
 )
 
 // Release configures how builds of one release are versioned.
@@ -86,6 +88,9 @@ type Fleet struct {
 
 	finMu    sync.Mutex
 	finished []func(*job.Job)
+
+	healthMu sync.Mutex
+	writeErr error // of the last store write; nil once one succeeds
 }
 
 type realClock struct{}
@@ -139,6 +144,54 @@ func randomID() string {
 	return hex.EncodeToString(b)
 }
 
+// wrote records the result of a store write for Health and returns it.
+func (f *Fleet) wrote(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err // the caller went away: says nothing of the store
+	}
+	f.healthMu.Lock()
+	f.writeErr = err
+	f.healthMu.Unlock()
+	return err
+}
+
+// writeError wraps a failed write; a full disk is ErrNoSpace, with what
+// to do.
+func (f *Fleet) writeError(what string, err error) error {
+	if store.IsFull(err) {
+		return fmt.Errorf("%w: %s: the coordinator's disk is full (state dir %s); nothing was accepted: free space there and try again: %v",
+			ErrNoSpace, what, f.cfg.StateDir, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// Health reports whether the fleet can keep what it is given: the last
+// store write succeeded and the state dir takes a file.
+func (f *Fleet) Health(ctx context.Context) error {
+	f.healthMu.Lock()
+	err := f.writeErr
+	f.healthMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("the store cannot write: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Join(f.cfg.StateDir, "tmp"), "health-*")
+	if err != nil {
+		return fmt.Errorf("the state dir cannot be written: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(make([]byte, 4096))
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("the state dir cannot be written: %w", err)
+	}
+	return nil
+}
+
 // Scheduler exposes the scheduler for metrics.
 func (f *Fleet) Scheduler() *scheduler.Scheduler { return f.sched }
 
@@ -186,7 +239,7 @@ func (f *Fleet) persist(ctx context.Context, jobs []*job.Job, notes ...store.Not
 	if len(jobs) == 0 && len(notes) == 0 {
 		return nil
 	}
-	err := f.st.Write(ctx, jobs, notes)
+	err := f.wrote(f.st.Write(ctx, jobs, notes))
 	if err == nil {
 		f.forgetNotes(jobs)
 	}
@@ -283,8 +336,11 @@ func (f *Fleet) submit(ctx context.Context, spec job.Spec, rebuildOf string) (j 
 	}
 	j.Seq = f.seq.Add(1)
 	j.ID = strconv.FormatInt(j.Seq, 10)
-	if err := f.st.Put(ctx, j); err != nil {
-		return nil, false, fmt.Errorf("persist job: %w", err)
+	if err := f.wrote(f.st.Put(ctx, j)); err != nil {
+		// Unless another job took the next id meanwhile, this one is not
+		// used up.
+		f.seq.CompareAndSwap(j.Seq, j.Seq-1)
+		return nil, false, f.writeError("persist job", err)
 	}
 	f.newLog(j.ID)
 	// The new job is already durable as queued. Writing it again here would
@@ -560,7 +616,7 @@ func (f *Fleet) Pull(ctx context.Context, session string, wait time.Duration) (*
 		return nil, err
 	}
 	n := f.note(ctx, j.ID, fmt.Sprintf("attempt %d on worker %s", j.Attempt, j.Worker))
-	if err := f.st.Write(ctx, []*job.Job{j}, []store.Note{n}); err != nil {
+	if err := f.wrote(f.st.Write(ctx, []*job.Job{j}, []store.Note{n})); err != nil {
 		// The assignment is not durable; the worker won't get it and the
 		// heartbeat check re-queues it.
 		return nil, fmt.Errorf("persist assignment of job %s: %w", j.ID, err)
@@ -692,8 +748,9 @@ func (f *Fleet) submitRebuild(ctx context.Context, spec job.Spec, orig *job.Job,
 		Rebuild: true, RebuildOf: orig.ID, Verify: true}
 	j.Seq = f.seq.Add(1)
 	j.ID = strconv.FormatInt(j.Seq, 10)
-	if err := f.st.Put(ctx, j); err != nil {
-		return nil, err
+	if err := f.wrote(f.st.Put(ctx, j)); err != nil {
+		f.seq.CompareAndSwap(j.Seq, j.Seq-1)
+		return nil, f.writeError("persist job", err)
 	}
 	f.newLog(j.ID)
 	_, others := splitChanged(j.ID, f.sched.Enqueue(j))

@@ -311,3 +311,51 @@ func TestRegisterLimits(t *testing.T) {
 		}
 	}
 }
+
+// With the store full, a submit is refused with ErrNoSpace (the API's
+// ResourceExhausted) and a clear message, uses up no job id, and the
+// fleet reports itself unhealthy until a write succeeds again.
+func TestSubmitWhileTheStoreIsFull(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f, st := openFleet(t, t.TempDir())
+	defer st.Close()
+	spec := func(n int) job.Spec {
+		return job.Spec{Kind: job.Command, Command: []string{"make"}, Labels: map[string]string{"os": "linux"},
+			Env: []string{"FILL=" + strings.Repeat("x", n)}}
+	}
+	first, _, err := f.Submit(ctx, spec(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Health(ctx); err != nil {
+		t.Fatalf("health before: %v", err)
+	}
+	var pages int
+	if err := st.DB().QueryRowContext(ctx, "PRAGMA page_count").Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.DB().ExecContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", pages)); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = f.Submit(ctx, spec(64<<10))
+	if !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), "disk is full") {
+		t.Fatalf("submit on a full store: %v, want ErrNoSpace", err)
+	}
+	if err := f.Health(ctx); err == nil || !strings.Contains(err.Error(), "store") {
+		t.Fatalf("health on a full store: %v", err)
+	}
+	if _, err := st.DB().ExecContext(ctx, "PRAGMA max_page_count = 1073741823"); err != nil {
+		t.Fatal(err)
+	}
+	next, _, err := f.Submit(ctx, spec(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.Seq != first.Seq+1 {
+		t.Fatalf("job after the refused submit is %d, want %d: the refused one used up an id", next.Seq, first.Seq+1)
+	}
+	if err := f.Health(ctx); err != nil {
+		t.Fatalf("health after: %v", err)
+	}
+}

@@ -204,7 +204,7 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	}
 	var hsrv *http.Server
 	if cfg.HTTPListen != "" {
-		mux := opshttp.Mux(reg)
+		mux := opshttp.Mux(reg, f.Health)
 		mux.HandleFunc("/logs/", func(w http.ResponseWriter, r *http.Request) { serveLog(w, r, f) })
 		for p, h := range hooks.HTTP {
 			mux.Handle(p, h)

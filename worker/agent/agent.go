@@ -502,6 +502,14 @@ func (a *Agent) runJob(parent context.Context, asg *wpb.Assignment) {
 		a.execute(ctx, asg, dir, lw, req)
 	}
 	lw.Close()
+	if n := lw.Missing(); n > 0 {
+		// The job says so, not only its log (whose note may be lost too).
+		note := fmt.Sprintf("log incomplete: %d bytes of output missing", n)
+		if req.Reason != "" {
+			note = req.Reason + "; " + note
+		}
+		req.Reason = note
+	}
 	if parent.Err() != nil {
 		// Handed back at shutdown: the coordinator re-queues it on goodbye.
 		logger.Info("job handed back")

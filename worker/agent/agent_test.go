@@ -633,8 +633,8 @@ func TestAgentSpoolsLogOutputWithABound(t *testing.T) {
 		}
 	}()
 	id := submit(t, c)
-	if j := c.wait(t, id, true); j.State != job.Succeeded {
-		t.Fatalf("job %s: %s", j.State, j.Reason)
+	if j := c.wait(t, id, true); j.State != job.Succeeded || !strings.Contains(j.Reason, "log incomplete: ") || !strings.Contains(j.Reason, " bytes of output missing") {
+		t.Fatalf("job %s: %q; want succeeded, saying the log is incomplete", j.State, j.Reason)
 	}
 	if spooled < bound/2 || spooled > bound {
 		t.Errorf("%d bytes spooled on disk while the coordinator was unreachable, want up to %d", spooled, bound)

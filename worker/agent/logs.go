@@ -32,6 +32,7 @@ type logWriter struct {
 	sent    int64  // bytes of the spool sent
 	dropped int64  // bytes dropped since the last note of it
 	lost    int64  // bytes that could not be sent, not yet said
+	missing int64  // bytes dropped or lost in all
 	kick    chan struct{}
 	done    chan struct{}
 	stopped chan struct{}
@@ -89,12 +90,14 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	if w.size+int64(len(p)) > w.max {
 		w.dropped += int64(len(p))
+		w.missing += int64(len(p))
 		w.mu.Unlock()
 		return len(p), nil
 	}
 	w.noteDropped()
 	if _, err := w.spool.WriteAt(p, w.size); err != nil {
 		w.dropped += int64(len(p))
+		w.missing += int64(len(p))
 		w.mu.Unlock()
 		return len(p), nil
 	}
@@ -181,6 +184,7 @@ func (w *logWriter) flush() {
 		w.sent += n
 		if err != nil {
 			w.lost += n
+			w.missing += n
 		} else {
 			w.lost = 0
 		}
@@ -196,6 +200,13 @@ func (w *logWriter) flush() {
 			w.a.cfg.Metrics.logBytes.Add(float64(len(chunk)))
 		}
 	}
+}
+
+// Missing returns how many bytes of output the coordinator did not get.
+func (w *logWriter) Missing() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.missing
 }
 
 // Close sends what is left, stops the writer and removes its spool.
