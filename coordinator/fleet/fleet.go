@@ -527,10 +527,10 @@ func (f *Fleet) Register(ctx context.Context, name string, labels map[string]str
 // a live worker is refused (scheduler.ErrNameInUse).
 func (f *Fleet) RegisterAs(ctx context.Context, p scheduler.Peer, name string, labels map[string]string, slots int, running []scheduler.RunningJob) (string, []scheduler.RunningJob, error) {
 	if name == "" || slots <= 0 {
-		return "", nil, fmt.Errorf("%w: a worker needs a name and at least one slot (got %s, %d)", ErrInvalid, short(name), slots)
+		return "", nil, fmt.Errorf("%w: a worker needs a name and at least one slot (got %s, %d)", ErrInvalid, job.Clip(name), slots)
 	}
 	if slots > MaxWorkerSlots {
-		return "", nil, fmt.Errorf("%w: worker %s: %d slots: at most %d", ErrInvalid, short(name), slots, MaxWorkerSlots)
+		return "", nil, fmt.Errorf("%w: worker %s: %d slots: at most %d", ErrInvalid, job.Clip(name), slots, MaxWorkerSlots)
 	}
 	if err := job.ValidateLabel("name", name); err != nil {
 		return "", nil, fmt.Errorf("%w: worker name: %v", ErrInvalid, err)
@@ -572,14 +572,6 @@ const (
 	MaxWorkerSlots      = 1024
 )
 
-// short quotes s for a message, cut to a few dozen bytes.
-func short(s string) string {
-	if len(s) > 40 {
-		return fmt.Sprintf("%q... (%d bytes)", s[:40], len(s))
-	}
-	return fmt.Sprintf("%q", s)
-}
-
 // validateLabels checks a worker's labels; a value may name alternatives
 // (a|b).
 func validateLabels(labels map[string]string) error {
@@ -589,7 +581,7 @@ func validateLabels(labels map[string]string) error {
 	total := 0
 	for k, v := range labels {
 		if len(k) > job.MaxLabelLength {
-			return fmt.Errorf("label %s: keys are at most %d bytes", short(k), job.MaxLabelLength)
+			return fmt.Errorf("label %s: keys are at most %d bytes", job.Clip(k), job.MaxLabelLength)
 		}
 		if len(v) > MaxWorkerLabelBytes {
 			return fmt.Errorf("label %q: value of %d bytes: at most %d", k, len(v), MaxWorkerLabelBytes)

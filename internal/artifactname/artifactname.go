@@ -33,11 +33,14 @@ func Check(name string) error {
 	}
 	for _, part := range strings.Split(name, "/") {
 		if part == ".." {
-			return errors.New("it leaves the work dir with ..")
+			return errors.New("path escapes the work dir with ..")
 		}
 	}
 	if fs.ValidPath(name) && name != "." {
 		return nil
+	}
+	if strings.HasPrefix(name, "/") {
+		return errors.New("absolute path: give it relative to the work dir")
 	}
 	if clean := path.Clean(name); fs.ValidPath(clean) && clean != "." {
 		return fmt.Errorf("not in its plain form: use %q", clean)
