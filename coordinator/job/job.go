@@ -176,6 +176,8 @@ const (
 	MaxArgBytes    = 256 << 10
 	MaxGlobs       = 64
 	MaxLabelLength = 128
+	// MaxTimeout bounds a job's time limit.
+	MaxTimeout = 30 * 24 * time.Hour
 )
 
 // Validate checks a spec from an untrusted client; the error says what is
@@ -238,6 +240,9 @@ func (s *Spec) Validate() error {
 	}
 	if s.Timeout < 0 {
 		return fmt.Errorf("timeout %s is negative", s.Timeout)
+	}
+	if s.Timeout > MaxTimeout {
+		return fmt.Errorf("timeout %s is over the limit of %s", s.Timeout.Truncate(time.Second), MaxTimeout)
 	}
 	return nil
 }
