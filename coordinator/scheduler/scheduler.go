@@ -435,8 +435,13 @@ func (s *Scheduler) RegisterAs(p Peer, name string, labels map[string]string, sl
 		}
 	}
 	for id, o := range s.orphans {
-		if claim(o.j) {
+		switch {
+		case claim(o.j):
 			delete(s.orphans, id)
+		case o.j.Worker == name:
+			// Back without it: the assignment never reached it.
+			delete(s.orphans, id)
+			changed = append(changed, s.requeue(o.j, fmt.Sprintf("worker %s came back without it after a coordinator restart", name)))
 		}
 	}
 	for r := range reported {

@@ -570,3 +570,18 @@ func TestRegisterRefusesSecondProcessWithTheSameName(t *testing.T) {
 		t.Fatalf("taking over a dead session: %q %v", taken, err)
 	}
 }
+
+// A worker that comes back after a coordinator restart without a job the
+// coordinator had running on it (the assignment never reached it) has
+// that job re-queued at once, not after the reclaim window.
+func TestRegisterRequeuesOrphanTheWorkerDoesNotRun(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 3)
+	now := f.clock.Now()
+	f.s.Restore([]*job.Job{{ID: "a", Seq: 1, State: job.Running, Attempt: 1, Worker: "w1", CreatedAt: now,
+		Spec: job.Spec{Kind: job.Command, Labels: bookworm()}}})
+	_, _, changed := f.s.Register("w1", bookworm(), 1, nil)
+	if len(changed) != 1 || changed[0].ID != "a" || changed[0].State != job.Queued {
+		t.Fatalf("changed %+v, want job a re-queued", changed)
+	}
+}
