@@ -184,6 +184,7 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		}
 	}
 	opts = append(opts, grpc.MaxRecvMsgSize(8<<20))
+	opts = append(opts, requestOptions()...)
 	gs := grpc.NewServer(opts...)
 	pb.RegisterCoordinatorServiceServer(gs, api.NewClientServer(f, hooks.Events))
 	wpb.RegisterWorkerServiceServer(gs, api.NewWorkerServer(f, tokens, cfg.HeartbeatInterval))
