@@ -1,7 +1,6 @@
 package itest
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -35,6 +34,11 @@ func TestReleaseRebuildsFromItselfAlone(t *testing.T) {
       base_apt: "deb %s/%s-base bookworm main"
 `, pub, mirror, repo, mirror, repo)
 	p.worker.stop(t)
+	// The chroot is made as an operator makes it, so that the package
+	// files it was made from are kept for the base.
+	if out, errOut, code := runTimeout(t, 20*time.Minute, bin("worker"), "chroot", "refresh", target, "--config", p.workerCfg); code != 0 || !strings.Contains(out+errOut, "package files of the chroot kept") {
+		t.Fatalf("chroot refresh: %d\n%s\n%s", code, tail(out, 3000), tail(errOut, 3000))
+	}
 	p.worker = p.startWorker(t, workerOptions{build: repos, extra: "metrics_listen: " + metrics + "\n"})
 	// The release exists, empty, before its first build draws on it.
 	for _, args := range [][]string{{"publish", "--config", p.pubCfg, "--repo", repo}, {"publish", "--config", p.pubCfg, "--repo", repo, "--base"}} {
@@ -119,23 +123,17 @@ func TestReleaseRebuildsFromItselfAlone(t *testing.T) {
 // cliTimeout is cli with a longer limit, for waits on whole builds.
 func (c *cluster) cliTimeout(d time.Duration, args ...string) (string, string, int) {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin("coordinator"), args...)
-	cmd.Env = append(os.Environ(), "KILN_SERVER="+c.addr)
+	env := []string{"KILN_SERVER=" + c.addr}
 	if c.clientTLS != nil {
-		cmd.Env = append(cmd.Env, "KILN_TLS_CERT="+c.clientTLS.Cert, "KILN_TLS_KEY="+c.clientTLS.Key, "KILN_TLS_CA="+c.clientTLS.CA)
+		env = append(env, "KILN_TLS_CERT="+c.clientTLS.Cert, "KILN_TLS_KEY="+c.clientTLS.Key, "KILN_TLS_CA="+c.clientTLS.CA)
 	}
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		c.t.Fatalf("coordinator %v: %v", args, err)
-	}
-	return out.String(), errb.String(), code
+	return runEnvTimeout(c.t, d, env, bin("coordinator"), args...)
+}
+
+// runTimeout is run with a longer limit.
+func runTimeout(t *testing.T, d time.Duration, name string, args ...string) (string, string, int) {
+	t.Helper()
+	return runEnvTimeout(t, d, nil, name, args...)
 }
 
 // metricValue reads one unlabelled sample from a Prometheus text page.
