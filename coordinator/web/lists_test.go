@@ -137,6 +137,11 @@ func TestJobListFiltersAndPages(t *testing.T) {
 		}
 	}
 
+	// A review build's page links the list of its change's builds.
+	if _, body := get(t, srv.URL+"/jobs/"+jobs[0].id); !strings.Contains(body, `<a href="/jobs?change=12">change 12</a>, patch set 1`) {
+		t.Errorf("review build's page lacks the link to its change's builds:\n%s", body)
+	}
+
 	// The overview's old state links go on to the list.
 	_, body = get(t, srv.URL+"/?state=running")
 	if ids, _ := listed(t, body); strings.Join(ids, " ") != run.ID {
@@ -347,7 +352,8 @@ func TestJobActions(t *testing.T) {
 	t.Parallel()
 	rf := newReleaseFleet(t, "mos-9.0")
 	ctx := context.Background()
-	srv := serve(t, rf, Config{Actions: true})
+	pub := &fakePublish{}
+	srv := serve(t, rf, Config{Actions: true, Publish: pub})
 	off := serve(t, rf, Config{})
 
 	built := rf.build("mos-9.0", "hello", 1)
@@ -434,4 +440,31 @@ func TestJobActions(t *testing.T) {
 	if code, _ := postForm(t, srv.URL+"/jobs/"+built.ID+"/explode", "Origin", srv.URL); code != http.StatusNotFound {
 		t.Errorf("unknown action: %d, want 404", code)
 	}
+
+	// A build whose publish is pending is cancelled at the publisher, as
+	// CancelJob does; a published one offers no cancel.
+	if len(pub.cancelled) != 0 {
+		t.Fatalf("publishes cancelled before any was pending: %v", pub.cancelled)
+	}
+	pending := built
+	if _, body := get(t, srv.URL+"/jobs/"+pending.ID); strings.Contains(body, "/cancel\"") {
+		t.Errorf("published build offers a cancel:\n%s", body)
+	}
+	if err := rf.SetPublish(ctx, pending.ID, "pending"); err != nil {
+		t.Fatal(err)
+	}
+	if _, body := get(t, srv.URL+"/jobs/"+pending.ID); !strings.Contains(body, `action="/jobs/`+pending.ID+`/cancel"><button type="submit">Cancel publish</button>`) {
+		t.Errorf("page of a build with a pending publish lacks its cancel form:\n%s", body)
+	}
+	if code, _ := postForm(t, srv.URL+"/jobs/"+pending.ID+"/cancel", "Origin", srv.URL); code != http.StatusSeeOther ||
+		strings.Join(pub.cancelled, " ") != pending.ID+": "+cancelReason {
+		t.Errorf("cancel of a pending publish: %d, publisher told %v", code, pub.cancelled)
+	}
+}
+
+type fakePublish struct{ cancelled []string }
+
+func (p *fakePublish) Cancel(_ context.Context, jobID, reason string) error {
+	p.cancelled = append(p.cancelled, jobID+": "+reason)
+	return nil
 }
