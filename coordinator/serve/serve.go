@@ -220,7 +220,12 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	if cfg.HTTPListen != "" {
 		mux := opshttp.Mux(reg, f.Health)
 		mux.HandleFunc("/logs/", func(w http.ResponseWriter, r *http.Request) { serveLog(w, r, f) })
-		pages := web.New(web.Config{Actions: cfg.Dev, Events: hooks.Events, Logger: logger.Named("web")}, f)
+		var names []string
+		for n := range cfg.Releases {
+			names = append(names, n)
+		}
+		pages := web.New(web.Config{Actions: cfg.Dev, Events: hooks.Events, Releases: releaseSvc, ReleaseNames: names,
+			Publish: hooks.Publish, Logger: logger.Named("web")}, f)
 		pages.Register(mux)
 		g.Go(func() error { return pages.Run(gctx) })
 		for p, h := range hooks.HTTP {
