@@ -31,6 +31,8 @@ Client (talks to --server, default 127.0.0.1:7420 or $KILN_SERVER):
   coordinator artifacts get JOB_ID --dest DIR                   [--json]
   coordinator workers list|drain NAME|undrain NAME              [--json]
   coordinator events list                                       [--json]
+  coordinator release seal R|unseal R|show R                    [--json]
+  coordinator release verify R [--package P]... [--wait] [--diffoscope-dir DIR] [--json]
   coordinator certs --dir DIR --name NAME [--host HOST]...
 
 With --wait, the exit code is 0 when the job succeeded, 1 when it failed,
@@ -90,6 +92,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cli.Events(ctx, rest, o)
 	case "certs":
 		return cli.Certs(ctx, rest, o)
+	case "release":
+		return cli.Release(ctx, rest, o)
 	}
 	fmt.Fprint(stderr, help)
 	return &cli.ExitError{Code: cli.ExitUsage, Err: fmt.Errorf("unknown command %q", cmd)}

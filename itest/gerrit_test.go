@@ -80,7 +80,7 @@ func TestGerritReviewBuildVotes(t *testing.T) {
 		t.Fatalf("no review arrived: %v\nevents:\n%s\njobs:\n%s", err, out, jobs)
 	}
 	r := reviews[0]
-	if r.Change != 1234 || r.PatchSet != 1 || r.Labels["Verified"] != "-1" || !strings.Contains(r.Message, "/logs/") {
+	if r.Change != 1234 || r.PatchSet != 1 || r.Labels["Verified"] != "-1" || !strings.Contains(r.Message, "/jobs/") {
 		t.Fatalf("review %+v", r)
 	}
 	// The log behind the link shows why.

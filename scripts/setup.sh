@@ -12,7 +12,9 @@ packages="
 	dpkg-dev debhelper fakeroot build-essential apt-utils reprepro
 	rpm createrepo-c dnf
 	gnupg gpgv
+	diffoscope-minimal
 	zstd xz-utils ca-certificates curl openssh-client procps
+	chromium
 "
 
 [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (it installs packages and starts containerd)" >&2; exit 1; }

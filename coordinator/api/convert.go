@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/coordinator/publish"
 	"github.com/kiln-build/kiln/coordinator/scheduler"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 )
@@ -76,7 +77,7 @@ func SpecFromPB(s *pb.JobSpec) job.Spec {
 		out.Build = &job.Build{
 			Release: b.GetRelease(), Target: b.GetTarget(), Package: b.GetPackage(), Sources: SourcesFromPB(b.GetSources()),
 			Recipe: b.GetRecipe(), Publish: b.GetPublish(), Revision: b.GetRevision(), VersionSuffix: b.GetVersionSuffix(),
-			Pinned: packagesFromPB(b.GetPinnedPackages()),
+			Pinned: packagesFromPB(b.GetPinnedPackages()), Sealed: b.GetSealed(),
 		}
 	}
 	return out
@@ -99,6 +100,7 @@ func SpecToPB(s job.Spec) *pb.JobSpec {
 		out.PackageBuild = &pb.PackageBuild{
 			Release: b.Release, Target: b.Target, Package: b.Package, Sources: SourcesToPB(b.Sources), Recipe: b.Recipe,
 			Publish: b.Publish, Revision: b.Revision, VersionSuffix: b.VersionSuffix, PinnedPackages: packagesToPB(b.Pinned),
+			Sealed: b.Sealed,
 		}
 	}
 	return out
@@ -168,8 +170,22 @@ func JobToPB(j *job.Job, waiting string) *pb.Job {
 		Attempt: int32(j.Attempt), Worker: j.Worker, ExitCode: int32(j.ExitCode), Reason: j.Reason, WaitingReason: waiting,
 		Artifacts: artifactsToPB(j.Artifacts), Record: recordToPB(j.Record), CreatedAt: ts(j.CreatedAt),
 		StartedAt: ts(j.StartedAt), FinishedAt: ts(j.FinishedAt), RebuildOf: j.RebuildOf,
-		DifferingArtifacts: j.Differing, PublishState: j.Publish,
+		DifferingArtifacts: j.Differing, PublishState: j.Publish, Publish: publishToPB(j.Publish),
 	}
+}
+
+var publishStateToPB = map[string]pb.PublishState{
+	publish.StatePending: pb.PublishState_PUBLISH_STATE_PENDING, publish.StatePublished: pb.PublishState_PUBLISH_STATE_PUBLISHED,
+	publish.StateRefused: pb.PublishState_PUBLISH_STATE_REFUSED, publish.StateFailed: pb.PublishState_PUBLISH_STATE_FAILED,
+	publish.StateCanceled: pb.PublishState_PUBLISH_STATE_CANCELED,
+}
+
+func publishToPB(s string) *pb.JobPublish {
+	st, loc, reason := publish.Parse(s)
+	if st == "" {
+		return nil
+	}
+	return &pb.JobPublish{State: publishStateToPB[st], Location: loc, Reason: reason}
 }
 
 var workerStateToPB = map[scheduler.WorkerState]pb.WorkerState{

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 
 	"github.com/kiln-build/kiln/coordinator/fleet"
 	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/coordinator/publish"
 	"github.com/kiln-build/kiln/coordinator/scheduler"
 	"github.com/kiln-build/kiln/coordinator/store"
 	"github.com/kiln-build/kiln/internal/chunks"
@@ -35,7 +37,7 @@ func toStatus(err error) error {
 	}
 	code := codes.Internal
 	switch {
-	case errors.Is(err, fleet.ErrInvalid):
+	case errors.Is(err, fleet.ErrInvalid), errors.Is(err, job.ErrRefused):
 		code = codes.InvalidArgument
 	case errors.Is(err, fleet.ErrNotFound), errors.Is(err, store.ErrNotFound):
 		code = codes.NotFound
@@ -71,24 +73,52 @@ type EventLister interface {
 	ListEvents(ctx context.Context, limit int) ([]Event, error)
 }
 
+// PublishCanceler stops pending publishes; nil when no publisher is
+// configured.
+type PublishCanceler interface {
+	Cancel(ctx context.Context, jobID, reason string) error
+}
+
+// ClientOptions is what the client API checks requests against and the
+// optional subsystems it drives.
+type ClientOptions struct {
+	// Releases are the configured releases: a package build of another
+	// release or target is refused before it is queued.
+	Releases job.Releases
+	Events   EventLister
+	Publish  PublishCanceler
+}
+
 // ClientServer implements CoordinatorService.
 type ClientServer struct {
 	pb.UnimplementedCoordinatorServiceServer
 	f      *fleet.Fleet
 	events EventLister
+	opts   ClientOptions
 }
 
 // NewClientServer makes the client API.
-func NewClientServer(f *fleet.Fleet, events EventLister) *ClientServer {
-	return &ClientServer{f: f, events: events}
+func NewClientServer(f *fleet.Fleet, opts ClientOptions) *ClientServer {
+	return &ClientServer{f: f, events: opts.Events, opts: opts}
 }
 
-// SubmitJob implements CoordinatorService.
+// SubmitJob implements CoordinatorService. A package build is checked
+// completely before it is queued: the spec itself, then the release,
+// target, package name and sources against the configuration.
 func (s *ClientServer) SubmitJob(ctx context.Context, req *pb.SubmitJobRequest) (*pb.SubmitJobResponse, error) {
 	if req.GetSpec() == nil {
 		return nil, invalid("spec is required")
 	}
-	j, dedup, err := s.f.Submit(ctx, SpecFromPB(req.GetSpec()))
+	spec := SpecFromPB(req.GetSpec())
+	if err := spec.Validate(); err != nil {
+		return nil, invalid("%v", err)
+	}
+	if spec.Build != nil {
+		if err := s.opts.Releases.Check(spec.Build); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	j, dedup, err := s.f.Submit(ctx, spec)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -107,29 +137,43 @@ func (s *ClientServer) GetJob(ctx context.Context, req *pb.GetJobRequest) (*pb.G
 	return &pb.GetJobResponse{Job: JobToPB(j, waiting)}, nil
 }
 
-// ListJobs implements CoordinatorService.
+// ListJobs implements CoordinatorService: one page of the jobs matching
+// the filters, filtered and paged by the store.
 func (s *ClientServer) ListJobs(ctx context.Context, req *pb.ListJobsRequest) (*pb.ListJobsResponse, error) {
-	var states []job.State
+	f := store.Filter{Release: req.GetRelease(), Package: req.GetPackage(), Origin: req.GetOrigin()}
 	for _, st := range req.GetStates() {
 		js, ok := stateFromPB(st)
 		if !ok {
 			return nil, invalid("job state %v is not a state to filter on", st)
 		}
-		states = append(states, js)
+		f.States = append(f.States, js)
 	}
-	limit := int(req.GetLimit())
-	if limit <= 0 {
-		limit = 100
+	f.Limit = int(req.GetLimit())
+	if f.Limit <= 0 {
+		f.Limit = 100
 	}
-	if limit > 10000 {
-		return nil, invalid("limit %d: at most 10000", limit)
+	if f.Limit > 10000 {
+		return nil, invalid("limit %d: at most 10000", f.Limit)
 	}
-	jobs, err := s.f.List(ctx, states, limit)
+	if t := req.GetPageToken(); t != "" {
+		n, err := strconv.ParseInt(t, 10, 64)
+		if err != nil || n <= 0 {
+			return nil, invalid("page_token %q: pass the next_page_token of the previous response", t)
+		}
+		f.Before = n
+	}
+	jobs, next, err := s.f.Store().Query(ctx, f)
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	out := &pb.ListJobsResponse{}
+	if next > 0 {
+		out.NextPageToken = strconv.FormatInt(next, 10)
+	}
 	for _, j := range jobs {
+		if l := s.f.Scheduler().Live(j.ID); l != nil {
+			j = l
+		}
 		waiting := ""
 		if j.State == job.Queued {
 			waiting = s.f.Scheduler().WaitingReason(j.ID)
@@ -147,6 +191,18 @@ func (s *ClientServer) CancelJob(ctx context.Context, req *pb.CancelJobRequest) 
 	j, err := s.f.Cancel(ctx, req.GetId(), req.GetReason())
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	if st, _, _ := publish.Parse(j.Publish); j.State == job.Succeeded && st == publish.StatePending && s.opts.Publish != nil {
+		reason := req.GetReason()
+		if reason == "" {
+			reason = "cancelled by user"
+		}
+		if err := s.opts.Publish.Cancel(ctx, j.ID, reason); err != nil {
+			return nil, toStatus(err)
+		}
+		if j, _, err = s.f.Get(ctx, j.ID); err != nil {
+			return nil, toStatus(err)
+		}
 	}
 	return &pb.CancelJobResponse{Job: JobToPB(j, "")}, nil
 }

@@ -184,7 +184,7 @@ func Run(ctx context.Context, args []string, o IO) error {
 	}
 	spec := &pb.JobSpec{Kind: pb.JobKind_JOB_KIND_COMMAND, Labels: l, Command: fs.Args(), Env: env, ArtifactGlobs: globs,
 		Priority: int32(*prio), FairnessGroup: *group, SupersedeKey: *supersede, TimeoutSeconds: int64(timeout.Seconds()), Origin: origin()}
-	return submit(ctx, c, spec, *wait, *asJSON, o)
+	return submit(ctx, c, spec, *wait, 0, *asJSON, o)
 }
 
 func origin() string {
@@ -195,7 +195,7 @@ func origin() string {
 	return "cli on " + h
 }
 
-func submit(ctx context.Context, c Conn, spec *pb.JobSpec, wait, asJSON bool, o IO) error {
+func submit(ctx context.Context, c Conn, spec *pb.JobSpec, wait bool, waitFor time.Duration, asJSON bool, o IO) error {
 	conn, err := c.Dial()
 	if err != nil {
 		return err
@@ -209,6 +209,11 @@ func submit(ctx context.Context, c Conn, spec *pb.JobSpec, wait, asJSON bool, o 
 	j := resp.GetJob()
 	if resp.GetDeduplicated() {
 		fmt.Fprintf(o.Err, "build key %s already built by job %s (%s); not run again (use --force to rebuild)\n", short(j.GetBuildKey()), j.GetId(), stateName(j.GetState()))
+		if wait {
+			// The earlier job's log is not replayed: it is one command away.
+			fmt.Fprintf(o.Err, "reusing job %s; its log: coordinator jobs logs %s\n", j.GetId(), j.GetId())
+			return followFor(ctx, cl, j.GetId(), waitFor, followOpts{asJSON: asJSON, quiet: true}, o)
+		}
 	} else {
 		fmt.Fprintf(o.Err, "job %s queued\n", j.GetId())
 	}
@@ -219,7 +224,7 @@ func submit(ctx context.Context, c Conn, spec *pb.JobSpec, wait, asJSON bool, o 
 		fmt.Fprintln(o.Out, j.GetId())
 		return nil
 	}
-	return follow(ctx, cl, j.GetId(), asJSON, o)
+	return followFor(ctx, cl, j.GetId(), waitFor, followOpts{asJSON: asJSON}, o)
 }
 
 func short(s string) string {
@@ -232,7 +237,8 @@ func short(s string) string {
 // follow streams a job's log to o.Out until it ends and turns its outcome
 // into an exit code. It survives a coordinator restart by resuming from the
 // last offset.
-func follow(ctx context.Context, cl pb.CoordinatorServiceClient, id string, asJSON bool, o IO) error {
+func follow(ctx context.Context, cl pb.CoordinatorServiceClient, id string, opts followOpts, o IO) error {
+	asJSON := opts.asJSON
 	var offset int64
 	var final *pb.Job
 	backoff := 200 * time.Millisecond
@@ -254,7 +260,7 @@ func follow(ctx context.Context, cl pb.CoordinatorServiceClient, id string, asJS
 					break
 				}
 				if len(m.GetData()) > 0 {
-					if !asJSON {
+					if !asJSON && !opts.quiet {
 						o.Out.Write(m.GetData())
 					}
 					offset += int64(len(m.GetData()))
@@ -298,7 +304,9 @@ func follow(ctx context.Context, cl pb.CoordinatorServiceClient, id string, asJS
 }
 
 // waitPublish waits until the publisher confirmed (or refused) a build: the
-// build is complete only then.
+// build is complete only then. A package the publisher refused is the
+// build's fault (exit 1), as is a publish cancelled by a user; a publisher
+// that cannot take it is the infrastructure's (exit 3).
 func waitPublish(ctx context.Context, cl pb.CoordinatorServiceClient, j *pb.Job, o IO) (*pb.Job, error) {
 	last := ""
 	for {
@@ -307,11 +315,16 @@ func waitPublish(ctx context.Context, cl pb.CoordinatorServiceClient, j *pb.Job,
 			fmt.Fprintf(o.Err, "job %s publish: %s\n", j.GetId(), st)
 			last = st
 		}
-		switch {
-		case strings.HasPrefix(st, "published"):
+		p := j.GetPublish()
+		switch p.GetState() {
+		case pb.PublishState_PUBLISH_STATE_PUBLISHED:
 			return j, nil
-		case strings.HasPrefix(st, "failed"):
-			return nil, &ExitError{Code: ExitInfra, Err: fmt.Errorf("job %s built but not published: %s", j.GetId(), st)}
+		case pb.PublishState_PUBLISH_STATE_REFUSED:
+			return nil, &ExitError{Code: ExitFailed, Err: fmt.Errorf("job %s built but the publisher refused the package: %s", j.GetId(), p.GetReason())}
+		case pb.PublishState_PUBLISH_STATE_CANCELED:
+			return nil, &ExitError{Code: ExitFailed, Err: fmt.Errorf("job %s built but its publish was cancelled: %s", j.GetId(), p.GetReason())}
+		case pb.PublishState_PUBLISH_STATE_FAILED:
+			return nil, &ExitError{Code: ExitInfra, Err: fmt.Errorf("job %s built but not published: %s", j.GetId(), p.GetReason())}
 		}
 		select {
 		case <-ctx.Done():
@@ -333,6 +346,9 @@ func outcome(j *pb.Job, o IO) error {
 	}
 	if d := j.GetDifferingArtifacts(); len(d) > 0 {
 		msg += "; artifacts differ from job " + j.GetRebuildOf() + ": " + strings.Join(d, ", ")
+	}
+	if p := j.GetPublish(); p.GetState() == pb.PublishState_PUBLISH_STATE_PUBLISHED {
+		msg += "; published at " + p.GetLocation()
 	}
 	switch j.GetState() {
 	case pb.JobState_JOB_STATE_SUCCEEDED:
@@ -372,6 +388,7 @@ func Build(ctx context.Context, args []string, o IO) error {
 	wait := fs.Bool("wait", false, "stream the log and exit with the outcome: 0 succeeded, 1 failed, 3 infrastructure")
 	force := fs.Bool("force", false, "build even if this build key already succeeded (a rebuild with a new revision)")
 	publish := fs.Bool("publish", false, "publish the artifacts when the build succeeds")
+	waitFor := fs.Duration("timeout", 0, "with --wait: give up waiting after this long (exit 3, saying why the job waits); 0 waits until it ends")
 	prio := fs.Int("priority", 0, "higher runs first (merge builds 100, review builds 50)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parse(fs, reorder(fs, args)); err != nil {
@@ -390,7 +407,7 @@ func Build(ctx context.Context, args []string, o IO) error {
 	spec := &pb.JobSpec{Kind: pb.JobKind_JOB_KIND_PACKAGE_BUILD, Force: *force, Priority: int32(*prio), Origin: origin(),
 		Labels: map[string]string{"target": *target}, FairnessGroup: *release,
 		PackageBuild: &pb.PackageBuild{Release: *release, Target: *target, Package: *pkg, Sources: srcs, Recipe: *recipe, Publish: *publish}}
-	return submit(ctx, c, spec, *wait, *asJSON, o)
+	return submit(ctx, c, spec, *wait, *waitFor, *asJSON, o)
 }
 
 // ResolveSources turns REPO@REV[#role] into sources at exact commits,
@@ -421,6 +438,11 @@ func ResolveSources(ctx context.Context, in []string) ([]*pb.Source, error) {
 		if !ok {
 			return nil, usage("--source role %q: use combined, code or packaging", role)
 		}
+		if local, ok, err := localSource(ctx, url); err != nil {
+			return nil, err
+		} else if ok {
+			url = local
+		}
 		commit := rev
 		ref := ""
 		if len(rev) != 40 || strings.Trim(rev, "0123456789abcdef") != "" {
@@ -442,7 +464,7 @@ func lsRemote(ctx context.Context, url, rev string) (string, error) {
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
-			return "", infra(fmt.Errorf("git ls-remote %s %s: %v: %s", url, rev, err, strings.TrimSpace(string(ee.Stderr))))
+			return "", lsRemoteFailed(url, rev, err, string(ee.Stderr))
 		}
 		return "", infra(fmt.Errorf("git ls-remote %s %s: %w", url, rev, err))
 	}
@@ -462,6 +484,7 @@ func Rebuild(ctx context.Context, args []string, o IO) error {
 	c.flags(fs)
 	verify := fs.Bool("verify", false, "rebuild from the build record (same commits, same build-dependency versions) and compare artifacts byte for byte; implies --wait")
 	wait := fs.Bool("wait", false, "stream the log and exit with the outcome")
+	waitFor := fs.Duration("timeout", 0, "with --wait: give up waiting after this long (exit 3); 0 waits until it ends")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parse(fs, reorder(fs, args)); err != nil {
 		return err
@@ -487,7 +510,7 @@ func Rebuild(ctx context.Context, args []string, o IO) error {
 		fmt.Fprintln(o.Out, resp.GetJob().GetId())
 		return nil
 	}
-	return follow(ctx, cl, resp.GetJob().GetId(), *asJSON, o)
+	return followFor(ctx, cl, resp.GetJob().GetId(), *waitFor, followOpts{asJSON: *asJSON}, o)
 }
 
 // Jobs is `coordinator jobs list|show|logs|cancel`.
@@ -498,7 +521,7 @@ func Jobs(ctx context.Context, args []string, o IO) error {
 	sub, args := args[0], args[1:]
 	synopsis := "coordinator jobs " + sub + " [flags] ID"
 	if sub == "list" {
-		synopsis = "coordinator jobs list [--state S]... [--limit N] [--json]"
+		synopsis = "coordinator jobs list [--state S]... [--release R] [--package P] [--origin TEXT] [--limit N] [--page-token T] [--json]"
 	}
 	fs := newFlagSet("jobs "+sub, synopsis, o)
 	var c Conn
@@ -507,12 +530,19 @@ func Jobs(ctx context.Context, args []string, o IO) error {
 	var states multi
 	limit := 0
 	followF := false
+	var waitFor time.Duration
+	var release, pkg, originF, pageToken string
 	switch sub {
 	case "list":
 		fs.Var(&states, "state", "only jobs in this state: queued, running, succeeded, failed, error, canceled (repeatable)")
-		fs.IntVar(&limit, "limit", 50, "at most this many")
+		fs.StringVar(&release, "release", "", "only package builds of this release")
+		fs.StringVar(&pkg, "package", "", "only package builds of this source package")
+		fs.StringVar(&originF, "origin", "", "only jobs whose origin contains this text (jenkins, gerrit, a build URL)")
+		fs.IntVar(&limit, "limit", 50, "at most this many (a page)")
+		fs.StringVar(&pageToken, "page-token", "", "the next page: the token the previous page printed")
 	case "logs":
 		fs.BoolVar(&followF, "follow", false, "keep streaming until the job ends, then exit with its outcome")
+		fs.DurationVar(&waitFor, "timeout", 0, "with --follow: give up after this long (exit 3, saying why the job waits); 0 waits until it ends")
 	case "show", "cancel":
 	default:
 		return usage("jobs %q: use list, show, logs or cancel", sub)
@@ -531,7 +561,7 @@ func Jobs(ctx context.Context, args []string, o IO) error {
 	cl := pb.NewCoordinatorServiceClient(conn)
 	switch sub {
 	case "list":
-		req := &pb.ListJobsRequest{Limit: int32(limit)}
+		req := &pb.ListJobsRequest{Limit: int32(limit), Release: release, Package: pkg, Origin: originF, PageToken: pageToken}
 		for _, s := range states {
 			st, err := job.ParseState(s)
 			if err != nil {
@@ -547,15 +577,21 @@ func Jobs(ctx context.Context, args []string, o IO) error {
 			return printJSON(o.Out, resp)
 		}
 		tw := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tSTATE\tKIND\tWORKER\tWHAT\tDETAIL")
+		fmt.Fprintln(tw, "ID\tSTATE\tKIND\tWORKER\tWHAT\tPUBLISH\tDETAIL")
 		for _, j := range resp.GetJobs() {
 			detail := j.GetReason()
 			if j.GetWaitingReason() != "" {
 				detail = "waiting: " + j.GetWaitingReason()
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", j.GetId(), stateName(j.GetState()), kind(j), j.GetWorker(), what(j), detail)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.GetId(), stateName(j.GetState()), kind(j), j.GetWorker(), what(j), publishName(j), detail)
 		}
-		return tw.Flush()
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if t := resp.GetNextPageToken(); t != "" {
+			fmt.Fprintf(o.Err, "more jobs: add --page-token %s\n", t)
+		}
+		return nil
 	case "show":
 		resp, err := cl.GetJob(ctx, &pb.GetJobRequest{Id: fs.Arg(0)})
 		if err != nil {
@@ -568,7 +604,7 @@ func Jobs(ctx context.Context, args []string, o IO) error {
 		return nil
 	case "logs":
 		if followF {
-			return follow(ctx, cl, fs.Arg(0), false, o)
+			return followFor(ctx, cl, fs.Arg(0), waitFor, followOpts{}, o)
 		}
 		stream, err := cl.StreamJobLog(ctx, &pb.StreamJobLogRequest{Id: fs.Arg(0)})
 		if err != nil {
@@ -592,7 +628,12 @@ func Jobs(ctx context.Context, args []string, o IO) error {
 		if *asJSON {
 			return printJSON(o.Out, resp.GetJob())
 		}
-		fmt.Fprintf(o.Out, "job %s %s\n", resp.GetJob().GetId(), stateName(resp.GetJob().GetState()))
+		j := resp.GetJob()
+		if p := j.GetPublish(); p.GetState() == pb.PublishState_PUBLISH_STATE_CANCELED {
+			fmt.Fprintf(o.Out, "job %s %s; its pending publish was stopped: %s\n", j.GetId(), stateName(j.GetState()), p.GetReason())
+			return nil
+		}
+		fmt.Fprintf(o.Out, "job %s %s\n", j.GetId(), stateName(j.GetState()))
 	}
 	return nil
 }
@@ -634,6 +675,9 @@ func show(w io.Writer, j *pb.Job) {
 		p("package", b.GetPackage())
 		p("revision", b.GetRevision())
 		p("version suffix", b.GetVersionSuffix())
+		if b.GetSealed() {
+			p("sealed", "yes: built from the release alone")
+		}
 		for _, s := range b.GetSources() {
 			p("source", fmt.Sprintf("%s@%s (%s)", s.GetUrl(), s.GetCommit(), strings.ToLower(strings.TrimPrefix(s.GetRole().String(), "SOURCE_ROLE_"))))
 		}
@@ -652,7 +696,10 @@ func show(w io.Writer, j *pb.Job) {
 	}
 	p("reason", j.GetReason())
 	p("waiting", j.GetWaitingReason())
-	p("publish", j.GetPublishState())
+	p("publish", publishName(j))
+	if r := j.GetPublish().GetReason(); r != "" {
+		p("publish why", r)
+	}
 	if t := j.GetCreatedAt(); t != nil {
 		p("created", t.AsTime().Format(time.RFC3339))
 	}

@@ -267,6 +267,9 @@ func (f *Fleet) submit(ctx context.Context, spec job.Spec, rebuildOf string) (j 
 		if err := f.assignRevision(ctx, j); err != nil {
 			return nil, false, err
 		}
+		if err := f.markSealed(ctx, j.Spec.Build); err != nil {
+			return nil, false, err
+		}
 	}
 	if j.Spec.Timeout == 0 {
 		j.Spec.Timeout = f.cfg.DefaultTimeout
@@ -629,6 +632,9 @@ func (f *Fleet) submitRebuild(ctx context.Context, spec job.Spec, orig *job.Job,
 	if err := spec.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
+	if err := f.markSealed(ctx, spec.Build); err != nil {
+		return nil, err
+	}
 	j := &job.Job{Spec: spec, State: job.Queued, CreatedAt: f.cfg.Clock.Now(), BuildKey: orig.BuildKey,
 		Rebuild: true, RebuildOf: orig.ID, Verify: true}
 	j.Seq = f.seq.Add(1)
@@ -665,17 +671,18 @@ func (f *Fleet) compareRebuild(ctx context.Context, j *job.Job) (*store.Note, er
 		return nil, err
 	}
 	// Packages are compared; .changes and .buildinfo record the build's
-	// date and environment and differ by design.
+	// date and environment and differ by design, and base/* are the
+	// packages the build used, not what it made.
 	want := map[string]string{}
 	for _, a := range orig.Artifacts {
-		if job.IsPackageFile(a.Name) {
+		if isOutput(a.Name) {
 			want[a.Name] = a.SHA256
 		}
 	}
 	got := map[string]string{}
 	var diff []string
 	for _, a := range j.Artifacts {
-		if !job.IsPackageFile(a.Name) {
+		if !isOutput(a.Name) {
 			continue
 		}
 		got[a.Name] = a.SHA256

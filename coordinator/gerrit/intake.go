@@ -39,6 +39,15 @@ type Builds interface {
 	CancelBuilds(ctx context.Context, supersedeKey, reason string) (jobIDs []string, err error)
 }
 
+// ErrRefused marks a build the coordinator refuses as asked (a release or
+// target it does not have, an implausible package name): the event records
+// the refusal with action ActionRefused, nothing is queued, and the event
+// is not handled again.
+var ErrRefused = errors.New("build refused")
+
+// ActionRefused is the event action of a refused build.
+const ActionRefused = "refused"
+
 // BuildRequest asks for one package build of one target.
 type BuildRequest struct {
 	Release string
@@ -558,6 +567,9 @@ func (in *Intake) queueRelease(ctx context.Context, s *server, ev Event, plan Pl
 		desc += fmt.Sprintf(" (change %d)", ev.Change)
 	}
 	sub, err := in.submit(ctx, s, ev, plan, srcs, true, desc)
+	if errors.Is(err, ErrRefused) {
+		return in.record(ctx, s, ev, ActionRefused, err.Error(), sub.ids)
+	}
 	if err != nil {
 		in.metrics.events.WithLabelValues(name, ev.Type, ActionError).Inc()
 		rec := recordOf(s, ev, in.now())
@@ -688,6 +700,9 @@ func (in *Intake) handleReview(ctx context.Context, s *server, ev Event, why str
 	}
 	origin := fmt.Sprintf("gerrit %s review: change %d patch set %d (%s %s)", s.cfg.Name, ev.Change, ev.PatchSet, ev.Project, ev.Branch)
 	sub, err := in.submit(ctx, s, ev, plan, srcs, false, origin)
+	if errors.Is(err, ErrRefused) {
+		return in.record(ctx, s, ev, ActionRefused, err.Error(), sub.ids)
+	}
 	if err != nil {
 		in.metrics.events.WithLabelValues(s.cfg.Name, ev.Type, ActionError).Inc()
 		rec := recordOf(s, ev, in.now())

@@ -96,6 +96,10 @@ type Build struct {
 	Revision      int64     `json:"revision,omitempty"`
 	VersionSuffix string    `json:"version_suffix,omitempty"`
 	Pinned        []Package `json:"pinned,omitempty"`
+	// Sealed is set by the coordinator when the release was sealed at
+	// submission: the build draws only from the release itself. It is not
+	// part of the build key.
+	Sealed bool `json:"sealed,omitempty"`
 }
 
 // Spec is what a client asks for.

@@ -3,15 +3,23 @@
 // arrival) and asks the publisher to publish them. A publisher that is down
 // delays a publish without losing it: the job stays "pending" in the store
 // and is tried again, also after a coordinator restart.
+//
+// A build's artifacts under base/ (see IsBase) are the upstream packages its
+// buildroot installed; they go to the base of the release's repository, in
+// a publish of their own before the build's packages (request ids
+// "job-<id>-base" and "job-<id>"), so that a published package's base is
+// always published. Files the publisher already has cost only their header.
 package publish
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -32,6 +40,10 @@ const (
 	StatePending   = "pending"
 	StatePublished = "published"
 	StateFailed    = "failed"
+	// StateRefused: the publisher refused the package itself.
+	StateRefused = "refused"
+	// StateCanceled: stopped by a user while pending.
+	StateCanceled = "canceled"
 )
 
 // Config is the coordinator config's `publisher:` section.
@@ -75,15 +87,21 @@ type Jobs interface {
 
 // Publisher hands builds to the publisher service.
 type Publisher struct {
-	cfg    Config
-	conn   *grpc.ClientConn
-	client ppb.PublisherServiceClient
-	jobs   Jobs
-	logger hclog.Logger
-	queue  chan *job.Job
+	cfg      Config
+	conn     *grpc.ClientConn
+	client   ppb.PublisherServiceClient
+	jobs     Jobs
+	logger   hclog.Logger
+	queue    chan *job.Job
+	mu       sync.Mutex
+	canceled map[string]string // job id: why its publish was stopped
+	wake     chan struct{}
 	// Done, when set, is called once a job's publish ended (published or
 	// failed for good) with where it went.
 	Done func(j *job.Job, location string, err error)
+	// BasePublished, when set, is called after a job's base packages were
+	// published, with what the publisher answered.
+	BasePublished func(j *job.Job, base BaseResult)
 }
 
 // New dials the publisher (lazily: a publisher that is down is not an
@@ -110,7 +128,7 @@ func New(cfg Config, jobs Jobs, logger hclog.Logger) (*Publisher, error) {
 		return nil, fmt.Errorf("publisher %s: %w", cfg.Address, err)
 	}
 	return &Publisher{cfg: cfg, conn: conn, client: ppb.NewPublisherServiceClient(conn), jobs: jobs, logger: logger,
-		queue: make(chan *job.Job, 1024)}, nil
+		queue: make(chan *job.Job, 1024), canceled: map[string]string{}, wake: make(chan struct{}, 1)}, nil
 }
 
 // Wants reports whether a finished job is to be published.
@@ -153,6 +171,9 @@ func (p *Publisher) Run(ctx context.Context) error {
 
 func (p *Publisher) publishWithRetry(ctx context.Context, j *job.Job) {
 	for attempt := 1; ; attempt++ {
+		if p.stopped(j) {
+			return
+		}
 		loc, err := p.publish(ctx, j)
 		if err == nil {
 			p.logger.Info("published", "job_id", j.ID, "location", loc)
@@ -164,32 +185,86 @@ func (p *Publisher) publishWithRetry(ctx context.Context, j *job.Job) {
 			}
 			return
 		}
-		if permanent(err) {
-			p.logger.Error("publish refused", "job_id", j.ID, "error", err)
-			_ = p.jobs.SetPublish(ctx, j.ID, StateFailed+": "+err.Error())
+		if st := permanent(err); st != "" {
+			p.logger.Error("publish ended without retry", "job_id", j.ID, "state", st, "error", err)
+			_ = p.jobs.SetPublish(ctx, j.ID, st+": "+err.Error())
 			if p.Done != nil {
 				p.Done(j, "", err)
 			}
 			return
 		}
 		p.logger.Warn("publish failed; will retry", "job_id", j.ID, "attempt", attempt, "error", err, "in", p.cfg.RetryInterval)
-		_ = p.jobs.SetPublish(ctx, j.ID, fmt.Sprintf("%s (attempt %d failed: %v)", StatePending, attempt, err))
+		p.mu.Lock()
+		if _, ok := p.canceled[j.ID]; !ok {
+			_ = p.jobs.SetPublish(ctx, j.ID, fmt.Sprintf("%s (attempt %d failed: %v)", StatePending, attempt, err))
+		}
+		p.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
+		case <-p.wake:
 		case <-time.After(p.cfg.RetryInterval):
 		}
 	}
 }
 
-// permanent reports whether the publisher refused the files themselves
-// (e.g. the same name and version with other content): retrying won't help.
-func permanent(err error) bool {
+// permanent says how a publish ends that retrying cannot help: refused
+// when the publisher refused the package itself (its files, or the same
+// name and version with other content), failed when the publisher cannot
+// take it as configured (no such repository, not allowed). It returns ""
+// for errors worth retrying.
+func permanent(err error) string {
 	switch status.Code(err) {
-	case codes.InvalidArgument, codes.AlreadyExists, codes.FailedPrecondition, codes.PermissionDenied:
-		return true
+	case codes.InvalidArgument, codes.AlreadyExists:
+		return StateRefused
+	case codes.NotFound, codes.FailedPrecondition, codes.PermissionDenied:
+		return StateFailed
 	}
-	return false
+	return ""
+}
+
+// Cancel stops the pending publish of job id: it is not tried again, also
+// after a restart, and its state says why. An attempt already under way
+// may still land.
+func (p *Publisher) Cancel(ctx context.Context, id, reason string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.canceled[id] = reason
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+	return p.jobs.SetPublish(ctx, id, StateCanceled+": "+reason)
+}
+
+// stopped reports whether j's publish was cancelled, and tells Done.
+func (p *Publisher) stopped(j *job.Job) bool {
+	p.mu.Lock()
+	reason, ok := p.canceled[j.ID]
+	p.mu.Unlock()
+	if ok && p.Done != nil {
+		p.Done(j, "", errors.New("publish cancelled: "+reason))
+	}
+	return ok
+}
+
+// Parse splits a job's publish state into its kind (StatePending,
+// StatePublished, StateRefused, StateFailed, StateCanceled or "" for none),
+// where it was published and why it did not.
+func Parse(s string) (state, location, reason string) {
+	for _, st := range []string{StateRefused, StateFailed, StateCanceled} {
+		if r, ok := strings.CutPrefix(s, st+": "); ok {
+			return st, "", r
+		}
+	}
+	switch {
+	case strings.HasPrefix(s, StatePublished):
+		return StatePublished, strings.TrimSpace(strings.TrimPrefix(s, StatePublished)), ""
+	case strings.HasPrefix(s, StatePending):
+		r := strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(s, StatePending), " ("), ")")
+		return StatePending, "", r
+	}
+	return "", "", ""
 }
 
 // Repository names the publisher repository for a build.
@@ -200,50 +275,109 @@ func (p *Publisher) Repository(b *job.Build) string {
 	return strings.NewReplacer("{release}", b.Release, "{target}", b.Target).Replace(p.cfg.Repository)
 }
 
+// BaseResult is what the publisher answered to the publish of a job's
+// base packages.
+type BaseResult struct {
+	// Repository is the base repository, "<repository>-base", and
+	// Location where the publisher published it.
+	Repository, Location string
+	// Added counts the job's base packages the base did not have yet;
+	// Packages and Bytes are the base's size after the publish.
+	Added, Packages int
+	Bytes           int64
+}
+
+// BaseDir is the directory of a build's artifacts that are its base: the
+// upstream packages its buildroot installed, e.g.
+// base/zlib1g-dev_1.2.13.dfsg-1_amd64.deb.
+const BaseDir = "base/"
+
+// IsBase reports whether the artifact name is one of the build's base
+// packages rather than one of its own.
+func IsBase(name string) bool { return strings.HasPrefix(name, BaseDir) }
+
 func (p *Publisher) publish(ctx context.Context, j *job.Job) (string, error) {
-	req := &ppb.PublishRequest{RequestId: "job-" + j.ID, Repository: p.Repository(j.Spec.Build)}
+	repo := p.Repository(j.Spec.Build)
+	var own, base []job.Artifact
 	for _, a := range j.Artifacts {
-		if !job.IsPackageFile(a.Name) {
-			continue
+		switch {
+		case !job.IsPackageFile(a.Name):
+		case IsBase(a.Name):
+			base = append(base, a)
+		default:
+			own = append(own, a)
 		}
-		ref := &ppb.FileRef{Name: path.Base(a.Name), Sha256: a.SHA256, Size: a.Size}
-		if err := p.upload(ctx, p.jobs.ArtifactPath(a), ref); err != nil {
-			return "", fmt.Errorf("upload %s: %w", a.Name, err)
-		}
-		req.Files = append(req.Files, ref)
 	}
-	if len(req.Files) == 0 {
+	if len(own) == 0 {
 		return "", status.Errorf(codes.InvalidArgument, "job %s produced no package files to publish", j.ID)
 	}
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
-	defer cancel()
-	resp, err := p.client.Publish(cctx, req)
+	// The base first: a published package's base is published.
+	if len(base) > 0 {
+		resp, err := p.publishFiles(ctx, j, &ppb.PublishRequest{RequestId: "job-" + j.ID + "-base", Repository: repo, Base: true}, base)
+		if err != nil {
+			return "", fmt.Errorf("publish the base of job %s: %w", j.ID, err)
+		}
+		p.logger.Info("published the base", "job_id", j.ID, "repository", resp.GetRepository(), "added", resp.GetAdded(), "packages", resp.GetPackages(), "bytes", resp.GetSize())
+		if p.BasePublished != nil {
+			p.BasePublished(j, BaseResult{Repository: resp.GetRepository(), Location: resp.GetLocation(),
+				Added: int(resp.GetAdded()), Packages: int(resp.GetPackages()), Bytes: resp.GetSize()})
+		}
+	}
+	resp, err := p.publishFiles(ctx, j, &ppb.PublishRequest{RequestId: "job-" + j.ID, Repository: repo}, own)
 	if err != nil {
 		return "", err
 	}
 	return resp.GetLocation(), nil
 }
 
-func (p *Publisher) upload(ctx context.Context, file string, ref *ppb.FileRef) error {
+// publishFiles uploads the artifacts the publisher does not have yet and
+// sends req with all of them.
+func (p *Publisher) publishFiles(ctx context.Context, j *job.Job, req *ppb.PublishRequest, files []job.Artifact) (*ppb.PublishResponse, error) {
+	existed := 0
+	for _, a := range files {
+		ref := &ppb.FileRef{Name: path.Base(a.Name), Sha256: a.SHA256, Size: a.Size}
+		had, err := p.upload(ctx, p.jobs.ArtifactPath(a), ref)
+		if err != nil {
+			return nil, fmt.Errorf("upload %s: %w", a.Name, err)
+		}
+		if had {
+			existed++
+		}
+		req.Files = append(req.Files, ref)
+	}
+	p.logger.Debug("uploaded", "job_id", j.ID, "base", req.GetBase(), "files", len(files), "already_there", existed)
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+	defer cancel()
+	return p.client.Publish(cctx, req)
+}
+
+// upload streams one file to the publisher; existed says the publisher
+// had it already. The publisher answers a file it has after the header:
+// the stream then ends for the sender (io.EOF), which stops sending and
+// reads the answer.
+func (p *Publisher) upload(ctx context.Context, file string, ref *ppb.FileRef) (existed bool, err error) {
 	f, err := os.Open(file)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer f.Close()
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 	defer cancel()
 	stream, err := p.client.UploadArtifact(cctx)
 	if err != nil {
-		return err
+		return false, err
 	}
-	if err := stream.Send(&ppb.UploadArtifactRequest{Header: ref}); err != nil {
-		_, rerr := stream.CloseAndRecv()
-		return errors.Join(err, rerr)
+	err = stream.Send(&ppb.UploadArtifactRequest{Header: ref})
+	if err == nil {
+		err = chunks.Send(f, func(b []byte) error { return stream.Send(&ppb.UploadArtifactRequest{Chunk: b}) })
 	}
-	if err := chunks.Send(f, func(b []byte) error { return stream.Send(&ppb.UploadArtifactRequest{Chunk: b}) }); err != nil {
+	if err != nil && !errors.Is(err, io.EOF) {
 		_, cerr := stream.CloseAndRecv()
-		return errors.Join(err, cerr)
+		return false, errors.Join(err, cerr)
 	}
-	_, err = stream.CloseAndRecv()
-	return err
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		return false, err
+	}
+	return resp.GetExisted(), nil
 }

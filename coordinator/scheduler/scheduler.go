@@ -857,6 +857,11 @@ func (s *Scheduler) WaitingReason(jobID string) string {
 	if j == nil || j.State != job.Queued {
 		return ""
 	}
+	return s.waitingLocked(j)
+}
+
+// waitingLocked is WaitingReason for a queued job; callers hold s.mu.
+func (s *Scheduler) waitingLocked(j *job.Job) string {
 	var matching, online, busy []*worker
 	var draining []string
 	for _, w := range s.workers {

@@ -47,6 +47,8 @@ type HookDeps struct {
 	Logger    hclog.Logger
 	Registry  prometheus.Registerer
 	PublicURL string
+	// Releases are what builds are checked against before they are queued.
+	Releases job.Releases
 }
 
 // Hooks is what optional subsystems add to the server.
@@ -54,6 +56,8 @@ type Hooks struct {
 	Events  api.EventLister
 	Runners []func(context.Context) error
 	HTTP    map[string]http.Handler
+	// Publish stops pending publishes; nil without a publisher.
+	Publish api.PublishCanceler
 }
 
 // Start starts the configured optional subsystems and routes finished jobs:
@@ -73,12 +77,12 @@ func (e *Extra) Start(ctx context.Context, d HookDeps) (Hooks, error) {
 		if d.PublicURL == "" {
 			return ""
 		}
-		return strings.TrimRight(d.PublicURL, "/") + "/logs/" + id
+		return strings.TrimRight(d.PublicURL, "/") + "/jobs/" + id
 	}
 	var intake *gerrit.Intake
 	if e.Gerrit != nil {
 		var err error
-		sub := submitter{f: d.Fleet, logURL: logURL, publishing: pub != nil}
+		sub := submitter{f: d.Fleet, logURL: logURL, publishing: pub != nil, releases: d.Releases}
 		intake, err = gerrit.New(*e.Gerrit, d.Store.DB(), sub, d.Logger.Named("gerrit"), d.Registry)
 		if err != nil {
 			return h, fmt.Errorf("gerrit intake: %w", err)
@@ -104,6 +108,7 @@ func (e *Extra) Start(ctx context.Context, d HookDeps) (Hooks, error) {
 			report(j, loc)
 		}
 		h.Runners = append(h.Runners, pub.Run)
+		h.Publish = pub
 	}
 	d.Fleet.OnFinished(func(j *job.Job) {
 		if j.Spec.Build == nil {
@@ -130,6 +135,7 @@ type submitter struct {
 	// publishing is true when successful release builds go to the
 	// publisher, which reports them once published.
 	publishing bool
+	releases   job.Releases
 }
 
 func (s submitter) SubmitBuild(ctx context.Context, r gerrit.BuildRequest) (gerrit.Submitted, error) {
@@ -137,8 +143,17 @@ func (s submitter) SubmitBuild(ctx context.Context, r gerrit.BuildRequest) (gerr
 	for _, src := range r.Sources {
 		b.Sources = append(b.Sources, job.Source{URL: src.URL, Commit: src.Commit, Ref: src.Ref, Role: src.Role})
 	}
-	j, dedup, err := s.f.Submit(ctx, job.Spec{Kind: job.PackageBuild, Build: b, Priority: r.Priority,
-		SupersedeKey: r.SupersedeKey, Origin: r.Origin, Labels: map[string]string{"target": r.Target}})
+	spec := job.Spec{Kind: job.PackageBuild, Build: b, Priority: r.Priority,
+		SupersedeKey: r.SupersedeKey, Origin: r.Origin, Labels: map[string]string{"target": r.Target}}
+	// The same checks as a client's build: a refusal is recorded with the
+	// event instead of a queued build.
+	if err := spec.Validate(); err != nil {
+		return gerrit.Submitted{}, fmt.Errorf("%w: %w", gerrit.ErrRefused, err)
+	}
+	if err := s.releases.Check(b); err != nil {
+		return gerrit.Submitted{}, fmt.Errorf("%w: %w", gerrit.ErrRefused, err)
+	}
+	j, dedup, err := s.f.Submit(ctx, spec)
 	if err != nil {
 		return gerrit.Submitted{}, err
 	}
@@ -158,13 +173,13 @@ func (s submitter) result(j *job.Job) *gerrit.BuildResult {
 	}
 	res := &gerrit.BuildResult{JobID: j.ID, State: j.State.String(), LogURL: s.logURL(j.ID)}
 	if s.publishing && publish.Wants(j) {
-		switch {
-		case strings.HasPrefix(j.Publish, publish.StatePublished+" "):
-			res.Published = strings.TrimPrefix(j.Publish, publish.StatePublished+" ")
-		case strings.HasPrefix(j.Publish, publish.StateFailed):
-			res.State = job.Error.String()
-		default:
+		switch st, loc, _ := publish.Parse(j.Publish); st {
+		case publish.StatePublished:
+			res.Published = loc
+		case publish.StatePending, "":
 			return nil // pending: the publisher's Done reports it
+		default: // refused, failed, cancelled
+			res.State = job.Error.String()
 		}
 	}
 	return res

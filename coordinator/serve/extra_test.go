@@ -57,6 +57,12 @@ type gerritFleet struct {
 // real fleet and waits for its stream; everything stops with the test.
 func startGerritFleet(ctx context.Context, t *testing.T) *gerritFleet {
 	t.Helper()
+	return startGerritFleetWith(ctx, t, job.Releases{"mos-9.0": {"trusty-amd64": "deb", "centos7-x86_64": "rpm"}})
+}
+
+// startGerritFleetWith is startGerritFleet with the configured releases.
+func startGerritFleetWith(ctx context.Context, t *testing.T, releases job.Releases) *gerritFleet {
+	t.Helper()
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "id_ed25519")
 	srv := gerrittest.Start(t, gerrittest.Options{Accounts: []gerrittest.Account{{User: "kiln", Key: gerrittest.WriteClientKey(t, keyFile)}}})
@@ -90,7 +96,8 @@ func startGerritFleet(ctx context.Context, t *testing.T) *gerritFleet {
 		t.Fatal(err)
 	}
 	extra := Extra{Gerrit: &gcfg}
-	hooks, err := extra.Start(ctx, HookDeps{Fleet: f, Store: st, Logger: hclog.NewNullLogger(), Registry: prometheus.NewRegistry()})
+	hooks, err := extra.Start(ctx, HookDeps{Fleet: f, Store: st, Logger: hclog.NewNullLogger(), Registry: prometheus.NewRegistry(),
+		Releases: releases})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/fleet"
 	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/coordinator/store"
+	"github.com/kiln-build/kiln/coordinator/web"
 	"github.com/kiln-build/kiln/internal/opshttp"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
@@ -46,14 +47,18 @@ type Config struct {
 	Dev bool            `yaml:"dev"`
 	TLS tlsconfig.Files `yaml:"tls"`
 	// WorkerTokens maps worker names to bearer tokens (TLS mode).
-	WorkerTokens      map[string]string        `yaml:"worker_tokens"`
-	HeartbeatInterval time.Duration            `yaml:"heartbeat_interval"`
-	LostAfter         time.Duration            `yaml:"lost_after"`
-	RetryCap          int                      `yaml:"retry_cap"`
-	DefaultTimeout    time.Duration            `yaml:"default_timeout"`
-	MaxArtifactSize   int64                    `yaml:"max_artifact_size"`
-	Releases          map[string]fleet.Release `yaml:"releases"`
-	Log               LogConfig                `yaml:"log"`
+	WorkerTokens      map[string]string `yaml:"worker_tokens"`
+	HeartbeatInterval time.Duration     `yaml:"heartbeat_interval"`
+	LostAfter         time.Duration     `yaml:"lost_after"`
+	RetryCap          int               `yaml:"retry_cap"`
+	DefaultTimeout    time.Duration     `yaml:"default_timeout"`
+	// QueueTimeout ends a job that no worker has started this long after
+	// it was submitted, as an error saying why it waited (a target no
+	// worker serves); 0 lets jobs wait for ever.
+	QueueTimeout    time.Duration            `yaml:"queue_timeout"`
+	MaxArtifactSize int64                    `yaml:"max_artifact_size"`
+	Releases        map[string]fleet.Release `yaml:"releases"`
+	Log             LogConfig                `yaml:"log"`
 	// Extra is configuration of optional subsystems (Gerrit intake,
 	// publisher hand-off); see Hooks.
 	Extra Extra `yaml:",inline"`
@@ -70,7 +75,7 @@ func Defaults() Config {
 	return Config{
 		Listen: "127.0.0.1:7420", HTTPListen: "127.0.0.1:7421", StateDir: "/var/lib/kiln/coordinator",
 		HeartbeatInterval: 3 * time.Second, LostAfter: 15 * time.Second, RetryCap: 3,
-		DefaultTimeout: 6 * time.Hour, MaxArtifactSize: 4 << 30,
+		DefaultTimeout: 6 * time.Hour, MaxArtifactSize: 4 << 30, QueueTimeout: 24 * time.Hour,
 	}
 }
 
@@ -96,6 +101,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HeartbeatInterval <= 0 || c.LostAfter <= c.HeartbeatInterval {
 		return fmt.Errorf("lost_after (%s) must be longer than heartbeat_interval (%s)", c.LostAfter, c.HeartbeatInterval)
+	}
+	if c.QueueTimeout < 0 {
+		return fmt.Errorf("queue_timeout %s is negative: give a duration such as 1h, or 0 to wait for ever", c.QueueTimeout)
 	}
 	if c.RetryCap < 1 {
 		return fmt.Errorf("retry_cap %d: at least 1", c.RetryCap)
@@ -137,7 +145,8 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	}
 	reg.MustRegister(&collector{f: f})
 
-	hooks, err := cfg.Extra.Start(ctx, HookDeps{Fleet: f, Store: st, Logger: logger, Registry: reg, PublicURL: cfg.PublicURL})
+	releases := cfg.ReleaseTargets()
+	hooks, err := cfg.Extra.Start(ctx, HookDeps{Fleet: f, Store: st, Logger: logger, Registry: reg, PublicURL: cfg.PublicURL, Releases: releases})
 	if err != nil {
 		return err
 	}
@@ -159,7 +168,10 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	}
 	opts = append(opts, grpc.MaxRecvMsgSize(8<<20))
 	gs := grpc.NewServer(opts...)
-	pb.RegisterCoordinatorServiceServer(gs, api.NewClientServer(f, hooks.Events))
+	pb.RegisterCoordinatorServiceServer(gs, api.NewClientServer(f, api.ClientOptions{Releases: releases, Events: hooks.Events, Publish: hooks.Publish}))
+	releaseSvc := fleet.NewReleases(f)
+	releaseSvc.Resume(ctx)
+	pb.RegisterReleaseServiceServer(gs, api.NewReleaseServer(releaseSvc))
 	wpb.RegisterWorkerServiceServer(gs, api.NewWorkerServer(f, tokens, cfg.HeartbeatInterval))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
@@ -173,6 +185,7 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return gs.Serve(ln) })
 	g.Go(func() error { return f.Run(gctx) })
+	g.Go(func() error { return expireQueued(gctx, f, cfg.QueueTimeout, logger) })
 	for _, r := range hooks.Runners {
 		g.Go(func() error { return r(gctx) })
 	}
@@ -180,6 +193,9 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	if cfg.HTTPListen != "" {
 		mux := opshttp.Mux(reg)
 		mux.HandleFunc("/logs/", func(w http.ResponseWriter, r *http.Request) { serveLog(w, r, f) })
+		pages := web.New(web.Config{Actions: cfg.Dev, Events: hooks.Events, Logger: logger.Named("web")}, f)
+		pages.Register(mux)
+		g.Go(func() error { return pages.Run(gctx) })
 		for p, h := range hooks.HTTP {
 			mux.Handle(p, h)
 		}
@@ -215,6 +231,38 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// ReleaseTargets is what builds are checked against: each configured
+// release's targets and their formats.
+func (c *Config) ReleaseTargets() job.Releases {
+	out := job.Releases{}
+	for name, r := range c.Releases {
+		out[name] = r.Targets
+	}
+	return out
+}
+
+// expireQueued ends, every little while, the jobs that waited in the
+// queue longer than after without a worker starting them.
+func expireQueued(ctx context.Context, f *fleet.Fleet, after time.Duration, logger hclog.Logger) error {
+	if after <= 0 {
+		return nil
+	}
+	every := min(after/10, time.Minute)
+	every = max(every, 100*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := f.ExpireQueued(ctx, after); err != nil {
+				logger.Error("end jobs past the queue timeout", "error", err)
+			}
+		}
+	}
 }
 
 func serveLog(w http.ResponseWriter, r *http.Request, f *fleet.Fleet) {

@@ -106,6 +106,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("create schema in %s: %w", path, err)
 	}
+	if _, err := db.ExecContext(ctx, releaseSchema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("create release tables in %s: %w", path, err)
+	}
 	if err := addVersionColumn(ctx, db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("upgrade schema in %s: %w", path, err)

@@ -61,13 +61,17 @@ Commands:
   remove    --repo NAME SPEC...        remove packages: NAME, NAME=VERSION or NAME/ARCH=VERSION
   publish   --repo NAME                write the signed indexes and switch them live atomically
   list      [--repo NAME] [--json]     list the repositories, or a repository's packages
-  snapshot  create --repo NAME SNAP    record an immutable snapshot of a repository
+  snapshot  create --repo NAME SNAP    record an immutable snapshot of a repository (and its base)
   snapshot  list [--repo NAME] [--json]
   snapshot  publish SNAP               publish a snapshot under public/snapshots/SNAP
   key       show                       print the public key and its fingerprint for customers
   push      --repo NAME [--mirror M]   rsync a published repository to the configured mirrors
   gc        [--grace D] [--dry-run] [--json]  remove stored files no package or snapshot references
   serve     [--listen ADDR] [--dev]    serve the gRPC API for the coordinator
+
+include, remove, publish, list and push take --base to act on the
+repository's base instead (NAME-base: the upstream packages its builds
+installed, kept beside it so that the release rebuilds from itself alone).
 
 Every command takes --config FILE, or for a quick start without one:
   --root DIR --key FILE [--passphrase-file F] and, creating a repository on
@@ -167,6 +171,24 @@ func (c *common) load(ctx context.Context, stderr, stdout io.Writer) (*env, erro
 	return &env{cfg: cfg, log: log, store: st, stdout: stdout}, nil
 }
 
+// baseFlag registers --base on a command.
+func baseFlag(fs *flag.FlagSet, base *bool) {
+	fs.BoolVar(base, "base", false, "act on the repository's base (NAME"+repo.BaseSuffix+": the upstream packages its builds installed) instead of the repository")
+}
+
+// target returns the repository a command acts on: repoName, or with base
+// its base, which must exist.
+func (e *env) target(ctx context.Context, repoName string, base bool) (string, error) {
+	if !base {
+		return repoName, nil
+	}
+	b, err := e.store.Base(ctx, repoName)
+	if err != nil {
+		return "", err
+	}
+	return b.Name, nil
+}
+
 func (e *env) key(ctx context.Context) (*sign.Key, error) {
 	return sign.Load(ctx, sign.Config{KeyFile: e.cfg.Signing.KeyFile, PassphraseFile: e.cfg.Signing.PassphraseFile, PassphraseEnv: e.cfg.Signing.PassphraseEnv})
 }
@@ -248,11 +270,12 @@ func done(err error) error {
 func runInclude(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	var c common
 	var repoName string
-	var publish, jsonOut bool
-	fs := newFlags("include", "include --repo NAME [flags] FILE...", stdout)
+	var publish, jsonOut, base bool
+	fs := newFlags("include", "include --repo NAME [--base] [flags] FILE...", stdout)
 	c.register(fs)
 	c.registerRepo(fs)
 	fs.StringVar(&repoName, "repo", "", "repository `name`")
+	baseFlag(fs, &base)
 	fs.BoolVar(&publish, "publish", false, "publish the repository afterwards")
 	fs.BoolVar(&jsonOut, "json", false, "print the result as JSON")
 	if err := parse(fs, args, stderr); err != nil {
@@ -280,6 +303,13 @@ func runInclude(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 		e.log.Info("repository created", "repository", repoName, "format", c.format)
 	} else if err != nil {
 		return err
+	}
+	if base {
+		b, err := e.store.EnsureBase(ctx, repoName)
+		if err != nil {
+			return err
+		}
+		repoName = b.Name
 	}
 	cfg, err := e.store.Repo(ctx, repoName)
 	if err != nil {
@@ -328,10 +358,11 @@ func runInclude(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 func runRemove(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c common
 	var repoName string
-	var jsonOut bool
-	fs := newFlags("remove", "remove --repo NAME [--json] [flags] NAME[/ARCH][=VERSION]...", stdout)
+	var jsonOut, base bool
+	fs := newFlags("remove", "remove --repo NAME [--base] [--json] [flags] NAME[/ARCH][=VERSION]...", stdout)
 	c.register(fs)
 	fs.StringVar(&repoName, "repo", "", "repository `name`")
+	baseFlag(fs, &base)
 	fs.BoolVar(&jsonOut, "json", false, "print the removed packages as JSON")
 	if err := parse(fs, args, stderr); err != nil {
 		return done(err)
@@ -352,6 +383,10 @@ func runRemove(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer e.store.Close()
+	repoName, err = e.target(ctx, repoName, base)
+	if err != nil {
+		return err
+	}
 	removed, err := e.store.Remove(ctx, repoName, specs)
 	if err != nil {
 		return err
@@ -371,10 +406,11 @@ func runRemove(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c common
 	var repoName string
-	var jsonOut bool
-	fs := newFlags("publish", "publish --repo NAME [flags]", stdout)
+	var jsonOut, base bool
+	fs := newFlags("publish", "publish --repo NAME [--base] [flags]", stdout)
 	c.register(fs)
 	fs.StringVar(&repoName, "repo", "", "repository `name`")
+	baseFlag(fs, &base)
 	fs.BoolVar(&jsonOut, "json", false, "print the result as JSON")
 	pushAfter := fs.Bool("push", false, "push the repository to the configured mirrors afterwards")
 	if err := parse(fs, args, stderr); err != nil {
@@ -389,6 +425,9 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	defer e.store.Close()
 	if _, err := e.store.Repo(ctx, repoName); err != nil {
+		return err
+	}
+	if repoName, err = e.target(ctx, repoName, base); err != nil {
 		return err
 	}
 	k, err := e.key(ctx)
@@ -437,9 +476,11 @@ func (e *env) push(ctx context.Context, dir, only string, log io.Writer) error {
 func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c common
 	var repoName, mirror string
-	fs := newFlags("push", "push --repo NAME [--mirror NAME] [flags]", stdout)
+	var base bool
+	fs := newFlags("push", "push --repo NAME [--base] [--mirror NAME] [flags]", stdout)
 	c.register(fs)
 	fs.StringVar(&repoName, "repo", "", "repository `name` (published before)")
+	baseFlag(fs, &base)
 	fs.StringVar(&mirror, "mirror", "", "only this mirror (default: all configured)")
 	if err := parse(fs, args, stderr); err != nil {
 		return done(err)
@@ -455,7 +496,10 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if _, err := e.store.Repo(ctx, repoName); err != nil {
 		return err
 	}
-	return e.push(ctx, filepath.Join(e.cfg.Root, "public", repoName), mirror, stderr)
+	if repoName, err = e.target(ctx, repoName, base); err != nil {
+		return err
+	}
+	return e.push(ctx, e.store.PublicDir(repoName), mirror, stderr)
 }
 
 func runGC(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -502,16 +546,20 @@ func runGC(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c common
 	var repoName string
-	var jsonOut bool
-	fs := newFlags("list", "list [--repo NAME] [--json] [flags]", stdout)
+	var jsonOut, base bool
+	fs := newFlags("list", "list [--repo NAME [--base]] [--json] [flags]", stdout)
 	c.register(fs)
 	fs.StringVar(&repoName, "repo", "", "repository `name` (without: list the repositories)")
+	baseFlag(fs, &base)
 	fs.BoolVar(&jsonOut, "json", false, "print JSON")
 	if err := parse(fs, args, stderr); err != nil {
 		return done(err)
 	}
 	if fs.NArg() != 0 {
 		return usagef("list takes no arguments: give --repo NAME for a repository's packages")
+	}
+	if base && repoName == "" {
+		return usagef("list --base needs --repo NAME: the repository whose base to list")
 	}
 	e, err := c.load(ctx, stderr, stdout)
 	if err != nil {
@@ -520,6 +568,9 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer e.store.Close()
 	if repoName == "" {
 		return listRepos(ctx, e.store, stdout, jsonOut)
+	}
+	if repoName, err = e.target(ctx, repoName, base); err != nil {
+		return err
 	}
 	list, err := e.store.List(ctx, repoName)
 	if err != nil {
@@ -575,6 +626,9 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return writeJSON(stdout, sn)
 		}
 		fmt.Fprintf(stdout, "snapshot %s of %s: %d packages\n", sn.Name, sn.Repo, sn.Packages)
+		if sn.Base != "" {
+			fmt.Fprintf(stdout, "snapshot %s of its base %s taken with it\n", sn.Base, repo.BaseName(sn.Repo))
+		}
 		return nil
 	case "list":
 		fs := newFlags("snapshot list", "snapshot list [--repo NAME] [--json] [flags]", stdout)
@@ -632,6 +686,9 @@ func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return writeJSON(stdout, res)
 		}
 		fmt.Fprintf(stdout, "published snapshot %s (%d packages) in %s\n", fs.Arg(0), res.Packages, res.Dir)
+		if res.Base != nil {
+			fmt.Fprintf(stdout, "published snapshot %s of the base (%d packages) in %s\n", repo.BaseName(fs.Arg(0)), res.Base.Packages, res.Base.Dir)
+		}
 		return nil
 	}
 	return usagef("unknown snapshot subcommand %q: use create, list or publish", sub)

@@ -45,6 +45,10 @@ type Config struct {
 	// RPM only: "header+payload" (the default) or "header"; see
 	// rpm.Signatures.
 	RPMSignatures string `yaml:"rpm_signatures" json:"rpm_signatures,omitempty"`
+	// BaseOf names the repository whose base this repository is (see
+	// BaseName); empty for every other repository. The publisher sets it,
+	// a config file cannot.
+	BaseOf string `yaml:"-" json:"base_of,omitempty"`
 }
 
 var (

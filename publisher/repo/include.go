@@ -165,7 +165,7 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 		key := r.kind + "\x00" + r.name + "\x00" + r.version + "\x00" + r.arch
 		if prev, ok := seen[key]; ok {
 			if prev.uploadSHA256 != r.uploadSHA256 {
-				return res, conflict(repoName, r, prev.uploadSHA256)
+				return res, conflict(cfg, r, prev.uploadSHA256)
 			}
 			continue
 		}
@@ -180,7 +180,7 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 			res.Existing = append(res.Existing, r.entry())
 			continue
 		default:
-			return res, conflict(repoName, r, have)
+			return res, conflict(cfg, r, have)
 		}
 		for _, f := range r.files {
 			if other, ok := paths[f.Path]; ok {
@@ -336,9 +336,13 @@ func (s *Store) readInput(ctx context.Context, in Input, cfg Config, resolve Res
 	return nil, fmt.Errorf("include %s: unknown file type %q: expected .deb, .udeb, .dsc or .rpm", in.Name, ext)
 }
 
-func conflict(repo string, r *row, have string) error {
+func conflict(cfg Config, r *row, have string) error {
+	if cfg.BaseOf != "" {
+		return fmt.Errorf("%w: repository %s (the base of %s): base package %s %s %s: stored sha256 %s, offered sha256 %s: a build installed other bytes under this name, version and architecture than an earlier build of the release did; keep one upstream mirror per release, or remove the stored package (publisher remove --base --repo %s %s/%s=%s)",
+			ErrConflict, cfg.Name, cfg.BaseOf, r.name, r.version, r.arch, have, r.uploadSHA256, cfg.BaseOf, r.name, r.arch, r.version)
+	}
 	return fmt.Errorf("%w: repository %s already has %s %s %s with sha256 %s; the new file has sha256 %s: a different build of the same version is refused, give the rebuild a new version",
-		ErrConflict, repo, r.name, r.version, r.arch, have, r.uploadSHA256)
+		ErrConflict, cfg.Name, r.name, r.version, r.arch, have, r.uploadSHA256)
 }
 
 // copyIn copies src into a temporary file while r reads it, returning the

@@ -218,19 +218,37 @@ func (s *Store) flock(ctx context.Context, name string, how int) (func(), error)
 }
 
 // CreateRepo creates a repository, or updates its configuration when it
-// exists with the same format.
+// exists with the same format. The configuration of the repository's base,
+// when it has one, follows.
 func (s *Store) CreateRepo(ctx context.Context, c Config) error {
 	c = c.WithDefaults()
+	c.BaseOf = ""
 	if err := c.Validate(); err != nil {
 		return err
 	}
 	old, err := s.Repo(ctx, c.Name)
+	if err == nil && old.BaseOf != "" {
+		return fmt.Errorf("%w: repository %s is the base of repository %s, kept by the publisher: choose another name", ErrBase, c.Name, old.BaseOf)
+	}
 	if err == nil && old.Format != c.Format {
 		return fmt.Errorf("repository %s is a %s repository; it cannot become %s", c.Name, old.Format, c.Format)
 	}
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return err
 	}
+	if err := s.putRepo(ctx, c); err != nil {
+		return err
+	}
+	if b, err := s.Repo(ctx, BaseName(c.Name)); err == nil && b.BaseOf == c.Name {
+		if err := s.putRepo(ctx, baseConfig(c).WithDefaults()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// putRepo writes a repository's configuration.
+func (s *Store) putRepo(ctx context.Context, c Config) error {
 	cfg, err := json.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("create repository %s: %w", c.Name, err)

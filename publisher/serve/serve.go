@@ -296,15 +296,26 @@ func (s *Service) UploadArtifact(stream publisherv1.PublisherService_UploadArtif
 }
 
 type savedResult struct {
-	Location string `json:"location"`
-	Added    int32  `json:"added"`
+	Location   string `json:"location"`
+	Added      int32  `json:"added"`
+	Repository string `json:"repository,omitempty"`
+	Packages   int32  `json:"packages,omitempty"`
+	Size       int64  `json:"size,omitempty"`
+}
+
+func (r savedResult) response() *publisherv1.PublishResponse {
+	return &publisherv1.PublishResponse{Location: r.Location, Added: r.Added, Repository: r.Repository, Packages: r.Packages, Size: r.Size}
 }
 
 // Publish implements the service.
 func (s *Service) Publish(ctx context.Context, req *publisherv1.PublishRequest) (*publisherv1.PublishResponse, error) {
 	start := time.Now()
 	resp, packages, replayed, err := s.publish(ctx, req)
-	name := s.repoLabel(ctx, req.GetRepository())
+	name := req.GetRepository()
+	if req.GetBase() {
+		name = repo.BaseName(name)
+	}
+	name = s.repoLabel(ctx, name)
 	switch {
 	case err != nil:
 		s.Metrics.publishes.WithLabelValues(name, "failed").Inc()
@@ -339,10 +350,18 @@ func (s *Service) publish(ctx context.Context, req *publisherv1.PublishRequest) 
 		if err := json.Unmarshal(prev, &r); err != nil {
 			return nil, 0, false, toStatus(err)
 		}
-		return &publisherv1.PublishResponse{Location: r.Location, Added: r.Added}, 0, true, nil
+		return r.response(), 0, true, nil
 	}
 	if err := repo.CheckName("repository", req.GetRepository()); err != nil {
 		return nil, 0, false, status.Error(codes.InvalidArgument, err.Error())
+	}
+	repoName := req.GetRepository()
+	if req.GetBase() {
+		b, err := s.store.EnsureBase(ctx, repoName)
+		if err != nil {
+			return nil, 0, false, toStatus(err)
+		}
+		repoName = b.Name
 	}
 	byName := map[string]string{}
 	var inputs []repo.Input
@@ -367,12 +386,12 @@ func (s *Service) publish(ctx context.Context, req *publisherv1.PublishRequest) 
 		}
 	}
 	resolve := func(name string) (string, bool) { p, ok := byName[name]; return p, ok }
-	log := s.log.With("request_id", id, "repository", req.GetRepository())
-	inc, pub, err := s.store.IncludeAndPublish(ctx, req.GetRepository(), pkgs, resolve, s.signer)
+	log := s.log.With("request_id", id, "repository", repoName)
+	inc, pub, err := s.store.IncludeAndPublish(ctx, repoName, pkgs, resolve, s.signer)
 	if err != nil {
 		return nil, 0, false, toStatus(err)
 	}
-	res := savedResult{Location: pub.Dir, Added: int32(len(inc.Added))}
+	res := savedResult{Location: pub.Dir, Added: int32(len(inc.Added)), Repository: repoName, Packages: int32(pub.Packages), Size: pub.Bytes}
 	raw, err := json.Marshal(res)
 	if err != nil {
 		return nil, 0, false, toStatus(err)
@@ -384,7 +403,7 @@ func (s *Service) publish(ctx context.Context, req *publisherv1.PublishRequest) 
 	if s.Published != nil {
 		go s.Published(context.Background(), pub.Dir)
 	}
-	return &publisherv1.PublishResponse{Location: res.Location, Added: res.Added}, pub.Packages, false, nil
+	return res.response(), pub.Packages, false, nil
 }
 
 // toStatus maps errors to gRPC codes, in this one place.
@@ -405,6 +424,8 @@ func toStatus(err error) error {
 		code = codes.NotFound
 	case errors.Is(err, repo.ErrConflict):
 		code = codes.AlreadyExists
+	case errors.Is(err, repo.ErrBase):
+		code = codes.FailedPrecondition
 	case errors.Is(err, repo.ErrDigestMismatch), errors.Is(err, deb.ErrInvalid), errors.Is(err, rpm.ErrInvalid):
 		code = codes.InvalidArgument
 	}

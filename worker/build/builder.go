@@ -40,6 +40,11 @@ func New(cfg Config, opener executor.SandboxOpener, logger hclog.Logger) *Builde
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
+	for _, r := range cfg.Repositories {
+		if why := unverified(r); why != "" {
+			logger.Warn("release repository is not verified", "release", r.Release, "repository", r.Apt+r.BaseURL, "reason", why)
+		}
+	}
 	return &Builder{
 		cfg:    cfg,
 		opener: opener,
@@ -73,6 +78,9 @@ type plan struct {
 	deps executor.Step
 	// build builds the binary packages (build user, no network).
 	build executor.Step
+	// unpack checks that the source package the build produced unpacks
+	// (build user, no network, in a scratch dir).
+	unpack executor.Step
 	// collect lists the directories (relative to the work dir) whose
 	// matching files are artifacts, and the patterns they match.
 	collect []collectRule
@@ -164,9 +172,9 @@ func (b *Builder) run(ctx context.Context, job executor.Job, log io.Writer, rec 
 	}
 
 	phase("open buildroot %s", pb.Target)
-	sb, err := b.opener.Open(ctx, pb.Target, job.WorkDir)
+	sb, err := b.open(ctx, job, log)
 	if err != nil {
-		return executor.Result{}, fmt.Errorf("open buildroot %s: %w", pb.Target, err)
+		return executor.Result{}, err
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
@@ -214,6 +222,16 @@ func (b *Builder) run(ctx context.Context, job executor.Job, log io.Writer, rec 
 	fmt.Fprintf(log, "kiln: %d packages installed in the buildroot\n", len(rec.Installed))
 	if r, err := exec("phase 2: build", p.build, log); err != nil || r.Failed() {
 		return failed("build", r), err
+	}
+	// A source package that does not unpack must never be published.
+	var unpackOut bytes.Buffer
+	if r, err := exec("check source package", p.unpack, io.MultiWriter(log, &unpackOut)); err != nil || r.Failed() {
+		res := failed("source package check", r)
+		res.ExitCode = 1 // the package's fault, whatever the tool's status
+		if line := lastErrorLine(unpackOut.Bytes()); line != "" {
+			res.Reason = "the source package does not unpack: " + line
+		}
+		return res, err
 	}
 
 	phase("collect artifacts")
@@ -505,6 +523,10 @@ func (b *Builder) prepareDeb(in prepInput, debDir string) (*plan, error) {
 		Timeout:    b.cfg.DependencyTimeout, IdleTimeout: b.cfg.IdleLimit,
 	}
 	p.build = executor.Step{Argv: []string{"dpkg-buildpackage", "-us", "-uc"}, Dir: srcWork + "/" + treeName, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit}
+	p.unpack = executor.Step{
+		Argv: []string{"sh", "-ec", unpackScript("dpkg-source -x " + shellQuote(srcWork+"/"+dsc) + " tree"), "kiln-unpack"},
+		Dir:  path.Join(executor.SandboxWorkDir, stateDir), Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit,
+	}
 	p.collect = []collectRule{{dir: srcDir, patterns: []string{"*.deb", "*.udeb", "*.ddeb", "*.dsc", "*.tar.*", "*.diff.gz", "*.changes", "*.buildinfo"}}}
 	return p, nil
 }
@@ -518,6 +540,9 @@ func debDepsScript(repos []Repository, pinned []executor.Package, dsc string) st
 	s.WriteString("update() { if [ -z \"$updated\" ]; then apt-get update -o APT::Color=0; updated=1; fi; }\n")
 	for _, r := range repos {
 		if r.Apt != "" {
+			if why := unverified(r); why != "" {
+				fmt.Fprintf(&s, "echo %s\n", shellQuote("kiln: warning: release repository "+aptSourceURI(r.Apt)+" is not verified: "+why+"; give its key with key_file or signed-by"))
+			}
 			fmt.Fprintf(&s, "echo %s >> /etc/apt/sources.list.d/kiln-release.list\n", shellQuote(r.Apt))
 		}
 	}
@@ -635,6 +660,11 @@ func (b *Builder) prepareRPM(in prepInput, specPath string) (*plan, error) {
 			shellJoin(defs) + " " + specIn, "kiln-build"},
 		Dir: topIn, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit,
 	}
+	scratch := path.Join(executor.SandboxWorkDir, stateDir, unpackDir)
+	p.unpack = executor.Step{
+		Argv: []string{"sh", "-ec", unpackScript("rpm -i --nodeps --dbpath " + scratch + "/db --define " + shellQuote("_topdir "+scratch+"/top") + " " + topIn + "/SRPMS/*.src.rpm"), "kiln-unpack"},
+		Dir:  path.Join(executor.SandboxWorkDir, stateDir), Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit,
+	}
 	p.collect = []collectRule{
 		{dir: rpmDir + "/SRPMS", patterns: []string{"*.src.rpm"}},
 		{dir: rpmDir + "/RPMS", patterns: []string{"*.rpm"}, depth: 1},
@@ -654,9 +684,17 @@ func rpmDepsScript(repos []Repository, pinned []executor.Package) string {
 	}
 	s.WriteString("  touch ../" + stateDir + "/" + noDepsMarker + "\n  " + dpkgList + "\n  exit 0\nfi\n")
 	for i, r := range repos {
-		if r.BaseURL != "" {
-			fmt.Fprintf(&s, "printf '[kiln-release-%d]\\nname=kiln release repository\\nbaseurl=%%s\\ngpgcheck=0\\nenabled=1\\n' %s > /etc/yum.repos.d/kiln-release-%d.repo\n", i, shellQuote(r.BaseURL), i)
+		if r.BaseURL == "" {
+			continue
 		}
+		check := "gpgcheck=0\n"
+		if r.KeyFile != "" {
+			check = "gpgcheck=1\nrepo_gpgcheck=1\ngpgkey=file://" + r.KeyFile + "\n"
+		} else {
+			fmt.Fprintf(&s, "echo %s\n", shellQuote("kiln: warning: release repository "+r.BaseURL+" is not verified: "+unverified(r)+"; give its key with key_file"))
+		}
+		repo := fmt.Sprintf("[kiln-release-%d]\nname=kiln release repository\nbaseurl=%s\n%senabled=1\n", i, r.BaseURL, check)
+		fmt.Fprintf(&s, "printf '%%s' %s > /etc/yum.repos.d/kiln-release-%d.repo\n", shellQuote(repo), i)
 	}
 	if len(pinned) > 0 {
 		s.WriteString("dnf install -y --allowerasing")
@@ -668,6 +706,30 @@ func rpmDepsScript(repos []Repository, pinned []executor.Package) string {
 	s.WriteString("dnf builddep -y SRPMS/*.src.rpm\n")
 	s.WriteString(rpmList + "\n")
 	return s.String()
+}
+
+// unpackDir, in stateDir, is the scratch dir the source package is
+// unpacked in after the build.
+const unpackDir = "unpack"
+
+// unpackScript runs cmd in an empty scratch dir (the current dir is
+// stateDir) and removes it when cmd succeeds.
+func unpackScript(cmd string) string {
+	return "rm -rf " + unpackDir + "\nmkdir " + unpackDir + "\ncd " + unpackDir + "\n" + cmd +
+		"\ncd ..\nrm -rf " + unpackDir + "\necho 'kiln: the source package unpacks'\n"
+}
+
+// lastErrorLine returns the last line of out that reports an error, as
+// dpkg-source and rpm print them.
+func lastErrorLine(out []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		l := strings.TrimSpace(lines[i])
+		if strings.Contains(l, "error:") || strings.HasPrefix(l, "error") {
+			return l
+		}
+	}
+	return ""
 }
 
 // The end of phase 1 lists the installed packages into installedFile, in
@@ -880,4 +942,31 @@ func shellJoin(argv []string) string {
 		q[i] = shellQuote(a)
 	}
 	return strings.Join(q, " ")
+}
+
+// open makes the job's sandbox: on the target's chroot, or for a sealed
+// release on the chroot made from the release's base.
+func (b *Builder) open(ctx context.Context, job executor.Job, log io.Writer) (executor.Sandbox, error) {
+	pb := job.Build
+	if !pb.Sealed {
+		sb, err := b.opener.Open(ctx, pb.Target, job.WorkDir)
+		if err != nil {
+			return nil, fmt.Errorf("open buildroot %s: %w", pb.Target, err)
+		}
+		return sb, nil
+	}
+	src, err := b.cfg.baseSource(pb.Release, pb.Target)
+	if err != nil {
+		return nil, err
+	}
+	so, ok := b.opener.(executor.SealedOpener)
+	if !ok {
+		return nil, fmt.Errorf("release %s is sealed, and this worker's buildroot cannot make chroots from a release's base", pb.Release)
+	}
+	fmt.Fprintf(log, "kiln: release %s is sealed: the chroot and the build dependencies come from its base %s and its own repositories only\n", pb.Release, src.URL)
+	sb, err := so.OpenSealed(ctx, pb.Target, src, job.WorkDir, log)
+	if err != nil {
+		return nil, fmt.Errorf("open buildroot %s of sealed release %s: %w", pb.Target, pb.Release, err)
+	}
+	return sb, nil
 }

@@ -118,10 +118,10 @@ func TestBuildDebOnHost(t *testing.T) {
 			if !slices.Equal(rec.Sources, tt.sources) {
 				t.Errorf("sources = %v, want %v", rec.Sources, tt.sources)
 			}
-			if len(rec.Commands) != 3 || !strings.HasPrefix(rec.Commands[0], "dpkg-source -b") || !strings.Contains(rec.Commands[1], "dpkg-query -W") || rec.Commands[2] != "dpkg-buildpackage -us -uc" {
+			if len(rec.Commands) != 4 || !strings.HasPrefix(rec.Commands[0], "dpkg-source -b") || !strings.Contains(rec.Commands[1], "dpkg-query -W") || rec.Commands[2] != "dpkg-buildpackage -us -uc" || !strings.Contains(rec.Commands[3], "dpkg-source -x") {
 				t.Errorf("commands = %q", rec.Commands)
 			}
-			for _, phase := range []string{"=== fetch sources", "=== source package", "=== phase 1: build dependencies", "=== phase 2: build", "=== collect artifacts"} {
+			for _, phase := range []string{"=== fetch sources", "=== source package", "=== phase 1: build dependencies", "=== phase 2: build", "=== check source package", "kiln: the source package unpacks", "=== collect artifacts"} {
 				if !strings.Contains(log.String(), phase) {
 					t.Errorf("log lacks %q", phase)
 				}
@@ -130,7 +130,7 @@ func TestBuildDebOnHost(t *testing.T) {
 			if !sb.closed {
 				t.Error("sandbox not closed")
 			}
-			if len(sb.steps) != 3 || !sb.steps[1].Root || !sb.steps[1].Network || sb.steps[2].Root || sb.steps[2].Network || sb.steps[0].Root || sb.steps[0].Network {
+			if len(sb.steps) != 4 || !sb.steps[1].Root || !sb.steps[1].Network || sb.steps[2].Root || sb.steps[2].Network || sb.steps[0].Root || sb.steps[0].Network || sb.steps[3].Root || sb.steps[3].Network {
 				t.Errorf("steps run with the wrong privileges: %+v", sb.steps)
 			}
 		})
@@ -155,7 +155,7 @@ func TestDependencyStepAllowsReleaseRepositories(t *testing.T) {
 		t.Fatalf("Run: %+v, %v\n%s", res, err, log.String())
 	}
 	steps := opener.opened[0].steps
-	if len(steps) != 3 || !slices.Equal(steps[1].AllowHosts, []string{"http://127.0.0.1:8080"}) || steps[0].AllowHosts != nil || steps[2].AllowHosts != nil {
+	if len(steps) != 4 || !slices.Equal(steps[1].AllowHosts, []string{"http://127.0.0.1:8080"}) || steps[0].AllowHosts != nil || steps[2].AllowHosts != nil || steps[3].AllowHosts != nil {
 		t.Errorf("allowed hosts of the steps: %q, %q, %q; want only phase 1 to reach 127.0.0.1:8080", steps[0].AllowHosts, steps[1].AllowHosts, steps[2].AllowHosts)
 	}
 }
@@ -185,6 +185,56 @@ func TestQuiltPatchAppliedAndChangelogEntry(t *testing.T) {
 	want := "hello-quilt (2.0-1~mos9.0+7) unstable; urgency=medium\n\n  * Kiln build for release mos-9.0, revision 7.\n\n -- Kiln Build Farm <kiln@localhost>  Mon, 02 Nov 2026 10:00:00 +0000\n\nhello-quilt (2.0-1) unstable"
 	if !strings.HasPrefix(string(cl), want) {
 		t.Errorf("changelog starts\n%s\nwant\n%s", cl, want)
+	}
+}
+
+// applyPatches commits a quilt tree the way apt-get source and dgit leave
+// it: debian/patches applied to the tree, with quilt's .pc/ or without.
+func applyPatches(t *testing.T, dir string, withPC bool) {
+	t.Helper()
+	series, err := os.ReadFile(filepath.Join(dir, "debian/patches/series"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range strings.Fields(string(series)) {
+		cmd := exec.Command("patch", "-p1", "-i", filepath.Join("debian/patches", p))
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("patch %s: %v\n%s", p, err, out)
+		}
+		if withPC {
+			os.MkdirAll(filepath.Join(dir, ".pc", p), 0o755)
+			os.WriteFile(filepath.Join(dir, ".pc", "applied-patches"), []byte(p+"\n"), 0o644)
+		}
+	}
+	if withPC {
+		os.WriteFile(filepath.Join(dir, ".pc", ".quilt_patches"), []byte("debian/patches\n"), 0o644)
+		os.WriteFile(filepath.Join(dir, ".pc", ".quilt_series"), []byte("series\n"), 0o644)
+		os.WriteFile(filepath.Join(dir, ".pc", ".version"), []byte("2\n"), 0o644)
+	}
+}
+
+func TestBrokenSourcePackageFailsTheBuild(t *testing.T) {
+	testenv.Tool(t, "dpkg-buildpackage")
+	testenv.Tool(t, "patch")
+	srv := newGitServer(t)
+	// Committed with its patches applied and .pc/, the orig tarball made
+	// from the tree holds the patched file, and the patch no longer
+	// applies to it.
+	damaged := srv.repo(t, "hello-damaged", "hello-quilt", func(dir string) { applyPatches(t, dir, true) })
+	b := New(testConfig(t), &fakeOpener{handle: skipRootSteps}, nil)
+	job := newJob(t, executor.PackageBuild{Package: "hello-quilt", Sources: []executor.Source{{URL: srv.url("hello-damaged"), Commit: damaged}}})
+	var log bytes.Buffer
+	res, err := b.Run(context.Background(), job, &log)
+	if err != nil {
+		t.Fatalf("a broken source package must not be an infrastructure error: %v\n%s", err, log.String())
+	}
+	want := "the source package does not unpack: dpkg-source: error: "
+	if res.ExitCode != 1 || !strings.HasPrefix(res.Reason, want) || !strings.Contains(res.Reason, "greeting.patch") {
+		t.Errorf("result = %+v, want exit 1 and reason %q...\n%s", res, want, log.String())
+	}
+	if !strings.Contains(log.String(), "=== check source package") || strings.Contains(log.String(), "=== collect artifacts") {
+		t.Errorf("log:\n%s", log.String())
 	}
 }
 

@@ -3,6 +3,7 @@ package build
 import (
 	"errors"
 	"fmt"
+	"github.com/kiln-build/kiln/worker/executor"
 	"net/mail"
 	"path/filepath"
 	"strings"
@@ -41,10 +42,26 @@ type Repository struct {
 	// target of the release.
 	Target string `yaml:"target"`
 	// Apt is a one-line apt source for deb targets, e.g.
-	// "deb [trusted=yes] http://127.0.0.1:8080/mos-9.0 bookworm main".
+	// "deb [signed-by=/etc/kiln/mos.asc] http://127.0.0.1:8080/mos-9.0 bookworm main".
+	// A signed-by path names a key file on the worker host, handed into
+	// the buildroot like KeyFile.
 	Apt string `yaml:"apt"`
 	// BaseURL is a dnf repository base URL for rpm targets.
 	BaseURL string `yaml:"baseurl"`
+	// KeyFile is the OpenPGP public key (armored or binary) on the worker
+	// host that signs the repository. The worker copies its public parts
+	// into the job's work dir; apt (signed-by) and dnf (gpgcheck,
+	// repo_gpgcheck, gpgkey) verify the repository with it inside the
+	// buildroot.
+	KeyFile string `yaml:"key_file"`
+	// BaseApt and BaseBaseURL name the release's base repository (every
+	// package its buildroots installed, published beside it by the
+	// publisher, signed with the same key), e.g.
+	// "deb http://127.0.0.1:8080/mos-9.0-bookworm-base bookworm main".
+	// A sealed release's chroots are made from it and its builds draw
+	// from it and the release repository alone.
+	BaseApt     string `yaml:"base_apt"`
+	BaseBaseURL string `yaml:"base_baseurl"`
 }
 
 // DefaultConfig returns the defaults a config file overrides.
@@ -103,6 +120,28 @@ func (c Config) Validate() error {
 		if r.Apt != "" && !strings.HasPrefix(r.Apt, "deb ") {
 			errs = append(errs, fmt.Errorf("%s (release %q): apt %q must be a one-line source starting with \"deb \"", where, r.Release, r.Apt))
 		}
+		if strings.ContainsAny(r.BaseApt+r.BaseBaseURL, "\n\r") {
+			errs = append(errs, fmt.Errorf("%s (release %q): base_apt/base_baseurl must be a single line", where, r.Release))
+		}
+		if r.BaseApt != "" {
+			if l, err := parseAptLine(r.BaseApt); err != nil || l.typ != "deb" || !strings.HasPrefix(l.uri, "http") {
+				errs = append(errs, fmt.Errorf("%s (release %q): base_apt %q must be a one-line source \"deb http(s)://HOST/PATH SUITE COMPONENT\" that the worker and its buildroots reach", where, r.Release, r.BaseApt))
+			}
+		}
+		if r.BaseBaseURL != "" && !strings.HasPrefix(r.BaseBaseURL, "http") {
+			errs = append(errs, fmt.Errorf("%s (release %q): base_baseurl %q must be an http(s) URL that the worker and its buildroots reach", where, r.Release, r.BaseBaseURL))
+		}
+		if r.KeyFile != "" && !filepath.IsAbs(r.KeyFile) {
+			errs = append(errs, fmt.Errorf("%s (release %q): key_file %q must be an absolute path on the worker host", where, r.Release, r.KeyFile))
+		}
+		if r.Apt != "" {
+			l, err := parseAptLine(r.Apt)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s (release %q): apt %q: %w", where, r.Release, r.Apt, err))
+			} else if v, ok := l.option("signed-by"); ok && r.KeyFile != "" {
+				errs = append(errs, fmt.Errorf("%s (release %q): both key_file %q and signed-by=%s in apt; give the key once", where, r.Release, r.KeyFile, v))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -117,4 +156,37 @@ func (c Config) repositories(release, target string) []Repository {
 		}
 	}
 	return out
+}
+
+// baseSource returns the base repository of a release for a target, as
+// the worker host reaches it, for making a sealed release's chroot.
+func (c Config) baseSource(release, target string) (executor.BaseSource, error) {
+	for _, r := range c.repositories(release, target) {
+		src := executor.BaseSource{Release: release, SignedBy: r.KeyFile}
+		switch {
+		case r.BaseApt != "":
+			l, err := parseAptLine(r.BaseApt)
+			if err != nil {
+				return executor.BaseSource{}, fmt.Errorf("base_apt %q of release %s: %w", r.BaseApt, release, err)
+			}
+			src.URL = l.uri
+			if v, ok := l.option("signed-by"); ok {
+				src.SignedBy = v
+			}
+			if src.SignedBy == "" {
+				if rl, err := parseAptLine(r.Apt); err == nil {
+					src.SignedBy, _ = rl.option("signed-by")
+				}
+			}
+		case r.BaseBaseURL != "":
+			src.URL = r.BaseBaseURL
+		default:
+			continue
+		}
+		if src.SignedBy == "" {
+			return executor.BaseSource{}, fmt.Errorf("release %s is sealed and its base %s has no key: set key_file (or signed-by= in apt) in build.repositories", release, src.URL)
+		}
+		return src, nil
+	}
+	return executor.BaseSource{}, fmt.Errorf("release %s is sealed, and the worker config names no base repository for it and target %s: add base_apt (deb) or base_baseurl (rpm) to its build.repositories entry", release, target)
 }

@@ -3,12 +3,17 @@ package build
 import (
 	"archive/tar"
 	"bytes"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
 
 	"github.com/kiln-build/kiln/worker/executor"
 )
@@ -276,6 +281,13 @@ func TestConfigValidate(t *testing.T) {
 			c.Repositories = []Repository{{Release: "r", Apt: "deb http://x/ a main", BaseURL: "http://x/"}}
 		}, "exactly one of apt"},
 		{"apt not a source line", func(c *Config) { c.Repositories = []Repository{{Release: "r", Apt: "http://x/"}} }, `must be a one-line source starting with "deb "`},
+		{"relative key file", func(c *Config) {
+			c.Repositories = []Repository{{Release: "r", Apt: "deb http://x/ a main", KeyFile: "mos.asc"}}
+		}, `key_file "mos.asc" must be an absolute path`},
+		{"key twice", func(c *Config) {
+			c.Repositories = []Repository{{Release: "r", Apt: "deb [signed-by=/etc/kiln/a.asc] http://x/ a main", KeyFile: "/etc/kiln/b.asc"}}
+		}, "give the key once"},
+		{"no suite", func(c *Config) { c.Repositories = []Repository{{Release: "r", Apt: "deb [trusted=yes] http://x/"}} }, "expected a URI and a suite"},
 		{"no git protocols", func(c *Config) { c.GitProtocols = nil }, "build.git_protocols is empty"},
 		{"ext protocol", func(c *Config) { c.GitProtocols = []string{"git", "ext"} }, `"ext" is not one of`},
 		{"newline", func(c *Config) {
@@ -314,9 +326,118 @@ func TestDepsScripts(t *testing.T) {
 	if !strings.Contains(r, "apt-get install -y --no-install-recommends --allow-downgrades -o Dpkg::Use-Pty=0 make=4.3-1.el9") {
 		t.Errorf("rpm script does not pin with apt in a Debian-based buildroot:\n%s", r)
 	}
-	for _, want := range []string{"baseurl=%s", "http://127.0.0.1:8080/mos/", "dnf install -y --allowerasing make-4.3-1.el9", "dnf builddep -y SRPMS/*.src.rpm", noDepsMarker, "rpm -qa", "> /build/.kiln/installed"} {
+	for _, want := range []string{"baseurl=http://127.0.0.1:8080/mos/\ngpgcheck=0\n", "is not verified: no key_file", "dnf install -y --allowerasing make-4.3-1.el9", "dnf builddep -y SRPMS/*.src.rpm", noDepsMarker, "rpm -qa", "> /build/.kiln/installed"} {
 		if !strings.Contains(r, want) {
 			t.Errorf("rpm script lacks %q:\n%s", want, r)
+		}
+	}
+}
+
+func TestDepsScriptsVerifyReleaseRepositories(t *testing.T) {
+	t.Parallel()
+	deb := debDepsScript([]Repository{
+		{Release: "mos-9.0", Apt: "deb [signed-by=/build/.kiln/repos/0-key.asc] http://127.0.0.1:8080/mos bookworm main"},
+		{Release: "mos-9.0", Apt: "deb [trusted=yes] http://127.0.0.1:8080/old bookworm main"},
+	}, nil, "h.dsc")
+	if strings.Contains(deb, "mos is not verified") || !strings.Contains(deb, "kiln: warning: release repository http://127.0.0.1:8080/old is not verified: [trusted=yes]") {
+		t.Errorf("deb script warns about the wrong repositories:\n%s", deb)
+	}
+	rpm := rpmDepsScript([]Repository{{Release: "mos-9.0", BaseURL: "http://127.0.0.1:8080/mos/", KeyFile: "/build/.kiln/repos/0-key.asc"}}, nil)
+	want := "printf '%s' '[kiln-release-0]\nname=kiln release repository\nbaseurl=http://127.0.0.1:8080/mos/\ngpgcheck=1\nrepo_gpgcheck=1\ngpgkey=file:///build/.kiln/repos/0-key.asc\nenabled=1\n' > /etc/yum.repos.d/kiln-release-0.repo"
+	if !strings.Contains(rpm, want) || strings.Contains(rpm, "gpgcheck=0") || strings.Contains(rpm, "not verified") {
+		t.Errorf("rpm script lacks\n%s\ngot\n%s", want, rpm)
+	}
+}
+
+func TestStageRepositoryKeys(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	entity, err := openpgp.NewEntity("Kiln Test Operator", "", "operator@kiln.invalid", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeKey := func(name string, private, armored bool) string {
+		var buf bytes.Buffer
+		w := io.Writer(&buf)
+		var aw io.WriteCloser
+		if armored {
+			typ := openpgp.PublicKeyType
+			if private {
+				typ = openpgp.PrivateKeyType
+			}
+			if aw, err = armor.Encode(&buf, typ, nil); err != nil {
+				t.Fatal(err)
+			}
+			w = aw
+		}
+		if private {
+			err = entity.SerializePrivate(w, nil)
+		} else {
+			err = entity.Serialize(w)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if aw != nil {
+			aw.Close()
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, buf.Bytes(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	asc := writeKey("mos.asc", false, true)
+	gpg := writeKey("mos.gpg", false, false)
+	secret := writeKey("secret.asc", true, true)
+	junk := filepath.Join(dir, "junk.asc")
+	os.WriteFile(junk, []byte("not a key\n"), 0o644)
+
+	stage := func(repos ...Repository) ([]Repository, string, error) {
+		cfg := DefaultConfig()
+		cfg.Repositories = repos
+		work := t.TempDir()
+		got, err := New(cfg, nil, nil).stageRepositories(executor.Job{WorkDir: work, Build: &executor.PackageBuild{Release: "mos-9.0", Target: "bookworm"}})
+		return got, work, err
+	}
+	got, work, err := stage(
+		Repository{Release: "mos-9.0", Apt: "deb [ signed-by=" + asc + " arch=amd64 ] http://127.0.0.1:8080/mos bookworm main"},
+		Repository{Release: "mos-9.0", Apt: "deb http://127.0.0.1:8080/mos2 bookworm main", KeyFile: gpg},
+		Repository{Release: "mos-9.0", BaseURL: "http://127.0.0.1:8080/mos/el9/", KeyFile: asc},
+		Repository{Release: "mos-9.0", Apt: "deb [signed-by=7F438280EF8D349F] http://127.0.0.1:8080/fpr bookworm main"},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Repository{
+		{Release: "mos-9.0", Apt: "deb [arch=amd64 signed-by=/build/.kiln/repos/0-key.asc] http://127.0.0.1:8080/mos bookworm main"},
+		{Release: "mos-9.0", Apt: "deb [signed-by=/build/.kiln/repos/1-key.asc] http://127.0.0.1:8080/mos2 bookworm main"},
+		{Release: "mos-9.0", BaseURL: "http://127.0.0.1:8080/mos/el9/", KeyFile: "/build/.kiln/repos/2-key.asc"},
+		{Release: "mos-9.0", Apt: "deb [signed-by=7F438280EF8D349F] http://127.0.0.1:8080/fpr bookworm main"},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("staged repositories\n%q\nwant\n%q", got, want)
+	}
+	for i := range 3 {
+		data, err := os.ReadFile(filepath.Join(work, stateDir, reposDir, fmt.Sprintf("%d-key.asc", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ring, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(data))
+		if err != nil || len(ring) != 1 || ring[0].PrimaryKey.Fingerprint == nil || ring[0].PrivateKey != nil ||
+			!bytes.Equal(ring[0].PrimaryKey.Fingerprint, entity.PrimaryKey.Fingerprint) {
+			t.Errorf("staged key %d is not the operator's public key: %v\n%s", i, err, data)
+		}
+	}
+	for _, tt := range []struct {
+		name, key, want string
+	}{
+		{"private key", secret, "holds a private key; give the public key only"},
+		{"not a key", junk, "is not an OpenPGP public key"},
+		{"missing", filepath.Join(dir, "missing.asc"), "missing.asc: no such file"},
+	} {
+		if _, _, err := stage(Repository{Release: "mos-9.0", Apt: "deb [signed-by=" + tt.key + "] http://127.0.0.1:8080/mos bookworm main"}); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: error = %v, want %q", tt.name, err, tt.want)
 		}
 	}
 }

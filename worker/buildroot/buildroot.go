@@ -59,6 +59,8 @@ type Buildroot struct {
 	cache *pkgcache.Cache
 	// importMu serializes imports and the removal of retired chroots.
 	importMu sync.Mutex
+	// sealedMu serializes making the chroots of sealed releases.
+	sealedMu sync.Mutex
 }
 
 // TargetInfo is a target's current chroot.

@@ -32,16 +32,16 @@ var userSetup = fmt.Sprintf(
 // MakeChroot makes target t's chroot with the target's method and writes it
 // as an uncompressed tar archive to out. The tool's output goes to log.
 func MakeChroot(ctx context.Context, t Target, out string, log io.Writer) error {
-	return makeChroot(ctx, t, out, "", log)
-}
-
-// makeChroot is MakeChroot that, when capture is not empty, also leaves
-// the package files the tool downloaded (and installed) in the directory
-// capture.
-func makeChroot(ctx context.Context, t Target, out, capture string, log io.Writer) error {
 	if err := t.Validate(); err != nil {
 		return err
 	}
+	return makeChroot(ctx, t, out, "", log)
+}
+
+// makeChroot is MakeChroot for a target already validated that, when
+// capture is not empty, also leaves the package files the tool downloaded
+// (and installed) in the directory capture.
+func makeChroot(ctx context.Context, t Target, out, capture string, log io.Writer) error {
 	switch t.Method {
 	case "mmdebstrap":
 		return run(ctx, log, "mmdebstrap", mmdebstrapArgs(t, out, capture)...)
@@ -79,9 +79,20 @@ func mmdebstrapArgs(t Target, out, capture string) []string {
 	}
 	args = append(args,
 		// No cached package lists or archives in the chroot.
-		"--customize-hook=rm -rf \"$1\"/var/cache/apt/archives/*.deb \"$1\"/var/lib/apt/lists/*_Packages",
-		t.Suite, out, t.Mirror)
-	return args
+		"--customize-hook=rm -rf \"$1\"/var/cache/apt/archives/*.deb \"$1\"/var/lib/apt/lists/*_Packages")
+	mirror := t.Mirror
+	if t.SignedBy != "" {
+		comps := t.Components
+		if len(comps) == 0 {
+			comps = []string{"main"}
+		}
+		mirror = fmt.Sprintf("deb [signed-by=%s] %s %s %s", t.SignedBy, t.Mirror, t.Suite, strings.Join(comps, " "))
+		// The chroot's sources.list names the key by its host path: the
+		// key goes to the same path inside, so apt in the buildroot
+		// verifies the mirror as mmdebstrap did.
+		args = append(args, fmt.Sprintf("--customize-hook=mkdir -p \"$1\"'%s' && cp '%s' \"$1\"'%s'", filepath.Dir(t.SignedBy), t.SignedBy, t.SignedBy))
+	}
+	return append(args, t.Suite, out, mirror)
 }
 
 // dnfRepoFile is the repository file given to dnf --installroot.
@@ -199,6 +210,15 @@ func (b *Buildroot) Refresh(ctx context.Context, target string, log io.Writer) (
 	if !ok {
 		return TargetInfo{}, fmt.Errorf("target %q is not in the worker config's buildroot.targets; add it there first", target)
 	}
+	if err := t.Validate(); err != nil {
+		return TargetInfo{}, err
+	}
+	return b.refresh(ctx, t, log)
+}
+
+// refresh makes and imports a new chroot for the validated target t.
+func (b *Buildroot) refresh(ctx context.Context, t Target, log io.Writer) (TargetInfo, error) {
+	target := t.Name
 	dir := filepath.Join(b.cfg.StateDir, "make")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return TargetInfo{}, fmt.Errorf("make chroot %s: %w", target, err)
@@ -231,7 +251,7 @@ func (b *Buildroot) Refresh(ctx context.Context, target string, log io.Writer) (
 		return TargetInfo{}, fmt.Errorf("make chroot %s: %w", target, err)
 	}
 	defer f.Close()
-	info, err := b.Import(ctx, target, f)
+	info, err := b.importChroot(ctx, t, f)
 	if err != nil {
 		return TargetInfo{}, err
 	}
@@ -253,6 +273,12 @@ func (b *Buildroot) Import(ctx context.Context, target string, tarball io.Reader
 	if !ok {
 		return TargetInfo{}, fmt.Errorf("target %q is not in the worker config's buildroot.targets; add it there first", target)
 	}
+	return b.importChroot(ctx, t, tarball)
+}
+
+// importChroot is Import for the target t.
+func (b *Buildroot) importChroot(ctx context.Context, t Target, tarball io.Reader) (info TargetInfo, err error) {
+	target := t.Name
 	ctx = b.nsCtx(ctx)
 	ctx, done, err := b.client.WithLease(ctx, leases.WithRandomID(), leases.WithExpiration(24*time.Hour))
 	if err != nil {

@@ -7,6 +7,7 @@ package buildroot
 import (
 	"fmt"
 	"math"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -100,6 +101,10 @@ type Target struct {
 	Components   []string `yaml:"components"`
 	Variant      string   `yaml:"variant"`
 	Architecture string   `yaml:"architecture"`
+	// SignedBy is a host path of the OpenPGP key (armored or binary) that
+	// signs the mirror's Release files, for mirrors outside the host's
+	// keyring (a release's base repository, a vendor's mirror).
+	SignedBy string `yaml:"signed_by"`
 
 	// dnf: release version and repositories.
 	Releasever   string       `yaml:"releasever"`
@@ -268,6 +273,9 @@ func (t Target) Validate() error {
 		case "", "extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important", "debootstrap", "standard":
 		default:
 			return fmt.Errorf("target %s: variant %q: use one of mmdebstrap's variants, e.g. minbase or buildd", t.Name, t.Variant)
+		}
+		if t.SignedBy != "" && (!filepath.IsAbs(t.SignedBy) || strings.ContainsAny(t.SignedBy, " \t\n\r]'\"")) {
+			return fmt.Errorf("target %s: signed_by %q: give the absolute path of a key file, without spaces or quotes", t.Name, t.SignedBy)
 		}
 		if t.Architecture != "" && !wordPattern.MatchString(t.Architecture) {
 			return fmt.Errorf("target %s: architecture %q is not an architecture name", t.Name, t.Architecture)

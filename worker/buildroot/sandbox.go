@@ -46,6 +46,9 @@ type Sandbox struct {
 	logger hclog.Logger
 	// packages are the package files the chroot was made from.
 	packages []executor.PackageFile
+	// sources are the package sources of a chroot that is not a
+	// configured target's (a sealed release's); network steps reach them.
+	sources []string
 
 	mu       sync.Mutex
 	steps    int
@@ -377,7 +380,7 @@ func (s *Sandbox) startProxy(pid uint32, step executor.Step, log io.Writer) (*so
 	if t, ok := s.b.cfg.Target(s.target); ok {
 		allow = t.SourceHosts()
 	}
-	allow = append(allow, step.AllowHosts...)
+	allow = append(append(allow, s.sources...), step.AllowHosts...)
 	p := newSourceProxy(allow, log, s.b.cache)
 	ln, err := listenInNetns(pid, fmt.Sprintf("127.0.0.1:%d", proxyPort))
 	if err != nil {

@@ -54,6 +54,10 @@ type PackageBuild struct {
 	VersionSuffix string
 	// Pinned, when set, are the exact build dependencies to install.
 	Pinned []Package
+	// Sealed: the release is sealed, so the build draws only from the
+	// release's own repositories and its chroot is made from the release's
+	// base; no upstream mirror is contacted.
+	Sealed bool
 }
 
 // Record is what a package build did.

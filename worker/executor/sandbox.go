@@ -97,6 +97,25 @@ type SandboxOpener interface {
 	Open(ctx context.Context, target, workDir string) (Sandbox, error)
 }
 
+// BaseSource is a release's base repository (every package its buildroots
+// installed, published and signed by the publisher) as the worker host
+// reaches it: a sealed release's chroots are made from it alone.
+type BaseSource struct {
+	Release string
+	// URL of the base repository: for deb targets the directory holding
+	// dists/ and pool/, for rpm targets dnf's baseurl.
+	URL string
+	// SignedBy is the host path of the operator's public key that signs
+	// the repository.
+	SignedBy string
+}
+
+// SealedOpener makes sandboxes on a target's chroot made from a release's
+// base, making that chroot first when needed (its progress goes to log).
+type SealedOpener interface {
+	OpenSealed(ctx context.Context, target string, src BaseSource, workDir string, log io.Writer) (Sandbox, error)
+}
+
 // SourceHost returns the origin a package source URL is fetched from,
 // "http://host:port" or "https://host:port" (port 80 or 443 when the URL
 // gives none, the host in lower case), for Step.AllowHosts. ok is false

@@ -207,6 +207,9 @@ func chrootLabels(configured map[string]string, targets []buildroot.TargetInfo) 
 	}
 	var names []string
 	for _, t := range targets {
+		if strings.Contains(t.Name, "@") {
+			continue // a sealed release's chroot, not a target of its own
+		}
 		names = append(names, t.Name)
 		labels["chroot/"+t.Name] = t.Digest
 	}

@@ -206,6 +206,74 @@ func (SourceRole) EnumDescriptor() ([]byte, []int) {
 	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{2}
 }
 
+// PublishState is where the publish of a successful package build stands.
+type PublishState int32
+
+const (
+	// Not to be published (no --publish, not a merge), or not yet built.
+	PublishState_PUBLISH_STATE_UNSPECIFIED PublishState = 0
+	// Handed to the publisher, or waiting for it: a publisher that is down
+	// or failing is tried again.
+	PublishState_PUBLISH_STATE_PENDING PublishState = 1
+	// The publisher confirmed; location says where.
+	PublishState_PUBLISH_STATE_PUBLISHED PublishState = 2
+	// The publisher refused the package itself (its files, or the same
+	// name and version with other content): the build's fault, not retried.
+	PublishState_PUBLISH_STATE_REFUSED PublishState = 3
+	// The publish can never succeed as configured (e.g. the publisher has
+	// no such repository, or no publisher is configured): not retried.
+	PublishState_PUBLISH_STATE_FAILED PublishState = 4
+	// Stopped by `jobs cancel` while pending.
+	PublishState_PUBLISH_STATE_CANCELED PublishState = 5
+)
+
+// Enum value maps for PublishState.
+var (
+	PublishState_name = map[int32]string{
+		0: "PUBLISH_STATE_UNSPECIFIED",
+		1: "PUBLISH_STATE_PENDING",
+		2: "PUBLISH_STATE_PUBLISHED",
+		3: "PUBLISH_STATE_REFUSED",
+		4: "PUBLISH_STATE_FAILED",
+		5: "PUBLISH_STATE_CANCELED",
+	}
+	PublishState_value = map[string]int32{
+		"PUBLISH_STATE_UNSPECIFIED": 0,
+		"PUBLISH_STATE_PENDING":     1,
+		"PUBLISH_STATE_PUBLISHED":   2,
+		"PUBLISH_STATE_REFUSED":     3,
+		"PUBLISH_STATE_FAILED":      4,
+		"PUBLISH_STATE_CANCELED":    5,
+	}
+)
+
+func (x PublishState) Enum() *PublishState {
+	p := new(PublishState)
+	*p = x
+	return p
+}
+
+func (x PublishState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PublishState) Descriptor() protoreflect.EnumDescriptor {
+	return file_kiln_coordinator_v1_coordinator_proto_enumTypes[3].Descriptor()
+}
+
+func (PublishState) Type() protoreflect.EnumType {
+	return &file_kiln_coordinator_v1_coordinator_proto_enumTypes[3]
+}
+
+func (x PublishState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PublishState.Descriptor instead.
+func (PublishState) EnumDescriptor() ([]byte, []int) {
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{3}
+}
+
 // WorkerState is what the coordinator thinks of a worker.
 type WorkerState int32
 
@@ -248,11 +316,11 @@ func (x WorkerState) String() string {
 }
 
 func (WorkerState) Descriptor() protoreflect.EnumDescriptor {
-	return file_kiln_coordinator_v1_coordinator_proto_enumTypes[3].Descriptor()
+	return file_kiln_coordinator_v1_coordinator_proto_enumTypes[4].Descriptor()
 }
 
 func (WorkerState) Type() protoreflect.EnumType {
-	return &file_kiln_coordinator_v1_coordinator_proto_enumTypes[3]
+	return &file_kiln_coordinator_v1_coordinator_proto_enumTypes[4]
 }
 
 func (x WorkerState) Number() protoreflect.EnumNumber {
@@ -261,7 +329,7 @@ func (x WorkerState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use WorkerState.Descriptor instead.
 func (WorkerState) EnumDescriptor() ([]byte, []int) {
-	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{3}
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{4}
 }
 
 // Source is one git repository at an exact commit.
@@ -359,8 +427,14 @@ type PackageBuild struct {
 	// For verified rebuilds: exact name=version of the build dependencies to
 	// install instead of the newest ones.
 	PinnedPackages []*InstalledPackage `protobuf:"bytes,9,rep,name=pinned_packages,json=pinnedPackages,proto3" json:"pinned_packages,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The release was sealed (`coordinator release seal`) when the build was
+	// submitted: the worker draws only from the release's own repositories
+	// and makes the chroot from the release's base, never from upstream.
+	// Set by the coordinator from the release's state, whatever the client
+	// sent; not part of the build key.
+	Sealed        bool `protobuf:"varint,10,opt,name=sealed,proto3" json:"sealed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PackageBuild) Reset() {
@@ -454,6 +528,13 @@ func (x *PackageBuild) GetPinnedPackages() []*InstalledPackage {
 		return x.PinnedPackages
 	}
 	return nil
+}
+
+func (x *PackageBuild) GetSealed() bool {
+	if x != nil {
+		return x.Sealed
+	}
+	return false
 }
 
 // JobSpec is what a client asks for.
@@ -841,9 +922,12 @@ type Job struct {
 	RebuildOf string `protobuf:"bytes,16,opt,name=rebuild_of,json=rebuildOf,proto3" json:"rebuild_of,omitempty"`
 	// For verified rebuilds: artifacts whose bytes differ from the original.
 	DifferingArtifacts []string `protobuf:"bytes,17,rep,name=differing_artifacts,json=differingArtifacts,proto3" json:"differing_artifacts,omitempty"`
-	// Publish state of a package build: "", "pending", "published", or an
-	// error that will be retried.
-	PublishState  string `protobuf:"bytes,18,opt,name=publish_state,json=publishState,proto3" json:"publish_state,omitempty"`
+	// Publish state of a package build for people: "", "pending" (with
+	// the last failed attempt, retried), "published LOCATION", "refused: ...",
+	// "failed: ..." or "canceled: ...". Programs read publish instead.
+	PublishState string `protobuf:"bytes,18,opt,name=publish_state,json=publishState,proto3" json:"publish_state,omitempty"`
+	// Where the publish of a package build stands.
+	Publish       *JobPublish `protobuf:"bytes,20,opt,name=publish,proto3" json:"publish,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1004,6 +1088,77 @@ func (x *Job) GetPublishState() string {
 	return ""
 }
 
+func (x *Job) GetPublish() *JobPublish {
+	if x != nil {
+		return x.Publish
+	}
+	return nil
+}
+
+// JobPublish is the publish of a package build.
+type JobPublish struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	State PublishState           `protobuf:"varint,1,opt,name=state,proto3,enum=kiln.coordinator.v1.PublishState" json:"state,omitempty"`
+	// Where it was published (PUBLISHED).
+	Location string `protobuf:"bytes,2,opt,name=location,proto3" json:"location,omitempty"`
+	// Why it was refused, failed or cancelled, or why the last attempt of a
+	// pending one failed.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobPublish) Reset() {
+	*x = JobPublish{}
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobPublish) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobPublish) ProtoMessage() {}
+
+func (x *JobPublish) ProtoReflect() protoreflect.Message {
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobPublish.ProtoReflect.Descriptor instead.
+func (*JobPublish) Descriptor() ([]byte, []int) {
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *JobPublish) GetState() PublishState {
+	if x != nil {
+		return x.State
+	}
+	return PublishState_PUBLISH_STATE_UNSPECIFIED
+}
+
+func (x *JobPublish) GetLocation() string {
+	if x != nil {
+		return x.Location
+	}
+	return ""
+}
+
+func (x *JobPublish) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type SubmitJobRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Spec          *JobSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
@@ -1013,7 +1168,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[7]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1025,7 +1180,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[7]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1038,7 +1193,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{7}
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SubmitJobRequest) GetSpec() *JobSpec {
@@ -1060,7 +1215,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[8]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1227,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[8]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1240,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{8}
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SubmitJobResponse) GetJob() *Job {
@@ -1111,7 +1266,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[9]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1278,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[9]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1291,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{9}
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetJobRequest) GetId() string {
@@ -1155,7 +1310,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[10]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1167,7 +1322,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[10]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1180,7 +1335,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{10}
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -1195,14 +1350,24 @@ type ListJobsRequest struct {
 	// Only jobs in these states; all when empty.
 	States []JobState `protobuf:"varint,1,rep,packed,name=states,proto3,enum=kiln.coordinator.v1.JobState" json:"states,omitempty"`
 	// At most this many; 0 means 100.
-	Limit         int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	Limit int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Only package builds of this release.
+	Release string `protobuf:"bytes,20,opt,name=release,proto3" json:"release,omitempty"`
+	// Only package builds of this source package.
+	Package string `protobuf:"bytes,21,opt,name=package,proto3" json:"package,omitempty"`
+	// Only jobs whose origin contains this text (e.g. "jenkins", "gerrit",
+	// a Jenkins build URL).
+	Origin string `protobuf:"bytes,22,opt,name=origin,proto3" json:"origin,omitempty"`
+	// Continue a listing: the next_page_token of the previous response, with
+	// the same filters.
+	PageToken     string `protobuf:"bytes,23,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[11]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1214,7 +1379,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[11]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1227,7 +1392,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{11}
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListJobsRequest) GetStates() []JobState {
@@ -1244,16 +1409,46 @@ func (x *ListJobsRequest) GetLimit() int32 {
 	return 0
 }
 
+func (x *ListJobsRequest) GetRelease() string {
+	if x != nil {
+		return x.Release
+	}
+	return ""
+}
+
+func (x *ListJobsRequest) GetPackage() string {
+	if x != nil {
+		return x.Package
+	}
+	return ""
+}
+
+func (x *ListJobsRequest) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *ListJobsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListJobsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Jobs          []*Job                 `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Jobs  []*Job                 `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// Set when more jobs match: pass it as page_token for the next page.
+	NextPageToken string `protobuf:"bytes,20,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[12]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1265,7 +1460,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[12]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1278,7 +1473,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{12}
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -1286,6 +1481,13 @@ func (x *ListJobsResponse) GetJobs() []*Job {
 		return x.Jobs
 	}
 	return nil
+}
+
+func (x *ListJobsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type CancelJobRequest struct {
@@ -1298,7 +1500,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[13]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1310,7 +1512,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[13]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1323,7 +1525,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{13}
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CancelJobRequest) GetId() string {
@@ -1349,7 +1551,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[14]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1361,7 +1563,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[14]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1374,7 +1576,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{14}
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CancelJobResponse) GetJob() *Job {
@@ -1396,7 +1598,7 @@ type StreamJobLogRequest struct {
 
 func (x *StreamJobLogRequest) Reset() {
 	*x = StreamJobLogRequest{}
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[15]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1408,7 +1610,7 @@ func (x *StreamJobLogRequest) String() string {
 func (*StreamJobLogRequest) ProtoMessage() {}
 
 func (x *StreamJobLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[15]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1421,7 +1623,7 @@ func (x *StreamJobLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamJobLogRequest.ProtoReflect.Descriptor instead.
 func (*StreamJobLogRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{15}
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StreamJobLogRequest) GetId() string {
@@ -1457,7 +1659,7 @@ type StreamJobLogResponse struct {
 
 func (x *StreamJobLogResponse) Reset() {
 	*x = StreamJobLogResponse{}
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[16]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1469,7 +1671,7 @@ func (x *StreamJobLogResponse) String() string {
 func (*StreamJobLogResponse) ProtoMessage() {}
 
 func (x *StreamJobLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[16]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1482,7 +1684,7 @@ func (x *StreamJobLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamJobLogResponse.ProtoReflect.Descriptor instead.
 func (*StreamJobLogResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{16}
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StreamJobLogResponse) GetData() []byte {
@@ -1509,7 +1711,7 @@ type GetArtifactRequest struct {
 
 func (x *GetArtifactRequest) Reset() {
 	*x = GetArtifactRequest{}
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[17]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1723,7 @@ func (x *GetArtifactRequest) String() string {
 func (*GetArtifactRequest) ProtoMessage() {}
 
 func (x *GetArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[17]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1736,7 @@ func (x *GetArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetArtifactRequest.ProtoReflect.Descriptor instead.
 func (*GetArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{17}
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetArtifactRequest) GetJobId() string {
@@ -1562,7 +1764,7 @@ type GetArtifactResponse struct {
 
 func (x *GetArtifactResponse) Reset() {
 	*x = GetArtifactResponse{}
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[18]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1574,7 +1776,7 @@ func (x *GetArtifactResponse) String() string {
 func (*GetArtifactResponse) ProtoMessage() {}
 
 func (x *GetArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[18]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1587,7 +1789,7 @@ func (x *GetArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetArtifactResponse.ProtoReflect.Descriptor instead.
 func (*GetArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{18}
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetArtifactResponse) GetArtifact() *Artifact {
@@ -1618,7 +1820,7 @@ type Worker struct {
 
 func (x *Worker) Reset() {
 	*x = Worker{}
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[19]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1630,7 +1832,7 @@ func (x *Worker) String() string {
 func (*Worker) ProtoMessage() {}
 
 func (x *Worker) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[19]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1643,7 +1845,7 @@ func (x *Worker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Worker.ProtoReflect.Descriptor instead.
 func (*Worker) Descriptor() ([]byte, []int) {
-	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{19}
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Worker) GetName() string {
@@ -1696,7 +1898,7 @@ type ListWorkersRequest struct {
 
 func (x *ListWorkersRequest) Reset() {
 	*x = ListWorkersRequest{}
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[20]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1708,7 +1910,7 @@ func (x *ListWorkersRequest) String() string {
 func (*ListWorkersRequest) ProtoMessage() {}
 
 func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[20]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1721,7 +1923,7 @@ func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{20}
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{21}
 }
 
 type ListWorkersResponse struct {
@@ -1733,7 +1935,7 @@ type ListWorkersResponse struct {
 
 func (x *ListWorkersResponse) Reset() {
 	*x = ListWorkersResponse{}
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[21]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1745,7 +1947,7 @@ func (x *ListWorkersResponse) String() string {
 func (*ListWorkersResponse) ProtoMessage() {}
 
 func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[21]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1758,7 +1960,7 @@ func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkersResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{21}
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListWorkersResponse) GetWorkers() []*Worker {
@@ -1779,7 +1981,7 @@ type DrainWorkerRequest struct {
 
 func (x *DrainWorkerRequest) Reset() {
 	*x = DrainWorkerRequest{}
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[22]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1791,7 +1993,7 @@ func (x *DrainWorkerRequest) String() string {
 func (*DrainWorkerRequest) ProtoMessage() {}
 
 func (x *DrainWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[22]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1804,7 +2006,7 @@ func (x *DrainWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainWorkerRequest.ProtoReflect.Descriptor instead.
 func (*DrainWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{22}
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DrainWorkerRequest) GetName() string {
@@ -1830,7 +2032,7 @@ type DrainWorkerResponse struct {
 
 func (x *DrainWorkerResponse) Reset() {
 	*x = DrainWorkerResponse{}
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[23]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1842,7 +2044,7 @@ func (x *DrainWorkerResponse) String() string {
 func (*DrainWorkerResponse) ProtoMessage() {}
 
 func (x *DrainWorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[23]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1855,7 +2057,7 @@ func (x *DrainWorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainWorkerResponse.ProtoReflect.Descriptor instead.
 func (*DrainWorkerResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{23}
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DrainWorkerResponse) GetWorker() *Worker {
@@ -1876,7 +2078,7 @@ type RebuildJobRequest struct {
 
 func (x *RebuildJobRequest) Reset() {
 	*x = RebuildJobRequest{}
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[24]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +2090,7 @@ func (x *RebuildJobRequest) String() string {
 func (*RebuildJobRequest) ProtoMessage() {}
 
 func (x *RebuildJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[24]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +2103,7 @@ func (x *RebuildJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebuildJobRequest.ProtoReflect.Descriptor instead.
 func (*RebuildJobRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{24}
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RebuildJobRequest) GetId() string {
@@ -1927,7 +2129,7 @@ type RebuildJobResponse struct {
 
 func (x *RebuildJobResponse) Reset() {
 	*x = RebuildJobResponse{}
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[25]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1939,7 +2141,7 @@ func (x *RebuildJobResponse) String() string {
 func (*RebuildJobResponse) ProtoMessage() {}
 
 func (x *RebuildJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[25]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1952,7 +2154,7 @@ func (x *RebuildJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebuildJobResponse.ProtoReflect.Descriptor instead.
 func (*RebuildJobResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{25}
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RebuildJobResponse) GetJob() *Job {
@@ -1985,7 +2187,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[26]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1997,7 +2199,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[26]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2010,7 +2212,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{26}
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Event) GetId() int64 {
@@ -2106,7 +2308,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[27]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2118,7 +2320,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[27]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2131,7 +2333,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{27}
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListEventsRequest) GetLimit() int32 {
@@ -2150,7 +2352,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[28]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2162,7 +2364,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[28]
+	mi := &file_kiln_coordinator_v1_coordinator_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2175,7 +2377,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{28}
+	return file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -2194,7 +2396,7 @@ const file_kiln_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x16\n" +
 	"\x06commit\x18\x02 \x01(\tR\x06commit\x12\x10\n" +
 	"\x03ref\x18\x03 \x01(\tR\x03ref\x123\n" +
-	"\x04role\x18\x04 \x01(\x0e2\x1f.kiln.coordinator.v1.SourceRoleR\x04role\"\xd6\x02\n" +
+	"\x04role\x18\x04 \x01(\x0e2\x1f.kiln.coordinator.v1.SourceRoleR\x04role\"\xee\x02\n" +
 	"\fPackageBuild\x12\x18\n" +
 	"\arelease\x18\x01 \x01(\tR\arelease\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x18\n" +
@@ -2204,7 +2406,9 @@ const file_kiln_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\apublish\x18\x06 \x01(\bR\apublish\x12\x1a\n" +
 	"\brevision\x18\a \x01(\x03R\brevision\x12%\n" +
 	"\x0eversion_suffix\x18\b \x01(\tR\rversionSuffix\x12N\n" +
-	"\x0fpinned_packages\x18\t \x03(\v2%.kiln.coordinator.v1.InstalledPackageR\x0epinnedPackages\"\x92\x04\n" +
+	"\x0fpinned_packages\x18\t \x03(\v2%.kiln.coordinator.v1.InstalledPackageR\x0epinnedPackages\x12\x16\n" +
+	"\x06sealed\x18\n" +
+	" \x01(\bR\x06sealed\"\x92\x04\n" +
 	"\aJobSpec\x120\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1c.kiln.coordinator.v1.JobKindR\x04kind\x12@\n" +
 	"\x06labels\x18\x02 \x03(\v2(.kiln.coordinator.v1.JobSpec.LabelsEntryR\x06labels\x12\x18\n" +
@@ -2236,7 +2440,7 @@ const file_kiln_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\tinstalled\x18\x03 \x03(\v2%.kiln.coordinator.v1.InstalledPackageR\tinstalled\x12\x1a\n" +
 	"\bcommands\x18\x04 \x03(\tR\bcommands\x12;\n" +
 	"\tartifacts\x18\x05 \x03(\v2\x1d.kiln.coordinator.v1.ArtifactR\tartifacts\x12\x18\n" +
-	"\aversion\x18\x06 \x01(\tR\aversion\"\xe0\x05\n" +
+	"\aversion\x18\x06 \x01(\tR\aversion\"\x9b\x06\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x120\n" +
 	"\x04spec\x18\x02 \x01(\v2\x1c.kiln.coordinator.v1.JobSpecR\x04spec\x123\n" +
@@ -2260,7 +2464,13 @@ const file_kiln_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"rebuild_of\x18\x10 \x01(\tR\trebuildOf\x12/\n" +
 	"\x13differing_artifacts\x18\x11 \x03(\tR\x12differingArtifacts\x12#\n" +
-	"\rpublish_state\x18\x12 \x01(\tR\fpublishState\"D\n" +
+	"\rpublish_state\x18\x12 \x01(\tR\fpublishState\x129\n" +
+	"\apublish\x18\x14 \x01(\v2\x1f.kiln.coordinator.v1.JobPublishR\apublish\"y\n" +
+	"\n" +
+	"JobPublish\x127\n" +
+	"\x05state\x18\x01 \x01(\x0e2!.kiln.coordinator.v1.PublishStateR\x05state\x12\x1a\n" +
+	"\blocation\x18\x02 \x01(\tR\blocation\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"D\n" +
 	"\x10SubmitJobRequest\x120\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1c.kiln.coordinator.v1.JobSpecR\x04spec\"c\n" +
 	"\x11SubmitJobResponse\x12*\n" +
@@ -2269,12 +2479,18 @@ const file_kiln_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\rGetJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"<\n" +
 	"\x0eGetJobResponse\x12*\n" +
-	"\x03job\x18\x01 \x01(\v2\x18.kiln.coordinator.v1.JobR\x03job\"^\n" +
+	"\x03job\x18\x01 \x01(\v2\x18.kiln.coordinator.v1.JobR\x03job\"\xc9\x01\n" +
 	"\x0fListJobsRequest\x125\n" +
 	"\x06states\x18\x01 \x03(\x0e2\x1d.kiln.coordinator.v1.JobStateR\x06states\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\x05R\x05limit\"@\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x18\n" +
+	"\arelease\x18\x14 \x01(\tR\arelease\x12\x18\n" +
+	"\apackage\x18\x15 \x01(\tR\apackage\x12\x16\n" +
+	"\x06origin\x18\x16 \x01(\tR\x06origin\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x17 \x01(\tR\tpageToken\"h\n" +
 	"\x10ListJobsResponse\x12,\n" +
-	"\x04jobs\x18\x01 \x03(\v2\x18.kiln.coordinator.v1.JobR\x04jobs\":\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x18.kiln.coordinator.v1.JobR\x04jobs\x12&\n" +
+	"\x0fnext_page_token\x18\x14 \x01(\tR\rnextPageToken\":\n" +
 	"\x10CancelJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"?\n" +
@@ -2352,7 +2568,14 @@ const file_kiln_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x17SOURCE_ROLE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14SOURCE_ROLE_COMBINED\x10\x01\x12\x14\n" +
 	"\x10SOURCE_ROLE_CODE\x10\x02\x12\x19\n" +
-	"\x15SOURCE_ROLE_PACKAGING\x10\x03*\x90\x01\n" +
+	"\x15SOURCE_ROLE_PACKAGING\x10\x03*\xb6\x01\n" +
+	"\fPublishState\x12\x1d\n" +
+	"\x19PUBLISH_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15PUBLISH_STATE_PENDING\x10\x01\x12\x1b\n" +
+	"\x17PUBLISH_STATE_PUBLISHED\x10\x02\x12\x19\n" +
+	"\x15PUBLISH_STATE_REFUSED\x10\x03\x12\x18\n" +
+	"\x14PUBLISH_STATE_FAILED\x10\x04\x12\x1a\n" +
+	"\x16PUBLISH_STATE_CANCELED\x10\x05*\x90\x01\n" +
 	"\vWorkerState\x12\x1c\n" +
 	"\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13WORKER_STATE_ONLINE\x10\x01\x12\x19\n" +
@@ -2385,104 +2608,108 @@ func file_kiln_coordinator_v1_coordinator_proto_rawDescGZIP() []byte {
 	return file_kiln_coordinator_v1_coordinator_proto_rawDescData
 }
 
-var file_kiln_coordinator_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_kiln_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_kiln_coordinator_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_kiln_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_kiln_coordinator_v1_coordinator_proto_goTypes = []any{
 	(JobState)(0),                 // 0: kiln.coordinator.v1.JobState
 	(JobKind)(0),                  // 1: kiln.coordinator.v1.JobKind
 	(SourceRole)(0),               // 2: kiln.coordinator.v1.SourceRole
-	(WorkerState)(0),              // 3: kiln.coordinator.v1.WorkerState
-	(*Source)(nil),                // 4: kiln.coordinator.v1.Source
-	(*PackageBuild)(nil),          // 5: kiln.coordinator.v1.PackageBuild
-	(*JobSpec)(nil),               // 6: kiln.coordinator.v1.JobSpec
-	(*Artifact)(nil),              // 7: kiln.coordinator.v1.Artifact
-	(*InstalledPackage)(nil),      // 8: kiln.coordinator.v1.InstalledPackage
-	(*BuildRecord)(nil),           // 9: kiln.coordinator.v1.BuildRecord
-	(*Job)(nil),                   // 10: kiln.coordinator.v1.Job
-	(*SubmitJobRequest)(nil),      // 11: kiln.coordinator.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),     // 12: kiln.coordinator.v1.SubmitJobResponse
-	(*GetJobRequest)(nil),         // 13: kiln.coordinator.v1.GetJobRequest
-	(*GetJobResponse)(nil),        // 14: kiln.coordinator.v1.GetJobResponse
-	(*ListJobsRequest)(nil),       // 15: kiln.coordinator.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 16: kiln.coordinator.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),      // 17: kiln.coordinator.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),     // 18: kiln.coordinator.v1.CancelJobResponse
-	(*StreamJobLogRequest)(nil),   // 19: kiln.coordinator.v1.StreamJobLogRequest
-	(*StreamJobLogResponse)(nil),  // 20: kiln.coordinator.v1.StreamJobLogResponse
-	(*GetArtifactRequest)(nil),    // 21: kiln.coordinator.v1.GetArtifactRequest
-	(*GetArtifactResponse)(nil),   // 22: kiln.coordinator.v1.GetArtifactResponse
-	(*Worker)(nil),                // 23: kiln.coordinator.v1.Worker
-	(*ListWorkersRequest)(nil),    // 24: kiln.coordinator.v1.ListWorkersRequest
-	(*ListWorkersResponse)(nil),   // 25: kiln.coordinator.v1.ListWorkersResponse
-	(*DrainWorkerRequest)(nil),    // 26: kiln.coordinator.v1.DrainWorkerRequest
-	(*DrainWorkerResponse)(nil),   // 27: kiln.coordinator.v1.DrainWorkerResponse
-	(*RebuildJobRequest)(nil),     // 28: kiln.coordinator.v1.RebuildJobRequest
-	(*RebuildJobResponse)(nil),    // 29: kiln.coordinator.v1.RebuildJobResponse
-	(*Event)(nil),                 // 30: kiln.coordinator.v1.Event
-	(*ListEventsRequest)(nil),     // 31: kiln.coordinator.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),    // 32: kiln.coordinator.v1.ListEventsResponse
-	nil,                           // 33: kiln.coordinator.v1.JobSpec.LabelsEntry
-	nil,                           // 34: kiln.coordinator.v1.Worker.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
+	(PublishState)(0),             // 3: kiln.coordinator.v1.PublishState
+	(WorkerState)(0),              // 4: kiln.coordinator.v1.WorkerState
+	(*Source)(nil),                // 5: kiln.coordinator.v1.Source
+	(*PackageBuild)(nil),          // 6: kiln.coordinator.v1.PackageBuild
+	(*JobSpec)(nil),               // 7: kiln.coordinator.v1.JobSpec
+	(*Artifact)(nil),              // 8: kiln.coordinator.v1.Artifact
+	(*InstalledPackage)(nil),      // 9: kiln.coordinator.v1.InstalledPackage
+	(*BuildRecord)(nil),           // 10: kiln.coordinator.v1.BuildRecord
+	(*Job)(nil),                   // 11: kiln.coordinator.v1.Job
+	(*JobPublish)(nil),            // 12: kiln.coordinator.v1.JobPublish
+	(*SubmitJobRequest)(nil),      // 13: kiln.coordinator.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),     // 14: kiln.coordinator.v1.SubmitJobResponse
+	(*GetJobRequest)(nil),         // 15: kiln.coordinator.v1.GetJobRequest
+	(*GetJobResponse)(nil),        // 16: kiln.coordinator.v1.GetJobResponse
+	(*ListJobsRequest)(nil),       // 17: kiln.coordinator.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),      // 18: kiln.coordinator.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),      // 19: kiln.coordinator.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),     // 20: kiln.coordinator.v1.CancelJobResponse
+	(*StreamJobLogRequest)(nil),   // 21: kiln.coordinator.v1.StreamJobLogRequest
+	(*StreamJobLogResponse)(nil),  // 22: kiln.coordinator.v1.StreamJobLogResponse
+	(*GetArtifactRequest)(nil),    // 23: kiln.coordinator.v1.GetArtifactRequest
+	(*GetArtifactResponse)(nil),   // 24: kiln.coordinator.v1.GetArtifactResponse
+	(*Worker)(nil),                // 25: kiln.coordinator.v1.Worker
+	(*ListWorkersRequest)(nil),    // 26: kiln.coordinator.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),   // 27: kiln.coordinator.v1.ListWorkersResponse
+	(*DrainWorkerRequest)(nil),    // 28: kiln.coordinator.v1.DrainWorkerRequest
+	(*DrainWorkerResponse)(nil),   // 29: kiln.coordinator.v1.DrainWorkerResponse
+	(*RebuildJobRequest)(nil),     // 30: kiln.coordinator.v1.RebuildJobRequest
+	(*RebuildJobResponse)(nil),    // 31: kiln.coordinator.v1.RebuildJobResponse
+	(*Event)(nil),                 // 32: kiln.coordinator.v1.Event
+	(*ListEventsRequest)(nil),     // 33: kiln.coordinator.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),    // 34: kiln.coordinator.v1.ListEventsResponse
+	nil,                           // 35: kiln.coordinator.v1.JobSpec.LabelsEntry
+	nil,                           // 36: kiln.coordinator.v1.Worker.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
 }
 var file_kiln_coordinator_v1_coordinator_proto_depIdxs = []int32{
 	2,  // 0: kiln.coordinator.v1.Source.role:type_name -> kiln.coordinator.v1.SourceRole
-	4,  // 1: kiln.coordinator.v1.PackageBuild.sources:type_name -> kiln.coordinator.v1.Source
-	8,  // 2: kiln.coordinator.v1.PackageBuild.pinned_packages:type_name -> kiln.coordinator.v1.InstalledPackage
+	5,  // 1: kiln.coordinator.v1.PackageBuild.sources:type_name -> kiln.coordinator.v1.Source
+	9,  // 2: kiln.coordinator.v1.PackageBuild.pinned_packages:type_name -> kiln.coordinator.v1.InstalledPackage
 	1,  // 3: kiln.coordinator.v1.JobSpec.kind:type_name -> kiln.coordinator.v1.JobKind
-	33, // 4: kiln.coordinator.v1.JobSpec.labels:type_name -> kiln.coordinator.v1.JobSpec.LabelsEntry
-	5,  // 5: kiln.coordinator.v1.JobSpec.package_build:type_name -> kiln.coordinator.v1.PackageBuild
-	4,  // 6: kiln.coordinator.v1.BuildRecord.sources:type_name -> kiln.coordinator.v1.Source
-	8,  // 7: kiln.coordinator.v1.BuildRecord.installed:type_name -> kiln.coordinator.v1.InstalledPackage
-	7,  // 8: kiln.coordinator.v1.BuildRecord.artifacts:type_name -> kiln.coordinator.v1.Artifact
-	6,  // 9: kiln.coordinator.v1.Job.spec:type_name -> kiln.coordinator.v1.JobSpec
+	35, // 4: kiln.coordinator.v1.JobSpec.labels:type_name -> kiln.coordinator.v1.JobSpec.LabelsEntry
+	6,  // 5: kiln.coordinator.v1.JobSpec.package_build:type_name -> kiln.coordinator.v1.PackageBuild
+	5,  // 6: kiln.coordinator.v1.BuildRecord.sources:type_name -> kiln.coordinator.v1.Source
+	9,  // 7: kiln.coordinator.v1.BuildRecord.installed:type_name -> kiln.coordinator.v1.InstalledPackage
+	8,  // 8: kiln.coordinator.v1.BuildRecord.artifacts:type_name -> kiln.coordinator.v1.Artifact
+	7,  // 9: kiln.coordinator.v1.Job.spec:type_name -> kiln.coordinator.v1.JobSpec
 	0,  // 10: kiln.coordinator.v1.Job.state:type_name -> kiln.coordinator.v1.JobState
-	7,  // 11: kiln.coordinator.v1.Job.artifacts:type_name -> kiln.coordinator.v1.Artifact
-	9,  // 12: kiln.coordinator.v1.Job.record:type_name -> kiln.coordinator.v1.BuildRecord
-	35, // 13: kiln.coordinator.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	35, // 14: kiln.coordinator.v1.Job.started_at:type_name -> google.protobuf.Timestamp
-	35, // 15: kiln.coordinator.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
-	6,  // 16: kiln.coordinator.v1.SubmitJobRequest.spec:type_name -> kiln.coordinator.v1.JobSpec
-	10, // 17: kiln.coordinator.v1.SubmitJobResponse.job:type_name -> kiln.coordinator.v1.Job
-	10, // 18: kiln.coordinator.v1.GetJobResponse.job:type_name -> kiln.coordinator.v1.Job
-	0,  // 19: kiln.coordinator.v1.ListJobsRequest.states:type_name -> kiln.coordinator.v1.JobState
-	10, // 20: kiln.coordinator.v1.ListJobsResponse.jobs:type_name -> kiln.coordinator.v1.Job
-	10, // 21: kiln.coordinator.v1.CancelJobResponse.job:type_name -> kiln.coordinator.v1.Job
-	10, // 22: kiln.coordinator.v1.StreamJobLogResponse.job:type_name -> kiln.coordinator.v1.Job
-	7,  // 23: kiln.coordinator.v1.GetArtifactResponse.artifact:type_name -> kiln.coordinator.v1.Artifact
-	34, // 24: kiln.coordinator.v1.Worker.labels:type_name -> kiln.coordinator.v1.Worker.LabelsEntry
-	3,  // 25: kiln.coordinator.v1.Worker.state:type_name -> kiln.coordinator.v1.WorkerState
-	35, // 26: kiln.coordinator.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
-	23, // 27: kiln.coordinator.v1.ListWorkersResponse.workers:type_name -> kiln.coordinator.v1.Worker
-	23, // 28: kiln.coordinator.v1.DrainWorkerResponse.worker:type_name -> kiln.coordinator.v1.Worker
-	10, // 29: kiln.coordinator.v1.RebuildJobResponse.job:type_name -> kiln.coordinator.v1.Job
-	35, // 30: kiln.coordinator.v1.Event.received_at:type_name -> google.protobuf.Timestamp
-	30, // 31: kiln.coordinator.v1.ListEventsResponse.events:type_name -> kiln.coordinator.v1.Event
-	11, // 32: kiln.coordinator.v1.CoordinatorService.SubmitJob:input_type -> kiln.coordinator.v1.SubmitJobRequest
-	13, // 33: kiln.coordinator.v1.CoordinatorService.GetJob:input_type -> kiln.coordinator.v1.GetJobRequest
-	15, // 34: kiln.coordinator.v1.CoordinatorService.ListJobs:input_type -> kiln.coordinator.v1.ListJobsRequest
-	17, // 35: kiln.coordinator.v1.CoordinatorService.CancelJob:input_type -> kiln.coordinator.v1.CancelJobRequest
-	19, // 36: kiln.coordinator.v1.CoordinatorService.StreamJobLog:input_type -> kiln.coordinator.v1.StreamJobLogRequest
-	21, // 37: kiln.coordinator.v1.CoordinatorService.GetArtifact:input_type -> kiln.coordinator.v1.GetArtifactRequest
-	24, // 38: kiln.coordinator.v1.CoordinatorService.ListWorkers:input_type -> kiln.coordinator.v1.ListWorkersRequest
-	26, // 39: kiln.coordinator.v1.CoordinatorService.DrainWorker:input_type -> kiln.coordinator.v1.DrainWorkerRequest
-	28, // 40: kiln.coordinator.v1.CoordinatorService.RebuildJob:input_type -> kiln.coordinator.v1.RebuildJobRequest
-	31, // 41: kiln.coordinator.v1.CoordinatorService.ListEvents:input_type -> kiln.coordinator.v1.ListEventsRequest
-	12, // 42: kiln.coordinator.v1.CoordinatorService.SubmitJob:output_type -> kiln.coordinator.v1.SubmitJobResponse
-	14, // 43: kiln.coordinator.v1.CoordinatorService.GetJob:output_type -> kiln.coordinator.v1.GetJobResponse
-	16, // 44: kiln.coordinator.v1.CoordinatorService.ListJobs:output_type -> kiln.coordinator.v1.ListJobsResponse
-	18, // 45: kiln.coordinator.v1.CoordinatorService.CancelJob:output_type -> kiln.coordinator.v1.CancelJobResponse
-	20, // 46: kiln.coordinator.v1.CoordinatorService.StreamJobLog:output_type -> kiln.coordinator.v1.StreamJobLogResponse
-	22, // 47: kiln.coordinator.v1.CoordinatorService.GetArtifact:output_type -> kiln.coordinator.v1.GetArtifactResponse
-	25, // 48: kiln.coordinator.v1.CoordinatorService.ListWorkers:output_type -> kiln.coordinator.v1.ListWorkersResponse
-	27, // 49: kiln.coordinator.v1.CoordinatorService.DrainWorker:output_type -> kiln.coordinator.v1.DrainWorkerResponse
-	29, // 50: kiln.coordinator.v1.CoordinatorService.RebuildJob:output_type -> kiln.coordinator.v1.RebuildJobResponse
-	32, // 51: kiln.coordinator.v1.CoordinatorService.ListEvents:output_type -> kiln.coordinator.v1.ListEventsResponse
-	42, // [42:52] is the sub-list for method output_type
-	32, // [32:42] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	8,  // 11: kiln.coordinator.v1.Job.artifacts:type_name -> kiln.coordinator.v1.Artifact
+	10, // 12: kiln.coordinator.v1.Job.record:type_name -> kiln.coordinator.v1.BuildRecord
+	37, // 13: kiln.coordinator.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	37, // 14: kiln.coordinator.v1.Job.started_at:type_name -> google.protobuf.Timestamp
+	37, // 15: kiln.coordinator.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	12, // 16: kiln.coordinator.v1.Job.publish:type_name -> kiln.coordinator.v1.JobPublish
+	3,  // 17: kiln.coordinator.v1.JobPublish.state:type_name -> kiln.coordinator.v1.PublishState
+	7,  // 18: kiln.coordinator.v1.SubmitJobRequest.spec:type_name -> kiln.coordinator.v1.JobSpec
+	11, // 19: kiln.coordinator.v1.SubmitJobResponse.job:type_name -> kiln.coordinator.v1.Job
+	11, // 20: kiln.coordinator.v1.GetJobResponse.job:type_name -> kiln.coordinator.v1.Job
+	0,  // 21: kiln.coordinator.v1.ListJobsRequest.states:type_name -> kiln.coordinator.v1.JobState
+	11, // 22: kiln.coordinator.v1.ListJobsResponse.jobs:type_name -> kiln.coordinator.v1.Job
+	11, // 23: kiln.coordinator.v1.CancelJobResponse.job:type_name -> kiln.coordinator.v1.Job
+	11, // 24: kiln.coordinator.v1.StreamJobLogResponse.job:type_name -> kiln.coordinator.v1.Job
+	8,  // 25: kiln.coordinator.v1.GetArtifactResponse.artifact:type_name -> kiln.coordinator.v1.Artifact
+	36, // 26: kiln.coordinator.v1.Worker.labels:type_name -> kiln.coordinator.v1.Worker.LabelsEntry
+	4,  // 27: kiln.coordinator.v1.Worker.state:type_name -> kiln.coordinator.v1.WorkerState
+	37, // 28: kiln.coordinator.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
+	25, // 29: kiln.coordinator.v1.ListWorkersResponse.workers:type_name -> kiln.coordinator.v1.Worker
+	25, // 30: kiln.coordinator.v1.DrainWorkerResponse.worker:type_name -> kiln.coordinator.v1.Worker
+	11, // 31: kiln.coordinator.v1.RebuildJobResponse.job:type_name -> kiln.coordinator.v1.Job
+	37, // 32: kiln.coordinator.v1.Event.received_at:type_name -> google.protobuf.Timestamp
+	32, // 33: kiln.coordinator.v1.ListEventsResponse.events:type_name -> kiln.coordinator.v1.Event
+	13, // 34: kiln.coordinator.v1.CoordinatorService.SubmitJob:input_type -> kiln.coordinator.v1.SubmitJobRequest
+	15, // 35: kiln.coordinator.v1.CoordinatorService.GetJob:input_type -> kiln.coordinator.v1.GetJobRequest
+	17, // 36: kiln.coordinator.v1.CoordinatorService.ListJobs:input_type -> kiln.coordinator.v1.ListJobsRequest
+	19, // 37: kiln.coordinator.v1.CoordinatorService.CancelJob:input_type -> kiln.coordinator.v1.CancelJobRequest
+	21, // 38: kiln.coordinator.v1.CoordinatorService.StreamJobLog:input_type -> kiln.coordinator.v1.StreamJobLogRequest
+	23, // 39: kiln.coordinator.v1.CoordinatorService.GetArtifact:input_type -> kiln.coordinator.v1.GetArtifactRequest
+	26, // 40: kiln.coordinator.v1.CoordinatorService.ListWorkers:input_type -> kiln.coordinator.v1.ListWorkersRequest
+	28, // 41: kiln.coordinator.v1.CoordinatorService.DrainWorker:input_type -> kiln.coordinator.v1.DrainWorkerRequest
+	30, // 42: kiln.coordinator.v1.CoordinatorService.RebuildJob:input_type -> kiln.coordinator.v1.RebuildJobRequest
+	33, // 43: kiln.coordinator.v1.CoordinatorService.ListEvents:input_type -> kiln.coordinator.v1.ListEventsRequest
+	14, // 44: kiln.coordinator.v1.CoordinatorService.SubmitJob:output_type -> kiln.coordinator.v1.SubmitJobResponse
+	16, // 45: kiln.coordinator.v1.CoordinatorService.GetJob:output_type -> kiln.coordinator.v1.GetJobResponse
+	18, // 46: kiln.coordinator.v1.CoordinatorService.ListJobs:output_type -> kiln.coordinator.v1.ListJobsResponse
+	20, // 47: kiln.coordinator.v1.CoordinatorService.CancelJob:output_type -> kiln.coordinator.v1.CancelJobResponse
+	22, // 48: kiln.coordinator.v1.CoordinatorService.StreamJobLog:output_type -> kiln.coordinator.v1.StreamJobLogResponse
+	24, // 49: kiln.coordinator.v1.CoordinatorService.GetArtifact:output_type -> kiln.coordinator.v1.GetArtifactResponse
+	27, // 50: kiln.coordinator.v1.CoordinatorService.ListWorkers:output_type -> kiln.coordinator.v1.ListWorkersResponse
+	29, // 51: kiln.coordinator.v1.CoordinatorService.DrainWorker:output_type -> kiln.coordinator.v1.DrainWorkerResponse
+	31, // 52: kiln.coordinator.v1.CoordinatorService.RebuildJob:output_type -> kiln.coordinator.v1.RebuildJobResponse
+	34, // 53: kiln.coordinator.v1.CoordinatorService.ListEvents:output_type -> kiln.coordinator.v1.ListEventsResponse
+	44, // [44:54] is the sub-list for method output_type
+	34, // [34:44] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_kiln_coordinator_v1_coordinator_proto_init() }
@@ -2495,8 +2722,8 @@ func file_kiln_coordinator_v1_coordinator_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kiln_coordinator_v1_coordinator_proto_rawDesc), len(file_kiln_coordinator_v1_coordinator_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   31,
+			NumEnums:      5,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

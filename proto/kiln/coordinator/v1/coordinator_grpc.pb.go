@@ -51,10 +51,13 @@ type CoordinatorServiceClient interface {
 	// GetJob returns one job with its artifacts, build record and, while it
 	// waits, the reason it is waiting.
 	GetJob(ctx context.Context, in *GetJobRequest, opts ...grpc.CallOption) (*GetJobResponse, error)
-	// ListJobs lists jobs, newest first.
+	// ListJobs lists jobs, newest first, a page at a time, filtered by
+	// state, release, package and origin.
 	ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*ListJobsResponse, error)
-	// CancelJob cancels a queued or running job. Cancelling a finished job is
-	// a no-op that returns the job as it is.
+	// CancelJob cancels a queued or running job. On a succeeded build whose
+	// publish is pending it stops the publish (publish becomes CANCELED).
+	// Cancelling any other finished job is a no-op that returns the job as
+	// it is.
 	CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*CancelJobResponse, error)
 	// StreamJobLog sends the job's log from the given offset. With follow set
 	// it keeps sending new output until the job has finished, then sends a
@@ -214,10 +217,13 @@ type CoordinatorServiceServer interface {
 	// GetJob returns one job with its artifacts, build record and, while it
 	// waits, the reason it is waiting.
 	GetJob(context.Context, *GetJobRequest) (*GetJobResponse, error)
-	// ListJobs lists jobs, newest first.
+	// ListJobs lists jobs, newest first, a page at a time, filtered by
+	// state, release, package and origin.
 	ListJobs(context.Context, *ListJobsRequest) (*ListJobsResponse, error)
-	// CancelJob cancels a queued or running job. Cancelling a finished job is
-	// a no-op that returns the job as it is.
+	// CancelJob cancels a queued or running job. On a succeeded build whose
+	// publish is pending it stops the publish (publish becomes CANCELED).
+	// Cancelling any other finished job is a no-op that returns the job as
+	// it is.
 	CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error)
 	// StreamJobLog sends the job's log from the given offset. With follow set
 	// it keeps sending new output until the job has finished, then sends a

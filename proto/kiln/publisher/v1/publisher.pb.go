@@ -193,7 +193,18 @@ type PublishRequest struct {
 	// Repository name from the publisher's config, e.g. mos-9.0-bookworm.
 	Repository string `protobuf:"bytes,2,opt,name=repository,proto3" json:"repository,omitempty"`
 	// Files previously uploaded.
-	Files         []*FileRef `protobuf:"bytes,3,rep,name=files,proto3" json:"files,omitempty"`
+	Files []*FileRef `protobuf:"bytes,3,rep,name=files,proto3" json:"files,omitempty"`
+	// Add the files to the repository's base instead of the repository. The
+	// base is every upstream package the release's buildroots installed (the
+	// chroot's own packages and every build dependency), at the bytes used,
+	// so that the release can be rebuilt from itself alone. It is a
+	// repository of its own beside this one, named "<repository>-base"
+	// (published at <mirror>/<repository>-base/), created on first use with
+	// this repository's format, suite, component and architectures, signed
+	// with the same key and pushed to the same mirrors. apt and dnf use it as
+	// a source of its own. The same name, version and architecture with other
+	// bytes is refused there too (ALREADY_EXISTS naming both digests).
+	Base          bool `protobuf:"varint,4,opt,name=base,proto3" json:"base,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -249,12 +260,26 @@ func (x *PublishRequest) GetFiles() []*FileRef {
 	return nil
 }
 
+func (x *PublishRequest) GetBase() bool {
+	if x != nil {
+		return x.Base
+	}
+	return false
+}
+
 type PublishResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Where the repository is published, for messages to people.
 	Location string `protobuf:"bytes,1,opt,name=location,proto3" json:"location,omitempty"`
 	// Files added (not already present).
-	Added         int32 `protobuf:"varint,2,opt,name=added,proto3" json:"added,omitempty"`
+	Added int32 `protobuf:"varint,2,opt,name=added,proto3" json:"added,omitempty"`
+	// The repository published: the request's repository, or with base its
+	// base ("<repository>-base").
+	Repository string `protobuf:"bytes,3,opt,name=repository,proto3" json:"repository,omitempty"`
+	// Packages in that repository after the publish, and the size in bytes
+	// of their files.
+	Packages      int32 `protobuf:"varint,4,opt,name=packages,proto3" json:"packages,omitempty"`
+	Size          int64 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -303,6 +328,27 @@ func (x *PublishResponse) GetAdded() int32 {
 	return 0
 }
 
+func (x *PublishResponse) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *PublishResponse) GetPackages() int32 {
+	if x != nil {
+		return x.Packages
+	}
+	return 0
+}
+
+func (x *PublishResponse) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
 var File_kiln_publisher_v1_publisher_proto protoreflect.FileDescriptor
 
 const file_kiln_publisher_v1_publisher_proto_rawDesc = "" +
@@ -316,17 +362,23 @@ const file_kiln_publisher_v1_publisher_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x1a.kiln.publisher.v1.FileRefR\x06header\x12\x14\n" +
 	"\x05chunk\x18\x02 \x01(\fR\x05chunk\"2\n" +
 	"\x16UploadArtifactResponse\x12\x18\n" +
-	"\aexisted\x18\x01 \x01(\bR\aexisted\"\x81\x01\n" +
+	"\aexisted\x18\x01 \x01(\bR\aexisted\"\x95\x01\n" +
 	"\x0ePublishRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1e\n" +
 	"\n" +
 	"repository\x18\x02 \x01(\tR\n" +
 	"repository\x120\n" +
-	"\x05files\x18\x03 \x03(\v2\x1a.kiln.publisher.v1.FileRefR\x05files\"C\n" +
+	"\x05files\x18\x03 \x03(\v2\x1a.kiln.publisher.v1.FileRefR\x05files\x12\x12\n" +
+	"\x04base\x18\x04 \x01(\bR\x04base\"\x93\x01\n" +
 	"\x0fPublishResponse\x12\x1a\n" +
 	"\blocation\x18\x01 \x01(\tR\blocation\x12\x14\n" +
-	"\x05added\x18\x02 \x01(\x05R\x05added2\xcd\x01\n" +
+	"\x05added\x18\x02 \x01(\x05R\x05added\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x03 \x01(\tR\n" +
+	"repository\x12\x1a\n" +
+	"\bpackages\x18\x04 \x01(\x05R\bpackages\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size2\xcd\x01\n" +
 	"\x10PublisherService\x12g\n" +
 	"\x0eUploadArtifact\x12(.kiln.publisher.v1.UploadArtifactRequest\x1a).kiln.publisher.v1.UploadArtifactResponse(\x01\x12P\n" +
 	"\aPublish\x12!.kiln.publisher.v1.PublishRequest\x1a\".kiln.publisher.v1.PublishResponseB@Z>github.com/kiln-build/kiln/proto/kiln/publisher/v1;publisherv1b\x06proto3"

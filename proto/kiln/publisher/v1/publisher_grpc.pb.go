@@ -35,11 +35,23 @@ const (
 type PublisherServiceClient interface {
 	// UploadArtifact streams one file into the publisher's incoming store: a
 	// header, then chunks. The sha256 and size are verified before the file is
-	// kept; a file already present with the same digest is accepted at once.
+	// kept. A file already present with the same digest is accepted at once,
+	// after the header: the answer (existed) may then come while the client
+	// still sends, and the client stops sending when its stream says the
+	// server is done (io.EOF from Send in Go) and reads the answer. So a file
+	// the publisher has costs its header and little more; identical files,
+	// from any build, repository or base, are stored once.
 	UploadArtifact(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadArtifactRequest, UploadArtifactResponse], error)
-	// Publish adds uploaded files to a repository and publishes it signed.
-	// Idempotent: the same request_id (or the same files again) is a no-op
-	// that returns the same result.
+	// Publish adds uploaded files to a repository, or to its base, and
+	// publishes it signed. Idempotent: the same request_id (or the same files
+	// again) is a no-op that returns the same result.
+	//
+	// Errors: NOT_FOUND for an unknown repository; ALREADY_EXISTS when a file
+	// has the name, version and architecture of a stored package but other
+	// bytes (the message names both sha256 digests); FAILED_PRECONDITION for
+	// a file not uploaded first, or a base that cannot be made (its name is
+	// taken by another repository); INVALID_ARGUMENT for a file that is not a
+	// valid package.
 	Publish(ctx context.Context, in *PublishRequest, opts ...grpc.CallOption) (*PublishResponse, error)
 }
 
@@ -82,11 +94,23 @@ func (c *publisherServiceClient) Publish(ctx context.Context, in *PublishRequest
 type PublisherServiceServer interface {
 	// UploadArtifact streams one file into the publisher's incoming store: a
 	// header, then chunks. The sha256 and size are verified before the file is
-	// kept; a file already present with the same digest is accepted at once.
+	// kept. A file already present with the same digest is accepted at once,
+	// after the header: the answer (existed) may then come while the client
+	// still sends, and the client stops sending when its stream says the
+	// server is done (io.EOF from Send in Go) and reads the answer. So a file
+	// the publisher has costs its header and little more; identical files,
+	// from any build, repository or base, are stored once.
 	UploadArtifact(grpc.ClientStreamingServer[UploadArtifactRequest, UploadArtifactResponse]) error
-	// Publish adds uploaded files to a repository and publishes it signed.
-	// Idempotent: the same request_id (or the same files again) is a no-op
-	// that returns the same result.
+	// Publish adds uploaded files to a repository, or to its base, and
+	// publishes it signed. Idempotent: the same request_id (or the same files
+	// again) is a no-op that returns the same result.
+	//
+	// Errors: NOT_FOUND for an unknown repository; ALREADY_EXISTS when a file
+	// has the name, version and architecture of a stored package but other
+	// bytes (the message names both sha256 digests); FAILED_PRECONDITION for
+	// a file not uploaded first, or a base that cannot be made (its name is
+	// taken by another repository); INVALID_ARGUMENT for a file that is not a
+	// valid package.
 	Publish(context.Context, *PublishRequest) (*PublishResponse, error)
 	mustEmbedUnimplementedPublisherServiceServer()
 }
