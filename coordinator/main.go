@@ -30,7 +30,7 @@ Client (talks to --server, default 127.0.0.1:7420 or $KILN_SERVER):
   coordinator jobs list|show ID|logs ID [--follow]|cancel ID   [--json]
   coordinator artifacts get JOB_ID --dest DIR                   [--json]
   coordinator workers list|drain NAME|undrain NAME              [--json]
-  coordinator events list                                       [--json]
+  coordinator events list [--limit N] [--all]                   [--json]
   coordinator release seal R|unseal R|show R                    [--json]
   coordinator release verify R [--package P]... [--wait] [--diffoscope-dir DIR] [--json]
   coordinator certs --dir DIR --name NAME [--host HOST]...

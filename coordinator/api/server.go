@@ -70,7 +70,8 @@ type Event struct {
 
 // EventLister lists Gerrit events; nil when Gerrit intake is off.
 type EventLister interface {
-	ListEvents(ctx context.Context, limit int) ([]Event, error)
+	// ListEvents returns the newest events; with all, the noise too.
+	ListEvents(ctx context.Context, limit int, all bool) ([]Event, error)
 }
 
 // PublishCanceler stops pending publishes; nil when no publisher is
@@ -267,10 +268,13 @@ func (s *ClientServer) ListEvents(ctx context.Context, req *pb.ListEventsRequest
 		return nil, status.Error(codes.FailedPrecondition, "Gerrit intake is not configured (gerrit: section of the coordinator's config)")
 	}
 	limit := int(req.GetLimit())
-	if limit <= 0 || limit > 10000 {
+	if limit <= 0 {
 		limit = 100
 	}
-	evs, err := s.events.ListEvents(ctx, limit)
+	if limit > 10000 {
+		return nil, invalid("limit %d: at most 10000", limit)
+	}
+	evs, err := s.events.ListEvents(ctx, limit, req.GetAll())
 	if err != nil {
 		return nil, toStatus(err)
 	}

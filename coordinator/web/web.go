@@ -595,7 +595,7 @@ type eventsPage struct {
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	p := eventsPage{Title: "Gerrit events", Off: s.cfg.Events == nil}
 	if !p.Off {
-		evs, err := s.cfg.Events.ListEvents(r.Context(), listedEvent)
+		evs, err := s.cfg.Events.ListEvents(r.Context(), listedEvent, true)
 		if err != nil {
 			s.fail(w, r, err)
 			return

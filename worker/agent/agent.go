@@ -474,7 +474,7 @@ func (a *Agent) execute(ctx context.Context, asg *wpb.Assignment, dir string, lo
 	globs := spec.GetArtifactGlobs()
 	if b := spec.GetPackageBuild(); b != nil {
 		ej.Build = buildFromPB(b)
-		globs = append(globs, "out/*")
+		globs = append(globs, "out/*", "base/*")
 	}
 	res, err := a.exec.Run(ctx, ej, log)
 	if err != nil {

@@ -44,11 +44,11 @@ type Sandbox struct {
 	dir    string
 	rootfs []mount.Mount
 	logger hclog.Logger
-	// packages are the package files the chroot was made from.
-	packages []executor.PackageFile
 	// sources are the package sources of a chroot that is not a
 	// configured target's (a sealed release's); network steps reach them.
 	sources []string
+	// packages are the package files the chroot was made from.
+	packages []executor.PackageFile
 
 	mu       sync.Mutex
 	steps    int
