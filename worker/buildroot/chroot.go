@@ -75,7 +75,7 @@ func mmdebstrapArgs(t Target, out, capture string) []string {
 		// (apt-get keeps the others); the hook copies them all out
 		// before they are removed.
 		args = append(args, "--skip=essential/unlink",
-			"--customize-hook=find \"$1\"/var/cache/apt/archives -maxdepth 1 -type f -name '*.deb' -exec cp {} "+shellQuote(capture)+"/ +")
+			"--customize-hook=find \"$1\"/var/cache/apt/archives -maxdepth 1 -type f -name '*.deb' -exec cp -t "+shellQuote(capture)+" {} +")
 	}
 	args = append(args,
 		// No cached package lists or archives in the chroot.

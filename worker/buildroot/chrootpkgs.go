@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,7 +20,9 @@ func (b *Buildroot) chrootPackagesDir() string {
 }
 
 func (b *Buildroot) chrootPackagesFile(target, digest string) string {
-	return filepath.Join(b.chrootPackagesDir(), target+"@"+strings.TrimPrefix(digest, "sha256:")+".json")
+	// A sealed release's chroot is "target@release"; escaped, no name
+	// holds a '/'.
+	return filepath.Join(b.chrootPackagesDir(), url.PathEscape(target)+"@"+strings.TrimPrefix(digest, "sha256:")+".json")
 }
 
 // chrootPackages is the file that lists a chroot's package files.

@@ -172,7 +172,7 @@ func TestChrootCommands(t *testing.T) {
 	// copies all of them out, before they are removed.
 	captured := mmdebstrapArgs(deb, "/tmp/out.tar", "/state/it's")
 	hook := slices.IndexFunc(captured, func(a string) bool {
-		return strings.HasPrefix(a, "--customize-hook=find ") && strings.HasSuffix(a, `-exec cp {} '/state/it'\''s'/ +`)
+		return strings.HasPrefix(a, "--customize-hook=find ") && strings.HasSuffix(a, `-exec cp -t '/state/it'\''s' {} +`)
 	})
 	rm := slices.IndexFunc(captured, func(a string) bool { return strings.HasPrefix(a, "--customize-hook=rm -rf") })
 	if !slices.Contains(captured, "--skip=essential/unlink") || hook < 0 || hook > rm {
