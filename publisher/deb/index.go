@@ -98,7 +98,9 @@ func CheckCompressions(cs []string) error {
 
 // BuildIndexes builds the index files of a suite from entries, in the order
 // given (callers sort them), and returns the unsigned top-level Release file
-// and the files it lists.
+// and the files it lists. It sets each entry's Stanza to nil once the stanza
+// is copied into its indexes, so that a caller holding no other reference
+// lets it be freed while the indexes grow.
 func BuildIndexes(s Suite, entries []IndexEntry) ([]byte, []IndexFile, error) {
 	if err := CheckCompressions(s.Compressions); err != nil {
 		return nil, nil, err
@@ -129,11 +131,19 @@ func BuildIndexes(s Suite, entries []IndexEntry) ([]byte, []IndexFile, error) {
 	}
 
 	type key struct{ comp, dir string }
+	// Two passes: the first sizes every index, so that each is allocated
+	// once (a growing buffer holds up to twice its text); the second fills
+	// them and drops the entries' stanzas.
+	sizes := map[key]int{}
 	bufs := map[key]*bytes.Buffer{}
-	add := func(k key, stanza []byte) {
+	add := func(k key, stanza []byte, sizing bool) {
+		if sizing {
+			sizes[k] += len(stanza) + 1
+			return
+		}
 		b := bufs[k]
 		if b == nil {
-			b = &bytes.Buffer{}
+			b = bytes.NewBuffer(make([]byte, 0, sizes[k]))
 			bufs[k] = b
 		}
 		if b.Len() > 0 {
@@ -143,21 +153,26 @@ func BuildIndexes(s Suite, entries []IndexEntry) ([]byte, []IndexFile, error) {
 	}
 	hasSource := map[string]bool{}
 	hasUDeb := map[string]bool{}
-	for _, e := range entries {
-		switch {
-		case e.Arch == "source":
-			hasSource[e.Component] = true
-			add(key{e.Component, "source/Sources"}, e.Stanza)
-		default:
-			dir := "binary-%s/Packages"
-			if e.UDeb {
-				hasUDeb[e.Component] = true
-				dir = "debian-installer/binary-%s/Packages"
-			}
-			for _, a := range archs {
-				if e.Arch == a || (e.Arch == "all" && a != "all") || (e.Arch == "all" && len(archs) == 1) {
-					add(key{e.Component, fmt.Sprintf(dir, a)}, e.Stanza)
+	for _, sizing := range []bool{true, false} {
+		for i, e := range entries {
+			switch {
+			case e.Arch == "source":
+				hasSource[e.Component] = true
+				add(key{e.Component, "source/Sources"}, e.Stanza, sizing)
+			default:
+				dir := "binary-%s/Packages"
+				if e.UDeb {
+					hasUDeb[e.Component] = true
+					dir = "debian-installer/binary-%s/Packages"
 				}
+				for _, a := range archs {
+					if e.Arch == a || (e.Arch == "all" && a != "all") || (e.Arch == "all" && len(archs) == 1) {
+						add(key{e.Component, fmt.Sprintf(dir, a)}, e.Stanza, sizing)
+					}
+				}
+			}
+			if !sizing {
+				entries[i].Stanza = nil
 			}
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/hex"
 	"fmt"
 	"net/http"
@@ -247,6 +248,45 @@ func TestAptAndGpgvAcceptPublishedRepository(t *testing.T) {
 	if bytes.Contains(pk, []byte("kiln-hello-udeb")) || !bytes.Contains(pk, []byte("Package: kiln-hello\n")) {
 		t.Errorf("main/binary-all/Packages has the udeb or lacks the deb:\n%s", pk)
 	}
+
+	t.Run("apt reads Packages.xz", func(t *testing.T) {
+		// A server that records what apt asks for: apt prefers .xz, and
+		// checks what it decompresses against the signed Release.
+		xzData, err := os.ReadFile(filepath.Join(dists, "main/binary-all/Packages.xz"))
+		must(t, err)
+		sum256, sum512 := sha256.Sum256(xzData), sha512.Sum512(xzData)
+		byHash := []string{"main/binary-all/by-hash/SHA256/" + hex.EncodeToString(sum256[:]), "main/binary-all/by-hash/SHA512/" + hex.EncodeToString(sum512[:])}
+		var mu sync.Mutex
+		var asked []string
+		files := http.FileServer(http.Dir(public))
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			asked = append(asked, r.URL.Path)
+			mu.Unlock()
+			files.ServeHTTP(w, r)
+		}))
+		t.Cleanup(srv.Close)
+		xzOnly := newAptClient(t, fmt.Sprintf("deb [signed-by=%s] %s bookworm main\n", key.Keyring, srv.URL))
+		if out, ok := xzOnly.update(); !ok {
+			t.Fatalf("apt-get update refused our repository:\n%s", out)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		var gotXZ bool
+		for _, p := range asked {
+			gotXZ = gotXZ || strings.HasSuffix(p, "main/binary-all/Packages.xz") || strings.HasSuffix(p, byHash[0]) || strings.HasSuffix(p, byHash[1])
+			if strings.HasSuffix(p, "/Packages") || strings.HasSuffix(p, "/Packages.gz") || (strings.Contains(p, "/by-hash/") && !strings.HasSuffix(p, byHash[0]) && !strings.HasSuffix(p, byHash[1])) {
+				t.Errorf("apt fetched %s besides the .xz index", p)
+			}
+		}
+		if !gotXZ {
+			t.Fatalf("apt did not fetch main/binary-all/Packages.xz (%s); it asked for:\n%s", strings.Join(byHash, " or "), strings.Join(asked, "\n"))
+		}
+		out, err := xzOnly.run("apt-cache", "policy", "kiln-hello")
+		if err != nil || !strings.Contains(out, "1.1-1") {
+			t.Fatalf("apt-cache policy after reading the .xz index: %v\n%s", err, out)
+		}
+	})
 
 	t.Run("unknown key refused", func(t *testing.T) {
 		other := newAptClient(t, fmt.Sprintf("deb [signed-by=%s] %s bookworm main\n", stranger.Keyring, url))

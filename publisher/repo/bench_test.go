@@ -62,6 +62,7 @@ func BenchmarkPublish(b *testing.B) {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
 			st, key, _ := benchRepo(b, n)
 			ctx := context.Background()
+			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
 				if _, err := st.Publish(ctx, "bench", key); err != nil {
@@ -80,6 +81,7 @@ func BenchmarkAddOneAndPublish(b *testing.B) {
 			st, key, dir := benchRepo(b, n)
 			ctx := context.Background()
 			i := n
+			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
 				b.StopTimer()

@@ -390,6 +390,9 @@ func (s *Store) publishDeb(ctx context.Context, dir string, cfg Config, rows []*
 			e.Arch = "source"
 		}
 		entries = append(entries, e)
+		// BuildIndexes drops each stanza once it is in its index: hold
+		// it only there, so the indexes grow as the stanzas are freed.
+		r.stanza = nil
 	}
 	now := s.now()
 	suite := deb.Suite{Origin: cfg.Origin, Label: cfg.Label, Suite: cfg.Suite, Codename: cfg.Codename, Description: cfg.Description,

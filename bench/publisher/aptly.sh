@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Benchmarks the publisher against aptly on the same generated packages, in
+# one run, tools interleaved, REPS repetitions. Usage:
+#   bench/publisher/aptly.sh [-b OTHER_PUBLISHER_BINARY] [-r REPS] [N...]
+# (default: 3 repetitions at 2000). -b adds another publisher binary (for
+# example one built from main) to compare a change with. Prints one line per
+# measurement: N, repetition, what, wall seconds, user+sys CPU seconds, peak
+# RSS (of the largest process of the command). Needs: go, gpg, aptly, /usr/bin/time.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+other="" reps=3
+while getopts b:r: o; do
+	case $o in
+	b) other=$(realpath "$OPTARG") ;;
+	r) reps=$OPTARG ;;
+	*) exit 2 ;;
+	esac
+done
+shift $((OPTIND - 1))
+sizes=("$@")
+[ ${#sizes[@]} -gt 0 ] || sizes=(2000)
+work=$(mktemp -d /tmp/kiln-aptly-bench-XXXXXX)
+trap 'gpgconf --kill all >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+go build -o "$work/publisher" ./publisher
+go build -o "$work/gendebs" ./bench/publisher/gendebs
+export GNUPGHOME="$work/gnupg"
+mkdir -m 700 "$GNUPGHOME"
+gpg --batch --quiet --pinentry-mode loopback --passphrase '' --quick-gen-key "Kiln Bench <bench@kiln.invalid>" rsa3072 sign never 2>/dev/null
+fpr=$(gpg --with-colons --fingerprint bench@kiln.invalid | awk -F: '/^fpr/{print $10; exit}')
+gpg --batch --armor --export-secret-keys "$fpr" > "$work/key.asc"
+
+# measure LABEL N REP CMD...: runs CMD under /usr/bin/time and prints wall,
+# user+sys CPU and peak RSS.
+measure() {
+	local label=$1 n=$2 rep=$3; shift 3
+	sync
+	/usr/bin/time -f '%e %U %S %M' -o "$work/time" "$@" > "$work/last.log" 2>&1 || { cat "$work/last.log"; exit 1; }
+	read -r wall user sys rss < "$work/time"
+	awk -v n="$n" -v r="$rep" -v l="$label" -v w="$wall" -v u="$user" -v s="$sys" -v m="$rss" \
+		'BEGIN { printf "%6d #%d  %-40s wall %7.2fs  cpu %7.2fs  rss %6.1f MiB\n", n, r, l, w, u + s, m / 1024 }'
+}
+
+kiln() { # kiln LABEL BINARY N REP DIR
+	local label=$1 bin=$2 n=$3 rep=$4 d=$5
+	local opts=(--root "$d/$label" --key "$work/key.asc" --log-level warn)
+	measure "$label include" "$n" "$rep" "$bin" include "${opts[@]}" --repo r --format deb --suite stable "$d"/debs/*.deb
+	measure "$label publish" "$n" "$rep" "$bin" publish "${opts[@]}" --repo r
+}
+
+aptly_run() { # aptly_run LABEL N REP DIR FLAGS...
+	local label=$1 n=$2 rep=$3 d=$4; shift 4
+	local root="$d/$label"
+	mkdir -p "$root"
+	printf '{"rootDir": "%s", "gpgProvider": "gpg2"}\n' "$root" > "$root/aptly.conf"
+	local a=(aptly -config="$root/aptly.conf")
+	"${a[@]}" repo create -distribution=stable -component=main r > /dev/null
+	measure "$label repo add" "$n" "$rep" "${a[@]}" repo add r "$d/debs"
+	measure "$label publish" "$n" "$rep" "${a[@]}" publish repo -batch -gpg-key="$fpr" -passphrase="" -architectures=amd64 "$@" r
+}
+
+echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(aptly version)"
+for n in "${sizes[@]}"; do
+	d="$work/$n"
+	"$work/gendebs" -n "$n" -dir "$d/debs"
+	for rep in $(seq "$reps"); do
+		kiln kiln "$work/publisher" "$n" "$rep" "$d"
+		aptly_run aptly-lean "$n" "$rep" "$d" -skip-contents -skip-bz2
+		[ -z "$other" ] || kiln kiln-other "$other" "$n" "$rep" "$d"
+		aptly_run aptly-default "$n" "$rep" "$d"
+		for f in "$d"/kiln/public/r/dists/stable/main/binary-amd64/Packages* "$d"/kiln-other/public/r/dists/stable/main/binary-amd64/Packages* "$d"/aptly-lean/public/dists/stable/main/binary-amd64/Packages*; do
+			[ -f "$f" ] && printf '%6d #%d  %-52s %9d bytes\n' "$n" "$rep" "${f#"$d"/}" "$(stat -c %s "$f")"
+		done
+		rm -rf "$d"/kiln "$d"/kiln-other "$d"/aptly-*
+	done
+	echo "# load $(cut -d' ' -f1-3 /proc/loadavg)"
+	rm -rf "$d"
+done
