@@ -328,6 +328,9 @@ func (b *Builder) prepare(ctx context.Context, job executor.Job, repos map[strin
 	defer root.Close()
 
 	debDir, specPath, err := findRecipe(root, pkgRole == "packaging", distDirs(pb.Target), pb.Recipe)
+	if err != nil && pkgRole == "packaging" {
+		return nil, b.wrongOrder(job, archives["code"], srcs, root, err)
+	}
 	if err != nil {
 		return nil, badSource("%s: %v", what, err)
 	}
@@ -343,6 +346,58 @@ func (b *Builder) prepare(ctx context.Context, job executor.Job, repos map[strin
 		return b.prepareDeb(in, debDir)
 	}
 	return b.prepareRPM(in, specPath)
+}
+
+// wrongOrder explains a packaging source without packaging: it names both
+// repositories, says what each holds and, when the code source holds the
+// packaging, that they were given the wrong way round.
+func (b *Builder) wrongOrder(job executor.Job, codeArchive string, srcs map[string]executor.Source, pkgRoot *os.Root, findErr error) error {
+	code, pkg := srcs["code"], srcs["packaging"]
+	codeWhat := fmt.Sprintf("code source %s@%s", code.URL, short(code.Commit))
+	pkgWhat := fmt.Sprintf("packaging source %s@%s", pkg.URL, short(pkg.Commit))
+	probe := filepath.Join(job.WorkDir, stateDir, "code-probe")
+	defer os.RemoveAll(probe)
+	if err := extractArchive(codeWhat, codeArchive, probe, "", nil); err != nil {
+		return err
+	}
+	codeRoot, err := os.OpenRoot(probe)
+	if err != nil {
+		return fmt.Errorf("open code tree: %w", err)
+	}
+	defer codeRoot.Close()
+	debDir, spec, cerr := findRecipe(codeRoot, true, distDirs(job.Build.Target), job.Build.Recipe)
+	if cerr != nil {
+		return badSource("%s: %v (it holds %s); the %s holds %s", pkgWhat, findErr, topEntries(pkgRoot), codeWhat, topEntries(codeRoot))
+	}
+	found := spec
+	if debDir != "" {
+		found = path.Join(debDir, "debian") + "/"
+	}
+	return badSource("the repositories are the wrong way round: the %s has no packaging (it holds %s), and the %s has %s. "+
+		"Give the code repository first and the packaging repository second, or mark them: --source %s@%s#packaging --source %s@%s#code",
+		pkgWhat, topEntries(pkgRoot), codeWhat, found, code.URL, short(code.Commit), pkg.URL, short(pkg.Commit))
+}
+
+// topEntries lists the top of a tree for an error message: at most eight
+// names, directories with a trailing "/".
+func topEntries(root *os.Root) string {
+	entries, err := fs.ReadDir(root.FS(), ".")
+	if err != nil || len(entries) == 0 {
+		return "nothing"
+	}
+	var names []string
+	for i, e := range entries {
+		if i == 8 {
+			names = append(names, fmt.Sprintf("and %d more", len(entries)-8))
+			break
+		}
+		n := e.Name()
+		if e.IsDir() {
+			n += "/"
+		}
+		names = append(names, n)
+	}
+	return strings.Join(names, ", ")
 }
 
 type prepInput struct {

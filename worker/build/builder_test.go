@@ -320,6 +320,11 @@ func TestBadInput(t *testing.T) {
 		{"absolute symlink", []executor.Source{{URL: srv.url("abslink"), Commit: absLink}}, "hello-native", "", `symlink "passwd" points outside the source tree`},
 		{"relative symlink escaping", []executor.Source{{URL: srv.url("rellink"), Commit: relLink}}, "hello-native", "", `symlink "escape" points outside the source tree`},
 		{"debian symlink in code", []executor.Source{{URL: srv.url("deblink"), Commit: debLink, Role: "code"}, {URL: srv.url("packaging"), Commit: pkgC, Role: "packaging"}}, "hello-split", "", `symlink "debian" points outside`},
+		{"repositories the wrong way round", []executor.Source{{URL: srv.url("packaging"), Commit: pkgC, Role: "code"}, {URL: srv.url("nopackaging"), Commit: noPackaging, Role: "packaging"}}, "hello-split", "",
+			"the repositories are the wrong way round: the packaging source " + srv.url("nopackaging") + "@" + noPackaging[:12] + " has no packaging (it holds README, hello), and the code source " + srv.url("packaging") + "@" + pkgC[:12] + " has debian/. " +
+				"Give the code repository first and the packaging repository second, or mark them: --source " + srv.url("packaging") + "@" + pkgC[:12] + "#packaging --source " + srv.url("nopackaging") + "@" + noPackaging[:12] + "#code"},
+		{"packaging in neither repository", []executor.Source{{URL: srv.url("nopackaging"), Commit: noPackaging, Role: "code"}, {URL: srv.url("nopackaging"), Commit: noPackaging, Role: "packaging"}}, "hello-split", "",
+			"no packaging found: expected debian/ or a .spec file at the top or under bookworm/; add the packaging or check the source (it holds README, hello); the code source " + srv.url("nopackaging") + "@" + noPackaging[:12] + " holds README, hello"},
 		{"wrong package", []executor.Source{{URL: srv.url("good"), Commit: good}}, "other", "", `names source package "hello-native", the build asked for "other"`},
 		{"bad suffix", []executor.Source{{URL: srv.url("good"), Commit: good}}, "hello-native", "~mos 9", `version suffix "~mos 9"`},
 		{"two code sources", []executor.Source{{URL: srv.url("good"), Commit: good, Role: "code"}, {URL: srv.url("good"), Commit: good, Role: "code"}}, "hello-native", "", "give one combined source or one code and one packaging source"},
