@@ -72,6 +72,8 @@ var packageNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.+_-]*$`)
 type plan struct {
 	kind    string // "deb" or "rpm"
 	version string
+	// layout says how the source was found, for the build log.
+	layout string
 	// source builds the source package (build user, no network).
 	source executor.Step
 	// deps installs build dependencies (root, network).
@@ -167,6 +169,9 @@ func (b *Builder) run(ctx context.Context, job executor.Job, log io.Writer, rec 
 		return executor.Result{}, err
 	}
 	rec.Version = p.version
+	if p.layout != "" {
+		fmt.Fprintf(log, "kiln: layout: %s\n", p.layout)
+	}
 	if err := chownTree(job.WorkDir); err != nil {
 		return executor.Result{}, err
 	}
@@ -343,7 +348,7 @@ func (b *Builder) prepare(ctx context.Context, job executor.Job, repos map[strin
 		codeWhat: "source " + srcs[codeRole].URL + "@" + short(srcs[codeRole].Commit), date: date,
 	}
 	if debDir != "" {
-		return b.prepareDeb(in, debDir)
+		return b.prepareDeb(ctx, in, debDir)
 	}
 	return b.prepareRPM(in, specPath)
 }
@@ -483,7 +488,7 @@ func distDirs(target string) []string {
 	return out
 }
 
-func (b *Builder) prepareDeb(in prepInput, debDir string) (*plan, error) {
+func (b *Builder) prepareDeb(ctx context.Context, in prepInput, debDir string) (*plan, error) {
 	pb := in.job.Build
 	if !debSuffixRE.MatchString(pb.VersionSuffix) {
 		return nil, badSource("version suffix %q may only hold letters, digits and . + ~", pb.VersionSuffix)
@@ -511,7 +516,6 @@ func (b *Builder) prepareDeb(in prepInput, debDir string) (*plan, error) {
 	tree := filepath.Join(in.job.WorkDir, srcDir, treeName)
 
 	// Source tree: the code, then debian/ from the packaging.
-	inDebian := func(name string) bool { return name == "debian" || strings.HasPrefix(name, "debian/") }
 	if in.pkgRole == "combined" {
 		if err := os.Rename(filepath.Join(in.job.WorkDir, stateDir, "packaging"), tree); err != nil {
 			return nil, fmt.Errorf("prepare source tree: %w", err)
@@ -528,15 +532,48 @@ func (b *Builder) prepareDeb(in prepInput, debDir string) (*plan, error) {
 			return nil, err
 		}
 	}
+	layout := "one repository"
+	if in.pkgRole == "packaging" {
+		layout = "two repositories (code + packaging)"
+	}
+	layout += ", format " + string(format)
+	// The upstream tarball: from the code commit, or, when the tree holds
+	// its quilt patches applied, from the tree with them reverted, so that
+	// the source package unpacks.
+	upstreamTar := in.archives[in.codeRole]
+	if format == formatQuilt {
+		how, upstream, err := patchesApplied(ctx, in, tree, filepath.Join(in.job.WorkDir, stateDir, "upstream"))
+		if err != nil {
+			return nil, err
+		}
+		layout += ", " + how
+		if upstream != "" {
+			// The unpatched tree with debian/ is the source tree:
+			// dpkg-source applies the patches itself.
+			if err := os.Rename(filepath.Join(tree, "debian"), filepath.Join(upstream, "debian")); err != nil {
+				return nil, fmt.Errorf("prepare source tree: %w", err)
+			}
+			if err := os.RemoveAll(tree); err != nil {
+				return nil, fmt.Errorf("prepare source tree: %w", err)
+			}
+			if err := os.Rename(upstream, tree); err != nil {
+				return nil, fmt.Errorf("prepare source tree: %w", err)
+			}
+			upstreamTar = filepath.Join(in.job.WorkDir, stateDir, "upstream.tar")
+			if err := writeFileFrom(upstreamTar, func(w io.Writer) error { return tarDir(tree, in.date, w, inDebian) }); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if needsOrig(format, head.Version) {
 		orig := filepath.Join(in.job.WorkDir, srcDir, head.Source+"_"+upver+".orig.tar.gz")
 		err := writeFileFrom(orig, func(w io.Writer) error {
-			f, err := os.Open(in.archives[in.codeRole])
+			f, err := os.Open(upstreamTar)
 			if err != nil {
 				return err
 			}
 			defer f.Close()
-			return writeTarball(in.codeWhat, f, w, treeName, inDebian)
+			return writeTarball(in.codeWhat, f, w, treeName, func(n string) bool { return inDebian(n) || inPC(n) })
 		})
 		if err != nil {
 			return nil, err
@@ -568,7 +605,7 @@ func (b *Builder) prepareDeb(in prepInput, debDir string) (*plan, error) {
 	dsc := head.Source + "_" + withoutEpoch(version) + ".dsc"
 	srcWork := path.Join(executor.SandboxWorkDir, srcDir)
 	env := buildEnv()
-	p := &plan{kind: "deb", version: version}
+	p := &plan{kind: "deb", version: version, layout: layout}
 	p.source = executor.Step{Argv: []string{"dpkg-source", "-b", treeName}, Dir: srcWork, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit}
 	p.deps = executor.Step{
 		Argv: []string{"sh", "-ec", debDepsScript(repos, pb.Pinned, dsc), "kiln-deps"},

@@ -214,23 +214,90 @@ func applyPatches(t *testing.T, dir string, withPC bool) {
 	}
 }
 
-func TestBrokenSourcePackageFailsTheBuild(t *testing.T) {
+// TestQuiltLayouts builds hello-quilt committed the ways Debian's tools
+// leave a tree: the source package must unpack, its orig tarball must be
+// the unpatched upstream, and the log must name the layout.
+func TestQuiltLayouts(t *testing.T) {
 	testenv.Tool(t, "dpkg-buildpackage")
 	testenv.Tool(t, "patch")
 	srv := newGitServer(t)
-	// Committed with its patches applied and .pc/, the orig tarball made
-	// from the tree holds the patched file, and the patch no longer
-	// applies to it.
-	damaged := srv.repo(t, "hello-damaged", "hello-quilt", func(dir string) { applyPatches(t, dir, true) })
+	tests := []struct {
+		name, layout string
+		edit         func(dir string)
+	}{
+		{"patches unapplied", "patches: unapplied", nil},
+		{"patches applied with .pc", "patches: applied with .pc/ (1 reverted for the upstream tarball)", func(dir string) { applyPatches(t, dir, true) }},
+		{"patches applied without .pc", "patches: applied without .pc/ (1 reverted for the upstream tarball)", func(dir string) { applyPatches(t, dir, false) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			name := strings.ReplaceAll(tt.name, " ", "-")
+			c := srv.repo(t, name, "hello-quilt", tt.edit)
+			b := New(testConfig(t), &fakeOpener{handle: skipRootSteps}, nil)
+			job := newJob(t, executor.PackageBuild{Package: "hello-quilt", Sources: []executor.Source{{URL: srv.url(name), Commit: c}}})
+			var log bytes.Buffer
+			res, err := b.Run(context.Background(), job, &log)
+			if err != nil || res.Failed() {
+				t.Fatalf("Run: %v %+v\n%s", err, res, log.String())
+			}
+			for _, want := range []string{"kiln: layout: one repository, format 3.0 (quilt), " + tt.layout, "kiln: the source package unpacks"} {
+				if !strings.Contains(log.String(), want) {
+					t.Errorf("log lacks %q:\n%s", want, log.String())
+				}
+			}
+			out, err := exec.Command("tar", "-xzOf", filepath.Join(job.WorkDir, outDir, "hello-quilt_2.0.orig.tar.gz"), "hello-quilt-2.0/hello").Output()
+			if err != nil || !strings.Contains(string(out), "hello from upstream") {
+				t.Errorf("orig tarball's hello is not upstream's: %v\n%s", err, out)
+			}
+			list, _ := exec.Command("tar", "-tzf", filepath.Join(job.WorkDir, outDir, "hello-quilt_2.0.orig.tar.gz")).Output()
+			if strings.Contains(string(list), ".pc") || strings.Contains(string(list), "debian") {
+				t.Errorf("orig tarball holds .pc or debian:\n%s", list)
+			}
+		})
+	}
+	t.Run("some patches applied, others not", func(t *testing.T) {
+		c := srv.repo(t, "mixed", "hello-quilt", func(dir string) {
+			applyPatches(t, dir, false)
+			os.WriteFile(filepath.Join(dir, "debian/patches/series"), []byte("greeting.patch\nextra.patch\n"), 0o644)
+			os.WriteFile(filepath.Join(dir, "debian/patches/extra.patch"), []byte("--- a/README\n+++ b/README\n@@ -0,0 +1 @@\n+extra\n"), 0o644)
+		})
+		b := New(testConfig(t), &fakeOpener{handle: skipRootSteps}, nil)
+		job := newJob(t, executor.PackageBuild{Package: "hello-quilt", Sources: []executor.Source{{URL: srv.url("mixed"), Commit: c}}})
+		var log bytes.Buffer
+		res, err := b.Run(context.Background(), job, &log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// extra.patch is not applied, so the tree reads as unapplied and
+		// dpkg-source -b refuses to apply greeting.patch a second time.
+		if !res.Failed() {
+			t.Errorf("a tree with half its patches applied built:\n%s", log.String())
+		}
+	})
+}
+
+// TestBrokenSourcePackageFailsTheBuild: a build whose source package does
+// not unpack fails, with the tool's error as the reason. Here the build
+// truncates its .src.rpm after rpmbuild -bs made it. (For deb, a tree
+// committed with its patches applied once gave such a .dsc; TestQuiltLayouts
+// checks that those unpack now.)
+func TestBrokenSourcePackageFailsTheBuild(t *testing.T) {
+	testenv.Tool(t, "rpmbuild")
+	srv := newGitServer(t)
+	c := srv.repo(t, "hello-rpm-damaged", "hello-rpm", func(dir string) {
+		spec := filepath.Join(dir, "hello-rpm.spec")
+		data, _ := os.ReadFile(spec)
+		os.WriteFile(spec, []byte(strings.Replace(string(data), "%build\n", "%build\ntruncate -s 200 %{_topdir}/SRPMS/*.src.rpm\n", 1)), 0o644)
+	})
 	b := New(testConfig(t), &fakeOpener{handle: skipRootSteps}, nil)
-	job := newJob(t, executor.PackageBuild{Package: "hello-quilt", Sources: []executor.Source{{URL: srv.url("hello-damaged"), Commit: damaged}}})
+	job := newJob(t, executor.PackageBuild{Package: "hello-rpm", Target: "centos7/x86_64", Sources: []executor.Source{{URL: srv.url("hello-rpm-damaged"), Commit: c}}})
 	var log bytes.Buffer
 	res, err := b.Run(context.Background(), job, &log)
 	if err != nil {
 		t.Fatalf("a broken source package must not be an infrastructure error: %v\n%s", err, log.String())
 	}
-	want := "the source package does not unpack: dpkg-source: error: "
-	if res.ExitCode != 1 || !strings.HasPrefix(res.Reason, want) || !strings.Contains(res.Reason, "greeting.patch") {
+	want := "the source package does not unpack: error: "
+	if res.ExitCode != 1 || !strings.HasPrefix(res.Reason, want) || !strings.Contains(res.Reason, "hello-rpm-1.0-1.src.rpm") {
 		t.Errorf("result = %+v, want exit 1 and reason %q...\n%s", res, want, log.String())
 	}
 	if !strings.Contains(log.String(), "=== check source package") || strings.Contains(log.String(), "=== collect artifacts") {

@@ -538,3 +538,17 @@ func TestShellQuote(t *testing.T) {
 		}
 	}
 }
+
+func TestParseSeries(t *testing.T) {
+	t.Parallel()
+	got, err := parseSeries([]byte("# comment\nfirst.patch\n\nupstream/second.diff -p0 # why\nthird.patch\n"))
+	want := []quiltPatch{{"first.patch", 1}, {"upstream/second.diff", 0}, {"third.patch", 1}}
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("parseSeries = %v, %v; want %v", got, err, want)
+	}
+	for _, bad := range []string{"../../etc/passwd\n", "/abs.patch\n", "x.patch -R\n"} {
+		if _, err := parseSeries([]byte(bad)); err == nil {
+			t.Errorf("parseSeries(%q) accepted", bad)
+		}
+	}
+}
