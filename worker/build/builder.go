@@ -344,7 +344,7 @@ func (b *Builder) prepare(ctx context.Context, job executor.Job, repos map[strin
 		return nil, err
 	}
 	in := prepInput{
-		job: job, root: root, what: what, archives: archives, pkgRole: pkgRole, codeRole: codeRole,
+		job: job, repoDirs: repos, srcs: srcs, root: root, what: what, archives: archives, pkgRole: pkgRole, codeRole: codeRole,
 		codeWhat: "source " + srcs[codeRole].URL + "@" + short(srcs[codeRole].Commit), date: date,
 	}
 	if debDir != "" {
@@ -407,6 +407,8 @@ func topEntries(root *os.Root) string {
 
 type prepInput struct {
 	job               executor.Job
+	repoDirs          map[string]string // role -> cached bare repository
+	srcs              map[string]executor.Source
 	root              *os.Root
 	what, codeWhat    string
 	archives          map[string]string
@@ -566,18 +568,11 @@ func (b *Builder) prepareDeb(ctx context.Context, in prepInput, debDir string) (
 		}
 	}
 	if needsOrig(format, head.Version) {
-		orig := filepath.Join(in.job.WorkDir, srcDir, head.Source+"_"+upver+".orig.tar.gz")
-		err := writeFileFrom(orig, func(w io.Writer) error {
-			f, err := os.Open(upstreamTar)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			return writeTarball(in.codeWhat, f, w, treeName, func(n string) bool { return inDebian(n) || inPC(n) })
-		})
+		from, err := b.writeOrig(ctx, in, head.Source, upver, debDir, upstreamTar)
 		if err != nil {
 			return nil, err
 		}
+		layout += "; upstream tarball: " + from
 	}
 	if pb.VersionSuffix != "" {
 		troot, err := os.OpenRoot(tree)

@@ -230,3 +230,92 @@ func tarDir(dir string, date time.Time, w io.Writer, skip func(string) bool) err
 	}
 	return tw.Close()
 }
+
+// origExts are the compressions of an upstream tarball dpkg-source takes.
+var origExts = []string{"gz", "bz2", "xz", "lzma"}
+
+// writeOrig puts the upstream tarball into src/ from where the maintainer
+// keeps it, in this order: the pristine-tar branch of the packaging
+// repository; a <source>_<upstream>.orig.tar.* committed beside debian/ in
+// a separate packaging repository; the upstream/<version> tag (gbp's
+// name); the code commit (upstreamTar: its archive, or the tree with the
+// quilt patches reverted). It returns which it used, for the log.
+func (b *Builder) writeOrig(ctx context.Context, in prepInput, source, upver, debDir, upstreamTar string) (string, error) {
+	outDir := filepath.Join(in.job.WorkDir, srcDir)
+	base := source + "_" + upver + ".orig.tar."
+	pkgDir, pkgSrc := in.repoDirs[in.pkgRole], in.srcs[in.pkgRole]
+	commit, err := b.git.FetchOptional(ctx, pkgDir, pkgSrc, pristineTarBranch, pristineTarBranch, nil)
+	if err != nil {
+		return "", err
+	}
+	if commit != "" {
+		tmp := filepath.Join(in.job.WorkDir, stateDir, "pristine-tar")
+		if err := os.MkdirAll(tmp, 0o755); err != nil {
+			return "", err
+		}
+		defer os.RemoveAll(tmp)
+		for _, ext := range origExts {
+			ok, err := b.git.PristineTar(ctx, pkgDir, base+ext, outDir, tmp)
+			if err != nil {
+				return "", err
+			}
+			if ok {
+				return fmt.Sprintf("%s from the pristine-tar branch of %s at %s", base+ext, pkgSrc.URL, short(commit)), nil
+			}
+		}
+	}
+	if in.pkgRole == "packaging" {
+		for _, ext := range origExts {
+			p := path.Join(debDir, base+ext)
+			fi, err := in.root.Lstat(p)
+			if err != nil || !fi.Mode().IsRegular() {
+				continue
+			}
+			data, err := in.root.ReadFile(p)
+			if err != nil {
+				return "", wrapTreeErr(in.what, p, err)
+			}
+			if err := os.WriteFile(filepath.Join(outDir, base+ext), data, 0o644); err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("%s committed in %s", p, in.what), nil
+		}
+	}
+	treeName := source + "-" + upver
+	skip := func(n string) bool { return inDebian(n) || inPC(n) }
+	codeDir, codeSrc := in.repoDirs[in.codeRole], in.srcs[in.codeRole]
+	tag := "refs/tags/upstream/" + gbpTagVersion(upver)
+	tagCommit, err := b.git.FetchOptional(ctx, codeDir, codeSrc, tag, "refs/kiln/tags/upstream/"+gbpTagVersion(upver), nil)
+	if err != nil {
+		return "", err
+	}
+	from := fmt.Sprintf("%sgz made from %s", base, in.codeWhat)
+	if upstreamTar != in.archives[in.codeRole] {
+		from += " with the quilt patches reverted"
+	}
+	if tagCommit != "" {
+		upstreamTar = filepath.Join(in.job.WorkDir, stateDir, "upstream-tag.tar")
+		if err := writeFileFrom(upstreamTar, func(w io.Writer) error { return b.git.Archive(ctx, codeDir, tagCommit, w) }); err != nil {
+			return "", err
+		}
+		from = fmt.Sprintf("%sgz made from tag %s of %s (%s)", base, strings.TrimPrefix(tag, "refs/tags/"), codeSrc.URL, short(tagCommit))
+	}
+	err = writeFileFrom(filepath.Join(outDir, base+"gz"), func(w io.Writer) error {
+		f, err := os.Open(upstreamTar)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return writeTarball(in.codeWhat, f, w, treeName, skip)
+	})
+	if err != nil {
+		return "", err
+	}
+	return from, nil
+}
+
+// gbpTagVersion writes an upstream version as git-buildpackage does in
+// its upstream/<version> tags: "~" becomes "_" and ":" "%".
+func gbpTagVersion(v string) string {
+	return strings.NewReplacer("~", "_", ":", "%").Replace(v)
+}
