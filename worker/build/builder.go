@@ -65,7 +65,12 @@ const (
 	noDepsMarker = "no-builddeps"
 )
 
-var packageNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.+_-]*$`)
+var (
+	packageNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.+_-]*$`)
+	// Debian build profile names and DEB_BUILD_OPTIONS entries.
+	profileRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9.+-]*$`)
+	buildOptionRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.+-]*(=[A-Za-z0-9_.+,:-]+)?$`)
+)
 
 // plan is one package build prepared on the host: the steps to run in the
 // buildroot and how to read their results.
@@ -272,6 +277,16 @@ func checkJob(job executor.Job) error {
 	}
 	if pb.Package != "" && !packageNameRE.MatchString(pb.Package) {
 		return badSource("package name %q is not a valid package name", pb.Package)
+	}
+	for _, p := range pb.Profiles {
+		if !profileRE.MatchString(p) {
+			return badSource("build profile %q: use a Debian build profile name such as nocheck, nodoc or stage1", p)
+		}
+	}
+	for _, o := range pb.Options {
+		if !buildOptionRE.MatchString(o) {
+			return badSource("build option %q: use NAME or NAME=VALUE as in DEB_BUILD_OPTIONS, e.g. parallel=4", o)
+		}
 	}
 	roles := map[string]int{}
 	for _, s := range pb.Sources {
@@ -603,13 +618,13 @@ func (b *Builder) prepareDeb(ctx context.Context, in prepInput, debDir string) (
 	p := &plan{kind: "deb", version: version, layout: layout}
 	p.source = executor.Step{Argv: []string{"dpkg-source", "-b", treeName}, Dir: srcWork, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit}
 	p.deps = executor.Step{
-		Argv: []string{"sh", "-ec", debDepsScript(repos, pb.Pinned, dsc), "kiln-deps"},
+		Argv: []string{"sh", "-ec", debDepsScript(repos, pb.Pinned, dsc, pb.Profiles), "kiln-deps"},
 		Dir:  srcWork + "/" + treeName, Root: true, Network: true,
 		AllowHosts: repositoryHosts(repos),
 		Env:        append(env, "DEBIAN_FRONTEND=noninteractive"),
 		Timeout:    b.cfg.DependencyTimeout, IdleTimeout: b.cfg.IdleLimit,
 	}
-	p.build = executor.Step{Argv: []string{"dpkg-buildpackage", "-us", "-uc"}, Dir: srcWork + "/" + treeName, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit}
+	p.build = executor.Step{Argv: []string{"sh", "-ec", debBuildScript(pb.Profiles, pb.Options), "kiln-build"}, Dir: srcWork + "/" + treeName, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit}
 	p.unpack = executor.Step{
 		Argv: []string{"sh", "-ec", unpackScript("dpkg-source -x " + shellQuote(srcWork+"/"+dsc) + " tree"), "kiln-unpack"},
 		Dir:  path.Join(executor.SandboxWorkDir, stateDir), Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit,
@@ -621,7 +636,7 @@ func (b *Builder) prepareDeb(ctx context.Context, in prepInput, debDir string) (
 // debDepsScript installs build dependencies as root: the release's
 // repository as an extra apt source, the pinned versions when rebuilding
 // from a record, then whatever the .dsc's Build-Depends still lacks.
-func debDepsScript(repos []Repository, pinned []executor.Package, dsc string) string {
+func debDepsScript(repos []Repository, pinned []executor.Package, dsc string, profiles []string) string {
 	var s strings.Builder
 	s.WriteString("apt_opts='-y --no-install-recommends -o Dpkg::Use-Pty=0 -o APT::Color=0'\nupdated=\n")
 	s.WriteString("update() { if [ -z \"$updated\" ]; then apt-get update -o APT::Color=0; updated=1; fi; }\n")
@@ -639,8 +654,46 @@ func debDepsScript(repos []Repository, pinned []executor.Package, dsc string) st
 	if len(pinned) > 0 {
 		s.WriteString("echo 'kiln: installing pinned build dependencies'\nupdate\napt-get install $apt_opts --allow-downgrades" + debPins(pinned) + "\n")
 	}
-	fmt.Fprintf(&s, "if dpkg-checkbuilddeps; then\n  echo 'kiln: build dependencies already satisfied'\nelse\n  update\n  apt-get build-dep $apt_opts %s\nfi\n", shellQuote("../"+dsc))
+	prof := ""
+	if len(profiles) > 0 {
+		prof = " -P " + shellQuote(strings.Join(profiles, ","))
+	}
+	fmt.Fprintf(&s, "if dpkg-checkbuilddeps%s; then\n  echo 'kiln: build dependencies already satisfied'\nelse\n  update\n  apt-get build-dep $apt_opts%s %s\nfi\n", prof, prof, shellQuote("../"+dsc))
 	s.WriteString(dpkgList + "\n")
+	return s.String()
+}
+
+// debBuildScript runs dpkg-buildpackage with the build's profiles and
+// options; without parallel=N it adds parallel=<the buildroot's CPUs>: its
+// cgroup CPU limit, rounded up, or else the CPUs it may run on.
+// The nocheck and nodoc profiles come with the same build options, as
+// Debian policy asks, since packages test for those.
+func debBuildScript(profiles, options []string) string {
+	options = slices.Clone(options)
+	for _, p := range profiles {
+		if (p == "nocheck" || p == "nodoc") && !slices.Contains(options, p) {
+			options = append(options, p)
+		}
+	}
+	var s strings.Builder
+	fmt.Fprintf(&s, "opts=%s\n", shellQuote(strings.Join(options, " ")))
+	s.WriteString(`case " $opts " in *" parallel="*) ;; *)
+  n=$(nproc)
+  if [ -r /sys/fs/cgroup/cpu.max ]; then
+    read -r quota period < /sys/fs/cgroup/cpu.max
+    if [ "$quota" != max ]; then n=$(( (quota + period - 1) / period )); fi
+  fi
+  opts="${opts:+$opts }parallel=$n" ;;
+esac
+export DEB_BUILD_OPTIONS="$opts"
+`)
+	fmt.Fprintf(&s, "export DEB_BUILD_PROFILES=%s\n", shellQuote(strings.Join(profiles, " ")))
+	s.WriteString("echo \"kiln: DEB_BUILD_OPTIONS=$DEB_BUILD_OPTIONS DEB_BUILD_PROFILES=$DEB_BUILD_PROFILES\"\n")
+	s.WriteString("exec dpkg-buildpackage -us -uc")
+	if len(profiles) > 0 {
+		s.WriteString(" " + shellQuote("-P"+strings.Join(profiles, ",")))
+	}
+	s.WriteString("\n")
 	return s.String()
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -118,7 +119,7 @@ func TestBuildDebOnHost(t *testing.T) {
 			if !slices.Equal(rec.Sources, tt.sources) {
 				t.Errorf("sources = %v, want %v", rec.Sources, tt.sources)
 			}
-			if len(rec.Commands) != 4 || !strings.HasPrefix(rec.Commands[0], "dpkg-source -b") || !strings.Contains(rec.Commands[1], "dpkg-query -W") || rec.Commands[2] != "dpkg-buildpackage -us -uc" || !strings.Contains(rec.Commands[3], "dpkg-source -x") {
+			if len(rec.Commands) != 4 || !strings.HasPrefix(rec.Commands[0], "dpkg-source -b") || !strings.Contains(rec.Commands[1], "dpkg-query -W") || !strings.Contains(rec.Commands[2], "exec dpkg-buildpackage -us -uc") || !strings.Contains(rec.Commands[3], "dpkg-source -x") {
 				t.Errorf("commands = %q", rec.Commands)
 			}
 			for _, phase := range []string{"=== fetch sources", "=== source package", "=== phase 1: build dependencies", "=== phase 2: build", "=== check source package", "kiln: the source package unpacks", "=== collect artifacts"} {
@@ -303,6 +304,44 @@ func TestBrokenSourcePackageFailsTheBuild(t *testing.T) {
 	if !strings.Contains(log.String(), "=== check source package") || strings.Contains(log.String(), "=== collect artifacts") {
 		t.Errorf("log:\n%s", log.String())
 	}
+}
+
+// TestBuildProfiles: --profiles nocheck reaches the package (its test
+// suite is skipped), options are passed as DEB_BUILD_OPTIONS with a
+// default parallel=, and bad names are refused.
+func TestBuildProfiles(t *testing.T) {
+	testenv.Tool(t, "dpkg-buildpackage")
+	srv := newGitServer(t)
+	c := srv.repo(t, "hello-check", "hello-check", nil)
+	run := func(t *testing.T, profiles, options []string) (executor.Result, string) {
+		b := New(testConfig(t), &fakeOpener{handle: skipRootSteps}, nil)
+		job := newJob(t, executor.PackageBuild{Package: "hello-check", Profiles: profiles, Options: options, Sources: []executor.Source{{URL: srv.url("hello-check"), Commit: c}}})
+		var log bytes.Buffer
+		res, err := b.Run(context.Background(), job, &log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res, log.String()
+	}
+	t.Run("default", func(t *testing.T) {
+		res, log := run(t, nil, nil)
+		if res.Failed() || !strings.Contains(log, "kiln-test: running the test suite of hello-check") || !regexp.MustCompile(`kiln: DEB_BUILD_OPTIONS=parallel=[1-9][0-9]* DEB_BUILD_PROFILES=\n`).MatchString(log) {
+			t.Errorf("result %+v, log:\n%s", res, log)
+		}
+	})
+	t.Run("nocheck", func(t *testing.T) {
+		res, log := run(t, []string{"nocheck"}, []string{"parallel=3", "nostrip"})
+		if res.Failed() || strings.Contains(log, "running the test suite") || !strings.Contains(log, "kiln-test: test suite skipped (nocheck)") ||
+			!strings.Contains(log, "kiln: DEB_BUILD_OPTIONS=parallel=3 nostrip nocheck DEB_BUILD_PROFILES=nocheck\n") {
+			t.Errorf("result %+v, log:\n%s", res, log)
+		}
+	})
+	t.Run("bad profile", func(t *testing.T) {
+		res, _ := run(t, []string{"no check"}, nil)
+		if !res.Failed() || !strings.Contains(res.Reason, `build profile "no check"`) {
+			t.Errorf("result %+v", res)
+		}
+	})
 }
 
 func TestBuildFailureKeepsLog(t *testing.T) {

@@ -54,6 +54,9 @@ type PackageBuild struct {
 	VersionSuffix string
 	// Pinned, when set, are the exact build dependencies to install.
 	Pinned []Package
+	// Profiles and Options are Debian's DEB_BUILD_PROFILES and
+	// DEB_BUILD_OPTIONS for the build.
+	Profiles, Options []string
 }
 
 // Record is what a package build did.

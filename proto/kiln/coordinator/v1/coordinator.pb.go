@@ -359,8 +359,15 @@ type PackageBuild struct {
 	// For verified rebuilds: exact name=version of the build dependencies to
 	// install instead of the newest ones.
 	PinnedPackages []*InstalledPackage `protobuf:"bytes,9,rep,name=pinned_packages,json=pinnedPackages,proto3" json:"pinned_packages,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Debian build profiles (DEB_BUILD_PROFILES), e.g. nocheck, nodoc; part
+	// of the build key when set. They also select the build dependencies.
+	BuildProfiles []string `protobuf:"bytes,10,rep,name=build_profiles,json=buildProfiles,proto3" json:"build_profiles,omitempty"`
+	// Debian build options (DEB_BUILD_OPTIONS), e.g. parallel=4, nostrip;
+	// part of the build key when set. Without parallel=N the worker adds
+	// parallel=<the buildroot's CPUs>.
+	BuildOptions  []string `protobuf:"bytes,11,rep,name=build_options,json=buildOptions,proto3" json:"build_options,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PackageBuild) Reset() {
@@ -452,6 +459,20 @@ func (x *PackageBuild) GetVersionSuffix() string {
 func (x *PackageBuild) GetPinnedPackages() []*InstalledPackage {
 	if x != nil {
 		return x.PinnedPackages
+	}
+	return nil
+}
+
+func (x *PackageBuild) GetBuildProfiles() []string {
+	if x != nil {
+		return x.BuildProfiles
+	}
+	return nil
+}
+
+func (x *PackageBuild) GetBuildOptions() []string {
+	if x != nil {
+		return x.BuildOptions
 	}
 	return nil
 }
@@ -2194,7 +2215,7 @@ const file_kiln_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x16\n" +
 	"\x06commit\x18\x02 \x01(\tR\x06commit\x12\x10\n" +
 	"\x03ref\x18\x03 \x01(\tR\x03ref\x123\n" +
-	"\x04role\x18\x04 \x01(\x0e2\x1f.kiln.coordinator.v1.SourceRoleR\x04role\"\xd6\x02\n" +
+	"\x04role\x18\x04 \x01(\x0e2\x1f.kiln.coordinator.v1.SourceRoleR\x04role\"\xa2\x03\n" +
 	"\fPackageBuild\x12\x18\n" +
 	"\arelease\x18\x01 \x01(\tR\arelease\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x18\n" +
@@ -2204,7 +2225,10 @@ const file_kiln_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\apublish\x18\x06 \x01(\bR\apublish\x12\x1a\n" +
 	"\brevision\x18\a \x01(\x03R\brevision\x12%\n" +
 	"\x0eversion_suffix\x18\b \x01(\tR\rversionSuffix\x12N\n" +
-	"\x0fpinned_packages\x18\t \x03(\v2%.kiln.coordinator.v1.InstalledPackageR\x0epinnedPackages\"\x92\x04\n" +
+	"\x0fpinned_packages\x18\t \x03(\v2%.kiln.coordinator.v1.InstalledPackageR\x0epinnedPackages\x12%\n" +
+	"\x0ebuild_profiles\x18\n" +
+	" \x03(\tR\rbuildProfiles\x12#\n" +
+	"\rbuild_options\x18\v \x03(\tR\fbuildOptions\"\x92\x04\n" +
 	"\aJobSpec\x120\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1c.kiln.coordinator.v1.JobKindR\x04kind\x12@\n" +
 	"\x06labels\x18\x02 \x03(\v2(.kiln.coordinator.v1.JobSpec.LabelsEntryR\x06labels\x12\x18\n" +
