@@ -10,6 +10,7 @@ packages="
 	containerd runc mmdebstrap uidmap
 	git rsync
 	dpkg-dev debhelper fakeroot build-essential apt-utils reprepro
+	patch pristine-tar git-buildpackage
 	rpm createrepo-c dnf
 	gnupg gpgv
 	diffoscope-minimal

@@ -80,7 +80,7 @@ func SpecFromPB(s *pb.JobSpec) job.Spec {
 		out.Build = &job.Build{
 			Release: b.GetRelease(), Target: b.GetTarget(), Package: b.GetPackage(), Sources: SourcesFromPB(b.GetSources()),
 			Recipe: b.GetRecipe(), Publish: b.GetPublish(), Revision: b.GetRevision(), VersionSuffix: b.GetVersionSuffix(),
-			Pinned: packagesFromPB(b.GetPinnedPackages()), Sealed: b.GetSealed(),
+			Pinned: packagesFromPB(b.GetPinnedPackages()), Sealed: b.GetSealed(), Profiles: b.GetBuildProfiles(), Options: b.GetBuildOptions(),
 		}
 	}
 	return out
@@ -116,7 +116,7 @@ func SpecToPB(s job.Spec) *pb.JobSpec {
 		out.PackageBuild = &pb.PackageBuild{
 			Release: b.Release, Target: b.Target, Package: b.Package, Sources: SourcesToPB(b.Sources), Recipe: b.Recipe,
 			Publish: b.Publish, Revision: b.Revision, VersionSuffix: b.VersionSuffix, PinnedPackages: packagesToPB(b.Pinned),
-			Sealed: b.Sealed,
+			Sealed: b.Sealed, BuildProfiles: b.Profiles, BuildOptions: b.Options,
 		}
 	}
 	return out

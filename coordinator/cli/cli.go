@@ -391,6 +391,9 @@ func Build(ctx context.Context, args []string, o IO) error {
 	waitFor := fs.Duration("timeout", 0, "with --wait: give up waiting after this long (exit 3, saying why the job waits); 0 waits until it ends")
 	prio := fs.Int("priority", 0, "higher runs first (merge builds 100, review builds 50)")
 	asJSON := fs.Bool("json", false, "print JSON")
+	profiles := fs.String("profiles", "", "Debian build profiles, comma-separated, e.g. nocheck,nodoc (part of the build key)")
+	var options multi
+	fs.Var(&options, "build-option", "a DEB_BUILD_OPTIONS entry, e.g. parallel=4 (repeatable; part of the build key)")
 	if err := parse(fs, reorder(fs, args)); err != nil {
 		return err
 	}
@@ -406,8 +409,20 @@ func Build(ctx context.Context, args []string, o IO) error {
 	}
 	spec := &pb.JobSpec{Kind: pb.JobKind_JOB_KIND_PACKAGE_BUILD, Force: *force, Priority: int32(*prio), Origin: origin(),
 		Labels: map[string]string{"target": *target}, FairnessGroup: *release,
-		PackageBuild: &pb.PackageBuild{Release: *release, Target: *target, Package: *pkg, Sources: srcs, Recipe: *recipe, Publish: *publish}}
+		PackageBuild: &pb.PackageBuild{Release: *release, Target: *target, Package: *pkg, Sources: srcs, Recipe: *recipe, Publish: *publish,
+			BuildProfiles: splitList(*profiles), BuildOptions: options}}
 	return submit(ctx, c, spec, *wait, *waitFor, *asJSON, o)
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // ResolveSources turns REPO@REV[#role] into sources at exact commits,

@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"path"
+	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -101,6 +103,9 @@ type Build struct {
 	// submission: the build draws only from the release itself. It is not
 	// part of the build key.
 	Sealed bool `json:"sealed,omitempty"`
+	// Profiles and Options are DEB_BUILD_PROFILES and DEB_BUILD_OPTIONS.
+	Profiles []string `json:"profiles,omitempty"`
+	Options  []string `json:"options,omitempty"`
 }
 
 // Spec is what a client asks for.
@@ -300,8 +305,23 @@ func (b *Build) Validate() error {
 			return fmt.Errorf("source %s role %s: use combined, code or packaging", Clip(s.URL), Clip(s.Role))
 		}
 	}
+	for _, p := range b.Profiles {
+		if !profileRE.MatchString(p) {
+			return fmt.Errorf("build profile %q: use a Debian build profile name such as nocheck, nodoc or stage1", p)
+		}
+	}
+	for _, o := range b.Options {
+		if !buildOptionRE.MatchString(o) {
+			return fmt.Errorf("build option %q: use NAME or NAME=VALUE as in DEB_BUILD_OPTIONS, e.g. parallel=4 or nostrip", o)
+		}
+	}
 	return nil
 }
+
+var (
+	profileRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9.+-]*$`)
+	buildOptionRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.+-]*(=[A-Za-z0-9_.+,:-]+)?$`)
+)
 
 // Key is the build key: a hash of the sources' exact commits, the release,
 // target, package and recipe. The buildroot's contents are not part of it, so
@@ -313,6 +333,12 @@ func (b *Build) Key() string {
 	fmt.Fprintf(h, "kiln-build-key-v1\x00%s\x00%s\x00%s\x00%s\x00", b.Release, b.Target, b.Package, b.Recipe)
 	for _, s := range srcs {
 		fmt.Fprintf(h, "%s\x00%s\x00%s\x00", s.Role, s.URL, s.Commit)
+	}
+	// Only when set, so that the keys of builds without them stay as they
+	// were.
+	if len(b.Profiles) > 0 || len(b.Options) > 0 {
+		profiles, options := slices.Sorted(slices.Values(b.Profiles)), slices.Sorted(slices.Values(b.Options))
+		fmt.Fprintf(h, "profiles\x00%s\x00options\x00%s\x00", strings.Join(profiles, " "), strings.Join(options, " "))
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }

@@ -35,11 +35,46 @@ func TestBuildKey(t *testing.T) {
 		"release": func(b *Build) { b.Release = "mos-10.0" },
 		"url":     func(b *Build) { b.Sources[1].URL = "ssh://gerrit/other" },
 		"role":    func(b *Build) { b.Sources[0].Role = "combined" },
+		"profile": func(b *Build) { b.Profiles = []string{"nocheck"} },
+		"option":  func(b *Build) { b.Options = []string{"parallel=4"} },
 	} {
 		b := build()
 		mod(b)
 		if b.Key() == base {
 			t.Errorf("changing the %s does not change the key", name)
+		}
+	}
+}
+
+func TestBuildKeyProfilesAndOptions(t *testing.T) {
+	t.Parallel()
+	// A build without them keeps the key it always had (kiln-build-key-v1
+	// over release, target, package, recipe and the sources).
+	if got, want := build().Key(), "26d3078216d1f39e623aa0c597060d46e48243ccabe7af1dc67d77d5cb12b9a4"; got != want {
+		t.Fatalf("key of a build without profiles or options = %s, want %s as before", got, want)
+	}
+	a, b := build(), build()
+	a.Profiles, a.Options = []string{"nocheck", "nodoc"}, []string{"parallel=4", "nostrip"}
+	b.Profiles, b.Options = []string{"nodoc", "nocheck"}, []string{"nostrip", "parallel=4"}
+	if a.Key() != b.Key() {
+		t.Error("the order of profiles or options changes the key")
+	}
+	c := build()
+	c.Profiles, c.Options = []string{"nocheck", "nodoc", "parallel=4", "nostrip"}, nil
+	if c.Key() == a.Key() {
+		t.Error("profiles and options are not told apart in the key")
+	}
+	for _, tc := range []struct {
+		mod  func(*Build)
+		want string
+	}{
+		{func(b *Build) { b.Profiles = []string{"no check"} }, `build profile "no check"`},
+		{func(b *Build) { b.Options = []string{"parallel=$(rm)"} }, `build option "parallel=$(rm)"`},
+	} {
+		b := build()
+		tc.mod(b)
+		if err := b.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Validate = %v, want %q", err, tc.want)
 		}
 	}
 }

@@ -18,7 +18,7 @@ func roleToPB(r string) cpb.SourceRole {
 
 func buildFromPB(b *cpb.PackageBuild) *executor.PackageBuild {
 	out := &executor.PackageBuild{Release: b.GetRelease(), Target: b.GetTarget(), Package: b.GetPackage(), Recipe: b.GetRecipe(),
-		Revision: b.GetRevision(), VersionSuffix: b.GetVersionSuffix(), Sealed: b.GetSealed()}
+		Revision: b.GetRevision(), VersionSuffix: b.GetVersionSuffix(), Sealed: b.GetSealed(), Profiles: b.GetBuildProfiles(), Options: b.GetBuildOptions()}
 	for _, s := range b.GetSources() {
 		out.Sources = append(out.Sources, executor.Source{URL: s.GetUrl(), Commit: s.GetCommit(), Ref: s.GetRef(), Role: roles[s.GetRole()]})
 	}

@@ -65,13 +65,20 @@ const (
 	noDepsMarker = "no-builddeps"
 )
 
-var packageNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.+_-]*$`)
+var (
+	packageNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.+_-]*$`)
+	// Debian build profile names and DEB_BUILD_OPTIONS entries.
+	profileRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9.+-]*$`)
+	buildOptionRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.+-]*(=[A-Za-z0-9_.+,:-]+)?$`)
+)
 
 // plan is one package build prepared on the host: the steps to run in the
 // buildroot and how to read their results.
 type plan struct {
 	kind    string // "deb" or "rpm"
 	version string
+	// layout says how the source was found, for the build log.
+	layout string
 	// source builds the source package (build user, no network).
 	source executor.Step
 	// deps installs build dependencies (root, network).
@@ -167,6 +174,9 @@ func (b *Builder) run(ctx context.Context, job executor.Job, log io.Writer, rec 
 		return executor.Result{}, err
 	}
 	rec.Version = p.version
+	if p.layout != "" {
+		fmt.Fprintf(log, "kiln: layout: %s\n", p.layout)
+	}
 	if err := chownTree(job.WorkDir); err != nil {
 		return executor.Result{}, err
 	}
@@ -277,6 +287,16 @@ func checkJob(job executor.Job) error {
 	if pb.Package != "" && !packageNameRE.MatchString(pb.Package) {
 		return badSource("package name %q is not a valid package name", pb.Package)
 	}
+	for _, p := range pb.Profiles {
+		if !profileRE.MatchString(p) {
+			return badSource("build profile %q: use a Debian build profile name such as nocheck, nodoc or stage1", p)
+		}
+	}
+	for _, o := range pb.Options {
+		if !buildOptionRE.MatchString(o) {
+			return badSource("build option %q: use NAME or NAME=VALUE as in DEB_BUILD_OPTIONS, e.g. parallel=4", o)
+		}
+	}
 	roles := map[string]int{}
 	for _, s := range pb.Sources {
 		r := s.Role
@@ -337,6 +357,9 @@ func (b *Builder) prepare(ctx context.Context, job executor.Job, repos map[strin
 	defer root.Close()
 
 	debDir, specPath, err := findRecipe(root, pkgRole == "packaging", distDirs(pb.Target), pb.Recipe)
+	if err != nil && pkgRole == "packaging" {
+		return nil, b.wrongOrder(job, archives["code"], srcs, root, err)
+	}
 	if err != nil {
 		return nil, badSource("%s: %v", what, err)
 	}
@@ -345,17 +368,71 @@ func (b *Builder) prepare(ctx context.Context, job executor.Job, repos map[strin
 		return nil, err
 	}
 	in := prepInput{
-		job: job, root: root, what: what, archives: archives, pkgRole: pkgRole, codeRole: codeRole,
+		job: job, repoDirs: repos, srcs: srcs, root: root, what: what, archives: archives, pkgRole: pkgRole, codeRole: codeRole,
 		codeWhat: "source " + srcs[codeRole].URL + "@" + short(srcs[codeRole].Commit), date: date,
 	}
 	if debDir != "" {
-		return b.prepareDeb(in, debDir)
+		return b.prepareDeb(ctx, in, debDir)
 	}
 	return b.prepareRPM(in, specPath)
 }
 
+// wrongOrder explains a packaging source without packaging: it names both
+// repositories, says what each holds and, when the code source holds the
+// packaging, that they were given the wrong way round.
+func (b *Builder) wrongOrder(job executor.Job, codeArchive string, srcs map[string]executor.Source, pkgRoot *os.Root, findErr error) error {
+	code, pkg := srcs["code"], srcs["packaging"]
+	codeWhat := fmt.Sprintf("code source %s@%s", code.URL, short(code.Commit))
+	pkgWhat := fmt.Sprintf("packaging source %s@%s", pkg.URL, short(pkg.Commit))
+	probe := filepath.Join(job.WorkDir, stateDir, "code-probe")
+	defer os.RemoveAll(probe)
+	if err := extractArchive(codeWhat, codeArchive, probe, "", nil); err != nil {
+		return err
+	}
+	codeRoot, err := os.OpenRoot(probe)
+	if err != nil {
+		return fmt.Errorf("open code tree: %w", err)
+	}
+	defer codeRoot.Close()
+	debDir, spec, cerr := findRecipe(codeRoot, true, distDirs(job.Build.Target), job.Build.Recipe)
+	if cerr != nil {
+		return badSource("%s: %v (it holds %s); the %s holds %s", pkgWhat, findErr, topEntries(pkgRoot), codeWhat, topEntries(codeRoot))
+	}
+	found := spec
+	if debDir != "" {
+		found = path.Join(debDir, "debian") + "/"
+	}
+	return badSource("the repositories are the wrong way round: the %s has no packaging (it holds %s), and the %s has %s. "+
+		"Give the code repository first and the packaging repository second, or mark them: --source %s@%s#packaging --source %s@%s#code",
+		pkgWhat, topEntries(pkgRoot), codeWhat, found, code.URL, short(code.Commit), pkg.URL, short(pkg.Commit))
+}
+
+// topEntries lists the top of a tree for an error message: at most eight
+// names, directories with a trailing "/".
+func topEntries(root *os.Root) string {
+	entries, err := fs.ReadDir(root.FS(), ".")
+	if err != nil || len(entries) == 0 {
+		return "nothing"
+	}
+	var names []string
+	for i, e := range entries {
+		if i == 8 {
+			names = append(names, fmt.Sprintf("and %d more", len(entries)-8))
+			break
+		}
+		n := e.Name()
+		if e.IsDir() {
+			n += "/"
+		}
+		names = append(names, n)
+	}
+	return strings.Join(names, ", ")
+}
+
 type prepInput struct {
 	job               executor.Job
+	repoDirs          map[string]string // role -> cached bare repository
+	srcs              map[string]executor.Source
 	root              *os.Root
 	what, codeWhat    string
 	archives          map[string]string
@@ -437,7 +514,7 @@ func distDirs(target string) []string {
 	return out
 }
 
-func (b *Builder) prepareDeb(in prepInput, debDir string) (*plan, error) {
+func (b *Builder) prepareDeb(ctx context.Context, in prepInput, debDir string) (*plan, error) {
 	pb := in.job.Build
 	if !debSuffixRE.MatchString(pb.VersionSuffix) {
 		return nil, badSource("version suffix %q may only hold letters, digits and . + ~", pb.VersionSuffix)
@@ -465,7 +542,6 @@ func (b *Builder) prepareDeb(in prepInput, debDir string) (*plan, error) {
 	tree := filepath.Join(in.job.WorkDir, srcDir, treeName)
 
 	// Source tree: the code, then debian/ from the packaging.
-	inDebian := func(name string) bool { return name == "debian" || strings.HasPrefix(name, "debian/") }
 	if in.pkgRole == "combined" {
 		if err := os.Rename(filepath.Join(in.job.WorkDir, stateDir, "packaging"), tree); err != nil {
 			return nil, fmt.Errorf("prepare source tree: %w", err)
@@ -482,19 +558,45 @@ func (b *Builder) prepareDeb(in prepInput, debDir string) (*plan, error) {
 			return nil, err
 		}
 	}
-	if needsOrig(format, head.Version) {
-		orig := filepath.Join(in.job.WorkDir, srcDir, head.Source+"_"+upver+".orig.tar.gz")
-		err := writeFileFrom(orig, func(w io.Writer) error {
-			f, err := os.Open(in.archives[in.codeRole])
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			return writeTarball(in.codeWhat, f, w, treeName, inDebian)
-		})
+	layout := "one repository"
+	if in.pkgRole == "packaging" {
+		layout = "two repositories (code + packaging)"
+	}
+	layout += ", format " + string(format)
+	// The upstream tarball: from the code commit, or, when the tree holds
+	// its quilt patches applied, from the tree with them reverted, so that
+	// the source package unpacks.
+	upstreamTar := in.archives[in.codeRole]
+	if format == formatQuilt {
+		how, upstream, err := patchesApplied(ctx, in, tree, filepath.Join(in.job.WorkDir, stateDir, "upstream"))
 		if err != nil {
 			return nil, err
 		}
+		layout += ", " + how
+		if upstream != "" {
+			// The unpatched tree with debian/ is the source tree:
+			// dpkg-source applies the patches itself.
+			if err := os.Rename(filepath.Join(tree, "debian"), filepath.Join(upstream, "debian")); err != nil {
+				return nil, fmt.Errorf("prepare source tree: %w", err)
+			}
+			if err := os.RemoveAll(tree); err != nil {
+				return nil, fmt.Errorf("prepare source tree: %w", err)
+			}
+			if err := os.Rename(upstream, tree); err != nil {
+				return nil, fmt.Errorf("prepare source tree: %w", err)
+			}
+			upstreamTar = filepath.Join(in.job.WorkDir, stateDir, "upstream.tar")
+			if err := writeFileFrom(upstreamTar, func(w io.Writer) error { return tarDir(tree, in.date, w, inDebian) }); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if needsOrig(format, head.Version) {
+		from, err := b.writeOrig(ctx, in, head.Source, upver, debDir, upstreamTar)
+		if err != nil {
+			return nil, err
+		}
+		layout += "; upstream tarball: " + from
 	}
 	if pb.VersionSuffix != "" {
 		troot, err := os.OpenRoot(tree)
@@ -522,16 +624,16 @@ func (b *Builder) prepareDeb(in prepInput, debDir string) (*plan, error) {
 	dsc := head.Source + "_" + withoutEpoch(version) + ".dsc"
 	srcWork := path.Join(executor.SandboxWorkDir, srcDir)
 	env := buildEnv()
-	p := &plan{kind: "deb", version: version}
+	p := &plan{kind: "deb", version: version, layout: layout}
 	p.source = executor.Step{Argv: []string{"dpkg-source", "-b", treeName}, Dir: srcWork, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit}
 	p.deps = executor.Step{
-		Argv: []string{"sh", "-ec", debDepsScript(repos, pb.Pinned, dsc), "kiln-deps"},
+		Argv: []string{"sh", "-ec", debDepsScript(repos, pb.Pinned, dsc, pb.Profiles), "kiln-deps"},
 		Dir:  srcWork + "/" + treeName, Root: true, Network: true,
 		AllowHosts: repositoryHosts(repos),
 		Env:        append(env, "DEBIAN_FRONTEND=noninteractive"),
 		Timeout:    b.cfg.DependencyTimeout, IdleTimeout: b.cfg.IdleLimit,
 	}
-	p.build = executor.Step{Argv: []string{"dpkg-buildpackage", "-us", "-uc"}, Dir: srcWork + "/" + treeName, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit}
+	p.build = executor.Step{Argv: []string{"sh", "-ec", debBuildScript(pb.Profiles, pb.Options), "kiln-build"}, Dir: srcWork + "/" + treeName, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit}
 	p.unpack = executor.Step{
 		Argv: []string{"sh", "-ec", unpackScript("dpkg-source -x " + shellQuote(srcWork+"/"+dsc) + " tree"), "kiln-unpack"},
 		Dir:  path.Join(executor.SandboxWorkDir, stateDir), Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit,
@@ -543,7 +645,7 @@ func (b *Builder) prepareDeb(in prepInput, debDir string) (*plan, error) {
 // debDepsScript installs build dependencies as root: the release's
 // repository as an extra apt source, the pinned versions when rebuilding
 // from a record, then whatever the .dsc's Build-Depends still lacks.
-func debDepsScript(repos []Repository, pinned []executor.Package, dsc string) string {
+func debDepsScript(repos []Repository, pinned []executor.Package, dsc string, profiles []string) string {
 	var s strings.Builder
 	s.WriteString("apt_opts='-y --no-install-recommends -o Dpkg::Use-Pty=0 -o APT::Color=0'\nupdated=\n")
 	s.WriteString("update() { if [ -z \"$updated\" ]; then apt-get update -o APT::Color=0; updated=1; fi; }\n")
@@ -561,8 +663,46 @@ func debDepsScript(repos []Repository, pinned []executor.Package, dsc string) st
 	if len(pinned) > 0 {
 		s.WriteString("echo 'kiln: installing pinned build dependencies'\nupdate\napt-get install $apt_opts --allow-downgrades" + debPins(pinned) + "\n")
 	}
-	fmt.Fprintf(&s, "if dpkg-checkbuilddeps; then\n  echo 'kiln: build dependencies already satisfied'\nelse\n  update\n  apt-get build-dep $apt_opts %s\nfi\n", shellQuote("../"+dsc))
+	prof := ""
+	if len(profiles) > 0 {
+		prof = " -P " + shellQuote(strings.Join(profiles, ","))
+	}
+	fmt.Fprintf(&s, "if dpkg-checkbuilddeps%s; then\n  echo 'kiln: build dependencies already satisfied'\nelse\n  update\n  apt-get build-dep $apt_opts%s %s\nfi\n", prof, prof, shellQuote("../"+dsc))
 	s.WriteString(dpkgList + "\n")
+	return s.String()
+}
+
+// debBuildScript runs dpkg-buildpackage with the build's profiles and
+// options; without parallel=N it adds parallel=<the buildroot's CPUs>: its
+// cgroup CPU limit, rounded up, or else the CPUs it may run on.
+// The nocheck and nodoc profiles come with the same build options, as
+// Debian policy asks, since packages test for those.
+func debBuildScript(profiles, options []string) string {
+	options = slices.Clone(options)
+	for _, p := range profiles {
+		if (p == "nocheck" || p == "nodoc") && !slices.Contains(options, p) {
+			options = append(options, p)
+		}
+	}
+	var s strings.Builder
+	fmt.Fprintf(&s, "opts=%s\n", shellQuote(strings.Join(options, " ")))
+	s.WriteString(`case " $opts " in *" parallel="*) ;; *)
+  n=$(nproc)
+  if [ -r /sys/fs/cgroup/cpu.max ]; then
+    read -r quota period < /sys/fs/cgroup/cpu.max
+    if [ "$quota" != max ]; then n=$(( (quota + period - 1) / period )); fi
+  fi
+  opts="${opts:+$opts }parallel=$n" ;;
+esac
+export DEB_BUILD_OPTIONS="$opts"
+`)
+	fmt.Fprintf(&s, "export DEB_BUILD_PROFILES=%s\n", shellQuote(strings.Join(profiles, " ")))
+	s.WriteString("echo \"kiln: DEB_BUILD_OPTIONS=$DEB_BUILD_OPTIONS DEB_BUILD_PROFILES=$DEB_BUILD_PROFILES\"\n")
+	s.WriteString("exec dpkg-buildpackage -us -uc")
+	if len(profiles) > 0 {
+		s.WriteString(" " + shellQuote("-P"+strings.Join(profiles, ",")))
+	}
+	s.WriteString("\n")
 	return s.String()
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -118,7 +119,7 @@ func TestBuildDebOnHost(t *testing.T) {
 			if !slices.Equal(rec.Sources, tt.sources) {
 				t.Errorf("sources = %v, want %v", rec.Sources, tt.sources)
 			}
-			if len(rec.Commands) != 4 || !strings.HasPrefix(rec.Commands[0], "dpkg-source -b") || !strings.Contains(rec.Commands[1], "dpkg-query -W") || rec.Commands[2] != "dpkg-buildpackage -us -uc" || !strings.Contains(rec.Commands[3], "dpkg-source -x") {
+			if len(rec.Commands) != 4 || !strings.HasPrefix(rec.Commands[0], "dpkg-source -b") || !strings.Contains(rec.Commands[1], "dpkg-query -W") || !strings.Contains(rec.Commands[2], "exec dpkg-buildpackage -us -uc") || !strings.Contains(rec.Commands[3], "dpkg-source -x") {
 				t.Errorf("commands = %q", rec.Commands)
 			}
 			for _, phase := range []string{"=== fetch sources", "=== source package", "=== phase 1: build dependencies", "=== phase 2: build", "=== check source package", "kiln: the source package unpacks", "=== collect artifacts"} {
@@ -214,28 +215,133 @@ func applyPatches(t *testing.T, dir string, withPC bool) {
 	}
 }
 
-func TestBrokenSourcePackageFailsTheBuild(t *testing.T) {
+// TestQuiltLayouts builds hello-quilt committed the ways Debian's tools
+// leave a tree: the source package must unpack, its orig tarball must be
+// the unpatched upstream, and the log must name the layout.
+func TestQuiltLayouts(t *testing.T) {
 	testenv.Tool(t, "dpkg-buildpackage")
 	testenv.Tool(t, "patch")
 	srv := newGitServer(t)
-	// Committed with its patches applied and .pc/, the orig tarball made
-	// from the tree holds the patched file, and the patch no longer
-	// applies to it.
-	damaged := srv.repo(t, "hello-damaged", "hello-quilt", func(dir string) { applyPatches(t, dir, true) })
+	tests := []struct {
+		name, layout string
+		edit         func(dir string)
+	}{
+		{"patches unapplied", "patches: unapplied", nil},
+		{"patches applied with .pc", "patches: applied with .pc/ (1 reverted for the upstream tarball)", func(dir string) { applyPatches(t, dir, true) }},
+		{"patches applied without .pc", "patches: applied without .pc/ (1 reverted for the upstream tarball)", func(dir string) { applyPatches(t, dir, false) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			name := strings.ReplaceAll(tt.name, " ", "-")
+			c := srv.repo(t, name, "hello-quilt", tt.edit)
+			b := New(testConfig(t), &fakeOpener{handle: skipRootSteps}, nil)
+			job := newJob(t, executor.PackageBuild{Package: "hello-quilt", Sources: []executor.Source{{URL: srv.url(name), Commit: c}}})
+			var log bytes.Buffer
+			res, err := b.Run(context.Background(), job, &log)
+			if err != nil || res.Failed() {
+				t.Fatalf("Run: %v %+v\n%s", err, res, log.String())
+			}
+			for _, want := range []string{"kiln: layout: one repository, format 3.0 (quilt), " + tt.layout, "kiln: the source package unpacks"} {
+				if !strings.Contains(log.String(), want) {
+					t.Errorf("log lacks %q:\n%s", want, log.String())
+				}
+			}
+			out, err := exec.Command("tar", "-xzOf", filepath.Join(job.WorkDir, outDir, "hello-quilt_2.0.orig.tar.gz"), "hello-quilt-2.0/hello").Output()
+			if err != nil || !strings.Contains(string(out), "hello from upstream") {
+				t.Errorf("orig tarball's hello is not upstream's: %v\n%s", err, out)
+			}
+			list, _ := exec.Command("tar", "-tzf", filepath.Join(job.WorkDir, outDir, "hello-quilt_2.0.orig.tar.gz")).Output()
+			if strings.Contains(string(list), ".pc") || strings.Contains(string(list), "debian") {
+				t.Errorf("orig tarball holds .pc or debian:\n%s", list)
+			}
+		})
+	}
+	t.Run("some patches applied, others not", func(t *testing.T) {
+		c := srv.repo(t, "mixed", "hello-quilt", func(dir string) {
+			applyPatches(t, dir, false)
+			os.WriteFile(filepath.Join(dir, "debian/patches/series"), []byte("greeting.patch\nextra.patch\n"), 0o644)
+			os.WriteFile(filepath.Join(dir, "debian/patches/extra.patch"), []byte("--- a/README\n+++ b/README\n@@ -0,0 +1 @@\n+extra\n"), 0o644)
+		})
+		b := New(testConfig(t), &fakeOpener{handle: skipRootSteps}, nil)
+		job := newJob(t, executor.PackageBuild{Package: "hello-quilt", Sources: []executor.Source{{URL: srv.url("mixed"), Commit: c}}})
+		var log bytes.Buffer
+		res, err := b.Run(context.Background(), job, &log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// extra.patch is not applied, so the tree reads as unapplied and
+		// dpkg-source -b refuses to apply greeting.patch a second time.
+		if !res.Failed() {
+			t.Errorf("a tree with half its patches applied built:\n%s", log.String())
+		}
+	})
+}
+
+// TestBrokenSourcePackageFailsTheBuild: a build whose source package does
+// not unpack fails, with the tool's error as the reason. Here the build
+// truncates its .src.rpm after rpmbuild -bs made it. (For deb, a tree
+// committed with its patches applied once gave such a .dsc; TestQuiltLayouts
+// checks that those unpack now.)
+func TestBrokenSourcePackageFailsTheBuild(t *testing.T) {
+	testenv.Tool(t, "rpmbuild")
+	srv := newGitServer(t)
+	c := srv.repo(t, "hello-rpm-damaged", "hello-rpm", func(dir string) {
+		spec := filepath.Join(dir, "hello-rpm.spec")
+		data, _ := os.ReadFile(spec)
+		os.WriteFile(spec, []byte(strings.Replace(string(data), "%build\n", "%build\ntruncate -s 200 %{_topdir}/SRPMS/*.src.rpm\n", 1)), 0o644)
+	})
 	b := New(testConfig(t), &fakeOpener{handle: skipRootSteps}, nil)
-	job := newJob(t, executor.PackageBuild{Package: "hello-quilt", Sources: []executor.Source{{URL: srv.url("hello-damaged"), Commit: damaged}}})
+	job := newJob(t, executor.PackageBuild{Package: "hello-rpm", Target: "centos7/x86_64", Sources: []executor.Source{{URL: srv.url("hello-rpm-damaged"), Commit: c}}})
 	var log bytes.Buffer
 	res, err := b.Run(context.Background(), job, &log)
 	if err != nil {
 		t.Fatalf("a broken source package must not be an infrastructure error: %v\n%s", err, log.String())
 	}
-	want := "the source package does not unpack: dpkg-source: error: "
-	if res.ExitCode != 1 || !strings.HasPrefix(res.Reason, want) || !strings.Contains(res.Reason, "greeting.patch") {
+	want := "the source package does not unpack: error: "
+	if res.ExitCode != 1 || !strings.HasPrefix(res.Reason, want) || !strings.Contains(res.Reason, "hello-rpm-1.0-1.src.rpm") {
 		t.Errorf("result = %+v, want exit 1 and reason %q...\n%s", res, want, log.String())
 	}
 	if !strings.Contains(log.String(), "=== check source package") || strings.Contains(log.String(), "=== collect artifacts") {
 		t.Errorf("log:\n%s", log.String())
 	}
+}
+
+// TestBuildProfiles: --profiles nocheck reaches the package (its test
+// suite is skipped), options are passed as DEB_BUILD_OPTIONS with a
+// default parallel=, and bad names are refused.
+func TestBuildProfiles(t *testing.T) {
+	testenv.Tool(t, "dpkg-buildpackage")
+	srv := newGitServer(t)
+	c := srv.repo(t, "hello-check", "hello-check", nil)
+	run := func(t *testing.T, profiles, options []string) (executor.Result, string) {
+		b := New(testConfig(t), &fakeOpener{handle: skipRootSteps}, nil)
+		job := newJob(t, executor.PackageBuild{Package: "hello-check", Profiles: profiles, Options: options, Sources: []executor.Source{{URL: srv.url("hello-check"), Commit: c}}})
+		var log bytes.Buffer
+		res, err := b.Run(context.Background(), job, &log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res, log.String()
+	}
+	t.Run("default", func(t *testing.T) {
+		res, log := run(t, nil, nil)
+		if res.Failed() || !strings.Contains(log, "kiln-test: running the test suite of hello-check") || !regexp.MustCompile(`kiln: DEB_BUILD_OPTIONS=parallel=[1-9][0-9]* DEB_BUILD_PROFILES=\n`).MatchString(log) {
+			t.Errorf("result %+v, log:\n%s", res, log)
+		}
+	})
+	t.Run("nocheck", func(t *testing.T) {
+		res, log := run(t, []string{"nocheck"}, []string{"parallel=3", "nostrip"})
+		if res.Failed() || strings.Contains(log, "running the test suite") || !strings.Contains(log, "kiln-test: test suite skipped (nocheck)") ||
+			!strings.Contains(log, "kiln: DEB_BUILD_OPTIONS=parallel=3 nostrip nocheck DEB_BUILD_PROFILES=nocheck\n") {
+			t.Errorf("result %+v, log:\n%s", res, log)
+		}
+	})
+	t.Run("bad profile", func(t *testing.T) {
+		res, _ := run(t, []string{"no check"}, nil)
+		if !res.Failed() || !strings.Contains(res.Reason, `build profile "no check"`) {
+			t.Errorf("result %+v", res)
+		}
+	})
 }
 
 func TestBuildFailureKeepsLog(t *testing.T) {
@@ -320,6 +426,11 @@ func TestBadInput(t *testing.T) {
 		{"absolute symlink", []executor.Source{{URL: srv.url("abslink"), Commit: absLink}}, "hello-native", "", `symlink "passwd" points outside the source tree`},
 		{"relative symlink escaping", []executor.Source{{URL: srv.url("rellink"), Commit: relLink}}, "hello-native", "", `symlink "escape" points outside the source tree`},
 		{"debian symlink in code", []executor.Source{{URL: srv.url("deblink"), Commit: debLink, Role: "code"}, {URL: srv.url("packaging"), Commit: pkgC, Role: "packaging"}}, "hello-split", "", `symlink "debian" points outside`},
+		{"repositories the wrong way round", []executor.Source{{URL: srv.url("packaging"), Commit: pkgC, Role: "code"}, {URL: srv.url("nopackaging"), Commit: noPackaging, Role: "packaging"}}, "hello-split", "",
+			"the repositories are the wrong way round: the packaging source " + srv.url("nopackaging") + "@" + noPackaging[:12] + " has no packaging (it holds README, hello), and the code source " + srv.url("packaging") + "@" + pkgC[:12] + " has debian/. " +
+				"Give the code repository first and the packaging repository second, or mark them: --source " + srv.url("packaging") + "@" + pkgC[:12] + "#packaging --source " + srv.url("nopackaging") + "@" + noPackaging[:12] + "#code"},
+		{"packaging in neither repository", []executor.Source{{URL: srv.url("nopackaging"), Commit: noPackaging, Role: "code"}, {URL: srv.url("nopackaging"), Commit: noPackaging, Role: "packaging"}}, "hello-split", "",
+			"no packaging found: expected debian/ or a .spec file at the top or under bookworm/; add the packaging or check the source (it holds README, hello); the code source " + srv.url("nopackaging") + "@" + noPackaging[:12] + " holds README, hello"},
 		{"wrong package", []executor.Source{{URL: srv.url("good"), Commit: good}}, "other", "", `names source package "hello-native", the build asked for "other"`},
 		{"bad suffix", []executor.Source{{URL: srv.url("good"), Commit: good}}, "hello-native", "~mos 9", `version suffix "~mos 9"`},
 		{"two code sources", []executor.Source{{URL: srv.url("good"), Commit: good, Role: "code"}, {URL: srv.url("good"), Commit: good, Role: "code"}}, "hello-native", "", "give one combined source or one code and one packaging source"},

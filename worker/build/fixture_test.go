@@ -138,7 +138,8 @@ func copyDir(t testing.TB, from, to string) {
 // only: nothing is isolated.
 type hostSandbox struct {
 	workDir string
-	// hang, when set, names a command that runs until the context ends.
+	// hang, when set, names a command that runs until the context ends,
+	// run directly or exec'd by a step's script.
 	hang   string
 	handle func(workDir string, step executor.Step, log io.Writer) (executor.StepResult, bool)
 
@@ -151,7 +152,7 @@ func (s *hostSandbox) Exec(ctx context.Context, step executor.Step, log io.Write
 	s.mu.Lock()
 	s.steps = append(s.steps, step)
 	s.mu.Unlock()
-	if s.hang != "" && step.Argv[0] == s.hang {
+	if s.hang != "" && (step.Argv[0] == s.hang || strings.Contains(strings.Join(step.Argv, " "), "exec "+s.hang+" ")) {
 		<-ctx.Done()
 		return executor.StepResult{}, fmt.Errorf("exec %s: %w", s.hang, ctx.Err())
 	}

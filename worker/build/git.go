@@ -228,3 +228,65 @@ func isBadSource(err error) (*badSourceError, bool) {
 	ok := errors.As(err, &b)
 	return b, ok
 }
+
+// pristineTarBranch is the branch pristine-tar keeps its deltas on.
+const pristineTarBranch = "refs/heads/pristine-tar"
+
+// FetchOptional fetches ref of src.URL into local (both full ref names)
+// in the cached repository dir, and returns the commit it points to, or
+// "" when the remote has no such ref.
+func (g *gitCache) FetchOptional(ctx context.Context, dir string, src executor.Source, ref, local string, log io.Writer) (string, error) {
+	defer g.lock(dir)()
+	err := g.git(ctx, dir, nil, io.Discard, "fetch", "--quiet", "--no-tags", "--", src.URL, "+"+ref+":"+local)
+	if err != nil && strings.Contains(err.Error(), "couldn't find remote ref") {
+		// A ref fetched earlier and since deleted must not linger.
+		_ = g.git(ctx, dir, nil, io.Discard, "update-ref", "-d", local)
+		return "", nil
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("fetch %s %s: %w", src.URL, ref, ctx.Err())
+		}
+		return "", fmt.Errorf("fetch %s %s: %w", src.URL, ref, err)
+	}
+	var out bytes.Buffer
+	if err := g.git(ctx, dir, nil, &out, "rev-parse", "--verify", "--quiet", local+"^{commit}"); err != nil {
+		return "", badSource("source %s: %s is not a commit", src.URL, ref)
+	}
+	return strings.TrimSpace(out.String()), nil
+}
+
+// PristineTar looks for name+".delta" on the pristine-tar branch (fetched
+// into the cached repository dir) and, when it is there, regenerates the
+// tarball into outDir with pristine-tar. It reports whether it did.
+func (g *gitCache) PristineTar(ctx context.Context, dir, name, outDir, tmpDir string) (bool, error) {
+	defer g.lock(dir)()
+	var ls bytes.Buffer
+	if err := g.git(ctx, dir, nil, &ls, "ls-tree", "--name-only", pristineTarBranch); err != nil {
+		return false, fmt.Errorf("list the pristine-tar branch: %w", err)
+	}
+	if !slices.Contains(strings.Split(ls.String(), "\n"), name+".delta") {
+		return false, nil
+	}
+	if g.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, g.timeout)
+		defer cancel()
+	}
+	cmd := exec.CommandContext(ctx, "pristine-tar", "checkout", filepath.Join(outDir, name))
+	cmd.Dir = tmpDir
+	cmd.Env = append(os.Environ(), "GIT_DIR="+dir, "TMPDIR="+tmpDir, "LC_ALL=C", "GIT_CONFIG_NOSYSTEM=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			return false, fmt.Errorf("run pristine-tar: %w", err)
+		}
+		return false, badSource("the pristine-tar branch has %s.delta, but pristine-tar checkout failed: %s; fix the branch (pristine-tar commit) or remove the delta", name, firstLine(lastLines(string(out))))
+	}
+	return true, nil
+}
+
+func lastLines(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}

@@ -46,6 +46,12 @@ func TestIntegrationDeb(t *testing.T) {
 	codeC := srv.repo(t, "openstack/hello-split", "hello-split-code", nil)
 	pkgC := srv.repo(t, "openstack-build/hello-split", "hello-split-packaging", nil)
 
+	applied := func(name string, withPC bool) []executor.Source {
+		c := srv.repo(t, "packages/"+name, "hello-quilt", func(dir string) { applyPatches(t, dir, withPC) })
+		return []executor.Source{{URL: srv.url("packages/" + name), Commit: c}}
+	}
+	quiltWant := []string{"hello-quilt_2.0-1~mos9.0+1.debian.tar.xz", "hello-quilt_2.0-1~mos9.0+1.dsc", "hello-quilt_2.0-1~mos9.0+1_all.deb", "hello-quilt_2.0-1~mos9.0+1_amd64.buildinfo", "hello-quilt_2.0-1~mos9.0+1_amd64.changes", "hello-quilt_2.0.orig.tar.gz"}
+
 	tests := []struct {
 		name    string
 		pkg     string
@@ -57,10 +63,14 @@ func TestIntegrationDeb(t *testing.T) {
 	}{
 		{"native", "hello-native", src("hello-native"), "~mos9.0+1",
 			[]string{"hello-native_1.2~mos9.0+1.dsc", "hello-native_1.2~mos9.0+1.tar.xz", "hello-native_1.2~mos9.0+1_all.deb", "hello-native_1.2~mos9.0+1_amd64.buildinfo", "hello-native_1.2~mos9.0+1_amd64.changes"},
-			[]string{"build dependencies already satisfied"}},
+			[]string{"build dependencies already satisfied", "layout: one repository, format 3.0 (native)"}},
 		{"quilt", "hello-quilt", src("hello-quilt"), "~mos9.0+1",
 			[]string{"hello-quilt_2.0-1~mos9.0+1.debian.tar.xz", "hello-quilt_2.0-1~mos9.0+1.dsc", "hello-quilt_2.0-1~mos9.0+1_all.deb", "hello-quilt_2.0-1~mos9.0+1_amd64.buildinfo", "hello-quilt_2.0-1~mos9.0+1_amd64.changes", "hello-quilt_2.0.orig.tar.gz"},
-			[]string{"applying greeting.patch"}},
+			[]string{"applying greeting.patch", "layout: one repository, format 3.0 (quilt), patches: unapplied", "kiln: the source package unpacks"}},
+		{"quilt, patches applied with .pc", "hello-quilt", applied("hello-quilt-pc", true), "~mos9.0+1", quiltWant,
+			[]string{"patches: applied with .pc/ (1 reverted for the upstream tarball)", "kiln: the source package unpacks"}},
+		{"quilt, patches applied without .pc", "hello-quilt", applied("hello-quilt-dgit", false), "~mos9.0+1", quiltWant,
+			[]string{"patches: applied without .pc/ (1 reverted for the upstream tarball)", "kiln: the source package unpacks"}},
 		{"python3:any build dependency", "hello-python", src("hello-python"), "",
 			[]string{"hello-python_1.0.dsc", "hello-python_1.0.tar.xz", "hello-python_1.0_all.deb", "hello-python_1.0_amd64.buildinfo", "hello-python_1.0_amd64.changes"},
 			[]string{"apt-get build-dep", "python3"}},
@@ -71,7 +81,14 @@ func TestIntegrationDeb(t *testing.T) {
 			{URL: srv.url("openstack/hello-split"), Commit: codeC, Role: "code"},
 			{URL: srv.url("openstack-build/hello-split"), Commit: pkgC, Role: "packaging"}}, "~mos9.0+2",
 			[]string{"hello-split_3.0-1~mos9.0+2.debian.tar.xz", "hello-split_3.0-1~mos9.0+2.dsc", "hello-split_3.0-1~mos9.0+2_all.deb", "hello-split_3.0-1~mos9.0+2_amd64.buildinfo", "hello-split_3.0-1~mos9.0+2_amd64.changes", "hello-split_3.0.orig.tar.gz"},
-			nil},
+			[]string{"layout: two repositories (code + packaging), format 3.0 (quilt), patches: none", "kiln: the source package unpacks"}},
+		// The roles, as the #packaging and #code suffixes give them, not
+		// the order, say which is which.
+		{"two repositories, packaging first", "hello-split", []executor.Source{
+			{URL: srv.url("openstack-build/hello-split"), Commit: pkgC, Role: "packaging"},
+			{URL: srv.url("openstack/hello-split"), Commit: codeC, Role: "code"}}, "~mos9.0+2",
+			[]string{"hello-split_3.0-1~mos9.0+2.debian.tar.xz", "hello-split_3.0-1~mos9.0+2.dsc", "hello-split_3.0-1~mos9.0+2_all.deb", "hello-split_3.0-1~mos9.0+2_amd64.buildinfo", "hello-split_3.0-1~mos9.0+2_amd64.changes", "hello-split_3.0.orig.tar.gz"},
+			[]string{"layout: two repositories (code + packaging)", "kiln: the source package unpacks"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -307,7 +307,7 @@ func TestDepsScripts(t *testing.T) {
 	t.Parallel()
 	repos := []Repository{{Release: "mos-9.0", Apt: "deb [trusted=yes] http://127.0.0.1:8080/mos 'x' main"}}
 	pinned := []executor.Package{{Name: "python3", Version: "3.11.2-1+b1", Architecture: "amd64"}, {Name: "debhelper", Version: "13.11.4", Architecture: "all"}}
-	s := debDepsScript(repos, pinned, "hello_1.0.dsc")
+	s := debDepsScript(repos, pinned, "hello_1.0.dsc", nil)
 	for _, want := range []string{
 		`echo 'deb [trusted=yes] http://127.0.0.1:8080/mos '\''x'\'' main' >> /etc/apt/sources.list.d/kiln-release.list`,
 		"python3:amd64=3.11.2-1+b1 debhelper=13.11.4",
@@ -319,7 +319,10 @@ func TestDepsScripts(t *testing.T) {
 			t.Errorf("deb script lacks %q:\n%s", want, s)
 		}
 	}
-	if s := debDepsScript(nil, nil, "h.dsc"); strings.Contains(s, "installing pinned") || strings.Contains(s, "kiln-release.list") {
+	if s := debDepsScript(nil, nil, "h.dsc", []string{"nocheck", "nodoc"}); !strings.Contains(s, "if dpkg-checkbuilddeps -P nocheck,nodoc; then") || !strings.Contains(s, "apt-get build-dep $apt_opts -P nocheck,nodoc ../h.dsc") {
+		t.Errorf("deb script does not pass the profiles:\n%s", s)
+	}
+	if s := debDepsScript(nil, nil, "h.dsc", nil); strings.Contains(s, "installing pinned") || strings.Contains(s, "kiln-release.list") {
 		t.Errorf("script without repositories or pins:\n%s", s)
 	}
 	r := rpmDepsScript([]Repository{{Release: "mos-9.0", BaseURL: "http://127.0.0.1:8080/mos/"}}, []executor.Package{{Name: "make", Version: "4.3-1.el9"}})
@@ -338,7 +341,7 @@ func TestDepsScriptsVerifyReleaseRepositories(t *testing.T) {
 	deb := debDepsScript([]Repository{
 		{Release: "mos-9.0", Apt: "deb [signed-by=/build/.kiln/repos/0-key.asc] http://127.0.0.1:8080/mos bookworm main"},
 		{Release: "mos-9.0", Apt: "deb [trusted=yes] http://127.0.0.1:8080/old bookworm main"},
-	}, nil, "h.dsc")
+	}, nil, "h.dsc", nil)
 	if strings.Contains(deb, "mos is not verified") || !strings.Contains(deb, "kiln: warning: release repository http://127.0.0.1:8080/old is not verified: [trusted=yes]") {
 		t.Errorf("deb script warns about the wrong repositories:\n%s", deb)
 	}
@@ -535,6 +538,20 @@ func TestShellQuote(t *testing.T) {
 	} {
 		if got := shellQuote(in); got != want {
 			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestParseSeries(t *testing.T) {
+	t.Parallel()
+	got, err := parseSeries([]byte("# comment\nfirst.patch\n\nupstream/second.diff -p0 # why\nthird.patch\n"))
+	want := []quiltPatch{{"first.patch", 1}, {"upstream/second.diff", 0}, {"third.patch", 1}}
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("parseSeries = %v, %v; want %v", got, err, want)
+	}
+	for _, bad := range []string{"../../etc/passwd\n", "/abs.patch\n", "x.patch -R\n"} {
+		if _, err := parseSeries([]byte(bad)); err == nil {
+			t.Errorf("parseSeries(%q) accepted", bad)
 		}
 	}
 }

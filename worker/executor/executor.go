@@ -58,6 +58,9 @@ type PackageBuild struct {
 	// release's own repositories and its chroot is made from the release's
 	// base; no upstream mirror is contacted.
 	Sealed bool
+	// Profiles and Options are Debian's DEB_BUILD_PROFILES and
+	// DEB_BUILD_OPTIONS for the build.
+	Profiles, Options []string
 }
 
 // Record is what a package build did.

@@ -432,7 +432,14 @@ type PackageBuild struct {
 	// and makes the chroot from the release's base, never from upstream.
 	// Set by the coordinator from the release's state, whatever the client
 	// sent; not part of the build key.
-	Sealed        bool `protobuf:"varint,10,opt,name=sealed,proto3" json:"sealed,omitempty"`
+	Sealed bool `protobuf:"varint,10,opt,name=sealed,proto3" json:"sealed,omitempty"`
+	// Debian build profiles (DEB_BUILD_PROFILES), e.g. nocheck, nodoc; part
+	// of the build key when set. They also select the build dependencies.
+	BuildProfiles []string `protobuf:"bytes,11,rep,name=build_profiles,json=buildProfiles,proto3" json:"build_profiles,omitempty"`
+	// Debian build options (DEB_BUILD_OPTIONS), e.g. parallel=4, nostrip;
+	// part of the build key when set. Without parallel=N the worker adds
+	// parallel=<the buildroot's CPUs>.
+	BuildOptions  []string `protobuf:"bytes,12,rep,name=build_options,json=buildOptions,proto3" json:"build_options,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -535,6 +542,20 @@ func (x *PackageBuild) GetSealed() bool {
 		return x.Sealed
 	}
 	return false
+}
+
+func (x *PackageBuild) GetBuildProfiles() []string {
+	if x != nil {
+		return x.BuildProfiles
+	}
+	return nil
+}
+
+func (x *PackageBuild) GetBuildOptions() []string {
+	if x != nil {
+		return x.BuildOptions
+	}
+	return nil
 }
 
 // JobSpec is what a client asks for.
@@ -2409,7 +2430,7 @@ const file_kiln_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x16\n" +
 	"\x06commit\x18\x02 \x01(\tR\x06commit\x12\x10\n" +
 	"\x03ref\x18\x03 \x01(\tR\x03ref\x123\n" +
-	"\x04role\x18\x04 \x01(\x0e2\x1f.kiln.coordinator.v1.SourceRoleR\x04role\"\xee\x02\n" +
+	"\x04role\x18\x04 \x01(\x0e2\x1f.kiln.coordinator.v1.SourceRoleR\x04role\"\xba\x03\n" +
 	"\fPackageBuild\x12\x18\n" +
 	"\arelease\x18\x01 \x01(\tR\arelease\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x18\n" +
@@ -2421,7 +2442,9 @@ const file_kiln_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x0eversion_suffix\x18\b \x01(\tR\rversionSuffix\x12N\n" +
 	"\x0fpinned_packages\x18\t \x03(\v2%.kiln.coordinator.v1.InstalledPackageR\x0epinnedPackages\x12\x16\n" +
 	"\x06sealed\x18\n" +
-	" \x01(\bR\x06sealed\"\x92\x04\n" +
+	" \x01(\bR\x06sealed\x12%\n" +
+	"\x0ebuild_profiles\x18\v \x03(\tR\rbuildProfiles\x12#\n" +
+	"\rbuild_options\x18\f \x03(\tR\fbuildOptions\"\x92\x04\n" +
 	"\aJobSpec\x120\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1c.kiln.coordinator.v1.JobKindR\x04kind\x12@\n" +
 	"\x06labels\x18\x02 \x03(\v2(.kiln.coordinator.v1.JobSpec.LabelsEntryR\x06labels\x12\x18\n" +
