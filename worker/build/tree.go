@@ -97,6 +97,12 @@ func extractTar(what string, r io.Reader, root *os.Root, strip string, keep func
 				continue
 			}
 			name = rest
+			// The link now sits higher up: check its target again.
+			if hdr.Typeflag == tar.TypeSymlink {
+				if err := checkSymlink(what, name, hdr.Linkname); err != nil {
+					return err
+				}
+			}
 		}
 		if keep != nil && !keep(name) {
 			continue
