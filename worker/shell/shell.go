@@ -61,10 +61,10 @@ func (e *Executor) Run(ctx context.Context, job executor.Job, log io.Writer) (ex
 	case <-ctx.Done():
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 		select {
-		case err = <-done:
+		case <-done:
 		case <-time.After(5 * time.Second):
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			err = <-done
+			<-done
 		}
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) && job.Timeout > 0 {
 			return executor.Result{ExitCode: -1, Reason: fmt.Sprintf("time limit %s reached", job.Timeout)}, nil
