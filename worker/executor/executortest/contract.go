@@ -30,17 +30,37 @@ const waitLimit = 2 * time.Minute
 // POSIX sh, sleep and cat.
 func Run(t *testing.T, e executor.Executor, prepare func(*executor.Job)) {
 	t.Helper()
+	RunKnown(t, e, prepare, nil)
+}
+
+// RunKnown is Run with known divergences: each subtest named in known is
+// skipped with the reason given, so that it shows in the test output until
+// the implementation is mended.
+func RunKnown(t *testing.T, e executor.Executor, prepare func(*executor.Job), known map[string]string) {
+	t.Helper()
 	s := suite{e: e, prepare: prepare}
-	t.Run("Success", s.success)
-	t.Run("ExitCodes", s.exitCodes)
-	t.Run("MissingCommand", s.missingCommand)
-	t.Run("Env", s.env)
-	t.Run("WorkDir", s.workDir)
-	t.Run("StreamsOutput", s.streamsOutput)
-	t.Run("Cancel", s.cancel)
-	t.Run("TimeLimit", s.timeLimit)
-	t.Run("PackageBuildUnsupported", s.packageBuild)
-	t.Run("Concurrent", s.concurrent)
+	for _, c := range []struct {
+		name string
+		f    func(*testing.T)
+	}{
+		{"Success", s.success},
+		{"ExitCodes", s.exitCodes},
+		{"MissingCommand", s.missingCommand},
+		{"Env", s.env},
+		{"WorkDir", s.workDir},
+		{"StreamsOutput", s.streamsOutput},
+		{"Cancel", s.cancel},
+		{"TimeLimit", s.timeLimit},
+		{"PackageBuildUnsupported", s.packageBuild},
+		{"Concurrent", s.concurrent},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if reason, ok := known[c.name]; ok {
+				t.Skip("known divergence from the executor contract: " + reason)
+			}
+			c.f(t)
+		})
+	}
 }
 
 type suite struct {
