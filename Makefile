@@ -5,7 +5,7 @@ GO      ?= go
 BIN     := bin
 BINARIES := coordinator worker publisher mirror
 
-.PHONY: all build demo test setup check generate lint unit clean
+.PHONY: all build demo test setup check generate lint unit race clean
 
 all: build
 
@@ -21,13 +21,24 @@ demo: setup build
 
 # Everything CI runs: house rules, generated code, and all tests with
 # nothing skipped (KILN_TEST_STRICT=1 turns a missing daemon into a failure).
-test: setup check
+test: setup check race
 	KILN_TEST_STRICT=1 $(GO) test -count=1 -timeout 60m ./...
+
+# The packages whose tests need no root and no daemon run once more under
+# the race detector; it keeps to about two minutes. The rest run under it
+# with `go test -race ./...` when there is time.
+RACE_PKGS := ./coordinator/scheduler ./coordinator/job ./coordinator/store \
+	./coordinator/fleet ./coordinator/publish ./internal/... ./mirror/serve \
+	./publisher/push ./worker/agent ./worker/executor/... ./worker/shell
+
+race:
+	$(GO) test -race -count=1 -timeout 10m $(RACE_PKGS)
 
 check: generate lint
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
 
 generate:
 	$(GO) tool buf generate

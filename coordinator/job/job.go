@@ -356,7 +356,7 @@ func CleanRelative(p string) error {
 	}
 	for _, part := range strings.Split(p, "/") {
 		if part == ".." {
-			return fmt.Errorf("path escapes the work dir with ..")
+			return fmt.Errorf("path escapes the work dir with a \"..\" component")
 		}
 	}
 	return nil

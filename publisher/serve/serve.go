@@ -67,7 +67,7 @@ const DefaultGCInterval = 24 * time.Hour
 // Validate checks the configuration before anything starts.
 func (c Config) Validate() error {
 	if c.Listen == "" {
-		return errors.New("serve: no listen address: set --listen or serve: listen:")
+		return errors.New("serve: no listen address: set --listen or listen in the serve section")
 	}
 	if c.Dev {
 		return tlsconfig.CheckLoopback(c.Listen)

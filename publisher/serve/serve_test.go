@@ -40,7 +40,6 @@ func (fakeSigner) ClearSign(_ context.Context, d []byte) ([]byte, error) { retur
 type env struct {
 	store *repo.Store
 	addr  string
-	certs string
 }
 
 func start(t *testing.T, cfg serve.Config) *env {

@@ -31,6 +31,9 @@ func parseChangelogHead(data []byte) (changelogHead, error) {
 		if !debVersionRE.MatchString(m[2]) {
 			return changelogHead{}, badSource("debian/changelog: version %q is not a valid Debian version", m[2])
 		}
+		if strings.TrimSpace(m[3]) == "" {
+			return changelogHead{}, badSource("debian/changelog: first line %q names no distribution; write one before the ';', e.g. unstable", truncate(line, 120))
+		}
 		return changelogHead{Source: m[1], Version: m[2], Distribution: strings.TrimSpace(m[3])}, nil
 	}
 	return changelogHead{}, badSource("debian/changelog is empty; add an entry")

@@ -22,6 +22,8 @@ type specInfo struct {
 	Source0 string
 	// Sources are the file names of every Source and Patch tag.
 	Sources []string
+	// releaseLine is the index of the line whose Release tag was read.
+	releaseLine int
 }
 
 // parseSpec reads the preamble of a spec file, expanding simple macros
@@ -53,7 +55,9 @@ func parseSpec(data []byte) (specInfo, error) {
 		}
 		return v
 	}
+	n := -1
 	for line := range strings.SplitSeq(string(data), "\n") {
+		n++
 		line = strings.TrimRight(line, "\r")
 		if strings.HasPrefix(line, "%description") || strings.HasPrefix(line, "%prep") {
 			break
@@ -76,6 +80,7 @@ func parseSpec(data []byte) (specInfo, error) {
 			macros["version"] = val
 		case tag == "release" && s.Release == "":
 			s.Release = val
+			s.releaseLine = n
 			macros["release"] = val
 		case strings.HasPrefix(tag, "source") || strings.HasPrefix(tag, "patch"):
 			base := path.Base(val)
@@ -96,21 +101,18 @@ func parseSpec(data []byte) (specInfo, error) {
 	return s, nil
 }
 
-// setSpecRelease appends suffix to the value of the first Release tag.
+// setSpecRelease appends suffix to the value of the Release tag that
+// parseSpec reads; data that parseSpec refuses is returned unchanged.
 func setSpecRelease(data []byte, suffix string) []byte {
 	if suffix == "" {
 		return data
 	}
-	lines := strings.Split(string(data), "\n")
-	for i, line := range lines {
-		m := specTagRE.FindStringSubmatch(strings.TrimRight(line, "\r"))
-		if m != nil && strings.EqualFold(m[1], "release") {
-			lines[i] = m[1] + ": " + m[2] + suffix
-			break
-		}
-		if strings.HasPrefix(line, "%description") {
-			break
-		}
+	s, err := parseSpec(data)
+	if err != nil {
+		return data
 	}
+	lines := strings.Split(string(data), "\n")
+	m := specTagRE.FindStringSubmatch(strings.TrimRight(lines[s.releaseLine], "\r"))
+	lines[s.releaseLine] = m[1] + ": " + m[2] + suffix
 	return []byte(strings.Join(lines, "\n"))
 }

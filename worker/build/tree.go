@@ -97,12 +97,21 @@ func extractTar(what string, r io.Reader, root *os.Root, strip string, keep func
 				continue
 			}
 			name = rest
+			// The link now sits higher up: check its target again.
+			if hdr.Typeflag == tar.TypeSymlink {
+				if err := checkSymlink(what, name, hdr.Linkname); err != nil {
+					return err
+				}
+			}
 		}
 		if keep != nil && !keep(name) {
 			continue
 		}
 		if name == "." {
 			continue
+		}
+		if err := checkParents(root, what, name); err != nil {
+			return err
 		}
 		if dir := path.Dir(name); dir != "." {
 			if err := root.MkdirAll(dir, 0o755); err != nil {
@@ -147,6 +156,18 @@ func extractTar(what string, r io.Reader, root *os.Root, strip string, keep func
 			return badSource("%s: member %q has unsupported type %q; only files, directories and symlinks are allowed", what, name, string(hdr.Typeflag))
 		}
 	}
+}
+
+// checkParents refuses a member that lies under a symlink already in the
+// tree: a link's target was checked where the link is, not where a member
+// written through it lands.
+func checkParents(root *os.Root, what, name string) error {
+	for dir := path.Dir(name); dir != "."; dir = path.Dir(dir) {
+		if fi, err := root.Lstat(dir); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			return badSource("%s: member %q lies under the symlink %q; an archive may not write through its own links", what, name, dir)
+		}
+	}
+	return nil
 }
 
 // removeIfLink removes a symlink at name so that writing there never

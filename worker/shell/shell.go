@@ -78,10 +78,10 @@ func (e *Executor) Run(ctx context.Context, job executor.Job, log io.Writer) (ex
 	case <-ctx.Done():
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 		select {
-		case err = <-done:
+		case <-done:
 		case <-time.After(5 * time.Second):
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			err = <-done
+			<-done
 		}
 		// Whatever of the group outlived its leader.
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
