@@ -33,7 +33,7 @@ func Check(name string) error {
 	}
 	for _, part := range strings.Split(name, "/") {
 		if part == ".." {
-			return errors.New("path escapes the work dir with ..")
+			return errors.New("a \"..\" component leaves the work dir")
 		}
 	}
 	if fs.ValidPath(name) && name != "." {
