@@ -186,9 +186,12 @@ func redactJob(j *pb.Job) {
 	if j == nil || j.GetSpec() == nil {
 		return
 	}
-	env := j.GetSpec().GetEnv()
-	for i, kv := range env {
+	// A new slice: the response may share the job's own, which the
+	// scheduler keeps and hands to the worker.
+	env := make([]string, len(j.GetSpec().GetEnv()))
+	for i, kv := range j.GetSpec().GetEnv() {
 		name, _, _ := strings.Cut(kv, "=")
 		env[i] = name + "=" + Redacted
 	}
+	j.Spec.Env = env
 }

@@ -25,22 +25,22 @@ import (
 )
 
 // fakeClient answers GetJob and StreamJobLog with a job whose environment
-// holds a secret; every other call is Unimplemented, which says that the
-// interceptor let it through.
+// holds a secret, sharing the environment's slice between calls as the
+// real conversion shares the scheduler's; every other call is
+// Unimplemented, which says that the interceptor let it through.
 type fakeClient struct {
 	pb.UnimplementedCoordinatorServiceServer
+	env []string
 }
 
-func secretJob() *pb.Job {
-	return &pb.Job{Id: "1", Spec: &pb.JobSpec{Env: []string{"TOKEN=hunter2", "PLAIN"}}}
+func (f fakeClient) job() *pb.Job { return &pb.Job{Id: "1", Spec: &pb.JobSpec{Env: f.env}} }
+
+func (f fakeClient) GetJob(context.Context, *pb.GetJobRequest) (*pb.GetJobResponse, error) {
+	return &pb.GetJobResponse{Job: f.job()}, nil
 }
 
-func (fakeClient) GetJob(context.Context, *pb.GetJobRequest) (*pb.GetJobResponse, error) {
-	return &pb.GetJobResponse{Job: secretJob()}, nil
-}
-
-func (fakeClient) StreamJobLog(_ *pb.StreamJobLogRequest, s grpc.ServerStreamingServer[pb.StreamJobLogResponse]) error {
-	return s.Send(&pb.StreamJobLogResponse{Job: secretJob()})
+func (f fakeClient) StreamJobLog(_ *pb.StreamJobLogRequest, s grpc.ServerStreamingServer[pb.StreamJobLogResponse]) error {
+	return s.Send(&pb.StreamJobLogResponse{Job: f.job()})
 }
 
 // authServer serves the three services behind the interceptors over real
@@ -68,7 +68,7 @@ func authServer(t *testing.T, names ...string) func(name string) *grpc.ClientCon
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(sc)), grpc.ChainUnaryInterceptor(UnaryAuth), grpc.ChainStreamInterceptor(StreamAuth))
-	pb.RegisterCoordinatorServiceServer(gs, fakeClient{})
+	pb.RegisterCoordinatorServiceServer(gs, fakeClient{env: []string{"TOKEN=hunter2", "PLAIN"}})
 	pb.RegisterReleaseServiceServer(gs, pb.UnimplementedReleaseServiceServer{})
 	wpb.RegisterWorkerServiceServer(gs, wpb.UnimplementedWorkerServiceServer{})
 	healthpb.RegisterHealthServer(gs, health.NewServer())
@@ -184,10 +184,16 @@ func TestJobEnvironmentIsRedactedButForAdmins(t *testing.T) {
 	dial := authServer(t, "client-1", "admin-1")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for name, want := range map[string][]string{
-		"client-1": {"TOKEN=" + Redacted, "PLAIN=" + Redacted},
-		"admin-1":  {"TOKEN=hunter2", "PLAIN"},
+	// The client first: its redaction must not change the job the admin
+	// (and the worker) then gets.
+	for _, tc := range []struct {
+		name string
+		want []string
+	}{
+		{"client-1", []string{"TOKEN=" + Redacted, "PLAIN=" + Redacted}},
+		{"admin-1", []string{"TOKEN=hunter2", "PLAIN"}},
 	} {
+		name, want := tc.name, tc.want
 		c := pb.NewCoordinatorServiceClient(dial(name))
 		r, err := c.GetJob(ctx, &pb.GetJobRequest{Id: "1"})
 		if err != nil {
