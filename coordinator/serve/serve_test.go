@@ -6,6 +6,7 @@ import (
 
 	"github.com/kiln-build/kiln/coordinator/fleet"
 	"github.com/kiln-build/kiln/internal/config"
+	"github.com/kiln-build/kiln/internal/tlsconfig"
 )
 
 func TestExampleConfigIsValid(t *testing.T) {
@@ -32,6 +33,11 @@ func TestValidate(t *testing.T) {
 		{"dev off loopback", func(c *Config) { c.Dev = true; c.Listen = "0.0.0.0:7420" }, "loopback only"},
 		{"no tls", func(c *Config) { c.Dev = false }, "no TLS configured"},
 		{"lost before heartbeat", func(c *Config) { c.LostAfter = c.HeartbeatInterval }, "lost_after"},
+		{"plain public_url in production", func(c *Config) {
+			c.Dev = false
+			c.TLS = tlsconfig.Files{Cert: "c.pem", Key: "k.pem", CA: "ca.pem"}
+			c.PublicURL = "http://kiln.example.org"
+		}, `public_url "http://kiln.example.org": outside --dev http_listen serves HTTPS`},
 		{"bad format", func(c *Config) {
 			c.Releases = map[string]fleet.Release{"r": {Targets: map[string]string{"t": "tgz"}}}
 		}, `format "tgz"`},
