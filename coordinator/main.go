@@ -16,6 +16,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/serve"
 	"github.com/kiln-build/kiln/internal/config"
 	"github.com/kiln-build/kiln/internal/logging"
+	"github.com/kiln-build/kiln/internal/termsafe"
 )
 
 const help = `coordinator: Kiln's build coordinator and its command line client.
@@ -30,7 +31,7 @@ Client (talks to --server, default 127.0.0.1:7420 or $KILN_SERVER):
   coordinator jobs list|show ID|logs ID [--follow]|cancel ID   [--json]
   coordinator artifacts get JOB_ID --dest DIR                   [--json]
   coordinator workers list|drain NAME|undrain NAME              [--json]
-  coordinator events list                                       [--json]
+  coordinator events list [--limit N] [--all]                   [--json]
   coordinator release seal R|unseal R|show R                    [--json]
   coordinator release verify R [--package P]... [--wait] [--diffoscope-dir DIR] [--json]
   coordinator certs --dir DIR --name NAME --role ROLE [--host HOST]...
@@ -44,7 +45,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	os.Exit(exitCode(err, os.Stderr))
+	errw := termsafe.ForTerminal(os.Stderr)
+	code := exitCode(err, errw)
+	termsafe.Flush(errw)
+	os.Exit(code)
 }
 
 func exitCode(err error, stderr io.Writer) int {
@@ -68,7 +72,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, help)
 		return &cli.ExitError{Code: cli.ExitUsage, Err: errors.New("no command given")}
 	}
-	o := cli.IO{Out: stdout, Err: stderr}
+	// What the client prints comes from jobs (logs, reasons, names): on a
+	// terminal, only colours of its escape sequences pass.
+	o := cli.IO{Out: termsafe.ForTerminal(stdout), Err: termsafe.ForTerminal(stderr)}
+	defer termsafe.Flush(o.Out)
+	defer termsafe.Flush(o.Err)
 	cmd, rest := args[0], args[1:]
 	switch cmd {
 	case "-h", "--help", "help":

@@ -192,7 +192,13 @@ func run(t *testing.T, name string, args ...string) (string, string, int) {
 // runEnv is run with extra environment variables.
 func runEnv(t *testing.T, env []string, name string, args ...string) (string, string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	return runEnvTimeout(t, 2*time.Minute, env, name, args...)
+}
+
+// runEnvTimeout is runEnv with a limit of d.
+func runEnvTimeout(t *testing.T, d time.Duration, env []string, name string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(os.Environ(), env...)

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/kiln-build/kiln/internal/testenv"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
+	"github.com/kiln-build/kiln/worker/buildroot"
 	"github.com/kiln-build/kiln/worker/buildroot/buildroottest"
 )
 
@@ -82,6 +84,9 @@ type pipeline struct {
 	dir, target, repoName string
 	pubCfg, mirrorAddr    string
 	publisher             *proc
+	brCfg                 buildroot.Config
+	workerTLS, workerCfg  string
+	worker                *proc
 }
 
 func newPipeline(t *testing.T, coordinatorExtra func(g *gitServer) string) *pipeline {
@@ -174,9 +179,35 @@ publisher:
 	c.coord = start(t, "coordinator", "coordinator", "serve", "--config", coordCfg, "--state-dir", c.state, "--listen", c.addr, "--http-listen", c.httpAddr)
 	c.waitListening(c.addr)
 	c.connect()
-	targets, _ := json.Marshal(brCfg.Targets)
-	workerCfg := filepath.Join(dir, "worker.yaml")
-	os.WriteFile(workerCfg, []byte(fmt.Sprintf(`coordinator: %s
+	p := &pipeline{c: c, g: g, dir: dir, target: target, repoName: repoName, pubCfg: pubCfg, mirrorAddr: mirrorAddr, publisher: publisher,
+		brCfg: brCfg, workerTLS: tlsYAML("", "builder")}
+	p.worker = p.startWorker(t, workerOptions{})
+	return p
+}
+
+// workerOptions changes the pipeline worker's configuration.
+type workerOptions struct {
+	// mirror replaces the targets' upstream mirror.
+	mirror string
+	// extra is appended to the config (top-level keys).
+	extra string
+	// build is appended to its build: section.
+	build string
+}
+
+// startWorker writes the worker's configuration and starts it.
+func (p *pipeline) startWorker(t *testing.T, o workerOptions) *proc {
+	t.Helper()
+	targets := p.brCfg.Targets
+	if o.mirror != "" {
+		targets = slices.Clone(targets)
+		for i := range targets {
+			targets[i].Mirror = o.mirror
+		}
+	}
+	j, _ := json.Marshal(targets)
+	p.workerCfg = filepath.Join(p.dir, "worker.yaml")
+	os.WriteFile(p.workerCfg, []byte(fmt.Sprintf(`coordinator: %s
 %stoken_file: %s
 name: builder
 slots: 2
@@ -187,13 +218,13 @@ buildroot:
   state_dir: %s
   tmpfs_size: 2G
   memory: 2G
+  package_cache: {dir: %s}
   targets: %s
-build:
+%sbuild:
   cache_dir: %s
-`, c.addr, tlsYAML("", "builder"), filepath.Join(dir, "builder.token"), filepath.Join(dir, "work"), brCfg.Address, brCfg.Namespace, filepath.Join(dir, "brstate"), targetsYAML(targets), filepath.Join(dir, "gitcache"))), 0o644)
-	start(t, "worker", "builder", "run", "--config", workerCfg)
-
-	return &pipeline{c: c, g: g, dir: dir, target: target, repoName: repoName, pubCfg: pubCfg, mirrorAddr: mirrorAddr, publisher: publisher}
+%s`, p.c.addr, p.workerTLS, filepath.Join(p.dir, "builder.token"), filepath.Join(p.dir, "work"), p.brCfg.Address, p.brCfg.Namespace,
+		p.brCfg.StateDir, p.brCfg.PackageCache.Dir, targetsYAML(j), o.extra, filepath.Join(p.dir, "gitcache"), o.build)), 0o644)
+	return start(t, "worker", "builder", "run", "--config", p.workerCfg)
 }
 
 // TestPackagePipeline runs the whole path with real processes: a package

@@ -98,6 +98,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		Memory:    "2G",
 		Pids:      1024,
 		Targets:   []buildroot.Target{target},
+		// No network steps here: no package cache.
+		PackageCache: buildroot.PackageCacheConfig{Disabled: true},
 	}
 	b, err := buildroot.New(ctx, cfg, logger)
 	if err != nil {

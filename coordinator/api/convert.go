@@ -5,6 +5,7 @@
 package api
 
 import (
+	"math"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -65,13 +66,15 @@ func SpecFromPB(s *pb.JobSpec) job.Spec {
 	out := job.Spec{
 		Labels: s.GetLabels(), Command: s.GetCommand(), Env: s.GetEnv(), ArtifactGlobs: s.GetArtifactGlobs(),
 		Priority: s.GetPriority(), FairnessGroup: s.GetFairnessGroup(), SupersedeKey: s.GetSupersedeKey(),
-		Force: s.GetForce(), Timeout: time.Duration(s.GetTimeoutSeconds()) * time.Second, Origin: s.GetOrigin(),
+		Force: s.GetForce(), Timeout: seconds(s.GetTimeoutSeconds()), Origin: s.GetOrigin(),
 	}
 	switch s.GetKind() {
 	case pb.JobKind_JOB_KIND_COMMAND:
 		out.Kind = job.Command
 	case pb.JobKind_JOB_KIND_PACKAGE_BUILD:
 		out.Kind = job.PackageBuild
+	default:
+		out.Kind = job.Kind(s.GetKind()) // unknown: Validate names the number sent
 	}
 	if b := s.GetPackageBuild(); b != nil {
 		out.Build = &job.Build{
@@ -81,6 +84,19 @@ func SpecFromPB(s *pb.JobSpec) job.Spec {
 		}
 	}
 	return out
+}
+
+// seconds converts a count of seconds, saturating rather than wrapping
+// around when it does not fit a Duration.
+func seconds(n int64) time.Duration {
+	const most = int64(math.MaxInt64 / time.Second)
+	switch {
+	case n > most:
+		return math.MaxInt64
+	case n < -most:
+		return math.MinInt64
+	}
+	return time.Duration(n) * time.Second
 }
 
 // SpecToPB converts a job spec.

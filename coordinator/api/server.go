@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -41,6 +42,12 @@ func toStatus(err error) error {
 		code = codes.InvalidArgument
 	case errors.Is(err, fleet.ErrNotFound), errors.Is(err, store.ErrNotFound):
 		code = codes.NotFound
+	case errors.Is(err, fleet.ErrNoSpace):
+		code = codes.ResourceExhausted
+	case errors.Is(err, fleet.ErrTooLarge):
+		code = codes.OutOfRange
+	case errors.Is(err, scheduler.ErrNameInUse):
+		code = codes.AlreadyExists
 	case errors.Is(err, scheduler.ErrUnknownSession):
 		code = codes.Unauthenticated
 	case errors.Is(err, scheduler.ErrStale), errors.Is(err, fleet.ErrRefused):
@@ -70,7 +77,8 @@ type Event struct {
 
 // EventLister lists Gerrit events; nil when Gerrit intake is off.
 type EventLister interface {
-	ListEvents(ctx context.Context, limit int) ([]Event, error)
+	// ListEvents returns the newest events; with all, the noise too.
+	ListEvents(ctx context.Context, limit int, all bool) ([]Event, error)
 }
 
 // PublishCanceler stops pending publishes; nil when no publisher is
@@ -267,10 +275,13 @@ func (s *ClientServer) ListEvents(ctx context.Context, req *pb.ListEventsRequest
 		return nil, status.Error(codes.FailedPrecondition, "Gerrit intake is not configured (gerrit: section of the coordinator's config)")
 	}
 	limit := int(req.GetLimit())
-	if limit <= 0 || limit > 10000 {
+	if limit <= 0 {
 		limit = 100
 	}
-	evs, err := s.events.ListEvents(ctx, limit)
+	if limit > 10000 {
+		return nil, invalid("limit %d: at most 10000", limit)
+	}
+	evs, err := s.events.ListEvents(ctx, limit, req.GetAll())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -335,7 +346,11 @@ func (s *WorkerServer) Register(ctx context.Context, req *wpb.RegisterRequest) (
 	if err := s.checkToken(ctx, req.GetName()); err != nil {
 		return nil, err
 	}
-	id, abandon, err := s.f.Register(ctx, req.GetName(), req.GetLabels(), int(req.GetSlots()), running(req.GetRunning()))
+	p := scheduler.Peer{Instance: req.GetInstance()}
+	if pr, ok := peer.FromContext(ctx); ok && pr.Addr != nil {
+		p.Addr = pr.Addr.String()
+	}
+	id, abandon, err := s.f.RegisterAs(ctx, p, req.GetName(), req.GetLabels(), int(req.GetSlots()), running(req.GetRunning()))
 	if err != nil {
 		return nil, toStatus(err)
 	}

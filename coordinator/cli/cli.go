@@ -912,13 +912,14 @@ func Workers(ctx context.Context, args []string, o IO) error {
 // Events is `coordinator events list`.
 func Events(ctx context.Context, args []string, o IO) error {
 	if len(args) == 0 || args[0] != "list" {
-		return usage("usage: coordinator events list [--limit N] [--json]")
+		return usage("usage: coordinator events list [--limit N] [--all] [--json]")
 	}
 	fs := newFlagSet("events list", "coordinator events list [flags]", o)
 	var c Conn
 	c.flags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
-	limit := fs.Int("limit", 50, "at most this many")
+	limit := fs.Int("limit", 50, "at most this many (up to 10000)")
+	all := fs.Bool("all", false, "show the noise too: events Kiln has no use for, with the reason")
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
@@ -927,7 +928,7 @@ func Events(ctx context.Context, args []string, o IO) error {
 		return err
 	}
 	defer conn.Close()
-	resp, err := pb.NewCoordinatorServiceClient(conn).ListEvents(ctx, &pb.ListEventsRequest{Limit: int32(*limit)})
+	resp, err := pb.NewCoordinatorServiceClient(conn).ListEvents(ctx, &pb.ListEventsRequest{Limit: int32(*limit), All: *all})
 	if err != nil {
 		return rpcErr("list events", err)
 	}

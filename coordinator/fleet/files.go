@@ -15,6 +15,7 @@ import (
 
 	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/coordinator/store"
+	"github.com/kiln-build/kiln/internal/artifactname"
 )
 
 func (f *Fleet) logPath(id string) string {
@@ -48,6 +49,11 @@ type liveLog struct {
 	// size is the length of the worker's output, or -1 when not known
 	// (a job from before a restart).
 	size int64
+	// Over MaxLogSize, output goes to the tail file (logs/ID.log.tail),
+	// of which the last MaxLogSize/2 bytes are kept: tail is its length,
+	// cut the bytes dropped from it so far. The next note, or the end of
+	// the attempt, moves a line saying so and the tail into the log.
+	tail, cut int64
 }
 
 // note adds a coordinator line to a job's log and returns it for the caller
@@ -57,6 +63,7 @@ func (f *Fleet) note(ctx context.Context, id, msg string) store.Note {
 	mu := f.logLock(id)
 	mu.Lock()
 	l := f.liveLog(ctx, id)
+	f.sealTail(id, l)
 	if l.size < 0 {
 		l.size = f.outputSize(id)
 	}
@@ -121,28 +128,127 @@ func (f *Fleet) outputSize(id string) int64 {
 	return st.Size()
 }
 
+func appendTo(path string, data []byte) error {
+	fh, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return err
+	}
+	_, err = fh.Write(data)
+	if cerr := fh.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 func (f *Fleet) appendFile(id string, data []byte) error {
 	mu := f.logLock(id)
 	mu.Lock()
-	fh, err := os.OpenFile(f.logPath(id), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
-	if err == nil {
-		_, err = fh.Write(data)
-		if cerr := fh.Close(); err == nil {
-			err = cerr
+	var err error
+	if f.cfg.MaxLogSize > 0 {
+		err = f.appendCapped(id, data)
+	} else {
+		err = appendTo(f.logPath(id), data)
+		f.notesMu.Lock()
+		if l := f.logs[id]; l != nil {
+			if err == nil && l.size >= 0 {
+				l.size += int64(len(data))
+			} else {
+				l.size = -1
+			}
 		}
+		f.notesMu.Unlock()
 	}
-	f.notesMu.Lock()
-	if l := f.logs[id]; l != nil {
-		if err == nil && l.size >= 0 {
-			l.size += int64(len(data))
-		} else {
-			l.size = -1
-		}
-	}
-	f.notesMu.Unlock()
 	mu.Unlock()
 	f.notifyLog(id)
 	return err
+}
+
+// appendCapped appends output under MaxLogSize: the head up to half of
+// it in the log, the rest in the tail file, of which the last half is
+// kept. Called with logLock(id) held.
+func (f *Fleet) appendCapped(id string, data []byte) error {
+	l := f.liveLog(context.Background(), id)
+	if l.size < 0 {
+		l.size = f.outputSize(id)
+	}
+	half := f.cfg.MaxLogSize / 2
+	if l.tail == 0 && l.size < half {
+		n := min(int64(len(data)), half-l.size)
+		if err := appendTo(f.logPath(id), data[:n]); err != nil {
+			l.size = -1
+			return err
+		}
+		l.size += n
+		data = data[n:]
+	}
+	if len(data) == 0 {
+		return nil
+	}
+	tail := f.logPath(id) + ".tail"
+	if err := appendTo(tail, data); err != nil {
+		return err
+	}
+	l.tail += int64(len(data))
+	if l.tail > 2*half {
+		return f.trimTail(l, tail, half)
+	}
+	return nil
+}
+
+// trimTail keeps the last keep bytes of the tail file.
+func (f *Fleet) trimTail(l *liveLog, tail string, keep int64) error {
+	if l.tail <= keep {
+		return nil
+	}
+	b, err := os.ReadFile(tail)
+	if err != nil {
+		return err
+	}
+	drop := int64(len(b)) - keep
+	if drop <= 0 {
+		return nil
+	}
+	tmp := tail + ".tmp"
+	if err := os.WriteFile(tmp, b[drop:], 0o640); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, tail); err != nil {
+		return err
+	}
+	l.cut += drop
+	l.tail = keep
+	return nil
+}
+
+// sealTail moves the line saying where output was cut, and the kept
+// tail, into the log. Called with logLock(id) held, before a note is
+// placed, so the note follows the output it comes after.
+func (f *Fleet) sealTail(id string, l *liveLog) {
+	if l.tail == 0 {
+		return
+	}
+	tail := f.logPath(id) + ".tail"
+	half := f.cfg.MaxLogSize / 2
+	if err := f.trimTail(l, tail, half); err != nil {
+		f.logger.Warn("trim log tail", "job_id", id, "error", err)
+	}
+	b, err := os.ReadFile(tail)
+	if err != nil {
+		f.logger.Warn("read log tail", "job_id", id, "error", err)
+		return
+	}
+	line := fmt.Sprintf("\n[kiln %s] %d bytes of output cut here: the log is over the coordinator's max_log_size (%d bytes); its first and last %d bytes are kept\n",
+		f.cfg.Clock.Now().UTC().Format(time.RFC3339), l.cut, f.cfg.MaxLogSize, half)
+	if err := appendTo(f.logPath(id), append([]byte(line), b...)); err != nil {
+		f.logger.Warn("append log tail", "job_id", id, "error", err)
+		l.size = -1
+		return
+	}
+	_ = os.Remove(tail)
+	if l.size >= 0 {
+		l.size += int64(len(line) + len(b))
+	}
+	l.tail, l.cut = 0, 0
 }
 
 // MaxLogChunk bounds one log message from a worker.
@@ -156,7 +262,13 @@ func (f *Fleet) AppendLog(session, jobID string, attempt int, data []byte) error
 	if err := f.sched.CheckAttempt(session, jobID, attempt); err != nil {
 		return err
 	}
-	return f.appendFile(jobID, data)
+	if err := f.appendFile(jobID, data); err != nil {
+		if store.IsFull(err) {
+			return fmt.Errorf("%w: append to the log of job %s: the coordinator's disk is full (state dir %s): %v", ErrNoSpace, jobID, f.cfg.StateDir, err)
+		}
+		return fmt.Errorf("append to the log of job %s: %w", jobID, err)
+	}
+	return nil
 }
 
 func (f *Fleet) notifyLog(id string) {
@@ -288,14 +400,17 @@ func (f *Fleet) PutArtifact(session, jobID string, attempt int, a job.Artifact, 
 	if err := f.sched.CheckAttempt(session, jobID, attempt); err != nil {
 		return err
 	}
-	if err := job.CleanRelative(a.Name); err != nil {
+	if err := artifactname.Check(a.Name); err != nil {
 		return fmt.Errorf("%w: artifact name %q: %v", ErrInvalid, a.Name, err)
 	}
 	if len(a.SHA256) != 64 || strings.Trim(a.SHA256, "0123456789abcdef") != "" {
 		return fmt.Errorf("%w: artifact %s: sha256 %q is not 64 lower-case hex digits", ErrInvalid, a.Name, a.SHA256)
 	}
-	if a.Size < 0 || a.Size > f.cfg.MaxArtifactSize {
-		return fmt.Errorf("%w: artifact %s: size %d is over the limit of %d bytes", ErrInvalid, a.Name, a.Size, f.cfg.MaxArtifactSize)
+	if a.Size < 0 {
+		return fmt.Errorf("%w: artifact %s: size %d is negative", ErrInvalid, a.Name, a.Size)
+	}
+	if a.Size > f.cfg.MaxArtifactSize {
+		return fmt.Errorf("%w: artifact %s (%d bytes) is over the coordinator's limit of %d bytes (max_artifact_size)", ErrTooLarge, a.Name, a.Size, f.cfg.MaxArtifactSize)
 	}
 	dst := f.casPath(a.SHA256)
 	tmp, err := os.CreateTemp(filepath.Join(f.cfg.StateDir, "tmp"), "upload-*")

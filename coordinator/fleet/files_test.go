@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -171,5 +172,110 @@ func TestDrainSurvivesRestart(t *testing.T) {
 	}
 	if got, err := f.Pull(ctx, sess, 0); err != nil || got == nil || got.ID != j.ID {
 		t.Fatalf("undrained worker got %v %v", got, err)
+	}
+}
+
+// Degenerate artifact names are refused at upload, each with a message
+// naming it (quoted, so no control character reaches a terminal) and,
+// where there is one, the name to use; so are a file and a directory of
+// the same name in one job's results.
+func TestDegenerateArtifactNamesAreRefused(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f, st := openFleet(t, t.TempDir())
+	defer st.Close()
+	j, _, err := f.Submit(ctx, job.Spec{Kind: job.Command, Command: []string{"make"}, Labels: map[string]string{"os": "linux"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, _, err := f.Register(ctx, "w1", map[string]string{"os": "linux"}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := f.Pull(ctx, sess, 0); err != nil || a == nil {
+		t.Fatalf("pull: %v %v", a, err)
+	}
+	const body = "x"
+	const sum = "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
+	put := func(name string) error {
+		return f.PutArtifact(sess, j.ID, 1, job.Artifact{Name: name, SHA256: sum, Size: 1}, strings.NewReader(body))
+	}
+	for name, want := range map[string]string{
+		".":                `artifact name ".": not a file path`,
+		"out/./b":          `artifact name "out/./b": not in its plain form: use "out/b"`,
+		"out//b":           `artifact name "out//b": not in its plain form: use "out/b"`,
+		"out/b/":           `artifact name "out/b/": not in its plain form: use "out/b"`,
+		"out/\x1b]0;x\x07": `artifact name "out/\x1b]0;x\a": control character`,
+		"bad\xffutf8":      `artifact name "bad\xffutf8": not valid UTF-8`,
+	} {
+		err := put(name)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", name, err, want)
+		}
+	}
+	for _, name := range []string{"out", "out/b"} {
+		if err := put(name); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	arts := []job.Artifact{{Name: "out", SHA256: sum, Size: 1}, {Name: "out/b", SHA256: sum, Size: 1}}
+	err = f.Complete(ctx, sess, j.ID, 1, scheduler.Outcome{Artifacts: arts})
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `artifact "out/b" is inside artifact "out"`) {
+		t.Fatalf("file beside a directory of the same name: %v", err)
+	}
+}
+
+// A log over MaxLogSize keeps its head and its tail, with a line where
+// it was cut saying how much is missing; followers read the same bytes.
+func TestLogOverTheCapKeepsHeadAndTail(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := store.Open(ctx, filepath.Join(dir, "coordinator.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	f, err := New(ctx, Config{StateDir: dir, LostAfter: time.Minute, MaxLogSize: 1000,
+		Clock: fixedClock{time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}}, st, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, _, err := f.Submit(ctx, job.Spec{Kind: job.Command, Command: []string{"make"}, Labels: map[string]string{"os": "linux"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, _, err := f.Register(ctx, "w1", map[string]string{"os": "linux"}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := f.Pull(ctx, sess, 0); err != nil || a == nil {
+		t.Fatalf("pull: %v %v", a, err)
+	}
+	var all strings.Builder
+	for c := 'a'; c <= 'j'; c++ {
+		chunk := strings.Repeat(string(c), 299) + "\n"
+		all.WriteString(chunk)
+		if err := f.AppendLog(sess, j.ID, 1, []byte(chunk)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Complete(ctx, sess, j.ID, 1, scheduler.Outcome{}); err != nil {
+		t.Fatal(err)
+	}
+	out := all.String()
+	want := "[kiln 2026-11-25T10:00:00Z] attempt 1 on worker w1\n" + out[:500] +
+		"\n[kiln 2026-11-25T10:00:00Z] 2000 bytes of output cut here: the log is over the coordinator's max_log_size (1000 bytes); its first and last 500 bytes are kept\n" +
+		out[len(out)-500:] + "[kiln 2026-11-25T10:00:00Z] finished: succeeded\n"
+	if got := readLog(t, f, j.ID, 0); got != want {
+		t.Fatalf("log:\n%q\nwant:\n%q", got, want)
+	}
+	for _, off := range []int64{0, 100, 600, int64(len(want)) - 10} {
+		if got := readLog(t, f, j.ID, off); got != want[off:] {
+			t.Fatalf("from offset %d: %q, want %q", off, got, want[off:])
+		}
+	}
+	if _, err := os.Stat(f.logPath(j.ID) + ".tail"); !os.IsNotExist(err) {
+		t.Fatalf("tail file left: %v", err)
 	}
 }

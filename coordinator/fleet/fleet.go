@@ -23,6 +23,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/coordinator/scheduler"
 	"github.com/kiln-build/kiln/coordinator/store"
+	"github.com/kiln-build/kiln/internal/artifactname"
 )
 
 // Errors callers branch on (the API maps them to gRPC codes).
@@ -30,6 +31,10 @@ var (
 	ErrInvalid  = errors.New("invalid request")
 	ErrNotFound = errors.New("not found")
 	ErrRefused  = errors.New("refused")
+	// ErrTooLarge: an upload over its limit, the job's own fault.
+	ErrTooLarge = errors.New("over the size limit")
+	// ErrNoSpace: the coordinator's disk (or database) is full.
+	ErrNoSpace = errors.New("no space left")
 )
 
 // Release configures how builds of one release are versioned.
@@ -44,14 +49,21 @@ type Release struct {
 
 // Config configures the fleet.
 type Config struct {
-	StateDir       string
-	LostAfter      time.Duration
+	StateDir  string
+	LostAfter time.Duration
+	// ReclaimWindow is how long a job restored as running waits for its
+	// worker to re-attach it; zero means LostAfter.
+	ReclaimWindow  time.Duration
 	RetryCap       int
 	DefaultTimeout time.Duration
 	// MaxArtifactSize bounds one uploaded artifact.
 	MaxArtifactSize int64
-	Releases        map[string]Release
-	Clock           scheduler.Clock
+	// MaxLogSize bounds the output kept of one job: over it, its first
+	// and last MaxLogSize/2 bytes are kept, with a line where it was cut.
+	// 0 means no bound.
+	MaxLogSize int64
+	Releases   map[string]Release
+	Clock      scheduler.Clock
 	// Started observes queue-to-start times: from queued to the assignment
 	// being durable and on its way to the worker.
 	Started func(time.Duration)
@@ -76,6 +88,9 @@ type Fleet struct {
 
 	finMu    sync.Mutex
 	finished []func(*job.Job)
+
+	healthMu sync.Mutex
+	writeErr error // of the last store write; nil once one succeeds
 }
 
 type realClock struct{}
@@ -100,7 +115,7 @@ func New(ctx context.Context, cfg Config, st *store.Store, logger hclog.Logger) 
 	}
 	f := &Fleet{cfg: cfg, st: st, logger: logger, logSubs: map[string]chan struct{}{}, logs: map[string]*liveLog{}}
 	f.sched = scheduler.New(scheduler.Config{
-		LostAfter: cfg.LostAfter, RetryCap: cfg.RetryCap, NewID: randomID,
+		LostAfter: cfg.LostAfter, ReclaimAfter: cfg.ReclaimWindow, RetryCap: cfg.RetryCap, NewID: randomID,
 	}, cfg.Clock)
 	seq, err := st.LastSeq(ctx)
 	if err != nil {
@@ -127,6 +142,54 @@ func randomID() string {
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// wrote records the result of a store write for Health and returns it.
+func (f *Fleet) wrote(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err // the caller went away: says nothing of the store
+	}
+	f.healthMu.Lock()
+	f.writeErr = err
+	f.healthMu.Unlock()
+	return err
+}
+
+// writeError wraps a failed write; a full disk is ErrNoSpace, with what
+// to do.
+func (f *Fleet) writeError(what string, err error) error {
+	if store.IsFull(err) {
+		return fmt.Errorf("%w: %s: the coordinator's disk is full (state dir %s); nothing was accepted: free space there and try again: %v",
+			ErrNoSpace, what, f.cfg.StateDir, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// Health reports whether the fleet can keep what it is given: the last
+// store write succeeded and the state dir takes a file.
+func (f *Fleet) Health(ctx context.Context) error {
+	f.healthMu.Lock()
+	err := f.writeErr
+	f.healthMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("the store cannot write: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Join(f.cfg.StateDir, "tmp"), "health-*")
+	if err != nil {
+		return fmt.Errorf("the state dir cannot be written: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(make([]byte, 4096))
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("the state dir cannot be written: %w", err)
+	}
+	return nil
 }
 
 // Scheduler exposes the scheduler for metrics.
@@ -176,7 +239,7 @@ func (f *Fleet) persist(ctx context.Context, jobs []*job.Job, notes ...store.Not
 	if len(jobs) == 0 && len(notes) == 0 {
 		return nil
 	}
-	err := f.st.Write(ctx, jobs, notes)
+	err := f.wrote(f.st.Write(ctx, jobs, notes))
 	if err == nil {
 		f.forgetNotes(jobs)
 	}
@@ -276,8 +339,11 @@ func (f *Fleet) submit(ctx context.Context, spec job.Spec, rebuildOf string) (j 
 	}
 	j.Seq = f.seq.Add(1)
 	j.ID = strconv.FormatInt(j.Seq, 10)
-	if err := f.st.Put(ctx, j); err != nil {
-		return nil, false, fmt.Errorf("persist job: %w", err)
+	if err := f.wrote(f.st.Put(ctx, j)); err != nil {
+		// Unless another job took the next id meanwhile, this one is not
+		// used up.
+		f.seq.CompareAndSwap(j.Seq, j.Seq-1)
+		return nil, false, f.writeError("persist job", err)
 	}
 	f.newLog(j.ID)
 	// The new job is already durable as queued. Writing it again here would
@@ -455,10 +521,19 @@ func (f *Fleet) Drain(ctx context.Context, name string, on bool) (scheduler.Work
 	return w, f.st.SetDrained(ctx, name, on)
 }
 
-// Register starts a worker session.
+// Register starts a worker session for a worker that gives no instance.
 func (f *Fleet) Register(ctx context.Context, name string, labels map[string]string, slots int, running []scheduler.RunningJob) (string, []scheduler.RunningJob, error) {
+	return f.RegisterAs(ctx, scheduler.Peer{}, name, labels, slots, running)
+}
+
+// RegisterAs starts a worker session; a second process under the name of
+// a live worker is refused (scheduler.ErrNameInUse).
+func (f *Fleet) RegisterAs(ctx context.Context, p scheduler.Peer, name string, labels map[string]string, slots int, running []scheduler.RunningJob) (string, []scheduler.RunningJob, error) {
 	if name == "" || slots <= 0 {
-		return "", nil, fmt.Errorf("%w: a worker needs a name and at least one slot (got %q, %d)", ErrInvalid, name, slots)
+		return "", nil, fmt.Errorf("%w: a worker needs a name and at least one slot (got %s, %d)", ErrInvalid, job.Clip(name), slots)
+	}
+	if slots > MaxWorkerSlots {
+		return "", nil, fmt.Errorf("%w: worker %s: %d slots: at most %d", ErrInvalid, job.Clip(name), slots, MaxWorkerSlots)
 	}
 	if err := job.ValidateLabel("name", name); err != nil {
 		return "", nil, fmt.Errorf("%w: worker name: %v", ErrInvalid, err)
@@ -466,7 +541,10 @@ func (f *Fleet) Register(ctx context.Context, name string, labels map[string]str
 	if err := validateLabels(labels); err != nil {
 		return "", nil, fmt.Errorf("%w: worker %s: %v", ErrInvalid, name, err)
 	}
-	id, abandon, changed := f.sched.Register(name, labels, slots, running)
+	id, abandon, changed, err := f.sched.RegisterAs(p, name, labels, slots, running)
+	if err != nil {
+		return "", nil, err
+	}
 	f.logger.Info("worker registered", "worker", name, "labels", job.LabelString(labels), "slots", slots,
 		"reattached", len(running)-len(abandon), "abandoned", len(abandon))
 	return id, abandon, f.persist(ctx, changed)
@@ -489,9 +567,33 @@ func (f *Fleet) SetLabels(session string, labels map[string]string) error {
 	return f.sched.SetLabels(session, labels)
 }
 
+// Bounds on what a worker registers: many chroots make many labels, but
+// not thousands.
+const (
+	MaxWorkerLabels     = 256
+	MaxWorkerLabelBytes = 64 << 10
+	MaxWorkerSlots      = 1024
+)
+
 // validateLabels checks a worker's labels; a value may name alternatives
 // (a|b).
 func validateLabels(labels map[string]string) error {
+	if len(labels) > MaxWorkerLabels {
+		return fmt.Errorf("%d labels: at most %d", len(labels), MaxWorkerLabels)
+	}
+	total := 0
+	for k, v := range labels {
+		if len(k) > job.MaxLabelLength {
+			return fmt.Errorf("label %s: keys are at most %d bytes", job.Clip(k), job.MaxLabelLength)
+		}
+		if len(v) > MaxWorkerLabelBytes {
+			return fmt.Errorf("label %q: value of %d bytes: at most %d", k, len(v), MaxWorkerLabelBytes)
+		}
+		total += len(k) + len(v)
+	}
+	if total > MaxWorkerLabelBytes {
+		return fmt.Errorf("labels of %d bytes: at most %d", total, MaxWorkerLabelBytes)
+	}
 	for k, vs := range labels {
 		for _, v := range strings.Split(vs, "|") {
 			if err := job.ValidateLabel(k, v); err != nil {
@@ -509,7 +611,7 @@ func (f *Fleet) Pull(ctx context.Context, session string, wait time.Duration) (*
 		return nil, err
 	}
 	n := f.note(ctx, j.ID, fmt.Sprintf("attempt %d on worker %s", j.Attempt, j.Worker))
-	if err := f.st.Write(ctx, []*job.Job{j}, []store.Note{n}); err != nil {
+	if err := f.wrote(f.st.Write(ctx, []*job.Job{j}, []store.Note{n})); err != nil {
 		// The assignment is not durable; the worker won't get it and the
 		// heartbeat check re-queues it.
 		return nil, fmt.Errorf("persist assignment of job %s: %w", j.ID, err)
@@ -527,10 +629,12 @@ func (f *Fleet) Complete(ctx context.Context, session, jobID string, attempt int
 		return err
 	}
 	seen := map[string]bool{}
+	names := make([]string, 0, len(o.Artifacts))
 	for _, a := range o.Artifacts {
-		if err := job.CleanRelative(a.Name); err != nil {
-			return fmt.Errorf("%w: artifact %q: %v", ErrInvalid, a.Name, err)
+		if err := artifactname.Check(a.Name); err != nil {
+			return fmt.Errorf("%w: artifact name %q: %v", ErrInvalid, a.Name, err)
 		}
+		names = append(names, a.Name)
 		if seen[a.Name] {
 			return fmt.Errorf("%w: artifact %q named twice", ErrInvalid, a.Name)
 		}
@@ -539,6 +643,9 @@ func (f *Fleet) Complete(ctx context.Context, session, jobID string, attempt int
 		if err != nil || st.Size() != a.Size {
 			return fmt.Errorf("%w: artifact %s (sha256 %s, %d bytes) was not uploaded", ErrInvalid, a.Name, a.SHA256, a.Size)
 		}
+	}
+	if inner, outer := artifactname.Clash(names); inner != "" {
+		return fmt.Errorf("%w: artifact %q is inside artifact %q: a file cannot also be a directory", ErrInvalid, inner, outer)
 	}
 	j, err := f.sched.Complete(session, jobID, attempt, o)
 	if err != nil {
@@ -639,8 +746,9 @@ func (f *Fleet) submitRebuild(ctx context.Context, spec job.Spec, orig *job.Job,
 		Rebuild: true, RebuildOf: orig.ID, Verify: true}
 	j.Seq = f.seq.Add(1)
 	j.ID = strconv.FormatInt(j.Seq, 10)
-	if err := f.st.Put(ctx, j); err != nil {
-		return nil, err
+	if err := f.wrote(f.st.Put(ctx, j)); err != nil {
+		f.seq.CompareAndSwap(j.Seq, j.Seq-1)
+		return nil, f.writeError("persist job", err)
 	}
 	f.newLog(j.ID)
 	_, others := splitChanged(j.ID, f.sched.Enqueue(j))

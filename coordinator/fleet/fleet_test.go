@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -280,5 +281,81 @@ func TestSetLabels(t *testing.T) {
 	}
 	if err := f.SetLabels("no-such-session", nil); !errors.Is(err, scheduler.ErrUnknownSession) {
 		t.Fatalf("unknown session: %v", err)
+	}
+}
+
+// Register bounds what a worker may claim: a number of labels and slots,
+// each refused with a short message that does not echo the input.
+func TestRegisterLimits(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f, st := openFleet(t, t.TempDir())
+	defer st.Close()
+	many := map[string]string{}
+	for i := 0; i < 100000; i++ {
+		many[fmt.Sprintf("label-%d", i)] = strings.Repeat("v", 8)
+	}
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		slots  int
+		want   string
+	}{
+		{"too many labels", many, 1, "100000 labels: at most"},
+		{"too many slots", map[string]string{"os": "linux"}, 100000, "100000 slots: at most"},
+		{"long value", map[string]string{"os": strings.Repeat("x", 1<<20)}, 1, "label \"os\""},
+	} {
+		_, _, err := f.Register(ctx, "w1", tc.labels, tc.slots, nil)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) || len(err.Error()) > 300 {
+			t.Errorf("%s: %.300v, want ErrInvalid with %q in at most 300 characters", tc.name, err, tc.want)
+		}
+	}
+}
+
+// With the store full, a submit is refused with ErrNoSpace (the API's
+// ResourceExhausted) and a clear message, uses up no job id, and the
+// fleet reports itself unhealthy until a write succeeds again.
+func TestSubmitWhileTheStoreIsFull(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f, st := openFleet(t, t.TempDir())
+	defer st.Close()
+	spec := func(n int) job.Spec {
+		return job.Spec{Kind: job.Command, Command: []string{"make"}, Labels: map[string]string{"os": "linux"},
+			Env: []string{"FILL=" + strings.Repeat("x", n)}}
+	}
+	first, _, err := f.Submit(ctx, spec(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Health(ctx); err != nil {
+		t.Fatalf("health before: %v", err)
+	}
+	var pages int
+	if err := st.DB().QueryRowContext(ctx, "PRAGMA page_count").Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.DB().ExecContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", pages)); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = f.Submit(ctx, spec(64<<10))
+	if !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), "disk is full") {
+		t.Fatalf("submit on a full store: %v, want ErrNoSpace", err)
+	}
+	if err := f.Health(ctx); err == nil || !strings.Contains(err.Error(), "store") {
+		t.Fatalf("health on a full store: %v", err)
+	}
+	if _, err := st.DB().ExecContext(ctx, "PRAGMA max_page_count = 1073741823"); err != nil {
+		t.Fatal(err)
+	}
+	next, _, err := f.Submit(ctx, spec(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.Seq != first.Seq+1 {
+		t.Fatalf("job after the refused submit is %d, want %d: the refused one used up an id", next.Seq, first.Seq+1)
+	}
+	if err := f.Health(ctx); err != nil {
+		t.Fatalf("health after: %v", err)
 	}
 }

@@ -31,6 +31,10 @@ type Config struct {
 	Tag string `yaml:"tag"`
 	// LogURL is the link to a job's log, with {job} replaced by the job id.
 	LogURL string `yaml:"log_url"`
+	// GitTimeout bounds one branch-head lookup (git ls-remote); a lookup
+	// that takes longer is ended with every process it started, and the
+	// event waiting for it is tried again later.
+	GitTimeout time.Duration `yaml:"git_timeout"`
 	// EventLogSize is how many events ListEvents can go back.
 	EventLogSize int `yaml:"event_log_size"`
 	// Track lists branches reconciled even before any event named them.
@@ -159,6 +163,9 @@ func (c Config) WithDefaults() Config {
 	if c.EventLogSize == 0 {
 		c.EventLogSize = 10000
 	}
+	if c.GitTimeout == 0 {
+		c.GitTimeout = defaultGitTimeout
+	}
 	return c
 }
 
@@ -237,6 +244,9 @@ func (c Config) Validate() error {
 	}
 	if c.LogURL != "" && !strings.Contains(c.LogURL, "{job}") {
 		bad("gerrit.log_url %q: must contain {job}", c.LogURL)
+	}
+	if c.GitTimeout < 0 {
+		bad("gerrit.git_timeout %s: must not be negative", c.GitTimeout)
 	}
 	if c.EventLogSize < 0 {
 		bad("gerrit.event_log_size %d: must not be negative", c.EventLogSize)

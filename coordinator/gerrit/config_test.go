@@ -198,3 +198,26 @@ func FuzzResolve(f *testing.F) {
 		}
 	})
 }
+
+// The example webhooks.config subscribes to every event type the intake
+// acts on, so that sites that copy it lose none (dropped-output is the SSH
+// stream's own).
+func TestExampleWebhooksConfigSubscribesToUsedTypes(t *testing.T) {
+	t.Parallel()
+	data, err := os.ReadFile("../../examples/gerrit/webhooks.config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	subscribed := map[string]bool{}
+	for _, line := range strings.Split(string(data), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
+		if ok && strings.TrimSpace(k) == "event" {
+			subscribed[strings.TrimSpace(v)] = true
+		}
+	}
+	for _, typ := range actedOn {
+		if typ != TypeDroppedOutput && !subscribed[typ] {
+			t.Errorf("examples/gerrit/webhooks.config does not subscribe to %s", typ)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,14 +40,13 @@ var knownTypes = map[string]bool{
 	"plugin-event": true,
 }
 
+// actedOn are the event types Kiln builds from or reacts to.
+var actedOn = []string{TypePatchsetCreated, TypeChangeMerged, TypeCommentAdded, TypeRefUpdated, TypeDroppedOutput,
+	TypeChangeAbandoned, TypeChangeDeleted}
+
 // used reports whether Kiln builds from or reacts to events of type t.
 func used(t string) bool {
-	switch t {
-	case TypePatchsetCreated, TypeChangeMerged, TypeCommentAdded, TypeRefUpdated, TypeDroppedOutput,
-		TypeChangeAbandoned, TypeChangeDeleted:
-		return true
-	}
-	return false
+	return slices.Contains(actedOn, t)
 }
 
 // Event is one Gerrit event reduced to what Kiln uses.
@@ -77,10 +77,25 @@ type Event struct {
 	CreatedOn time.Time
 	// Unknown counts fields Kiln does not know, for the metrics.
 	Unknown int
+
+	// id is the event's row in the store, once accepted; lastTry is set
+	// on the last attempt to decide it.
+	id      int64
+	lastTry bool
 }
 
 // ErrMalformed is wrapped by every ParseEvent error caused by the input.
 var ErrMalformed = errors.New("malformed gerrit event")
+
+// ErrUnsupported is wrapped by ParseEvent's error for a well-formed event
+// that Kiln cannot build from: one with SHA-256 object ids.
+var ErrUnsupported = errors.New("unsupported gerrit event")
+
+// refused tells whether err refuses an event for what it holds (rather
+// than failing to store it).
+func refused(err error) bool {
+	return errors.Is(err, ErrMalformed) || errors.Is(err, ErrUnsupported)
+}
 
 // flexInt accepts a JSON number or a string holding one (Gerrit 2.x sent
 // numbers as strings).
@@ -278,7 +293,21 @@ func ParseEvent(line []byte) (Event, error) {
 	if ev.RefName == "" && ev.Branch != "" {
 		ev.RefName = "refs/heads/" + ev.Branch
 	}
-	return ev, ev.check()
+	if err := ev.check(); err != nil {
+		return ev, err
+	}
+	return ev, ev.checkObjectIDs()
+}
+
+// checkObjectIDs refuses SHA-256 object ids: builds, build keys and
+// the job validation take SHA-1 commits.
+func (ev Event) checkObjectIDs() error {
+	for _, rev := range []string{ev.Revision, ev.OldRev, ev.NewRev} {
+		if len(rev) == 64 {
+			return fmt.Errorf("%w: %s: commit %s is a SHA-256 object id; SHA-256 object ids are not supported, Kiln builds from repositories with SHA-1 object ids", ErrUnsupported, ev.Type, rev)
+		}
+	}
+	return nil
 }
 
 func (ev Event) check() error {

@@ -2,7 +2,13 @@ package gerrit
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"runtime"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -56,4 +62,69 @@ func TestFlood(t *testing.T) {
 	if n := h.counter("kiln_gerrit_events_unknown_type_total"); n < 1 {
 		t.Errorf("unknown types not counted: %v", n)
 	}
+}
+
+// TestWebhookFloodFigures measures, for BENCHMARKS.md, how fast the
+// webhook accepts a flood of events from concurrent clients (events/s,
+// answer latency p50/p99) and how long deciding them all takes. It asserts
+// nothing about speed; run with KILN_BENCH=1.
+func TestWebhookFloodFigures(t *testing.T) {
+	if os.Getenv("KILN_BENCH") == "" {
+		t.Skip("a measurement; set KILN_BENCH=1 to run it")
+	}
+	h := newHarness(t, gerrittest.Options{}, nil)
+	srv := httptest.NewServer(h.in.WebhookHandler())
+	defer srv.Close()
+	const total, clients, real = 20000, 16, 200
+	bodies := make([]string, total)
+	noise := []string{
+		readEvent(t, "v3-ref-replicated.json"),
+		readEvent(t, "v3-ref-updated-meta.json"),
+		commentAdded(nginx, "9.0", 9, 1, psRev, "Patch Set 1: Code-Review+1", 1),
+	}
+	for i := range bodies {
+		if i%(total/real) == 0 {
+			bodies[i] = patchsetCreated(nginx, "9.0", 1000+i, 1, fmt.Sprintf("%040x", 1000+i))
+		} else {
+			bodies[i] = noise[i%len(noise)]
+		}
+	}
+	lat := make([]time.Duration, total)
+	next := make(chan int, total)
+	for i := range total {
+		next <- i
+	}
+	close(next)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				t0 := time.Now()
+				resp, err := srv.Client().Post(srv.URL+"/gerrit/webhook/review?secret=s3cret", "application/json", strings.NewReader(bodies[i]))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusNoContent {
+					t.Errorf("status %d", resp.StatusCode)
+				}
+				lat[i] = time.Since(t0)
+			}
+		}()
+	}
+	wg.Wait()
+	accepted := time.Since(start)
+	h.builds.wait(t, real, 5*time.Minute)
+	for !h.decided() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	decided := time.Since(start)
+	slices.Sort(lat)
+	t.Logf("%d events (%d review builds) from %d clients: accepted in %s (%.0f events/s), answer p50 %s p99 %s max %s; all decided after %s",
+		total, real, clients, accepted.Round(time.Millisecond), float64(total)/accepted.Seconds(),
+		lat[total/2].Round(time.Microsecond), lat[total*99/100].Round(time.Microsecond), lat[total-1].Round(time.Microsecond), decided.Round(time.Millisecond))
 }

@@ -34,6 +34,8 @@ type fakeBuilds struct {
 	// reuse, when set, may answer a submission with an existing job, as
 	// the scheduler does for a build key it has seen.
 	reuse func(req BuildRequest) (Submitted, bool)
+	// refuse, when set, may refuse a submission with an error.
+	refuse func(req BuildRequest) error
 }
 
 // cancelCall is one CancelBuilds call and the job ids it cancelled.
@@ -60,6 +62,12 @@ func (f *fakeBuilds) liveLocked(key string) []string {
 
 func (f *fakeBuilds) SubmitBuild(_ context.Context, req BuildRequest) (Submitted, error) {
 	f.mu.Lock()
+	if f.refuse != nil {
+		if err := f.refuse(req); err != nil {
+			f.mu.Unlock()
+			return Submitted{}, err
+		}
+	}
 	if f.reuse != nil {
 		if got, ok := f.reuse(req); ok {
 			f.mu.Unlock()
@@ -183,7 +191,7 @@ func newHarnessWith(t *testing.T, opts gerrittest.Options, change func(*Config, 
 			}
 		}
 	}
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "kiln.db")+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)")
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "kiln.db")+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,13 +314,23 @@ func (h *harness) sync() {
 			h.t.Fatal(err)
 		}
 		for _, e := range evs {
-			if e.Project == project {
+			if e.Project == project && h.decided() {
 				return
 			}
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	h.t.Fatalf("marker event %s not handled in time", project)
+}
+
+// decided tells whether every accepted event has been decided.
+func (h *harness) decided() bool {
+	h.t.Helper()
+	n, err := h.in.store.pendingCount(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return n == 0
 }
 
 // counter sums the values of a counter or gauge vector.

@@ -20,11 +20,13 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 )
 
 // Builds queues package builds; the coordinator's scheduler implements it.
@@ -32,6 +34,8 @@ type Builds interface {
 	// SubmitBuild queues a build. A build whose build key (sources, target,
 	// recipe) matches a job queued, running or succeeded is not queued
 	// again: that job is returned, with its result when it has finished.
+	// An error wrapping ErrBuildRefused refuses the request for good (it
+	// is recorded, not tried again); any other is tried again later.
 	SubmitBuild(ctx context.Context, req BuildRequest) (Submitted, error)
 	// CancelBuilds cancels every queued or running build submitted with
 	// the supersede key, giving reason, and returns their job ids; none
@@ -44,6 +48,10 @@ type Builds interface {
 // the refusal with action ActionRefused, nothing is queued, and the event
 // is not handled again.
 var ErrRefused = errors.New("build refused")
+
+// ErrBuildRefused is ErrRefused: SubmitBuild errors that wrap it are never
+// tried again.
+var ErrBuildRefused = ErrRefused
 
 // ActionRefused is the event action of a refused build.
 const ActionRefused = "refused"
@@ -123,6 +131,15 @@ type Options struct {
 	// RetryInterval is how often reports Gerrit refused are tried again;
 	// a minute by default.
 	RetryInterval time.Duration
+	// DecideRetry is the wait before a failed decision is tried again the
+	// first time; it doubles after each failure. 5 s by default.
+	DecideRetry time.Duration
+	// WebhookMemory bounds the bytes of webhook bodies held at once; 64 MiB
+	// by default.
+	WebhookMemory int64
+	// WebhookWait is how long a webhook request waits for room in that
+	// budget before it is answered 503; 10 s by default.
+	WebhookWait time.Duration
 }
 
 // HeadReader lists branch heads of a repository.
@@ -161,12 +178,24 @@ type Intake struct {
 	git      HeadReader
 	reviewer Reviewer
 
-	// mu serialises decisions: dedup, queueing and head updates.
-	mu sync.Mutex
+	// keys serialise the decisions on one change or one branch (see
+	// orderKey); decisions on others run at the same time.
+	keys keyLocks
+	// decideWake tells the decider that events may be due.
+	decideWake  chan struct{}
+	decideRetry time.Duration
+
+	// bodies is the memory budget of webhook bodies being read and
+	// stored; bodyPeak the most held at once.
+	bodies   *semaphore.Weighted
+	bodyCap  int64
+	bodyWait time.Duration
+	bodyHeld atomic.Int64
+	bodyPeak atomic.Int64
 	// reportMu serialises the store's job results and report marks; it is
 	// never held while Gerrit is called.
 	reportMu sync.Mutex
-	inserts  int
+	inserts  atomic.Int64
 
 	// wake tells the reporter that reports may be due.
 	wake       chan struct{}
@@ -219,24 +248,29 @@ func NewWithOptions(cfg Config, db *sql.DB, builds Builds, logger hclog.Logger, 
 		recheck:  regexp.MustCompile(cfg.Recheck),
 		store:    st,
 		builds:   builds,
-		logger:   logger.Named("gerrit"),
+		logger:   logger,
 		metrics:  met,
 		now:      opts.Now,
 		git:      opts.Git,
 		reviewer: opts.Reviewer,
 
-		wake:       make(chan struct{}, 1),
-		retryEvery: opts.RetryInterval,
-		failed:     map[int64]bool{},
+		wake:        make(chan struct{}, 1),
+		decideWake:  make(chan struct{}, 1),
+		decideRetry: cmp.Or(opts.DecideRetry, 5*time.Second),
+		bodyCap:     cmp.Or(opts.WebhookMemory, defaultWebhookMemory),
+		bodyWait:    cmp.Or(opts.WebhookWait, 10*time.Second),
+		retryEvery:  opts.RetryInterval,
+		failed:      map[int64]bool{},
 	}
 	if in.now == nil {
 		in.now = time.Now
 	}
+	in.bodies = semaphore.NewWeighted(in.bodyCap)
 	if in.retryEvery <= 0 {
 		in.retryEvery = time.Minute
 	}
 	if in.git == nil {
-		in.git = &gitHeads{}
+		in.git = &gitHeads{timeout: cfg.GitTimeout}
 	}
 	rest := map[string]*restReviewer{}
 	sshRev := map[string]*sshDialer{}
@@ -293,6 +327,7 @@ func (in *Intake) Run(ctx context.Context) error {
 		}
 		g.Go(func() error { return in.runReconciler(ctx, s) })
 	}
+	g.Go(func() error { return in.runDecider(ctx) })
 	g.Go(func() error { return in.runReporter(ctx) })
 	err := g.Wait()
 	if ctx.Err() != nil {
@@ -308,22 +343,15 @@ func (in *Intake) triggerReconcile(s *server) {
 	}
 }
 
-// ListEvents returns the most recent events, newest first.
+// ListEvents returns the most recent events, newest first, without the
+// noise.
 func (in *Intake) ListEvents(ctx context.Context, limit int) ([]EventRecord, error) {
-	return in.store.listEvents(ctx, limit)
+	return in.store.listEvents(ctx, limit, false)
 }
 
-// handleLine parses and handles one stream line or webhook body.
-func (in *Intake) handleLine(ctx context.Context, s *server, line []byte, via string) error {
-	ev, err := ParseEvent(line)
-	if err == nil {
-		err = in.handle(ctx, s, ev)
-	}
-	if errors.Is(err, ErrMalformed) {
-		in.metrics.malformed.WithLabelValues(s.cfg.Name).Inc()
-		in.logger.Warn("skipping malformed event", "server", s.cfg.Name, "via", via, "error", err, "line", truncate(line, 2048))
-	}
-	return err
+// ListAllEvents is ListEvents with the noise.
+func (in *Intake) ListAllEvents(ctx context.Context, limit int) ([]EventRecord, error) {
+	return in.store.listEvents(ctx, limit, true)
 }
 
 func truncate(b []byte, n int) string {
@@ -333,33 +361,20 @@ func truncate(b []byte, n int) string {
 	return string(b)
 }
 
-// handle decides what to do with one event.
+// handle decides what to do with one accepted event and records it. An
+// error means nothing was recorded: the decision is tried again.
 func (in *Intake) handle(ctx context.Context, s *server, ev Event) error {
 	name := s.cfg.Name
 	if ev.Unknown > 0 {
 		in.metrics.unknownFields.WithLabelValues(name).Add(float64(ev.Unknown))
 	}
-	if !used(ev.Type) {
-		if knownTypes[ev.Type] {
-			in.metrics.events.WithLabelValues(name, "other", "noise").Inc()
-		} else {
-			in.metrics.unknownTypes.WithLabelValues(name).Inc()
-			in.logger.Debug("ignoring unknown event type", "server", name, "type", ev.Type)
-		}
-		return nil
+	if reason := in.noise(s, ev); reason != "" {
+		return in.recordNoise(ctx, s, ev, reason)
 	}
 	if ev.Type == TypeDroppedOutput {
 		in.logger.Warn("gerrit dropped events; reconciling", "server", name)
 		in.triggerReconcile(s)
 		return in.record(ctx, s, ev, ActionIgnored, "Gerrit dropped events for this stream; reconciling all tracked branches", nil)
-	}
-	if err := checkName(ev.Project); err != nil {
-		return fmt.Errorf("%w: project: %v", ErrMalformed, err)
-	}
-	if ev.Branch != "" {
-		if err := checkName(ev.Branch); err != nil {
-			return fmt.Errorf("%w: branch: %v", ErrMalformed, err)
-		}
 	}
 	switch ev.Type {
 	case TypeRefUpdated:
@@ -369,16 +384,57 @@ func (in *Intake) handle(ctx context.Context, s *server, ev Event) error {
 	case TypePatchsetCreated:
 		return in.handleReview(ctx, s, ev, "")
 	case TypeCommentAdded:
-		if ev.Author == s.cfg.User || !in.recheck.MatchString(ev.Comment) {
-			// Kiln's own messages never trigger builds.
-			in.metrics.events.WithLabelValues(name, ev.Type, "noise").Inc()
-			return nil
-		}
 		return in.handleReview(ctx, s, ev, "recheck requested")
 	case TypeChangeAbandoned, TypeChangeDeleted:
 		return in.handleClosed(ctx, s, ev)
 	}
-	return nil
+	return in.recordNoise(ctx, s, ev, fmt.Sprintf("Kiln does not act on %s events", ev.Type))
+}
+
+// noise says why Kiln has no use for an event, or "" when it may have.
+// It looks at nothing but the event, so noise is decided as it arrives.
+func (in *Intake) noise(s *server, ev Event) string {
+	switch {
+	case !used(ev.Type) && knownTypes[ev.Type]:
+		return fmt.Sprintf("Kiln does not act on %s events", ev.Type)
+	case !used(ev.Type):
+		return fmt.Sprintf("unknown event type %q", ev.Type)
+	case ev.Type == TypeRefUpdated && !strings.HasPrefix(ev.RefName, "refs/heads/"):
+		// Patch set refs, refs/changes/*/meta (NoteDb), tags,
+		// refs/meta/config, refs/users, sequences: none is a branch to build.
+		return fmt.Sprintf("%s is not a branch", ev.RefName)
+	case ev.Type == TypeCommentAdded && ev.Author == s.cfg.User:
+		// Kiln's own messages never trigger builds.
+		return "Kiln's own comment"
+	case ev.Type == TypeCommentAdded && !in.recheck.MatchString(ev.Comment):
+		return "the comment does not ask for a recheck"
+	}
+	return ""
+}
+
+// countNoise counts an event decided as noise.
+func (in *Intake) countNoise(s *server, ev Event) {
+	name := s.cfg.Name
+	switch {
+	case !used(ev.Type) && knownTypes[ev.Type]:
+		in.metrics.events.WithLabelValues(name, "other", ActionNoise).Inc()
+	case !used(ev.Type):
+		in.metrics.unknownTypes.WithLabelValues(name).Inc()
+		in.logger.Debug("ignoring unknown event type", "server", name, "type", ev.Type)
+	default:
+		in.metrics.events.WithLabelValues(name, ev.Type, ActionNoise).Inc()
+	}
+}
+
+// recordNoise records an event Kiln has no use for.
+func (in *Intake) recordNoise(ctx context.Context, s *server, ev Event, reason string) error {
+	in.countNoise(s, ev)
+	rec := recordOf(s, ev, in.now())
+	rec.Action, rec.Reason = ActionNoise, reason
+	if _, err := in.store.recordEvent(ctx, rec); err != nil {
+		return err
+	}
+	return in.maybePrune(ctx)
 }
 
 func (in *Intake) record(ctx context.Context, s *server, ev Event, action, reason string, jobs []string) error {
@@ -392,22 +448,25 @@ func (in *Intake) record(ctx context.Context, s *server, ev Event, action, reaso
 }
 
 func (in *Intake) maybePrune(ctx context.Context) error {
-	in.inserts++
-	if in.inserts%100 != 0 {
+	if in.inserts.Add(1)%100 != 0 {
 		return nil
 	}
 	return in.store.prune(ctx, in.cfg.EventLogSize, 30*24*time.Hour, in.now())
 }
 
 func recordOf(s *server, ev Event, now time.Time) EventRecord {
-	rev := ev.Revision
-	if ev.Type == TypeRefUpdated {
-		rev = ev.NewRev
-	}
 	return EventRecord{
-		Server: s.cfg.Name, Type: ev.Type, Project: ev.Project, Branch: ev.Branch,
-		Change: ev.Change, PatchSet: ev.PatchSet, Revision: rev, ReceivedAt: now,
+		ID: ev.id, Server: s.cfg.Name, Type: ev.Type, Project: ev.Project, Branch: ev.Branch,
+		Change: ev.Change, PatchSet: ev.PatchSet, Revision: eventRevision(ev), ReceivedAt: now,
 	}
+}
+
+// eventRevision is the commit an event is about.
+func eventRevision(ev Event) string {
+	if ev.Type == TypeRefUpdated {
+		return ev.NewRev
+	}
+	return ev.Revision
 }
 
 func dedupKey(server string, ev Event) string {
@@ -427,14 +486,6 @@ func dedupKey(server string, ev Event) string {
 
 func (in *Intake) handleRefUpdated(ctx context.Context, s *server, ev Event) error {
 	name := s.cfg.Name
-	if !strings.HasPrefix(ev.RefName, "refs/heads/") {
-		// Patch set refs, refs/changes/*/meta (NoteDb), tags, refs/meta/config,
-		// refs/users, sequences: none is a branch to build.
-		in.metrics.events.WithLabelValues(name, ev.Type, "noise").Inc()
-		return nil
-	}
-	in.mu.Lock()
-	defer in.mu.Unlock()
 	key, dup, err := in.dedup(ctx, s, ev)
 	if err != nil || dup {
 		return err
@@ -464,11 +515,15 @@ func (in *Intake) handleRefUpdated(ctx context.Context, s *server, ev Event) err
 		}
 		return in.record(ctx, s, ev, ActionIgnored, "branch deleted; no longer tracked", nil)
 	}
-	return in.queueRelease(ctx, s, ev, plan, in.branchHead(ctx, s, ev.Project, ev.Branch, ev.NewRev), key, "ref-updated")
+	head, err := in.branchHead(ctx, s, ev, ev.NewRev)
+	if err != nil {
+		return err
+	}
+	return in.queueRelease(ctx, s, ev, plan, head, key, "ref-updated")
 }
 
 // dedup looks the event up among those received before; a duplicate is
-// recorded as such and dup is true. Called with in.mu held.
+// recorded as such and dup is true. Called with the event's order key held.
 func (in *Intake) dedup(ctx context.Context, s *server, ev Event) (key string, dup bool, err error) {
 	key = dedupKey(s.cfg.Name, ev)
 	if dup, err = in.store.seen(ctx, key); err != nil || !dup {
@@ -480,7 +535,7 @@ func (in *Intake) dedup(ctx context.Context, s *server, ev Event) (key string, d
 // admit de-duplicates an event and maps its project and branch to a build
 // plan. When the event goes no further (a duplicate, no rule, a bad
 // mapping) it is recorded with the reason and ok is false. Called with
-// in.mu held.
+// the event's order key held.
 func (in *Intake) admit(ctx context.Context, s *server, ev Event) (key string, plan Plan, ok bool, err error) {
 	key, dup, err := in.dedup(ctx, s, ev)
 	if err != nil || dup {
@@ -497,8 +552,6 @@ func (in *Intake) admit(ctx context.Context, s *server, ev Event) (key string, p
 }
 
 func (in *Intake) handleMerged(ctx context.Context, s *server, ev Event) error {
-	in.mu.Lock()
-	defer in.mu.Unlock()
 	key, plan, ok, err := in.admit(ctx, s, ev)
 	if err != nil || !ok {
 		return err
@@ -508,25 +561,43 @@ func (in *Intake) handleMerged(ctx context.Context, s *server, ev Event) error {
 		// Gerrit before 2.13 did not say what the branch became.
 		rev = ev.Revision
 	}
-	return in.queueRelease(ctx, s, ev, plan, in.branchHead(ctx, s, ev.Project, ev.Branch, rev), key, "change-merged")
+	head, err := in.branchHead(ctx, s, ev, rev)
+	if err != nil {
+		return err
+	}
+	return in.queueRelease(ctx, s, ev, plan, head, key, "change-merged")
 }
 
-// branchHead returns the branch's head now, or rev when it cannot be read.
-// Release builds always take the head: events come late or in batches (a
-// submitted chain of changes gives one change-merged per change, each with
-// its own intermediate revision), and building the head only never
-// publishes an older state after a newer one. Callers hold in.mu.
-func (in *Intake) branchHead(ctx context.Context, s *server, project, branch, rev string) string {
-	heads, err := in.git.Heads(ctx, in.gitURL(s, project))
+// retryable tells whether a failed head lookup fails the event's decision,
+// to be tried again: when the git server did not answer in time, except on
+// the event's last attempt. When it answered with an error the decision
+// makes do without.
+func retryable(ev Event, err error) bool {
+	return errors.Is(err, errGitTimeout) && !ev.lastTry
+}
+
+// branchHead returns the head of the event's branch now, or rev when the
+// branch is gone. Release builds always take the head: events come late or
+// in batches (a submitted chain of changes gives one change-merged per
+// change, each with its own intermediate revision), and building the head
+// only never publishes an older state after a newer one. When the head
+// cannot be read in time the decision fails, to be tried again; the last
+// attempt, or a git server's error, builds rev. Callers hold the event's
+// order key.
+func (in *Intake) branchHead(ctx context.Context, s *server, ev Event, rev string) (string, error) {
+	heads, err := in.git.Heads(ctx, in.gitURL(s, ev.Project))
 	if err != nil {
+		if retryable(ev, err) {
+			return "", fmt.Errorf("read the head of %s branch %s: %w", ev.Project, ev.Branch, err)
+		}
 		in.logger.Warn("cannot read branch head; building the event's revision", "server", s.cfg.Name,
-			"project", project, "branch", branch, "revision", rev, "error", err)
-		return rev
+			"project", ev.Project, "branch", ev.Branch, "revision", rev, "error", err)
+		return rev, nil
 	}
-	if h := heads[branch]; h != "" {
-		return h
+	if h := heads[ev.Branch]; h != "" {
+		return h, nil
 	}
-	return rev
+	return rev, nil
 }
 
 func (in *Intake) gitURL(s *server, project string) string {
@@ -534,7 +605,8 @@ func (in *Intake) gitURL(s *server, project string) string {
 }
 
 // queueRelease submits release builds of plan with the changed project at
-// rev, unless that revision was already queued. Callers hold in.mu.
+// rev, unless that revision was already queued. Callers hold the branch's
+// order key.
 func (in *Intake) queueRelease(ctx context.Context, s *server, ev Event, plan Plan, rev, dedup, origin string) error {
 	name := s.cfg.Name
 	if prev, dup, err := in.store.releaseQueued(ctx, name, ev.Project, ev.Branch, rev); err != nil {
@@ -555,7 +627,7 @@ func (in *Intake) queueRelease(ctx context.Context, s *server, ev Event, plan Pl
 		}
 		return in.record(ctx, s, ev, ActionDuplicate, fmt.Sprintf("revision %s of %s already built or queued (event %d)", short(rev), ev.Branch, prev), nil)
 	}
-	srcs, heads, reason, err := in.sources(ctx, s, plan, ev.Project, ev.Branch, rev, "refs/heads/"+ev.Branch)
+	srcs, heads, reason, err := in.sources(ctx, s, ev, plan, rev, "refs/heads/"+ev.Branch)
 	if err != nil {
 		return err
 	}
@@ -571,11 +643,9 @@ func (in *Intake) queueRelease(ctx context.Context, s *server, ev Event, plan Pl
 		return in.record(ctx, s, ev, ActionRefused, err.Error(), sub.ids)
 	}
 	if err != nil {
-		in.metrics.events.WithLabelValues(name, ev.Type, ActionError).Inc()
-		rec := recordOf(s, ev, in.now())
-		rec.Revision, rec.Action, rec.Reason, rec.JobIDs = rev, ActionError, err.Error(), sub.ids
-		_, rerr := in.store.recordEvent(ctx, rec)
-		return errors.Join(err, rerr)
+		// Tried again; the builds submitted so far are found by their
+		// build key then.
+		return err
 	}
 	rec := recordOf(s, ev, in.now())
 	rec.Revision, rec.Action, rec.JobIDs = rev, ActionBuilt, sub.ids
@@ -590,8 +660,10 @@ func (in *Intake) queueRelease(ctx context.Context, s *server, ev Event, plan Pl
 
 // sources resolves the plan's projects: the changed one at rev (from ref),
 // the others at the head of the same branch. A non-empty reason means the
-// build cannot be made.
-func (in *Intake) sources(ctx context.Context, s *server, plan Plan, project, branch, rev, ref string) ([]Source, []head, string, error) {
+// build cannot be made. A head that cannot be read in time is an error,
+// to try again (see retryable).
+func (in *Intake) sources(ctx context.Context, s *server, ev Event, plan Plan, rev, ref string) ([]Source, []head, string, error) {
+	project, branch := ev.Project, ev.Branch
 	var srcs []Source
 	var heads []head
 	for _, ps := range plan.Sources {
@@ -600,6 +672,9 @@ func (in *Intake) sources(ctx context.Context, s *server, plan Plan, project, br
 			src.Commit, src.Ref = rev, ref
 		} else {
 			all, err := in.git.Heads(ctx, src.URL)
+			if err != nil && retryable(ev, err) {
+				return nil, nil, "", fmt.Errorf("read the head of %s branch %s: %w", ps.Project, branch, err)
+			}
 			if err != nil {
 				return nil, nil, fmt.Sprintf("cannot read the head of %s branch %s: %v", ps.Project, branch, err), nil
 			}
@@ -677,8 +752,6 @@ func (in *Intake) submit(ctx context.Context, s *server, ev Event, plan Plan, sr
 }
 
 func (in *Intake) handleReview(ctx context.Context, s *server, ev Event, why string) error {
-	in.mu.Lock()
-	defer in.mu.Unlock()
 	key, plan, ok, err := in.admit(ctx, s, ev)
 	if err != nil || !ok {
 		return err
@@ -691,24 +764,20 @@ func (in *Intake) handleReview(ctx context.Context, s *server, ev Event, why str
 	// The patch set's ref is derived, not taken from the event, so that it
 	// cannot point anywhere else.
 	ref := fmt.Sprintf("refs/changes/%02d/%d/%d", ev.Change%100, ev.Change, ev.PatchSet)
-	srcs, _, reason, err := in.sources(ctx, s, plan, ev.Project, ev.Branch, ev.Revision, ref)
+	srcs, _, reason, err := in.sources(ctx, s, ev, plan, ev.Revision, ref)
 	if err != nil {
 		return err
 	}
 	if reason != "" {
 		return in.record(ctx, s, ev, ActionIgnored, reason, nil)
 	}
-	origin := fmt.Sprintf("gerrit %s review: change %d patch set %d (%s %s)", s.cfg.Name, ev.Change, ev.PatchSet, ev.Project, ev.Branch)
+	origin := fmt.Sprintf("gerrit %s: review build of change %d patch set %d (%s %s)", s.cfg.Name, ev.Change, ev.PatchSet, ev.Project, ev.Branch)
 	sub, err := in.submit(ctx, s, ev, plan, srcs, false, origin)
 	if errors.Is(err, ErrRefused) {
 		return in.record(ctx, s, ev, ActionRefused, err.Error(), sub.ids)
 	}
 	if err != nil {
-		in.metrics.events.WithLabelValues(s.cfg.Name, ev.Type, ActionError).Inc()
-		rec := recordOf(s, ev, in.now())
-		rec.Action, rec.Reason, rec.JobIDs = ActionError, err.Error(), sub.ids
-		_, rerr := in.store.recordEvent(ctx, rec)
-		return errors.Join(err, rerr)
+		return err // tried again
 	}
 	rec := recordOf(s, ev, in.now())
 	rec.Action, rec.JobIDs = ActionBuilt, sub.ids
@@ -730,8 +799,6 @@ func (in *Intake) handleReview(ctx context.Context, s *server, ev Event, why str
 // comment.
 func (in *Intake) handleClosed(ctx context.Context, s *server, ev Event) error {
 	name := s.cfg.Name
-	in.mu.Lock()
-	defer in.mu.Unlock()
 	key, dup, err := in.dedup(ctx, s, ev)
 	if err != nil || dup {
 		return err
@@ -760,9 +827,7 @@ func (in *Intake) handleClosed(ctx context.Context, s *server, ev Event) error {
 		got, err := in.builds.CancelBuilds(ctx, reviewKey(name, ev.Change, t), reason)
 		ids = append(ids, got...)
 		if err != nil {
-			err = fmt.Errorf("cancel review builds of change %d for %s: %w", ev.Change, t, err)
-			rerr := in.record(ctx, s, ev, ActionError, err.Error(), ids)
-			return errors.Join(err, rerr)
+			return fmt.Errorf("cancel review builds of change %d for %s: %w", ev.Change, t, err)
 		}
 	}
 	if err := in.store.addDedup(ctx, key, in.now()); err != nil {

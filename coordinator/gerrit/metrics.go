@@ -19,6 +19,10 @@ type metrics struct {
 	reconcileQueued *prometheus.CounterVec
 	builds          *prometheus.CounterVec
 	reviews         *prometheus.CounterVec
+	accepted        *prometheus.CounterVec
+	retries         *prometheus.CounterVec
+	bodyBytes       prometheus.Gauge
+	bodyWaits       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -63,12 +67,28 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "kiln_gerrit_reviews_total",
 			Help: "Reviews posted to Gerrit, by result (ok, error).",
 		}, []string{"server", "result"}),
+		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_gerrit_events_accepted_total",
+			Help: "Gerrit events stored to be decided, by how they came (stream, webhook).",
+		}, []string{"server", "via"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_gerrit_decision_retries_total",
+			Help: "Decisions on Gerrit events that failed and are tried again (a git server that did not answer, the build queue refusing).",
+		}, []string{"server"}),
+		bodyBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kiln_gerrit_webhook_body_bytes",
+			Help: "Bytes of webhook bodies being read and stored, counted at their Content-Length or the body limit.",
+		}),
+		bodyWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kiln_gerrit_webhook_body_waits_total",
+			Help: "Webhook requests that waited for the bodies of others to be stored (the memory budget was taken).",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.events, m.unknownTypes, m.unknownFields, m.malformed,
-		m.connects, m.up, m.reconciles, m.reconcileQueued, m.builds, m.reviews} {
+		m.connects, m.up, m.reconciles, m.reconcileQueued, m.builds, m.reviews, m.accepted, m.retries, m.bodyBytes, m.bodyWaits} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register gerrit metrics: %w", err)
 		}

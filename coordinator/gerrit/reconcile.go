@@ -3,12 +3,15 @@ package gerrit
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -100,8 +103,12 @@ func (in *Intake) Reconcile(ctx context.Context, serverName string) error {
 }
 
 func (in *Intake) reconcileBranch(ctx context.Context, s *server, project, branch, rev string) (int, error) {
-	in.mu.Lock()
-	defer in.mu.Unlock()
+	key := branchKey(s.cfg.Name, project, branch)
+	if err := in.keys.lock(ctx, key); err != nil {
+		return 0, err
+	}
+	defer in.wakeDecider() // events of the branch may have waited for the key
+	defer in.keys.unlock(key)
 	if _, dup, err := in.store.releaseQueued(ctx, s.cfg.Name, project, branch, rev); err != nil || dup {
 		return 0, err
 	}
@@ -117,7 +124,9 @@ func (in *Intake) reconcileBranch(ctx context.Context, s *server, project, branc
 
 // gitHeads reads branch heads with git ls-remote.
 type gitHeads struct {
-	ssh []gitSSH
+	// timeout bounds one lookup.
+	timeout time.Duration
+	ssh     []gitSSH
 	// secretEnv are environment variables git and ssh must not see (the
 	// SSH key passphrases).
 	secretEnv []string
@@ -160,12 +169,23 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// Heads runs git ls-remote --heads url.
+// errGitTimeout is wrapped by the error of a lookup that took longer than
+// its timeout; the event waiting for it is decided again later.
+var errGitTimeout = errors.New("timed out")
+
+// defaultGitTimeout bounds one git ls-remote when git_timeout is unset.
+const defaultGitTimeout = time.Minute
+
+// Heads runs git ls-remote --heads url. The lookup ends at the timeout
+// with every process it started: git runs its transports (git remote-http,
+// ssh) as children that would keep the output pipe open, so git runs in a
+// process group of its own, which is killed as a whole.
 func (g *gitHeads) Heads(ctx context.Context, url string) (map[string]string, error) {
 	if strings.HasPrefix(url, "-") {
 		return nil, fmt.Errorf("git url %q: must not start with '-'", url)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	timeout := cmp.Or(g.timeout, defaultGitTimeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("git ls-remote %s: %w after %s (gerrit.git_timeout)", url, errGitTimeout, timeout))
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "git", "ls-remote", "--heads", url)
 	cmd.Env = append(withoutVars(os.Environ(), g.secretEnv), "GIT_TERMINAL_PROMPT=0")
@@ -174,9 +194,21 @@ func (g *gitHeads) Heads(ctx context.Context, url string) (map[string]string, er
 			cmd.Env = append(cmd.Env, "GIT_SSH_COMMAND="+s.command)
 		}
 	}
+	// Pdeathsig: git does not outlive a coordinator that was killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error {
+		// The negative pid names the process group.
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	// Should a process escape the group and hold the pipes, Wait still
+	// returns.
+	cmd.WaitDelay = 2 * time.Second
 	var stderr bytes.Buffer
 	cmd.Stderr = &limitedWriter{w: &stderr, n: 4096}
 	out, err := cmd.Output()
+	if ctx.Err() != nil {
+		return nil, context.Cause(ctx)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("git ls-remote %s: %w: %s", url, err, strings.TrimSpace(stderr.String()))
 	}

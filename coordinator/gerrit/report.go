@@ -323,18 +323,27 @@ func (in *Intake) composeReview(jobs []jobRow) (Review, bool) {
 		r.Message = b.String()
 		return r, true
 	}
-	vote := in.cfg.Verified.Success
+	// A build that failed votes against the change; one that Kiln could
+	// not finish (state error: worker lost, containerd down) says nothing
+	// of the change, so it does not vote unless another target failed.
+	failed, broken := false, false
 	for _, j := range jobs {
-		if j.State == StateCanceled {
+		switch j.State {
+		case StateCanceled:
 			return Review{}, false // superseded (a newer build speaks) or cancelled
-		}
-		if j.State != StateSucceeded {
-			vote = in.cfg.Verified.Failure
+		case StateSucceeded:
+		case StateError:
+			broken = true
+		default:
+			failed = true
 		}
 	}
 	verdict := "succeeded"
-	if vote < 0 {
+	switch {
+	case failed:
 		verdict = "failed"
+	case broken:
+		verdict = "could not be finished because of an infrastructure failure; no vote. Comment \"recheck\" to build it again"
 	}
 	fmt.Fprintf(&b, "Kiln review build of %s for %s %s:\n", first.Package, first.Release, verdict)
 	for _, j := range jobs {
@@ -344,7 +353,12 @@ func (in *Intake) composeReview(jobs []jobRow) (Review, bool) {
 		}
 	}
 	r.Message = b.String()
-	r.Labels = map[string]int{in.cfg.Verified.Label: vote}
+	switch {
+	case failed:
+		r.Labels = map[string]int{in.cfg.Verified.Label: in.cfg.Verified.Failure}
+	case !broken:
+		r.Labels = map[string]int{in.cfg.Verified.Label: in.cfg.Verified.Success}
+	}
 	return r, true
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -366,9 +367,12 @@ func TestAbandonedChangeCancelsAndDoesNotVote(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	h.commit("mos/openstack-build/nova", "9.0", "packaging")
+	// One at a time: different changes are decided side by side.
 	h.srv.Send(patchsetCreated("mos/openstack/nova", "9.0", 1234, 2, psRev)) // job-1 trusty, job-2 centos7
-	h.srv.Send(patchsetCreated(nginx, "9.0", 1235, 1, mergedRev))            // job-3
-	h.srv.Send(patchsetCreated(nginx, "9.0", 1236, 1, psRev))                // job-4
+	h.builds.wait(t, 2, 10*time.Second)
+	h.srv.Send(patchsetCreated(nginx, "9.0", 1235, 1, mergedRev)) // job-3
+	h.builds.wait(t, 3, 10*time.Second)
+	h.srv.Send(patchsetCreated(nginx, "9.0", 1236, 1, psRev)) // job-4
 	h.builds.wait(t, 4, 10*time.Second)
 
 	abandoned := changeAbandoned("mos/openstack/nova", "9.0", 1234, 2, psRev, "Not needed.", 1700000100)
@@ -380,7 +384,10 @@ func TestAbandonedChangeCancelsAndDoesNotVote(t *testing.T) {
 		{Key: "gerrit/review/1234/trusty-amd64", Reason: "change 1234 abandoned", JobIDs: []string{"job-1"}},
 		{Key: "gerrit/review/1236/trusty-amd64", Reason: "change 1236 deleted", JobIDs: []string{"job-4"}},
 	}
-	if got := h.builds.cancelled(); !reflect.DeepEqual(got, want) {
+	got := h.builds.cancelled()
+	// The two changes are decided side by side.
+	slices.SortFunc(got, func(a, b cancelCall) int { return strings.Compare(a.Key, b.Key) })
+	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("cancelled:\n got %+v\nwant %+v", got, want)
 	}
 	evs, err := h.in.ListEvents(ctx, 3)
@@ -457,8 +464,52 @@ func TestAbandonedChangeCancelsAndDoesNotVote(t *testing.T) {
 	h.builds.wait(t, 8, 10*time.Second)
 	h.srv.Send(changeAbandoned("mos/openstack/nova", "9.0", 1234, 2, psRev, "Not needed.", 1700000400))
 	h.sync()
-	got := h.builds.cancelled()
+	got = h.builds.cancelled()
 	if len(got) != len(want)+2 || !reflect.DeepEqual(got[len(want)].JobIDs, []string{"job-8"}) || !reflect.DeepEqual(got[len(want)+1].JobIDs, []string{"job-7"}) {
 		t.Fatalf("second abandon cancelled %+v, want job-8 and job-7", got[len(want):])
+	}
+}
+
+// TestInfrastructureFailureDoesNotVote: a review build that Kiln could
+// not finish (worker lost, containerd down) says so and that a recheck
+// builds it again, without voting against the change; a real failure of
+// another target still votes -1.
+func TestInfrastructureFailureDoesNotVote(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, gerrittest.Options{}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	h.srv.Send(patchsetCreated(nginx, "9.0", 800, 1, psRev))
+	h.builds.wait(t, 1, 10*time.Second)
+	if err := h.in.BuildFinished(ctx, BuildResult{JobID: "job-1", State: StateError}); err != nil {
+		t.Fatal(err)
+	}
+	revs, err := h.srv.WaitReviews(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := revs[0]
+	if r.Change != 800 || len(r.Labels) != 0 || !strings.Contains(r.Message, "recheck") || !strings.Contains(r.Message, "infrastructure") {
+		t.Fatalf("review = %+v, want no vote and a message asking for a recheck", r)
+	}
+	if got := h.builds.all()[0].Origin; strings.Contains(got, "review review") {
+		t.Errorf("origin %q", got)
+	}
+
+	// One target failed for real, the other for Kiln: -1.
+	h.commit("mos/openstack-build/nova", "9.0", "packaging")
+	h.srv.Send(patchsetCreated("mos/openstack/nova", "9.0", 801, 1, mergedRev))
+	h.builds.wait(t, 3, 10*time.Second)
+	for _, res := range []BuildResult{{JobID: "job-2", State: StateError}, {JobID: "job-3", State: StateFailed}} {
+		if err := h.in.BuildFinished(ctx, res); err != nil {
+			t.Fatal(err)
+		}
+	}
+	revs, err = h.srv.WaitReviews(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := revs[1]; r.Change != 801 || r.Labels["Verified"] != "-1" {
+		t.Fatalf("review = %+v, want Verified=-1 on 801", r)
 	}
 }

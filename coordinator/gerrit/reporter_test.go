@@ -158,13 +158,19 @@ func TestHungGerritDoesNotStallIntake(t *testing.T) {
 		}
 		return 1
 	}
+	// Changes are decided side by side: job-N is the N-th build submitted.
+	reqs := h.builds.all()
 	promptly(t, "recording results", 10*time.Second, func() error {
-		for i := range flood {
+		for i := 1; i <= flood; i++ {
+			var change int64
+			if _, err := fmt.Sscanf(reqs[i].SupersedeKey, "gerrit/review/%d/", &change); err != nil {
+				return fmt.Errorf("supersede key %q: %w", reqs[i].SupersedeKey, err)
+			}
 			state := StateSucceeded
-			if vote(int64(2000+i)) < 0 {
+			if vote(change) < 0 {
 				state = StateFailed
 			}
-			if err := h.in.BuildFinished(ctx, BuildResult{JobID: fmt.Sprintf("job-%d", 2+i), State: state}); err != nil {
+			if err := h.in.BuildFinished(ctx, BuildResult{JobID: fmt.Sprintf("job-%d", 1+i), State: state}); err != nil {
 				return err
 			}
 		}

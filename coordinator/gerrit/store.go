@@ -99,7 +99,8 @@ type EventRecord struct {
 	PatchSet   int64
 	Revision   string
 	ReceivedAt time.Time
-	// Action is built, superseded, canceled, ignored, duplicate or error.
+	// Action is received or failed (not decided yet), or the decision:
+	// built, superseded, canceled, ignored, duplicate, noise or error.
 	Action string
 	// Reason says why, for people.
 	Reason string
@@ -114,6 +115,14 @@ const (
 	ActionIgnored    = "ignored"
 	ActionDuplicate  = "duplicate"
 	ActionError      = "error"
+	// ActionReceived is an event accepted and waiting for its decision.
+	ActionReceived = "received"
+	// ActionFailed is an event whose decision failed and is tried again.
+	ActionFailed = "failed"
+	// ActionNoise is an event Kiln has no use for (comments that ask for
+	// nothing, NoteDb and patch set refs, replication, unknown types);
+	// ListEvents shows them only when asked for all.
+	ActionNoise = "noise"
 )
 
 // Build kinds.
@@ -131,6 +140,9 @@ func openStore(ctx context.Context, db *sql.DB) (*store, error) {
 		return nil, errors.New("gerrit store: no database")
 	}
 	if _, err := db.ExecContext(ctx, schema); err != nil {
+		return nil, fmt.Errorf("create gerrit tables: %w", err)
+	}
+	if _, err := db.ExecContext(ctx, inboxSchema); err != nil {
 		return nil, fmt.Errorf("create gerrit tables: %w", err)
 	}
 	if _, err := db.ExecContext(ctx, fmt.Sprintf(jobsTable, "gerrit_jobs")); err != nil {
@@ -186,19 +198,45 @@ func insertEvent(ctx context.Context, x execer, r EventRecord) (int64, error) {
 		(server, type, project, branch, change_num, patch_set, revision, received_at, action, reason, job_ids)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.Server, r.Type, r.Project, r.Branch, r.Change, r.PatchSet, r.Revision,
-		r.ReceivedAt.UnixNano(), r.Action, r.Reason, strings.Join(r.JobIDs, ","))
+		r.ReceivedAt.UnixNano(), r.Action, r.Reason, joinIDs(r.JobIDs))
 	if err != nil {
 		return 0, fmt.Errorf("insert gerrit event: %w", err)
 	}
 	return res.LastInsertId()
 }
 
+func joinIDs(ids []string) string { return strings.Join(ids, ",") }
+
+// recordEvent records a decision: on the accepted event's row when r.ID is
+// set, on a new row otherwise (the reconciler's).
 func (s *store) recordEvent(ctx context.Context, r EventRecord) (int64, error) {
-	return insertEvent(ctx, s.db, r)
+	if r.ID == 0 {
+		return insertEvent(ctx, s.db, r)
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("record gerrit event: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after commit this is a no-op
+	if err := decide(ctx, tx, r); err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("record gerrit event: commit: %w", err)
+	}
+	return r.ID, nil
 }
 
 func (s *store) prune(ctx context.Context, keep int, dedupAge time.Duration, now time.Time) error {
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM gerrit_events WHERE id <= (SELECT MAX(id) FROM gerrit_events) - ?`, keep); err != nil {
+	// Undecided events stay whatever their age.
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM gerrit_events WHERE id <= (SELECT MAX(id) FROM gerrit_events) - ?
+		AND id NOT IN (SELECT event_id FROM gerrit_inbox)`, keep); err != nil {
+		return fmt.Errorf("prune gerrit events: %w", err)
+	}
+	// Noise is kept a day, so that a flood of it does not push the events
+	// that mattered out of the log.
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM gerrit_events WHERE action = ? AND received_at < ?`,
+		ActionNoise, now.Add(-noiseFor).UnixNano()); err != nil {
 		return fmt.Errorf("prune gerrit events: %w", err)
 	}
 	// What belonged to the events gone: their jobs can no longer be
@@ -380,8 +418,12 @@ func (s *store) commitQueued(ctx context.Context, q queued, now time.Time) (int6
 			return 0, fmt.Errorf("mark superseded: %w", err)
 		}
 	}
-	id, err := insertEvent(ctx, tx, q.event)
-	if err != nil {
+	id := q.event.ID
+	if id == 0 {
+		if id, err = insertEvent(ctx, tx, q.event); err != nil {
+			return 0, err
+		}
+	} else if err := decide(ctx, tx, q.event); err != nil {
 		return 0, err
 	}
 	if q.dedupKey != "" {
@@ -610,12 +652,19 @@ func (s *store) markReported(ctx context.Context, eventID, change int64, now tim
 	return nil
 }
 
-func (s *store) listEvents(ctx context.Context, limit int) ([]EventRecord, error) {
+// noiseFor is how long noise stays in the event log.
+const noiseFor = 24 * time.Hour
+
+func (s *store) listEvents(ctx context.Context, limit int, all bool) ([]EventRecord, error) {
 	if limit <= 0 {
 		limit = 100
 	}
+	hide := ActionNoise
+	if all {
+		hide = ""
+	}
 	rows, err := s.db.QueryContext(ctx, `SELECT id, server, type, project, branch, change_num, patch_set, revision,
-		received_at, action, reason, job_ids FROM gerrit_events ORDER BY id DESC LIMIT ?`, limit)
+		received_at, action, reason, job_ids FROM gerrit_events WHERE action != ? ORDER BY id DESC LIMIT ?`, hide, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list gerrit events: %w", err)
 	}

@@ -211,12 +211,32 @@ func (in *Intake) streamOnce(ctx context.Context, s *server) (int, error) {
 	}
 	r := bufio.NewReaderSize(out, 64<<10)
 	n := 0
+	// Lines that arrived together are stored together, in one
+	// transaction, before the next are read.
+	var batch [][]byte
+	size := 0
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := in.accept(ctx, s, batch, "stream")
+		batch, size = batch[:0], 0
+		if err != nil && !refused(err) {
+			// Not stored: the stream is opened again, and the
+			// reconciler that runs then covers what it carried.
+			return fmt.Errorf("store events: %w", err)
+		}
+		return nil
+	}
 	for {
 		line, err := readLine(r)
 		if len(line) > 0 && err == nil {
 			n++
-			if herr := in.handleLine(ctx, s, line, "stream"); herr != nil && !errors.Is(herr, ErrMalformed) {
-				in.logger.Error("handling event failed", "server", name, "error", herr)
+			batch, size = append(batch, line), size+len(line)
+		}
+		if err != nil || r.Buffered() == 0 || len(batch) >= streamBatch || size >= maxLine {
+			if ferr := flush(); ferr != nil {
+				return n, ferr
 			}
 		}
 		if errors.Is(err, errLineTooLong) {
@@ -237,6 +257,9 @@ func (in *Intake) streamOnce(ctx context.Context, s *server) (int, error) {
 		}
 	}
 }
+
+// streamBatch bounds how many stream lines are stored in one transaction.
+const streamBatch = 256
 
 var errLineTooLong = errors.New("line too long")
 

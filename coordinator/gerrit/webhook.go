@@ -1,6 +1,7 @@
 package gerrit
 
 import (
+	"context"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -12,12 +13,16 @@ import (
 // maxWebhookBody bounds one webhook request.
 const maxWebhookBody = maxLine
 
+// defaultWebhookMemory bounds the webhook bodies held at once.
+const defaultWebhookMemory = 64 << 20
+
 // WebhookHandler accepts events POSTed by Gerrit's webhooks plugin. The
-// last path segment names the server (mount it under e.g. /gerrit/webhook/
-// and point Gerrit at /gerrit/webhook/review); when only one server has a
-// webhook_secret, any path reaches it. Requests must carry the server's
-// secret as "Authorization: Bearer <secret>" or as the query parameter
-// secret.
+// last path segment names the server: the coordinator mounts it at
+// /gerrit/webhook/ (point Gerrit at /gerrit/webhook/review) and at
+// /gerrit/webhook, which reaches the server when only one has a
+// webhook_secret. Requests must carry the server's secret as
+// "Authorization: Bearer <secret>" or as the query parameter secret. An
+// event is answered once it is stored, before it is decided.
 func (in *Intake) WebhookHandler() http.Handler {
 	return http.HandlerFunc(in.serveWebhook)
 }
@@ -42,21 +47,62 @@ func (in *Intake) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "wrong or missing webhook secret", http.StatusUnauthorized)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWebhookBody))
-	if err != nil {
-		http.Error(w, fmt.Sprintf("read body: %v (limit %d bytes)", err, maxWebhookBody), http.StatusRequestEntityTooLarge)
+	if r.ContentLength > maxWebhookBody {
+		http.Error(w, fmt.Sprintf("body of %d bytes: the limit is %d bytes", r.ContentLength, maxWebhookBody), http.StatusRequestEntityTooLarge)
 		return
 	}
-	if err := in.handleLine(r.Context(), s, body, "webhook"); err != nil {
+	// The body takes its room in the memory budget before it is read: its
+	// length when told, the limit otherwise.
+	size := int64(maxWebhookBody)
+	if r.ContentLength >= 0 {
+		size = max(r.ContentLength, 1)
+	}
+	if !in.bodies.TryAcquire(size) {
+		in.metrics.bodyWaits.Inc()
+		wctx, cancel := context.WithTimeout(r.Context(), in.bodyWait)
+		err := in.bodies.Acquire(wctx, size)
+		cancel()
+		if err != nil {
+			w.Header().Set("Retry-After", "5")
+			http.Error(w, "too many webhook bodies are being stored; try again", http.StatusServiceUnavailable)
+			return
+		}
+	}
+	in.holdBody(size)
+	defer in.holdBody(-size)
+	defer in.bodies.Release(size)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, size))
+	if err != nil {
+		http.Error(w, fmt.Sprintf("read body: %v (limit %d bytes)", err, size), http.StatusRequestEntityTooLarge)
+		return
+	}
+	// Accepted once stored; the decision comes after the answer.
+	if err := in.accept(r.Context(), s, [][]byte{body}, "webhook"); err != nil {
 		if errors.Is(err, ErrMalformed) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		in.logger.Error("handling webhook event failed", "server", s.cfg.Name, "error", err)
-		http.Error(w, "could not handle the event; try again", http.StatusInternalServerError)
+		if errors.Is(err, ErrUnsupported) {
+			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
+			return
+		}
+		in.logger.Error("storing webhook event failed", "server", s.cfg.Name, "error", err)
+		http.Error(w, "could not store the event; try again", http.StatusInternalServerError)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// holdBody counts n more bytes of bodies held (n < 0: fewer).
+func (in *Intake) holdBody(n int64) {
+	in.metrics.bodyBytes.Add(float64(n))
+	held := in.bodyHeld.Add(n)
+	for {
+		peak := in.bodyPeak.Load()
+		if held <= peak || in.bodyPeak.CompareAndSwap(peak, held) {
+			return
+		}
+	}
 }
 
 func (in *Intake) webhookServer(path string) (*server, error) {

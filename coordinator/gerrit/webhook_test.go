@@ -2,6 +2,7 @@ package gerrit
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -90,4 +91,110 @@ func TestWebhookPicksServerByName(t *testing.T) {
 	if got := h.builds.wait(t, 2, 5*time.Second); len(got) != 2 {
 		t.Fatalf("builds = %+v", got)
 	}
+}
+
+// TestWebhookRefusesSHA256: events of repositories with SHA-256 object
+// ids are refused with a 4xx that says so, not accepted and failed later
+// (Gerrit would deliver them again and again).
+func TestWebhookRefusesSHA256(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, gerrittest.Options{}, nil)
+	srv := httptest.NewServer(h.in.WebhookHandler())
+	defer srv.Close()
+	sha256Rev := strings.Repeat("ab", 32)
+	for _, event := range []string{
+		patchsetCreated(nginx, "9.0", 900, 1, sha256Rev),
+		refUpdated(nginx, "refs/heads/9.0", parentRev, sha256Rev),
+	} {
+		resp, err := srv.Client().Post(srv.URL+"/gerrit/webhook/review?secret=s3cret", "application/json", strings.NewReader(event))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 != 4 || !strings.Contains(string(body), "SHA-256") {
+			t.Errorf("status %d %q, want a 4xx saying SHA-256 is not supported", resp.StatusCode, body)
+		}
+	}
+	// On the stream too: skipped, and the stream goes on.
+	h.srv.Send(patchsetCreated(nginx, "9.0", 901, 1, sha256Rev))
+	h.srv.Send(patchsetCreated(nginx, "9.0", 902, 1, psRev))
+	if got := h.builds.wait(t, 1, 10*time.Second); got[0].Sources[0].Commit != psRev {
+		t.Fatalf("builds = %+v", got)
+	}
+	h.sync()
+	if n := len(h.builds.all()); n != 1 {
+		t.Fatalf("%d builds, want 1", n)
+	}
+}
+
+// TestWebhookBodiesCappedInMemory: the bodies of concurrent webhook
+// requests share a memory budget; requests beyond it wait for room
+// instead of being read, and are all accepted once there is.
+func TestWebhookBodiesCappedInMemory(t *testing.T) {
+	t.Parallel()
+	const size, budget = 3 << 20, 8 << 20
+	h := newHarnessWith(t, gerrittest.Options{}, nil, Options{WebhookMemory: budget, WebhookWait: 2 * time.Minute})
+	srv := httptest.NewServer(h.in.WebhookHandler())
+	defer srv.Close()
+	// Well-formed events of exactly size bytes: comments that ask for nothing.
+	body := func(i int) []byte {
+		ev := commentAdded(nginx, "9.0", 950+i, 1, psRev, "", 1700000000+i)
+		pad := strings.Repeat("x", size-len(ev))
+		return []byte(strings.Replace(ev, `"comment":""`, `"comment":"`+pad+`"`, 1))
+	}
+	const n = 4
+	writers := make([]*io.PipeWriter, n)
+	status := make(chan int, n)
+	for i := range n {
+		pr, pw := io.Pipe()
+		writers[i] = pw
+		req, err := http.NewRequest(http.MethodPost, srv.URL+"/gerrit/webhook/review?secret=s3cret", pr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ContentLength = size
+		go func() {
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				status <- 0
+				return
+			}
+			resp.Body.Close()
+			status <- resp.StatusCode
+		}()
+	}
+	// Each sends its first MiB and stalls: two fit the budget and are
+	// being read, two wait.
+	bodies := make([][]byte, n)
+	for i := range n {
+		bodies[i] = body(i)
+		go writers[i].Write(bodies[i][:1<<20]) //nolint:errcheck // the rest follows
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: in use %v, waits %v", what, h.counter("kiln_gerrit_webhook_body_bytes"), h.counter("kiln_gerrit_webhook_body_waits_total"))
+			}
+		}
+	}
+	waitFor("two bodies read, two waiting", func() bool {
+		return h.counter("kiln_gerrit_webhook_body_bytes") == 2*size && h.counter("kiln_gerrit_webhook_body_waits_total") == 2
+	})
+	for i := range n {
+		go func() {
+			writers[i].Write(bodies[i][1<<20:]) //nolint:errcheck // the status tells
+			writers[i].Close()
+		}()
+	}
+	for range n {
+		if s := <-status; s != http.StatusNoContent {
+			t.Errorf("status %d, want 204", s)
+		}
+	}
+	if peak := h.in.bodyPeak.Load(); peak > budget {
+		t.Errorf("%d bytes of bodies held at once, budget %d", peak, budget)
+	}
+	waitFor("all read", func() bool { return h.counter("kiln_gerrit_webhook_body_bytes") == 0 })
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -179,6 +180,8 @@ const (
 	MaxArgBytes    = 256 << 10
 	MaxGlobs       = 64
 	MaxLabelLength = 128
+	// MaxTimeout bounds a job's time limit.
+	MaxTimeout = 30 * 24 * time.Hour
 )
 
 // Validate checks a spec from an untrusted client; the error says what is
@@ -217,7 +220,7 @@ func (s *Spec) Validate() error {
 	for _, a := range append(append([]string(nil), s.Command...), s.Env...) {
 		n += len(a)
 		if strings.IndexByte(a, 0) >= 0 {
-			return fmt.Errorf("argument or environment entry %q contains a NUL byte", a)
+			return fmt.Errorf("argument or environment entry %s contains a NUL byte", Clip(a))
 		}
 	}
 	if n > MaxArgBytes {
@@ -225,7 +228,7 @@ func (s *Spec) Validate() error {
 	}
 	for _, e := range s.Env {
 		if i := strings.IndexByte(e, '='); i <= 0 {
-			return fmt.Errorf("environment entry %q: use KEY=VALUE", e)
+			return fmt.Errorf("environment entry %s: use KEY=VALUE", Clip(e))
 		}
 	}
 	if len(s.ArtifactGlobs) > MaxGlobs {
@@ -233,26 +236,39 @@ func (s *Spec) Validate() error {
 	}
 	for _, g := range s.ArtifactGlobs {
 		if _, err := path.Match(g, ""); err != nil {
-			return fmt.Errorf("artifact glob %q: %w", g, err)
+			return fmt.Errorf("artifact glob %s: %w", Clip(g), err)
 		}
 		if err := CleanRelative(g); err != nil {
-			return fmt.Errorf("artifact glob %q: %w", g, err)
+			return fmt.Errorf("artifact glob %s: %w", Clip(g), err)
 		}
 	}
 	if s.Timeout < 0 {
 		return fmt.Errorf("timeout %s is negative", s.Timeout)
 	}
+	if s.Timeout > MaxTimeout {
+		return fmt.Errorf("timeout %s is over the limit of %s", s.Timeout.Truncate(time.Second), MaxTimeout)
+	}
 	return nil
+}
+
+// Clip quotes s for a message: whole when short, else its first bytes
+// and its length, so that an error never echoes megabytes of input.
+func Clip(s string) string {
+	const keep = 40
+	if len(s) <= keep {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:keep]), len(s))
 }
 
 // ValidateLabel checks one label.
 func ValidateLabel(k, v string) error {
 	if k == "" || len(k) > MaxLabelLength || len(v) > MaxLabelLength {
-		return fmt.Errorf("label %q=%q: keys must be 1 to %d characters, values at most %d", k, v, MaxLabelLength, MaxLabelLength)
+		return fmt.Errorf("label %s=%s: keys must be 1 to %d characters, values at most %d", Clip(k), Clip(v), MaxLabelLength, MaxLabelLength)
 	}
 	for _, r := range k + v {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:", r)) {
-			return fmt.Errorf("label %q=%q: use letters, digits and - _ . / : only", k, v)
+			return fmt.Errorf("label %s=%s: use letters, digits and - _ . / : only", Clip(k), Clip(v))
 		}
 	}
 	return nil
@@ -273,15 +289,15 @@ func (b *Build) Validate() error {
 	}
 	for _, s := range b.Sources {
 		if s.URL == "" || strings.ContainsAny(s.URL, "\n\r\x00 ") {
-			return fmt.Errorf("source URL %q is empty or has spaces or control characters", s.URL)
+			return fmt.Errorf("source URL %s is empty or has spaces or control characters", Clip(s.URL))
 		}
 		if len(s.Commit) != 40 || strings.Trim(s.Commit, "0123456789abcdef") != "" {
-			return fmt.Errorf("source %s commit %q: give the full 40-hex commit id", s.URL, s.Commit)
+			return fmt.Errorf("source %s commit %s: give the full 40-hex commit id", Clip(s.URL), Clip(s.Commit))
 		}
 		switch s.Role {
 		case "combined", "code", "packaging":
 		default:
-			return fmt.Errorf("source %s role %q: use combined, code or packaging", s.URL, s.Role)
+			return fmt.Errorf("source %s role %s: use combined, code or packaging", Clip(s.URL), Clip(s.Role))
 		}
 	}
 	return nil

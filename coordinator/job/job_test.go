@@ -1,6 +1,7 @@
 package job
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -115,4 +116,21 @@ func FuzzParseLabels(f *testing.F) {
 			t.Fatalf("round trip of %q: %v %v", s, again, err)
 		}
 	})
+}
+
+// An error about a value quotes a few dozen bytes of it, never megabytes.
+func TestValidateDoesNotEchoLargeInput(t *testing.T) {
+	t.Parallel()
+	big := strings.Repeat("y", 3<<20)
+	for name, s := range map[string]Spec{
+		"env without =":   {Kind: Command, Command: []string{"true"}, Env: []string{big}},
+		"NUL in argument": {Kind: Command, Command: []string{"true", big[:100<<10] + "\x00"}},
+		"long label":      {Kind: Command, Command: []string{"true"}, Labels: map[string]string{"os": big}},
+		"bad glob":        {Kind: Command, Command: []string{"true"}, ArtifactGlobs: []string{"[" + big}},
+	} {
+		err := s.Validate()
+		if err == nil || len(err.Error()) > 300 {
+			t.Errorf("%s: error of %d bytes: %.200v", name, len(fmt.Sprint(err)), err)
+		}
+	}
 }

@@ -31,6 +31,10 @@ type Config struct {
 	// LostAfter is how long a session may go without a heartbeat before its
 	// worker is declared lost and its jobs re-queued.
 	LostAfter time.Duration
+	// ReclaimAfter is how long a job restored as running after a restart
+	// waits for its worker to register and claim it before it is
+	// re-queued; zero means LostAfter.
+	ReclaimAfter time.Duration
 	// RetryCap is how many attempts a job gets before an infrastructure
 	// failure becomes final.
 	RetryCap int
@@ -116,6 +120,8 @@ type worker struct {
 
 type session struct {
 	id       string
+	instance string // the worker process's instance, see RegisterAs
+	addr     string // where it registered from
 	w        *worker
 	lastSeen time.Time
 	draining bool // the worker itself is shutting down
@@ -161,6 +167,9 @@ func New(cfg Config, clock Clock) *Scheduler {
 	if cfg.LostAfter <= 0 {
 		cfg.LostAfter = 30 * time.Second
 	}
+	if cfg.ReclaimAfter <= 0 {
+		cfg.ReclaimAfter = cfg.LostAfter
+	}
 	return &Scheduler{
 		cfg: cfg, clock: clock,
 		live:      map[string]*job.Job{},
@@ -188,7 +197,7 @@ func (s *Scheduler) Restore(jobs []*job.Job) {
 		case job.Queued:
 			s.push(j, j.CreatedAt)
 		case job.Running:
-			s.orphans[j.ID] = orphan{j: j, deadline: now.Add(s.cfg.LostAfter)}
+			s.orphans[j.ID] = orphan{j: j, deadline: now.Add(s.cfg.ReclaimAfter)}
 		}
 	}
 }
@@ -348,16 +357,45 @@ func hasValue(have, v string) bool {
 	return false
 }
 
-// Register starts a session for a worker. Jobs the worker says it still
+// Peer is who registers: the worker process's instance (kept in its work
+// dir, so the same after a restart) and its network address.
+type Peer struct {
+	Instance string
+	Addr     string
+}
+
+// ErrNameInUse means another worker process is connected under the name.
+var ErrNameInUse = errors.New("worker name in use")
+
+// Register is RegisterAs for a worker that gives no instance.
+func (s *Scheduler) Register(name string, labels map[string]string, slots int, running []RunningJob) (id string, abandon []RunningJob, changed []*job.Job) {
+	id, abandon, changed, _ = s.RegisterAs(Peer{}, name, labels, slots, running)
+	return id, abandon, changed
+}
+
+// RegisterAs starts a session for a worker. While the worker's session
+// is alive (heard from within LostAfter), a registration from another
+// instance is a second process with the same name: it is refused with
+// ErrNameInUse, and the first keeps its session. The same instance (the
+// worker restarted after a crash) takes the session over at once, and
+// anyone may once the old session is known dead. Jobs the worker says it still
 // runs are re-attached when the scheduler also has them running on this
 // worker with the same attempt; the others are returned to be abandoned.
 // Jobs the scheduler had running on an earlier session of the same worker
 // and that the worker no longer reports are re-queued (returned as changed).
-func (s *Scheduler) Register(name string, labels map[string]string, slots int, running []RunningJob) (id string, abandon []RunningJob, changed []*job.Job) {
+func (s *Scheduler) RegisterAs(p Peer, name string, labels map[string]string, slots int, running []RunningJob) (id string, abandon []RunningJob, changed []*job.Job, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.clock.Now()
 	w := s.workers[name]
+	if w != nil && w.session != nil && w.session.instance != p.Instance && now.Sub(w.session.lastSeen) <= s.cfg.LostAfter {
+		from := w.session.addr
+		if from == "" {
+			from = "an unknown address"
+		}
+		return "", nil, nil, fmt.Errorf("worker %s is already connected from %s (another process with this name; give each worker its own --name, or stop the other one): %w",
+			name, from, ErrNameInUse)
+	}
 	if w == nil {
 		w = &worker{name: name}
 		s.workers[name] = w
@@ -367,20 +405,22 @@ func (s *Scheduler) Register(name string, labels map[string]string, slots int, r
 	if w.drained {
 		w.state = WorkerDraining
 	}
-	ss := &session{id: s.cfg.NewID(), w: w, lastSeen: now, running: map[string]*job.Job{}, assigned: map[string]time.Time{}}
+	ss := &session{id: s.cfg.NewID(), instance: p.Instance, addr: p.Addr, w: w, lastSeen: now, running: map[string]*job.Job{}, assigned: map[string]time.Time{}}
 	old := w.session
 	w.session = ss
 	s.sessions[ss.id] = ss
-	reported := map[string]int{}
+	// By attempt: an abandoned attempt of a job may still be ending beside
+	// the attempt the worker runs now.
+	reported := map[RunningJob]bool{}
 	for _, r := range running {
-		reported[r.JobID] = r.Attempt
+		reported[r] = true
 	}
 	claim := func(j *job.Job) bool {
-		a, ok := reported[j.ID]
-		if ok && a == j.Attempt && j.State == job.Running && j.Worker == name {
+		r := RunningJob{JobID: j.ID, Attempt: j.Attempt}
+		if reported[r] && j.State == job.Running && j.Worker == name {
 			ss.running[j.ID] = j
 			ss.assigned[j.ID] = now
-			delete(reported, j.ID)
+			delete(reported, r)
 			return true
 		}
 		return false
@@ -395,15 +435,25 @@ func (s *Scheduler) Register(name string, labels map[string]string, slots int, r
 		}
 	}
 	for id, o := range s.orphans {
-		if claim(o.j) {
+		switch {
+		case claim(o.j):
 			delete(s.orphans, id)
+		case o.j.Worker == name:
+			// Back without it: the assignment never reached it.
+			delete(s.orphans, id)
+			changed = append(changed, s.requeue(o.j, fmt.Sprintf("worker %s came back without it after a coordinator restart", name)))
 		}
 	}
-	for jid, a := range reported {
-		abandon = append(abandon, RunningJob{JobID: jid, Attempt: a})
+	for r := range reported {
+		abandon = append(abandon, r)
 	}
-	sort.Slice(abandon, func(i, k int) bool { return abandon[i].JobID < abandon[k].JobID })
-	return ss.id, abandon, changed
+	sort.Slice(abandon, func(i, k int) bool {
+		if abandon[i].JobID != abandon[k].JobID {
+			return abandon[i].JobID < abandon[k].JobID
+		}
+		return abandon[i].Attempt < abandon[k].Attempt
+	})
+	return ss.id, abandon, changed, nil
 }
 
 // Heartbeat records that a session is alive. It returns the attempts the
@@ -423,15 +473,15 @@ func (s *Scheduler) Heartbeat(id string, running []RunningJob, draining bool) (c
 	if draining {
 		s.dropWaiters(ss)
 	}
-	reported := map[string]int{}
+	reported := map[RunningJob]bool{}
 	for _, r := range running {
-		reported[r.JobID] = r.Attempt
+		reported[r] = true
 		if j, ok := ss.running[r.JobID]; !ok || j.Attempt != r.Attempt {
 			cancel = append(cancel, r)
 		}
 	}
 	for jid, j := range ss.running {
-		if _, ok := reported[jid]; !ok && now.Sub(ss.assigned[jid]) > s.cfg.LostAfter {
+		if !reported[RunningJob{JobID: jid, Attempt: j.Attempt}] && now.Sub(ss.assigned[jid]) > s.cfg.LostAfter {
 			delete(ss.running, jid)
 			delete(ss.assigned, jid)
 			changed = append(changed, s.requeue(j, fmt.Sprintf("worker %s never started attempt %d", ss.w.name, j.Attempt)))

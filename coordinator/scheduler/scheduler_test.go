@@ -506,3 +506,82 @@ func TestCancelBySupersedeKeyAfterRestore(t *testing.T) {
 		t.Fatalf("cancelled orphan re-queued: %+v", ch)
 	}
 }
+
+// A worker that registers again while an abandoned attempt of a job is
+// still ending beside the attempt it runs now reports both: the current
+// attempt is re-attached, whatever the order, and only the old one is
+// abandoned.
+func TestRegisterKeepsAttemptsOfOneJobApart(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 3)
+	j := f.submit(bookworm(), 0, "", "")
+	s1, _, _ := f.s.Register("w1", bookworm(), 2, nil)
+	if id := f.pull(s1); id != j.ID {
+		t.Fatal("w1 did not get the job")
+	}
+	f.clock.Advance(11 * time.Second)
+	if ch := f.s.Expire(); len(ch) != 1 {
+		t.Fatalf("expired %+v", ch)
+	}
+	s2, _, _ := f.s.Register("w1", bookworm(), 2, []RunningJob{{j.ID, 1}})
+	if id := f.pull(s2); id != j.ID {
+		t.Fatal("w1 did not get attempt 2")
+	}
+	for _, running := range [][]RunningJob{{{j.ID, 2}, {j.ID, 1}}, {{j.ID, 1}, {j.ID, 2}}} {
+		sid, abandon, changed := f.s.Register("w1", bookworm(), 2, running)
+		if len(abandon) != 1 || abandon[0] != (RunningJob{j.ID, 1}) || len(changed) != 0 {
+			t.Fatalf("reported %v: abandon %v, changed %+v; want attempt 1 abandoned and nothing re-queued", running, abandon, changed)
+		}
+		if err := f.s.CheckAttempt(sid, j.ID, 2); err != nil {
+			t.Fatalf("reported %v: attempt 2 not re-attached: %v", running, err)
+		}
+	}
+}
+
+// A second process registering under a live worker's name is refused,
+// saying where the first is connected from, and the first keeps its
+// session; the same instance (a restart after a crash) takes over at
+// once, and another instance once the old session is known dead.
+func TestRegisterRefusesSecondProcessWithTheSameName(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 3)
+	first, _, _, err := f.s.RegisterAs(Peer{Instance: "a", Addr: "10.0.0.1:4000"}, "w1", bookworm(), 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, _, err = f.s.RegisterAs(Peer{Instance: "b", Addr: "10.0.0.2:5000"}, "w1", bookworm(), 1, nil)
+	if !errors.Is(err, ErrNameInUse) || !strings.Contains(err.Error(), "worker w1 is already connected from 10.0.0.1:4000") {
+		t.Fatalf("second process: %v", err)
+	}
+	if _, _, _, err := f.s.Heartbeat(first, nil, false); err != nil {
+		t.Fatalf("first process lost its session: %v", err)
+	}
+	again, _, _, err := f.s.RegisterAs(Peer{Instance: "a", Addr: "10.0.0.1:4001"}, "w1", bookworm(), 1, nil)
+	if err != nil {
+		t.Fatalf("same instance restarted: %v", err)
+	}
+	f.clock.Advance(5 * time.Second)
+	if _, _, _, err := f.s.RegisterAs(Peer{Instance: "b"}, "w1", bookworm(), 1, nil); !errors.Is(err, ErrNameInUse) {
+		t.Fatalf("second process while the first is alive: %v", err)
+	}
+	f.clock.Advance(6 * time.Second)
+	taken, _, _, err := f.s.RegisterAs(Peer{Instance: "b"}, "w1", bookworm(), 1, nil)
+	if err != nil || taken == again {
+		t.Fatalf("taking over a dead session: %q %v", taken, err)
+	}
+}
+
+// A worker that comes back after a coordinator restart without a job the
+// coordinator had running on it (the assignment never reached it) has
+// that job re-queued at once, not after the reclaim window.
+func TestRegisterRequeuesOrphanTheWorkerDoesNotRun(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 3)
+	now := f.clock.Now()
+	f.s.Restore([]*job.Job{{ID: "a", Seq: 1, State: job.Running, Attempt: 1, Worker: "w1", CreatedAt: now,
+		Spec: job.Spec{Kind: job.Command, Labels: bookworm()}}})
+	_, _, changed := f.s.Register("w1", bookworm(), 1, nil)
+	if len(changed) != 1 || changed[0].ID != "a" || changed[0].State != job.Queued {
+		t.Fatalf("changed %+v, want job a re-queued", changed)
+	}
+}

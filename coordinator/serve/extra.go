@@ -89,7 +89,10 @@ func (e *Extra) Start(ctx context.Context, d HookDeps) (Hooks, error) {
 		}
 		h.Events = events{intake}
 		h.Runners = append(h.Runners, intake.Run)
-		h.HTTP["/gerrit/webhook"] = intake.WebhookHandler()
+		// /gerrit/webhook/<server>, and /gerrit/webhook for a single server.
+		wh := intake.WebhookHandler()
+		h.HTTP["/gerrit/webhook"] = wh
+		h.HTTP["/gerrit/webhook/"] = wh
 	}
 	report := func(j *job.Job, published string) {
 		if intake == nil {
@@ -198,8 +201,12 @@ func (s submitter) CancelBuilds(ctx context.Context, key, reason string) ([]stri
 
 type events struct{ in *gerrit.Intake }
 
-func (e events) ListEvents(ctx context.Context, limit int) ([]api.Event, error) {
-	recs, err := e.in.ListEvents(ctx, limit)
+func (e events) ListEvents(ctx context.Context, limit int, all bool) ([]api.Event, error) {
+	list := e.in.ListEvents
+	if all {
+		list = e.in.ListAllEvents
+	}
+	recs, err := list(ctx, limit)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,11 +60,12 @@ type gerritFleet struct {
 // real fleet and waits for its stream; everything stops with the test.
 func startGerritFleet(ctx context.Context, t *testing.T) *gerritFleet {
 	t.Helper()
-	return startGerritFleetWith(ctx, t, job.Releases{"mos-9.0": {"trusty-amd64": "deb", "centos7-x86_64": "rpm"}})
+	return startGerritFleetWith(ctx, t, job.Releases{"mos-9.0": {"trusty-amd64": "deb", "centos7-x86_64": "rpm"}}, nil)
 }
 
-// startGerritFleetWith is startGerritFleet with the configured releases.
-func startGerritFleetWith(ctx context.Context, t *testing.T, releases job.Releases) *gerritFleet {
+// startGerritFleetWith is startGerritFleet with the configured releases
+// and the intake's configuration changed by edit.
+func startGerritFleetWith(ctx context.Context, t *testing.T, releases job.Releases, edit func(*gerrit.Config)) *gerritFleet {
 	t.Helper()
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "id_ed25519")
@@ -85,6 +89,9 @@ func startGerritFleetWith(ctx context.Context, t *testing.T, releases job.Releas
 		KnownHostsFile: knownHosts, GitURL: filepath.Join(dir, "git") + "/{project}"}}
 	gcfg.Track = nil
 	gcfg.Reconnect = gerrit.Backoff{Min: 10 * time.Millisecond, Max: 100 * time.Millisecond}
+	if edit != nil {
+		edit(&gcfg)
+	}
 
 	st, err := store.Open(ctx, filepath.Join(dir, "coordinator.db"))
 	if err != nil {
@@ -148,7 +155,7 @@ func TestClosedChangeCancelsReviewBuilds(t *testing.T) {
 					built = j
 				}
 			}
-			evs, _ := hooks.Events.ListEvents(ctx, 5)
+			evs, _ := hooks.Events.ListEvents(ctx, 5, false)
 			return built != nil, fmt.Sprintf("no build of change %s queued (%v); events %+v", change, err, evs)
 		})
 		return built
@@ -181,7 +188,7 @@ func TestClosedChangeCancelsReviewBuilds(t *testing.T) {
 	if err := f.Complete(ctx, sess, running.ID, 1, scheduler.Outcome{}); !errors.Is(err, scheduler.ErrStale) {
 		t.Fatalf("result of the cancelled build: %v, want it refused", err)
 	}
-	evs, err := hooks.Events.ListEvents(ctx, 2)
+	evs, err := hooks.Events.ListEvents(ctx, 2, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +243,7 @@ func TestSharedReviewBuildVotesForEveryRequest(t *testing.T) {
 		t.Helper()
 		eventually(ctx, t, func() (bool, string) {
 			// Still read when ctx has ended, to say what was logged.
-			evs, err := g.hooks.Events.ListEvents(context.WithoutCancel(ctx), 10)
+			evs, err := g.hooks.Events.ListEvents(context.WithoutCancel(ctx), 10, false)
 			if err != nil || len(evs) < n {
 				return false, fmt.Sprintf("events %+v (%v), want %d", evs, err, n)
 			}
@@ -317,5 +324,68 @@ func eventually(ctx context.Context, t *testing.T, cond func() (ok bool, state s
 			t.Fatal(state)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestGerritWebhookPerServer: with two Gerrit servers, each with its own
+// webhook secret, each reaches the coordinator's HTTP listener at
+// /gerrit/webhook/<name> with its own secret only.
+func TestGerritWebhookPerServer(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	g := startGerritFleetWith(ctx, t, job.Releases{"mos-9.0": {"trusty-amd64": "deb", "centos7-x86_64": "rpm"}}, func(c *gerrit.Config) {
+		c.Servers[0].WebhookSecret = "first-secret"
+		second := c.Servers[0]
+		second.Name, second.WebhookSecret, second.DisableStream = "second", "second-secret", true
+		c.Servers = append(c.Servers, second)
+	})
+	// As serve mounts the hooks.
+	mux := http.NewServeMux()
+	for p, h := range g.hooks.HTTP {
+		mux.Handle(p, h)
+	}
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	event := gerritEvent(t, "v3-patchset-created.json", "501")
+	for _, tc := range []struct {
+		path string
+		want int
+	}{
+		{"/gerrit/webhook/review?secret=first-secret", http.StatusNoContent},
+		{"/gerrit/webhook/second?secret=second-secret", http.StatusNoContent},
+		{"/gerrit/webhook/second?secret=first-secret", http.StatusUnauthorized},
+		{"/gerrit/webhook/review?secret=second-secret", http.StatusUnauthorized},
+		{"/gerrit/webhook?secret=first-secret", http.StatusNotFound}, // which server?
+		{"/gerrit/webhook/third?secret=first-secret", http.StatusNotFound},
+	} {
+		resp, err := srv.Client().Post(srv.URL+tc.path, "application/json", strings.NewReader(event))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("POST %s: %d %s, want %d", tc.path, resp.StatusCode, body, tc.want)
+		}
+	}
+	// Each server's event is its own: one review build each.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		evs, err := g.hooks.Events.ListEvents(ctx, 10, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		built := map[string]bool{}
+		for _, e := range evs {
+			if e.Action == gerrit.ActionBuilt {
+				built[e.Server] = true
+			}
+		}
+		if built["review"] && built["second"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("events = %+v, want one built per server", evs)
+		}
 	}
 }

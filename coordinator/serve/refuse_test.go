@@ -18,10 +18,10 @@ func TestGerritBuildOfUnknownTargetIsRefused(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	g := startGerritFleetWith(ctx, t, job.Releases{"mos-9.0": {"centos7-x86_64": "rpm"}})
+	g := startGerritFleetWith(ctx, t, job.Releases{"mos-9.0": {"centos7-x86_64": "rpm"}}, nil)
 	g.srv.Send(gerritEvent(t, "v3-patchset-created.json", "1234"))
 	eventually(ctx, t, func() (bool, string) {
-		evs, err := g.hooks.Events.ListEvents(ctx, 5)
+		evs, err := g.hooks.Events.ListEvents(ctx, 5, true)
 		if err != nil || len(evs) == 0 {
 			return false, fmt.Sprintf("no event recorded (%v)", err)
 		}

@@ -29,6 +29,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/store"
 	"github.com/kiln-build/kiln/coordinator/web"
 	"github.com/kiln-build/kiln/internal/opshttp"
+	"github.com/kiln-build/kiln/internal/reconnect"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
@@ -55,15 +56,23 @@ type Config struct {
 	WorkerTokens      map[string]string `yaml:"worker_tokens"`
 	HeartbeatInterval time.Duration     `yaml:"heartbeat_interval"`
 	LostAfter         time.Duration     `yaml:"lost_after"`
-	RetryCap          int               `yaml:"retry_cap"`
-	DefaultTimeout    time.Duration     `yaml:"default_timeout"`
+	// ReclaimWindow is how long, after a restart, a running job waits for
+	// its worker to come back and re-attach it before it runs again
+	// elsewhere. Zero derives it from how soon a worker returns after an
+	// outage (ReclaimWindowFor); a value set must not be shorter.
+	ReclaimWindow  time.Duration `yaml:"reclaim_window"`
+	RetryCap       int           `yaml:"retry_cap"`
+	DefaultTimeout time.Duration `yaml:"default_timeout"`
 	// QueueTimeout ends a job that no worker has started this long after
 	// it was submitted, as an error saying why it waited (a target no
 	// worker serves); 0 lets jobs wait for ever.
-	QueueTimeout    time.Duration            `yaml:"queue_timeout"`
-	MaxArtifactSize int64                    `yaml:"max_artifact_size"`
-	Releases        map[string]fleet.Release `yaml:"releases"`
-	Log             LogConfig                `yaml:"log"`
+	QueueTimeout    time.Duration `yaml:"queue_timeout"`
+	MaxArtifactSize int64         `yaml:"max_artifact_size"`
+	// MaxLogSize bounds the output kept of one job: over it, its first
+	// and last halves are kept with a line where it was cut. 0: no bound.
+	MaxLogSize int64                    `yaml:"max_log_size"`
+	Releases   map[string]fleet.Release `yaml:"releases"`
+	Log        LogConfig                `yaml:"log"`
 	// Extra is configuration of optional subsystems (Gerrit intake,
 	// publisher hand-off); see Hooks.
 	Extra Extra `yaml:",inline"`
@@ -80,7 +89,7 @@ func Defaults() Config {
 	return Config{
 		Listen: "127.0.0.1:7420", HTTPListen: "127.0.0.1:7421", StateDir: "/var/lib/kiln/coordinator",
 		HeartbeatInterval: 3 * time.Second, LostAfter: 15 * time.Second, RetryCap: 3,
-		DefaultTimeout: 6 * time.Hour, MaxArtifactSize: 4 << 30, QueueTimeout: 24 * time.Hour,
+		DefaultTimeout: 6 * time.Hour, MaxArtifactSize: 4 << 30, QueueTimeout: 24 * time.Hour, MaxLogSize: 128 << 20,
 	}
 }
 
@@ -112,6 +121,13 @@ func (c *Config) Validate() error {
 	if c.QueueTimeout < 0 {
 		return fmt.Errorf("queue_timeout %s is negative: give a duration such as 1h, or 0 to wait for ever", c.QueueTimeout)
 	}
+	if min := reconnect.Within + c.HeartbeatInterval; c.ReclaimWindow != 0 && c.ReclaimWindow < min {
+		return fmt.Errorf("reclaim_window %s is shorter than a worker may take to come back after an outage (%s: its longest reconnect delay, then a heartbeat): set at least %s, or leave it out to have it derived",
+			c.ReclaimWindow, min, min)
+	}
+	if c.MaxLogSize < 0 || c.MaxLogSize > 0 && c.MaxLogSize < 64<<10 {
+		return fmt.Errorf("max_log_size %d: give at least 65536 bytes, or 0 for no bound", c.MaxLogSize)
+	}
 	if c.RetryCap < 1 {
 		return fmt.Errorf("retry_cap %d: at least 1", c.RetryCap)
 	}
@@ -123,6 +139,16 @@ func (c *Config) Validate() error {
 		}
 	}
 	return c.Extra.Validate()
+}
+
+// ReclaimWindowFor returns the reclaim window: the one set, or one derived
+// from how soon a worker comes back after an outage (reconnect.Within)
+// with two heartbeats to spare, and never shorter than lost_after.
+func (c *Config) ReclaimWindowFor() time.Duration {
+	if c.ReclaimWindow != 0 {
+		return c.ReclaimWindow
+	}
+	return max(reconnect.Within+2*c.HeartbeatInterval, c.LostAfter)
 }
 
 // Run serves until ctx ends.
@@ -144,8 +170,8 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	reg.MustRegister(wait)
 
 	f, err := fleet.New(ctx, fleet.Config{
-		StateDir: cfg.StateDir, LostAfter: cfg.LostAfter, RetryCap: cfg.RetryCap, DefaultTimeout: cfg.DefaultTimeout,
-		MaxArtifactSize: cfg.MaxArtifactSize, Releases: cfg.Releases, Started: func(d time.Duration) { wait.Observe(d.Seconds()) },
+		StateDir: cfg.StateDir, LostAfter: cfg.LostAfter, ReclaimWindow: cfg.ReclaimWindowFor(), RetryCap: cfg.RetryCap, DefaultTimeout: cfg.DefaultTimeout,
+		MaxArtifactSize: cfg.MaxArtifactSize, MaxLogSize: cfg.MaxLogSize, Releases: cfg.Releases, Started: func(d time.Duration) { wait.Observe(d.Seconds()) },
 	}, st, logger.Named("fleet"))
 	if err != nil {
 		return err
@@ -175,6 +201,7 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		}
 	}
 	opts = append(opts, grpc.MaxRecvMsgSize(8<<20))
+	opts = append(opts, requestOptions()...)
 	gs := grpc.NewServer(opts...)
 	pb.RegisterCoordinatorServiceServer(gs, api.NewClientServer(f, api.ClientOptions{Releases: releases, Events: hooks.Events, Publish: hooks.Publish}))
 	releaseSvc := fleet.NewReleases(f)
@@ -199,9 +226,14 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	}
 	var hsrv *http.Server
 	if cfg.HTTPListen != "" {
-		mux := opshttp.Mux(reg)
+		mux := opshttp.Mux(reg, f.Health)
 		mux.HandleFunc("/logs/", func(w http.ResponseWriter, r *http.Request) { serveLog(w, r, f) })
-		pages := web.New(web.Config{Actions: cfg.Dev, Events: hooks.Events, Logger: logger.Named("web")}, f)
+		var names []string
+		for n := range cfg.Releases {
+			names = append(names, n)
+		}
+		pages := web.New(web.Config{Actions: cfg.Dev, Events: hooks.Events, Releases: releaseSvc, ReleaseNames: names,
+			Publish: hooks.Publish, Logger: logger.Named("web")}, f)
 		pages.Register(mux)
 		g.Go(func() error { return pages.Run(gctx) })
 		open := []string{"/metrics", "/healthz"}
@@ -294,6 +326,9 @@ func serveLog(w http.ResponseWriter, r *http.Request, f *fleet.Fleet) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	// A job's output is whatever the job printed: never let a browser
+	// guess it is HTML or script.
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	_, err := f.StreamLog(r.Context(), id, 0, false, func(b []byte) error { _, err := w.Write(b); return err })
 	if errors.Is(err, fleet.ErrNotFound) {
 		http.Error(w, err.Error(), http.StatusNotFound)

@@ -1,11 +1,20 @@
 package serve
 
 import (
+	"context"
+	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/kiln-build/kiln/coordinator/fleet"
+	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/coordinator/store"
 	"github.com/kiln-build/kiln/internal/config"
+	"github.com/kiln-build/kiln/internal/reconnect"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
 )
 
@@ -38,6 +47,8 @@ func TestValidate(t *testing.T) {
 			c.TLS = tlsconfig.Files{Cert: "c.pem", Key: "k.pem", CA: "ca.pem"}
 			c.PublicURL = "http://kiln.example.org"
 		}, `public_url "http://kiln.example.org": outside --dev http_listen serves HTTPS`},
+		{"tiny log cap", func(c *Config) { c.MaxLogSize = 100 }, "max_log_size 100"},
+		{"reclaim window shorter than a worker's return", func(c *Config) { c.ReclaimWindow = reconnect.Within }, "reclaim_window " + reconnect.Within.String() + " is shorter"},
 		{"bad format", func(c *Config) {
 			c.Releases = map[string]fleet.Release{"r": {Targets: map[string]string{"t": "tgz"}}}
 		}, `format "tgz"`},
@@ -54,5 +65,54 @@ func TestValidate(t *testing.T) {
 	bad := Defaults()
 	if err := config.Decode("c.yaml", []byte("listen: x\nlisten_addr: y\n"), &bad); err == nil || !strings.Contains(err.Error(), "c.yaml: line 2: field listen_addr not found") {
 		t.Errorf("unknown key: %v", err)
+	}
+}
+
+// The reclaim window, derived or set, always covers a worker's return
+// after an outage: its longest reconnect delay and a heartbeat.
+func TestReclaimWindowCoversWorkerReturn(t *testing.T) {
+	t.Parallel()
+	cfg := Defaults()
+	cfg.Dev = true
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	need := reconnect.Within + cfg.HeartbeatInterval
+	if got := cfg.ReclaimWindowFor(); got < need {
+		t.Fatalf("derived reclaim window %s, want at least %s", got, need)
+	}
+	cfg.LostAfter = 10 * time.Minute
+	if got := cfg.ReclaimWindowFor(); got != cfg.LostAfter {
+		t.Fatalf("derived reclaim window %s, want lost_after %s", got, cfg.LostAfter)
+	}
+	cfg.ReclaimWindow = need
+	if err := cfg.Validate(); err != nil || cfg.ReclaimWindowFor() != need {
+		t.Fatalf("reclaim window set to %s: %v, %s", need, err, cfg.ReclaimWindowFor())
+	}
+}
+
+// /logs/ID is plain text that no browser may take for anything else.
+func TestLogsAreServedAsPlainTextWithoutSniffing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := store.Open(ctx, filepath.Join(dir, "coordinator.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	f, err := fleet.New(ctx, fleet.Config{StateDir: dir}, st, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, _, err := f.Submit(ctx, job.Spec{Kind: job.Command, Command: []string{"true"}, Labels: map[string]string{"os": "linux"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	serveLog(rec, httptest.NewRequest("GET", "/logs/"+j.ID, nil), f)
+	h := rec.Result().Header
+	if rec.Code != 200 || h.Get("Content-Type") != "text/plain; charset=utf-8" || h.Get("X-Content-Type-Options") != "nosniff" {
+		t.Fatalf("status %d, headers %v", rec.Code, h)
 	}
 }

@@ -11,11 +11,13 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/kiln-build/kiln/coordinator/job"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // ErrNotFound means no job has that id.
@@ -128,6 +130,16 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	s := &Store{db: db, upsert: up, addNote: an, writes: make(chan writeReq, 1024), closed: make(chan struct{})}
 	go s.writer()
 	return s, nil
+}
+
+// IsFull reports whether err is a write that failed for lack of space:
+// the disk, or the database's size limit, is full.
+func IsFull(err error) bool {
+	var se *sqlite.Error
+	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL {
+		return true
+	}
+	return errors.Is(err, syscall.ENOSPC)
 }
 
 // DB returns the database for packages that keep tables of their own.

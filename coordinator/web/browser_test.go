@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/net/websocket"
 
+	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/coordinator/scheduler"
 	"github.com/kiln-build/kiln/internal/testenv"
 )
@@ -329,5 +330,42 @@ func (b *browser) waitFor(t *testing.T, expr string, ok func(any) bool) {
 			t.Fatalf("waited 20s for %s; it is %v", expr, v)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A queued job is cancelled from its page in a real browser: the form
+// posts from the page's own origin, the fleet cancels the job, and the
+// page it leads back to says so. With KILN_WEB_SCREENSHOTS set, the job
+// list and the release pages are saved too.
+func TestBrowserCancelsJob(t *testing.T) {
+	bin := testenv.Tool(t, "chromium")
+	rf := newReleaseFleet(t, "mos-9.0")
+	built := rf.build("mos-9.0", "hello", 1)
+	queued := rf.submit(pkgSpec("mos-9.0", "world", "cli", 2))
+	srv := serve(t, rf, Config{Actions: true, Releases: rf.rel, ReleaseNames: []string{"mos-9.0"}})
+
+	b := startBrowser(t, bin)
+	for _, m := range []string{"Page.enable", "Runtime.enable", "Log.enable"} {
+		b.call(t, m, nil)
+	}
+	b.call(t, "Page.navigate", map[string]any{"url": srv.URL + "/jobs/" + queued.ID})
+	state := `document.getElementById("job-state") && document.getElementById("job-state").textContent`
+	b.waitFor(t, state, func(v any) bool { return v == "queued" })
+	// Clicked after the evaluation returns: the click leaves the page.
+	b.eval(t, `setTimeout(() => document.querySelector('form[action$="/cancel"] button').click(), 0), true`)
+	b.waitFor(t, state, func(v any) bool { return v == "canceled" })
+	if j, _, err := rf.Get(context.Background(), queued.ID); err != nil || j.State != job.Canceled {
+		t.Fatalf("after the cancel form: %v %v, want canceled", j, err)
+	}
+	if v := b.violations(); len(v) > 0 {
+		t.Errorf("the job page broke its Content-Security-Policy or threw: %q", v)
+	}
+	if dir := os.Getenv("KILN_WEB_SCREENSHOTS"); dir != "" {
+		for _, page := range []string{"jobs:/jobs?release=mos-9.0", "releases:/releases", "release:/releases/mos-9.0", "build:/jobs/" + built.ID} {
+			name, path, _ := strings.Cut(page, ":")
+			b.call(t, "Page.navigate", map[string]any{"url": srv.URL + path})
+			b.waitFor(t, `document.readyState`, func(v any) bool { return v == "complete" })
+			b.screenshot(t, filepath.Join(dir, name+".png"))
+		}
 	}
 }

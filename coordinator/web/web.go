@@ -32,6 +32,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/fleet"
 	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/coordinator/scheduler"
+	"github.com/kiln-build/kiln/coordinator/store"
 )
 
 //go:embed templates/*.html static/*
@@ -46,6 +47,15 @@ type Fleet interface {
 	OpenArtifact(ctx context.Context, jobID, name string) (*os.File, job.Artifact, error)
 	Workers() []scheduler.WorkerInfo
 	Drain(ctx context.Context, name string, on bool) (scheduler.WorkerInfo, error)
+	Cancel(ctx context.Context, id, reason string) (*job.Job, error)
+	Rebuild(ctx context.Context, id string, verify bool) (*job.Job, error)
+	// Store pages and filters the job lists, as ListJobs does.
+	Store() *store.Store
+}
+
+// Releases shows releases: what the ReleaseService's GetRelease calls.
+type Releases interface {
+	Show(ctx context.Context, release string) (*fleet.ReleaseInfo, error)
 }
 
 // Config configures the pages.
@@ -57,7 +67,18 @@ type Config struct {
 	Actions bool
 	// Events lists Gerrit events; nil when Gerrit intake is off.
 	Events api.EventLister
-	Logger hclog.Logger
+	// Releases shows releases; nil leaves /releases out.
+	Releases Releases
+	// ReleaseNames are the releases in the coordinator's config, listed
+	// on /releases.
+	ReleaseNames []string
+	// Publish stops a pending publish when a job is cancelled, as
+	// CancelJob does; nil without a publisher.
+	Publish api.PublishCanceler
+	// PageSize is the number of jobs on a page of the job list; 0 means
+	// defaultPageSize.
+	PageSize int
+	Logger   hclog.Logger
 	// Now is the clock for elapsed times; time.Now when nil.
 	Now func() time.Time
 }
@@ -76,8 +97,13 @@ const (
 	// goes on from there.
 	inlineLog   = 512 << 10
 	recentJobs  = 50
+	recentScan  = 1000
 	listedJobs  = 500
 	listedEvent = 100
+	// defaultPageSize is the jobs on a page of the job list.
+	defaultPageSize = 100
+	// releaseJobs is the newest jobs of a release its page lists.
+	releaseJobs = 20
 )
 
 // New builds the server.
@@ -88,19 +114,25 @@ func New(cfg Config, f Fleet) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.PageSize <= 0 {
+		cfg.PageSize = defaultPageSize
+	}
 	s := &Server{cfg: cfg, f: f, pages: map[string]*template.Template{}, quit: make(chan struct{})}
 	funcs := template.FuncMap{
-		"ts":    func(t time.Time) string { return formatTime(t) },
-		"dur":   formatDuration,
-		"since": func(t time.Time) string { return formatDuration(cfg.Now().Sub(t)) },
-		"short": func(s string) string { return shorten(s, 12) },
-		"size":  formatSize,
-		"jobURL": func(id string) string {
-			return "/jobs/" + url.PathEscape(id)
+		"ts":     func(t time.Time) string { return formatTime(t) },
+		"dur":    formatDuration,
+		"since":  func(t time.Time) string { return formatDuration(cfg.Now().Sub(t)) },
+		"short":  func(s string) string { return shorten(s, 12) },
+		"size":   formatSize,
+		"jobURL": jobURL,
+		"title":  jobTitle,
+		"releaseURL": func(name string) string {
+			return "/releases/" + url.PathEscape(name)
 		},
-		"title": jobTitle,
+		"verifyClass": verifyClass,
+		"jobsURL":     jobsURL,
 	}
-	for _, p := range []string{"overview", "job", "workers", "events", "error"} {
+	for _, p := range []string{"overview", "jobs", "job", "workers", "events", "releases", "release", "error"} {
 		s.pages[p] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(files, "templates/layout.html", "templates/"+p+".html"))
 	}
 	return s
@@ -111,7 +143,11 @@ func (s *Server) Register(mux *http.ServeMux) {
 	static, _ := fs.Sub(files, "static")
 	mux.Handle("GET /static/", secure(http.StripPrefix("/static/", http.FileServerFS(static))))
 	mux.Handle("GET /{$}", secure(http.HandlerFunc(s.overview)))
+	mux.Handle("GET /jobs", secure(http.HandlerFunc(s.jobList)))
 	mux.Handle("GET /jobs/{id}", secure(http.HandlerFunc(s.jobPage)))
+	mux.Handle("POST /jobs/{id}/{action}", secure(http.HandlerFunc(s.jobAction)))
+	mux.Handle("GET /releases", secure(http.HandlerFunc(s.releases)))
+	mux.Handle("GET /releases/{name}", secure(http.HandlerFunc(s.release)))
 	mux.Handle("GET /jobs/{id}/log/events", secure(http.HandlerFunc(s.logEvents)))
 	mux.Handle("GET /jobs/{id}/artifacts/{name...}", secure(http.HandlerFunc(s.artifact)))
 	mux.Handle("GET /workers", secure(http.HandlerFunc(s.workers)))
@@ -190,13 +226,10 @@ type jobRow struct {
 
 type overviewPage struct {
 	Title    string
-	State    string
-	States   []string
+	Filter   listFilter
 	Queued   []jobRow
 	Running  []jobRow
 	Recent   []jobRow
-	Filtered []jobRow
-	Limit    int
 	Capacity capacity
 }
 
@@ -207,48 +240,71 @@ type capacity struct {
 
 func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	p := overviewPage{Title: "Overview", States: []string{"queued", "running", "succeeded", "failed", "error", "canceled"}}
-	if st := r.URL.Query().Get("state"); st != "" {
-		state, err := job.ParseState(st)
-		if err != nil {
-			s.fail(w, r, fmt.Errorf("%w: %v", errBadRequest, err))
-			return
-		}
-		p.State, p.Limit = st, listedJobs
-		jobs, err := s.f.List(ctx, []job.State{state}, listedJobs)
+	if r.URL.RawQuery != "" {
+		// The filters live on /jobs; old links to /?state=X still work.
+		http.Redirect(w, r, "/jobs?"+r.URL.RawQuery, http.StatusSeeOther)
+		return
+	}
+	p := overviewPage{Title: "Overview", Filter: listFilter{States: filterStates}}
+	for _, q := range []struct {
+		dst    *[]jobRow
+		states []job.State
+		limit  int
+	}{
+		{&p.Queued, []job.State{job.Queued}, listedJobs},
+		{&p.Running, []job.State{job.Running}, listedJobs},
+	} {
+		jobs, err := s.f.List(ctx, q.states, q.limit)
 		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
-		p.Filtered = s.rows(ctx, jobs)
-	} else {
-		for _, q := range []struct {
-			dst    *[]jobRow
-			states []job.State
-			limit  int
-		}{
-			{&p.Queued, []job.State{job.Queued}, listedJobs},
-			{&p.Running, []job.State{job.Running}, listedJobs},
-			{&p.Recent, []job.State{job.Succeeded, job.Failed, job.Error, job.Canceled}, recentJobs},
-		} {
-			jobs, err := s.f.List(ctx, q.states, q.limit)
-			if err != nil {
-				s.fail(w, r, err)
-				return
-			}
-			*q.dst = s.rows(ctx, jobs)
-		}
+		*q.dst = s.rows(ctx, jobs)
 	}
+	recent, err := s.recent(ctx)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	p.Recent = s.rows(ctx, recent)
 	p.Capacity = fleetCapacity(s.f.Workers())
 	s.render(w, r, "overview", http.StatusOK, p)
 }
 
-// rows adds each queued job's waiting reason, as GetJob gives it.
+// recent returns the newest finished jobs, up to recentJobs of them among
+// the newest recentScan jobs. It reads the newest jobs in the store's
+// order of sequence numbers, which its index serves at once, and keeps
+// the finished ones: asking the store for the final states instead sorts
+// every finished job there is (the state index does not hold the order),
+// which takes seconds with 100,000 jobs.
+func (s *Server) recent(ctx context.Context) ([]*job.Job, error) {
+	var out []*job.Job
+	f := store.Filter{Limit: recentJobs * 2}
+	for seen := 0; len(out) < recentJobs && seen < recentScan; seen += f.Limit {
+		jobs, next, err := s.f.Store().Query(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		for _, j := range jobs {
+			if j.State.Final() && len(out) < recentJobs {
+				out = append(out, j)
+			}
+		}
+		if next == 0 {
+			break
+		}
+		f.Before = next
+	}
+	return out, nil
+}
+
+// rows adds each live job's state from the scheduler and each queued job's
+// waiting reason, as ListJobs and GetJob give them.
 func (s *Server) rows(ctx context.Context, jobs []*job.Job) []jobRow {
 	out := make([]jobRow, 0, len(jobs))
 	for _, j := range jobs {
 		row := jobRow{Job: j}
-		if j.State == job.Queued {
+		if !j.State.Final() {
 			if cur, why, err := s.f.Get(ctx, j.ID); err == nil {
 				row.Job, row.Waiting = cur, why
 			}
@@ -291,6 +347,9 @@ type jobPage struct {
 	LogOffset int64
 	LogDone   bool
 	LogMore   bool // the page shows only the start; the live log goes on
+	// Actions are the action forms the page offers; none where actions
+	// are off.
+	Actions jobActions
 }
 
 type artifactRow struct {
@@ -306,6 +365,9 @@ func (s *Server) jobPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := jobPage{Title: "Job " + j.ID, Job: j, Waiting: waiting, Labels: job.LabelString(j.Spec.Labels), Review: reviewOf(j.Spec.Origin)}
+	if s.cfg.Actions {
+		p.Actions = actionsFor(j)
+	}
 	now := s.cfg.Now()
 	switch {
 	case !j.StartedAt.IsZero():
@@ -595,7 +657,7 @@ type eventsPage struct {
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	p := eventsPage{Title: "Gerrit events", Off: s.cfg.Events == nil}
 	if !p.Off {
-		evs, err := s.cfg.Events.ListEvents(r.Context(), listedEvent)
+		evs, err := s.cfg.Events.ListEvents(r.Context(), listedEvent, true)
 		if err != nil {
 			s.fail(w, r, err)
 			return

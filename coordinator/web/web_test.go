@@ -244,7 +244,7 @@ func regexpAll(re, s string) []string { return regexp.MustCompile(re).FindAllStr
 
 type fakeEvents []api.Event
 
-func (e fakeEvents) ListEvents(context.Context, int) ([]api.Event, error) { return e, nil }
+func (e fakeEvents) ListEvents(context.Context, int, bool) ([]api.Event, error) { return e, nil }
 
 // sseEvent is one server-sent event.
 type sseEvent struct {

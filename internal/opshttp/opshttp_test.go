@@ -1,6 +1,8 @@
 package opshttp
 
 import (
+	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -35,5 +37,30 @@ func TestMux(t *testing.T) {
 		if !strings.Contains(string(b), "go_goroutines") {
 			t.Error("/metrics lacks the Go runtime's metrics")
 		}
+	}
+}
+
+// A daemon's health checks decide /healthz: any failing one makes it 503
+// with the reason.
+func TestHealthChecks(t *testing.T) {
+	t.Parallel()
+	var failing error
+	srv := httptest.NewServer(Mux(NewRegistry(), func(context.Context) error { return failing }))
+	defer srv.Close()
+	get := func() (int, string) {
+		resp, err := http.Get(srv.URL + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(); code != http.StatusOK || body != "ok\n" {
+		t.Fatalf("healthy: %d %q", code, body)
+	}
+	failing = errors.New("the store cannot write: disk full")
+	if code, body := get(); code != http.StatusServiceUnavailable || !strings.Contains(body, "the store cannot write: disk full") {
+		t.Fatalf("unhealthy: %d %q", code, body)
 	}
 }

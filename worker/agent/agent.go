@@ -6,6 +6,7 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -26,7 +28,9 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/kiln-build/kiln/internal/artifactname"
 	"github.com/kiln-build/kiln/internal/chunks"
+	"github.com/kiln-build/kiln/internal/reconnect"
 	cpb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
 	"github.com/kiln-build/kiln/worker/executor"
@@ -54,6 +58,11 @@ type Config struct {
 	LabelsEvery time.Duration
 	// Metrics counts the jobs run; nil: kept but not registered.
 	Metrics *Metrics
+	// LogSpoolMax bounds the output of one job waiting to be sent (on
+	// disk, in the work dir's log-spool/), e.g. while the coordinator
+	// is unreachable; output over it is dropped, and the log says so.
+	// 0 means 256 MiB.
+	LogSpoolMax int64
 }
 
 // Agent runs jobs for one coordinator.
@@ -63,10 +72,17 @@ type Agent struct {
 	exec   executor.Executor
 	logger hclog.Logger
 
+	// instance identifies this worker's work dir to the coordinator (see
+	// RegisterRequest.instance); set by Run.
+	instance string
+
 	mu       sync.Mutex
 	session  string
 	interval time.Duration
-	running  map[string]*runningJob // by job id
+	// running holds the attempts running here. A job can be handed to
+	// this worker again while an attempt it was told to abandon is still
+	// ending, so an entry is one attempt, never one job.
+	running  map[attemptKey]*runningJob
 	draining bool
 	// labelsDirty: cfg.Labels changed since the coordinator last took
 	// them.
@@ -74,9 +90,13 @@ type Agent struct {
 	regMu       sync.Mutex
 }
 
-type runningJob struct {
+type attemptKey struct {
+	id      string
 	attempt int
-	cancel  context.CancelFunc
+}
+
+type runningJob struct {
+	cancel context.CancelFunc
 }
 
 // New makes an agent on a connection to the coordinator.
@@ -90,11 +110,14 @@ func New(cfg Config, conn grpc.ClientConnInterface, exec executor.Executor, logg
 	if cfg.LabelsEvery <= 0 {
 		cfg.LabelsEvery = 30 * time.Second
 	}
+	if cfg.LogSpoolMax <= 0 {
+		cfg.LogSpoolMax = 256 << 20
+	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
 	return &Agent{cfg: cfg, client: wpb.NewWorkerServiceClient(conn), exec: exec, logger: logger,
-		running: map[string]*runningJob{}, interval: 5 * time.Second}
+		running: map[attemptKey]*runningJob{}, interval: 5 * time.Second}
 }
 
 // Retryable reports whether a failed call may succeed later: the one place
@@ -118,10 +141,15 @@ func (a *Agent) runningList() []*wpb.RunningJob {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	out := make([]*wpb.RunningJob, 0, len(a.running))
-	for id, r := range a.running {
-		out = append(out, &wpb.RunningJob{JobId: id, Attempt: int32(r.attempt)})
+	for k := range a.running {
+		out = append(out, &wpb.RunningJob{JobId: k.id, Attempt: int32(k.attempt)})
 	}
-	sort.Slice(out, func(i, k int) bool { return out[i].JobId < out[k].JobId })
+	sort.Slice(out, func(i, k int) bool {
+		if out[i].JobId != out[k].JobId {
+			return out[i].JobId < out[k].JobId
+		}
+		return out[i].Attempt < out[k].Attempt
+	})
 	return out
 }
 
@@ -137,10 +165,12 @@ func (a *Agent) register(ctx context.Context, stale string) error {
 		return nil
 	}
 	backoff := 200 * time.Millisecond
+	var refused time.Duration
 	for {
 		labels := a.labels()
 		resp, err := a.client.Register(a.authed(ctx), &wpb.RegisterRequest{
 			Name: a.cfg.Name, Labels: labels, Slots: int32(a.cfg.Slots), Running: a.runningList(), Version: "kiln",
+			Instance: a.instance,
 		})
 		if err == nil {
 			a.mu.Lock()
@@ -149,13 +179,25 @@ func (a *Agent) register(ctx context.Context, stale string) error {
 				a.interval = time.Duration(s) * time.Second
 			}
 			for _, r := range resp.GetAbandon() {
-				if j, ok := a.running[r.GetJobId()]; ok && j.attempt == int(r.GetAttempt()) {
+				if j, ok := a.running[attemptKey{r.GetJobId(), int(r.GetAttempt())}]; ok {
 					j.cancel()
 				}
 			}
 			a.mu.Unlock()
 			a.logger.Info("registered", "labels", labelString(labels), "slots", a.cfg.Slots)
 			return nil
+		}
+		if status.Code(err) == codes.AlreadyExists {
+			// Another process runs under this name: wait for it to go
+			// away (or be stopped), slowly, rather than fight it.
+			refused = min(max(2*refused, time.Second), 30*time.Second)
+			a.logger.Error("refused: another worker process is connected under this name; retrying", "error", status.Convert(err).Message(), "in", refused)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(refused):
+			}
+			continue
 		}
 		if !Retryable(err) || status.Code(err) == codes.Unauthenticated && strings.Contains(err.Error(), "token") {
 			return fmt.Errorf("register with the coordinator: %w", err)
@@ -166,9 +208,7 @@ func (a *Agent) register(ctx context.Context, stale string) error {
 			return ctx.Err()
 		case <-time.After(backoff):
 		}
-		if backoff < 5*time.Second {
-			backoff *= 2
-		}
+		backoff = reconnect.Next(backoff)
 	}
 }
 
@@ -245,9 +285,7 @@ func (a *Agent) call(ctx context.Context, what string, fn func(ctx context.Conte
 			return fmt.Errorf("%s: %w (last error: %v)", what, ctx.Err(), err)
 		case <-time.After(backoff):
 		}
-		if backoff < 3*time.Second {
-			backoff *= 2
-		}
+		backoff = reconnect.Next(backoff)
 	}
 }
 
@@ -258,12 +296,20 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := os.MkdirAll(a.cfg.WorkDir, 0o755); err != nil {
 		return fmt.Errorf("make work dir: %w", err)
 	}
+	inst, err := workerInstance(a.cfg.WorkDir)
+	if err != nil {
+		return err
+	}
+	a.instance = inst
 	a.cleanWorkDir()
 	// Jobs get their own context so that they can outlive ctx during the
 	// grace period.
 	jobsCtx, cancelJobs := context.WithCancel(context.Background())
 	defer cancelJobs()
 	if err := a.register(ctx, ""); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it could register
+		}
 		return err
 	}
 	hbCtx, stopHB := context.WithCancel(context.Background())
@@ -313,11 +359,30 @@ func (a *Agent) Run(ctx context.Context) error {
 	return nil
 }
 
+// workerInstance returns the instance id kept in the work dir, making it
+// on first use: a worker restarted on the same work dir is the same
+// instance and takes its old session over at once.
+func workerInstance(workDir string) (string, error) {
+	p := filepath.Join(workDir, "instance")
+	if b, err := os.ReadFile(p); err == nil && len(strings.TrimSpace(string(b))) == 32 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("make worker instance id: %w", err)
+	}
+	id := hex.EncodeToString(b)
+	if err := os.WriteFile(p, []byte(id+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("keep worker instance id in %s: %w", p, err)
+	}
+	return id, nil
+}
+
 // cleanWorkDir removes job directories a previous run left behind.
 func (a *Agent) cleanWorkDir() {
 	entries, _ := os.ReadDir(a.cfg.WorkDir)
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "job-") {
+		if strings.HasPrefix(e.Name(), "job-") || e.Name() == "log-spool" {
 			_ = os.RemoveAll(filepath.Join(a.cfg.WorkDir, e.Name()))
 		}
 	}
@@ -361,8 +426,8 @@ func (a *Agent) heartbeats(ctx context.Context) {
 		}
 		for _, c := range resp.GetCancel() {
 			a.mu.Lock()
-			if j, ok := a.running[c.GetJobId()]; ok && j.attempt == int(c.GetAttempt()) {
-				a.logger.Info("coordinator cancelled job", "job_id", c.GetJobId())
+			if j, ok := a.running[attemptKey{c.GetJobId(), int(c.GetAttempt())}]; ok {
+				a.logger.Info("coordinator cancelled job", "job_id", c.GetJobId(), "attempt", c.GetAttempt())
 				j.cancel()
 			}
 			a.mu.Unlock()
@@ -403,12 +468,13 @@ func (a *Agent) runJob(parent context.Context, asg *wpb.Assignment) {
 	logger := a.logger.With("job_id", id, "attempt", attempt)
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
+	key := attemptKey{id, attempt}
 	a.mu.Lock()
-	a.running[id] = &runningJob{attempt: attempt, cancel: cancel}
+	a.running[key] = &runningJob{cancel: cancel}
 	a.mu.Unlock()
 	defer func() {
 		a.mu.Lock()
-		delete(a.running, id)
+		delete(a.running, key)
 		a.mu.Unlock()
 	}()
 	logger.Info("job started")
@@ -436,6 +502,14 @@ func (a *Agent) runJob(parent context.Context, asg *wpb.Assignment) {
 		a.execute(ctx, asg, dir, lw, req)
 	}
 	lw.Close()
+	if n := lw.Missing(); n > 0 {
+		// The job says so, not only its log (whose note may be lost too).
+		note := fmt.Sprintf("log incomplete: %d bytes of output missing", n)
+		if req.Reason != "" {
+			note = req.Reason + "; " + note
+		}
+		req.Reason = note
+	}
 	if parent.Err() != nil {
 		// Handed back at shutdown: the coordinator re-queues it on goodbye.
 		logger.Info("job handed back")
@@ -474,7 +548,7 @@ func (a *Agent) execute(ctx context.Context, asg *wpb.Assignment, dir string, lo
 	globs := spec.GetArtifactGlobs()
 	if b := spec.GetPackageBuild(); b != nil {
 		ej.Build = buildFromPB(b)
-		globs = append(globs, "out/*")
+		globs = append(globs, "out/*", "base/*")
 	}
 	res, err := a.exec.Run(ctx, ej, log)
 	if err != nil {
@@ -487,6 +561,17 @@ func (a *Agent) execute(ctx context.Context, asg *wpb.Assignment, dir string, lo
 		req.Record = recordToPB(res.Record)
 	}
 	arts, err := a.collect(ctx, dir, globs, asg, log)
+	if status.Code(err) == codes.OutOfRange {
+		// Over the coordinator's limit: the job made it, so the job
+		// fails; running it again would make it again.
+		msg := status.Convert(err).Message()
+		fmt.Fprintf(log, "[kiln worker %s] %s: the job fails\n", a.cfg.Name, msg)
+		req.Failed, req.Reason, req.Artifacts = true, msg, arts
+		if req.ExitCode == 0 {
+			req.ExitCode = 1
+		}
+		return
+	}
 	if err != nil {
 		fmt.Fprintf(log, "[kiln worker %s] artifact upload failed: %v\n", a.cfg.Name, err)
 		req.InfrastructureError, req.Reason = true, "artifact upload: "+err.Error()
@@ -533,21 +618,35 @@ func (a *Agent) collect(ctx context.Context, dir string, globs []string, asg *wp
 			f, err := openArtifact(root, rel)
 			if err != nil {
 				if !errors.Is(err, errNotRegular) {
-					fmt.Fprintf(log, "[kiln] artifact %s refused: %v\n", rel, err)
+					fmt.Fprintf(log, "[kiln] artifact %s refused: %v\n", quoteIfNeeded(rel), err)
 				}
+				continue
+			}
+			if err := artifactname.Check(rel); err != nil {
+				f.Close()
+				fmt.Fprintf(log, "[kiln] artifact %q refused: %v\n", rel, err)
 				continue
 			}
 			seen[rel] = true
 			art, err := a.upload(ctx, f, rel, asg)
 			f.Close()
 			if err != nil {
-				return nil, err
+				return out, err
 			}
 			fmt.Fprintf(log, "[kiln] artifact %s sha256 %s (%d bytes)\n", art.GetName(), art.GetSha256(), art.GetSize())
 			out = append(out, art)
 		}
 	}
 	return out, nil
+}
+
+// quoteIfNeeded returns name as it is when it is a plain name, else
+// quoted, so that no control character of a file name reaches a log.
+func quoteIfNeeded(name string) string {
+	if artifactname.Check(name) != nil {
+		return strconv.Quote(name)
+	}
+	return name
 }
 
 // errNotRegular marks a match that is a directory or a device: skipped

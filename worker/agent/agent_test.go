@@ -15,8 +15,11 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/kiln-build/kiln/coordinator/api"
@@ -41,9 +44,34 @@ func (f fakeExec) Run(ctx context.Context, j executor.Job, log io.Writer) (execu
 type coordinator struct {
 	f    *fleet.Fleet
 	conn *grpc.ClientConn
+
+	mu        sync.Mutex
+	registers []error // every Register call's result
+	logsDown  bool    // AppendLog answers Unavailable
+}
+
+// setLogsDown makes AppendLog fail as if the coordinator were unreachable.
+func (c *coordinator) setLogsDown(down bool) {
+	c.mu.Lock()
+	c.logsDown = down
+	c.mu.Unlock()
+}
+
+// registered returns the results of the Register calls so far.
+func (c *coordinator) registered() []error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]error(nil), c.registers...)
 }
 
 func newCoordinator(t *testing.T) *coordinator {
+	t.Helper()
+	return newCoordinatorWith(t, fleet.Config{LostAfter: 10 * time.Second, RetryCap: 2})
+}
+
+// newCoordinatorWith is newCoordinator with the fleet's config (its
+// StateDir is filled in).
+func newCoordinatorWith(t *testing.T, cfg fleet.Config) *coordinator {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -51,12 +79,30 @@ func newCoordinator(t *testing.T) *coordinator {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := fleet.New(ctx, fleet.Config{StateDir: dir, LostAfter: 10 * time.Second, RetryCap: 2}, st, hclog.NewNullLogger())
+	cfg.StateDir = dir
+	f, err := fleet.New(ctx, cfg, st, hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
 	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer()
+	c := &coordinator{f: f}
+	srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		resp, err := h(ctx, req)
+		if strings.HasSuffix(info.FullMethod, "/Register") {
+			c.mu.Lock()
+			c.registers = append(c.registers, err)
+			c.mu.Unlock()
+		}
+		return resp, err
+	}), grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		c.mu.Lock()
+		down := c.logsDown
+		c.mu.Unlock()
+		if down && strings.HasSuffix(info.FullMethod, "/AppendLog") {
+			return status.Error(codes.Unavailable, "coordinator unreachable (test)")
+		}
+		return h(srv, ss)
+	}))
 	wpb.RegisterWorkerServiceServer(srv, api.NewWorkerServer(f, nil, time.Second))
 	go srv.Serve(lis)
 	conn, err := grpc.NewClient("passthrough:///bufnet", grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -65,7 +111,8 @@ func newCoordinator(t *testing.T) *coordinator {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close(); srv.Stop(); st.Close() })
-	return &coordinator{f: f, conn: conn}
+	c.conn = conn
+	return c
 }
 
 func (c *coordinator) runAgent(t *testing.T, exec executor.Executor) (stop func()) {
@@ -364,5 +411,245 @@ func TestAgentRefusesArtifactsThroughSymlinkedDirectories(t *testing.T) {
 	}
 	if strings.Contains(l, "host secret") {
 		t.Fatalf("log shows the secret:\n%s", l)
+	}
+}
+
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// A job re-assigned to the same worker while its first attempt is still
+// dying is tracked by attempt: when attempt 1 finally ends, it does not
+// take attempt 2's entry with it, so cancelling the job stops attempt 2.
+func TestAgentKeepsReassignedAttemptApart(t *testing.T) {
+	t.Parallel()
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	c := newCoordinatorWith(t, fleet.Config{LostAfter: 10 * time.Second, RetryCap: 3, Clock: clock})
+	started := make(chan int, 4)
+	releaseFirst := make(chan struct{})
+	secondStopped := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	metrics := NewMetrics(nil)
+	a := New(Config{Name: "w1", Labels: map[string]string{"os": "linux"}, Slots: 2, WorkDir: t.TempDir(), PollWait: time.Second, ShutdownGrace: time.Second,
+		Metrics: metrics},
+		c.conn, fakeExec{run: func(ctx context.Context, j executor.Job, log io.Writer) (executor.Result, error) {
+			started <- j.Attempt
+			<-ctx.Done()
+			if j.Attempt == 1 {
+				// Slow to die: it ends after attempt 2 has started.
+				<-releaseFirst
+			} else {
+				close(secondStopped)
+			}
+			return executor.Result{ExitCode: -1, Reason: "stopped"}, nil
+		}}, hclog.NewNullLogger())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	}()
+	id := submit(t, c)
+	if got := <-started; got != 1 {
+		t.Fatalf("first attempt %d", got)
+	}
+	// The coordinator loses the worker's session (missed heartbeats) and
+	// re-queues the job; the worker registers again, is told to abandon
+	// attempt 1 and pulls attempt 2 into its free slot.
+	var second int
+	for second == 0 {
+		clock.Advance(11 * time.Second)
+		c.f.Scheduler().Expire()
+		select {
+		case second = <-started:
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if second != 2 {
+		t.Fatalf("second attempt %d", second)
+	}
+	close(releaseFirst)
+	// Attempt 1 has ended once its result was refused (the coordinator
+	// gave it up) and the worker reports attempt 2 alone.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		l := a.runningList()
+		var m dto.Metric
+		if err := metrics.jobs.WithLabelValues("command", "refused").Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		refused := m.GetCounter().GetValue()
+		if refused == 1 && len(l) <= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("running attempts %v, want attempt 2 only", l)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := c.f.Cancel(context.Background(), id, "not needed"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-secondStopped:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the cancelled attempt 2 was not stopped")
+	}
+}
+
+// A second worker process started with a name already connected is
+// refused with AlreadyExists, saying where the first is connected from,
+// and backs off: it does not take the session over in a loop, and the
+// first keeps running jobs.
+func TestAgentSecondProcessWithTheSameNameIsRefused(t *testing.T) {
+	t.Parallel()
+	c := newCoordinator(t)
+	exec := fakeExec{run: func(_ context.Context, j executor.Job, log io.Writer) (executor.Result, error) {
+		return executor.Result{}, nil
+	}}
+	stop := c.runAgent(t, exec)
+	defer stop()
+	for len(c.registered()) == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	second := c.runAgent(t, exec)
+	defer second()
+	deadline := time.Now().Add(20 * time.Second)
+	var refusal error
+	for refusal == nil {
+		for _, err := range c.registered()[1:] {
+			if err == nil {
+				t.Fatal("the second process registered under the name of the first")
+			}
+			refusal = err
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second process was never refused")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if status.Code(refusal) != codes.AlreadyExists || !strings.Contains(refusal.Error(), "worker w1 is already connected from") {
+		t.Fatalf("refusal: %v", refusal)
+	}
+	// The first still works; the second has not stormed meanwhile.
+	id := submit(t, c)
+	if j := c.wait(t, id, true); j.State != job.Succeeded {
+		t.Fatalf("job %s: %s", id, j.State)
+	}
+	if n := len(c.registered()); n > 6 {
+		t.Fatalf("%d registrations: the refused process does not back off", n)
+	}
+}
+
+// An artifact over the coordinator's size limit is the job's own fault:
+// the job fails with exit code 1 in its first attempt, saying why, and is
+// not retried as an infrastructure failure.
+func TestAgentOverLimitArtifactFailsTheJob(t *testing.T) {
+	t.Parallel()
+	c := newCoordinatorWith(t, fleet.Config{LostAfter: 10 * time.Second, RetryCap: 3, MaxArtifactSize: 10})
+	stop := c.runAgent(t, fakeExec{run: func(_ context.Context, j executor.Job, log io.Writer) (executor.Result, error) {
+		os.WriteFile(filepath.Join(j.WorkDir, "big.bin"), []byte("twenty bytes of data"), 0o644)
+		return executor.Result{}, nil
+	}})
+	defer stop()
+	id := submit(t, c, "big.bin")
+	j := c.wait(t, id, true)
+	if j.State != job.Failed || j.ExitCode != 1 || j.Attempt != 1 || !strings.Contains(j.Reason, "big.bin") {
+		t.Fatalf("job: %s, exit %d, attempt %d: %s; want failed, exit 1, attempt 1", j.State, j.ExitCode, j.Attempt, j.Reason)
+	}
+	if l := c.log(t, id); !strings.Contains(l, "artifact big.bin (20 bytes) is over the coordinator's limit of 10 bytes") {
+		t.Fatalf("log:\n%s", l)
+	}
+}
+
+// A file whose name holds control characters is not collected: the log
+// says so with the name quoted, and no raw escape reaches the log.
+func TestAgentRefusesArtifactNamesWithControlCharacters(t *testing.T) {
+	t.Parallel()
+	c := newCoordinator(t)
+	stop := c.runAgent(t, fakeExec{run: func(_ context.Context, j executor.Job, log io.Writer) (executor.Result, error) {
+		os.MkdirAll(filepath.Join(j.WorkDir, "out"), 0o755)
+		os.WriteFile(filepath.Join(j.WorkDir, "out", "ok"), []byte("fine"), 0o644)
+		os.WriteFile(filepath.Join(j.WorkDir, "out", "\x1b]0;title\x07"), []byte("bad"), 0o644)
+		return executor.Result{}, nil
+	}})
+	defer stop()
+	id := submit(t, c, "out/*")
+	j := c.wait(t, id, true)
+	if j.State != job.Succeeded || len(j.Artifacts) != 1 || j.Artifacts[0].Name != "out/ok" {
+		t.Fatalf("job %s %s, artifacts %+v", j.State, j.Reason, j.Artifacts)
+	}
+	l := c.log(t, id)
+	if !strings.Contains(l, `artifact "out/\x1b]0;title\a" refused: control character`) || strings.ContainsAny(l, "\x1b\x07") {
+		t.Fatalf("log:\n%q", l)
+	}
+}
+
+// While the coordinator is unreachable, a job's output waits on disk, not
+// in memory, up to the spool's bound; what is over it is dropped and the
+// log says how much, where. Once the coordinator is back the rest comes.
+func TestAgentSpoolsLogOutputWithABound(t *testing.T) {
+	t.Parallel()
+	c := newCoordinator(t)
+	workDir := t.TempDir()
+	const bound = 1 << 20
+	line := strings.Repeat("x", 1023) + "\n"
+	var spooled int64
+	ctx, cancel := context.WithCancel(context.Background())
+	a := New(Config{Name: "w1", Labels: map[string]string{"os": "linux"}, Slots: 1, WorkDir: workDir, PollWait: time.Second, ShutdownGrace: time.Second,
+		LogSpoolMax: bound},
+		c.conn, fakeExec{run: func(_ context.Context, j executor.Job, log io.Writer) (executor.Result, error) {
+			c.setLogsDown(true)
+			io.WriteString(log, "first line\n")
+			for i := 0; i < 3<<10; i++ { // 3 MiB
+				io.WriteString(log, line)
+			}
+			entries, _ := os.ReadDir(filepath.Join(workDir, "log-spool"))
+			for _, e := range entries {
+				if info, err := e.Info(); err == nil {
+					spooled += info.Size()
+				}
+			}
+			c.setLogsDown(false)
+			io.WriteString(log, "last line\n")
+			return executor.Result{}, nil
+		}}, hclog.NewNullLogger())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	}()
+	id := submit(t, c)
+	if j := c.wait(t, id, true); j.State != job.Succeeded || !strings.Contains(j.Reason, "log incomplete: ") || !strings.Contains(j.Reason, " bytes of output missing") {
+		t.Fatalf("job %s: %q; want succeeded, saying the log is incomplete", j.State, j.Reason)
+	}
+	if spooled < bound/2 || spooled > bound {
+		t.Errorf("%d bytes spooled on disk while the coordinator was unreachable, want up to %d", spooled, bound)
+	}
+	l := c.log(t, id)
+	if !strings.Contains(l, "first line\n") || !strings.Contains(l, "last line\n") {
+		t.Fatalf("log lacks its first or last line (%d bytes)", len(l))
+	}
+	if !strings.Contains(l, "bytes of output dropped here: the worker's log spool (1048576 bytes) was full") {
+		t.Fatalf("log does not say output was dropped (%d bytes)", len(l))
+	}
+	if n := len(l); n > bound+64<<10 {
+		t.Fatalf("log of %d bytes: more than the spool could hold", n)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(workDir, "log-spool")); len(entries) != 0 {
+		t.Fatalf("spool files left: %v", entries)
 	}
 }

@@ -209,8 +209,9 @@ func (b *Builder) run(ctx context.Context, job executor.Job, log io.Writer, rec 
 	if r, err := exec("source package", p.source, log); err != nil || r.Failed() {
 		return failed("source package", r), err
 	}
-	if r, err := exec("phase 1: build dependencies", p.deps, log); err != nil || r.Failed() {
-		return failed("build dependencies", r), err
+	depsRes, err := exec("phase 1: build dependencies", p.deps, log)
+	if err != nil || depsRes.Failed() {
+		return failed("build dependencies", depsRes), err
 	}
 	// Phase 1 ends by listing what the buildroot holds; nothing else has
 	// run since, so the list is the buildroot's own.
@@ -220,6 +221,7 @@ func (b *Builder) run(ctx context.Context, job executor.Job, log io.Writer, rec 
 	}
 	rec.Installed = parseInstalled(listing)
 	fmt.Fprintf(log, "kiln: %d packages installed in the buildroot\n", len(rec.Installed))
+
 	if r, err := exec("phase 2: build", p.build, log); err != nil || r.Failed() {
 		return failed("build", r), err
 	}
@@ -235,6 +237,13 @@ func (b *Builder) run(ctx context.Context, job executor.Job, log io.Writer, rec 
 	}
 
 	phase("collect artifacts")
+	// The base is captured once the build no longer runs: nothing in the
+	// buildroot can touch it.
+	if b.cfg.CaptureBase {
+		if err := b.captureBase(job.WorkDir, sb, depsRes.Packages, log); err != nil {
+			return executor.Result{}, err
+		}
+	}
 	files, err := collect(job.WorkDir, p.collect)
 	if err != nil {
 		return executor.Result{}, err

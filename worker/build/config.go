@@ -29,6 +29,10 @@ type Config struct {
 	// Maintainer signs the changelog entry that carries the release
 	// revision, as "Name <email>".
 	Maintainer string `yaml:"maintainer"`
+	// CaptureBase keeps, as the job's base/ artifacts, every package file
+	// the buildroot was made from or installed in phase 1 (from the
+	// worker's package cache), so that the release's base holds them.
+	CaptureBase bool `yaml:"capture_base"`
 	// Repositories are the release repositories build dependencies come
 	// from, besides the target's pinned upstream base.
 	Repositories []Repository `yaml:"repositories"`
@@ -74,6 +78,7 @@ func DefaultConfig() Config {
 		GitTimeout:        10 * time.Minute,
 		GitProtocols:      []string{"git", "http", "https", "ssh", "file"},
 		Maintainer:        "Kiln Build Farm <kiln@localhost>",
+		CaptureBase:       true,
 	}
 }
 

@@ -16,7 +16,10 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
+
+	"github.com/kiln-build/kiln/worker/pkgcache"
 )
 
 // Names and labels of what a Buildroot keeps in containerd.
@@ -52,6 +55,8 @@ type Buildroot struct {
 	memory     uint64
 	tmpfsBytes uint64
 	cgroupV2   bool
+	// cache is the package cache; nil when it is off.
+	cache *pkgcache.Cache
 	// importMu serializes imports and the removal of retired chroots.
 	importMu sync.Mutex
 	// sealedMu serializes making the chroots of sealed releases.
@@ -72,14 +77,27 @@ type TargetInfo struct {
 	Retired []string `json:"retired,omitempty"`
 }
 
+// Option changes what New and Dial make.
+type Option func(*options)
+
+type options struct {
+	registerer prometheus.Registerer
+}
+
+// WithMetrics registers the Buildroot's metrics (the package cache's) with
+// reg.
+func WithMetrics(reg prometheus.Registerer) Option {
+	return func(o *options) { o.registerer = reg }
+}
+
 // New dials containerd at cfg.Address and removes whatever a previous run
 // left in cfg.Namespace: build containers and tasks, leases, build and
 // import snapshots, sandbox tmpfs mounts, output pipes, and retired chroots.
 // Only the worker that runs builds in the namespace calls New; tools that
 // manage chroots beside it use Dial. logger is used as given (the caller
 // names it).
-func New(ctx context.Context, cfg Config, logger hclog.Logger) (*Buildroot, error) {
-	b, err := Dial(ctx, cfg, logger)
+func New(ctx context.Context, cfg Config, logger hclog.Logger, opts ...Option) (*Buildroot, error) {
+	b, err := Dial(ctx, cfg, logger, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -91,11 +109,16 @@ func New(ctx context.Context, cfg Config, logger hclog.Logger) (*Buildroot, erro
 }
 
 // Dial connects to containerd at cfg.Address without touching what is in
-// cfg.Namespace, so that chroots can be managed while a worker builds.
-func Dial(ctx context.Context, cfg Config, logger hclog.Logger) (*Buildroot, error) {
+// cfg.Namespace, so that chroots can be managed while a worker builds. It
+// opens the package cache (cfg.PackageCache), which processes share.
+func Dial(ctx context.Context, cfg Config, logger hclog.Logger, opts ...Option) (*Buildroot, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
 	}
 	memory, _ := ParseSize(cfg.Memory)
 	tmpfsBytes, _ := ParseSize(cfg.TmpfsSize)
@@ -123,6 +146,15 @@ func Dial(ctx context.Context, cfg Config, logger hclog.Logger) (*Buildroot, err
 		c.Close()
 		return nil, fmt.Errorf("containerd at %s does not answer: %w", cfg.Address, err)
 	}
+	if !cfg.PackageCache.Disabled {
+		maxSize, _ := ParseSize(cfg.PackageCache.MaxSize)
+		b.cache, err = pkgcache.Open(pkgcache.Config{Dir: cfg.PackageCache.Dir, MaxSize: int64(maxSize)},
+			logger.Named("package_cache"), pkgcache.NewMetrics(o.registerer))
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("buildroot.package_cache: %w", err)
+		}
+	}
 	return b, nil
 }
 
@@ -130,6 +162,10 @@ func Dial(ctx context.Context, cfg Config, logger hclog.Logger) (*Buildroot, err
 func (b *Buildroot) Close() error {
 	return b.client.Close()
 }
+
+// PackageCache is the worker's package cache, where the package files of
+// StepResult.Packages and ChrootPackages are kept; nil when it is off.
+func (b *Buildroot) PackageCache() *pkgcache.Cache { return b.cache }
 
 // Config returns the configuration in use, with defaults applied.
 func (b *Buildroot) Config() Config { return b.cfg }

@@ -35,21 +35,28 @@ func MakeChroot(ctx context.Context, t Target, out string, log io.Writer) error 
 	if err := t.Validate(); err != nil {
 		return err
 	}
-	return makeChroot(ctx, t, out, log)
+	return makeChroot(ctx, t, out, "", log)
 }
 
-// makeChroot is MakeChroot for a target already validated.
-func makeChroot(ctx context.Context, t Target, out string, log io.Writer) error {
+// makeChroot is MakeChroot for a target already validated that, when
+// capture is not empty, also leaves the package files the tool downloaded
+// (and installed) in the directory capture.
+func makeChroot(ctx context.Context, t Target, out, capture string, log io.Writer) error {
 	switch t.Method {
 	case "mmdebstrap":
-		return run(ctx, log, "mmdebstrap", mmdebstrapArgs(t, out)...)
+		return run(ctx, log, "mmdebstrap", mmdebstrapArgs(t, out, capture)...)
 	case "dnf":
-		return makeDNFChroot(ctx, t, out, log)
+		return makeDNFChroot(ctx, t, out, capture, log)
 	}
 	return fmt.Errorf("target %s: method %q: use mmdebstrap or dnf", t.Name, t.Method)
 }
 
-func mmdebstrapArgs(t Target, out string) []string {
+// shellQuote quotes s for sh.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func mmdebstrapArgs(t Target, out, capture string) []string {
 	args := []string{"--mode=root", "--format=tar"}
 	if t.Variant != "" {
 		args = append(args, "--variant="+t.Variant)
@@ -62,8 +69,15 @@ func mmdebstrapArgs(t Target, out string) []string {
 	}
 	// passwd provides groupadd/useradd even in the smallest variants.
 	args = append(args, "--include="+strings.Join(append([]string{"passwd"}, t.Packages...), ","))
+	args = append(args, "--customize-hook=chroot \"$1\" sh -c '"+userSetup+"'")
+	if capture != "" {
+		// The essential packages' files stay until the hooks have run
+		// (apt-get keeps the others); the hook copies them all out
+		// before they are removed.
+		args = append(args, "--skip=essential/unlink",
+			"--customize-hook=find \"$1\"/var/cache/apt/archives -maxdepth 1 -type f -name '*.deb' -exec cp {} "+shellQuote(capture)+"/ +")
+	}
 	args = append(args,
-		"--customize-hook=chroot \"$1\" sh -c '"+userSetup+"'",
 		// No cached package lists or archives in the chroot.
 		"--customize-hook=rm -rf \"$1\"/var/cache/apt/archives/*.deb \"$1\"/var/lib/apt/lists/*_Packages")
 	mirror := t.Mirror
@@ -105,6 +119,9 @@ func dnfArgs(t Target, root, reposDir string) []string {
 		"--setopt=install_weak_deps=False",
 		"--setopt=tsflags=nodocs",
 		"--setopt=cachedir=" + filepath.Join(reposDir, "cache"),
+		// The downloaded packages stay in the cachedir (outside the
+		// chroot), to be captured.
+		"--setopt=keepcache=1",
 	}
 	if t.Architecture != "" {
 		args = append(args, "--forcearch="+t.Architecture)
@@ -114,7 +131,7 @@ func dnfArgs(t Target, root, reposDir string) []string {
 
 // makeDNFChroot installs an RPM distribution with dnf --installroot into a
 // scratch directory beside out and archives it.
-func makeDNFChroot(ctx context.Context, t Target, out string, log io.Writer) error {
+func makeDNFChroot(ctx context.Context, t Target, out, capture string, log io.Writer) error {
 	scratch, err := os.MkdirTemp(filepath.Dir(out), "dnf-")
 	if err != nil {
 		return fmt.Errorf("make chroot %s: %w", t.Name, err)
@@ -134,10 +151,29 @@ func makeDNFChroot(ctx context.Context, t Target, out string, log io.Writer) err
 	if err := run(ctx, log, "dnf", dnfArgs(t, root, repos)...); err != nil {
 		return err
 	}
+	if capture != "" {
+		if err := moveFiles(filepath.Join(repos, "cache"), ".rpm", capture); err != nil {
+			return fmt.Errorf("make chroot %s: keep the downloaded packages: %w", t.Name, err)
+		}
+	}
 	if err := run(ctx, log, "chroot", root, "sh", "-c", userSetup); err != nil {
 		return err
 	}
 	return run(ctx, log, "tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-cf", out, "-C", root, ".")
+}
+
+// moveFiles moves the regular files named *ext anywhere under dir into
+// dest (on the same file system).
+func moveFiles(dir, ext, dest string) error {
+	return filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() && strings.HasSuffix(d.Name(), ext) {
+			return os.Rename(path, filepath.Join(dest, d.Name()))
+		}
+		return nil
+	})
 }
 
 func run(ctx context.Context, log io.Writer, name string, args ...string) error {
@@ -189,15 +225,42 @@ func (b *Buildroot) refresh(ctx context.Context, t Target, log io.Writer) (Targe
 	}
 	out := filepath.Join(dir, target+"-"+randomID()+".tar")
 	defer os.Remove(out)
-	if err := makeChroot(ctx, t, out, log); err != nil {
+	// The package files the chroot is made from go to the package cache,
+	// and their list is kept with the chroot.
+	var capture string
+	if b.cache != nil {
+		capture = out + ".packages"
+		if err := os.Mkdir(capture, 0o700); err != nil {
+			return TargetInfo{}, fmt.Errorf("make chroot %s: %w", target, err)
+		}
+		defer os.RemoveAll(capture)
+	}
+	if err := makeChroot(ctx, t, out, capture, log); err != nil {
 		return TargetInfo{}, fmt.Errorf("make chroot %s: %w", target, err)
+	}
+	var packages []executor.PackageFile
+	if capture != "" {
+		var err error
+		if packages, err = b.capture(capture); err != nil {
+			return TargetInfo{}, fmt.Errorf("make chroot %s: %w", target, err)
+		}
+		fmt.Fprintf(log, "kiln: %d package files of the chroot kept in the package cache\n", len(packages))
 	}
 	f, err := os.Open(out)
 	if err != nil {
 		return TargetInfo{}, fmt.Errorf("make chroot %s: %w", target, err)
 	}
 	defer f.Close()
-	return b.importChroot(ctx, t, f)
+	info, err := b.importChroot(ctx, t, f)
+	if err != nil {
+		return TargetInfo{}, err
+	}
+	if capture != "" {
+		if err := b.writeChrootPackages(info, packages); err != nil {
+			return TargetInfo{}, fmt.Errorf("make chroot %s: %w", target, err)
+		}
+	}
+	return info, nil
 }
 
 // Import imports a chroot tar archive as target's new chroot: a committed,
@@ -340,6 +403,7 @@ func (b *Buildroot) removeRetired(ctx context.Context) error {
 		switch {
 		case err == nil:
 			b.logger.Info("retired chroot removed", "target", c.info.Name, "digest", c.info.Digest)
+			b.removeChrootPackages(c.info.Name, c.info.Digest)
 		case errdefs.IsNotFound(err):
 		case errdefs.IsFailedPrecondition(err) || strings.Contains(err.Error(), "child"):
 			// Still used by a sandbox; removed when the last one closes.

@@ -6,6 +6,7 @@ package buildroot
 
 import (
 	"fmt"
+	"math"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -52,8 +53,25 @@ type Config struct {
 	// hosts the step names in AllowHosts); "host" shares the worker host's
 	// network with it.
 	DependencyNetwork string `yaml:"dependency_network"`
+	// PackageCache keeps the package files that network steps download
+	// through the package source proxy, and the packages chroots are made
+	// from.
+	PackageCache PackageCacheConfig `yaml:"package_cache"`
 	// Targets are the chroots this worker can build in.
 	Targets []Target `yaml:"targets"`
+}
+
+// PackageCacheConfig is the buildroot section's `package_cache:`.
+type PackageCacheConfig struct {
+	// Dir holds the cached files, named by their sha256.
+	Dir string `yaml:"dir"`
+	// MaxSize bounds the cache, e.g. "20G"; when it is full, the least
+	// recently used files are removed.
+	MaxSize string `yaml:"max_size"`
+	// Disabled turns the cache off: every package file is fetched from its
+	// source, and steps report no package files (a release's base then
+	// misses them).
+	Disabled bool `yaml:"disabled"`
 }
 
 // Values of Config.DependencyNetwork.
@@ -110,6 +128,9 @@ const (
 	DefaultRuntime     = "io.containerd.runc.v2"
 	DefaultStateDir    = "/var/lib/kiln-worker/buildroot"
 	DefaultTmpfsSize   = "8G"
+
+	DefaultPackageCacheDir  = "/var/cache/kiln/packages"
+	DefaultPackageCacheSize = "20G"
 )
 
 // WithDefaults returns c with empty fields set to their defaults.
@@ -134,6 +155,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.DependencyNetwork == "" {
 		c.DependencyNetwork = NetworkSources
+	}
+	if c.PackageCache.Dir == "" {
+		c.PackageCache.Dir = DefaultPackageCacheDir
+	}
+	if c.PackageCache.MaxSize == "" {
+		c.PackageCache.MaxSize = DefaultPackageCacheSize
 	}
 	for i := range c.Targets {
 		t := &c.Targets[i]
@@ -191,6 +218,14 @@ func (c Config) Validate() error {
 	}
 	if c.DependencyNetwork != NetworkSources && c.DependencyNetwork != NetworkHost {
 		return fmt.Errorf("buildroot.dependency_network %q: use %q (only the package sources, through a proxy) or %q (the worker host's network)", c.DependencyNetwork, NetworkSources, NetworkHost)
+	}
+	if !c.PackageCache.Disabled {
+		if !strings.HasPrefix(c.PackageCache.Dir, "/") {
+			return fmt.Errorf("buildroot.package_cache.dir %q: give an absolute path", c.PackageCache.Dir)
+		}
+		if n, err := ParseSize(c.PackageCache.MaxSize); err != nil || n == 0 || n > math.MaxInt64 {
+			return fmt.Errorf("buildroot.package_cache.max_size %q: give a size like 20G (or set disabled: true to turn the cache off)", c.PackageCache.MaxSize)
+		}
 	}
 	seen := map[string]bool{}
 	for i, t := range c.Targets {

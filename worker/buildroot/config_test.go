@@ -79,6 +79,10 @@ func TestConfigValidate(t *testing.T) {
 		{name: "dnf without releasever", change: func(c *Config) { c.Targets[1].Releasever = "" }, wantErr: `releasever ""`},
 		{name: "host dependency network", change: func(c *Config) { c.DependencyNetwork = NetworkHost }},
 		{name: "bad dependency network", change: func(c *Config) { c.DependencyNetwork = "none" }, wantErr: `buildroot.dependency_network "none"`},
+		{name: "relative package cache", change: func(c *Config) { c.PackageCache.Dir = "cache" }, wantErr: `buildroot.package_cache.dir "cache"`},
+		{name: "bad package cache size", change: func(c *Config) { c.PackageCache.MaxSize = "big" }, wantErr: `buildroot.package_cache.max_size "big"`},
+		{name: "zero package cache size", change: func(c *Config) { c.PackageCache.MaxSize = "0" }, wantErr: `max_size "0"`},
+		{name: "package cache off", change: func(c *Config) { c.PackageCache = PackageCacheConfig{Dir: "x", MaxSize: "0", Disabled: true} }},
 		{name: "dnf newline in baseurl", change: func(c *Config) { c.Targets[1].Repositories[0].BaseURL = "http://x/\ngpgcheck=0" }, wantErr: "baseurl"},
 	}
 	for _, tt := range tests {
@@ -110,6 +114,7 @@ cpus: 1.5
 pids: 4096
 step_timeout: 2h
 idle_timeout: 15m
+package_cache: {dir: /srv/kiln/packages, max_size: 50G}
 targets:
   - name: bookworm-rpm
     format: rpm
@@ -132,6 +137,12 @@ targets:
 	if c.IdleTimeout != 15*time.Minute || c.StepTimeout != 2*time.Hour || c.CPUs != 1.5 || c.Namespace != DefaultNamespace || c.DependencyNetwork != NetworkSources {
 		t.Errorf("config %+v", c)
 	}
+	if c.PackageCache.Dir != "/srv/kiln/packages" || c.PackageCache.MaxSize != "50G" || c.PackageCache.Disabled {
+		t.Errorf("package cache %+v", c.PackageCache)
+	}
+	if d := (Config{}).WithDefaults().PackageCache; d.Dir != DefaultPackageCacheDir || d.MaxSize != DefaultPackageCacheSize {
+		t.Errorf("package cache defaults %+v", d)
+	}
 	err := config.Decode("worker.yaml", []byte("tmpfs: 4G\n"), &c)
 	if err == nil || !strings.Contains(err.Error(), "tmpfs") {
 		t.Errorf("unknown key: err = %v", err)
@@ -144,7 +155,7 @@ func TestChrootCommands(t *testing.T) {
 	deb.Variant = "minbase"
 	deb.Components = []string{"main", "contrib"}
 	deb.Architecture = "amd64"
-	got := mmdebstrapArgs(deb, "/tmp/out.tar")
+	got := mmdebstrapArgs(deb, "/tmp/out.tar", "")
 	wantPrefix := []string{"--mode=root", "--format=tar", "--variant=minbase", "--architectures=amd64",
 		"--components=main,contrib", "--include=passwd,dpkg-dev"}
 	if !slices.Equal(got[:len(wantPrefix)], wantPrefix) {
@@ -157,11 +168,25 @@ func TestChrootCommands(t *testing.T) {
 		t.Errorf("mmdebstrap args do not make the build user: %q", got)
 	}
 
+	// Capturing: the essential packages' files are kept until a hook
+	// copies all of them out, before they are removed.
+	captured := mmdebstrapArgs(deb, "/tmp/out.tar", "/state/it's")
+	hook := slices.IndexFunc(captured, func(a string) bool {
+		return strings.HasPrefix(a, "--customize-hook=find ") && strings.HasSuffix(a, `-exec cp {} '/state/it'\''s'/ +`)
+	})
+	rm := slices.IndexFunc(captured, func(a string) bool { return strings.HasPrefix(a, "--customize-hook=rm -rf") })
+	if !slices.Contains(captured, "--skip=essential/unlink") || hook < 0 || hook > rm {
+		t.Errorf("mmdebstrap args do not capture the packages before removing them: %q", captured)
+	}
+	if slices.Contains(got, "--skip=essential/unlink") {
+		t.Errorf("mmdebstrap args keep the packages without capture: %q", got)
+	}
+
 	dnf := validDNF()
 	dnf.Repositories = append(dnf.Repositories, Repository{Name: "appstream", BaseURL: "https://mirror.example.org/9/AppStream/x86_64/os/", GPGKey: "file:///etc/pki/rpm-gpg/RPM-GPG-KEY-9"})
 	args := dnfArgs(dnf, "/r", "/repos")
 	want := []string{"--assumeyes", "--installroot=/r", "--releasever=9", "--setopt=reposdir=/repos",
-		"--setopt=install_weak_deps=False", "--setopt=tsflags=nodocs", "--setopt=cachedir=/repos/cache",
+		"--setopt=install_weak_deps=False", "--setopt=tsflags=nodocs", "--setopt=cachedir=/repos/cache", "--setopt=keepcache=1",
 		"install", "rocky-release", "shadow-utils", "rpm-build"}
 	if !slices.Equal(args, want) {
 		t.Errorf("dnf args\n got %q\nwant %q", args, want)

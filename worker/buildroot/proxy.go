@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kiln-build/kiln/worker/executor"
+	"github.com/kiln-build/kiln/worker/pkgcache"
 )
 
 // A network step in "sources" mode has a network namespace of its own with
@@ -55,28 +56,38 @@ func proxyEnv() []string {
 // http origins and CONNECT tunnels to the allowed https origins only (a
 // tunnel to a plain-http source would carry any request), refuses
 // everything else with a message naming the source and the setting that
-// allows it, and writes each refusal to the step's log.
+// allows it, and writes each refusal to the step's log. With a package
+// cache, it answers plain GET requests for package files from the cache
+// and stores those it fetches (see serveCached).
 type sourceProxy struct {
 	allow     map[string]bool
 	log       io.Writer
+	cache     *pkgcache.Cache
 	dialer    net.Dialer
 	transport *http.Transport
 	forward   *httputil.ReverseProxy
-	server    *http.Server
+	// fetch forwards package file requests that the cache missed and
+	// stores the responses.
+	fetch  *httputil.ReverseProxy
+	server *http.Server
 
 	mu      sync.Mutex
 	closed  bool
 	tunnels map[net.Conn]struct{}
 	wg      sync.WaitGroup
+	// files are the package files served whole, hit or fetched.
+	files []executor.PackageFile
 }
 
 // newSourceProxy returns a proxy to the sources in allow
-// ("http://host:port" or "https://host:port"), writing refusals to log.
-// It serves nothing until serve.
-func newSourceProxy(allow []string, log io.Writer) *sourceProxy {
+// ("http://host:port" or "https://host:port"), writing refusals and what
+// the package cache did to log. cache may be nil (no caching). It serves
+// nothing until serve.
+func newSourceProxy(allow []string, log io.Writer, cache *pkgcache.Cache) *sourceProxy {
 	p := &sourceProxy{
 		allow:   map[string]bool{},
 		log:     log,
+		cache:   cache,
 		dialer:  net.Dialer{Timeout: proxyDialTimeout, KeepAlive: 30 * time.Second},
 		tunnels: map[net.Conn]struct{}{},
 	}
@@ -101,6 +112,12 @@ func newSourceProxy(allow []string, log io.Writer) *sourceProxy {
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			p.fail(w, http.StatusBadGateway, fmt.Sprintf("%s %s: %v", r.Method, r.URL, err))
 		},
+	}
+	p.fetch = &httputil.ReverseProxy{
+		Rewrite:        rewriteForCache,
+		Transport:      p.transport,
+		ModifyResponse: p.capture,
+		ErrorHandler:   p.forward.ErrorHandler,
 	}
 	p.server = &http.Server{
 		Handler:           p,
@@ -213,6 +230,10 @@ func (p *sourceProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		origin, ok := executor.SourceHost(r.URL.String())
 		if !ok || !p.allow[origin] {
 			p.refuse(w, r.Method+" "+r.URL.String(), r.URL.Host, origin)
+			return
+		}
+		if p.cache != nil && r.Method == http.MethodGet && isPackageFile(r.URL) {
+			p.serveCached(w, r)
 			return
 		}
 		p.forward.ServeHTTP(w, r)

@@ -2,16 +2,27 @@ package buildroot
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kiln-build/kiln/worker/executor"
+	"github.com/kiln-build/kiln/worker/pkgcache"
 )
 
 // syncBuffer is a step log that the proxy's goroutines write to.
@@ -36,7 +47,7 @@ func (s *syncBuffer) String() string {
 func startTestProxy(t *testing.T, allow ...string) (*sourceProxy, string, *syncBuffer) {
 	t.Helper()
 	log := &syncBuffer{}
-	p := newSourceProxy(allow, log)
+	p := newSourceProxy(allow, log, nil)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -300,5 +311,231 @@ func TestLimitListener(t *testing.T) {
 		c.Close()
 	case <-time.After(5 * time.Second):
 		t.Fatal("second connection not accepted after the first closed")
+	}
+}
+
+// startCachingProxy serves a proxy to allow with a package cache in a
+// temporary directory, and returns a client that uses it.
+func startCachingProxy(t *testing.T, allow ...string) (*sourceProxy, *pkgcache.Cache, *prometheus.Registry, *http.Client, *syncBuffer) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	cache, err := pkgcache.Open(pkgcache.Config{Dir: t.TempDir(), MaxSize: 1 << 30}, hclog.NewNullLogger(), pkgcache.NewMetrics(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := &syncBuffer{}
+	p := newSourceProxy(allow, log, cache)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.serve(ln)
+	t.Cleanup(func() { p.Close() })
+	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: ln.Addr().String()})}}
+	return p, cache, reg, client, log
+}
+
+func get(t *testing.T, c *http.Client, u string) (int, []byte) {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	return resp.StatusCode, body
+}
+
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+func TestProxyServesPackageFilesFromCache(t *testing.T) {
+	t.Parallel()
+	deb := bytes.Repeat([]byte("zlib"), 10000)
+	var mu sync.Mutex
+	reached := map[string]int{}
+	source := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		reached[r.URL.Path]++
+		mu.Unlock()
+		if r.Header.Get("Range") != "" || r.Header.Get("If-Modified-Since") != "" {
+			t.Errorf("source asked for a range or a condition: %v", r.Header)
+		}
+		switch {
+		case strings.HasSuffix(r.URL.Path, "_amd64.deb"):
+			w.Header().Set("Content-Length", fmt.Sprint(len(deb)))
+			w.Write(deb)
+		case strings.HasSuffix(r.URL.Path, "/Packages"):
+			fmt.Fprintf(w, "Package: zlib1g\nVersion: %d\n", reached[r.URL.Path])
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer source.Close()
+	p, cache, reg, client, log := startCachingProxy(t, "http://"+hostPortOf(t, source.URL))
+	debURL := source.URL + "/debian/pool/main/z/zlib/zlib1g_1%3a1.2.13.dfsg-1_amd64.deb"
+
+	for i := range 2 {
+		status, body := get(t, client, debURL)
+		if status != http.StatusOK || !bytes.Equal(body, deb) {
+			t.Fatalf("GET %d of the .deb: %d, %d bytes", i+1, status, len(body))
+		}
+	}
+	if n := reached["/debian/pool/main/z/zlib/zlib1g_1:1.2.13.dfsg-1_amd64.deb"]; n != 1 {
+		t.Errorf("the .deb reached the source %d times, want 1 (the second from the cache)", n)
+	}
+	// A range request is answered from the cache too.
+	req, _ := http.NewRequest(http.MethodGet, debURL, nil)
+	req.Header.Set("Range", "bytes=4-7")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || string(part) != "zlib" {
+		t.Errorf("range from the cache: %s, %d bytes", resp.Status, len(part))
+	}
+
+	// Index files always come from the source.
+	for i := range 2 {
+		status, body := get(t, client, source.URL+"/debian/dists/bookworm/main/binary-amd64/Packages")
+		if want := fmt.Sprintf("Version: %d\n", i+1); status != http.StatusOK || !strings.Contains(string(body), want) {
+			t.Errorf("GET %d of Packages: %d %q, want %q", i+1, status, body, want)
+		}
+	}
+	// A missing package file is not stored.
+	if status, _ := get(t, client, source.URL+"/debian/pool/gone_1_all.deb"); status != http.StatusNotFound {
+		t.Errorf("missing .deb: %d", status)
+	}
+
+	const name = "zlib1g_1:1.2.13.dfsg-1_amd64.deb"
+	for _, want := range []string{
+		"kiln: package cache miss " + name + ": fetched from its source (40.0 kB)\n",
+		"kiln: package cache hit " + name + "\n",
+	} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("step log does not say %q:\n%s", want, log.String())
+		}
+	}
+	if strings.Contains(log.String(), "Packages") {
+		t.Errorf("step log mentions the index:\n%s", log.String())
+	}
+	files := p.packages()
+	sum := sha256.Sum256(deb)
+	want := executor.PackageFile{URL: debURL, Name: name, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(deb))}
+	if len(files) != 3 || files[0] != want {
+		t.Fatalf("recorded files %+v, want first %+v", files, want)
+	}
+	want.CacheHit = true
+	if files[1] != want {
+		t.Errorf("recorded hit %+v, want %+v", files[1], want)
+	}
+	if got := cacheSummary(files); got != "kiln: package cache: 2 hits (80.0 kB), 1 fetched from the sources (40.0 kB)\n" {
+		t.Errorf("summary %q", got)
+	}
+	if f, err := cache.Open(want.SHA256); err != nil {
+		t.Errorf("open the captured file by sha256: %v", err)
+	} else {
+		f.Close()
+	}
+	if h, m := counter(t, reg, "kiln_worker_package_cache_hits_total"), counter(t, reg, "kiln_worker_package_cache_misses_total"); h != 2 || m != 2 {
+		t.Errorf("hits %v, misses %v; want 2, 2", h, m)
+	}
+}
+
+func TestProxyDoesNotStoreTruncatedFile(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	reached := 0
+	source := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		reached++
+		mu.Unlock()
+		// 1000 bytes announced, 400 sent, connection dropped.
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(http.StatusOK)
+		w.Write(bytes.Repeat([]byte("x"), 400))
+		w.(http.Flusher).Flush()
+		c, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			c.Close()
+		}
+	}))
+	defer source.Close()
+	p, cache, _, client, log := startCachingProxy(t, "http://"+hostPortOf(t, source.URL))
+	u := source.URL + "/pool/cut_1_amd64.deb"
+	for range 2 {
+		resp, err := client.Get(u)
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		if err == nil {
+			t.Errorf("truncated download reached the step as complete")
+		}
+	}
+	if reached != 2 {
+		t.Errorf("source reached %d times, want 2 (nothing stored)", reached)
+	}
+	if cache.Size() != 0 || len(p.packages()) != 0 {
+		t.Errorf("truncated file stored: cache size %d, files %+v", cache.Size(), p.packages())
+	}
+	if want := "kiln: package cache: cut_1_amd64.deb not stored: the download ended after 400 of 1000 bytes"; !strings.Contains(log.String(), want) {
+		t.Errorf("step log does not say %q:\n%s", want, log.String())
+	}
+}
+
+func TestProxyRefetchesCorruptFile(t *testing.T) {
+	t.Parallel()
+	deb := bytes.Repeat([]byte("rpm!"), 5000)
+	var mu sync.Mutex
+	reached := 0
+	source := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		reached++
+		mu.Unlock()
+		w.Write(deb)
+	}))
+	defer source.Close()
+	_, cache, reg, client, log := startCachingProxy(t, "http://"+hostPortOf(t, source.URL))
+	u := source.URL + "/Packages/p-1.0-1.x86_64.rpm"
+	get(t, client, u)
+	sum := sha256.Sum256(deb)
+	path := filepath.Join(cache.Dir(), "files", hex.EncodeToString(sum[:]))
+	rotten := bytes.Clone(deb)
+	rotten[7] = 'X'
+	if err := os.WriteFile(path, rotten, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if status, body := get(t, client, u); status != http.StatusOK || !bytes.Equal(body, deb) {
+		t.Errorf("GET after corruption: %d, body intact %v", status, bytes.Equal(body, deb))
+	}
+	if reached != 2 {
+		t.Errorf("source reached %d times, want 2", reached)
+	}
+	if want := "kiln: package cache: p-1.0-1.x86_64.rpm was corrupt on disk"; !strings.Contains(log.String(), want) {
+		t.Errorf("step log does not say %q:\n%s", want, log.String())
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, deb) {
+		t.Errorf("the cache does not hold the refetched file")
+	}
+	if n := counter(t, reg, "kiln_worker_package_cache_corrupt_total"); n != 1 {
+		t.Errorf("corrupt_total %v", n)
 	}
 }

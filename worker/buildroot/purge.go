@@ -44,8 +44,10 @@ func (b *Buildroot) Purge(ctx context.Context) error {
 	if err := b.client.NamespaceService().Delete(ctx, b.cfg.Namespace); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("purge: delete namespace %s: %w", b.cfg.Namespace, err)
 	}
-	if err := os.RemoveAll(b.sandboxesDir()); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("purge: %w", err)
+	for _, dir := range []string{b.sandboxesDir(), b.chrootPackagesDir()} {
+		if err := os.RemoveAll(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("purge: %w", err)
+		}
 	}
 	// The step containers' cgroups are gone; their empty parents are not.
 	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", "kiln", b.cfg.Namespace))

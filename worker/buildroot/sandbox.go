@@ -47,6 +47,8 @@ type Sandbox struct {
 	// sources are the package sources of a chroot that is not a
 	// configured target's (a sealed release's); network steps reach them.
 	sources []string
+	// packages are the package files the chroot was made from.
+	packages []executor.PackageFile
 
 	mu       sync.Mutex
 	steps    int
@@ -143,6 +145,11 @@ func (b *Buildroot) OpenSandbox(ctx context.Context, target, workDir string) (_ 
 	if err := os.Chown(workDir, executor.BuildUID, executor.BuildGID); err != nil {
 		return nil, fmt.Errorf("open sandbox for %s: give work dir %s to the build user: %w", target, workDir, err)
 	}
+	if s.packages, err = b.ChrootPackages(target, s.digest); err != nil {
+		// The build can run; its record will lack the chroot's files.
+		s.logger.Warn("no package list for the chroot", "error", err)
+		err = nil
+	}
 	s.logger.Debug("sandbox open", "digest", s.digest)
 	return s, nil
 }
@@ -171,6 +178,11 @@ func (s *Sandbox) ID() string { return s.id }
 
 // ChrootDigest is the digest of the chroot the sandbox was made from.
 func (s *Sandbox) ChrootDigest() string { return s.digest }
+
+// ChrootPackages lists the package files the sandbox's chroot was made
+// from (name, sha256, size; their bytes are in the package cache), or nil
+// when they were not captured (see Buildroot.ChrootPackages).
+func (s *Sandbox) ChrootPackages() []executor.PackageFile { return s.packages }
 
 // LastExit is when the last step's process exited, as containerd saw it
 // (before the step's container was torn down).
@@ -242,9 +254,10 @@ func (s *Sandbox) Exec(ctx context.Context, step executor.Step, log io.Writer) (
 	if err != nil {
 		return executor.StepResult{}, fmt.Errorf("exec in sandbox %s: wait for task: %w", s.id, err)
 	}
+	var proxy *sourceProxy
 	if viaProxy {
 		// The task exists (its namespaces too) but runs nothing yet.
-		proxy, err := s.startProxy(task.Pid(), step, out)
+		proxy, err = s.startProxy(task.Pid(), step, out)
 		if err != nil {
 			return executor.StepResult{}, fmt.Errorf("exec in sandbox %s: %w", s.id, err)
 		}
@@ -324,6 +337,16 @@ wait:
 	case <-time.After(outputDrain):
 		s.logger.Warn("step output still open after its exit; closing it", "container", cid, "waited", outputDrain)
 	}
+	var packages []executor.PackageFile
+	if proxy != nil {
+		// The step's processes are gone with its init: nothing uses
+		// the proxy any more.
+		proxy.Close()
+		packages = proxy.packages()
+		if line := cacheSummary(packages); line != "" {
+			fmt.Fprint(out, line)
+		}
+	}
 	if _, err := task.Delete(cctx); err != nil && !errdefs.IsNotFound(err) {
 		return executor.StepResult{}, fmt.Errorf("exec in sandbox %s: delete task: %w", s.id, err)
 	}
@@ -333,7 +356,7 @@ wait:
 	if cancelled != nil {
 		return executor.StepResult{}, fmt.Errorf("exec in sandbox %s: %w", s.id, cancelled)
 	}
-	res := executor.StepResult{ExitCode: int(status.ExitCode())}
+	res := executor.StepResult{ExitCode: int(status.ExitCode()), Packages: packages}
 	if oom {
 		reason = "killed: out of memory"
 	}
@@ -358,7 +381,7 @@ func (s *Sandbox) startProxy(pid uint32, step executor.Step, log io.Writer) (*so
 		allow = t.SourceHosts()
 	}
 	allow = append(append(allow, s.sources...), step.AllowHosts...)
-	p := newSourceProxy(allow, log)
+	p := newSourceProxy(allow, log, s.b.cache)
 	ln, err := listenInNetns(pid, fmt.Sprintf("127.0.0.1:%d", proxyPort))
 	if err != nil {
 		return nil, fmt.Errorf("start the package source proxy: %w", err)

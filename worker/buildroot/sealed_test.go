@@ -26,7 +26,7 @@ func TestSealedTargetDrawsOnlyFromTheBase(t *testing.T) {
 	if hosts := got.SourceHosts(); !slices.Equal(hosts, []string{"http://mirror.kiln:80"}) {
 		t.Errorf("sealed target reaches %v, want only the base's host", hosts)
 	}
-	args := mmdebstrapArgs(got, "/tmp/out.tar")
+	args := mmdebstrapArgs(got, "/tmp/out.tar", "")
 	if last := args[len(args)-1]; last != "deb [signed-by=/etc/kiln/mos.asc] http://mirror.kiln/mos-9.0-bookworm-base bookworm main" {
 		t.Errorf("mirror argument %q", last)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/kiln-build/kiln/worker/buildroot"
+	"github.com/kiln-build/kiln/worker/executor"
 )
 
 const usage = `usage: worker chroot COMMAND [flags] [TARGET]
@@ -190,6 +191,9 @@ type Entry struct {
 	Created  time.Time `json:"created,omitzero"`
 	// Retired are older chroots still used by running builds.
 	Retired []string `json:"retired,omitempty"`
+	// Packages are the package files the chroot was made from, kept in
+	// the package cache (JSON only; none for an imported archive).
+	Packages []executor.PackageFile `json:"packages,omitempty"`
 }
 
 func list(ctx context.Context, b *buildroot.Buildroot, cfg buildroot.Config, jsonOut bool, stdout io.Writer) error {
@@ -217,6 +221,14 @@ func list(ctx context.Context, b *buildroot.Buildroot, cfg buildroot.Config, jso
 		}
 	}
 	if jsonOut {
+		for i, e := range entries {
+			if e.Digest == "" {
+				continue
+			}
+			if entries[i].Packages, err = b.ChrootPackages(e.Name, e.Digest); err != nil {
+				return fmt.Errorf("worker chroot list: %w", err)
+			}
+		}
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(entries); err != nil {

@@ -52,6 +52,29 @@ type StepResult struct {
 	// Reason is set when the step was stopped or killed: "killed: out of
 	// memory", "stopped: no output for 10m0s", "time limit 1h0m0s reached".
 	Reason string
+	// Packages are the package files (.deb, .udeb, .rpm) a Network step
+	// obtained whole through the buildroot's package source proxy, from
+	// the worker's package cache or from their source, in the order they
+	// were served; their bytes are in the cache under their SHA256. Empty
+	// for other steps, and where the dependency network is the host's or
+	// the cache is off. Files fetched through https tunnels are not seen.
+	Packages []PackageFile
+}
+
+// PackageFile is one package file a buildroot installed from, at the
+// exact bytes it got.
+type PackageFile struct {
+	// URL it was requested from; empty for a chroot's own packages.
+	URL string `json:"url,omitempty"`
+	// Name is the file's name as the source gave it, unescaped, e.g.
+	// zlib1g_1:1.2.13.dfsg-1_amd64.deb. It comes from the package source
+	// and the build: treat it as untrusted.
+	Name string `json:"name"`
+	// SHA256 of the file, lower-case hex.
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+	// CacheHit: served from the worker's package cache, not the source.
+	CacheHit bool `json:"cache_hit,omitempty"`
 }
 
 // Failed reports whether the step failed.

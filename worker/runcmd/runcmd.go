@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/kiln-build/kiln/internal/opshttp"
+	"github.com/kiln-build/kiln/internal/reconnect"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
 	"github.com/kiln-build/kiln/worker/agent"
 	"github.com/kiln-build/kiln/worker/build"
@@ -48,6 +50,9 @@ type Config struct {
 	// a buildroot named by the job's target label.
 	Executor      string        `yaml:"executor"`
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// LogSpoolMax bounds a job's output waiting on disk to be sent (the
+	// coordinator unreachable); 0: 256 MiB.
+	LogSpoolMax int64 `yaml:"log_spool_max"`
 	// MetricsListen serves /metrics and /healthz over HTTP; empty: none.
 	MetricsListen string           `yaml:"metrics_listen"`
 	Log           LogConfig        `yaml:"log"`
@@ -127,7 +132,8 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		}
 		creds = credentials.NewTLS(tc)
 	}
-	conn, err := grpc.NewClient(cfg.Coordinator, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient(cfg.Coordinator, grpc.WithTransportCredentials(creds),
+		grpc.WithConnectParams(reconnect.ConnectParams()))
 	if err != nil {
 		return fmt.Errorf("connect to coordinator %s: %w", cfg.Coordinator, err)
 	}
@@ -137,10 +143,20 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	if labels == nil {
 		labels = map[string]string{}
 	}
-	mux := &muxExecutor{commands: shell.New()}
+	sh := shell.New()
+	sh.GroupDir = filepath.Join(cfg.WorkDir, "shell-groups")
+	killed, err := sh.KillLeftovers()
+	if err != nil {
+		return err
+	}
+	if len(killed) > 0 {
+		logger.Warn("killed job processes a previous run left", "process_groups", fmt.Sprint(killed))
+	}
+	mux := &muxExecutor{commands: sh}
+	reg := opshttp.NewRegistry()
 	var refresh func(context.Context) (map[string]string, error)
 	if cfg.usesBuildroot() {
-		br, err := buildroot.New(ctx, cfg.Buildroot, logger.Named("buildroot"))
+		br, err := buildroot.New(ctx, cfg.Buildroot, logger.Named("buildroot"), buildroot.WithMetrics(reg))
 		if err != nil {
 			return fmt.Errorf("buildroot: %w", err)
 		}
@@ -170,7 +186,6 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		}
 		mux.builds = build.New(cfg.Build, br, logger.Named("build"))
 	}
-	reg := opshttp.NewRegistry()
 	metrics := agent.NewMetrics(reg)
 	if cfg.MetricsListen != "" {
 		stop, err := serveMetrics(cfg.MetricsListen, reg, logger)
@@ -180,7 +195,7 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		defer stop()
 	}
 	a := agent.New(agent.Config{Name: cfg.Name, Labels: labels, Slots: cfg.Slots, WorkDir: cfg.WorkDir, Token: token,
-		ShutdownGrace: cfg.ShutdownGrace, RefreshLabels: refresh, Metrics: metrics}, conn, mux, logger.Named("agent"))
+		ShutdownGrace: cfg.ShutdownGrace, RefreshLabels: refresh, Metrics: metrics, LogSpoolMax: cfg.LogSpoolMax}, conn, mux, logger.Named("agent"))
 	return a.Run(ctx)
 }
 

@@ -55,6 +55,11 @@ type Options struct {
 	// GitRoot, when set, serves git-upload-pack over SSH (fetch and
 	// ls-remote of ssh://host:port/{project}) from GitRoot/{project}.
 	GitRoot string
+	// Listen is the address to listen on; a free port of 127.0.0.1 when
+	// empty.
+	Listen string
+	// HostKey is the server's host key; a new one when nil.
+	HostKey ssh.Signer
 }
 
 // Account is a Gerrit account with an SSH key.
@@ -92,16 +97,29 @@ type stream struct {
 // closed when the test ends.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
+	s, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// New runs a server that lets in opts.Accounts, on opts.Listen or a free
+// port of 127.0.0.1; Close stops it.
+func New(opts Options) (*Server, error) {
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 100000
 	}
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatalf("host key: %v", err)
-	}
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatalf("host key: %v", err)
+	signer := opts.HostKey
+	if signer == nil {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, fmt.Errorf("host key: %w", err)
+		}
+		if signer, err = ssh.NewSignerFromKey(priv); err != nil {
+			return nil, fmt.Errorf("host key: %w", err)
+		}
 	}
 	users := map[string]string{}
 	for _, a := range opts.Accounts {
@@ -125,14 +143,17 @@ func Start(t testing.TB, opts Options) *Server {
 		ServerVersion: "SSH-2.0-GerritCodeReview_3.9.1 (APACHE-SSHD-2.12.0)",
 	}
 	s.config.AddHostKey(signer)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := opts.Listen
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Fatalf("listen: %v", err)
+		return nil, fmt.Errorf("listen: %w", err)
 	}
 	s.addr = ln.Addr().String()
 	s.serve(ln)
-	t.Cleanup(s.Close)
-	return s
+	return s, nil
 }
 
 // Addr is host:port of the SSH daemon.

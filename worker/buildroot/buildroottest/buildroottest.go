@@ -88,7 +88,9 @@ func Config(t testing.TB) buildroot.Config {
 		Pids:        2048,
 		StepTimeout: 15 * time.Minute,
 		IdleTimeout: 5 * time.Minute,
-		Targets:     Targets(),
+		// Each test starts with an empty package cache of its own.
+		PackageCache: buildroot.PackageCacheConfig{Dir: filepath.Join(t.TempDir(), "packages"), MaxSize: "4G"},
+		Targets:      Targets(),
 	}.WithDefaults()
 }
 
@@ -117,7 +119,8 @@ func sweepDead(t testing.TB, addr string) {
 		if err != nil || syscall.Kill(pid, 0) != syscall.ESRCH {
 			continue
 		}
-		cfg := buildroot.Config{Address: addr, Namespace: ns, StateDir: t.TempDir(), Targets: Targets()}
+		cfg := buildroot.Config{Address: addr, Namespace: ns, StateDir: t.TempDir(), Targets: Targets(),
+			PackageCache: buildroot.PackageCacheConfig{Disabled: true}}
 		b, err := buildroot.New(context.Background(), cfg, hclog.NewNullLogger())
 		if err == nil {
 			err = b.Purge(context.Background())
@@ -143,13 +146,13 @@ func NewRPM(t testing.TB) (*buildroot.Buildroot, string) {
 }
 
 // NewWith returns a Buildroot for cfg (from Config, perhaps changed) with
-// the cached chroot of target imported. Everything in cfg's namespace is
-// removed when t ends.
-func NewWith(t testing.TB, cfg buildroot.Config, target string) (*buildroot.Buildroot, string) {
+// the cached chroot of target imported, made with opts. Everything in
+// cfg's namespace is removed when t ends.
+func NewWith(t testing.TB, cfg buildroot.Config, target string, opts ...buildroot.Option) (*buildroot.Buildroot, string) {
 	t.Helper()
 	archive := Archive(t, target)
 	ctx := context.Background()
-	b, err := buildroot.New(ctx, cfg, Logger(t))
+	b, err := buildroot.New(ctx, cfg, Logger(t), opts...)
 	if err != nil {
 		t.Fatalf("buildroot: %v", err)
 	}

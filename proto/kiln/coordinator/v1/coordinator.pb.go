@@ -2176,7 +2176,8 @@ type Event struct {
 	PatchSet   int64                  `protobuf:"varint,7,opt,name=patch_set,json=patchSet,proto3" json:"patch_set,omitempty"`
 	Revision   string                 `protobuf:"bytes,8,opt,name=revision,proto3" json:"revision,omitempty"`
 	ReceivedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=received_at,json=receivedAt,proto3" json:"received_at,omitempty"`
-	// built, superseded, canceled, ignored, duplicate or error.
+	// received or failed (not decided yet: failed is tried again), or
+	// built, superseded, canceled, ignored, duplicate, noise or error.
 	Action string `protobuf:"bytes,10,opt,name=action,proto3" json:"action,omitempty"`
 	// Why, for people.
 	Reason        string   `protobuf:"bytes,11,opt,name=reason,proto3" json:"reason,omitempty"`
@@ -2300,8 +2301,13 @@ func (x *Event) GetJobIds() []string {
 }
 
 type ListEventsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Limit         int32                  `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many, newest first; 0 means 100, more than 10000 is
+	// refused.
+	Limit int32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Also the noise: events Kiln has no use for (comments that ask for
+	// nothing, NoteDb and patch set refs, replication, unknown types).
+	All           bool `protobuf:"varint,2,opt,name=all,proto3" json:"all,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2341,6 +2347,13 @@ func (x *ListEventsRequest) GetLimit() int32 {
 		return x.Limit
 	}
 	return 0
+}
+
+func (x *ListEventsRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
 }
 
 type ListEventsResponse struct {
@@ -2546,9 +2559,10 @@ const file_kiln_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x06action\x18\n" +
 	" \x01(\tR\x06action\x12\x16\n" +
 	"\x06reason\x18\v \x01(\tR\x06reason\x12\x17\n" +
-	"\ajob_ids\x18\f \x03(\tR\x06jobIds\")\n" +
+	"\ajob_ids\x18\f \x03(\tR\x06jobIds\";\n" +
 	"\x11ListEventsRequest\x12\x14\n" +
-	"\x05limit\x18\x01 \x01(\x05R\x05limit\"H\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\x12\x10\n" +
+	"\x03all\x18\x02 \x01(\bR\x03all\"H\n" +
 	"\x12ListEventsResponse\x122\n" +
 	"\x06events\x18\x01 \x03(\v2\x1a.kiln.coordinator.v1.EventR\x06events*\xae\x01\n" +
 	"\bJobState\x12\x19\n" +

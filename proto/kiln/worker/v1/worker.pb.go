@@ -36,8 +36,15 @@ type RegisterRequest struct {
 	Slots  int32                  `protobuf:"varint,3,opt,name=slots,proto3" json:"slots,omitempty"`
 	// Jobs (id and attempt) the worker is still running from an earlier
 	// session.
-	Running       []*RunningJob `protobuf:"bytes,4,rep,name=running,proto3" json:"running,omitempty"`
-	Version       string        `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	Running []*RunningJob `protobuf:"bytes,4,rep,name=running,proto3" json:"running,omitempty"`
+	Version string        `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	// Identifies the worker process's work directory (kept there, so the
+	// same after a restart). While a session of the same name is alive, a
+	// registration with another instance is a second process under that
+	// name and is refused with ALREADY_EXISTS; the same instance (a worker
+	// restarted after a crash) takes its old session over. A session is
+	// alive until it misses heartbeats for the coordinator's lost-after time.
+	Instance      string `protobuf:"bytes,6,opt,name=instance,proto3" json:"instance,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -103,6 +110,13 @@ func (x *RegisterRequest) GetRunning() []*RunningJob {
 func (x *RegisterRequest) GetVersion() string {
 	if x != nil {
 		return x.Version
+	}
+	return ""
+}
+
+func (x *RegisterRequest) GetInstance() string {
+	if x != nil {
+		return x.Instance
 	}
 	return ""
 }
@@ -1056,13 +1070,14 @@ var File_kiln_worker_v1_worker_proto protoreflect.FileDescriptor
 
 const file_kiln_worker_v1_worker_proto_rawDesc = "" +
 	"\n" +
-	"\x1bkiln/worker/v1/worker.proto\x12\x0ekiln.worker.v1\x1a%kiln/coordinator/v1/coordinator.proto\"\x8b\x02\n" +
+	"\x1bkiln/worker/v1/worker.proto\x12\x0ekiln.worker.v1\x1a%kiln/coordinator/v1/coordinator.proto\"\xa7\x02\n" +
 	"\x0fRegisterRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12C\n" +
 	"\x06labels\x18\x02 \x03(\v2+.kiln.worker.v1.RegisterRequest.LabelsEntryR\x06labels\x12\x14\n" +
 	"\x05slots\x18\x03 \x01(\x05R\x05slots\x124\n" +
 	"\arunning\x18\x04 \x03(\v2\x1a.kiln.worker.v1.RunningJobR\arunning\x12\x18\n" +
-	"\aversion\x18\x05 \x01(\tR\aversion\x1a9\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\x12\x1a\n" +
+	"\binstance\x18\x06 \x01(\tR\binstance\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"=\n" +

@@ -1,0 +1,207 @@
+package gerrit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
+)
+
+// gatedGit reads heads with git, except that lookups of URLs containing
+// hold wait until the gate opens (or their context ends) and then read
+// from instead, when set, with a timeout of 300 ms.
+type gatedGit struct {
+	git     *gitHeads
+	held    *gitHeads
+	hold    string
+	from    string
+	once    sync.Once
+	gate    chan struct{}
+	started chan string
+}
+
+func newGatedGit(hold, from string) *gatedGit {
+	return &gatedGit{git: &gitHeads{}, held: &gitHeads{timeout: 300 * time.Millisecond}, hold: hold, from: from,
+		gate: make(chan struct{}), started: make(chan string, 100)}
+}
+
+func (g *gatedGit) open() { g.once.Do(func() { close(g.gate) }) }
+
+func (g *gatedGit) Heads(ctx context.Context, url string) (map[string]string, error) {
+	if strings.Contains(url, g.hold) {
+		g.started <- url
+		select {
+		case <-g.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if g.from != "" {
+			return g.held.Heads(ctx, g.from)
+		}
+	}
+	return g.git.Heads(ctx, url)
+}
+
+func (g *gatedGit) waitStarted(t *testing.T) {
+	t.Helper()
+	select {
+	case <-g.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no lookup of the held repository started")
+	}
+}
+
+// eventOf returns the logged event of project and type.
+func (h *harness) eventOf(project, typ string) (EventRecord, bool) {
+	h.t.Helper()
+	evs, err := h.in.ListAllEvents(context.Background(), 1000)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, e := range evs {
+		if e.Project == project && e.Type == typ {
+			return e, true
+		}
+	}
+	return EventRecord{}, false
+}
+
+// waitAction waits until the event of project and type has one of actions.
+func (h *harness) waitAction(project, typ string, timeout time.Duration, actions ...string) EventRecord {
+	h.t.Helper()
+	var e EventRecord
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		var ok bool
+		if e, ok = h.eventOf(project, typ); ok {
+			for _, a := range actions {
+				if e.Action == a {
+					return e
+				}
+			}
+		}
+	}
+	h.t.Fatalf("%s event of %s: %+v after %s, want action %v", typ, project, e, timeout, actions)
+	return e
+}
+
+// TestSlowProjectDoesNotDelayOthers: while the git server of one project
+// does not answer, other projects' events are decided at once; the
+// stalled event fails with the reason, is tried again, and is finally
+// built at its own revision.
+func TestSlowProjectDoesNotDelayOthers(t *testing.T) {
+	t.Parallel()
+	const hung = "mos/packages/trusty/hung"
+	git := newGatedGit("/"+hung, silentGitServer(t))
+	h := newHarnessWith(t, gerrittest.Options{}, nil, Options{Git: git, DecideRetry: 100 * time.Millisecond})
+	defer git.open()
+	head := h.commit(nginx, "9.0", "packaging")
+	h.srv.Send(changeMerged(hung, "9.0", 1, 1, mergedRev, mergedRev))
+	git.waitStarted(t)
+	// The hung lookup is held; other projects go on.
+	h.srv.Send(patchsetCreated(nginx, "9.0", 2, 1, psRev))
+	h.srv.Send(changeMerged(nginx, "9.0", 3, 1, head, head))
+	got := h.builds.wait(t, 2, 10*time.Second)
+	if got[0].Package != "nginx" || got[1].Package != "nginx" {
+		t.Fatalf("builds = %+v, want nginx's two", got)
+	}
+	if e, _ := h.eventOf(hung, TypeChangeMerged); e.Action != ActionReceived {
+		t.Fatalf("held event = %+v, want it still received", e)
+	}
+	// The server does not answer: the lookup times out, and the decision
+	// is tried again.
+	git.open()
+	e := h.waitAction(hung, TypeChangeMerged, 10*time.Second, ActionFailed)
+	if !strings.Contains(e.Reason, "timed out after 300ms") || !strings.Contains(e.Reason, "trying again") {
+		t.Errorf("failed event reason %q, want the timeout and the retry", e.Reason)
+	}
+	e = h.waitAction(hung, TypeChangeMerged, 20*time.Second, ActionBuilt, ActionError)
+	if e.Action != ActionBuilt || e.Revision != mergedRev {
+		t.Fatalf("after the last attempt: %+v, want built at the event's revision", e)
+	}
+	if n := h.counter("kiln_gerrit_decision_retries_total"); n != maxAttempts-1 {
+		t.Errorf("%v retries, want %d", n, maxAttempts-1)
+	}
+	if n := len(h.builds.all()); n != 3 {
+		t.Errorf("%d builds, want 3", n)
+	}
+}
+
+// TestWebhookAnswersBeforeDeciding: the webhook answers once the event is
+// stored, while its decision waits for git; an intake stopped then
+// decides it after it starts again, and builds it once.
+func TestWebhookAnswersBeforeDeciding(t *testing.T) {
+	t.Parallel()
+	git := newGatedGit("/"+nginx, "")
+	h := newHarnessWith(t, gerrittest.Options{}, nil, Options{Git: git})
+	defer git.open()
+	head := h.commit(nginx, "9.0", "merged")
+	srv := httptest.NewServer(h.in.WebhookHandler())
+	defer srv.Close()
+	resp, err := srv.Client().Post(srv.URL+"/gerrit/webhook/review?secret=s3cret", "application/json",
+		strings.NewReader(changeMerged(nginx, "9.0", 7, 1, head, head)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("webhook status %d", resp.StatusCode)
+	}
+	git.waitStarted(t) // the decision waits for git; the answer did not
+	if e, _ := h.eventOf(nginx, TypeChangeMerged); e.Action != ActionReceived {
+		t.Fatalf("event = %+v, want received", e)
+	}
+	h.restartIntake()
+	git.open()
+	e := h.waitAction(nginx, TypeChangeMerged, 10*time.Second, ActionBuilt)
+	h.sync()
+	if got := h.builds.all(); len(got) != 1 || got[0].Sources[0].Commit != head || len(e.JobIDs) != 1 {
+		t.Fatalf("builds = %+v, event %+v: want one release build of %s", got, e, head)
+	}
+}
+
+// TestRefusedBuildRecordedAtOnce: a build the queue refuses for good is
+// recorded as an error with the reason, not tried again; one it fails to
+// queue for now is tried again and built.
+func TestRefusedBuildRecordedAtOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, gerrittest.Options{}, nil, Options{DecideRetry: 50 * time.Millisecond})
+	failures := 1
+	h.builds.refuse = func(req BuildRequest) error {
+		if strings.Contains(req.Origin, "change 1001 ") {
+			return fmt.Errorf("release %s is not configured: %w", req.Release, ErrBuildRefused)
+		}
+		if strings.Contains(req.Origin, "change 1002 ") && failures > 0 {
+			failures--
+			return errors.New("store busy")
+		}
+		return nil
+	}
+	h.srv.Send(patchsetCreated(nginx, "9.0", 1001, 1, psRev))
+	h.srv.Send(patchsetCreated(nginx, "9.0", 1002, 1, psRev))
+	h.builds.wait(t, 1, 10*time.Second)
+	h.sync()
+	evs, err := h.in.ListEvents(context.Background(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int64]EventRecord{}
+	for _, e := range evs {
+		got[e.Change] = e
+	}
+	if e := got[1001]; e.Action != ActionError || !strings.Contains(e.Reason, "release mos-9.0 is not configured") {
+		t.Errorf("refused event = %+v", e)
+	}
+	if e := got[1002]; e.Action != ActionBuilt {
+		t.Errorf("event failed once = %+v, want built", e)
+	}
+	if n := h.counter("kiln_gerrit_decision_retries_total"); n != 1 {
+		t.Errorf("%v retries, want 1 (the store busy only)", n)
+	}
+}

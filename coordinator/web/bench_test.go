@@ -1,0 +1,140 @@
+package web
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/kiln-build/kiln/coordinator/fleet"
+	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/coordinator/store"
+)
+
+// benchJobs is the store's size the issue asks the pages to stay fast at.
+const benchJobs = 100_000
+
+// bigStore fills a store with benchJobs finished jobs, as a farm's
+// history: three in five command jobs, the rest package builds of 200
+// packages in 10 releases, one in ten failed, and a few still queued.
+func bigStore(b *testing.B) (*fleet.Fleet, *store.Store) {
+	b.Helper()
+	ctx := context.Background()
+	dir := b.TempDir()
+	st, err := store.Open(ctx, filepath.Join(dir, "coordinator.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	batch := make([]*job.Job, 0, 5000)
+	for i := 1; i <= benchJobs; i++ {
+		at := start.Add(time.Duration(i) * time.Minute)
+		j := &job.Job{ID: strconv.Itoa(i), Seq: int64(i), State: job.Succeeded, CreatedAt: at, StartedAt: at.Add(time.Second),
+			FinishedAt: at.Add(time.Minute), Worker: "w" + strconv.Itoa(i%20), Attempt: 1}
+		if i%10 == 0 {
+			j.State, j.ExitCode, j.Reason = job.Failed, 2, "exit status 2"
+		}
+		if i%5 < 3 {
+			j.Spec = job.Spec{Kind: job.Command, Command: []string{"make", "check", strconv.Itoa(i)}, Origin: "cli",
+				Labels: map[string]string{"os": "linux"}}
+		} else {
+			rel, pkg := "r"+strconv.Itoa(i%10), "pkg"+strconv.Itoa(i%200)
+			j.Spec = job.Spec{Kind: job.PackageBuild, Origin: fmt.Sprintf("gerrit g review: change %d patch set 1 (team/%s main)", i, pkg),
+				Labels: map[string]string{"target": "bookworm"},
+				Build: &job.Build{Release: rel, Target: "bookworm", Package: pkg, Revision: int64(i),
+					Sources: []job.Source{{URL: "https://git.example.org/" + pkg, Commit: fmt.Sprintf("%040x", i), Role: "combined"}}}}
+		}
+		batch = append(batch, j)
+		if len(batch) == cap(batch) {
+			if err := st.Put(ctx, batch...); err != nil {
+				b.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+	f, err := fleet.New(ctx, fleet.Config{StateDir: dir, LostAfter: time.Hour}, st, hclog.NewNullLogger())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return f, st
+}
+
+// BenchmarkJobList measures the server time of the overview and of job
+// list pages with 100,000 jobs in the store, reporting the p95. Run it
+// with
+//
+//	go test ./coordinator/web -run '^$' -bench JobList -benchtime 200x
+func BenchmarkJobList(b *testing.B) {
+	f, st := bigStore(b)
+	s := New(Config{}, f)
+	mux := http.NewServeMux()
+	s.Register(mux)
+	for _, line := range explain(b, st) {
+		b.Log(line)
+	}
+	for _, page := range []string{
+		"/",
+		"/jobs",
+		"/jobs?page=50000",
+		"/jobs?state=failed",
+		"/jobs?state=failed&page=50000",
+		"/jobs?release=r3",
+		"/jobs?release=r3&package=pkg3",
+		"/jobs?package=pkg7&state=failed",
+		"/jobs?change=99993",
+		"/jobs?package=absent",
+	} {
+		b.Run(page, func(b *testing.B) {
+			times := make([]time.Duration, 0, b.N)
+			for i := 0; i < b.N; i++ {
+				rec := httptest.NewRecorder()
+				t0 := time.Now()
+				mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, page, nil))
+				times = append(times, time.Since(t0))
+				if rec.Code != http.StatusOK && rec.Code != http.StatusSeeOther {
+					b.Fatalf("%s: %d\n%s", page, rec.Code, rec.Body)
+				}
+			}
+			sort.Slice(times, func(i, k int) bool { return times[i] < times[k] })
+			b.ReportMetric(float64(times[len(times)*95/100].Microseconds())/1000, "p95-ms")
+		})
+	}
+}
+
+// explain returns SQLite's plan for the shapes of query the job list
+// makes, so that a run shows which are served by an index.
+func explain(b *testing.B, st *store.Store) []string {
+	b.Helper()
+	var out []string
+	for _, q := range []struct {
+		name, sql string
+		args      []any
+	}{
+		{"newest", `SELECT id FROM jobs ORDER BY seq DESC LIMIT 101`, nil},
+		{"state", `SELECT id FROM jobs WHERE state IN (?) ORDER BY seq DESC LIMIT 101`, []any{int(job.Failed)}},
+		{"package", `SELECT id FROM jobs WHERE json_extract(spec, '$.build.package') = ? ORDER BY seq DESC LIMIT 101`, []any{"pkg7"}},
+	} {
+		rows, err := st.DB().Query(`EXPLAIN QUERY PLAN `+q.sql, q.args...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				b.Fatal(err)
+			}
+			out = append(out, q.name+": "+detail)
+		}
+		rows.Close()
+	}
+	return out
+}
