@@ -34,7 +34,7 @@ Client (talks to --server, default 127.0.0.1:7420 or $KILN_SERVER):
   coordinator events list [--limit N] [--all]                   [--json]
   coordinator release seal R|unseal R|show R                    [--json]
   coordinator release verify R [--package P]... [--wait] [--diffoscope-dir DIR] [--json]
-  coordinator certs --dir DIR --name NAME [--host HOST]...
+  coordinator certs --dir DIR --name NAME --role ROLE [--host HOST]...
 
 With --wait, the exit code is 0 when the job succeeded, 1 when it failed,
 3 when the infrastructure could not finish it, 2 on bad usage.

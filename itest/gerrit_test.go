@@ -2,6 +2,7 @@ package itest
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
+	"github.com/kiln-build/kiln/internal/tlsconfig"
 )
 
 // TestGerritReviewBuildVotes drives the coordinator binary from a Gerrit
@@ -84,9 +86,19 @@ func TestGerritReviewBuildVotes(t *testing.T) {
 		t.Fatalf("review %+v", r)
 	}
 	// The log behind the link shows why.
-	link := r.Message[strings.Index(r.Message, "http://"):]
+	// It is served over HTTPS to a client certificate (a browser with one
+	// imported), as the API is.
+	link := r.Message[strings.Index(r.Message, "https://"):]
 	link = strings.TrimRight(strings.Fields(link)[0], ").,")
-	resp, err := http.Get(link)
+	tc, err := tlsconfig.Client(*p.c.clientTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	anonymous := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: tc.RootCAs}}}
+	if resp, err := anonymous.Get(link); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("the log link without a client certificate: %v %v", resp, err)
+	}
+	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: tc}}).Get(link)
 	if err != nil {
 		t.Fatal(err)
 	}

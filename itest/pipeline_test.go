@@ -120,8 +120,8 @@ func newPipeline(t *testing.T, coordinatorExtra func(g *gitServer) string) *pipe
 
 	// Certificates: every connection is mutual TLS, as in production.
 	pki := filepath.Join(dir, "pki")
-	for _, n := range []string{"coordinator", "publisher", "builder", "jenkins"} {
-		if out, errOut, code := run(t, bin("coordinator"), "certs", "--dir", pki, "--name", n, "--host", "127.0.0.1"); code != 0 {
+	for n, role := range map[string]string{"coordinator": "coordinator", "publisher": "publisher", "builder": "worker", "jenkins": "client", "admin": "admin"} {
+		if out, errOut, code := run(t, bin("coordinator"), "certs", "--dir", pki, "--name", n, "--role", role, "--host", "127.0.0.1"); code != 0 {
 			t.Fatalf("certs: %s %s", out, errOut)
 		}
 	}
@@ -164,7 +164,7 @@ serve:
 	coordCfg := filepath.Join(dir, "coordinator.yaml")
 	os.WriteFile(coordCfg, []byte(fmt.Sprintf(`%sworker_tokens:
   builder: builder-secret
-public_url: http://%s
+public_url: https://%s
 heartbeat_interval: 1s
 lost_after: 10s
 releases:

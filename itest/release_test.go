@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kiln-build/kiln/internal/tlsconfig"
 )
 
 // TestReleaseRebuildsFromItselfAlone is the promise of self-contained
@@ -84,7 +86,10 @@ func TestReleaseRebuildsFromItselfAlone(t *testing.T) {
 	}
 
 	// 4. Seal; no upstream mirror, no chroot on the worker.
-	if out, errOut, code := c.cli("release", "seal", "rel"); code != 0 {
+	// Sealing is for admins: the pipeline's CLI is Jenkins, a client.
+	admin := tlsconfig.Files{Cert: filepath.Join(p.dir, "pki", "admin.pem"), Key: filepath.Join(p.dir, "pki", "admin-key.pem"), CA: filepath.Join(p.dir, "pki", "ca.pem")}
+	if out, errOut, code := runEnv(t, []string{"KILN_SERVER=" + c.addr, "KILN_TLS_CERT=" + admin.Cert, "KILN_TLS_KEY=" + admin.Key, "KILN_TLS_CA=" + admin.CA},
+		bin("coordinator"), "release", "seal", "rel"); code != 0 {
 		t.Fatalf("seal: %d %s %s", code, out, errOut)
 	}
 	p.worker.stop(t)

@@ -14,8 +14,8 @@ func TestTLSWithClientCertificatesAndTokens(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	pki := filepath.Join(dir, "pki")
-	for _, n := range []string{"coordinator", "worker-1", "jenkins"} {
-		out, errOut, code := run(t, bin("coordinator"), "certs", "--dir", pki, "--name", n, "--host", "127.0.0.1")
+	for n, role := range map[string]string{"coordinator": "coordinator", "worker-1": "worker", "intruder": "worker", "jenkins": "client"} {
+		out, errOut, code := run(t, bin("coordinator"), "certs", "--dir", pki, "--name", n, "--role", role, "--host", "127.0.0.1")
 		if code != 0 {
 			t.Fatalf("certs %s: %s %s", n, out, errOut)
 		}
@@ -48,8 +48,8 @@ labels: {os: linux}
 work_dir: `+filepath.Join(dir, name)+`
 token_file: `+filepath.Join(dir, name+".token")+`
 tls:
-  cert: `+filepath.Join(pki, "worker-1.pem")+`
-  key: `+filepath.Join(pki, "worker-1-key.pem")+`
+  cert: `+filepath.Join(pki, name+".pem")+`
+  key: `+filepath.Join(pki, name+"-key.pem")+`
   ca: `+filepath.Join(pki, "ca.pem")+`
 `), 0o644)
 		return p

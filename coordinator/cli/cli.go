@@ -964,23 +964,28 @@ func Events(ctx context.Context, args []string, o IO) error {
 }
 
 // Certs is `coordinator certs`: a CA and certificates for a small
-// installation.
+// installation, each with the role the coordinator enforces.
 func Certs(_ context.Context, args []string, o IO) error {
-	fs := newFlagSet("certs", "coordinator certs --dir DIR --name NAME [--host HOST]...", o)
+	fs := newFlagSet("certs", "coordinator certs --dir DIR --name NAME --role worker|client|admin|publisher|coordinator [--host HOST]...", o)
 	dir := fs.String("dir", "", "directory holding ca.pem and ca-key.pem (made on first use)")
-	name := fs.String("name", "", "certificate name, e.g. coordinator, worker-1, jenkins, publisher")
+	name := fs.String("name", "", "certificate name, e.g. coordinator, worker-1, jenkins, publisher; a worker's is its worker name")
+	roleName := fs.String("role", "", "what the holder may do: worker (WorkerService only), client (read and submit), admin (everything), publisher or coordinator (a server's own certificate, nothing on the coordinator)")
 	var hosts multi
 	fs.Var(&hosts, "host", "DNS name or IP the certificate is valid for (repeatable)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *dir == "" || *name == "" {
-		return usage("--dir and --name are required")
+	if *dir == "" || *name == "" || *roleName == "" {
+		return usage("--dir, --name and --role are required")
+	}
+	role, err := tlsconfig.ParseRole(*roleName)
+	if err != nil {
+		return usage("%v", err)
 	}
 	if err := tlsconfig.MakeCA(*dir); err != nil {
 		return infra(fmt.Errorf("make CA: %w", err))
 	}
-	if err := tlsconfig.Issue(*dir, *name, hosts); err != nil {
+	if err := tlsconfig.Issue(*dir, *name, role, hosts); err != nil {
 		return infra(fmt.Errorf("issue certificate: %w", err))
 	}
 	fmt.Fprintf(o.Out, "%s\n%s\n%s\n", filepath.Join(*dir, *name+".pem"), filepath.Join(*dir, *name+"-key.pem"), filepath.Join(*dir, "ca.pem"))

@@ -5,6 +5,7 @@ package serve
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -38,9 +39,13 @@ import (
 type Config struct {
 	// Listen is the gRPC address for clients and workers.
 	Listen string `yaml:"listen"`
-	// HTTPListen serves /metrics, /healthz and /logs/ID; empty disables it.
+	// HTTPListen serves /metrics, /healthz, /logs/ID and the web pages;
+	// empty disables it. Outside --dev it speaks TLS, and every path but
+	// /metrics, /healthz and the Gerrit webhook needs a client certificate
+	// with role client or admin.
 	HTTPListen string `yaml:"http_listen"`
-	// PublicURL is how people reach HTTPListen, for log links.
+	// PublicURL is how people reach HTTPListen, for log links: https://
+	// outside --dev.
 	PublicURL string `yaml:"public_url"`
 	StateDir  string `yaml:"state_dir"`
 	// Dev is the single-machine mode: plaintext on loopback only, no
@@ -107,6 +112,8 @@ func (c *Config) Validate() error {
 		}
 	} else if c.TLS.Empty() {
 		return errors.New("no TLS configured: set tls.cert, tls.key and tls.ca (make them with `coordinator certs`), or run with --dev on loopback")
+	} else if c.HTTPListen != "" && c.PublicURL != "" && !strings.HasPrefix(c.PublicURL, "https://") {
+		return fmt.Errorf("public_url %q: outside --dev http_listen serves HTTPS with client certificates, so public_url must start with https://", c.PublicURL)
 	}
 	if c.HeartbeatInterval <= 0 || c.LostAfter <= c.HeartbeatInterval {
 		return fmt.Errorf("lost_after (%s) must be longer than heartbeat_interval (%s)", c.LostAfter, c.HeartbeatInterval)
@@ -187,7 +194,8 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		if err != nil {
 			return err
 		}
-		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)),
+			grpc.ChainUnaryInterceptor(api.UnaryAuth), grpc.ChainStreamInterceptor(api.StreamAuth))
 		if tokens == nil {
 			tokens = map[string]string{}
 		}
@@ -228,15 +236,29 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 			Publish: hooks.Publish, Logger: logger.Named("web")}, f)
 		pages.Register(mux)
 		g.Go(func() error { return pages.Run(gctx) })
+		open := []string{"/metrics", "/healthz"}
 		for p, h := range hooks.HTTP {
 			mux.Handle(p, h)
+			open = append(open, p)
+		}
+		var handler http.Handler = mux
+		var htc *tls.Config
+		if !cfg.Dev {
+			if htc, err = httpTLS(cfg.TLS); err != nil {
+				gs.Stop()
+				return err
+			}
+			handler = requireClientCert(open, mux)
 		}
 		hl, err := net.Listen("tcp", cfg.HTTPListen)
 		if err != nil {
 			gs.Stop()
 			return fmt.Errorf("listen on %s: %w", cfg.HTTPListen, err)
 		}
-		hsrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		if htc != nil {
+			hl = tls.NewListener(hl, htc)
+		}
+		hsrv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 		g.Go(func() error {
 			if err := hsrv.Serve(hl); !errors.Is(err, http.ErrServerClosed) {
 				return err

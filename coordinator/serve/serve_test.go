@@ -15,6 +15,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/store"
 	"github.com/kiln-build/kiln/internal/config"
 	"github.com/kiln-build/kiln/internal/reconnect"
+	"github.com/kiln-build/kiln/internal/tlsconfig"
 )
 
 func TestExampleConfigIsValid(t *testing.T) {
@@ -41,6 +42,11 @@ func TestValidate(t *testing.T) {
 		{"dev off loopback", func(c *Config) { c.Dev = true; c.Listen = "0.0.0.0:7420" }, "loopback only"},
 		{"no tls", func(c *Config) { c.Dev = false }, "no TLS configured"},
 		{"lost before heartbeat", func(c *Config) { c.LostAfter = c.HeartbeatInterval }, "lost_after"},
+		{"plain public_url in production", func(c *Config) {
+			c.Dev = false
+			c.TLS = tlsconfig.Files{Cert: "c.pem", Key: "k.pem", CA: "ca.pem"}
+			c.PublicURL = "http://kiln.example.org"
+		}, `public_url "http://kiln.example.org": outside --dev http_listen serves HTTPS`},
 		{"tiny log cap", func(c *Config) { c.MaxLogSize = 100 }, "max_log_size 100"},
 		{"reclaim window shorter than a worker's return", func(c *Config) { c.ReclaimWindow = reconnect.Within }, "reclaim_window " + reconnect.Within.String() + " is shorter"},
 		{"bad format", func(c *Config) {

@@ -15,8 +15,10 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -118,9 +120,76 @@ func MakeCA(dir string) error {
 	return writePair(dir, "ca", der, key)
 }
 
-// Issue writes NAME.pem and NAME-key.pem signed by the CA in dir, valid for
-// the given DNS names and IPs, for both server and client use.
-func Issue(dir, name string, hosts []string) error {
+// Role is what a certificate may do on the coordinator. It is written into
+// the certificate as a URI subject alternative name kiln:role:ROLE, so that
+// it is signed by the CA with the rest of the certificate and shown by
+// `openssl x509 -noout -ext subjectAltName`.
+type Role string
+
+// The roles. Worker may call the WorkerService only; Client reads and
+// submits (Jenkins, people); Admin may do everything, drain and seal
+// included; Publisher and Coordinator are the servers' own certificates
+// and may call nothing on the coordinator.
+const (
+	RoleWorker      Role = "worker"
+	RoleClient      Role = "client"
+	RoleAdmin       Role = "admin"
+	RolePublisher   Role = "publisher"
+	RoleCoordinator Role = "coordinator"
+)
+
+// Roles lists the roles in the order the help text names them.
+var Roles = []Role{RoleWorker, RoleClient, RoleAdmin, RolePublisher, RoleCoordinator}
+
+const roleURIPrefix = "kiln:role:"
+
+// ParseRole checks a role's name.
+func ParseRole(s string) (Role, error) {
+	for _, r := range Roles {
+		if string(r) == s {
+			return r, nil
+		}
+	}
+	return "", fmt.Errorf("role %q: use one of worker, client, admin, publisher, coordinator", s)
+}
+
+// ErrNoRole says that a certificate carries no kiln:role: name: it was
+// made before roles existed, or by another tool.
+var ErrNoRole = errors.New("the certificate has no Kiln role (a URI SAN kiln:role:ROLE); make a new one with `coordinator certs --role worker|client|admin|publisher|coordinator`")
+
+// RoleOf reads the role a certificate was issued with.
+func RoleOf(cert *x509.Certificate) (Role, error) {
+	var found []Role
+	for _, u := range cert.URIs {
+		if u.Scheme != "kiln" || !strings.HasPrefix(u.Opaque, "role:") {
+			continue
+		}
+		r, err := ParseRole(strings.TrimPrefix(u.Opaque, "role:"))
+		if err != nil {
+			return "", fmt.Errorf("certificate %q: %w", cert.Subject.CommonName, err)
+		}
+		found = append(found, r)
+	}
+	switch len(found) {
+	case 0:
+		return "", fmt.Errorf("certificate %q: %w", cert.Subject.CommonName, ErrNoRole)
+	case 1:
+		return found[0], nil
+	}
+	return "", fmt.Errorf("certificate %q names %d roles: give a certificate one role", cert.Subject.CommonName, len(found))
+}
+
+// Issue writes NAME.pem and NAME-key.pem signed by the CA in dir, with the
+// role, valid for the given DNS names and IPs, for both server and client
+// use.
+func Issue(dir, name string, role Role, hosts []string) error {
+	if _, err := ParseRole(string(role)); err != nil {
+		return err
+	}
+	roleURI, err := url.Parse(roleURIPrefix + string(role))
+	if err != nil {
+		return err
+	}
 	caCert, caKey, err := loadCA(dir)
 	if err != nil {
 		return err
@@ -136,6 +205,7 @@ func Issue(dir, name string, hosts []string) error {
 		NotAfter:     time.Now().AddDate(2, 0, 0),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		URIs:         []*url.URL{roleURI},
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {

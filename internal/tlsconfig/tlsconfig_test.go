@@ -2,6 +2,9 @@ package tlsconfig
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
 	"net"
 	"path/filepath"
 	"strings"
@@ -25,7 +28,7 @@ func TestMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"server", "client"} {
-		if err := Issue(dir, n, []string{"127.0.0.1", "localhost"}); err != nil {
+		if err := Issue(dir, n, RoleClient, []string{"127.0.0.1", "localhost"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -77,5 +80,36 @@ func TestMutualTLS(t *testing.T) {
 	}
 	if _, err := Server(Files{}); err == nil || !strings.Contains(err.Error(), "--dev") {
 		t.Fatalf("empty files: %v", err)
+	}
+}
+
+func TestRoleIsWrittenIntoTheCertificate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := MakeCA(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range Roles {
+		if err := Issue(dir, "c-"+string(r), r, nil); err != nil {
+			t.Fatal(err)
+		}
+		cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "c-"+string(r)+".pem"), filepath.Join(dir, "c-"+string(r)+"-key.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, err := x509.ParseCertificate(cert.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := RoleOf(leaf)
+		if err != nil || got != r {
+			t.Errorf("role of a %s certificate: %q, %v", r, got, err)
+		}
+	}
+	if err := Issue(dir, "x", Role("root"), nil); err == nil || !strings.Contains(err.Error(), `role "root"`) {
+		t.Errorf("issue with an unknown role: %v", err)
+	}
+	if _, err := RoleOf(&x509.Certificate{Subject: pkix.Name{CommonName: "old"}}); !errors.Is(err, ErrNoRole) || !strings.Contains(err.Error(), "coordinator certs --role") {
+		t.Errorf("a certificate without a role: %v", err)
 	}
 }

@@ -82,7 +82,7 @@ func makeCerts(t *testing.T) (dir string, coordinatorPin string) {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"publisher", "coordinator", "worker"} {
-		if err := tlsconfig.Issue(dir, n, []string{"127.0.0.1", "localhost"}); err != nil {
+		if err := tlsconfig.Issue(dir, n, tlsconfig.Role(n), []string{"127.0.0.1", "localhost"}); err != nil {
 			t.Fatal(err)
 		}
 	}
