@@ -195,7 +195,7 @@ func TestRefusedBuildRecordedAtOnce(t *testing.T) {
 	for _, e := range evs {
 		got[e.Change] = e
 	}
-	if e := got[1001]; e.Action != ActionError || !strings.Contains(e.Reason, "release mos-9.0 is not configured") {
+	if e := got[1001]; e.Action != ActionRefused || !strings.Contains(e.Reason, "release mos-9.0 is not configured") {
 		t.Errorf("refused event = %+v", e)
 	}
 	if e := got[1002]; e.Action != ActionBuilt {
