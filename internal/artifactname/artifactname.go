@@ -33,7 +33,7 @@ func Check(name string) error {
 	}
 	for _, part := range strings.Split(name, "/") {
 		if part == ".." {
-			return errors.New("a \"..\" component leaves the work dir")
+			return errors.New("it escapes the work dir with a \"..\" component")
 		}
 	}
 	if fs.ValidPath(name) && name != "." {
