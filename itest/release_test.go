@@ -62,12 +62,12 @@ func TestReleaseRebuildsFromItselfAlone(t *testing.T) {
 	if !regexp.MustCompile(`kiln: base: [1-9][0-9]+ package files`).MatchString(out) {
 		t.Errorf("the first build captured no base:\n%s", tail(out, 3000))
 	}
-	withURL, _ := g.repo(t, "hello-withdep", "../worker/build/testdata/hello-withdep")
+	withURL, _ := g.repo(t, "hello-withdep", "testdata/hello-withdep")
 	out = build("hello-withdep", withURL)
 	if !strings.Contains(out, "building hello-withdep against: kiln-test-dep 1.0 from the release repository") {
 		t.Errorf("hello-withdep was not built against rel's kiln-test-dep:\n%s", tail(out, 3000))
 	}
-	// 2. Its shared build dependencies (make, the chroot's own) came from
+	// 2. Its shared build dependency (tree, not in the chroot) came from
 	// the worker's package cache: said in the log and counted.
 	if !strings.Contains(out, "kiln: package cache hit ") {
 		t.Errorf("the second build took nothing from the package cache:\n%s", tail(out, 3000))
@@ -101,6 +101,10 @@ func TestReleaseRebuildsFromItselfAlone(t *testing.T) {
 	// 5. Every package of rel rebuilt from rel alone, identical.
 	out, errOut, code := c.cliTimeout(25*time.Minute, "release", "verify", "rel", "--wait")
 	if code != 0 {
+		for _, m := range regexp.MustCompile(`rebuild job ([0-9]+)`).FindAllStringSubmatch(out, -1) {
+			l, _, _ := c.cli("jobs", "logs", m[1])
+			t.Logf("--- rebuild job %s ---\n%s", m[1], tail(l, 6000))
+		}
 		t.Fatalf("release verify: %d\n%s\n%s", code, out, errOut)
 	}
 	for _, want := range []string{`(?m)^kiln-test-dep 1\.0\+rel1 identical`, `(?m)^hello-withdep 1\.0\+rel1 identical`} {
