@@ -1,10 +1,12 @@
 package buildroot
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 
 	"github.com/kiln-build/kiln/worker/executor"
@@ -59,10 +61,7 @@ func (b *Buildroot) OpenSealed(ctx context.Context, target string, src executor.
 	_, err = b.Target(ctx, t.Name)
 	if errors.Is(err, ErrChrootMissing) {
 		fmt.Fprintf(log, "kiln: making chroot %s from release %s's base %s (no upstream mirror)\n", t.Name, src.Release, src.URL)
-		var info TargetInfo
-		if info, err = b.refresh(ctx, t, log); err == nil {
-			fmt.Fprintf(log, "kiln: chroot %s is %s\n", t.Name, info.Digest)
-		}
+		err = b.makeSealed(ctx, t, log)
 	}
 	b.sealedMu.Unlock()
 	if err != nil {
@@ -74,4 +73,37 @@ func (b *Buildroot) OpenSealed(ctx context.Context, target string, src executor.
 	}
 	s.sources = t.SourceHosts()
 	return s, nil
+}
+
+// makeSealed makes the sealed chroot t. apt's download methods run as an
+// unprivileged user that may not read the operator's key where it lies
+// (a 0600 file, a private directory): mmdebstrap is given a world-readable
+// copy of its public key instead, which is also the one copied into the
+// chroot.
+func (b *Buildroot) makeSealed(ctx context.Context, t Target, log io.Writer) error {
+	key, err := os.ReadFile(t.SignedBy)
+	if err != nil {
+		return fmt.Errorf("read the key of release base %s: %w", t.Mirror, err)
+	}
+	dir, err := os.MkdirTemp("", "kiln-sealed-key-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return err
+	}
+	t.SignedBy = filepath.Join(dir, "base.asc")
+	if !bytes.HasPrefix(bytes.TrimSpace(key), []byte("-----BEGIN PGP")) {
+		t.SignedBy = filepath.Join(dir, "base.gpg")
+	}
+	if err := os.WriteFile(t.SignedBy, key, 0o644); err != nil {
+		return err
+	}
+	info, err := b.refresh(ctx, t, log)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(log, "kiln: chroot %s is %s\n", t.Name, info.Digest)
+	return nil
 }
