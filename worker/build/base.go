@@ -19,8 +19,9 @@ import (
 const baseDir = "base"
 
 // basePackageName is what a base file may be called: a package file name
-// as distributions write them, never a path.
-var basePackageName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.+~_-]*\.(deb|udeb|rpm)$`)
+// as distributions and apt write them (an epoch as ":" or "%3a"), never a
+// path.
+var basePackageName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.+~_:%-]*\.(deb|udeb|rpm)$`)
 
 // packageCache is the buildroot's package cache, where every package file
 // a buildroot used is kept by sha256.

@@ -49,3 +49,23 @@ func TestBaseSourceOfASealedRelease(t *testing.T) {
 		t.Errorf("a file: base accepted: %v", err)
 	}
 }
+
+// Package files with an epoch, as apt names them in its cache (%3a) and
+// as a URL gives them (:), are base files; a path is not.
+func TestBasePackageNames(t *testing.T) {
+	t.Parallel()
+	for name, want := range map[string]bool{
+		"zlib1g_1%3a1.2.13.dfsg-1_amd64.deb": true,
+		"zlib1g_1:1.2.13.dfsg-1_amd64.deb":   true,
+		"g++_4%3a12.2.0-3_amd64.deb":         true,
+		"hello-2.10-1.el9.x86_64.rpm":        true,
+		"../etc/passwd.deb":                  false,
+		"a/b.deb":                            false,
+		".hidden.deb":                        false,
+		"notes.txt":                          false,
+	} {
+		if got := basePackageName.MatchString(name); got != want {
+			t.Errorf("%q: %v, want %v", name, got, want)
+		}
+	}
+}
