@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/kiln-build/kiln/worker/executor"
 )
@@ -42,6 +43,13 @@ func (b *Buildroot) sealedTarget(target string, src executor.BaseSource) (Target
 	switch t.Method {
 	case "mmdebstrap":
 		t.Mirror, t.SignedBy = src.URL, src.SignedBy
+		// The base's Packages carry each .deb's own Priority, not the
+		// upstream archive's override, so apt may not be "required"
+		// there: name it, as phase 1 installs the rest of the recorded
+		// buildroot with it.
+		if !slices.Contains(t.Packages, "apt") {
+			t.Packages = append(slices.Clip(t.Packages), "apt")
+		}
 	case "dnf":
 		t.Repositories = []Repository{{Name: "base", BaseURL: src.URL, GPGKey: "file://" + src.SignedBy}}
 	}

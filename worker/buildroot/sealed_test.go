@@ -20,6 +20,9 @@ func TestSealedTargetDrawsOnlyFromTheBase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !slices.Contains(got.Packages, "apt") || slices.Contains(b.cfg.Targets[0].Packages, "apt") {
+		t.Errorf("sealed deb target installs %v, want apt added (and the configured target unchanged)", got.Packages)
+	}
 	if got.Name != "bookworm-amd64@mos-9.0" || got.Mirror != src.URL || got.SignedBy != src.SignedBy {
 		t.Errorf("sealed deb target %+v", got)
 	}
