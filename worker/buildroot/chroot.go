@@ -87,10 +87,13 @@ func mmdebstrapArgs(t Target, out, capture string) []string {
 			comps = []string{"main"}
 		}
 		mirror = fmt.Sprintf("deb [signed-by=%s] %s %s %s", t.SignedBy, t.Mirror, t.Suite, strings.Join(comps, " "))
-		// The chroot's sources.list names the key by its host path: the
-		// key goes to the same path inside, so apt in the buildroot
-		// verifies the mirror as mmdebstrap did.
-		args = append(args, fmt.Sprintf("--customize-hook=mkdir -p \"$1\"'%s' && cp '%s' \"$1\"'%s'", filepath.Dir(t.SignedBy), t.SignedBy, t.SignedBy))
+		// The key goes into the chroot (under /etc, which no sandbox
+		// mount hides) and the chroot's sources name it there, so apt
+		// in the buildroot verifies the mirror as mmdebstrap did.
+		inside := "/etc/apt/keyrings/kiln-" + filepath.Base(t.SignedBy)
+		args = append(args, fmt.Sprintf("--customize-hook=mkdir -p \"$1\"/etc/apt/keyrings && cp '%s' \"$1\"'%s' && "+
+			"for f in \"$1\"/etc/apt/sources.list \"$1\"/etc/apt/sources.list.d/*.list; do if [ -f \"$f\" ]; then sed -i 's|signed-by=%s|signed-by=%s|' \"$f\"; fi; done",
+			t.SignedBy, inside, t.SignedBy, inside))
 	}
 	return append(args, t.Suite, out, mirror)
 }

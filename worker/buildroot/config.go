@@ -274,7 +274,7 @@ func (t Target) Validate() error {
 		default:
 			return fmt.Errorf("target %s: variant %q: use one of mmdebstrap's variants, e.g. minbase or buildd", t.Name, t.Variant)
 		}
-		if t.SignedBy != "" && (!filepath.IsAbs(t.SignedBy) || strings.ContainsAny(t.SignedBy, " \t\n\r]'\"")) {
+		if t.SignedBy != "" && (!filepath.IsAbs(t.SignedBy) || strings.ContainsAny(t.SignedBy, " \t\n\r]'\"|")) {
 			return fmt.Errorf("target %s: signed_by %q: give the absolute path of a key file, without spaces or quotes", t.Name, t.SignedBy)
 		}
 		if t.Architecture != "" && !wordPattern.MatchString(t.Architecture) {

@@ -33,7 +33,9 @@ func TestSealedTargetDrawsOnlyFromTheBase(t *testing.T) {
 	if last := args[len(args)-1]; last != "deb [signed-by=/etc/kiln/mos.asc] http://mirror.kiln/mos-9.0-bookworm-base bookworm main" {
 		t.Errorf("mirror argument %q", last)
 	}
-	if !slices.ContainsFunc(args, func(a string) bool { return strings.Contains(a, "cp '/etc/kiln/mos.asc' \"$1\"'/etc/kiln/mos.asc'") }) {
+	if !slices.ContainsFunc(args, func(a string) bool {
+		return strings.Contains(a, "cp '/etc/kiln/mos.asc' \"$1\"'/etc/apt/keyrings/kiln-mos.asc'") && strings.Contains(a, "s|signed-by=/etc/kiln/mos.asc|signed-by=/etc/apt/keyrings/kiln-mos.asc|")
+	}) {
 		t.Errorf("the key is not copied into the chroot: %q", args)
 	}
 	for _, a := range args {
