@@ -218,11 +218,7 @@ func runEnvTimeout(t *testing.T, d time.Duration, env []string, name string, arg
 // stderr and exit code.
 func (c *cluster) cli(args ...string) (string, string, int) {
 	c.t.Helper()
-	env := []string{"KILN_SERVER=" + c.addr}
-	if c.clientTLS != nil {
-		env = append(env, "KILN_TLS_CERT="+c.clientTLS.Cert, "KILN_TLS_KEY="+c.clientTLS.Key, "KILN_TLS_CA="+c.clientTLS.CA)
-	}
-	return runEnv(c.t, env, bin("coordinator"), args...)
+	return c.cliTimeout(2*time.Minute, args...)
 }
 
 func (c *cluster) waitJobs(ids []string, timeout time.Duration) map[string]*pb.Job {

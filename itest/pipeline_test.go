@@ -388,15 +388,8 @@ func jobID(t *testing.T, stderr string) string {
 func aptFetch(t *testing.T, dir, mirror, repo, pkg, version string) {
 	t.Helper()
 	apt := filepath.Join(dir, "apt")
-	os.RemoveAll(apt)
-	for _, d := range []string{"lists/partial", "cache/archives/partial", "etc/apt.conf.d", "etc/preferences.d", "dl"} {
-		os.MkdirAll(filepath.Join(apt, d), 0o755)
-	}
-	os.WriteFile(filepath.Join(apt, "sources.list"), []byte(fmt.Sprintf("deb [signed-by=%s] http://%s/%s bookworm main\n", filepath.Join(dir, "pub.asc"), mirror, repo)), 0o644)
-	opts := []string{"-o", "Dir::Etc::SourceList=" + filepath.Join(apt, "sources.list"), "-o", "Dir::Etc::SourceParts=/dev/null",
-		"-o", "Dir::State::Lists=" + filepath.Join(apt, "lists"), "-o", "Dir::Cache=" + filepath.Join(apt, "cache"),
-		"-o", "Dir::Etc::Parts=" + filepath.Join(apt, "etc/apt.conf.d"), "-o", "Dir::Etc::PreferencesParts=" + filepath.Join(apt, "etc/preferences.d"),
-		"-o", "APT::Sandbox::User=root"}
+	opts := isolatedApt(apt, fmt.Sprintf("deb [signed-by=%s] http://%s/%s bookworm main", filepath.Join(dir, "pub.asc"), mirror, repo))
+	os.MkdirAll(filepath.Join(apt, "dl"), 0o755)
 	if out, err := exec.Command("apt-get", append(opts, "update")...).CombinedOutput(); err != nil || strings.Contains(string(out), "NO_PUBKEY") || strings.Contains(string(out), "W: ") {
 		t.Fatalf("apt-get update: %v\n%s", err, out)
 	}
@@ -409,6 +402,20 @@ func aptFetch(t *testing.T, dir, mirror, repo, pkg, version string) {
 	if len(m) != 1 {
 		t.Fatalf("downloaded %v", m)
 	}
+}
+
+// isolatedApt makes an apt configuration in dir with source as its only
+// source and returns the options that point apt-get and apt-cache at it.
+func isolatedApt(dir, source string) []string {
+	os.RemoveAll(dir)
+	for _, d := range []string{"lists/partial", "cache/archives/partial", "etc/apt.conf.d", "etc/preferences.d"} {
+		os.MkdirAll(filepath.Join(dir, d), 0o755)
+	}
+	os.WriteFile(filepath.Join(dir, "sources.list"), []byte(source+"\n"), 0o644)
+	return []string{"-o", "Dir::Etc::SourceList=" + filepath.Join(dir, "sources.list"), "-o", "Dir::Etc::SourceParts=/dev/null",
+		"-o", "Dir::State::Lists=" + filepath.Join(dir, "lists"), "-o", "Dir::Cache=" + filepath.Join(dir, "cache"),
+		"-o", "Dir::Etc::Parts=" + filepath.Join(dir, "etc/apt.conf.d"), "-o", "Dir::Etc::PreferencesParts=" + filepath.Join(dir, "etc/preferences.d"),
+		"-o", "APT::Sandbox::User=root"}
 }
 
 func mustRead(t *testing.T, path string) []byte {

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -166,16 +165,7 @@ func metricValue(t *testing.T, url, name string) float64 {
 // offers.
 func aptNames(t *testing.T, dir, source string) map[string]bool {
 	t.Helper()
-	apt := filepath.Join(dir, "apt-names")
-	os.RemoveAll(apt)
-	for _, d := range []string{"lists/partial", "cache/archives/partial", "etc/apt.conf.d", "etc/preferences.d"} {
-		os.MkdirAll(filepath.Join(apt, d), 0o755)
-	}
-	os.WriteFile(filepath.Join(apt, "sources.list"), []byte(source+"\n"), 0o644)
-	opts := []string{"-o", "Dir::Etc::SourceList=" + filepath.Join(apt, "sources.list"), "-o", "Dir::Etc::SourceParts=/dev/null",
-		"-o", "Dir::State::Lists=" + filepath.Join(apt, "lists"), "-o", "Dir::Cache=" + filepath.Join(apt, "cache"),
-		"-o", "Dir::Etc::Parts=" + filepath.Join(apt, "etc/apt.conf.d"), "-o", "Dir::Etc::PreferencesParts=" + filepath.Join(apt, "etc/preferences.d"),
-		"-o", "APT::Sandbox::User=root"}
+	opts := isolatedApt(filepath.Join(dir, "apt-names"), source)
 	if out, err := exec.Command("apt-get", append(opts, "update")...).CombinedOutput(); err != nil || strings.Contains(string(out), "W: ") {
 		t.Fatalf("apt-get update %s: %v\n%s", source, err, out)
 	}
