@@ -83,6 +83,7 @@ type pipeline struct {
 	g                     *gitServer
 	dir, target, repoName string
 	pubCfg, mirrorAddr    string
+	pubAddr               string
 	publisher             *proc
 	brCfg                 buildroot.Config
 	workerTLS, workerCfg  string
@@ -179,7 +180,7 @@ publisher:
 	c.coord = start(t, "coordinator", "coordinator", "serve", "--config", coordCfg, "--state-dir", c.state, "--listen", c.addr, "--http-listen", c.httpAddr)
 	c.waitListening(c.addr)
 	c.connect()
-	p := &pipeline{c: c, g: g, dir: dir, target: target, repoName: repoName, pubCfg: pubCfg, mirrorAddr: mirrorAddr, publisher: publisher,
+	p := &pipeline{c: c, g: g, dir: dir, target: target, repoName: repoName, pubCfg: pubCfg, mirrorAddr: mirrorAddr, pubAddr: pubAddr, publisher: publisher,
 		brCfg: brCfg, workerTLS: tlsYAML("", "builder")}
 	p.worker = p.startWorker(t, workerOptions{})
 	return p

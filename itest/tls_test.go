@@ -35,7 +35,7 @@ worker_tokens:
 heartbeat_interval: 1s
 lost_after: 4s
 `), 0o644)
-	start(t, "coordinator", "coordinator", "serve", "--config", coordCfg)
+	coord := start(t, "coordinator", "coordinator", "serve", "--config", coordCfg)
 	c := &cluster{t: t}
 	c.waitListening(addr)
 
@@ -75,6 +75,9 @@ tls:
 	if code == 0 {
 		t.Fatalf("plaintext client accepted: %s", errOut)
 	}
+	// Both refusals are in the coordinator's log, with the peer and why.
+	waitLog(t, coord, 10*time.Second, "refused a connection", "refused=/kiln.worker.v1.WorkerService/Register", "wrong bearer token")
+	waitLog(t, coord, 10*time.Second, "refused a connection", "refused=\"TLS handshake\"", "peer=127.0.0.1:")
 	out, _, code = run(t, bin("coordinator"), append(append([]string{"workers", "list"}, tlsFlags...), "--json")...)
 	if code != 0 || !strings.Contains(out, `"name": "worker-1"`) || strings.Contains(out, "intruder") {
 		t.Fatalf("workers: %d %s", code, out)
@@ -84,5 +87,26 @@ tls:
 	if code != 2 || !strings.Contains(errOut, "loopback only") {
 		t.Fatalf("--dev on 0.0.0.0: %d %s", code, errOut)
 	}
-	_ = time.Second
+}
+
+// waitLog waits until one line of p's log holds all of want.
+func waitLog(t *testing.T, p *proc, limit time.Duration, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		b, _ := os.ReadFile(p.log)
+		for _, line := range strings.Split(string(b), "\n") {
+			all := true
+			for _, w := range want {
+				all = all && strings.Contains(line, w)
+			}
+			if all {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no line of %s holds all of %q:\n%s", p.log, want, tail(string(b), 3000))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/web"
 	"github.com/kiln-build/kiln/internal/opshttp"
 	"github.com/kiln-build/kiln/internal/reconnect"
+	"github.com/kiln-build/kiln/internal/refusal"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
@@ -194,8 +195,11 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		if err != nil {
 			return err
 		}
-		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)),
-			grpc.ChainUnaryInterceptor(api.UnaryAuth), grpc.ChainStreamInterceptor(api.StreamAuth))
+		// Refusals at the door are logged first, so the log sees what
+		// the auth interceptors refuse.
+		refused := refusal.New(logger.Named("refusal"))
+		opts = append(opts, grpc.Creds(refused.Credentials(credentials.NewTLS(tc))),
+			grpc.ChainUnaryInterceptor(refused.Unary, api.UnaryAuth), grpc.ChainStreamInterceptor(refused.Stream, api.StreamAuth))
 		if tokens == nil {
 			tokens = map[string]string{}
 		}

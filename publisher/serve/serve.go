@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kiln-build/kiln/internal/opshttp"
+	"github.com/kiln-build/kiln/internal/refusal"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
 	publisherv1 "github.com/kiln-build/kiln/proto/kiln/publisher/v1"
 	"github.com/kiln-build/kiln/publisher/deb"
@@ -170,7 +171,9 @@ func Run(ctx context.Context, cfg Config, svc *Service, log hclog.Logger, ready 
 		if err != nil {
 			return err
 		}
-		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+		refused := refusal.New(log.Named("refusal"))
+		opts = append(opts, grpc.Creds(refused.Credentials(credentials.NewTLS(tc))),
+			grpc.ChainUnaryInterceptor(refused.Unary), grpc.ChainStreamInterceptor(refused.Stream))
 	}
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
