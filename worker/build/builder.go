@@ -661,7 +661,8 @@ func debDepsScript(repos []Repository, pinned []executor.Package, dsc string, pr
 		s.WriteString("update\n")
 	}
 	if len(pinned) > 0 {
-		s.WriteString("echo 'kiln: installing pinned build dependencies'\nupdate\napt-get install $apt_opts --allow-downgrades" + debPins(pinned) + "\n")
+		s.WriteString("update\n" + debPinCheck(pinned))
+		s.WriteString("echo 'kiln: installing pinned build dependencies'\napt-get install $apt_opts --allow-downgrades" + debPins(pinned) + "\n")
 	}
 	prof := ""
 	if len(profiles) > 0 {
@@ -703,6 +704,24 @@ export DEB_BUILD_OPTIONS="$opts"
 		s.WriteString(" " + shellQuote("-P"+strings.Join(profiles, ",")))
 	}
 	s.WriteString("\n")
+	return s.String()
+}
+
+// debPinCheck is a script that ends the step, naming every recorded
+// version that none of the buildroot's apt sources hold, before apt-get
+// gives up on the first one with a message about that one alone. For a
+// sealed release it means the release's base lacks them (they were
+// installed before it captured its base); otherwise the upstream mirror
+// no longer carries them.
+func debPinCheck(pinned []executor.Package) string {
+	var s strings.Builder
+	s.WriteString("missing=\nfor p in" + debPins(pinned) + "; do\n  apt-cache show \"$p\" >/dev/null 2>&1 || missing=\"$missing $p\"\ndone\n")
+	s.WriteString(`if [ -n "$missing" ]; then
+  echo "kiln: the build record names versions that none of this buildroot's sources hold:$missing" >&2
+  echo "kiln: a sealed release builds only from what its base captured, and an unsealed one from what the upstream mirror still carries; rebuild without --verify to take current versions" >&2
+  exit 100
+fi
+`)
 	return s.String()
 }
 

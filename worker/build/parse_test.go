@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -553,5 +554,37 @@ func TestParseSeries(t *testing.T) {
 		if _, err := parseSeries([]byte(bad)); err == nil {
 			t.Errorf("parseSeries(%q) accepted", bad)
 		}
+	}
+}
+
+// The pin check names every recorded version the buildroot's sources
+// lack, not only the first one apt-get would stop at. apt-cache is a stub
+// here that holds python3 3.11.2-1+b1 only.
+func TestDebPinCheckNamesEveryMissingVersion(t *testing.T) {
+	t.Parallel()
+	bin := t.TempDir()
+	stub := "#!/bin/sh\n[ \"$1\" = show ] && [ \"$2\" = python3:amd64=3.11.2-1+b1 ]\n"
+	if err := os.WriteFile(filepath.Join(bin, "apt-cache"), []byte(stub), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run := func(pinned []executor.Package) (string, int) {
+		cmd := exec.Command("sh", "-ec", debPinCheck(pinned)+"echo checked\n")
+		cmd.Env = append(os.Environ(), "PATH="+bin+":/usr/bin:/bin")
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+	held := executor.Package{Name: "python3", Version: "3.11.2-1+b1", Architecture: "amd64"}
+	if out, code := run([]executor.Package{held}); code != 0 || !strings.Contains(out, "checked") {
+		t.Fatalf("every pin held: exit %d\n%s", code, out)
+	}
+	out, code := run([]executor.Package{held, {Name: "debhelper", Version: "13.11.4", Architecture: "all"}, {Name: "libc6", Version: "2.36-9", Architecture: "amd64"}})
+	if code != 100 || !strings.Contains(out, "sources hold: debhelper=13.11.4 libc6:amd64=2.36-9\n") || strings.Contains(out, "checked") {
+		t.Fatalf("two pins missing: exit %d\n%s", code, out)
 	}
 }
