@@ -37,16 +37,6 @@ var (
 	ErrNoSpace = errors.New("no space left")
 )
 
-// Release configures how builds of one release are versioned.
-type Release struct {
-	// DebSuffix and RPMSuffix are patterns with {revision}, e.g.
-	// "~mos9.0+{revision}" and ".mos9.0.{revision}".
-	DebSuffix string `yaml:"deb_suffix"`
-	RPMSuffix string `yaml:"rpm_suffix"`
-	// Formats maps target names to deb or rpm.
-	Targets map[string]string `yaml:"targets"`
-}
-
 // Config configures the fleet.
 type Config struct {
 	StateDir  string
@@ -283,6 +273,14 @@ func (f *Fleet) submit(ctx context.Context, spec job.Spec, rebuildOf string) (j 
 		}
 		if spec.FairnessGroup == "" {
 			j.Spec.FairnessGroup = spec.Build.Release
+		}
+		// A build that names no profiles or options gets its release's
+		// and target's, before the key is made: they are part of it. A
+		// rebuild keeps exactly what its original had.
+		if b := spec.Build; rebuildOf == "" && len(b.Profiles) == 0 && len(b.Options) == 0 {
+			if rel, ok := f.cfg.Releases[b.Release]; ok {
+				b.Profiles, b.Options = rel.BuildDefaults(b.Target)
+			}
 		}
 		j.BuildKey = spec.Build.Key()
 		prev, err := f.st.ByBuildKey(ctx, j.BuildKey)

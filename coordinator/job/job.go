@@ -305,6 +305,11 @@ func (b *Build) Validate() error {
 			return fmt.Errorf("source %s role %s: use combined, code or packaging", Clip(s.URL), Clip(s.Role))
 		}
 	}
+	return b.CheckProfiles()
+}
+
+// CheckProfiles checks the build profiles and options.
+func (b *Build) CheckProfiles() error {
 	for _, p := range b.Profiles {
 		if !profileRE.MatchString(p) {
 			return fmt.Errorf("build profile %q: use a Debian build profile name such as nocheck, nodoc or stage1", p)

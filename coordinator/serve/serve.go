@@ -133,10 +133,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("retry_cap %d: at least 1", c.RetryCap)
 	}
 	for name, r := range c.Releases {
-		for t, f := range r.Targets {
-			if f != "deb" && f != "rpm" {
-				return fmt.Errorf("release %s target %s: format %q: use deb or rpm", name, t, f)
-			}
+		if err := r.Validate(name); err != nil {
+			return err
 		}
 	}
 	return c.Extra.Validate()
