@@ -146,7 +146,7 @@ func RecordFromPB(r *pb.BuildRecord) *job.Record {
 	}
 	return &job.Record{Sources: SourcesFromPB(r.GetSources()), ChrootDigest: r.GetChrootDigest(),
 		Installed: packagesFromPB(r.GetInstalled()), Commands: r.GetCommands(), Artifacts: ArtifactsFromPB(r.GetArtifacts()),
-		Version: r.GetVersion()}
+		Version: r.GetVersion(), SourceLayout: r.GetSourceLayout()}
 }
 
 func recordToPB(r *job.Record) *pb.BuildRecord {
@@ -154,7 +154,7 @@ func recordToPB(r *job.Record) *pb.BuildRecord {
 		return nil
 	}
 	return &pb.BuildRecord{Sources: SourcesToPB(r.Sources), ChrootDigest: r.ChrootDigest, Installed: packagesToPB(r.Installed),
-		Commands: r.Commands, Artifacts: artifactsToPB(r.Artifacts), Version: r.Version}
+		Commands: r.Commands, Artifacts: artifactsToPB(r.Artifacts), Version: r.Version, SourceLayout: r.SourceLayout}
 }
 
 func ts(t time.Time) *timestamppb.Timestamp {

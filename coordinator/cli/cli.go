@@ -734,6 +734,9 @@ func show(w io.Writer, j *pb.Job) {
 		fmt.Fprintln(w, "build record:")
 		fmt.Fprintf(w, "  version:       %s\n", r.GetVersion())
 		fmt.Fprintf(w, "  chroot:        %s\n", r.GetChrootDigest())
+		if l := r.GetSourceLayout(); l != "" {
+			fmt.Fprintf(w, "  layout:        %s\n", l)
+		}
 		for _, s := range r.GetSources() {
 			fmt.Fprintf(w, "  source:        %s@%s\n", s.GetUrl(), s.GetCommit())
 		}

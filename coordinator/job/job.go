@@ -139,6 +139,9 @@ type Record struct {
 	Commands     []string   `json:"commands,omitempty"`
 	Artifacts    []Artifact `json:"artifacts,omitempty"`
 	Version      string     `json:"version,omitempty"`
+	// SourceLayout is how the source was found and where the upstream
+	// tarball came from.
+	SourceLayout string `json:"source_layout,omitempty"`
 }
 
 // Job is a job as the coordinator keeps it.

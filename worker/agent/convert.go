@@ -29,7 +29,7 @@ func buildFromPB(b *cpb.PackageBuild) *executor.PackageBuild {
 }
 
 func recordToPB(r *executor.Record) *cpb.BuildRecord {
-	out := &cpb.BuildRecord{ChrootDigest: r.ChrootDigest, Commands: r.Commands, Version: r.Version}
+	out := &cpb.BuildRecord{ChrootDigest: r.ChrootDigest, Commands: r.Commands, Version: r.Version, SourceLayout: r.SourceLayout}
 	for _, s := range r.Sources {
 		out.Sources = append(out.Sources, &cpb.Source{Url: s.URL, Commit: s.Commit, Ref: s.Ref, Role: roleToPB(s.Role)})
 	}

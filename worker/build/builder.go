@@ -173,7 +173,7 @@ func (b *Builder) run(ctx context.Context, job executor.Job, log io.Writer, rec 
 	if err != nil {
 		return executor.Result{}, err
 	}
-	rec.Version = p.version
+	rec.Version, rec.SourceLayout = p.version, p.layout
 	if p.layout != "" {
 		fmt.Fprintf(log, "kiln: layout: %s\n", p.layout)
 	}

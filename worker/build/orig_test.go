@@ -40,6 +40,7 @@ func TestOrigFromWhereTheMaintainerKeepsIt(t *testing.T) {
 	quiltC := srv.repo(t, "tagged", "hello-quilt", nil)
 	runGit(t, filepath.Join(srv.base, "tagged"), "tag", "upstream/2.0")
 
+	var lastRecord executor.Record
 	run := func(t *testing.T, pb executor.PackageBuild) (string, string) {
 		b := New(testConfig(t), &fakeOpener{handle: skipRootSteps}, nil)
 		job := newJob(t, pb)
@@ -47,6 +48,9 @@ func TestOrigFromWhereTheMaintainerKeepsIt(t *testing.T) {
 		res, err := b.Run(context.Background(), job, &log)
 		if err != nil || res.Failed() {
 			t.Fatalf("Run: %v %+v\n%s", err, res, log.String())
+		}
+		if res.Record != nil {
+			lastRecord = *res.Record
 		}
 		return log.String(), job.WorkDir
 	}
@@ -65,6 +69,9 @@ func TestOrigFromWhereTheMaintainerKeepsIt(t *testing.T) {
 		log, _ := run(t, executor.PackageBuild{Package: "hello-quilt", Sources: []executor.Source{{URL: srv.url("tagged"), Commit: quiltC}}})
 		if !strings.Contains(log, "upstream tarball: hello-quilt_2.0.orig.tar.gz made from tag upstream/2.0 of "+srv.url("tagged")) {
 			t.Errorf("log does not say the tag was used:\n%s", log)
+		}
+		if !strings.Contains(lastRecord.SourceLayout, "upstream tarball: hello-quilt_2.0.orig.tar.gz made from tag upstream/2.0") {
+			t.Errorf("the build record does not say where the tarball came from: %q", lastRecord.SourceLayout)
 		}
 	})
 }

@@ -70,6 +70,9 @@ type Record struct {
 	Installed    []Package
 	Commands     []string
 	Version      string
+	// SourceLayout is how the source was found: its layout and where the
+	// upstream tarball came from.
+	SourceLayout string
 }
 
 // Result is how a job ended when the executor could run it.

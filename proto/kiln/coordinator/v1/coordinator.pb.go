@@ -837,7 +837,11 @@ type BuildRecord struct {
 	Commands  []string    `protobuf:"bytes,4,rep,name=commands,proto3" json:"commands,omitempty"`
 	Artifacts []*Artifact `protobuf:"bytes,5,rep,name=artifacts,proto3" json:"artifacts,omitempty"`
 	// Version of the built source package, revision included.
-	Version       string `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
+	Version string `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
+	// How the worker found the source: the layout (e.g. "gbp, patches
+	// unapplied", "native") and where the upstream tarball came from
+	// (pristine-tar, a committed tarball, an upstream tag, the code commit).
+	SourceLayout  string `protobuf:"bytes,7,opt,name=source_layout,json=sourceLayout,proto3" json:"source_layout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -910,6 +914,13 @@ func (x *BuildRecord) GetArtifacts() []*Artifact {
 func (x *BuildRecord) GetVersion() string {
 	if x != nil {
 		return x.Version
+	}
+	return ""
+}
+
+func (x *BuildRecord) GetSourceLayout() string {
+	if x != nil {
+		return x.SourceLayout
 	}
 	return ""
 }
@@ -2469,14 +2480,15 @@ const file_kiln_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x10InstalledPackage\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\"\n" +
-	"\farchitecture\x18\x03 \x01(\tR\farchitecture\"\xa1\x02\n" +
+	"\farchitecture\x18\x03 \x01(\tR\farchitecture\"\xc6\x02\n" +
 	"\vBuildRecord\x125\n" +
 	"\asources\x18\x01 \x03(\v2\x1b.kiln.coordinator.v1.SourceR\asources\x12#\n" +
 	"\rchroot_digest\x18\x02 \x01(\tR\fchrootDigest\x12C\n" +
 	"\tinstalled\x18\x03 \x03(\v2%.kiln.coordinator.v1.InstalledPackageR\tinstalled\x12\x1a\n" +
 	"\bcommands\x18\x04 \x03(\tR\bcommands\x12;\n" +
 	"\tartifacts\x18\x05 \x03(\v2\x1d.kiln.coordinator.v1.ArtifactR\tartifacts\x12\x18\n" +
-	"\aversion\x18\x06 \x01(\tR\aversion\"\x9b\x06\n" +
+	"\aversion\x18\x06 \x01(\tR\aversion\x12#\n" +
+	"\rsource_layout\x18\a \x01(\tR\fsourceLayout\"\x9b\x06\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x120\n" +
 	"\x04spec\x18\x02 \x01(\v2\x1c.kiln.coordinator.v1.JobSpecR\x04spec\x123\n" +
