@@ -328,7 +328,7 @@ func (f *Fleet) submit(ctx context.Context, spec job.Spec, rebuildOf string) (j 
 		if err := f.assignRevision(ctx, j); err != nil {
 			return nil, false, err
 		}
-		if err := f.markSealed(ctx, j.Spec.Build); err != nil {
+		if err := f.markSealed(ctx, &j.Spec); err != nil {
 			return nil, false, err
 		}
 	}
@@ -737,7 +737,7 @@ func (f *Fleet) submitRebuild(ctx context.Context, spec job.Spec, orig *job.Job,
 	if err := spec.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	if err := f.markSealed(ctx, spec.Build); err != nil {
+	if err := f.markSealed(ctx, &spec); err != nil {
 		return nil, err
 	}
 	j := &job.Job{Spec: spec, State: job.Queued, CreatedAt: f.cfg.Clock.Now(), BuildKey: orig.BuildKey,

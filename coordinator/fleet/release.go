@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -15,7 +16,14 @@ import (
 
 // markSealed sets a package build's Sealed from its release's state, so
 // that what the worker gets is the coordinator's word, not the client's.
-func (f *Fleet) markSealed(ctx context.Context, b *job.Build) error {
+//
+// A sealed build needs no chroot of its target on the worker, which makes
+// one from the release's base: unless the client asked for other labels,
+// it goes to a worker that says it builds the release sealed
+// (sealed-target and sealed-release, see the worker) instead of one with
+// a chroot of the target.
+func (f *Fleet) markSealed(ctx context.Context, spec *job.Spec) error {
+	b := spec.Build
 	if b == nil {
 		return nil
 	}
@@ -24,6 +32,19 @@ func (f *Fleet) markSealed(ctx context.Context, b *job.Build) error {
 		return err
 	}
 	b.Sealed = s.Sealed
+	if b.Sealed && spec.Labels["target"] == b.Target {
+		labels := maps.Clone(spec.Labels)
+		delete(labels, "target")
+		labels["sealed-target"], labels["sealed-release"] = b.Target, b.Release
+		spec.Labels = labels
+	} else if !b.Sealed && spec.Labels["sealed-target"] == b.Target && spec.Labels["target"] == "" {
+		// A rebuild of a sealed build after the release was unsealed.
+		labels := maps.Clone(spec.Labels)
+		delete(labels, "sealed-target")
+		delete(labels, "sealed-release")
+		labels["target"] = b.Target
+		spec.Labels = labels
+	}
 	return nil
 }
 

@@ -127,7 +127,8 @@ func openReleaseFleetIn(t *testing.T, dir string) *releaseFleet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sess, _, err := f.Register(ctx, "w1", map[string]string{"target": "bookworm-amd64"}, 8, nil)
+	// The worker has a chroot of the target and builds mos-9.0 sealed.
+	sess, _, err := f.Register(ctx, "w1", map[string]string{"target": "bookworm-amd64", "sealed-target": "bookworm-amd64", "sealed-release": "mos-9.0"}, 8, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,6 +247,14 @@ func TestSealMarksBuilds(t *testing.T) {
 	}
 	if before.Spec.Build.Sealed || !after.Spec.Build.Sealed {
 		t.Fatalf("sealed before %v after %v, want false then true", before.Spec.Build.Sealed, after.Spec.Build.Sealed)
+	}
+	// The sealed build needs a worker that builds the release sealed,
+	// not one with a chroot of the target.
+	if l := after.Spec.Labels; l["target"] != "" || l["sealed-target"] != "bookworm-amd64" || l["sealed-release"] != "mos-9.0" {
+		t.Fatalf("sealed build's labels %v, want sealed-target and sealed-release instead of target", l)
+	}
+	if l := before.Spec.Labels; l["target"] != "bookworm-amd64" || l["sealed-target"] != "" {
+		t.Fatalf("unsealed build's labels %v, want target", l)
 	}
 	if after.BuildKey != before.BuildKey {
 		t.Fatalf("build key changed by sealing: %s, was %s", after.BuildKey, before.BuildKey)

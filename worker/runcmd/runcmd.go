@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -171,7 +172,8 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		if len(targets) == 0 {
 			logger.Warn("no chroots yet: make them with `worker chroot create TARGET`")
 		}
-		labels = chrootLabels(cfg.Labels, targets)
+		sealed := sealedLabels(cfg)
+		labels = chrootLabels(cfg.Labels, targets, sealed)
 		// A chroot made, refreshed or removed while the worker runs is
 		// advertised within LabelsEvery.
 		refresh = func(ctx context.Context) (map[string]string, error) {
@@ -179,7 +181,7 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 			if err != nil {
 				return nil, err
 			}
-			return chrootLabels(cfg.Labels, targets), nil
+			return chrootLabels(cfg.Labels, targets, sealed), nil
 		}
 		if cfg.Executor == "containerd" {
 			mux.commands = br
@@ -215,10 +217,15 @@ func serveMetrics(addr string, reg *prometheus.Registry, logger hclog.Logger) (s
 // chroots, "chroot/<target>" = digest (the coordinator sees which chroot
 // each target is built in) and, unless configured, "target" = the targets
 // as alternatives (a|b).
-func chrootLabels(configured map[string]string, targets []buildroot.TargetInfo) map[string]string {
+func chrootLabels(configured map[string]string, targets []buildroot.TargetInfo, sealed map[string]string) map[string]string {
 	labels := maps.Clone(configured)
 	if labels == nil {
 		labels = map[string]string{}
+	}
+	for k, v := range sealed {
+		if _, ok := labels[k]; !ok {
+			labels[k] = v
+		}
 	}
 	var names []string
 	for _, t := range targets {
@@ -233,6 +240,28 @@ func chrootLabels(configured map[string]string, targets []buildroot.TargetInfo) 
 		labels["target"] = strings.Join(names, "|")
 	}
 	return labels
+}
+
+// sealedLabels says which sealed releases' builds the worker takes, with
+// or without a chroot of their target: it makes their chroots from the
+// release's base. sealed-target lists its configured targets and
+// sealed-release the releases whose base build.repositories names.
+func sealedLabels(cfg Config) map[string]string {
+	var targets, releases []string
+	for _, t := range cfg.Buildroot.Targets {
+		targets = append(targets, t.Name)
+	}
+	for _, r := range cfg.Build.Repositories {
+		if (r.BaseApt != "" || r.BaseBaseURL != "") && !slices.Contains(releases, r.Release) {
+			releases = append(releases, r.Release)
+		}
+	}
+	if len(targets) == 0 || len(releases) == 0 {
+		return nil
+	}
+	sort.Strings(targets)
+	sort.Strings(releases)
+	return map[string]string{"sealed-target": strings.Join(targets, "|"), "sealed-release": strings.Join(releases, "|")}
 }
 
 // muxExecutor sends package builds to the builder and commands to the
