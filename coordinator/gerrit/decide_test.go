@@ -205,3 +205,58 @@ func TestRefusedBuildRecordedAtOnce(t *testing.T) {
 		t.Errorf("%v retries, want 1 (the store busy only)", n)
 	}
 }
+
+// redirectGit reads heads with real git; lookups of URLs containing hung
+// go to the URL to instead (a server that never answers), and are
+// announced on started.
+type redirectGit struct {
+	git     *gitHeads
+	hung    string
+	to      string
+	started chan string
+}
+
+func (g *redirectGit) Heads(ctx context.Context, url string) (map[string]string, error) {
+	if strings.Contains(url, g.hung) {
+		g.started <- url
+		url = g.to
+	}
+	return g.git.Heads(ctx, url)
+}
+
+// TestHungGitServerDoesNotDelayOthers: a git server that accepts and
+// never answers holds a real git ls-remote until git_timeout; meanwhile
+// other projects' events are decided as usual, and the stalled event ends
+// with a recorded failure that is tried again.
+func TestHungGitServerDoesNotDelayOthers(t *testing.T) {
+	t.Parallel()
+	const hung = "mos/packages/trusty/hung"
+	const timeout = 6 * time.Second
+	git := &redirectGit{git: &gitHeads{timeout: timeout}, hung: "/" + hung, to: silentGitServer(t), started: make(chan string, 100)}
+	h := newHarnessWith(t, gerrittest.Options{}, nil, Options{Git: git, DecideRetry: time.Minute})
+	head := h.commit(nginx, "9.0", "packaging")
+	start := time.Now()
+	h.srv.Send(changeMerged(hung, "9.0", 1, 1, mergedRev, mergedRev))
+	select {
+	case <-git.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no lookup of the hung repository started")
+	}
+	h.srv.Send(patchsetCreated(nginx, "9.0", 2, 1, psRev))
+	h.srv.Send(changeMerged(nginx, "9.0", 3, 1, head, head))
+	got := h.builds.wait(t, 2, 2*timeout)
+	if got[0].Package != "nginx" || got[1].Package != "nginx" {
+		t.Fatalf("builds = %+v, want nginx's two", got)
+	}
+	// Decided while the hung lookup still runs, not after it timed out.
+	if e, _ := h.eventOf(hung, TypeChangeMerged); e.Action != ActionReceived {
+		t.Fatalf("after %s the hung event is %+v: the other projects waited for it", time.Since(start), e)
+	}
+	e := h.waitAction(hung, TypeChangeMerged, 3*timeout, ActionFailed)
+	if !strings.Contains(e.Reason, "timed out after 6s") || !strings.Contains(e.Reason, "attempt 1 of") || !strings.Contains(e.Reason, "trying again") {
+		t.Errorf("failed event reason %q, want the timeout and the retry", e.Reason)
+	}
+	if n := h.counter("kiln_gerrit_decision_retries_total"); n != 1 {
+		t.Errorf("%v retries, want 1", n)
+	}
+}
