@@ -231,11 +231,11 @@ func (in *Intake) decideOne(ctx context.Context, r inboxRow) {
 	// The decision is recorded also when ctx ends meanwhile.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
-	if errors.Is(err, ErrBuildRefused) {
+	if errors.Is(err, ErrRefused) {
 		log.Warn("build refused", "error", err)
-		in.metrics.events.WithLabelValues(r.Server, ev.Type, ActionError).Inc()
+		in.metrics.events.WithLabelValues(r.Server, ev.Type, ActionRefused).Inc()
 		rec := recordOf(s, ev, in.now())
-		rec.Action, rec.Reason = ActionError, err.Error()
+		rec.Action, rec.Reason = ActionRefused, err.Error()
 		if _, err := in.store.recordEvent(wctx, rec); err != nil {
 			log.Error("recording the refusal failed", "error", err)
 		}

@@ -175,7 +175,7 @@ func TestRefusedBuildRecordedAtOnce(t *testing.T) {
 	failures := 1
 	h.builds.refuse = func(req BuildRequest) error {
 		if strings.Contains(req.Origin, "change 1001 ") {
-			return fmt.Errorf("release %s is not configured: %w", req.Release, ErrBuildRefused)
+			return fmt.Errorf("release %s is not configured: %w", req.Release, ErrRefused)
 		}
 		if strings.Contains(req.Origin, "change 1002 ") && failures > 0 {
 			failures--

@@ -34,7 +34,7 @@ type Builds interface {
 	// SubmitBuild queues a build. A build whose build key (sources, target,
 	// recipe) matches a job queued, running or succeeded is not queued
 	// again: that job is returned, with its result when it has finished.
-	// An error wrapping ErrBuildRefused refuses the request for good (it
+	// An error wrapping ErrRefused refuses the request for good (it
 	// is recorded, not tried again); any other is tried again later.
 	SubmitBuild(ctx context.Context, req BuildRequest) (Submitted, error)
 	// CancelBuilds cancels every queued or running build submitted with
@@ -48,10 +48,6 @@ type Builds interface {
 // the refusal with action ActionRefused, nothing is queued, and the event
 // is not handled again.
 var ErrRefused = errors.New("build refused")
-
-// ErrBuildRefused is ErrRefused: SubmitBuild errors that wrap it are never
-// tried again.
-var ErrBuildRefused = ErrRefused
 
 // ActionRefused is the event action of a refused build.
 const ActionRefused = "refused"
@@ -634,10 +630,11 @@ func (in *Intake) queueRelease(ctx context.Context, s *server, ev Event, plan Pl
 	if reason != "" {
 		return in.record(ctx, s, ev, ActionIgnored, reason, nil)
 	}
-	desc := fmt.Sprintf("gerrit %s %s: %s %s at %s", name, origin, ev.Project, ev.Branch, short(rev))
+	desc := fmt.Sprintf("release: %s %s at %s, %s", ev.Project, ev.Branch, short(rev), origin)
 	if ev.Change > 0 {
-		desc += fmt.Sprintf(" (change %d)", ev.Change)
+		desc += fmt.Sprintf(" of change %d", ev.Change)
 	}
+	desc += " from gerrit " + name
 	sub, err := in.submit(ctx, s, ev, plan, srcs, true, desc)
 	if errors.Is(err, ErrRefused) {
 		return in.record(ctx, s, ev, ActionRefused, err.Error(), sub.ids)
@@ -771,7 +768,9 @@ func (in *Intake) handleReview(ctx context.Context, s *server, ev Event, why str
 	if reason != "" {
 		return in.record(ctx, s, ev, ActionIgnored, reason, nil)
 	}
-	origin := fmt.Sprintf("gerrit %s: review build of change %d patch set %d (%s %s)", s.cfg.Name, ev.Change, ev.PatchSet, ev.Project, ev.Branch)
+	// The web's job list finds a change's review builds by "review: change
+	// N patch set ".
+	origin := fmt.Sprintf("review: change %d patch set %d (%s %s) from gerrit %s", ev.Change, ev.PatchSet, ev.Project, ev.Branch, s.cfg.Name)
 	sub, err := in.submit(ctx, s, ev, plan, srcs, false, origin)
 	if errors.Is(err, ErrRefused) {
 		return in.record(ctx, s, ev, ActionRefused, err.Error(), sub.ids)

@@ -492,8 +492,9 @@ func TestInfrastructureFailureDoesNotVote(t *testing.T) {
 	if r.Change != 800 || len(r.Labels) != 0 || !strings.Contains(r.Message, "recheck") || !strings.Contains(r.Message, "infrastructure") {
 		t.Fatalf("review = %+v, want no vote and a message asking for a recheck", r)
 	}
-	if got := h.builds.all()[0].Origin; strings.Contains(got, "review review") {
-		t.Errorf("origin %q", got)
+	// The web's job list finds a change's review builds by this origin.
+	if got, want := h.builds.all()[0].Origin, "review: change 800 patch set 1 ("+nginx+" 9.0) from gerrit review"; got != want {
+		t.Errorf("origin %q, want %q", got, want)
 	}
 
 	// One target failed for real, the other for Kiln: -1.
