@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 )
 
 // Config is the gerrit: section of the coordinator's configuration file.
@@ -256,11 +258,11 @@ func (c Config) Validate() error {
 		if !names[t.Server] {
 			bad("%s.server %q: no such server in gerrit.servers", p, t.Server)
 		}
-		if err := checkName(t.Project); err != nil {
+		if err := event.CheckName(t.Project); err != nil {
 			bad("%s.project: %w", p, err)
 		}
 		for _, b := range t.Branches {
-			if err := checkName(b); err != nil {
+			if err := event.CheckName(b); err != nil {
 				bad("%s.branches: %w", p, err)
 			}
 		}

@@ -1,6 +1,7 @@
 package gerrit
 
 import (
+	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 	"os"
 	"reflect"
 	"strings"
@@ -148,20 +149,6 @@ func TestValidateNamesBadValues(t *testing.T) {
 	}
 }
 
-func TestCheckName(t *testing.T) {
-	t.Parallel()
-	for _, ok := range []string{"mos/openstack/nova", "9.0", "openstack-ci/fuel-9.0/mitaka", "a_b+c"} {
-		if err := checkName(ok); err != nil {
-			t.Errorf("checkName(%q) = %v, want ok", ok, err)
-		}
-	}
-	for _, bad := range []string{"", "-upload-pack=x", "/abs", "a/../b", "a//b", "a b", "a\nb", "x.lock", "a..b", "a/"} {
-		if err := checkName(bad); err == nil {
-			t.Errorf("checkName(%q) = nil, want an error", bad)
-		}
-	}
-}
-
 func FuzzResolve(f *testing.F) {
 	f.Add("mos/openstack/nova", "openstack-ci/fuel-9.0/mitaka")
 	f.Add("mos/packages/fuel/centos7/fuel-library", "9.0")
@@ -215,8 +202,8 @@ func TestExampleWebhooksConfigSubscribesToUsedTypes(t *testing.T) {
 			subscribed[strings.TrimSpace(v)] = true
 		}
 	}
-	for _, typ := range actedOn {
-		if typ != TypeDroppedOutput && !subscribed[typ] {
+	for _, typ := range event.ActedOn() {
+		if typ != event.TypeDroppedOutput && !subscribed[typ] {
 			t.Errorf("examples/gerrit/webhooks.config does not subscribe to %s", typ)
 		}
 	}

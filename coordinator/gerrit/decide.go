@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 )
 
 // Events are accepted first and decided after. accept writes an event
@@ -40,26 +42,26 @@ func (in *Intake) retryAfter(n int) time.Duration {
 // accept parses stream lines or webhook bodies and writes them down, in
 // one transaction, to be decided. Noise, which needs nothing but the
 // event to be decided, is written down decided. Malformed events are
-// refused: the error returned wraps ErrMalformed (or ErrUnsupported) when
+// refused: the error returned wraps event.ErrMalformed (or event.ErrUnsupported) when
 // every line was, and is a store error when nothing could be written.
 func (in *Intake) accept(ctx context.Context, s *server, lines [][]byte, via string) error {
 	var batch []accepted
-	var noise []Event
+	var noise []event.Event
 	var bad error
 	for _, line := range lines {
-		ev, err := ParseEvent(line)
+		ev, err := event.ParseEvent(line)
 		if err == nil {
-			err = ev.checkNames()
+			err = ev.CheckNames()
 		}
 		if err != nil {
-			if refused(err) {
+			if event.Refused(err) {
 				in.metrics.malformed.WithLabelValues(s.cfg.Name).Inc()
 				in.logger.Warn("refusing event", "server", s.cfg.Name, "via", via, "error", err, "line", truncate(line, 2048))
 			}
 			bad = err
 			continue
 		}
-		a := accepted{rec: recordOf(s, ev, in.now()), via: via, body: line, orderKey: orderKey(s.cfg.Name, ev)}
+		a := accepted{rec: recordOf(s, stored{Event: ev}, in.now()), via: via, body: line, orderKey: orderKey(s.cfg.Name, ev)}
 		if reason := in.noise(s, ev); reason != "" {
 			a.rec.Action, a.rec.Reason, a.body = ActionNoise, reason, nil
 			noise = append(noise, ev)
@@ -82,31 +84,15 @@ func (in *Intake) accept(ctx context.Context, s *server, lines [][]byte, via str
 	return in.maybePrune(ctx)
 }
 
-// checkNames refuses project and branch names that cannot be built from.
-func (ev Event) checkNames() error {
-	if !used(ev.Type) || ev.Type == TypeDroppedOutput {
-		return nil
-	}
-	if err := checkName(ev.Project); err != nil {
-		return fmt.Errorf("%w: project: %v", ErrMalformed, err)
-	}
-	if ev.Branch != "" {
-		if err := checkName(ev.Branch); err != nil {
-			return fmt.Errorf("%w: branch: %v", ErrMalformed, err)
-		}
-	}
-	return nil
-}
-
 // orderKey names what an event's decision must wait for: decisions on
 // one branch (release builds) or one change (review builds, cancelling)
 // run in the order the events arrived. Events with no key are decided in
 // any order.
-func orderKey(server string, ev Event) string {
+func orderKey(server string, ev event.Event) string {
 	switch ev.Type {
-	case TypeRefUpdated, TypeChangeMerged:
+	case event.TypeRefUpdated, event.TypeChangeMerged:
 		return branchKey(server, ev.Project, ev.Branch)
-	case TypePatchsetCreated, TypeCommentAdded, TypeChangeAbandoned, TypeChangeDeleted:
+	case event.TypePatchsetCreated, event.TypeCommentAdded, event.TypeChangeAbandoned, event.TypeChangeDeleted:
 		return fmt.Sprintf("change\x00%s\x00%d", server, ev.Change)
 	}
 	return ""
@@ -214,11 +200,11 @@ func (in *Intake) decideOne(ctx context.Context, r inboxRow) {
 		return
 	}
 	attempt := r.Attempts + 1
-	var ev Event
+	var ev stored
 	if s == nil {
 		err = fmt.Errorf("gerrit server %q is no longer configured", r.Server)
 		attempt = maxAttempts
-	} else if ev, err = ParseEvent(body); err == nil {
+	} else if ev.Event, err = event.ParseEvent(body); err == nil {
 		ev.id, ev.lastTry = r.EventID, attempt >= maxAttempts
 		err = in.handle(ctx, s, ev)
 	}
@@ -245,7 +231,7 @@ func (in *Intake) decideOne(ctx context.Context, r inboxRow) {
 		log.Error("deciding event failed; giving up", "attempts", attempt, "error", err)
 		in.metrics.events.WithLabelValues(r.Server, ev.Type, ActionError).Inc()
 		rec := EventRecord{ID: r.EventID, Type: ev.Type, Project: ev.Project, Branch: ev.Branch, Change: ev.Change,
-			PatchSet: ev.PatchSet, Revision: eventRevision(ev), Action: ActionError,
+			PatchSet: ev.PatchSet, Revision: eventRevision(ev.Event), Action: ActionError,
 			Reason: fmt.Sprintf("gave up after %d attempts: %v", attempt, err)}
 		if _, err := in.store.recordEvent(wctx, rec); err != nil {
 			log.Error("recording the failure failed", "error", err)

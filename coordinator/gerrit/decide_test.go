@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
 )
 
@@ -111,17 +112,17 @@ func TestSlowProjectDoesNotDelayOthers(t *testing.T) {
 	if got[0].Package != "nginx" || got[1].Package != "nginx" {
 		t.Fatalf("builds = %+v, want nginx's two", got)
 	}
-	if e, _ := h.eventOf(hung, TypeChangeMerged); e.Action != ActionReceived {
+	if e, _ := h.eventOf(hung, event.TypeChangeMerged); e.Action != ActionReceived {
 		t.Fatalf("held event = %+v, want it still received", e)
 	}
 	// The server does not answer: the lookup times out, and the decision
 	// is tried again.
 	git.open()
-	e := h.waitAction(hung, TypeChangeMerged, 10*time.Second, ActionFailed)
+	e := h.waitAction(hung, event.TypeChangeMerged, 10*time.Second, ActionFailed)
 	if !strings.Contains(e.Reason, "timed out after 300ms") || !strings.Contains(e.Reason, "trying again") {
 		t.Errorf("failed event reason %q, want the timeout and the retry", e.Reason)
 	}
-	e = h.waitAction(hung, TypeChangeMerged, 20*time.Second, ActionBuilt, ActionError)
+	e = h.waitAction(hung, event.TypeChangeMerged, 20*time.Second, ActionBuilt, ActionError)
 	if e.Action != ActionBuilt || e.Revision != mergedRev {
 		t.Fatalf("after the last attempt: %+v, want built at the event's revision", e)
 	}
@@ -154,12 +155,12 @@ func TestWebhookAnswersBeforeDeciding(t *testing.T) {
 		t.Fatalf("webhook status %d", resp.StatusCode)
 	}
 	git.waitStarted(t) // the decision waits for git; the answer did not
-	if e, _ := h.eventOf(nginx, TypeChangeMerged); e.Action != ActionReceived {
+	if e, _ := h.eventOf(nginx, event.TypeChangeMerged); e.Action != ActionReceived {
 		t.Fatalf("event = %+v, want received", e)
 	}
 	h.restartIntake()
 	git.open()
-	e := h.waitAction(nginx, TypeChangeMerged, 10*time.Second, ActionBuilt)
+	e := h.waitAction(nginx, event.TypeChangeMerged, 10*time.Second, ActionBuilt)
 	h.sync()
 	if got := h.builds.all(); len(got) != 1 || got[0].Sources[0].Commit != head || len(e.JobIDs) != 1 {
 		t.Fatalf("builds = %+v, event %+v: want one release build of %s", got, e, head)
@@ -249,10 +250,10 @@ func TestHungGitServerDoesNotDelayOthers(t *testing.T) {
 		t.Fatalf("builds = %+v, want nginx's two", got)
 	}
 	// Decided while the hung lookup still runs, not after it timed out.
-	if e, _ := h.eventOf(hung, TypeChangeMerged); e.Action != ActionReceived {
+	if e, _ := h.eventOf(hung, event.TypeChangeMerged); e.Action != ActionReceived {
 		t.Fatalf("after %s the hung event is %+v: the other projects waited for it", time.Since(start), e)
 	}
-	e := h.waitAction(hung, TypeChangeMerged, 3*timeout, ActionFailed)
+	e := h.waitAction(hung, event.TypeChangeMerged, 3*timeout, ActionFailed)
 	if !strings.Contains(e.Reason, "timed out after 6s") || !strings.Contains(e.Reason, "attempt 1 of") || !strings.Contains(e.Reason, "trying again") {
 		t.Errorf("failed event reason %q, want the timeout and the retry", e.Reason)
 	}

@@ -20,6 +20,14 @@ import (
 	"github.com/kiln-build/kiln/internal/testenv"
 )
 
+const (
+	psRev     = "8b4f7e0f5bd8d6c5cd3f1fcdbb3bd0a0d4a6c2f1"
+	mergedRev = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00"
+	parentRev = "1f1e0a1c6fe14b6c4fd9c0d5f3d4d1c5b1a2e3f4"
+	changeID  = "I0123456789abcdef0123456789abcdef01234567"
+	nginx     = "mos/packages/trusty/nginx"
+)
+
 // fakeBuilds records submitted builds and cancellations. Like the
 // scheduler, it takes a build as live until a newer one with the same
 // supersede key or a cancellation ends it.

@@ -27,6 +27,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/semaphore"
+
+	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 )
 
 // Builds queues package builds; the coordinator's scheduler implements it.
@@ -357,31 +359,39 @@ func truncate(b []byte, n int) string {
 	return string(b)
 }
 
+// stored is an accepted event being decided: id is its row in the store,
+// lastTry is set on the last attempt to decide it.
+type stored struct {
+	event.Event
+	id      int64
+	lastTry bool
+}
+
 // handle decides what to do with one accepted event and records it. An
 // error means nothing was recorded: the decision is tried again.
-func (in *Intake) handle(ctx context.Context, s *server, ev Event) error {
+func (in *Intake) handle(ctx context.Context, s *server, ev stored) error {
 	name := s.cfg.Name
 	if ev.Unknown > 0 {
 		in.metrics.unknownFields.WithLabelValues(name).Add(float64(ev.Unknown))
 	}
-	if reason := in.noise(s, ev); reason != "" {
+	if reason := in.noise(s, ev.Event); reason != "" {
 		return in.recordNoise(ctx, s, ev, reason)
 	}
-	if ev.Type == TypeDroppedOutput {
+	if ev.Type == event.TypeDroppedOutput {
 		in.logger.Warn("gerrit dropped events; reconciling", "server", name)
 		in.triggerReconcile(s)
 		return in.record(ctx, s, ev, ActionIgnored, "Gerrit dropped events for this stream; reconciling all tracked branches", nil)
 	}
 	switch ev.Type {
-	case TypeRefUpdated:
+	case event.TypeRefUpdated:
 		return in.handleRefUpdated(ctx, s, ev)
-	case TypeChangeMerged:
+	case event.TypeChangeMerged:
 		return in.handleMerged(ctx, s, ev)
-	case TypePatchsetCreated:
+	case event.TypePatchsetCreated:
 		return in.handleReview(ctx, s, ev, "")
-	case TypeCommentAdded:
+	case event.TypeCommentAdded:
 		return in.handleReview(ctx, s, ev, "recheck requested")
-	case TypeChangeAbandoned, TypeChangeDeleted:
+	case event.TypeChangeAbandoned, event.TypeChangeDeleted:
 		return in.handleClosed(ctx, s, ev)
 	}
 	return in.recordNoise(ctx, s, ev, fmt.Sprintf("Kiln does not act on %s events", ev.Type))
@@ -389,32 +399,32 @@ func (in *Intake) handle(ctx context.Context, s *server, ev Event) error {
 
 // noise says why Kiln has no use for an event, or "" when it may have.
 // It looks at nothing but the event, so noise is decided as it arrives.
-func (in *Intake) noise(s *server, ev Event) string {
+func (in *Intake) noise(s *server, ev event.Event) string {
 	switch {
-	case !used(ev.Type) && knownTypes[ev.Type]:
+	case !event.Used(ev.Type) && event.Known(ev.Type):
 		return fmt.Sprintf("Kiln does not act on %s events", ev.Type)
-	case !used(ev.Type):
+	case !event.Used(ev.Type):
 		return fmt.Sprintf("unknown event type %q", ev.Type)
-	case ev.Type == TypeRefUpdated && !strings.HasPrefix(ev.RefName, "refs/heads/"):
+	case ev.Type == event.TypeRefUpdated && !strings.HasPrefix(ev.RefName, "refs/heads/"):
 		// Patch set refs, refs/changes/*/meta (NoteDb), tags,
 		// refs/meta/config, refs/users, sequences: none is a branch to build.
 		return fmt.Sprintf("%s is not a branch", ev.RefName)
-	case ev.Type == TypeCommentAdded && ev.Author == s.cfg.User:
+	case ev.Type == event.TypeCommentAdded && ev.Author == s.cfg.User:
 		// Kiln's own messages never trigger builds.
 		return "Kiln's own comment"
-	case ev.Type == TypeCommentAdded && !in.recheck.MatchString(ev.Comment):
+	case ev.Type == event.TypeCommentAdded && !in.recheck.MatchString(ev.Comment):
 		return "the comment does not ask for a recheck"
 	}
 	return ""
 }
 
 // countNoise counts an event decided as noise.
-func (in *Intake) countNoise(s *server, ev Event) {
+func (in *Intake) countNoise(s *server, ev event.Event) {
 	name := s.cfg.Name
 	switch {
-	case !used(ev.Type) && knownTypes[ev.Type]:
+	case !event.Used(ev.Type) && event.Known(ev.Type):
 		in.metrics.events.WithLabelValues(name, "other", ActionNoise).Inc()
-	case !used(ev.Type):
+	case !event.Used(ev.Type):
 		in.metrics.unknownTypes.WithLabelValues(name).Inc()
 		in.logger.Debug("ignoring unknown event type", "server", name, "type", ev.Type)
 	default:
@@ -423,8 +433,8 @@ func (in *Intake) countNoise(s *server, ev Event) {
 }
 
 // recordNoise records an event Kiln has no use for.
-func (in *Intake) recordNoise(ctx context.Context, s *server, ev Event, reason string) error {
-	in.countNoise(s, ev)
+func (in *Intake) recordNoise(ctx context.Context, s *server, ev stored, reason string) error {
+	in.countNoise(s, ev.Event)
 	rec := recordOf(s, ev, in.now())
 	rec.Action, rec.Reason = ActionNoise, reason
 	if _, err := in.store.recordEvent(ctx, rec); err != nil {
@@ -433,7 +443,7 @@ func (in *Intake) recordNoise(ctx context.Context, s *server, ev Event, reason s
 	return in.maybePrune(ctx)
 }
 
-func (in *Intake) record(ctx context.Context, s *server, ev Event, action, reason string, jobs []string) error {
+func (in *Intake) record(ctx context.Context, s *server, ev stored, action, reason string, jobs []string) error {
 	in.metrics.events.WithLabelValues(s.cfg.Name, ev.Type, action).Inc()
 	rec := recordOf(s, ev, in.now())
 	rec.Action, rec.Reason, rec.JobIDs = action, reason, jobs
@@ -450,26 +460,26 @@ func (in *Intake) maybePrune(ctx context.Context) error {
 	return in.store.prune(ctx, in.cfg.EventLogSize, 30*24*time.Hour, in.now())
 }
 
-func recordOf(s *server, ev Event, now time.Time) EventRecord {
+func recordOf(s *server, ev stored, now time.Time) EventRecord {
 	return EventRecord{
 		ID: ev.id, Server: s.cfg.Name, Type: ev.Type, Project: ev.Project, Branch: ev.Branch,
-		Change: ev.Change, PatchSet: ev.PatchSet, Revision: eventRevision(ev), ReceivedAt: now,
+		Change: ev.Change, PatchSet: ev.PatchSet, Revision: eventRevision(ev.Event), ReceivedAt: now,
 	}
 }
 
 // eventRevision is the commit an event is about.
-func eventRevision(ev Event) string {
-	if ev.Type == TypeRefUpdated {
+func eventRevision(ev event.Event) string {
+	if ev.Type == event.TypeRefUpdated {
 		return ev.NewRev
 	}
 	return ev.Revision
 }
 
-func dedupKey(server string, ev Event) string {
+func dedupKey(server string, ev event.Event) string {
 	switch ev.Type {
-	case TypeRefUpdated:
+	case event.TypeRefUpdated:
 		return strings.Join([]string{server, ev.Type, ev.Project, ev.RefName, ev.OldRev, ev.NewRev}, "\x00")
-	case TypeCommentAdded, TypeChangeAbandoned, TypeChangeDeleted:
+	case event.TypeCommentAdded, event.TypeChangeAbandoned, event.TypeChangeDeleted:
 		// The same comment twice, or a change abandoned, restored and
 		// abandoned again, are different events.
 		sum := sha256.Sum256([]byte(ev.Comment))
@@ -480,7 +490,7 @@ func dedupKey(server string, ev Event) string {
 	}
 }
 
-func (in *Intake) handleRefUpdated(ctx context.Context, s *server, ev Event) error {
+func (in *Intake) handleRefUpdated(ctx context.Context, s *server, ev stored) error {
 	name := s.cfg.Name
 	key, dup, err := in.dedup(ctx, s, ev)
 	if err != nil || dup {
@@ -494,7 +504,7 @@ func (in *Intake) handleRefUpdated(ctx context.Context, s *server, ev Event) err
 		return in.record(ctx, s, ev, ActionIgnored, fmt.Sprintf("no rule maps project %s branch %s", ev.Project, ev.Branch), nil)
 	}
 	switch {
-	case isZero(ev.OldRev):
+	case event.IsZero(ev.OldRev):
 		if err := in.store.setHead(ctx, name, ev.Project, ev.Branch, ev.NewRev, in.now()); err != nil {
 			return err
 		}
@@ -502,7 +512,7 @@ func (in *Intake) handleRefUpdated(ctx context.Context, s *server, ev Event) err
 			return err
 		}
 		return in.record(ctx, s, ev, ActionIgnored, "branch created; tracked from now on, not built", nil)
-	case isZero(ev.NewRev):
+	case event.IsZero(ev.NewRev):
 		if err := in.store.dropHead(ctx, name, ev.Project, ev.Branch); err != nil {
 			return err
 		}
@@ -520,8 +530,8 @@ func (in *Intake) handleRefUpdated(ctx context.Context, s *server, ev Event) err
 
 // dedup looks the event up among those received before; a duplicate is
 // recorded as such and dup is true. Called with the event's order key held.
-func (in *Intake) dedup(ctx context.Context, s *server, ev Event) (key string, dup bool, err error) {
-	key = dedupKey(s.cfg.Name, ev)
+func (in *Intake) dedup(ctx context.Context, s *server, ev stored) (key string, dup bool, err error) {
+	key = dedupKey(s.cfg.Name, ev.Event)
 	if dup, err = in.store.seen(ctx, key); err != nil || !dup {
 		return key, false, err
 	}
@@ -532,7 +542,7 @@ func (in *Intake) dedup(ctx context.Context, s *server, ev Event) (key string, d
 // plan. When the event goes no further (a duplicate, no rule, a bad
 // mapping) it is recorded with the reason and ok is false. Called with
 // the event's order key held.
-func (in *Intake) admit(ctx context.Context, s *server, ev Event) (key string, plan Plan, ok bool, err error) {
+func (in *Intake) admit(ctx context.Context, s *server, ev stored) (key string, plan Plan, ok bool, err error) {
 	key, dup, err := in.dedup(ctx, s, ev)
 	if err != nil || dup {
 		return "", Plan{}, false, err
@@ -547,7 +557,7 @@ func (in *Intake) admit(ctx context.Context, s *server, ev Event) (key string, p
 	return key, plan, true, nil
 }
 
-func (in *Intake) handleMerged(ctx context.Context, s *server, ev Event) error {
+func (in *Intake) handleMerged(ctx context.Context, s *server, ev stored) error {
 	key, plan, ok, err := in.admit(ctx, s, ev)
 	if err != nil || !ok {
 		return err
@@ -568,7 +578,7 @@ func (in *Intake) handleMerged(ctx context.Context, s *server, ev Event) error {
 // to be tried again: when the git server did not answer in time, except on
 // the event's last attempt. When it answered with an error the decision
 // makes do without.
-func retryable(ev Event, err error) bool {
+func retryable(ev stored, err error) bool {
 	return errors.Is(err, errGitTimeout) && !ev.lastTry
 }
 
@@ -580,7 +590,7 @@ func retryable(ev Event, err error) bool {
 // cannot be read in time the decision fails, to be tried again; the last
 // attempt, or a git server's error, builds rev. Callers hold the event's
 // order key.
-func (in *Intake) branchHead(ctx context.Context, s *server, ev Event, rev string) (string, error) {
+func (in *Intake) branchHead(ctx context.Context, s *server, ev stored, rev string) (string, error) {
 	heads, err := in.git.Heads(ctx, in.gitURL(s, ev.Project))
 	if err != nil {
 		if retryable(ev, err) {
@@ -603,7 +613,7 @@ func (in *Intake) gitURL(s *server, project string) string {
 // queueRelease submits release builds of plan with the changed project at
 // rev, unless that revision was already queued. Callers hold the branch's
 // order key.
-func (in *Intake) queueRelease(ctx context.Context, s *server, ev Event, plan Plan, rev, dedup, origin string) error {
+func (in *Intake) queueRelease(ctx context.Context, s *server, ev stored, plan Plan, rev, dedup, origin string) error {
 	name := s.cfg.Name
 	if prev, dup, err := in.store.releaseQueued(ctx, name, ev.Project, ev.Branch, rev); err != nil {
 		return err
@@ -659,7 +669,7 @@ func (in *Intake) queueRelease(ctx context.Context, s *server, ev Event, plan Pl
 // the others at the head of the same branch. A non-empty reason means the
 // build cannot be made. A head that cannot be read in time is an error,
 // to try again (see retryable).
-func (in *Intake) sources(ctx context.Context, s *server, ev Event, plan Plan, rev, ref string) ([]Source, []head, string, error) {
+func (in *Intake) sources(ctx context.Context, s *server, ev stored, plan Plan, rev, ref string) ([]Source, []head, string, error) {
 	project, branch := ev.Project, ev.Branch
 	var srcs []Source
 	var heads []head
@@ -712,7 +722,7 @@ func (sub submission) reason(base string) string {
 	return base + "; reuses " + strings.Join(sub.reused, ", ") + ", already queued, running or built from the same sources and recipe"
 }
 
-func (in *Intake) submit(ctx context.Context, s *server, ev Event, plan Plan, srcs []Source, release bool, origin string) (submission, error) {
+func (in *Intake) submit(ctx context.Context, s *server, ev stored, plan Plan, srcs []Source, release bool, origin string) (submission, error) {
 	var sub submission
 	kind, prio := kindReview, PriorityReview
 	if release {
@@ -748,7 +758,7 @@ func (in *Intake) submit(ctx context.Context, s *server, ev Event, plan Plan, sr
 	return sub, nil
 }
 
-func (in *Intake) handleReview(ctx context.Context, s *server, ev Event, why string) error {
+func (in *Intake) handleReview(ctx context.Context, s *server, ev stored, why string) error {
 	key, plan, ok, err := in.admit(ctx, s, ev)
 	if err != nil || !ok {
 		return err
@@ -796,7 +806,7 @@ func (in *Intake) handleReview(ctx context.Context, s *server, ev Event, why str
 // the builds of a change restored since. A restored change (an ignored
 // change-restored event) is built again by its next patch set or a recheck
 // comment.
-func (in *Intake) handleClosed(ctx context.Context, s *server, ev Event) error {
+func (in *Intake) handleClosed(ctx context.Context, s *server, ev stored) error {
 	name := s.cfg.Name
 	key, dup, err := in.dedup(ctx, s, ev)
 	if err != nil || dup {
@@ -817,7 +827,7 @@ func (in *Intake) handleClosed(ctx context.Context, s *server, ev Event) error {
 		return err
 	}
 	verb := "abandoned"
-	if ev.Type == TypeChangeDeleted {
+	if ev.Type == event.TypeChangeDeleted {
 		verb = "deleted"
 	}
 	reason := fmt.Sprintf("change %d %s", ev.Change, verb)

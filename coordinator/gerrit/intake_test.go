@@ -16,7 +16,7 @@ import (
 
 func readEvent(t *testing.T, name string) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("testdata", "events", name))
+	data, err := os.ReadFile(filepath.Join("event", "testdata", "events", name))
 	if err != nil {
 		t.Fatal(err)
 	}

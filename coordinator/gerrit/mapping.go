@@ -306,31 +306,3 @@ func (m *mapper) resolve(project, branch string) (Plan, bool, error) {
 	}
 	return Plan{}, false, nil
 }
-
-// checkName rejects project and branch names that could escape their place
-// in a URL or a git command line.
-func checkName(name string) error {
-	if name == "" {
-		return fmt.Errorf("empty name")
-	}
-	if len(name) > 1024 {
-		return fmt.Errorf("name %.40q...: longer than 1024 bytes", name)
-	}
-	if strings.HasPrefix(name, "-") || strings.HasPrefix(name, "/") || strings.HasSuffix(name, "/") {
-		return fmt.Errorf("name %q: must not start with '-' or '/' or end with '/'", name)
-	}
-	for _, part := range strings.Split(name, "/") {
-		if part == "" || part == "." || part == ".." {
-			return fmt.Errorf("name %q: empty, '.' or '..' path segment", name)
-		}
-	}
-	for _, r := range name {
-		if r < 0x20 || r == 0x7f || strings.ContainsRune(" ~^:?*[\\", r) {
-			return fmt.Errorf("name %q: contains %q, which is not allowed", name, r)
-		}
-	}
-	if strings.Contains(name, "..") || strings.Contains(name, "@{") || strings.HasSuffix(name, ".lock") {
-		return fmt.Errorf("name %q: not a valid git name", name)
-	}
-	return nil
-}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 )
 
 // runReconciler reconciles one server's tracked branches whenever asked
@@ -116,10 +118,10 @@ func (in *Intake) reconcileBranch(ctx context.Context, s *server, project, branc
 	if err != nil || !ok {
 		return 0, err
 	}
-	ev := Event{Type: "reconcile", Project: project, Branch: branch, RefName: "refs/heads/" + branch, NewRev: rev, Revision: rev}
+	ev := event.Event{Type: "reconcile", Project: project, Branch: branch, RefName: "refs/heads/" + branch, NewRev: rev, Revision: rev}
 	in.logger.Info("branch head not built yet; queueing", "server", s.cfg.Name, "project", project, "branch", branch, "revision", rev)
 	in.metrics.reconcileQueued.WithLabelValues(s.cfg.Name).Inc()
-	return 1, in.queueRelease(ctx, s, ev, plan, rev, "", "reconcile")
+	return 1, in.queueRelease(ctx, s, stored{Event: ev}, plan, rev, "", "reconcile")
 }
 
 // gitHeads reads branch heads with git ls-remote.
@@ -216,7 +218,7 @@ func (g *gitHeads) Heads(ctx context.Context, url string) (map[string]string, er
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
 		rev, ref, ok := strings.Cut(sc.Text(), "\t")
-		if !ok || !revisionRE.MatchString(rev) {
+		if !ok || !event.IsCommit(rev) {
 			continue
 		}
 		if b, ok := strings.CutPrefix(ref, "refs/heads/"); ok {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
 )
 
@@ -399,7 +400,7 @@ func TestAbandonedChangeCancelsAndDoesNotVote(t *testing.T) {
 		change int64
 		jobs   []string
 		reason string
-	}{{TypeChangeDeleted, 1236, []string{"job-4"}, "change 1236 deleted"}, {TypeChangeAbandoned, 1234, []string{"job-2", "job-1"}, "change 1234 abandoned"}} {
+	}{{event.TypeChangeDeleted, 1236, []string{"job-4"}, "change 1236 deleted"}, {event.TypeChangeAbandoned, 1234, []string{"job-2", "job-1"}, "change 1234 abandoned"}} {
 		e := evs[i+1]
 		if e.Type != w.typ || e.Change != w.change || e.Action != ActionCanceled || !reflect.DeepEqual(e.JobIDs, w.jobs) || !strings.HasPrefix(e.Reason, w.reason+";") {
 			t.Fatalf("event %d = %+v, want %s of %d cancelled %v because %q", i+1, e, w.typ, w.change, w.jobs, w.reason)
@@ -442,7 +443,7 @@ func TestAbandonedChangeCancelsAndDoesNotVote(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if evs[1].Type != TypeChangeAbandoned || evs[1].Action != ActionDuplicate {
+	if evs[1].Type != event.TypeChangeAbandoned || evs[1].Action != ActionDuplicate {
 		t.Fatalf("replayed abandon logged as %+v, want duplicate", evs[1])
 	}
 	for _, id := range []string{"job-5", "job-6"} {

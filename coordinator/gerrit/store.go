@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 )
 
 // schema holds the intake's tables; all are prefixed gerrit_.
@@ -414,7 +416,7 @@ func (s *store) commitQueued(ctx context.Context, q queued, now time.Time) (int6
 		if _, err := tx.ExecContext(ctx, `UPDATE gerrit_events SET action = ?, reason = ?
 			WHERE server = ? AND change_num = ? AND patch_set < ? AND action = ? AND type IN (?, ?)`,
 			ActionSuperseded, fmt.Sprintf("patch set %d replaced it", q.event.PatchSet),
-			q.event.Server, q.event.Change, q.event.PatchSet, ActionBuilt, TypePatchsetCreated, TypeCommentAdded); err != nil {
+			q.event.Server, q.event.Change, q.event.PatchSet, ActionBuilt, event.TypePatchsetCreated, event.TypeCommentAdded); err != nil {
 			return 0, fmt.Errorf("mark superseded: %w", err)
 		}
 	}

@@ -15,6 +15,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 )
 
 // maxLine bounds one stream-events line; longer lines are skipped.
@@ -221,7 +223,7 @@ func (in *Intake) streamOnce(ctx context.Context, s *server) (int, error) {
 		}
 		err := in.accept(ctx, s, batch, "stream")
 		batch, size = batch[:0], 0
-		if err != nil && !refused(err) {
+		if err != nil && !event.Refused(err) {
 			// Not stored: the stream is opened again, and the
 			// reconciler that runs then covers what it carried.
 			return fmt.Errorf("store events: %w", err)

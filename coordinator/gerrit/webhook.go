@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 )
 
 // maxWebhookBody bounds one webhook request.
@@ -78,11 +80,11 @@ func (in *Intake) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	// Accepted once stored; the decision comes after the answer.
 	if err := in.accept(r.Context(), s, [][]byte{body}, "webhook"); err != nil {
-		if errors.Is(err, ErrMalformed) {
+		if errors.Is(err, event.ErrMalformed) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		if errors.Is(err, ErrUnsupported) {
+		if errors.Is(err, event.ErrUnsupported) {
 			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
 			return
 		}

@@ -35,7 +35,7 @@ func gerritEvent(t *testing.T, name, change string) string {
 // gerritEventAt is gerritEvent with the patch set at commit rev.
 func gerritEventAt(t *testing.T, name, change, rev string) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "gerrit", "testdata", "events", name))
+	data, err := os.ReadFile(filepath.Join("..", "gerrit", "event", "testdata", "events", name))
 	if err != nil {
 		t.Fatal(err)
 	}
