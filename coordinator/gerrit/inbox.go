@@ -137,9 +137,9 @@ func (s *store) failAttempt(ctx context.Context, eventID int64, attempts int, ne
 	return nil
 }
 
-// decide replaces an accepted event's row with its decision and takes it
+// recordDecision replaces an accepted event's row with its decision and takes it
 // out of the inbox.
-func decide(ctx context.Context, x execer, r EventRecord) error {
+func recordDecision(ctx context.Context, x execer, r EventRecord) error {
 	if _, err := x.ExecContext(ctx, `UPDATE gerrit_events SET type = ?, project = ?, branch = ?, change_num = ?, patch_set = ?,
 		revision = ?, action = ?, reason = ?, job_ids = ? WHERE id = ?`,
 		r.Type, r.Project, r.Branch, r.Change, r.PatchSet, r.Revision, r.Action, r.Reason, joinIDs(r.JobIDs), r.ID); err != nil {

@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 )
 
@@ -166,7 +167,7 @@ type Intake struct {
 	cfg      Config
 	servers  map[string]*server
 	order    []string
-	mapper   *mapper
+	rules    *decide.Rules
 	recheck  *regexp.Regexp
 	store    *store
 	builds   Builds
@@ -227,7 +228,7 @@ func NewWithOptions(cfg Config, db *sql.DB, builds Builds, logger hclog.Logger, 
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	m, err := newMapper(cfg.Rules)
+	m, err := decide.NewRules(cfg.Rules)
 	if err != nil {
 		return nil, fmt.Errorf("gerrit rules: %w", err)
 	}
@@ -242,7 +243,7 @@ func NewWithOptions(cfg Config, db *sql.DB, builds Builds, logger hclog.Logger, 
 	in := &Intake{
 		cfg:      cfg,
 		servers:  map[string]*server{},
-		mapper:   m,
+		rules:    m,
 		recheck:  regexp.MustCompile(cfg.Recheck),
 		store:    st,
 		builds:   builds,
@@ -496,7 +497,7 @@ func (in *Intake) handleRefUpdated(ctx context.Context, s *server, ev stored) er
 	if err != nil || dup {
 		return err
 	}
-	plan, ok, err := in.mapper.resolve(ev.Project, ev.Branch)
+	plan, ok, err := in.rules.Resolve(ev.Project, ev.Branch)
 	if err != nil {
 		return in.record(ctx, s, ev, ActionError, err.Error(), nil)
 	}
@@ -542,17 +543,17 @@ func (in *Intake) dedup(ctx context.Context, s *server, ev stored) (key string, 
 // plan. When the event goes no further (a duplicate, no rule, a bad
 // mapping) it is recorded with the reason and ok is false. Called with
 // the event's order key held.
-func (in *Intake) admit(ctx context.Context, s *server, ev stored) (key string, plan Plan, ok bool, err error) {
+func (in *Intake) admit(ctx context.Context, s *server, ev stored) (key string, plan decide.Plan, ok bool, err error) {
 	key, dup, err := in.dedup(ctx, s, ev)
 	if err != nil || dup {
-		return "", Plan{}, false, err
+		return "", decide.Plan{}, false, err
 	}
-	plan, ok, err = in.mapper.resolve(ev.Project, ev.Branch)
+	plan, ok, err = in.rules.Resolve(ev.Project, ev.Branch)
 	if err != nil {
-		return "", Plan{}, false, in.record(ctx, s, ev, ActionError, err.Error(), nil)
+		return "", decide.Plan{}, false, in.record(ctx, s, ev, ActionError, err.Error(), nil)
 	}
 	if !ok {
-		return "", Plan{}, false, in.record(ctx, s, ev, ActionIgnored, fmt.Sprintf("no rule maps project %s branch %s", ev.Project, ev.Branch), nil)
+		return "", decide.Plan{}, false, in.record(ctx, s, ev, ActionIgnored, fmt.Sprintf("no rule maps project %s branch %s", ev.Project, ev.Branch), nil)
 	}
 	return key, plan, true, nil
 }
@@ -613,7 +614,7 @@ func (in *Intake) gitURL(s *server, project string) string {
 // queueRelease submits release builds of plan with the changed project at
 // rev, unless that revision was already queued. Callers hold the branch's
 // order key.
-func (in *Intake) queueRelease(ctx context.Context, s *server, ev stored, plan Plan, rev, dedup, origin string) error {
+func (in *Intake) queueRelease(ctx context.Context, s *server, ev stored, plan decide.Plan, rev, dedup, origin string) error {
 	name := s.cfg.Name
 	if prev, dup, err := in.store.releaseQueued(ctx, name, ev.Project, ev.Branch, rev); err != nil {
 		return err
@@ -669,7 +670,7 @@ func (in *Intake) queueRelease(ctx context.Context, s *server, ev stored, plan P
 // the others at the head of the same branch. A non-empty reason means the
 // build cannot be made. A head that cannot be read in time is an error,
 // to try again (see retryable).
-func (in *Intake) sources(ctx context.Context, s *server, ev stored, plan Plan, rev, ref string) ([]Source, []head, string, error) {
+func (in *Intake) sources(ctx context.Context, s *server, ev stored, plan decide.Plan, rev, ref string) ([]Source, []head, string, error) {
 	project, branch := ev.Project, ev.Branch
 	var srcs []Source
 	var heads []head
@@ -722,7 +723,7 @@ func (sub submission) reason(base string) string {
 	return base + "; reuses " + strings.Join(sub.reused, ", ") + ", already queued, running or built from the same sources and recipe"
 }
 
-func (in *Intake) submit(ctx context.Context, s *server, ev stored, plan Plan, srcs []Source, release bool, origin string) (submission, error) {
+func (in *Intake) submit(ctx context.Context, s *server, ev stored, plan decide.Plan, srcs []Source, release bool, origin string) (submission, error) {
 	var sub submission
 	kind, prio := kindReview, PriorityReview
 	if release {

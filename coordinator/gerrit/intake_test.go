@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
 	"github.com/kiln-build/kiln/internal/testenv"
 )
@@ -29,12 +30,12 @@ func TestStreamEventTypes(t *testing.T) {
 	t.Parallel()
 	review := func(ref string) []BuildRequest {
 		return []BuildRequest{{Release: "mos-9.0", Target: "trusty-amd64", Package: "nginx",
-			Sources:  []Source{{Commit: psRev, Ref: ref, Role: RoleCombined}},
+			Sources:  []Source{{Commit: psRev, Ref: ref, Role: decide.RoleCombined}},
 			Priority: PriorityReview, SupersedeKey: "gerrit/review/12345/trusty-amd64"}}
 	}
 	release := func(rev string) []BuildRequest {
 		return []BuildRequest{{Release: "mos-9.0", Target: "trusty-amd64", Package: "nginx",
-			Sources: []Source{{Commit: rev, Ref: "refs/heads/9.0", Role: RoleCombined}},
+			Sources: []Source{{Commit: rev, Ref: "refs/heads/9.0", Role: decide.RoleCombined}},
 			Publish: true, Priority: PriorityRelease}}
 	}
 	cases := []struct {
@@ -196,8 +197,8 @@ func TestOpenstackPair(t *testing.T) {
 	h.srv.Send(patchsetCreated("mos/openstack-build/nova", "openstack-ci/fuel-9.0/mitaka", 501, 3, psRev))
 	got := h.builds.wait(t, 2, 10*time.Second)
 	wantSources := []Source{
-		{URL: codeURL, Commit: code, Ref: "refs/heads/openstack-ci/fuel-9.0/mitaka", Role: RoleCode},
-		{URL: pkgURL, Commit: psRev, Ref: "refs/changes/01/501/3", Role: RolePackaging},
+		{URL: codeURL, Commit: code, Ref: "refs/heads/openstack-ci/fuel-9.0/mitaka", Role: decide.RoleCode},
+		{URL: pkgURL, Commit: psRev, Ref: "refs/changes/01/501/3", Role: decide.RolePackaging},
 	}
 	for i, target := range []string{"trusty-amd64", "centos7-x86_64"} {
 		if got[i].Target != target || got[i].Release != "mos-9.0" || got[i].Package != "nova" || !reflect.DeepEqual(got[i].Sources, wantSources) {
@@ -212,8 +213,8 @@ func TestOpenstackPair(t *testing.T) {
 	h.srv.Send(changeMerged("mos/openstack/nova", "openstack-ci/fuel-9.0/mitaka", 502, 1, merged, merged))
 	got = h.builds.wait(t, 4, 10*time.Second)
 	wantSources = []Source{
-		{URL: codeURL, Commit: merged, Ref: "refs/heads/openstack-ci/fuel-9.0/mitaka", Role: RoleCode},
-		{URL: pkgURL, Commit: pkg, Ref: "refs/heads/openstack-ci/fuel-9.0/mitaka", Role: RolePackaging},
+		{URL: codeURL, Commit: merged, Ref: "refs/heads/openstack-ci/fuel-9.0/mitaka", Role: decide.RoleCode},
+		{URL: pkgURL, Commit: pkg, Ref: "refs/heads/openstack-ci/fuel-9.0/mitaka", Role: decide.RolePackaging},
 	}
 	for _, b := range got[2:] {
 		if !b.Publish || b.Priority != PriorityRelease || !reflect.DeepEqual(b.Sources, wantSources) {
@@ -433,7 +434,7 @@ func TestGitOverSSH(t *testing.T) {
 	head := h.commit(nginx, "9.0", "over ssh")
 	h.srv.Send(readEvent(t, "v3-ref-updated.json"))
 	got := h.builds.wait(t, 1, 20*time.Second)
-	want := Source{URL: "ssh://kiln@" + h.srv.Addr() + "/" + nginx, Commit: head, Ref: "refs/heads/9.0", Role: RoleCombined}
+	want := Source{URL: "ssh://kiln@" + h.srv.Addr() + "/" + nginx, Commit: head, Ref: "refs/heads/9.0", Role: decide.RoleCombined}
 	if !reflect.DeepEqual(got[0].Sources, []Source{want}) {
 		t.Fatalf("sources = %+v, want %+v (the head read over SSH)", got[0].Sources, want)
 	}

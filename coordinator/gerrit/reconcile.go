@@ -114,7 +114,7 @@ func (in *Intake) reconcileBranch(ctx context.Context, s *server, project, branc
 	if _, dup, err := in.store.releaseQueued(ctx, s.cfg.Name, project, branch, rev); err != nil || dup {
 		return 0, err
 	}
-	plan, ok, err := in.mapper.resolve(project, branch)
+	plan, ok, err := in.rules.Resolve(project, branch)
 	if err != nil || !ok {
 		return 0, err
 	}

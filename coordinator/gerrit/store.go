@@ -220,7 +220,7 @@ func (s *store) recordEvent(ctx context.Context, r EventRecord) (int64, error) {
 		return 0, fmt.Errorf("record gerrit event: begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // after commit this is a no-op
-	if err := decide(ctx, tx, r); err != nil {
+	if err := recordDecision(ctx, tx, r); err != nil {
 		return 0, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -425,7 +425,7 @@ func (s *store) commitQueued(ctx context.Context, q queued, now time.Time) (int6
 		if id, err = insertEvent(ctx, tx, q.event); err != nil {
 			return 0, err
 		}
-	} else if err := decide(ctx, tx, q.event); err != nil {
+	} else if err := recordDecision(ctx, tx, q.event); err != nil {
 		return 0, err
 	}
 	if q.dedupKey != "" {
