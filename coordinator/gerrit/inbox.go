@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 )
 
 // inboxSchema holds the events accepted and not decided yet: the event's
@@ -51,14 +53,14 @@ func (s *store) accept(ctx context.Context, evs []accepted) ([]int64, error) {
 	ids := make([]int64, len(evs))
 	for i, a := range evs {
 		if a.rec.Action == "" {
-			a.rec.Action = ActionReceived
+			a.rec.Action = decide.ActionReceived
 		}
 		id, err := insertEvent(ctx, tx, a.rec)
 		if err != nil {
 			return nil, err
 		}
 		ids[i] = id
-		if a.rec.Action != ActionReceived {
+		if a.rec.Action != decide.ActionReceived {
 			continue
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO gerrit_inbox (event_id, via, body, order_key) VALUES (?, ?, ?, ?)`,
@@ -128,7 +130,7 @@ func (s *store) failAttempt(ctx context.Context, eventID int64, attempts int, ne
 		return fmt.Errorf("record failed attempt of event %d: %w", eventID, err)
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE gerrit_events SET action = ?, reason = ? WHERE id = ?`,
-		ActionFailed, reason, eventID); err != nil {
+		decide.ActionFailed, reason, eventID); err != nil {
 		return fmt.Errorf("record failed attempt of event %d: %w", eventID, err)
 	}
 	if err := tx.Commit(); err != nil {

@@ -11,9 +11,7 @@ package gerrit
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -48,12 +46,9 @@ type Builds interface {
 
 // ErrRefused marks a build the coordinator refuses as asked (a release or
 // target it does not have, an implausible package name): the event records
-// the refusal with action ActionRefused, nothing is queued, and the event
+// the refusal with action decide.ActionRefused, nothing is queued, and the event
 // is not handled again.
 var ErrRefused = errors.New("build refused")
-
-// ActionRefused is the event action of a refused build.
-const ActionRefused = "refused"
 
 // BuildRequest asks for one package build of one target.
 type BuildRequest struct {
@@ -167,8 +162,7 @@ type Intake struct {
 	cfg      Config
 	servers  map[string]*server
 	order    []string
-	rules    *decide.Rules
-	recheck  *regexp.Regexp
+	decider  decide.Decider
 	store    *store
 	builds   Builds
 	logger   hclog.Logger
@@ -243,8 +237,7 @@ func NewWithOptions(cfg Config, db *sql.DB, builds Builds, logger hclog.Logger, 
 	in := &Intake{
 		cfg:      cfg,
 		servers:  map[string]*server{},
-		rules:    m,
-		recheck:  regexp.MustCompile(cfg.Recheck),
+		decider:  decide.Decider{Rules: m, Recheck: regexp.MustCompile(cfg.Recheck)},
 		store:    st,
 		builds:   builds,
 		logger:   logger,
@@ -368,55 +361,66 @@ type stored struct {
 	lastTry bool
 }
 
-// handle decides what to do with one accepted event and records it. An
-// error means nothing was recorded: the decision is tried again.
+// handle decides what to do with one accepted event and does it: it reads
+// the facts the decision needs, asks decide, and carries the decision
+// out. An error means nothing was recorded: the decision is tried again.
 func (in *Intake) handle(ctx context.Context, s *server, ev stored) error {
 	name := s.cfg.Name
 	if ev.Unknown > 0 {
 		in.metrics.unknownFields.WithLabelValues(name).Add(float64(ev.Unknown))
 	}
-	if reason := in.noise(s, ev.Event); reason != "" {
-		return in.recordNoise(ctx, s, ev, reason)
+	srv := decide.Server{Name: name, User: s.cfg.User}
+	var f decide.Facts
+	if in.decider.Noise(srv, ev.Event) == "" && ev.Type != event.TypeDroppedOutput {
+		var err error
+		if f.Seen, err = in.store.seen(ctx, decide.DedupKey(name, ev.Event)); err != nil {
+			return err
+		}
+		if !f.Seen && decide.NeedsPatchSet(ev.Event) {
+			if f.LatestPatchSet, err = in.store.latestPatchSet(ctx, name, ev.Change); err != nil {
+				return err
+			}
+		}
 	}
-	if ev.Type == event.TypeDroppedOutput {
+	d := in.decider.Decide(srv, ev.Event, f)
+	switch d.Kind {
+	case decide.Record:
+		if d.Action == decide.ActionNoise {
+			return in.recordNoise(ctx, s, ev, d.Reason)
+		}
+		return in.record(ctx, s, ev, d.Action, d.Reason, nil)
+	case decide.Reconcile:
 		in.logger.Warn("gerrit dropped events; reconciling", "server", name)
 		in.triggerReconcile(s)
-		return in.record(ctx, s, ev, ActionIgnored, "Gerrit dropped events for this stream; reconciling all tracked branches", nil)
+		return in.record(ctx, s, ev, d.Action, d.Reason, nil)
+	case decide.Track:
+		if err := in.store.setHead(ctx, name, ev.Project, ev.Branch, d.Rev, in.now()); err != nil {
+			return err
+		}
+		if err := in.store.addDedup(ctx, d.DedupKey, in.now()); err != nil {
+			return err
+		}
+		return in.record(ctx, s, ev, d.Action, d.Reason, nil)
+	case decide.Untrack:
+		if err := in.store.dropHead(ctx, name, ev.Project, ev.Branch); err != nil {
+			return err
+		}
+		if err := in.store.addDedup(ctx, d.DedupKey, in.now()); err != nil {
+			return err
+		}
+		return in.record(ctx, s, ev, d.Action, d.Reason, nil)
+	case decide.Release:
+		head, err := in.branchHead(ctx, s, ev, d.Rev)
+		if err != nil {
+			return err
+		}
+		return in.queueRelease(ctx, s, ev, d.Plan, head, d.DedupKey, ev.Type)
+	case decide.Review:
+		return in.queueReview(ctx, s, ev, d)
+	case decide.Cancel:
+		return in.cancelReviews(ctx, s, ev, d)
 	}
-	switch ev.Type {
-	case event.TypeRefUpdated:
-		return in.handleRefUpdated(ctx, s, ev)
-	case event.TypeChangeMerged:
-		return in.handleMerged(ctx, s, ev)
-	case event.TypePatchsetCreated:
-		return in.handleReview(ctx, s, ev, "")
-	case event.TypeCommentAdded:
-		return in.handleReview(ctx, s, ev, "recheck requested")
-	case event.TypeChangeAbandoned, event.TypeChangeDeleted:
-		return in.handleClosed(ctx, s, ev)
-	}
-	return in.recordNoise(ctx, s, ev, fmt.Sprintf("Kiln does not act on %s events", ev.Type))
-}
-
-// noise says why Kiln has no use for an event, or "" when it may have.
-// It looks at nothing but the event, so noise is decided as it arrives.
-func (in *Intake) noise(s *server, ev event.Event) string {
-	switch {
-	case !event.Used(ev.Type) && event.Known(ev.Type):
-		return fmt.Sprintf("Kiln does not act on %s events", ev.Type)
-	case !event.Used(ev.Type):
-		return fmt.Sprintf("unknown event type %q", ev.Type)
-	case ev.Type == event.TypeRefUpdated && !strings.HasPrefix(ev.RefName, "refs/heads/"):
-		// Patch set refs, refs/changes/*/meta (NoteDb), tags,
-		// refs/meta/config, refs/users, sequences: none is a branch to build.
-		return fmt.Sprintf("%s is not a branch", ev.RefName)
-	case ev.Type == event.TypeCommentAdded && ev.Author == s.cfg.User:
-		// Kiln's own messages never trigger builds.
-		return "Kiln's own comment"
-	case ev.Type == event.TypeCommentAdded && !in.recheck.MatchString(ev.Comment):
-		return "the comment does not ask for a recheck"
-	}
-	return ""
+	return fmt.Errorf("gerrit event %d: decision %d is not one the intake carries out", ev.id, d.Kind)
 }
 
 // countNoise counts an event decided as noise.
@@ -424,12 +428,12 @@ func (in *Intake) countNoise(s *server, ev event.Event) {
 	name := s.cfg.Name
 	switch {
 	case !event.Used(ev.Type) && event.Known(ev.Type):
-		in.metrics.events.WithLabelValues(name, "other", ActionNoise).Inc()
+		in.metrics.events.WithLabelValues(name, "other", decide.ActionNoise).Inc()
 	case !event.Used(ev.Type):
 		in.metrics.unknownTypes.WithLabelValues(name).Inc()
 		in.logger.Debug("ignoring unknown event type", "server", name, "type", ev.Type)
 	default:
-		in.metrics.events.WithLabelValues(name, ev.Type, ActionNoise).Inc()
+		in.metrics.events.WithLabelValues(name, ev.Type, decide.ActionNoise).Inc()
 	}
 }
 
@@ -437,7 +441,7 @@ func (in *Intake) countNoise(s *server, ev event.Event) {
 func (in *Intake) recordNoise(ctx context.Context, s *server, ev stored, reason string) error {
 	in.countNoise(s, ev.Event)
 	rec := recordOf(s, ev, in.now())
-	rec.Action, rec.Reason = ActionNoise, reason
+	rec.Action, rec.Reason = decide.ActionNoise, reason
 	if _, err := in.store.recordEvent(ctx, rec); err != nil {
 		return err
 	}
@@ -474,105 +478,6 @@ func eventRevision(ev event.Event) string {
 		return ev.NewRev
 	}
 	return ev.Revision
-}
-
-func dedupKey(server string, ev event.Event) string {
-	switch ev.Type {
-	case event.TypeRefUpdated:
-		return strings.Join([]string{server, ev.Type, ev.Project, ev.RefName, ev.OldRev, ev.NewRev}, "\x00")
-	case event.TypeCommentAdded, event.TypeChangeAbandoned, event.TypeChangeDeleted:
-		// The same comment twice, or a change abandoned, restored and
-		// abandoned again, are different events.
-		sum := sha256.Sum256([]byte(ev.Comment))
-		return strings.Join([]string{server, ev.Type, fmt.Sprint(ev.Change), fmt.Sprint(ev.PatchSet), ev.Revision,
-			fmt.Sprint(ev.CreatedOn.Unix()), hex.EncodeToString(sum[:8])}, "\x00")
-	default:
-		return strings.Join([]string{server, ev.Type, fmt.Sprint(ev.Change), fmt.Sprint(ev.PatchSet), ev.Revision}, "\x00")
-	}
-}
-
-func (in *Intake) handleRefUpdated(ctx context.Context, s *server, ev stored) error {
-	name := s.cfg.Name
-	key, dup, err := in.dedup(ctx, s, ev)
-	if err != nil || dup {
-		return err
-	}
-	plan, ok, err := in.rules.Resolve(ev.Project, ev.Branch)
-	if err != nil {
-		return in.record(ctx, s, ev, ActionError, err.Error(), nil)
-	}
-	if !ok {
-		return in.record(ctx, s, ev, ActionIgnored, fmt.Sprintf("no rule maps project %s branch %s", ev.Project, ev.Branch), nil)
-	}
-	switch {
-	case event.IsZero(ev.OldRev):
-		if err := in.store.setHead(ctx, name, ev.Project, ev.Branch, ev.NewRev, in.now()); err != nil {
-			return err
-		}
-		if err := in.store.addDedup(ctx, key, in.now()); err != nil {
-			return err
-		}
-		return in.record(ctx, s, ev, ActionIgnored, "branch created; tracked from now on, not built", nil)
-	case event.IsZero(ev.NewRev):
-		if err := in.store.dropHead(ctx, name, ev.Project, ev.Branch); err != nil {
-			return err
-		}
-		if err := in.store.addDedup(ctx, key, in.now()); err != nil {
-			return err
-		}
-		return in.record(ctx, s, ev, ActionIgnored, "branch deleted; no longer tracked", nil)
-	}
-	head, err := in.branchHead(ctx, s, ev, ev.NewRev)
-	if err != nil {
-		return err
-	}
-	return in.queueRelease(ctx, s, ev, plan, head, key, "ref-updated")
-}
-
-// dedup looks the event up among those received before; a duplicate is
-// recorded as such and dup is true. Called with the event's order key held.
-func (in *Intake) dedup(ctx context.Context, s *server, ev stored) (key string, dup bool, err error) {
-	key = dedupKey(s.cfg.Name, ev.Event)
-	if dup, err = in.store.seen(ctx, key); err != nil || !dup {
-		return key, false, err
-	}
-	return key, true, in.record(ctx, s, ev, ActionDuplicate, "already received", nil)
-}
-
-// admit de-duplicates an event and maps its project and branch to a build
-// plan. When the event goes no further (a duplicate, no rule, a bad
-// mapping) it is recorded with the reason and ok is false. Called with
-// the event's order key held.
-func (in *Intake) admit(ctx context.Context, s *server, ev stored) (key string, plan decide.Plan, ok bool, err error) {
-	key, dup, err := in.dedup(ctx, s, ev)
-	if err != nil || dup {
-		return "", decide.Plan{}, false, err
-	}
-	plan, ok, err = in.rules.Resolve(ev.Project, ev.Branch)
-	if err != nil {
-		return "", decide.Plan{}, false, in.record(ctx, s, ev, ActionError, err.Error(), nil)
-	}
-	if !ok {
-		return "", decide.Plan{}, false, in.record(ctx, s, ev, ActionIgnored, fmt.Sprintf("no rule maps project %s branch %s", ev.Project, ev.Branch), nil)
-	}
-	return key, plan, true, nil
-}
-
-func (in *Intake) handleMerged(ctx context.Context, s *server, ev stored) error {
-	key, plan, ok, err := in.admit(ctx, s, ev)
-	if err != nil || !ok {
-		return err
-	}
-	rev := ev.NewRev
-	if rev == "" {
-		// Gerrit before 2.13 did not say what the branch became.
-		rev = ev.Revision
-	}
-	head, err := in.branchHead(ctx, s, ev, rev)
-	if err != nil {
-		return err
-	}
-	return in.queueRelease(ctx, s, ev, plan, head, key, "change-merged")
 }
 
 // retryable tells whether a failed head lookup fails the event's decision,
@@ -632,14 +537,14 @@ func (in *Intake) queueRelease(ctx context.Context, s *server, ev stored, plan d
 				return err
 			}
 		}
-		return in.record(ctx, s, ev, ActionDuplicate, fmt.Sprintf("revision %s of %s already built or queued (event %d)", short(rev), ev.Branch, prev), nil)
+		return in.record(ctx, s, ev, decide.ActionDuplicate, fmt.Sprintf("revision %s of %s already built or queued (event %d)", short(rev), ev.Branch, prev), nil)
 	}
 	srcs, heads, reason, err := in.sources(ctx, s, ev, plan, rev, "refs/heads/"+ev.Branch)
 	if err != nil {
 		return err
 	}
 	if reason != "" {
-		return in.record(ctx, s, ev, ActionIgnored, reason, nil)
+		return in.record(ctx, s, ev, decide.ActionIgnored, reason, nil)
 	}
 	desc := fmt.Sprintf("release: %s %s at %s, %s", ev.Project, ev.Branch, short(rev), origin)
 	if ev.Change > 0 {
@@ -648,7 +553,7 @@ func (in *Intake) queueRelease(ctx context.Context, s *server, ev stored, plan d
 	desc += " from gerrit " + name
 	sub, err := in.submit(ctx, s, ev, plan, srcs, true, desc)
 	if errors.Is(err, ErrRefused) {
-		return in.record(ctx, s, ev, ActionRefused, err.Error(), sub.ids)
+		return in.record(ctx, s, ev, decide.ActionRefused, err.Error(), sub.ids)
 	}
 	if err != nil {
 		// Tried again; the builds submitted so far are found by their
@@ -656,13 +561,13 @@ func (in *Intake) queueRelease(ctx context.Context, s *server, ev stored, plan d
 		return err
 	}
 	rec := recordOf(s, ev, in.now())
-	rec.Revision, rec.Action, rec.JobIDs = rev, ActionBuilt, sub.ids
+	rec.Revision, rec.Action, rec.JobIDs = rev, decide.ActionBuilt, sub.ids
 	rec.Reason = fmt.Sprintf("release build of %s for %s (%s)", plan.Package, plan.Release, strings.Join(plan.Targets, ", "))
 	if want := cmp.Or(ev.NewRev, ev.Revision); want != rev {
 		rec.Reason += fmt.Sprintf(" at the branch head %s, which includes the event's %s", short(rev), short(want))
 	}
 	rec.Reason = sub.reason(rec.Reason)
-	in.metrics.events.WithLabelValues(name, ev.Type, ActionBuilt).Inc()
+	in.metrics.events.WithLabelValues(name, ev.Type, decide.ActionBuilt).Inc()
 	return in.commitJobs(ctx, queued{event: rec, dedupKey: dedup, jobs: sub.jobs, finished: sub.finished, heads: heads, release: true})
 }
 
@@ -698,13 +603,6 @@ func (in *Intake) sources(ctx context.Context, s *server, ev stored, plan decide
 	return srcs, heads, "", nil
 }
 
-// reviewKey is the supersede key of a change's review builds for one
-// target: a newer patch set's build supersedes the older one's, and closing
-// the change cancels it.
-func reviewKey(server string, change int64, target string) string {
-	return fmt.Sprintf("gerrit/%s/%d/%s", server, change, target)
-}
-
 // submission is what submit queued: the jobs to record, their ids, the
 // results of reused jobs that already finished and, for people, which jobs
 // were reused.
@@ -735,7 +633,7 @@ func (in *Intake) submit(ctx context.Context, s *server, ev stored, plan decide.
 			Publish: release, Priority: prio, Origin: origin,
 		}
 		if !release {
-			req.SupersedeKey = reviewKey(s.cfg.Name, ev.Change, t)
+			req.SupersedeKey = decide.ReviewKey(s.cfg.Name, ev.Change, t)
 		}
 		got, err := in.builds.SubmitBuild(ctx, req)
 		if err != nil {
@@ -759,64 +657,50 @@ func (in *Intake) submit(ctx context.Context, s *server, ev stored, plan decide.
 	return sub, nil
 }
 
-func (in *Intake) handleReview(ctx context.Context, s *server, ev stored, why string) error {
-	key, plan, ok, err := in.admit(ctx, s, ev)
-	if err != nil || !ok {
-		return err
-	}
-	if cur, err := in.store.latestPatchSet(ctx, s.cfg.Name, ev.Change); err != nil {
-		return err
-	} else if cur > ev.PatchSet {
-		return in.record(ctx, s, ev, ActionSuperseded, fmt.Sprintf("patch set %d is newer; only the current patch set is built", cur), nil)
-	}
-	// The patch set's ref is derived, not taken from the event, so that it
-	// cannot point anywhere else.
-	ref := fmt.Sprintf("refs/changes/%02d/%d/%d", ev.Change%100, ev.Change, ev.PatchSet)
-	srcs, _, reason, err := in.sources(ctx, s, ev, plan, ev.Revision, ref)
+// queueReview submits the review builds of a decision.
+func (in *Intake) queueReview(ctx context.Context, s *server, ev stored, d decide.Decision) error {
+	plan := d.Plan
+	srcs, _, reason, err := in.sources(ctx, s, ev, plan, d.Rev, d.Ref)
 	if err != nil {
 		return err
 	}
 	if reason != "" {
-		return in.record(ctx, s, ev, ActionIgnored, reason, nil)
+		return in.record(ctx, s, ev, decide.ActionIgnored, reason, nil)
 	}
 	// The web's job list finds a change's review builds by "review: change
 	// N patch set ".
 	origin := fmt.Sprintf("review: change %d patch set %d (%s %s) from gerrit %s", ev.Change, ev.PatchSet, ev.Project, ev.Branch, s.cfg.Name)
 	sub, err := in.submit(ctx, s, ev, plan, srcs, false, origin)
 	if errors.Is(err, ErrRefused) {
-		return in.record(ctx, s, ev, ActionRefused, err.Error(), sub.ids)
+		return in.record(ctx, s, ev, decide.ActionRefused, err.Error(), sub.ids)
 	}
 	if err != nil {
 		return err // tried again
 	}
 	rec := recordOf(s, ev, in.now())
-	rec.Action, rec.JobIDs = ActionBuilt, sub.ids
+	rec.Action, rec.JobIDs = decide.ActionBuilt, sub.ids
 	rec.Reason = fmt.Sprintf("review build of %s for %s (%s)", plan.Package, plan.Release, strings.Join(plan.Targets, ", "))
-	if why != "" {
-		rec.Reason = why + ": " + rec.Reason
+	if d.Reason != "" {
+		rec.Reason = d.Reason + ": " + rec.Reason
 	}
 	rec.Reason = sub.reason(rec.Reason)
-	in.metrics.events.WithLabelValues(s.cfg.Name, ev.Type, ActionBuilt).Inc()
-	return in.commitJobs(ctx, queued{event: rec, dedupKey: key, jobs: sub.jobs, finished: sub.finished, supersede: true})
+	in.metrics.events.WithLabelValues(s.cfg.Name, ev.Type, decide.ActionBuilt).Inc()
+	return in.commitJobs(ctx, queued{event: rec, dedupKey: d.DedupKey, jobs: sub.jobs, finished: sub.finished, supersede: true})
 }
 
-// handleClosed cancels the queued and running review builds of an abandoned
+// cancelReviews cancels the queued and running review builds of an abandoned
 // or deleted change and keeps every review build of it from voting: a
 // build that finished meanwhile reports nothing either. The event is
 // de-duplicated like others, so a replay after a reconnect does not cancel
 // the builds of a change restored since. A restored change (an ignored
 // change-restored event) is built again by its next patch set or a recheck
 // comment.
-func (in *Intake) handleClosed(ctx context.Context, s *server, ev stored) error {
+func (in *Intake) cancelReviews(ctx context.Context, s *server, ev stored, d decide.Decision) error {
 	name := s.cfg.Name
-	key, dup, err := in.dedup(ctx, s, ev)
-	if err != nil || dup {
-		return err
-	}
 	// Reports are closed first: a build that finishes while the others are
 	// being cancelled does not vote either.
 	in.reportMu.Lock()
-	err = in.store.closeReports(ctx, name, ev.Change, in.now())
+	err := in.store.closeReports(ctx, name, ev.Change, in.now())
 	in.reportMu.Unlock()
 	if err != nil {
 		return err
@@ -827,26 +711,21 @@ func (in *Intake) handleClosed(ctx context.Context, s *server, ev stored) error 
 	if err != nil {
 		return err
 	}
-	verb := "abandoned"
-	if ev.Type == event.TypeChangeDeleted {
-		verb = "deleted"
-	}
-	reason := fmt.Sprintf("change %d %s", ev.Change, verb)
 	var ids []string
 	for _, t := range targets {
-		got, err := in.builds.CancelBuilds(ctx, reviewKey(name, ev.Change, t), reason)
+		got, err := in.builds.CancelBuilds(ctx, decide.ReviewKey(name, ev.Change, t), d.Reason)
 		ids = append(ids, got...)
 		if err != nil {
 			return fmt.Errorf("cancel review builds of change %d for %s: %w", ev.Change, t, err)
 		}
 	}
-	if err := in.store.addDedup(ctx, key, in.now()); err != nil {
+	if err := in.store.addDedup(ctx, d.DedupKey, in.now()); err != nil {
 		return err
 	}
 	if len(ids) == 0 {
-		return in.record(ctx, s, ev, ActionIgnored, reason+"; no queued or running review build to cancel", nil)
+		return in.record(ctx, s, ev, decide.ActionIgnored, d.Reason+"; no queued or running review build to cancel", nil)
 	}
-	return in.record(ctx, s, ev, ActionCanceled, reason+"; its queued and running review builds are cancelled and none will vote", ids)
+	return in.record(ctx, s, ev, decide.ActionCanceled, d.Reason+"; its queued and running review builds are cancelled and none will vote", ids)
 }
 
 func short(rev string) string {

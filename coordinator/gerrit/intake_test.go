@@ -44,29 +44,29 @@ func TestStreamEventTypes(t *testing.T) {
 		want   func(head string) []BuildRequest
 		action string
 	}{
-		{"patchset-created 3.x", []string{"v3-patchset-created.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionBuilt},
-		{"patchset-created 2.x", []string{"v2-patchset-created.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionBuilt},
-		{"patchset-created 3.0 project object", []string{"v3.0-patchset-created-project-object.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionBuilt},
-		{"change-merged 3.x", []string{"v3-change-merged.json"}, func(head string) []BuildRequest { return release(head) }, ActionBuilt},
-		{"change-merged 2.x without newRev takes the branch head", []string{"v2-change-merged.json"}, func(head string) []BuildRequest { return release(head) }, ActionBuilt},
-		{"ref-updated 3.x", []string{"v3-ref-updated.json"}, func(head string) []BuildRequest { return release(head) }, ActionBuilt},
-		{"ref-updated 2.x short branch", []string{"v2-ref-updated-short-branch.json"}, func(head string) []BuildRequest { return release(head) }, ActionBuilt},
-		{"ref-updated then change-merged build once", []string{"v3-ref-updated.json", "v3-change-merged.json"}, func(head string) []BuildRequest { return release(head) }, ActionDuplicate},
-		{"comment-added recheck 3.x", []string{"v3-comment-added-recheck.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionBuilt},
-		{"comment-added recheck 2.x", []string{"v2-comment-added-recheck.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionBuilt},
-		{"same event twice", []string{"v3-patchset-created.json", "v3-patchset-created.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionDuplicate},
-		{"change-abandoned 3.x cancels", []string{"v3-patchset-created.json", "v3-change-abandoned.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionCanceled},
-		{"change-abandoned 2.x cancels", []string{"v2-patchset-created.json", "v2-change-abandoned.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionCanceled},
-		{"change-deleted 3.x cancels", []string{"v3-patchset-created.json", "v3-change-deleted.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionCanceled},
-		{"change-deleted 2.x cancels", []string{"v2-patchset-created.json", "v2-change-deleted.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionCanceled},
-		{"change-abandoned without builds", []string{"v3-change-abandoned.json"}, nil, ActionIgnored},
-		{"change-abandoned twice", []string{"v3-patchset-created.json", "v3-change-abandoned.json", "v3-change-abandoned.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionDuplicate},
+		{"patchset-created 3.x", []string{"v3-patchset-created.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, decide.ActionBuilt},
+		{"patchset-created 2.x", []string{"v2-patchset-created.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, decide.ActionBuilt},
+		{"patchset-created 3.0 project object", []string{"v3.0-patchset-created-project-object.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, decide.ActionBuilt},
+		{"change-merged 3.x", []string{"v3-change-merged.json"}, func(head string) []BuildRequest { return release(head) }, decide.ActionBuilt},
+		{"change-merged 2.x without newRev takes the branch head", []string{"v2-change-merged.json"}, func(head string) []BuildRequest { return release(head) }, decide.ActionBuilt},
+		{"ref-updated 3.x", []string{"v3-ref-updated.json"}, func(head string) []BuildRequest { return release(head) }, decide.ActionBuilt},
+		{"ref-updated 2.x short branch", []string{"v2-ref-updated-short-branch.json"}, func(head string) []BuildRequest { return release(head) }, decide.ActionBuilt},
+		{"ref-updated then change-merged build once", []string{"v3-ref-updated.json", "v3-change-merged.json"}, func(head string) []BuildRequest { return release(head) }, decide.ActionDuplicate},
+		{"comment-added recheck 3.x", []string{"v3-comment-added-recheck.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, decide.ActionBuilt},
+		{"comment-added recheck 2.x", []string{"v2-comment-added-recheck.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, decide.ActionBuilt},
+		{"same event twice", []string{"v3-patchset-created.json", "v3-patchset-created.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, decide.ActionDuplicate},
+		{"change-abandoned 3.x cancels", []string{"v3-patchset-created.json", "v3-change-abandoned.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, decide.ActionCanceled},
+		{"change-abandoned 2.x cancels", []string{"v2-patchset-created.json", "v2-change-abandoned.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, decide.ActionCanceled},
+		{"change-deleted 3.x cancels", []string{"v3-patchset-created.json", "v3-change-deleted.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, decide.ActionCanceled},
+		{"change-deleted 2.x cancels", []string{"v2-patchset-created.json", "v2-change-deleted.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, decide.ActionCanceled},
+		{"change-abandoned without builds", []string{"v3-change-abandoned.json"}, nil, decide.ActionIgnored},
+		{"change-abandoned twice", []string{"v3-patchset-created.json", "v3-change-abandoned.json", "v3-change-abandoned.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, decide.ActionDuplicate},
 		{"meta ref ignored", []string{"v3-ref-updated-meta.json"}, nil, ""},
-		{"branch creation not built", []string{"v3-ref-updated-branch-created.json"}, nil, ActionIgnored},
-		{"branch deletion not built", []string{"v3-ref-updated-branch-deleted.json"}, nil, ActionIgnored},
+		{"branch creation not built", []string{"v3-ref-updated-branch-created.json"}, nil, decide.ActionIgnored},
+		{"branch deletion not built", []string{"v3-ref-updated-branch-deleted.json"}, nil, decide.ActionIgnored},
 		{"replication noise", []string{"v3-ref-replicated.json"}, nil, ""},
 		{"unknown type", []string{"v3-unknown-type.json"}, nil, ""},
-		{"dropped-output", []string{"v3-dropped-output.json"}, nil, ActionIgnored},
+		{"dropped-output", []string{"v3-dropped-output.json"}, nil, decide.ActionIgnored},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -236,7 +236,7 @@ func TestOpenstackPair(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if evs[1].Action != ActionIgnored || !strings.Contains(evs[1].Reason, "mos/openstack-build/glance") {
+	if evs[1].Action != decide.ActionIgnored || !strings.Contains(evs[1].Reason, "mos/openstack-build/glance") {
 		t.Fatalf("glance event = %+v, want ignored naming the packaging project", evs[1])
 	}
 }
@@ -256,7 +256,7 @@ func TestNewerPatchSetSupersedes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if evs[2].PatchSet != 1 || evs[2].Action != ActionSuperseded || evs[1].Action != ActionBuilt {
+	if evs[2].PatchSet != 1 || evs[2].Action != decide.ActionSuperseded || evs[1].Action != decide.ActionBuilt {
 		t.Fatalf("events = %+v, want patch set 1 superseded and 2 built", evs)
 	}
 	// A late recheck of the old patch set builds nothing.
@@ -266,7 +266,7 @@ func TestNewerPatchSetSupersedes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if evs[1].Action != ActionSuperseded || !strings.Contains(evs[1].Reason, "patch set 2 is newer") || len(h.builds.all()) != 2 {
+	if evs[1].Action != decide.ActionSuperseded || !strings.Contains(evs[1].Reason, "patch set 2 is newer") || len(h.builds.all()) != 2 {
 		t.Fatalf("recheck of an old patch set: %+v, %d builds", evs[1], len(h.builds.all()))
 	}
 }
@@ -417,7 +417,7 @@ func TestEventLogBounded(t *testing.T) {
 	if len(evs) < 20 || len(evs) > 20+100 {
 		t.Fatalf("%d events kept, want 20 to 120", len(evs))
 	}
-	if evs[1].Action != ActionIgnored || !strings.Contains(evs[1].Reason, "no rule maps project unmapped/project branch master") {
+	if evs[1].Action != decide.ActionIgnored || !strings.Contains(evs[1].Reason, "no rule maps project unmapped/project branch master") {
 		t.Fatalf("event = %+v, want ignored with the reason", evs[1])
 	}
 }

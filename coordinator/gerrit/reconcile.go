@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 )
 
@@ -105,7 +106,7 @@ func (in *Intake) Reconcile(ctx context.Context, serverName string) error {
 }
 
 func (in *Intake) reconcileBranch(ctx context.Context, s *server, project, branch, rev string) (int, error) {
-	key := branchKey(s.cfg.Name, project, branch)
+	key := decide.BranchKey(s.cfg.Name, project, branch)
 	if err := in.keys.lock(ctx, key); err != nil {
 		return 0, err
 	}
@@ -114,7 +115,7 @@ func (in *Intake) reconcileBranch(ctx context.Context, s *server, project, branc
 	if _, dup, err := in.store.releaseQueued(ctx, s.cfg.Name, project, branch, rev); err != nil || dup {
 		return 0, err
 	}
-	plan, ok, err := in.rules.Resolve(project, branch)
+	plan, ok, err := in.decider.Rules.Resolve(project, branch)
 	if err != nil || !ok {
 		return 0, err
 	}

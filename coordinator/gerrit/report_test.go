@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
 )
@@ -245,7 +246,7 @@ func TestReusedFinishedJobVotesAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e := evs[0]; e.Action != ActionBuilt || len(e.JobIDs) != 1 || e.JobIDs[0] != "77" || !strings.Contains(e.Reason, "reuses job 77 for trusty-amd64") {
+	if e := evs[0]; e.Action != decide.ActionBuilt || len(e.JobIDs) != 1 || e.JobIDs[0] != "77" || !strings.Contains(e.Reason, "reuses job 77 for trusty-amd64") {
 		t.Fatalf("event %+v, want built reusing job 77", e)
 	}
 }
@@ -278,7 +279,7 @@ func TestTrackedBranchBuiltOnStart(t *testing.T) {
 	}
 	found := false
 	for _, e := range evs {
-		if e.Type == "reconcile" && e.Action == ActionBuilt && e.Revision == head && len(e.JobIDs) == 1 {
+		if e.Type == "reconcile" && e.Action == decide.ActionBuilt && e.Revision == head && len(e.JobIDs) == 1 {
 			found = true
 		}
 	}
@@ -402,7 +403,7 @@ func TestAbandonedChangeCancelsAndDoesNotVote(t *testing.T) {
 		reason string
 	}{{event.TypeChangeDeleted, 1236, []string{"job-4"}, "change 1236 deleted"}, {event.TypeChangeAbandoned, 1234, []string{"job-2", "job-1"}, "change 1234 abandoned"}} {
 		e := evs[i+1]
-		if e.Type != w.typ || e.Change != w.change || e.Action != ActionCanceled || !reflect.DeepEqual(e.JobIDs, w.jobs) || !strings.HasPrefix(e.Reason, w.reason+";") {
+		if e.Type != w.typ || e.Change != w.change || e.Action != decide.ActionCanceled || !reflect.DeepEqual(e.JobIDs, w.jobs) || !strings.HasPrefix(e.Reason, w.reason+";") {
 			t.Fatalf("event %d = %+v, want %s of %d cancelled %v because %q", i+1, e, w.typ, w.change, w.jobs, w.reason)
 		}
 	}
@@ -443,7 +444,7 @@ func TestAbandonedChangeCancelsAndDoesNotVote(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if evs[1].Type != event.TypeChangeAbandoned || evs[1].Action != ActionDuplicate {
+	if evs[1].Type != event.TypeChangeAbandoned || evs[1].Action != decide.ActionDuplicate {
 		t.Fatalf("replayed abandon logged as %+v, want duplicate", evs[1])
 	}
 	for _, id := range []string{"job-5", "job-6"} {

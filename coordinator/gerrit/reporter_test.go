@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
 )
@@ -144,7 +145,7 @@ func TestHungGerritDoesNotStallIntake(t *testing.T) {
 	}
 	built := 0
 	for _, e := range evs {
-		if e.Type == event.TypePatchsetCreated && e.Change >= 2000 && e.Action == ActionBuilt && len(e.JobIDs) == 1 {
+		if e.Type == event.TypePatchsetCreated && e.Change >= 2000 && e.Action == decide.ActionBuilt && len(e.JobIDs) == 1 {
 			built++
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 )
 
@@ -108,24 +109,6 @@ type EventRecord struct {
 	Reason string
 	JobIDs []string
 }
-
-// Actions recorded for events.
-const (
-	ActionBuilt      = "built"
-	ActionSuperseded = "superseded"
-	ActionCanceled   = "canceled"
-	ActionIgnored    = "ignored"
-	ActionDuplicate  = "duplicate"
-	ActionError      = "error"
-	// ActionReceived is an event accepted and waiting for its decision.
-	ActionReceived = "received"
-	// ActionFailed is an event whose decision failed and is tried again.
-	ActionFailed = "failed"
-	// ActionNoise is an event Kiln has no use for (comments that ask for
-	// nothing, NoteDb and patch set refs, replication, unknown types);
-	// ListEvents shows them only when asked for all.
-	ActionNoise = "noise"
-)
 
 // Build kinds.
 const (
@@ -238,7 +221,7 @@ func (s *store) prune(ctx context.Context, keep int, dedupAge time.Duration, now
 	// Noise is kept a day, so that a flood of it does not push the events
 	// that mattered out of the log.
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM gerrit_events WHERE action = ? AND received_at < ?`,
-		ActionNoise, now.Add(-noiseFor).UnixNano()); err != nil {
+		decide.ActionNoise, now.Add(-noiseFor).UnixNano()); err != nil {
 		return fmt.Errorf("prune gerrit events: %w", err)
 	}
 	// What belonged to the events gone: their jobs can no longer be
@@ -415,8 +398,8 @@ func (s *store) commitQueued(ctx context.Context, q queued, now time.Time) (int6
 	if q.supersede && q.event.Change > 0 {
 		if _, err := tx.ExecContext(ctx, `UPDATE gerrit_events SET action = ?, reason = ?
 			WHERE server = ? AND change_num = ? AND patch_set < ? AND action = ? AND type IN (?, ?)`,
-			ActionSuperseded, fmt.Sprintf("patch set %d replaced it", q.event.PatchSet),
-			q.event.Server, q.event.Change, q.event.PatchSet, ActionBuilt, event.TypePatchsetCreated, event.TypeCommentAdded); err != nil {
+			decide.ActionSuperseded, fmt.Sprintf("patch set %d replaced it", q.event.PatchSet),
+			q.event.Server, q.event.Change, q.event.PatchSet, decide.ActionBuilt, event.TypePatchsetCreated, event.TypeCommentAdded); err != nil {
 			return 0, fmt.Errorf("mark superseded: %w", err)
 		}
 	}
@@ -661,7 +644,7 @@ func (s *store) listEvents(ctx context.Context, limit int, all bool) ([]EventRec
 	if limit <= 0 {
 		limit = 100
 	}
-	hide := ActionNoise
+	hide := decide.ActionNoise
 	if all {
 		hide = ""
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 )
 
@@ -36,7 +37,7 @@ func TestStoreUpgradesJobsTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = st.commitQueued(ctx, queued{
-		event: EventRecord{Server: "review", Type: event.TypeCommentAdded, Change: 32, PatchSet: 1, ReceivedAt: time.Now(), Action: ActionBuilt},
+		event: EventRecord{Server: "review", Type: event.TypeCommentAdded, Change: 32, PatchSet: 1, ReceivedAt: time.Now(), Action: decide.ActionBuilt},
 		jobs:  []jobRow{{JobID: "7", Server: "review", Kind: kindReview, Change: 32, PatchSet: 1, Release: "mos-9.0", Target: "trusty-amd64", Package: "nginx"}},
 	}, time.Now())
 	if err != nil {
@@ -73,7 +74,7 @@ func TestPruneRemovesWhatBelongedToOldEvents(t *testing.T) {
 	var ids []int64
 	for i := range 3 {
 		id, err := st.commitQueued(ctx, queued{
-			event:   EventRecord{Server: "review", Type: event.TypeChangeMerged, Project: "nginx", Branch: "9.0", Change: int64(10 + i), PatchSet: 1, Revision: fmt.Sprintf("%040d", i), ReceivedAt: now, Action: ActionBuilt},
+			event:   EventRecord{Server: "review", Type: event.TypeChangeMerged, Project: "nginx", Branch: "9.0", Change: int64(10 + i), PatchSet: 1, Revision: fmt.Sprintf("%040d", i), ReceivedAt: now, Action: decide.ActionBuilt},
 			jobs:    []jobRow{{JobID: fmt.Sprint(i), Server: "review", Kind: kindRelease, Change: int64(10 + i), PatchSet: 1, Release: "mos-9.0", Target: "trusty-amd64", Package: "nginx"}},
 			release: true,
 		}, now)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kiln-build/kiln/coordinator/fleet"
 	"github.com/kiln-build/kiln/coordinator/gerrit"
+	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
 	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/coordinator/scheduler"
@@ -248,7 +249,7 @@ func TestSharedReviewBuildVotesForEveryRequest(t *testing.T) {
 				return false, fmt.Sprintf("events %+v (%v), want %d", evs, err, n)
 			}
 			e := evs[0]
-			ok := len(evs) == n && e.Type == typ && e.Change == change && e.Action == gerrit.ActionBuilt &&
+			ok := len(evs) == n && e.Type == typ && e.Change == change && e.Action == decide.ActionBuilt &&
 				len(e.JobIDs) == 1 && e.JobIDs[0] == jobID && strings.Contains(e.Reason, "reuses job "+jobID) == reused
 			return ok, fmt.Sprintf("newest event %+v (of %d), want %s of change %d built with job %s (reused: %v)",
 				e, len(evs), typ, change, jobID, reused)
@@ -377,7 +378,7 @@ func TestGerritWebhookPerServer(t *testing.T) {
 		}
 		built := map[string]bool{}
 		for _, e := range evs {
-			if e.Action == gerrit.ActionBuilt {
+			if e.Action == decide.ActionBuilt {
 				built[e.Server] = true
 			}
 		}

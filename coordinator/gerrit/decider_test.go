@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
 )
@@ -112,18 +113,18 @@ func TestSlowProjectDoesNotDelayOthers(t *testing.T) {
 	if got[0].Package != "nginx" || got[1].Package != "nginx" {
 		t.Fatalf("builds = %+v, want nginx's two", got)
 	}
-	if e, _ := h.eventOf(hung, event.TypeChangeMerged); e.Action != ActionReceived {
+	if e, _ := h.eventOf(hung, event.TypeChangeMerged); e.Action != decide.ActionReceived {
 		t.Fatalf("held event = %+v, want it still received", e)
 	}
 	// The server does not answer: the lookup times out, and the decision
 	// is tried again.
 	git.open()
-	e := h.waitAction(hung, event.TypeChangeMerged, 10*time.Second, ActionFailed)
+	e := h.waitAction(hung, event.TypeChangeMerged, 10*time.Second, decide.ActionFailed)
 	if !strings.Contains(e.Reason, "timed out after 300ms") || !strings.Contains(e.Reason, "trying again") {
 		t.Errorf("failed event reason %q, want the timeout and the retry", e.Reason)
 	}
-	e = h.waitAction(hung, event.TypeChangeMerged, 20*time.Second, ActionBuilt, ActionError)
-	if e.Action != ActionBuilt || e.Revision != mergedRev {
+	e = h.waitAction(hung, event.TypeChangeMerged, 20*time.Second, decide.ActionBuilt, decide.ActionError)
+	if e.Action != decide.ActionBuilt || e.Revision != mergedRev {
 		t.Fatalf("after the last attempt: %+v, want built at the event's revision", e)
 	}
 	if n := h.counter("kiln_gerrit_decision_retries_total"); n != maxAttempts-1 {
@@ -155,12 +156,12 @@ func TestWebhookAnswersBeforeDeciding(t *testing.T) {
 		t.Fatalf("webhook status %d", resp.StatusCode)
 	}
 	git.waitStarted(t) // the decision waits for git; the answer did not
-	if e, _ := h.eventOf(nginx, event.TypeChangeMerged); e.Action != ActionReceived {
+	if e, _ := h.eventOf(nginx, event.TypeChangeMerged); e.Action != decide.ActionReceived {
 		t.Fatalf("event = %+v, want received", e)
 	}
 	h.restartIntake()
 	git.open()
-	e := h.waitAction(nginx, event.TypeChangeMerged, 10*time.Second, ActionBuilt)
+	e := h.waitAction(nginx, event.TypeChangeMerged, 10*time.Second, decide.ActionBuilt)
 	h.sync()
 	if got := h.builds.all(); len(got) != 1 || got[0].Sources[0].Commit != head || len(e.JobIDs) != 1 {
 		t.Fatalf("builds = %+v, event %+v: want one release build of %s", got, e, head)
@@ -196,10 +197,10 @@ func TestRefusedBuildRecordedAtOnce(t *testing.T) {
 	for _, e := range evs {
 		got[e.Change] = e
 	}
-	if e := got[1001]; e.Action != ActionRefused || !strings.Contains(e.Reason, "release mos-9.0 is not configured") {
+	if e := got[1001]; e.Action != decide.ActionRefused || !strings.Contains(e.Reason, "release mos-9.0 is not configured") {
 		t.Errorf("refused event = %+v", e)
 	}
-	if e := got[1002]; e.Action != ActionBuilt {
+	if e := got[1002]; e.Action != decide.ActionBuilt {
 		t.Errorf("event failed once = %+v, want built", e)
 	}
 	if n := h.counter("kiln_gerrit_decision_retries_total"); n != 1 {
@@ -250,10 +251,10 @@ func TestHungGitServerDoesNotDelayOthers(t *testing.T) {
 		t.Fatalf("builds = %+v, want nginx's two", got)
 	}
 	// Decided while the hung lookup still runs, not after it timed out.
-	if e, _ := h.eventOf(hung, event.TypeChangeMerged); e.Action != ActionReceived {
+	if e, _ := h.eventOf(hung, event.TypeChangeMerged); e.Action != decide.ActionReceived {
 		t.Fatalf("after %s the hung event is %+v: the other projects waited for it", time.Since(start), e)
 	}
-	e := h.waitAction(hung, event.TypeChangeMerged, 3*timeout, ActionFailed)
+	e := h.waitAction(hung, event.TypeChangeMerged, 3*timeout, decide.ActionFailed)
 	if !strings.Contains(e.Reason, "timed out after 6s") || !strings.Contains(e.Reason, "attempt 1 of") || !strings.Contains(e.Reason, "trying again") {
 		t.Errorf("failed event reason %q, want the timeout and the retry", e.Reason)
 	}

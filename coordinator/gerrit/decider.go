@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 )
 
@@ -61,9 +62,9 @@ func (in *Intake) accept(ctx context.Context, s *server, lines [][]byte, via str
 			bad = err
 			continue
 		}
-		a := accepted{rec: recordOf(s, stored{Event: ev}, in.now()), via: via, body: line, orderKey: orderKey(s.cfg.Name, ev)}
-		if reason := in.noise(s, ev); reason != "" {
-			a.rec.Action, a.rec.Reason, a.body = ActionNoise, reason, nil
+		a := accepted{rec: recordOf(s, stored{Event: ev}, in.now()), via: via, body: line, orderKey: decide.OrderKey(s.cfg.Name, ev)}
+		if reason := in.decider.Noise(decide.Server{Name: s.cfg.Name, User: s.cfg.User}, ev); reason != "" {
+			a.rec.Action, a.rec.Reason, a.body = decide.ActionNoise, reason, nil
 			noise = append(noise, ev)
 		}
 		batch = append(batch, a)
@@ -82,26 +83,6 @@ func (in *Intake) accept(ctx context.Context, s *server, lines [][]byte, via str
 		in.wakeDecider()
 	}
 	return in.maybePrune(ctx)
-}
-
-// orderKey names what an event's decision must wait for: decisions on
-// one branch (release builds) or one change (review builds, cancelling)
-// run in the order the events arrived. Events with no key are decided in
-// any order.
-func orderKey(server string, ev event.Event) string {
-	switch ev.Type {
-	case event.TypeRefUpdated, event.TypeChangeMerged:
-		return branchKey(server, ev.Project, ev.Branch)
-	case event.TypePatchsetCreated, event.TypeCommentAdded, event.TypeChangeAbandoned, event.TypeChangeDeleted:
-		return fmt.Sprintf("change\x00%s\x00%d", server, ev.Change)
-	}
-	return ""
-}
-
-// branchKey is the order key of a branch's release builds; the reconciler
-// holds it too while it queues one.
-func branchKey(server, project, branch string) string {
-	return "branch\x00" + server + "\x00" + project + "\x00" + branch
 }
 
 func (in *Intake) wakeDecider() {
@@ -219,9 +200,9 @@ func (in *Intake) decideOne(ctx context.Context, r inboxRow) {
 	defer cancel()
 	if errors.Is(err, ErrRefused) {
 		log.Warn("build refused", "error", err)
-		in.metrics.events.WithLabelValues(r.Server, ev.Type, ActionRefused).Inc()
+		in.metrics.events.WithLabelValues(r.Server, ev.Type, decide.ActionRefused).Inc()
 		rec := recordOf(s, ev, in.now())
-		rec.Action, rec.Reason = ActionRefused, err.Error()
+		rec.Action, rec.Reason = decide.ActionRefused, err.Error()
 		if _, err := in.store.recordEvent(wctx, rec); err != nil {
 			log.Error("recording the refusal failed", "error", err)
 		}
@@ -229,9 +210,9 @@ func (in *Intake) decideOne(ctx context.Context, r inboxRow) {
 	}
 	if attempt >= maxAttempts {
 		log.Error("deciding event failed; giving up", "attempts", attempt, "error", err)
-		in.metrics.events.WithLabelValues(r.Server, ev.Type, ActionError).Inc()
+		in.metrics.events.WithLabelValues(r.Server, ev.Type, decide.ActionError).Inc()
 		rec := EventRecord{ID: r.EventID, Type: ev.Type, Project: ev.Project, Branch: ev.Branch, Change: ev.Change,
-			PatchSet: ev.PatchSet, Revision: eventRevision(ev.Event), Action: ActionError,
+			PatchSet: ev.PatchSet, Revision: eventRevision(ev.Event), Action: decide.ActionError,
 			Reason: fmt.Sprintf("gave up after %d attempts: %v", attempt, err)}
 		if _, err := in.store.recordEvent(wctx, rec); err != nil {
 			log.Error("recording the failure failed", "error", err)
