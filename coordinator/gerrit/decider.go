@@ -9,6 +9,7 @@ import (
 
 	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/event"
+	"github.com/kiln-build/kiln/coordinator/gerrit/record"
 )
 
 // Events are accepted first and decided after. accept writes an event
@@ -46,7 +47,7 @@ func (in *Intake) retryAfter(n int) time.Duration {
 // refused: the error returned wraps event.ErrMalformed (or event.ErrUnsupported) when
 // every line was, and is a store error when nothing could be written.
 func (in *Intake) accept(ctx context.Context, s *server, lines [][]byte, via string) error {
-	var batch []accepted
+	var batch []record.Accepted
 	var noise []event.Event
 	var bad error
 	for _, line := range lines {
@@ -62,9 +63,9 @@ func (in *Intake) accept(ctx context.Context, s *server, lines [][]byte, via str
 			bad = err
 			continue
 		}
-		a := accepted{rec: recordOf(s, stored{Event: ev}, in.now()), via: via, body: line, orderKey: decide.OrderKey(s.cfg.Name, ev)}
+		a := record.Accepted{Event: recordOf(s, stored{Event: ev}, in.now()), Via: via, Body: line, OrderKey: decide.OrderKey(s.cfg.Name, ev)}
 		if reason := in.decider.Noise(decide.Server{Name: s.cfg.Name, User: s.cfg.User}, ev); reason != "" {
-			a.rec.Action, a.rec.Reason, a.body = decide.ActionNoise, reason, nil
+			a.Event.Action, a.Event.Reason, a.Body = decide.ActionNoise, reason, nil
 			noise = append(noise, ev)
 		}
 		batch = append(batch, a)
@@ -72,7 +73,7 @@ func (in *Intake) accept(ctx context.Context, s *server, lines [][]byte, via str
 	if len(batch) == 0 {
 		return bad
 	}
-	if _, err := in.store.accept(ctx, batch); err != nil {
+	if _, err := in.store.Accept(ctx, batch); err != nil {
 		return err
 	}
 	in.metrics.accepted.WithLabelValues(s.cfg.Name, via).Add(float64(len(batch)))
@@ -122,7 +123,7 @@ func (in *Intake) runDecider(ctx context.Context) error {
 // event of each order key, when it is due, its key is free and a slot is.
 // It returns when the next retry is due (zero when none is waiting).
 func (in *Intake) dispatch(ctx context.Context, slots chan struct{}, wg *sync.WaitGroup) (time.Time, error) {
-	rows, err := in.store.pending(ctx, pendingPage)
+	rows, err := in.store.Pending(ctx, pendingPage)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -170,10 +171,10 @@ func (in *Intake) dispatch(ctx context.Context, slots chan struct{}, wg *sync.Wa
 
 // decideOne decides one accepted event, or records why it could not and
 // when it is tried again.
-func (in *Intake) decideOne(ctx context.Context, r inboxRow) {
+func (in *Intake) decideOne(ctx context.Context, r record.Pending) {
 	log := in.logger.With("server", r.Server, "event_id", r.EventID)
 	s := in.servers[r.Server]
-	body, _, ok, err := in.store.body(ctx, r.EventID)
+	body, _, ok, err := in.store.Body(ctx, r.EventID)
 	if err != nil || !ok {
 		if err != nil && ctx.Err() == nil {
 			log.Error("reading event failed", "error", err)
@@ -203,7 +204,7 @@ func (in *Intake) decideOne(ctx context.Context, r inboxRow) {
 		in.metrics.events.WithLabelValues(r.Server, ev.Type, decide.ActionRefused).Inc()
 		rec := recordOf(s, ev, in.now())
 		rec.Action, rec.Reason = decide.ActionRefused, err.Error()
-		if _, err := in.store.recordEvent(wctx, rec); err != nil {
+		if _, err := in.store.RecordEvent(wctx, rec); err != nil {
 			log.Error("recording the refusal failed", "error", err)
 		}
 		return
@@ -211,10 +212,10 @@ func (in *Intake) decideOne(ctx context.Context, r inboxRow) {
 	if attempt >= maxAttempts {
 		log.Error("deciding event failed; giving up", "attempts", attempt, "error", err)
 		in.metrics.events.WithLabelValues(r.Server, ev.Type, decide.ActionError).Inc()
-		rec := EventRecord{ID: r.EventID, Type: ev.Type, Project: ev.Project, Branch: ev.Branch, Change: ev.Change,
+		rec := record.Event{ID: r.EventID, Type: ev.Type, Project: ev.Project, Branch: ev.Branch, Change: ev.Change,
 			PatchSet: ev.PatchSet, Revision: eventRevision(ev.Event), Action: decide.ActionError,
 			Reason: fmt.Sprintf("gave up after %d attempts: %v", attempt, err)}
-		if _, err := in.store.recordEvent(wctx, rec); err != nil {
+		if _, err := in.store.RecordEvent(wctx, rec); err != nil {
 			log.Error("recording the failure failed", "error", err)
 		}
 		return
@@ -224,7 +225,7 @@ func (in *Intake) decideOne(ctx context.Context, r inboxRow) {
 	log.Warn("deciding event failed; trying again", "attempt", attempt, "wait", wait, "error", err)
 	in.metrics.retries.WithLabelValues(r.Server).Inc()
 	reason := fmt.Sprintf("attempt %d of %d failed: %v; trying again at %s", attempt, maxAttempts, err, next.UTC().Format(time.RFC3339))
-	if err := in.store.failAttempt(wctx, r.EventID, attempt, next, reason); err != nil {
+	if err := in.store.FailAttempt(wctx, r.EventID, attempt, next, reason); err != nil {
 		log.Error("recording the failed attempt failed", "error", err)
 	}
 }

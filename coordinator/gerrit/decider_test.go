@@ -14,6 +14,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
+	"github.com/kiln-build/kiln/coordinator/gerrit/record"
 )
 
 // gatedGit reads heads with git, except that lookups of URLs containing
@@ -61,7 +62,7 @@ func (g *gatedGit) waitStarted(t *testing.T) {
 }
 
 // eventOf returns the logged event of project and type.
-func (h *harness) eventOf(project, typ string) (EventRecord, bool) {
+func (h *harness) eventOf(project, typ string) (record.Event, bool) {
 	h.t.Helper()
 	evs, err := h.in.ListAllEvents(context.Background(), 1000)
 	if err != nil {
@@ -72,13 +73,13 @@ func (h *harness) eventOf(project, typ string) (EventRecord, bool) {
 			return e, true
 		}
 	}
-	return EventRecord{}, false
+	return record.Event{}, false
 }
 
 // waitAction waits until the event of project and type has one of actions.
-func (h *harness) waitAction(project, typ string, timeout time.Duration, actions ...string) EventRecord {
+func (h *harness) waitAction(project, typ string, timeout time.Duration, actions ...string) record.Event {
 	h.t.Helper()
-	var e EventRecord
+	var e record.Event
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		var ok bool
 		if e, ok = h.eventOf(project, typ); ok {
@@ -193,7 +194,7 @@ func TestRefusedBuildRecordedAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[int64]EventRecord{}
+	got := map[int64]record.Event{}
 	for _, e := range evs {
 		got[e.Change] = e
 	}

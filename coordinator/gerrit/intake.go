@@ -11,7 +11,6 @@ package gerrit
 import (
 	"cmp"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/event"
+	"github.com/kiln-build/kiln/coordinator/gerrit/record"
 )
 
 // Builds queues package builds; the coordinator's scheduler implements it.
@@ -163,7 +163,7 @@ type Intake struct {
 	servers  map[string]*server
 	order    []string
 	decider  decide.Decider
-	store    *store
+	store    Store
 	builds   Builds
 	logger   hclog.Logger
 	metrics  *metrics
@@ -204,14 +204,15 @@ type server struct {
 	ssh       *sshDialer // nil when neither stream nor SSH reviews are used
 }
 
-// New builds the intake: it validates cfg, reads the SSH keys and creates
-// its gerrit_ tables in db. reg may be nil.
-func New(cfg Config, db *sql.DB, builds Builds, logger hclog.Logger, reg prometheus.Registerer) (*Intake, error) {
-	return NewWithOptions(cfg, db, builds, logger, reg, Options{})
+// New builds the intake: it validates cfg and reads the SSH keys. st is
+// where it writes events, decisions, jobs and reports down. reg may be
+// nil.
+func New(cfg Config, st Store, builds Builds, logger hclog.Logger, reg prometheus.Registerer) (*Intake, error) {
+	return NewWithOptions(cfg, st, builds, logger, reg, Options{})
 }
 
 // NewWithOptions is New with replaceable clock, git and reviewer.
-func NewWithOptions(cfg Config, db *sql.DB, builds Builds, logger hclog.Logger, reg prometheus.Registerer, opts Options) (*Intake, error) {
+func NewWithOptions(cfg Config, st Store, builds Builds, logger hclog.Logger, reg prometheus.Registerer, opts Options) (*Intake, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("gerrit config: %w", err)
@@ -226,9 +227,8 @@ func NewWithOptions(cfg Config, db *sql.DB, builds Builds, logger hclog.Logger, 
 	if err != nil {
 		return nil, fmt.Errorf("gerrit rules: %w", err)
 	}
-	st, err := openStore(context.Background(), db)
-	if err != nil {
-		return nil, err
+	if st == nil {
+		return nil, errors.New("gerrit intake: no store")
 	}
 	met, err := newMetrics(reg)
 	if err != nil {
@@ -298,7 +298,7 @@ func NewWithOptions(cfg Config, db *sql.DB, builds Builds, logger hclog.Logger, 
 		in.reviewer = &serverReviewer{rest: rest, ssh: sshRev}
 	}
 	err = registerDue(reg, in.order, func(ctx context.Context) (map[string]int, error) {
-		return st.countUnreported(ctx, in.now().Add(-reportFor))
+		return st.CountUnreported(ctx, in.now().Add(-reportFor))
 	})
 	if err != nil {
 		return nil, err
@@ -337,13 +337,13 @@ func (in *Intake) triggerReconcile(s *server) {
 
 // ListEvents returns the most recent events, newest first, without the
 // noise.
-func (in *Intake) ListEvents(ctx context.Context, limit int) ([]EventRecord, error) {
-	return in.store.listEvents(ctx, limit, false)
+func (in *Intake) ListEvents(ctx context.Context, limit int) ([]record.Event, error) {
+	return in.store.ListEvents(ctx, limit, false)
 }
 
 // ListAllEvents is ListEvents with the noise.
-func (in *Intake) ListAllEvents(ctx context.Context, limit int) ([]EventRecord, error) {
-	return in.store.listEvents(ctx, limit, true)
+func (in *Intake) ListAllEvents(ctx context.Context, limit int) ([]record.Event, error) {
+	return in.store.ListEvents(ctx, limit, true)
 }
 
 func truncate(b []byte, n int) string {
@@ -373,11 +373,11 @@ func (in *Intake) handle(ctx context.Context, s *server, ev stored) error {
 	var f decide.Facts
 	if in.decider.Noise(srv, ev.Event) == "" && ev.Type != event.TypeDroppedOutput {
 		var err error
-		if f.Seen, err = in.store.seen(ctx, decide.DedupKey(name, ev.Event)); err != nil {
+		if f.Seen, err = in.store.Seen(ctx, decide.DedupKey(name, ev.Event)); err != nil {
 			return err
 		}
 		if !f.Seen && decide.NeedsPatchSet(ev.Event) {
-			if f.LatestPatchSet, err = in.store.latestPatchSet(ctx, name, ev.Change); err != nil {
+			if f.LatestPatchSet, err = in.store.LatestPatchSet(ctx, name, ev.Change); err != nil {
 				return err
 			}
 		}
@@ -394,18 +394,18 @@ func (in *Intake) handle(ctx context.Context, s *server, ev stored) error {
 		in.triggerReconcile(s)
 		return in.record(ctx, s, ev, d.Action, d.Reason, nil)
 	case decide.Track:
-		if err := in.store.setHead(ctx, name, ev.Project, ev.Branch, d.Rev, in.now()); err != nil {
+		if err := in.store.SetHead(ctx, name, ev.Project, ev.Branch, d.Rev, in.now()); err != nil {
 			return err
 		}
-		if err := in.store.addDedup(ctx, d.DedupKey, in.now()); err != nil {
+		if err := in.store.AddDedup(ctx, d.DedupKey, in.now()); err != nil {
 			return err
 		}
 		return in.record(ctx, s, ev, d.Action, d.Reason, nil)
 	case decide.Untrack:
-		if err := in.store.dropHead(ctx, name, ev.Project, ev.Branch); err != nil {
+		if err := in.store.DropHead(ctx, name, ev.Project, ev.Branch); err != nil {
 			return err
 		}
-		if err := in.store.addDedup(ctx, d.DedupKey, in.now()); err != nil {
+		if err := in.store.AddDedup(ctx, d.DedupKey, in.now()); err != nil {
 			return err
 		}
 		return in.record(ctx, s, ev, d.Action, d.Reason, nil)
@@ -442,7 +442,7 @@ func (in *Intake) recordNoise(ctx context.Context, s *server, ev stored, reason 
 	in.countNoise(s, ev.Event)
 	rec := recordOf(s, ev, in.now())
 	rec.Action, rec.Reason = decide.ActionNoise, reason
-	if _, err := in.store.recordEvent(ctx, rec); err != nil {
+	if _, err := in.store.RecordEvent(ctx, rec); err != nil {
 		return err
 	}
 	return in.maybePrune(ctx)
@@ -452,7 +452,7 @@ func (in *Intake) record(ctx context.Context, s *server, ev stored, action, reas
 	in.metrics.events.WithLabelValues(s.cfg.Name, ev.Type, action).Inc()
 	rec := recordOf(s, ev, in.now())
 	rec.Action, rec.Reason, rec.JobIDs = action, reason, jobs
-	if _, err := in.store.recordEvent(ctx, rec); err != nil {
+	if _, err := in.store.RecordEvent(ctx, rec); err != nil {
 		return err
 	}
 	return in.maybePrune(ctx)
@@ -462,11 +462,11 @@ func (in *Intake) maybePrune(ctx context.Context) error {
 	if in.inserts.Add(1)%100 != 0 {
 		return nil
 	}
-	return in.store.prune(ctx, in.cfg.EventLogSize, 30*24*time.Hour, in.now())
+	return in.store.Prune(ctx, in.cfg.EventLogSize, 30*24*time.Hour, in.now())
 }
 
-func recordOf(s *server, ev stored, now time.Time) EventRecord {
-	return EventRecord{
+func recordOf(s *server, ev stored, now time.Time) record.Event {
+	return record.Event{
 		ID: ev.id, Server: s.cfg.Name, Type: ev.Type, Project: ev.Project, Branch: ev.Branch,
 		Change: ev.Change, PatchSet: ev.PatchSet, Revision: eventRevision(ev.Event), ReceivedAt: now,
 	}
@@ -521,11 +521,11 @@ func (in *Intake) gitURL(s *server, project string) string {
 // order key.
 func (in *Intake) queueRelease(ctx context.Context, s *server, ev stored, plan decide.Plan, rev, dedup, origin string) error {
 	name := s.cfg.Name
-	if prev, dup, err := in.store.releaseQueued(ctx, name, ev.Project, ev.Branch, rev); err != nil {
+	if prev, dup, err := in.store.ReleaseQueued(ctx, name, ev.Project, ev.Branch, rev); err != nil {
 		return err
 	} else if dup {
 		if ev.Change > 0 {
-			if err := in.store.attachChange(ctx, prev, ev.Change, ev.PatchSet); err != nil {
+			if err := in.store.AttachChange(ctx, prev, ev.Change, ev.PatchSet); err != nil {
 				return err
 			}
 			// The release build may have been reported already, to the
@@ -533,7 +533,7 @@ func (in *Intake) queueRelease(ctx context.Context, s *server, ev stored, plan d
 			in.wakeReporter()
 		}
 		if dedup != "" {
-			if err := in.store.addDedup(ctx, dedup, in.now()); err != nil {
+			if err := in.store.AddDedup(ctx, dedup, in.now()); err != nil {
 				return err
 			}
 		}
@@ -568,17 +568,17 @@ func (in *Intake) queueRelease(ctx context.Context, s *server, ev stored, plan d
 	}
 	rec.Reason = sub.reason(rec.Reason)
 	in.metrics.events.WithLabelValues(name, ev.Type, decide.ActionBuilt).Inc()
-	return in.commitJobs(ctx, queued{event: rec, dedupKey: dedup, jobs: sub.jobs, finished: sub.finished, heads: heads, release: true})
+	return in.commitJobs(ctx, record.Queued{Event: rec, DedupKey: dedup, Jobs: sub.jobs, Finished: sub.finished, Heads: heads, Release: true})
 }
 
 // sources resolves the plan's projects: the changed one at rev (from ref),
 // the others at the head of the same branch. A non-empty reason means the
 // build cannot be made. A head that cannot be read in time is an error,
 // to try again (see retryable).
-func (in *Intake) sources(ctx context.Context, s *server, ev stored, plan decide.Plan, rev, ref string) ([]Source, []head, string, error) {
+func (in *Intake) sources(ctx context.Context, s *server, ev stored, plan decide.Plan, rev, ref string) ([]Source, []record.Head, string, error) {
 	project, branch := ev.Project, ev.Branch
 	var srcs []Source
-	var heads []head
+	var heads []record.Head
 	for _, ps := range plan.Sources {
 		src := Source{URL: in.gitURL(s, ps.Project), Role: ps.Role}
 		if ps.Project == project {
@@ -598,7 +598,7 @@ func (in *Intake) sources(ctx context.Context, s *server, ev stored, plan decide
 			src.Commit, src.Ref = c, "refs/heads/"+branch
 		}
 		srcs = append(srcs, src)
-		heads = append(heads, head{Project: ps.Project, Branch: branch, Revision: src.Commit})
+		heads = append(heads, record.Head{Project: ps.Project, Branch: branch, Revision: src.Commit})
 	}
 	return srcs, heads, "", nil
 }
@@ -607,9 +607,9 @@ func (in *Intake) sources(ctx context.Context, s *server, ev stored, plan decide
 // results of reused jobs that already finished and, for people, which jobs
 // were reused.
 type submission struct {
-	jobs     []jobRow
+	jobs     []record.Job
 	ids      []string
-	finished []BuildResult
+	finished []record.Result
 	reused   []string
 }
 
@@ -623,9 +623,9 @@ func (sub submission) reason(base string) string {
 
 func (in *Intake) submit(ctx context.Context, s *server, ev stored, plan decide.Plan, srcs []Source, release bool, origin string) (submission, error) {
 	var sub submission
-	kind, prio := kindReview, PriorityReview
+	kind, prio := record.KindReview, PriorityReview
 	if release {
-		kind, prio = kindRelease, PriorityRelease
+		kind, prio = record.KindRelease, PriorityRelease
 	}
 	for _, t := range plan.Targets {
 		req := BuildRequest{
@@ -640,7 +640,7 @@ func (in *Intake) submit(ctx context.Context, s *server, ev stored, plan decide.
 			return sub, fmt.Errorf("submit %s build of %s for %s %s: %w", kind, plan.Package, plan.Release, t, err)
 		}
 		sub.ids = append(sub.ids, got.JobID)
-		sub.jobs = append(sub.jobs, jobRow{
+		sub.jobs = append(sub.jobs, record.Job{
 			JobID: got.JobID, Server: s.cfg.Name, Kind: kind, Change: ev.Change, PatchSet: ev.PatchSet,
 			Revision: ev.Revision, Release: plan.Release, Target: t, Package: plan.Package,
 		})
@@ -650,7 +650,7 @@ func (in *Intake) submit(ctx context.Context, s *server, ev stored, plan decide.
 		if got.Result != nil {
 			res := *got.Result
 			res.JobID = got.JobID
-			sub.finished = append(sub.finished, res)
+			sub.finished = append(sub.finished, record.Result(res))
 		}
 	}
 	in.metrics.builds.WithLabelValues(s.cfg.Name, kind).Add(float64(len(sub.ids)))
@@ -685,7 +685,7 @@ func (in *Intake) queueReview(ctx context.Context, s *server, ev stored, d decid
 	}
 	rec.Reason = sub.reason(rec.Reason)
 	in.metrics.events.WithLabelValues(s.cfg.Name, ev.Type, decide.ActionBuilt).Inc()
-	return in.commitJobs(ctx, queued{event: rec, dedupKey: d.DedupKey, jobs: sub.jobs, finished: sub.finished, supersede: true})
+	return in.commitJobs(ctx, record.Queued{Event: rec, DedupKey: d.DedupKey, Jobs: sub.jobs, Finished: sub.finished, Supersede: true})
 }
 
 // cancelReviews cancels the queued and running review builds of an abandoned
@@ -700,14 +700,14 @@ func (in *Intake) cancelReviews(ctx context.Context, s *server, ev stored, d dec
 	// Reports are closed first: a build that finishes while the others are
 	// being cancelled does not vote either.
 	in.reportMu.Lock()
-	err := in.store.closeReports(ctx, name, ev.Change, in.now())
+	err := in.store.CloseReports(ctx, name, ev.Change, in.now())
 	in.reportMu.Unlock()
 	if err != nil {
 		return err
 	}
 	// The targets are those of the builds recorded for the change, not the
 	// rules', which may have changed since the builds were queued.
-	targets, err := in.store.reviewTargets(ctx, name, ev.Change)
+	targets, err := in.store.ReviewTargets(ctx, name, ev.Change)
 	if err != nil {
 		return err
 	}
@@ -719,7 +719,7 @@ func (in *Intake) cancelReviews(ctx context.Context, s *server, ev stored, d dec
 			return fmt.Errorf("cancel review builds of change %d for %s: %w", ev.Change, t, err)
 		}
 	}
-	if err := in.store.addDedup(ctx, d.DedupKey, in.now()); err != nil {
+	if err := in.store.AddDedup(ctx, d.DedupKey, in.now()); err != nil {
 		return err
 	}
 	if len(ids) == 0 {

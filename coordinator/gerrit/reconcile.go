@@ -16,6 +16,7 @@ import (
 
 	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/event"
+	"github.com/kiln-build/kiln/coordinator/gerrit/record"
 )
 
 // runReconciler reconciles one server's tracked branches whenever asked
@@ -47,7 +48,7 @@ func (in *Intake) Reconcile(ctx context.Context, serverName string) error {
 	if s == nil {
 		return fmt.Errorf("reconcile: no gerrit server %q", serverName)
 	}
-	tracked, err := in.store.heads(ctx, serverName)
+	tracked, err := in.store.Heads(ctx, serverName)
 	if err != nil {
 		in.metrics.reconciles.WithLabelValues(serverName, "error").Inc()
 		return err
@@ -64,11 +65,11 @@ func (in *Intake) Reconcile(ctx context.Context, serverName string) error {
 			k := [2]string{t.Project, b}
 			if _, ok := known[k]; !ok {
 				known[k] = ""
-				tracked = append(tracked, head{Project: t.Project, Branch: b})
+				tracked = append(tracked, record.Head{Project: t.Project, Branch: b})
 			}
 		}
 	}
-	byProject := map[string][]head{}
+	byProject := map[string][]record.Head{}
 	var projects []string
 	for _, h := range tracked {
 		if _, ok := byProject[h.Project]; !ok {
@@ -112,7 +113,7 @@ func (in *Intake) reconcileBranch(ctx context.Context, s *server, project, branc
 	}
 	defer in.wakeDecider() // events of the branch may have waited for the key
 	defer in.keys.unlock(key)
-	if _, dup, err := in.store.releaseQueued(ctx, s.cfg.Name, project, branch, rev); err != nil || dup {
+	if _, dup, err := in.store.ReleaseQueued(ctx, s.cfg.Name, project, branch, rev); err != nil || dup {
 		return 0, err
 	}
 	plan, ok, err := in.decider.Rules.Resolve(project, branch)

@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/kiln-build/kiln/coordinator/gerrit/record"
 )
 
 // BuildFinished records a finished job and wakes the reporter: once every
@@ -33,11 +35,11 @@ func (in *Intake) BuildFinished(ctx context.Context, res BuildResult) error {
 		res.LogURL = strings.ReplaceAll(in.cfg.LogURL, "{job}", url.PathEscape(res.JobID))
 	}
 	in.reportMu.Lock()
-	ok, err := in.store.finishJob(ctx, res)
+	ok, err := in.store.FinishJob(ctx, record.Result(res))
 	if err == nil && !ok {
 		// Not ours, or finished before the intake recorded it: keep it for
 		// commitJobs, which applies it.
-		err = in.store.saveEarly(ctx, res, in.now())
+		err = in.store.SaveEarly(ctx, record.Result(res), in.now())
 	}
 	in.reportMu.Unlock()
 	if err != nil {
@@ -97,7 +99,7 @@ func (in *Intake) postDue(ctx context.Context, retry bool) error {
 	down := map[string]bool{}
 	for after := int64(0); ; {
 		in.reportMu.Lock()
-		ids, err := in.store.unreported(ctx, since, after, duePage)
+		ids, err := in.store.Unreported(ctx, since, after, duePage)
 		in.reportMu.Unlock()
 		if err != nil {
 			return err
@@ -160,7 +162,7 @@ func (in *Intake) post(ctx context.Context, eventID int64, down map[string]bool)
 	for _, c := range p.changes {
 		rev := p.review
 		rev.Change, rev.PatchSet = c[0], c[1]
-		if p.kind == kindRelease || c[0] != p.review.Change {
+		if p.kind == record.KindRelease || c[0] != p.review.Change {
 			rev.Revision = ""
 		}
 		rctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -192,7 +194,7 @@ func (in *Intake) markReported(ctx context.Context, eventID, change int64) error
 	defer cancel()
 	in.reportMu.Lock()
 	defer in.reportMu.Unlock()
-	return in.store.markReported(ctx, eventID, change, in.now())
+	return in.store.MarkReported(ctx, eventID, change, in.now())
 }
 
 // pending is the report of an event and the changes still to get it.
@@ -210,7 +212,7 @@ type pending struct {
 // nothing is (some jobs still running, or reported already). Callers hold
 // reportMu.
 func (in *Intake) pendingReport(ctx context.Context, eventID int64) (*pending, error) {
-	jobs, err := in.store.eventJobs(ctx, eventID)
+	jobs, err := in.store.EventJobs(ctx, eventID)
 	if err != nil || len(jobs) == 0 {
 		return nil, err
 	}
@@ -223,8 +225,8 @@ func (in *Intake) pendingReport(ctx context.Context, eventID int64) (*pending, e
 	// A release build's report goes to every merged change, and a change
 	// can be attached after the report went to the others (its
 	// change-merged came after the build ended): only the changes matter.
-	if first.Kind != kindRelease {
-		if done, err := in.store.reported(ctx, eventID, 0); err != nil || done {
+	if first.Kind != record.KindRelease {
+		if done, err := in.store.Reported(ctx, eventID, 0); err != nil || done {
 			return nil, err
 		}
 	}
@@ -232,8 +234,8 @@ func (in *Intake) pendingReport(ctx context.Context, eventID int64) (*pending, e
 	rev, ok := in.composeReview(jobs)
 	p.review = rev
 	changes := [][2]int64{{first.Change, first.PatchSet}}
-	if first.Kind == kindRelease {
-		if changes, err = in.store.eventChanges(ctx, eventID); err != nil {
+	if first.Kind == record.KindRelease {
+		if changes, err = in.store.EventChanges(ctx, eventID); err != nil {
 			return nil, err
 		}
 	}
@@ -241,7 +243,7 @@ func (in *Intake) pendingReport(ctx context.Context, eventID int64) (*pending, e
 		if c[0] <= 0 || c[1] <= 0 {
 			continue
 		}
-		if done, err := in.store.reported(ctx, eventID, c[0]); err != nil {
+		if done, err := in.store.Reported(ctx, eventID, c[0]); err != nil {
 			return nil, err
 		} else if !done && ok {
 			p.changes = append(p.changes, c)
@@ -257,35 +259,35 @@ func (in *Intake) pendingReport(ctx context.Context, eventID int64) (*pending, e
 // other events, and those of reused jobs that had finished when submitted
 // (the coordinator tells of a job's end once, so these are recorded now).
 // The reporter posts what that makes due.
-func (in *Intake) commitJobs(ctx context.Context, q queued) error {
+func (in *Intake) commitJobs(ctx context.Context, q record.Queued) error {
 	// The builds are submitted: write them down even when shutting down.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	in.reportMu.Lock()
-	_, err := in.store.commitQueued(ctx, q, in.now())
-	var results, known []BuildResult
+	_, err := in.store.CommitQueued(ctx, q, in.now())
+	var results, known []record.Result
 	if err == nil {
-		ids := make([]string, len(q.jobs))
-		for i, j := range q.jobs {
+		ids := make([]string, len(q.Jobs))
+		for i, j := range q.Jobs {
 			ids[i] = j.JobID
 		}
-		results, err = in.store.takeEarly(ctx, ids)
+		results, err = in.store.TakeEarly(ctx, ids)
 		if err == nil {
 			// Only from rows of the same kind: a release build that
 			// reuses a review's job is done when it is published, which
 			// the review's row does not say.
-			kind := kindReview
-			if q.release {
-				kind = kindRelease
+			kind := record.KindReview
+			if q.Release {
+				kind = record.KindRelease
 			}
-			known, err = in.store.knownResults(ctx, ids, kind)
+			known, err = in.store.KnownResults(ctx, ids, kind)
 		}
 	}
 	in.reportMu.Unlock()
 	if err != nil {
 		return err
 	}
-	results = append(append(results, known...), q.finished...)
+	results = append(append(results, known...), q.Finished...)
 	applied := map[string]bool{}
 	var errs []error
 	for _, r := range results {
@@ -293,7 +295,7 @@ func (in *Intake) commitJobs(ctx context.Context, q queued) error {
 			continue
 		}
 		applied[r.JobID] = true
-		errs = append(errs, in.BuildFinished(ctx, r))
+		errs = append(errs, in.BuildFinished(ctx, BuildResult(r)))
 	}
 	return errors.Join(errs...)
 }
@@ -301,11 +303,11 @@ func (in *Intake) commitJobs(ctx context.Context, q queued) error {
 // composeReview builds the review for an event's finished jobs; report is
 // false when nothing should be posted (superseded review builds, or builds
 // cancelled by hand or with their abandoned or deleted change).
-func (in *Intake) composeReview(jobs []jobRow) (Review, bool) {
+func (in *Intake) composeReview(jobs []record.Job) (Review, bool) {
 	first := jobs[0]
 	r := Review{Change: first.Change, PatchSet: first.PatchSet, Revision: first.Revision, Tag: in.cfg.Tag}
 	var b strings.Builder
-	if first.Kind == kindRelease {
+	if first.Kind == record.KindRelease {
 		fmt.Fprintf(&b, "Kiln release build of %s for %s:\n", first.Package, first.Release)
 		for _, j := range jobs {
 			switch {

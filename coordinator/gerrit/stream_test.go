@@ -2,7 +2,6 @@ package gerrit
 
 import (
 	"context"
-	"database/sql"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
+	"github.com/kiln-build/kiln/coordinator/store"
 )
 
 // TestEncryptedClientKey: an encrypted private_key_file is unlocked with
@@ -106,12 +106,16 @@ func TestClientKeyErrors(t *testing.T) {
 			sc.Name, sc.SSH, sc.User, sc.KnownHostsFile = "review", "127.0.0.1:29418", "kiln", known
 			sc.GitURL = filepath.Join(dir, "git") + "/{project}"
 			cfg.Servers, cfg.Track = []ServerConfig{sc}, nil
-			db, err := sql.Open("sqlite", "file:"+filepath.Join(t.TempDir(), "kiln.db"))
+			st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "kiln.db"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer db.Close()
-			_, err = New(cfg, db, newFakeBuilds(), nil, nil)
+			defer st.Close()
+			gst, err := st.Gerrit(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = New(cfg, gst, newFakeBuilds(), nil, nil)
 			if len(tc.wantErr) == 0 {
 				if err != nil {
 					t.Fatalf("New: %v", err)

@@ -210,7 +210,7 @@ func TestLoggerNamedOnce(t *testing.T) {
 	var out strings.Builder
 	var mu sync.Mutex
 	logger := hclog.New(&hclog.LoggerOptions{Name: "coordinator", Output: lockedWriter{&mu, &out}}).Named("gerrit")
-	in, err := NewWithOptions(h.cfg, h.db, newFakeBuilds(), logger, nil, Options{})
+	in, err := NewWithOptions(h.cfg, h.st, newFakeBuilds(), logger, nil, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
