@@ -10,6 +10,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 	"github.com/kiln-build/kiln/coordinator/gerrit/record"
+	"github.com/kiln-build/kiln/coordinator/gerrit/transport"
 )
 
 // Events are accepted first and decided after. accept writes an event
@@ -58,7 +59,7 @@ func (in *Intake) accept(ctx context.Context, s *server, lines [][]byte, via str
 		if err != nil {
 			if event.Refused(err) {
 				in.metrics.malformed.WithLabelValues(s.cfg.Name).Inc()
-				in.logger.Warn("refusing event", "server", s.cfg.Name, "via", via, "error", err, "line", truncate(line, 2048))
+				in.logger.Warn("refusing event", "server", s.cfg.Name, "via", via, "error", err, "line", transport.Truncate(line, 2048))
 			}
 			bad = err
 			continue

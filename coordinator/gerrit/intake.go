@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"regexp"
 	"strings"
@@ -23,11 +24,11 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sync/semaphore"
 
 	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 	"github.com/kiln-build/kiln/coordinator/gerrit/record"
+	"github.com/kiln-build/kiln/coordinator/gerrit/transport"
 )
 
 // Builds queues package builds; the coordinator's scheduler implements it.
@@ -178,13 +179,8 @@ type Intake struct {
 	decideWake  chan struct{}
 	decideRetry time.Duration
 
-	// bodies is the memory budget of webhook bodies being read and
-	// stored; bodyPeak the most held at once.
-	bodies   *semaphore.Weighted
-	bodyCap  int64
-	bodyWait time.Duration
-	bodyHeld atomic.Int64
-	bodyPeak atomic.Int64
+	// webhook takes the webhooks plugin's posts.
+	webhook *transport.Webhook
 	// reportMu serialises the store's job results and report marks; it is
 	// never held while Gerrit is called.
 	reportMu sync.Mutex
@@ -201,7 +197,7 @@ type Intake struct {
 type server struct {
 	cfg       ServerConfig
 	reconcile chan struct{}
-	ssh       *sshDialer // nil when neither stream nor SSH reviews are used
+	ssh       *transport.SSH // nil when neither stream nor SSH reviews are used
 }
 
 // New builds the intake: it validates cfg and reads the SSH keys. st is
@@ -249,15 +245,20 @@ func NewWithOptions(cfg Config, st Store, builds Builds, logger hclog.Logger, re
 		wake:        make(chan struct{}, 1),
 		decideWake:  make(chan struct{}, 1),
 		decideRetry: cmp.Or(opts.DecideRetry, 5*time.Second),
-		bodyCap:     cmp.Or(opts.WebhookMemory, defaultWebhookMemory),
-		bodyWait:    cmp.Or(opts.WebhookWait, 10*time.Second),
 		retryEvery:  opts.RetryInterval,
 		failed:      map[int64]bool{},
 	}
 	if in.now == nil {
 		in.now = time.Now
 	}
-	in.bodies = semaphore.NewWeighted(in.bodyCap)
+	secrets := map[string]string{}
+	for _, sc := range cfg.Servers {
+		secrets[sc.Name] = sc.WebhookSecret
+	}
+	in.webhook = transport.NewWebhook(transport.WebhookConfig{
+		Secrets: secrets, Memory: opts.WebhookMemory, Wait: opts.WebhookWait, Logger: logger,
+		Metrics: in.transportMetrics(),
+	}, inbox{in})
 	if in.retryEvery <= 0 {
 		in.retryEvery = time.Minute
 	}
@@ -265,18 +266,20 @@ func NewWithOptions(cfg Config, st Store, builds Builds, logger hclog.Logger, re
 		in.git = &gitHeads{timeout: cfg.GitTimeout}
 	}
 	rest := map[string]*restReviewer{}
-	sshRev := map[string]*sshDialer{}
+	sshRev := map[string]*transport.SSH{}
 	for _, sc := range cfg.Servers {
 		s := &server{cfg: sc, reconcile: make(chan struct{}, 1)}
 		if !sc.DisableStream || sc.RESTURL == "" {
-			d, err := newSSHDialer(sc, cfg.Keepalive)
+			d, err := transport.NewSSH(transport.SSHConfig{Addr: sc.SSH, User: sc.User, PrivateKeyFile: sc.PrivateKeyFile,
+				PrivateKeyPassphraseFile: sc.PrivateKeyPassphraseFile, PrivateKeyPassphraseEnv: sc.PrivateKeyPassphraseEnv,
+				KnownHostsFile: sc.KnownHostsFile})
 			if err != nil {
 				return nil, fmt.Errorf("gerrit server %s: %w", sc.Name, err)
 			}
 			s.ssh = d
 			if g, ok := in.git.(*gitHeads); ok {
 				g.addSSH(sc)
-				if d.encrypted && strings.HasPrefix(sc.GitURL, "ssh://") && os.Getenv("SSH_AUTH_SOCK") == "" {
+				if d.Encrypted() && strings.HasPrefix(sc.GitURL, "ssh://") && os.Getenv("SSH_AUTH_SOCK") == "" {
 					in.logger.Warn("git_url is read with the ssh command, which cannot use an encrypted private_key_file without an ssh-agent holding the key",
 						"server", sc.Name, "private_key_file", sc.PrivateKeyFile)
 				}
@@ -313,7 +316,13 @@ func (in *Intake) Run(ctx context.Context) error {
 	for _, name := range in.order {
 		s := in.servers[name]
 		if !s.cfg.DisableStream {
-			g.Go(func() error { return in.runStream(ctx, s) })
+			st := transport.NewStream(transport.StreamConfig{
+				Server: name, SSH: s.ssh, Keepalive: in.cfg.Keepalive,
+				Reconnect: transport.Backoff{Min: in.cfg.Reconnect.Min, Max: in.cfg.Reconnect.Max},
+				Connected: func() { in.triggerReconcile(s) },
+				Logger:    in.logger, Metrics: in.transportMetrics(),
+			}, inbox{in})
+			g.Go(func() error { return st.Run(ctx) })
 		} else {
 			in.triggerReconcile(s)
 		}
@@ -346,11 +355,24 @@ func (in *Intake) ListAllEvents(ctx context.Context, limit int) ([]record.Event,
 	return in.store.ListEvents(ctx, limit, true)
 }
 
-func truncate(b []byte, n int) string {
-	if len(b) > n {
-		return string(b[:n]) + "..."
+// WebhookHandler accepts events POSTed by Gerrit's webhooks plugin at
+// /gerrit/webhook/<server> (see transport.Webhook).
+func (in *Intake) WebhookHandler() http.Handler { return in.webhook }
+
+// inbox is the intake as the transports' inbox.
+type inbox struct{ in *Intake }
+
+func (i inbox) Accept(ctx context.Context, server string, lines [][]byte, via string) error {
+	s := i.in.servers[server]
+	if s == nil {
+		return fmt.Errorf("gerrit server %q is not configured", server)
 	}
-	return string(b)
+	return i.in.accept(ctx, s, lines, via)
+}
+
+func (in *Intake) transportMetrics() transport.Metrics {
+	m := in.metrics
+	return transport.Metrics{Connects: m.connects, Up: m.up, Malformed: m.malformed, BodyBytes: m.bodyBytes, BodyWaits: m.bodyWaits}
 }
 
 // stored is an accepted event being decided: id is its row in the store,

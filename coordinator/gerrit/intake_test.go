@@ -12,6 +12,7 @@ import (
 
 	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
+	"github.com/kiln-build/kiln/coordinator/gerrit/transport"
 	"github.com/kiln-build/kiln/internal/testenv"
 )
 
@@ -371,7 +372,7 @@ func TestMalformedLinesSkipped(t *testing.T) {
 		`{"type":"patchset-created","change":{"project":"mos/packages/trusty/nginx","branch":"9.0","number":"x"},"patchSet":{"number":1,"revision":"` + psRev + `"}}`,
 		`{"type":"ref-updated","refUpdate":{"oldRev":"` + parentRev + `","newRev":"` + mergedRev + `","refName":"refs/heads/../../etc","project":"mos/packages/trusty/nginx"}}`,
 		`{"type":"ref-updated","refUpdate":{"oldRev":"` + parentRev + `","newRev":"` + mergedRev + `","refName":"refs/heads/9.0","project":"mos/packages/trusty/nginx"},"brandNew":true}`,
-		"{" + strings.Repeat(" ", maxLine+10) + "}",
+		"{" + strings.Repeat(" ", transport.MaxLine+10) + "}",
 	}
 	for _, l := range bad {
 		h.srv.Send(l)

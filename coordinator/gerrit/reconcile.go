@@ -17,6 +17,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 	"github.com/kiln-build/kiln/coordinator/gerrit/record"
+	"github.com/kiln-build/kiln/coordinator/gerrit/transport"
 )
 
 // runReconciler reconciles one server's tracked branches whenever asked
@@ -208,7 +209,7 @@ func (g *gitHeads) Heads(ctx context.Context, url string) (map[string]string, er
 	// returns.
 	cmd.WaitDelay = 2 * time.Second
 	var stderr bytes.Buffer
-	cmd.Stderr = &limitedWriter{w: &stderr, n: 4096}
+	cmd.Stderr = &transport.LimitedWriter{W: &stderr, N: 4096}
 	out, err := cmd.Output()
 	if ctx.Err() != nil {
 		return nil, context.Cause(ctx)

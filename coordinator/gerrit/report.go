@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kiln-build/kiln/coordinator/gerrit/record"
+	"github.com/kiln-build/kiln/coordinator/gerrit/transport"
 )
 
 // BuildFinished records a finished job and wakes the reporter: once every
@@ -381,7 +382,7 @@ func describe(state string) string {
 // serverReviewer sends each server's reviews over REST or SSH.
 type serverReviewer struct {
 	rest map[string]*restReviewer
-	ssh  map[string]*sshDialer
+	ssh  map[string]*transport.SSH
 }
 
 func (s *serverReviewer) Review(ctx context.Context, server string, r Review) error {
@@ -393,9 +394,9 @@ func (s *serverReviewer) Review(ctx context.Context, server string, r Review) er
 		return fmt.Errorf("gerrit server %q: not configured", server)
 	}
 	cmd := ReviewCommand(r)
-	out, err := d.run(ctx, cmd)
+	out, err := d.Run(ctx, cmd)
 	if err != nil {
-		return fmt.Errorf("gerrit review: %w: %s", err, strings.TrimSpace(truncate(out, 1024)))
+		return fmt.Errorf("gerrit review: %w: %s", err, strings.TrimSpace(transport.Truncate(out, 1024)))
 	}
 	return nil
 }

@@ -196,7 +196,7 @@ func TestWebhookBodiesCappedInMemory(t *testing.T) {
 			t.Errorf("status %d, want 204", s)
 		}
 	}
-	if peak := h.in.bodyPeak.Load(); peak > budget {
+	if peak := h.in.webhook.Peak(); peak > budget {
 		t.Errorf("%d bytes of bodies held at once, budget %d", peak, budget)
 	}
 	waitFor("all read", func() bool { return h.counter("kiln_gerrit_webhook_body_bytes") == 0 })
