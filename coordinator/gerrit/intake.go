@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kiln-build/kiln/coordinator/gerrit/report"
 	"net/http"
 	"os"
 	"regexp"
@@ -96,14 +97,6 @@ const (
 	PriorityReview  int32 = 50
 )
 
-// Job states reported to BuildFinished.
-const (
-	StateSucceeded = "succeeded"
-	StateFailed    = "failed"
-	StateError     = "error"
-	StateCanceled  = "canceled"
-)
-
 // BuildResult is a finished job as the coordinator reports it.
 type BuildResult struct {
 	JobID string
@@ -145,17 +138,7 @@ type HeadReader interface {
 
 // Reviewer posts a review on a patch set.
 type Reviewer interface {
-	Review(ctx context.Context, server string, r Review) error
-}
-
-// Review is one review message, with optional votes.
-type Review struct {
-	Change   int64
-	PatchSet int64
-	Revision string
-	Message  string
-	Labels   map[string]int
-	Tag      string
+	Review(ctx context.Context, server string, r report.Review) error
 }
 
 // Intake is the Gerrit intake.
@@ -265,8 +248,8 @@ func NewWithOptions(cfg Config, st Store, builds Builds, logger hclog.Logger, re
 	if in.git == nil {
 		in.git = &gitHeads{timeout: cfg.GitTimeout}
 	}
-	rest := map[string]*restReviewer{}
-	sshRev := map[string]*transport.SSH{}
+	rest := map[string]*report.REST{}
+	sshRev := map[string]report.Runner{}
 	for _, sc := range cfg.Servers {
 		s := &server{cfg: sc, reconcile: make(chan struct{}, 1)}
 		if !sc.DisableStream || sc.RESTURL == "" {
@@ -286,7 +269,7 @@ func NewWithOptions(cfg Config, st Store, builds Builds, logger hclog.Logger, re
 			}
 		}
 		if sc.RESTURL != "" {
-			r, err := newRESTReviewer(sc)
+			r, err := report.NewREST(sc.RESTURL, sc.User, sc.HTTPPasswordFile)
 			if err != nil {
 				return nil, fmt.Errorf("gerrit server %s: %w", sc.Name, err)
 			}
@@ -298,7 +281,7 @@ func NewWithOptions(cfg Config, st Store, builds Builds, logger hclog.Logger, re
 		in.order = append(in.order, sc.Name)
 	}
 	if in.reviewer == nil {
-		in.reviewer = &serverReviewer{rest: rest, ssh: sshRev}
+		in.reviewer = &report.Servers{REST: rest, SSH: sshRev}
 	}
 	err = registerDue(reg, in.order, func(ctx context.Context) (map[string]int, error) {
 		return st.CountUnreported(ctx, in.now().Add(-reportFor))

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
+	"github.com/kiln-build/kiln/coordinator/gerrit/record"
 	"github.com/kiln-build/kiln/coordinator/store"
 )
 
@@ -32,7 +33,7 @@ func TestEncryptedClientKey(t *testing.T) {
 	defer cancel()
 	h.srv.Send(patchsetCreated(nginx, "9.0", 41, 1, psRev))
 	h.builds.wait(t, 1, 10*time.Second)
-	if err := h.in.BuildFinished(ctx, BuildResult{JobID: "job-1", State: StateSucceeded}); err != nil {
+	if err := h.in.BuildFinished(ctx, BuildResult{JobID: "job-1", State: record.StateSucceeded}); err != nil {
 		t.Fatal(err)
 	}
 	revs, err := h.srv.WaitReviews(ctx, 1)

@@ -20,6 +20,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/gerrit"
 	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
+	"github.com/kiln-build/kiln/coordinator/gerrit/record"
 	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/coordinator/scheduler"
 	"github.com/kiln-build/kiln/coordinator/store"
@@ -203,7 +204,7 @@ func TestClosedChangeCancelsReviewBuilds(t *testing.T) {
 		eventually(ctx, t, func() (bool, string) {
 			var state string
 			err := st.DB().QueryRowContext(ctx, `SELECT state FROM gerrit_jobs WHERE job_id = ?`, id).Scan(&state)
-			return state == gerrit.StateCanceled, fmt.Sprintf("the intake did not hear that job %s was cancelled: state %q, %v", id, state, err)
+			return state == record.StateCanceled, fmt.Sprintf("the intake did not hear that job %s was cancelled: state %q, %v", id, state, err)
 		})
 	}
 	other := queue("1236")

@@ -75,6 +75,15 @@ type Job struct {
 	Publish string
 }
 
+// Job states, as the coordinator reports them.
+const (
+	StateSucceeded = "succeeded"
+	StateFailed    = "failed"
+	// StateError is a build Kiln could not finish (infrastructure).
+	StateError    = "error"
+	StateCanceled = "canceled"
+)
+
 // Result is a finished job.
 type Result struct {
 	JobID     string
