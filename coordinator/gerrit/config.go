@@ -11,6 +11,7 @@ import (
 
 	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/event"
+	"github.com/kiln-build/kiln/coordinator/gerrit/reconcile"
 )
 
 // Config is the gerrit: section of the coordinator's configuration file.
@@ -127,7 +128,7 @@ func (c Config) WithDefaults() Config {
 		c.EventLogSize = 10000
 	}
 	if c.GitTimeout == 0 {
-		c.GitTimeout = defaultGitTimeout
+		c.GitTimeout = reconcile.DefaultTimeout
 	}
 	return c
 }

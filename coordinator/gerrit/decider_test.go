@@ -14,6 +14,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
+	"github.com/kiln-build/kiln/coordinator/gerrit/reconcile"
 	"github.com/kiln-build/kiln/coordinator/gerrit/record"
 )
 
@@ -21,8 +22,8 @@ import (
 // hold wait until the gate opens (or their context ends) and then read
 // from instead, when set, with a timeout of 300 ms.
 type gatedGit struct {
-	git     *gitHeads
-	held    *gitHeads
+	git     *reconcile.Git
+	held    *reconcile.Git
 	hold    string
 	from    string
 	once    sync.Once
@@ -31,7 +32,7 @@ type gatedGit struct {
 }
 
 func newGatedGit(hold, from string) *gatedGit {
-	return &gatedGit{git: &gitHeads{}, held: &gitHeads{timeout: 300 * time.Millisecond}, hold: hold, from: from,
+	return &gatedGit{git: &reconcile.Git{}, held: &reconcile.Git{Timeout: 300 * time.Millisecond}, hold: hold, from: from,
 		gate: make(chan struct{}), started: make(chan string, 100)}
 }
 
@@ -213,7 +214,7 @@ func TestRefusedBuildRecordedAtOnce(t *testing.T) {
 // go to the URL to instead (a server that never answers), and are
 // announced on started.
 type redirectGit struct {
-	git     *gitHeads
+	git     *reconcile.Git
 	hung    string
 	to      string
 	started chan string
@@ -235,7 +236,7 @@ func TestHungGitServerDoesNotDelayOthers(t *testing.T) {
 	t.Parallel()
 	const hung = "mos/packages/trusty/hung"
 	const timeout = 6 * time.Second
-	git := &redirectGit{git: &gitHeads{timeout: timeout}, hung: "/" + hung, to: silentGitServer(t), started: make(chan string, 100)}
+	git := &redirectGit{git: &reconcile.Git{Timeout: timeout}, hung: "/" + hung, to: silentGitServer(t), started: make(chan string, 100)}
 	h := newHarnessWith(t, gerrittest.Options{}, nil, Options{Git: git, DecideRetry: time.Minute})
 	head := h.commit(nginx, "9.0", "packaging")
 	start := time.Now()

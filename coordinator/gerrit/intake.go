@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/kiln-build/kiln/coordinator/gerrit/report"
 	"net/http"
 	"os"
 	"regexp"
@@ -28,7 +27,9 @@ import (
 
 	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/event"
+	"github.com/kiln-build/kiln/coordinator/gerrit/reconcile"
 	"github.com/kiln-build/kiln/coordinator/gerrit/record"
+	"github.com/kiln-build/kiln/coordinator/gerrit/report"
 	"github.com/kiln-build/kiln/coordinator/gerrit/transport"
 )
 
@@ -178,9 +179,9 @@ type Intake struct {
 }
 
 type server struct {
-	cfg       ServerConfig
-	reconcile chan struct{}
-	ssh       *transport.SSH // nil when neither stream nor SSH reviews are used
+	cfg        ServerConfig
+	reconciler *reconcile.Reconciler
+	ssh        *transport.SSH // nil when neither stream nor SSH reviews are used
 }
 
 // New builds the intake: it validates cfg and reads the SSH keys. st is
@@ -246,12 +247,12 @@ func NewWithOptions(cfg Config, st Store, builds Builds, logger hclog.Logger, re
 		in.retryEvery = time.Minute
 	}
 	if in.git == nil {
-		in.git = &gitHeads{timeout: cfg.GitTimeout}
+		in.git = &reconcile.Git{Timeout: cfg.GitTimeout}
 	}
 	rest := map[string]*report.REST{}
 	sshRev := map[string]report.Runner{}
 	for _, sc := range cfg.Servers {
-		s := &server{cfg: sc, reconcile: make(chan struct{}, 1)}
+		s := &server{cfg: sc}
 		if !sc.DisableStream || sc.RESTURL == "" {
 			d, err := transport.NewSSH(transport.SSHConfig{Addr: sc.SSH, User: sc.User, PrivateKeyFile: sc.PrivateKeyFile,
 				PrivateKeyPassphraseFile: sc.PrivateKeyPassphraseFile, PrivateKeyPassphraseEnv: sc.PrivateKeyPassphraseEnv,
@@ -260,8 +261,9 @@ func NewWithOptions(cfg Config, st Store, builds Builds, logger hclog.Logger, re
 				return nil, fmt.Errorf("gerrit server %s: %w", sc.Name, err)
 			}
 			s.ssh = d
-			if g, ok := in.git.(*gitHeads); ok {
-				g.addSSH(sc)
+			if g, ok := in.git.(*reconcile.Git); ok {
+				g.AddSSH(reconcile.GitSSH{URL: sc.GitURL, PrivateKeyFile: sc.PrivateKeyFile, KnownHostsFile: sc.KnownHostsFile,
+					PassphraseEnv: sc.PrivateKeyPassphraseEnv})
 				if d.Encrypted() && strings.HasPrefix(sc.GitURL, "ssh://") && os.Getenv("SSH_AUTH_SOCK") == "" {
 					in.logger.Warn("git_url is read with the ssh command, which cannot use an encrypted private_key_file without an ssh-agent holding the key",
 						"server", sc.Name, "private_key_file", sc.PrivateKeyFile)
@@ -277,6 +279,7 @@ func NewWithOptions(cfg Config, st Store, builds Builds, logger hclog.Logger, re
 		} else {
 			sshRev[sc.Name] = s.ssh
 		}
+		s.reconciler = in.newReconciler(s)
 		in.servers[sc.Name] = s
 		in.order = append(in.order, sc.Name)
 	}
@@ -309,7 +312,7 @@ func (in *Intake) Run(ctx context.Context) error {
 		} else {
 			in.triggerReconcile(s)
 		}
-		g.Go(func() error { return in.runReconciler(ctx, s) })
+		g.Go(func() error { return s.reconciler.Run(ctx) })
 	}
 	g.Go(func() error { return in.runDecider(ctx) })
 	g.Go(func() error { return in.runReporter(ctx) })
@@ -318,13 +321,6 @@ func (in *Intake) Run(ctx context.Context) error {
 		return nil
 	}
 	return err
-}
-
-func (in *Intake) triggerReconcile(s *server) {
-	select {
-	case s.reconcile <- struct{}{}:
-	default:
-	}
 }
 
 // ListEvents returns the most recent events, newest first, without the
@@ -490,7 +486,7 @@ func eventRevision(ev event.Event) string {
 // the event's last attempt. When it answered with an error the decision
 // makes do without.
 func retryable(ev stored, err error) bool {
-	return errors.Is(err, errGitTimeout) && !ev.lastTry
+	return errors.Is(err, reconcile.ErrTimeout) && !ev.lastTry
 }
 
 // branchHead returns the head of the event's branch now, or rev when the

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
+	"github.com/kiln-build/kiln/coordinator/gerrit/reconcile"
 	"github.com/kiln-build/kiln/coordinator/gerrit/transport"
 	"github.com/kiln-build/kiln/internal/testenv"
 )
@@ -440,14 +441,13 @@ func TestGitOverSSH(t *testing.T) {
 		t.Fatalf("sources = %+v, want %+v (the head read over SSH)", got[0].Sources, want)
 	}
 	// A host key that does not match is refused.
-	g := &gitHeads{}
+	g := &reconcile.Git{}
 	bad := h.cfg.Servers[0]
 	bad.KnownHostsFile = filepath.Join(t.TempDir(), "known_hosts")
 	if err := os.WriteFile(bad.KnownHostsFile, []byte("["+strings.Replace(h.srv.Addr(), ":", "]:", 1)+" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bad.GitURL = "ssh://kiln@" + h.srv.Addr() + "/{project}"
-	g.addSSH(bad)
+	g.AddSSH(reconcile.GitSSH{URL: "ssh://kiln@" + h.srv.Addr() + "/{project}", PrivateKeyFile: bad.PrivateKeyFile, KnownHostsFile: bad.KnownHostsFile})
 	if _, err := g.Heads(context.Background(), "ssh://kiln@"+h.srv.Addr()+"/"+nginx); err == nil {
 		t.Fatal("ls-remote accepted a host key not in known_hosts")
 	}
