@@ -193,6 +193,8 @@ func (s *Gerrit) RecordEvent(ctx context.Context, r record.Event) (int64, error)
 	return r.ID, nil
 }
 
+// Prune keeps the newest keep events and every undecided one, noise for
+// a day, dedup keys for dedupAge, and what belonged to the events kept.
 func (s *Gerrit) Prune(ctx context.Context, keep int, dedupAge time.Duration, now time.Time) error {
 	// Undecided events stay whatever their age.
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM gerrit_events WHERE id <= (SELECT MAX(id) FROM gerrit_events) - ?
@@ -223,6 +225,7 @@ func (s *Gerrit) Prune(ctx context.Context, keep int, dedupAge time.Duration, no
 	return nil
 }
 
+// Seen tells whether an event with the dedup key was decided.
 func (s *Gerrit) Seen(ctx context.Context, key string) (bool, error) {
 	var n int
 	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM gerrit_dedup WHERE key = ?`, key).Scan(&n)
@@ -232,6 +235,8 @@ func (s *Gerrit) Seen(ctx context.Context, key string) (bool, error) {
 	return n > 0, nil
 }
 
+// ReleaseQueued tells whether a release build of the branch at rev was
+// queued, and by which event.
 func (s *Gerrit) ReleaseQueued(ctx context.Context, server, project, branch, rev string) (int64, bool, error) {
 	var id int64
 	err := s.db.QueryRowContext(ctx, `SELECT event_id FROM gerrit_release_revs
@@ -289,6 +294,7 @@ func (s *Gerrit) CloseReports(ctx context.Context, server string, change int64, 
 	return nil
 }
 
+// Heads lists the tracked branches of server.
 func (s *Gerrit) Heads(ctx context.Context, server string) ([]record.Head, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT project, branch, revision FROM gerrit_heads WHERE server = ? ORDER BY project, branch`, server)
 	if err != nil {
@@ -317,10 +323,12 @@ func setHead(ctx context.Context, x execer, server, project, branch, rev string,
 	return nil
 }
 
+// SetHead records the head of a tracked branch.
 func (s *Gerrit) SetHead(ctx context.Context, server, project, branch, rev string, now time.Time) error {
 	return setHead(ctx, s.db, server, project, branch, rev, now)
 }
 
+// DropHead stops tracking a branch.
 func (s *Gerrit) DropHead(ctx context.Context, server, project, branch string) error {
 	_, err := s.db.ExecContext(ctx, `DELETE FROM gerrit_heads WHERE server = ? AND project = ? AND branch = ?`, server, project, branch)
 	if err != nil {
@@ -329,6 +337,7 @@ func (s *Gerrit) DropHead(ctx context.Context, server, project, branch string) e
 	return nil
 }
 
+// AddDedup records an event's dedup key.
 func (s *Gerrit) AddDedup(ctx context.Context, key string, now time.Time) error {
 	_, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO gerrit_dedup (key, created_at) VALUES (?, ?)`, key, now.UnixNano())
 	if err != nil {
@@ -337,6 +346,8 @@ func (s *Gerrit) AddDedup(ctx context.Context, key string, now time.Time) error 
 	return nil
 }
 
+// CommitQueued writes down queued builds with their event in one
+// transaction and returns the event's id.
 func (s *Gerrit) CommitQueued(ctx context.Context, q record.Queued, now time.Time) (int64, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -405,6 +416,7 @@ func attachChange(ctx context.Context, x execer, eventID, change, patchSet int64
 	return nil
 }
 
+// AttachChange adds a merged change to those told about a release build.
 func (s *Gerrit) AttachChange(ctx context.Context, eventID, change, patchSet int64) error {
 	return attachChange(ctx, s.db, eventID, change, patchSet)
 }
@@ -478,6 +490,7 @@ func (s *Gerrit) CountUnreported(ctx context.Context, since time.Time) (map[stri
 	return out, rows.Err()
 }
 
+// EventJobs lists the jobs submitted for an event.
 func (s *Gerrit) EventJobs(ctx context.Context, eventID int64) ([]record.Job, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+gerritJobColumns+` FROM gerrit_jobs WHERE event_id = ? ORDER BY target, job_id`, eventID)
 	if err != nil {
@@ -577,6 +590,7 @@ func (s *Gerrit) Reported(ctx context.Context, eventID, change int64) (bool, err
 	return n > 0, nil
 }
 
+// MarkReported records that change (0: the whole event) was told.
 func (s *Gerrit) MarkReported(ctx context.Context, eventID, change int64, now time.Time) error {
 	if _, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO gerrit_reports (event_id, change_num, reported_at) VALUES (?, ?, ?)`,
 		eventID, change, now.UnixNano()); err != nil {
@@ -588,6 +602,8 @@ func (s *Gerrit) MarkReported(ctx context.Context, eventID, change int64, now ti
 // noiseFor is how long noise stays in the event log.
 const noiseFor = 24 * time.Hour
 
+// ListEvents returns up to limit events (100 when limit <= 0), newest
+// first; noise only when all.
 func (s *Gerrit) ListEvents(ctx context.Context, limit int, all bool) ([]record.Event, error) {
 	if limit <= 0 {
 		limit = 100
