@@ -8,6 +8,10 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
+	"github.com/kiln-build/kiln/coordinator/gerrit/event"
+	"github.com/kiln-build/kiln/coordinator/gerrit/reconcile"
 )
 
 // Config is the gerrit: section of the coordinator's configuration file.
@@ -41,7 +45,7 @@ type Config struct {
 	Track []Tracked `yaml:"track"`
 	// Rules map a project and branch to the package builds they cause; the
 	// first rule whose project and branch patterns match wins.
-	Rules []Rule `yaml:"rules"`
+	Rules []decide.Rule `yaml:"rules"`
 }
 
 // ServerConfig is one Gerrit server.
@@ -97,46 +101,6 @@ type Tracked struct {
 	Branches []string `yaml:"branches"`
 }
 
-// Rule maps projects and branches to builds.
-//
-// Patterns are split on "/"; a segment {name} matches one non-empty segment
-// and binds name (to the regular expression in Where when given), any other
-// segment matches itself. The bound names fill the templates of Branches.
-type Rule struct {
-	Name string `yaml:"name"`
-	// Sources are the projects that make up the package: one combined
-	// source, or a code and a packaging source. A change to any of them
-	// builds with all of them: the changed one at the change's revision, the
-	// others at the head of the same branch.
-	Sources []RuleSource `yaml:"sources"`
-	// Where restricts placeholders to regular expressions (whole match).
-	Where map[string]string `yaml:"where"`
-	// Branches are tried in order; the first match decides.
-	Branches []BranchRule `yaml:"branches"`
-}
-
-// RuleSource is one project pattern of a rule.
-type RuleSource struct {
-	Project string `yaml:"project"`
-	// Role is combined, code or packaging.
-	Role string `yaml:"role"`
-}
-
-// BranchRule maps a branch pattern to release, targets and package.
-type BranchRule struct {
-	Branch  string   `yaml:"branch"`
-	Release string   `yaml:"release"`
-	Targets []string `yaml:"targets"`
-	Package string   `yaml:"package"`
-}
-
-// Source roles.
-const (
-	RoleCombined  = "combined"
-	RoleCode      = "code"
-	RolePackaging = "packaging"
-)
-
 // WithDefaults returns c with defaults filled in where unset.
 func (c Config) WithDefaults() Config {
 	if c.Keepalive == 0 {
@@ -164,7 +128,7 @@ func (c Config) WithDefaults() Config {
 		c.EventLogSize = 10000
 	}
 	if c.GitTimeout == 0 {
-		c.GitTimeout = defaultGitTimeout
+		c.GitTimeout = reconcile.DefaultTimeout
 	}
 	return c
 }
@@ -256,11 +220,11 @@ func (c Config) Validate() error {
 		if !names[t.Server] {
 			bad("%s.server %q: no such server in gerrit.servers", p, t.Server)
 		}
-		if err := checkName(t.Project); err != nil {
+		if err := event.CheckName(t.Project); err != nil {
 			bad("%s.project: %w", p, err)
 		}
 		for _, b := range t.Branches {
-			if err := checkName(b); err != nil {
+			if err := event.CheckName(b); err != nil {
 				bad("%s.branches: %w", p, err)
 			}
 		}
@@ -269,7 +233,7 @@ func (c Config) Validate() error {
 		bad("gerrit.rules: none configured; add a rule mapping projects to packages")
 	}
 	for i, r := range c.Rules {
-		if _, err := compileRule(r); err != nil {
+		if err := decide.CheckRule(r); err != nil {
 			bad("gerrit.rules[%d] (%s): %w", i, r.Name, err)
 		}
 	}

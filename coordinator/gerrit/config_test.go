@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
+	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 	"github.com/kiln-build/kiln/internal/config"
 )
 
@@ -64,29 +66,29 @@ func TestExamplePassphraseOptions(t *testing.T) {
 
 func TestExampleMapping(t *testing.T) {
 	t.Parallel()
-	m, err := newMapper(loadExample(t).Rules)
+	m, err := decide.NewRules(loadExample(t).Rules)
 	if err != nil {
 		t.Fatal(err)
 	}
-	both := func(pkg string) []PlanSource {
-		return []PlanSource{{"mos/openstack/" + pkg, RoleCode}, {"mos/openstack-build/" + pkg, RolePackaging}}
+	both := func(pkg string) []decide.PlanSource {
+		return []decide.PlanSource{{Project: "mos/openstack/" + pkg, Role: decide.RoleCode}, {Project: "mos/openstack-build/" + pkg, Role: decide.RolePackaging}}
 	}
 	cases := []struct {
 		project, branch string
-		want            *Plan
+		want            *decide.Plan
 	}{
-		{"mos/openstack/nova", "openstack-ci/fuel-9.0/mitaka", &Plan{Rule: "openstack", Release: "mos-9.0", Package: "nova",
+		{"mos/openstack/nova", "openstack-ci/fuel-9.0/mitaka", &decide.Plan{Rule: "openstack", Release: "mos-9.0", Package: "nova",
 			Targets: []string{"trusty-amd64", "centos7-x86_64"}, Sources: both("nova")}},
-		{"mos/openstack-build/nova", "openstack-ci/fuel-9.0/mitaka", &Plan{Rule: "openstack", Release: "mos-9.0", Package: "nova",
+		{"mos/openstack-build/nova", "openstack-ci/fuel-9.0/mitaka", &decide.Plan{Rule: "openstack", Release: "mos-9.0", Package: "nova",
 			Targets: []string{"trusty-amd64", "centos7-x86_64"}, Sources: both("nova")}},
-		{"mos/openstack/nova", "9.0", &Plan{Rule: "openstack", Release: "mos-9.0", Package: "nova",
+		{"mos/openstack/nova", "9.0", &decide.Plan{Rule: "openstack", Release: "mos-9.0", Package: "nova",
 			Targets: []string{"trusty-amd64", "centos7-x86_64"}, Sources: both("nova")}},
-		{"mos/packages/trusty/nginx", "9.0", &Plan{Rule: "linux", Release: "mos-9.0", Package: "nginx",
-			Targets: []string{"trusty-amd64"}, Sources: []PlanSource{{"mos/packages/trusty/nginx", RoleCombined}}}},
-		{"mos/packages/centos7/nginx", "openstack-ci/fuel-8.0/liberty", &Plan{Rule: "linux", Release: "mos-8.0", Package: "nginx",
-			Targets: []string{"centos7-amd64"}, Sources: []PlanSource{{"mos/packages/centos7/nginx", RoleCombined}}}},
-		{"mos/packages/fuel/centos7/fuel-library", "9.0", &Plan{Rule: "master-node", Release: "mos-9.0-master-node", Package: "fuel-library",
-			Targets: []string{"centos7-x86_64"}, Sources: []PlanSource{{"mos/packages/fuel/centos7/fuel-library", RoleCombined}}}},
+		{"mos/packages/trusty/nginx", "9.0", &decide.Plan{Rule: "linux", Release: "mos-9.0", Package: "nginx",
+			Targets: []string{"trusty-amd64"}, Sources: []decide.PlanSource{{Project: "mos/packages/trusty/nginx", Role: decide.RoleCombined}}}},
+		{"mos/packages/centos7/nginx", "openstack-ci/fuel-8.0/liberty", &decide.Plan{Rule: "linux", Release: "mos-8.0", Package: "nginx",
+			Targets: []string{"centos7-amd64"}, Sources: []decide.PlanSource{{Project: "mos/packages/centos7/nginx", Role: decide.RoleCombined}}}},
+		{"mos/packages/fuel/centos7/fuel-library", "9.0", &decide.Plan{Rule: "master-node", Release: "mos-9.0-master-node", Package: "fuel-library",
+			Targets: []string{"centos7-x86_64"}, Sources: []decide.PlanSource{{Project: "mos/packages/fuel/centos7/fuel-library", Role: decide.RoleCombined}}}},
 		{"mos/packages/fuel/nginx", "9.0", nil},      // "fuel" is no distribution
 		{"mos/packages/trusty/nginx", "master", nil}, // master names no release
 		{"mos/openstack/nova", "stable/mitaka", nil},
@@ -94,7 +96,7 @@ func TestExampleMapping(t *testing.T) {
 		{"mos/openstack/nova/extra", "9.0", nil},
 	}
 	for _, tc := range cases {
-		got, ok, err := m.resolve(tc.project, tc.branch)
+		got, ok, err := m.Resolve(tc.project, tc.branch)
 		if err != nil {
 			t.Fatalf("resolve(%s, %s): %v", tc.project, tc.branch, err)
 		}
@@ -148,20 +150,6 @@ func TestValidateNamesBadValues(t *testing.T) {
 	}
 }
 
-func TestCheckName(t *testing.T) {
-	t.Parallel()
-	for _, ok := range []string{"mos/openstack/nova", "9.0", "openstack-ci/fuel-9.0/mitaka", "a_b+c"} {
-		if err := checkName(ok); err != nil {
-			t.Errorf("checkName(%q) = %v, want ok", ok, err)
-		}
-	}
-	for _, bad := range []string{"", "-upload-pack=x", "/abs", "a/../b", "a//b", "a b", "a\nb", "x.lock", "a..b", "a/"} {
-		if err := checkName(bad); err == nil {
-			t.Errorf("checkName(%q) = nil, want an error", bad)
-		}
-	}
-}
-
 func FuzzResolve(f *testing.F) {
 	f.Add("mos/openstack/nova", "openstack-ci/fuel-9.0/mitaka")
 	f.Add("mos/packages/fuel/centos7/fuel-library", "9.0")
@@ -177,12 +165,12 @@ func FuzzResolve(f *testing.F) {
 	if err := config.Decode("gerrit.yaml", data, &file); err != nil {
 		f.Fatal(err)
 	}
-	m, err := newMapper(file.Gerrit.Rules)
+	m, err := decide.NewRules(file.Gerrit.Rules)
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, project, branch string) {
-		plan, ok, err := m.resolve(project, branch)
+		plan, ok, err := m.Resolve(project, branch)
 		if err != nil || !ok {
 			return
 		}
@@ -215,8 +203,8 @@ func TestExampleWebhooksConfigSubscribesToUsedTypes(t *testing.T) {
 			subscribed[strings.TrimSpace(v)] = true
 		}
 	}
-	for _, typ := range actedOn {
-		if typ != TypeDroppedOutput && !subscribed[typ] {
+	for _, typ := range event.ActedOn() {
+		if typ != event.TypeDroppedOutput && !subscribed[typ] {
 			t.Errorf("examples/gerrit/webhooks.config does not subscribe to %s", typ)
 		}
 	}

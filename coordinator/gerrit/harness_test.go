@@ -14,10 +14,18 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
-	_ "modernc.org/sqlite"
 
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
+	"github.com/kiln-build/kiln/coordinator/store"
 	"github.com/kiln-build/kiln/internal/testenv"
+)
+
+const (
+	psRev     = "8b4f7e0f5bd8d6c5cd3f1fcdbb3bd0a0d4a6c2f1"
+	mergedRev = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00"
+	parentRev = "1f1e0a1c6fe14b6c4fd9c0d5f3d4d1c5b1a2e3f4"
+	changeID  = "I0123456789abcdef0123456789abcdef01234567"
+	nginx     = "mos/packages/trusty/nginx"
 )
 
 // fakeBuilds records submitted builds and cancellations. Like the
@@ -139,6 +147,7 @@ type harness struct {
 	cfg    Config
 	opts   Options // the intake's; Now, Git and Reviewer stay real when zero
 	db     *sql.DB
+	st     *store.Gerrit // the intake's storage
 	in     *Intake
 	reg    *prometheus.Registry
 	cancel context.CancelFunc
@@ -191,13 +200,17 @@ func newHarnessWith(t *testing.T, opts gerrittest.Options, change func(*Config, 
 			}
 		}
 	}
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "kiln.db")+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)")
+	// The coordinator's store, as serve gives it to the intake.
+	st, err := store.Open(context.Background(), filepath.Join(dir, "kiln.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	db.SetMaxOpenConns(1) // as the coordinator's store does
-	t.Cleanup(func() { db.Close() })
-	h := &harness{t: t, dir: dir, srv: srv, builds: newFakeBuilds(), cfg: cfg, opts: io, db: db}
+	t.Cleanup(func() { st.Close() })
+	gst, err := st.Gerrit(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, dir: dir, srv: srv, builds: newFakeBuilds(), cfg: cfg, opts: io, db: st.DB(), st: gst}
 	h.start()
 	return h
 }
@@ -207,7 +220,7 @@ func (h *harness) start() {
 	h.t.Helper()
 	h.reg = prometheus.NewRegistry()
 	logger := hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.Info, Output: tlogWriter{h.t}})
-	in, err := NewWithOptions(h.cfg, h.db, h.builds, logger, h.reg, h.opts)
+	in, err := NewWithOptions(h.cfg, h.st, h.builds, logger, h.reg, h.opts)
 	if err != nil {
 		h.t.Fatalf("New: %v", err)
 	}
@@ -326,7 +339,7 @@ func (h *harness) sync() {
 // decided tells whether every accepted event has been decided.
 func (h *harness) decided() bool {
 	h.t.Helper()
-	n, err := h.in.store.pendingCount(context.Background())
+	n, err := h.st.PendingCount(context.Background())
 	if err != nil {
 		h.t.Fatal(err)
 	}

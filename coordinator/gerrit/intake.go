@@ -1,21 +1,26 @@
 // Package gerrit turns Gerrit events into package builds and reports the
 // results back as review votes and messages.
 //
-// Events arrive over SSH (gerrit stream-events) and over HTTP from Gerrit's
-// webhooks plugin. Every event is de-duplicated and logged with what was
-// done with it. After every reconnect and on an interval a reconciler
-// compares each tracked branch's head with the last revision built or
-// queued, so a merge that happened while the stream was down is built, once.
+// Events are accepted first and decided after. The transports (package
+// transport: the SSH stream-events client and the webhook) only write each
+// event down, through the intake, in the store (Store, implemented by the
+// coordinator's store). The decider (decider.go) then decides the stored
+// events, in order per change and per branch: it reads the few facts a
+// decision needs, asks the pure decision step (package decide, which also
+// holds the mapping rules) and carries the decision out (carry.go): branch
+// head lookups, de-duplication, supersede, queueing builds. The reconciler
+// (package reconcile) makes up for events never received; the reporter
+// (reporter.go, with package report for what is said and how it is
+// posted) tells Gerrit the results. Package event parses Gerrit's events;
+// package record holds the types the store speaks.
 package gerrit
 
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"regexp"
 	"strings"
@@ -26,7 +31,12 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sync/semaphore"
+
+	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
+	"github.com/kiln-build/kiln/coordinator/gerrit/reconcile"
+	"github.com/kiln-build/kiln/coordinator/gerrit/record"
+	"github.com/kiln-build/kiln/coordinator/gerrit/report"
+	"github.com/kiln-build/kiln/coordinator/gerrit/transport"
 )
 
 // Builds queues package builds; the coordinator's scheduler implements it.
@@ -34,7 +44,7 @@ type Builds interface {
 	// SubmitBuild queues a build. A build whose build key (sources, target,
 	// recipe) matches a job queued, running or succeeded is not queued
 	// again: that job is returned, with its result when it has finished.
-	// An error wrapping ErrBuildRefused refuses the request for good (it
+	// An error wrapping ErrRefused refuses the request for good (it
 	// is recorded, not tried again); any other is tried again later.
 	SubmitBuild(ctx context.Context, req BuildRequest) (Submitted, error)
 	// CancelBuilds cancels every queued or running build submitted with
@@ -45,16 +55,9 @@ type Builds interface {
 
 // ErrRefused marks a build the coordinator refuses as asked (a release or
 // target it does not have, an implausible package name): the event records
-// the refusal with action ActionRefused, nothing is queued, and the event
+// the refusal with action decide.ActionRefused, nothing is queued, and the event
 // is not handled again.
 var ErrRefused = errors.New("build refused")
-
-// ErrBuildRefused is ErrRefused: SubmitBuild errors that wrap it are never
-// tried again.
-var ErrBuildRefused = ErrRefused
-
-// ActionRefused is the event action of a refused build.
-const ActionRefused = "refused"
 
 // BuildRequest asks for one package build of one target.
 type BuildRequest struct {
@@ -101,14 +104,6 @@ const (
 	PriorityReview  int32 = 50
 )
 
-// Job states reported to BuildFinished.
-const (
-	StateSucceeded = "succeeded"
-	StateFailed    = "failed"
-	StateError     = "error"
-	StateCanceled  = "canceled"
-)
-
 // BuildResult is a finished job as the coordinator reports it.
 type BuildResult struct {
 	JobID string
@@ -150,17 +145,7 @@ type HeadReader interface {
 
 // Reviewer posts a review on a patch set.
 type Reviewer interface {
-	Review(ctx context.Context, server string, r Review) error
-}
-
-// Review is one review message, with optional votes.
-type Review struct {
-	Change   int64
-	PatchSet int64
-	Revision string
-	Message  string
-	Labels   map[string]int
-	Tag      string
+	Review(ctx context.Context, server string, r report.Review) error
 }
 
 // Intake is the Gerrit intake.
@@ -168,9 +153,8 @@ type Intake struct {
 	cfg      Config
 	servers  map[string]*server
 	order    []string
-	mapper   *mapper
-	recheck  *regexp.Regexp
-	store    *store
+	decider  decide.Decider
+	store    Store
 	builds   Builds
 	logger   hclog.Logger
 	metrics  *metrics
@@ -185,13 +169,8 @@ type Intake struct {
 	decideWake  chan struct{}
 	decideRetry time.Duration
 
-	// bodies is the memory budget of webhook bodies being read and
-	// stored; bodyPeak the most held at once.
-	bodies   *semaphore.Weighted
-	bodyCap  int64
-	bodyWait time.Duration
-	bodyHeld atomic.Int64
-	bodyPeak atomic.Int64
+	// webhook takes the webhooks plugin's posts.
+	webhook *transport.Webhook
 	// reportMu serialises the store's job results and report marks; it is
 	// never held while Gerrit is called.
 	reportMu sync.Mutex
@@ -206,19 +185,20 @@ type Intake struct {
 }
 
 type server struct {
-	cfg       ServerConfig
-	reconcile chan struct{}
-	ssh       *sshDialer // nil when neither stream nor SSH reviews are used
+	cfg        ServerConfig
+	reconciler *reconcile.Reconciler
+	ssh        *transport.SSH // nil when neither stream nor SSH reviews are used
 }
 
-// New builds the intake: it validates cfg, reads the SSH keys and creates
-// its gerrit_ tables in db. reg may be nil.
-func New(cfg Config, db *sql.DB, builds Builds, logger hclog.Logger, reg prometheus.Registerer) (*Intake, error) {
-	return NewWithOptions(cfg, db, builds, logger, reg, Options{})
+// New builds the intake: it validates cfg and reads the SSH keys. st is
+// where it writes events, decisions, jobs and reports down. reg may be
+// nil.
+func New(cfg Config, st Store, builds Builds, logger hclog.Logger, reg prometheus.Registerer) (*Intake, error) {
+	return NewWithOptions(cfg, st, builds, logger, reg, Options{})
 }
 
 // NewWithOptions is New with replaceable clock, git and reviewer.
-func NewWithOptions(cfg Config, db *sql.DB, builds Builds, logger hclog.Logger, reg prometheus.Registerer, opts Options) (*Intake, error) {
+func NewWithOptions(cfg Config, st Store, builds Builds, logger hclog.Logger, reg prometheus.Registerer, opts Options) (*Intake, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("gerrit config: %w", err)
@@ -229,13 +209,12 @@ func NewWithOptions(cfg Config, db *sql.DB, builds Builds, logger hclog.Logger, 
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	m, err := newMapper(cfg.Rules)
+	m, err := decide.NewRules(cfg.Rules)
 	if err != nil {
 		return nil, fmt.Errorf("gerrit rules: %w", err)
 	}
-	st, err := openStore(context.Background(), db)
-	if err != nil {
-		return nil, err
+	if st == nil {
+		return nil, errors.New("gerrit intake: no store")
 	}
 	met, err := newMetrics(reg)
 	if err != nil {
@@ -244,8 +223,7 @@ func NewWithOptions(cfg Config, db *sql.DB, builds Builds, logger hclog.Logger, 
 	in := &Intake{
 		cfg:      cfg,
 		servers:  map[string]*server{},
-		mapper:   m,
-		recheck:  regexp.MustCompile(cfg.Recheck),
+		decider:  decide.Decider{Rules: m, Recheck: regexp.MustCompile(cfg.Recheck)},
 		store:    st,
 		builds:   builds,
 		logger:   logger,
@@ -257,41 +235,49 @@ func NewWithOptions(cfg Config, db *sql.DB, builds Builds, logger hclog.Logger, 
 		wake:        make(chan struct{}, 1),
 		decideWake:  make(chan struct{}, 1),
 		decideRetry: cmp.Or(opts.DecideRetry, 5*time.Second),
-		bodyCap:     cmp.Or(opts.WebhookMemory, defaultWebhookMemory),
-		bodyWait:    cmp.Or(opts.WebhookWait, 10*time.Second),
 		retryEvery:  opts.RetryInterval,
 		failed:      map[int64]bool{},
 	}
 	if in.now == nil {
 		in.now = time.Now
 	}
-	in.bodies = semaphore.NewWeighted(in.bodyCap)
+	secrets := map[string]string{}
+	for _, sc := range cfg.Servers {
+		secrets[sc.Name] = sc.WebhookSecret
+	}
+	in.webhook = transport.NewWebhook(transport.WebhookConfig{
+		Secrets: secrets, Memory: opts.WebhookMemory, Wait: opts.WebhookWait, Logger: logger,
+		Metrics: in.transportMetrics(),
+	}, inbox{in})
 	if in.retryEvery <= 0 {
 		in.retryEvery = time.Minute
 	}
 	if in.git == nil {
-		in.git = &gitHeads{timeout: cfg.GitTimeout}
+		in.git = &reconcile.Git{Timeout: cfg.GitTimeout}
 	}
-	rest := map[string]*restReviewer{}
-	sshRev := map[string]*sshDialer{}
+	rest := map[string]*report.REST{}
+	sshRev := map[string]report.Runner{}
 	for _, sc := range cfg.Servers {
-		s := &server{cfg: sc, reconcile: make(chan struct{}, 1)}
+		s := &server{cfg: sc}
 		if !sc.DisableStream || sc.RESTURL == "" {
-			d, err := newSSHDialer(sc, cfg.Keepalive)
+			d, err := transport.NewSSH(transport.SSHConfig{Addr: sc.SSH, User: sc.User, PrivateKeyFile: sc.PrivateKeyFile,
+				PrivateKeyPassphraseFile: sc.PrivateKeyPassphraseFile, PrivateKeyPassphraseEnv: sc.PrivateKeyPassphraseEnv,
+				KnownHostsFile: sc.KnownHostsFile})
 			if err != nil {
 				return nil, fmt.Errorf("gerrit server %s: %w", sc.Name, err)
 			}
 			s.ssh = d
-			if g, ok := in.git.(*gitHeads); ok {
-				g.addSSH(sc)
-				if d.encrypted && strings.HasPrefix(sc.GitURL, "ssh://") && os.Getenv("SSH_AUTH_SOCK") == "" {
+			if g, ok := in.git.(*reconcile.Git); ok {
+				g.AddSSH(reconcile.GitSSH{URL: sc.GitURL, PrivateKeyFile: sc.PrivateKeyFile, KnownHostsFile: sc.KnownHostsFile,
+					PassphraseEnv: sc.PrivateKeyPassphraseEnv})
+				if d.Encrypted() && strings.HasPrefix(sc.GitURL, "ssh://") && os.Getenv("SSH_AUTH_SOCK") == "" {
 					in.logger.Warn("git_url is read with the ssh command, which cannot use an encrypted private_key_file without an ssh-agent holding the key",
 						"server", sc.Name, "private_key_file", sc.PrivateKeyFile)
 				}
 			}
 		}
 		if sc.RESTURL != "" {
-			r, err := newRESTReviewer(sc)
+			r, err := report.NewREST(sc.RESTURL, sc.User, sc.HTTPPasswordFile)
 			if err != nil {
 				return nil, fmt.Errorf("gerrit server %s: %w", sc.Name, err)
 			}
@@ -299,14 +285,15 @@ func NewWithOptions(cfg Config, db *sql.DB, builds Builds, logger hclog.Logger, 
 		} else {
 			sshRev[sc.Name] = s.ssh
 		}
+		s.reconciler = in.newReconciler(s)
 		in.servers[sc.Name] = s
 		in.order = append(in.order, sc.Name)
 	}
 	if in.reviewer == nil {
-		in.reviewer = &serverReviewer{rest: rest, ssh: sshRev}
+		in.reviewer = &report.Servers{REST: rest, SSH: sshRev}
 	}
 	err = registerDue(reg, in.order, func(ctx context.Context) (map[string]int, error) {
-		return st.countUnreported(ctx, in.now().Add(-reportFor))
+		return st.CountUnreported(ctx, in.now().Add(-reportFor))
 	})
 	if err != nil {
 		return nil, err
@@ -321,11 +308,17 @@ func (in *Intake) Run(ctx context.Context) error {
 	for _, name := range in.order {
 		s := in.servers[name]
 		if !s.cfg.DisableStream {
-			g.Go(func() error { return in.runStream(ctx, s) })
+			st := transport.NewStream(transport.StreamConfig{
+				Server: name, SSH: s.ssh, Keepalive: in.cfg.Keepalive,
+				Reconnect: transport.Backoff{Min: in.cfg.Reconnect.Min, Max: in.cfg.Reconnect.Max},
+				Connected: func() { in.triggerReconcile(s) },
+				Logger:    in.logger, Metrics: in.transportMetrics(),
+			}, inbox{in})
+			g.Go(func() error { return st.Run(ctx) })
 		} else {
 			in.triggerReconcile(s)
 		}
-		g.Go(func() error { return in.runReconciler(ctx, s) })
+		g.Go(func() error { return s.reconciler.Run(ctx) })
 	}
 	g.Go(func() error { return in.runDecider(ctx) })
 	g.Go(func() error { return in.runReporter(ctx) })
@@ -336,512 +329,33 @@ func (in *Intake) Run(ctx context.Context) error {
 	return err
 }
 
-func (in *Intake) triggerReconcile(s *server) {
-	select {
-	case s.reconcile <- struct{}{}:
-	default:
-	}
-}
-
 // ListEvents returns the most recent events, newest first, without the
 // noise.
-func (in *Intake) ListEvents(ctx context.Context, limit int) ([]EventRecord, error) {
-	return in.store.listEvents(ctx, limit, false)
+func (in *Intake) ListEvents(ctx context.Context, limit int) ([]record.Event, error) {
+	return in.store.ListEvents(ctx, limit, false)
 }
 
 // ListAllEvents is ListEvents with the noise.
-func (in *Intake) ListAllEvents(ctx context.Context, limit int) ([]EventRecord, error) {
-	return in.store.listEvents(ctx, limit, true)
+func (in *Intake) ListAllEvents(ctx context.Context, limit int) ([]record.Event, error) {
+	return in.store.ListEvents(ctx, limit, true)
 }
 
-func truncate(b []byte, n int) string {
-	if len(b) > n {
-		return string(b[:n]) + "..."
+// WebhookHandler accepts events POSTed by Gerrit's webhooks plugin at
+// /gerrit/webhook/<server> (see transport.Webhook).
+func (in *Intake) WebhookHandler() http.Handler { return in.webhook }
+
+// inbox is the intake as the transports' inbox.
+type inbox struct{ in *Intake }
+
+func (i inbox) Accept(ctx context.Context, server string, lines [][]byte, via string) error {
+	s := i.in.servers[server]
+	if s == nil {
+		return fmt.Errorf("gerrit server %q is not configured", server)
 	}
-	return string(b)
+	return i.in.accept(ctx, s, lines, via)
 }
 
-// handle decides what to do with one accepted event and records it. An
-// error means nothing was recorded: the decision is tried again.
-func (in *Intake) handle(ctx context.Context, s *server, ev Event) error {
-	name := s.cfg.Name
-	if ev.Unknown > 0 {
-		in.metrics.unknownFields.WithLabelValues(name).Add(float64(ev.Unknown))
-	}
-	if reason := in.noise(s, ev); reason != "" {
-		return in.recordNoise(ctx, s, ev, reason)
-	}
-	if ev.Type == TypeDroppedOutput {
-		in.logger.Warn("gerrit dropped events; reconciling", "server", name)
-		in.triggerReconcile(s)
-		return in.record(ctx, s, ev, ActionIgnored, "Gerrit dropped events for this stream; reconciling all tracked branches", nil)
-	}
-	switch ev.Type {
-	case TypeRefUpdated:
-		return in.handleRefUpdated(ctx, s, ev)
-	case TypeChangeMerged:
-		return in.handleMerged(ctx, s, ev)
-	case TypePatchsetCreated:
-		return in.handleReview(ctx, s, ev, "")
-	case TypeCommentAdded:
-		return in.handleReview(ctx, s, ev, "recheck requested")
-	case TypeChangeAbandoned, TypeChangeDeleted:
-		return in.handleClosed(ctx, s, ev)
-	}
-	return in.recordNoise(ctx, s, ev, fmt.Sprintf("Kiln does not act on %s events", ev.Type))
-}
-
-// noise says why Kiln has no use for an event, or "" when it may have.
-// It looks at nothing but the event, so noise is decided as it arrives.
-func (in *Intake) noise(s *server, ev Event) string {
-	switch {
-	case !used(ev.Type) && knownTypes[ev.Type]:
-		return fmt.Sprintf("Kiln does not act on %s events", ev.Type)
-	case !used(ev.Type):
-		return fmt.Sprintf("unknown event type %q", ev.Type)
-	case ev.Type == TypeRefUpdated && !strings.HasPrefix(ev.RefName, "refs/heads/"):
-		// Patch set refs, refs/changes/*/meta (NoteDb), tags,
-		// refs/meta/config, refs/users, sequences: none is a branch to build.
-		return fmt.Sprintf("%s is not a branch", ev.RefName)
-	case ev.Type == TypeCommentAdded && ev.Author == s.cfg.User:
-		// Kiln's own messages never trigger builds.
-		return "Kiln's own comment"
-	case ev.Type == TypeCommentAdded && !in.recheck.MatchString(ev.Comment):
-		return "the comment does not ask for a recheck"
-	}
-	return ""
-}
-
-// countNoise counts an event decided as noise.
-func (in *Intake) countNoise(s *server, ev Event) {
-	name := s.cfg.Name
-	switch {
-	case !used(ev.Type) && knownTypes[ev.Type]:
-		in.metrics.events.WithLabelValues(name, "other", ActionNoise).Inc()
-	case !used(ev.Type):
-		in.metrics.unknownTypes.WithLabelValues(name).Inc()
-		in.logger.Debug("ignoring unknown event type", "server", name, "type", ev.Type)
-	default:
-		in.metrics.events.WithLabelValues(name, ev.Type, ActionNoise).Inc()
-	}
-}
-
-// recordNoise records an event Kiln has no use for.
-func (in *Intake) recordNoise(ctx context.Context, s *server, ev Event, reason string) error {
-	in.countNoise(s, ev)
-	rec := recordOf(s, ev, in.now())
-	rec.Action, rec.Reason = ActionNoise, reason
-	if _, err := in.store.recordEvent(ctx, rec); err != nil {
-		return err
-	}
-	return in.maybePrune(ctx)
-}
-
-func (in *Intake) record(ctx context.Context, s *server, ev Event, action, reason string, jobs []string) error {
-	in.metrics.events.WithLabelValues(s.cfg.Name, ev.Type, action).Inc()
-	rec := recordOf(s, ev, in.now())
-	rec.Action, rec.Reason, rec.JobIDs = action, reason, jobs
-	if _, err := in.store.recordEvent(ctx, rec); err != nil {
-		return err
-	}
-	return in.maybePrune(ctx)
-}
-
-func (in *Intake) maybePrune(ctx context.Context) error {
-	if in.inserts.Add(1)%100 != 0 {
-		return nil
-	}
-	return in.store.prune(ctx, in.cfg.EventLogSize, 30*24*time.Hour, in.now())
-}
-
-func recordOf(s *server, ev Event, now time.Time) EventRecord {
-	return EventRecord{
-		ID: ev.id, Server: s.cfg.Name, Type: ev.Type, Project: ev.Project, Branch: ev.Branch,
-		Change: ev.Change, PatchSet: ev.PatchSet, Revision: eventRevision(ev), ReceivedAt: now,
-	}
-}
-
-// eventRevision is the commit an event is about.
-func eventRevision(ev Event) string {
-	if ev.Type == TypeRefUpdated {
-		return ev.NewRev
-	}
-	return ev.Revision
-}
-
-func dedupKey(server string, ev Event) string {
-	switch ev.Type {
-	case TypeRefUpdated:
-		return strings.Join([]string{server, ev.Type, ev.Project, ev.RefName, ev.OldRev, ev.NewRev}, "\x00")
-	case TypeCommentAdded, TypeChangeAbandoned, TypeChangeDeleted:
-		// The same comment twice, or a change abandoned, restored and
-		// abandoned again, are different events.
-		sum := sha256.Sum256([]byte(ev.Comment))
-		return strings.Join([]string{server, ev.Type, fmt.Sprint(ev.Change), fmt.Sprint(ev.PatchSet), ev.Revision,
-			fmt.Sprint(ev.CreatedOn.Unix()), hex.EncodeToString(sum[:8])}, "\x00")
-	default:
-		return strings.Join([]string{server, ev.Type, fmt.Sprint(ev.Change), fmt.Sprint(ev.PatchSet), ev.Revision}, "\x00")
-	}
-}
-
-func (in *Intake) handleRefUpdated(ctx context.Context, s *server, ev Event) error {
-	name := s.cfg.Name
-	key, dup, err := in.dedup(ctx, s, ev)
-	if err != nil || dup {
-		return err
-	}
-	plan, ok, err := in.mapper.resolve(ev.Project, ev.Branch)
-	if err != nil {
-		return in.record(ctx, s, ev, ActionError, err.Error(), nil)
-	}
-	if !ok {
-		return in.record(ctx, s, ev, ActionIgnored, fmt.Sprintf("no rule maps project %s branch %s", ev.Project, ev.Branch), nil)
-	}
-	switch {
-	case isZero(ev.OldRev):
-		if err := in.store.setHead(ctx, name, ev.Project, ev.Branch, ev.NewRev, in.now()); err != nil {
-			return err
-		}
-		if err := in.store.addDedup(ctx, key, in.now()); err != nil {
-			return err
-		}
-		return in.record(ctx, s, ev, ActionIgnored, "branch created; tracked from now on, not built", nil)
-	case isZero(ev.NewRev):
-		if err := in.store.dropHead(ctx, name, ev.Project, ev.Branch); err != nil {
-			return err
-		}
-		if err := in.store.addDedup(ctx, key, in.now()); err != nil {
-			return err
-		}
-		return in.record(ctx, s, ev, ActionIgnored, "branch deleted; no longer tracked", nil)
-	}
-	head, err := in.branchHead(ctx, s, ev, ev.NewRev)
-	if err != nil {
-		return err
-	}
-	return in.queueRelease(ctx, s, ev, plan, head, key, "ref-updated")
-}
-
-// dedup looks the event up among those received before; a duplicate is
-// recorded as such and dup is true. Called with the event's order key held.
-func (in *Intake) dedup(ctx context.Context, s *server, ev Event) (key string, dup bool, err error) {
-	key = dedupKey(s.cfg.Name, ev)
-	if dup, err = in.store.seen(ctx, key); err != nil || !dup {
-		return key, false, err
-	}
-	return key, true, in.record(ctx, s, ev, ActionDuplicate, "already received", nil)
-}
-
-// admit de-duplicates an event and maps its project and branch to a build
-// plan. When the event goes no further (a duplicate, no rule, a bad
-// mapping) it is recorded with the reason and ok is false. Called with
-// the event's order key held.
-func (in *Intake) admit(ctx context.Context, s *server, ev Event) (key string, plan Plan, ok bool, err error) {
-	key, dup, err := in.dedup(ctx, s, ev)
-	if err != nil || dup {
-		return "", Plan{}, false, err
-	}
-	plan, ok, err = in.mapper.resolve(ev.Project, ev.Branch)
-	if err != nil {
-		return "", Plan{}, false, in.record(ctx, s, ev, ActionError, err.Error(), nil)
-	}
-	if !ok {
-		return "", Plan{}, false, in.record(ctx, s, ev, ActionIgnored, fmt.Sprintf("no rule maps project %s branch %s", ev.Project, ev.Branch), nil)
-	}
-	return key, plan, true, nil
-}
-
-func (in *Intake) handleMerged(ctx context.Context, s *server, ev Event) error {
-	key, plan, ok, err := in.admit(ctx, s, ev)
-	if err != nil || !ok {
-		return err
-	}
-	rev := ev.NewRev
-	if rev == "" {
-		// Gerrit before 2.13 did not say what the branch became.
-		rev = ev.Revision
-	}
-	head, err := in.branchHead(ctx, s, ev, rev)
-	if err != nil {
-		return err
-	}
-	return in.queueRelease(ctx, s, ev, plan, head, key, "change-merged")
-}
-
-// retryable tells whether a failed head lookup fails the event's decision,
-// to be tried again: when the git server did not answer in time, except on
-// the event's last attempt. When it answered with an error the decision
-// makes do without.
-func retryable(ev Event, err error) bool {
-	return errors.Is(err, errGitTimeout) && !ev.lastTry
-}
-
-// branchHead returns the head of the event's branch now, or rev when the
-// branch is gone. Release builds always take the head: events come late or
-// in batches (a submitted chain of changes gives one change-merged per
-// change, each with its own intermediate revision), and building the head
-// only never publishes an older state after a newer one. When the head
-// cannot be read in time the decision fails, to be tried again; the last
-// attempt, or a git server's error, builds rev. Callers hold the event's
-// order key.
-func (in *Intake) branchHead(ctx context.Context, s *server, ev Event, rev string) (string, error) {
-	heads, err := in.git.Heads(ctx, in.gitURL(s, ev.Project))
-	if err != nil {
-		if retryable(ev, err) {
-			return "", fmt.Errorf("read the head of %s branch %s: %w", ev.Project, ev.Branch, err)
-		}
-		in.logger.Warn("cannot read branch head; building the event's revision", "server", s.cfg.Name,
-			"project", ev.Project, "branch", ev.Branch, "revision", rev, "error", err)
-		return rev, nil
-	}
-	if h := heads[ev.Branch]; h != "" {
-		return h, nil
-	}
-	return rev, nil
-}
-
-func (in *Intake) gitURL(s *server, project string) string {
-	return strings.ReplaceAll(s.cfg.GitURL, "{project}", project)
-}
-
-// queueRelease submits release builds of plan with the changed project at
-// rev, unless that revision was already queued. Callers hold the branch's
-// order key.
-func (in *Intake) queueRelease(ctx context.Context, s *server, ev Event, plan Plan, rev, dedup, origin string) error {
-	name := s.cfg.Name
-	if prev, dup, err := in.store.releaseQueued(ctx, name, ev.Project, ev.Branch, rev); err != nil {
-		return err
-	} else if dup {
-		if ev.Change > 0 {
-			if err := in.store.attachChange(ctx, prev, ev.Change, ev.PatchSet); err != nil {
-				return err
-			}
-			// The release build may have been reported already, to the
-			// changes known then: this one is due now.
-			in.wakeReporter()
-		}
-		if dedup != "" {
-			if err := in.store.addDedup(ctx, dedup, in.now()); err != nil {
-				return err
-			}
-		}
-		return in.record(ctx, s, ev, ActionDuplicate, fmt.Sprintf("revision %s of %s already built or queued (event %d)", short(rev), ev.Branch, prev), nil)
-	}
-	srcs, heads, reason, err := in.sources(ctx, s, ev, plan, rev, "refs/heads/"+ev.Branch)
-	if err != nil {
-		return err
-	}
-	if reason != "" {
-		return in.record(ctx, s, ev, ActionIgnored, reason, nil)
-	}
-	desc := fmt.Sprintf("gerrit %s %s: %s %s at %s", name, origin, ev.Project, ev.Branch, short(rev))
-	if ev.Change > 0 {
-		desc += fmt.Sprintf(" (change %d)", ev.Change)
-	}
-	sub, err := in.submit(ctx, s, ev, plan, srcs, true, desc)
-	if errors.Is(err, ErrRefused) {
-		return in.record(ctx, s, ev, ActionRefused, err.Error(), sub.ids)
-	}
-	if err != nil {
-		// Tried again; the builds submitted so far are found by their
-		// build key then.
-		return err
-	}
-	rec := recordOf(s, ev, in.now())
-	rec.Revision, rec.Action, rec.JobIDs = rev, ActionBuilt, sub.ids
-	rec.Reason = fmt.Sprintf("release build of %s for %s (%s)", plan.Package, plan.Release, strings.Join(plan.Targets, ", "))
-	if want := cmp.Or(ev.NewRev, ev.Revision); want != rev {
-		rec.Reason += fmt.Sprintf(" at the branch head %s, which includes the event's %s", short(rev), short(want))
-	}
-	rec.Reason = sub.reason(rec.Reason)
-	in.metrics.events.WithLabelValues(name, ev.Type, ActionBuilt).Inc()
-	return in.commitJobs(ctx, queued{event: rec, dedupKey: dedup, jobs: sub.jobs, finished: sub.finished, heads: heads, release: true})
-}
-
-// sources resolves the plan's projects: the changed one at rev (from ref),
-// the others at the head of the same branch. A non-empty reason means the
-// build cannot be made. A head that cannot be read in time is an error,
-// to try again (see retryable).
-func (in *Intake) sources(ctx context.Context, s *server, ev Event, plan Plan, rev, ref string) ([]Source, []head, string, error) {
-	project, branch := ev.Project, ev.Branch
-	var srcs []Source
-	var heads []head
-	for _, ps := range plan.Sources {
-		src := Source{URL: in.gitURL(s, ps.Project), Role: ps.Role}
-		if ps.Project == project {
-			src.Commit, src.Ref = rev, ref
-		} else {
-			all, err := in.git.Heads(ctx, src.URL)
-			if err != nil && retryable(ev, err) {
-				return nil, nil, "", fmt.Errorf("read the head of %s branch %s: %w", ps.Project, branch, err)
-			}
-			if err != nil {
-				return nil, nil, fmt.Sprintf("cannot read the head of %s branch %s: %v", ps.Project, branch, err), nil
-			}
-			c := all[branch]
-			if c == "" {
-				return nil, nil, fmt.Sprintf("%s has no branch %s to build %s with", ps.Project, branch, project), nil
-			}
-			src.Commit, src.Ref = c, "refs/heads/"+branch
-		}
-		srcs = append(srcs, src)
-		heads = append(heads, head{Project: ps.Project, Branch: branch, Revision: src.Commit})
-	}
-	return srcs, heads, "", nil
-}
-
-// reviewKey is the supersede key of a change's review builds for one
-// target: a newer patch set's build supersedes the older one's, and closing
-// the change cancels it.
-func reviewKey(server string, change int64, target string) string {
-	return fmt.Sprintf("gerrit/%s/%d/%s", server, change, target)
-}
-
-// submission is what submit queued: the jobs to record, their ids, the
-// results of reused jobs that already finished and, for people, which jobs
-// were reused.
-type submission struct {
-	jobs     []jobRow
-	ids      []string
-	finished []BuildResult
-	reused   []string
-}
-
-// reason is what the event log says of the builds.
-func (sub submission) reason(base string) string {
-	if len(sub.reused) == 0 {
-		return base
-	}
-	return base + "; reuses " + strings.Join(sub.reused, ", ") + ", already queued, running or built from the same sources and recipe"
-}
-
-func (in *Intake) submit(ctx context.Context, s *server, ev Event, plan Plan, srcs []Source, release bool, origin string) (submission, error) {
-	var sub submission
-	kind, prio := kindReview, PriorityReview
-	if release {
-		kind, prio = kindRelease, PriorityRelease
-	}
-	for _, t := range plan.Targets {
-		req := BuildRequest{
-			Release: plan.Release, Target: t, Package: plan.Package, Sources: srcs,
-			Publish: release, Priority: prio, Origin: origin,
-		}
-		if !release {
-			req.SupersedeKey = reviewKey(s.cfg.Name, ev.Change, t)
-		}
-		got, err := in.builds.SubmitBuild(ctx, req)
-		if err != nil {
-			return sub, fmt.Errorf("submit %s build of %s for %s %s: %w", kind, plan.Package, plan.Release, t, err)
-		}
-		sub.ids = append(sub.ids, got.JobID)
-		sub.jobs = append(sub.jobs, jobRow{
-			JobID: got.JobID, Server: s.cfg.Name, Kind: kind, Change: ev.Change, PatchSet: ev.PatchSet,
-			Revision: ev.Revision, Release: plan.Release, Target: t, Package: plan.Package,
-		})
-		if got.Reused {
-			sub.reused = append(sub.reused, fmt.Sprintf("job %s for %s", got.JobID, t))
-		}
-		if got.Result != nil {
-			res := *got.Result
-			res.JobID = got.JobID
-			sub.finished = append(sub.finished, res)
-		}
-	}
-	in.metrics.builds.WithLabelValues(s.cfg.Name, kind).Add(float64(len(sub.ids)))
-	return sub, nil
-}
-
-func (in *Intake) handleReview(ctx context.Context, s *server, ev Event, why string) error {
-	key, plan, ok, err := in.admit(ctx, s, ev)
-	if err != nil || !ok {
-		return err
-	}
-	if cur, err := in.store.latestPatchSet(ctx, s.cfg.Name, ev.Change); err != nil {
-		return err
-	} else if cur > ev.PatchSet {
-		return in.record(ctx, s, ev, ActionSuperseded, fmt.Sprintf("patch set %d is newer; only the current patch set is built", cur), nil)
-	}
-	// The patch set's ref is derived, not taken from the event, so that it
-	// cannot point anywhere else.
-	ref := fmt.Sprintf("refs/changes/%02d/%d/%d", ev.Change%100, ev.Change, ev.PatchSet)
-	srcs, _, reason, err := in.sources(ctx, s, ev, plan, ev.Revision, ref)
-	if err != nil {
-		return err
-	}
-	if reason != "" {
-		return in.record(ctx, s, ev, ActionIgnored, reason, nil)
-	}
-	origin := fmt.Sprintf("gerrit %s: review build of change %d patch set %d (%s %s)", s.cfg.Name, ev.Change, ev.PatchSet, ev.Project, ev.Branch)
-	sub, err := in.submit(ctx, s, ev, plan, srcs, false, origin)
-	if errors.Is(err, ErrRefused) {
-		return in.record(ctx, s, ev, ActionRefused, err.Error(), sub.ids)
-	}
-	if err != nil {
-		return err // tried again
-	}
-	rec := recordOf(s, ev, in.now())
-	rec.Action, rec.JobIDs = ActionBuilt, sub.ids
-	rec.Reason = fmt.Sprintf("review build of %s for %s (%s)", plan.Package, plan.Release, strings.Join(plan.Targets, ", "))
-	if why != "" {
-		rec.Reason = why + ": " + rec.Reason
-	}
-	rec.Reason = sub.reason(rec.Reason)
-	in.metrics.events.WithLabelValues(s.cfg.Name, ev.Type, ActionBuilt).Inc()
-	return in.commitJobs(ctx, queued{event: rec, dedupKey: key, jobs: sub.jobs, finished: sub.finished, supersede: true})
-}
-
-// handleClosed cancels the queued and running review builds of an abandoned
-// or deleted change and keeps every review build of it from voting: a
-// build that finished meanwhile reports nothing either. The event is
-// de-duplicated like others, so a replay after a reconnect does not cancel
-// the builds of a change restored since. A restored change (an ignored
-// change-restored event) is built again by its next patch set or a recheck
-// comment.
-func (in *Intake) handleClosed(ctx context.Context, s *server, ev Event) error {
-	name := s.cfg.Name
-	key, dup, err := in.dedup(ctx, s, ev)
-	if err != nil || dup {
-		return err
-	}
-	// Reports are closed first: a build that finishes while the others are
-	// being cancelled does not vote either.
-	in.reportMu.Lock()
-	err = in.store.closeReports(ctx, name, ev.Change, in.now())
-	in.reportMu.Unlock()
-	if err != nil {
-		return err
-	}
-	// The targets are those of the builds recorded for the change, not the
-	// rules', which may have changed since the builds were queued.
-	targets, err := in.store.reviewTargets(ctx, name, ev.Change)
-	if err != nil {
-		return err
-	}
-	verb := "abandoned"
-	if ev.Type == TypeChangeDeleted {
-		verb = "deleted"
-	}
-	reason := fmt.Sprintf("change %d %s", ev.Change, verb)
-	var ids []string
-	for _, t := range targets {
-		got, err := in.builds.CancelBuilds(ctx, reviewKey(name, ev.Change, t), reason)
-		ids = append(ids, got...)
-		if err != nil {
-			return fmt.Errorf("cancel review builds of change %d for %s: %w", ev.Change, t, err)
-		}
-	}
-	if err := in.store.addDedup(ctx, key, in.now()); err != nil {
-		return err
-	}
-	if len(ids) == 0 {
-		return in.record(ctx, s, ev, ActionIgnored, reason+"; no queued or running review build to cancel", nil)
-	}
-	return in.record(ctx, s, ev, ActionCanceled, reason+"; its queued and running review builds are cancelled and none will vote", ids)
-}
-
-func short(rev string) string {
-	if len(rev) > 12 {
-		return rev[:12]
-	}
-	return rev
+func (in *Intake) transportMetrics() transport.Metrics {
+	m := in.metrics
+	return transport.Metrics{Connects: m.connects, Up: m.up, Malformed: m.malformed, BodyBytes: m.bodyBytes, BodyWaits: m.bodyWaits}
 }

@@ -10,13 +10,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
+	"github.com/kiln-build/kiln/coordinator/gerrit/reconcile"
+	"github.com/kiln-build/kiln/coordinator/gerrit/transport"
 	"github.com/kiln-build/kiln/internal/testenv"
 )
 
 func readEvent(t *testing.T, name string) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("testdata", "events", name))
+	data, err := os.ReadFile(filepath.Join("event", "testdata", "events", name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,12 +32,12 @@ func TestStreamEventTypes(t *testing.T) {
 	t.Parallel()
 	review := func(ref string) []BuildRequest {
 		return []BuildRequest{{Release: "mos-9.0", Target: "trusty-amd64", Package: "nginx",
-			Sources:  []Source{{Commit: psRev, Ref: ref, Role: RoleCombined}},
+			Sources:  []Source{{Commit: psRev, Ref: ref, Role: decide.RoleCombined}},
 			Priority: PriorityReview, SupersedeKey: "gerrit/review/12345/trusty-amd64"}}
 	}
 	release := func(rev string) []BuildRequest {
 		return []BuildRequest{{Release: "mos-9.0", Target: "trusty-amd64", Package: "nginx",
-			Sources: []Source{{Commit: rev, Ref: "refs/heads/9.0", Role: RoleCombined}},
+			Sources: []Source{{Commit: rev, Ref: "refs/heads/9.0", Role: decide.RoleCombined}},
 			Publish: true, Priority: PriorityRelease}}
 	}
 	cases := []struct {
@@ -43,29 +46,29 @@ func TestStreamEventTypes(t *testing.T) {
 		want   func(head string) []BuildRequest
 		action string
 	}{
-		{"patchset-created 3.x", []string{"v3-patchset-created.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionBuilt},
-		{"patchset-created 2.x", []string{"v2-patchset-created.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionBuilt},
-		{"patchset-created 3.0 project object", []string{"v3.0-patchset-created-project-object.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionBuilt},
-		{"change-merged 3.x", []string{"v3-change-merged.json"}, func(head string) []BuildRequest { return release(head) }, ActionBuilt},
-		{"change-merged 2.x without newRev takes the branch head", []string{"v2-change-merged.json"}, func(head string) []BuildRequest { return release(head) }, ActionBuilt},
-		{"ref-updated 3.x", []string{"v3-ref-updated.json"}, func(head string) []BuildRequest { return release(head) }, ActionBuilt},
-		{"ref-updated 2.x short branch", []string{"v2-ref-updated-short-branch.json"}, func(head string) []BuildRequest { return release(head) }, ActionBuilt},
-		{"ref-updated then change-merged build once", []string{"v3-ref-updated.json", "v3-change-merged.json"}, func(head string) []BuildRequest { return release(head) }, ActionDuplicate},
-		{"comment-added recheck 3.x", []string{"v3-comment-added-recheck.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionBuilt},
-		{"comment-added recheck 2.x", []string{"v2-comment-added-recheck.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionBuilt},
-		{"same event twice", []string{"v3-patchset-created.json", "v3-patchset-created.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionDuplicate},
-		{"change-abandoned 3.x cancels", []string{"v3-patchset-created.json", "v3-change-abandoned.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionCanceled},
-		{"change-abandoned 2.x cancels", []string{"v2-patchset-created.json", "v2-change-abandoned.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionCanceled},
-		{"change-deleted 3.x cancels", []string{"v3-patchset-created.json", "v3-change-deleted.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionCanceled},
-		{"change-deleted 2.x cancels", []string{"v2-patchset-created.json", "v2-change-deleted.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionCanceled},
-		{"change-abandoned without builds", []string{"v3-change-abandoned.json"}, nil, ActionIgnored},
-		{"change-abandoned twice", []string{"v3-patchset-created.json", "v3-change-abandoned.json", "v3-change-abandoned.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, ActionDuplicate},
+		{"patchset-created 3.x", []string{"v3-patchset-created.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, decide.ActionBuilt},
+		{"patchset-created 2.x", []string{"v2-patchset-created.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, decide.ActionBuilt},
+		{"patchset-created 3.0 project object", []string{"v3.0-patchset-created-project-object.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, decide.ActionBuilt},
+		{"change-merged 3.x", []string{"v3-change-merged.json"}, func(head string) []BuildRequest { return release(head) }, decide.ActionBuilt},
+		{"change-merged 2.x without newRev takes the branch head", []string{"v2-change-merged.json"}, func(head string) []BuildRequest { return release(head) }, decide.ActionBuilt},
+		{"ref-updated 3.x", []string{"v3-ref-updated.json"}, func(head string) []BuildRequest { return release(head) }, decide.ActionBuilt},
+		{"ref-updated 2.x short branch", []string{"v2-ref-updated-short-branch.json"}, func(head string) []BuildRequest { return release(head) }, decide.ActionBuilt},
+		{"ref-updated then change-merged build once", []string{"v3-ref-updated.json", "v3-change-merged.json"}, func(head string) []BuildRequest { return release(head) }, decide.ActionDuplicate},
+		{"comment-added recheck 3.x", []string{"v3-comment-added-recheck.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, decide.ActionBuilt},
+		{"comment-added recheck 2.x", []string{"v2-comment-added-recheck.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, decide.ActionBuilt},
+		{"same event twice", []string{"v3-patchset-created.json", "v3-patchset-created.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, decide.ActionDuplicate},
+		{"change-abandoned 3.x cancels", []string{"v3-patchset-created.json", "v3-change-abandoned.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, decide.ActionCanceled},
+		{"change-abandoned 2.x cancels", []string{"v2-patchset-created.json", "v2-change-abandoned.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, decide.ActionCanceled},
+		{"change-deleted 3.x cancels", []string{"v3-patchset-created.json", "v3-change-deleted.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, decide.ActionCanceled},
+		{"change-deleted 2.x cancels", []string{"v2-patchset-created.json", "v2-change-deleted.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, decide.ActionCanceled},
+		{"change-abandoned without builds", []string{"v3-change-abandoned.json"}, nil, decide.ActionIgnored},
+		{"change-abandoned twice", []string{"v3-patchset-created.json", "v3-change-abandoned.json", "v3-change-abandoned.json"}, func(string) []BuildRequest { return review("refs/changes/45/12345/2") }, decide.ActionDuplicate},
 		{"meta ref ignored", []string{"v3-ref-updated-meta.json"}, nil, ""},
-		{"branch creation not built", []string{"v3-ref-updated-branch-created.json"}, nil, ActionIgnored},
-		{"branch deletion not built", []string{"v3-ref-updated-branch-deleted.json"}, nil, ActionIgnored},
+		{"branch creation not built", []string{"v3-ref-updated-branch-created.json"}, nil, decide.ActionIgnored},
+		{"branch deletion not built", []string{"v3-ref-updated-branch-deleted.json"}, nil, decide.ActionIgnored},
 		{"replication noise", []string{"v3-ref-replicated.json"}, nil, ""},
 		{"unknown type", []string{"v3-unknown-type.json"}, nil, ""},
-		{"dropped-output", []string{"v3-dropped-output.json"}, nil, ActionIgnored},
+		{"dropped-output", []string{"v3-dropped-output.json"}, nil, decide.ActionIgnored},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -196,8 +199,8 @@ func TestOpenstackPair(t *testing.T) {
 	h.srv.Send(patchsetCreated("mos/openstack-build/nova", "openstack-ci/fuel-9.0/mitaka", 501, 3, psRev))
 	got := h.builds.wait(t, 2, 10*time.Second)
 	wantSources := []Source{
-		{URL: codeURL, Commit: code, Ref: "refs/heads/openstack-ci/fuel-9.0/mitaka", Role: RoleCode},
-		{URL: pkgURL, Commit: psRev, Ref: "refs/changes/01/501/3", Role: RolePackaging},
+		{URL: codeURL, Commit: code, Ref: "refs/heads/openstack-ci/fuel-9.0/mitaka", Role: decide.RoleCode},
+		{URL: pkgURL, Commit: psRev, Ref: "refs/changes/01/501/3", Role: decide.RolePackaging},
 	}
 	for i, target := range []string{"trusty-amd64", "centos7-x86_64"} {
 		if got[i].Target != target || got[i].Release != "mos-9.0" || got[i].Package != "nova" || !reflect.DeepEqual(got[i].Sources, wantSources) {
@@ -212,8 +215,8 @@ func TestOpenstackPair(t *testing.T) {
 	h.srv.Send(changeMerged("mos/openstack/nova", "openstack-ci/fuel-9.0/mitaka", 502, 1, merged, merged))
 	got = h.builds.wait(t, 4, 10*time.Second)
 	wantSources = []Source{
-		{URL: codeURL, Commit: merged, Ref: "refs/heads/openstack-ci/fuel-9.0/mitaka", Role: RoleCode},
-		{URL: pkgURL, Commit: pkg, Ref: "refs/heads/openstack-ci/fuel-9.0/mitaka", Role: RolePackaging},
+		{URL: codeURL, Commit: merged, Ref: "refs/heads/openstack-ci/fuel-9.0/mitaka", Role: decide.RoleCode},
+		{URL: pkgURL, Commit: pkg, Ref: "refs/heads/openstack-ci/fuel-9.0/mitaka", Role: decide.RolePackaging},
 	}
 	for _, b := range got[2:] {
 		if !b.Publish || b.Priority != PriorityRelease || !reflect.DeepEqual(b.Sources, wantSources) {
@@ -235,7 +238,7 @@ func TestOpenstackPair(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if evs[1].Action != ActionIgnored || !strings.Contains(evs[1].Reason, "mos/openstack-build/glance") {
+	if evs[1].Action != decide.ActionIgnored || !strings.Contains(evs[1].Reason, "mos/openstack-build/glance") {
 		t.Fatalf("glance event = %+v, want ignored naming the packaging project", evs[1])
 	}
 }
@@ -255,7 +258,7 @@ func TestNewerPatchSetSupersedes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if evs[2].PatchSet != 1 || evs[2].Action != ActionSuperseded || evs[1].Action != ActionBuilt {
+	if evs[2].PatchSet != 1 || evs[2].Action != decide.ActionSuperseded || evs[1].Action != decide.ActionBuilt {
 		t.Fatalf("events = %+v, want patch set 1 superseded and 2 built", evs)
 	}
 	// A late recheck of the old patch set builds nothing.
@@ -265,7 +268,7 @@ func TestNewerPatchSetSupersedes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if evs[1].Action != ActionSuperseded || !strings.Contains(evs[1].Reason, "patch set 2 is newer") || len(h.builds.all()) != 2 {
+	if evs[1].Action != decide.ActionSuperseded || !strings.Contains(evs[1].Reason, "patch set 2 is newer") || len(h.builds.all()) != 2 {
 		t.Fatalf("recheck of an old patch set: %+v, %d builds", evs[1], len(h.builds.all()))
 	}
 }
@@ -370,7 +373,7 @@ func TestMalformedLinesSkipped(t *testing.T) {
 		`{"type":"patchset-created","change":{"project":"mos/packages/trusty/nginx","branch":"9.0","number":"x"},"patchSet":{"number":1,"revision":"` + psRev + `"}}`,
 		`{"type":"ref-updated","refUpdate":{"oldRev":"` + parentRev + `","newRev":"` + mergedRev + `","refName":"refs/heads/../../etc","project":"mos/packages/trusty/nginx"}}`,
 		`{"type":"ref-updated","refUpdate":{"oldRev":"` + parentRev + `","newRev":"` + mergedRev + `","refName":"refs/heads/9.0","project":"mos/packages/trusty/nginx"},"brandNew":true}`,
-		"{" + strings.Repeat(" ", maxLine+10) + "}",
+		"{" + strings.Repeat(" ", transport.MaxLine+10) + "}",
 	}
 	for _, l := range bad {
 		h.srv.Send(l)
@@ -416,7 +419,7 @@ func TestEventLogBounded(t *testing.T) {
 	if len(evs) < 20 || len(evs) > 20+100 {
 		t.Fatalf("%d events kept, want 20 to 120", len(evs))
 	}
-	if evs[1].Action != ActionIgnored || !strings.Contains(evs[1].Reason, "no rule maps project unmapped/project branch master") {
+	if evs[1].Action != decide.ActionIgnored || !strings.Contains(evs[1].Reason, "no rule maps project unmapped/project branch master") {
 		t.Fatalf("event = %+v, want ignored with the reason", evs[1])
 	}
 }
@@ -433,19 +436,18 @@ func TestGitOverSSH(t *testing.T) {
 	head := h.commit(nginx, "9.0", "over ssh")
 	h.srv.Send(readEvent(t, "v3-ref-updated.json"))
 	got := h.builds.wait(t, 1, 20*time.Second)
-	want := Source{URL: "ssh://kiln@" + h.srv.Addr() + "/" + nginx, Commit: head, Ref: "refs/heads/9.0", Role: RoleCombined}
+	want := Source{URL: "ssh://kiln@" + h.srv.Addr() + "/" + nginx, Commit: head, Ref: "refs/heads/9.0", Role: decide.RoleCombined}
 	if !reflect.DeepEqual(got[0].Sources, []Source{want}) {
 		t.Fatalf("sources = %+v, want %+v (the head read over SSH)", got[0].Sources, want)
 	}
 	// A host key that does not match is refused.
-	g := &gitHeads{}
+	g := &reconcile.Git{}
 	bad := h.cfg.Servers[0]
 	bad.KnownHostsFile = filepath.Join(t.TempDir(), "known_hosts")
 	if err := os.WriteFile(bad.KnownHostsFile, []byte("["+strings.Replace(h.srv.Addr(), ":", "]:", 1)+" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bad.GitURL = "ssh://kiln@" + h.srv.Addr() + "/{project}"
-	g.addSSH(bad)
+	g.AddSSH(reconcile.GitSSH{URL: "ssh://kiln@" + h.srv.Addr() + "/{project}", PrivateKeyFile: bad.PrivateKeyFile, KnownHostsFile: bad.KnownHostsFile})
 	if _, err := g.Heads(context.Background(), "ssh://kiln@"+h.srv.Addr()+"/"+nginx); err == nil {
 		t.Fatal("ls-remote accepted a host key not in known_hosts")
 	}

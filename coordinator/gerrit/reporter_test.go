@@ -8,7 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
+	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
+	"github.com/kiln-build/kiln/coordinator/gerrit/record"
+	"github.com/kiln-build/kiln/coordinator/gerrit/report"
 )
 
 // heldReviewer is a Gerrit whose reviews hang, as a hung server's do,
@@ -19,7 +23,7 @@ type heldReviewer struct {
 	once    sync.Once
 
 	mu      sync.Mutex
-	posted  []Review
+	posted  []report.Review
 	changed chan struct{} // closed and replaced on every post
 }
 
@@ -27,7 +31,7 @@ func newHeldReviewer() *heldReviewer {
 	return &heldReviewer{started: make(chan struct{}, 1), free: make(chan struct{}), changed: make(chan struct{})}
 }
 
-func (r *heldReviewer) Review(ctx context.Context, _ string, rev Review) error {
+func (r *heldReviewer) Review(ctx context.Context, _ string, rev report.Review) error {
 	select {
 	case r.started <- struct{}{}:
 	default:
@@ -58,12 +62,12 @@ func (r *heldReviewer) waitStarted(t *testing.T) {
 }
 
 // wait waits until at least n reviews were posted.
-func (r *heldReviewer) wait(t *testing.T, n int) []Review {
+func (r *heldReviewer) wait(t *testing.T, n int) []report.Review {
 	t.Helper()
 	deadline := time.After(30 * time.Second)
 	for {
 		r.mu.Lock()
-		got, ch := append([]Review(nil), r.posted...), r.changed
+		got, ch := append([]report.Review(nil), r.posted...), r.changed
 		r.mu.Unlock()
 		if len(got) >= n {
 			return got
@@ -93,7 +97,7 @@ func promptly(t *testing.T, what string, d time.Duration, f func() error) {
 
 // perChange counts reviews by change and checks each has the vote want
 // gives it.
-func perChange(t *testing.T, revs []Review, want func(change int64) int) map[int64]int {
+func perChange(t *testing.T, revs []report.Review, want func(change int64) int) map[int64]int {
 	t.Helper()
 	n := map[int64]int{}
 	for _, r := range revs {
@@ -115,7 +119,7 @@ func hungWithPost(ctx context.Context, t *testing.T, change int) (*harness, *hel
 	h.srv.Send(patchsetCreated(nginx, "9.0", change, 1, psRev))
 	h.builds.wait(t, 1, 10*time.Second)
 	promptly(t, "BuildFinished", 5*time.Second, func() error {
-		return h.in.BuildFinished(ctx, BuildResult{JobID: "job-1", State: StateSucceeded})
+		return h.in.BuildFinished(ctx, BuildResult{JobID: "job-1", State: record.StateSucceeded})
 	})
 	rv.waitStarted(t)
 	return h, rv
@@ -143,7 +147,7 @@ func TestHungGerritDoesNotStallIntake(t *testing.T) {
 	}
 	built := 0
 	for _, e := range evs {
-		if e.Type == TypePatchsetCreated && e.Change >= 2000 && e.Action == ActionBuilt && len(e.JobIDs) == 1 {
+		if e.Type == event.TypePatchsetCreated && e.Change >= 2000 && e.Action == decide.ActionBuilt && len(e.JobIDs) == 1 {
 			built++
 		}
 	}
@@ -166,9 +170,9 @@ func TestHungGerritDoesNotStallIntake(t *testing.T) {
 			if _, err := fmt.Sscanf(reqs[i].SupersedeKey, "gerrit/review/%d/", &change); err != nil {
 				return fmt.Errorf("supersede key %q: %w", reqs[i].SupersedeKey, err)
 			}
-			state := StateSucceeded
+			state := record.StateSucceeded
 			if vote(change) < 0 {
-				state = StateFailed
+				state = record.StateFailed
 			}
 			if err := h.in.BuildFinished(ctx, BuildResult{JobID: fmt.Sprintf("job-%d", 1+i), State: state}); err != nil {
 				return err
@@ -217,7 +221,7 @@ func TestResultDuringPostNotPostedTwice(t *testing.T) {
 	// The coordinator tells of the job again, and another change at the
 	// same commit gets the finished job.
 	promptly(t, "BuildFinished again", 5*time.Second, func() error {
-		return h.in.BuildFinished(ctx, BuildResult{JobID: "job-1", State: StateSucceeded})
+		return h.in.BuildFinished(ctx, BuildResult{JobID: "job-1", State: record.StateSucceeded})
 	})
 	h.builds.mu.Lock()
 	h.builds.reuse = func(BuildRequest) (Submitted, bool) { return Submitted{JobID: "job-1", Reused: true}, true }
@@ -250,7 +254,7 @@ func TestUnreportedPostedAfterRestart(t *testing.T) {
 	h.builds.wait(t, 1, 10*time.Second)
 	// A failed build, finished while Gerrit hangs.
 	recorded := make(chan error, 1)
-	go func() { recorded <- h.in.BuildFinished(ctx, BuildResult{JobID: "job-1", State: StateFailed}) }()
+	go func() { recorded <- h.in.BuildFinished(ctx, BuildResult{JobID: "job-1", State: record.StateFailed}) }()
 	rv.waitStarted(t)
 
 	h.opts.Reviewer = nil // the stand-in, over SSH
@@ -281,7 +285,7 @@ func TestReusedReviewBuildReleaseReportsThePublish(t *testing.T) {
 		defer cancel()
 		h.srv.Send(patchsetCreated(nginx, "9.0", 12345, 2, psRev))
 		h.builds.wait(t, 1, 10*time.Second)
-		if err := h.in.BuildFinished(ctx, BuildResult{JobID: "job-1", State: StateSucceeded}); err != nil {
+		if err := h.in.BuildFinished(ctx, BuildResult{JobID: "job-1", State: record.StateSucceeded}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := h.srv.WaitReviews(ctx, 1); err != nil {
@@ -313,7 +317,7 @@ func TestReusedReviewBuildReleaseReportsThePublish(t *testing.T) {
 		if n := len(h.srv.Reviews()); n != 1 {
 			t.Fatalf("merged first %v: %d reviews before the publish, want only the review build's", mergedFirst, n)
 		}
-		if err := h.in.BuildFinished(ctx, BuildResult{JobID: "job-1", State: StateSucceeded, Published: "mos-9.0 snapshot 42"}); err != nil {
+		if err := h.in.BuildFinished(ctx, BuildResult{JobID: "job-1", State: record.StateSucceeded, Published: "mos-9.0 snapshot 42"}); err != nil {
 			t.Fatal(err)
 		}
 		revs, err := h.srv.WaitReviews(ctx, 2)
@@ -338,7 +342,7 @@ func TestReleaseReportReachesAChangeAttachedLater(t *testing.T) {
 	h.builds.mu.Lock()
 	h.builds.reuse = func(r BuildRequest) (Submitted, bool) {
 		if r.Publish {
-			return Submitted{JobID: "job-9", Reused: true, Result: &BuildResult{JobID: "job-9", State: StateSucceeded, Published: "mos-9.0 snapshot 7"}}, true
+			return Submitted{JobID: "job-9", Reused: true, Result: &BuildResult{JobID: "job-9", State: record.StateSucceeded, Published: "mos-9.0 snapshot 7"}}, true
 		}
 		return Submitted{}, false
 	}
@@ -367,7 +371,7 @@ type failingReviewer struct {
 	done  []int64
 }
 
-func (r *failingReviewer) Review(_ context.Context, _ string, rev Review) error {
+func (r *failingReviewer) Review(_ context.Context, _ string, rev report.Review) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls++
@@ -396,7 +400,7 @@ func TestFailingServerIsNotTriedAgainInOnePass(t *testing.T) {
 	}
 	h.builds.wait(t, 5, 10*time.Second)
 	for i := range 5 {
-		if err := h.in.BuildFinished(ctx, BuildResult{JobID: fmt.Sprintf("job-%d", i+1), State: StateSucceeded}); err != nil {
+		if err := h.in.BuildFinished(ctx, BuildResult{JobID: fmt.Sprintf("job-%d", i+1), State: record.StateSucceeded}); err != nil {
 			t.Fatal(err)
 		}
 	}

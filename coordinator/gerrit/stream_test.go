@@ -2,7 +2,6 @@ package gerrit
 
 import (
 	"context"
-	"database/sql"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +9,8 @@ import (
 	"time"
 
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
+	"github.com/kiln-build/kiln/coordinator/gerrit/record"
+	"github.com/kiln-build/kiln/coordinator/store"
 )
 
 // TestEncryptedClientKey: an encrypted private_key_file is unlocked with
@@ -32,7 +33,7 @@ func TestEncryptedClientKey(t *testing.T) {
 	defer cancel()
 	h.srv.Send(patchsetCreated(nginx, "9.0", 41, 1, psRev))
 	h.builds.wait(t, 1, 10*time.Second)
-	if err := h.in.BuildFinished(ctx, BuildResult{JobID: "job-1", State: StateSucceeded}); err != nil {
+	if err := h.in.BuildFinished(ctx, BuildResult{JobID: "job-1", State: record.StateSucceeded}); err != nil {
 		t.Fatal(err)
 	}
 	revs, err := h.srv.WaitReviews(ctx, 1)
@@ -41,22 +42,6 @@ func TestEncryptedClientKey(t *testing.T) {
 	}
 	if revs[0].Change != 41 || revs[0].User != "kiln" {
 		t.Fatalf("review = %+v, want one on change 41 by kiln", revs[0])
-	}
-}
-
-// TestEncryptedClientKeyFromEnvironment: the passphrase may come from the
-// environment variable private_key_passphrase_env names.
-func TestEncryptedClientKeyFromEnvironment(t *testing.T) {
-	dir := t.TempDir()
-	sc := ServerConfig{PrivateKeyFile: filepath.Join(dir, "id_ed25519"), PrivateKeyPassphraseEnv: "KILN_TEST_GERRIT_KEY_PASSPHRASE"}
-	pub := gerrittest.WriteEncryptedClientKey(t, sc.PrivateKeyFile, "from the environment")
-	t.Setenv(sc.PrivateKeyPassphraseEnv, "from the environment")
-	signer, encrypted, err := loadSigner(sc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !encrypted || string(signer.PublicKey().Marshal()) != string(pub.Marshal()) {
-		t.Fatalf("loaded key %v (encrypted %v), want the written one, encrypted", signer.PublicKey(), encrypted)
 	}
 }
 
@@ -106,12 +91,16 @@ func TestClientKeyErrors(t *testing.T) {
 			sc.Name, sc.SSH, sc.User, sc.KnownHostsFile = "review", "127.0.0.1:29418", "kiln", known
 			sc.GitURL = filepath.Join(dir, "git") + "/{project}"
 			cfg.Servers, cfg.Track = []ServerConfig{sc}, nil
-			db, err := sql.Open("sqlite", "file:"+filepath.Join(t.TempDir(), "kiln.db"))
+			st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "kiln.db"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer db.Close()
-			_, err = New(cfg, db, newFakeBuilds(), nil, nil)
+			defer st.Close()
+			gst, err := st.Gerrit(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = New(cfg, gst, newFakeBuilds(), nil, nil)
 			if len(tc.wantErr) == 0 {
 				if err != nil {
 					t.Fatalf("New: %v", err)

@@ -6,8 +6,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
 )
@@ -193,8 +196,45 @@ func TestWebhookBodiesCappedInMemory(t *testing.T) {
 			t.Errorf("status %d, want 204", s)
 		}
 	}
-	if peak := h.in.bodyPeak.Load(); peak > budget {
+	if peak := h.in.webhook.Peak(); peak > budget {
 		t.Errorf("%d bytes of bodies held at once, budget %d", peak, budget)
 	}
 	waitFor("all read", func() bool { return h.counter("kiln_gerrit_webhook_body_bytes") == 0 })
+}
+
+// TestLoggerNamedOnce: the intake logs under the name it is given (the
+// coordinator names it gerrit), without adding gerrit again.
+func TestLoggerNamedOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, gerrittest.Options{}, nil)
+	var out strings.Builder
+	var mu sync.Mutex
+	logger := hclog.New(&hclog.LoggerOptions{Name: "coordinator", Output: lockedWriter{&mu, &out}}).Named("gerrit")
+	in, err := NewWithOptions(h.cfg, h.st, newFakeBuilds(), logger, nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(in.WebhookHandler())
+	defer srv.Close()
+	resp, err := srv.Client().Post(srv.URL+"/gerrit/webhook/review?secret=s3cret", "application/json", strings.NewReader(`{"type":"patchset-created"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if got := out.String(); !strings.Contains(got, "coordinator.gerrit: refusing event") {
+		t.Errorf("log %q, want the event refused by the logger coordinator.gerrit", got)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

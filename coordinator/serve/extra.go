@@ -81,9 +81,12 @@ func (e *Extra) Start(ctx context.Context, d HookDeps) (Hooks, error) {
 	}
 	var intake *gerrit.Intake
 	if e.Gerrit != nil {
-		var err error
 		sub := submitter{f: d.Fleet, logURL: logURL, publishing: pub != nil, releases: d.Releases}
-		intake, err = gerrit.New(*e.Gerrit, d.Store.DB(), sub, d.Logger.Named("gerrit"), d.Registry)
+		gst, err := d.Store.Gerrit(ctx)
+		if err != nil {
+			return h, fmt.Errorf("gerrit intake: %w", err)
+		}
+		intake, err = gerrit.New(*e.Gerrit, gst, sub, d.Logger.Named("gerrit"), d.Registry)
 		if err != nil {
 			return h, fmt.Errorf("gerrit intake: %w", err)
 		}

@@ -18,7 +18,9 @@ import (
 
 	"github.com/kiln-build/kiln/coordinator/fleet"
 	"github.com/kiln-build/kiln/coordinator/gerrit"
+	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
+	"github.com/kiln-build/kiln/coordinator/gerrit/record"
 	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/coordinator/scheduler"
 	"github.com/kiln-build/kiln/coordinator/store"
@@ -35,7 +37,7 @@ func gerritEvent(t *testing.T, name, change string) string {
 // gerritEventAt is gerritEvent with the patch set at commit rev.
 func gerritEventAt(t *testing.T, name, change, rev string) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "gerrit", "testdata", "events", name))
+	data, err := os.ReadFile(filepath.Join("..", "gerrit", "event", "testdata", "events", name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +204,7 @@ func TestClosedChangeCancelsReviewBuilds(t *testing.T) {
 		eventually(ctx, t, func() (bool, string) {
 			var state string
 			err := st.DB().QueryRowContext(ctx, `SELECT state FROM gerrit_jobs WHERE job_id = ?`, id).Scan(&state)
-			return state == gerrit.StateCanceled, fmt.Sprintf("the intake did not hear that job %s was cancelled: state %q, %v", id, state, err)
+			return state == record.StateCanceled, fmt.Sprintf("the intake did not hear that job %s was cancelled: state %q, %v", id, state, err)
 		})
 	}
 	other := queue("1236")
@@ -248,7 +250,7 @@ func TestSharedReviewBuildVotesForEveryRequest(t *testing.T) {
 				return false, fmt.Sprintf("events %+v (%v), want %d", evs, err, n)
 			}
 			e := evs[0]
-			ok := len(evs) == n && e.Type == typ && e.Change == change && e.Action == gerrit.ActionBuilt &&
+			ok := len(evs) == n && e.Type == typ && e.Change == change && e.Action == decide.ActionBuilt &&
 				len(e.JobIDs) == 1 && e.JobIDs[0] == jobID && strings.Contains(e.Reason, "reuses job "+jobID) == reused
 			return ok, fmt.Sprintf("newest event %+v (of %d), want %s of change %d built with job %s (reused: %v)",
 				e, len(evs), typ, change, jobID, reused)
@@ -377,7 +379,7 @@ func TestGerritWebhookPerServer(t *testing.T) {
 		}
 		built := map[string]bool{}
 		for _, e := range evs {
-			if e.Action == gerrit.ActionBuilt {
+			if e.Action == decide.ActionBuilt {
 				built[e.Server] = true
 			}
 		}

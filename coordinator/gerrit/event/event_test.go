@@ -1,4 +1,4 @@
-package gerrit
+package event
 
 import (
 	"errors"
@@ -155,21 +155,35 @@ func FuzzParseEvent(f *testing.F) {
 		if ev.Type == "" {
 			t.Fatal("parsed event without a type")
 		}
-		if used(ev.Type) && ev.Type != TypeDroppedOutput {
+		if Used(ev.Type) && ev.Type != TypeDroppedOutput {
 			if ev.Project == "" {
 				t.Fatalf("%s without project accepted", ev.Type)
 			}
 			switch ev.Type {
 			case TypeRefUpdated:
 			case TypeChangeAbandoned, TypeChangeDeleted:
-				if ev.Change <= 0 || ev.PatchSet < 0 || (ev.Revision != "" && !revisionRE.MatchString(ev.Revision)) {
+				if ev.Change <= 0 || ev.PatchSet < 0 || (ev.Revision != "" && !IsCommit(ev.Revision)) {
 					t.Fatalf("%s with bad change %d/%d revision %q accepted", ev.Type, ev.Change, ev.PatchSet, ev.Revision)
 				}
 			default:
-				if !revisionRE.MatchString(ev.Revision) || ev.Change <= 0 || ev.PatchSet <= 0 {
+				if !IsCommit(ev.Revision) || ev.Change <= 0 || ev.PatchSet <= 0 {
 					t.Fatalf("%s with bad change %d/%d revision %q accepted", ev.Type, ev.Change, ev.PatchSet, ev.Revision)
 				}
 			}
 		}
 	})
+}
+
+func TestCheckName(t *testing.T) {
+	t.Parallel()
+	for _, ok := range []string{"mos/openstack/nova", "9.0", "openstack-ci/fuel-9.0/mitaka", "a_b+c"} {
+		if err := CheckName(ok); err != nil {
+			t.Errorf("CheckName(%q) = %v, want ok", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "-upload-pack=x", "/abs", "a/../b", "a//b", "a b", "a\nb", "x.lock", "a..b", "a/"} {
+		if err := CheckName(bad); err == nil {
+			t.Errorf("CheckName(%q) = nil, want an error", bad)
+		}
+	}
 }

@@ -1,4 +1,4 @@
-package gerrit
+package reconcile
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -66,7 +67,7 @@ func TestGitHeadsTimeoutEndsProcessTree(t *testing.T) {
 	t.Parallel()
 	testenv.Tool(t, "git")
 	url := silentGitServer(t)
-	g := &gitHeads{timeout: 500 * time.Millisecond}
+	g := &Git{Timeout: 500 * time.Millisecond}
 	done := make(chan error, 1)
 	start := time.Now()
 	go func() {
@@ -75,7 +76,7 @@ func TestGitHeadsTimeoutEndsProcessTree(t *testing.T) {
 	}()
 	select {
 	case err := <-done:
-		if !errors.Is(err, errGitTimeout) || !strings.Contains(err.Error(), "timed out after 500ms") {
+		if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "timed out after 500ms") {
 			t.Errorf("Heads of a hung server: %v, want a timeout error", err)
 		}
 	case <-time.After(20 * time.Second):
@@ -83,5 +84,20 @@ func TestGitHeadsTimeoutEndsProcessTree(t *testing.T) {
 	}
 	if left := processesWith(strings.TrimPrefix(url, "http://")); len(left) > 0 {
 		t.Errorf("processes left running after the lookup ended: %q", left)
+	}
+}
+
+// git and ssh, run to read branch heads, do not inherit the environment
+// variables that hold SSH key passphrases.
+func TestGitDoesNotSeePassphraseVariables(t *testing.T) {
+	t.Parallel()
+	g := &Git{}
+	g.AddSSH(GitSSH{URL: "ssh://kiln@review.example.org:29418/{project}", PrivateKeyFile: "/etc/kiln/gerrit_key",
+		KnownHostsFile: "/etc/kiln/known_hosts", PassphraseEnv: "KILN_GERRIT_PASSPHRASE"})
+	env := []string{"PATH=/usr/bin", "KILN_GERRIT_PASSPHRASE=hunter2", "HOME=/root", "KILN_GERRIT_PASSPHRASE_NOT=kept"}
+	got := withoutVars(env, g.secretEnv)
+	want := []string{"PATH=/usr/bin", "HOME=/root", "KILN_GERRIT_PASSPHRASE_NOT=kept"}
+	if !slices.Equal(got, want) {
+		t.Errorf("environment for git = %q, want %q", got, want)
 	}
 }

@@ -6,6 +6,11 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
+	"github.com/kiln-build/kiln/coordinator/gerrit/event"
+	"github.com/kiln-build/kiln/coordinator/gerrit/record"
+	"github.com/kiln-build/kiln/coordinator/gerrit/transport"
 )
 
 // Events are accepted first and decided after. accept writes an event
@@ -40,28 +45,28 @@ func (in *Intake) retryAfter(n int) time.Duration {
 // accept parses stream lines or webhook bodies and writes them down, in
 // one transaction, to be decided. Noise, which needs nothing but the
 // event to be decided, is written down decided. Malformed events are
-// refused: the error returned wraps ErrMalformed (or ErrUnsupported) when
+// refused: the error returned wraps event.ErrMalformed (or event.ErrUnsupported) when
 // every line was, and is a store error when nothing could be written.
 func (in *Intake) accept(ctx context.Context, s *server, lines [][]byte, via string) error {
-	var batch []accepted
-	var noise []Event
+	var batch []record.Accepted
+	var noise []event.Event
 	var bad error
 	for _, line := range lines {
-		ev, err := ParseEvent(line)
+		ev, err := event.ParseEvent(line)
 		if err == nil {
-			err = ev.checkNames()
+			err = ev.CheckNames()
 		}
 		if err != nil {
-			if refused(err) {
+			if event.Refused(err) {
 				in.metrics.malformed.WithLabelValues(s.cfg.Name).Inc()
-				in.logger.Warn("refusing event", "server", s.cfg.Name, "via", via, "error", err, "line", truncate(line, 2048))
+				in.logger.Warn("refusing event", "server", s.cfg.Name, "via", via, "error", err, "line", transport.Truncate(line, 2048))
 			}
 			bad = err
 			continue
 		}
-		a := accepted{rec: recordOf(s, ev, in.now()), via: via, body: line, orderKey: orderKey(s.cfg.Name, ev)}
-		if reason := in.noise(s, ev); reason != "" {
-			a.rec.Action, a.rec.Reason, a.body = ActionNoise, reason, nil
+		a := record.Accepted{Event: recordOf(s, stored{Event: ev}, in.now()), Via: via, Body: line, OrderKey: decide.OrderKey(s.cfg.Name, ev)}
+		if reason := in.decider.Noise(decide.Server{Name: s.cfg.Name, User: s.cfg.User}, ev); reason != "" {
+			a.Event.Action, a.Event.Reason, a.Body = decide.ActionNoise, reason, nil
 			noise = append(noise, ev)
 		}
 		batch = append(batch, a)
@@ -69,7 +74,7 @@ func (in *Intake) accept(ctx context.Context, s *server, lines [][]byte, via str
 	if len(batch) == 0 {
 		return bad
 	}
-	if _, err := in.store.accept(ctx, batch); err != nil {
+	if _, err := in.store.Accept(ctx, batch); err != nil {
 		return err
 	}
 	in.metrics.accepted.WithLabelValues(s.cfg.Name, via).Add(float64(len(batch)))
@@ -80,42 +85,6 @@ func (in *Intake) accept(ctx context.Context, s *server, lines [][]byte, via str
 		in.wakeDecider()
 	}
 	return in.maybePrune(ctx)
-}
-
-// checkNames refuses project and branch names that cannot be built from.
-func (ev Event) checkNames() error {
-	if !used(ev.Type) || ev.Type == TypeDroppedOutput {
-		return nil
-	}
-	if err := checkName(ev.Project); err != nil {
-		return fmt.Errorf("%w: project: %v", ErrMalformed, err)
-	}
-	if ev.Branch != "" {
-		if err := checkName(ev.Branch); err != nil {
-			return fmt.Errorf("%w: branch: %v", ErrMalformed, err)
-		}
-	}
-	return nil
-}
-
-// orderKey names what an event's decision must wait for: decisions on
-// one branch (release builds) or one change (review builds, cancelling)
-// run in the order the events arrived. Events with no key are decided in
-// any order.
-func orderKey(server string, ev Event) string {
-	switch ev.Type {
-	case TypeRefUpdated, TypeChangeMerged:
-		return branchKey(server, ev.Project, ev.Branch)
-	case TypePatchsetCreated, TypeCommentAdded, TypeChangeAbandoned, TypeChangeDeleted:
-		return fmt.Sprintf("change\x00%s\x00%d", server, ev.Change)
-	}
-	return ""
-}
-
-// branchKey is the order key of a branch's release builds; the reconciler
-// holds it too while it queues one.
-func branchKey(server, project, branch string) string {
-	return "branch\x00" + server + "\x00" + project + "\x00" + branch
 }
 
 func (in *Intake) wakeDecider() {
@@ -155,7 +124,7 @@ func (in *Intake) runDecider(ctx context.Context) error {
 // event of each order key, when it is due, its key is free and a slot is.
 // It returns when the next retry is due (zero when none is waiting).
 func (in *Intake) dispatch(ctx context.Context, slots chan struct{}, wg *sync.WaitGroup) (time.Time, error) {
-	rows, err := in.store.pending(ctx, pendingPage)
+	rows, err := in.store.Pending(ctx, pendingPage)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -203,10 +172,10 @@ func (in *Intake) dispatch(ctx context.Context, slots chan struct{}, wg *sync.Wa
 
 // decideOne decides one accepted event, or records why it could not and
 // when it is tried again.
-func (in *Intake) decideOne(ctx context.Context, r inboxRow) {
+func (in *Intake) decideOne(ctx context.Context, r record.Pending) {
 	log := in.logger.With("server", r.Server, "event_id", r.EventID)
 	s := in.servers[r.Server]
-	body, _, ok, err := in.store.body(ctx, r.EventID)
+	body, _, ok, err := in.store.Body(ctx, r.EventID)
 	if err != nil || !ok {
 		if err != nil && ctx.Err() == nil {
 			log.Error("reading event failed", "error", err)
@@ -214,11 +183,11 @@ func (in *Intake) decideOne(ctx context.Context, r inboxRow) {
 		return
 	}
 	attempt := r.Attempts + 1
-	var ev Event
+	var ev stored
 	if s == nil {
 		err = fmt.Errorf("gerrit server %q is no longer configured", r.Server)
 		attempt = maxAttempts
-	} else if ev, err = ParseEvent(body); err == nil {
+	} else if ev.Event, err = event.ParseEvent(body); err == nil {
 		ev.id, ev.lastTry = r.EventID, attempt >= maxAttempts
 		err = in.handle(ctx, s, ev)
 	}
@@ -231,23 +200,23 @@ func (in *Intake) decideOne(ctx context.Context, r inboxRow) {
 	// The decision is recorded also when ctx ends meanwhile.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
-	if errors.Is(err, ErrBuildRefused) {
+	if errors.Is(err, ErrRefused) {
 		log.Warn("build refused", "error", err)
-		in.metrics.events.WithLabelValues(r.Server, ev.Type, ActionError).Inc()
+		in.metrics.events.WithLabelValues(r.Server, ev.Type, decide.ActionRefused).Inc()
 		rec := recordOf(s, ev, in.now())
-		rec.Action, rec.Reason = ActionError, err.Error()
-		if _, err := in.store.recordEvent(wctx, rec); err != nil {
+		rec.Action, rec.Reason = decide.ActionRefused, err.Error()
+		if _, err := in.store.RecordEvent(wctx, rec); err != nil {
 			log.Error("recording the refusal failed", "error", err)
 		}
 		return
 	}
 	if attempt >= maxAttempts {
 		log.Error("deciding event failed; giving up", "attempts", attempt, "error", err)
-		in.metrics.events.WithLabelValues(r.Server, ev.Type, ActionError).Inc()
-		rec := EventRecord{ID: r.EventID, Type: ev.Type, Project: ev.Project, Branch: ev.Branch, Change: ev.Change,
-			PatchSet: ev.PatchSet, Revision: eventRevision(ev), Action: ActionError,
+		in.metrics.events.WithLabelValues(r.Server, ev.Type, decide.ActionError).Inc()
+		rec := record.Event{ID: r.EventID, Type: ev.Type, Project: ev.Project, Branch: ev.Branch, Change: ev.Change,
+			PatchSet: ev.PatchSet, Revision: eventRevision(ev.Event), Action: decide.ActionError,
 			Reason: fmt.Sprintf("gave up after %d attempts: %v", attempt, err)}
-		if _, err := in.store.recordEvent(wctx, rec); err != nil {
+		if _, err := in.store.RecordEvent(wctx, rec); err != nil {
 			log.Error("recording the failure failed", "error", err)
 		}
 		return
@@ -257,7 +226,7 @@ func (in *Intake) decideOne(ctx context.Context, r inboxRow) {
 	log.Warn("deciding event failed; trying again", "attempt", attempt, "wait", wait, "error", err)
 	in.metrics.retries.WithLabelValues(r.Server).Inc()
 	reason := fmt.Sprintf("attempt %d of %d failed: %v; trying again at %s", attempt, maxAttempts, err, next.UTC().Format(time.RFC3339))
-	if err := in.store.failAttempt(wctx, r.EventID, attempt, next, reason); err != nil {
+	if err := in.store.FailAttempt(wctx, r.EventID, attempt, next, reason); err != nil {
 		log.Error("recording the failed attempt failed", "error", err)
 	}
 }

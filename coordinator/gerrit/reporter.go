@@ -1,18 +1,15 @@
 package gerrit
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
+	"github.com/kiln-build/kiln/coordinator/gerrit/report"
 	"net/url"
-	"os"
-	"sort"
 	"strings"
 	"time"
+
+	"github.com/kiln-build/kiln/coordinator/gerrit/record"
 )
 
 // BuildFinished records a finished job and wakes the reporter: once every
@@ -25,7 +22,7 @@ import (
 // case the intake is about to record the job) and then dropped.
 func (in *Intake) BuildFinished(ctx context.Context, res BuildResult) error {
 	switch res.State {
-	case StateSucceeded, StateFailed, StateError, StateCanceled:
+	case record.StateSucceeded, record.StateFailed, record.StateError, record.StateCanceled:
 	default:
 		return fmt.Errorf("job %s: state %q: want succeeded, failed, error or canceled", res.JobID, res.State)
 	}
@@ -33,11 +30,11 @@ func (in *Intake) BuildFinished(ctx context.Context, res BuildResult) error {
 		res.LogURL = strings.ReplaceAll(in.cfg.LogURL, "{job}", url.PathEscape(res.JobID))
 	}
 	in.reportMu.Lock()
-	ok, err := in.store.finishJob(ctx, res)
+	ok, err := in.store.FinishJob(ctx, record.Result(res))
 	if err == nil && !ok {
 		// Not ours, or finished before the intake recorded it: keep it for
 		// commitJobs, which applies it.
-		err = in.store.saveEarly(ctx, res, in.now())
+		err = in.store.SaveEarly(ctx, record.Result(res), in.now())
 	}
 	in.reportMu.Unlock()
 	if err != nil {
@@ -97,7 +94,7 @@ func (in *Intake) postDue(ctx context.Context, retry bool) error {
 	down := map[string]bool{}
 	for after := int64(0); ; {
 		in.reportMu.Lock()
-		ids, err := in.store.unreported(ctx, since, after, duePage)
+		ids, err := in.store.Unreported(ctx, since, after, duePage)
 		in.reportMu.Unlock()
 		if err != nil {
 			return err
@@ -160,7 +157,7 @@ func (in *Intake) post(ctx context.Context, eventID int64, down map[string]bool)
 	for _, c := range p.changes {
 		rev := p.review
 		rev.Change, rev.PatchSet = c[0], c[1]
-		if p.kind == kindRelease || c[0] != p.review.Change {
+		if p.kind == record.KindRelease || c[0] != p.review.Change {
 			rev.Revision = ""
 		}
 		rctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -192,14 +189,14 @@ func (in *Intake) markReported(ctx context.Context, eventID, change int64) error
 	defer cancel()
 	in.reportMu.Lock()
 	defer in.reportMu.Unlock()
-	return in.store.markReported(ctx, eventID, change, in.now())
+	return in.store.MarkReported(ctx, eventID, change, in.now())
 }
 
 // pending is the report of an event and the changes still to get it.
 type pending struct {
 	server  string
 	kind    string
-	review  Review
+	review  report.Review
 	changes [][2]int64
 	// skip are changes that get no post (the builds were superseded or
 	// cancelled) but count as told.
@@ -210,7 +207,7 @@ type pending struct {
 // nothing is (some jobs still running, or reported already). Callers hold
 // reportMu.
 func (in *Intake) pendingReport(ctx context.Context, eventID int64) (*pending, error) {
-	jobs, err := in.store.eventJobs(ctx, eventID)
+	jobs, err := in.store.EventJobs(ctx, eventID)
 	if err != nil || len(jobs) == 0 {
 		return nil, err
 	}
@@ -223,17 +220,17 @@ func (in *Intake) pendingReport(ctx context.Context, eventID int64) (*pending, e
 	// A release build's report goes to every merged change, and a change
 	// can be attached after the report went to the others (its
 	// change-merged came after the build ended): only the changes matter.
-	if first.Kind != kindRelease {
-		if done, err := in.store.reported(ctx, eventID, 0); err != nil || done {
+	if first.Kind != record.KindRelease {
+		if done, err := in.store.Reported(ctx, eventID, 0); err != nil || done {
 			return nil, err
 		}
 	}
 	p := &pending{server: first.Server, kind: first.Kind}
-	rev, ok := in.composeReview(jobs)
+	rev, ok := report.Compose(jobs, report.Votes{Label: in.cfg.Verified.Label, Success: in.cfg.Verified.Success, Failure: in.cfg.Verified.Failure}, in.cfg.Tag)
 	p.review = rev
 	changes := [][2]int64{{first.Change, first.PatchSet}}
-	if first.Kind == kindRelease {
-		if changes, err = in.store.eventChanges(ctx, eventID); err != nil {
+	if first.Kind == record.KindRelease {
+		if changes, err = in.store.EventChanges(ctx, eventID); err != nil {
 			return nil, err
 		}
 	}
@@ -241,7 +238,7 @@ func (in *Intake) pendingReport(ctx context.Context, eventID int64) (*pending, e
 		if c[0] <= 0 || c[1] <= 0 {
 			continue
 		}
-		if done, err := in.store.reported(ctx, eventID, c[0]); err != nil {
+		if done, err := in.store.Reported(ctx, eventID, c[0]); err != nil {
 			return nil, err
 		} else if !done && ok {
 			p.changes = append(p.changes, c)
@@ -257,35 +254,35 @@ func (in *Intake) pendingReport(ctx context.Context, eventID int64) (*pending, e
 // other events, and those of reused jobs that had finished when submitted
 // (the coordinator tells of a job's end once, so these are recorded now).
 // The reporter posts what that makes due.
-func (in *Intake) commitJobs(ctx context.Context, q queued) error {
+func (in *Intake) commitJobs(ctx context.Context, q record.Queued) error {
 	// The builds are submitted: write them down even when shutting down.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	in.reportMu.Lock()
-	_, err := in.store.commitQueued(ctx, q, in.now())
-	var results, known []BuildResult
+	_, err := in.store.CommitQueued(ctx, q, in.now())
+	var results, known []record.Result
 	if err == nil {
-		ids := make([]string, len(q.jobs))
-		for i, j := range q.jobs {
+		ids := make([]string, len(q.Jobs))
+		for i, j := range q.Jobs {
 			ids[i] = j.JobID
 		}
-		results, err = in.store.takeEarly(ctx, ids)
+		results, err = in.store.TakeEarly(ctx, ids)
 		if err == nil {
 			// Only from rows of the same kind: a release build that
 			// reuses a review's job is done when it is published, which
 			// the review's row does not say.
-			kind := kindReview
-			if q.release {
-				kind = kindRelease
+			kind := record.KindReview
+			if q.Release {
+				kind = record.KindRelease
 			}
-			known, err = in.store.knownResults(ctx, ids, kind)
+			known, err = in.store.KnownResults(ctx, ids, kind)
 		}
 	}
 	in.reportMu.Unlock()
 	if err != nil {
 		return err
 	}
-	results = append(append(results, known...), q.finished...)
+	results = append(append(results, known...), q.Finished...)
 	applied := map[string]bool{}
 	var errs []error
 	for _, r := range results {
@@ -293,192 +290,7 @@ func (in *Intake) commitJobs(ctx context.Context, q queued) error {
 			continue
 		}
 		applied[r.JobID] = true
-		errs = append(errs, in.BuildFinished(ctx, r))
+		errs = append(errs, in.BuildFinished(ctx, BuildResult(r)))
 	}
 	return errors.Join(errs...)
-}
-
-// composeReview builds the review for an event's finished jobs; report is
-// false when nothing should be posted (superseded review builds, or builds
-// cancelled by hand or with their abandoned or deleted change).
-func (in *Intake) composeReview(jobs []jobRow) (Review, bool) {
-	first := jobs[0]
-	r := Review{Change: first.Change, PatchSet: first.PatchSet, Revision: first.Revision, Tag: in.cfg.Tag}
-	var b strings.Builder
-	if first.Kind == kindRelease {
-		fmt.Fprintf(&b, "Kiln release build of %s for %s:\n", first.Package, first.Release)
-		for _, j := range jobs {
-			switch {
-			case j.State == StateSucceeded && j.Publish != "":
-				fmt.Fprintf(&b, "\n* %s: published to %s", j.Target, j.Publish)
-			case j.State == StateSucceeded:
-				fmt.Fprintf(&b, "\n* %s: built", j.Target)
-			default:
-				fmt.Fprintf(&b, "\n* %s: %s, not published", j.Target, describe(j.State))
-			}
-			if j.LogURL != "" {
-				fmt.Fprintf(&b, " (log: %s)", j.LogURL)
-			}
-		}
-		r.Message = b.String()
-		return r, true
-	}
-	// A build that failed votes against the change; one that Kiln could
-	// not finish (state error: worker lost, containerd down) says nothing
-	// of the change, so it does not vote unless another target failed.
-	failed, broken := false, false
-	for _, j := range jobs {
-		switch j.State {
-		case StateCanceled:
-			return Review{}, false // superseded (a newer build speaks) or cancelled
-		case StateSucceeded:
-		case StateError:
-			broken = true
-		default:
-			failed = true
-		}
-	}
-	verdict := "succeeded"
-	switch {
-	case failed:
-		verdict = "failed"
-	case broken:
-		verdict = "could not be finished because of an infrastructure failure; no vote. Comment \"recheck\" to build it again"
-	}
-	fmt.Fprintf(&b, "Kiln review build of %s for %s %s:\n", first.Package, first.Release, verdict)
-	for _, j := range jobs {
-		fmt.Fprintf(&b, "\n* %s: %s", j.Target, describe(j.State))
-		if j.LogURL != "" {
-			fmt.Fprintf(&b, " (log: %s)", j.LogURL)
-		}
-	}
-	r.Message = b.String()
-	switch {
-	case failed:
-		r.Labels = map[string]int{in.cfg.Verified.Label: in.cfg.Verified.Failure}
-	case !broken:
-		r.Labels = map[string]int{in.cfg.Verified.Label: in.cfg.Verified.Success}
-	}
-	return r, true
-}
-
-func describe(state string) string {
-	switch state {
-	case StateSucceeded:
-		return "SUCCESS"
-	case StateFailed:
-		return "FAILURE"
-	case StateError:
-		return "ERROR (infrastructure; recheck to try again)"
-	case StateCanceled:
-		return "CANCELED"
-	}
-	return state
-}
-
-// serverReviewer sends each server's reviews over REST or SSH.
-type serverReviewer struct {
-	rest map[string]*restReviewer
-	ssh  map[string]*sshDialer
-}
-
-func (s *serverReviewer) Review(ctx context.Context, server string, r Review) error {
-	if rr := s.rest[server]; rr != nil {
-		return rr.review(ctx, r)
-	}
-	d := s.ssh[server]
-	if d == nil {
-		return fmt.Errorf("gerrit server %q: not configured", server)
-	}
-	cmd := ReviewCommand(r)
-	out, err := d.run(ctx, cmd)
-	if err != nil {
-		return fmt.Errorf("gerrit review: %w: %s", err, strings.TrimSpace(truncate(out, 1024)))
-	}
-	return nil
-}
-
-// ReviewCommand is the `gerrit review` command line for r, quoted for
-// Gerrit's SSH command parser.
-func ReviewCommand(r Review) string {
-	args := []string{"gerrit", "review"}
-	if r.Message != "" {
-		args = append(args, "--message", quote(r.Message))
-	}
-	labels := make([]string, 0, len(r.Labels))
-	for l := range r.Labels {
-		labels = append(labels, l)
-	}
-	sort.Strings(labels)
-	for _, l := range labels {
-		args = append(args, "--label", quote(fmt.Sprintf("%s=%+d", l, r.Labels[l])))
-	}
-	if r.Tag != "" {
-		args = append(args, "--tag", quote(r.Tag))
-	}
-	args = append(args, fmt.Sprintf("%d,%d", r.Change, r.PatchSet))
-	return strings.Join(args, " ")
-}
-
-// quote wraps s in single quotes; Gerrit's command line parser keeps
-// everything inside them, and a single quote is closed, escaped and reopened.
-func quote(s string) string {
-	s = strings.ToValidUTF8(s, "\uFFFD") // Gerrit reads the command line as UTF-8
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-// restReviewer posts reviews with Gerrit's REST API.
-type restReviewer struct {
-	base     string
-	user     string
-	password string
-	client   *http.Client
-}
-
-func newRESTReviewer(sc ServerConfig) (*restReviewer, error) {
-	pw, err := os.ReadFile(sc.HTTPPasswordFile)
-	if err != nil {
-		return nil, fmt.Errorf("read http_password_file: %w", err)
-	}
-	return &restReviewer{
-		base:     strings.TrimSuffix(sc.RESTURL, "/"),
-		user:     sc.User,
-		password: strings.TrimSpace(string(pw)),
-		client:   &http.Client{Timeout: time.Minute},
-	}, nil
-}
-
-func (rr *restReviewer) review(ctx context.Context, r Review) error {
-	body := map[string]any{"message": r.Message}
-	if len(r.Labels) > 0 {
-		body["labels"] = r.Labels
-	}
-	if r.Tag != "" {
-		body["tag"] = r.Tag
-	}
-	data, err := json.Marshal(body)
-	if err != nil {
-		return fmt.Errorf("encode review: %w", err)
-	}
-	rev := fmt.Sprint(r.PatchSet)
-	if r.Revision != "" {
-		rev = r.Revision
-	}
-	u := fmt.Sprintf("%s/a/changes/%d/revisions/%s/review", rr.base, r.Change, url.PathEscape(rev))
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(data))
-	if err != nil {
-		return fmt.Errorf("review request: %w", err)
-	}
-	req.Header.Set("Content-Type", "application/json; charset=UTF-8")
-	req.SetBasicAuth(rr.user, rr.password)
-	resp, err := rr.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("post review: %w", err)
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("post review to %s: %s: %s", u, resp.Status, strings.TrimSpace(string(msg)))
-	}
-	return nil
 }

@@ -1,9 +1,49 @@
-package gerrit
+package decide
 
 import (
 	"fmt"
 	"regexp"
 	"strings"
+)
+
+// Rule maps projects and branches to builds.
+//
+// Patterns are split on "/"; a segment {name} matches one non-empty segment
+// and binds name (to the regular expression in Where when given), any other
+// segment matches itself. The bound names fill the templates of Branches.
+type Rule struct {
+	Name string `yaml:"name"`
+	// Sources are the projects that make up the package: one combined
+	// source, or a code and a packaging source. A change to any of them
+	// builds with all of them: the changed one at the change's revision, the
+	// others at the head of the same branch.
+	Sources []RuleSource `yaml:"sources"`
+	// Where restricts placeholders to regular expressions (whole match).
+	Where map[string]string `yaml:"where"`
+	// Branches are tried in order; the first match decides.
+	Branches []BranchRule `yaml:"branches"`
+}
+
+// RuleSource is one project pattern of a rule.
+type RuleSource struct {
+	Project string `yaml:"project"`
+	// Role is combined, code or packaging.
+	Role string `yaml:"role"`
+}
+
+// BranchRule maps a branch pattern to release, targets and package.
+type BranchRule struct {
+	Branch  string   `yaml:"branch"`
+	Release string   `yaml:"release"`
+	Targets []string `yaml:"targets"`
+	Package string   `yaml:"package"`
+}
+
+// Source roles.
+const (
+	RoleCombined  = "combined"
+	RoleCode      = "code"
+	RolePackaging = "packaging"
 )
 
 // pattern is a compiled project or branch pattern: "/"-separated segments
@@ -138,6 +178,12 @@ type compiledBranch struct {
 	rule    BranchRule
 }
 
+// CheckRule tells what is wrong with a rule, or nil.
+func CheckRule(r Rule) error {
+	_, err := compileRule(r)
+	return err
+}
+
 func compileRule(r Rule) (compiledRule, error) {
 	cr := compiledRule{name: r.Name}
 	for k, expr := range r.Where {
@@ -244,13 +290,15 @@ type PlanSource struct {
 	Role    string
 }
 
-// mapper resolves a project and branch to a Plan.
-type mapper struct {
+// Rules resolve a project and branch to a Plan.
+type Rules struct {
 	rules []compiledRule
 }
 
-func newMapper(rules []Rule) (*mapper, error) {
-	m := &mapper{}
+// NewRules compiles rules, in order: the first whose project and branch
+// patterns match decides.
+func NewRules(rules []Rule) (*Rules, error) {
+	m := &Rules{}
 	for i, r := range rules {
 		cr, err := compileRule(r)
 		if err != nil {
@@ -261,9 +309,9 @@ func newMapper(rules []Rule) (*mapper, error) {
 	return m, nil
 }
 
-// resolve returns the plan for project and branch, or ok false when no rule
+// Resolve returns the plan for project and branch, or ok false when no rule
 // tracks them.
-func (m *mapper) resolve(project, branch string) (Plan, bool, error) {
+func (m *Rules) Resolve(project, branch string) (Plan, bool, error) {
 	for _, r := range m.rules {
 		for _, src := range r.sources {
 			vars := map[string]string{}
@@ -305,32 +353,4 @@ func (m *mapper) resolve(project, branch string) (Plan, bool, error) {
 		}
 	}
 	return Plan{}, false, nil
-}
-
-// checkName rejects project and branch names that could escape their place
-// in a URL or a git command line.
-func checkName(name string) error {
-	if name == "" {
-		return fmt.Errorf("empty name")
-	}
-	if len(name) > 1024 {
-		return fmt.Errorf("name %.40q...: longer than 1024 bytes", name)
-	}
-	if strings.HasPrefix(name, "-") || strings.HasPrefix(name, "/") || strings.HasSuffix(name, "/") {
-		return fmt.Errorf("name %q: must not start with '-' or '/' or end with '/'", name)
-	}
-	for _, part := range strings.Split(name, "/") {
-		if part == "" || part == "." || part == ".." {
-			return fmt.Errorf("name %q: empty, '.' or '..' path segment", name)
-		}
-	}
-	for _, r := range name {
-		if r < 0x20 || r == 0x7f || strings.ContainsRune(" ~^:?*[\\", r) {
-			return fmt.Errorf("name %q: contains %q, which is not allowed", name, r)
-		}
-	}
-	if strings.Contains(name, "..") || strings.Contains(name, "@{") || strings.HasSuffix(name, ".lock") {
-		return fmt.Errorf("name %q: not a valid git name", name)
-	}
-	return nil
 }

@@ -1,4 +1,9 @@
-package gerrit
+// Package event reads Gerrit's events, as stream-events prints them and
+// the webhooks plugin posts them, from Gerrit 2.x and 3.x, into one Event.
+// It refuses malformed events and those Kiln cannot build from, and
+// classifies event types: those Kiln acts on, those it knows to ignore.
+// It does no I/O.
+package event
 
 import (
 	"bytes"
@@ -44,8 +49,11 @@ var knownTypes = map[string]bool{
 var actedOn = []string{TypePatchsetCreated, TypeChangeMerged, TypeCommentAdded, TypeRefUpdated, TypeDroppedOutput,
 	TypeChangeAbandoned, TypeChangeDeleted}
 
-// used reports whether Kiln builds from or reacts to events of type t.
-func used(t string) bool {
+// ActedOn lists the event types Kiln builds from or reacts to.
+func ActedOn() []string { return slices.Clone(actedOn) }
+
+// Used reports whether Kiln builds from or reacts to events of type t.
+func Used(t string) bool {
 	return slices.Contains(actedOn, t)
 }
 
@@ -77,11 +85,6 @@ type Event struct {
 	CreatedOn time.Time
 	// Unknown counts fields Kiln does not know, for the metrics.
 	Unknown int
-
-	// id is the event's row in the store, once accepted; lastTry is set
-	// on the last attempt to decide it.
-	id      int64
-	lastTry bool
 }
 
 // ErrMalformed is wrapped by every ParseEvent error caused by the input.
@@ -91,9 +94,13 @@ var ErrMalformed = errors.New("malformed gerrit event")
 // that Kiln cannot build from: one with SHA-256 object ids.
 var ErrUnsupported = errors.New("unsupported gerrit event")
 
-// refused tells whether err refuses an event for what it holds (rather
+// Known reports whether t is a type Gerrit sends that Kiln knows and does
+// not act on.
+func Known(t string) bool { return knownTypes[t] }
+
+// Refused tells whether err refuses an event for what it holds (rather
 // than failing to store it).
-func refused(err error) bool {
+func Refused(err error) bool {
 	return errors.Is(err, ErrMalformed) || errors.Is(err, ErrUnsupported)
 }
 
@@ -230,7 +237,7 @@ func ParseEvent(line []byte) (Event, error) {
 	if w.EventCreatedOn.set && w.EventCreatedOn.v > 0 {
 		ev.CreatedOn = time.Unix(w.EventCreatedOn.v, 0).UTC()
 	}
-	if !used(w.Type) {
+	if !Used(w.Type) {
 		return ev, nil
 	}
 	var all map[string]json.RawMessage
@@ -356,7 +363,54 @@ func (ev Event) check() error {
 	return nil
 }
 
-// isZero reports an all-zero revision (branch creation or deletion).
-func isZero(rev string) bool {
+// IsCommit reports whether s is a full hex object id (SHA-1 or SHA-256).
+func IsCommit(s string) bool { return revisionRE.MatchString(s) }
+
+// IsZero reports an all-zero revision (branch creation or deletion).
+func IsZero(rev string) bool {
 	return rev != "" && strings.Trim(rev, "0") == ""
+}
+
+// CheckNames refuses project and branch names that cannot be built from.
+func (ev Event) CheckNames() error {
+	if !Used(ev.Type) || ev.Type == TypeDroppedOutput {
+		return nil
+	}
+	if err := CheckName(ev.Project); err != nil {
+		return fmt.Errorf("%w: project: %v", ErrMalformed, err)
+	}
+	if ev.Branch != "" {
+		if err := CheckName(ev.Branch); err != nil {
+			return fmt.Errorf("%w: branch: %v", ErrMalformed, err)
+		}
+	}
+	return nil
+}
+
+// CheckName rejects project and branch names that could escape their place
+// in a URL or a git command line.
+func CheckName(name string) error {
+	if name == "" {
+		return fmt.Errorf("empty name")
+	}
+	if len(name) > 1024 {
+		return fmt.Errorf("name %.40q...: longer than 1024 bytes", name)
+	}
+	if strings.HasPrefix(name, "-") || strings.HasPrefix(name, "/") || strings.HasSuffix(name, "/") {
+		return fmt.Errorf("name %q: must not start with '-' or '/' or end with '/'", name)
+	}
+	for _, part := range strings.Split(name, "/") {
+		if part == "" || part == "." || part == ".." {
+			return fmt.Errorf("name %q: empty, '.' or '..' path segment", name)
+		}
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f || strings.ContainsRune(" ~^:?*[\\", r) {
+			return fmt.Errorf("name %q: contains %q, which is not allowed", name, r)
+		}
+	}
+	if strings.Contains(name, "..") || strings.Contains(name, "@{") || strings.HasSuffix(name, ".lock") {
+		return fmt.Errorf("name %q: not a valid git name", name)
+	}
+	return nil
 }

@@ -11,15 +11,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
+	"github.com/kiln-build/kiln/coordinator/gerrit/event"
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
+	"github.com/kiln-build/kiln/coordinator/gerrit/reconcile"
+	"github.com/kiln-build/kiln/coordinator/gerrit/record"
 )
 
 // gatedGit reads heads with git, except that lookups of URLs containing
 // hold wait until the gate opens (or their context ends) and then read
 // from instead, when set, with a timeout of 300 ms.
 type gatedGit struct {
-	git     *gitHeads
-	held    *gitHeads
+	git     *reconcile.Git
+	held    *reconcile.Git
 	hold    string
 	from    string
 	once    sync.Once
@@ -28,7 +32,7 @@ type gatedGit struct {
 }
 
 func newGatedGit(hold, from string) *gatedGit {
-	return &gatedGit{git: &gitHeads{}, held: &gitHeads{timeout: 300 * time.Millisecond}, hold: hold, from: from,
+	return &gatedGit{git: &reconcile.Git{}, held: &reconcile.Git{Timeout: 300 * time.Millisecond}, hold: hold, from: from,
 		gate: make(chan struct{}), started: make(chan string, 100)}
 }
 
@@ -59,7 +63,7 @@ func (g *gatedGit) waitStarted(t *testing.T) {
 }
 
 // eventOf returns the logged event of project and type.
-func (h *harness) eventOf(project, typ string) (EventRecord, bool) {
+func (h *harness) eventOf(project, typ string) (record.Event, bool) {
 	h.t.Helper()
 	evs, err := h.in.ListAllEvents(context.Background(), 1000)
 	if err != nil {
@@ -70,13 +74,13 @@ func (h *harness) eventOf(project, typ string) (EventRecord, bool) {
 			return e, true
 		}
 	}
-	return EventRecord{}, false
+	return record.Event{}, false
 }
 
 // waitAction waits until the event of project and type has one of actions.
-func (h *harness) waitAction(project, typ string, timeout time.Duration, actions ...string) EventRecord {
+func (h *harness) waitAction(project, typ string, timeout time.Duration, actions ...string) record.Event {
 	h.t.Helper()
-	var e EventRecord
+	var e record.Event
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		var ok bool
 		if e, ok = h.eventOf(project, typ); ok {
@@ -111,18 +115,18 @@ func TestSlowProjectDoesNotDelayOthers(t *testing.T) {
 	if got[0].Package != "nginx" || got[1].Package != "nginx" {
 		t.Fatalf("builds = %+v, want nginx's two", got)
 	}
-	if e, _ := h.eventOf(hung, TypeChangeMerged); e.Action != ActionReceived {
+	if e, _ := h.eventOf(hung, event.TypeChangeMerged); e.Action != decide.ActionReceived {
 		t.Fatalf("held event = %+v, want it still received", e)
 	}
 	// The server does not answer: the lookup times out, and the decision
 	// is tried again.
 	git.open()
-	e := h.waitAction(hung, TypeChangeMerged, 10*time.Second, ActionFailed)
+	e := h.waitAction(hung, event.TypeChangeMerged, 10*time.Second, decide.ActionFailed)
 	if !strings.Contains(e.Reason, "timed out after 300ms") || !strings.Contains(e.Reason, "trying again") {
 		t.Errorf("failed event reason %q, want the timeout and the retry", e.Reason)
 	}
-	e = h.waitAction(hung, TypeChangeMerged, 20*time.Second, ActionBuilt, ActionError)
-	if e.Action != ActionBuilt || e.Revision != mergedRev {
+	e = h.waitAction(hung, event.TypeChangeMerged, 20*time.Second, decide.ActionBuilt, decide.ActionError)
+	if e.Action != decide.ActionBuilt || e.Revision != mergedRev {
 		t.Fatalf("after the last attempt: %+v, want built at the event's revision", e)
 	}
 	if n := h.counter("kiln_gerrit_decision_retries_total"); n != maxAttempts-1 {
@@ -154,12 +158,12 @@ func TestWebhookAnswersBeforeDeciding(t *testing.T) {
 		t.Fatalf("webhook status %d", resp.StatusCode)
 	}
 	git.waitStarted(t) // the decision waits for git; the answer did not
-	if e, _ := h.eventOf(nginx, TypeChangeMerged); e.Action != ActionReceived {
+	if e, _ := h.eventOf(nginx, event.TypeChangeMerged); e.Action != decide.ActionReceived {
 		t.Fatalf("event = %+v, want received", e)
 	}
 	h.restartIntake()
 	git.open()
-	e := h.waitAction(nginx, TypeChangeMerged, 10*time.Second, ActionBuilt)
+	e := h.waitAction(nginx, event.TypeChangeMerged, 10*time.Second, decide.ActionBuilt)
 	h.sync()
 	if got := h.builds.all(); len(got) != 1 || got[0].Sources[0].Commit != head || len(e.JobIDs) != 1 {
 		t.Fatalf("builds = %+v, event %+v: want one release build of %s", got, e, head)
@@ -175,7 +179,7 @@ func TestRefusedBuildRecordedAtOnce(t *testing.T) {
 	failures := 1
 	h.builds.refuse = func(req BuildRequest) error {
 		if strings.Contains(req.Origin, "change 1001 ") {
-			return fmt.Errorf("release %s is not configured: %w", req.Release, ErrBuildRefused)
+			return fmt.Errorf("release %s is not configured: %w", req.Release, ErrRefused)
 		}
 		if strings.Contains(req.Origin, "change 1002 ") && failures > 0 {
 			failures--
@@ -191,17 +195,72 @@ func TestRefusedBuildRecordedAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[int64]EventRecord{}
+	got := map[int64]record.Event{}
 	for _, e := range evs {
 		got[e.Change] = e
 	}
-	if e := got[1001]; e.Action != ActionRefused || !strings.Contains(e.Reason, "release mos-9.0 is not configured") {
+	if e := got[1001]; e.Action != decide.ActionRefused || !strings.Contains(e.Reason, "release mos-9.0 is not configured") {
 		t.Errorf("refused event = %+v", e)
 	}
-	if e := got[1002]; e.Action != ActionBuilt {
+	if e := got[1002]; e.Action != decide.ActionBuilt {
 		t.Errorf("event failed once = %+v, want built", e)
 	}
 	if n := h.counter("kiln_gerrit_decision_retries_total"); n != 1 {
 		t.Errorf("%v retries, want 1 (the store busy only)", n)
+	}
+}
+
+// redirectGit reads heads with real git; lookups of URLs containing hung
+// go to the URL to instead (a server that never answers), and are
+// announced on started.
+type redirectGit struct {
+	git     *reconcile.Git
+	hung    string
+	to      string
+	started chan string
+}
+
+func (g *redirectGit) Heads(ctx context.Context, url string) (map[string]string, error) {
+	if strings.Contains(url, g.hung) {
+		g.started <- url
+		url = g.to
+	}
+	return g.git.Heads(ctx, url)
+}
+
+// TestHungGitServerDoesNotDelayOthers: a git server that accepts and
+// never answers holds a real git ls-remote until git_timeout; meanwhile
+// other projects' events are decided as usual, and the stalled event ends
+// with a recorded failure that is tried again.
+func TestHungGitServerDoesNotDelayOthers(t *testing.T) {
+	t.Parallel()
+	const hung = "mos/packages/trusty/hung"
+	const timeout = 6 * time.Second
+	git := &redirectGit{git: &reconcile.Git{Timeout: timeout}, hung: "/" + hung, to: silentGitServer(t), started: make(chan string, 100)}
+	h := newHarnessWith(t, gerrittest.Options{}, nil, Options{Git: git, DecideRetry: time.Minute})
+	head := h.commit(nginx, "9.0", "packaging")
+	start := time.Now()
+	h.srv.Send(changeMerged(hung, "9.0", 1, 1, mergedRev, mergedRev))
+	select {
+	case <-git.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no lookup of the hung repository started")
+	}
+	h.srv.Send(patchsetCreated(nginx, "9.0", 2, 1, psRev))
+	h.srv.Send(changeMerged(nginx, "9.0", 3, 1, head, head))
+	got := h.builds.wait(t, 2, 2*timeout)
+	if got[0].Package != "nginx" || got[1].Package != "nginx" {
+		t.Fatalf("builds = %+v, want nginx's two", got)
+	}
+	// Decided while the hung lookup still runs, not after it timed out.
+	if e, _ := h.eventOf(hung, event.TypeChangeMerged); e.Action != decide.ActionReceived {
+		t.Fatalf("after %s the hung event is %+v: the other projects waited for it", time.Since(start), e)
+	}
+	e := h.waitAction(hung, event.TypeChangeMerged, 3*timeout, decide.ActionFailed)
+	if !strings.Contains(e.Reason, "timed out after 6s") || !strings.Contains(e.Reason, "attempt 1 of") || !strings.Contains(e.Reason, "trying again") {
+		t.Errorf("failed event reason %q, want the timeout and the retry", e.Reason)
+	}
+	if n := h.counter("kiln_gerrit_decision_retries_total"); n != 1 {
+		t.Errorf("%v retries, want 1", n)
 	}
 }

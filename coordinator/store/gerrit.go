@@ -1,4 +1,4 @@
-package gerrit
+package store
 
 import (
 	"context"
@@ -7,10 +7,14 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
+	"github.com/kiln-build/kiln/coordinator/gerrit/event"
+	"github.com/kiln-build/kiln/coordinator/gerrit/record"
 )
 
-// schema holds the intake's tables; all are prefixed gerrit_.
-const schema = `
+// gerritSchema holds the Gerrit intake's tables; all are prefixed gerrit_.
+const gerritSchema = `
 CREATE TABLE IF NOT EXISTS gerrit_events (
 	id          INTEGER PRIMARY KEY AUTOINCREMENT,
 	server      TEXT NOT NULL,
@@ -68,10 +72,10 @@ CREATE TABLE IF NOT EXISTS gerrit_reports (
 );
 `
 
-// jobsTable is the gerrit_jobs table under a name: a job and an event that
+// gerritJobsTable is the gerrit_jobs table under a name: a job and an event that
 // asked for it. One job serves several events when their builds have the
 // same build key (a recheck of a running build, two changes at one commit).
-const jobsTable = `CREATE TABLE IF NOT EXISTS %s (
+const gerritJobsTable = `CREATE TABLE IF NOT EXISTS %s (
 	job_id     TEXT NOT NULL,
 	event_id   INTEGER NOT NULL,
 	server     TEXT NOT NULL,
@@ -88,64 +92,26 @@ const jobsTable = `CREATE TABLE IF NOT EXISTS %s (
 	PRIMARY KEY (job_id, event_id)
 )`
 
-// EventRecord is one logged Gerrit event and what was done with it.
-type EventRecord struct {
-	ID         int64
-	Server     string
-	Type       string
-	Project    string
-	Branch     string
-	Change     int64
-	PatchSet   int64
-	Revision   string
-	ReceivedAt time.Time
-	// Action is received or failed (not decided yet), or the decision:
-	// built, superseded, canceled, ignored, duplicate, noise or error.
-	Action string
-	// Reason says why, for people.
-	Reason string
-	JobIDs []string
-}
-
-// Actions recorded for events.
-const (
-	ActionBuilt      = "built"
-	ActionSuperseded = "superseded"
-	ActionCanceled   = "canceled"
-	ActionIgnored    = "ignored"
-	ActionDuplicate  = "duplicate"
-	ActionError      = "error"
-	// ActionReceived is an event accepted and waiting for its decision.
-	ActionReceived = "received"
-	// ActionFailed is an event whose decision failed and is tried again.
-	ActionFailed = "failed"
-	// ActionNoise is an event Kiln has no use for (comments that ask for
-	// nothing, NoteDb and patch set refs, replication, unknown types);
-	// ListEvents shows them only when asked for all.
-	ActionNoise = "noise"
-)
-
-// Build kinds.
-const (
-	kindReview  = "review"
-	kindRelease = "release"
-)
-
-type store struct {
+// Gerrit keeps the Gerrit intake's tables (all prefixed gerrit_) in the
+// coordinator's database; it implements gerrit.Store.
+type Gerrit struct {
 	db *sql.DB
 }
 
-func openStore(ctx context.Context, db *sql.DB) (*store, error) {
-	if db == nil {
-		return nil, errors.New("gerrit store: no database")
-	}
-	if _, err := db.ExecContext(ctx, schema); err != nil {
+// Gerrit creates the Gerrit intake's tables when needed and returns its
+// storage.
+func (s *Store) Gerrit(ctx context.Context) (*Gerrit, error) {
+	return openGerrit(ctx, s.db)
+}
+
+func openGerrit(ctx context.Context, db *sql.DB) (*Gerrit, error) {
+	if _, err := db.ExecContext(ctx, gerritSchema); err != nil {
 		return nil, fmt.Errorf("create gerrit tables: %w", err)
 	}
-	if _, err := db.ExecContext(ctx, inboxSchema); err != nil {
+	if _, err := db.ExecContext(ctx, gerritInboxSchema); err != nil {
 		return nil, fmt.Errorf("create gerrit tables: %w", err)
 	}
-	if _, err := db.ExecContext(ctx, fmt.Sprintf(jobsTable, "gerrit_jobs")); err != nil {
+	if _, err := db.ExecContext(ctx, fmt.Sprintf(gerritJobsTable, "gerrit_jobs")); err != nil {
 		return nil, fmt.Errorf("create gerrit tables: %w", err)
 	}
 	if err := shareJobs(ctx, db); err != nil {
@@ -157,7 +123,7 @@ func openStore(ctx context.Context, db *sql.DB) (*store, error) {
 	if _, err := db.ExecContext(ctx, `CREATE INDEX IF NOT EXISTS gerrit_jobs_change ON gerrit_jobs (server, change_num, kind)`); err != nil {
 		return nil, fmt.Errorf("create gerrit tables: %w", err)
 	}
-	return &store{db: db}, nil
+	return &Gerrit{db: db}, nil
 }
 
 // shareJobs gives a gerrit_jobs table made when a job had one event its
@@ -177,8 +143,8 @@ func shareJobs(ctx context.Context, db *sql.DB) error {
 	}
 	defer tx.Rollback() //nolint:errcheck // after commit this is a no-op
 	for _, q := range []string{
-		fmt.Sprintf(jobsTable, "gerrit_jobs_shared"),
-		`INSERT INTO gerrit_jobs_shared (` + jobColumns + `) SELECT ` + jobColumns + ` FROM gerrit_jobs`,
+		fmt.Sprintf(gerritJobsTable, "gerrit_jobs_shared"),
+		`INSERT INTO gerrit_jobs_shared (` + gerritJobColumns + `) SELECT ` + gerritJobColumns + ` FROM gerrit_jobs`,
 		`DROP TABLE gerrit_jobs`,
 		`ALTER TABLE gerrit_jobs_shared RENAME TO gerrit_jobs`,
 	} {
@@ -193,7 +159,7 @@ type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
-func insertEvent(ctx context.Context, x execer, r EventRecord) (int64, error) {
+func insertEvent(ctx context.Context, x execer, r record.Event) (int64, error) {
 	res, err := x.ExecContext(ctx, `INSERT INTO gerrit_events
 		(server, type, project, branch, change_num, patch_set, revision, received_at, action, reason, job_ids)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -209,7 +175,7 @@ func joinIDs(ids []string) string { return strings.Join(ids, ",") }
 
 // recordEvent records a decision: on the accepted event's row when r.ID is
 // set, on a new row otherwise (the reconciler's).
-func (s *store) recordEvent(ctx context.Context, r EventRecord) (int64, error) {
+func (s *Gerrit) RecordEvent(ctx context.Context, r record.Event) (int64, error) {
 	if r.ID == 0 {
 		return insertEvent(ctx, s.db, r)
 	}
@@ -218,7 +184,7 @@ func (s *store) recordEvent(ctx context.Context, r EventRecord) (int64, error) {
 		return 0, fmt.Errorf("record gerrit event: begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // after commit this is a no-op
-	if err := decide(ctx, tx, r); err != nil {
+	if err := recordDecision(ctx, tx, r); err != nil {
 		return 0, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -227,7 +193,9 @@ func (s *store) recordEvent(ctx context.Context, r EventRecord) (int64, error) {
 	return r.ID, nil
 }
 
-func (s *store) prune(ctx context.Context, keep int, dedupAge time.Duration, now time.Time) error {
+// Prune keeps the newest keep events and every undecided one, noise for
+// a day, dedup keys for dedupAge, and what belonged to the events kept.
+func (s *Gerrit) Prune(ctx context.Context, keep int, dedupAge time.Duration, now time.Time) error {
 	// Undecided events stay whatever their age.
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM gerrit_events WHERE id <= (SELECT MAX(id) FROM gerrit_events) - ?
 		AND id NOT IN (SELECT event_id FROM gerrit_inbox)`, keep); err != nil {
@@ -236,7 +204,7 @@ func (s *store) prune(ctx context.Context, keep int, dedupAge time.Duration, now
 	// Noise is kept a day, so that a flood of it does not push the events
 	// that mattered out of the log.
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM gerrit_events WHERE action = ? AND received_at < ?`,
-		ActionNoise, now.Add(-noiseFor).UnixNano()); err != nil {
+		decide.ActionNoise, now.Add(-noiseFor).UnixNano()); err != nil {
 		return fmt.Errorf("prune gerrit events: %w", err)
 	}
 	// What belonged to the events gone: their jobs can no longer be
@@ -257,7 +225,8 @@ func (s *store) prune(ctx context.Context, keep int, dedupAge time.Duration, now
 	return nil
 }
 
-func (s *store) seen(ctx context.Context, key string) (bool, error) {
+// Seen tells whether an event with the dedup key was decided.
+func (s *Gerrit) Seen(ctx context.Context, key string) (bool, error) {
 	var n int
 	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM gerrit_dedup WHERE key = ?`, key).Scan(&n)
 	if err != nil {
@@ -266,7 +235,9 @@ func (s *store) seen(ctx context.Context, key string) (bool, error) {
 	return n > 0, nil
 }
 
-func (s *store) releaseQueued(ctx context.Context, server, project, branch, rev string) (int64, bool, error) {
+// ReleaseQueued tells whether a release build of the branch at rev was
+// queued, and by which event.
+func (s *Gerrit) ReleaseQueued(ctx context.Context, server, project, branch, rev string) (int64, bool, error) {
 	var id int64
 	err := s.db.QueryRowContext(ctx, `SELECT event_id FROM gerrit_release_revs
 		WHERE server = ? AND project = ? AND branch = ? AND revision = ?`, server, project, branch, rev).Scan(&id)
@@ -280,10 +251,10 @@ func (s *store) releaseQueued(ctx context.Context, server, project, branch, rev 
 }
 
 // latestPatchSet is the newest patch set of change built so far.
-func (s *store) latestPatchSet(ctx context.Context, server string, change int64) (int64, error) {
+func (s *Gerrit) LatestPatchSet(ctx context.Context, server string, change int64) (int64, error) {
 	var ps sql.NullInt64
 	err := s.db.QueryRowContext(ctx, `SELECT MAX(patch_set) FROM gerrit_jobs WHERE server = ? AND change_num = ? AND kind = ?`,
-		server, change, kindReview).Scan(&ps)
+		server, change, record.KindReview).Scan(&ps)
 	if err != nil {
 		return 0, fmt.Errorf("look up patch sets of change %d: %w", change, err)
 	}
@@ -291,9 +262,9 @@ func (s *store) latestPatchSet(ctx context.Context, server string, change int64)
 }
 
 // reviewTargets lists the targets of change's review builds.
-func (s *store) reviewTargets(ctx context.Context, server string, change int64) ([]string, error) {
+func (s *Gerrit) ReviewTargets(ctx context.Context, server string, change int64) ([]string, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT target FROM gerrit_jobs WHERE server = ? AND change_num = ? AND kind = ? ORDER BY target`,
-		server, change, kindReview)
+		server, change, record.KindReview)
 	if err != nil {
 		return nil, fmt.Errorf("list review targets of change %d: %w", change, err)
 	}
@@ -313,29 +284,26 @@ func (s *store) reviewTargets(ctx context.Context, server string, change int64) 
 // so that nothing is posted on a change that was closed: neither for
 // builds cancelled with it nor for builds that finished meanwhile.
 // Callers hold reportMu.
-func (s *store) closeReports(ctx context.Context, server string, change int64, now time.Time) error {
+func (s *Gerrit) CloseReports(ctx context.Context, server string, change int64, now time.Time) error {
 	_, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO gerrit_reports (event_id, change_num, reported_at)
 		SELECT DISTINCT event_id, 0, ? FROM gerrit_jobs WHERE server = ? AND change_num = ? AND kind = ?`,
-		now.UnixNano(), server, change, kindReview)
+		now.UnixNano(), server, change, record.KindReview)
 	if err != nil {
 		return fmt.Errorf("close reports of change %d: %w", change, err)
 	}
 	return nil
 }
 
-type head struct {
-	Project, Branch, Revision string
-}
-
-func (s *store) heads(ctx context.Context, server string) ([]head, error) {
+// Heads lists the tracked branches of server.
+func (s *Gerrit) Heads(ctx context.Context, server string) ([]record.Head, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT project, branch, revision FROM gerrit_heads WHERE server = ? ORDER BY project, branch`, server)
 	if err != nil {
 		return nil, fmt.Errorf("list tracked branches: %w", err)
 	}
 	defer rows.Close()
-	var out []head
+	var out []record.Head
 	for rows.Next() {
-		var h head
+		var h record.Head
 		if err := rows.Scan(&h.Project, &h.Branch, &h.Revision); err != nil {
 			return nil, fmt.Errorf("list tracked branches: %w", err)
 		}
@@ -355,11 +323,13 @@ func setHead(ctx context.Context, x execer, server, project, branch, rev string,
 	return nil
 }
 
-func (s *store) setHead(ctx context.Context, server, project, branch, rev string, now time.Time) error {
+// SetHead records the head of a tracked branch.
+func (s *Gerrit) SetHead(ctx context.Context, server, project, branch, rev string, now time.Time) error {
 	return setHead(ctx, s.db, server, project, branch, rev, now)
 }
 
-func (s *store) dropHead(ctx context.Context, server, project, branch string) error {
+// DropHead stops tracking a branch.
+func (s *Gerrit) DropHead(ctx context.Context, server, project, branch string) error {
 	_, err := s.db.ExecContext(ctx, `DELETE FROM gerrit_heads WHERE server = ? AND project = ? AND branch = ?`, server, project, branch)
 	if err != nil {
 		return fmt.Errorf("stop tracking %s %s: %w", project, branch, err)
@@ -367,7 +337,8 @@ func (s *store) dropHead(ctx context.Context, server, project, branch string) er
 	return nil
 }
 
-func (s *store) addDedup(ctx context.Context, key string, now time.Time) error {
+// AddDedup records an event's dedup key.
+func (s *Gerrit) AddDedup(ctx context.Context, key string, now time.Time) error {
 	_, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO gerrit_dedup (key, created_at) VALUES (?, ?)`, key, now.UnixNano())
 	if err != nil {
 		return fmt.Errorf("add dedup key: %w", err)
@@ -375,80 +346,53 @@ func (s *store) addDedup(ctx context.Context, key string, now time.Time) error {
 	return nil
 }
 
-// jobRow is one submitted job and where to report it.
-type jobRow struct {
-	JobID    string
-	EventID  int64
-	Server   string
-	Kind     string
-	Change   int64
-	PatchSet int64
-	Revision string
-	Release  string
-	Target   string
-	Package  string
-	State    string
-	LogURL   string
-	Publish  string
-}
-
-// release is the outcome of queueing a release or review build, written in
-// one transaction.
-type queued struct {
-	event     EventRecord
-	dedupKey  string
-	jobs      []jobRow
-	finished  []BuildResult // reused jobs that had finished when submitted
-	heads     []head        // new heads, all release revisions too when release
-	release   bool
-	supersede bool // mark older events of the same change superseded
-}
-
-func (s *store) commitQueued(ctx context.Context, q queued, now time.Time) (int64, error) {
+// CommitQueued writes down queued builds with their event in one
+// transaction and returns the event's id.
+func (s *Gerrit) CommitQueued(ctx context.Context, q record.Queued, now time.Time) (int64, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // after commit this is a no-op
-	if q.supersede && q.event.Change > 0 {
+	if q.Supersede && q.Event.Change > 0 {
 		if _, err := tx.ExecContext(ctx, `UPDATE gerrit_events SET action = ?, reason = ?
 			WHERE server = ? AND change_num = ? AND patch_set < ? AND action = ? AND type IN (?, ?)`,
-			ActionSuperseded, fmt.Sprintf("patch set %d replaced it", q.event.PatchSet),
-			q.event.Server, q.event.Change, q.event.PatchSet, ActionBuilt, TypePatchsetCreated, TypeCommentAdded); err != nil {
+			decide.ActionSuperseded, fmt.Sprintf("patch set %d replaced it", q.Event.PatchSet),
+			q.Event.Server, q.Event.Change, q.Event.PatchSet, decide.ActionBuilt, event.TypePatchsetCreated, event.TypeCommentAdded); err != nil {
 			return 0, fmt.Errorf("mark superseded: %w", err)
 		}
 	}
-	id := q.event.ID
+	id := q.Event.ID
 	if id == 0 {
-		if id, err = insertEvent(ctx, tx, q.event); err != nil {
+		if id, err = insertEvent(ctx, tx, q.Event); err != nil {
 			return 0, err
 		}
-	} else if err := decide(ctx, tx, q.event); err != nil {
+	} else if err := recordDecision(ctx, tx, q.Event); err != nil {
 		return 0, err
 	}
-	if q.dedupKey != "" {
-		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO gerrit_dedup (key, created_at) VALUES (?, ?)`, q.dedupKey, now.UnixNano()); err != nil {
+	if q.DedupKey != "" {
+		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO gerrit_dedup (key, created_at) VALUES (?, ?)`, q.DedupKey, now.UnixNano()); err != nil {
 			return 0, fmt.Errorf("add dedup key: %w", err)
 		}
 	}
-	for _, h := range q.heads {
-		if err := setHead(ctx, tx, q.event.Server, h.Project, h.Branch, h.Revision, now); err != nil {
+	for _, h := range q.Heads {
+		if err := setHead(ctx, tx, q.Event.Server, h.Project, h.Branch, h.Revision, now); err != nil {
 			return 0, err
 		}
-		if q.release {
+		if q.Release {
 			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO gerrit_release_revs
 				(server, project, branch, revision, event_id, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-				q.event.Server, h.Project, h.Branch, h.Revision, id, now.UnixNano()); err != nil {
+				q.Event.Server, h.Project, h.Branch, h.Revision, id, now.UnixNano()); err != nil {
 				return 0, fmt.Errorf("record release revision: %w", err)
 			}
 		}
 	}
-	if q.release && q.event.Change > 0 {
-		if err := attachChange(ctx, tx, id, q.event.Change, q.event.PatchSet); err != nil {
+	if q.Release && q.Event.Change > 0 {
+		if err := attachChange(ctx, tx, id, q.Event.Change, q.Event.PatchSet); err != nil {
 			return 0, err
 		}
 	}
-	for _, j := range q.jobs {
+	for _, j := range q.Jobs {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO gerrit_jobs
 			(job_id, event_id, server, kind, change_num, patch_set, revision, release, target, package)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -472,12 +416,13 @@ func attachChange(ctx context.Context, x execer, eventID, change, patchSet int64
 	return nil
 }
 
-func (s *store) attachChange(ctx context.Context, eventID, change, patchSet int64) error {
+// AttachChange adds a merged change to those told about a release build.
+func (s *Gerrit) AttachChange(ctx context.Context, eventID, change, patchSet int64) error {
 	return attachChange(ctx, s.db, eventID, change, patchSet)
 }
 
 // eventChanges lists the merged changes a release build reports to.
-func (s *store) eventChanges(ctx context.Context, eventID int64) ([][2]int64, error) {
+func (s *Gerrit) EventChanges(ctx context.Context, eventID int64) ([][2]int64, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT change_num, patch_set FROM gerrit_event_changes WHERE event_id = ? ORDER BY change_num`, eventID)
 	if err != nil {
 		return nil, fmt.Errorf("list changes of event %d: %w", eventID, err)
@@ -506,7 +451,7 @@ const dueWhere = `e.received_at > ?
 
 // unreported lists, oldest first, up to limit events after the event id
 // after, received since since, whose report is due.
-func (s *store) unreported(ctx context.Context, since time.Time, after int64, limit int) ([]int64, error) {
+func (s *Gerrit) Unreported(ctx context.Context, since time.Time, after int64, limit int) ([]int64, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT e.id FROM gerrit_events e
 		WHERE `+dueWhere+` AND e.id > ? ORDER BY e.id LIMIT ?`, since.UnixNano(), after, limit)
 	if err != nil {
@@ -526,7 +471,7 @@ func (s *store) unreported(ctx context.Context, since time.Time, after int64, li
 
 // countUnreported counts, by server, the events received since since whose
 // report is due.
-func (s *store) countUnreported(ctx context.Context, since time.Time) (map[string]int, error) {
+func (s *Gerrit) CountUnreported(ctx context.Context, since time.Time) (map[string]int, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT e.server, COUNT(*) FROM gerrit_events e
 		WHERE `+dueWhere+` GROUP BY e.server`, since.UnixNano())
 	if err != nil {
@@ -545,19 +490,20 @@ func (s *store) countUnreported(ctx context.Context, since time.Time) (map[strin
 	return out, rows.Err()
 }
 
-func (s *store) eventJobs(ctx context.Context, eventID int64) ([]jobRow, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+jobColumns+` FROM gerrit_jobs WHERE event_id = ? ORDER BY target, job_id`, eventID)
+// EventJobs lists the jobs submitted for an event.
+func (s *Gerrit) EventJobs(ctx context.Context, eventID int64) ([]record.Job, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+gerritJobColumns+` FROM gerrit_jobs WHERE event_id = ? ORDER BY target, job_id`, eventID)
 	if err != nil {
 		return nil, fmt.Errorf("read jobs of event %d: %w", eventID, err)
 	}
 	return scanJobs(rows)
 }
 
-func scanJobs(rows *sql.Rows) ([]jobRow, error) {
+func scanJobs(rows *sql.Rows) ([]record.Job, error) {
 	defer rows.Close()
-	var out []jobRow
+	var out []record.Job
 	for rows.Next() {
-		var j jobRow
+		var j record.Job
 		if err := rows.Scan(&j.JobID, &j.EventID, &j.Server, &j.Kind, &j.Change, &j.PatchSet, &j.Revision,
 			&j.Release, &j.Target, &j.Package, &j.State, &j.LogURL, &j.Publish); err != nil {
 			return nil, fmt.Errorf("read jobs: %w", err)
@@ -567,11 +513,11 @@ func scanJobs(rows *sql.Rows) ([]jobRow, error) {
 	return out, rows.Err()
 }
 
-const jobColumns = `job_id, event_id, server, kind, change_num, patch_set, revision, release, target, package, state, log_url, published`
+const gerritJobColumns = `job_id, event_id, server, kind, change_num, patch_set, revision, release, target, package, state, log_url, published`
 
 // finishJob records a job's result; ok is false when the job is not one
 // of the intake's.
-func (s *store) finishJob(ctx context.Context, res BuildResult) (ok bool, err error) {
+func (s *Gerrit) FinishJob(ctx context.Context, res record.Result) (ok bool, err error) {
 	r, err := s.db.ExecContext(ctx, `UPDATE gerrit_jobs SET state = ?, log_url = ?, published = ? WHERE job_id = ?`,
 		res.State, res.LogURL, res.Published, res.JobID)
 	if err != nil {
@@ -586,10 +532,10 @@ func (s *store) finishJob(ctx context.Context, res BuildResult) (ok bool, err er
 
 // knownResults returns the results recorded for ids, for the jobs among
 // them that finished while serving another event.
-func (s *store) knownResults(ctx context.Context, ids []string, kind string) ([]BuildResult, error) {
-	var out []BuildResult
+func (s *Gerrit) KnownResults(ctx context.Context, ids []string, kind string) ([]record.Result, error) {
+	var out []record.Result
 	for _, id := range ids {
-		r := BuildResult{JobID: id}
+		r := record.Result{JobID: id}
 		err := s.db.QueryRowContext(ctx, `SELECT state, log_url, published FROM gerrit_jobs WHERE job_id = ? AND kind = ? AND state != '' LIMIT 1`, id, kind).
 			Scan(&r.State, &r.LogURL, &r.Published)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -605,7 +551,7 @@ func (s *store) knownResults(ctx context.Context, ids []string, kind string) ([]
 
 // saveEarly keeps the result of a job not (yet) recorded: the coordinator
 // may finish a job before the intake has written down that it submitted it.
-func (s *store) saveEarly(ctx context.Context, res BuildResult, now time.Time) error {
+func (s *Gerrit) SaveEarly(ctx context.Context, res record.Result, now time.Time) error {
 	_, err := s.db.ExecContext(ctx, `INSERT OR REPLACE INTO gerrit_early_results (job_id, state, log_url, published, created_at)
 		VALUES (?, ?, ?, ?, ?)`, res.JobID, res.State, res.LogURL, res.Published, now.UnixNano())
 	if err != nil {
@@ -615,10 +561,10 @@ func (s *store) saveEarly(ctx context.Context, res BuildResult, now time.Time) e
 }
 
 // takeEarly removes and returns the early results of ids.
-func (s *store) takeEarly(ctx context.Context, ids []string) ([]BuildResult, error) {
-	var out []BuildResult
+func (s *Gerrit) TakeEarly(ctx context.Context, ids []string) ([]record.Result, error) {
+	var out []record.Result
 	for _, id := range ids {
-		var r BuildResult
+		var r record.Result
 		err := s.db.QueryRowContext(ctx, `SELECT job_id, state, log_url, published FROM gerrit_early_results WHERE job_id = ?`, id).
 			Scan(&r.JobID, &r.State, &r.LogURL, &r.Published)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -636,7 +582,7 @@ func (s *store) takeEarly(ctx context.Context, ids []string) ([]BuildResult, err
 }
 
 // reported tells whether change (0: the whole event) was reported.
-func (s *store) reported(ctx context.Context, eventID, change int64) (bool, error) {
+func (s *Gerrit) Reported(ctx context.Context, eventID, change int64) (bool, error) {
 	var n int
 	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM gerrit_reports WHERE event_id = ? AND change_num = ?`, eventID, change).Scan(&n); err != nil {
 		return false, fmt.Errorf("look up report: %w", err)
@@ -644,7 +590,8 @@ func (s *store) reported(ctx context.Context, eventID, change int64) (bool, erro
 	return n > 0, nil
 }
 
-func (s *store) markReported(ctx context.Context, eventID, change int64, now time.Time) error {
+// MarkReported records that change (0: the whole event) was told.
+func (s *Gerrit) MarkReported(ctx context.Context, eventID, change int64, now time.Time) error {
 	if _, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO gerrit_reports (event_id, change_num, reported_at) VALUES (?, ?, ?)`,
 		eventID, change, now.UnixNano()); err != nil {
 		return fmt.Errorf("mark event %d reported: %w", eventID, err)
@@ -655,11 +602,13 @@ func (s *store) markReported(ctx context.Context, eventID, change int64, now tim
 // noiseFor is how long noise stays in the event log.
 const noiseFor = 24 * time.Hour
 
-func (s *store) listEvents(ctx context.Context, limit int, all bool) ([]EventRecord, error) {
+// ListEvents returns up to limit events (100 when limit <= 0), newest
+// first; noise only when all.
+func (s *Gerrit) ListEvents(ctx context.Context, limit int, all bool) ([]record.Event, error) {
 	if limit <= 0 {
 		limit = 100
 	}
-	hide := ActionNoise
+	hide := decide.ActionNoise
 	if all {
 		hide = ""
 	}
@@ -669,9 +618,9 @@ func (s *store) listEvents(ctx context.Context, limit int, all bool) ([]EventRec
 		return nil, fmt.Errorf("list gerrit events: %w", err)
 	}
 	defer rows.Close()
-	var out []EventRecord
+	var out []record.Event
 	for rows.Next() {
-		var r EventRecord
+		var r record.Event
 		var at int64
 		var jobs string
 		if err := rows.Scan(&r.ID, &r.Server, &r.Type, &r.Project, &r.Branch, &r.Change, &r.PatchSet, &r.Revision,
@@ -685,4 +634,130 @@ func (s *store) listEvents(ctx context.Context, limit int, all bool) ([]EventRec
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+// gerritInboxSchema holds the events accepted and not decided yet: the event's
+// row in gerrit_events (action received or failed) and, here, what it
+// takes to decide it, until a decision replaces both.
+const gerritInboxSchema = `
+CREATE TABLE IF NOT EXISTS gerrit_inbox (
+	event_id    INTEGER PRIMARY KEY,
+	via         TEXT NOT NULL,
+	body        BLOB NOT NULL,
+	order_key   TEXT NOT NULL,
+	attempts    INTEGER NOT NULL DEFAULT 0,
+	next_try_at INTEGER NOT NULL DEFAULT 0
+);
+`
+
+// accept writes events down, in one transaction, and returns their ids:
+// with the action received and their inbox row, or, when the event comes
+// decided (noise), as it is.
+func (s *Gerrit) Accept(ctx context.Context, evs []record.Accepted) ([]int64, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("accept gerrit events: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after commit this is a no-op
+	ids := make([]int64, len(evs))
+	for i, a := range evs {
+		if a.Event.Action == "" {
+			a.Event.Action = decide.ActionReceived
+		}
+		id, err := insertEvent(ctx, tx, a.Event)
+		if err != nil {
+			return nil, err
+		}
+		ids[i] = id
+		if a.Event.Action != decide.ActionReceived {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO gerrit_inbox (event_id, via, body, order_key) VALUES (?, ?, ?, ?)`,
+			id, a.Via, a.Body, a.OrderKey); err != nil {
+			return nil, fmt.Errorf("accept gerrit event: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("accept gerrit events: commit: %w", err)
+	}
+	return ids, nil
+}
+
+// pending lists up to limit undecided events, oldest first.
+func (s *Gerrit) Pending(ctx context.Context, limit int) ([]record.Pending, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT i.event_id, e.server, i.order_key, i.attempts, i.next_try_at
+		FROM gerrit_inbox i JOIN gerrit_events e ON e.id = i.event_id ORDER BY i.event_id LIMIT ?`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list undecided gerrit events: %w", err)
+	}
+	defer rows.Close()
+	var out []record.Pending
+	for rows.Next() {
+		var r record.Pending
+		var next int64
+		if err := rows.Scan(&r.EventID, &r.Server, &r.OrderKey, &r.Attempts, &next); err != nil {
+			return nil, fmt.Errorf("list undecided gerrit events: %w", err)
+		}
+		r.NextTry = time.Unix(0, next)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// pendingCount counts the undecided events.
+func (s *Gerrit) PendingCount(ctx context.Context) (int, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM gerrit_inbox`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count undecided gerrit events: %w", err)
+	}
+	return n, nil
+}
+
+// body reads an undecided event's payload; ok is false when it was
+// decided meanwhile.
+func (s *Gerrit) Body(ctx context.Context, eventID int64) (body []byte, via string, ok bool, err error) {
+	err = s.db.QueryRowContext(ctx, `SELECT body, via FROM gerrit_inbox WHERE event_id = ?`, eventID).Scan(&body, &via)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, "", false, nil
+	}
+	if err != nil {
+		return nil, "", false, fmt.Errorf("read gerrit event %d: %w", eventID, err)
+	}
+	return body, via, true, nil
+}
+
+// failAttempt records that deciding an event failed and when it is tried
+// again; the event stays undecided.
+func (s *Gerrit) FailAttempt(ctx context.Context, eventID int64, attempts int, next time.Time, reason string) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("record failed attempt: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after commit this is a no-op
+	if _, err := tx.ExecContext(ctx, `UPDATE gerrit_inbox SET attempts = ?, next_try_at = ? WHERE event_id = ?`,
+		attempts, next.UnixNano(), eventID); err != nil {
+		return fmt.Errorf("record failed attempt of event %d: %w", eventID, err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE gerrit_events SET action = ?, reason = ? WHERE id = ?`,
+		decide.ActionFailed, reason, eventID); err != nil {
+		return fmt.Errorf("record failed attempt of event %d: %w", eventID, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("record failed attempt: commit: %w", err)
+	}
+	return nil
+}
+
+// recordDecision replaces an accepted event's row with its decision and takes it
+// out of the inbox.
+func recordDecision(ctx context.Context, x execer, r record.Event) error {
+	if _, err := x.ExecContext(ctx, `UPDATE gerrit_events SET type = ?, project = ?, branch = ?, change_num = ?, patch_set = ?,
+		revision = ?, action = ?, reason = ?, job_ids = ? WHERE id = ?`,
+		r.Type, r.Project, r.Branch, r.Change, r.PatchSet, r.Revision, r.Action, r.Reason, joinIDs(r.JobIDs), r.ID); err != nil {
+		return fmt.Errorf("record decision on gerrit event %d: %w", r.ID, err)
+	}
+	if _, err := x.ExecContext(ctx, `DELETE FROM gerrit_inbox WHERE event_id = ?`, r.ID); err != nil {
+		return fmt.Errorf("record decision on gerrit event %d: %w", r.ID, err)
+	}
+	return nil
 }

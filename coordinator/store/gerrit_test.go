@@ -1,4 +1,4 @@
-package gerrit
+package store
 
 import (
 	"context"
@@ -8,12 +8,16 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/kiln-build/kiln/coordinator/gerrit/decide"
+	"github.com/kiln-build/kiln/coordinator/gerrit/event"
+	"github.com/kiln-build/kiln/coordinator/gerrit/record"
 )
 
-// TestStoreUpgradesJobsTable: a database made when gerrit_jobs held one
+// TestGerritUpgradesJobsTable: a database made when gerrit_jobs held one
 // event per job keeps its rows and, once opened, records a job for a
 // second event.
-func TestStoreUpgradesJobsTable(t *testing.T) {
+func TestGerritUpgradesJobsTable(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := testDB(t)
@@ -25,31 +29,31 @@ func TestStoreUpgradesJobsTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 2 { // the second open finds the table upgraded
-		if _, err := openStore(ctx, db); err != nil {
+		if _, err := openGerrit(ctx, db); err != nil {
 			t.Fatal(err)
 		}
 	}
-	st, err := openStore(ctx, db)
+	st, err := openGerrit(ctx, db)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = st.commitQueued(ctx, queued{
-		event: EventRecord{Server: "review", Type: TypeCommentAdded, Change: 32, PatchSet: 1, ReceivedAt: time.Now(), Action: ActionBuilt},
-		jobs:  []jobRow{{JobID: "7", Server: "review", Kind: kindReview, Change: 32, PatchSet: 1, Release: "mos-9.0", Target: "trusty-amd64", Package: "nginx"}},
+	_, err = st.CommitQueued(ctx, record.Queued{
+		Event: record.Event{Server: "review", Type: event.TypeCommentAdded, Change: 32, PatchSet: 1, ReceivedAt: time.Now(), Action: decide.ActionBuilt},
+		Jobs:  []record.Job{{JobID: "7", Server: "review", Kind: record.KindReview, Change: 32, PatchSet: 1, Release: "mos-9.0", Target: "trusty-amd64", Package: "nginx"}},
 	}, time.Now())
 	if err != nil {
 		t.Fatalf("record job 7 for a second event: %v", err)
 	}
-	known, err := st.knownResults(ctx, []string{"7"}, kindReview)
-	if err != nil || len(known) != 1 || known[0].State != StateSucceeded {
+	known, err := st.KnownResults(ctx, []string{"7"}, record.KindReview)
+	if err != nil || len(known) != 1 || known[0].State != "succeeded" {
 		t.Fatalf("known results %+v (%v), want job 7 succeeded from before the upgrade", known, err)
 	}
-	ok, err := st.finishJob(ctx, BuildResult{JobID: "7", State: StateFailed})
+	ok, err := st.FinishJob(ctx, record.Result{JobID: "7", State: "failed"})
 	if err != nil || !ok {
 		t.Fatalf("finishJob: %v %v, want job 7 recorded", ok, err)
 	}
 	var n int
-	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM gerrit_jobs WHERE job_id = '7' AND state = ? AND change_num IN (31, 32)`, StateFailed).Scan(&n); err != nil || n != 2 {
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM gerrit_jobs WHERE job_id = '7' AND state = ? AND change_num IN (31, 32)`, "failed").Scan(&n); err != nil || n != 2 {
 		t.Fatalf("job 7 failed for %d events (%v), want both", n, err)
 	}
 	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'gerrit_jobs_event'`).Scan(&n); err != nil || n != 1 {
@@ -59,31 +63,31 @@ func TestStoreUpgradesJobsTable(t *testing.T) {
 
 // Pruning the event log removes what belonged to the events gone: jobs,
 // reports, attached changes.
-func TestPruneRemovesWhatBelongedToOldEvents(t *testing.T) {
+func TestGerritPruneRemovesWhatBelongedToOldEvents(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := testDB(t)
-	st, err := openStore(ctx, db)
+	st, err := openGerrit(ctx, db)
 	if err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
 	var ids []int64
 	for i := range 3 {
-		id, err := st.commitQueued(ctx, queued{
-			event:   EventRecord{Server: "review", Type: TypeChangeMerged, Project: "nginx", Branch: "9.0", Change: int64(10 + i), PatchSet: 1, Revision: fmt.Sprintf("%040d", i), ReceivedAt: now, Action: ActionBuilt},
-			jobs:    []jobRow{{JobID: fmt.Sprint(i), Server: "review", Kind: kindRelease, Change: int64(10 + i), PatchSet: 1, Release: "mos-9.0", Target: "trusty-amd64", Package: "nginx"}},
-			release: true,
+		id, err := st.CommitQueued(ctx, record.Queued{
+			Event:   record.Event{Server: "review", Type: event.TypeChangeMerged, Project: "nginx", Branch: "9.0", Change: int64(10 + i), PatchSet: 1, Revision: fmt.Sprintf("%040d", i), ReceivedAt: now, Action: decide.ActionBuilt},
+			Jobs:    []record.Job{{JobID: fmt.Sprint(i), Server: "review", Kind: record.KindRelease, Change: int64(10 + i), PatchSet: 1, Release: "mos-9.0", Target: "trusty-amd64", Package: "nginx"}},
+			Release: true,
 		}, now)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := st.markReported(ctx, id, int64(10+i), now); err != nil {
+		if err := st.MarkReported(ctx, id, int64(10+i), now); err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, id)
 	}
-	if err := st.prune(ctx, 1, time.Hour, now); err != nil {
+	if err := st.Prune(ctx, 1, time.Hour, now); err != nil {
 		t.Fatal(err)
 	}
 	for _, q := range []struct {
