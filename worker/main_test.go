@@ -77,5 +77,9 @@ func TestUsageExits2(t *testing.T) {
 
 func TestManPageUpToDate(t *testing.T) {
 	t.Parallel()
-	cmdlinetest.ManPage(t, &program, &grammar{}, "../docs/man/worker.1")
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"man"}, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	cmdlinetest.ManPage(t, out.Bytes(), "../docs/man/worker.1")
 }

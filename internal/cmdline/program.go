@@ -35,6 +35,8 @@ type Program struct {
 	Defaults func() any
 	// Unclassified is the exit code of an error that carries none.
 	Unclassified int
+	// Vars are the values ${name} stands for in the grammar's tags.
+	Vars map[string]string
 }
 
 // Invocation is one run of a command: what its Run method is given.
@@ -74,6 +76,7 @@ func (p *Program) parser(grammar any, stdout, stderr io.Writer) (*kong.Kong, *se
 		kong.Name(p.Name),
 		kong.Description(p.Description),
 		kong.Writers(stdout, stderr),
+		kong.Vars(p.Vars),
 		kong.Exit(func(code int) { panic(exitHelp{code}) }),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true, NoExpandSubcommands: false}),
 		kong.ValueFormatter(st.helpValue),
