@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"reflect"
 	"strings"
 
@@ -117,8 +118,11 @@ func (p *Program) declare(k *kong.Kong, st *settings) error {
 			}
 			st.flagEnv[s.key] = s.env
 		}
-		f.Envs = []string{s.env}
-		f.Value.Tag.Envs = []string{s.env}
+		// kong reads the variable into the flag; an empty one is unset.
+		if os.Getenv(s.env) != "" {
+			f.Envs = []string{s.env}
+			f.Value.Tag.Envs = []string{s.env}
+		}
 		st.byValue[f.Value] = s
 		return next(nil)
 	})
@@ -270,7 +274,7 @@ func (in *Invocation) Load(path string, cfg any) error {
 		if !ok || s.key == "" {
 			continue
 		}
-		if _, text, set := lookupEnv(f.Envs); !f.Set && (!set || text == "") {
+		if _, text, set := lookupEnv([]string{s.env}); !f.Set && (!set || text == "") {
 			continue
 		}
 		dst, _ := field(v, s.key, true)
