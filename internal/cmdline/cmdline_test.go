@@ -38,6 +38,7 @@ type sampleConfig struct {
 type sampleCmd struct {
 	Config string            `setting:""`
 	Dir    string            `setting:"dir"`
+	Slots  int               `setting:"slots"`
 	Labels map[string]string `setting:"labels" mapsep:","`
 	got    *sampleConfig
 }
@@ -84,8 +85,8 @@ func TestLoadLayers(t *testing.T) {
 		strings.Join(got.Names, "|") != "x|y" || got.Opt == nil || got.Opt.Level != "warn" || got.Log.Level != "debug" {
 		t.Errorf("env over file: %+v (opt %+v)", got, got.Opt)
 	}
-	got, err = load("--dir", "/flag", "--labels", "c=3")
-	if err != nil || got.Dir != "/flag" || got.Labels["a"] != "1" || got.Labels["b"] != "" || got.Labels["c"] != "3" {
+	got, err = load("--dir", "/flag", "--labels", "c=3", "--slots", "-5")
+	if err != nil || got.Dir != "/flag" || got.Slots != -5 || got.Labels["a"] != "1" || got.Labels["b"] != "" || got.Labels["c"] != "3" {
 		t.Errorf("flags over env: %v %+v", err, got)
 	}
 	t.Setenv("KILN_S_GRACE", "soon")

@@ -78,6 +78,9 @@ func (p *Program) parser(grammar any, stdout, stderr io.Writer) (*kong.Kong, *se
 		kong.Description(p.Description),
 		kong.Writers(stdout, stderr),
 		kong.Vars(p.Vars),
+		// A flag's value may start with '-' (--priority -5), as with
+		// Go's flag package before.
+		kong.WithHyphenPrefixedParameters(true),
 		kong.Exit(func(code int) { panic(exitHelp{code}) }),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true, NoExpandSubcommands: false}),
 		kong.ValueFormatter(st.helpValue),
