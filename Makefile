@@ -5,13 +5,19 @@ GO      ?= go
 BIN     := bin
 BINARIES := coordinator worker publisher mirror
 
-.PHONY: all build demo test setup check generate lint unit race clean
+.PHONY: all build demo test setup check generate lint unit race clean man
 
 all: build
 
 build:
 	@mkdir -p $(BIN)
 	@for b in $(BINARIES); do $(GO) build -o $(BIN)/$$b ./$$b || exit 1; done
+
+# The man pages are generated from the binaries' command line declarations
+# (the same as --help); their tests fail when docs/man/ is not up to date.
+man:
+	@mkdir -p docs/man
+	@for b in $(BINARIES); do $(GO) run ./$$b man > docs/man/$$b.1 || exit 1; done
 
 setup:
 	sh scripts/setup.sh

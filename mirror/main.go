@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -16,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kiln-build/kiln/internal/config"
+	"github.com/kiln-build/kiln/internal/cmdline"
 	"github.com/kiln-build/kiln/internal/logging"
 	"github.com/kiln-build/kiln/mirror/serve"
 )
@@ -33,63 +32,68 @@ type Config struct {
 	} `yaml:"log"`
 }
 
-const help = `mirror: serves published repositories over HTTP.
+// defaults is the built-in configuration.
+func defaults() Config {
+	return Config{Root: "/srv/kiln/mirror", Listen: "127.0.0.1:8080"}
+}
 
-  mirror serve [--config FILE] [--root DIR] [--listen ADDR] [--metrics-listen ADDR]
-`
+var program = cmdline.Program{
+	Name:    "mirror",
+	Summary: "serve Kiln's published repositories over HTTP",
+	Description: `Serves the signed repositories the publisher pushes here by rsync to apt and dnf over HTTP.
+
+Settings come from built-in defaults, then the config file, then KILN_MIRROR_* environment variables, then flags.`,
+	EnvPrefix:    "KILN_MIRROR_",
+	Defaults:     func() any { c := defaults(); return &c },
+	Unclassified: cmdline.ExitFailed,
+}
+
+// grammar is the mirror's command line.
+type grammar struct {
+	Serve serveCmd       `cmd:"" help:"Serve the repositories under the root directory over HTTP, and /metrics and /healthz on metrics_listen."`
+	Man   cmdline.ManCmd `cmd:"" hidden:"" help:"Write the man page (roff) to stdout."`
+}
+
+type serveCmd struct {
+	Config        string `help:"config file (YAML)" placeholder:"FILE" setting:""`
+	Root          string `help:"directory holding the repositories" placeholder:"DIR" setting:"root"`
+	Listen        string `help:"HTTP address to serve the repositories on" placeholder:"ADDR" setting:"listen"`
+	MetricsListen string `help:"HTTP address for /metrics and /healthz; empty: none" placeholder:"ADDR" setting:"metrics_listen"`
+
+	// loaded, when set, takes the configuration instead of serving it.
+	loaded func(Config) error
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "mirror:", err)
-		os.Exit(1)
-	}
+	os.Exit(program.Exit(err, os.Stderr))
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stdout, help)
-		if len(args) == 0 {
-			return errors.New("no command given")
-		}
-		return nil
-	}
-	if args[0] != "serve" {
-		return fmt.Errorf("unknown command %q\n%s", args[0], help)
-	}
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", os.Getenv("KILN_MIRROR_CONFIG"), "config file (YAML; env KILN_MIRROR_CONFIG)")
-	root := fs.String("root", "", "directory holding the repositories")
-	listen := fs.String("listen", "", "HTTP address (default 127.0.0.1:8080)")
-	metricsListen := fs.String("metrics-listen", "", "HTTP address for /metrics and /healthz (default: none)")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	return program.Run(ctx, &grammar{}, args, stdout, stderr)
+}
+
+// Run loads the configuration and serves.
+func (c *serveCmd) Run(ctx context.Context, in *cmdline.Invocation) error {
+	cfg := defaults()
+	if err := in.Load(c.Config, &cfg); err != nil {
 		return err
 	}
-	cfg := Config{Root: "/srv/kiln/mirror", Listen: "127.0.0.1:8080"}
-	if err := config.Load(*cfgPath, &cfg); err != nil {
-		return err
+	if c.loaded != nil {
+		return c.loaded(cfg)
 	}
-	if *root != "" {
-		cfg.Root = *root
-	}
-	if *listen != "" {
-		cfg.Listen = *listen
-	}
-	if *metricsListen != "" {
-		cfg.MetricsListen = *metricsListen
-	}
+	return serveMirror(ctx, cfg, in.Err)
+}
+
+func serveMirror(ctx context.Context, cfg Config, stderr io.Writer) error {
 	if st, err := os.Stat(cfg.Root); err != nil || !st.IsDir() {
 		return fmt.Errorf("root %q is not a directory: create it or pass --root", cfg.Root)
 	}
 	logger, err := logging.New(logging.Options{Name: "mirror", Level: cfg.Log.Level, JSON: cfg.Log.JSON, Output: stderr})
 	if err != nil {
-		return err
+		return cmdline.UsageError(err)
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -4,182 +4,155 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/alecthomas/kong"
+
 	"github.com/kiln-build/kiln/coordinator/job"
-	"github.com/kiln-build/kiln/internal/config"
+	"github.com/kiln-build/kiln/internal/cmdline"
 	"github.com/kiln-build/kiln/internal/logging"
 	"github.com/kiln-build/kiln/worker/chrootcmd"
 	"github.com/kiln-build/kiln/worker/runcmd"
 )
 
-const help = `worker: runs Kiln jobs for a coordinator.
+var program = cmdline.Program{
+	Name:    "worker",
+	Summary: "run Kiln jobs for a coordinator and keep the buildroots' chroots",
+	Description: `Runs Kiln jobs for a coordinator: pulls them, runs them on the host or in containerd buildroots, streams their logs and uploads their artifacts. Makes and refreshes the buildroots' read-only chroots.
 
-  worker run [--config FILE] [--dev] [--coordinator ADDR] [--name NAME] [--labels k=v,...] [--slots N] [--work-dir DIR] [--executor shell|containerd]
-  worker chroot create|refresh|list|remove [TARGET] [--config FILE]
+Settings come from built-in defaults, then the config file, then KILN_WORKER_* environment variables, then flags.`,
+	EnvPrefix: "KILN_WORKER_",
+	Defaults: func() any {
+		c := runcmd.Defaults()
+		c.Name = "" // the host name: not part of the help text
+		return &c
+	},
+	Unclassified: cmdline.ExitFailed,
+}
 
-Settings come from built-in defaults, then the config file, then
-KILN_WORKER_* environment variables, then flags.
-Run any command with --help for its flags.
-`
+// grammar is the worker's command line.
+type grammar struct {
+	Run    runCmd         `cmd:"" help:"Pull jobs from the coordinator and run them until stopped."`
+	Chroot chrootCmd      `cmd:"" help:"Make, refresh, list and remove the chroots builds run in (targets are configured in buildroot.targets)."`
+	Man    cmdline.ManCmd `cmd:"" hidden:"" help:"Write the man page (roff) to stdout."`
+}
 
-// usageError is bad usage: exit code 2.
-type usageError struct{ error }
+// labels is --labels k=v,k=v.
+type labels map[string]string
+
+// Decode parses k=v,k=v as job labels.
+func (l *labels) Decode(ctx *kong.DecodeContext) error {
+	var s string
+	if err := ctx.Scan.PopValueInto("labels", &s); err != nil {
+		return err
+	}
+	m, err := job.ParseLabels(s)
+	if err != nil {
+		return err
+	}
+	*l = m
+	return nil
+}
+
+type runCmd struct {
+	Config        string `help:"config file (YAML)" placeholder:"FILE" setting:""`
+	Dev           bool   `help:"single-machine mode: plaintext to a loopback coordinator" setting:"dev"`
+	Coordinator   string `help:"coordinator gRPC address" placeholder:"ADDR" setting:"coordinator"`
+	Name          string `help:"worker name (default: the host name)" setting:"name"`
+	Labels        labels `help:"labels k=v,k=v (added to the config's)" placeholder:"K=V,..." setting:"labels"`
+	Slots         int    `help:"jobs run at once" placeholder:"N" setting:"slots"`
+	WorkDir       string `help:"scratch directory for jobs" placeholder:"DIR" setting:"work_dir"`
+	Executor      string `help:"command jobs run on the host (shell) or in a buildroot (containerd)" placeholder:"shell|containerd" setting:"executor"`
+	LogLevel      string `help:"trace, debug, info, warn or error" placeholder:"LEVEL" setting:"log.level"`
+	MetricsListen string `help:"address to serve /metrics and /healthz on; empty: none" placeholder:"ADDR" setting:"metrics_listen"`
+
+	// loaded, when set, takes the configuration instead of running.
+	loaded func(runcmd.Config) error
+}
+
+type chrootCmd struct {
+	Config  string       `help:"config file (YAML)" placeholder:"FILE" setting:""`
+	Create  chrootTarget `cmd:"" help:"Make TARGET's chroot (mmdebstrap or dnf, as configured) and import it into containerd as a read-only snapshot; --all: every configured target that has none yet."`
+	Refresh chrootTarget `cmd:"" help:"Make a new chroot for TARGET; builds on the old one finish undisturbed and the old one is removed once unused; --all: every configured target (e.g. daily from cron)."`
+	List    chrootList   `cmd:"" help:"List the configured targets and their chroots."`
+	Remove  chrootRemove `cmd:"" help:"Remove TARGET's chroots (each once no build uses it)."`
+}
+
+type chrootTarget struct {
+	Target string `arg:"" optional:"" help:"a target of buildroot.targets"`
+	All    bool   `help:"every configured target"`
+}
+
+type chrootList struct {
+	JSON bool `name:"json" help:"print the list as JSON"`
+}
+
+type chrootRemove struct {
+	Target string `arg:"" help:"the target whose chroots to remove"`
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "worker:", err)
-		var ue usageError
-		if errors.As(err, &ue) {
-			os.Exit(2)
-		}
-		os.Exit(1)
-	}
+	os.Exit(program.Exit(err, os.Stderr))
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, help)
-		return usageError{errors.New("no command given")}
-	}
-	switch args[0] {
-	case "-h", "--help", "help":
-		fmt.Fprint(stdout, help)
-		return nil
-	case "run":
-		return runWorker(ctx, args[1:], stderr)
-	case "chroot":
-		return runChroot(ctx, args[1:], stdout, stderr)
-	}
-	fmt.Fprint(stderr, help)
-	return usageError{fmt.Errorf("unknown command %q", args[0])}
+	return program.Run(ctx, &grammar{}, args, stdout, stderr)
 }
 
-func loadConfig(path string) (runcmd.Config, error) {
+// Run runs the worker.
+func (c *runCmd) Run(ctx context.Context, in *cmdline.Invocation) error {
 	cfg := runcmd.Defaults()
-	if err := config.Load(path, &cfg); err != nil {
-		return cfg, usageError{err}
-	}
-	for env, dst := range map[string]*string{
-		"KILN_WORKER_COORDINATOR": &cfg.Coordinator, "KILN_WORKER_NAME": &cfg.Name, "KILN_WORKER_WORK_DIR": &cfg.WorkDir,
-	} {
-		if v, ok := config.Env(env); ok {
-			*dst = v
-		}
-	}
-	return cfg, nil
-}
-
-func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", os.Getenv("KILN_WORKER_CONFIG"), "config file (YAML; env KILN_WORKER_CONFIG)")
-	dev := fs.Bool("dev", false, "single-machine mode: plaintext to a loopback coordinator")
-	coord := fs.String("coordinator", "", "coordinator address (default 127.0.0.1:7420)")
-	name := fs.String("name", "", "worker name (default: host name)")
-	labels := fs.String("labels", "", "labels k=v,k=v (added to the config's)")
-	slots := fs.Int("slots", 0, "jobs run at once (default 1)")
-	workDir := fs.String("work-dir", "", "scratch directory for jobs")
-	execName := fs.String("executor", "", "command jobs run on the host (shell) or in a buildroot (containerd)")
-	logLevel := fs.String("log-level", "", "trace, debug, info, warn or error")
-	metricsListen := fs.String("metrics-listen", "", "address to serve /metrics and /healthz on (default: none)")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: worker run [flags]\n\nflags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageError{err}
-	}
-	cfg, err := loadConfig(*cfgPath)
-	if err != nil {
+	if err := in.Load(c.Config, &cfg); err != nil {
 		return err
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if set["dev"] {
-		cfg.Dev = *dev
-	}
-	if *coord != "" {
-		cfg.Coordinator = *coord
-	}
-	if *metricsListen != "" {
-		cfg.MetricsListen = *metricsListen
-	}
-	if *name != "" {
-		cfg.Name = *name
-	}
-	if *labels != "" {
-		l, err := job.ParseLabels(*labels)
-		if err != nil {
-			return usageError{fmt.Errorf("--labels: %w", err)}
-		}
-		if cfg.Labels == nil {
-			cfg.Labels = map[string]string{}
-		}
-		for k, v := range l {
-			cfg.Labels[k] = v
-		}
-	}
-	if *slots != 0 {
-		cfg.Slots = *slots
-	}
-	if *workDir != "" {
-		cfg.WorkDir = *workDir
-	}
-	if *execName != "" {
-		cfg.Executor = *execName
-	}
-	if *logLevel != "" {
-		cfg.Log.Level = *logLevel
-	}
 	if err := cfg.Validate(); err != nil {
-		return usageError{fmt.Errorf("config: %w", err)}
+		return cmdline.Usage("config: %w", err)
 	}
-	logger, err := logging.New(logging.Options{Name: "worker", Level: cfg.Log.Level, JSON: cfg.Log.JSON, Output: stderr})
+	if c.loaded != nil {
+		return c.loaded(cfg)
+	}
+	logger, err := logging.New(logging.Options{Name: "worker", Level: cfg.Log.Level, JSON: cfg.Log.JSON, Output: in.Err})
 	if err != nil {
-		return usageError{err}
+		return cmdline.UsageError(err)
 	}
 	logger = logger.With("worker", cfg.Name)
 	return runcmd.Run(ctx, cfg, logger)
 }
 
-func runChroot(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	// --config may appear anywhere; the rest is the chroot command's.
-	cfgPath := os.Getenv("KILN_WORKER_CONFIG")
-	var rest []string
-	for i := 0; i < len(args); i++ {
-		switch {
-		case args[i] == "--config" || args[i] == "-config":
-			if i+1 >= len(args) {
-				return usageError{errors.New("--config needs a file")}
-			}
-			cfgPath = args[i+1]
-			i++
-		case len(args[i]) > 9 && args[i][:9] == "--config=":
-			cfgPath = args[i][9:]
-		default:
-			rest = append(rest, args[i])
-		}
-	}
-	cfg, err := loadConfig(cfgPath)
-	if err != nil {
+func (c *chrootCmd) run(ctx context.Context, in *cmdline.Invocation, req chrootcmd.Request) error {
+	cfg := runcmd.Defaults()
+	if err := in.Load(c.Config, &cfg); err != nil {
 		return err
 	}
-	logger, err := logging.New(logging.Options{Name: "worker", Level: cfg.Log.Level, JSON: cfg.Log.JSON, Output: stderr})
+	logger, err := logging.New(logging.Options{Name: "worker", Level: cfg.Log.Level, JSON: cfg.Log.JSON, Output: in.Err})
 	if err != nil {
-		return usageError{err}
+		return cmdline.UsageError(err)
 	}
-	return chrootcmd.Run(ctx, cfg.Buildroot, logger, rest, stdout, stderr)
+	return chrootcmd.Run(ctx, cfg.Buildroot, logger, req, in.Out, in.Err)
+}
+
+// Run is `worker chroot create|refresh|list|remove`.
+func (c *chrootCmd) Run(ctx context.Context, in *cmdline.Invocation, k *kong.Context) error {
+	req := chrootcmd.Request{}
+	switch cmd := k.Selected().Name; cmd {
+	case "create", "refresh":
+		t := c.Create
+		if cmd == "refresh" {
+			t = c.Refresh
+		}
+		req = chrootcmd.Request{Command: cmd, Target: t.Target, All: t.All}
+	case "list":
+		req = chrootcmd.Request{Command: cmd, JSON: c.List.JSON}
+	case "remove":
+		req = chrootcmd.Request{Command: cmd, Target: c.Remove.Target}
+	default:
+		return cmdline.Usage("worker chroot: give a command: create, refresh, list or remove")
+	}
+	return c.run(ctx, in, req)
 }

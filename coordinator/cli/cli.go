@@ -11,7 +11,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -21,6 +20,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -28,74 +28,37 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/internal/cmdline"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 )
 
-// Exit codes.
-const (
-	ExitOK      = 0
-	ExitFailed  = 1
-	ExitUsage   = 2
-	ExitInfra   = 3
-	ExitUnknown = 4
-)
+func usage(format string, a ...any) error { return cmdline.Usage(format, a...) }
 
-// ExitError carries an exit code with its message.
-type ExitError struct {
-	Code int
-	Err  error
-}
+func infra(err error) error { return cmdline.Infra(err) }
 
-func (e *ExitError) Error() string { return e.Err.Error() }
-func (e *ExitError) Unwrap() error { return e.Err }
-
-func usage(format string, a ...any) error {
-	return &ExitError{Code: ExitUsage, Err: fmt.Errorf(format, a...)}
-}
-
-func infra(err error) error {
-	if err == nil {
-		return nil
-	}
-	var ee *ExitError
-	if errors.As(err, &ee) {
-		return err
-	}
-	return &ExitError{Code: ExitInfra, Err: err}
-}
-
-// Conn holds the connection flags every client command takes.
+// Conn holds the connection flags every client command takes. The client
+// has no config file: its settings are these flags and KILN_SERVER,
+// KILN_TLS_CERT, KILN_TLS_KEY and KILN_TLS_CA.
 type Conn struct {
-	Server string
-	TLS    tlsconfig.Files
-}
-
-func (c *Conn) flags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Server, "server", envOr("KILN_SERVER", "127.0.0.1:7420"), "coordinator address (env KILN_SERVER)")
-	fs.StringVar(&c.TLS.Cert, "tls-cert", os.Getenv("KILN_TLS_CERT"), "client certificate (env KILN_TLS_CERT); none means plaintext, loopback only")
-	fs.StringVar(&c.TLS.Key, "tls-key", os.Getenv("KILN_TLS_KEY"), "client key (env KILN_TLS_KEY)")
-	fs.StringVar(&c.TLS.CA, "tls-ca", os.Getenv("KILN_TLS_CA"), "CA that signed the coordinator's certificate (env KILN_TLS_CA)")
-}
-
-func envOr(k, d string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return d
+	Server  string `help:"coordinator address" default:"127.0.0.1:7420" placeholder:"ADDR" setting:"" envprefix:"KILN_"`
+	TLSCert string `name:"tls-cert" help:"client certificate; none means plaintext, loopback only" placeholder:"FILE" setting:"" envprefix:"KILN_"`
+	TLSKey  string `name:"tls-key" help:"client key" placeholder:"FILE" setting:"" envprefix:"KILN_"`
+	TLSCA   string `name:"tls-ca" help:"CA that signed the coordinator's certificate" placeholder:"FILE" setting:"" envprefix:"KILN_"`
 }
 
 // Dial connects to the coordinator: TLS with a client certificate, or
 // plaintext when no certificate is given and the address is loopback.
 func (c *Conn) Dial() (*grpc.ClientConn, error) {
+	files := tlsconfig.Files{Cert: c.TLSCert, Key: c.TLSKey, CA: c.TLSCA}
 	var creds credentials.TransportCredentials
-	if c.TLS.Empty() {
+	if files.Empty() {
 		if err := tlsconfig.CheckLoopback(c.Server); err != nil {
 			return nil, usage("%v (give --tls-cert, --tls-key and --tls-ca)", err)
 		}
 		creds = insecure.NewCredentials()
 	} else {
-		tc, err := tlsconfig.Client(c.TLS)
+		tc, err := tlsconfig.Client(files)
 		if err != nil {
 			return nil, usage("%v", err)
 		}
@@ -107,36 +70,6 @@ func (c *Conn) Dial() (*grpc.ClientConn, error) {
 	}
 	return conn, nil
 }
-
-// IO is where a command writes.
-type IO struct {
-	Out, Err io.Writer
-}
-
-func newFlagSet(name, synopsis string, o IO) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(o.Err)
-	fs.Usage = func() {
-		fmt.Fprintf(o.Err, "usage: %s\n\nflags:\n", synopsis)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return &ExitError{Code: ExitOK, Err: flag.ErrHelp}
-		}
-		return usage("%v", err)
-	}
-	return nil
-}
-
-type multi []string
-
-func (m *multi) String() string     { return strings.Join(*m, ",") }
-func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
 
 func printJSON(w io.Writer, m proto.Message) error {
 	b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
@@ -157,34 +90,37 @@ func stateName(s pb.JobState) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "JOB_STATE_"))
 }
 
-// Run submits a command job: `coordinator run`.
-func Run(ctx context.Context, args []string, o IO) error {
-	fs := newFlagSet("run", "coordinator run [flags] -- COMMAND [ARGS...]", o)
-	var c Conn
-	c.flags(fs)
-	labels := fs.String("labels", "", "labels a worker must have, k=v,k=v")
-	var globs, env multi
-	fs.Var(&globs, "artifacts", "glob, relative to the job's work dir, of files to collect (repeatable)")
-	fs.Var(&env, "env", "KEY=VALUE for the command (repeatable)")
-	prio := fs.Int("priority", 0, "higher runs first")
-	group := fs.String("group", "", "fairness group (e.g. a release)")
-	supersede := fs.String("supersede-key", "", "a newer job with the same key cancels this one")
-	timeout := fs.Duration("timeout", 0, "hard time limit (default: the coordinator's)")
-	wait := fs.Bool("wait", false, "stream the log and exit with the job's outcome: 0 succeeded, 1 failed, 3 infrastructure")
-	asJSON := fs.Bool("json", false, "print the job as JSON")
-	if err := parse(fs, args); err != nil {
-		return err
+// runCmd submits a command job: `coordinator run`.
+type runCmd struct {
+	Conn
+	Labels       string        `help:"labels a worker must have, k=v,k=v" placeholder:"K=V,..."`
+	Artifacts    []string      `help:"glob, relative to the job's work dir, of files to collect (repeatable)" sep:"none" placeholder:"GLOB"`
+	Env          []string      `help:"KEY=VALUE for the command (repeatable)" sep:"none" placeholder:"KEY=VALUE"`
+	Priority     int           `help:"higher runs first" placeholder:"N"`
+	Group        string        `help:"fairness group (e.g. a release)" placeholder:"GROUP"`
+	SupersedeKey string        `help:"a newer job with the same key cancels this one" placeholder:"KEY"`
+	Timeout      time.Duration `help:"hard time limit (default: the coordinator's)" placeholder:"D"`
+	Wait         bool          `help:"stream the log and exit with the job's outcome: 0 succeeded, 1 failed, 3 infrastructure"`
+	JSON         bool          `name:"json" help:"print the job as JSON"`
+	Command      []string      `arg:"" optional:"" passthrough:"" help:"the command and its arguments, after --" placeholder:"COMMAND"`
+}
+
+// Run submits the job.
+func (c *runCmd) Run(ctx context.Context, o IO) error {
+	// The parser passes everything from the first argument on, -- too.
+	if len(c.Command) > 0 && c.Command[0] == "--" {
+		c.Command = c.Command[1:]
 	}
-	if fs.NArg() == 0 {
+	if len(c.Command) == 0 {
 		return usage("no command: give it after --, e.g. coordinator run --labels os=linux -- make test")
 	}
-	l, err := job.ParseLabels(*labels)
+	l, err := job.ParseLabels(c.Labels)
 	if err != nil {
 		return usage("--labels: %v", err)
 	}
-	spec := &pb.JobSpec{Kind: pb.JobKind_JOB_KIND_COMMAND, Labels: l, Command: fs.Args(), Env: env, ArtifactGlobs: globs,
-		Priority: int32(*prio), FairnessGroup: *group, SupersedeKey: *supersede, TimeoutSeconds: int64(timeout.Seconds()), Origin: origin()}
-	return submit(ctx, c, spec, *wait, 0, *asJSON, o)
+	spec := &pb.JobSpec{Kind: pb.JobKind_JOB_KIND_COMMAND, Labels: l, Command: c.Command, Env: c.Env, ArtifactGlobs: c.Artifacts,
+		Priority: int32(c.Priority), FairnessGroup: c.Group, SupersedeKey: c.SupersedeKey, TimeoutSeconds: int64(c.Timeout.Seconds()), Origin: origin()}
+	return submit(ctx, c.Conn, spec, c.Wait, 0, c.JSON, o)
 }
 
 func origin() string {
@@ -320,11 +256,11 @@ func waitPublish(ctx context.Context, cl pb.CoordinatorServiceClient, j *pb.Job,
 		case pb.PublishState_PUBLISH_STATE_PUBLISHED:
 			return j, nil
 		case pb.PublishState_PUBLISH_STATE_REFUSED:
-			return nil, &ExitError{Code: ExitFailed, Err: fmt.Errorf("job %s built but the publisher refused the package: %s", j.GetId(), p.GetReason())}
+			return nil, cmdline.Failed(fmt.Errorf("job %s built but the publisher refused the package: %s", j.GetId(), p.GetReason()))
 		case pb.PublishState_PUBLISH_STATE_CANCELED:
-			return nil, &ExitError{Code: ExitFailed, Err: fmt.Errorf("job %s built but its publish was cancelled: %s", j.GetId(), p.GetReason())}
+			return nil, cmdline.Failed(fmt.Errorf("job %s built but its publish was cancelled: %s", j.GetId(), p.GetReason()))
 		case pb.PublishState_PUBLISH_STATE_FAILED:
-			return nil, &ExitError{Code: ExitInfra, Err: fmt.Errorf("job %s built but not published: %s", j.GetId(), p.GetReason())}
+			return nil, infra(fmt.Errorf("job %s built but not published: %s", j.GetId(), p.GetReason()))
 		}
 		select {
 		case <-ctx.Done():
@@ -353,7 +289,7 @@ func outcome(j *pb.Job, o IO) error {
 	switch j.GetState() {
 	case pb.JobState_JOB_STATE_SUCCEEDED:
 		if len(j.GetDifferingArtifacts()) > 0 {
-			return &ExitError{Code: ExitFailed, Err: errors.New(msg)}
+			return cmdline.Failed(errors.New(msg))
 		}
 		if j.GetRebuildOf() != "" && j.GetRecord() != nil {
 			msg += "; byte-identical to job " + j.GetRebuildOf()
@@ -361,9 +297,9 @@ func outcome(j *pb.Job, o IO) error {
 		fmt.Fprintln(o.Err, msg)
 		return nil
 	case pb.JobState_JOB_STATE_FAILED, pb.JobState_JOB_STATE_CANCELED:
-		return &ExitError{Code: ExitFailed, Err: errors.New(msg)}
+		return cmdline.Failed(errors.New(msg))
 	default:
-		return &ExitError{Code: ExitInfra, Err: errors.New(msg)}
+		return infra(errors.New(msg))
 	}
 }
 
@@ -374,29 +310,28 @@ func rpcErr(what string, err error) error {
 	return infra(fmt.Errorf("%s: %w", what, err))
 }
 
-// Build submits a package build: `coordinator build`.
-func Build(ctx context.Context, args []string, o IO) error {
-	fs := newFlagSet("build", "coordinator build --release R --target T --package P --source REPO@REV [--source REPO@REV] [flags]", o)
-	var c Conn
-	c.flags(fs)
-	release := fs.String("release", "", "release, e.g. mos-9.0")
-	target := fs.String("target", "", "target, e.g. bookworm-amd64")
-	pkg := fs.String("package", "", "source package name")
-	recipe := fs.String("recipe", "", "build recipe name (part of the build key)")
-	var sources multi
-	fs.Var(&sources, "source", "REPO@REV[#role]: git URL and commit, branch or tag; one source holds code and packaging, two are code then packaging (repeatable)")
-	wait := fs.Bool("wait", false, "stream the log and exit with the outcome: 0 succeeded, 1 failed, 3 infrastructure")
-	force := fs.Bool("force", false, "build even if this build key already succeeded (a rebuild with a new revision)")
-	publish := fs.Bool("publish", false, "publish the artifacts when the build succeeds")
-	waitFor := fs.Duration("timeout", 0, "with --wait: give up waiting after this long (exit 3, saying why the job waits); 0 waits until it ends")
-	prio := fs.Int("priority", 0, "higher runs first (merge builds 100, review builds 50)")
-	asJSON := fs.Bool("json", false, "print JSON")
-	profiles := fs.String("profiles", "", "Debian build profiles, comma-separated, e.g. nocheck,nodoc (part of the build key)")
-	var options multi
-	fs.Var(&options, "build-option", "a DEB_BUILD_OPTIONS entry, e.g. parallel=4 (repeatable; part of the build key)")
-	if err := parse(fs, reorder(fs, args)); err != nil {
-		return err
-	}
+// buildCmd submits a package build: `coordinator build`.
+type buildCmd struct {
+	Conn
+	Release     string        `help:"release, e.g. mos-9.0" placeholder:"R"`
+	Target      string        `help:"target, e.g. bookworm-amd64" placeholder:"T"`
+	Package     string        `help:"source package name" placeholder:"P"`
+	Recipe      string        `help:"build recipe name (part of the build key)" placeholder:"NAME"`
+	Source      []string      `help:"REPO@REV[#role]: git URL and commit, branch or tag; one source holds code and packaging, two are code then packaging (repeatable)" sep:"none" placeholder:"REPO@REV"`
+	Wait        bool          `help:"stream the log and exit with the outcome: 0 succeeded, 1 failed, 3 infrastructure"`
+	Force       bool          `help:"build even if this build key already succeeded (a rebuild with a new revision)"`
+	Publish     bool          `help:"publish the artifacts when the build succeeds"`
+	Timeout     time.Duration `help:"with --wait: give up waiting after this long (exit 3, saying why the job waits); 0 waits until it ends" placeholder:"D"`
+	Priority    int           `help:"higher runs first (merge builds 100, review builds 50)" placeholder:"N"`
+	JSON        bool          `name:"json" help:"print JSON"`
+	Profiles    string        `help:"Debian build profiles, comma-separated, e.g. nocheck,nodoc (part of the build key)" placeholder:"LIST"`
+	BuildOption []string      `help:"a DEB_BUILD_OPTIONS entry, e.g. parallel=4 (repeatable; part of the build key)" sep:"none" placeholder:"OPTION"`
+}
+
+// Run submits the build.
+func (c *buildCmd) Run(ctx context.Context, o IO) error {
+	release, target, pkg, recipe, sources := &c.Release, &c.Target, &c.Package, &c.Recipe, c.Source
+	wait, force, publish, waitFor, prio, asJSON, profiles, options := &c.Wait, &c.Force, &c.Publish, &c.Timeout, &c.Priority, &c.JSON, &c.Profiles, c.BuildOption
 	if *release == "" || *target == "" || *pkg == "" || len(sources) == 0 {
 		return usage("--release, --target, --package and at least one --source are required")
 	}
@@ -411,7 +346,7 @@ func Build(ctx context.Context, args []string, o IO) error {
 		Labels: map[string]string{"target": *target}, FairnessGroup: *release,
 		PackageBuild: &pb.PackageBuild{Release: *release, Target: *target, Package: *pkg, Sources: srcs, Recipe: *recipe, Publish: *publish,
 			BuildProfiles: splitList(*profiles), BuildOptions: options}}
-	return submit(ctx, c, spec, *wait, *waitFor, *asJSON, o)
+	return submit(ctx, c.Conn, spec, *wait, *waitFor, *asJSON, o)
 }
 
 // splitList splits a comma-separated flag value, dropping empty items.
@@ -492,19 +427,20 @@ func lsRemote(ctx context.Context, url, rev string) (string, error) {
 	return "", usage("--source %s@%s: no branch or tag %q in that repository; give a full 40-hex commit or an existing ref", url, rev, rev)
 }
 
-// Rebuild rebuilds a finished package build: `coordinator rebuild`.
-func Rebuild(ctx context.Context, args []string, o IO) error {
-	fs := newFlagSet("rebuild", "coordinator rebuild [--verify] [--wait] JOB_ID", o)
-	var c Conn
-	c.flags(fs)
-	verify := fs.Bool("verify", false, "rebuild from the build record (same commits, same build-dependency versions) and compare artifacts byte for byte; implies --wait")
-	wait := fs.Bool("wait", false, "stream the log and exit with the outcome")
-	waitFor := fs.Duration("timeout", 0, "with --wait: give up waiting after this long (exit 3); 0 waits until it ends")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, reorder(fs, args)); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
+// rebuildCmd rebuilds a finished package build: `coordinator rebuild`.
+type rebuildCmd struct {
+	Conn
+	Verify  bool          `help:"rebuild from the build record (same commits, same build-dependency versions) and compare artifacts byte for byte; implies --wait"`
+	Wait    bool          `help:"stream the log and exit with the outcome"`
+	Timeout time.Duration `help:"with --wait: give up waiting after this long (exit 3); 0 waits until it ends" placeholder:"D"`
+	JSON    bool          `name:"json" help:"print JSON"`
+	ID      string        `arg:"" optional:"" name:"job-id" help:"the job to rebuild"`
+}
+
+// Run submits the rebuild.
+func (c *rebuildCmd) Run(ctx context.Context, o IO) error {
+	verify, wait, waitFor, asJSON := &c.Verify, &c.Wait, &c.Timeout, &c.JSON
+	if c.ID == "" {
 		return usage("give one job id")
 	}
 	conn, err := c.Dial()
@@ -513,11 +449,11 @@ func Rebuild(ctx context.Context, args []string, o IO) error {
 	}
 	defer conn.Close()
 	cl := pb.NewCoordinatorServiceClient(conn)
-	resp, err := cl.RebuildJob(ctx, &pb.RebuildJobRequest{Id: fs.Arg(0), Verify: *verify})
+	resp, err := cl.RebuildJob(ctx, &pb.RebuildJobRequest{Id: c.ID, Verify: *verify})
 	if err != nil {
 		return rpcErr("rebuild", err)
 	}
-	fmt.Fprintf(o.Err, "job %s queued, rebuilding job %s\n", resp.GetJob().GetId(), fs.Arg(0))
+	fmt.Fprintf(o.Err, "job %s queued, rebuilding job %s\n", resp.GetJob().GetId(), c.ID)
 	if !*wait && !*verify {
 		if *asJSON {
 			return printJSON(o.Out, resp)
@@ -528,45 +464,117 @@ func Rebuild(ctx context.Context, args []string, o IO) error {
 	return followFor(ctx, cl, resp.GetJob().GetId(), *waitFor, followOpts{asJSON: *asJSON}, o)
 }
 
-// Jobs is `coordinator jobs list|show|logs|cancel`.
-func Jobs(ctx context.Context, args []string, o IO) error {
-	if len(args) == 0 {
-		return usage("usage: coordinator jobs list|show ID|logs ID [--follow]|cancel ID")
+// jobsCmd is `coordinator jobs list|show|logs|cancel`.
+type jobsCmd struct {
+	List   jobsListCmd   `cmd:"" help:"List jobs, newest first, a page at a time."`
+	Show   jobsShowCmd   `cmd:"" help:"Show a job: state, reason, sources, build record, artifacts, publish state."`
+	Logs   jobsLogsCmd   `cmd:"" help:"Print a job's log; with --follow stream it until the job ends and exit with its outcome."`
+	Cancel jobsCancelCmd `cmd:"" help:"Cancel a job, or the pending publish of a succeeded build."`
+}
+
+// jobID is the job a jobs command acts on.
+type jobID struct {
+	ID string `arg:"" optional:"" name:"id" help:"the job"`
+}
+
+func (j jobID) check(sub string) error {
+	if j.ID == "" {
+		return usage("jobs %s: give one job id", sub)
 	}
-	sub, args := args[0], args[1:]
-	synopsis := "coordinator jobs " + sub + " [flags] ID"
-	if sub == "list" {
-		synopsis = "coordinator jobs list [--state S]... [--release R] [--package P] [--origin TEXT] [--limit N] [--page-token T] [--json]"
-	}
-	fs := newFlagSet("jobs "+sub, synopsis, o)
-	var c Conn
-	c.flags(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
-	var states multi
-	limit := 0
-	followF := false
-	var waitFor time.Duration
-	var release, pkg, originF, pageToken string
-	switch sub {
-	case "list":
-		fs.Var(&states, "state", "only jobs in this state: queued, running, succeeded, failed, error, canceled (repeatable)")
-		fs.StringVar(&release, "release", "", "only package builds of this release")
-		fs.StringVar(&pkg, "package", "", "only package builds of this source package")
-		fs.StringVar(&originF, "origin", "", "only jobs whose origin contains this text (jenkins, gerrit, a build URL)")
-		fs.IntVar(&limit, "limit", 50, "at most this many (a page)")
-		fs.StringVar(&pageToken, "page-token", "", "the next page: the token the previous page printed")
-	case "logs":
-		fs.BoolVar(&followF, "follow", false, "keep streaming until the job ends, then exit with its outcome")
-		fs.DurationVar(&waitFor, "timeout", 0, "with --follow: give up after this long (exit 3, saying why the job waits); 0 waits until it ends")
-	case "show", "cancel":
-	default:
-		return usage("jobs %q: use list, show, logs or cancel", sub)
-	}
-	if err := parse(fs, reorder(fs, args)); err != nil {
+	return nil
+}
+
+type jobsListCmd struct {
+	Conn
+	JSON      bool     `name:"json" help:"print JSON"`
+	State     []string `help:"only jobs in this state: queued, running, succeeded, failed, error, canceled (repeatable)" sep:"none" placeholder:"S"`
+	Release   string   `help:"only package builds of this release" placeholder:"R"`
+	Package   string   `help:"only package builds of this source package" placeholder:"P"`
+	Origin    string   `help:"only jobs whose origin contains this text (jenkins, gerrit, a build URL)" placeholder:"TEXT"`
+	Limit     int      `help:"at most this many (a page)" default:"50" placeholder:"N"`
+	PageToken string   `help:"the next page: the token the previous page printed" placeholder:"T"`
+}
+
+// Run lists the jobs.
+func (c *jobsListCmd) Run(ctx context.Context, o IO) error {
+	conn, err := c.Dial()
+	if err != nil {
 		return err
 	}
-	if sub != "list" && fs.NArg() != 1 {
-		return usage("jobs %s: give one job id", sub)
+	defer conn.Close()
+	cl := pb.NewCoordinatorServiceClient(conn)
+	req := &pb.ListJobsRequest{Limit: int32(c.Limit), Release: c.Release, Package: c.Package, Origin: c.Origin, PageToken: c.PageToken}
+	for _, s := range c.State {
+		st, err := job.ParseState(s)
+		if err != nil {
+			return usage("--state: %v", err)
+		}
+		req.States = append(req.States, pb.JobState(st))
+	}
+	resp, err := cl.ListJobs(ctx, req)
+	if err != nil {
+		return rpcErr("list jobs", err)
+	}
+	if c.JSON {
+		return printJSON(o.Out, resp)
+	}
+	tw := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tKIND\tWORKER\tWHAT\tPUBLISH\tDETAIL")
+	for _, j := range resp.GetJobs() {
+		detail := j.GetReason()
+		if j.GetWaitingReason() != "" {
+			detail = "waiting: " + j.GetWaitingReason()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.GetId(), stateName(j.GetState()), kind(j), j.GetWorker(), what(j), publishName(j), detail)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if t := resp.GetNextPageToken(); t != "" {
+		fmt.Fprintf(o.Err, "more jobs: add --page-token %s\n", t)
+	}
+	return nil
+}
+
+type jobsShowCmd struct {
+	Conn
+	JSON bool `name:"json" help:"print JSON"`
+	jobID
+}
+
+// Run shows the job.
+func (c *jobsShowCmd) Run(ctx context.Context, o IO) error {
+	if err := c.check("show"); err != nil {
+		return err
+	}
+	conn, err := c.Dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	resp, err := pb.NewCoordinatorServiceClient(conn).GetJob(ctx, &pb.GetJobRequest{Id: c.ID})
+	if err != nil {
+		return rpcErr("show job", err)
+	}
+	if c.JSON {
+		return printJSON(o.Out, resp.GetJob())
+	}
+	show(o.Out, resp.GetJob())
+	return nil
+}
+
+type jobsLogsCmd struct {
+	Conn
+	JSON    bool          `name:"json" help:"print JSON"`
+	Follow  bool          `help:"keep streaming until the job ends, then exit with its outcome"`
+	Timeout time.Duration `help:"with --follow: give up after this long (exit 3, saying why the job waits); 0 waits until it ends" placeholder:"D"`
+	jobID
+}
+
+// Run prints or follows the log.
+func (c *jobsLogsCmd) Run(ctx context.Context, o IO) error {
+	if err := c.check("logs"); err != nil {
+		return err
 	}
 	conn, err := c.Dial()
 	if err != nil {
@@ -574,82 +582,54 @@ func Jobs(ctx context.Context, args []string, o IO) error {
 	}
 	defer conn.Close()
 	cl := pb.NewCoordinatorServiceClient(conn)
-	switch sub {
-	case "list":
-		req := &pb.ListJobsRequest{Limit: int32(limit), Release: release, Package: pkg, Origin: originF, PageToken: pageToken}
-		for _, s := range states {
-			st, err := job.ParseState(s)
-			if err != nil {
-				return usage("--state: %v", err)
-			}
-			req.States = append(req.States, pb.JobState(st))
+	if c.Follow {
+		return followFor(ctx, cl, c.ID, c.Timeout, followOpts{}, o)
+	}
+	stream, err := cl.StreamJobLog(ctx, &pb.StreamJobLogRequest{Id: c.ID})
+	if err != nil {
+		return rpcErr("logs", err)
+	}
+	for {
+		m, err := stream.Recv()
+		if err == io.EOF {
+			return nil
 		}
-		resp, err := cl.ListJobs(ctx, req)
-		if err != nil {
-			return rpcErr("list jobs", err)
-		}
-		if *asJSON {
-			return printJSON(o.Out, resp)
-		}
-		tw := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tSTATE\tKIND\tWORKER\tWHAT\tPUBLISH\tDETAIL")
-		for _, j := range resp.GetJobs() {
-			detail := j.GetReason()
-			if j.GetWaitingReason() != "" {
-				detail = "waiting: " + j.GetWaitingReason()
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.GetId(), stateName(j.GetState()), kind(j), j.GetWorker(), what(j), publishName(j), detail)
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
-		if t := resp.GetNextPageToken(); t != "" {
-			fmt.Fprintf(o.Err, "more jobs: add --page-token %s\n", t)
-		}
-		return nil
-	case "show":
-		resp, err := cl.GetJob(ctx, &pb.GetJobRequest{Id: fs.Arg(0)})
-		if err != nil {
-			return rpcErr("show job", err)
-		}
-		if *asJSON {
-			return printJSON(o.Out, resp.GetJob())
-		}
-		show(o.Out, resp.GetJob())
-		return nil
-	case "logs":
-		if followF {
-			return followFor(ctx, cl, fs.Arg(0), waitFor, followOpts{}, o)
-		}
-		stream, err := cl.StreamJobLog(ctx, &pb.StreamJobLogRequest{Id: fs.Arg(0)})
 		if err != nil {
 			return rpcErr("logs", err)
 		}
-		for {
-			m, err := stream.Recv()
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				return rpcErr("logs", err)
-			}
-			o.Out.Write(m.GetData())
-		}
-	case "cancel":
-		resp, err := cl.CancelJob(ctx, &pb.CancelJobRequest{Id: fs.Arg(0), Reason: "cancelled from the command line"})
-		if err != nil {
-			return rpcErr("cancel job", err)
-		}
-		if *asJSON {
-			return printJSON(o.Out, resp.GetJob())
-		}
-		j := resp.GetJob()
-		if p := j.GetPublish(); p.GetState() == pb.PublishState_PUBLISH_STATE_CANCELED {
-			fmt.Fprintf(o.Out, "job %s %s; its pending publish was stopped: %s\n", j.GetId(), stateName(j.GetState()), p.GetReason())
-			return nil
-		}
-		fmt.Fprintf(o.Out, "job %s %s\n", j.GetId(), stateName(j.GetState()))
+		o.Out.Write(m.GetData())
 	}
+}
+
+type jobsCancelCmd struct {
+	Conn
+	JSON bool `name:"json" help:"print JSON"`
+	jobID
+}
+
+// Run cancels the job.
+func (c *jobsCancelCmd) Run(ctx context.Context, o IO) error {
+	if err := c.check("cancel"); err != nil {
+		return err
+	}
+	conn, err := c.Dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	resp, err := pb.NewCoordinatorServiceClient(conn).CancelJob(ctx, &pb.CancelJobRequest{Id: c.ID, Reason: "cancelled from the command line"})
+	if err != nil {
+		return rpcErr("cancel job", err)
+	}
+	if c.JSON {
+		return printJSON(o.Out, resp.GetJob())
+	}
+	j := resp.GetJob()
+	if p := j.GetPublish(); p.GetState() == pb.PublishState_PUBLISH_STATE_CANCELED {
+		fmt.Fprintf(o.Out, "job %s %s; its pending publish was stopped: %s\n", j.GetId(), stateName(j.GetState()), p.GetReason())
+		return nil
+	}
+	fmt.Fprintf(o.Out, "job %s %s\n", j.GetId(), stateName(j.GetState()))
 	return nil
 }
 
@@ -750,21 +730,23 @@ func show(w io.Writer, j *pb.Job) {
 	}
 }
 
-// Artifacts is `coordinator artifacts get ID --dest DIR`.
-func Artifacts(ctx context.Context, args []string, o IO) error {
-	if len(args) == 0 || args[0] != "get" {
-		return usage("usage: coordinator artifacts get JOB_ID --dest DIR [--name NAME]")
-	}
-	fs := newFlagSet("artifacts get", "coordinator artifacts get JOB_ID --dest DIR [--name NAME]", o)
-	var c Conn
-	c.flags(fs)
-	dest := fs.String("dest", ".", "directory to write into (names keep their relative paths)")
-	name := fs.String("name", "", "only this artifact")
-	asJSON := fs.Bool("json", false, "print the fetched artifacts as JSON")
-	if err := parse(fs, reorder(fs, args[1:])); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
+// artifactsCmd is `coordinator artifacts get ID --dest DIR`.
+type artifactsCmd struct {
+	Get artifactsGetCmd `cmd:"" help:"Fetch a job's artifacts, checking each one's sha256."`
+}
+
+type artifactsGetCmd struct {
+	Conn
+	Dest string `help:"directory to write into (names keep their relative paths)" default:"." placeholder:"DIR"`
+	Name string `help:"only this artifact" placeholder:"NAME"`
+	JSON bool   `name:"json" help:"print the fetched artifacts as JSON"`
+	ID   string `arg:"" optional:"" name:"job-id" help:"the job"`
+}
+
+// Run fetches the artifacts.
+func (c *artifactsGetCmd) Run(ctx context.Context, o IO) error {
+	dest, name, asJSON := &c.Dest, &c.Name, &c.JSON
+	if c.ID == "" {
 		return usage("give one job id")
 	}
 	conn, err := c.Dial()
@@ -773,7 +755,7 @@ func Artifacts(ctx context.Context, args []string, o IO) error {
 	}
 	defer conn.Close()
 	cl := pb.NewCoordinatorServiceClient(conn)
-	g, err := cl.GetJob(ctx, &pb.GetJobRequest{Id: fs.Arg(0)})
+	g, err := cl.GetJob(ctx, &pb.GetJobRequest{Id: c.ID})
 	if err != nil {
 		return rpcErr("get job", err)
 	}
@@ -782,7 +764,7 @@ func Artifacts(ctx context.Context, args []string, o IO) error {
 		if *name != "" && a.GetName() != *name {
 			continue
 		}
-		if err := fetch(ctx, cl, fs.Arg(0), a, *dest); err != nil {
+		if err := fetch(ctx, cl, c.ID, a, *dest); err != nil {
 			return err
 		}
 		got = append(got, a)
@@ -791,46 +773,12 @@ func Artifacts(ctx context.Context, args []string, o IO) error {
 		}
 	}
 	if *name != "" && len(got) == 0 {
-		return usage("job %s has no artifact %q", fs.Arg(0), *name)
+		return usage("job %s has no artifact %q", c.ID, *name)
 	}
 	if *asJSON {
-		return printJSON(o.Out, &pb.ListJobsResponse{Jobs: []*pb.Job{{Id: fs.Arg(0), Artifacts: got}}})
+		return printJSON(o.Out, &pb.ListJobsResponse{Jobs: []*pb.Job{{Id: c.ID, Artifacts: got}}})
 	}
 	return nil
-}
-
-// reorder moves flags before positional arguments so that
-// `artifacts get 12 --dest d` works as people type it.
-func reorder(fs *flag.FlagSet, args []string) []string {
-	var flags, pos []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			pos = append(pos, args[i+1:]...)
-			break
-		}
-		if !strings.HasPrefix(a, "-") || a == "-" {
-			pos = append(pos, a)
-			continue
-		}
-		flags = append(flags, a)
-		name := strings.TrimLeft(a, "-")
-		if strings.Contains(name, "=") {
-			continue
-		}
-		f := fs.Lookup(name)
-		if f == nil {
-			continue
-		}
-		if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
-			continue
-		}
-		if i+1 < len(args) {
-			flags = append(flags, args[i+1])
-			i++
-		}
-	}
-	return append(flags, pos...)
 }
 
 func fetch(ctx context.Context, cl pb.CoordinatorServiceClient, id string, a *pb.Artifact, dest string) error {
@@ -875,22 +823,36 @@ func fetch(ctx context.Context, cl pb.CoordinatorServiceClient, id string, a *pb
 	return infra(os.Rename(tmp, path))
 }
 
-// Workers is `coordinator workers list|drain NAME|undrain NAME`.
-func Workers(ctx context.Context, args []string, o IO) error {
-	if len(args) == 0 {
-		return usage("usage: coordinator workers list|drain NAME|undrain NAME")
-	}
-	sub, args := args[0], args[1:]
-	if sub != "list" && sub != "drain" && sub != "undrain" {
-		return usage("workers %q: use list, drain or undrain", sub)
-	}
-	fs := newFlagSet("workers "+sub, "coordinator workers "+sub+" [flags] [NAME]", o)
-	var c Conn
-	c.flags(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, reorder(fs, args)); err != nil {
-		return err
-	}
+// workersCmd is `coordinator workers list|drain NAME|undrain NAME`.
+type workersCmd struct {
+	List    workersListCmd  `cmd:"" help:"List the workers: state, slots, running jobs, labels."`
+	Drain   workersDrainCmd `cmd:"" help:"Drain a worker: it finishes its jobs and takes no new ones (survives a coordinator restart)."`
+	Undrain workersDrainCmd `cmd:"" help:"Let a drained worker take jobs again."`
+}
+
+type workersListCmd struct {
+	Conn
+	JSON bool `name:"json" help:"print JSON"`
+}
+
+type workersDrainCmd struct {
+	Conn
+	JSON bool   `name:"json" help:"print JSON"`
+	Name string `arg:"" optional:"" help:"the worker"`
+}
+
+// Run lists the workers.
+func (c *workersListCmd) Run(ctx context.Context, o IO) error {
+	return workers(ctx, c.Conn, "list", "", c.JSON, o)
+}
+
+// Run drains or undrains the worker.
+func (c *workersDrainCmd) Run(ctx context.Context, o IO, k *kong.Context) error {
+	return workers(ctx, c.Conn, k.Selected().Name, c.Name, c.JSON, o)
+}
+
+func workers(ctx context.Context, c Conn, sub, name string, jsonOut bool, o IO) error {
+	asJSON := &jsonOut
 	conn, err := c.Dial()
 	if err != nil {
 		return err
@@ -913,10 +875,10 @@ func Workers(ctx context.Context, args []string, o IO) error {
 		}
 		return tw.Flush()
 	}
-	if fs.NArg() != 1 {
+	if name == "" {
 		return usage("workers %s: give one worker name", sub)
 	}
-	resp, err := cl.DrainWorker(ctx, &pb.DrainWorkerRequest{Name: fs.Arg(0), Undrain: sub == "undrain"})
+	resp, err := cl.DrainWorker(ctx, &pb.DrainWorkerRequest{Name: name, Undrain: sub == "undrain"})
 	if err != nil {
 		return rpcErr(sub, err)
 	}
@@ -927,20 +889,21 @@ func Workers(ctx context.Context, args []string, o IO) error {
 	return nil
 }
 
-// Events is `coordinator events list`.
-func Events(ctx context.Context, args []string, o IO) error {
-	if len(args) == 0 || args[0] != "list" {
-		return usage("usage: coordinator events list [--limit N] [--all] [--json]")
-	}
-	fs := newFlagSet("events list", "coordinator events list [flags]", o)
-	var c Conn
-	c.flags(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
-	limit := fs.Int("limit", 50, "at most this many (up to 10000)")
-	all := fs.Bool("all", false, "show the noise too: events Kiln has no use for, with the reason")
-	if err := parse(fs, args[1:]); err != nil {
-		return err
-	}
+// eventsCmd is `coordinator events list`.
+type eventsCmd struct {
+	List eventsListCmd `cmd:"" help:"List the Gerrit events, what was done with each and why, and the jobs queued."`
+}
+
+type eventsListCmd struct {
+	Conn
+	JSON  bool `name:"json" help:"print JSON"`
+	Limit int  `help:"at most this many (up to 10000)" default:"50" placeholder:"N"`
+	All   bool `help:"show the noise too: events Kiln has no use for, with the reason"`
+}
+
+// Run lists the events.
+func (c *eventsListCmd) Run(ctx context.Context, o IO) error {
+	asJSON, limit, all := &c.JSON, &c.Limit, &c.All
 	conn, err := c.Dial()
 	if err != nil {
 		return err
@@ -966,18 +929,18 @@ func Events(ctx context.Context, args []string, o IO) error {
 	return tw.Flush()
 }
 
-// Certs is `coordinator certs`: a CA and certificates for a small
+// certsCmd is `coordinator certs`: a CA and certificates for a small
 // installation, each with the role the coordinator enforces.
-func Certs(_ context.Context, args []string, o IO) error {
-	fs := newFlagSet("certs", "coordinator certs --dir DIR --name NAME --role worker|client|admin|publisher|coordinator [--host HOST]...", o)
-	dir := fs.String("dir", "", "directory holding ca.pem and ca-key.pem (made on first use)")
-	name := fs.String("name", "", "certificate name, e.g. coordinator, worker-1, jenkins, publisher; a worker's is its worker name")
-	roleName := fs.String("role", "", "what the holder may do: worker (WorkerService only), client (read and submit), admin (everything), publisher or coordinator (a server's own certificate, nothing on the coordinator)")
-	var hosts multi
-	fs.Var(&hosts, "host", "DNS name or IP the certificate is valid for (repeatable)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
+type certsCmd struct {
+	Dir  string   `help:"directory holding ca.pem and ca-key.pem (made on first use)" placeholder:"DIR"`
+	Name string   `help:"certificate name, e.g. coordinator, worker-1, jenkins, publisher; a worker's is its worker name" placeholder:"NAME"`
+	Role string   `help:"what the holder may do: worker (WorkerService only), client (read and submit), admin (everything), publisher or coordinator (a server's own certificate, nothing on the coordinator)" placeholder:"ROLE"`
+	Host []string `help:"DNS name or IP the certificate is valid for (repeatable)" sep:"none" placeholder:"HOST"`
+}
+
+// Run makes the CA (once) and the certificate.
+func (c *certsCmd) Run(o IO) error {
+	dir, name, roleName, hosts := &c.Dir, &c.Name, &c.Role, c.Host
 	if *dir == "" || *name == "" || *roleName == "" {
 		return usage("--dir, --name and --role are required")
 	}

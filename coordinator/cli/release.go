@@ -13,41 +13,64 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/alecthomas/kong"
+
+	"github.com/kiln-build/kiln/internal/cmdline"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 )
 
-const releaseUsage = "usage: coordinator release seal R|unseal R|show R|verify R [--package P]... [--wait] [--diffoscope-dir DIR]   [--json]"
+// releaseCmd is `coordinator release seal|unseal|show|verify R`.
+type releaseCmd struct {
+	Seal   releaseSealCmd   `cmd:"" help:"Record that from now on every package build of the release draws only from its repositories and its base, never from upstream."`
+	Unseal releaseSealCmd   `cmd:"" help:"Let the release's builds draw from upstream again."`
+	Show   releaseShowCmd   `cmd:"" help:"Show the release: its packages (newest successful build per target), whether it is sealed, its base, each package's last verification."`
+	Verify releaseVerifyCmd `cmd:"" help:"Rebuild every package of the release (or each --package) from its record and compare the packages byte for byte."`
+}
 
-// Release is `coordinator release seal|unseal|show|verify R`.
-func Release(ctx context.Context, args []string, o IO) error {
-	if len(args) == 0 {
-		return usage("%s", releaseUsage)
-	}
-	sub, args := args[0], args[1:]
-	synopsis := "coordinator release " + sub + " [flags] RELEASE"
-	switch sub {
-	case "seal", "unseal", "show":
-	case "verify":
-		synopsis = "coordinator release verify [--package P]... [--wait] [--diffoscope-dir DIR] [--json] RELEASE"
-	default:
-		return usage("release %q: use seal, unseal, show or verify", sub)
-	}
-	fs := newFlagSet("release "+sub, synopsis, o)
-	var c Conn
-	c.flags(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
-	var packages multi
-	var wait bool
-	var diffDir string
-	if sub == "verify" {
-		fs.Var(&packages, "package", "verify only this source package, on every target (repeatable); default every package of the release")
-		fs.BoolVar(&wait, "wait", false, "wait for every result, print each as it comes, and exit 0 when all are identical, 1 when any differs or its rebuild failed, 3 when the infrastructure failed")
-		fs.StringVar(&diffDir, "diffoscope-dir", "", "with --wait: fetch both versions of every differing file and write a diffoscope report for each into DIR (needs diffoscope installed)")
-	}
-	if err := parse(fs, reorder(fs, args)); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
+// releaseName is the release a release command acts on.
+type releaseName struct {
+	Release string `arg:"" optional:"" help:"the release, e.g. mos-9.0"`
+}
+
+type releaseSealCmd struct {
+	Conn
+	JSON bool `name:"json" help:"print JSON"`
+	releaseName
+}
+
+type releaseShowCmd struct {
+	Conn
+	JSON bool `name:"json" help:"print JSON"`
+	releaseName
+}
+
+type releaseVerifyCmd struct {
+	Conn
+	JSON          bool     `name:"json" help:"print JSON"`
+	Package       []string `help:"verify only this source package, on every target (repeatable); default every package of the release" sep:"none" placeholder:"P"`
+	Wait          bool     `help:"wait for every result, print each as it comes, and exit 0 when all are identical, 1 when any differs or its rebuild failed, 3 when the infrastructure failed"`
+	DiffoscopeDir string   `help:"with --wait: fetch both versions of every differing file and write a diffoscope report for each into DIR (needs diffoscope installed)" placeholder:"DIR"`
+	releaseName
+}
+
+// Run seals or unseals the release.
+func (c *releaseSealCmd) Run(ctx context.Context, o IO, k *kong.Context) error {
+	return release(ctx, c.Conn, k.Selected().Name, c.Release, c.JSON, releaseVerifyCmd{}, o)
+}
+
+// Run shows the release.
+func (c *releaseShowCmd) Run(ctx context.Context, o IO) error {
+	return release(ctx, c.Conn, "show", c.Release, c.JSON, releaseVerifyCmd{}, o)
+}
+
+// Run verifies the release.
+func (c *releaseVerifyCmd) Run(ctx context.Context, o IO) error {
+	return release(ctx, c.Conn, "verify", c.Release, c.JSON, *c, o)
+}
+
+func release(ctx context.Context, c Conn, sub, rel string, jsonOut bool, vc releaseVerifyCmd, o IO) error {
+	asJSON, packages, wait, diffDir := &jsonOut, vc.Package, vc.Wait, vc.DiffoscopeDir
+	if rel == "" {
 		return usage("release %s: give one release name, e.g. coordinator release %s mos-9.0", sub, sub)
 	}
 	if diffDir != "" && !wait {
@@ -59,7 +82,6 @@ func Release(ctx context.Context, args []string, o IO) error {
 	}
 	defer conn.Close()
 	rc := pb.NewReleaseServiceClient(conn)
-	rel := fs.Arg(0)
 	switch sub {
 	case "seal", "unseal":
 		resp, err := rc.SealRelease(ctx, &pb.SealReleaseRequest{Release: rel, Unseal: sub == "unseal", RequestedBy: origin()})
@@ -318,9 +340,9 @@ func verifyOutcome(v *pb.Verification, o IO) error {
 		n[pb.VerificationResult_VERIFICATION_RESULT_FAILED], n[pb.VerificationResult_VERIFICATION_RESULT_ERROR])
 	switch {
 	case n[pb.VerificationResult_VERIFICATION_RESULT_DIFFERENT]+n[pb.VerificationResult_VERIFICATION_RESULT_FAILED] > 0:
-		return &ExitError{Code: ExitFailed, Err: errors.New(msg)}
+		return cmdline.Failed(errors.New(msg))
 	case n[pb.VerificationResult_VERIFICATION_RESULT_ERROR] > 0:
-		return &ExitError{Code: ExitInfra, Err: errors.New(msg)}
+		return infra(errors.New(msg))
 	}
 	fmt.Fprintln(o.Err, msg)
 	return nil

@@ -22,6 +22,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/coordinator/scheduler"
 	"github.com/kiln-build/kiln/coordinator/store"
+	"github.com/kiln-build/kiln/internal/cmdline"
 	"github.com/kiln-build/kiln/internal/testenv"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 )
@@ -97,12 +98,12 @@ func (s *releaseServer) build(t *testing.T, filesFor func(*job.Job) map[string]s
 
 func (s *releaseServer) cli(args ...string) (string, string, error) {
 	var out, errb bytes.Buffer
-	err := Release(context.Background(), append(args, "--server", s.addr), IO{Out: &out, Err: &errb})
+	err := Execute(context.Background(), append(append([]string{"release"}, args...), "--server", s.addr), IO{Out: &out, Err: &errb})
 	return out.String(), errb.String(), err
 }
 
 func exitCode(err error) int {
-	var ee *ExitError
+	var ee *cmdline.ExitError
 	if errors.As(err, &ee) {
 		return ee.Code
 	}
@@ -121,10 +122,10 @@ func TestReleaseCommands(t *testing.T) {
 	testenv.Tool(t, "diffoscope")
 	ctx := context.Background()
 	s := startReleaseServer(t)
-	if _, _, err := s.cli("seal", "mos-8.0"); exitCode(err) != ExitUsage || !strings.Contains(err.Error(), `"mos-8.0"`) {
+	if _, _, err := s.cli("seal", "mos-8.0"); exitCode(err) != cmdline.ExitUsage || !strings.Contains(err.Error(), `"mos-8.0"`) {
 		t.Fatalf("seal of an unknown release: %v (exit %d), want exit 2 naming it", err, exitCode(err))
 	}
-	if _, _, err := s.cli("show", "mos-8.0"); exitCode(err) != ExitUsage {
+	if _, _, err := s.cli("show", "mos-8.0"); exitCode(err) != cmdline.ExitUsage {
 		t.Fatalf("show of an unknown release: %v, want exit 2", err)
 	}
 	out, _, err := s.cli("seal", "mos-9.0")
@@ -178,7 +179,7 @@ func TestReleaseCommands(t *testing.T) {
 	diffDir := t.TempDir()
 	out, errOut, err := s.cli("verify", "mos-9.0", "--wait", "--diffoscope-dir", diffDir)
 	t.Logf("verify stderr:\n%s", errOut)
-	if exitCode(err) != ExitFailed {
+	if exitCode(err) != cmdline.ExitFailed {
 		t.Fatalf("verify: %v (exit %d), want exit 1\n%s", err, exitCode(err), out)
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kiln-build/kiln/internal/cmdline"
 	"github.com/kiln-build/kiln/internal/testenv"
 )
 
@@ -47,8 +48,8 @@ func TestLocalSources(t *testing.T) {
 		"commit in dir": {notGit + "@" + strings.Repeat("a", 40), "not a git repository"},
 	} {
 		_, err := ResolveSources(ctx, []string{c.src})
-		var ee *ExitError
-		if !errors.As(err, &ee) || ee.Code != ExitUsage || !strings.Contains(err.Error(), c.want) {
+		var ee *cmdline.ExitError
+		if !errors.As(err, &ee) || ee.Code != cmdline.ExitUsage || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want exit 2 saying %q", name, err, c.want)
 		}
 	}

@@ -52,7 +52,7 @@ func followFor(ctx context.Context, cl pb.CoordinatorServiceClient, id string, d
 		j.GetPublish().GetState() == pb.PublishState_PUBLISH_STATE_PENDING {
 		msg += fmt.Sprintf("; it goes on (coordinator jobs cancel %s stops it)", id)
 	}
-	return &ExitError{Code: ExitInfra, Err: errors.New(msg)}
+	return infra(errors.New(msg))
 }
 
 // publishName is a job's publish state for people: empty when it is not

@@ -4,13 +4,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/kiln-build/kiln/publisher/cli"
 	"github.com/kiln-build/kiln/publisher/deb/debtest"
 	"github.com/kiln-build/kiln/publisher/repo"
 	"github.com/kiln-build/kiln/publisher/sign/signtest"
@@ -87,7 +85,7 @@ func TestBaseCommands(t *testing.T) {
 	if out, err := run(t, append([]string{"publish", "--base", "--repo", "r"}, base...)...); err != nil || !strings.Contains(out, "published r-base (0 packages)") {
 		t.Fatalf("publish --base: %v\n%s", err, out)
 	}
-	if out, err := run(t, append([]string{"list", "--base"}, base...)...); !errors.Is(err, cli.ErrUsage) {
+	if out, err := run(t, append([]string{"list", "--base"}, base...)...); !isUsage(err) {
 		t.Errorf("list --base without --repo: %v\n%s", err, out)
 	}
 	if out, err := run(t, append([]string{"include", "--base", "--repo", "r-base", zlib}, base...)...); err == nil || !strings.Contains(err.Error(), "has no base of its own") {

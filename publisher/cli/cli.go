@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -18,7 +17,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/kiln-build/kiln/internal/config"
+	"github.com/kiln-build/kiln/internal/cmdline"
 	"github.com/kiln-build/kiln/internal/logging"
 	"github.com/kiln-build/kiln/publisher/push"
 	"github.com/kiln-build/kiln/publisher/repo"
@@ -45,62 +44,62 @@ type Config struct {
 	Mirrors []push.Mirror `yaml:"mirrors"`
 }
 
-// ErrUsage is wrapped by errors about the command line itself.
-var ErrUsage = errors.New("usage")
-
 func usagef(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, args...))
+	return cmdline.Usage(format, args...)
 }
 
-const topUsage = `Usage: publisher COMMAND [flags]
+// Program is the publisher's command line.
+var Program = cmdline.Program{
+	Name:    "publisher",
+	Summary: "keep signed Debian and RPM repositories",
+	Description: `Keeps signed Debian and RPM repositories with the operator's own OpenPGP key.
 
-Keeps signed Debian and RPM repositories with the operator's own OpenPGP key.
+include, remove, publish, list and push take --base to act on the repository's base instead (NAME-base: the upstream packages its builds installed, kept beside it so that the release rebuilds from itself alone).
 
-Commands:
-  include   --repo NAME FILE...        add .deb, .udeb, .dsc (with its files) or .rpm files
-  remove    --repo NAME SPEC...        remove packages: NAME, NAME=VERSION or NAME/ARCH=VERSION
-  publish   --repo NAME                write the signed indexes and switch them live atomically
-  list      [--repo NAME] [--json]     list the repositories, or a repository's packages
-  snapshot  create --repo NAME SNAP    record an immutable snapshot of a repository (and its base)
-  snapshot  list [--repo NAME] [--json]
-  snapshot  publish SNAP               publish a snapshot under public/snapshots/SNAP
-  key       show                       print the public key and its fingerprint for customers
-  push      --repo NAME [--mirror M]   rsync a published repository to the configured mirrors
-  gc        [--grace D] [--dry-run] [--json]  remove stored files no package or snapshot references
-  serve     [--listen ADDR] [--dev]    serve the gRPC API for the coordinator
+Every command takes --config FILE, or for a quick start without one --root DIR --key FILE [--passphrase-file F] and, creating a repository on its first include, --format deb|rpm [--suite S] [--component C] [--rpm-signatures header+payload|header].
 
-include, remove, publish, list and push take --base to act on the
-repository's base instead (NAME-base: the upstream packages its builds
-installed, kept beside it so that the release rebuilds from itself alone).
+Settings come from built-in defaults, then the config file, then KILN_PUBLISHER_* environment variables, then flags.`,
+	EnvPrefix:    "KILN_PUBLISHER_",
+	Defaults:     func() any { return &Config{} },
+	Unclassified: cmdline.ExitFailed,
+	Vars:         map[string]string{"gc_grace": repo.DefaultObjectGrace.String()},
+}
 
-Every command takes --config FILE, or for a quick start without one:
-  --root DIR --key FILE [--passphrase-file F] and, creating a repository on
-  its first include, --format deb|rpm [--suite S] [--component C]
-  [--rpm-signatures header+payload|header].
-
-Run "publisher COMMAND --help" for a command's flags.
-`
+// grammar is the publisher's command line.
+type grammar struct {
+	Include  includeCmd     `cmd:"" help:"Add .deb, .udeb, .dsc (with its files) or .rpm files to a repository."`
+	Remove   removeCmd      `cmd:"" help:"Remove packages: NAME, NAME=VERSION or NAME/ARCH=VERSION."`
+	Publish  publishCmd     `cmd:"" help:"Write the signed indexes and switch them live atomically."`
+	List     listCmd        `cmd:"" help:"List the repositories, or a repository's packages."`
+	Snapshot snapshotCmd    `cmd:"" help:"Record, list and publish immutable snapshots of a repository (and its base)."`
+	Key      keyCmd         `cmd:"" help:"Show the signing key."`
+	Push     pushCmd        `cmd:"" help:"Rsync a published repository to the configured mirrors."`
+	GC       gcCmd          `cmd:"" name:"gc" help:"Remove stored files no package or snapshot references."`
+	Serve    serveCmd       `cmd:"" help:"Serve the gRPC API for the coordinator (pinned client certificate), /metrics and /healthz."`
+	Man      cmdline.ManCmd `cmd:"" hidden:"" help:"Write the man page (roff) to stdout."`
+}
 
 // common holds the flags every command has.
 type common struct {
-	configFile, root, key, passFile, passEnv, logLevel string
-	format, suite, component, rpmSignatures            string
+	Config         string `help:"configuration file (YAML)" placeholder:"FILE" setting:""`
+	Root           string `help:"publisher root directory (store, objects, public/)" placeholder:"DIR" setting:"root"`
+	Key            string `help:"armored OpenPGP private key file to sign with" placeholder:"FILE" setting:"signing.key_file"`
+	PassphraseFile string `help:"file holding the key's passphrase" placeholder:"FILE" setting:"signing.passphrase_file"`
+	PassphraseEnv  string `help:"environment variable holding the key's passphrase" placeholder:"VARIABLE" setting:"signing.passphrase_env"`
+	LogLevel       string `help:"log level: trace, debug, info, warn, error" placeholder:"LEVEL" setting:"log.level"`
 }
 
-func (c *common) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.configFile, "config", "", "configuration `file` (YAML)")
-	fs.StringVar(&c.root, "root", "", "publisher root `directory` (store, objects, public/)")
-	fs.StringVar(&c.key, "key", "", "armored OpenPGP private key `file` to sign with")
-	fs.StringVar(&c.passFile, "passphrase-file", "", "`file` holding the key's passphrase")
-	fs.StringVar(&c.passEnv, "passphrase-env", "", "environment `variable` holding the key's passphrase")
-	fs.StringVar(&c.logLevel, "log-level", "", "log `level`: trace, debug, info, warn, error")
+// repoFlags create a repository on its first include.
+type repoFlags struct {
+	Format        string `help:"format of a repository created on first include: deb or rpm" placeholder:"deb|rpm"`
+	Suite         string `help:"suite of a deb repository created on first include (e.g. bookworm)" placeholder:"SUITE"`
+	Component     string `help:"component of a deb repository created on first include" default:"main" placeholder:"COMPONENT"`
+	RPMSignatures string `name:"rpm-signatures" help:"signatures of an rpm repository created on first include: header+payload, or header (as rpmsign does since rpm 4.16)" default:"header+payload" placeholder:"KIND"`
 }
 
-func (c *common) registerRepo(fs *flag.FlagSet) {
-	fs.StringVar(&c.format, "format", "", "format of a repository created on first include: deb or rpm")
-	fs.StringVar(&c.suite, "suite", "", "suite of a deb repository created on first include (e.g. bookworm)")
-	fs.StringVar(&c.component, "component", "main", "component of a deb repository created on first include")
-	fs.StringVar(&c.rpmSignatures, "rpm-signatures", "header+payload", "signatures of an rpm repository created on first include: header+payload, or header (as rpmsign does since rpm 4.16)")
+// Run runs the publisher command line.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return Program.Run(ctx, &grammar{}, args, stdout, stderr)
 }
 
 // env is what a command runs with.
@@ -113,44 +112,24 @@ type env struct {
 
 // load reads the config file, applies environment and flags, and opens
 // the store.
-func (c *common) load(ctx context.Context, stderr, stdout io.Writer) (*env, error) {
+func (c *common) load(ctx context.Context, in *cmdline.Invocation) (*env, error) {
+	stderr, stdout := in.Err, in.Out
 	var cfg Config
-	if err := config.Load(c.configFile, &cfg); err != nil {
+	if err := in.Load(c.Config, &cfg); err != nil {
 		return nil, err
-	}
-	if v, ok := config.Env("KILN_PUBLISHER_ROOT"); ok {
-		cfg.Root = v
-	}
-	if v, ok := config.Env("KILN_PUBLISHER_KEY"); ok {
-		cfg.Signing.KeyFile = v
-	}
-	if c.root != "" {
-		cfg.Root = c.root
-	}
-	if c.key != "" {
-		cfg.Signing.KeyFile = c.key
-	}
-	if c.passFile != "" {
-		cfg.Signing.PassphraseFile = c.passFile
-	}
-	if c.passEnv != "" {
-		cfg.Signing.PassphraseEnv = c.passEnv
-	}
-	if c.logLevel != "" {
-		cfg.Log.Level = c.logLevel
 	}
 	if cfg.Root == "" {
 		return nil, usagef("no publisher root: give --root DIR or root: in --config FILE")
 	}
 	for _, m := range cfg.Mirrors {
 		if err := m.Validate(); err != nil {
-			return nil, fmt.Errorf("config %s: %w", c.configFile, err)
+			return nil, fmt.Errorf("config %s: %w", c.Config, err)
 		}
 	}
 	for i, r := range cfg.Repositories {
 		r = r.WithDefaults()
 		if err := r.Validate(); err != nil {
-			return nil, fmt.Errorf("config %s: %w", c.configFile, err)
+			return nil, fmt.Errorf("config %s: %w", c.Config, err)
 		}
 		cfg.Repositories[i] = r
 	}
@@ -171,9 +150,9 @@ func (c *common) load(ctx context.Context, stderr, stdout io.Writer) (*env, erro
 	return &env{cfg: cfg, log: log, store: st, stdout: stdout}, nil
 }
 
-// baseFlag registers --base on a command.
-func baseFlag(fs *flag.FlagSet, base *bool) {
-	fs.BoolVar(base, "base", false, "act on the repository's base (NAME"+repo.BaseSuffix+": the upstream packages its builds installed) instead of the repository")
+// baseFlag is --base.
+type baseFlag struct {
+	Base bool `help:"act on the repository's base (NAME-base: the upstream packages its builds installed) instead of the repository"`
 }
 
 // target returns the repository a command acts on: repoName, or with base
@@ -193,114 +172,40 @@ func (e *env) key(ctx context.Context) (*sign.Key, error) {
 	return sign.Load(ctx, sign.Config{KeyFile: e.cfg.Signing.KeyFile, PassphraseFile: e.cfg.Signing.PassphraseFile, PassphraseEnv: e.cfg.Signing.PassphraseEnv})
 }
 
-// Run runs the publisher command line.
-func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, topUsage)
-		return usagef("no command given")
-	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, topUsage)
-		return nil
-	case "include":
-		return runInclude(ctx, rest, stdout, stderr)
-	case "remove":
-		return runRemove(ctx, rest, stdout, stderr)
-	case "publish":
-		return runPublish(ctx, rest, stdout, stderr)
-	case "list":
-		return runList(ctx, rest, stdout, stderr)
-	case "snapshot":
-		return runSnapshot(ctx, rest, stdout, stderr)
-	case "key":
-		return runKey(ctx, rest, stdout, stderr)
-	case "push":
-		return runPush(ctx, rest, stdout, stderr)
-	case "gc":
-		return runGC(ctx, rest, stdout, stderr)
-	case "serve":
-		return runServe(ctx, rest, stdout, stderr)
-	}
-	fmt.Fprint(stderr, topUsage)
-	return usagef("unknown command %q", cmd)
+type includeCmd struct {
+	common
+	repoFlags
+	Repo string `help:"repository name" placeholder:"NAME"`
+	baseFlag
+	Publish bool     `help:"publish the repository afterwards"`
+	JSON    bool     `name:"json" help:"print the result as JSON"`
+	Files   []string `arg:"" optional:"" help:"the .deb, .udeb, .dsc (with its files) or .rpm files" placeholder:"FILE"`
 }
 
-// parse parses flags; errHelp means --help was asked for and printed.
-var errHelp = errors.New("help shown")
-
-func newFlags(name, usage string, stdout io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: publisher %s\n\nFlags:\n", usage)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-func parse(fs *flag.FlagSet, args []string, stderr io.Writer) error {
-	// Flags may come after positional arguments, as with reprepro.
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return errHelp
-			}
-			fs.SetOutput(stderr)
-			return usagef("%v", err)
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-	return fs.Parse(append([]string{"--"}, pos...))
-}
-
-func done(err error) error {
-	if errors.Is(err, errHelp) {
-		return nil
-	}
-	return err
-}
-
-func runInclude(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
-	var c common
-	var repoName string
-	var publish, jsonOut, base bool
-	fs := newFlags("include", "include --repo NAME [--base] [flags] FILE...", stdout)
-	c.register(fs)
-	c.registerRepo(fs)
-	fs.StringVar(&repoName, "repo", "", "repository `name`")
-	baseFlag(fs, &base)
-	fs.BoolVar(&publish, "publish", false, "publish the repository afterwards")
-	fs.BoolVar(&jsonOut, "json", false, "print the result as JSON")
-	if err := parse(fs, args, stderr); err != nil {
-		return done(err)
-	}
-	if repoName == "" || fs.NArg() == 0 {
+// Run is `publisher include`.
+func (c *includeCmd) Run(ctx context.Context, in *cmdline.Invocation) (err error) {
+	stdout := in.Out
+	repoName, publish, jsonOut, base := c.Repo, c.Publish, c.JSON, c.Base
+	if repoName == "" || len(c.Files) == 0 {
 		return usagef("include needs --repo NAME and at least one FILE")
 	}
-	e, err := c.load(ctx, stderr, stdout)
+	e, err := c.load(ctx, in)
 	if err != nil {
 		return err
 	}
 	defer e.store.Close()
 	if _, err := e.store.Repo(ctx, repoName); errors.Is(err, repo.ErrNotFound) {
-		if c.format == "" {
+		if c.Format == "" {
 			return fmt.Errorf("repository %s does not exist: create it by giving --format deb|rpm (and --suite for deb) or list it in the config file", repoName)
 		}
-		rc := repo.Config{Name: repoName, Format: c.format, Suite: c.suite, Component: c.component}
-		if c.format == repo.FormatRPM {
-			rc.RPMSignatures = c.rpmSignatures
+		rc := repo.Config{Name: repoName, Format: c.Format, Suite: c.Suite, Component: c.Component}
+		if c.Format == repo.FormatRPM {
+			rc.RPMSignatures = c.RPMSignatures
 		}
 		if err := e.store.CreateRepo(ctx, rc); err != nil {
 			return err
 		}
-		e.log.Info("repository created", "repository", repoName, "format", c.format)
+		e.log.Info("repository created", "repository", repoName, "format", c.Format)
 	} else if err != nil {
 		return err
 	}
@@ -324,7 +229,7 @@ func runInclude(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 		signer = k
 	}
 	var inputs []repo.Input
-	for _, p := range fs.Args() {
+	for _, p := range c.Files {
 		inputs = append(inputs, repo.Input{Name: filepath.Base(p), Path: p})
 	}
 	res, err := e.store.Include(ctx, repoName, inputs, nil, signer)
@@ -355,30 +260,30 @@ func runInclude(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 	return nil
 }
 
-func runRemove(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var c common
-	var repoName string
-	var jsonOut, base bool
-	fs := newFlags("remove", "remove --repo NAME [--base] [--json] [flags] NAME[/ARCH][=VERSION]...", stdout)
-	c.register(fs)
-	fs.StringVar(&repoName, "repo", "", "repository `name`")
-	baseFlag(fs, &base)
-	fs.BoolVar(&jsonOut, "json", false, "print the removed packages as JSON")
-	if err := parse(fs, args, stderr); err != nil {
-		return done(err)
-	}
-	if repoName == "" || fs.NArg() == 0 {
+type removeCmd struct {
+	common
+	Repo string `help:"repository name" placeholder:"NAME"`
+	baseFlag
+	JSON     bool     `name:"json" help:"print the removed packages as JSON"`
+	Packages []string `arg:"" optional:"" help:"packages to remove: NAME, NAME=VERSION or NAME/ARCH=VERSION" placeholder:"NAME[/ARCH][=VERSION]"`
+}
+
+// Run is `publisher remove`.
+func (c *removeCmd) Run(ctx context.Context, in *cmdline.Invocation) error {
+	stdout := in.Out
+	repoName, jsonOut, base := c.Repo, c.JSON, c.Base
+	if repoName == "" || len(c.Packages) == 0 {
 		return usagef("remove needs --repo NAME and at least one package")
 	}
 	var specs []repo.RemoveSpec
-	for _, a := range fs.Args() {
+	for _, a := range c.Packages {
 		sp, err := repo.ParseRemoveSpec(a)
 		if err != nil {
 			return usagef("%v", err)
 		}
 		specs = append(specs, sp)
 	}
-	e, err := c.load(ctx, stderr, stdout)
+	e, err := c.load(ctx, in)
 	if err != nil {
 		return err
 	}
@@ -403,23 +308,22 @@ func runRemove(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
-func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var c common
-	var repoName string
-	var jsonOut, base bool
-	fs := newFlags("publish", "publish --repo NAME [--base] [flags]", stdout)
-	c.register(fs)
-	fs.StringVar(&repoName, "repo", "", "repository `name`")
-	baseFlag(fs, &base)
-	fs.BoolVar(&jsonOut, "json", false, "print the result as JSON")
-	pushAfter := fs.Bool("push", false, "push the repository to the configured mirrors afterwards")
-	if err := parse(fs, args, stderr); err != nil {
-		return done(err)
-	}
-	if repoName == "" || fs.NArg() != 0 {
+type publishCmd struct {
+	common
+	Repo string `help:"repository name" placeholder:"NAME"`
+	baseFlag
+	JSON bool `name:"json" help:"print the result as JSON"`
+	Push bool `help:"push the repository to the configured mirrors afterwards"`
+}
+
+// Run is `publisher publish`.
+func (c *publishCmd) Run(ctx context.Context, in *cmdline.Invocation) error {
+	stdout, stderr := in.Out, in.Err
+	repoName, jsonOut, base, pushAfter := c.Repo, c.JSON, c.Base, &c.Push
+	if repoName == "" {
 		return usagef("publish needs --repo NAME and no other arguments")
 	}
-	e, err := c.load(ctx, stderr, stdout)
+	e, err := c.load(ctx, in)
 	if err != nil {
 		return err
 	}
@@ -473,22 +377,21 @@ func (e *env) push(ctx context.Context, dir, only string, log io.Writer) error {
 	return nil
 }
 
-func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var c common
-	var repoName, mirror string
-	var base bool
-	fs := newFlags("push", "push --repo NAME [--base] [--mirror NAME] [flags]", stdout)
-	c.register(fs)
-	fs.StringVar(&repoName, "repo", "", "repository `name` (published before)")
-	baseFlag(fs, &base)
-	fs.StringVar(&mirror, "mirror", "", "only this mirror (default: all configured)")
-	if err := parse(fs, args, stderr); err != nil {
-		return done(err)
-	}
-	if repoName == "" || fs.NArg() != 0 {
+type pushCmd struct {
+	common
+	Repo string `help:"repository name (published before)" placeholder:"NAME"`
+	baseFlag
+	Mirror string `help:"only this mirror (default: all configured)" placeholder:"NAME"`
+}
+
+// Run is `publisher push`.
+func (c *pushCmd) Run(ctx context.Context, in *cmdline.Invocation) error {
+	stderr := in.Err
+	repoName, mirror, base := c.Repo, c.Mirror, c.Base
+	if repoName == "" {
 		return usagef("push needs --repo NAME and no other arguments")
 	}
-	e, err := c.load(ctx, stderr, stdout)
+	e, err := c.load(ctx, in)
 	if err != nil {
 		return err
 	}
@@ -502,25 +405,21 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return e.push(ctx, e.store.PublicDir(repoName), mirror, stderr)
 }
 
-func runGC(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var c common
-	var grace time.Duration
-	var dryRun, jsonOut bool
-	fs := newFlags("gc", "gc [--grace DURATION] [--dry-run] [--json] [flags]", stdout)
-	c.register(fs)
-	fs.DurationVar(&grace, "grace", repo.DefaultObjectGrace, "keep unreferenced files written or uploaded less than this `duration` ago (uploads wait for their publish request)")
-	fs.BoolVar(&dryRun, "dry-run", false, "only count what would be removed")
-	fs.BoolVar(&jsonOut, "json", false, "print the result as JSON")
-	if err := parse(fs, args, stderr); err != nil {
-		return done(err)
-	}
-	if fs.NArg() != 0 {
-		return usagef("gc takes no arguments")
-	}
+type gcCmd struct {
+	common
+	Grace  time.Duration `help:"keep unreferenced files written or uploaded less than this duration ago (uploads wait for their publish request)" default:"${gc_grace}" placeholder:"DURATION"`
+	DryRun bool          `help:"only count what would be removed"`
+	JSON   bool          `name:"json" help:"print the result as JSON"`
+}
+
+// Run is `publisher gc`.
+func (c *gcCmd) Run(ctx context.Context, in *cmdline.Invocation) error {
+	stdout := in.Out
+	grace, dryRun, jsonOut := c.Grace, c.DryRun, c.JSON
 	if grace < 0 {
 		return usagef("--grace %s is negative", grace)
 	}
-	e, err := c.load(ctx, stderr, stdout)
+	e, err := c.load(ctx, in)
 	if err != nil {
 		return err
 	}
@@ -543,25 +442,21 @@ func runGC(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var c common
-	var repoName string
-	var jsonOut, base bool
-	fs := newFlags("list", "list [--repo NAME [--base]] [--json] [flags]", stdout)
-	c.register(fs)
-	fs.StringVar(&repoName, "repo", "", "repository `name` (without: list the repositories)")
-	baseFlag(fs, &base)
-	fs.BoolVar(&jsonOut, "json", false, "print JSON")
-	if err := parse(fs, args, stderr); err != nil {
-		return done(err)
-	}
-	if fs.NArg() != 0 {
-		return usagef("list takes no arguments: give --repo NAME for a repository's packages")
-	}
+type listCmd struct {
+	common
+	Repo string `help:"repository name (without: list the repositories)" placeholder:"NAME"`
+	baseFlag
+	JSON bool `name:"json" help:"print JSON"`
+}
+
+// Run is `publisher list`.
+func (c *listCmd) Run(ctx context.Context, in *cmdline.Invocation) error {
+	stdout := in.Out
+	repoName, jsonOut, base := c.Repo, c.JSON, c.Base
 	if base && repoName == "" {
 		return usagef("list --base needs --repo NAME: the repository whose base to list")
 	}
-	e, err := c.load(ctx, stderr, stdout)
+	e, err := c.load(ctx, in)
 	if err != nil {
 		return err
 	}
@@ -590,148 +485,131 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return tw.Flush()
 }
 
-func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usagef("snapshot needs a subcommand: create, list or publish")
-	}
-	var c common
-	var repoName string
-	var jsonOut bool
-	sub, rest := args[0], args[1:]
-	switch sub {
-	case "-h", "--help", "help":
-		fmt.Fprint(stdout, "Usage:\n  publisher snapshot create --repo NAME SNAP\n  publisher snapshot list [--repo NAME] [--json]\n  publisher snapshot publish SNAP\n\nRun \"publisher snapshot SUBCOMMAND --help\" for flags.\n")
-		return nil
-	case "create":
-		fs := newFlags("snapshot create", "snapshot create --repo NAME [--json] [flags] SNAP", stdout)
-		c.register(fs)
-		fs.StringVar(&repoName, "repo", "", "repository `name`")
-		fs.BoolVar(&jsonOut, "json", false, "print the snapshot as JSON")
-		if err := parse(fs, rest, stderr); err != nil {
-			return done(err)
-		}
-		if repoName == "" || fs.NArg() != 1 {
-			return usagef("snapshot create needs --repo NAME and one snapshot name")
-		}
-		e, err := c.load(ctx, stderr, stdout)
-		if err != nil {
-			return err
-		}
-		defer e.store.Close()
-		sn, err := e.store.CreateSnapshot(ctx, repoName, fs.Arg(0))
-		if err != nil {
-			return err
-		}
-		if jsonOut {
-			return writeJSON(stdout, sn)
-		}
-		fmt.Fprintf(stdout, "snapshot %s of %s: %d packages\n", sn.Name, sn.Repo, sn.Packages)
-		if sn.Base != "" {
-			fmt.Fprintf(stdout, "snapshot %s of its base %s taken with it\n", sn.Base, repo.BaseName(sn.Repo))
-		}
-		return nil
-	case "list":
-		fs := newFlags("snapshot list", "snapshot list [--repo NAME] [--json] [flags]", stdout)
-		c.register(fs)
-		fs.StringVar(&repoName, "repo", "", "only snapshots of this repository")
-		fs.BoolVar(&jsonOut, "json", false, "print JSON")
-		if err := parse(fs, rest, stderr); err != nil {
-			return done(err)
-		}
-		e, err := c.load(ctx, stderr, stdout)
-		if err != nil {
-			return err
-		}
-		defer e.store.Close()
-		list, err := e.store.Snapshots(ctx, repoName)
-		if err != nil {
-			return err
-		}
-		if jsonOut {
-			if list == nil {
-				list = []repo.Snapshot{}
-			}
-			return writeJSON(stdout, list)
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tREPOSITORY\tPACKAGES\tCREATED")
-		for _, s := range list {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", s.Name, s.Repo, s.Packages, s.Created.Format("2006-01-02T15:04:05Z"))
-		}
-		return tw.Flush()
-	case "publish":
-		fs := newFlags("snapshot publish", "snapshot publish [--json] [flags] SNAP", stdout)
-		c.register(fs)
-		fs.BoolVar(&jsonOut, "json", false, "print the result as JSON")
-		if err := parse(fs, rest, stderr); err != nil {
-			return done(err)
-		}
-		if fs.NArg() != 1 {
-			return usagef("snapshot publish needs one snapshot name")
-		}
-		e, err := c.load(ctx, stderr, stdout)
-		if err != nil {
-			return err
-		}
-		defer e.store.Close()
-		k, err := e.key(ctx)
-		if err != nil {
-			return err
-		}
-		res, err := e.store.PublishSnapshot(ctx, fs.Arg(0), k)
-		if err != nil {
-			return err
-		}
-		if jsonOut {
-			return writeJSON(stdout, res)
-		}
-		fmt.Fprintf(stdout, "published snapshot %s (%d packages) in %s\n", fs.Arg(0), res.Packages, res.Dir)
-		if res.Base != nil {
-			fmt.Fprintf(stdout, "published snapshot %s of the base (%d packages) in %s\n", repo.BaseName(fs.Arg(0)), res.Base.Packages, res.Base.Dir)
-		}
-		return nil
-	}
-	return usagef("unknown snapshot subcommand %q: use create, list or publish", sub)
+type snapshotCmd struct {
+	Create  snapshotCreateCmd  `cmd:"" help:"Record an immutable snapshot SNAP of a repository (and of its base)."`
+	List    snapshotListCmd    `cmd:"" help:"List the snapshots."`
+	Publish snapshotPublishCmd `cmd:"" help:"Publish snapshot SNAP under public/snapshots/SNAP."`
 }
 
-func runKey(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usagef("key needs a subcommand: show")
+type snapshotCreateCmd struct {
+	common
+	Repo string `help:"repository name" placeholder:"NAME"`
+	JSON bool   `name:"json" help:"print the snapshot as JSON"`
+	Name string `arg:"" optional:"" help:"the snapshot's name" placeholder:"SNAP"`
+}
+
+// Run is `publisher snapshot create`.
+func (c *snapshotCreateCmd) Run(ctx context.Context, in *cmdline.Invocation) error {
+	stdout := in.Out
+	repoName, jsonOut := c.Repo, c.JSON
+	if repoName == "" || c.Name == "" {
+		return usagef("snapshot create needs --repo NAME and one snapshot name")
 	}
-	switch args[0] {
-	case "-h", "--help", "help":
-		fmt.Fprint(stdout, "Usage:\n  publisher key show [--key FILE | --config FILE] [--json]\n\nPrints the fingerprint and the armored public key to give to customers.\n")
-		return nil
-	case "show":
-	default:
-		return usagef("unknown key subcommand %q: use show", args[0])
+	e, err := c.load(ctx, in)
+	if err != nil {
+		return err
 	}
-	var c common
-	var jsonOut bool
-	fs := newFlags("key show", "key show [--json] [flags]", stdout)
-	c.register(fs)
-	fs.BoolVar(&jsonOut, "json", false, "print fingerprint, signing key, algorithm and public key as JSON")
-	if err := parse(fs, args[1:], stderr); err != nil {
-		return done(err)
+	defer e.store.Close()
+	sn, err := e.store.CreateSnapshot(ctx, repoName, c.Name)
+	if err != nil {
+		return err
 	}
+	if jsonOut {
+		return writeJSON(stdout, sn)
+	}
+	fmt.Fprintf(stdout, "snapshot %s of %s: %d packages\n", sn.Name, sn.Repo, sn.Packages)
+	if sn.Base != "" {
+		fmt.Fprintf(stdout, "snapshot %s of its base %s taken with it\n", sn.Base, repo.BaseName(sn.Repo))
+	}
+	return nil
+}
+
+type snapshotListCmd struct {
+	common
+	Repo string `help:"only snapshots of this repository" placeholder:"NAME"`
+	JSON bool   `name:"json" help:"print JSON"`
+}
+
+// Run is `publisher snapshot list`.
+func (c *snapshotListCmd) Run(ctx context.Context, in *cmdline.Invocation) error {
+	stdout := in.Out
+	e, err := c.load(ctx, in)
+	if err != nil {
+		return err
+	}
+	defer e.store.Close()
+	list, err := e.store.Snapshots(ctx, c.Repo)
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		if list == nil {
+			list = []repo.Snapshot{}
+		}
+		return writeJSON(stdout, list)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tREPOSITORY\tPACKAGES\tCREATED")
+	for _, s := range list {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", s.Name, s.Repo, s.Packages, s.Created.Format("2006-01-02T15:04:05Z"))
+	}
+	return tw.Flush()
+}
+
+type snapshotPublishCmd struct {
+	common
+	JSON bool   `name:"json" help:"print the result as JSON"`
+	Name string `arg:"" optional:"" help:"the snapshot's name" placeholder:"SNAP"`
+}
+
+// Run is `publisher snapshot publish`.
+func (c *snapshotPublishCmd) Run(ctx context.Context, in *cmdline.Invocation) error {
+	stdout := in.Out
+	if c.Name == "" {
+		return usagef("snapshot publish needs one snapshot name")
+	}
+	e, err := c.load(ctx, in)
+	if err != nil {
+		return err
+	}
+	defer e.store.Close()
+	k, err := e.key(ctx)
+	if err != nil {
+		return err
+	}
+	res, err := e.store.PublishSnapshot(ctx, c.Name, k)
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		return writeJSON(stdout, res)
+	}
+	fmt.Fprintf(stdout, "published snapshot %s (%d packages) in %s\n", c.Name, res.Packages, res.Dir)
+	if res.Base != nil {
+		fmt.Fprintf(stdout, "published snapshot %s of the base (%d packages) in %s\n", repo.BaseName(c.Name), res.Base.Packages, res.Base.Dir)
+	}
+	return nil
+}
+
+type keyCmd struct {
+	Show keyShowCmd `cmd:"" help:"Print the fingerprint and the armored public key to give to customers."`
+}
+
+type keyShowCmd struct {
+	common
+	JSON bool `name:"json" help:"print fingerprint, signing key, algorithm and public key as JSON"`
+}
+
+// Run is `publisher key show`.
+func (c *keyShowCmd) Run(ctx context.Context, in *cmdline.Invocation) error {
+	stdout := in.Out
+	jsonOut := c.JSON
 	// key show needs no store: read the config and the key only.
 	var cfg Config
-	if err := config.Load(c.configFile, &cfg); err != nil {
+	if err := in.Load(c.Config, &cfg); err != nil {
 		return err
 	}
 	sc := sign.Config{KeyFile: cfg.Signing.KeyFile, PassphraseFile: cfg.Signing.PassphraseFile, PassphraseEnv: cfg.Signing.PassphraseEnv}
-	if v, ok := config.Env("KILN_PUBLISHER_KEY"); ok {
-		sc.KeyFile = v
-	}
-	if c.key != "" {
-		sc.KeyFile = c.key
-	}
-	if c.passFile != "" {
-		sc.PassphraseFile = c.passFile
-	}
-	if c.passEnv != "" {
-		sc.PassphraseEnv = c.passEnv
-	}
 	k, err := sign.Load(ctx, sc)
 	if err != nil {
 		return err
@@ -749,28 +627,23 @@ func runKey(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return err
 }
 
-func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var c common
-	var listen string
-	var dev bool
-	fs := newFlags("serve", "serve [--listen ADDR] [--dev] [flags]", stdout)
-	c.register(fs)
-	fs.StringVar(&listen, "listen", "", "`address` to listen on (overrides serve: listen:)")
-	fs.BoolVar(&dev, "dev", false, "plaintext, single-machine development mode (loopback addresses only)")
-	if err := parse(fs, args, stderr); err != nil {
-		return done(err)
-	}
-	e, err := c.load(ctx, stderr, stdout)
+type serveCmd struct {
+	common
+	Listen string `help:"address to listen on" placeholder:"ADDR" setting:"serve.listen"`
+	Dev    bool   `help:"plaintext, single-machine development mode (loopback addresses only)" setting:"serve.dev"`
+}
+
+// Run is `publisher serve`.
+func (c *serveCmd) Run(ctx context.Context, in *cmdline.Invocation) error {
+	e, err := c.load(ctx, in)
 	if err != nil {
 		return err
 	}
 	defer e.store.Close()
-	if listen != "" {
-		e.cfg.Serve.Listen = listen
-	}
-	if dev {
-		e.cfg.Serve.Dev = true
-	}
+	return runServe(ctx, e, in.Out)
+}
+
+func runServe(ctx context.Context, e *env, stdout io.Writer) error {
 	if err := e.cfg.Serve.Validate(); err != nil {
 		return err
 	}

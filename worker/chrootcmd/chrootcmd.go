@@ -5,8 +5,6 @@ package chrootcmd
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -19,77 +17,41 @@ import (
 	"github.com/kiln-build/kiln/worker/executor"
 )
 
-const usage = `usage: worker chroot COMMAND [flags] [TARGET]
+// Request is one `worker chroot` command, as the worker's command line
+// parsed it.
+type Request struct {
+	// Command is create, refresh, list or remove.
+	Command string
+	// Target is the target to act on; empty for list and with All.
+	Target string
+	// All: every configured target (create and refresh).
+	All bool
+	// JSON prints the list as JSON.
+	JSON bool
+}
 
-Commands:
-  create TARGET    make TARGET's chroot (mmdebstrap or dnf, as configured)
-                   and import it into containerd as a read-only snapshot;
-                   --all: every configured target that has none yet
-  refresh TARGET   make a new chroot for TARGET; builds on the old one finish
-                   undisturbed and the old one is removed once unused;
-                   --all: every configured target (e.g. daily from cron)
-  list             list the configured targets and their chroots (--json)
-  remove TARGET    remove TARGET's chroots (each once no build uses it)
-
-Targets are configured in the worker config file's buildroot.targets.
-`
-
-// Run runs `worker chroot` with args (the words after "chroot"). The
-// worker's main loads cfg from the config file first. Results go to stdout,
-// the chroot tools' output to stderr.
-func Run(ctx context.Context, cfg buildroot.Config, logger hclog.Logger, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return errors.New("worker chroot: give a command: create, refresh, list or remove")
-	}
-	cmd, rest := args[0], args[1:]
+// Run runs a `worker chroot` command on the buildroot configured by cfg.
+// Results go to stdout, the chroot tools' output to stderr.
+func Run(ctx context.Context, cfg buildroot.Config, logger hclog.Logger, req Request, stdout, stderr io.Writer) error {
+	cmd, all, jsonOut := req.Command, req.All, req.JSON
 	switch cmd {
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, usage)
-		return nil
 	case "create", "refresh", "remove", "list":
 	default:
-		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("worker chroot: unknown command %q: use create, refresh, list or remove", cmd)
 	}
-	fs := flag.NewFlagSet("worker chroot "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	jsonOut, all := false, false
-	switch cmd {
-	case "list":
-		fs.BoolVar(&jsonOut, "json", false, "print the list as JSON")
-	case "create", "refresh":
-		fs.BoolVar(&all, "all", false, "every configured target")
-	}
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		if cmd != "remove" {
-			fmt.Fprintf(fs.Output(), "\nFlags of %s:\n", cmd)
-			fs.PrintDefaults()
-		}
-	}
-	if err := fs.Parse(rest); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return nil
-		}
-		return fmt.Errorf("worker chroot %s: %w", cmd, err)
-	}
 	cfg = cfg.WithDefaults()
-	var target string
+	target := req.Target
 	switch {
-	case cmd == "list" && fs.NArg() > 0:
-		return fmt.Errorf("worker chroot list: unexpected argument %q; list takes no target", fs.Arg(0))
-	case all && fs.NArg() > 0:
+	case cmd == "list" && target != "":
+		return fmt.Errorf("worker chroot list: unexpected argument %q; list takes no target", target)
+	case all && target != "":
 		return fmt.Errorf("worker chroot %s: give a target or --all, not both", cmd)
 	case all && len(cfg.Targets) == 0:
 		return fmt.Errorf("worker chroot %s --all: no targets in the worker config's buildroot.targets", cmd)
 	case all:
-	case cmd != "list" && fs.NArg() != 1:
+	case cmd != "list" && target == "":
 		return fmt.Errorf("worker chroot %s: give exactly one target (configured: %s)", cmd, targetNames(cfg))
 	case cmd != "list":
-		target = fs.Arg(0)
 		// A chroot can be removed after its target left the config.
 		if _, ok := cfg.Target(target); !ok && cmd != "remove" {
 			return fmt.Errorf("worker chroot %s: target %q is not configured (configured: %s); add it to buildroot.targets in the worker config", cmd, target, targetNames(cfg))

@@ -25,24 +25,17 @@ func TestRunBadArguments(t *testing.T) {
 	tests := []struct {
 		name    string
 		cfg     *buildroot.Config
-		args    []string
+		req     chrootcmd.Request
 		wantErr string
 		wantOut string
 	}{
-		{name: "all without targets", cfg: &buildroot.Config{Address: "/nonexistent/containerd.sock"}, args: []string{"create", "--all"}, wantErr: "no targets in the worker config"},
-		{name: "no command", args: nil, wantErr: "give a command"},
-		{name: "unknown command", args: []string{"destroy", "bookworm"}, wantErr: `unknown command "destroy"`},
-		{name: "missing target", args: []string{"create"}, wantErr: "give exactly one target (configured: bookworm)"},
-		{name: "two targets", args: []string{"refresh", "a", "b"}, wantErr: "give exactly one target"},
-		{name: "unconfigured target", args: []string{"create", "trusty"}, wantErr: `target "trusty" is not configured (configured: bookworm)`},
-		{name: "list takes no target", args: []string{"list", "bookworm"}, wantErr: `unexpected argument "bookworm"`},
-		{name: "unknown flag", args: []string{"create", "--fast", "bookworm"}, wantErr: "flag provided but not defined: -fast"},
-		{name: "json only for list", args: []string{"create", "--json", "bookworm"}, wantErr: "flag provided but not defined: -json"},
-		{name: "all and a target", args: []string{"refresh", "--all", "bookworm"}, wantErr: "give a target or --all, not both"},
-		{name: "all only for create and refresh", args: []string{"remove", "--all"}, wantErr: "flag provided but not defined: -all"},
-		{name: "help", args: []string{"--help"}, wantOut: "usage: worker chroot COMMAND"},
-		{name: "list help", args: []string{"list", "--help"}, wantOut: "print the list as JSON"},
-		{name: "containerd down", args: []string{"list"}, wantErr: "containerd socket /nonexistent/containerd.sock"},
+		{name: "all without targets", cfg: &buildroot.Config{Address: "/nonexistent/containerd.sock"}, req: chrootcmd.Request{Command: "create", All: true}, wantErr: "no targets in the worker config"},
+		{name: "unknown command", req: chrootcmd.Request{Command: "destroy", Target: "bookworm"}, wantErr: `unknown command "destroy"`},
+		{name: "missing target", req: chrootcmd.Request{Command: "create"}, wantErr: "give exactly one target (configured: bookworm)"},
+		{name: "unconfigured target", req: chrootcmd.Request{Command: "create", Target: "trusty"}, wantErr: `target "trusty" is not configured (configured: bookworm)`},
+		{name: "list takes no target", req: chrootcmd.Request{Command: "list", Target: "bookworm"}, wantErr: `unexpected argument "bookworm"`},
+		{name: "all and a target", req: chrootcmd.Request{Command: "refresh", All: true, Target: "bookworm"}, wantErr: "give a target or --all, not both"},
+		{name: "containerd down", req: chrootcmd.Request{Command: "list"}, wantErr: "containerd socket /nonexistent/containerd.sock"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,7 +45,7 @@ func TestRunBadArguments(t *testing.T) {
 			if tt.cfg != nil {
 				c = *tt.cfg
 			}
-			err := chrootcmd.Run(context.Background(), c, hclog.NewNullLogger(), tt.args, &stdout, &stderr)
+			err := chrootcmd.Run(context.Background(), c, hclog.NewNullLogger(), tt.req, &stdout, &stderr)
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatalf("err = %v", err)
@@ -78,7 +71,7 @@ func TestListAndRemove(t *testing.T) {
 	list := func() map[string]chrootcmd.Entry {
 		t.Helper()
 		var stdout, stderr bytes.Buffer
-		if err := chrootcmd.Run(context.Background(), cfg, hclog.NewNullLogger(), []string{"list", "--json"}, &stdout, &stderr); err != nil {
+		if err := chrootcmd.Run(context.Background(), cfg, hclog.NewNullLogger(), chrootcmd.Request{Command: "list", JSON: true}, &stdout, &stderr); err != nil {
 			t.Fatalf("list: %v\n%s", err, stderr.String())
 		}
 		var entries []chrootcmd.Entry
@@ -100,7 +93,7 @@ func TestListAndRemove(t *testing.T) {
 	}
 
 	var stdout bytes.Buffer
-	if err := chrootcmd.Run(context.Background(), cfg, hclog.NewNullLogger(), []string{"list"}, &stdout, &stdout); err != nil {
+	if err := chrootcmd.Run(context.Background(), cfg, hclog.NewNullLogger(), chrootcmd.Request{Command: "list"}, &stdout, &stdout); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(stdout.String(), want.Digest) || !strings.Contains(stdout.String(), "no chroot: worker chroot create "+buildroottest.RPMTarget) {
@@ -111,7 +104,7 @@ func TestListAndRemove(t *testing.T) {
 	debOnly := cfg
 	debOnly.Targets = []buildroot.Target{cfg.Targets[0]}
 	stdout.Reset()
-	if err := chrootcmd.Run(context.Background(), debOnly, hclog.NewNullLogger(), []string{"create", "--all"}, &stdout, &stdout); err != nil || !strings.Contains(stdout.String(), "nothing to create") {
+	if err := chrootcmd.Run(context.Background(), debOnly, hclog.NewNullLogger(), chrootcmd.Request{Command: "create", All: true}, &stdout, &stdout); err != nil || !strings.Contains(stdout.String(), "nothing to create") {
 		t.Errorf("create --all with every chroot made: %v\n%s", err, stdout.String())
 	}
 
@@ -124,7 +117,7 @@ func TestListAndRemove(t *testing.T) {
 	}
 	defer sb.Close(context.Background())
 	stdout.Reset()
-	if err := chrootcmd.Run(context.Background(), cfg, hclog.NewNullLogger(), []string{"remove", target}, &stdout, &stdout); err != nil {
+	if err := chrootcmd.Run(context.Background(), cfg, hclog.NewNullLogger(), chrootcmd.Request{Command: "remove", Target: target}, &stdout, &stdout); err != nil {
 		t.Fatal(err)
 	}
 	if e := list()[target]; e.Digest != "" {
@@ -140,7 +133,7 @@ func TestListAndRemove(t *testing.T) {
 	if left, err := b.Targets(context.Background()); err != nil || len(left) != 0 {
 		t.Errorf("after the build closed: targets %+v, %v; want none", left, err)
 	}
-	err = chrootcmd.Run(context.Background(), cfg, hclog.NewNullLogger(), []string{"remove", target}, &stdout, &stdout)
+	err = chrootcmd.Run(context.Background(), cfg, hclog.NewNullLogger(), chrootcmd.Request{Command: "remove", Target: target}, &stdout, &stdout)
 	if err == nil || !strings.Contains(err.Error(), "chroot missing") {
 		t.Errorf("second remove: err = %v, want chroot missing", err)
 	}
