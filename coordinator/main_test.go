@@ -92,7 +92,9 @@ func TestClientSettingsLayering(t *testing.T) {
 func TestUsageExits2(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{{}, {"bogus"}, {"jobs"}, {"jobs", "bogus"}, {"jobs", "show"}, {"jobs", "show", "1", "2"},
-		{"build", "--release", "r"}, {"run", "--labels", "os=linux"}, {"serve", "--nope"}, {"rebuild"}, {"release", "seal"}, {"certs"}} {
+		{"build", "--release", "r"}, {"run", "--labels", "os=linux"}, {"serve", "--nope"}, {"rebuild"}, {"release", "seal"}, {"certs"},
+		// A priority is an int32 on the wire: a larger one is refused, not wrapped.
+		{"run", "--priority", "9999999999", "--", "true"}, {"build", "--priority", "-2147483649", "--release", "r", "--target", "t", "--package", "p", "--source", "/x@main"}} {
 		err := run(context.Background(), args, io.Discard, io.Discard)
 		if cmdline.Code(err, -1) != cmdline.ExitUsage {
 			t.Errorf("%v: %v, want exit 2", args, err)

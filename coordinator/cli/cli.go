@@ -96,7 +96,7 @@ type runCmd struct {
 	Labels       string        `help:"labels a worker must have, k=v,k=v" placeholder:"K=V,..."`
 	Artifacts    []string      `help:"glob, relative to the job's work dir, of files to collect (repeatable)" sep:"none" placeholder:"GLOB"`
 	Env          []string      `help:"KEY=VALUE for the command (repeatable)" sep:"none" placeholder:"KEY=VALUE"`
-	Priority     int           `help:"higher runs first" placeholder:"N"`
+	Priority     int32         `help:"higher runs first" placeholder:"N"`
 	Group        string        `help:"fairness group (e.g. a release)" placeholder:"GROUP"`
 	SupersedeKey string        `help:"a newer job with the same key cancels this one" placeholder:"KEY"`
 	Timeout      time.Duration `help:"hard time limit (default: the coordinator's)" placeholder:"D"`
@@ -119,7 +119,7 @@ func (c *runCmd) Run(ctx context.Context, o IO) error {
 		return usage("--labels: %v", err)
 	}
 	spec := &pb.JobSpec{Kind: pb.JobKind_JOB_KIND_COMMAND, Labels: l, Command: c.Command, Env: c.Env, ArtifactGlobs: c.Artifacts,
-		Priority: int32(c.Priority), FairnessGroup: c.Group, SupersedeKey: c.SupersedeKey, TimeoutSeconds: int64(c.Timeout.Seconds()), Origin: origin()}
+		Priority: c.Priority, FairnessGroup: c.Group, SupersedeKey: c.SupersedeKey, TimeoutSeconds: int64(c.Timeout.Seconds()), Origin: origin()}
 	return submit(ctx, c.Conn, spec, c.Wait, 0, c.JSON, o)
 }
 
@@ -322,7 +322,7 @@ type buildCmd struct {
 	Force       bool          `help:"build even if this build key already succeeded (a rebuild with a new revision)"`
 	Publish     bool          `help:"publish the artifacts when the build succeeds"`
 	Timeout     time.Duration `help:"with --wait: give up waiting after this long (exit 3, saying why the job waits); 0 waits until it ends" placeholder:"D"`
-	Priority    int           `help:"higher runs first (merge builds 100, review builds 50)" placeholder:"N"`
+	Priority    int32         `help:"higher runs first (merge builds 100, review builds 50)" placeholder:"N"`
 	JSON        bool          `name:"json" help:"print JSON"`
 	Profiles    string        `help:"Debian build profiles, comma-separated, e.g. nocheck,nodoc (part of the build key)" placeholder:"LIST"`
 	BuildOption []string      `help:"a DEB_BUILD_OPTIONS entry, e.g. parallel=4 (repeatable; part of the build key)" sep:"none" placeholder:"OPTION"`
@@ -342,7 +342,7 @@ func (c *buildCmd) Run(ctx context.Context, o IO) error {
 	if err != nil {
 		return err
 	}
-	spec := &pb.JobSpec{Kind: pb.JobKind_JOB_KIND_PACKAGE_BUILD, Force: *force, Priority: int32(*prio), Origin: origin(),
+	spec := &pb.JobSpec{Kind: pb.JobKind_JOB_KIND_PACKAGE_BUILD, Force: *force, Priority: *prio, Origin: origin(),
 		Labels: map[string]string{"target": *target}, FairnessGroup: *release,
 		PackageBuild: &pb.PackageBuild{Release: *release, Target: *target, Package: *pkg, Sources: srcs, Recipe: *recipe, Publish: *publish,
 			BuildProfiles: splitList(*profiles), BuildOptions: options}}
