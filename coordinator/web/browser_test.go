@@ -342,7 +342,7 @@ func TestBrowserCancelsJob(t *testing.T) {
 	rf := newReleaseFleet(t, "mos-9.0")
 	built := rf.build("mos-9.0", "hello", 1)
 	queued := rf.submit(pkgSpec("mos-9.0", "world", "cli", 2))
-	srv := serve(t, rf, Config{Actions: true, Releases: rf.rel, ReleaseNames: []string{"mos-9.0"}})
+	srv := serve(t, rf, Config{Actions: LoopbackActions, Releases: rf.rel, ReleaseNames: []string{"mos-9.0"}})
 
 	b := startBrowser(t, bin)
 	for _, m := range []string{"Page.enable", "Runtime.enable", "Log.enable"} {

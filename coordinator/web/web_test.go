@@ -481,38 +481,28 @@ func TestOverview(t *testing.T) {
 func TestDrainForm(t *testing.T) {
 	t.Parallel()
 	tf := newTestFleet(t)
-	srv := serve(t, tf, Config{Actions: true})
+	srv := serve(t, tf, Config{Actions: LoopbackActions})
 	off := serve(t, tf, Config{})
-	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	post := func(base, path string, header ...string) int {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, base+path, strings.NewReader(""))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		for i := 0; i+1 < len(header); i += 2 {
-			if header[i] == "Host" {
-				req.Host = header[i+1]
-			} else {
-				req.Header.Set(header[i], header[i+1])
-			}
-		}
-		resp, err := noRedirect.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
+		code, _ := postForm(t, base+path, header...)
+		return code
 	}
+	_, body := get(t, srv.URL+"/workers")
+	tok := formToken(t, body)
 	state := func() scheduler.WorkerState { return tf.Workers()[0].State }
 	for _, tc := range []struct {
 		name   string
 		base   string
 		header []string
 	}{
-		{"no origin", srv.URL, nil},
-		{"other site", srv.URL, []string{"Origin", "https://evil.example"}},
-		{"other site by referer", srv.URL, []string{"Referer", "https://evil.example/workers"}},
-		{"rebound name", srv.URL, []string{"Host", "evil.example", "Origin", "http://evil.example"}},
-		{"actions off", off.URL, []string{"Origin", off.URL}},
+		{"no origin", srv.URL, []string{"token", tok}},
+		{"other site", srv.URL, []string{"token", tok, "Origin", "https://evil.example"}},
+		{"other site by referer", srv.URL, []string{"token", tok, "Referer", "https://evil.example/workers"}},
+		{"cross-site fetch", srv.URL, []string{"token", tok, "Origin", srv.URL, "Sec-Fetch-Site", "same-site"}},
+		{"rebound name", srv.URL, []string{"token", tok, "Host", "evil.example", "Origin", "http://evil.example"}},
+		{"no token", srv.URL, []string{"Origin", srv.URL}},
+		{"actions off", off.URL, []string{"token", tok, "Origin", off.URL}},
 	} {
 		if code := post(tc.base, "/workers/w1/drain", tc.header...); code != http.StatusForbidden || state() != scheduler.WorkerOnline {
 			t.Errorf("%s: %d, worker %s; want 403 and online", tc.name, code, state())
@@ -521,17 +511,17 @@ func TestDrainForm(t *testing.T) {
 	if resp, _ := get(t, srv.URL+"/workers/w1/drain"); resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("GET drain: %s", resp.Status)
 	}
-	if code := post(srv.URL, "/workers/w1/drain", "Origin", srv.URL); code != http.StatusSeeOther || state() != scheduler.WorkerDraining {
+	if code := post(srv.URL, "/workers/w1/drain", "token", tok, "Origin", srv.URL); code != http.StatusSeeOther || state() != scheduler.WorkerDraining {
 		t.Fatalf("same-origin drain: %d, worker %s", code, state())
 	}
-	_, body := get(t, srv.URL+"/workers")
+	_, body = get(t, srv.URL+"/workers")
 	if !strings.Contains(body, `action="/workers/w1/undrain"`) {
 		t.Errorf("workers page lacks the undrain form:\n%s", body)
 	}
-	if code := post(srv.URL, "/workers/w1/undrain", "Referer", srv.URL+"/workers"); code != http.StatusSeeOther || state() != scheduler.WorkerOnline {
+	if code := post(srv.URL, "/workers/w1/undrain", "token", tok, "Referer", srv.URL+"/workers"); code != http.StatusSeeOther || state() != scheduler.WorkerOnline {
 		t.Fatalf("same-origin undrain: %d, worker %s", code, state())
 	}
-	if code := post(srv.URL, "/workers/nobody/drain", "Origin", srv.URL); code != http.StatusNotFound {
+	if code := post(srv.URL, "/workers/nobody/drain", "token", tok, "Origin", srv.URL); code != http.StatusNotFound {
 		t.Errorf("unknown worker: %d", code)
 	}
 	_, body = get(t, off.URL+"/workers")
