@@ -73,3 +73,89 @@ func TestQueryFiltersAndPages(t *testing.T) {
 		t.Fatalf("origin gerrit: %d jobs, next %d, %v; want 8", len(all), next, err)
 	}
 }
+
+// Every filter of the job list but the origin text reads its jobs from an
+// index in the order of sequence numbers: no scan of the table, no sort,
+// so that a page costs the same with 100,000 jobs as with ten. SQLite's
+// plan does not depend on the number of rows here (no ANALYZE), so an
+// empty store shows it.
+func TestQueryPlansUseIndexes(t *testing.T) {
+	t.Parallel()
+	s := open(t, filepath.Join(t.TempDir(), "state.db"))
+	defer s.Close()
+	for _, tc := range []struct {
+		name  string
+		f     Filter
+		index string
+	}{
+		{"newest", Filter{Limit: 100}, "sqlite_autoindex_jobs_2"},
+		{"newest, older page", Filter{Before: 500, Limit: 100}, "sqlite_autoindex_jobs_2"},
+		{"state", Filter{States: []job.State{job.Failed}, Limit: 100}, "jobs_state_seq"},
+		{"state, older page", Filter{States: []job.State{job.Failed}, Before: 500, Limit: 100}, "jobs_state_seq"},
+		{"release", Filter{Release: "mos-9.0", Limit: 100}, "jobs_release_seq"},
+		{"package", Filter{Package: "nova", Limit: 100}, "jobs_package_seq"},
+		{"package and state", Filter{Package: "nova", States: []job.State{job.Failed}, Before: 500, Limit: 100}, ""},
+		{"release and package", Filter{Release: "mos-9.0", Package: "nova", Limit: 100}, ""},
+		{"change", Filter{Change: 4711, Limit: 100}, "jobs_change_seq"},
+		{"change, older page", Filter{Change: 4711, Before: 500, Limit: 100}, "jobs_change_seq"},
+	} {
+		q, args := tc.f.query()
+		rows, err := s.DB().Query(`EXPLAIN QUERY PLAN `+q, args...)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		p := strings.Join(plan, "; ")
+		t.Logf("%s: %s", tc.name, p)
+		if strings.Contains(p, "TEMP B-TREE") || (strings.HasPrefix(p, "SCAN jobs") && !strings.Contains(p, "USING INDEX")) {
+			t.Errorf("%s: the plan scans or sorts: %s", tc.name, p)
+		}
+		if tc.index != "" && !strings.Contains(p, "INDEX "+tc.index) {
+			t.Errorf("%s: the plan does not use %s: %s", tc.name, tc.index, p)
+		}
+	}
+}
+
+// Change finds the review builds of a Gerrit change by the origin the
+// intake gives them, in the intake's present and earlier wording, and no
+// other job that mentions a change.
+func TestQueryChange(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "state.db"))
+	defer s.Close()
+	for i, origin := range []string{
+		"gerrit review: review build of change 4711 patch set 2 (team/nova master)",
+		"gerrit review: review build of change 47110 patch set 1 (team/nova master)",
+		"gerrit review review: change 4711 patch set 1 (team/nova master)",
+		"jenkins https://ci/job/7/ change 4711 ",
+		"gerrit review: review build of change 12 patch set 1 (team/change 4711)",
+		"cli",
+	} {
+		j := &job.Job{ID: fmt.Sprint(i + 1), Seq: int64(i + 1), State: job.Succeeded, CreatedAt: time.Now(), Spec: job.Spec{Kind: job.PackageBuild, Origin: origin,
+			Build: &job.Build{Release: "mos-9.0", Target: "bookworm", Package: "nova"}}}
+		if err := s.Put(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	jobs, _, err := s.Query(ctx, Filter{Change: 4711})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, j := range jobs {
+		got = append(got, j.ID)
+	}
+	if strings.Join(got, ",") != "3,1" {
+		t.Errorf("change 4711: jobs %v, want 3,1", got)
+	}
+}

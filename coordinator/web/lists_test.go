@@ -81,7 +81,7 @@ func TestJobListFiltersAndPages(t *testing.T) {
 		jobs = append(jobs, want{id: j.ID, release: release, pkg: pkg, origin: origin})
 	}
 	for i := 0; i < 4; i++ {
-		add("r1", "hello", fmt.Sprintf("gerrit g review: change 12 patch set %d (team/hello main)", i+1))
+		add("r1", "hello", fmt.Sprintf("gerrit g: review build of change 12 patch set %d (team/hello main)", i+1))
 		add("r2", "hello", "cli")
 		add("r1", "world", "gerrit g review: change 123 patch set 1 (team/world main)")
 	}
@@ -111,6 +111,7 @@ func TestJobListFiltersAndPages(t *testing.T) {
 		{"origin=cli", func(w want) bool { return w.origin == "cli" }},
 		{"change=12", func(w want) bool { return strings.Contains(w.origin, "change 12 ") }},
 		{"change=123", func(w want) bool { return strings.Contains(w.origin, "change 123 ") }},
+		{"change=12&origin=patch+set+2", func(w want) bool { return strings.Contains(w.origin, "change 12 patch set 2 ") }},
 		{"package=nothing", func(want) bool { return false }},
 	} {
 		path := "/jobs"
@@ -148,7 +149,7 @@ func TestJobListFiltersAndPages(t *testing.T) {
 		t.Errorf("/?state=running lists %v, want %s", ids, run.ID)
 	}
 
-	for _, bad := range []string{"state=bogus", "change=abc", "change=-1", "change=12&origin=cli", "page=0", "page=x"} {
+	for _, bad := range []string{"state=bogus", "change=abc", "change=-1", "page=0", "page=x"} {
 		resp, body := get(t, srv.URL+"/jobs?"+bad)
 		if resp.StatusCode != http.StatusBadRequest {
 			t.Errorf("%s: %s, want 400", bad, resp.Status)
