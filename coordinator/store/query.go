@@ -37,6 +37,21 @@ CREATE INDEX IF NOT EXISTS jobs_package_seq ON jobs(` + packageExpr + `, seq) WH
 CREATE INDEX IF NOT EXISTS jobs_change_seq ON jobs(` + changeExpr + `, seq) WHERE ` + hasChange + `;
 `
 
+// originSearch is the origin text search's index: every job's origin, by
+// its sequence number, in an FTS5 table whose trigrams find a substring of
+// three characters or more without reading every job. A job's origin does
+// not change, so only an insert adds to it.
+const originSearch = `
+CREATE VIRTUAL TABLE job_origins USING fts5(origin, tokenize='trigram case_sensitive 1', detail='none');
+INSERT INTO job_origins(rowid, origin) SELECT seq, COALESCE(` + originExpr + `, '') FROM jobs;
+`
+
+const originTrigger = `
+CREATE TRIGGER IF NOT EXISTS jobs_origin_search AFTER INSERT ON jobs BEGIN
+	INSERT INTO job_origins(rowid, origin) VALUES (new.seq, COALESCE(json_extract(new.spec, '$.origin'), ''));
+END;
+`
+
 // Filter selects jobs for Query. Empty fields match everything.
 type Filter struct {
 	States []job.State
@@ -45,36 +60,30 @@ type Filter struct {
 	// Change matches the review builds of a Gerrit change, by the origin
 	// the Gerrit intake gives them.
 	Change int64
-	// Origin matches jobs whose origin contains it. It is a text search:
-	// no index serves it, and a rare text makes the query read every job
-	// (see BENCHMARKS.md).
+	// Origin matches jobs whose origin contains it (case matters).
 	Origin string
 	// Before continues a listing: only jobs older than this sequence
 	// number (Query's next).
 	Before int64
 	// Limit is the page size; 0 means no limit.
 	Limit int
+
+	// seqs, when set, are the only jobs to consider (queryOrigin's chunk).
+	seqs []int64
 }
 
 // Query returns one page of the jobs matching f, newest first, and the
 // Before of the next page, or 0 when this is the last. Filtering and
 // paging happen in the database.
 func (s *Store) Query(ctx context.Context, f Filter) ([]*job.Job, int64, error) {
-	q, args := f.query()
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, 0, fmt.Errorf("query jobs: %w", err)
-	}
-	defer rows.Close()
 	var out []*job.Job
-	for rows.Next() {
-		j, err := scan(rows)
-		if err != nil {
-			return nil, 0, fmt.Errorf("query jobs: %w", err)
-		}
-		out = append(out, j)
+	var err error
+	if f.Origin == "" {
+		out, err = s.query(ctx, f)
+	} else {
+		out, err = s.queryOrigin(ctx, f)
 	}
-	if err := rows.Err(); err != nil {
+	if err != nil {
 		return nil, 0, fmt.Errorf("query jobs: %w", err)
 	}
 	var next int64
@@ -83,6 +92,79 @@ func (s *Store) Query(ctx context.Context, f Filter) ([]*job.Job, int64, error) 
 		next = out[len(out)-1].Seq
 	}
 	return out, next, nil
+}
+
+// originChunk is how many jobs whose origin matches queryOrigin reads at a
+// time.
+const originChunk = 500
+
+// queryOrigin answers a filter with an origin text: it reads the matching
+// jobs' sequence numbers from the origin search, newest first, a chunk at a
+// time, and the jobs among them that match the other filters, until it has
+// one more than a page. A common text ends after the first chunk and a
+// rare one reads only its few matches.
+func (s *Store) queryOrigin(ctx context.Context, f Filter) ([]*job.Job, error) {
+	pattern := "*" + globEscape(f.Origin) + "*"
+	before := f.Before
+	var out []*job.Job
+	for {
+		q := `SELECT rowid FROM job_origins WHERE origin GLOB ?`
+		args := []any{pattern}
+		if before > 0 {
+			q += ` AND rowid < ?`
+			args = append(args, before)
+		}
+		rows, err := s.db.QueryContext(ctx, q+` ORDER BY rowid DESC LIMIT `+strconv.Itoa(originChunk), args...)
+		if err != nil {
+			return nil, err
+		}
+		var seqs []int64
+		for rows.Next() {
+			var n int64
+			if err := rows.Scan(&n); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			seqs = append(seqs, n)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		if len(seqs) == 0 {
+			return out, nil
+		}
+		g := f
+		g.Origin, g.Before, g.Limit, g.seqs = "", 0, 0, seqs
+		jobs, err := s.query(ctx, g)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, jobs...)
+		if (f.Limit > 0 && len(out) > f.Limit) || len(seqs) < originChunk {
+			return out, nil
+		}
+		before = seqs[len(seqs)-1]
+	}
+}
+
+// query runs the filter's query.
+func (s *Store) query(ctx context.Context, f Filter) ([]*job.Job, error) {
+	q, args := f.query()
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*job.Job
+	for rows.Next() {
+		j, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, j)
+	}
+	return out, rows.Err()
 }
 
 // query is the SQL for the filter, and its arguments.
@@ -109,9 +191,13 @@ func (f Filter) query() (string, []any) {
 		where = append(where, changeExpr+` = ?`, hasChange, gerritOrigin)
 		args = append(args, f.Change)
 	}
-	if f.Origin != "" {
-		where = append(where, `instr(COALESCE(`+originExpr+`, ''), ?) > 0`)
-		args = append(args, f.Origin)
+	if len(f.seqs) > 0 {
+		ph := make([]string, len(f.seqs))
+		for i, n := range f.seqs {
+			ph[i] = "?"
+			args = append(args, n)
+		}
+		where = append(where, `seq IN (`+strings.Join(ph, ",")+`)`)
 	}
 	if f.Before > 0 {
 		where = append(where, `seq < ?`)
@@ -126,4 +212,18 @@ func (f Filter) query() (string, []any) {
 		q += ` LIMIT ` + strconv.Itoa(f.Limit+1) // one more says whether a next page exists
 	}
 	return q, args
+}
+
+// globEscape makes s match itself in a GLOB pattern.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch r {
+		case '*', '?', '[':
+			b.WriteString("[" + string(r) + "]")
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }

@@ -98,6 +98,7 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		{"release and package", Filter{Release: "mos-9.0", Package: "nova", Limit: 100}, ""},
 		{"change", Filter{Change: 4711, Limit: 100}, "jobs_change_seq"},
 		{"change, older page", Filter{Change: 4711, Before: 500, Limit: 100}, "jobs_change_seq"},
+		{"origin's chunk", Filter{States: []job.State{job.Failed}, seqs: []int64{7, 5, 3}}, ""},
 	} {
 		q, args := tc.f.query()
 		rows, err := s.DB().Query(`EXPLAIN QUERY PLAN `+q, args...)
@@ -157,5 +158,108 @@ func TestQueryChange(t *testing.T) {
 	}
 	if strings.Join(got, ",") != "3,1" {
 		t.Errorf("change 4711: jobs %v, want 3,1", got)
+	}
+}
+
+// Origin finds the jobs whose origin holds a text, however short and
+// whatever characters it has, through the origin search's index, which a
+// job's updates do not add to again; a store made before the index has
+// its jobs indexed when opened.
+func TestQueryOrigin(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := open(t, path)
+	origins := []string{"jenkins https://ci/job/7/", "gerrit g: review build of change 5 patch set 1 (a*b main)", "cli", "Jenkins [x] 50%_", ""}
+	for i, origin := range origins {
+		j := &job.Job{ID: fmt.Sprint(i + 1), Seq: int64(i + 1), State: job.Queued, CreatedAt: time.Now(), Spec: job.Spec{Kind: job.Command, Command: []string{"true"}, Origin: origin}}
+		if err := s.Put(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+		j.State = job.Succeeded // an update: no second entry
+		if err := s.Put(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(s *Store, when string) {
+		t.Helper()
+		var n int
+		if err := s.DB().QueryRow(`SELECT count(*) FROM job_origins`).Scan(&n); err != nil || n != len(origins) {
+			t.Errorf("%s: %d origins indexed (%v), want %d", when, n, err, len(origins))
+		}
+		for text, want := range map[string]string{
+			"jenkins": "1", "Jenkins": "4", "enkins": "4,1", "i": "4,3,2,1", "li": "3", "a*b": "2", "*": "2", "[x]": "4", "50%_": "4",
+			"?": "", "review build of change 5 ": "2", "nothing": "",
+		} {
+			jobs, _, err := s.Query(ctx, Filter{Origin: text})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, j := range jobs {
+				got = append(got, j.ID)
+			}
+			if strings.Join(got, ",") != want {
+				t.Errorf("%s: origin %q: jobs %v, want %s", when, text, got, want)
+			}
+		}
+	}
+	check(s, "new store")
+	// A store from before the origin index.
+	if _, err := s.DB().Exec(`DROP TRIGGER jobs_origin_search; DROP TABLE job_origins`); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, path)
+	defer s.Close()
+	check(s, "reopened store made before the index")
+}
+
+// An origin text with other filters pages through every match exactly
+// once, newest first, across the origin search's chunks.
+func TestQueryOriginPagesAcrossChunks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "state.db"))
+	defer s.Close()
+	n := 3*originChunk + 17
+	var batch []*job.Job
+	var want []string
+	for i := 1; i <= n; i++ {
+		origin, state := "cli", job.Succeeded
+		if i%3 != 0 {
+			origin = fmt.Sprintf("jenkins build %d", i)
+		}
+		if i%7 == 0 {
+			state = job.Failed
+		}
+		batch = append(batch, &job.Job{ID: fmt.Sprint(i), Seq: int64(i), State: state, CreatedAt: time.Now(), Spec: job.Spec{Kind: job.Command, Command: []string{"true"}, Origin: origin}})
+		if origin != "cli" && state == job.Failed {
+			want = append([]string{fmt.Sprint(i)}, want...)
+		}
+	}
+	if err := s.Put(ctx, batch...); err != nil {
+		t.Fatal(err)
+	}
+	f := Filter{Origin: "jenkins", States: []job.State{job.Failed}, Limit: 40}
+	var got []string
+	for page := 0; ; page++ {
+		jobs, next, err := s.Query(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range jobs {
+			got = append(got, j.ID)
+		}
+		if next == 0 {
+			break
+		}
+		f.Before = next
+		if page > 100 {
+			t.Fatal("paging does not end")
+		}
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("paged %d jobs %v, want %d %v", len(got), got, len(want), want)
 	}
 }
