@@ -193,7 +193,37 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, page string, sta
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_, _ = w.Write([]byte(b.String()))
+	_, _ = w.Write([]byte(visibleControls(b.String())))
+}
+
+// visibleControls shows the control characters in a rendered page (a
+// job's reason or origin from a worker or a Gerrit event may hold terminal
+// escape sequences) as the Unicode pictures of them, ␛ for ESC, and C1
+// controls as \u009b, so that they are seen as text and reach no terminal
+// that shows the page's source. The templates hold no control characters
+// but newline, tab and carriage return, which stay.
+func visibleControls(page string) string {
+	if !strings.ContainsFunc(page, isControl) {
+		return page
+	}
+	var b strings.Builder
+	for _, r := range page {
+		switch {
+		case !isControl(r):
+			b.WriteRune(r)
+		case r < 0x20:
+			b.WriteRune(0x2400 + r)
+		case r == 0x7f:
+			b.WriteRune(0x2421)
+		default:
+			fmt.Fprintf(&b, "\\u%04x", r)
+		}
+	}
+	return b.String()
+}
+
+func isControl(r rune) bool {
+	return (r < 0x20 && r != '\n' && r != '\t' && r != '\r') || (r >= 0x7f && r <= 0x9f)
 }
 
 type errorPage struct {

@@ -197,11 +197,19 @@ func TestHostileDataIsText(t *testing.T) {
 		Origin: `<img src=x onerror=alert(4)>`,
 		Build: &job.Build{Release: "r1", Target: "bookworm", Package: "hello",
 			Sources: []job.Source{{URL: "javascript:alert(5)", Commit: strings.Repeat("a", 40), Role: "combined"}}}})
+	// A package name the API would refuse, as a store written by another
+	// version or by hand might hold it.
+	evil := &job.Job{ID: "evil", Seq: 1 << 40, State: job.Failed, CreatedAt: time.Now(), Reason: "\x1b[2J<script>alert(9)</script>",
+		Spec: job.Spec{Kind: job.PackageBuild, Origin: "gerrit g: review build of change 9 patch set 1 (<script>alert(10)</script> main)",
+			Build: &job.Build{Release: "<script>alert(11)</script>", Target: "bookworm", Package: `<script>alert(8)</script>"><img src=x>`}}}
+	if err := tf.Store().Put(context.Background(), evil); err != nil {
+		t.Fatal(err)
+	}
 	events := fakeEvents{{ID: 1, Server: "gerrit", Type: "patchset-created", Project: "<script>alert(6)</script>",
 		Branch: "main", Change: 7, PatchSet: 2, Action: "built", Reason: `"><b onmouseover=alert(7)>`, JobIDs: []string{`"><script>`}}}
 	srv := serve(t, tf, Config{Events: events})
 
-	for _, page := range []string{"/jobs/" + j.ID, "/jobs/" + pkg.ID, "/", "/events", "/?state=running"} {
+	for _, page := range []string{"/jobs/" + j.ID, "/jobs/" + pkg.ID, "/", "/events", "/?state=running", "/jobs/evil", "/jobs", "/jobs?release=%3Cscript%3E"} {
 		resp, body := get(t, srv.URL+page)
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("%s: %s\n%s", page, resp.Status, body)
@@ -233,6 +241,12 @@ func TestHostileDataIsText(t *testing.T) {
 	_, body = get(t, srv.URL+"/jobs/"+pkg.ID)
 	if !strings.Contains(body, "&lt;img src=x onerror=alert(4)&gt;") || !strings.Contains(body, `href="#ZgotmplZ"`) {
 		t.Errorf("package job page: origin not escaped or javascript: link not neutralised:\n%s", body)
+	}
+	_, body = get(t, srv.URL+"/jobs/evil")
+	for _, want := range []string{"&lt;script&gt;alert(8)&lt;/script&gt;&#34;&gt;&lt;img src=x&gt;", "␛[2J&lt;script&gt;alert(9)", "&lt;script&gt;alert(10)", "&lt;script&gt;alert(11)"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("page of a job with a hostile package name lacks %q:\n%s", want, body)
+		}
 	}
 	_, body = get(t, srv.URL+"/events")
 	if !strings.Contains(body, "&lt;script&gt;alert(6)&lt;/script&gt;") || !strings.Contains(body, "/jobs/%22%3E%3Cscript%3E") {
