@@ -94,18 +94,23 @@ func (s *Store) Query(ctx context.Context, f Filter) ([]*job.Job, int64, error) 
 	return out, next, nil
 }
 
-// originChunk is how many jobs whose origin matches queryOrigin reads at a
+// maxOriginChunk bounds how many matching jobs queryOrigin reads at a
 // time.
-const originChunk = 500
+const maxOriginChunk = 4096
 
 // queryOrigin answers a filter with an origin text: it reads the matching
 // jobs' sequence numbers from the origin search, newest first, a chunk at a
-// time, and the jobs among them that match the other filters, until it has
-// one more than a page. A common text ends after the first chunk and a
-// rare one reads only its few matches.
+// time (a page's worth, then twice as many each time), and the jobs among
+// them that match the other filters, until it has one more than a page. A
+// common text ends after the first chunk and a rare one reads only its few
+// matches.
 func (s *Store) queryOrigin(ctx context.Context, f Filter) ([]*job.Job, error) {
 	pattern := "*" + globEscape(f.Origin) + "*"
 	before := f.Before
+	chunk := maxOriginChunk
+	if f.Limit > 0 {
+		chunk = min(f.Limit+1, maxOriginChunk)
+	}
 	var out []*job.Job
 	for {
 		q := `SELECT rowid FROM job_origins WHERE origin GLOB ?`
@@ -114,7 +119,7 @@ func (s *Store) queryOrigin(ctx context.Context, f Filter) ([]*job.Job, error) {
 			q += ` AND rowid < ?`
 			args = append(args, before)
 		}
-		rows, err := s.db.QueryContext(ctx, q+` ORDER BY rowid DESC LIMIT `+strconv.Itoa(originChunk), args...)
+		rows, err := s.db.QueryContext(ctx, q+` ORDER BY rowid DESC LIMIT `+strconv.Itoa(chunk), args...)
 		if err != nil {
 			return nil, err
 		}
@@ -136,15 +141,19 @@ func (s *Store) queryOrigin(ctx context.Context, f Filter) ([]*job.Job, error) {
 		}
 		g := f
 		g.Origin, g.Before, g.Limit, g.seqs = "", 0, 0, seqs
+		if f.Limit > 0 {
+			g.Limit = f.Limit + 1 - len(out)
+		}
 		jobs, err := s.query(ctx, g)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, jobs...)
-		if (f.Limit > 0 && len(out) > f.Limit) || len(seqs) < originChunk {
+		if (f.Limit > 0 && len(out) > f.Limit) || len(seqs) < chunk {
 			return out, nil
 		}
 		before = seqs[len(seqs)-1]
+		chunk = min(2*chunk, maxOriginChunk)
 	}
 }
 
