@@ -39,18 +39,44 @@ CREATE INDEX IF NOT EXISTS jobs_change_seq ON jobs(` + changeExpr + `, seq) WHER
 
 // originSearch is the origin text search's index: every job's origin, by
 // its sequence number, in an FTS5 table whose trigrams find a substring of
-// three characters or more without reading every job. A job's origin does
-// not change, so only an insert adds to it.
+// three characters or more without reading every job. Writing a job does
+// not add to it (tokenising an origin costs about as much as the rest of a
+// job's writes): an origin search first indexes the jobs inserted since the
+// last one (catchUpOrigins). job_origins_upto holds the last jobs rowid
+// indexed; SQLite gives each inserted job the next rowid, an update keeps
+// it, and jobs are never deleted, so the rowids above it are the jobs not
+// yet indexed. A job's origin never changes.
 const originSearch = `
-CREATE VIRTUAL TABLE job_origins USING fts5(origin, tokenize='trigram case_sensitive 1', detail='none');
-INSERT INTO job_origins(rowid, origin) SELECT seq, COALESCE(` + originExpr + `, '') FROM jobs;
+DROP TRIGGER IF EXISTS jobs_origin_search;
+CREATE VIRTUAL TABLE IF NOT EXISTS job_origins USING fts5(origin, tokenize='trigram case_sensitive 1', detail='none');
+CREATE TABLE IF NOT EXISTS job_origins_upto (last INTEGER NOT NULL);
+INSERT INTO job_origins_upto (last) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM job_origins_upto);
 `
 
-const originTrigger = `
-CREATE TRIGGER IF NOT EXISTS jobs_origin_search AFTER INSERT ON jobs BEGIN
-	INSERT INTO job_origins(rowid, origin) VALUES (new.seq, COALESCE(json_extract(new.spec, '$.origin'), ''));
-END;
-`
+// catchUpOrigins adds the origins of the jobs inserted since the last
+// origin search to its index, in one transaction.
+func (s *Store) catchUpOrigins(ctx context.Context) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var last, upto int64
+	if err := tx.QueryRowContext(ctx, `SELECT last, (SELECT COALESCE(max(rowid), 0) FROM jobs) FROM job_origins_upto`).Scan(&last, &upto); err != nil {
+		return fmt.Errorf("read the origin index's progress: %w", err)
+	}
+	if upto <= last {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO job_origins (rowid, origin)
+		SELECT seq, COALESCE(`+originExpr+`, '') FROM jobs WHERE rowid > ? AND rowid <= ? ORDER BY rowid`, last, upto); err != nil {
+		return fmt.Errorf("index the origins of new jobs: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE job_origins_upto SET last = ?`, upto); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
 
 // Filter selects jobs for Query. Empty fields match everything.
 type Filter struct {
@@ -105,6 +131,9 @@ const maxOriginChunk = 4096
 // common text ends after the first chunk and a rare one reads only its few
 // matches.
 func (s *Store) queryOrigin(ctx context.Context, f Filter) ([]*job.Job, error) {
+	if err := s.catchUpOrigins(ctx); err != nil {
+		return nil, err
+	}
 	pattern := "*" + globEscape(f.Origin) + "*"
 	before := f.Before
 	chunk := maxOriginChunk

@@ -111,7 +111,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("create job list indexes in %s: %w", path, err)
 	}
-	if err := addOriginSearch(ctx, db); err != nil {
+	if _, err := db.ExecContext(ctx, originSearch); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("create origin search in %s: %w", path, err)
 	}
@@ -223,31 +223,6 @@ ON CONFLICT(id) DO UPDATE SET state=excluded.state, attempt=excluded.attempt, wo
 	differing=excluded.differing, publish=excluded.publish, started_at=excluded.started_at,
 	finished_at=excluded.finished_at, spec=excluded.spec, version=excluded.version
 WHERE excluded.version >= jobs.version`
-
-// addOriginSearch makes the origin search's table and fills it from the
-// jobs there are, once, and keeps it filled from then on.
-func addOriginSearch(ctx context.Context, db *sql.DB) error {
-	var n int
-	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'job_origins'`).Scan(&n); err != nil {
-		return err
-	}
-	if n == 0 {
-		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		defer tx.Rollback()
-		if _, err := tx.ExecContext(ctx, originSearch); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, originTrigger); err != nil {
-			return err
-		}
-		return tx.Commit()
-	}
-	_, err := db.ExecContext(ctx, originTrigger)
-	return err
-}
 
 // addVersionColumn adds the version column to a database made before it
 // existed.

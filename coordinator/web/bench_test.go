@@ -75,7 +75,14 @@ func bigStore(b *testing.B) (*fleet.Fleet, *store.Store) {
 //
 //	go test ./coordinator/web -run '^$' -bench JobList -benchtime 200x
 func BenchmarkJobList(b *testing.B) {
-	f, _ := bigStore(b)
+	f, st := bigStore(b)
+	// The first origin search indexes every job's origin (later ones only
+	// the jobs since): its cost once, apart from the pages' times.
+	t0 := time.Now()
+	if _, _, err := st.Query(context.Background(), store.Filter{Origin: "absent", Limit: 1}); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("first origin search, indexing %d jobs' origins: %s", benchJobs, time.Since(t0).Round(time.Millisecond))
 	s := New(Config{}, f)
 	mux := http.NewServeMux()
 	s.Register(mux)
