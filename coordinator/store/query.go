@@ -53,29 +53,43 @@ CREATE TABLE IF NOT EXISTS job_origins_upto (last INTEGER NOT NULL);
 INSERT INTO job_origins_upto (last) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM job_origins_upto);
 `
 
+// originCatchUp bounds the jobs catchUpOrigins indexes in one
+// transaction, which holds the store's connection: writers wait for it.
+const originCatchUp = 2000
+
 // catchUpOrigins adds the origins of the jobs inserted since the last
-// origin search to its index, in one transaction.
+// origin search to its index, originCatchUp jobs per transaction.
 func (s *Store) catchUpOrigins(ctx context.Context) error {
+	for {
+		done, err := s.catchUpOriginsOnce(ctx)
+		if err != nil || done {
+			return err
+		}
+	}
+}
+
+func (s *Store) catchUpOriginsOnce(ctx context.Context) (done bool, err error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer tx.Rollback()
-	var last, upto int64
-	if err := tx.QueryRowContext(ctx, `SELECT last, (SELECT COALESCE(max(rowid), 0) FROM jobs) FROM job_origins_upto`).Scan(&last, &upto); err != nil {
-		return fmt.Errorf("read the origin index's progress: %w", err)
+	var last, newest int64
+	if err := tx.QueryRowContext(ctx, `SELECT last, (SELECT COALESCE(max(rowid), 0) FROM jobs) FROM job_origins_upto`).Scan(&last, &newest); err != nil {
+		return false, fmt.Errorf("read the origin index's progress: %w", err)
 	}
-	if upto <= last {
-		return nil
+	if newest <= last {
+		return true, nil
 	}
+	upto := min(newest, last+originCatchUp)
 	if _, err := tx.ExecContext(ctx, `INSERT INTO job_origins (rowid, origin)
 		SELECT seq, COALESCE(`+originExpr+`, '') FROM jobs WHERE rowid > ? AND rowid <= ? ORDER BY rowid`, last, upto); err != nil {
-		return fmt.Errorf("index the origins of new jobs: %w", err)
+		return false, fmt.Errorf("index the origins of new jobs: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE job_origins_upto SET last = ?`, upto); err != nil {
-		return err
+		return false, err
 	}
-	return tx.Commit()
+	return upto == newest, tx.Commit()
 }
 
 // Filter selects jobs for Query. Empty fields match everything.

@@ -241,7 +241,7 @@ func TestQueryOriginPagesAcrossChunks(t *testing.T) {
 	ctx := context.Background()
 	s := open(t, filepath.Join(t.TempDir(), "state.db"))
 	defer s.Close()
-	n := 1517 // several chunks: a page of 40 and 1 in 10 of the jobs matching
+	n := originCatchUp + 17 // two catch-ups, and several chunks: a page of 40 and 1 in 10 of the jobs matching
 	var batch []*job.Job
 	var want []string
 	for i := 1; i <= n; i++ {
