@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/cgi"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
 	"github.com/kiln-build/kiln/internal/testenv"
+	"github.com/kiln-build/kiln/internal/tlsconfig"
 
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 )
@@ -407,5 +409,36 @@ func TestGerritStandInBuildVotes(t *testing.T) {
 	labels, _ := vote["Labels"].(map[string]any)
 	if vote["PatchSet"] != float64(1) || labels["Verified"] != "-1" || !strings.Contains(fmt.Sprint(vote["Message"]), "FAILURE") {
 		t.Fatalf("review printed by the stand-in: %v, want Verified -1 on 1235,1 with the failure", vote)
+	}
+
+	// The change filter of ListJobs and of the web pages finds the review
+	// build by the origin the intake gave it, and its page names the
+	// change and patch set.
+	resp, err := p.c.client.ListJobs(context.Background(), &pb.ListJobsRequest{Change: 1235})
+	if err != nil || len(resp.GetJobs()) != 1 {
+		t.Fatalf("ListJobs change 1235: %v %v, want the review build", resp.GetJobs(), err)
+	}
+	id := resp.GetJobs()[0].GetId()
+	if other, err := p.c.client.ListJobs(context.Background(), &pb.ListJobsRequest{Change: 1234}); err != nil || len(other.GetJobs()) != 0 {
+		t.Errorf("ListJobs change 1234: %v %v, want none", other.GetJobs(), err)
+	}
+	tc, err := tlsconfig.Client(*p.c.clientTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := &http.Client{Transport: &http.Transport{TLSClientConfig: tc}, Timeout: 20 * time.Second}
+	for path, want := range map[string]string{
+		"/jobs?change=1235": `href="/jobs/` + id + `"`,
+		"/jobs/" + id:       `<a href="/jobs?change=1235">change 1235</a>, patch set 1`,
+	} {
+		page, err := web.Get("https://" + p.c.httpAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(page.Body)
+		page.Body.Close()
+		if !strings.Contains(string(body), want) {
+			t.Errorf("%s lacks %q:\n%s", path, want, body)
+		}
 	}
 }

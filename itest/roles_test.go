@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -177,6 +179,48 @@ lost_after: 4s
 		if code, body := get(client(""), base+p); code != http.StatusOK {
 			t.Errorf("%s without a certificate: %d %s", p, code, body)
 		}
+	}
+	// The pages' actions in production follow the same roles: the admin
+	// drains from the workers page's form, a client certificate and a
+	// cross-site request may not.
+	post := func(cl *http.Client, path, token string, header ...string) int {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, base+path, strings.NewReader(url.Values{"token": {token}}.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		noRedirect := *cl
+		noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatalf("POST %s: %v", path, err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	_, page := get(client("root"), base+"/workers")
+	m := regexp.MustCompile(`action="/workers/worker-1/drain">\s*<input type="hidden" name="token" value="([^"]+)">`).FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("the admin's workers page lacks worker-1's drain form:\n%s", page)
+	}
+	if code := post(client("jenkins"), "/workers/worker-1/drain", m[1], "Origin", base); code != http.StatusForbidden {
+		t.Errorf("drain from the page with a client certificate: %d, want 403", code)
+	}
+	if code := post(client("root"), "/workers/worker-1/drain", m[1], "Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site"); code != http.StatusForbidden {
+		t.Errorf("cross-site drain with the admin certificate: %d, want 403", code)
+	}
+	if code := post(client("root"), "/workers/worker-1/drain", m[1], "Origin", base, "Sec-Fetch-Site", "same-origin"); code != http.StatusSeeOther {
+		t.Errorf("drain from the page with the admin certificate: %d, want 303", code)
+	}
+	if out, _, _ := as("root", "workers", "list"); !strings.Contains(out, "draining") {
+		t.Errorf("after the admin's drain from the page, workers list says:\n%s", out)
+	}
+	if code := post(client("root"), "/workers/worker-1/undrain", m[1], "Referer", base+"/workers"); code != http.StatusSeeOther {
+		t.Errorf("undrain from the page with the admin certificate: %d, want 303", code)
 	}
 	// Plain HTTP gets no log.
 	if code, body := get(&http.Client{Timeout: 20 * time.Second}, "http://"+httpAddr+"/logs/"+j.ID); code == http.StatusOK || strings.Contains(body, "from-the-job") {

@@ -89,6 +89,19 @@ func callerOfCert(cert *x509.Certificate) (Caller, error) {
 	return Caller{Name: cert.Subject.CommonName, Role: role}, nil
 }
 
+// Authorize applies to the holder of cert the rule the interceptors apply
+// to a gRPC call of method (a full method name such as
+// CoordinatorService_CancelJob_FullMethodName), for what changes the fleet
+// outside gRPC: the web pages' actions. It fails with a PermissionDenied
+// status saying which role may call method.
+func Authorize(cert *x509.Certificate, method string) error {
+	c, err := callerOfCert(cert)
+	if err != nil {
+		return err
+	}
+	return authorize(c, method, nil)
+}
+
 // authorize checks that the caller's role may call method and, for a
 // worker's registration, that the worker registers under its
 // certificate's name: the bearer token stays a second factor.

@@ -148,7 +148,10 @@ func (s *ClientServer) GetJob(ctx context.Context, req *pb.GetJobRequest) (*pb.G
 // ListJobs implements CoordinatorService: one page of the jobs matching
 // the filters, filtered and paged by the store.
 func (s *ClientServer) ListJobs(ctx context.Context, req *pb.ListJobsRequest) (*pb.ListJobsResponse, error) {
-	f := store.Filter{Release: req.GetRelease(), Package: req.GetPackage(), Origin: req.GetOrigin()}
+	f := store.Filter{Release: req.GetRelease(), Package: req.GetPackage(), Origin: req.GetOrigin(), Change: req.GetChange()}
+	if f.Change < 0 {
+		return nil, invalid("change %d: give a Gerrit change number, or 0 for any", f.Change)
+	}
 	for _, st := range req.GetStates() {
 		js, ok := stateFromPB(st)
 		if !ok {

@@ -234,7 +234,11 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		for n := range cfg.Releases {
 			names = append(names, n)
 		}
-		pages := web.New(web.Config{Actions: cfg.Dev, Events: hooks.Events, Releases: releaseSvc, ReleaseNames: names,
+		actions := web.CertificateActions
+		if cfg.Dev {
+			actions = web.LoopbackActions
+		}
+		pages := web.New(web.Config{Actions: actions, Events: hooks.Events, Releases: releaseSvc, ReleaseNames: names,
 			Publish: hooks.Publish, Logger: logger.Named("web")}, f)
 		pages.Register(mux)
 		g.Go(func() error { return pages.Run(gctx) })

@@ -73,7 +73,6 @@ CREATE TABLE IF NOT EXISTS jobs (
 	started_at INTEGER NOT NULL DEFAULT 0,
 	finished_at INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 -- Only package builds have a build key: command jobs, most of the traffic,
 -- need not update this index on every state change.
 DROP INDEX IF EXISTS jobs_build_key;
@@ -107,6 +106,14 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if _, err := db.ExecContext(ctx, schema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("create schema in %s: %w", path, err)
+	}
+	if _, err := db.ExecContext(ctx, listIndexes); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("create job list indexes in %s: %w", path, err)
+	}
+	if _, err := db.ExecContext(ctx, originSearch); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("create origin search in %s: %w", path, err)
 	}
 	if _, err := db.ExecContext(ctx, releaseSchema); err != nil {
 		db.Close()

@@ -2,6 +2,8 @@ package web
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -342,7 +344,7 @@ func TestBrowserCancelsJob(t *testing.T) {
 	rf := newReleaseFleet(t, "mos-9.0")
 	built := rf.build("mos-9.0", "hello", 1)
 	queued := rf.submit(pkgSpec("mos-9.0", "world", "cli", 2))
-	srv := serve(t, rf, Config{Actions: true, Releases: rf.rel, ReleaseNames: []string{"mos-9.0"}})
+	srv := serve(t, rf, Config{Actions: LoopbackActions, Releases: rf.rel, ReleaseNames: []string{"mos-9.0"}})
 
 	b := startBrowser(t, bin)
 	for _, m := range []string{"Page.enable", "Runtime.enable", "Log.enable"} {
@@ -367,5 +369,75 @@ func TestBrowserCancelsJob(t *testing.T) {
 			b.waitFor(t, `document.readyState`, func(v any) bool { return v == "complete" })
 			b.screenshot(t, filepath.Join(dir, name+".png"))
 		}
+	}
+}
+
+// In a real browser, the overview shows why a queued job waits, a
+// finished build's page shows its record, and its artifact downloads with
+// the sha256 the page shows. With KILN_WEB_SCREENSHOTS set, the Gerrit
+// events page is saved too.
+func TestBrowserWaitingReasonAndArtifactDownload(t *testing.T) {
+	bin := testenv.Tool(t, "chromium")
+	rf := newReleaseFleet(t, "mos-9.0")
+	built := rf.build("mos-9.0", "hello", 1)
+	waiting := rf.submit(job.Spec{Kind: job.Command, Command: []string{"make", "waiting-job"}, Labels: map[string]string{"target": "centos7"}})
+	_, reason, err := rf.Get(context.Background(), waiting.ID)
+	if err != nil || reason == "" {
+		t.Fatalf("waiting reason %q %v", reason, err)
+	}
+	events := fakeEvents{{ID: 1, Server: "gerrit", Type: "patchset-created", Project: "team/hello", Branch: "main", Change: 7, PatchSet: 2,
+		Action: "built", Reason: "review build queued", JobIDs: []string{built.ID}, ReceivedAt: time.Now()}}
+	srv := serve(t, rf, Config{Events: events, Releases: rf.rel, ReleaseNames: []string{"mos-9.0"}})
+
+	b := startBrowser(t, bin)
+	for _, m := range []string{"Page.enable", "Runtime.enable", "Log.enable"} {
+		b.call(t, m, nil)
+	}
+	b.call(t, "Page.navigate", map[string]any{"url": srv.URL + "/"})
+	b.waitFor(t, `document.readyState`, func(v any) bool { return v == "complete" })
+	row := fmt.Sprintf(`Array.from(document.querySelectorAll("tr")).filter(r => r.querySelector('a[href="/jobs/%s"]')).map(r => r.querySelector("td.waiting").textContent).join("|")`, waiting.ID)
+	if got := b.eval(t, row); got != reason {
+		t.Errorf("overview's row of the waiting job says %q, want %q", got, reason)
+	}
+
+	dir := t.TempDir()
+	b.call(t, "Browser.setDownloadBehavior", map[string]any{"behavior": "allow", "downloadPath": dir})
+	b.call(t, "Page.navigate", map[string]any{"url": srv.URL + "/jobs/" + built.ID})
+	b.waitFor(t, `document.readyState`, func(v any) bool { return v == "complete" })
+	text, _ := b.eval(t, `document.body.innerText`).(string)
+	for _, want := range []string{"sha256:c0ffee", "libc6", built.Record.Sources[0].Commit} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the build's page lacks %q:\n%s", want, text)
+		}
+	}
+	name := "hello_1.0-1_amd64.deb"
+	shown, _ := b.eval(t, fmt.Sprintf(`Array.from(document.querySelectorAll("tr")).filter(r => r.querySelector("a[download]") && r.querySelector("a").textContent == %q).map(r => r.querySelector("code.sum").textContent).join("|")`, name)).(string)
+	b.eval(t, fmt.Sprintf(`setTimeout(() => Array.from(document.querySelectorAll("a[download]")).find(a => a.textContent == %q).click(), 0), true`, name))
+	var got []byte
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if data, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
+			if _, err := os.Stat(filepath.Join(dir, name+".crdownload")); os.IsNotExist(err) {
+				got = data
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			entries, _ := os.ReadDir(dir)
+			t.Fatalf("the browser did not download %s within 30s; the folder holds %v", name, entries)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	sum := sha256.Sum256(got)
+	if hex.EncodeToString(sum[:]) != shown || shown != built.Artifacts[0].SHA256 {
+		t.Errorf("downloaded %s has sha256 %x; the page shows %q; the job recorded %s", name, sum, shown, built.Artifacts[0].SHA256)
+	}
+	if v := b.violations(); len(v) > 0 {
+		t.Errorf("the pages broke their Content-Security-Policy or threw: %q", v)
+	}
+	if dir := os.Getenv("KILN_WEB_SCREENSHOTS"); dir != "" {
+		b.call(t, "Page.navigate", map[string]any{"url": srv.URL + "/events"})
+		b.waitFor(t, `document.readyState`, func(v any) bool { return v == "complete" })
+		b.screenshot(t, filepath.Join(dir, "events.png"))
 	}
 }

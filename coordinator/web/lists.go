@@ -35,8 +35,7 @@ func (lf listFilter) values() url.Values {
 	return v
 }
 
-// parseFilter reads the job list's query into the store's filter. A
-// change is matched on the origin the Gerrit intake gives review builds.
+// parseFilter reads the job list's query into the store's filter.
 func parseFilter(q url.Values) (listFilter, store.Filter, error) {
 	lf := listFilter{States: filterStates}
 	var f store.Filter
@@ -55,10 +54,7 @@ func parseFilter(q url.Values) (listFilter, store.Filter, error) {
 		if err != nil || n <= 0 {
 			return lf, f, fmt.Errorf("%w: change %q: give a Gerrit change number", errBadRequest, lf.Change)
 		}
-		if lf.Origin != "" {
-			return lf, f, fmt.Errorf("%w: give an origin or a change, not both (change %s filters on the origin of its review builds)", errBadRequest, lf.Change)
-		}
-		f.Origin = fmt.Sprintf("review: change %d patch set ", n)
+		f.Change = n
 	}
 	if p := get("page"); p != "" {
 		n, err := strconv.ParseInt(p, 10, 64)

@@ -81,7 +81,7 @@ func TestJobListFiltersAndPages(t *testing.T) {
 		jobs = append(jobs, want{id: j.ID, release: release, pkg: pkg, origin: origin})
 	}
 	for i := 0; i < 4; i++ {
-		add("r1", "hello", fmt.Sprintf("gerrit g review: change 12 patch set %d (team/hello main)", i+1))
+		add("r1", "hello", fmt.Sprintf("gerrit g: review build of change 12 patch set %d (team/hello main)", i+1))
 		add("r2", "hello", "cli")
 		add("r1", "world", "gerrit g review: change 123 patch set 1 (team/world main)")
 	}
@@ -111,6 +111,7 @@ func TestJobListFiltersAndPages(t *testing.T) {
 		{"origin=cli", func(w want) bool { return w.origin == "cli" }},
 		{"change=12", func(w want) bool { return strings.Contains(w.origin, "change 12 ") }},
 		{"change=123", func(w want) bool { return strings.Contains(w.origin, "change 123 ") }},
+		{"change=12&origin=patch+set+2", func(w want) bool { return strings.Contains(w.origin, "change 12 patch set 2 ") }},
 		{"package=nothing", func(want) bool { return false }},
 	} {
 		path := "/jobs"
@@ -148,7 +149,7 @@ func TestJobListFiltersAndPages(t *testing.T) {
 		t.Errorf("/?state=running lists %v, want %s", ids, run.ID)
 	}
 
-	for _, bad := range []string{"state=bogus", "change=abc", "change=-1", "change=12&origin=cli", "page=0", "page=x"} {
+	for _, bad := range []string{"state=bogus", "change=abc", "change=-1", "page=0", "page=x"} {
 		resp, body := get(t, srv.URL+"/jobs?"+bad)
 		if resp.StatusCode != http.StatusBadRequest {
 			t.Errorf("%s: %s, want 400", bad, resp.Status)
@@ -320,20 +321,35 @@ func checkInert(t *testing.T, page, body string) {
 	}
 }
 
-// postForm posts an empty form as a browser would, with the given headers,
-// and returns the status and where it redirects.
+// postForm posts a form as a browser would, with the given headers, and
+// returns the status and where it redirects. A "token" pair is the form's
+// token field rather than a header.
 func postForm(t *testing.T, target string, header ...string) (int, string) {
 	t.Helper()
-	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	req, err := http.NewRequest(http.MethodPost, target, strings.NewReader(""))
+	return postFormWith(t, http.DefaultClient, target, header...)
+}
+
+func postFormWith(t *testing.T, c *http.Client, target string, header ...string) (int, string) {
+	t.Helper()
+	noRedirect := *c
+	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	form := url.Values{}
+	for i := 0; i+1 < len(header); i += 2 {
+		if header[i] == "token" {
+			form.Set("token", header[i+1])
+		}
+	}
+	req, err := http.NewRequest(http.MethodPost, target, strings.NewReader(form.Encode()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	for i := 0; i+1 < len(header); i += 2 {
-		if header[i] == "Host" {
+		switch header[i] {
+		case "token":
+		case "Host":
 			req.Host = header[i+1]
-		} else {
+		default:
 			req.Header.Set(header[i], header[i+1])
 		}
 	}
@@ -353,7 +369,7 @@ func TestJobActions(t *testing.T) {
 	rf := newReleaseFleet(t, "mos-9.0")
 	ctx := context.Background()
 	pub := &fakePublish{}
-	srv := serve(t, rf, Config{Actions: true, Publish: pub})
+	srv := serve(t, rf, Config{Actions: LoopbackActions, Publish: pub})
 	off := serve(t, rf, Config{})
 
 	built := rf.build("mos-9.0", "hello", 1)
@@ -370,6 +386,7 @@ func TestJobActions(t *testing.T) {
 	if !strings.Contains(body, `action="/jobs/`+queued.ID+`/cancel"`) || strings.Contains(body, "/rebuild\"") {
 		t.Errorf("queued job's page: want a cancel form and no rebuild:\n%s", body)
 	}
+	tok := formToken(t, body)
 	_, body = get(t, srv.URL+"/jobs/"+built.ID)
 	if strings.Contains(body, "/cancel\"") || !strings.Contains(body, `action="/jobs/`+built.ID+`/rebuild"`) || !strings.Contains(body, `action="/jobs/`+built.ID+`/verify"`) {
 		t.Errorf("built job's page: want rebuild and verify forms and no cancel:\n%s", body)
@@ -384,11 +401,14 @@ func TestJobActions(t *testing.T) {
 		base   string
 		header []string
 	}{
-		{"no origin", srv.URL, nil},
-		{"other site", srv.URL, []string{"Origin", "https://evil.example"}},
-		{"other site by referer", srv.URL, []string{"Referer", "https://evil.example/jobs/" + queued.ID}},
-		{"rebound name", srv.URL, []string{"Host", "evil.example", "Origin", "http://evil.example"}},
-		{"actions off", off.URL, []string{"Origin", off.URL}},
+		{"no origin", srv.URL, []string{"token", tok}},
+		{"other site", srv.URL, []string{"token", tok, "Origin", "https://evil.example"}},
+		{"other site by referer", srv.URL, []string{"token", tok, "Referer", "https://evil.example/jobs/" + queued.ID}},
+		{"cross-site fetch", srv.URL, []string{"token", tok, "Origin", srv.URL, "Sec-Fetch-Site", "cross-site"}},
+		{"rebound name", srv.URL, []string{"token", tok, "Host", "evil.example", "Origin", "http://evil.example"}},
+		{"no token", srv.URL, []string{"Origin", srv.URL}},
+		{"wrong token", srv.URL, []string{"token", "AAAA" + tok[4:], "Origin", srv.URL}},
+		{"actions off", off.URL, []string{"token", tok, "Origin", off.URL}},
 	} {
 		for _, a := range []string{"cancel", "rebuild", "verify"} {
 			id := queued.ID
@@ -410,11 +430,11 @@ func TestJobActions(t *testing.T) {
 		t.Errorf("GET cancel: %s", resp.Status)
 	}
 
-	code, loc := postForm(t, srv.URL+"/jobs/"+queued.ID+"/cancel", "Origin", srv.URL)
+	code, loc := postForm(t, srv.URL+"/jobs/"+queued.ID+"/cancel", "token", tok, "Origin", srv.URL, "Sec-Fetch-Site", "same-origin")
 	if code != http.StatusSeeOther || loc != "/jobs/"+queued.ID || state(queued.ID) != job.Canceled {
 		t.Fatalf("cancel: %d to %q, job %s", code, loc, state(queued.ID))
 	}
-	code, loc = postForm(t, srv.URL+"/jobs/"+built.ID+"/rebuild", "Referer", srv.URL+"/jobs/"+built.ID)
+	code, loc = postForm(t, srv.URL+"/jobs/"+built.ID+"/rebuild", "token", tok, "Referer", srv.URL+"/jobs/"+built.ID)
 	if code != http.StatusSeeOther || !strings.HasPrefix(loc, "/jobs/") {
 		t.Fatalf("rebuild: %d to %q", code, loc)
 	}
@@ -422,7 +442,7 @@ func TestJobActions(t *testing.T) {
 	if err != nil || re.RebuildOf != built.ID || re.Verify {
 		t.Fatalf("rebuild made %+v %v", re, err)
 	}
-	code, loc = postForm(t, srv.URL+"/jobs/"+built.ID+"/verify", "Origin", srv.URL)
+	code, loc = postForm(t, srv.URL+"/jobs/"+built.ID+"/verify", "token", tok, "Origin", srv.URL)
 	if code != http.StatusSeeOther {
 		t.Fatalf("verify: %d", code)
 	}
@@ -431,13 +451,13 @@ func TestJobActions(t *testing.T) {
 		t.Fatalf("verify made %+v %v", ve, err)
 	}
 	// The fleet's refusals reach the page with their reason.
-	if code, _ := postForm(t, srv.URL+"/jobs/"+queued.ID+"/verify", "Origin", srv.URL); code != http.StatusBadRequest {
+	if code, _ := postForm(t, srv.URL+"/jobs/"+queued.ID+"/verify", "token", tok, "Origin", srv.URL); code != http.StatusBadRequest {
 		t.Errorf("verify of a cancelled build: %d, want 400", code)
 	}
-	if code, _ := postForm(t, srv.URL+"/jobs/nothing/cancel", "Origin", srv.URL); code != http.StatusNotFound {
+	if code, _ := postForm(t, srv.URL+"/jobs/nothing/cancel", "token", tok, "Origin", srv.URL); code != http.StatusNotFound {
 		t.Errorf("cancel of an unknown job: %d, want 404", code)
 	}
-	if code, _ := postForm(t, srv.URL+"/jobs/"+built.ID+"/explode", "Origin", srv.URL); code != http.StatusNotFound {
+	if code, _ := postForm(t, srv.URL+"/jobs/"+built.ID+"/explode", "token", tok, "Origin", srv.URL); code != http.StatusNotFound {
 		t.Errorf("unknown action: %d, want 404", code)
 	}
 
@@ -453,13 +473,27 @@ func TestJobActions(t *testing.T) {
 	if err := rf.SetPublish(ctx, pending.ID, "pending"); err != nil {
 		t.Fatal(err)
 	}
-	if _, body := get(t, srv.URL+"/jobs/"+pending.ID); !strings.Contains(body, `action="/jobs/`+pending.ID+`/cancel"><button type="submit">Cancel publish</button>`) {
+	if _, body := get(t, srv.URL+"/jobs/"+pending.ID); !strings.Contains(body, `action="/jobs/`+pending.ID+`/cancel"><input type="hidden" name="token" value="`+tok+`"><button type="submit">Cancel publish</button>`) {
 		t.Errorf("page of a build with a pending publish lacks its cancel form:\n%s", body)
 	}
-	if code, _ := postForm(t, srv.URL+"/jobs/"+pending.ID+"/cancel", "Origin", srv.URL); code != http.StatusSeeOther ||
+	if code, _ := postForm(t, srv.URL+"/jobs/"+pending.ID+"/cancel", "token", tok, "Origin", srv.URL); code != http.StatusSeeOther ||
 		strings.Join(pub.cancelled, " ") != pending.ID+": "+cancelReason {
 		t.Errorf("cancel of a pending publish: %d, publisher told %v", code, pub.cancelled)
 	}
+}
+
+// tokenRE finds the token of a page's action forms.
+var tokenRE = regexp.MustCompile(`<input type="hidden" name="token" value="([^"]+)">`)
+
+// formToken returns the token of the action forms on a page, failing
+// when the page has none.
+func formToken(t *testing.T, page string) string {
+	t.Helper()
+	m := tokenRE.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("the page has no action form token:\n%s", page)
+	}
+	return m[1]
 }
 
 type fakePublish struct{ cancelled []string }

@@ -8,6 +8,7 @@ package web
 
 import (
 	"context"
+	"crypto/rand"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -15,7 +16,6 @@ import (
 	"html/template"
 	"io/fs"
 	"mime"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -60,11 +60,12 @@ type Releases interface {
 
 // Config configures the pages.
 type Config struct {
-	// Actions enables the drain and undrain forms. Only turn it on where
-	// whoever reaches the listener may change the fleet: development mode
-	// on loopback. The forms are POST-only and checked to come from the
-	// pages' own origin on a loopback host.
-	Actions bool
+	// Actions says who may cancel, rebuild, drain and undrain from the
+	// pages: nobody (NoActions), whoever reaches a loopback listener
+	// (LoopbackActions, development mode) or the holder of a client
+	// certificate whose role may make the same gRPC call
+	// (CertificateActions, production).
+	Actions Actions
 	// Events lists Gerrit events; nil when Gerrit intake is off.
 	Events api.EventLister
 	// Releases shows releases; nil leaves /releases out.
@@ -89,6 +90,8 @@ type Server struct {
 	f     Fleet
 	pages map[string]*template.Template
 	quit  chan struct{}
+	// key signs the forms' tokens (see token); a new one each start.
+	key []byte
 }
 
 // Limits of the pages.
@@ -117,7 +120,8 @@ func New(cfg Config, f Fleet) *Server {
 	if cfg.PageSize <= 0 {
 		cfg.PageSize = defaultPageSize
 	}
-	s := &Server{cfg: cfg, f: f, pages: map[string]*template.Template{}, quit: make(chan struct{})}
+	s := &Server{cfg: cfg, f: f, pages: map[string]*template.Template{}, quit: make(chan struct{}), key: make([]byte, 32)}
+	_, _ = rand.Read(s.key) // never fails (crypto/rand)
 	funcs := template.FuncMap{
 		"ts":     func(t time.Time) string { return formatTime(t) },
 		"dur":    formatDuration,
@@ -189,7 +193,37 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, page string, sta
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_, _ = w.Write([]byte(b.String()))
+	_, _ = w.Write([]byte(visibleControls(b.String())))
+}
+
+// visibleControls shows the control characters in a rendered page (a
+// job's reason or origin from a worker or a Gerrit event may hold terminal
+// escape sequences) as the Unicode pictures of them, ␛ for ESC, and C1
+// controls as \u009b, so that they are seen as text and reach no terminal
+// that shows the page's source. The templates hold no control characters
+// but newline, tab and carriage return, which stay.
+func visibleControls(page string) string {
+	if !strings.ContainsFunc(page, isControl) {
+		return page
+	}
+	var b strings.Builder
+	for _, r := range page {
+		switch {
+		case !isControl(r):
+			b.WriteRune(r)
+		case r < 0x20:
+			b.WriteRune(0x2400 + r)
+		case r == 0x7f:
+			b.WriteRune(0x2421)
+		default:
+			fmt.Fprintf(&b, "\\u%04x", r)
+		}
+	}
+	return b.String()
+}
+
+func isControl(r rune) bool {
+	return (r < 0x20 && r != '\n' && r != '\t' && r != '\r') || (r >= 0x7f && r <= 0x9f)
 }
 
 type errorPage struct {
@@ -347,9 +381,11 @@ type jobPage struct {
 	LogOffset int64
 	LogDone   bool
 	LogMore   bool // the page shows only the start; the live log goes on
-	// Actions are the action forms the page offers; none where actions
-	// are off.
+	// Actions are the action forms the page offers: those that apply to
+	// the job and that the reader may use.
 	Actions jobActions
+	// Token is the forms' token against cross-site requests.
+	Token string
 }
 
 type artifactRow struct {
@@ -365,8 +401,9 @@ func (s *Server) jobPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := jobPage{Title: "Job " + j.ID, Job: j, Waiting: waiting, Labels: job.LabelString(j.Spec.Labels), Review: reviewOf(j.Spec.Origin)}
-	if s.cfg.Actions {
-		p.Actions = actionsFor(j)
+	p.Actions = s.actionsFor(r, j)
+	if p.Actions != (jobActions{}) {
+		p.Token = s.token(r)
 	}
 	now := s.cfg.Now()
 	switch {
@@ -394,8 +431,11 @@ func (s *Server) jobPage(w http.ResponseWriter, r *http.Request) {
 // review is the Gerrit change a review build is for.
 type review struct{ Change, PatchSet int64 }
 
-// reviewRE matches the origin the Gerrit intake gives a review build.
-var reviewRE = regexp.MustCompile(`^gerrit \S+ review: change (\d+) patch set (\d+) `)
+// reviewRE matches the origin the Gerrit intake gives a review build
+// ("gerrit NAME: review build of change N patch set M (PROJECT BRANCH)"),
+// and the wording of earlier versions ("gerrit NAME review: change N
+// patch set M ..."), which jobs in the store may still have.
+var reviewRE = regexp.MustCompile(`^gerrit \S+ (?:review build of|review:) change (\d+) patch set (\d+) `)
 
 func reviewOf(origin string) *review {
 	m := reviewRE.FindStringSubmatch(origin)
@@ -567,7 +607,10 @@ type workersPage struct {
 	Title    string
 	Workers  []workerRow
 	Capacity capacity
-	Actions  bool
+	// Actions is true where the reader may drain and undrain; Token is
+	// then the forms' token.
+	Actions bool
+	Token   string
 }
 
 type workerRow struct {
@@ -584,7 +627,10 @@ const chrootLabel = "chroot/"
 func (s *Server) workers(w http.ResponseWriter, r *http.Request) {
 	ws := s.f.Workers()
 	sort.Slice(ws, func(i, k int) bool { return ws[i].Name < ws[k].Name })
-	p := workersPage{Title: "Workers", Capacity: fleetCapacity(ws), Actions: s.cfg.Actions}
+	p := workersPage{Title: "Workers", Capacity: fleetCapacity(ws), Actions: s.may(r, drainMethod) == nil}
+	if p.Actions {
+		p.Token = s.token(r)
+	}
 	for _, wi := range ws {
 		row := workerRow{WorkerInfo: wi}
 		plain := map[string]string{}
@@ -604,48 +650,21 @@ func (s *Server) workers(w http.ResponseWriter, r *http.Request) {
 
 // drain drains or undrains a worker from the workers page's form.
 func (s *Server) drain(w http.ResponseWriter, r *http.Request) {
-	if !s.cfg.Actions {
-		s.fail(w, r, fmt.Errorf("%w: actions are off on this coordinator's pages (on only in development mode); use `coordinator workers drain`", errForbidden))
-		return
-	}
-	if err := sameOrigin(r); err != nil {
-		s.fail(w, r, err)
-		return
-	}
 	name, action := r.PathValue("name"), r.PathValue("action")
 	if action != "drain" && action != "undrain" {
 		s.fail(w, r, fmt.Errorf("%w: action %q: use drain or undrain", fleet.ErrNotFound, action))
+		return
+	}
+	if err := s.checkAction(r, drainMethod); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	if _, err := s.f.Drain(r.Context(), name, action == "drain"); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.cfg.Logger.Info("worker drain changed from the web page", "worker", name, "action", action)
+	s.cfg.Logger.Info("worker drain changed from the web page", "worker", name, "action", action, "by", who(r))
 	http.Redirect(w, r, "/workers", http.StatusSeeOther)
-}
-
-// sameOrigin refuses a request that another site's page may have sent
-// (cross-site request forgery): its Origin, or without one its Referer,
-// must be this server, and the host must be a loopback one, so that a name
-// rebound to 127.0.0.1 by another site cannot pass for it.
-func sameOrigin(r *http.Request) error {
-	host, _, err := net.SplitHostPort(r.Host)
-	if err != nil {
-		host = r.Host
-	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return fmt.Errorf("%w: host %q is not a loopback address: open the pages as http://127.0.0.1:PORT/", errForbidden, r.Host)
-	}
-	src := r.Header.Get("Origin")
-	if src == "" {
-		src = r.Header.Get("Referer")
-	}
-	u, err := url.Parse(src)
-	if src == "" || err != nil || u.Host != r.Host || (u.Scheme != "http" && u.Scheme != "https") {
-		return fmt.Errorf("%w: the request came from %q, not from this server's pages (%s)", errForbidden, src, r.Host)
-	}
-	return nil
 }
 
 type eventsPage struct {

@@ -197,11 +197,19 @@ func TestHostileDataIsText(t *testing.T) {
 		Origin: `<img src=x onerror=alert(4)>`,
 		Build: &job.Build{Release: "r1", Target: "bookworm", Package: "hello",
 			Sources: []job.Source{{URL: "javascript:alert(5)", Commit: strings.Repeat("a", 40), Role: "combined"}}}})
+	// A package name the API would refuse, as a store written by another
+	// version or by hand might hold it.
+	evil := &job.Job{ID: "evil", Seq: 1 << 40, State: job.Failed, CreatedAt: time.Now(), Reason: "\x1b[2J<script>alert(9)</script>",
+		Spec: job.Spec{Kind: job.PackageBuild, Origin: "gerrit g: review build of change 9 patch set 1 (<script>alert(10)</script> main)",
+			Build: &job.Build{Release: "<script>alert(11)</script>", Target: "bookworm", Package: `<script>alert(8)</script>"><img src=x>`}}}
+	if err := tf.Store().Put(context.Background(), evil); err != nil {
+		t.Fatal(err)
+	}
 	events := fakeEvents{{ID: 1, Server: "gerrit", Type: "patchset-created", Project: "<script>alert(6)</script>",
 		Branch: "main", Change: 7, PatchSet: 2, Action: "built", Reason: `"><b onmouseover=alert(7)>`, JobIDs: []string{`"><script>`}}}
 	srv := serve(t, tf, Config{Events: events})
 
-	for _, page := range []string{"/jobs/" + j.ID, "/jobs/" + pkg.ID, "/", "/events", "/?state=running"} {
+	for _, page := range []string{"/jobs/" + j.ID, "/jobs/" + pkg.ID, "/", "/events", "/?state=running", "/jobs/evil", "/jobs", "/jobs?release=%3Cscript%3E"} {
 		resp, body := get(t, srv.URL+page)
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("%s: %s\n%s", page, resp.Status, body)
@@ -233,6 +241,12 @@ func TestHostileDataIsText(t *testing.T) {
 	_, body = get(t, srv.URL+"/jobs/"+pkg.ID)
 	if !strings.Contains(body, "&lt;img src=x onerror=alert(4)&gt;") || !strings.Contains(body, `href="#ZgotmplZ"`) {
 		t.Errorf("package job page: origin not escaped or javascript: link not neutralised:\n%s", body)
+	}
+	_, body = get(t, srv.URL+"/jobs/evil")
+	for _, want := range []string{"&lt;script&gt;alert(8)&lt;/script&gt;&#34;&gt;&lt;img src=x&gt;", "␛[2J&lt;script&gt;alert(9)", "&lt;script&gt;alert(10)", "&lt;script&gt;alert(11)"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("page of a job with a hostile package name lacks %q:\n%s", want, body)
+		}
 	}
 	_, body = get(t, srv.URL+"/events")
 	if !strings.Contains(body, "&lt;script&gt;alert(6)&lt;/script&gt;") || !strings.Contains(body, "/jobs/%22%3E%3Cscript%3E") {
@@ -481,38 +495,28 @@ func TestOverview(t *testing.T) {
 func TestDrainForm(t *testing.T) {
 	t.Parallel()
 	tf := newTestFleet(t)
-	srv := serve(t, tf, Config{Actions: true})
+	srv := serve(t, tf, Config{Actions: LoopbackActions})
 	off := serve(t, tf, Config{})
-	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	post := func(base, path string, header ...string) int {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, base+path, strings.NewReader(""))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		for i := 0; i+1 < len(header); i += 2 {
-			if header[i] == "Host" {
-				req.Host = header[i+1]
-			} else {
-				req.Header.Set(header[i], header[i+1])
-			}
-		}
-		resp, err := noRedirect.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
+		code, _ := postForm(t, base+path, header...)
+		return code
 	}
+	_, body := get(t, srv.URL+"/workers")
+	tok := formToken(t, body)
 	state := func() scheduler.WorkerState { return tf.Workers()[0].State }
 	for _, tc := range []struct {
 		name   string
 		base   string
 		header []string
 	}{
-		{"no origin", srv.URL, nil},
-		{"other site", srv.URL, []string{"Origin", "https://evil.example"}},
-		{"other site by referer", srv.URL, []string{"Referer", "https://evil.example/workers"}},
-		{"rebound name", srv.URL, []string{"Host", "evil.example", "Origin", "http://evil.example"}},
-		{"actions off", off.URL, []string{"Origin", off.URL}},
+		{"no origin", srv.URL, []string{"token", tok}},
+		{"other site", srv.URL, []string{"token", tok, "Origin", "https://evil.example"}},
+		{"other site by referer", srv.URL, []string{"token", tok, "Referer", "https://evil.example/workers"}},
+		{"cross-site fetch", srv.URL, []string{"token", tok, "Origin", srv.URL, "Sec-Fetch-Site", "same-site"}},
+		{"rebound name", srv.URL, []string{"token", tok, "Host", "evil.example", "Origin", "http://evil.example"}},
+		{"no token", srv.URL, []string{"Origin", srv.URL}},
+		{"actions off", off.URL, []string{"token", tok, "Origin", off.URL}},
 	} {
 		if code := post(tc.base, "/workers/w1/drain", tc.header...); code != http.StatusForbidden || state() != scheduler.WorkerOnline {
 			t.Errorf("%s: %d, worker %s; want 403 and online", tc.name, code, state())
@@ -521,17 +525,17 @@ func TestDrainForm(t *testing.T) {
 	if resp, _ := get(t, srv.URL+"/workers/w1/drain"); resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("GET drain: %s", resp.Status)
 	}
-	if code := post(srv.URL, "/workers/w1/drain", "Origin", srv.URL); code != http.StatusSeeOther || state() != scheduler.WorkerDraining {
+	if code := post(srv.URL, "/workers/w1/drain", "token", tok, "Origin", srv.URL); code != http.StatusSeeOther || state() != scheduler.WorkerDraining {
 		t.Fatalf("same-origin drain: %d, worker %s", code, state())
 	}
-	_, body := get(t, srv.URL+"/workers")
+	_, body = get(t, srv.URL+"/workers")
 	if !strings.Contains(body, `action="/workers/w1/undrain"`) {
 		t.Errorf("workers page lacks the undrain form:\n%s", body)
 	}
-	if code := post(srv.URL, "/workers/w1/undrain", "Referer", srv.URL+"/workers"); code != http.StatusSeeOther || state() != scheduler.WorkerOnline {
+	if code := post(srv.URL, "/workers/w1/undrain", "token", tok, "Referer", srv.URL+"/workers"); code != http.StatusSeeOther || state() != scheduler.WorkerOnline {
 		t.Fatalf("same-origin undrain: %d, worker %s", code, state())
 	}
-	if code := post(srv.URL, "/workers/nobody/drain", "Origin", srv.URL); code != http.StatusNotFound {
+	if code := post(srv.URL, "/workers/nobody/drain", "token", tok, "Origin", srv.URL); code != http.StatusNotFound {
 		t.Errorf("unknown worker: %d", code)
 	}
 	_, body = get(t, off.URL+"/workers")
@@ -542,10 +546,15 @@ func TestDrainForm(t *testing.T) {
 
 func TestReviewOf(t *testing.T) {
 	t.Parallel()
-	if r := reviewOf("gerrit review review: change 12 patch set 3 (team/pkg main)"); r == nil || r.Change != 12 || r.PatchSet != 3 {
-		t.Errorf("review origin: %+v", r)
+	for _, o := range []string{
+		"gerrit review: review build of change 12 patch set 3 (team/pkg main)",
+		"gerrit review review: change 12 patch set 3 (team/pkg main)", // the intake's earlier wording
+	} {
+		if r := reviewOf(o); r == nil || r.Change != 12 || r.PatchSet != 3 {
+			t.Errorf("review origin %q: %+v", o, r)
+		}
 	}
-	for _, o := range []string{"", "gerrit review release: merge of 12 (p main)", "cli"} {
+	for _, o := range []string{"", "gerrit review release: merge of 12 (p main)", "gerrit review: release build of team/pkg main at 1234567", "cli"} {
 		if r := reviewOf(o); r != nil {
 			t.Errorf("%q: %+v, want no review", o, r)
 		}

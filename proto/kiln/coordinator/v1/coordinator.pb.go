@@ -1392,7 +1392,10 @@ type ListJobsRequest struct {
 	Origin string `protobuf:"bytes,22,opt,name=origin,proto3" json:"origin,omitempty"`
 	// Continue a listing: the next_page_token of the previous response, with
 	// the same filters.
-	PageToken     string `protobuf:"bytes,23,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,23,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only the review builds of this Gerrit change (all its patch sets), as
+	// the web pages' change filter; 0 means any.
+	Change        int64 `protobuf:"varint,24,opt,name=change,proto3" json:"change,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1467,6 +1470,13 @@ func (x *ListJobsRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListJobsRequest) GetChange() int64 {
+	if x != nil {
+		return x.Change
+	}
+	return 0
 }
 
 type ListJobsResponse struct {
@@ -2527,7 +2537,7 @@ const file_kiln_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\rGetJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"<\n" +
 	"\x0eGetJobResponse\x12*\n" +
-	"\x03job\x18\x01 \x01(\v2\x18.kiln.coordinator.v1.JobR\x03job\"\xc9\x01\n" +
+	"\x03job\x18\x01 \x01(\v2\x18.kiln.coordinator.v1.JobR\x03job\"\xe1\x01\n" +
 	"\x0fListJobsRequest\x125\n" +
 	"\x06states\x18\x01 \x03(\x0e2\x1d.kiln.coordinator.v1.JobStateR\x06states\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x18\n" +
@@ -2535,7 +2545,8 @@ const file_kiln_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\apackage\x18\x15 \x01(\tR\apackage\x12\x16\n" +
 	"\x06origin\x18\x16 \x01(\tR\x06origin\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x17 \x01(\tR\tpageToken\"h\n" +
+	"page_token\x18\x17 \x01(\tR\tpageToken\x12\x16\n" +
+	"\x06change\x18\x18 \x01(\x03R\x06change\"h\n" +
 	"\x10ListJobsResponse\x12,\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x18.kiln.coordinator.v1.JobR\x04jobs\x12&\n" +
 	"\x0fnext_page_token\x18\x14 \x01(\tR\rnextPageToken\":\n" +
