@@ -328,9 +328,9 @@ func (in *Intake) queueReview(ctx context.Context, s *server, ev stored, d decid
 	if reason != "" {
 		return in.record(ctx, s, ev, decide.ActionIgnored, reason, nil)
 	}
-	// The web's job list finds a change's review builds by "review: change
-	// N patch set ".
-	origin := fmt.Sprintf("review: change %d patch set %d (%s %s) from gerrit %s", ev.Change, ev.PatchSet, ev.Project, ev.Branch, s.cfg.Name)
+	// The job list's change filter (coordinator/store/query.go) and the
+	// job page (coordinator/web) read the change from this wording.
+	origin := fmt.Sprintf("gerrit %s: review build of change %d patch set %d (%s %s)", s.cfg.Name, ev.Change, ev.PatchSet, ev.Project, ev.Branch)
 	sub, err := in.submit(ctx, s, ev, plan, srcs, false, origin)
 	if errors.Is(err, ErrRefused) {
 		return in.record(ctx, s, ev, decide.ActionRefused, err.Error(), sub.ids)

@@ -407,7 +407,7 @@ func TestInfrastructureFailureDoesNotVote(t *testing.T) {
 		t.Fatalf("review = %+v, want no vote and a message asking for a recheck", r)
 	}
 	// The web's job list finds a change's review builds by this origin.
-	if got, want := h.builds.all()[0].Origin, "review: change 800 patch set 1 ("+nginx+" 9.0) from gerrit review"; got != want {
+	if got, want := h.builds.all()[0].Origin, "gerrit review: review build of change 800 patch set 1 ("+nginx+" 9.0)"; got != want {
 		t.Errorf("origin %q, want %q", got, want)
 	}
 

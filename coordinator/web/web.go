@@ -432,10 +432,11 @@ func (s *Server) jobPage(w http.ResponseWriter, r *http.Request) {
 type review struct{ Change, PatchSet int64 }
 
 // reviewRE matches the origin the Gerrit intake gives a review build
-// ("gerrit NAME: review build of change N patch set M (PROJECT BRANCH)"),
-// and the wording of earlier versions ("gerrit NAME review: change N
-// patch set M ..."), which jobs in the store may still have.
-var reviewRE = regexp.MustCompile(`^gerrit \S+ (?:review build of|review:) change (\d+) patch set (\d+) `)
+// ("review: change N patch set M (PROJECT BRANCH) from gerrit NAME"), and
+// the wordings of earlier versions ("gerrit NAME: review build of change N
+// patch set M ...", "gerrit NAME review: change N patch set M ..."), which
+// jobs in the store may still have.
+var reviewRE = regexp.MustCompile(`^(?:gerrit \S+ )?(?:review build of|review:) change (\d+) patch set (\d+) `)
 
 func reviewOf(origin string) *review {
 	m := reviewRE.FindStringSubmatch(origin)

@@ -548,13 +548,15 @@ func TestReviewOf(t *testing.T) {
 	t.Parallel()
 	for _, o := range []string{
 		"gerrit review: review build of change 12 patch set 3 (team/pkg main)",
-		"gerrit review review: change 12 patch set 3 (team/pkg main)", // the intake's earlier wording
+		"gerrit review review: change 12 patch set 3 (team/pkg main)", // the intake's earlier wordings
+		"review: change 12 patch set 3 (team/pkg main) from gerrit review",
 	} {
 		if r := reviewOf(o); r == nil || r.Change != 12 || r.PatchSet != 3 {
 			t.Errorf("review origin %q: %+v", o, r)
 		}
 	}
-	for _, o := range []string{"", "gerrit review release: merge of 12 (p main)", "gerrit review: release build of team/pkg main at 1234567", "cli"} {
+	for _, o := range []string{"", "gerrit review release: merge of 12 (p main)", "gerrit review: release build of team/pkg main at 1234567",
+		"release: team/pkg main at 1234567, change-merged of change 12 from gerrit review", "cli"} {
 		if r := reviewOf(o); r != nil {
 			t.Errorf("%q: %+v, want no review", o, r)
 		}
