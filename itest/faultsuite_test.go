@@ -79,8 +79,7 @@ func TestFaultSuite(t *testing.T) {
 		}
 		return false
 	}
-	var daemons []*daemon
-	daemons = []*daemon{
+	daemons := []*daemon{
 		{name: "coordinator", p: c.coord, healthy: online},
 		{name: "worker", p: p.worker},
 		{name: "publisher", p: p.publisher, healthy: func() bool { return dialable(p.pubAddr) }},
