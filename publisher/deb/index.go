@@ -60,6 +60,9 @@ type IndexEntry struct {
 	Arch   string
 	UDeb   bool
 	Stanza []byte
+	// Files are the paths the package installs (see DataFiles), for the
+	// Contents indexes when the suite has them.
+	Files []string
 }
 
 // Suite describes one dists/<suite> directory.
@@ -77,6 +80,9 @@ type Suite struct {
 	Compressions []string
 	// NotAutomatic/ButAutomaticUpgrades as in Debian's backports.
 	NotAutomatic bool
+	// Contents adds a Contents-<arch> index (and its .gz) to each
+	// component, from the entries' Files.
+	Contents bool
 }
 
 // IndexFile is a file below dists/<suite>/.
@@ -153,6 +159,14 @@ func BuildIndexes(s Suite, entries []IndexEntry) ([]byte, []IndexFile, error) {
 	}
 	hasSource := map[string]bool{}
 	hasUDeb := map[string]bool{}
+	contents := map[key]contentsIndex{}
+	addContents := func(comp, arch string, e IndexEntry) {
+		k := key{comp, arch}
+		if contents[k] == nil {
+			contents[k] = contentsIndex{}
+		}
+		contents[k].add(QualifiedName(e.Stanza), e.Files)
+	}
 	for _, sizing := range []bool{true, false} {
 		for i, e := range entries {
 			switch {
@@ -168,32 +182,41 @@ func BuildIndexes(s Suite, entries []IndexEntry) ([]byte, []IndexFile, error) {
 				for _, a := range archs {
 					if e.Arch == a || (e.Arch == "all" && a != "all") || (e.Arch == "all" && len(archs) == 1) {
 						add(key{e.Component, fmt.Sprintf(dir, a)}, e.Stanza, sizing)
+						if s.Contents && !sizing && !e.UDeb {
+							addContents(e.Component, a, e)
+						}
 					}
 				}
 			}
 			if !sizing {
-				entries[i].Stanza = nil
+				entries[i].Stanza, entries[i].Files = nil, nil
 			}
 		}
 	}
 	type raw struct {
 		path string
 		data []byte
-		// compressed: write compressed variants too
-		compressed bool
+		// compressions: the compressed variants written besides it
+		compressions []string
 	}
 	var raws []raw
 	for _, c := range comps {
 		for _, a := range archs {
-			raws = append(raws, raw{path.Join(c, "binary-"+a, "Packages"), bytesOf(bufs[key{c, "binary-" + a + "/Packages"}]), true})
-			raws = append(raws, raw{path.Join(c, "binary-"+a, "Release"), dirRelease(s, c, a), false})
+			raws = append(raws, raw{path.Join(c, "binary-"+a, "Packages"), bytesOf(bufs[key{c, "binary-" + a + "/Packages"}]), s.Compressions})
+			raws = append(raws, raw{path.Join(c, "binary-"+a, "Release"), dirRelease(s, c, a), nil})
 			if hasUDeb[c] {
-				raws = append(raws, raw{path.Join(c, "debian-installer", "binary-"+a, "Packages"), bytesOf(bufs[key{c, "debian-installer/binary-" + a + "/Packages"}]), true})
+				raws = append(raws, raw{path.Join(c, "debian-installer", "binary-"+a, "Packages"), bytesOf(bufs[key{c, "debian-installer/binary-" + a + "/Packages"}]), s.Compressions})
+			}
+			if s.Contents {
+				// .gz as Debian's archive and aptly write them: apt-file
+				// keeps them compressed.
+				raws = append(raws, raw{path.Join(c, "Contents-"+a), contents[key{c, a}].bytes(), []string{"gz"}})
+				delete(contents, key{c, a})
 			}
 		}
 		if hasSource[c] {
-			raws = append(raws, raw{path.Join(c, "source", "Sources"), bytesOf(bufs[key{c, "source/Sources"}]), true})
-			raws = append(raws, raw{path.Join(c, "source", "Release"), dirRelease(s, c, "source"), false})
+			raws = append(raws, raw{path.Join(c, "source", "Sources"), bytesOf(bufs[key{c, "source/Sources"}]), s.Compressions})
+			raws = append(raws, raw{path.Join(c, "source", "Release"), dirRelease(s, c, "source"), nil})
 		}
 	}
 	var jobs []*IndexFile
@@ -207,12 +230,10 @@ func BuildIndexes(s Suite, entries []IndexEntry) ([]byte, []IndexFile, error) {
 		f := &IndexFile{Path: r.path, Data: r.data}
 		jobs = append(jobs, f)
 		work = append(work, job{f, r.data, ""})
-		if r.compressed {
-			for _, c := range s.Compressions {
-				cf := &IndexFile{Path: r.path + "." + c}
-				jobs = append(jobs, cf)
-				work = append(work, job{cf, r.data, c})
-			}
+		for _, c := range r.compressions {
+			cf := &IndexFile{Path: r.path + "." + c}
+			jobs = append(jobs, cf)
+			work = append(work, job{cf, r.data, c})
 		}
 	}
 	// Compress and hash in parallel: xz dominates the time of a publish.

@@ -15,9 +15,12 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/kiln-build/kiln/publisher/deb"
 	"github.com/kiln-build/kiln/publisher/rpm"
@@ -383,9 +386,16 @@ func (s *Store) publishDeb(ctx context.Context, dir string, cfg Config, rows []*
 	if fi, err := os.Lstat(live); err == nil && fi.Mode()&fs.ModeSymlink == 0 {
 		return "", fmt.Errorf("%s exists and is not the publisher's symlink: move it away", live)
 	}
+	var files map[string][]string
+	if cfg.Contents {
+		var err error
+		if files, err = s.debFiles(ctx, rows); err != nil {
+			return "", err
+		}
+	}
 	entries := make([]deb.IndexEntry, 0, len(rows))
 	for _, r := range rows {
-		e := deb.IndexEntry{Component: r.component, Arch: r.arch, UDeb: r.udeb, Stanza: r.stanza}
+		e := deb.IndexEntry{Component: r.component, Arch: r.arch, UDeb: r.udeb, Stanza: r.stanza, Files: files[r.sha256]}
 		if r.kind == "dsc" {
 			e.Arch = "source"
 		}
@@ -396,8 +406,10 @@ func (s *Store) publishDeb(ctx context.Context, dir string, cfg Config, rows []*
 	}
 	now := s.now()
 	suite := deb.Suite{Origin: cfg.Origin, Label: cfg.Label, Suite: cfg.Suite, Codename: cfg.Codename, Description: cfg.Description,
-		Components: []string{cfg.Component}, Architectures: cfg.Architectures, Date: now, ValidFor: cfg.ValidFor, Compressions: cfg.Compressions}
-	release, files, err := deb.BuildIndexes(suite, entries)
+		Components: []string{cfg.Component}, Architectures: cfg.Architectures, Date: now, ValidFor: cfg.ValidFor, Compressions: cfg.Compressions,
+		Contents: cfg.Contents}
+	files = nil
+	release, indexes, err := deb.BuildIndexes(suite, entries)
 	if err != nil {
 		return "", err
 	}
@@ -451,7 +463,7 @@ func (s *Store) publishDeb(ctx context.Context, dir string, cfg Config, rows []*
 		return err
 	}
 	var manifest []manifestFile
-	for _, f := range files {
+	for _, f := range indexes {
 		if err := write(f.Path, f.Data); err != nil {
 			return "", err
 		}
@@ -852,4 +864,101 @@ func (s *Store) IncludeAndPublish(ctx context.Context, repoName string, inputs [
 	}
 	pub, err := s.Publish(ctx, repoName, signer)
 	return inc, pub, err
+}
+
+// debFiles returns the paths each binary package (not udeb) of rows
+// installs, by the package file's sha256, for the Contents indexes. A
+// package's list is read from its stored file the first time and kept in
+// the deb_files table: the file never changes under its sha256.
+func (s *Store) debFiles(ctx context.Context, rows []*row) (map[string][]string, error) {
+	out := map[string][]string{}
+	need := map[string]bool{}
+	for _, r := range rows {
+		if r.kind == "deb" && !r.udeb {
+			need[r.sha256] = true
+		}
+	}
+	if len(need) == 0 {
+		return out, nil
+	}
+	rs, err := s.db.QueryContext(ctx, `SELECT sha256, files FROM deb_files`)
+	if err != nil {
+		return nil, fmt.Errorf("read package file lists: %w", err)
+	}
+	for rs.Next() {
+		var sum string
+		var list []byte
+		if err := rs.Scan(&sum, &list); err != nil {
+			rs.Close()
+			return nil, fmt.Errorf("read package file lists: %w", err)
+		}
+		if need[sum] {
+			out[sum] = splitLines(list)
+			delete(need, sum)
+		}
+	}
+	rs.Close()
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("read package file lists: %w", err)
+	}
+	if len(need) == 0 {
+		return out, nil
+	}
+	// Read the missing lists on every CPU: each is a decompression of the
+	// package's data.tar.
+	sums := make([]string, 0, len(need))
+	for sum := range need {
+		sums = append(sums, sum)
+	}
+	lists := make([][]string, len(sums))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(1, runtime.GOMAXPROCS(0)))
+	for i, sum := range sums {
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
+			}
+			f, err := os.Open(s.objectPath(sum))
+			if err != nil {
+				return fmt.Errorf("list the files of stored package %s: %w", sum, err)
+			}
+			defer f.Close()
+			l, err := deb.DataFiles(bufio.NewReaderSize(f, 64<<10))
+			if err != nil {
+				return fmt.Errorf("list the files of stored package %s: %w", sum, err)
+			}
+			lists[i] = l
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("keep package file lists: %w", err)
+	}
+	defer tx.Rollback()
+	ins, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO deb_files (sha256, files) VALUES (?, ?)`)
+	if err != nil {
+		return nil, fmt.Errorf("keep package file lists: %w", err)
+	}
+	defer ins.Close()
+	for i, sum := range sums {
+		if _, err := ins.ExecContext(ctx, sum, []byte(strings.Join(lists[i], "\n"))); err != nil {
+			return nil, fmt.Errorf("keep package file lists: %w", err)
+		}
+		out[sum] = lists[i]
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("keep package file lists: %w", err)
+	}
+	return out, nil
+}
+
+func splitLines(b []byte) []string {
+	if len(b) == 0 {
+		return nil
+	}
+	return strings.Split(string(b), "\n")
 }
