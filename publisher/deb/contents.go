@@ -16,10 +16,12 @@ import (
 // Contents indices (dists/<suite>/<component>/Contents-<arch>) map every
 // file a component's packages install to the packages that install it, for
 // apt-file and its kind. Each line is a path (relative to /, without a
-// leading "./"), a tab, and the comma-separated qualified names of the
-// packages that hold it, [section/]name, where a section of another area
-// reads area/section as in the package's control file; lines are sorted by
-// path and there is no header.
+// leading "./") padded with spaces to 55 columns, a space, and the
+// comma-separated qualified names of the packages that hold it,
+// [section/]name, where a section of another area reads area/section as in
+// the package's control file; lines are sorted by path and there is no
+// header. That is the layout of Debian's own Contents files (aptly writes
+// one space and a "FILE LOCATION" header); apt-file reads both.
 
 // DataFiles returns the paths of the regular files, symbolic and hard links
 // in the data member of the .deb read from r, relative to / and without a
@@ -87,6 +89,9 @@ func stanzaField(stanza []byte, field string) string {
 	return ""
 }
 
+// contentsColumn is the width the paths of a Contents index are padded to.
+const contentsColumn = 55
+
 // contentsIndex collects the files of one Contents index.
 type contentsIndex map[string][]string
 
@@ -105,7 +110,7 @@ func (c contentsIndex) bytes() []byte {
 	size := 0
 	for p, names := range c {
 		paths = append(paths, p)
-		size += len(p) + 2
+		size += max(len(p), contentsColumn) + 2
 		for _, n := range names {
 			size += len(n) + 1
 		}
@@ -117,7 +122,10 @@ func (c contentsIndex) bytes() []byte {
 		slices.Sort(names)
 		names = slices.Compact(names)
 		b.WriteString(p)
-		b.WriteByte('\t')
+		for range contentsColumn - len(p) {
+			b.WriteByte(' ')
+		}
+		b.WriteByte(' ')
 		b.WriteString(strings.Join(names, ","))
 		b.WriteByte('\n')
 	}

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,8 +69,9 @@ func TestDataFilesRefusesPackageWithoutData(t *testing.T) {
 }
 
 // TestContentsIndexFormat pins the Contents format: one line per path,
-// sorted, a tab, the qualified names sorted and comma-separated; "all"
-// packages in every architecture's index; udebs and sources in none.
+// sorted, padded to 55 columns and a space (as in Debian's archive), the
+// qualified names sorted and comma-separated; "all" packages in every
+// architecture's index; udebs and sources in none.
 func TestContentsIndexFormat(t *testing.T) {
 	t.Parallel()
 	stanza := func(name, arch, section string) []byte {
@@ -79,13 +81,14 @@ func TestContentsIndexFormat(t *testing.T) {
 		}
 		return []byte(s)
 	}
+	long := "usr/share/kiln/a-path-longer-than-the-fifty-five-columns-of-the-index"
 	entries := func() []deb.IndexEntry {
 		return []deb.IndexEntry{
 			{Component: "main", Arch: "amd64", Stanza: stanza("bash", "amd64", "shells"), Files: []string{"usr/bin/bash", "etc/bash.bashrc"}},
 			{Component: "main", Arch: "all", Stanza: stanza("bash-doc", "all", "doc"), Files: []string{"usr/share/doc/bash/README"}},
 			{Component: "main", Arch: "arm64", Stanza: stanza("bash", "arm64", "shells"), Files: []string{"usr/bin/bash"}},
 			{Component: "main", Arch: "amd64", Stanza: stanza("zsh", "amd64", "contrib/shells"), Files: []string{"usr/bin/rbash", "usr/share/doc/bash/README"}},
-			{Component: "main", Arch: "amd64", Stanza: stanza("nosection", "amd64", ""), Files: []string{"usr/bin/rbash"}},
+			{Component: "main", Arch: "amd64", Stanza: stanza("nosection", "amd64", ""), Files: []string{"usr/bin/rbash", long}},
 			{Component: "main", Arch: "amd64", UDeb: true, Stanza: stanza("bash-udeb", "amd64", "debian-installer"), Files: []string{"usr/bin/bash"}},
 			{Component: "main", Arch: "source", Stanza: []byte("Package: bash\n")},
 		}
@@ -95,13 +98,15 @@ func TestContentsIndexFormat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pad := func(p string) string { return p + strings.Repeat(" ", max(0, 55-len(p))) + " " }
 	want := map[string]string{
-		"main/Contents-amd64": "etc/bash.bashrc\tshells/bash\n" +
-			"usr/bin/bash\tshells/bash\n" +
-			"usr/bin/rbash\tcontrib/shells/zsh,nosection\n" +
-			"usr/share/doc/bash/README\tcontrib/shells/zsh,doc/bash-doc\n",
-		"main/Contents-arm64": "usr/bin/bash\tshells/bash\n" +
-			"usr/share/doc/bash/README\tdoc/bash-doc\n",
+		"main/Contents-amd64": pad("etc/bash.bashrc") + "shells/bash\n" +
+			pad("usr/bin/bash") + "shells/bash\n" +
+			pad("usr/bin/rbash") + "contrib/shells/zsh,nosection\n" +
+			pad("usr/share/doc/bash/README") + "contrib/shells/zsh,doc/bash-doc\n" +
+			long + " nosection\n", // longer than the column: one space
+		"main/Contents-arm64": pad("usr/bin/bash") + "shells/bash\n" +
+			pad("usr/share/doc/bash/README") + "doc/bash-doc\n",
 	}
 	byPath := map[string]deb.IndexFile{}
 	for _, f := range files {
