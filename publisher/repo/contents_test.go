@@ -2,12 +2,14 @@ package repo_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -159,4 +161,59 @@ Acquire::http::Proxy "DIRECT";
 	update()
 	search("kiln-contents-second", "kiln-second: /usr/bin/kiln-contents-second")
 	search("kiln-contents-probe", "kiln-probe: /usr/bin/kiln-contents-probe")
+}
+
+// TestCollectObjectsForgetsFileLists: the file lists kept for the Contents
+// indexes go with the packages that no repository or snapshot references.
+func TestCollectObjectsForgetsFileLists(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	if err := f.store.CreateRepo(ctx, repo.Config{Name: "test", Format: repo.FormatDeb, Suite: "stable", Codename: "bookworm", Contents: true}); err != nil {
+		t.Fatal(err)
+	}
+	a, b := f.deb("alpha", "1.0", "amd64", "a"), f.deb("beta", "1.0", "amd64", "b")
+	if _, err := f.store.Include(ctx, "test", []repo.Input{a, b}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Publish(ctx, "test", fakeSigner{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.read("dists/stable/main/Contents-amd64"); !strings.Contains(got, "misc/alpha,misc/beta") {
+		t.Fatalf("Contents-amd64:\n%s", got)
+	}
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(f.store.Root(), "state.db")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	lists := func() []string {
+		t.Helper()
+		rs, err := db.QueryContext(ctx, `SELECT sha256 FROM deb_files ORDER BY sha256`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rs.Close()
+		var out []string
+		for rs.Next() {
+			var s string
+			if err := rs.Scan(&s); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, s)
+		}
+		return out
+	}
+	if got := lists(); len(got) != 2 {
+		t.Fatalf("kept file lists after publish: %q, want alpha's and beta's", got)
+	}
+	if _, err := f.store.Remove(ctx, "test", []repo.RemoveSpec{{Name: "alpha"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.CollectObjects(ctx, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := lists(), []string{fileSHA(t, b.Path)}; !slices.Equal(got, want) {
+		t.Fatalf("kept file lists after gc: %q, want beta's only %q", got, want)
+	}
 }
