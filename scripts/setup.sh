@@ -12,7 +12,7 @@ packages="
 	dpkg-dev debhelper fakeroot build-essential apt-utils reprepro
 	patch pristine-tar git-buildpackage
 	rpm createrepo-c dnf
-	gnupg gpgv
+	gnupg gpgv apt-file xfsprogs
 	diffoscope-minimal
 	zstd xz-utils ca-certificates curl openssh-client procps
 	chromium

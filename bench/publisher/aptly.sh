@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Benchmarks the publisher against aptly on the same generated packages, in
-# one run, tools interleaved, REPS repetitions. Usage:
+# one run, tools interleaved, REPS repetitions: the publisher without and
+# with Contents indexes (contents: true in its config file), aptly in its
+# three modes (default: Contents and .bz2; -skip-contents; -skip-contents
+# -skip-bz2). Usage:
 #   bench/publisher/aptly.sh [-b OTHER_PUBLISHER_BINARY] [-r REPS] [N...]
-# (default: 3 repetitions at 2000). -b adds another publisher binary (for
-# example one built from main) to compare a change with. Prints one line per
-# measurement: N, repetition, what, wall seconds, user+sys CPU seconds, peak
-# RSS (of the largest process of the command). Needs: go, gpg, aptly, /usr/bin/time.
+# (default: 1 repetition at 2000 and 20000). -b adds another publisher
+# binary (for example one built from main) to compare a change with. Prints
+# one line per measurement: N, repetition, what, wall seconds, user+sys CPU
+# seconds, peak RSS (of the largest process of the command: the publisher
+# or its xz child), and the index sizes. Needs: go, gpg, aptly, /usr/bin/time.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-other="" reps=3
+other="" reps=1
 while getopts b:r: o; do
 	case $o in
 	b) other=$(realpath "$OPTARG") ;;
@@ -18,7 +22,7 @@ while getopts b:r: o; do
 done
 shift $((OPTIND - 1))
 sizes=("$@")
-[ ${#sizes[@]} -gt 0 ] || sizes=(2000)
+[ ${#sizes[@]} -gt 0 ] || sizes=(2000 20000)
 work=$(mktemp -d /tmp/kiln-aptly-bench-XXXXXX)
 trap 'gpgconf --kill all >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 go build -o "$work/publisher" ./publisher
@@ -40,10 +44,24 @@ measure() {
 		'BEGIN { printf "%6d #%d  %-40s wall %7.2fs  cpu %7.2fs  rss %6.1f MiB\n", n, r, l, w, u + s, m / 1024 }'
 }
 
-kiln() { # kiln LABEL BINARY N REP DIR
-	local label=$1 bin=$2 n=$3 rep=$4 d=$5
-	local opts=(--root "$d/$label" --key "$work/key.asc" --log-level warn)
-	measure "$label include" "$n" "$rep" "$bin" include "${opts[@]}" --repo r --format deb --suite stable "$d"/debs/*.deb
+kiln() { # kiln LABEL BINARY N REP DIR CONTENTS(true|false)
+	local label=$1 bin=$2 n=$3 rep=$4 d=$5 contents=$6
+	mkdir -p "$d/$label"
+	cat > "$d/$label.yaml" <<CONF
+root: $d/$label
+log:
+  level: warn
+signing:
+  key_file: $work/key.asc
+repositories:
+  - name: r
+    format: deb
+    suite: stable
+CONF
+	# Only when on: a publisher from before Contents refuses the key.
+	[ "$contents" = false ] || echo "    contents: true" >> "$d/$label.yaml"
+	local opts=(--config "$d/$label.yaml")
+	measure "$label include" "$n" "$rep" "$bin" include "${opts[@]}" --repo r "$d"/debs/*.deb
 	measure "$label publish" "$n" "$rep" "$bin" publish "${opts[@]}" --repo r
 }
 
@@ -63,14 +81,17 @@ for n in "${sizes[@]}"; do
 	d="$work/$n"
 	"$work/gendebs" -n "$n" -dir "$d/debs"
 	for rep in $(seq "$reps"); do
-		kiln kiln "$work/publisher" "$n" "$rep" "$d"
+		kiln kiln "$work/publisher" "$n" "$rep" "$d" false
 		aptly_run aptly-lean "$n" "$rep" "$d" -skip-contents -skip-bz2
-		[ -z "$other" ] || kiln kiln-other "$other" "$n" "$rep" "$d"
+		kiln kiln-contents "$work/publisher" "$n" "$rep" "$d" true
+		aptly_run aptly-nocontents "$n" "$rep" "$d" -skip-contents
+		[ -z "$other" ] || kiln kiln-other "$other" "$n" "$rep" "$d" false
 		aptly_run aptly-default "$n" "$rep" "$d"
-		for f in "$d"/kiln/public/r/dists/stable/main/binary-amd64/Packages* "$d"/kiln-other/public/r/dists/stable/main/binary-amd64/Packages* "$d"/aptly-lean/public/dists/stable/main/binary-amd64/Packages*; do
+		for f in "$d"/kiln*/public/r/dists/stable/main/binary-amd64/Packages* "$d"/kiln-contents/public/r/dists/stable/main/Contents-* \
+			"$d"/aptly-default/public/dists/stable/main/binary-amd64/Packages* "$d"/aptly-default/public/dists/stable/main/Contents-*; do
 			[ -f "$f" ] && printf '%6d #%d  %-52s %9d bytes\n' "$n" "$rep" "${f#"$d"/}" "$(stat -c %s "$f")"
 		done
-		rm -rf "$d"/kiln "$d"/kiln-other "$d"/aptly-*
+		rm -rf "$d"/kiln* "$d"/aptly-*
 	done
 	echo "# load $(cut -d' ' -f1-3 /proc/loadavg)"
 	rm -rf "$d"

@@ -3,16 +3,10 @@ package deb
 import (
 	"bytes"
 	"fmt"
-	"path"
-	"runtime"
-	"slices"
-	"sort"
+	"io"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
-
-	"github.com/klauspost/compress/gzip"
 )
 
 // PackagesStanza returns the Packages index stanza of b stored at filename
@@ -60,6 +54,9 @@ type IndexEntry struct {
 	Arch   string
 	UDeb   bool
 	Stanza []byte
+	// Files are the paths the package installs (see DataFiles), for the
+	// Contents indexes when the suite has them.
+	Files []string
 }
 
 // Suite describes one dists/<suite> directory.
@@ -77,6 +74,9 @@ type Suite struct {
 	Compressions []string
 	// NotAutomatic/ButAutomaticUpgrades as in Debian's backports.
 	NotAutomatic bool
+	// Contents adds a Contents-<arch> index (and its .gz) to each
+	// component, from the entries' Files.
+	Contents bool
 }
 
 // IndexFile is a file below dists/<suite>/.
@@ -97,198 +97,42 @@ func CheckCompressions(cs []string) error {
 }
 
 // BuildIndexes builds the index files of a suite from entries, in the order
-// given (callers sort them), and returns the unsigned top-level Release file
-// and the files it lists. It sets each entry's Stanza to nil once the stanza
-// is copied into its indexes, so that a caller holding no other reference
-// lets it be freed while the indexes grow.
+// given (callers sort them), in memory, and returns the unsigned top-level
+// Release file and the files it lists. A publish streams them to disk with
+// an IndexWriter instead; the files are the same.
 func BuildIndexes(s Suite, entries []IndexEntry) ([]byte, []IndexFile, error) {
-	if err := CheckCompressions(s.Compressions); err != nil {
+	l := NewLayout(s)
+	for _, e := range entries {
+		l.Note(e.Component, e.Arch, e.UDeb)
+	}
+	bufs := map[string]*bytes.Buffer{}
+	w, err := NewIndexWriter(s, l, func(rel string) (io.WriteCloser, error) {
+		b := &bytes.Buffer{}
+		bufs[rel] = b
+		return nopCloser{b}, nil
+	})
+	if err != nil {
 		return nil, nil, err
 	}
-	comps := slices.Clone(s.Components)
-	archSet := map[string]bool{}
-	for _, a := range s.Architectures {
-		archSet[a] = true
-	}
 	for _, e := range entries {
-		if !slices.Contains(comps, e.Component) {
-			comps = append(comps, e.Component)
-		}
-		if e.Arch != "source" && e.Arch != "all" {
-			archSet[e.Arch] = true
+		if err := w.Add(e); err != nil {
+			w.Abort()
+			return nil, nil, err
 		}
 	}
-	if len(comps) == 0 {
-		comps = []string{"main"}
+	release, files, err := w.Close()
+	if err != nil {
+		return nil, nil, err
 	}
-	archs := make([]string, 0, len(archSet))
-	for a := range archSet {
-		archs = append(archs, a)
+	for i := range files {
+		files[i].Data = bufs[files[i].Path].Bytes()
 	}
-	sort.Strings(archs)
-	if len(archs) == 0 {
-		archs = []string{"all"}
-	}
-
-	type key struct{ comp, dir string }
-	// Two passes: the first sizes every index, so that each is allocated
-	// once (a growing buffer holds up to twice its text); the second fills
-	// them and drops the entries' stanzas.
-	sizes := map[key]int{}
-	bufs := map[key]*bytes.Buffer{}
-	add := func(k key, stanza []byte, sizing bool) {
-		if sizing {
-			sizes[k] += len(stanza) + 1
-			return
-		}
-		b := bufs[k]
-		if b == nil {
-			b = bytes.NewBuffer(make([]byte, 0, sizes[k]))
-			bufs[k] = b
-		}
-		if b.Len() > 0 {
-			b.WriteByte('\n')
-		}
-		b.Write(stanza)
-	}
-	hasSource := map[string]bool{}
-	hasUDeb := map[string]bool{}
-	for _, sizing := range []bool{true, false} {
-		for i, e := range entries {
-			switch {
-			case e.Arch == "source":
-				hasSource[e.Component] = true
-				add(key{e.Component, "source/Sources"}, e.Stanza, sizing)
-			default:
-				dir := "binary-%s/Packages"
-				if e.UDeb {
-					hasUDeb[e.Component] = true
-					dir = "debian-installer/binary-%s/Packages"
-				}
-				for _, a := range archs {
-					if e.Arch == a || (e.Arch == "all" && a != "all") || (e.Arch == "all" && len(archs) == 1) {
-						add(key{e.Component, fmt.Sprintf(dir, a)}, e.Stanza, sizing)
-					}
-				}
-			}
-			if !sizing {
-				entries[i].Stanza = nil
-			}
-		}
-	}
-	type raw struct {
-		path string
-		data []byte
-		// compressed: write compressed variants too
-		compressed bool
-	}
-	var raws []raw
-	for _, c := range comps {
-		for _, a := range archs {
-			raws = append(raws, raw{path.Join(c, "binary-"+a, "Packages"), bytesOf(bufs[key{c, "binary-" + a + "/Packages"}]), true})
-			raws = append(raws, raw{path.Join(c, "binary-"+a, "Release"), dirRelease(s, c, a), false})
-			if hasUDeb[c] {
-				raws = append(raws, raw{path.Join(c, "debian-installer", "binary-"+a, "Packages"), bytesOf(bufs[key{c, "debian-installer/binary-" + a + "/Packages"}]), true})
-			}
-		}
-		if hasSource[c] {
-			raws = append(raws, raw{path.Join(c, "source", "Sources"), bytesOf(bufs[key{c, "source/Sources"}]), true})
-			raws = append(raws, raw{path.Join(c, "source", "Release"), dirRelease(s, c, "source"), false})
-		}
-	}
-	var jobs []*IndexFile
-	type job struct {
-		out  *IndexFile
-		src  []byte
-		comp string
-	}
-	var work []job
-	for _, r := range raws {
-		f := &IndexFile{Path: r.path, Data: r.data}
-		jobs = append(jobs, f)
-		work = append(work, job{f, r.data, ""})
-		if r.compressed {
-			for _, c := range s.Compressions {
-				cf := &IndexFile{Path: r.path + "." + c}
-				jobs = append(jobs, cf)
-				work = append(work, job{cf, r.data, c})
-			}
-		}
-	}
-	// Compress and hash in parallel: xz dominates the time of a publish.
-	sort.SliceStable(work, func(i, j int) bool { return len(work[i].src) > len(work[j].src) })
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	ch := make(chan job)
-	for range max(1, runtime.GOMAXPROCS(0)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range ch {
-				data, err := compress(j.comp, j.src)
-				if err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = fmt.Errorf("compress %s: %w", j.out.Path, err)
-					}
-					mu.Unlock()
-					continue
-				}
-				h := NewHasher()
-				_, _ = h.Write(data)
-				j.out.Data = data
-				j.out.Checksums = h.Sum()
-			}
-		}()
-	}
-	for _, j := range work {
-		ch <- j
-	}
-	close(ch)
-	wg.Wait()
-	if firstErr != nil {
-		return nil, nil, firstErr
-	}
-	files := make([]IndexFile, len(jobs))
-	for i, f := range jobs {
-		files[i] = *f
-	}
-	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
-	return topRelease(s, comps, archs, hasSource, files), files, nil
+	return release, files, nil
 }
 
-func bytesOf(b *bytes.Buffer) []byte {
-	if b == nil {
-		return []byte{}
-	}
-	return b.Bytes()
-}
+type nopCloser struct{ io.Writer }
 
-func compress(kind string, data []byte) ([]byte, error) {
-	var out bytes.Buffer
-	switch kind {
-	case "":
-		return data, nil
-	case "gz":
-		w, err := gzip.NewWriterLevel(&out, gzip.DefaultCompression)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := w.Write(data); err != nil {
-			return nil, err
-		}
-		if err := w.Close(); err != nil {
-			return nil, err
-		}
-	case "xz":
-		// One stream of blocks compressed in parallel (see xz.go).
-		return xzCompress(data)
-	default:
-		return nil, fmt.Errorf("unknown compression %q", kind)
-	}
-	return out.Bytes(), nil
-}
+func (nopCloser) Close() error { return nil }
 
 func dirRelease(s Suite, comp, arch string) []byte {
 	var b bytes.Buffer

@@ -42,6 +42,10 @@ type Config struct {
 	Architectures []string      `yaml:"architectures" json:"architectures,omitempty"`
 	ValidFor      time.Duration `yaml:"valid_for" json:"valid_for,omitempty"`
 	Compressions  []string      `yaml:"compressions" json:"compressions,omitempty"`
+	// Contents adds Contents-<arch> indexes (for apt-file) to each
+	// publish; off by default, because the first publish with it reads
+	// every package's data.
+	Contents bool `yaml:"contents" json:"contents,omitempty"`
 	// RPM only: "header+payload" (the default) or "header"; see
 	// rpm.Signatures.
 	RPMSignatures string `yaml:"rpm_signatures" json:"rpm_signatures,omitempty"`
@@ -124,6 +128,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("repository %s: valid_for %s is negative", c.Name, c.ValidFor)
 		}
 	case FormatRPM:
+		if c.Contents {
+			return fmt.Errorf("repository %s: contents is for deb repositories (Contents-<arch> indexes); remove it from this rpm repository", c.Name)
+		}
 		if _, err := rpm.ParseSignatures(c.RPMSignatures); err != nil {
 			return fmt.Errorf("repository %s: %w", c.Name, err)
 		}

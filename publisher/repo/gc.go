@@ -104,6 +104,11 @@ func (s *Store) CollectObjects(ctx context.Context, grace time.Duration, dryRun 
 	if err != nil {
 		return res, fmt.Errorf("collect objects: %w", err)
 	}
+	if !dryRun {
+		if err := s.forgetFileLists(ctx, refs); err != nil {
+			return res, fmt.Errorf("collect objects: %w", err)
+		}
+	}
 	if res.Removed > 0 && !dryRun {
 		s.log.Info("removed unreferenced objects", "count", res.Removed, "bytes", res.Bytes)
 	}
@@ -163,4 +168,34 @@ func (s *Store) referencedObjects(ctx context.Context) (map[string]bool, error) 
 
 func isSHA256(s string) bool {
 	return len(s) == 64 && strings.Trim(s, "0123456789abcdef") == ""
+}
+
+// forgetFileLists drops the kept file lists (deb_files, for the Contents
+// indexes) of packages no repository or snapshot references any more.
+func (s *Store) forgetFileLists(ctx context.Context, refs map[string]bool) error {
+	rs, err := s.db.QueryContext(ctx, `SELECT sha256 FROM deb_files`)
+	if err != nil {
+		return fmt.Errorf("package file lists: %w", err)
+	}
+	var gone []string
+	for rs.Next() {
+		var sum string
+		if err := rs.Scan(&sum); err != nil {
+			rs.Close()
+			return fmt.Errorf("package file lists: %w", err)
+		}
+		if !refs[sum] {
+			gone = append(gone, sum)
+		}
+	}
+	rs.Close()
+	if err := rs.Err(); err != nil {
+		return fmt.Errorf("package file lists: %w", err)
+	}
+	for _, sum := range gone {
+		if _, err := s.db.ExecContext(ctx, `DELETE FROM deb_files WHERE sha256 = ?`, sum); err != nil {
+			return fmt.Errorf("package file lists: %w", err)
+		}
+	}
+	return nil
 }

@@ -18,6 +18,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/kiln-build/kiln/publisher/deb"
 	"github.com/kiln-build/kiln/publisher/rpm"
 )
@@ -345,8 +347,8 @@ func conflict(cfg Config, r *row, have string) error {
 		ErrConflict, cfg.Name, r.name, r.version, r.arch, have, r.uploadSHA256)
 }
 
-// copyIn copies src into a temporary file while r reads it, returning the
-// file and a reader that tees into it.
+// readBinary reads the .deb of in into a temporary file of the store (see
+// cloneOrTee) and returns its row.
 func (s *Store) readBinary(in Input, udeb bool, cfg Config) (*row, error) {
 	f, err := os.Open(in.Path)
 	if err != nil {
@@ -358,7 +360,7 @@ func (s *Store) readBinary(in Input, udeb bool, cfg Config) (*row, error) {
 		return nil, err
 	}
 	r := &row{objects: map[string]string{tmp.Name(): ""}}
-	b, err := deb.ReadBinary(io.TeeReader(f, tmp), udeb, s.limits)
+	b, err := deb.ReadBinary(cloneOrTee(tmp, f), udeb, s.limits)
 	if cerr := tmp.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
@@ -372,6 +374,21 @@ func (s *Store) readBinary(in Input, udeb bool, cfg Config) (*row, error) {
 	r.stanza = deb.PackagesStanza(b, poolPath)
 	r.files = []poolFile{{Path: poolPath, SHA256: b.SHA256, Size: b.Size}}
 	return r, nil
+}
+
+// cloneOrTee fills tmp (new and empty) with the content of src and returns
+// the reader to hash and parse that content from. Where the file system
+// can, tmp becomes a reflink clone of src (FICLONE: the blocks are shared
+// until either file is written, so nothing is copied) and the reader reads
+// tmp: what is hashed is what is stored, whatever happens to src after the
+// clone. Elsewhere (ext4, another file system) the reader reads src and
+// copies it into tmp as it goes.
+func cloneOrTee(tmp, src *os.File) io.Reader {
+	if err := unix.IoctlFileClone(int(tmp.Fd()), int(src.Fd())); err == nil {
+		return tmp
+	}
+	_ = tmp.Truncate(0) // a refused clone writes nothing; make sure
+	return io.TeeReader(src, tmp)
 }
 
 // hashCopy copies the file at p into a temporary file and returns its
@@ -388,12 +405,12 @@ func (s *Store) hashCopy(p string, limit int64) (string, deb.Checksums, []byte, 
 	}
 	h := deb.NewHasher()
 	var keep bytes.Buffer
-	w := io.MultiWriter(tmp, h)
+	var w io.Writer = h
 	if limit > 0 {
 		w = io.MultiWriter(w, &keep)
-		_, err = io.Copy(w, io.LimitReader(f, limit+1))
+		_, err = io.Copy(w, io.LimitReader(cloneOrTee(tmp, f), limit+1))
 	} else {
-		_, err = io.Copy(w, f)
+		_, err = io.Copy(w, cloneOrTee(tmp, f))
 	}
 	if cerr := tmp.Close(); err == nil && cerr != nil {
 		err = cerr

@@ -15,9 +15,12 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/kiln-build/kiln/publisher/deb"
 	"github.com/kiln-build/kiln/publisher/rpm"
@@ -204,12 +207,13 @@ func (s *Store) publishLocked(ctx context.Context, repoName string, signer Signe
 	if err != nil {
 		return PublishResult{}, err
 	}
-	rows, err := s.rows(ctx, "packages", "repo", repoName, true)
+	src := rowSource{"packages", "repo", repoName}
+	rows, err := s.rows(ctx, src.table, src.col, src.val, cfg.Format == FormatRPM)
 	if err != nil {
 		return PublishResult{}, err
 	}
 	dir := s.PublicDir(repoName)
-	res, err := s.publishTree(ctx, dir, cfg, rows, signer)
+	res, err := s.publishTree(ctx, dir, cfg, src, rows, signer)
 	if err != nil {
 		return res, fmt.Errorf("publish %s: %w", repoName, err)
 	}
@@ -228,7 +232,7 @@ func (s *Store) publishLocked(ctx context.Context, repoName string, signer Signe
 	return res, nil
 }
 
-func (s *Store) publishTree(ctx context.Context, dir string, cfg Config, rows []*row, signer Signer) (PublishResult, error) {
+func (s *Store) publishTree(ctx context.Context, dir string, cfg Config, src rowSource, rows []*row, signer Signer) (PublishResult, error) {
 	res := PublishResult{Repo: cfg.Name, Dir: dir, Packages: len(rows)}
 	for _, r := range rows {
 		for _, f := range r.files {
@@ -243,7 +247,7 @@ func (s *Store) publishTree(ctx context.Context, dir string, cfg Config, rows []
 	}
 	switch cfg.Format {
 	case FormatDeb:
-		gen, err := s.publishDeb(ctx, dir, cfg, rows, signer)
+		gen, err := s.publishDeb(ctx, dir, cfg, src, rows, signer)
 		res.Generation = gen
 		return res, err
 	case FormatRPM:
@@ -378,36 +382,29 @@ type manifestFile struct {
 	SHA512 string `json:"sha512"`
 }
 
-func (s *Store) publishDeb(ctx context.Context, dir string, cfg Config, rows []*row, signer Signer) (string, error) {
+// rowSource names the package rows of a repository or snapshot: the rows
+// of table where col = val.
+type rowSource struct{ table, col, val string }
+
+func (s *Store) publishDeb(ctx context.Context, dir string, cfg Config, src rowSource, rows []*row, signer Signer) (string, error) {
 	live := filepath.Join(dir, distsLink)
 	if fi, err := os.Lstat(live); err == nil && fi.Mode()&fs.ModeSymlink == 0 {
 		return "", fmt.Errorf("%s exists and is not the publisher's symlink: move it away", live)
 	}
-	entries := make([]deb.IndexEntry, 0, len(rows))
-	for _, r := range rows {
-		e := deb.IndexEntry{Component: r.component, Arch: r.arch, UDeb: r.udeb, Stanza: r.stanza}
-		if r.kind == "dsc" {
-			e.Arch = "source"
+	var files map[string][]string
+	if cfg.Contents {
+		var err error
+		if files, err = s.debFiles(ctx, rows); err != nil {
+			return "", err
 		}
-		entries = append(entries, e)
-		// BuildIndexes drops each stanza once it is in its index: hold
-		// it only there, so the indexes grow as the stanzas are freed.
-		r.stanza = nil
 	}
 	now := s.now()
 	suite := deb.Suite{Origin: cfg.Origin, Label: cfg.Label, Suite: cfg.Suite, Codename: cfg.Codename, Description: cfg.Description,
-		Components: []string{cfg.Component}, Architectures: cfg.Architectures, Date: now, ValidFor: cfg.ValidFor, Compressions: cfg.Compressions}
-	release, files, err := deb.BuildIndexes(suite, entries)
-	if err != nil {
-		return "", err
-	}
-	inRelease, err := signer.ClearSign(ctx, release)
-	if err != nil {
-		return "", err
-	}
-	releaseGPG, err := signer.DetachSign(ctx, bytes.NewReader(release), true)
-	if err != nil {
-		return "", err
+		Components: []string{cfg.Component}, Architectures: cfg.Architectures, Date: now, ValidFor: cfg.ValidFor, Compressions: cfg.Compressions,
+		Contents: cfg.Contents}
+	layout := deb.NewLayout(suite)
+	for _, r := range rows {
+		layout.Note(r.component, r.indexArch(), r.udeb)
 	}
 
 	gens := filepath.Join(dir, distsGens)
@@ -426,23 +423,26 @@ func (s *Store) publishDeb(ctx context.Context, dir string, cfg Config, rows []*
 	_ = os.RemoveAll(genDir)
 	suiteDir := filepath.Join(genDir, cfg.Suite)
 	made := map[string]bool{}
-	write := func(rel string, data []byte) error {
-		p := filepath.Join(suiteDir, filepath.FromSlash(rel))
+	mkdir := func(p string) error {
 		if d := filepath.Dir(p); !made[d] {
 			if err := os.MkdirAll(d, 0o755); err != nil {
 				return err
 			}
 			made[d] = true
 		}
+		return nil
+	}
+	write := func(rel string, data []byte) error {
+		p := filepath.Join(suiteDir, filepath.FromSlash(rel))
+		if err := mkdir(p); err != nil {
+			return err
+		}
 		return writeSync(p, data)
 	}
 	link := func(oldRel, newRel string) error {
 		p := filepath.Join(suiteDir, filepath.FromSlash(newRel))
-		if d := filepath.Dir(p); !made[d] {
-			if err := os.MkdirAll(d, 0o755); err != nil {
-				return err
-			}
-			made[d] = true
+		if err := mkdir(p); err != nil {
+			return err
 		}
 		err := os.Link(oldRel, p)
 		if errors.Is(err, fs.ErrExist) {
@@ -450,11 +450,46 @@ func (s *Store) publishDeb(ctx context.Context, dir string, cfg Config, rows []*
 		}
 		return err
 	}
-	var manifest []manifestFile
-	for _, f := range files {
-		if err := write(f.Path, f.Data); err != nil {
-			return "", err
+
+	// The indexes stream from the store's rows into their files: no
+	// stanza and no index text is held (see deb.IndexWriter).
+	iw, err := deb.NewIndexWriter(suite, layout, func(rel string) (io.WriteCloser, error) {
+		p := filepath.Join(suiteDir, filepath.FromSlash(rel))
+		if err := mkdir(p); err != nil {
+			return nil, err
 		}
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return nil, err
+		}
+		return syncCloser{f}, nil
+	})
+	if err != nil {
+		return "", err
+	}
+	if err := s.streamStanzas(ctx, src, func(e deb.IndexEntry, sum string) error {
+		e.Files = files[sum]
+		return iw.Add(e)
+	}); err != nil {
+		iw.Abort()
+		return "", err
+	}
+	files = nil
+	release, indexes, err := iw.Close()
+	if err != nil {
+		return "", err
+	}
+	inRelease, err := signer.ClearSign(ctx, release)
+	if err != nil {
+		return "", err
+	}
+	releaseGPG, err := signer.DetachSign(ctx, bytes.NewReader(release), true)
+	if err != nil {
+		return "", err
+	}
+
+	var manifest []manifestFile
+	for _, f := range indexes {
 		if path.Base(f.Path) == "Release" {
 			continue
 		}
@@ -812,11 +847,12 @@ func (s *Store) snapshotConfig(ctx context.Context, name string) (Config, error)
 }
 
 func (s *Store) publishSnapshot(ctx context.Context, name string, cfg Config, signer Signer) (PublishResult, error) {
-	rows, err := s.rows(ctx, "snapshot_packages", "snapshot", name, true)
+	src := rowSource{"snapshot_packages", "snapshot", name}
+	rows, err := s.rows(ctx, src.table, src.col, src.val, cfg.Format == FormatRPM)
 	if err != nil {
 		return PublishResult{}, err
 	}
-	res, err := s.publishTree(ctx, s.SnapshotDir(name), cfg, rows, signer)
+	res, err := s.publishTree(ctx, s.SnapshotDir(name), cfg, src, rows, signer)
 	if err != nil {
 		return res, fmt.Errorf("publish snapshot %s: %w", name, err)
 	}
@@ -852,4 +888,148 @@ func (s *Store) IncludeAndPublish(ctx context.Context, repoName string, inputs [
 	}
 	pub, err := s.Publish(ctx, repoName, signer)
 	return inc, pub, err
+}
+
+// syncCloser makes a file durable when it is closed.
+type syncCloser struct{ *os.File }
+
+func (f syncCloser) Close() error {
+	if err := f.Sync(); err != nil {
+		f.File.Close()
+		return err
+	}
+	return f.File.Close()
+}
+
+// indexArch is the architecture under which r's stanza is indexed:
+// "source" for a source package.
+func (r *row) indexArch() string {
+	if r.kind == "dsc" {
+		return "source"
+	}
+	return r.arch
+}
+
+// streamStanzas calls fn with the index entry of each row of src and the
+// sha256 of its file, reading one row at a time. The order is the primary
+// key's (kind, name, version, arch), so that SQLite reads the rows in
+// order instead of sorting every stanza first; each index holds one kind,
+// so within an index it is the order of rows (name, version, arch, kind).
+func (s *Store) streamStanzas(ctx context.Context, src rowSource, fn func(deb.IndexEntry, string) error) error {
+	q := fmt.Sprintf(`SELECT kind, component, arch, udeb, sha256, stanza FROM %s WHERE %s = ? ORDER BY kind, name, version, arch`, src.table, src.col)
+	rs, err := s.db.QueryContext(ctx, q, src.val)
+	if err != nil {
+		return fmt.Errorf("read the stanzas of %s: %w", src.val, err)
+	}
+	defer rs.Close()
+	var r row
+	for rs.Next() {
+		if err := rs.Scan(&r.kind, &r.component, &r.arch, &r.udeb, &r.sha256, &r.stanza); err != nil {
+			return fmt.Errorf("read the stanzas of %s: %w", src.val, err)
+		}
+		if err := fn(deb.IndexEntry{Component: r.component, Arch: r.indexArch(), UDeb: r.udeb, Stanza: r.stanza}, r.sha256); err != nil {
+			return err
+		}
+	}
+	if err := rs.Err(); err != nil {
+		return fmt.Errorf("read the stanzas of %s: %w", src.val, err)
+	}
+	return nil
+}
+
+// debFiles returns the paths each binary package (not udeb) of rows
+// installs, by the package file's sha256, for the Contents indexes. A
+// package's list is read from its stored file the first time and kept in
+// the deb_files table: the file never changes under its sha256.
+func (s *Store) debFiles(ctx context.Context, rows []*row) (map[string][]string, error) {
+	out := map[string][]string{}
+	need := map[string]bool{}
+	for _, r := range rows {
+		if r.kind == "deb" && !r.udeb {
+			need[r.sha256] = true
+		}
+	}
+	if len(need) == 0 {
+		return out, nil
+	}
+	rs, err := s.db.QueryContext(ctx, `SELECT sha256, files FROM deb_files`)
+	if err != nil {
+		return nil, fmt.Errorf("read package file lists: %w", err)
+	}
+	for rs.Next() {
+		var sum string
+		var list []byte
+		if err := rs.Scan(&sum, &list); err != nil {
+			rs.Close()
+			return nil, fmt.Errorf("read package file lists: %w", err)
+		}
+		if need[sum] {
+			out[sum] = splitLines(list)
+			delete(need, sum)
+		}
+	}
+	rs.Close()
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("read package file lists: %w", err)
+	}
+	if len(need) == 0 {
+		return out, nil
+	}
+	// Read the missing lists on every CPU: each is a decompression of the
+	// package's data.tar.
+	sums := make([]string, 0, len(need))
+	for sum := range need {
+		sums = append(sums, sum)
+	}
+	lists := make([][]string, len(sums))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(1, runtime.GOMAXPROCS(0)))
+	for i, sum := range sums {
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
+			}
+			f, err := os.Open(s.objectPath(sum))
+			if err != nil {
+				return fmt.Errorf("list the files of stored package %s: %w", sum, err)
+			}
+			defer f.Close()
+			l, err := deb.DataFiles(bufio.NewReaderSize(f, 64<<10))
+			if err != nil {
+				return fmt.Errorf("list the files of stored package %s: %w", sum, err)
+			}
+			lists[i] = l
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("keep package file lists: %w", err)
+	}
+	defer tx.Rollback()
+	ins, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO deb_files (sha256, files) VALUES (?, ?)`)
+	if err != nil {
+		return nil, fmt.Errorf("keep package file lists: %w", err)
+	}
+	defer ins.Close()
+	for i, sum := range sums {
+		if _, err := ins.ExecContext(ctx, sum, []byte(strings.Join(lists[i], "\n"))); err != nil {
+			return nil, fmt.Errorf("keep package file lists: %w", err)
+		}
+		out[sum] = lists[i]
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("keep package file lists: %w", err)
+	}
+	return out, nil
+}
+
+func splitLines(b []byte) []string {
+	if len(b) == 0 {
+		return nil
+	}
+	return strings.Split(string(b), "\n")
 }

@@ -324,6 +324,7 @@ func TestRepoConfigValidation(t *testing.T) {
 		{"bad name", repo.Config{Name: "../x", Format: "deb", Suite: "s"}, `repository name "../x"`},
 		{"bad compression", repo.Config{Name: "x", Format: "deb", Suite: "s", Compressions: []string{"bz2"}}, `compression "bz2"`},
 		{"newline origin", repo.Config{Name: "x", Format: "deb", Suite: "s", Origin: "a\nSuite: evil"}, "origin must be one line"},
+		{"contents on rpm", repo.Config{Name: "x", Format: "rpm", Contents: true}, "contents is for deb repositories"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -111,6 +111,10 @@ CREATE TABLE IF NOT EXISTS snapshot_packages (
 	added INTEGER NOT NULL,
 	PRIMARY KEY (snapshot, kind, name, version, arch)
 );
+CREATE TABLE IF NOT EXISTS deb_files (
+	sha256 TEXT PRIMARY KEY,
+	files BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS uploads (
 	sha256 TEXT PRIMARY KEY,
 	received INTEGER NOT NULL

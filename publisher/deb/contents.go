@@ -1,0 +1,133 @@
+package deb
+
+import (
+	"archive/tar"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/kiln-build/kiln/internal/archive"
+)
+
+// Contents indices (dists/<suite>/<component>/Contents-<arch>) map every
+// file a component's packages install to the packages that install it, for
+// apt-file and its kind. Each line is a path (relative to /, without a
+// leading "./") padded with spaces to 55 columns, a space, and the
+// comma-separated qualified names of the packages that hold it,
+// [section/]name, where a section of another area reads area/section as in
+// the package's control file; lines are sorted by path and there is no
+// header. That is the layout of Debian's own Contents files (aptly writes
+// one space and a "FILE LOCATION" header); apt-file reads both.
+
+// DataFiles returns the paths of the regular files, symbolic and hard links
+// in the data member of the .deb read from r, relative to / and without a
+// leading "./": the paths a Contents index lists. r is read to the end of
+// the data member.
+func DataFiles(r io.Reader) ([]string, error) {
+	ar := archive.NewArReader(r, 0)
+	for {
+		hdr, err := ar.Next()
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%w: no data.tar member", ErrInvalid)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		if !strings.HasPrefix(hdr.Name, "data.tar") {
+			continue
+		}
+		dr, done, err := archive.Decompressor(hdr.Name, ar)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		defer done()
+		var files []string
+		tr := tar.NewReader(dr)
+		for {
+			th, err := tr.Next()
+			if errors.Is(err, io.EOF) {
+				return files, nil
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, hdr.Name, err)
+			}
+			switch th.Typeflag {
+			case tar.TypeReg, tar.TypeSymlink, tar.TypeLink:
+			default:
+				continue
+			}
+			p := strings.TrimPrefix(path.Clean("/"+th.Name), "/")
+			if p == "" || strings.ContainsAny(p, "\n\r") {
+				continue // not a line a Contents index can hold
+			}
+			files = append(files, p)
+		}
+	}
+}
+
+// QualifiedName returns the name a Contents index gives the package of a
+// Packages stanza: section/name, or name when the stanza has no Section.
+func QualifiedName(stanza []byte) string {
+	name, section := stanzaField(stanza, "Package"), stanzaField(stanza, "Section")
+	if section == "" {
+		return name
+	}
+	return section + "/" + name
+}
+
+// stanzaField returns the one-line value of field in stanza.
+func stanzaField(stanza []byte, field string) string {
+	for line := range bytes.Lines(stanza) {
+		if v, ok := bytes.CutPrefix(line, []byte(field+":")); ok {
+			return string(bytes.TrimSpace(v))
+		}
+	}
+	return ""
+}
+
+// contentsColumn is the width the paths of a Contents index are padded to.
+const contentsColumn = 55
+
+// contentsIndex collects the files of one Contents index.
+type contentsIndex map[string][]string
+
+// add records that the package qualified name q holds files.
+func (c contentsIndex) add(q string, files []string) {
+	for _, f := range files {
+		if l := c[f]; len(l) == 0 || l[len(l)-1] != q {
+			c[f] = append(l, q)
+		}
+	}
+}
+
+// bytes returns the index text.
+func (c contentsIndex) bytes() []byte {
+	paths := make([]string, 0, len(c))
+	size := 0
+	for p, names := range c {
+		paths = append(paths, p)
+		size += max(len(p), contentsColumn) + 2
+		for _, n := range names {
+			size += len(n) + 1
+		}
+	}
+	slices.Sort(paths)
+	b := bytes.NewBuffer(make([]byte, 0, size))
+	for _, p := range paths {
+		names := c[p]
+		slices.Sort(names)
+		names = slices.Compact(names)
+		b.WriteString(p)
+		for range contentsColumn - len(p) {
+			b.WriteByte(' ')
+		}
+		b.WriteByte(' ')
+		b.WriteString(strings.Join(names, ","))
+		b.WriteByte('\n')
+	}
+	return b.Bytes()
+}
