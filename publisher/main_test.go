@@ -5,6 +5,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/kiln-build/kiln/internal/cmdline"
 )
 
 func TestRun(t *testing.T) {
@@ -15,9 +17,9 @@ func TestRun(t *testing.T) {
 		wantOut string
 		wantErr string
 	}{
-		{name: "help", args: []string{"--help"}, wantOut: "Usage: publisher COMMAND"},
-		{name: "no command", args: nil, wantErr: "no command given"},
-		{name: "unknown command", args: []string{"frobnicate"}, wantErr: `unknown command "frobnicate"`},
+		{name: "help", args: []string{"--help"}, wantOut: "Usage: publisher <command>"},
+		{name: "no command", args: nil, wantErr: `expected one of "include"`},
+		{name: "unknown command", args: []string{"frobnicate"}, wantErr: "unexpected argument frobnicate"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -25,8 +27,8 @@ func TestRun(t *testing.T) {
 			var out, errb bytes.Buffer
 			err := run(context.Background(), tc.args, &out, &errb)
 			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("run() = %v, want %q", err, tc.wantErr)
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || cmdline.Code(err, -1) != cmdline.ExitUsage {
+					t.Fatalf("run() = %v (exit %d), want %q and exit 2", err, cmdline.Code(err, -1), tc.wantErr)
 				}
 				return
 			}
