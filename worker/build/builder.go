@@ -93,6 +93,18 @@ type plan struct {
 	collect []collectRule
 	// versionFromSRPM derives the built version from the .src.rpm name.
 	versionFromSRPM string
+
+	// evaluate, when set, runs first (build user, no network): the
+	// target's own tools read the recipe; afterEvaluate then reads what
+	// they wrote and completes the plan on the host.
+	evaluate      *executor.Step
+	afterEvaluate func() error
+	// listDeps, when set, lists the build dependencies (build user, no
+	// network) before phase 1.
+	listDeps executor.Step
+	// bootstrap, when set, is phase 1 done from outside the buildroot;
+	// handled false means the sandbox has no bootstrap and deps runs.
+	bootstrap func(ctx context.Context, sb executor.Sandbox, log io.Writer) (r executor.StepResult, handled bool, err error)
 }
 
 type collectRule struct {
@@ -216,12 +228,50 @@ func (b *Builder) run(ctx context.Context, job executor.Job, log io.Writer, rec 
 		return executor.Result{ExitCode: code, Reason: phase + " failed: " + reason}
 	}
 
+	if p.evaluate != nil {
+		var evalOut bytes.Buffer
+		if r, err := exec("evaluate the recipe in the buildroot", *p.evaluate, io.MultiWriter(log, &evalOut)); err != nil || r.Failed() {
+			res := failed("recipe evaluation", r)
+			res.ExitCode = 1 // the package's fault: the target's own tool refused it
+			if line := lastErrorLine(evalOut.Bytes()); line != "" {
+				res.Reason = "the target's rpm cannot evaluate the spec: " + line
+			}
+			return res, err
+		}
+		if err := p.afterEvaluate(); err != nil {
+			return executor.Result{}, err
+		}
+		rec.Version = p.version
+	}
 	if r, err := exec("source package", p.source, log); err != nil || r.Failed() {
 		return failed("source package", r), err
 	}
-	depsRes, err := exec("phase 1: build dependencies", p.deps, log)
-	if err != nil || depsRes.Failed() {
-		return failed("build dependencies", depsRes), err
+	var depsRes executor.StepResult
+	handled := false
+	if p.bootstrap != nil {
+		if r, err := exec("list build dependencies", p.listDeps, log); err != nil || r.Failed() {
+			return failed("listing build dependencies", r), err
+		}
+		phase("phase 1: build dependencies, installed from the bootstrap")
+		depsRes, handled, err = p.bootstrap(ctx, sb, log)
+		if err != nil {
+			return executor.Result{}, fmt.Errorf("build dependencies in buildroot %s: %w", pb.Target, err)
+		}
+		if handled && depsRes.Failed() {
+			return failed("build dependencies", depsRes), nil
+		}
+		if handled {
+			step := executor.Step{Argv: []string{"sh", "-ec", rpmList}, Root: true, Env: buildEnv(), Timeout: b.cfg.DependencyTimeout}
+			if r, err := exec("list installed packages", step, log); err != nil || r.Failed() {
+				return failed("listing installed packages", r), err
+			}
+		}
+	}
+	if !handled {
+		depsRes, err = exec("phase 1: build dependencies", p.deps, log)
+		if err != nil || depsRes.Failed() {
+			return failed("build dependencies", depsRes), err
+		}
 	}
 	// Phase 1 ends by listing what the buildroot holds; nothing else has
 	// run since, so the list is the buildroot's own.
@@ -718,107 +768,6 @@ func debPins(pinned []executor.Package) string {
 		s.WriteString(" " + shellQuote(spec+"="+p.Version))
 	}
 	return s.String()
-}
-
-func (b *Builder) prepareRPM(in prepInput, specPath string) (*plan, error) {
-	pb := in.job.Build
-	if !rpmSuffixRE.MatchString(pb.VersionSuffix) {
-		return nil, badSource("version suffix %q may only hold letters, digits and . _ + ~", pb.VersionSuffix)
-	}
-	data, err := in.root.ReadFile(specPath)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", specPath, err)
-	}
-	spec, err := parseSpec(data)
-	if err != nil {
-		return nil, badSource("%s: %s: %v", in.what, specPath, err)
-	}
-	if pb.Package != "" && spec.Name != pb.Package {
-		return nil, badSource("%s: %s names package %q, the build asked for %q; check the source mapping", in.what, specPath, spec.Name, pb.Package)
-	}
-	top := filepath.Join(in.job.WorkDir, rpmDir)
-	for _, d := range []string{"SPECS", "SOURCES", "BUILD", "RPMS", "SRPMS"} {
-		if err := os.MkdirAll(filepath.Join(top, d), 0o755); err != nil {
-			return nil, fmt.Errorf("prepare rpm tree: %w", err)
-		}
-	}
-	specName := spec.Name + ".spec"
-	if err := os.WriteFile(filepath.Join(top, "SPECS", specName), setSpecRelease(data, pb.VersionSuffix), 0o644); err != nil {
-		return nil, fmt.Errorf("write spec: %w", err)
-	}
-	// Sources and patches kept beside the spec.
-	specDir := path.Dir(specPath)
-	for _, name := range spec.Sources {
-		p := path.Join(specDir, name)
-		fi, err := in.root.Lstat(p)
-		if err != nil || !fi.Mode().IsRegular() {
-			continue
-		}
-		b, err := in.root.ReadFile(p)
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", p, err)
-		}
-		if err := os.WriteFile(filepath.Join(top, "SOURCES", name), b, 0o644); err != nil {
-			return nil, fmt.Errorf("copy %s: %w", p, err)
-		}
-	}
-	// The upstream tarball from the code repository, unless it is kept.
-	tarball := spec.Source0
-	if tarball == "" || strings.Contains(tarball, "%") || !strings.HasSuffix(tarball, ".tar.gz") {
-		tarball = spec.Name + "-" + spec.Version + ".tar.gz"
-	}
-	if _, err := os.Lstat(filepath.Join(top, "SOURCES", tarball)); errors.Is(err, fs.ErrNotExist) {
-		err := writeFileFrom(filepath.Join(top, "SOURCES", tarball), func(w io.Writer) error {
-			f, err := os.Open(in.archives[in.codeRole])
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			return writeTarball(in.codeWhat, f, w, spec.Name+"-"+spec.Version, nil)
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-
-	repos, err := b.stageRepositories(in.job)
-	if err != nil {
-		return nil, err
-	}
-	topIn := path.Join(executor.SandboxWorkDir, rpmDir)
-	defs := []string{
-		"--define", "_topdir " + topIn,
-		"--define", "_buildhost kiln.invalid",
-		"--define", "use_source_date_epoch_as_buildtime 1",
-		"--define", "clamp_mtime_to_source_date_epoch 1",
-	}
-	env := append(buildEnv(), fmt.Sprintf("SOURCE_DATE_EPOCH=%d", in.date.Unix()))
-	specIn := "SPECS/" + specName
-	p := &plan{kind: "rpm", version: spec.Version + "-" + spec.Release + pb.VersionSuffix, versionFromSRPM: spec.Name}
-	p.source = executor.Step{Argv: append(append([]string{"rpmbuild", "-bs", "--nodeps"}, defs...), specIn), Dir: topIn, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit}
-	p.deps = executor.Step{
-		Argv: []string{"sh", "-ec", rpmDepsScript(repos, pb.Pinned), "kiln-deps"},
-		Dir:  topIn, Root: true, Network: true, Env: env,
-		AllowHosts: repositoryHosts(repos),
-		Timeout:    b.cfg.DependencyTimeout, IdleTimeout: b.cfg.IdleLimit,
-	}
-	// Without dnf the BuildRequires cannot be installed (phase 1 leaves a
-	// marker saying so) and rpmbuild must not check them.
-	p.build = executor.Step{
-		Argv: []string{"sh", "-ec", "nodeps=; if [ -e ../" + stateDir + "/" + noDepsMarker + " ]; then nodeps=--nodeps; fi; exec rpmbuild -bb $nodeps " +
-			shellJoin(defs) + " " + specIn, "kiln-build"},
-		Dir: topIn, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit,
-	}
-	scratch := path.Join(executor.SandboxWorkDir, stateDir, unpackDir)
-	p.unpack = executor.Step{
-		Argv: []string{"sh", "-ec", unpackScript("rpm -i --nodeps --dbpath " + scratch + "/db --define " + shellQuote("_topdir "+scratch+"/top") + " " + topIn + "/SRPMS/*.src.rpm"), "kiln-unpack"},
-		Dir:  path.Join(executor.SandboxWorkDir, stateDir), Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit,
-	}
-	p.collect = []collectRule{
-		{dir: rpmDir + "/SRPMS", patterns: []string{"*.src.rpm"}},
-		{dir: rpmDir + "/RPMS", patterns: []string{"*.rpm"}, depth: 1},
-	}
-	return p, nil
 }
 
 // rpmDepsScript installs BuildRequires with dnf where the buildroot has it.
