@@ -75,7 +75,7 @@ var (
 // plan is one package build prepared on the host: the steps to run in the
 // buildroot and how to read their results.
 type plan struct {
-	kind    string // "deb" or "rpm"
+	format  Format
 	version string
 	// layout says how the source was found, for the build log.
 	layout string
@@ -406,7 +406,7 @@ func (b *Builder) prepare(ctx context.Context, job executor.Job, repos map[strin
 	}
 	defer root.Close()
 
-	debDir, specPath, err := findRecipe(root, pkgRole == "packaging", distDirs(pb.Target), pb.Recipe)
+	fam, where, err := findRecipe(root, pkgRole == "packaging", distDirs(pb.Target), pb.Recipe)
 	if err != nil && pkgRole == "packaging" {
 		return nil, b.wrongOrder(job, archives["code"], srcs, root, err)
 	}
@@ -421,10 +421,7 @@ func (b *Builder) prepare(ctx context.Context, job executor.Job, repos map[strin
 		job: job, repoDirs: repos, srcs: srcs, root: root, what: what, archives: archives, pkgRole: pkgRole, codeRole: codeRole,
 		codeWhat: "source " + srcs[codeRole].URL + "@" + short(srcs[codeRole].Commit), date: date,
 	}
-	if debDir != "" {
-		return b.prepareDeb(ctx, in, debDir)
-	}
-	return b.prepareRPM(in, specPath)
+	return fam.plan(ctx, b, in, where)
 }
 
 // wrongOrder explains a packaging source without packaging: it names both
@@ -444,14 +441,11 @@ func (b *Builder) wrongOrder(job executor.Job, codeArchive string, srcs map[stri
 		return fmt.Errorf("open code tree: %w", err)
 	}
 	defer codeRoot.Close()
-	debDir, spec, cerr := findRecipe(codeRoot, true, distDirs(job.Build.Target), job.Build.Recipe)
+	fam, where, cerr := findRecipe(codeRoot, true, distDirs(job.Build.Target), job.Build.Recipe)
 	if cerr != nil {
 		return badSource("%s: %v (it holds %s); the %s holds %s", pkgWhat, findErr, topEntries(pkgRoot), codeWhat, topEntries(codeRoot))
 	}
-	found := spec
-	if debDir != "" {
-		found = path.Join(debDir, "debian") + "/"
-	}
+	found := fam.describe(where)
 	return badSource("the repositories are the wrong way round: the %s has no packaging (it holds %s), and the %s has %s. "+
 		"Give the code repository first and the packaging repository second, or mark them: --source %s@%s#packaging --source %s@%s#code",
 		pkgWhat, topEntries(pkgRoot), codeWhat, found, code.URL, short(code.Commit), pkg.URL, short(pkg.Commit))
@@ -490,61 +484,28 @@ type prepInput struct {
 	date              time.Time
 }
 
-// findRecipe finds debian/ (returning its directory, "." or the
-// distribution) or a spec file in the packaging tree. dists are the
-// directories that may hold a distribution's packaging (see distDirs).
-func findRecipe(root *os.Root, separate bool, dists []string, recipe string) (debDir, spec string, err error) {
-	isDir := func(p string) bool {
-		fi, err := root.Lstat(p)
-		return err == nil && fi.IsDir()
-	}
-	isFile := func(p string) bool {
-		fi, err := root.Lstat(p)
-		return err == nil && fi.Mode().IsRegular()
-	}
-	wantDeb, wantRPM := recipe != "rpm", recipe != "deb"
-	debCands := []string{"."}
-	if separate {
-		debCands = append(debCands, dists...)
-	}
-	if wantDeb {
-		for _, d := range debCands {
-			if isDir(path.Join(d, "debian")) {
-				if !isFile(path.Join(d, "debian/changelog")) || !isFile(path.Join(d, "debian/control")) {
-					return "", "", fmt.Errorf("%s/debian has no regular changelog and control files; add them", d)
-				}
-				return d, "", nil
-			}
+// findRecipe finds the recipe of the first family (in the order of
+// families) whose recipe the packaging tree holds; recipe, when set, names
+// the only family looked for. dists are the directories that may hold a
+// distribution's packaging (see distDirs).
+func findRecipe(root *os.Root, separate bool, dists []string, recipe string) (family, string, error) {
+	for _, f := range families {
+		if recipe != "" && recipe != string(f.format()) {
+			continue
 		}
-	}
-	if wantRPM {
-		for _, d := range append(append([]string{"."}, dists...), "rpm") {
-			if !isDir(d) {
-				continue
-			}
-			entries, err := fs.ReadDir(root.FS(), d)
-			if err != nil {
-				return "", "", fmt.Errorf("read %s: %w", d, err)
-			}
-			var specs []string
-			for _, e := range entries {
-				if strings.HasSuffix(e.Name(), ".spec") && e.Type().IsRegular() {
-					specs = append(specs, path.Join(d, e.Name()))
-				}
-			}
-			if len(specs) > 1 {
-				return "", "", fmt.Errorf("more than one spec file in %s (%s); keep one", d, strings.Join(specs, ", "))
-			}
-			if len(specs) == 1 {
-				return "", specs[0], nil
-			}
+		where, err := f.find(root, separate, dists)
+		if err != nil {
+			return nil, "", err
+		}
+		if where != "" {
+			return f, where, nil
 		}
 	}
 	where := "debian/ or a .spec file at the top"
 	if separate {
 		where = fmt.Sprintf("debian/ or a .spec file at the top or under %s/", strings.Join(dists, "/, "))
 	}
-	return "", "", fmt.Errorf("no packaging found: expected %s; add the packaging or check the source", where)
+	return nil, "", fmt.Errorf("no packaging found: expected %s; add the packaging or check the source", where)
 }
 
 // distDirs names the directories of a packaging repository that may hold
@@ -674,7 +635,7 @@ func (b *Builder) prepareDeb(ctx context.Context, in prepInput, debDir string) (
 	dsc := head.Source + "_" + withoutEpoch(version) + ".dsc"
 	srcWork := path.Join(executor.SandboxWorkDir, srcDir)
 	env := buildEnv()
-	p := &plan{kind: "deb", version: version, layout: layout}
+	p := &plan{format: FormatDeb, version: version, layout: layout}
 	p.source = executor.Step{Argv: []string{"dpkg-source", "-b", treeName}, Dir: srcWork, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit}
 	p.deps = executor.Step{
 		Argv: []string{"sh", "-ec", debDepsScript(repos, pb.Pinned, dsc, pb.Profiles), "kiln-deps"},

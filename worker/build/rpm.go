@@ -174,7 +174,7 @@ func (b *Builder) prepareRPM(in prepInput, specPath string) (*plan, error) {
 	}
 	env := append(buildEnv(), fmt.Sprintf("SOURCE_DATE_EPOCH=%d", in.date.Unix()))
 	specIn := "SPECS/" + specName
-	p := &plan{kind: "rpm"}
+	p := &plan{format: FormatRPM}
 	limits := func(s executor.Step) executor.Step {
 		s.Dir, s.Env, s.Timeout, s.IdleTimeout = topIn, env, b.cfg.BuildTimeout, b.cfg.IdleLimit
 		return s
