@@ -104,7 +104,8 @@ type plan struct {
 	listDeps executor.Step
 	// bootstrap, when set, is phase 1 done from outside the buildroot;
 	// handled false means the sandbox has no bootstrap and deps runs.
-	bootstrap func(ctx context.Context, sb executor.Sandbox, log io.Writer) (r executor.StepResult, handled bool, err error)
+	// record adds the command it runs to the build record.
+	bootstrap func(ctx context.Context, sb executor.Sandbox, log io.Writer, record func(cmd string)) (r executor.StepResult, handled bool, err error)
 }
 
 type collectRule struct {
@@ -253,7 +254,7 @@ func (b *Builder) run(ctx context.Context, job executor.Job, log io.Writer, rec 
 			return failed("listing build dependencies", r), err
 		}
 		phase("phase 1: build dependencies, installed from the bootstrap")
-		depsRes, handled, err = p.bootstrap(ctx, sb, log)
+		depsRes, handled, err = p.bootstrap(ctx, sb, log, func(cmd string) { rec.Commands = append(rec.Commands, cmd) })
 		if err != nil {
 			return executor.Result{}, fmt.Errorf("build dependencies in buildroot %s: %w", pb.Target, err)
 		}

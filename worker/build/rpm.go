@@ -260,8 +260,8 @@ func (b *Builder) prepareRPM(in prepInput, specPath string) (*plan, error) {
 		AllowHosts: repositoryHosts(repos),
 		Timeout:    b.cfg.DependencyTimeout, IdleTimeout: b.cfg.IdleLimit,
 	}
-	p.bootstrap = func(ctx context.Context, sb executor.Sandbox, log io.Writer) (executor.StepResult, bool, error) {
-		return b.bootstrapDeps(ctx, in.job, sb, log)
+	p.bootstrap = func(ctx context.Context, sb executor.Sandbox, log io.Writer, record func(string)) (executor.StepResult, bool, error) {
+		return b.bootstrapDeps(ctx, in.job, sb, log, record)
 	}
 	scratch := path.Join(executor.SandboxWorkDir, stateDir, unpackDir)
 	p.unpack = executor.Step{
@@ -321,7 +321,7 @@ var noMatchRE = regexp.MustCompile(`(?m)^No match for argument: (.+)$`)
 // bootstrapDeps installs the BuildRequires (and for a pinned rebuild the
 // recorded packages at their versions) with the worker host's dnf. handled
 // is false when the sandbox has no bootstrap: phase 1 then runs in it.
-func (b *Builder) bootstrapDeps(ctx context.Context, job executor.Job, sb executor.Sandbox, log io.Writer) (r executor.StepResult, handled bool, err error) {
+func (b *Builder) bootstrapDeps(ctx context.Context, job executor.Job, sb executor.Sandbox, log io.Writer, record func(string)) (r executor.StepResult, handled bool, err error) {
 	bs, ok := sb.(bootstrapper)
 	if !ok {
 		return r, false, nil
@@ -362,6 +362,7 @@ func (b *Builder) bootstrapDeps(ctx context.Context, job executor.Job, sb execut
 	if errors.Is(err, executor.ErrNoBootstrap) {
 		return executor.StepResult{}, false, nil
 	}
+	record("dnf --installroot=<buildroot> install " + shellJoin(pkgs) + " # the worker host's dnf")
 	if err != nil {
 		return r, true, err
 	}

@@ -63,6 +63,9 @@ func TestIntegrationRPMStandIn(t *testing.T) {
 	if res.Record.Version != "2.3.1-1.kd1.mos9.0.2" {
 		t.Errorf("version = %q", res.Record.Version)
 	}
+	if !slices.ContainsFunc(res.Record.Commands, func(c string) bool { return strings.HasPrefix(c, "dnf --installroot=<buildroot> install") }) {
+		t.Errorf("record commands lack the bootstrap dnf: %q", res.Record.Commands)
+	}
 	for _, w := range []string{"bootstrap: dnf --installroot", "kiln: BuildRequires: kiln-dist-devel >= 1.0"} {
 		if !strings.Contains(log, w) {
 			t.Errorf("log lacks %q:\n%s", w, log)
