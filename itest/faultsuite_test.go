@@ -62,7 +62,7 @@ func TestFaultSuite(t *testing.T) {
 	t.Logf("fault suite seed %d (KILN_FAULT_SEED=%d replays it)", seed, seed)
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 
-	p := newPipelineWith(t, nil, "retry_cap: 20\n", workerOptions{extra: "labels:\n  pool: faults\n"})
+	p := newPipelineOpts(t, "retry_cap: 20\n", workerOptions{extra: "labels:\n  pool: faults\n"})
 	c, g := p.c, p.g
 	ctx := context.Background()
 	helloURL, _ := g.repo(t, "kiln-hello", "../examples/hello")
@@ -259,17 +259,11 @@ kill $!`, pids, i, 1+rng.IntN(3), rng.IntN(10))
 		len(ids), len(builds), kills, stops, len(recoveries), worst.took.Round(time.Millisecond), worst.what, alive)
 }
 
-// newPipelineWith is newPipeline with extra coordinator settings and the
+// newPipelineOpts is newPipeline with extra coordinator settings and the
 // worker's options.
-func newPipelineWith(t *testing.T, coordinatorExtra func(g *gitServer) string, extra string, o workerOptions) *pipeline {
+func newPipelineOpts(t *testing.T, extra string, o workerOptions) *pipeline {
 	t.Helper()
-	p := newPipeline(t, func(g *gitServer) string {
-		s := extra
-		if coordinatorExtra != nil {
-			s += coordinatorExtra(g)
-		}
-		return s
-	})
+	p := newPipeline(t, func(*gitServer) string { return extra })
 	p.worker.kill()
 	p.worker = p.startWorker(t, o)
 	return p

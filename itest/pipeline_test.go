@@ -21,6 +21,7 @@ import (
 	"github.com/kiln-build/kiln/internal/tlsconfig"
 	"github.com/kiln-build/kiln/worker/buildroot"
 	"github.com/kiln-build/kiln/worker/buildroot/buildroottest"
+	"github.com/kiln-build/kiln/worker/buildroot/rpmdisttest"
 )
 
 // gitServer serves repositories below a directory with git daemon on
@@ -88,16 +89,43 @@ type pipeline struct {
 	brCfg                 buildroot.Config
 	workerTLS, workerCfg  string
 	worker                *proc
+	// rpm: the target is the stand-in RPM distribution's.
+	rpm bool
 }
 
 func newPipeline(t *testing.T, coordinatorExtra func(g *gitServer) string) *pipeline {
+	t.Helper()
+	return newPipelineWith(t, coordinatorExtra, nil)
+}
+
+// newPipelineWith is newPipeline; with dist, its one target is an RPM
+// target made with dnf from that distribution, its release builds rpms and
+// its repository is an rpm repository.
+func newPipelineWith(t *testing.T, coordinatorExtra func(g *gitServer) string, dist *rpmdisttest.Dist) *pipeline {
 	t.Helper()
 	testenv.Root(t)
 	for _, tool := range []string{"gpg", "apt-get"} {
 		testenv.Tool(t, tool)
 	}
 	brCfg := buildroottest.Config(t)
-	_, target := buildroottest.NewWith(t, brCfg, buildroottest.DebTarget)
+	var target string
+	format, repoFormat, suffix := "deb", "format: deb\n    suite: bookworm", `deb_suffix: "+rel{revision}"`
+	if dist == nil {
+		_, target = buildroottest.NewWith(t, brCfg, buildroottest.DebTarget)
+	} else {
+		target = dnfTarget
+		brCfg.Targets = []buildroot.Target{dist.Target(target)}
+		format, repoFormat, suffix = "rpm", "format: rpm", `rpm_suffix: ".rel{revision}"`
+		b, err := buildroot.New(context.Background(), brCfg, buildroottest.Logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Purge(context.Background()); b.Close() })
+		var log strings.Builder
+		if _, err := b.Create(context.Background(), target, &log); err != nil {
+			t.Fatalf("chroot create: %v\n%s", err, tail(log.String(), 3000))
+		}
+	}
 	dir := t.TempDir()
 	g := newGitServer(t)
 	extra := ""
@@ -146,12 +174,11 @@ signing:
   key_file: %s
 repositories:
   - name: %s
-    format: deb
-    suite: bookworm
+    %s
 serve:
   listen: %s
 %s  client_cert_sha256: [%x]
-`, filepath.Join(dir, "publisher"), filepath.Join(dir, "key.asc"), repoName, pubAddr, tlsYAML("  ", "publisher"), coordPin)), 0o644)
+`, filepath.Join(dir, "publisher"), filepath.Join(dir, "key.asc"), repoName, repoFormat, pubAddr, tlsYAML("  ", "publisher"), coordPin)), 0o644)
 	publisher := start(t, "publisher", "publisher", "serve", "--config", pubCfg)
 	c := &cluster{t: t}
 	c.waitListening(pubAddr)
@@ -170,18 +197,18 @@ heartbeat_interval: 1s
 lost_after: 10s
 releases:
   rel:
-    deb_suffix: "+rel{revision}"
+    %s
     targets:
-      %s: deb
+      %s: %s
 publisher:
   address: %s
 %s  retry_interval: 1s
-%s`, tlsYAML("", "coordinator"), c.httpAddr, target, pubAddr, tlsYAML("  ", "coordinator"), extra)), 0o644)
+%s`, tlsYAML("", "coordinator"), c.httpAddr, suffix, target, format, pubAddr, tlsYAML("  ", "coordinator"), extra)), 0o644)
 	c.coord = start(t, "coordinator", "coordinator", "serve", "--config", coordCfg, "--state-dir", c.state, "--listen", c.addr, "--http-listen", c.httpAddr)
 	c.waitListening(c.addr)
 	c.connect()
 	p := &pipeline{c: c, g: g, dir: dir, target: target, repoName: repoName, pubCfg: pubCfg, mirrorAddr: mirrorAddr, pubAddr: pubAddr, publisher: publisher,
-		brCfg: brCfg, workerTLS: tlsYAML("", "builder")}
+		brCfg: brCfg, workerTLS: tlsYAML("", "builder"), rpm: dist != nil}
 	p.worker = p.startWorker(t, workerOptions{})
 	return p
 }
@@ -207,6 +234,10 @@ func (p *pipeline) startWorker(t *testing.T, o workerOptions) *proc {
 		}
 	}
 	j, _ := json.Marshal(targets)
+	tyaml := targetsYAML(j)
+	if p.rpm {
+		tyaml = dnfTargetYAML(targets[0])
+	}
 	p.workerCfg = filepath.Join(p.dir, "worker.yaml")
 	os.WriteFile(p.workerCfg, []byte(fmt.Sprintf(`coordinator: %s
 %stoken_file: %s
@@ -224,7 +255,7 @@ buildroot:
 %sbuild:
   cache_dir: %s
 %s`, p.c.addr, p.workerTLS, filepath.Join(p.dir, "builder.token"), filepath.Join(p.dir, "work"), p.brCfg.Address, p.brCfg.Namespace,
-		p.brCfg.StateDir, p.brCfg.PackageCache.Dir, targetsYAML(j), o.extra, filepath.Join(p.dir, "gitcache"), o.build)), 0o644)
+		p.brCfg.StateDir, p.brCfg.PackageCache.Dir, tyaml, o.extra, filepath.Join(p.dir, "gitcache"), o.build)), 0o644)
 	return start(t, "worker", "builder", "run", "--config", p.workerCfg)
 }
 

@@ -11,7 +11,7 @@ packages="
 	git rsync
 	dpkg-dev debhelper fakeroot build-essential apt-utils reprepro
 	patch pristine-tar git-buildpackage
-	rpm createrepo-c dnf
+	rpm createrepo-c dnf cpio
 	gnupg gpgv apt-file xfsprogs
 	diffoscope-minimal
 	zstd xz-utils ca-certificates curl openssh-client procps

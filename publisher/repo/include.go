@@ -465,7 +465,12 @@ func (s *Store) readDSC(in Input, resolve Resolver, cfg Config) (*row, error) {
 	return r, nil
 }
 
-var rpmName = regexp.MustCompile(`^[A-Za-z0-9_+.-]+$`)
+var (
+	rpmName = regexp.MustCompile(`^[A-Za-z0-9_+.-]+$`)
+	// rpmVersion also allows the '~' (sorts before) and '^' (sorts after)
+	// that rpm allows in versions and releases, e.g. 1.0~rc1, 0.5~deb12u1.
+	rpmVersion = regexp.MustCompile(`^[A-Za-z0-9_+.~^-]+$`)
+)
 
 func (s *Store) readRPM(ctx context.Context, in Input, signer Signer, cfg Config) (*row, error) {
 	if signer == nil {
@@ -492,8 +497,12 @@ func (s *Store) readRPM(ctx context.Context, in Input, signer Signer, cfg Config
 	if err != nil {
 		return nil, fmt.Errorf("include %s: %w", in.Name, err)
 	}
-	for _, v := range []string{orig.Name, orig.Version, orig.Release, orig.Arch} {
-		if !rpmName.MatchString(v) || strings.HasPrefix(v, ".") {
+	for i, v := range []string{orig.Name, orig.Arch, orig.Version, orig.Release} {
+		re := rpmName
+		if i >= 2 {
+			re = rpmVersion
+		}
+		if !re.MatchString(v) || strings.HasPrefix(v, ".") {
 			return nil, fmt.Errorf("include %s: %q is not a safe rpm name, version, release or architecture", in.Name, v)
 		}
 	}

@@ -75,7 +75,7 @@ var (
 // plan is one package build prepared on the host: the steps to run in the
 // buildroot and how to read their results.
 type plan struct {
-	kind    string // "deb" or "rpm"
+	format  Format
 	version string
 	// layout says how the source was found, for the build log.
 	layout string
@@ -93,6 +93,19 @@ type plan struct {
 	collect []collectRule
 	// versionFromSRPM derives the built version from the .src.rpm name.
 	versionFromSRPM string
+
+	// evaluate, when set, runs first (build user, no network): the
+	// target's own tools read the recipe; afterEvaluate then reads what
+	// they wrote and completes the plan on the host.
+	evaluate      *executor.Step
+	afterEvaluate func() error
+	// listDeps, when set, lists the build dependencies (build user, no
+	// network) before phase 1.
+	listDeps executor.Step
+	// bootstrap, when set, is phase 1 done from outside the buildroot;
+	// handled false means the sandbox has no bootstrap and deps runs.
+	// record adds the command it runs to the build record.
+	bootstrap func(ctx context.Context, sb executor.Sandbox, log io.Writer, record func(cmd string)) (r executor.StepResult, handled bool, err error)
 }
 
 type collectRule struct {
@@ -216,12 +229,50 @@ func (b *Builder) run(ctx context.Context, job executor.Job, log io.Writer, rec 
 		return executor.Result{ExitCode: code, Reason: phase + " failed: " + reason}
 	}
 
+	if p.evaluate != nil {
+		var evalOut bytes.Buffer
+		if r, err := exec("evaluate the recipe in the buildroot", *p.evaluate, io.MultiWriter(log, &evalOut)); err != nil || r.Failed() {
+			res := failed("recipe evaluation", r)
+			res.ExitCode = 1 // the package's fault: the target's own tool refused it
+			if line := lastErrorLine(evalOut.Bytes()); line != "" {
+				res.Reason = "the target's rpm cannot evaluate the spec: " + line
+			}
+			return res, err
+		}
+		if err := p.afterEvaluate(); err != nil {
+			return executor.Result{}, err
+		}
+		rec.Version = p.version
+	}
 	if r, err := exec("source package", p.source, log); err != nil || r.Failed() {
 		return failed("source package", r), err
 	}
-	depsRes, err := exec("phase 1: build dependencies", p.deps, log)
-	if err != nil || depsRes.Failed() {
-		return failed("build dependencies", depsRes), err
+	var depsRes executor.StepResult
+	handled := false
+	if p.bootstrap != nil {
+		if r, err := exec("list build dependencies", p.listDeps, log); err != nil || r.Failed() {
+			return failed("listing build dependencies", r), err
+		}
+		phase("phase 1: build dependencies, installed from the bootstrap")
+		depsRes, handled, err = p.bootstrap(ctx, sb, log, func(cmd string) { rec.Commands = append(rec.Commands, cmd) })
+		if err != nil {
+			return executor.Result{}, fmt.Errorf("build dependencies in buildroot %s: %w", pb.Target, err)
+		}
+		if handled && depsRes.Failed() {
+			return failed("build dependencies", depsRes), nil
+		}
+		if handled {
+			step := executor.Step{Argv: []string{"sh", "-ec", rpmList}, Root: true, Env: buildEnv(), Timeout: b.cfg.DependencyTimeout}
+			if r, err := exec("list installed packages", step, log); err != nil || r.Failed() {
+				return failed("listing installed packages", r), err
+			}
+		}
+	}
+	if !handled {
+		depsRes, err = exec("phase 1: build dependencies", p.deps, log)
+		if err != nil || depsRes.Failed() {
+			return failed("build dependencies", depsRes), err
+		}
 	}
 	// Phase 1 ends by listing what the buildroot holds; nothing else has
 	// run since, so the list is the buildroot's own.
@@ -356,7 +407,7 @@ func (b *Builder) prepare(ctx context.Context, job executor.Job, repos map[strin
 	}
 	defer root.Close()
 
-	debDir, specPath, err := findRecipe(root, pkgRole == "packaging", distDirs(pb.Target), pb.Recipe)
+	fam, where, err := findRecipe(root, pkgRole == "packaging", distDirs(pb.Target), pb.Recipe)
 	if err != nil && pkgRole == "packaging" {
 		return nil, b.wrongOrder(job, archives["code"], srcs, root, err)
 	}
@@ -371,10 +422,7 @@ func (b *Builder) prepare(ctx context.Context, job executor.Job, repos map[strin
 		job: job, repoDirs: repos, srcs: srcs, root: root, what: what, archives: archives, pkgRole: pkgRole, codeRole: codeRole,
 		codeWhat: "source " + srcs[codeRole].URL + "@" + short(srcs[codeRole].Commit), date: date,
 	}
-	if debDir != "" {
-		return b.prepareDeb(ctx, in, debDir)
-	}
-	return b.prepareRPM(in, specPath)
+	return fam.plan(ctx, b, in, where)
 }
 
 // wrongOrder explains a packaging source without packaging: it names both
@@ -394,14 +442,11 @@ func (b *Builder) wrongOrder(job executor.Job, codeArchive string, srcs map[stri
 		return fmt.Errorf("open code tree: %w", err)
 	}
 	defer codeRoot.Close()
-	debDir, spec, cerr := findRecipe(codeRoot, true, distDirs(job.Build.Target), job.Build.Recipe)
+	fam, where, cerr := findRecipe(codeRoot, true, distDirs(job.Build.Target), job.Build.Recipe)
 	if cerr != nil {
 		return badSource("%s: %v (it holds %s); the %s holds %s", pkgWhat, findErr, topEntries(pkgRoot), codeWhat, topEntries(codeRoot))
 	}
-	found := spec
-	if debDir != "" {
-		found = path.Join(debDir, "debian") + "/"
-	}
+	found := fam.describe(where)
 	return badSource("the repositories are the wrong way round: the %s has no packaging (it holds %s), and the %s has %s. "+
 		"Give the code repository first and the packaging repository second, or mark them: --source %s@%s#packaging --source %s@%s#code",
 		pkgWhat, topEntries(pkgRoot), codeWhat, found, code.URL, short(code.Commit), pkg.URL, short(pkg.Commit))
@@ -440,61 +485,28 @@ type prepInput struct {
 	date              time.Time
 }
 
-// findRecipe finds debian/ (returning its directory, "." or the
-// distribution) or a spec file in the packaging tree. dists are the
-// directories that may hold a distribution's packaging (see distDirs).
-func findRecipe(root *os.Root, separate bool, dists []string, recipe string) (debDir, spec string, err error) {
-	isDir := func(p string) bool {
-		fi, err := root.Lstat(p)
-		return err == nil && fi.IsDir()
-	}
-	isFile := func(p string) bool {
-		fi, err := root.Lstat(p)
-		return err == nil && fi.Mode().IsRegular()
-	}
-	wantDeb, wantRPM := recipe != "rpm", recipe != "deb"
-	debCands := []string{"."}
-	if separate {
-		debCands = append(debCands, dists...)
-	}
-	if wantDeb {
-		for _, d := range debCands {
-			if isDir(path.Join(d, "debian")) {
-				if !isFile(path.Join(d, "debian/changelog")) || !isFile(path.Join(d, "debian/control")) {
-					return "", "", fmt.Errorf("%s/debian has no regular changelog and control files; add them", d)
-				}
-				return d, "", nil
-			}
+// findRecipe finds the recipe of the first family (in the order of
+// families) whose recipe the packaging tree holds; recipe, when set, names
+// the only family looked for. dists are the directories that may hold a
+// distribution's packaging (see distDirs).
+func findRecipe(root *os.Root, separate bool, dists []string, recipe string) (family, string, error) {
+	for _, f := range families {
+		if recipe != "" && recipe != string(f.format()) {
+			continue
 		}
-	}
-	if wantRPM {
-		for _, d := range append(append([]string{"."}, dists...), "rpm") {
-			if !isDir(d) {
-				continue
-			}
-			entries, err := fs.ReadDir(root.FS(), d)
-			if err != nil {
-				return "", "", fmt.Errorf("read %s: %w", d, err)
-			}
-			var specs []string
-			for _, e := range entries {
-				if strings.HasSuffix(e.Name(), ".spec") && e.Type().IsRegular() {
-					specs = append(specs, path.Join(d, e.Name()))
-				}
-			}
-			if len(specs) > 1 {
-				return "", "", fmt.Errorf("more than one spec file in %s (%s); keep one", d, strings.Join(specs, ", "))
-			}
-			if len(specs) == 1 {
-				return "", specs[0], nil
-			}
+		where, err := f.find(root, separate, dists)
+		if err != nil {
+			return nil, "", err
+		}
+		if where != "" {
+			return f, where, nil
 		}
 	}
 	where := "debian/ or a .spec file at the top"
 	if separate {
 		where = fmt.Sprintf("debian/ or a .spec file at the top or under %s/", strings.Join(dists, "/, "))
 	}
-	return "", "", fmt.Errorf("no packaging found: expected %s; add the packaging or check the source", where)
+	return nil, "", fmt.Errorf("no packaging found: expected %s; add the packaging or check the source", where)
 }
 
 // distDirs names the directories of a packaging repository that may hold
@@ -624,7 +636,7 @@ func (b *Builder) prepareDeb(ctx context.Context, in prepInput, debDir string) (
 	dsc := head.Source + "_" + withoutEpoch(version) + ".dsc"
 	srcWork := path.Join(executor.SandboxWorkDir, srcDir)
 	env := buildEnv()
-	p := &plan{kind: "deb", version: version, layout: layout}
+	p := &plan{format: FormatDeb, version: version, layout: layout}
 	p.source = executor.Step{Argv: []string{"dpkg-source", "-b", treeName}, Dir: srcWork, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit}
 	p.deps = executor.Step{
 		Argv: []string{"sh", "-ec", debDepsScript(repos, pb.Pinned, dsc, pb.Profiles), "kiln-deps"},
@@ -737,107 +749,6 @@ func debPins(pinned []executor.Package) string {
 		s.WriteString(" " + shellQuote(spec+"="+p.Version))
 	}
 	return s.String()
-}
-
-func (b *Builder) prepareRPM(in prepInput, specPath string) (*plan, error) {
-	pb := in.job.Build
-	if !rpmSuffixRE.MatchString(pb.VersionSuffix) {
-		return nil, badSource("version suffix %q may only hold letters, digits and . _ + ~", pb.VersionSuffix)
-	}
-	data, err := in.root.ReadFile(specPath)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", specPath, err)
-	}
-	spec, err := parseSpec(data)
-	if err != nil {
-		return nil, badSource("%s: %s: %v", in.what, specPath, err)
-	}
-	if pb.Package != "" && spec.Name != pb.Package {
-		return nil, badSource("%s: %s names package %q, the build asked for %q; check the source mapping", in.what, specPath, spec.Name, pb.Package)
-	}
-	top := filepath.Join(in.job.WorkDir, rpmDir)
-	for _, d := range []string{"SPECS", "SOURCES", "BUILD", "RPMS", "SRPMS"} {
-		if err := os.MkdirAll(filepath.Join(top, d), 0o755); err != nil {
-			return nil, fmt.Errorf("prepare rpm tree: %w", err)
-		}
-	}
-	specName := spec.Name + ".spec"
-	if err := os.WriteFile(filepath.Join(top, "SPECS", specName), setSpecRelease(data, pb.VersionSuffix), 0o644); err != nil {
-		return nil, fmt.Errorf("write spec: %w", err)
-	}
-	// Sources and patches kept beside the spec.
-	specDir := path.Dir(specPath)
-	for _, name := range spec.Sources {
-		p := path.Join(specDir, name)
-		fi, err := in.root.Lstat(p)
-		if err != nil || !fi.Mode().IsRegular() {
-			continue
-		}
-		b, err := in.root.ReadFile(p)
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", p, err)
-		}
-		if err := os.WriteFile(filepath.Join(top, "SOURCES", name), b, 0o644); err != nil {
-			return nil, fmt.Errorf("copy %s: %w", p, err)
-		}
-	}
-	// The upstream tarball from the code repository, unless it is kept.
-	tarball := spec.Source0
-	if tarball == "" || strings.Contains(tarball, "%") || !strings.HasSuffix(tarball, ".tar.gz") {
-		tarball = spec.Name + "-" + spec.Version + ".tar.gz"
-	}
-	if _, err := os.Lstat(filepath.Join(top, "SOURCES", tarball)); errors.Is(err, fs.ErrNotExist) {
-		err := writeFileFrom(filepath.Join(top, "SOURCES", tarball), func(w io.Writer) error {
-			f, err := os.Open(in.archives[in.codeRole])
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			return writeTarball(in.codeWhat, f, w, spec.Name+"-"+spec.Version, nil)
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-
-	repos, err := b.stageRepositories(in.job)
-	if err != nil {
-		return nil, err
-	}
-	topIn := path.Join(executor.SandboxWorkDir, rpmDir)
-	defs := []string{
-		"--define", "_topdir " + topIn,
-		"--define", "_buildhost kiln.invalid",
-		"--define", "use_source_date_epoch_as_buildtime 1",
-		"--define", "clamp_mtime_to_source_date_epoch 1",
-	}
-	env := append(buildEnv(), fmt.Sprintf("SOURCE_DATE_EPOCH=%d", in.date.Unix()))
-	specIn := "SPECS/" + specName
-	p := &plan{kind: "rpm", version: spec.Version + "-" + spec.Release + pb.VersionSuffix, versionFromSRPM: spec.Name}
-	p.source = executor.Step{Argv: append(append([]string{"rpmbuild", "-bs", "--nodeps"}, defs...), specIn), Dir: topIn, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit}
-	p.deps = executor.Step{
-		Argv: []string{"sh", "-ec", rpmDepsScript(repos, pb.Pinned), "kiln-deps"},
-		Dir:  topIn, Root: true, Network: true, Env: env,
-		AllowHosts: repositoryHosts(repos),
-		Timeout:    b.cfg.DependencyTimeout, IdleTimeout: b.cfg.IdleLimit,
-	}
-	// Without dnf the BuildRequires cannot be installed (phase 1 leaves a
-	// marker saying so) and rpmbuild must not check them.
-	p.build = executor.Step{
-		Argv: []string{"sh", "-ec", "nodeps=; if [ -e ../" + stateDir + "/" + noDepsMarker + " ]; then nodeps=--nodeps; fi; exec rpmbuild -bb $nodeps " +
-			shellJoin(defs) + " " + specIn, "kiln-build"},
-		Dir: topIn, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit,
-	}
-	scratch := path.Join(executor.SandboxWorkDir, stateDir, unpackDir)
-	p.unpack = executor.Step{
-		Argv: []string{"sh", "-ec", unpackScript("rpm -i --nodeps --dbpath " + scratch + "/db --define " + shellQuote("_topdir "+scratch+"/top") + " " + topIn + "/SRPMS/*.src.rpm"), "kiln-unpack"},
-		Dir:  path.Join(executor.SandboxWorkDir, stateDir), Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit,
-	}
-	p.collect = []collectRule{
-		{dir: rpmDir + "/SRPMS", patterns: []string{"*.src.rpm"}},
-		{dir: rpmDir + "/RPMS", patterns: []string{"*.rpm"}, depth: 1},
-	}
-	return p, nil
 }
 
 // rpmDepsScript installs BuildRequires with dnf where the buildroot has it.

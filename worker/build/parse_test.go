@@ -109,44 +109,48 @@ func TestChangelogEntry(t *testing.T) {
 	}
 }
 
-func TestParseSpec(t *testing.T) {
+func TestParseEvaluated(t *testing.T) {
 	t.Parallel()
-	spec := `%global srcname python-foo
-%define upver 1.2.3
-Name:    %{srcname}
-Version: %{upver}
-Release: 1%{?dist}
-Source0: https://example.org/%{name}-%{version}.tar.gz
+	// What rpmspec -P prints for a spec with %autosetup -n and URL sources.
+	parsed := `
+Name: python-kiln-widget
+Version: 2.3.1
+Release: 1.kd1.r1
+Source0: https://files.example.invalid/kiln-widget/kiln-widget-2.3.1.tar.gz
 Source1: %{name}.service
-Patch0:  fix.patch
+Patch0: fix.patch
 
 %description
-Release: not-this
+Source9: not-this
+%prep
+
+cd '/build/rpm/BUILD'
+rm -rf 'kiln-widget-2.3.1'
+/usr/lib/rpm/rpmuncompress -x /build/rpm/SOURCES/kiln-widget-2.3.1.tar.gz
+%build
+rm -rf 'not-this-either'
 `
-	got, err := parseSpec([]byte(spec))
+	got, err := parseEvaluated([]byte("python-kiln-widget\n(none)\n2.3.1\n1.kd1.r1\n"), []byte(parsed))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Name != "python-foo" || got.Version != "1.2.3" || got.Release != "1" || got.Source0 != "python-foo-1.2.3.tar.gz" {
+	if got.Name != "python-kiln-widget" || got.Epoch != "" || got.version() != "2.3.1-1.kd1.r1" || got.Source0 != "kiln-widget-2.3.1.tar.gz" || got.SetupDir != "kiln-widget-2.3.1" {
 		t.Errorf("parsed %+v", got)
 	}
-	if want := []string{"python-foo-1.2.3.tar.gz", "python-foo.service", "fix.patch"}; !slices.Equal(got.Sources, want) {
+	if want := []string{"kiln-widget-2.3.1.tar.gz", "%{name}.service", "fix.patch"}; !slices.Equal(got.Sources, want) {
 		t.Errorf("sources = %q, want %q", got.Sources, want)
 	}
-	out := string(setSpecRelease([]byte(spec), ".mos9.0.2"))
-	if !strings.Contains(out, "Release: 1%{?dist}.mos9.0.2\n") || !strings.Contains(out, "Release: not-this") {
-		t.Errorf("release not set once:\n%s", out)
+	if e, _ := parseEvaluated([]byte("a\n2\n1.0\n3\n"), nil); e.version() != "2:1.0-3" {
+		t.Errorf("epoch: %q", e.version())
+	}
+	if _, err := parseEvaluated([]byte("../x\n(none)\n1\n1\n"), nil); err == nil {
+		t.Error("a name with a slash was accepted")
 	}
 
-	bad := []struct{ spec, err string }{
-		{"Version: 1\nRelease: 1\n", "Name"},
-		{"Name: foo\nVersion: %{lua: x}\nRelease: 1\n", "Version"},
-		{"Name: foo\nVersion: 1\n", "Release tag is missing"},
-	}
-	for _, b := range bad {
-		if _, err := parseSpec([]byte(b.spec)); err == nil || !strings.Contains(err.Error(), b.err) {
-			t.Errorf("parseSpec(%q) error = %v, want %q", b.spec, err, b.err)
-		}
+	spec := "Name: a\nRelease:  1%{?rel_extra}\n%description\nRelease: not-this\n"
+	out, ok := appendRelease([]byte(spec), ".mos9.0.2")
+	if !ok || string(out) != "Name: a\nRelease:  1%{?rel_extra}.mos9.0.2\n%description\nRelease: not-this\n" {
+		t.Errorf("release not set once (%v):\n%s", ok, out)
 	}
 }
 

@@ -104,7 +104,7 @@ func dnfRepoFile(t Target) string {
 	for _, r := range t.Repositories {
 		fmt.Fprintf(&b, "[%s]\nname=%s\nbaseurl=%s\nenabled=1\n", r.Name, r.Name, r.BaseURL)
 		if r.GPGKey != "" {
-			fmt.Fprintf(&b, "gpgcheck=1\ngpgkey=%s\n", r.GPGKey)
+			fmt.Fprintf(&b, "gpgcheck=1\nrepo_gpgcheck=1\ngpgkey=%s\n", r.GPGKey)
 		} else {
 			b.WriteString("gpgcheck=0\n")
 		}
@@ -151,7 +151,11 @@ func makeDNFChroot(ctx context.Context, t Target, out, capture string, log io.Wr
 	if err := os.WriteFile(filepath.Join(repos, "kiln.repo"), []byte(dnfRepoFile(t)), 0o644); err != nil {
 		return fmt.Errorf("make chroot %s: %w", t.Name, err)
 	}
-	if err := run(ctx, log, "dnf", dnfArgs(t, root, repos)...); err != nil {
+	env, err := BootstrapEnv(scratch)
+	if err != nil {
+		return fmt.Errorf("make chroot %s: %w", t.Name, err)
+	}
+	if err := runEnv(ctx, log, env, "dnf", dnfArgs(t, root, repos)...); err != nil {
 		return err
 	}
 	if capture != "" {
@@ -179,8 +183,32 @@ func moveFiles(dir, ext, dest string) error {
 	})
 }
 
+// RPMDBPath is where the rpm database of every RPM buildroot lives, as
+// RPM distributions keep it.
+const RPMDBPath = "/var/lib/rpm"
+
+// BootstrapEnv returns the environment the worker host's dnf runs in when
+// it installs into a buildroot (--installroot): a HOME of its own, in dir,
+// whose ~/.rpmmacros puts the rpm database at RPMDBPath inside the root,
+// whatever the host's rpm defaults to (Debian's keeps it in ~/.rpmdb).
+func BootstrapEnv(dir string) ([]string, error) {
+	home := filepath.Join(dir, "bootstrap-home")
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return nil, fmt.Errorf("bootstrap dnf: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(home, ".rpmmacros"), []byte("%_dbpath "+RPMDBPath+"\n"), 0o644); err != nil {
+		return nil, fmt.Errorf("bootstrap dnf: %w", err)
+	}
+	return append(os.Environ(), "HOME="+home), nil
+}
+
 func run(ctx context.Context, log io.Writer, name string, args ...string) error {
+	return runEnv(ctx, log, nil, name, args...)
+}
+
+func runEnv(ctx context.Context, log io.Writer, env []string, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = env
 	cmd.Stdout = log
 	cmd.Stderr = log
 	if err := cmd.Run(); err != nil {

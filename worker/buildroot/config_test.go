@@ -193,7 +193,7 @@ func TestChrootCommands(t *testing.T) {
 	}
 	repo := dnfRepoFile(dnf)
 	for _, line := range []string{"[baseos]", "baseurl=https://mirror.example.org/9/BaseOS/x86_64/os/", "gpgcheck=0",
-		"[appstream]", "gpgcheck=1", "gpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-9"} {
+		"[appstream]", "gpgcheck=1", "repo_gpgcheck=1", "gpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-9"} {
 		if !strings.Contains(repo, line+"\n") {
 			t.Errorf("repo file lacks %q:\n%s", line, repo)
 		}

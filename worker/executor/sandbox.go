@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/url"
@@ -141,4 +142,29 @@ func SourceHost(rawURL string) (origin string, ok bool) {
 		return "", false
 	}
 	return scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port), true
+}
+
+// ErrNoBootstrap says a sandbox's packages cannot be installed from the
+// worker host (its target is not an RPM distribution made with dnf).
+var ErrNoBootstrap = errors.New("the target is not made with method dnf: the worker host's dnf cannot install into it")
+
+// RPMRepo is a dnf repository the worker host's dnf installs from into a
+// buildroot, besides the target's own.
+type RPMRepo struct {
+	// Name is the repository id, letters, digits, '.', '_' and '-'.
+	Name string
+	// BaseURL as the worker host reaches it (http, https or file).
+	BaseURL string
+	// KeyFile is the host path of the repository's armored public key;
+	// with it, dnf checks the packages and repomd.xml (gpgcheck and
+	// repo_gpgcheck), without it nothing.
+	KeyFile string
+}
+
+// BootstrapInstall is what the worker host's dnf installs into a
+// buildroot: capabilities as rpm states them ("name", "name >= 1.0"), or
+// exact name-[epoch:]version-release.arch of a pinned rebuild.
+type BootstrapInstall struct {
+	Packages []string
+	Repos    []RPMRepo
 }

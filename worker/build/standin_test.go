@@ -1,0 +1,143 @@
+package build
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/kiln-build/kiln/worker/buildroot"
+	"github.com/kiln-build/kiln/worker/buildroot/buildroottest"
+	"github.com/kiln-build/kiln/worker/buildroot/rpmdisttest"
+	"github.com/kiln-build/kiln/worker/executor"
+)
+
+// TestIntegrationRPMStandIn builds an RDO-style spec the way mock does, in
+// a method dnf buildroot made from the stand-in RPM distribution: the
+// buildroot's rpm evaluates the spec, the worker host's dnf installs the
+// BuildRequires that only that distribution provides into the buildroot
+// (which has neither dnf nor yum) with gpgcheck on, and a pinned rebuild
+// installs the recorded versions while a newer one is in the repository.
+func TestIntegrationRPMStandIn(t *testing.T) {
+	d := rpmdisttest.Get(t)
+	cfg := buildroottest.Config(t)
+	const target = "kiln-dist1-x86_64"
+	cfg.Targets = []buildroot.Target{d.Target(target)}
+	ctx := context.Background()
+	br, err := buildroot.New(ctx, cfg, buildroottest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { br.Purge(context.Background()); br.Close() })
+	var mk strings.Builder
+	if _, err := br.Create(ctx, target, &mk); err != nil {
+		t.Fatalf("chroot create: %v\n%s", err, mk.String())
+	}
+	srv := newGitServer(t)
+	b := New(testConfig(t), br, buildroottest.Logger(t))
+	repo := func(name string, edit func(spec string) string) []executor.Source {
+		c := srv.repo(t, "packages/"+name, "kiln-widget-rpm", func(dir string) {
+			if edit == nil {
+				return
+			}
+			p := filepath.Join(dir, "python-kiln-widget.spec")
+			data, _ := os.ReadFile(p)
+			os.WriteFile(p, []byte(edit(string(data))), 0o644)
+		})
+		return []executor.Source{{URL: srv.url("packages/" + name), Commit: c}}
+	}
+	pb := executor.PackageBuild{Package: "python-kiln-widget", Target: target, Release: "mos-9.0", Revision: 2, VersionSuffix: ".mos9.0.2",
+		Sources: repo("kiln-widget", nil)}
+	res, log, workDir := runBuild(t, b, pb)
+	if res.Failed() {
+		t.Fatalf("build failed: %s\n%s", res.Reason, log)
+	}
+	// %{?dist} is the distribution's (.kd1) with the revision after it.
+	want := []string{"python-kiln-widget-2.3.1-1.kd1.mos9.0.2.noarch.rpm", "python-kiln-widget-2.3.1-1.kd1.mos9.0.2.src.rpm"}
+	if got := outFiles(t, workDir); !slices.Equal(got, want) {
+		t.Errorf("artifacts = %q, want %q\n%s", got, want, log)
+	}
+	if res.Record.Version != "2.3.1-1.kd1.mos9.0.2" {
+		t.Errorf("version = %q", res.Record.Version)
+	}
+	if !slices.ContainsFunc(res.Record.Commands, func(c string) bool { return strings.HasPrefix(c, "dnf --installroot=<buildroot> install") }) {
+		t.Errorf("record commands lack the bootstrap dnf: %q", res.Record.Commands)
+	}
+	for _, w := range []string{"bootstrap: dnf --installroot", "kiln: BuildRequires: kiln-dist-devel >= 1.0"} {
+		if !strings.Contains(log, w) {
+			t.Errorf("log lacks %q:\n%s", w, log)
+		}
+	}
+	widget := func(dir string) string {
+		t.Helper()
+		cmd := exec.Command("sh", "-c", "rpm2cpio "+filepath.Join(dir, outDir, want[0])+" | cpio -i --quiet --to-stdout ./usr/share/kiln-widget/widget.txt")
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("read widget.txt: %v", err)
+		}
+		return string(out)
+	}
+	if w := widget(workDir); w != "hello, patched world\nbuilt with kiln-dist-devel 1.1\n" {
+		t.Errorf("widget.txt = %q: the patch or the newest kiln-dist-devel was not used", w)
+	}
+	installed := func(r executor.Result, name string) string {
+		for _, p := range r.Record.Installed {
+			if p.Name == name {
+				return p.Version + " " + p.Architecture
+			}
+		}
+		return ""
+	}
+	if v := installed(res, "kiln-dist-devel"); v != "1.1-1 noarch" {
+		t.Errorf("record has kiln-dist-devel %q, want 1.1-1 noarch; record: %v", v, res.Record.Installed)
+	}
+	if v := installed(res, "rpm"); !strings.HasPrefix(v, "4.18") {
+		t.Errorf("record has rpm %q", v)
+	}
+
+	t.Run("pinned", func(t *testing.T) {
+		// A record made when 1.0 was the newest: the rebuild installs 1.0
+		// although 1.1 is in the repository.
+		pinned := slices.Clone(res.Record.Installed)
+		for i := range pinned {
+			if pinned[i].Name == "kiln-dist-devel" {
+				pinned[i].Version = "1.0-1"
+			}
+		}
+		p := pb
+		p.Pinned = pinned
+		again, log2, dir2 := runBuild(t, b, p)
+		if again.Failed() {
+			t.Fatalf("pinned rebuild failed: %s\n%s", again.Reason, log2)
+		}
+		if v := installed(again, "kiln-dist-devel"); v != "1.0-1 noarch" {
+			t.Errorf("pinned rebuild installed kiln-dist-devel %q, want 1.0-1\n%s", v, log2)
+		}
+		if w := widget(dir2); !strings.Contains(w, "built with kiln-dist-devel 1.0\n") {
+			t.Errorf("widget.txt of the pinned rebuild = %q", w)
+		}
+	})
+	t.Run("nothing provides", func(t *testing.T) {
+		p := pb
+		p.Sources = repo("kiln-widget-docs", func(s string) string {
+			return strings.Replace(s, "%{!?with_docs: %global with_docs 0}", "%global with_docs 1", 1)
+		})
+		r, log, _ := runBuild(t, b, p)
+		if r.ExitCode != 1 || !strings.Contains(r.Reason, "kiln-docs-tool-nobody-has") {
+			t.Errorf("exit %d, reason %q; want 1 naming kiln-docs-tool-nobody-has\n%s", r.ExitCode, r.Reason, log)
+		}
+	})
+	t.Run("spec does not parse", func(t *testing.T) {
+		p := pb
+		p.Sources = repo("kiln-widget-bad", func(s string) string {
+			return strings.Replace(s, "%endif\n\nName:", "\nName:", 1)
+		})
+		r, log, _ := runBuild(t, b, p)
+		if r.ExitCode != 1 || !strings.Contains(r.Reason, "the target's rpm cannot evaluate the spec: error:") || !strings.Contains(r.Reason, "%if") {
+			t.Errorf("exit %d, reason %q; want 1 with rpm's own message about the unclosed %%if\n%s", r.ExitCode, r.Reason, log)
+		}
+	})
+}
