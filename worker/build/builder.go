@@ -209,7 +209,7 @@ func (b *Builder) run(ctx context.Context, job executor.Job, log io.Writer, rec 
 	rec.ChrootDigest = sb.ChrootDigest()
 
 	exec := func(name string, step executor.Step, out io.Writer) (executor.StepResult, error) {
-		phase("%s: %s (%s)", name, shellJoin(step.Argv), stepMode(step))
+		phase("%s: %s (%s)", name, readableStep(step.Argv), stepMode(step))
 		rec.Commands = append(rec.Commands, shellJoin(step.Argv))
 		r, err := sb.Exec(ctx, step, out)
 		if err != nil {
@@ -1013,6 +1013,22 @@ func shellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// readableStep is a step's command as a person reads it in the log: a
+// generated script (sh -ec SCRIPT NAME) is shown as its lines, indented,
+// not as one quoted argument; other commands as a shell would take them.
+// The record keeps the exact command line (shellJoin).
+func readableStep(argv []string) string {
+	if len(argv) == 4 && argv[0] == "sh" && argv[1] == "-ec" {
+		var b strings.Builder
+		fmt.Fprintf(&b, "script %s, run by sh -e:", argv[3])
+		for _, l := range strings.Split(strings.TrimRight(argv[2], "\n"), "\n") {
+			b.WriteString("\n    " + l)
+		}
+		return b.String()
+	}
+	return shellJoin(argv)
 }
 
 func shellJoin(argv []string) string {

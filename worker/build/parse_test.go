@@ -592,3 +592,18 @@ func TestDebPinCheckNamesEveryMissingVersion(t *testing.T) {
 		t.Fatalf("two pins missing: exit %d\n%s", code, out)
 	}
 }
+
+// The log shows a generated script as its lines, not as one argument full
+// of '\'' quoting; other commands stay as a shell takes them.
+func TestReadableStep(t *testing.T) {
+	t.Parallel()
+	script := debDepsScript([]Repository{{Release: "r", Apt: "deb [signed-by=/k.asc] http://h/r r main"}}, nil, "h.dsc", nil)
+	got := readableStep([]string{"sh", "-ec", script, "kiln-deps"})
+	if strings.Contains(got, `'\''`) || !strings.HasPrefix(got, "script kiln-deps, run by sh -e:\n    apt_opts=") ||
+		!strings.Contains(got, "\n      apt-get build-dep $apt_opts ../h.dsc\n") {
+		t.Errorf("readableStep of the deps script:\n%s", got)
+	}
+	if got := readableStep([]string{"dpkg-source", "-x", "a b.dsc"}); got != "dpkg-source -x 'a b.dsc'" {
+		t.Errorf("readableStep of a command: %q", got)
+	}
+}
