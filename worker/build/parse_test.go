@@ -594,7 +594,7 @@ func TestDebPinCheckNamesEveryMissingVersion(t *testing.T) {
 }
 
 // The log shows a generated script as its lines, not as one argument full
-// of '\” quoting; other commands stay as a shell takes them.
+// of shell quoting; other commands stay as a shell takes them.
 func TestReadableStep(t *testing.T) {
 	t.Parallel()
 	script := debDepsScript([]Repository{{Release: "r", Apt: "deb [signed-by=/k.asc] http://h/r r main"}}, nil, "h.dsc", nil)
