@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/kiln-build/kiln/internal/cmdline"
 	"github.com/kiln-build/kiln/worker/buildroot"
 	"github.com/kiln-build/kiln/worker/executor"
 )
@@ -37,24 +38,24 @@ func Run(ctx context.Context, cfg buildroot.Config, logger hclog.Logger, req Req
 	switch cmd {
 	case "create", "refresh", "remove", "list":
 	default:
-		return fmt.Errorf("worker chroot: unknown command %q: use create, refresh, list or remove", cmd)
+		return cmdline.Usage("worker chroot: unknown command %q: use create, refresh, list or remove", cmd)
 	}
 	cfg = cfg.WithDefaults()
 	target := req.Target
 	switch {
 	case cmd == "list" && target != "":
-		return fmt.Errorf("worker chroot list: unexpected argument %q; list takes no target", target)
+		return cmdline.Usage("worker chroot list: unexpected argument %q; list takes no target", target)
 	case all && target != "":
-		return fmt.Errorf("worker chroot %s: give a target or --all, not both", cmd)
+		return cmdline.Usage("worker chroot %s: give a target or --all, not both", cmd)
 	case all && len(cfg.Targets) == 0:
-		return fmt.Errorf("worker chroot %s --all: no targets in the worker config's buildroot.targets", cmd)
+		return cmdline.Usage("worker chroot %s --all: no targets in the worker config's buildroot.targets", cmd)
 	case all:
 	case cmd != "list" && target == "":
-		return fmt.Errorf("worker chroot %s: give exactly one target (configured: %s)", cmd, targetNames(cfg))
+		return cmdline.Usage("worker chroot %s: give exactly one target (configured: %s)", cmd, targetNames(cfg))
 	case cmd != "list":
 		// A chroot can be removed after its target left the config.
 		if _, ok := cfg.Target(target); !ok && cmd != "remove" {
-			return fmt.Errorf("worker chroot %s: target %q is not configured (configured: %s); add it to buildroot.targets in the worker config", cmd, target, targetNames(cfg))
+			return cmdline.Usage("worker chroot %s: target %q is not configured (configured: %s); add it to buildroot.targets in the worker config", cmd, target, targetNames(cfg))
 		}
 	}
 	// Dial, not New: the worker may be building in the namespace now.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/kiln-build/kiln/internal/cmdline"
 	"github.com/kiln-build/kiln/worker/buildroot"
 	"github.com/kiln-build/kiln/worker/buildroot/buildroottest"
 	"github.com/kiln-build/kiln/worker/chrootcmd"
@@ -52,6 +53,10 @@ func TestRunBadArguments(t *testing.T) {
 				}
 			} else if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+			}
+			// Bad arguments are bad usage (exit 2); containerd down is not.
+			if code := cmdline.Code(err, 3); tt.wantErr != "" && (code == cmdline.ExitUsage) != (tt.name != "containerd down") {
+				t.Errorf("exit %d for %q", code, err)
 			}
 			if !strings.Contains(stdout.String(), tt.wantOut) {
 				t.Errorf("stdout %q, want it to contain %q", stdout.String(), tt.wantOut)
