@@ -103,7 +103,7 @@ func TestReleaseService(t *testing.T) {
 		t.Fatalf("build key %s, want %s as unsealed", sub.GetJob().GetBuildKey(), unsealedKey)
 	}
 	wc := wpb.NewWorkerServiceClient(conn)
-	reg, err := wc.Register(ctx, &wpb.RegisterRequest{Name: "w1", Slots: 1, Labels: map[string]string{"target": "bookworm-amd64"}})
+	reg, err := wc.Register(ctx, &wpb.RegisterRequest{Name: "w1", Slots: 1, Labels: map[string]string{"target": "bookworm-amd64", "sealed-target": "bookworm-amd64", "sealed-release": "mos-9.0"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,7 +59,7 @@ func startReleaseServer(t *testing.T) *releaseServer {
 	}
 	go gs.Serve(ln)
 	t.Cleanup(gs.Stop)
-	sess, _, err := f.Register(ctx, "w1", map[string]string{"target": "bookworm-amd64"}, 4, nil)
+	sess, _, err := f.Register(ctx, "w1", map[string]string{"target": "bookworm-amd64", "sealed-target": "bookworm-amd64", "sealed-release": "mos-9.0"}, 4, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
