@@ -28,6 +28,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/internal/grpcerr"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 )
@@ -368,8 +369,8 @@ func outcome(j *pb.Job, o IO) error {
 }
 
 func rpcErr(what string, err error) error {
-	if st, ok := grpcStatus(err); ok && st.invalid {
-		return usage("%s: %s", what, st.msg)
+	if grpcerr.Classify(err).CallerFault() {
+		return usage("%s: %s", what, grpcerr.Message(err))
 	}
 	return infra(fmt.Errorf("%s: %w", what, err))
 }

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/kiln-build/kiln/internal/grpcerr"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 )
 
@@ -189,7 +190,7 @@ func (w *verifyWatch) run(ctx context.Context, v *pb.Verification) (*pb.Verifica
 		}
 		resp, err := w.rc.GetVerification(ctx, &pb.GetVerificationRequest{Id: v.GetId()})
 		if err != nil {
-			if st, ok := grpcStatus(err); ok && st.invalid {
+			if grpcerr.Classify(err).CallerFault() {
 				return nil, rpcErr("follow verification", err)
 			}
 			// The coordinator may be restarting: the verification goes on

@@ -24,13 +24,12 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 
 	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/internal/chunks"
+	"github.com/kiln-build/kiln/internal/grpcerr"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
 	ppb "github.com/kiln-build/kiln/proto/kiln/publisher/v1"
 )
@@ -214,10 +213,10 @@ func (p *Publisher) publishWithRetry(ctx context.Context, j *job.Job) {
 // take it as configured (no such repository, not allowed). It returns ""
 // for errors worth retrying.
 func permanent(err error) string {
-	switch status.Code(err) {
-	case codes.InvalidArgument, codes.AlreadyExists:
+	switch grpcerr.Classify(err) {
+	case grpcerr.BadRequest, grpcerr.Conflict:
 		return StateRefused
-	case codes.NotFound, codes.FailedPrecondition, codes.PermissionDenied:
+	case grpcerr.NotFound, grpcerr.Precondition, grpcerr.Denied:
 		return StateFailed
 	}
 	return ""
@@ -309,7 +308,7 @@ func (p *Publisher) publish(ctx context.Context, j *job.Job) (string, error) {
 		}
 	}
 	if len(own) == 0 {
-		return "", status.Errorf(codes.InvalidArgument, "job %s produced no package files to publish", j.ID)
+		return "", grpcerr.New(grpcerr.BadRequest, "job %s produced no package files to publish", j.ID)
 	}
 	// The base first: a published package's base is published.
 	if len(base) > 0 {

@@ -26,6 +26,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/fleet"
 	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/coordinator/store"
+	"github.com/kiln-build/kiln/internal/grpcerr"
 	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
 	"github.com/kiln-build/kiln/worker/executor"
 )
@@ -73,6 +74,13 @@ func newCoordinator(t *testing.T) *coordinator {
 // StateDir is filled in).
 func newCoordinatorWith(t *testing.T, cfg fleet.Config) *coordinator {
 	t.Helper()
+	return newCoordinatorTokens(t, cfg, nil)
+}
+
+// newCoordinatorTokens is newCoordinatorWith with the workers' bearer
+// tokens (nil: no check).
+func newCoordinatorTokens(t *testing.T, cfg fleet.Config, tokens map[string]string) *coordinator {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	st, err := store.Open(ctx, filepath.Join(dir, "state.db"))
@@ -103,7 +111,7 @@ func newCoordinatorWith(t *testing.T, cfg fleet.Config) *coordinator {
 		}
 		return h(srv, ss)
 	}))
-	wpb.RegisterWorkerServiceServer(srv, api.NewWorkerServer(f, nil, time.Second))
+	wpb.RegisterWorkerServiceServer(srv, api.NewWorkerServer(f, tokens, time.Second))
 	go srv.Serve(lis)
 	conn, err := grpc.NewClient("passthrough:///bufnet", grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(context.Context, string) (net.Conn, error) { return lis.Dial() }))
@@ -651,5 +659,23 @@ func TestAgentSpoolsLogOutputWithABound(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(filepath.Join(workDir, "log-spool")); len(entries) != 0 {
 		t.Fatalf("spool files left: %v", entries)
+	}
+}
+
+// A wrong token ends the worker at its first registration, with the
+// coordinator's reason: retrying cannot help, an operator must fix it.
+func TestAgentStopsOnABadToken(t *testing.T) {
+	t.Parallel()
+	c := newCoordinatorTokens(t, fleet.Config{LostAfter: 10 * time.Second, RetryCap: 2}, map[string]string{"w1": "right"})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	a := New(Config{Name: "w1", Token: "wrong", Labels: map[string]string{"os": "linux"}, Slots: 1, WorkDir: t.TempDir(), PollWait: time.Second},
+		c.conn, fakeExec{}, hclog.NewNullLogger())
+	err := a.Run(ctx)
+	if grpcerr.Classify(err) != grpcerr.BadToken || ctx.Err() != nil {
+		t.Fatalf("Run = %v (ctx %v), want a bad token at once", err, ctx.Err())
+	}
+	if n := len(c.registered()); n != 1 {
+		t.Errorf("%d registrations, want 1", n)
 	}
 }
