@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/kiln-build/kiln/internal/protocol"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
 )
@@ -276,7 +277,7 @@ func TestBadInputIsRefused(t *testing.T) {
 	}
 	defer conn.Close()
 	wc := wpb.NewWorkerServiceClient(conn)
-	reg, err := wc.Register(ctx, &wpb.RegisterRequest{Name: "fake", Labels: map[string]string{"fake": "1"}, Slots: 1})
+	reg, err := wc.Register(ctx, &wpb.RegisterRequest{Name: "fake", Labels: map[string]string{"fake": "1"}, Slots: 1, ProtocolVersion: protocol.Version})
 	if err != nil {
 		t.Fatal(err)
 	}

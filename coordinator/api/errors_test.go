@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -13,6 +14,8 @@ import (
 	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/coordinator/scheduler"
 	"github.com/kiln-build/kiln/internal/grpcerr"
+	"github.com/kiln-build/kiln/internal/protocol"
+	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
 )
 
 // The worker tells an unknown session, a bad token and a stale attempt
@@ -42,5 +45,31 @@ func TestWorkerFailuresHaveDistinctKinds(t *testing.T) {
 	}
 	if s.checkToken(metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer right")), "w1") != nil {
 		t.Error("the right token was refused")
+	}
+}
+
+// A worker of another protocol version is refused at register with a
+// message naming both versions and which side to upgrade.
+func TestRegisterRefusesOtherProtocolVersions(t *testing.T) {
+	t.Parallel()
+	s := NewWorkerServer(nil, nil, 0)
+	for _, c := range []struct {
+		v    uint32
+		what string
+	}{
+		{0, "upgrade the worker"},
+		{protocol.Version + 1, "upgrade the coordinator"},
+	} {
+		_, err := s.Register(context.Background(), &wpb.RegisterRequest{Name: "w1", Slots: 1, ProtocolVersion: c.v})
+		back := status.ErrorProto(status.Convert(err).Proto())
+		msg := grpcerr.Message(back)
+		if grpcerr.Classify(back) != grpcerr.ProtocolVersion || status.Code(back) != codes.FailedPrecondition {
+			t.Fatalf("version %d: %v, want a protocol version refusal", c.v, err)
+		}
+		for _, want := range []string{`worker "w1"`, fmt.Sprintf("worker speaks protocol version %d", c.v), fmt.Sprintf("coordinator speaks %d", protocol.Version), c.what} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("version %d: %q does not say %q", c.v, msg, want)
+			}
+		}
 	}
 }

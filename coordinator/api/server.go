@@ -22,6 +22,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/store"
 	"github.com/kiln-build/kiln/internal/chunks"
 	"github.com/kiln-build/kiln/internal/grpcerr"
+	"github.com/kiln-build/kiln/internal/protocol"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
 )
@@ -51,6 +52,8 @@ func kindOf(err error) grpcerr.Kind {
 		return grpcerr.StaleAttempt
 	case errors.Is(err, fleet.ErrRefused):
 		return grpcerr.Precondition
+	case errors.Is(err, protocol.ErrVersion):
+		return grpcerr.ProtocolVersion
 	}
 	return grpcerr.Unknown
 }
@@ -340,6 +343,9 @@ func runningToPB(in []scheduler.RunningJob) []*wpb.RunningJob {
 func (s *WorkerServer) Register(ctx context.Context, req *wpb.RegisterRequest) (*wpb.RegisterResponse, error) {
 	if err := s.checkToken(ctx, req.GetName()); err != nil {
 		return nil, err
+	}
+	if err := protocol.Check(req.GetProtocolVersion()); err != nil {
+		return nil, toStatus(fmt.Errorf("worker %q: %w", req.GetName(), err))
 	}
 	p := scheduler.Peer{Instance: req.GetInstance()}
 	if pr, ok := peer.FromContext(ctx); ok && pr.Addr != nil {

@@ -29,6 +29,7 @@ import (
 	"github.com/kiln-build/kiln/internal/artifactname"
 	"github.com/kiln-build/kiln/internal/chunks"
 	"github.com/kiln-build/kiln/internal/grpcerr"
+	"github.com/kiln-build/kiln/internal/protocol"
 	"github.com/kiln-build/kiln/internal/reconnect"
 	cpb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
@@ -158,7 +159,7 @@ func (a *Agent) register(ctx context.Context, stale string) error {
 	for {
 		labels := a.labels()
 		resp, err := a.client.Register(a.authed(ctx), &wpb.RegisterRequest{
-			Name: a.cfg.Name, Labels: labels, Slots: int32(a.cfg.Slots), Running: a.runningList(), Version: "kiln",
+			Name: a.cfg.Name, Labels: labels, Slots: int32(a.cfg.Slots), Running: a.runningList(), ProtocolVersion: protocol.Version,
 			Instance: a.instance,
 		})
 		if err == nil {

@@ -15,8 +15,9 @@
 //     help: fix the worker's token_file or the coordinator's config.
 //   - FAILED_PRECONDITION, reason STALE_ATTEMPT: the call names an attempt
 //     the coordinator no longer assigns to this worker. Drop the attempt.
-//   - FAILED_PRECONDITION, reason PROTOCOL_VERSION: see
-//     RegisterRequest.protocol_version.
+//   - FAILED_PRECONDITION, reason PROTOCOL_VERSION from Register: the
+//     coordinator does not speak the worker's RegisterRequest.protocol_version.
+//     Retrying cannot help: upgrade the side the message names.
 //   - ALREADY_EXISTS from Register: another process is registered under the
 //     worker's name (see RegisterRequest.instance). Wait and retry slowly.
 //   - OUT_OF_RANGE from UploadArtifact: the artifact is over the
@@ -56,16 +57,24 @@ type RegisterRequest struct {
 	// Jobs (id and attempt) the worker is still running from an earlier
 	// session.
 	Running []*RunningJob `protobuf:"bytes,4,rep,name=running,proto3" json:"running,omitempty"`
-	Version string        `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
 	// Identifies the worker process's work directory (kept there, so the
 	// same after a restart). While a session of the same name is alive, a
 	// registration with another instance is a second process under that
 	// name and is refused with ALREADY_EXISTS; the same instance (a worker
 	// restarted after a crash) takes its old session over. A session is
 	// alive until it misses heartbeats for the coordinator's lost-after time.
-	Instance      string `protobuf:"bytes,6,opt,name=instance,proto3" json:"instance,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Instance string `protobuf:"bytes,6,opt,name=instance,proto3" json:"instance,omitempty"`
+	// The version of this protocol the worker speaks (Go:
+	// internal/protocol.Version; 0 from a worker built before versions
+	// existed). The coordinator serves a range of versions and refuses a
+	// worker outside it with FAILED_PRECONDITION, reason PROTOCOL_VERSION,
+	// and a message naming both versions and what to upgrade: the worker
+	// when it is older than the range, the coordinator when it is newer.
+	// The version rises only when an older peer would misunderstand a newer
+	// one; fields added compatibly keep it.
+	ProtocolVersion uint32 `protobuf:"varint,7,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RegisterRequest) Reset() {
@@ -126,18 +135,18 @@ func (x *RegisterRequest) GetRunning() []*RunningJob {
 	return nil
 }
 
-func (x *RegisterRequest) GetVersion() string {
-	if x != nil {
-		return x.Version
-	}
-	return ""
-}
-
 func (x *RegisterRequest) GetInstance() string {
 	if x != nil {
 		return x.Instance
 	}
 	return ""
+}
+
+func (x *RegisterRequest) GetProtocolVersion() uint32 {
+	if x != nil {
+		return x.ProtocolVersion
+	}
+	return 0
 }
 
 type RunningJob struct {
@@ -1089,17 +1098,17 @@ var File_kiln_worker_v1_worker_proto protoreflect.FileDescriptor
 
 const file_kiln_worker_v1_worker_proto_rawDesc = "" +
 	"\n" +
-	"\x1bkiln/worker/v1/worker.proto\x12\x0ekiln.worker.v1\x1a%kiln/coordinator/v1/coordinator.proto\"\xa7\x02\n" +
+	"\x1bkiln/worker/v1/worker.proto\x12\x0ekiln.worker.v1\x1a%kiln/coordinator/v1/coordinator.proto\"\xc7\x02\n" +
 	"\x0fRegisterRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12C\n" +
 	"\x06labels\x18\x02 \x03(\v2+.kiln.worker.v1.RegisterRequest.LabelsEntryR\x06labels\x12\x14\n" +
 	"\x05slots\x18\x03 \x01(\x05R\x05slots\x124\n" +
-	"\arunning\x18\x04 \x03(\v2\x1a.kiln.worker.v1.RunningJobR\arunning\x12\x18\n" +
-	"\aversion\x18\x05 \x01(\tR\aversion\x12\x1a\n" +
-	"\binstance\x18\x06 \x01(\tR\binstance\x1a9\n" +
+	"\arunning\x18\x04 \x03(\v2\x1a.kiln.worker.v1.RunningJobR\arunning\x12\x1a\n" +
+	"\binstance\x18\x06 \x01(\tR\binstance\x12)\n" +
+	"\x10protocol_version\x18\a \x01(\rR\x0fprotocolVersion\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"=\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\x05\x10\x06R\aversion\"=\n" +
 	"\n" +
 	"RunningJob\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +

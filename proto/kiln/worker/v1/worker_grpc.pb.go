@@ -15,8 +15,9 @@
 //     help: fix the worker's token_file or the coordinator's config.
 //   - FAILED_PRECONDITION, reason STALE_ATTEMPT: the call names an attempt
 //     the coordinator no longer assigns to this worker. Drop the attempt.
-//   - FAILED_PRECONDITION, reason PROTOCOL_VERSION: see
-//     RegisterRequest.protocol_version.
+//   - FAILED_PRECONDITION, reason PROTOCOL_VERSION from Register: the
+//     coordinator does not speak the worker's RegisterRequest.protocol_version.
+//     Retrying cannot help: upgrade the side the message names.
 //   - ALREADY_EXISTS from Register: another process is registered under the
 //     worker's name (see RegisterRequest.instance). Wait and retry slowly.
 //   - OUT_OF_RANGE from UploadArtifact: the artifact is over the
