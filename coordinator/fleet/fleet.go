@@ -93,14 +93,10 @@ type Fleet struct {
 	writeErr error // of the last store write; nil once one succeeds
 }
 
-type realClock struct{}
-
-func (realClock) Now() time.Time { return time.Now() }
-
 // New opens the fleet on a store and restores its live jobs.
 func New(ctx context.Context, cfg Config, st *store.Store, logger hclog.Logger) (*Fleet, error) {
 	if cfg.Clock == nil {
-		cfg.Clock = realClock{}
+		cfg.Clock = scheduler.RealClock{}
 	}
 	if cfg.MaxArtifactSize <= 0 {
 		cfg.MaxArtifactSize = 4 << 30

@@ -11,10 +11,13 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/coordinator/scheduler"
 	"github.com/kiln-build/kiln/coordinator/store"
 )
 
+// stepClock moves when the test says; its timers are real.
 type stepClock struct {
+	scheduler.RealClock
 	mu  sync.Mutex
 	now time.Time
 }

@@ -21,9 +21,26 @@ import (
 	"github.com/kiln-build/kiln/coordinator/job"
 )
 
-// Clock tells the time; tests inject a fake one.
+// Clock tells the time and starts timers; tests inject a fake one
+// (clocktest.Clock) so that what waits on time waits on the test.
 type Clock interface {
 	Now() time.Time
+	// NewTimer starts a timer that fires once, d from now: c receives the
+	// time then, unless stop (which reports whether it stopped the timer
+	// before it fired) was called first.
+	NewTimer(d time.Duration) (c <-chan time.Time, stop func() bool)
+}
+
+// RealClock is the wall clock and the runtime's timers.
+type RealClock struct{}
+
+// Now is time.Now.
+func (RealClock) Now() time.Time { return time.Now() }
+
+// NewTimer is time.NewTimer.
+func (RealClock) NewTimer(d time.Duration) (<-chan time.Time, func() bool) {
+	t := time.NewTimer(d)
+	return t.C, t.Stop
 }
 
 // Config tunes the scheduler.
@@ -533,12 +550,12 @@ func (s *Scheduler) Pull(ctx context.Context, id string, wait time.Duration) (*j
 	s.waiters = append(s.waiters, w)
 	s.mu.Unlock()
 
-	t := time.NewTimer(wait)
-	defer t.Stop()
+	fired, stop := s.clock.NewTimer(wait)
+	defer stop()
 	select {
 	case j := <-w.ch:
 		return j, nil
-	case <-t.C:
+	case <-fired:
 	case <-ctx.Done():
 	}
 	s.mu.Lock()

@@ -25,6 +25,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/api"
 	"github.com/kiln-build/kiln/coordinator/fleet"
 	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/coordinator/scheduler"
 	"github.com/kiln-build/kiln/coordinator/store"
 	"github.com/kiln-build/kiln/internal/grpcerr"
 	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
@@ -422,7 +423,9 @@ func TestAgentRefusesArtifactsThroughSymlinkedDirectories(t *testing.T) {
 	}
 }
 
+// fakeClock moves when the test says; its timers are real.
 type fakeClock struct {
+	scheduler.RealClock
 	mu  sync.Mutex
 	now time.Time
 }
