@@ -138,9 +138,10 @@ type Service struct {
 	signer    repo.Signer
 	log       hclog.Logger
 	maxUpload int64
-	// Published, when set, is called in its own goroutine with the
-	// directory of every repository published (to push it to mirrors).
-	Published func(ctx context.Context, dir string)
+	// Published, when set, is told the directory of every repository
+	// published (to push it to mirrors). It must not block: the publish
+	// request waits for it. Whoever sets it owns the work it starts.
+	Published func(dir string)
 	// Metrics counts what the service does; Run serves them.
 	Metrics  *Metrics
 	gatherer prometheus.Gatherer
@@ -400,7 +401,7 @@ func (s *Service) publish(ctx context.Context, req *publisherv1.PublishRequest) 
 	}
 	log.Info("published", "added", res.Added, "packages", pub.Packages)
 	if s.Published != nil {
-		go s.Published(context.Background(), pub.Dir)
+		s.Published(pub.Dir)
 	}
 	return res.response(), pub.Packages, false, nil
 }
