@@ -87,7 +87,12 @@ type Fleet struct {
 	logSubs map[string]chan struct{}
 
 	finMu    sync.Mutex
-	finished []func(*job.Job)
+	finished []func(context.Context, *job.Job)
+	// finCalls are the OnFinished calls under way; finCtx is their
+	// context, cancelled when WaitFinished gives up waiting.
+	finCalls  sync.WaitGroup
+	finCtx    context.Context
+	finCancel context.CancelFunc
 
 	healthMu sync.Mutex
 	writeErr error // of the last store write; nil once one succeeds
@@ -110,6 +115,7 @@ func New(ctx context.Context, cfg Config, st *store.Store, logger hclog.Logger) 
 		}
 	}
 	f := &Fleet{cfg: cfg, st: st, logger: logger, logSubs: map[string]chan struct{}{}, logs: map[string]*liveLog{}}
+	f.finCtx, f.finCancel = context.WithCancel(context.WithoutCancel(ctx))
 	f.sched = scheduler.New(scheduler.Config{
 		LostAfter: cfg.LostAfter, ReclaimAfter: cfg.ReclaimWindow, RetryCap: cfg.RetryCap, NewID: randomID,
 	}, cfg.Clock)
@@ -194,12 +200,30 @@ func (f *Fleet) Scheduler() *scheduler.Scheduler { return f.sched }
 // Store exposes the store.
 func (f *Fleet) Store() *store.Store { return f.st }
 
-// OnFinished registers a function called (in its own goroutine) with every
-// job that reaches a final state.
-func (f *Fleet) OnFinished(fn func(*job.Job)) {
+// OnFinished registers a function called (in a goroutine the fleet owns)
+// with every job that reaches a final state. Its ctx ends when WaitFinished
+// gives up waiting for it.
+func (f *Fleet) OnFinished(fn func(ctx context.Context, j *job.Job)) {
 	f.finMu.Lock()
 	f.finished = append(f.finished, fn)
 	f.finMu.Unlock()
+}
+
+// WaitFinished waits for the OnFinished calls under way (and those they
+// start) to return. When ctx ends first, it cancels their context and
+// waits for them to return. The composition root calls it once nothing
+// can finish a job any more (servers and runners stopped), before the
+// store closes.
+func (f *Fleet) WaitFinished(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { f.finCalls.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		f.logger.Warn("stopping the callbacks of finished jobs", "error", ctx.Err())
+		f.finCancel()
+		<-done
+	}
 }
 
 // Run expires lost workers until ctx ends.
@@ -243,10 +267,11 @@ func (f *Fleet) persist(ctx context.Context, jobs []*job.Job, notes ...store.Not
 		if j.State.Final() {
 			f.notifyLog(j.ID)
 			f.finMu.Lock()
-			fns := append([]func(*job.Job){}, f.finished...)
+			fns := append([]func(context.Context, *job.Job){}, f.finished...)
 			f.finMu.Unlock()
 			for _, fn := range fns {
-				go fn(j.Clone())
+				c := j.Clone()
+				f.finCalls.Go(func() { fn(f.finCtx, c) })
 			}
 		}
 	}
