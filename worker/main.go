@@ -12,8 +12,8 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/internal/config"
+	"github.com/kiln-build/kiln/internal/label"
 	"github.com/kiln-build/kiln/internal/logging"
 	"github.com/kiln-build/kiln/worker/chrootcmd"
 	"github.com/kiln-build/kiln/worker/runcmd"
@@ -121,7 +121,7 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 		cfg.Name = *name
 	}
 	if *labels != "" {
-		l, err := job.ParseLabels(*labels)
+		l, err := label.Parse(*labels)
 		if err != nil {
 			return usageError{fmt.Errorf("--labels: %w", err)}
 		}

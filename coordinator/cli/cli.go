@@ -29,6 +29,7 @@ import (
 
 	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/internal/grpcerr"
+	"github.com/kiln-build/kiln/internal/label"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 )
@@ -179,7 +180,7 @@ func Run(ctx context.Context, args []string, o IO) error {
 	if fs.NArg() == 0 {
 		return usage("no command: give it after --, e.g. coordinator run --labels os=linux -- make test")
 	}
-	l, err := job.ParseLabels(*labels)
+	l, err := label.Parse(*labels)
 	if err != nil {
 		return usage("--labels: %v", err)
 	}
@@ -681,7 +682,7 @@ func show(w io.Writer, j *pb.Job) {
 	p("job", j.GetId())
 	p("state", stateName(j.GetState()))
 	p("kind", kind(j))
-	p("labels", job.LabelString(j.GetSpec().GetLabels()))
+	p("labels", label.String(j.GetSpec().GetLabels()))
 	if c := j.GetSpec().GetCommand(); len(c) > 0 {
 		p("command", strings.Join(c, " "))
 	}
@@ -907,7 +908,7 @@ func Workers(ctx context.Context, args []string, o IO) error {
 		fmt.Fprintln(tw, "NAME\tSTATE\tSLOTS\tRUNNING\tLABELS")
 		for _, w := range resp.GetWorkers() {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", w.GetName(), strings.ToLower(strings.TrimPrefix(w.GetState().String(), "WORKER_STATE_")),
-				w.GetSlots(), len(w.GetRunningJobs()), job.LabelString(w.GetLabels()))
+				w.GetSlots(), len(w.GetRunningJobs()), label.String(w.GetLabels()))
 		}
 		return tw.Flush()
 	}

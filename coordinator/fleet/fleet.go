@@ -24,6 +24,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/scheduler"
 	"github.com/kiln-build/kiln/coordinator/store"
 	"github.com/kiln-build/kiln/internal/artifactname"
+	"github.com/kiln-build/kiln/internal/label"
 )
 
 // Errors callers branch on (the API maps them to gRPC codes).
@@ -377,7 +378,7 @@ func (f *Fleet) submit(ctx context.Context, spec job.Spec, rebuildOf string) (j 
 	if err := f.persistCancelled(ctx, others); err != nil {
 		return nil, false, err
 	}
-	f.logger.Debug("job queued", "job_id", j.ID, "labels", job.LabelString(spec.Labels))
+	f.logger.Debug("job queued", "job_id", j.ID, "labels", label.String(spec.Labels))
 	return mine, false, nil
 }
 
@@ -556,7 +557,7 @@ func (f *Fleet) RegisterAs(ctx context.Context, p scheduler.Peer, name string, l
 	if slots > MaxWorkerSlots {
 		return "", nil, fmt.Errorf("%w: worker %s: %d slots: at most %d", ErrInvalid, job.Clip(name), slots, MaxWorkerSlots)
 	}
-	if err := job.ValidateLabel("name", name); err != nil {
+	if err := label.Validate("name", name); err != nil {
 		return "", nil, fmt.Errorf("%w: worker name: %v", ErrInvalid, err)
 	}
 	if err := validateLabels(labels); err != nil {
@@ -566,7 +567,7 @@ func (f *Fleet) RegisterAs(ctx context.Context, p scheduler.Peer, name string, l
 	if err != nil {
 		return "", nil, err
 	}
-	f.logger.Info("worker registered", "worker", name, "labels", job.LabelString(labels), "slots", slots,
+	f.logger.Info("worker registered", "worker", name, "labels", label.String(labels), "slots", slots,
 		"reattached", len(running)-len(abandon), "abandoned", len(abandon))
 	return id, abandon, f.persist(ctx, changed)
 }
@@ -617,7 +618,7 @@ func validateLabels(labels map[string]string) error {
 	}
 	for k, vs := range labels {
 		for _, v := range strings.Split(vs, "|") {
-			if err := job.ValidateLabel(k, v); err != nil {
+			if err := label.Validate(k, v); err != nil {
 				return err
 			}
 		}

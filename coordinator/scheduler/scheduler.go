@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/internal/label"
 )
 
 // Clock tells the time and starts timers; tests inject a fake one
@@ -272,7 +273,7 @@ func (s *Scheduler) canRun(ss *session) bool {
 }
 
 func (s *Scheduler) push(j *job.Job, at time.Time) {
-	key := job.LabelString(j.Spec.Labels)
+	key := label.String(j.Spec.Labels)
 	q := s.queues[key]
 	if q == nil {
 		q = &labelQueue{labels: j.Spec.Labels, groups: map[string]*jobHeap{}}
@@ -769,7 +770,7 @@ func (s *Scheduler) ShareLive(jobID string, publish bool) (*job.Job, error) {
 
 func (s *Scheduler) cancelLocked(j *job.Job, reason string) *job.Job {
 	if j.State == job.Queued {
-		if q := s.queues[job.LabelString(j.Spec.Labels)]; q != nil {
+		if q := s.queues[label.String(j.Spec.Labels)]; q != nil {
 			q.size-- // the heap drops it lazily
 		}
 	}
@@ -990,7 +991,7 @@ func (s *Scheduler) missingLabel(want map[string]string) string {
 			return "label " + k + "=" + want[k]
 		}
 	}
-	return "labels " + job.LabelString(want) + " together"
+	return "labels " + label.String(want) + " together"
 }
 
 // Stats is a snapshot for metrics.

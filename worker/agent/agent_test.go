@@ -51,7 +51,7 @@ type coordinator struct {
 	registers []error // every Register call's result
 	// heartbeats receives (without blocking) after every Heartbeat call.
 	heartbeats chan struct{}
-	logsDown  bool    // AppendLog answers Unavailable
+	logsDown   bool // AppendLog answers Unavailable
 }
 
 // setLogsDown makes AppendLog fail as if the coordinator were unreachable.
