@@ -33,9 +33,9 @@ test: setup check race
 # The packages whose tests need no root and no daemon run once more under
 # the race detector; it keeps to about two minutes. The rest run under it
 # with `go test -race ./...` when there is time.
-RACE_PKGS := ./coordinator/scheduler ./coordinator/job ./coordinator/store \
+RACE_PKGS := ./coordinator/scheduler/... ./coordinator/job ./coordinator/store \
 	./coordinator/fleet ./coordinator/publish ./internal/... ./mirror/serve \
-	./publisher/push ./worker/agent ./worker/executor/... ./worker/shell
+	./publisher/push ./publisher/daemon ./worker/agent ./worker/executor/... ./worker/shell
 
 race:
 	$(GO) test -race -count=1 -timeout 10m $(RACE_PKGS)

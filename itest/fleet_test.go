@@ -1,14 +1,17 @@
 package itest
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/kiln-build/kiln/internal/protocol"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
 )
@@ -233,15 +237,58 @@ func TestWaitingReasonWhenNoWorkerMatches(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	// The same when following it from the CLI: the reason is printed while
-	// waiting; cancel it so the wait ends with exit 1.
-	go func() {
-		time.Sleep(2 * time.Second)
-		c.client.CancelJob(context.Background(), &pb.CancelJobRequest{Id: id})
-	}()
-	_, errOut, code := c.cli("jobs", "logs", id, "--follow")
-	if code != 1 || !strings.Contains(errOut, "waiting: no worker has label target=centos7") {
-		t.Fatalf("follow: %d %s", code, errOut)
+	// waiting; once it is, cancel the job so the wait ends with exit 1.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	errOut := &watchWriter{want: "waiting: no worker has label target=centos7", seen: make(chan struct{})}
+	cmd := exec.CommandContext(ctx, bin("coordinator"), "jobs", "logs", id, "--follow")
+	cmd.Env = append(os.Environ(), "KILN_SERVER="+c.addr)
+	cmd.Stderr = errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
 	}
+	select {
+	case <-errOut.seen:
+		if _, err := c.client.CancelJob(ctx, &pb.CancelJobRequest{Id: id}); err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+	}
+	err := cmd.Wait()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	if code != 1 || !strings.Contains(errOut.String(), errOut.want) {
+		t.Fatalf("follow: %d %s", code, errOut.String())
+	}
+}
+
+// watchWriter keeps what is written and closes seen once it holds want.
+type watchWriter struct {
+	want string
+	seen chan struct{}
+	mu   sync.Mutex
+	buf  bytes.Buffer
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	had := strings.Contains(w.buf.String(), w.want)
+	w.buf.Write(p)
+	if !had && strings.Contains(w.buf.String(), w.want) {
+		close(w.seen)
+	}
+	return len(p), nil
+}
+
+func (w *watchWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
 
 func TestBadInputIsRefused(t *testing.T) {
@@ -276,7 +323,7 @@ func TestBadInputIsRefused(t *testing.T) {
 	}
 	defer conn.Close()
 	wc := wpb.NewWorkerServiceClient(conn)
-	reg, err := wc.Register(ctx, &wpb.RegisterRequest{Name: "fake", Labels: map[string]string{"fake": "1"}, Slots: 1})
+	reg, err := wc.Register(ctx, &wpb.RegisterRequest{Name: "fake", Labels: map[string]string{"fake": "1"}, Slots: 1, ProtocolVersion: protocol.Version})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/kiln-build/kiln/internal/protocol"
 	"github.com/kiln-build/kiln/internal/testenv"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
@@ -275,7 +276,7 @@ func startFakeBuilder(t *testing.T, addr string, debs map[string][]byte) {
 		t.Fatal(err)
 	}
 	wc := wpb.NewWorkerServiceClient(conn)
-	reg, err := wc.Register(ctx, &wpb.RegisterRequest{Name: "fake-builder", Labels: map[string]string{"target": "bookworm-amd64|trixie-amd64"}, Slots: 1})
+	reg, err := wc.Register(ctx, &wpb.RegisterRequest{Name: "fake-builder", Labels: map[string]string{"target": "bookworm-amd64|trixie-amd64"}, Slots: 1, ProtocolVersion: protocol.Version})
 	if err != nil {
 		t.Fatal(err)
 	}

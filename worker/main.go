@@ -11,8 +11,8 @@ import (
 
 	"github.com/alecthomas/kong"
 
-	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/internal/cmdline"
+	"github.com/kiln-build/kiln/internal/label"
 	"github.com/kiln-build/kiln/internal/logging"
 	"github.com/kiln-build/kiln/worker/chrootcmd"
 	"github.com/kiln-build/kiln/worker/runcmd"
@@ -49,7 +49,7 @@ func (l *labels) Decode(ctx *kong.DecodeContext) error {
 	if err := ctx.Scan.PopValueInto("labels", &s); err != nil {
 		return err
 	}
-	m, err := job.ParseLabels(s)
+	m, err := label.Parse(s)
 	if err != nil {
 		return err
 	}

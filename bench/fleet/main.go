@@ -48,6 +48,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/kiln-build/kiln/internal/protocol"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
 )
@@ -339,7 +340,7 @@ type simWorker struct {
 }
 
 func (w *simWorker) run(ctx context.Context, wg *sync.WaitGroup) error {
-	resp, err := w.client.Register(ctx, &wpb.RegisterRequest{Name: w.name, Labels: w.labels, Slots: int32(w.b.o.slots), Version: "fleet-bench"})
+	resp, err := w.client.Register(ctx, &wpb.RegisterRequest{Name: w.name, Labels: w.labels, Slots: int32(w.b.o.slots), ProtocolVersion: protocol.Version})
 	if err != nil {
 		return fmt.Errorf("register %s: %w", w.name, err)
 	}

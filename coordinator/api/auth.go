@@ -6,11 +6,10 @@ import (
 	"strings"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
-	"google.golang.org/grpc/status"
 
+	"github.com/kiln-build/kiln/internal/grpcerr"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
@@ -72,11 +71,11 @@ type Caller struct {
 func CallerOf(ctx context.Context) (Caller, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return Caller{}, status.Error(codes.Unauthenticated, "no peer: a client certificate is required")
+		return Caller{}, grpcerr.New(grpcerr.Unauthenticated, "no peer: a client certificate is required")
 	}
 	ti, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
-		return Caller{}, status.Error(codes.Unauthenticated, "no verified client certificate: connect with TLS and a certificate made by `coordinator certs --role`")
+		return Caller{}, grpcerr.New(grpcerr.Unauthenticated, "no verified client certificate: connect with TLS and a certificate made by `coordinator certs --role`")
 	}
 	return callerOfCert(ti.State.VerifiedChains[0][0])
 }
@@ -84,7 +83,7 @@ func CallerOf(ctx context.Context) (Caller, error) {
 func callerOfCert(cert *x509.Certificate) (Caller, error) {
 	role, err := tlsconfig.RoleOf(cert)
 	if err != nil {
-		return Caller{}, status.Error(codes.PermissionDenied, err.Error())
+		return Caller{}, grpcerr.New(grpcerr.Denied, "%w", err)
 	}
 	return Caller{Name: cert.Subject.CommonName, Role: role}, nil
 }
@@ -108,14 +107,14 @@ func Authorize(cert *x509.Certificate, method string) error {
 func authorize(c Caller, method string, req any) error {
 	roles, ok := allowed[method]
 	if !ok {
-		return status.Errorf(codes.PermissionDenied, "%s is not open to any certificate role", method)
+		return grpcerr.New(grpcerr.Denied, "%s is not open to any certificate role", method)
 	}
 	if !roleIn(c.Role, roles) {
-		return status.Errorf(codes.PermissionDenied, "certificate %q has role %s, which may not call %s (allowed: %s)",
+		return grpcerr.New(grpcerr.Denied, "certificate %q has role %s, which may not call %s (allowed: %s)",
 			c.Name, c.Role, method, roleList(roles))
 	}
 	if r, ok := req.(*wpb.RegisterRequest); ok && r.GetName() != c.Name {
-		return status.Errorf(codes.PermissionDenied, "worker certificate %q may register only as worker %q, not as %q: give the worker a certificate made with `coordinator certs --name %s --role worker`",
+		return grpcerr.New(grpcerr.Denied, "worker certificate %q may register only as worker %q, not as %q: give the worker a certificate made with `coordinator certs --name %s --role worker`",
 			c.Name, c.Name, r.GetName(), r.GetName())
 	}
 	return nil

@@ -19,6 +19,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/coordinator/scheduler"
 	"github.com/kiln-build/kiln/coordinator/store"
+	"github.com/kiln-build/kiln/internal/protocol"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
 )
@@ -103,7 +104,8 @@ func TestReleaseService(t *testing.T) {
 		t.Fatalf("build key %s, want %s as unsealed", sub.GetJob().GetBuildKey(), unsealedKey)
 	}
 	wc := wpb.NewWorkerServiceClient(conn)
-	reg, err := wc.Register(ctx, &wpb.RegisterRequest{Name: "w1", Slots: 1, Labels: map[string]string{"target": "bookworm-amd64", "sealed-target": "bookworm-amd64", "sealed-release": "mos-9.0"}})
+	reg, err := wc.Register(ctx, &wpb.RegisterRequest{Name: "w1", Slots: 1, ProtocolVersion: protocol.Version,
+		Labels: map[string]string{"target": "bookworm-amd64", "sealed-target": "bookworm-amd64", "sealed-release": "mos-9.0"}})
 	if err != nil {
 		t.Fatal(err)
 	}

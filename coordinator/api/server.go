@@ -11,10 +11,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kiln-build/kiln/coordinator/fleet"
@@ -23,45 +21,45 @@ import (
 	"github.com/kiln-build/kiln/coordinator/scheduler"
 	"github.com/kiln-build/kiln/coordinator/store"
 	"github.com/kiln-build/kiln/internal/chunks"
+	"github.com/kiln-build/kiln/internal/grpcerr"
+	"github.com/kiln-build/kiln/internal/protocol"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
 )
 
-// toStatus maps domain errors to gRPC status codes; it is the only place
-// that does.
+// toStatus maps the coordinator's errors to gRPC statuses: the one place
+// that does, for both of its services. The kinds, and how they travel, are
+// grpcerr's.
 func toStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	code := codes.Internal
+	return grpcerr.Status(err, kindOf)
+}
+
+func kindOf(err error) grpcerr.Kind {
 	switch {
 	case errors.Is(err, fleet.ErrInvalid), errors.Is(err, job.ErrRefused):
-		code = codes.InvalidArgument
+		return grpcerr.BadRequest
 	case errors.Is(err, fleet.ErrNotFound), errors.Is(err, store.ErrNotFound):
-		code = codes.NotFound
+		return grpcerr.NotFound
 	case errors.Is(err, fleet.ErrNoSpace):
-		code = codes.ResourceExhausted
+		return grpcerr.Exhausted
 	case errors.Is(err, fleet.ErrTooLarge):
-		code = codes.OutOfRange
+		return grpcerr.TooLarge
 	case errors.Is(err, scheduler.ErrNameInUse):
-		code = codes.AlreadyExists
+		return grpcerr.Conflict
 	case errors.Is(err, scheduler.ErrUnknownSession):
-		code = codes.Unauthenticated
-	case errors.Is(err, scheduler.ErrStale), errors.Is(err, fleet.ErrRefused):
-		code = codes.FailedPrecondition
-	case errors.Is(err, context.Canceled):
-		code = codes.Canceled
-	case errors.Is(err, context.DeadlineExceeded):
-		code = codes.DeadlineExceeded
+		return grpcerr.UnknownSession
+	case errors.Is(err, scheduler.ErrStale):
+		return grpcerr.StaleAttempt
+	case errors.Is(err, fleet.ErrRefused):
+		return grpcerr.Precondition
+	case errors.Is(err, protocol.ErrVersion):
+		return grpcerr.ProtocolVersion
 	}
-	return status.Error(code, err.Error())
+	return grpcerr.Unknown
 }
 
 func invalid(format string, a ...any) error {
-	return status.Errorf(codes.InvalidArgument, format, a...)
+	return grpcerr.New(grpcerr.BadRequest, format, a...)
 }
 
 // Event is a Gerrit event as ListEvents shows it.
@@ -275,7 +273,7 @@ func (s *ClientServer) RebuildJob(ctx context.Context, req *pb.RebuildJobRequest
 // ListEvents implements CoordinatorService.
 func (s *ClientServer) ListEvents(ctx context.Context, req *pb.ListEventsRequest) (*pb.ListEventsResponse, error) {
 	if s.events == nil {
-		return nil, status.Error(codes.FailedPrecondition, "Gerrit intake is not configured (gerrit: section of the coordinator's config)")
+		return nil, grpcerr.New(grpcerr.Precondition, "Gerrit intake is not configured (gerrit: section of the coordinator's config)")
 	}
 	limit := int(req.GetLimit())
 	if limit <= 0 {
@@ -323,7 +321,7 @@ func (s *WorkerServer) checkToken(ctx context.Context, name string) error {
 		got = strings.TrimPrefix(v[0], "Bearer ")
 	}
 	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
-		return status.Errorf(codes.Unauthenticated, "worker %q: missing or wrong bearer token (see worker_tokens in the coordinator's config)", name)
+		return grpcerr.New(grpcerr.BadToken, "worker %q: missing or wrong bearer token (see worker_tokens in the coordinator's config)", name)
 	}
 	return nil
 }
@@ -348,6 +346,9 @@ func runningToPB(in []scheduler.RunningJob) []*wpb.RunningJob {
 func (s *WorkerServer) Register(ctx context.Context, req *wpb.RegisterRequest) (*wpb.RegisterResponse, error) {
 	if err := s.checkToken(ctx, req.GetName()); err != nil {
 		return nil, err
+	}
+	if err := protocol.Check(req.GetProtocolVersion()); err != nil {
+		return nil, toStatus(fmt.Errorf("worker %q: %w", req.GetName(), err))
 	}
 	p := scheduler.Peer{Instance: req.GetInstance()}
 	if pr, ok := peer.FromContext(ctx); ok && pr.Addr != nil {

@@ -29,6 +29,8 @@ import (
 
 	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/internal/cmdline"
+	"github.com/kiln-build/kiln/internal/grpcerr"
+	"github.com/kiln-build/kiln/internal/label"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 )
@@ -114,7 +116,7 @@ func (c *runCmd) Run(ctx context.Context, o IO) error {
 	if len(c.Command) == 0 {
 		return usage("no command: give it after --, e.g. coordinator run --labels os=linux -- make test")
 	}
-	l, err := job.ParseLabels(c.Labels)
+	l, err := label.Parse(c.Labels)
 	if err != nil {
 		return usage("--labels: %v", err)
 	}
@@ -304,8 +306,8 @@ func outcome(j *pb.Job, o IO) error {
 }
 
 func rpcErr(what string, err error) error {
-	if st, ok := grpcStatus(err); ok && st.invalid {
-		return usage("%s: %s", what, st.msg)
+	if grpcerr.Classify(err).CallerFault() {
+		return usage("%s: %s", what, grpcerr.Message(err))
 	}
 	return infra(fmt.Errorf("%s: %w", what, err))
 }
@@ -660,7 +662,7 @@ func show(w io.Writer, j *pb.Job) {
 	p("job", j.GetId())
 	p("state", stateName(j.GetState()))
 	p("kind", kind(j))
-	p("labels", job.LabelString(j.GetSpec().GetLabels()))
+	p("labels", label.String(j.GetSpec().GetLabels()))
 	if c := j.GetSpec().GetCommand(); len(c) > 0 {
 		p("command", strings.Join(c, " "))
 	}
@@ -871,7 +873,7 @@ func workers(ctx context.Context, c Conn, sub, name string, jsonOut bool, o IO) 
 		fmt.Fprintln(tw, "NAME\tSTATE\tSLOTS\tRUNNING\tLABELS")
 		for _, w := range resp.GetWorkers() {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", w.GetName(), strings.ToLower(strings.TrimPrefix(w.GetState().String(), "WORKER_STATE_")),
-				w.GetSlots(), len(w.GetRunningJobs()), job.LabelString(w.GetLabels()))
+				w.GetSlots(), len(w.GetRunningJobs()), label.String(w.GetLabels()))
 		}
 		return tw.Flush()
 	}

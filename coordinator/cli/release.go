@@ -16,6 +16,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/kiln-build/kiln/internal/cmdline"
+	"github.com/kiln-build/kiln/internal/grpcerr"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 )
 
@@ -211,7 +212,7 @@ func (w *verifyWatch) run(ctx context.Context, v *pb.Verification) (*pb.Verifica
 		}
 		resp, err := w.rc.GetVerification(ctx, &pb.GetVerificationRequest{Id: v.GetId()})
 		if err != nil {
-			if st, ok := grpcStatus(err); ok && st.invalid {
+			if grpcerr.Classify(err).CallerFault() {
 				return nil, rpcErr("follow verification", err)
 			}
 			// The coordinator may be restarting: the verification goes on

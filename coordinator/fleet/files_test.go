@@ -16,7 +16,11 @@ import (
 	"github.com/kiln-build/kiln/coordinator/store"
 )
 
-type fixedClock struct{ t time.Time }
+// fixedClock reads one time; its timers are real.
+type fixedClock struct {
+	scheduler.RealClock
+	t time.Time
+}
 
 func (c fixedClock) Now() time.Time { return c.t }
 
@@ -27,7 +31,7 @@ func openFleet(t *testing.T, dir string) (*Fleet, *store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := New(ctx, Config{StateDir: dir, LostAfter: time.Minute, Clock: fixedClock{time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}},
+	f, err := New(ctx, Config{StateDir: dir, LostAfter: time.Minute, Clock: fixedClock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}},
 		st, hclog.NewNullLogger())
 	if err != nil {
 		st.Close()
@@ -237,7 +241,7 @@ func TestLogOverTheCapKeepsHeadAndTail(t *testing.T) {
 	}
 	defer st.Close()
 	f, err := New(ctx, Config{StateDir: dir, LostAfter: time.Minute, MaxLogSize: 1000,
-		Clock: fixedClock{time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}}, st, hclog.NewNullLogger())
+		Clock: fixedClock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}}, st, hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

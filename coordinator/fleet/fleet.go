@@ -24,6 +24,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/scheduler"
 	"github.com/kiln-build/kiln/coordinator/store"
 	"github.com/kiln-build/kiln/internal/artifactname"
+	"github.com/kiln-build/kiln/internal/label"
 )
 
 // Errors callers branch on (the API maps them to gRPC codes).
@@ -77,20 +78,21 @@ type Fleet struct {
 	logSubs map[string]chan struct{}
 
 	finMu    sync.Mutex
-	finished []func(*job.Job)
+	finished []func(context.Context, *job.Job)
+	// finCalls are the OnFinished calls under way; finCtx is their
+	// context, cancelled when WaitFinished gives up waiting.
+	finCalls  sync.WaitGroup
+	finCtx    context.Context
+	finCancel context.CancelFunc
 
 	healthMu sync.Mutex
 	writeErr error // of the last store write; nil once one succeeds
 }
 
-type realClock struct{}
-
-func (realClock) Now() time.Time { return time.Now() }
-
 // New opens the fleet on a store and restores its live jobs.
 func New(ctx context.Context, cfg Config, st *store.Store, logger hclog.Logger) (*Fleet, error) {
 	if cfg.Clock == nil {
-		cfg.Clock = realClock{}
+		cfg.Clock = scheduler.RealClock{}
 	}
 	if cfg.MaxArtifactSize <= 0 {
 		cfg.MaxArtifactSize = 4 << 30
@@ -104,6 +106,7 @@ func New(ctx context.Context, cfg Config, st *store.Store, logger hclog.Logger) 
 		}
 	}
 	f := &Fleet{cfg: cfg, st: st, logger: logger, logSubs: map[string]chan struct{}{}, logs: map[string]*liveLog{}}
+	f.finCtx, f.finCancel = context.WithCancel(context.WithoutCancel(ctx))
 	f.sched = scheduler.New(scheduler.Config{
 		LostAfter: cfg.LostAfter, ReclaimAfter: cfg.ReclaimWindow, RetryCap: cfg.RetryCap, NewID: randomID,
 	}, cfg.Clock)
@@ -188,12 +191,30 @@ func (f *Fleet) Scheduler() *scheduler.Scheduler { return f.sched }
 // Store exposes the store.
 func (f *Fleet) Store() *store.Store { return f.st }
 
-// OnFinished registers a function called (in its own goroutine) with every
-// job that reaches a final state.
-func (f *Fleet) OnFinished(fn func(*job.Job)) {
+// OnFinished registers a function called (in a goroutine the fleet owns)
+// with every job that reaches a final state. Its ctx ends when WaitFinished
+// gives up waiting for it.
+func (f *Fleet) OnFinished(fn func(ctx context.Context, j *job.Job)) {
 	f.finMu.Lock()
 	f.finished = append(f.finished, fn)
 	f.finMu.Unlock()
+}
+
+// WaitFinished waits for the OnFinished calls under way (and those they
+// start) to return. When ctx ends first, it cancels their context and
+// waits for them to return. The composition root calls it once nothing
+// can finish a job any more (servers and runners stopped), before the
+// store closes.
+func (f *Fleet) WaitFinished(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { f.finCalls.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		f.logger.Warn("stopping the callbacks of finished jobs", "error", ctx.Err())
+		f.finCancel()
+		<-done
+	}
 }
 
 // Run expires lost workers until ctx ends.
@@ -237,10 +258,11 @@ func (f *Fleet) persist(ctx context.Context, jobs []*job.Job, notes ...store.Not
 		if j.State.Final() {
 			f.notifyLog(j.ID)
 			f.finMu.Lock()
-			fns := append([]func(*job.Job){}, f.finished...)
+			fns := append([]func(context.Context, *job.Job){}, f.finished...)
 			f.finMu.Unlock()
 			for _, fn := range fns {
-				go fn(j.Clone())
+				c := j.Clone()
+				f.finCalls.Go(func() { fn(f.finCtx, c) })
 			}
 		}
 	}
@@ -354,7 +376,7 @@ func (f *Fleet) submit(ctx context.Context, spec job.Spec, rebuildOf string) (j 
 	if err := f.persistCancelled(ctx, others); err != nil {
 		return nil, false, err
 	}
-	f.logger.Debug("job queued", "job_id", j.ID, "labels", job.LabelString(spec.Labels))
+	f.logger.Debug("job queued", "job_id", j.ID, "labels", label.String(spec.Labels))
 	return mine, false, nil
 }
 
@@ -533,7 +555,7 @@ func (f *Fleet) RegisterAs(ctx context.Context, p scheduler.Peer, name string, l
 	if slots > MaxWorkerSlots {
 		return "", nil, fmt.Errorf("%w: worker %s: %d slots: at most %d", ErrInvalid, job.Clip(name), slots, MaxWorkerSlots)
 	}
-	if err := job.ValidateLabel("name", name); err != nil {
+	if err := label.Validate("name", name); err != nil {
 		return "", nil, fmt.Errorf("%w: worker name: %v", ErrInvalid, err)
 	}
 	if err := validateLabels(labels); err != nil {
@@ -543,7 +565,7 @@ func (f *Fleet) RegisterAs(ctx context.Context, p scheduler.Peer, name string, l
 	if err != nil {
 		return "", nil, err
 	}
-	f.logger.Info("worker registered", "worker", name, "labels", job.LabelString(labels), "slots", slots,
+	f.logger.Info("worker registered", "worker", name, "labels", label.String(labels), "slots", slots,
 		"reattached", len(running)-len(abandon), "abandoned", len(abandon))
 	return id, abandon, f.persist(ctx, changed)
 }
@@ -594,7 +616,7 @@ func validateLabels(labels map[string]string) error {
 	}
 	for k, vs := range labels {
 		for _, v := range strings.Split(vs, "|") {
-			if err := job.ValidateLabel(k, v); err != nil {
+			if err := label.Validate(k, v); err != nil {
 				return err
 			}
 		}

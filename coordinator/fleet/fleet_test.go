@@ -21,7 +21,7 @@ func TestCancelBySupersedeKey(t *testing.T) {
 	dir := t.TempDir()
 	f, st := openFleet(t, dir)
 	finished := make(chan *job.Job, 10)
-	f.OnFinished(func(j *job.Job) { finished <- j })
+	f.OnFinished(func(_ context.Context, j *job.Job) { finished <- j })
 	submit := func(labels map[string]string, key string) *job.Job {
 		t.Helper()
 		j, _, err := f.Submit(ctx, job.Spec{Kind: job.Command, Command: []string{"make"}, Labels: labels, SupersedeKey: key})
@@ -113,7 +113,7 @@ func TestPublishingReusesAReviewBuild(t *testing.T) {
 	ctx := context.Background()
 	f, _ := openFleet(t, t.TempDir())
 	finished := make(chan *job.Job, 10)
-	f.OnFinished(func(j *job.Job) { finished <- j })
+	f.OnFinished(func(_ context.Context, j *job.Job) { finished <- j })
 	build := func(pkg string, publish bool, key string) job.Spec {
 		return job.Spec{Kind: job.PackageBuild, SupersedeKey: key, Build: &job.Build{Release: "mos-9.0", Target: "bookworm-amd64", Package: pkg, Publish: publish,
 			Sources: []job.Source{{URL: "https://git.example.org/" + pkg, Commit: strings.Repeat("a", 40), Role: "combined"}}}}

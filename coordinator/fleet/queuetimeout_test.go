@@ -11,10 +11,13 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/coordinator/scheduler"
 	"github.com/kiln-build/kiln/coordinator/store"
 )
 
+// stepClock moves when the test says; its timers are real.
 type stepClock struct {
+	scheduler.RealClock
 	mu  sync.Mutex
 	now time.Time
 }
@@ -43,7 +46,7 @@ func TestExpireQueuedIsDurable(t *testing.T) {
 		t.Fatal(err)
 	}
 	finished := make(chan *job.Job, 1)
-	f.OnFinished(func(j *job.Job) { finished <- j })
+	f.OnFinished(func(_ context.Context, j *job.Job) { finished <- j })
 	j, _, err := f.Submit(ctx, job.Spec{Kind: job.Command, Command: []string{"make"}, Labels: map[string]string{"target": "bookworm-arm64"}})
 	if err != nil {
 		t.Fatal(err)

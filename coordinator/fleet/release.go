@@ -329,11 +329,11 @@ func (r *Releases) Resume(ctx context.Context) {
 
 // finished records a verification rebuild's result and submits the
 // rebuilds that waited for it.
-func (r *Releases) finished(j *job.Job) {
+func (r *Releases) finished(ctx context.Context, j *job.Job) {
 	if !j.Verify || j.RebuildOf == "" {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	// Under the lock, a rebuild being submitted has its job id recorded.
 	r.mu.Lock()

@@ -121,7 +121,7 @@ func openReleaseFleetIn(t *testing.T, dir string) *releaseFleet {
 			st.Close()
 		}
 	})
-	f, err := New(ctx, Config{StateDir: dir, LostAfter: time.Minute, Clock: fixedClock{time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)},
+	f, err := New(ctx, Config{StateDir: dir, LostAfter: time.Minute, Clock: fixedClock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)},
 		Releases: map[string]Release{"mos-9.0": {DebSuffix: "~mos9.0+{revision}", Targets: map[string]string{"bookworm-amd64": "deb"}}}},
 		st, hclog.NewNullLogger())
 	if err != nil {

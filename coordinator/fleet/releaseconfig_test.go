@@ -31,7 +31,7 @@ func TestReleaseAndTargetBuildDefaults(t *testing.T) {
 	if err := rel.Validate("r"); err != nil {
 		t.Fatal(err)
 	}
-	f, err := New(ctx, Config{StateDir: dir, LostAfter: time.Minute, Clock: fixedClock{time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)},
+	f, err := New(ctx, Config{StateDir: dir, LostAfter: time.Minute, Clock: fixedClock{t: time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)},
 		Releases: map[string]Release{"r": rel}}, st, hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)

@@ -313,7 +313,11 @@ func TestReusedReviewBuildReleaseReportsThePublish(t *testing.T) {
 			h.srv.Send(merged)
 		}
 		h.sync()
-		time.Sleep(300 * time.Millisecond)
+		// A reporter pass of our own: once it returns, every report due
+		// now has been posted (passes run one at a time).
+		if err := h.in.postDue(ctx, true); err != nil {
+			t.Fatal(err)
+		}
 		if n := len(h.srv.Reviews()); n != 1 {
 			t.Fatalf("merged first %v: %d reviews before the publish, want only the review build's", mergedFirst, n)
 		}

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kiln-build/kiln/internal/label"
 )
 
 // State is where a job is in its life.
@@ -187,7 +189,7 @@ const (
 	MaxArgs        = 4096
 	MaxArgBytes    = 256 << 10
 	MaxGlobs       = 64
-	MaxLabelLength = 128
+	MaxLabelLength = label.MaxLength
 	// MaxTimeout bounds a job's time limit.
 	MaxTimeout = 30 * 24 * time.Hour
 )
@@ -217,7 +219,7 @@ func (s *Spec) Validate() error {
 		return fmt.Errorf("%d labels: at most %d", len(s.Labels), MaxLabels)
 	}
 	for k, v := range s.Labels {
-		if err := ValidateLabel(k, v); err != nil {
+		if err := label.Validate(k, v); err != nil {
 			return err
 		}
 	}
@@ -269,26 +271,13 @@ func Clip(s string) string {
 	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:keep]), len(s))
 }
 
-// ValidateLabel checks one label.
-func ValidateLabel(k, v string) error {
-	if k == "" || len(k) > MaxLabelLength || len(v) > MaxLabelLength {
-		return fmt.Errorf("label %s=%s: keys must be 1 to %d characters, values at most %d", Clip(k), Clip(v), MaxLabelLength, MaxLabelLength)
-	}
-	for _, r := range k + v {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:", r)) {
-			return fmt.Errorf("label %s=%s: use letters, digits and - _ . / : only", Clip(k), Clip(v))
-		}
-	}
-	return nil
-}
-
 // Validate checks a package build's details.
 func (b *Build) Validate() error {
 	for name, v := range map[string]string{"release": b.Release, "target": b.Target, "package": b.Package} {
 		if v == "" {
 			return fmt.Errorf("package build without a %s", name)
 		}
-		if err := ValidateLabel(name, v); err != nil {
+		if err := label.Validate(name, v); err != nil {
 			return fmt.Errorf("package build %s: %w", name, err)
 		}
 	}
@@ -368,42 +357,6 @@ func CleanRelative(p string) error {
 		}
 	}
 	return nil
-}
-
-// LabelString renders labels as k=v,k=v sorted by key.
-func LabelString(l map[string]string) string {
-	keys := make([]string, 0, len(l))
-	for k := range l {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for i, k := range keys {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(k + "=" + l[k])
-	}
-	return b.String()
-}
-
-// ParseLabels parses k=v,k=v.
-func ParseLabels(s string) (map[string]string, error) {
-	out := map[string]string{}
-	if strings.TrimSpace(s) == "" {
-		return out, nil
-	}
-	for _, kv := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if !ok {
-			return nil, fmt.Errorf("label %q: use key=value", kv)
-		}
-		if err := ValidateLabel(k, v); err != nil {
-			return nil, err
-		}
-		out[k] = v
-	}
-	return out, nil
 }
 
 // IsPackageFile reports whether an artifact is a binary or source package

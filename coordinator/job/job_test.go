@@ -124,35 +124,6 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func TestLabels(t *testing.T) {
-	t.Parallel()
-	l, err := ParseLabels("target=bookworm, arch=amd64")
-	if err != nil || LabelString(l) != "arch=amd64,target=bookworm" {
-		t.Fatalf("%v %v", l, err)
-	}
-	for _, bad := range []string{"target", "=x", "a=b c"} {
-		if _, err := ParseLabels(bad); err == nil {
-			t.Errorf("%q accepted", bad)
-		}
-	}
-}
-
-func FuzzParseLabels(f *testing.F) {
-	for _, s := range []string{"a=b", "a=b,c=d", "", "=", "a=b=c", ",,"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		l, err := ParseLabels(s)
-		if err != nil {
-			return
-		}
-		again, err := ParseLabels(LabelString(l))
-		if err != nil || LabelString(again) != LabelString(l) {
-			t.Fatalf("round trip of %q: %v %v", s, again, err)
-		}
-	})
-}
-
 // An error about a value quotes a few dozen bytes of it, never megabytes.
 func TestValidateDoesNotEchoLargeInput(t *testing.T) {
 	t.Parallel()

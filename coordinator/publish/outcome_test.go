@@ -59,7 +59,7 @@ func newTestPublisher(t *testing.T, err error) (*Publisher, *fakeJobs, chan erro
 	done := make(chan error, 1)
 	p := &Publisher{cfg: Config{RetryInterval: 10 * time.Millisecond, Repository: "{release}-{target}"}, client: failingClient{err: err},
 		jobs: jobs, logger: hclog.NewNullLogger(), queue: make(chan *job.Job, 1), canceled: map[string]string{}, wake: make(chan struct{}, 1)}
-	p.Done = func(_ *job.Job, _ string, err error) { done <- err }
+	p.Done = func(_ context.Context, _ *job.Job, _ string, err error) { done <- err }
 	return p, jobs, done
 }
 

@@ -24,13 +24,12 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 
 	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/internal/chunks"
+	"github.com/kiln-build/kiln/internal/grpcerr"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
 	ppb "github.com/kiln-build/kiln/proto/kiln/publisher/v1"
 )
@@ -97,8 +96,8 @@ type Publisher struct {
 	canceled map[string]string // job id: why its publish was stopped
 	wake     chan struct{}
 	// Done, when set, is called once a job's publish ended (published or
-	// failed for good) with where it went.
-	Done func(j *job.Job, location string, err error)
+	// failed for good) with where it went, in the publisher's goroutine.
+	Done func(ctx context.Context, j *job.Job, location string, err error)
 	// BasePublished, when set, is called after a job's base packages were
 	// published, with what the publisher answered.
 	BasePublished func(j *job.Job, base BaseResult)
@@ -171,7 +170,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 
 func (p *Publisher) publishWithRetry(ctx context.Context, j *job.Job) {
 	for attempt := 1; ; attempt++ {
-		if p.stopped(j) {
+		if p.stopped(ctx, j) {
 			return
 		}
 		loc, err := p.publish(ctx, j)
@@ -181,7 +180,7 @@ func (p *Publisher) publishWithRetry(ctx context.Context, j *job.Job) {
 				p.logger.Error("record publish", "job_id", j.ID, "error", serr)
 			}
 			if p.Done != nil {
-				p.Done(j, loc, nil)
+				p.Done(ctx, j, loc, nil)
 			}
 			return
 		}
@@ -189,7 +188,7 @@ func (p *Publisher) publishWithRetry(ctx context.Context, j *job.Job) {
 			p.logger.Error("publish ended without retry", "job_id", j.ID, "state", st, "error", err)
 			_ = p.jobs.SetPublish(ctx, j.ID, st+": "+err.Error())
 			if p.Done != nil {
-				p.Done(j, "", err)
+				p.Done(ctx, j, "", err)
 			}
 			return
 		}
@@ -214,10 +213,10 @@ func (p *Publisher) publishWithRetry(ctx context.Context, j *job.Job) {
 // take it as configured (no such repository, not allowed). It returns ""
 // for errors worth retrying.
 func permanent(err error) string {
-	switch status.Code(err) {
-	case codes.InvalidArgument, codes.AlreadyExists:
+	switch grpcerr.Classify(err) {
+	case grpcerr.BadRequest, grpcerr.Conflict:
 		return StateRefused
-	case codes.NotFound, codes.FailedPrecondition, codes.PermissionDenied:
+	case grpcerr.NotFound, grpcerr.Precondition, grpcerr.Denied:
 		return StateFailed
 	}
 	return ""
@@ -238,12 +237,12 @@ func (p *Publisher) Cancel(ctx context.Context, id, reason string) error {
 }
 
 // stopped reports whether j's publish was cancelled, and tells Done.
-func (p *Publisher) stopped(j *job.Job) bool {
+func (p *Publisher) stopped(ctx context.Context, j *job.Job) bool {
 	p.mu.Lock()
 	reason, ok := p.canceled[j.ID]
 	p.mu.Unlock()
 	if ok && p.Done != nil {
-		p.Done(j, "", errors.New("publish cancelled: "+reason))
+		p.Done(ctx, j, "", errors.New("publish cancelled: "+reason))
 	}
 	return ok
 }
@@ -309,7 +308,7 @@ func (p *Publisher) publish(ctx context.Context, j *job.Job) (string, error) {
 		}
 	}
 	if len(own) == 0 {
-		return "", status.Errorf(codes.InvalidArgument, "job %s produced no package files to publish", j.ID)
+		return "", grpcerr.New(grpcerr.BadRequest, "job %s produced no package files to publish", j.ID)
 	}
 	// The base first: a published package's base is published.
 	if len(base) > 0 {

@@ -19,10 +19,6 @@ import (
 
 const benchSessions = 200
 
-type benchClock struct{}
-
-func (benchClock) Now() time.Time { return time.Now() }
-
 var benchLabels = []map[string]string{
 	{"target": "bookworm", "arch": "amd64"},
 	{"target": "jammy", "arch": "amd64"},
@@ -42,7 +38,7 @@ func newBenchFleet(b *testing.B) *benchFleet {
 	b.Helper()
 	var ids atomic.Int64
 	f := &benchFleet{sessions: make([][]string, len(benchLabels))}
-	f.s = New(Config{LostAfter: time.Hour, NewID: func() string { return "s" + strconv.FormatInt(ids.Add(1), 10) }}, benchClock{})
+	f.s = New(Config{LostAfter: time.Hour, NewID: func() string { return "s" + strconv.FormatInt(ids.Add(1), 10) }}, RealClock{})
 	for i := range benchSessions {
 		ls := i % len(benchLabels)
 		id, _, _ := f.s.Register("w"+strconv.Itoa(i), benchLabels[ls], 1, nil)

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/internal/label"
 )
 
 // ExpireQueued ends as errors the queued jobs that no worker has started
@@ -30,7 +31,7 @@ func (s *Scheduler) ExpireQueued(after time.Duration) []*job.Job {
 	var changed []*job.Job
 	for _, j := range old {
 		why := s.waitingLocked(j)
-		if q := s.queues[job.LabelString(j.Spec.Labels)]; q != nil {
+		if q := s.queues[label.String(j.Spec.Labels)]; q != nil {
 			q.size-- // the heap drops it lazily, as a cancelled job
 		}
 		j.State = job.Error

@@ -19,11 +19,29 @@ import (
 	"time"
 
 	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/internal/label"
 )
 
-// Clock tells the time; tests inject a fake one.
+// Clock tells the time and starts timers; tests inject a fake one
+// (clocktest.Clock) so that what waits on time waits on the test.
 type Clock interface {
 	Now() time.Time
+	// NewTimer starts a timer that fires once, d from now: c receives the
+	// time then, unless stop (which reports whether it stopped the timer
+	// before it fired) was called first.
+	NewTimer(d time.Duration) (c <-chan time.Time, stop func() bool)
+}
+
+// RealClock is the wall clock and the runtime's timers.
+type RealClock struct{}
+
+// Now is time.Now.
+func (RealClock) Now() time.Time { return time.Now() }
+
+// NewTimer is time.NewTimer.
+func (RealClock) NewTimer(d time.Duration) (<-chan time.Time, func() bool) {
+	t := time.NewTimer(d)
+	return t.C, t.Stop
 }
 
 // Config tunes the scheduler.
@@ -255,7 +273,7 @@ func (s *Scheduler) canRun(ss *session) bool {
 }
 
 func (s *Scheduler) push(j *job.Job, at time.Time) {
-	key := job.LabelString(j.Spec.Labels)
+	key := label.String(j.Spec.Labels)
 	q := s.queues[key]
 	if q == nil {
 		q = &labelQueue{labels: j.Spec.Labels, groups: map[string]*jobHeap{}}
@@ -533,12 +551,12 @@ func (s *Scheduler) Pull(ctx context.Context, id string, wait time.Duration) (*j
 	s.waiters = append(s.waiters, w)
 	s.mu.Unlock()
 
-	t := time.NewTimer(wait)
-	defer t.Stop()
+	fired, stop := s.clock.NewTimer(wait)
+	defer stop()
 	select {
 	case j := <-w.ch:
 		return j, nil
-	case <-t.C:
+	case <-fired:
 	case <-ctx.Done():
 	}
 	s.mu.Lock()
@@ -752,7 +770,7 @@ func (s *Scheduler) ShareLive(jobID string, publish bool) (*job.Job, error) {
 
 func (s *Scheduler) cancelLocked(j *job.Job, reason string) *job.Job {
 	if j.State == job.Queued {
-		if q := s.queues[job.LabelString(j.Spec.Labels)]; q != nil {
+		if q := s.queues[label.String(j.Spec.Labels)]; q != nil {
 			q.size-- // the heap drops it lazily
 		}
 	}
@@ -973,7 +991,7 @@ func (s *Scheduler) missingLabel(want map[string]string) string {
 			return "label " + k + "=" + want[k]
 		}
 	}
-	return "labels " + job.LabelString(want) + " together"
+	return "labels " + label.String(want) + " together"
 }
 
 // Stats is a snapshot for metrics.

@@ -5,28 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/coordinator/scheduler/clocktest"
 )
-
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 type fixture struct {
 	t     *testing.T
-	clock *fakeClock
+	clock *clocktest.Clock
 	s     *Scheduler
 	seq   int64
 	ids   int
@@ -35,7 +23,7 @@ type fixture struct {
 
 func newFixture(t *testing.T, retryCap int) *fixture {
 	t.Helper()
-	f := &fixture{t: t, clock: &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}
+	f := &fixture{t: t, clock: clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))}
 	f.s = New(Config{
 		LostAfter: 10 * time.Second,
 		RetryCap:  retryCap,
@@ -55,20 +43,14 @@ func (f *fixture) submit(labels map[string]string, prio int32, group, supersede 
 	return j
 }
 
-// waitForWaiter waits until one puller is registered as a waiter.
+// waitForWaiter waits until one puller waits: its long poll's timer is
+// the one pending on the clock (Pull starts it once it is a waiter).
 func (f *fixture) waitForWaiter() {
 	f.t.Helper()
-	for i := 0; ; i++ {
-		f.s.mu.Lock()
-		n := len(f.s.waiters)
-		f.s.mu.Unlock()
-		if n == 1 {
-			return
-		}
-		if i > 5000 {
-			f.t.Fatal("puller never waited")
-		}
-		time.Sleep(time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := f.clock.WaitTimers(ctx, 1); err != nil {
+		f.t.Fatalf("puller never waited: %v", err)
 	}
 }
 
@@ -583,5 +565,37 @@ func TestRegisterRequeuesOrphanTheWorkerDoesNotRun(t *testing.T) {
 	_, _, changed := f.s.Register("w1", bookworm(), 1, nil)
 	if len(changed) != 1 || changed[0].ID != "a" || changed[0].State != job.Queued {
 		t.Fatalf("changed %+v, want job a re-queued", changed)
+	}
+}
+
+// A long poll waits its wait on the scheduler's clock: a job submitted
+// just before the wait is up is handed over, and when the clock passes
+// the wait the poll ends empty.
+func TestLongPollWaitsOnTheClock(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 3)
+	sid, _, _ := f.s.Register("w1", bookworm(), 1, nil)
+	got := make(chan *job.Job, 1)
+	go func() {
+		j, _ := f.s.Pull(context.Background(), sid, time.Minute)
+		got <- j
+	}()
+	f.waitForWaiter()
+	f.clock.Advance(time.Minute - time.Second)
+	j := f.submit(bookworm(), 0, "", "")
+	if g := <-got; g == nil || g.ID != j.ID {
+		t.Fatalf("pull before the wait was up got %+v, want %s", g, j.ID)
+	}
+	if _, err := f.s.Complete(sid, j.ID, 1, Outcome{}); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		j, _ := f.s.Pull(context.Background(), sid, time.Minute)
+		got <- j
+	}()
+	f.waitForWaiter()
+	f.clock.Advance(time.Minute)
+	if g := <-got; g != nil {
+		t.Fatalf("pull after its wait got %+v, want nothing", g)
 	}
 }

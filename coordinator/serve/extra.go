@@ -97,39 +97,39 @@ func (e *Extra) Start(ctx context.Context, d HookDeps) (Hooks, error) {
 		h.HTTP["/gerrit/webhook"] = wh
 		h.HTTP["/gerrit/webhook/"] = wh
 	}
-	report := func(j *job.Job, published string) {
+	report := func(ctx context.Context, j *job.Job, published string) {
 		if intake == nil {
 			return
 		}
-		err := intake.BuildFinished(context.Background(), gerrit.BuildResult{JobID: j.ID, State: j.State.String(), LogURL: logURL(j.ID), Published: published})
+		err := intake.BuildFinished(ctx, gerrit.BuildResult{JobID: j.ID, State: j.State.String(), LogURL: logURL(j.ID), Published: published})
 		if err != nil {
 			d.Logger.Warn("report build to Gerrit", "job_id", j.ID, "error", err)
 		}
 	}
 	if pub != nil {
-		pub.Done = func(j *job.Job, loc string, err error) {
+		pub.Done = func(ctx context.Context, j *job.Job, loc string, err error) {
 			if err != nil {
 				j.State = job.Error
 			}
-			report(j, loc)
+			report(ctx, j, loc)
 		}
 		h.Runners = append(h.Runners, pub.Run)
 		h.Publish = pub
 	}
-	d.Fleet.OnFinished(func(j *job.Job) {
+	d.Fleet.OnFinished(func(ctx context.Context, j *job.Job) {
 		if j.Spec.Build == nil {
 			return
 		}
 		if pub != nil && publish.Wants(j) {
-			if err := pub.Enqueue(context.Background(), j); err != nil {
+			if err := pub.Enqueue(ctx, j); err != nil {
 				d.Logger.Error("queue publish", "job_id", j.ID, "error", err)
 			}
 			return
 		}
 		if j.Spec.Build.Publish && j.State == job.Succeeded && pub == nil {
-			_ = d.Fleet.SetPublish(context.Background(), j.ID, publish.StateFailed+": no publisher configured (publisher: section)")
+			_ = d.Fleet.SetPublish(ctx, j.ID, publish.StateFailed+": no publisher configured (publisher: section)")
 		}
-		report(j, "")
+		report(ctx, j, "")
 	})
 	return h, nil
 }

@@ -6,13 +6,13 @@ import (
 	"strings"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	protoenc "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/kiln-build/kiln/internal/grpcerr"
 )
 
 // requestOptions are the gRPC server options of every service: a request
@@ -63,7 +63,7 @@ func (c utf8Codec) Unmarshal(data mem.BufferSlice, v any) error {
 func refuseMarked(req any) error {
 	m, ok := req.(proto.Message)
 	if ok && bytes.Equal(m.ProtoReflect().GetUnknown(), badUTF8Mark) {
-		return status.Error(codes.InvalidArgument, "the request has a string that is not valid UTF-8: send text as UTF-8")
+		return grpcerr.New(grpcerr.BadRequest, "the request has a string that is not valid UTF-8: send text as UTF-8")
 	}
 	return nil
 }

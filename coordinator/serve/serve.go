@@ -290,7 +290,14 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		}
 		return nil
 	})
-	return g.Wait()
+	err = g.Wait()
+	// Nothing finishes a job any more: let what finished jobs started
+	// (publish queueing, Gerrit reports, verifications) end before the
+	// store closes.
+	wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	f.WaitFinished(wctx)
+	return err
 }
 
 // ReleaseTargets is what builds are checked against: each configured

@@ -19,6 +19,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/api"
 	"github.com/kiln-build/kiln/coordinator/fleet"
 	"github.com/kiln-build/kiln/coordinator/store"
+	"github.com/kiln-build/kiln/internal/protocol"
 	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
 )
 
@@ -64,8 +65,12 @@ func TestInvalidUTF8IsInvalidArgument(t *testing.T) {
 	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "not valid UTF-8") {
 		t.Fatalf("register with a name that is not UTF-8: %v, want InvalidArgument", err)
 	}
-	// A valid request still works through the same server.
-	ok := []byte{0x0a, 0x02, 'w', '1', 0x18, 0x01}
+	// A valid request still works through the same server:
+	// RegisterRequest{name: "w1", slots: 1, protocol_version: 1}.
+	if protocol.Version != 1 {
+		t.Fatalf("protocol version %d: update the raw request", protocol.Version)
+	}
+	ok := []byte{0x0a, 0x02, 'w', '1', 0x18, 0x01, 0x38, 0x01}
 	if err := conn.Invoke(ctx, wpb.WorkerService_Register_FullMethodName, ok, new([]byte), grpc.ForceCodecV2(rawCodec{})); err != nil {
 		t.Fatalf("valid register: %v", err)
 	}

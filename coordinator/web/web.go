@@ -33,6 +33,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/coordinator/scheduler"
 	"github.com/kiln-build/kiln/coordinator/store"
+	"github.com/kiln-build/kiln/internal/label"
 )
 
 //go:embed templates/*.html static/*
@@ -400,7 +401,7 @@ func (s *Server) jobPage(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	p := jobPage{Title: "Job " + j.ID, Job: j, Waiting: waiting, Labels: job.LabelString(j.Spec.Labels), Review: reviewOf(j.Spec.Origin)}
+	p := jobPage{Title: "Job " + j.ID, Job: j, Waiting: waiting, Labels: label.String(j.Spec.Labels), Review: reviewOf(j.Spec.Origin)}
 	p.Actions = s.actionsFor(r, j)
 	if p.Actions != (jobActions{}) {
 		p.Token = s.token(r)
@@ -643,7 +644,7 @@ func (s *Server) workers(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		sort.Slice(row.Chroots, func(i, k int) bool { return row.Chroots[i].Target < row.Chroots[k].Target })
-		row.Labels = job.LabelString(plain)
+		row.Labels = label.String(plain)
 		p.Workers = append(p.Workers, row)
 	}
 	s.render(w, r, "workers", http.StatusOK, p)

@@ -3,7 +3,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"io"
 	"net"
 	"path/filepath"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 
 	"github.com/kiln-build/kiln/internal/cmdline"
 	"github.com/kiln-build/kiln/internal/logging"
+	"github.com/kiln-build/kiln/publisher/daemon"
 	"github.com/kiln-build/kiln/publisher/push"
 	"github.com/kiln-build/kiln/publisher/repo"
 	"github.com/kiln-build/kiln/publisher/serve"
@@ -651,39 +650,9 @@ func runServe(ctx context.Context, e *env, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	svc := serve.NewService(e.store, k, e.cfg.Serve.MaxUploadBytes, e.log.Named("serve"))
-	if len(e.cfg.Mirrors) > 0 {
-		pushLog := e.log.Named("push")
-		var mu sync.Mutex // one push at a time keeps each mirror's order
-		svc.Published = func(ctx context.Context, dir string) {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, m := range e.cfg.Mirrors {
-				var out bytes.Buffer
-				err := push.Repository(ctx, push.RunRsync, dir, m, &out)
-				svc.Metrics.Pushed(m.Name, err)
-				if err != nil {
-					pushLog.Error("push to mirror failed; the next publish or `publisher push` sends it", "mirror", m.Name, "repository", filepath.Base(dir), "error", err, "output", out.String())
-					continue
-				}
-				pushLog.Info("pushed", "mirror", m.Name, "repository", filepath.Base(dir))
-			}
-		}
-	}
-	if every := e.cfg.Serve.GCInterval; every >= 0 {
-		if every == 0 {
-			every = serve.DefaultGCInterval
-		}
-		// Stopped and waited for before the store closes.
-		gctx, stopGC := context.WithCancel(ctx)
-		var gcDone sync.WaitGroup
-		gcDone.Go(func() { collectEvery(gctx, e.store, every, svc.Metrics, e.log.Named("gc")) })
-		defer gcDone.Wait()
-		defer stopGC()
-	}
-	return serve.Run(ctx, e.cfg.Serve, svc, e.log.Named("serve"), func(a net.Addr) {
+	return daemon.New(daemon.Config{Serve: e.cfg.Serve, Mirrors: e.cfg.Mirrors, Ready: func(a net.Addr) {
 		fmt.Fprintf(stdout, "listening on %s\n", a.String())
-	})
+	}}, e.store, k, e.log).Run(ctx)
 }
 
 // repoSummary is one line of "publisher list" without --repo.
@@ -718,25 +687,6 @@ func listRepos(ctx context.Context, st *repo.Store, stdout io.Writer, jsonOut bo
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", r.Name, r.Format, suite, r.Packages)
 	}
 	return tw.Flush()
-}
-
-// collectEvery removes unreferenced stored files every interval until ctx
-// ends.
-func collectEvery(ctx context.Context, st *repo.Store, every time.Duration, m *serve.Metrics, log hclog.Logger) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			res, err := st.CollectObjects(ctx, repo.DefaultObjectGrace, false)
-			if err != nil && ctx.Err() == nil {
-				log.Error("removing unreferenced stored files failed; the next run retries", "error", err)
-			}
-			m.Collected(res.Removed, res.Bytes)
-		}
-	}
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -14,7 +14,7 @@ import (
 	"path"
 	"strings"
 
-	"github.com/kiln-build/kiln/internal/archive"
+	"github.com/kiln-build/kiln/publisher/deb/archive"
 )
 
 // Limits bound what a package may make the reader do.

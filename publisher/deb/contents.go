@@ -10,7 +10,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/kiln-build/kiln/internal/archive"
+	"github.com/kiln-build/kiln/publisher/deb/archive"
 )
 
 // Contents indices (dists/<suite>/<component>/Contents-<arch>) map every

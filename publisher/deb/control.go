@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/kiln-build/kiln/internal/debversion"
 )
 
 // ErrInvalid is wrapped by every error about bad package input.
@@ -149,7 +151,6 @@ func truncate(s string) string {
 
 var (
 	packageName = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
-	versionRe   = regexp.MustCompile(`^([0-9]+:)?[0-9A-Za-z][A-Za-z0-9.+~-]*$`)
 	archRe      = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
 )
 
@@ -163,7 +164,7 @@ func CheckName(what, name string) error {
 
 // CheckVersion checks a version string against Debian policy.
 func CheckVersion(v string) error {
-	if !versionRe.MatchString(v) || len(v) > 200 {
+	if !debversion.Valid(v) || len(v) > 200 {
 		return fmt.Errorf("%w: version %q is not a valid Debian version", ErrInvalid, truncate(v))
 	}
 	return nil

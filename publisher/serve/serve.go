@@ -24,10 +24,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/status"
 
+	"github.com/kiln-build/kiln/internal/grpcerr"
 	"github.com/kiln-build/kiln/internal/opshttp"
 	"github.com/kiln-build/kiln/internal/refusal"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
@@ -140,9 +139,10 @@ type Service struct {
 	signer    repo.Signer
 	log       hclog.Logger
 	maxUpload int64
-	// Published, when set, is called in its own goroutine with the
-	// directory of every repository published (to push it to mirrors).
-	Published func(ctx context.Context, dir string)
+	// Published, when set, is told the directory of every repository
+	// published (to push it to mirrors). It must not block: the publish
+	// request waits for it. Whoever sets it owns the work it starts.
+	Published func(dir string)
 	// Metrics counts what the service does; Run serves them.
 	Metrics  *Metrics
 	gatherer prometheus.Gatherer
@@ -228,16 +228,16 @@ var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 func checkRef(ref *publisherv1.FileRef, max int64) error {
 	if ref == nil {
-		return status.Error(codes.InvalidArgument, "no file header: send a FileRef first")
+		return grpcerr.New(grpcerr.BadRequest, "no file header: send a FileRef first")
 	}
 	if err := deb.CheckFileName(ref.GetName()); err != nil {
-		return status.Error(codes.InvalidArgument, err.Error())
+		return grpcerr.New(grpcerr.BadRequest, "%w", err)
 	}
 	if !sha256Hex.MatchString(ref.GetSha256()) {
-		return status.Errorf(codes.InvalidArgument, "file %s: sha256 %q is not 64 lower-case hex digits", ref.GetName(), ref.GetSha256())
+		return grpcerr.New(grpcerr.BadRequest, "file %s: sha256 %q is not 64 lower-case hex digits", ref.GetName(), ref.GetSha256())
 	}
 	if ref.GetSize() < 0 || ref.GetSize() > max {
-		return status.Errorf(codes.InvalidArgument, "file %s: size %d is outside 0..%d (the publisher's upload limit, max_upload_bytes)", ref.GetName(), ref.GetSize(), max)
+		return grpcerr.New(grpcerr.BadRequest, "file %s: size %d is outside 0..%d (the publisher's upload limit, max_upload_bytes)", ref.GetName(), ref.GetSize(), max)
 	}
 	return nil
 }
@@ -263,7 +263,7 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 			return 0, err
 		}
 		if m.GetHeader() != nil {
-			return 0, status.Error(codes.InvalidArgument, "a second header in one upload")
+			return 0, grpcerr.New(grpcerr.BadRequest, "a second header in one upload")
 		}
 		c.buf = m.GetChunk()
 	}
@@ -276,7 +276,7 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 func (s *Service) UploadArtifact(stream publisherv1.PublisherService_UploadArtifactServer) error {
 	first, err := stream.Recv()
 	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "upload: %v", err)
+		return grpcerr.New(grpcerr.BadRequest, "upload: %w", err)
 	}
 	ref := first.GetHeader()
 	if err := checkRef(ref, s.maxUpload); err != nil {
@@ -344,7 +344,7 @@ func (s *Service) repoLabel(ctx context.Context, name string) string {
 func (s *Service) publish(ctx context.Context, req *publisherv1.PublishRequest) (resp *publisherv1.PublishResponse, packages int, replayed bool, err error) {
 	id := req.GetRequestId()
 	if id == "" || len(id) > 200 {
-		return nil, 0, false, status.Error(codes.InvalidArgument, "publish: request_id must be set (at most 200 bytes)")
+		return nil, 0, false, grpcerr.New(grpcerr.BadRequest, "publish: request_id must be set (at most 200 bytes)")
 	}
 	if prev, ok, err := s.store.Request(ctx, id); err != nil {
 		return nil, 0, false, toStatus(err)
@@ -356,7 +356,7 @@ func (s *Service) publish(ctx context.Context, req *publisherv1.PublishRequest) 
 		return r.response(), 0, true, nil
 	}
 	if err := repo.CheckName("repository", req.GetRepository()); err != nil {
-		return nil, 0, false, status.Error(codes.InvalidArgument, err.Error())
+		return nil, 0, false, grpcerr.New(grpcerr.BadRequest, "%w", err)
 	}
 	repoName := req.GetRepository()
 	if req.GetBase() {
@@ -373,7 +373,7 @@ func (s *Service) publish(ctx context.Context, req *publisherv1.PublishRequest) 
 			return nil, 0, false, err
 		}
 		if !s.store.HasObject(ref.GetSha256()) {
-			return nil, 0, false, status.Errorf(codes.FailedPrecondition, "file %s (sha256 %s) was not uploaded: upload it first", ref.GetName(), ref.GetSha256())
+			return nil, 0, false, grpcerr.New(grpcerr.Precondition, "file %s (sha256 %s) was not uploaded: upload it first", ref.GetName(), ref.GetSha256())
 		}
 		p := s.store.ObjectPath(ref.GetSha256())
 		byName[ref.GetName()] = p
@@ -404,33 +404,27 @@ func (s *Service) publish(ctx context.Context, req *publisherv1.PublishRequest) 
 	}
 	log.Info("published", "added", res.Added, "packages", pub.Packages)
 	if s.Published != nil {
-		go s.Published(context.Background(), pub.Dir)
+		s.Published(pub.Dir)
 	}
 	return res.response(), pub.Packages, false, nil
 }
 
-// toStatus maps errors to gRPC codes, in this one place.
+// toStatus maps the publisher's errors to gRPC statuses: the one place
+// that does. The kinds, and how they travel, are grpcerr's.
 func toStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok && status.Code(err) != codes.Unknown {
-		return err
-	}
-	code := codes.Internal
+	return grpcerr.Status(err, kindOf)
+}
+
+func kindOf(err error) grpcerr.Kind {
 	switch {
-	case errors.Is(err, context.Canceled):
-		code = codes.Canceled
-	case errors.Is(err, context.DeadlineExceeded):
-		code = codes.DeadlineExceeded
 	case errors.Is(err, repo.ErrNotFound):
-		code = codes.NotFound
+		return grpcerr.NotFound
 	case errors.Is(err, repo.ErrConflict):
-		code = codes.AlreadyExists
+		return grpcerr.Conflict
 	case errors.Is(err, repo.ErrBase):
-		code = codes.FailedPrecondition
+		return grpcerr.Precondition
 	case errors.Is(err, repo.ErrDigestMismatch), errors.Is(err, deb.ErrInvalid), errors.Is(err, rpm.ErrInvalid):
-		code = codes.InvalidArgument
+		return grpcerr.BadRequest
 	}
-	return status.Error(code, err.Error())
+	return grpcerr.Unknown
 }

@@ -24,12 +24,12 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	"github.com/kiln-build/kiln/internal/artifactname"
 	"github.com/kiln-build/kiln/internal/chunks"
+	"github.com/kiln-build/kiln/internal/grpcerr"
+	"github.com/kiln-build/kiln/internal/protocol"
 	"github.com/kiln-build/kiln/internal/reconnect"
 	cpb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
@@ -120,16 +120,6 @@ func New(cfg Config, conn grpc.ClientConnInterface, exec executor.Executor, logg
 		running: map[attemptKey]*runningJob{}, interval: 5 * time.Second}
 }
 
-// Retryable reports whether a failed call may succeed later: the one place
-// that classifies gRPC codes on the worker side.
-func Retryable(err error) bool {
-	switch status.Code(err) {
-	case codes.Unavailable, codes.DeadlineExceeded, codes.Unauthenticated, codes.Aborted, codes.ResourceExhausted, codes.Internal, codes.Unknown:
-		return true
-	}
-	return false
-}
-
 func (a *Agent) authed(ctx context.Context) context.Context {
 	if a.cfg.Token == "" {
 		return ctx
@@ -169,7 +159,7 @@ func (a *Agent) register(ctx context.Context, stale string) error {
 	for {
 		labels := a.labels()
 		resp, err := a.client.Register(a.authed(ctx), &wpb.RegisterRequest{
-			Name: a.cfg.Name, Labels: labels, Slots: int32(a.cfg.Slots), Running: a.runningList(), Version: "kiln",
+			Name: a.cfg.Name, Labels: labels, Slots: int32(a.cfg.Slots), Running: a.runningList(), ProtocolVersion: protocol.Version,
 			Instance: a.instance,
 		})
 		if err == nil {
@@ -187,11 +177,11 @@ func (a *Agent) register(ctx context.Context, stale string) error {
 			a.logger.Info("registered", "labels", labelString(labels), "slots", a.cfg.Slots)
 			return nil
 		}
-		if status.Code(err) == codes.AlreadyExists {
+		if grpcerr.Classify(err) == grpcerr.Conflict {
 			// Another process runs under this name: wait for it to go
 			// away (or be stopped), slowly, rather than fight it.
 			refused = min(max(2*refused, time.Second), 30*time.Second)
-			a.logger.Error("refused: another worker process is connected under this name; retrying", "error", status.Convert(err).Message(), "in", refused)
+			a.logger.Error("refused: another worker process is connected under this name; retrying", "error", grpcerr.Message(err), "in", refused)
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -199,7 +189,9 @@ func (a *Agent) register(ctx context.Context, stale string) error {
 			}
 			continue
 		}
-		if !Retryable(err) || status.Code(err) == codes.Unauthenticated && strings.Contains(err.Error(), "token") {
+		// A bad token, a protocol version the coordinator does not
+		// speak, a refused certificate: an operator must act.
+		if !grpcerr.Classify(err).Retryable() {
 			return fmt.Errorf("register with the coordinator: %w", err)
 		}
 		a.logger.Warn("coordinator unreachable; retrying", "error", err, "in", backoff)
@@ -270,10 +262,11 @@ func (a *Agent) call(ctx context.Context, what string, fn func(ctx context.Conte
 	for {
 		s := a.sessionID()
 		err := fn(ctx, s)
-		if err == nil || !Retryable(err) {
+		k := grpcerr.Classify(err)
+		if err == nil || !k.Retryable() {
 			return err
 		}
-		if status.Code(err) == codes.Unauthenticated {
+		if k == grpcerr.UnknownSession || k == grpcerr.Unauthenticated {
 			if rerr := a.register(ctx, s); rerr != nil {
 				return rerr
 			}
@@ -529,7 +522,7 @@ func (a *Agent) runJob(parent context.Context, asg *wpb.Assignment) {
 		result = "failed"
 	}
 	switch {
-	case status.Code(err) == codes.FailedPrecondition:
+	case grpcerr.Classify(err) == grpcerr.StaleAttempt:
 		logger.Warn("result refused: the coordinator gave this attempt up", "error", err)
 		result = "refused"
 	case err != nil:
@@ -561,10 +554,10 @@ func (a *Agent) execute(ctx context.Context, asg *wpb.Assignment, dir string, lo
 		req.Record = recordToPB(res.Record)
 	}
 	arts, err := a.collect(ctx, dir, globs, asg, log)
-	if status.Code(err) == codes.OutOfRange {
+	if grpcerr.Classify(err) == grpcerr.TooLarge {
 		// Over the coordinator's limit: the job made it, so the job
 		// fails; running it again would make it again.
-		msg := status.Convert(err).Message()
+		msg := grpcerr.Message(err)
 		fmt.Fprintf(log, "[kiln worker %s] %s: the job fails\n", a.cfg.Name, msg)
 		req.Failed, req.Reason, req.Artifacts = true, msg, arts
 		if req.ExitCode == 0 {

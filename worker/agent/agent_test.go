@@ -25,7 +25,9 @@ import (
 	"github.com/kiln-build/kiln/coordinator/api"
 	"github.com/kiln-build/kiln/coordinator/fleet"
 	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/coordinator/scheduler"
 	"github.com/kiln-build/kiln/coordinator/store"
+	"github.com/kiln-build/kiln/internal/grpcerr"
 	wpb "github.com/kiln-build/kiln/proto/kiln/worker/v1"
 	"github.com/kiln-build/kiln/worker/executor"
 )
@@ -47,7 +49,9 @@ type coordinator struct {
 
 	mu        sync.Mutex
 	registers []error // every Register call's result
-	logsDown  bool    // AppendLog answers Unavailable
+	// heartbeats receives (without blocking) after every Heartbeat call.
+	heartbeats chan struct{}
+	logsDown   bool // AppendLog answers Unavailable
 }
 
 // setLogsDown makes AppendLog fail as if the coordinator were unreachable.
@@ -73,6 +77,13 @@ func newCoordinator(t *testing.T) *coordinator {
 // StateDir is filled in).
 func newCoordinatorWith(t *testing.T, cfg fleet.Config) *coordinator {
 	t.Helper()
+	return newCoordinatorTokens(t, cfg, nil)
+}
+
+// newCoordinatorTokens is newCoordinatorWith with the workers' bearer
+// tokens (nil: no check).
+func newCoordinatorTokens(t *testing.T, cfg fleet.Config, tokens map[string]string) *coordinator {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	st, err := store.Open(ctx, filepath.Join(dir, "state.db"))
@@ -85,13 +96,19 @@ func newCoordinatorWith(t *testing.T, cfg fleet.Config) *coordinator {
 		t.Fatal(err)
 	}
 	lis := bufconn.Listen(1 << 20)
-	c := &coordinator{f: f}
+	c := &coordinator{f: f, heartbeats: make(chan struct{}, 100)}
 	srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		resp, err := h(ctx, req)
 		if strings.HasSuffix(info.FullMethod, "/Register") {
 			c.mu.Lock()
 			c.registers = append(c.registers, err)
 			c.mu.Unlock()
+		}
+		if strings.HasSuffix(info.FullMethod, "/Heartbeat") {
+			select {
+			case c.heartbeats <- struct{}{}:
+			default:
+			}
 		}
 		return resp, err
 	}), grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
@@ -103,7 +120,7 @@ func newCoordinatorWith(t *testing.T, cfg fleet.Config) *coordinator {
 		}
 		return h(srv, ss)
 	}))
-	wpb.RegisterWorkerServiceServer(srv, api.NewWorkerServer(f, nil, time.Second))
+	wpb.RegisterWorkerServiceServer(srv, api.NewWorkerServer(f, tokens, time.Second))
 	go srv.Serve(lis)
 	conn, err := grpc.NewClient("passthrough:///bufnet", grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(context.Context, string) (net.Conn, error) { return lis.Dial() }))
@@ -258,6 +275,10 @@ func TestAgentAdvertisesChangedLabels(t *testing.T) {
 	started := make(chan struct{}, 1)
 	var mu sync.Mutex
 	labels := map[string]string{"os": "linux"}
+	// ranEarly is set when the job for the new target runs while the
+	// worker does not have its label: whenever that happens, early or
+	// late, the test sees it.
+	ranEarly := false
 	ctx, cancel := context.WithCancel(context.Background())
 	a := New(Config{Name: "w1", Labels: map[string]string{"os": "linux"}, Slots: 2, WorkDir: t.TempDir(), PollWait: time.Second, ShutdownGrace: time.Second,
 		LabelsEvery: 20 * time.Millisecond,
@@ -267,15 +288,22 @@ func TestAgentAdvertisesChangedLabels(t *testing.T) {
 			return maps.Clone(labels), nil
 		}},
 		c.conn, fakeExec{run: func(_ context.Context, j executor.Job, log io.Writer) (executor.Result, error) {
-			if j.Command[0] == "long" {
+			switch j.Command[0] {
+			case "long":
 				started <- struct{}{}
 				<-release
+			case "build":
+				mu.Lock()
+				ranEarly = ranEarly || labels["target"] != "trixie-amd64"
+				mu.Unlock()
 			}
 			return executor.Result{}, nil
 		}}, hclog.NewNullLogger())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
+	var releaseOnce sync.Once
 	defer func() {
+		releaseOnce.Do(func() { close(release) })
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("agent: %v", err)
@@ -290,9 +318,16 @@ func TestAgentAdvertisesChangedLabels(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
-	if j, _, _ := c.f.Get(context.Background(), newTarget.ID); j.State.Final() || j.State == job.Running {
-		t.Fatalf("job for a target no worker has ran: %s", j.State)
+	// Once the coordinator has heard from the worker twice more (a
+	// heartbeat carries any change of its labels), the job still waits
+	// for want of the label; then the labels change.
+	for len(c.heartbeats) > 0 {
+		<-c.heartbeats
+	}
+	<-c.heartbeats
+	<-c.heartbeats
+	if j, why, _ := c.f.Get(context.Background(), newTarget.ID); j.State != job.Queued || why != "no worker has label target=trixie-amd64" {
+		t.Fatalf("job for a target no worker has: %s (%q), want it queued for want of the label", j.State, why)
 	}
 	mu.Lock()
 	labels = map[string]string{"os": "linux", "target": "trixie-amd64"}
@@ -300,7 +335,13 @@ func TestAgentAdvertisesChangedLabels(t *testing.T) {
 	if j := c.wait(t, newTarget.ID, true); j.State != job.Succeeded {
 		t.Fatalf("job for the new target: %s %s", j.State, j.Reason)
 	}
-	close(release)
+	mu.Lock()
+	early := ranEarly
+	mu.Unlock()
+	if early {
+		t.Fatal("the job for a target no worker had ran")
+	}
+	releaseOnce.Do(func() { close(release) })
 	if j := c.wait(t, long.ID, true); j.State != job.Succeeded || j.Attempt != 1 {
 		t.Fatalf("job running while the worker registered again: %s, attempt %d: %s", j.State, j.Attempt, j.Reason)
 	}
@@ -414,7 +455,9 @@ func TestAgentRefusesArtifactsThroughSymlinkedDirectories(t *testing.T) {
 	}
 }
 
+// fakeClock moves when the test says; its timers are real.
 type fakeClock struct {
+	scheduler.RealClock
 	mu  sync.Mutex
 	now time.Time
 }
@@ -651,5 +694,23 @@ func TestAgentSpoolsLogOutputWithABound(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(filepath.Join(workDir, "log-spool")); len(entries) != 0 {
 		t.Fatalf("spool files left: %v", entries)
+	}
+}
+
+// A wrong token ends the worker at its first registration, with the
+// coordinator's reason: retrying cannot help, an operator must fix it.
+func TestAgentStopsOnABadToken(t *testing.T) {
+	t.Parallel()
+	c := newCoordinatorTokens(t, fleet.Config{LostAfter: 10 * time.Second, RetryCap: 2}, map[string]string{"w1": "right"})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	a := New(Config{Name: "w1", Token: "wrong", Labels: map[string]string{"os": "linux"}, Slots: 1, WorkDir: t.TempDir(), PollWait: time.Second},
+		c.conn, fakeExec{}, hclog.NewNullLogger())
+	err := a.Run(ctx)
+	if grpcerr.Classify(err) != grpcerr.BadToken || ctx.Err() != nil {
+		t.Fatalf("Run = %v (ctx %v), want a bad token at once", err, ctx.Err())
+	}
+	if n := len(c.registered()); n != 1 {
+		t.Errorf("%d registrations, want 1", n)
 	}
 }

@@ -5,11 +5,12 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/kiln-build/kiln/internal/debversion"
 )
 
 var (
 	changelogHeadRE = regexp.MustCompile(`^([a-z0-9][a-z0-9+.-]+) \(([^ ()]+)\) ([^;]+);(.*)$`)
-	debVersionRE    = regexp.MustCompile(`^([0-9]+:)?[0-9][A-Za-z0-9.+~:-]*$`)
 	debSuffixRE     = regexp.MustCompile(`^[A-Za-z0-9.+~]*$`)
 )
 
@@ -28,7 +29,7 @@ func parseChangelogHead(data []byte) (changelogHead, error) {
 		if m == nil {
 			return changelogHead{}, badSource("debian/changelog: first line %q is not \"source (version) distribution; urgency=...\"; fix the changelog", truncate(line, 120))
 		}
-		if !debVersionRE.MatchString(m[2]) {
+		if !debversion.Valid(m[2]) {
 			return changelogHead{}, badSource("debian/changelog: version %q is not a valid Debian version", m[2])
 		}
 		if strings.TrimSpace(m[3]) == "" {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kiln-build/kiln/internal/debversion"
 )
 
 func addTestdataSeeds(f *testing.F, pattern string) {
@@ -42,7 +44,7 @@ func FuzzParseChangelogHead(f *testing.F) {
 			}
 			return
 		}
-		if !debVersionRE.MatchString(head.Version) {
+		if !debversion.Valid(head.Version) {
 			t.Fatalf("accepted version %q", head.Version)
 		}
 		if head.Source == "" || strings.ContainsAny(head.Source, " \n()") {

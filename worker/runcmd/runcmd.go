@@ -186,7 +186,7 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		if cfg.Executor == "containerd" {
 			mux.commands = br
 		}
-		mux.builds = build.New(cfg.Build, br, logger.Named("build"))
+		mux.builds = build.New(cfg.Build, br, logger) // it names its logger "build"
 	}
 	metrics := agent.NewMetrics(reg)
 	if cfg.MetricsListen != "" {

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kiln-build/kiln/internal/archive"
+	"github.com/kiln-build/kiln/publisher/deb/archive"
 )
 
 func ar(members ...[2]string) []byte {
