@@ -75,6 +75,31 @@ tls:
 	if code == 0 {
 		t.Fatalf("plaintext client accepted: %s", errOut)
 	}
+	// A worker given another installation's CA stops, saying why, instead
+	// of calling the coordinator unreachable for ever.
+	other := filepath.Join(dir, "other-pki")
+	if out, errOut, code := run(t, bin("coordinator"), "certs", "--dir", other, "--name", "worker-1", "--role", "worker", "--host", "127.0.0.1"); code != 0 {
+		t.Fatalf("certs: %s %s", out, errOut)
+	}
+	strayCfg := workerCfg("worker-1", "s3cret")
+	b, _ = os.ReadFile(strayCfg)
+	stray := filepath.Join(dir, "stray.yaml")
+	os.WriteFile(stray, []byte(strings.Replace(strings.Replace(string(b), filepath.Join(pki, "ca.pem"), filepath.Join(other, "ca.pem"), 1),
+		"work_dir: "+filepath.Join(dir, "worker-1"), "work_dir: "+filepath.Join(dir, "stray"), 1)), 0o644)
+	strayProc := start(t, "worker", "stray", "run", "--config", stray)
+	strayDone := make(chan error, 1)
+	go func() { strayDone <- strayProc.cmd.Wait() }()
+	select {
+	case err := <-strayDone:
+		b, _ := os.ReadFile(strayProc.log)
+		if err == nil || !strings.Contains(string(b), "not signed by our CA") {
+			t.Fatalf("worker with another CA: %v\n%s", err, b)
+		}
+	case <-time.After(30 * time.Second):
+		b, _ := os.ReadFile(strayProc.log)
+		t.Fatalf("worker with another CA still runs after 30 s:\n%s", tail(string(b), 2000))
+	}
+
 	// Both refusals are in the coordinator's log, with the peer and why.
 	waitLog(t, coord, 10*time.Second, "refused a connection", "refused=/kiln.worker.v1.WorkerService/Register", "wrong bearer token")
 	waitLog(t, coord, 10*time.Second, "refused a connection", "refused=\"TLS handshake\"", "peer=127.0.0.1:")

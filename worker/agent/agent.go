@@ -54,6 +54,10 @@ type Config struct {
 	// to advertise now (a chroot made or removed while the worker runs);
 	// when they differ, the next heartbeat carries them.
 	RefreshLabels func(ctx context.Context) (map[string]string, error)
+	// CheckRefusal, when set, is asked when the coordinator cannot be
+	// reached: a non-nil error (a refused TLS certificate) stops the
+	// worker with it instead of retrying for ever.
+	CheckRefusal func(ctx context.Context) error
 	// LabelsEvery is how often RefreshLabels is asked; 0 means 30 s.
 	LabelsEvery time.Duration
 	// Metrics counts the jobs run; nil: kept but not registered.
@@ -193,6 +197,11 @@ func (a *Agent) register(ctx context.Context, stale string) error {
 		// speak, a refused certificate: an operator must act.
 		if !grpcerr.Classify(err).Retryable() {
 			return fmt.Errorf("register with the coordinator: %w", err)
+		}
+		if grpcerr.Classify(err) == grpcerr.Unavailable && a.cfg.CheckRefusal != nil {
+			if perr := a.cfg.CheckRefusal(ctx); perr != nil {
+				return fmt.Errorf("register with the coordinator: %w", perr)
+			}
 		}
 		a.logger.Warn("coordinator unreachable; retrying", "error", err, "in", backoff)
 		select {

@@ -124,6 +124,7 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		token = strings.TrimSpace(string(b))
 	}
 	var creds credentials.TransportCredentials
+	var checkRefusal func(context.Context) error
 	if cfg.Dev {
 		creds = insecure.NewCredentials()
 	} else {
@@ -132,6 +133,7 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 			return err
 		}
 		creds = credentials.NewTLS(tc)
+		checkRefusal = func(ctx context.Context) error { return tlsconfig.Probe(ctx, cfg.Coordinator, tc) }
 	}
 	conn, err := grpc.NewClient(cfg.Coordinator, grpc.WithTransportCredentials(creds),
 		grpc.WithConnectParams(reconnect.ConnectParams()))
@@ -197,7 +199,7 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		defer stop()
 	}
 	a := agent.New(agent.Config{Name: cfg.Name, Labels: labels, Slots: cfg.Slots, WorkDir: cfg.WorkDir, Token: token,
-		ShutdownGrace: cfg.ShutdownGrace, RefreshLabels: refresh, Metrics: metrics, LogSpoolMax: cfg.LogSpoolMax}, conn, mux, logger.Named("agent"))
+		ShutdownGrace: cfg.ShutdownGrace, RefreshLabels: refresh, CheckRefusal: checkRefusal, Metrics: metrics, LogSpoolMax: cfg.LogSpoolMax}, conn, mux, logger.Named("agent"))
 	return a.Run(ctx)
 }
 
