@@ -318,7 +318,7 @@ func TestPackagePipeline(t *testing.T) {
 	}
 
 	// 5. An unreproducible one: the differing file is named, exit 1.
-	unURL, _ := g.repo(t, "hello-unrepro", "../worker/build/testdata/hello-unrepro")
+	unURL, _ := g.repo(t, "hello-unrepro", "../worker/pkgbuild/testdata/hello-unrepro")
 	_, errOut, code = build("hello-unrepro", unURL, "--wait")
 	if code != 0 {
 		t.Fatalf("unreproducible build: %d %s", code, errOut)
@@ -329,7 +329,7 @@ func TestPackagePipeline(t *testing.T) {
 	}
 
 	// 6. A build that fails in the middle: exit 1 and its log.
-	failURL, _ := g.repo(t, "hello-fail", "../worker/build/testdata/hello-fail")
+	failURL, _ := g.repo(t, "hello-fail", "../worker/pkgbuild/testdata/hello-fail")
 	out, errOut, code = build("hello-fail", failURL, "--wait")
 	if code != 1 || !strings.Contains(errOut, "failed") || !strings.Contains(out, "dpkg-buildpackage") {
 		t.Fatalf("failing build: %d\n%s\n%s", code, tail(out, 2000), errOut)

@@ -100,7 +100,7 @@ func TestRPMPipeline(t *testing.T) {
 	testenv.Tool(t, "dnf")
 	p := newPipelineWith(t, nil, d)
 	c, g := p.c, p.g
-	url, _ := g.repo(t, "python-kiln-widget", "../worker/build/testdata/kiln-widget-rpm")
+	url, _ := g.repo(t, "python-kiln-widget", "../worker/pkgbuild/testdata/kiln-widget-rpm")
 	out, errOut, code := c.cli("build", "--release", "rel", "--target", p.target, "--package", "python-kiln-widget", "--source", url+"@master", "--publish", "--wait")
 	if code != 0 || !strings.Contains(errOut, "publish: published") {
 		t.Fatalf("build: %d\n%s\n%s", code, tail(out, 4000), errOut)

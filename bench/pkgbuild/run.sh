@@ -1,6 +1,6 @@
 #!/bin/bash
 # Wall time of Kiln's whole package build pipeline (fetch, source package,
-# build dependencies, build, collection) for worker/build's testdata Debian
+# build dependencies, build, collection) for worker/pkgbuild's testdata Debian
 # package, against plain dpkg-buildpackage of the same source in the same
 # chroot, in one run. Goal: Kiln's overhead under 3 s per build.
 #
@@ -17,5 +17,5 @@ if [[ ! $builds =~ ^[1-9][0-9]*$ ]]; then
 fi
 # The buildroot's debug log goes to the benchmark's log; keep only ours.
 KILN_TEST_STRICT=1 go test -run '^$' -bench '^BenchmarkPipeline$' \
-	-benchtime "${builds}x" -timeout 30m ./worker/build/ |
+	-benchtime "${builds}x" -timeout 30m ./worker/pkgbuild/ |
 	grep -v 'buildroottest.go:'

@@ -28,9 +28,9 @@ import (
 	"github.com/kiln-build/kiln/internal/reconnect"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
 	"github.com/kiln-build/kiln/worker/agent"
-	"github.com/kiln-build/kiln/worker/build"
 	"github.com/kiln-build/kiln/worker/buildroot"
 	"github.com/kiln-build/kiln/worker/executor"
+	"github.com/kiln-build/kiln/worker/pkgbuild"
 	"github.com/kiln-build/kiln/worker/shell"
 )
 
@@ -58,7 +58,7 @@ type Config struct {
 	MetricsListen string           `yaml:"metrics_listen"`
 	Log           LogConfig        `yaml:"log"`
 	Buildroot     buildroot.Config `yaml:"buildroot"`
-	Build         build.Config     `yaml:"build"`
+	Build         pkgbuild.Config  `yaml:"build"`
 }
 
 // LogConfig configures logging.
@@ -71,7 +71,7 @@ type LogConfig struct {
 func Defaults() Config {
 	h, _ := os.Hostname()
 	return Config{Coordinator: "127.0.0.1:7420", Name: h, Slots: 1, WorkDir: "/var/lib/kiln/worker", Executor: "shell",
-		ShutdownGrace: 30 * time.Second, Build: build.DefaultConfig()}
+		ShutdownGrace: 30 * time.Second, Build: pkgbuild.DefaultConfig()}
 }
 
 // Validate checks the configuration.
@@ -188,7 +188,7 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		if cfg.Executor == "containerd" {
 			mux.commands = br
 		}
-		mux.builds = build.New(cfg.Build, br, logger) // it names its logger "build"
+		mux.builds = pkgbuild.New(cfg.Build, br, logger) // it names its logger "build"
 	}
 	metrics := agent.NewMetrics(reg)
 	if cfg.MetricsListen != "" {

@@ -5,8 +5,8 @@ import (
 	"testing"
 
 	"github.com/kiln-build/kiln/internal/config"
-	"github.com/kiln-build/kiln/worker/build"
 	"github.com/kiln-build/kiln/worker/buildroot"
+	"github.com/kiln-build/kiln/worker/pkgbuild"
 )
 
 func TestExampleConfigIsValid(t *testing.T) {
@@ -59,7 +59,7 @@ func TestSealedLabels(t *testing.T) {
 	if got := sealedLabels(cfg); got != nil {
 		t.Errorf("no base repositories: %v, want none", got)
 	}
-	cfg.Build.Repositories = []build.Repository{{Release: "mos", Apt: "deb http://r/mos mos main"}, {Release: "rel", BaseApt: "deb http://r/rel-base rel main"},
+	cfg.Build.Repositories = []pkgbuild.Repository{{Release: "mos", Apt: "deb http://r/mos mos main"}, {Release: "rel", BaseApt: "deb http://r/rel-base rel main"},
 		{Release: "alpha", BaseBaseURL: "http://r/alpha-base/"}}
 	want := map[string]string{"sealed-target": "bookworm|trixie", "sealed-release": "alpha|rel"}
 	if got := sealedLabels(cfg); !maps.Equal(got, want) {

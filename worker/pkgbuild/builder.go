@@ -1,8 +1,8 @@
-// Package build turns a source state in git into binary packages the way
+// Package pkgbuild turns a source state in git into binary packages the way
 // the distributions do it themselves: dpkg-source, apt and dpkg-buildpackage
 // for Debian and Ubuntu targets, rpmbuild (and dnf where the buildroot has
 // it) for RPM targets, all inside one throw-away buildroot per build.
-package build
+package pkgbuild
 
 import (
 	"bufio"
