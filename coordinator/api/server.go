@@ -361,8 +361,26 @@ func (s *WorkerServer) Register(ctx context.Context, req *wpb.RegisterRequest) (
 	return &wpb.RegisterResponse{SessionId: id, HeartbeatIntervalSeconds: int32(s.heartbeatInterval / time.Second), Abandon: runningToPB(abandon)}, nil
 }
 
+// ownSession refuses a call on a session that another worker registered:
+// with certificates, a worker's calls are bound to its certificate's name,
+// not only to the session id. Without TLS (--dev) there is no name to
+// bind. An unknown session is left to the call, which says so.
+func (s *WorkerServer) ownSession(ctx context.Context, session string) error {
+	c, err := CallerOf(ctx)
+	if err != nil {
+		return nil
+	}
+	if w, ok := s.f.SessionWorker(session); ok && w != c.Name {
+		return grpcerr.New(grpcerr.Denied, "worker certificate %q may not act on worker %q's session", c.Name, w)
+	}
+	return nil
+}
+
 // Heartbeat implements WorkerService.
 func (s *WorkerServer) Heartbeat(ctx context.Context, req *wpb.HeartbeatRequest) (*wpb.HeartbeatResponse, error) {
+	if err := s.ownSession(ctx, req.GetSessionId()); err != nil {
+		return nil, err
+	}
 	if l := req.GetLabels(); l != nil {
 		if err := s.f.SetLabels(req.GetSessionId(), l.GetLabels()); err != nil {
 			return nil, toStatus(err)
@@ -380,6 +398,9 @@ func (s *WorkerServer) PullJob(ctx context.Context, req *wpb.PullJobRequest) (*w
 	wait := time.Duration(req.GetWaitSeconds()) * time.Second
 	if wait > time.Minute {
 		wait = time.Minute
+	}
+	if err := s.ownSession(ctx, req.GetSessionId()); err != nil {
+		return nil, err
 	}
 	j, err := s.f.Pull(ctx, req.GetSessionId(), wait)
 	if err != nil {
@@ -400,6 +421,9 @@ func (s *WorkerServer) AppendLog(stream grpc.ClientStreamingServer[wpb.AppendLog
 			return stream.SendAndClose(&wpb.AppendLogResponse{})
 		}
 		if err != nil {
+			return err
+		}
+		if err := s.ownSession(stream.Context(), m.GetSessionId()); err != nil {
 			return err
 		}
 		if err := s.f.AppendLog(m.GetSessionId(), m.GetJobId(), int(m.GetAttempt()), m.GetData()); err != nil {
@@ -428,6 +452,9 @@ func (s *WorkerServer) UploadArtifact(stream grpc.ClientStreamingServer[wpb.Uplo
 		}
 		return m.GetChunk(), nil
 	})
+	if err := s.ownSession(stream.Context(), h.GetSessionId()); err != nil {
+		return err
+	}
 	a := h.GetArtifact()
 	if err := s.f.PutArtifact(h.GetSessionId(), h.GetJobId(), int(h.GetAttempt()),
 		job.Artifact{Name: a.GetName(), SHA256: a.GetSha256(), Size: a.GetSize()}, r); err != nil {
@@ -438,6 +465,9 @@ func (s *WorkerServer) UploadArtifact(stream grpc.ClientStreamingServer[wpb.Uplo
 
 // CompleteJob implements WorkerService.
 func (s *WorkerServer) CompleteJob(ctx context.Context, req *wpb.CompleteJobRequest) (*wpb.CompleteJobResponse, error) {
+	if err := s.ownSession(ctx, req.GetSessionId()); err != nil {
+		return nil, err
+	}
 	err := s.f.Complete(ctx, req.GetSessionId(), req.GetJobId(), int(req.GetAttempt()), scheduler.Outcome{
 		ExitCode: int(req.GetExitCode()), Failed: req.GetFailed(), InfraErr: req.GetInfrastructureError(),
 		Reason: req.GetReason(), Artifacts: ArtifactsFromPB(req.GetArtifacts()), Record: RecordFromPB(req.GetRecord()),
@@ -450,5 +480,8 @@ func (s *WorkerServer) CompleteJob(ctx context.Context, req *wpb.CompleteJobRequ
 
 // Goodbye implements WorkerService.
 func (s *WorkerServer) Goodbye(ctx context.Context, req *wpb.GoodbyeRequest) (*wpb.GoodbyeResponse, error) {
+	if err := s.ownSession(ctx, req.GetSessionId()); err != nil {
+		return nil, err
+	}
 	return &wpb.GoodbyeResponse{}, toStatus(s.f.Goodbye(ctx, req.GetSessionId()))
 }

@@ -624,6 +624,9 @@ func validateLabels(labels map[string]string) error {
 	return nil
 }
 
+// SessionWorker names the worker a live session belongs to.
+func (f *Fleet) SessionWorker(session string) (string, bool) { return f.sched.SessionWorker(session) }
+
 // Pull hands a worker a job, waiting up to wait.
 func (f *Fleet) Pull(ctx context.Context, session string, wait time.Duration) (*job.Job, error) {
 	j, err := f.sched.Pull(ctx, session, wait)

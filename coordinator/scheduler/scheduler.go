@@ -391,6 +391,17 @@ func (s *Scheduler) Register(name string, labels map[string]string, slots int, r
 	return id, abandon, changed
 }
 
+// SessionWorker names the worker a live session belongs to.
+func (s *Scheduler) SessionWorker(id string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss, ok := s.sessions[id]
+	if !ok {
+		return "", false
+	}
+	return ss.w.name, true
+}
+
 // RegisterAs starts a session for a worker. While the worker's session
 // is alive (heard from within LostAfter), a registration from another
 // instance is a second process with the same name: it is refused with
