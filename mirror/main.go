@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/kiln-build/kiln/internal/cmdline"
 	"github.com/kiln-build/kiln/internal/logging"
 	"github.com/kiln-build/kiln/mirror/serve"
@@ -100,7 +102,8 @@ func serveMirror(ctx context.Context, cfg Config, stderr io.Writer) error {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	files, admin := serve.Instrumented(serve.New(cfg.Root, logger))
-	srv := &http.Server{Handler: files, ReadHeaderTimeout: 10 * time.Second}
+	servers := []*http.Server{{Handler: files, ReadHeaderTimeout: 10 * time.Second}}
+	listeners := []net.Listener{ln}
 	logger.Info("serving", "root", cfg.Root, "listen", ln.Addr().String())
 	if cfg.MetricsListen != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsListen)
@@ -108,19 +111,29 @@ func serveMirror(ctx context.Context, cfg Config, stderr io.Writer) error {
 			ln.Close()
 			return fmt.Errorf("listen on %s (metrics_listen): %w", cfg.MetricsListen, err)
 		}
-		msrv := &http.Server{Handler: admin, ReadHeaderTimeout: 10 * time.Second}
+		servers = append(servers, &http.Server{Handler: admin, ReadHeaderTimeout: 10 * time.Second})
+		listeners = append(listeners, mln)
 		logger.Info("serving /metrics and /healthz", "listen", mln.Addr().String())
-		go func() { _ = msrv.Serve(mln) }()
-		defer msrv.Close()
 	}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// The composition root: every server started here is stopped here,
+	// gracefully when ctx ends, and one failing stops the others.
+	g, gctx := errgroup.WithContext(ctx)
+	for i, srv := range servers {
+		g.Go(func() error {
+			if err := srv.Serve(listeners[i]); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+		for _, srv := range servers {
+			_ = srv.Shutdown(sctx)
+		}
+		return nil
+	})
+	return g.Wait()
 }

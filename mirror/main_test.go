@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kiln-build/kiln/internal/cmdline"
 	"github.com/kiln-build/kiln/internal/cmdline/cmdlinetest"
@@ -91,4 +94,61 @@ func TestManPageUpToDate(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmdlinetest.ManPage(t, out.Bytes(), "../docs/man/mirror.1")
+}
+
+// The mirror serves files and /healthz until its context ends, then both
+// servers stop and serveMirror returns nil.
+func TestServeStopsBothServers(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "hello.txt"), []byte("hi"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	free := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().String()
+	}
+	cfg := defaults()
+	cfg.Root, cfg.Listen, cfg.MetricsListen = root, free(), free()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveMirror(ctx, cfg, io.Discard) }()
+	get := func(url string) (int, error) {
+		r, err := http.Get(url)
+		if err != nil {
+			return 0, err
+		}
+		r.Body.Close()
+		return r.StatusCode, nil
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a, errA := get("http://" + cfg.Listen + "/hello.txt")
+		b, errB := get("http://" + cfg.MetricsListen + "/healthz")
+		if errA == nil && errB == nil && a == 200 && b == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mirror not serving: %d %v, %d %v", a, errA, b, errB)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serveMirror after its context ended: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serveMirror did not return after its context ended")
+	}
+	for _, addr := range []string{cfg.Listen, cfg.MetricsListen} {
+		if _, err := get("http://" + addr + "/healthz"); err == nil {
+			t.Errorf("%s still serves after the mirror stopped", addr)
+		}
+	}
 }
