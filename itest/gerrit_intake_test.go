@@ -422,6 +422,9 @@ func TestGerritStandInBuildVotes(t *testing.T) {
 	if other, err := p.c.client.ListJobs(context.Background(), &pb.ListJobsRequest{Change: 1234}); err != nil || len(other.GetJobs()) != 0 {
 		t.Errorf("ListJobs change 1234: %v %v, want none", other.GetJobs(), err)
 	}
+	if out, errOut, code := p.c.cli("jobs", "list", "--change", "1235", "--json"); code != 0 || !strings.Contains(out, `"id": "`+id+`"`) {
+		t.Errorf("jobs list --change 1235: exit %d\n%s\n%s", code, out, errOut)
+	}
 	tc, err := tlsconfig.Client(*p.c.clientTLS)
 	if err != nil {
 		t.Fatal(err)

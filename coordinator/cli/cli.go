@@ -493,6 +493,7 @@ type jobsListCmd struct {
 	Release   string   `help:"only package builds of this release" placeholder:"R"`
 	Package   string   `help:"only package builds of this source package" placeholder:"P"`
 	Origin    string   `help:"only jobs whose origin contains this text (jenkins, gerrit, a build URL)" placeholder:"TEXT"`
+	Change    int64    `help:"only the review builds of this Gerrit change (all its patch sets)" placeholder:"N"`
 	Limit     int      `help:"at most this many (a page)" default:"50" placeholder:"N"`
 	PageToken string   `help:"the next page: the token the previous page printed" placeholder:"T"`
 }
@@ -505,7 +506,7 @@ func (c *jobsListCmd) Run(ctx context.Context, o IO) error {
 	}
 	defer conn.Close()
 	cl := pb.NewCoordinatorServiceClient(conn)
-	req := &pb.ListJobsRequest{Limit: int32(c.Limit), Release: c.Release, Package: c.Package, Origin: c.Origin, PageToken: c.PageToken}
+	req := &pb.ListJobsRequest{Limit: int32(c.Limit), Release: c.Release, Package: c.Package, Origin: c.Origin, Change: c.Change, PageToken: c.PageToken}
 	for _, s := range c.State {
 		st, err := job.ParseState(s)
 		if err != nil {
