@@ -163,7 +163,9 @@ func TestClosedChangeCancelsReviewBuilds(t *testing.T) {
 		return built
 	}
 	running := queue("1234")
-	if a, err := f.Pull(ctx, sess, 0); err != nil || a == nil || a.ID != running.ID {
+	// The list reads the store, where a job is before the scheduler has
+	// it: pull with a long poll, which waits for it.
+	if a, err := f.Pull(ctx, sess, 10*time.Second); err != nil || a == nil || a.ID != running.ID {
 		t.Fatalf("pull: %+v %v, want job %s", a, err, running.ID)
 	}
 	queued := queue("1235") // the worker's one slot is taken
@@ -208,7 +210,7 @@ func TestClosedChangeCancelsReviewBuilds(t *testing.T) {
 		})
 	}
 	other := queue("1236")
-	a, err := f.Pull(ctx, sess, 0)
+	a, err := f.Pull(ctx, sess, 10*time.Second)
 	if err != nil || a == nil || a.ID != other.ID {
 		t.Fatalf("pull: %+v %v, want job %s (the cancelled one must not run)", a, err, other.ID)
 	}
@@ -267,7 +269,7 @@ func TestSharedReviewBuildVotesForEveryRequest(t *testing.T) {
 		return first != nil, fmt.Sprintf("jobs %v (%v), want the review build of change 1240", jobs, err)
 	})
 	logged(1, "patchset-created", 1240, first.ID, false)
-	a, err := g.f.Pull(ctx, sess, 0)
+	a, err := g.f.Pull(ctx, sess, 10*time.Second)
 	if err != nil || a == nil || a.ID != first.ID {
 		t.Fatalf("pull: %+v %v, want job %s", a, err, first.ID)
 	}
