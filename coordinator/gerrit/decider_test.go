@@ -102,7 +102,7 @@ func (h *harness) waitAction(project, typ string, timeout time.Duration, actions
 func TestSlowProjectDoesNotDelayOthers(t *testing.T) {
 	t.Parallel()
 	const hung = "mos/packages/trusty/hung"
-	git := newGatedGit("/"+hung, silentGitServer(t))
+	git := newGatedGit("/"+hung, gerrittest.SilentGitServer(t))
 	h := newHarnessWith(t, gerrittest.Options{}, nil, Options{Git: git, DecideRetry: 100 * time.Millisecond})
 	defer git.open()
 	head := h.commit(nginx, "9.0", "packaging")
@@ -236,7 +236,7 @@ func TestHungGitServerDoesNotDelayOthers(t *testing.T) {
 	t.Parallel()
 	const hung = "mos/packages/trusty/hung"
 	const timeout = 6 * time.Second
-	git := &redirectGit{git: &reconcile.Git{Timeout: timeout}, hung: "/" + hung, to: silentGitServer(t), started: make(chan string, 100)}
+	git := &redirectGit{git: &reconcile.Git{Timeout: timeout}, hung: "/" + hung, to: gerrittest.SilentGitServer(t), started: make(chan string, 100)}
 	h := newHarnessWith(t, gerrittest.Options{}, nil, Options{Git: git, DecideRetry: time.Minute})
 	head := h.commit(nginx, "9.0", "packaging")
 	start := time.Now()

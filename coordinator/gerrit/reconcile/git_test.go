@@ -3,49 +3,16 @@ package reconcile
 import (
 	"context"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/kiln-build/kiln/coordinator/gerrit/gerrittest"
 	"github.com/kiln-build/kiln/internal/testenv"
 )
-
-// silentGitServer accepts connections and never answers, as a hung git
-// server does; it returns the URL of a repository on it.
-func silentGitServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	return "http://" + ln.Addr().String() + "/acme/hung"
-}
 
 // processesWith lists the live processes whose command line contains s.
 func processesWith(s string) []string {
@@ -66,7 +33,7 @@ func processesWith(s string) []string {
 func TestGitHeadsTimeoutEndsProcessTree(t *testing.T) {
 	t.Parallel()
 	testenv.Tool(t, "git")
-	url := silentGitServer(t)
+	url := gerrittest.SilentGitServer(t)
 	g := &Git{Timeout: 500 * time.Millisecond}
 	done := make(chan error, 1)
 	start := time.Now()

@@ -1,4 +1,4 @@
-package gerrit
+package gerrittest
 
 import (
 	"net"
@@ -6,9 +6,9 @@ import (
 	"testing"
 )
 
-// silentGitServer accepts connections and never answers, as a hung git
+// SilentGitServer accepts connections and never answers, as a hung git
 // server does; it returns the URL of a repository on it.
-func silentGitServer(t *testing.T) string {
+func SilentGitServer(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
