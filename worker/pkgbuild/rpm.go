@@ -382,3 +382,39 @@ func (b *Builder) bootstrapDeps(ctx context.Context, job executor.Job, sb execut
 	}
 	return r, true, nil
 }
+
+// rpmDepsScript installs BuildRequires with dnf where the buildroot has it.
+func rpmDepsScript(repos []Repository, pinned []executor.Package) string {
+	var s strings.Builder
+	s.WriteString("if ! command -v dnf >/dev/null 2>&1; then\n")
+	s.WriteString("  echo 'kiln: this buildroot has no dnf: BuildRequires are not installed; the build goes on with what the buildroot holds'\n")
+	s.WriteString("  rpmspec -q --buildrequires SPECS/*.spec 2>/dev/null | sed 's/^/kiln: not installed: /' || true\n")
+	if len(pinned) > 0 {
+		// A Debian-based rpm buildroot: its record lists dpkg packages.
+		s.WriteString("  if command -v apt-get >/dev/null 2>&1; then\n    echo 'kiln: installing pinned packages with apt'\n    apt-get update -o APT::Color=0\n    apt-get install -y --no-install-recommends --allow-downgrades -o Dpkg::Use-Pty=0" + debPins(pinned) + "\n  fi\n")
+	}
+	s.WriteString("  touch ../" + stateDir + "/" + noDepsMarker + "\n  " + dpkgList + "\n  exit 0\nfi\n")
+	for i, r := range repos {
+		if r.BaseURL == "" {
+			continue
+		}
+		check := "gpgcheck=0\n"
+		if r.KeyFile != "" {
+			check = "gpgcheck=1\nrepo_gpgcheck=1\ngpgkey=file://" + r.KeyFile + "\n"
+		} else {
+			fmt.Fprintf(&s, "echo %s\n", shellQuote("kiln: warning: release repository "+r.BaseURL+" is not verified: "+unverified(r)+"; give its key with key_file"))
+		}
+		repo := fmt.Sprintf("[kiln-release-%d]\nname=kiln release repository\nbaseurl=%s\n%senabled=1\n", i, r.BaseURL, check)
+		fmt.Fprintf(&s, "printf '%%s' %s > /etc/yum.repos.d/kiln-release-%d.repo\n", shellQuote(repo), i)
+	}
+	if len(pinned) > 0 {
+		s.WriteString("dnf install -y --allowerasing")
+		for _, p := range pinned {
+			s.WriteString(" " + shellQuote(p.Name+"-"+p.Version))
+		}
+		s.WriteString("\n")
+	}
+	s.WriteString("dnf builddep -y SRPMS/*.src.rpm\n")
+	s.WriteString(rpmList + "\n")
+	return s.String()
+}
