@@ -169,10 +169,19 @@ func TestWebhookBodiesCappedInMemory(t *testing.T) {
 	}
 	// Each sends its first MiB and stalls: two fit the budget and are
 	// being read, two wait.
-	bodies := make([][]byte, n)
+	// One goroutine per body writes both parts in order: the rest only
+	// after release is closed (two writers on one pipe could race).
+	release := make(chan struct{})
 	for i := range n {
-		bodies[i] = body(i)
-		go writers[i].Write(bodies[i][:1<<20]) //nolint:errcheck // the rest follows
+		b := body(i)
+		go func() {
+			defer writers[i].Close()
+			if _, err := writers[i].Write(b[:1<<20]); err != nil {
+				return // the status tells
+			}
+			<-release
+			writers[i].Write(b[1<<20:]) //nolint:errcheck // the status tells
+		}()
 	}
 	waitFor := func(what string, ok func() bool) {
 		t.Helper()
@@ -185,12 +194,7 @@ func TestWebhookBodiesCappedInMemory(t *testing.T) {
 	waitFor("two bodies read, two waiting", func() bool {
 		return h.counter("kiln_gerrit_webhook_body_bytes") == 2*size && h.counter("kiln_gerrit_webhook_body_waits_total") == 2
 	})
-	for i := range n {
-		go func() {
-			writers[i].Write(bodies[i][1<<20:]) //nolint:errcheck // the status tells
-			writers[i].Close()
-		}()
-	}
+	close(release)
 	for range n {
 		if s := <-status; s != http.StatusNoContent {
 			t.Errorf("status %d, want 204", s)
