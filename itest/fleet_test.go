@@ -163,7 +163,7 @@ func TestCoordinatorRestartLosesNothing(t *testing.T) {
 		}
 	}
 	c.worker("w1", "pool=later", 2)
-	done := c.waitJobs(append(ids, long), time.Minute)
+	done := c.waitJobs(append(ids, long), 3*time.Minute)
 	for id, j := range done {
 		if j.GetState() != pb.JobState_JOB_STATE_SUCCEEDED {
 			t.Errorf("job %s: %s %s", id, j.GetState(), j.GetReason())

@@ -108,7 +108,9 @@ func TestKeepaliveDetectsSilentDrop(t *testing.T) {
 	proxy.freeze()
 	merged := h.commit(nginx, "9.0", "merged in the silence")
 	h.srv.Send(changeMerged(nginx, "9.0", 90, 1, merged, merged)) // lost on the frozen path
-	got := h.builds.wait(t, 1, 10*time.Second)
+	// Generous: the reconnect waits for keepalives and a backoff, and a
+	// loaded machine stretches both.
+	got := h.builds.wait(t, 1, time.Minute)
 	if got[0].Sources[0].Commit != merged || !got[0].Publish {
 		t.Fatalf("build = %+v, want release build of %s", got[0], merged)
 	}
