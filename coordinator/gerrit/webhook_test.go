@@ -56,7 +56,7 @@ func TestWebhook(t *testing.T) {
 	// Several deliveries of one event, and the same event on the stream: one build.
 	h.srv.Send(event)
 	h.sync()
-	if got := h.builds.wait(t, 1, 5*time.Second); len(got) != 1 || got[0].Sources[0].Commit != psRev {
+	if got := h.builds.wait(t, 1, 30*time.Second); len(got) != 1 || got[0].Sources[0].Commit != psRev {
 		t.Fatalf("builds = %+v, want one review build", got)
 	}
 }
@@ -91,7 +91,7 @@ func TestWebhookPicksServerByName(t *testing.T) {
 		}
 	}
 	// One build per server: the change is not the same change on both.
-	if got := h.builds.wait(t, 2, 5*time.Second); len(got) != 2 {
+	if got := h.builds.wait(t, 2, 30*time.Second); len(got) != 2 {
 		t.Fatalf("builds = %+v", got)
 	}
 }
