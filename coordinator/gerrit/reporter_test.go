@@ -118,7 +118,7 @@ func hungWithPost(ctx context.Context, t *testing.T, change int) (*harness, *hel
 	t.Cleanup(rv.letGo) // before the intake stops
 	h.srv.Send(patchsetCreated(nginx, "9.0", change, 1, psRev))
 	h.builds.wait(t, 1, 10*time.Second)
-	promptly(t, "BuildFinished", 5*time.Second, func() error {
+	promptly(t, "BuildFinished", 30*time.Second, func() error {
 		return h.in.BuildFinished(ctx, BuildResult{JobID: "job-1", State: record.StateSucceeded})
 	})
 	rv.waitStarted(t)
@@ -164,7 +164,7 @@ func TestHungGerritDoesNotStallIntake(t *testing.T) {
 	}
 	// Changes are decided side by side: job-N is the N-th build submitted.
 	reqs := h.builds.all()
-	promptly(t, "recording results", 10*time.Second, func() error {
+	promptly(t, "recording results", 30*time.Second, func() error {
 		for i := 1; i <= flood; i++ {
 			var change int64
 			if _, err := fmt.Sscanf(reqs[i].SupersedeKey, "gerrit/review/%d/", &change); err != nil {
@@ -220,7 +220,7 @@ func TestResultDuringPostNotPostedTwice(t *testing.T) {
 
 	// The coordinator tells of the job again, and another change at the
 	// same commit gets the finished job.
-	promptly(t, "BuildFinished again", 5*time.Second, func() error {
+	promptly(t, "BuildFinished again", 30*time.Second, func() error {
 		return h.in.BuildFinished(ctx, BuildResult{JobID: "job-1", State: record.StateSucceeded})
 	})
 	h.builds.mu.Lock()
