@@ -189,6 +189,9 @@ func (b *Builder) prepareRPM(in prepInput, specPath string) (*plan, error) {
 		"echo \"kiln: the buildroot's rpm evaluates the spec: $(tr '\\n' ' ' < " + state + rpmNEVRFile + ")(name epoch version release; the distribution's dist is '$dist')\"\n"
 	ev := limits(executor.Step{Argv: []string{"sh", "-ec", evalScript, "kiln-evaluate"}})
 	p.evaluate = &ev
+	// generate runs the spec's %generate_buildrequires, when the source
+	// package says it has one.
+	var generate executor.Step
 	p.afterEvaluate = func() error {
 		dist, err := readState(in.job.WorkDir, rpmDistFile)
 		if err != nil {
@@ -239,12 +242,12 @@ func (b *Builder) prepareRPM(in prepInput, specPath string) (*plan, error) {
 			defs = append([]string{"--define", "dist " + distDef}, baseDefs...)
 		}
 		p.source = limits(executor.Step{Argv: append(append([]string{"rpmbuild", "-bs", "--nodeps"}, defs...), specIn)})
-		p.listDeps = limits(executor.Step{Argv: []string{"sh", "-ec", "rpm -qp --requires SRPMS/*.src.rpm | grep -v '^rpmlib(' > " + state + rpmRequireFile + " || true\n" +
-			"sed 's/^/kiln: BuildRequires: /' " + state + rpmRequireFile, "kiln-buildrequires"}})
+		p.listDeps = limits(executor.Step{Argv: []string{"sh", "-ec", listDepsScript, "kiln-buildrequires"}})
 		// Where phase 1 could not install the BuildRequires (it leaves a
 		// marker saying so) rpmbuild must not check them.
 		p.build = limits(executor.Step{Argv: []string{"sh", "-ec", "nodeps=; if [ -e " + state + noDepsMarker + " ]; then nodeps=--nodeps; fi; exec rpmbuild -bb $nodeps " +
 			shellJoin(defs) + " " + specIn, "kiln-build"}})
+		generate = limits(executor.Step{Argv: []string{"sh", "-ec", generateScript(defs, specIn), "kiln-generate-buildrequires"}})
 		return nil
 	}
 
@@ -261,7 +264,15 @@ func (b *Builder) prepareRPM(in prepInput, specPath string) (*plan, error) {
 		Timeout:    b.cfg.DependencyTimeout, IdleTimeout: b.cfg.IdleLimit,
 	}
 	p.bootstrap = func(ctx context.Context, sb executor.Sandbox, log io.Writer, record func(string)) (executor.StepResult, bool, error) {
-		return b.bootstrapDeps(ctx, in.job, sb, log, record)
+		var gen *executor.Step
+		if _, err := readState(in.job.WorkDir, rpmGeneratesFile); err == nil {
+			gen = &generate
+		}
+		r, handled, err := b.bootstrapDeps(ctx, in.job, sb, gen, log, record)
+		if gen != nil && !handled {
+			fmt.Fprintf(log, "kiln: warning: only the bootstrap (a method dnf target) installs what %%generate_buildrequires asks for; rpmbuild checks it here\n")
+		}
+		return r, handled, err
 	}
 	scratch := path.Join(executor.SandboxWorkDir, stateDir, unpackDir)
 	p.unpack = executor.Step{
@@ -319,9 +330,11 @@ type bootstrapper interface {
 var noMatchRE = regexp.MustCompile(`(?m)^No match for argument: (.+)$`)
 
 // bootstrapDeps installs the BuildRequires (and for a pinned rebuild the
-// recorded packages at their versions) with the worker host's dnf. handled
-// is false when the sandbox has no bootstrap: phase 1 then runs in it.
-func (b *Builder) bootstrapDeps(ctx context.Context, job executor.Job, sb executor.Sandbox, log io.Writer, record func(string)) (r executor.StepResult, handled bool, err error) {
+// recorded packages at their versions) with the worker host's dnf, then,
+// when generate is set, the ones the spec's %generate_buildrequires asks
+// for. handled is false when the sandbox has no bootstrap: phase 1 then
+// runs in it.
+func (b *Builder) bootstrapDeps(ctx context.Context, job executor.Job, sb executor.Sandbox, generate *executor.Step, log io.Writer, record func(string)) (r executor.StepResult, handled bool, err error) {
 	bs, ok := sb.(bootstrapper)
 	if !ok {
 		return r, false, nil
@@ -348,8 +361,28 @@ func (b *Builder) bootstrapDeps(ctx context.Context, job executor.Job, sb execut
 	}
 	if len(pkgs) == 0 {
 		fmt.Fprintln(log, "kiln: the spec has no BuildRequires")
+	} else {
+		r, err = b.bootstrapInstall(ctx, job, bs, pkgs, "BuildRequires of the spec", log, record)
+		if errors.Is(err, executor.ErrNoBootstrap) {
+			return executor.StepResult{}, false, nil
+		}
+		if err != nil || r.Failed() {
+			return r, true, err
+		}
+	}
+	if generate == nil {
 		return r, true, nil
 	}
+	g, err := b.generatedDeps(ctx, job, sb, bs, *generate, pkgs, log, record)
+	g.Packages = append(r.Packages, g.Packages...)
+	return g, true, err
+}
+
+// bootstrapInstall has the worker host's dnf install pkgs into the
+// sandbox. what says where pkgs come from, for the failure's reason. A
+// capability nothing provides fails the build (exit status 1) and is
+// named; an unreachable repository is an infrastructure error.
+func (b *Builder) bootstrapInstall(ctx context.Context, job executor.Job, bs bootstrapper, pkgs []string, what string, log io.Writer, record func(string)) (executor.StepResult, error) {
 	var repos []executor.RPMRepo
 	for i, rr := range b.cfg.repositories(job.Build.Release, job.Build.Target) {
 		if rr.BaseURL == "" {
@@ -358,18 +391,18 @@ func (b *Builder) bootstrapDeps(ctx context.Context, job executor.Job, sb execut
 		repos = append(repos, executor.RPMRepo{Name: fmt.Sprintf("kiln-release-%d", i), BaseURL: rr.BaseURL, KeyFile: rr.KeyFile})
 	}
 	var out bytes.Buffer
-	r, err = bs.BootstrapInstall(ctx, executor.BootstrapInstall{Packages: pkgs, Repos: repos}, io.MultiWriter(log, &out))
+	r, err := bs.BootstrapInstall(ctx, executor.BootstrapInstall{Packages: pkgs, Repos: repos}, io.MultiWriter(log, &out))
 	if errors.Is(err, executor.ErrNoBootstrap) {
-		return executor.StepResult{}, false, nil
+		return executor.StepResult{}, err
 	}
 	record("dnf --installroot=<buildroot> install " + shellJoin(pkgs) + " # the worker host's dnf")
 	if err != nil {
-		return r, true, err
+		return r, err
 	}
 	if r.Failed() {
 		text := out.String()
 		if strings.Contains(text, "Failed to download metadata") || strings.Contains(text, "Cannot download repomd.xml") {
-			return r, true, fmt.Errorf("install build dependencies: a repository cannot be reached (dnf exit status %d)", r.ExitCode)
+			return r, fmt.Errorf("install build dependencies: a repository cannot be reached (dnf exit status %d)", r.ExitCode)
 		}
 		var missing []string
 		for _, m := range noMatchRE.FindAllStringSubmatch(text, -1) {
@@ -377,10 +410,10 @@ func (b *Builder) bootstrapDeps(ctx context.Context, job executor.Job, sb execut
 		}
 		r.ExitCode = 1
 		if len(missing) > 0 {
-			r.Reason = "nothing in the repositories provides " + strings.Join(missing, ", ") + " (BuildRequires of the spec)"
+			r.Reason = "nothing in the repositories provides " + strings.Join(missing, ", ") + " (" + what + ")"
 		}
 	}
-	return r, true, nil
+	return r, nil
 }
 
 // rpmDepsScript installs BuildRequires with dnf where the buildroot has it.

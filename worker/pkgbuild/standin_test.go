@@ -38,16 +38,21 @@ func TestIntegrationRPMStandIn(t *testing.T) {
 	}
 	srv := newGitServer(t)
 	b := New(testConfig(t), br, buildroottest.Logger(t))
-	repo := func(name string, edit func(spec string) string) []executor.Source {
-		c := srv.repo(t, "packages/"+name, "kiln-widget-rpm", func(dir string) {
+	// repoOf makes a code+packaging repository called name from testdata
+	// dir from, with edit applied to its spec.
+	repoOf := func(name, from, spec string, edit func(spec string) string) []executor.Source {
+		c := srv.repo(t, "packages/"+name, from, func(dir string) {
 			if edit == nil {
 				return
 			}
-			p := filepath.Join(dir, "python-kiln-widget.spec")
+			p := filepath.Join(dir, spec)
 			data, _ := os.ReadFile(p)
 			os.WriteFile(p, []byte(edit(string(data))), 0o644)
 		})
 		return []executor.Source{{URL: srv.url("packages/" + name), Commit: c}}
+	}
+	repo := func(name string, edit func(spec string) string) []executor.Source {
+		return repoOf(name, "kiln-widget-rpm", "python-kiln-widget.spec", edit)
 	}
 	pb := executor.PackageBuild{Package: "python-kiln-widget", Target: target, Release: "mos-9.0", Revision: 2, VersionSuffix: ".mos9.0.2",
 		Sources: repo("kiln-widget", nil)}
@@ -97,6 +102,13 @@ func TestIntegrationRPMStandIn(t *testing.T) {
 	if v := installed(res, "rpm"); !strings.HasPrefix(v, "4.18") {
 		t.Errorf("record has rpm %q", v)
 	}
+	// The BuildRequires were installed into a buildroot that has no
+	// package manager of its own beside rpm.
+	for _, pm := range []string{"dnf", "yum", "microdnf", "python3-dnf", "libdnf"} {
+		if v := installed(res, pm); v != "" {
+			t.Errorf("the buildroot has %s %s: the test no longer shows a buildroot without dnf or yum", pm, v)
+		}
+	}
 
 	t.Run("pinned", func(t *testing.T) {
 		// A record made when 1.0 was the newest: the rebuild installs 1.0
@@ -128,6 +140,63 @@ func TestIntegrationRPMStandIn(t *testing.T) {
 		r, log, _ := runBuild(t, b, p)
 		if r.ExitCode != 1 || !strings.Contains(r.Reason, "kiln-docs-tool-nobody-has") {
 			t.Errorf("exit %d, reason %q; want 1 naming kiln-docs-tool-nobody-has\n%s", r.ExitCode, r.Reason, log)
+		}
+	})
+	t.Run("generated BuildRequires", func(t *testing.T) {
+		// A Fedora-style spec whose %generate_buildrequires asks for what
+		// only the stand-in provides; the next pass asks for the API the
+		// installed package's macros name, and finds it installed.
+		p := pb
+		p.Package = "python-kiln-gadget"
+		p.Sources = repoOf("kiln-gadget", "kiln-gadget-rpm", "python-kiln-gadget.spec", nil)
+		r, log, dir := runBuild(t, b, p)
+		if r.Failed() {
+			t.Fatalf("build failed: %s\n%s", r.Reason, log)
+		}
+		want := []string{"python-kiln-gadget-0.4.0-1.kd1.mos9.0.2.noarch.rpm", "python-kiln-gadget-0.4.0-1.kd1.mos9.0.2.src.rpm"}
+		if got := outFiles(t, dir); !slices.Equal(got, want) {
+			t.Errorf("artifacts = %q, want %q\n%s", got, want, log)
+		}
+		for _, w := range []string{
+			"kiln: the spec generates more BuildRequires (%generate_buildrequires)",
+			"kiln: %generate_buildrequires, pass 1: rpmbuild -br",
+			"kiln: %generate_buildrequires asks for kiln-dist-devel >= 1.1\n",
+			"kiln: %generate_buildrequires, pass 2: rpmbuild -br",
+			"kiln: rpmbuild -br requires: kiln-dist-devel(api) = 1\n",
+			"kiln: %generate_buildrequires: every build dependency is installed",
+		} {
+			if !strings.Contains(log, w) {
+				t.Errorf("log lacks %q:\n%s", w, log)
+			}
+		}
+		if strings.Contains(log, "pass 3") {
+			t.Errorf("rpmbuild -br ran a third time:\n%s", log)
+		}
+		if !slices.Contains(r.Record.Commands, "dnf --installroot=<buildroot> install 'kiln-dist-devel >= 1.1' # the worker host's dnf") {
+			t.Errorf("record commands lack the generated install: %q", r.Record.Commands)
+		}
+		if v := installed(r, "kiln-dist-devel"); v != "1.1-1 noarch" {
+			t.Errorf("record has kiln-dist-devel %q, want 1.1-1 noarch", v)
+		}
+		// The source package is rpmbuild -bs's: what the spec says, not
+		// what the generator found in this buildroot.
+		if out, err := exec.Command("rpm", "-qp", "--requires", filepath.Join(dir, outDir, want[1])).Output(); err != nil || !strings.Contains(string(out), "rpmlib(DynamicBuildRequires)") || strings.Contains(string(out), "kiln-dist-devel") {
+			t.Errorf("source package requires %q (%v), want rpmlib(DynamicBuildRequires) and no generated ones", out, err)
+		}
+		cmd := exec.Command("sh", "-c", "rpm2cpio "+filepath.Join(dir, outDir, want[0])+" | cpio -i --quiet --to-stdout ./usr/share/kiln-gadget/gadget.txt")
+		if out, err := cmd.Output(); err != nil || string(out) != "hello, gadget\nbuilt with kiln-dist-devel 1.1\n" {
+			t.Errorf("gadget.txt = %q (%v): the generated BuildRequires were not installed", out, err)
+		}
+	})
+	t.Run("generated BuildRequires nothing provides", func(t *testing.T) {
+		p := pb
+		p.Package = "python-kiln-gadget"
+		p.Sources = repoOf("kiln-gadget-missing", "kiln-gadget-rpm", "python-kiln-gadget.spec", func(s string) string {
+			return strings.Replace(s, "%bcond_with missing_generator_dep", "%bcond_without missing_generator_dep", 1)
+		})
+		r, log, _ := runBuild(t, b, p)
+		if r.ExitCode != 1 || !strings.Contains(r.Reason, "kiln-generated-tool-nobody-has") || !strings.Contains(r.Reason, "%generate_buildrequires") {
+			t.Errorf("exit %d, reason %q; want 1 naming kiln-generated-tool-nobody-has from %%generate_buildrequires\n%s", r.ExitCode, r.Reason, log)
 		}
 	})
 	t.Run("spec does not parse", func(t *testing.T) {
