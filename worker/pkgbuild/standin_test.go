@@ -199,6 +199,17 @@ func TestIntegrationRPMStandIn(t *testing.T) {
 			t.Errorf("exit %d, reason %q; want 1 naming kiln-generated-tool-nobody-has from %%generate_buildrequires\n%s", r.ExitCode, r.Reason, log)
 		}
 	})
+	t.Run("generator fails", func(t *testing.T) {
+		p := pb
+		p.Package = "python-kiln-gadget"
+		p.Sources = repoOf("kiln-gadget-broken", "kiln-gadget-rpm", "python-kiln-gadget.spec", func(s string) string {
+			return strings.Replace(s, "%generate_buildrequires\n", "%generate_buildrequires\nexit 3\n", 1)
+		})
+		r, log, _ := runBuild(t, b, p)
+		if r.ExitCode != 1 || !strings.Contains(r.Reason, "%generate_buildrequires failed: error: Bad exit status") {
+			t.Errorf("exit %d, reason %q; want 1 with rpm's message\n%s", r.ExitCode, r.Reason, log)
+		}
+	})
 	t.Run("spec does not parse", func(t *testing.T) {
 		p := pb
 		p.Sources = repo("kiln-widget-bad", func(s string) string {
