@@ -220,7 +220,7 @@ func (c *includeCmd) Run(ctx context.Context, in *cmdline.Invocation) (err error
 		return err
 	}
 	var signer repo.Signer
-	if cfg.Format == repo.FormatRPM || publish {
+	if repo.SignsOnInclude(cfg) || publish {
 		k, err := e.key(ctx)
 		if err != nil {
 			return err

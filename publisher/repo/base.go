@@ -42,12 +42,8 @@ func baseConfig(c Config) Config {
 	b := c
 	b.Name = BaseName(c.Name)
 	b.BaseOf = c.Name
-	if c.Format == FormatDeb {
-		b.Label = c.Label + " base"
-		b.Description = "Base of " + c.Name + ": the upstream packages its buildroots installed"
-		if c.Description != "" {
-			b.Description += " (" + c.Description + ")"
-		}
+	if f, err := familyOf(c.Format); err == nil {
+		b = f.base(b, c)
 	}
 	return b
 }

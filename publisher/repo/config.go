@@ -18,8 +18,6 @@ import (
 	"fmt"
 	"regexp"
 	"time"
-
-	"github.com/kiln-build/kiln/publisher/rpm"
 )
 
 // Formats.
@@ -71,22 +69,8 @@ func CheckName(what, name string) error {
 
 // WithDefaults fills unset fields.
 func (c Config) WithDefaults() Config {
-	if c.Format == FormatDeb {
-		if c.Component == "" {
-			c.Component = "main"
-		}
-		if c.Codename == "" {
-			c.Codename = c.Suite
-		}
-		if c.Compressions == nil {
-			c.Compressions = []string{"gz", "xz"}
-		}
-		if c.Origin == "" {
-			c.Origin = "Kiln"
-		}
-		if c.Label == "" {
-			c.Label = c.Origin
-		}
+	if f, err := familyOf(c.Format); err == nil {
+		c = f.defaults(c)
 	}
 	return c
 }
@@ -99,45 +83,12 @@ func (c Config) Validate() error {
 	if c.Name == "snapshots" {
 		return fmt.Errorf("repository name %q is reserved for published snapshots (public/snapshots/); choose another", c.Name)
 	}
-	switch c.Format {
-	case FormatDeb:
-		if c.Suite == "" {
-			return fmt.Errorf("repository %s: deb repositories need a suite (--suite or suite:)", c.Name)
-		}
-		for _, f := range [][2]string{{"suite", c.Suite}, {"codename", c.Codename}, {"component", c.Component}} {
-			if err := CheckName(f[0], f[1]); err != nil {
-				return fmt.Errorf("repository %s: %w", c.Name, err)
-			}
-		}
-		for _, f := range [][2]string{{"origin", c.Origin}, {"label", c.Label}, {"description", c.Description}} {
-			if !oneLine.MatchString(f[1]) {
-				return fmt.Errorf("repository %s: %s must be one line", c.Name, f[0])
-			}
-		}
-		for _, a := range c.Architectures {
-			if err := CheckName("architecture", a); err != nil {
-				return fmt.Errorf("repository %s: %w", c.Name, err)
-			}
-		}
-		for _, z := range c.Compressions {
-			if z != "gz" && z != "xz" {
-				return fmt.Errorf("repository %s: compression %q is not supported: use gz and/or xz", c.Name, z)
-			}
-		}
-		if c.ValidFor < 0 {
-			return fmt.Errorf("repository %s: valid_for %s is negative", c.Name, c.ValidFor)
-		}
-	case FormatRPM:
-		if c.Contents {
-			return fmt.Errorf("repository %s: contents is for deb repositories (Contents-<arch> indexes); remove it from this rpm repository", c.Name)
-		}
-		if _, err := rpm.ParseSignatures(c.RPMSignatures); err != nil {
-			return fmt.Errorf("repository %s: %w", c.Name, err)
-		}
-	case "":
-		return fmt.Errorf("repository %s: no format: set format deb or rpm (--format)", c.Name)
-	default:
-		return fmt.Errorf("repository %s: format %q is not supported: use deb or rpm", c.Name, c.Format)
+	if c.Format == "" {
+		return fmt.Errorf("repository %s: no format: set format %s (--format)", c.Name, orList(formatNames()))
 	}
-	return nil
+	f, err := familyOf(c.Format)
+	if err != nil {
+		return fmt.Errorf("repository %s: %w", c.Name, err)
+	}
+	return f.validate(c)
 }

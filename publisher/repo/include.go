@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -317,25 +318,18 @@ func (s *Store) readInput(ctx context.Context, in Input, cfg Config, resolve Res
 		return nil, fmt.Errorf("include %q: %w", in.Name, err)
 	}
 	ext := path.Ext(in.Name)
-	switch {
-	case (ext == ".deb" || ext == ".udeb") && cfg.Format == FormatDeb:
-		return s.readBinary(in, ext == ".udeb", cfg)
-	case ext == ".dsc" && cfg.Format == FormatDeb:
-		if resolve == nil {
-			dir := filepath.Dir(in.Path)
-			resolve = func(name string) (string, bool) {
-				p := filepath.Join(dir, name)
-				_, err := os.Stat(p)
-				return p, err == nil
-			}
+	var all []string
+	for _, f := range families {
+		if !slices.Contains(f.extensions(), ext) {
+			all = append(all, f.extensions()...)
+			continue
 		}
-		return s.readDSC(in, resolve, cfg)
-	case ext == ".rpm" && cfg.Format == FormatRPM:
-		return s.readRPM(ctx, in, signer, cfg)
-	case ext == ".deb" || ext == ".udeb" || ext == ".dsc" || ext == ".rpm":
+		if f.format() == cfg.Format {
+			return f.read(ctx, s, in, cfg, resolve, signer)
+		}
 		return nil, fmt.Errorf("include %s: a %s file cannot go into %s repository %s", in.Name, ext, cfg.Format, cfg.Name)
 	}
-	return nil, fmt.Errorf("include %s: unknown file type %q: expected .deb, .udeb, .dsc or .rpm", in.Name, ext)
+	return nil, fmt.Errorf("include %s: unknown file type %q: expected %s", in.Name, ext, orList(all))
 }
 
 func conflict(cfg Config, r *row, have string) error {

@@ -22,7 +22,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kiln-build/kiln/publisher/deb"
-	"github.com/kiln-build/kiln/publisher/rpm"
 )
 
 // Names in a published deb tree.
@@ -206,8 +205,12 @@ func (s *Store) publishLocked(ctx context.Context, repoName string, signer Signe
 	if err != nil {
 		return PublishResult{}, err
 	}
+	fam, err := familyOf(cfg.Format)
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("publish %s: %w", repoName, err)
+	}
 	src := rowSource{"packages", "repo", repoName}
-	rows, err := s.rows(ctx, src.table, src.col, src.val, cfg.Format == FormatRPM)
+	rows, err := s.rows(ctx, src.table, src.col, src.val, fam.needsMeta())
 	if err != nil {
 		return PublishResult{}, err
 	}
@@ -221,7 +224,7 @@ func (s *Store) publishLocked(ctx context.Context, repoName string, signer Signe
 		return res, fmt.Errorf("publish %s: %w", repoName, err)
 	}
 	if pending > 0 {
-		if err := s.collectPool(dir, cfg, rows); err != nil {
+		if err := s.collectPool(dir, fam, rows); err != nil {
 			return res, fmt.Errorf("publish %s: clean pool: %w", repoName, err)
 		}
 		if _, err := s.db.ExecContext(ctx, `UPDATE repos SET gc_pending = gc_pending - 1 WHERE name=? AND gc_pending > 0`, repoName); err != nil {
@@ -244,24 +247,12 @@ func (s *Store) publishTree(ctx context.Context, dir string, cfg Config, src row
 	if err := s.linkPool(ctx, dir, rows); err != nil {
 		return res, err
 	}
-	switch cfg.Format {
-	case FormatDeb:
-		gen, err := s.publishDeb(ctx, dir, cfg, src, rows, signer)
-		res.Generation = gen
-		return res, err
-	case FormatRPM:
-		pkgs := make([]*rpm.Package, 0, len(rows))
-		for _, r := range rows {
-			p := &rpm.Package{}
-			if err := json.Unmarshal([]byte(r.meta), p); err != nil {
-				return res, fmt.Errorf("read metadata of %s: %w", r.name, err)
-			}
-			pkgs = append(pkgs, p)
-		}
-		err := rpm.WriteRepodata(ctx, dir, pkgs, rpm.RepodataOptions{Signer: signer, Time: s.now()})
+	fam, err := familyOf(cfg.Format)
+	if err != nil {
 		return res, err
 	}
-	return res, fmt.Errorf("unknown format %q", cfg.Format)
+	res.Generation, err = fam.publish(ctx, s, dir, cfg, src, rows, signer)
+	return res, err
 }
 
 // linkPool makes every file the rows reference present below dir, as a
@@ -590,17 +581,14 @@ func (s *Store) publishDeb(ctx context.Context, dir string, cfg Config, src rowS
 
 // collectPool removes pool files that no package references, one publish
 // after they were first found unreferenced.
-func (s *Store) collectPool(dir string, cfg Config, rows []*row) error {
+func (s *Store) collectPool(dir string, fam family, rows []*row) error {
 	ref := map[string]bool{}
 	for _, r := range rows {
 		for _, f := range r.files {
 			ref[f.Path] = true
 		}
 	}
-	top := "pool"
-	if cfg.Format == FormatRPM {
-		top = "Packages"
-	}
+	top := fam.poolTop()
 	listFile := filepath.Join(dir, unreferencedList)
 	before := map[string]bool{}
 	if data, err := os.ReadFile(listFile); err == nil {

@@ -175,7 +175,11 @@ func (s *Store) snapshotConfig(ctx context.Context, name string) (Config, error)
 
 func (s *Store) publishSnapshot(ctx context.Context, name string, cfg Config, signer Signer) (PublishResult, error) {
 	src := rowSource{"snapshot_packages", "snapshot", name}
-	rows, err := s.rows(ctx, src.table, src.col, src.val, cfg.Format == FormatRPM)
+	fam, err := familyOf(cfg.Format)
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("publish snapshot %s: %w", name, err)
+	}
+	rows, err := s.rows(ctx, src.table, src.col, src.val, fam.needsMeta())
 	if err != nil {
 		return PublishResult{}, err
 	}
