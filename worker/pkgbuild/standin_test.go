@@ -37,7 +37,11 @@ func TestIntegrationRPMStandIn(t *testing.T) {
 		t.Fatalf("chroot create: %v\n%s", err, mk.String())
 	}
 	srv := newGitServer(t)
-	b := New(testConfig(t), br, buildroottest.Logger(t))
+	bcfg := testConfig(t)
+	// Release mos-9.1 has a repository of its own, which alone provides
+	// kiln-gadget-backend.
+	bcfg.Repositories = []Repository{{Release: "mos-9.1", BaseURL: gadgetBackendRepo(t, d), KeyFile: d.KeyFile}}
+	b := New(bcfg, br, buildroottest.Logger(t))
 	// repoOf makes a code+packaging repository called name from testdata
 	// dir from, with edit applied to its spec.
 	repoOf := func(name, from, spec string, edit func(spec string) string) []executor.Source {
@@ -145,15 +149,17 @@ func TestIntegrationRPMStandIn(t *testing.T) {
 	t.Run("generated BuildRequires", func(t *testing.T) {
 		// A Fedora-style spec whose %generate_buildrequires asks for what
 		// only the stand-in provides; the next pass asks for the API the
-		// installed package's macros name, and finds it installed.
+		// installed package's macros name (installed already) and
+		// for the backend only the release's repository has; the third
+		// finds nothing missing.
 		p := pb
-		p.Package = "python-kiln-gadget"
+		p.Package, p.Release, p.VersionSuffix = "python-kiln-gadget", "mos-9.1", ".mos9.1.1"
 		p.Sources = repoOf("kiln-gadget", "kiln-gadget-rpm", "python-kiln-gadget.spec", nil)
 		r, log, dir := runBuild(t, b, p)
 		if r.Failed() {
 			t.Fatalf("build failed: %s\n%s", r.Reason, log)
 		}
-		want := []string{"python-kiln-gadget-0.4.0-1.kd1.mos9.0.2.noarch.rpm", "python-kiln-gadget-0.4.0-1.kd1.mos9.0.2.src.rpm"}
+		want := []string{"python-kiln-gadget-0.4.0-1.kd1.mos9.1.1.noarch.rpm", "python-kiln-gadget-0.4.0-1.kd1.mos9.1.1.src.rpm"}
 		if got := outFiles(t, dir); !slices.Equal(got, want) {
 			t.Errorf("artifacts = %q, want %q\n%s", got, want, log)
 		}
@@ -163,14 +169,16 @@ func TestIntegrationRPMStandIn(t *testing.T) {
 			"kiln: %generate_buildrequires asks for kiln-dist-devel >= 1.1\n",
 			"kiln: %generate_buildrequires, pass 2: rpmbuild -br",
 			"kiln: rpmbuild -br requires: kiln-dist-devel(api) = 1\n",
+			"kiln: %generate_buildrequires asks for kiln-dist-devel(api) = 1, kiln-gadget-backend\n",
+			"kiln: %generate_buildrequires, pass 3: rpmbuild -br",
 			"kiln: %generate_buildrequires: every build dependency is installed",
 		} {
 			if !strings.Contains(log, w) {
 				t.Errorf("log lacks %q:\n%s", w, log)
 			}
 		}
-		if strings.Contains(log, "pass 3") {
-			t.Errorf("rpmbuild -br ran a third time:\n%s", log)
+		if strings.Contains(log, "pass 4") {
+			t.Errorf("rpmbuild -br ran a fourth time:\n%s", log)
 		}
 		if !slices.Contains(r.Record.Commands, "dnf --installroot=<buildroot> install 'kiln-dist-devel >= 1.1' # the worker host's dnf") {
 			t.Errorf("record commands lack the generated install: %q", r.Record.Commands)
@@ -178,13 +186,16 @@ func TestIntegrationRPMStandIn(t *testing.T) {
 		if v := installed(r, "kiln-dist-devel"); v != "1.1-1 noarch" {
 			t.Errorf("record has kiln-dist-devel %q, want 1.1-1 noarch", v)
 		}
+		if v := installed(r, "kiln-gadget-backend"); v != "1.0-1 noarch" {
+			t.Errorf("record has kiln-gadget-backend %q, want 1.0-1 noarch", v)
+		}
 		// The source package is rpmbuild -bs's: what the spec says, not
 		// what the generator found in this buildroot.
 		if out, err := exec.Command("rpm", "-qp", "--requires", filepath.Join(dir, outDir, want[1])).Output(); err != nil || !strings.Contains(string(out), "rpmlib(DynamicBuildRequires)") || strings.Contains(string(out), "kiln-dist-devel") {
 			t.Errorf("source package requires %q (%v), want rpmlib(DynamicBuildRequires) and no generated ones", out, err)
 		}
 		cmd := exec.Command("sh", "-c", "rpm2cpio "+filepath.Join(dir, outDir, want[0])+" | cpio -i --quiet --to-stdout ./usr/share/kiln-gadget/gadget.txt")
-		if out, err := cmd.Output(); err != nil || string(out) != "hello, gadget\nbuilt with kiln-dist-devel 1.1\n" {
+		if out, err := cmd.Output(); err != nil || string(out) != "hello, gadget\nbuilt with kiln-dist-devel 1.1 and kiln-gadget-backend 1.0\n" {
 			t.Errorf("gadget.txt = %q (%v): the generated BuildRequires were not installed", out, err)
 		}
 	})
@@ -220,4 +231,48 @@ func TestIntegrationRPMStandIn(t *testing.T) {
 			t.Errorf("exit %d, reason %q; want 1 with rpm's own message about the unclosed %%if\n%s", r.ExitCode, r.Reason, log)
 		}
 	})
+}
+
+// gadgetBackendRepo makes and serves a release repository holding
+// kiln-gadget-backend 1.0, which nothing else provides, its package and
+// repomd.xml signed with d's key.
+func gadgetBackendRepo(t *testing.T, d *rpmdisttest.Dist) string {
+	t.Helper()
+	dir := t.TempDir()
+	repo := filepath.Join(dir, "repo")
+	spec := filepath.Join(dir, "kiln-gadget-backend.spec")
+	err := os.WriteFile(spec, []byte(`Name: kiln-gadget-backend
+Version: 1.0
+Release: 1
+Summary: The backend of kiln-gadget, only in a release repository
+License: MIT
+BuildArch: noarch
+%description
+The backend of kiln-gadget.
+%install
+mkdir -p %{buildroot}/usr/share/kiln-gadget-backend
+echo 'kiln-gadget-backend 1.0' > %{buildroot}/usr/share/kiln-gadget-backend/name
+%files
+/usr/share/kiln-gadget-backend
+`), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(name string, args ...string) {
+		t.Helper()
+		if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+			t.Fatalf("%s %q: %v\n%s", name, args, err, out)
+		}
+	}
+	run("rpmbuild", "-bb", "--quiet", "--define", "_topdir "+filepath.Join(dir, "top"), "--define", "_rpmdir "+repo,
+		"--define", "_rpmfilename %{NAME}-%{VERSION}-%{RELEASE}.%{ARCH}.rpm", spec)
+	gpg, err := exec.LookPath("gpg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run("rpmsign", "--addsign", "--define", "__gpg "+gpg, "--define", "_gpg_name dist@kiln.invalid", "--define", "_gpg_path "+d.GnuPG,
+		filepath.Join(repo, "kiln-gadget-backend-1.0-1.noarch.rpm"))
+	run("createrepo_c", "--quiet", repo)
+	run(gpg, "--batch", "--quiet", "--homedir", d.GnuPG, "--armor", "--detach-sign", filepath.Join(repo, "repodata", "repomd.xml"))
+	return rpmdisttest.Serve(t, repo)
 }
