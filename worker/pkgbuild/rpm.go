@@ -374,6 +374,10 @@ func (b *Builder) bootstrapDeps(ctx context.Context, job executor.Job, sb execut
 		return r, true, nil
 	}
 	g, err := b.generatedDeps(ctx, job, sb, bs, *generate, pkgs, log, record)
+	if errors.Is(err, executor.ErrNoBootstrap) {
+		// No static BuildRequires asked the bootstrap first.
+		return executor.StepResult{}, false, nil
+	}
 	g.Packages = append(r.Packages, g.Packages...)
 	return g, true, err
 }
