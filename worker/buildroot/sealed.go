@@ -79,8 +79,18 @@ func (b *Buildroot) OpenSealed(ctx context.Context, target string, src executor.
 	if err != nil {
 		return nil, err
 	}
-	s.sources = t.SourceHosts()
+	s.sources, s.sealed = t.SourceHosts(), &t
 	return s, nil
+}
+
+// targetConfig is the configuration of the sandbox's chroot: the
+// configured target's, or for a sealed release's chroot the target's with
+// the release's base as its only source.
+func (s *Sandbox) targetConfig() (Target, bool) {
+	if s.sealed != nil {
+		return *s.sealed, true
+	}
+	return s.b.cfg.Target(s.target)
 }
 
 // makeSealed makes the sealed chroot t. apt's download methods run as an
