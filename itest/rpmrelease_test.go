@@ -21,7 +21,8 @@ import (
 // publisher: a package whose BuildRequires only the stand-in RPM
 // distribution provides is built in release rel; every package its
 // buildroot was made from or installed (the chroot's, and what the worker
-// host's dnf installed into it) lands in rel's base, which dnf accepts
+// host's dnf installed into it) lands in rel's base, a second build takes
+// its BuildRequires from the worker's package cache, dnf accepts the base
 // with gpgcheck and repo_gpgcheck against the operator's key alone; then
 // rel is sealed, the worker's stand-in repository points where nothing
 // listens, its chroots are removed, and `release verify` rebuilds the
@@ -60,6 +61,17 @@ func TestRPMReleaseRebuildsFromItselfAlone(t *testing.T) {
 	}
 	if !regexp.MustCompile(`kiln: base: [1-9][0-9]+ package files`).MatchString(out) {
 		t.Errorf("the build captured no base:\n%s", tail(out, 3000))
+	}
+
+	// A second build needing the same BuildRequires (a verified rebuild)
+	// takes them from the worker's package cache.
+	first := jobID(t, errOut)
+	out, errOut, code = c.cliTimeout(15*time.Minute, "rebuild", "--verify", first)
+	if code != 0 || !strings.Contains(errOut, "byte-identical to job "+first) {
+		t.Fatalf("rebuild --verify %s: %d\n%s\n%s", first, code, tail(out, 4000), errOut)
+	}
+	if !strings.Contains(out, "package cache hit kiln-dist-devel-1.1-1.noarch.rpm") {
+		t.Errorf("the second build did not take kiln-dist-devel from the package cache:\n%s", tail(out, 4000))
 	}
 
 	// 2. The base is a signed repository dnf accepts with the operator's
