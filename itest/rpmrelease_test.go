@@ -134,6 +134,13 @@ func TestRPMReleaseRebuildsFromItselfAlone(t *testing.T) {
 	if strings.Contains(l, strings.TrimPrefix(strings.TrimSuffix(dead, "/kiln-dist/"), "http://")) {
 		t.Errorf("rebuild job %s reached for the stand-in repository:\n%s", jobs[0][1], tail(l, 4000))
 	}
+
+	// 5. A forced build of the sealed release is published, with its base:
+	// the files it offers for the base are the base's own signed rpms.
+	out, errOut, code = c.cliTimeout(15*time.Minute, "rebuild", first, "--wait")
+	if code != 0 || !strings.Contains(errOut, "publish: published") || !strings.Contains(out, "python-kiln-widget-2.3.1-1.kd1.rel2.noarch.rpm") {
+		t.Fatalf("forced build of sealed rel: %d\n%s\n%s", code, tail(out, 4000), errOut)
+	}
 }
 
 // dnfBaseNames installs kiln-dist-devel from the repository at url alone
