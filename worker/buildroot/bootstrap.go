@@ -20,9 +20,9 @@ import (
 // with --installroot, from the target's repositories and req's, checking
 // every signature it has a key for. Whether the buildroot itself has dnf,
 // yum or neither does not matter. The package files dnf downloads are the
-// result's Packages (see bootstrapProxy). dnf's exit status is the result's; an
-// error is an infrastructure failure (no mount, no dnf, a repository that
-// cannot be reached).
+// result's Packages (see bootstrapProxy). dnf's exit status is the
+// result's; an error is an infrastructure failure (no mount, no dnf, a
+// repository that cannot be reached).
 func (s *Sandbox) BootstrapInstall(ctx context.Context, req executor.BootstrapInstall, log io.Writer) (_ executor.StepResult, err error) {
 	t, ok := s.targetConfig()
 	if !ok || t.Method != "dnf" {
