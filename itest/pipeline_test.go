@@ -215,7 +215,8 @@ publisher:
 
 // workerOptions changes the pipeline worker's configuration.
 type workerOptions struct {
-	// mirror replaces the targets' upstream mirror.
+	// mirror replaces the targets' upstream mirror (a dnf target's
+	// repositories' baseurl).
 	mirror string
 	// extra is appended to the config (top-level keys).
 	extra string
@@ -231,6 +232,10 @@ func (p *pipeline) startWorker(t *testing.T, o workerOptions) *proc {
 		targets = slices.Clone(targets)
 		for i := range targets {
 			targets[i].Mirror = o.mirror
+			targets[i].Repositories = slices.Clone(targets[i].Repositories)
+			for j := range targets[i].Repositories {
+				targets[i].Repositories[j].BaseURL = o.mirror
+			}
 		}
 	}
 	j, _ := json.Marshal(targets)

@@ -239,6 +239,19 @@ func TestRPMBaseRepositoryJudgedByDnf(t *testing.T) {
 		t.Fatalf("dnf found the release's own package in its base:\n%s", out)
 	}
 
+	// The base's own signed file, offered back (a build of the sealed
+	// release installed it from the base) is the package it holds.
+	published := filepath.Join(dir, "from-base.rpm")
+	if data, err := os.ReadFile(filepath.Join(public, "Packages", "k", "kiln-rpm-upstream-3.1-1.noarch.rpm")); err != nil || os.WriteFile(published, data, 0o644) != nil {
+		t.Fatalf("copy the base's rpm: %v", err)
+	}
+	if sha256File(t, published) == sha256File(t, dep) {
+		t.Fatal("the base's rpm is the upload itself: the publisher did not sign it")
+	}
+	if out := publisher(t, append([]string{"include", "--base", "--repo", "el", published}, base...)...); !strings.Contains(out, "already present kiln-rpm-upstream 3.1-1 noarch") {
+		t.Errorf("the base's own file offered back: %s", out)
+	}
+
 	other := rpmbuild(t, filepath.Join(dir, "b"), "kiln-rpm-upstream", "3.1")
 	b, err := exec.Command(publisherBin(t), append([]string{"include", "--base", "--repo", "el", other}, base...)...).CombinedOutput()
 	want := "base package kiln-rpm-upstream 3.1-1 noarch: stored sha256 " + sha256File(t, dep) + ", offered sha256 " + sha256File(t, other)

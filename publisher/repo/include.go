@@ -173,13 +173,19 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 			continue
 		}
 		seen[key] = r
-		var have string
-		err := stmts.have.QueryRowContext(ctx, repoName, r.kind, r.name, r.version, r.arch).Scan(&have)
+		var have, published string
+		err := stmts.have.QueryRowContext(ctx, repoName, r.kind, r.name, r.version, r.arch).Scan(&have, &published)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 		case err != nil:
 			return res, fmt.Errorf("include into %s: %w", repoName, err)
 		case have == r.uploadSHA256:
+			res.Existing = append(res.Existing, r.entry())
+			continue
+		case cfg.BaseOf != "" && published == r.uploadSHA256:
+			// The base's own published file, offered back: an rpm
+			// signed as it entered the base, installed by a build of
+			// the sealed release from that base.
 			res.Existing = append(res.Existing, r.entry())
 			continue
 		default:
@@ -285,7 +291,7 @@ func prepareInclude(ctx context.Context, tx *sql.Tx) (*includeStmts, error) {
 		dst **sql.Stmt
 		q   string
 	}{
-		{&st.have, `SELECT upload_sha256 FROM packages WHERE repo=? AND kind=? AND name=? AND version=? AND arch=?`},
+		{&st.have, `SELECT upload_sha256, sha256 FROM packages WHERE repo=? AND kind=? AND name=? AND version=? AND arch=?`},
 		{&st.pool, `SELECT sha256 FROM pool_files WHERE repo=? AND path=?`},
 		{&st.insert, `INSERT INTO packages (repo, kind, name, version, arch, component, udeb, upload_sha256, sha256, size, path, stanza, meta, files, added)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},

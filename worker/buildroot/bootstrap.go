@@ -19,11 +19,12 @@ import (
 // with a bootstrap: the worker host's dnf writes into the sandbox's root
 // with --installroot, from the target's repositories and req's, checking
 // every signature it has a key for. Whether the buildroot itself has dnf,
-// yum or neither does not matter. dnf's exit status is the result's; an
-// error is an infrastructure failure (no mount, no dnf, a repository that
-// cannot be reached).
+// yum or neither does not matter. The package files dnf downloads are the
+// result's Packages (see bootstrapProxy). dnf's exit status is the
+// result's; an error is an infrastructure failure (no mount, no dnf, a
+// repository that cannot be reached).
 func (s *Sandbox) BootstrapInstall(ctx context.Context, req executor.BootstrapInstall, log io.Writer) (_ executor.StepResult, err error) {
-	t, ok := s.b.cfg.Target(s.target)
+	t, ok := s.targetConfig()
 	if !ok || t.Method != "dnf" {
 		return executor.StepResult{}, fmt.Errorf("sandbox %s: target %s: %w", s.id, s.target, executor.ErrNoBootstrap)
 	}
@@ -79,19 +80,25 @@ func (s *Sandbox) BootstrapInstall(ctx context.Context, req executor.BootstrapIn
 		}
 	}()
 	all.Packages = req.Packages
-	// The cache is in scratch, out of the sandbox, and thrown away.
-	args := dnfArgs(all, root, repos)
+	// dnf's cache is in scratch, out of the sandbox, and thrown away; the
+	// package files it downloads pass the proxy into the package cache.
+	proxy, err := s.startBootstrapProxy(all, log)
+	if err != nil {
+		return executor.StepResult{}, err
+	}
+	args := append(proxy.args(), dnfArgs(all, root, repos)...)
 	fmt.Fprintf(log, "kiln: bootstrap: dnf --installroot (the worker host's dnf) installs %s\n", strings.Join(req.Packages, ", "))
 	cmd := exec.CommandContext(ctx, "dnf", args...)
-	cmd.Env = env
+	cmd.Env = append(env, proxy.env()...)
 	cmd.Stdout, cmd.Stderr = log, log
 	err = cmd.Run()
+	packages := proxy.finish(log)
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
-		return executor.StepResult{}, nil
+		return executor.StepResult{Packages: packages}, nil
 	case errors.As(err, &ee) && ctx.Err() == nil:
-		return executor.StepResult{ExitCode: ee.ExitCode()}, nil
+		return executor.StepResult{ExitCode: ee.ExitCode(), Packages: packages}, nil
 	}
 	return executor.StepResult{}, fmt.Errorf("bootstrap dnf: %w", err)
 }

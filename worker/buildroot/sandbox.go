@@ -47,6 +47,9 @@ type Sandbox struct {
 	// sources are the package sources of a chroot that is not a
 	// configured target's (a sealed release's); network steps reach them.
 	sources []string
+	// sealed is the configuration of a sealed release's chroot, which
+	// is not a configured target (see OpenSealed).
+	sealed *Target
 	// packages are the package files the chroot was made from.
 	packages []executor.PackageFile
 

@@ -79,16 +79,29 @@ func (b *Buildroot) OpenSealed(ctx context.Context, target string, src executor.
 	if err != nil {
 		return nil, err
 	}
-	s.sources = t.SourceHosts()
+	s.sources, s.sealed = t.SourceHosts(), &t
 	return s, nil
+}
+
+// targetConfig is the configuration of the sandbox's chroot: the
+// configured target's, or for a sealed release's chroot the target's with
+// the release's base as its only source.
+func (s *Sandbox) targetConfig() (Target, bool) {
+	if s.sealed != nil {
+		return *s.sealed, true
+	}
+	return s.b.cfg.Target(s.target)
 }
 
 // makeSealed makes the sealed chroot t. apt's download methods run as an
 // unprivileged user that may not read the operator's key where it lies
 // (a 0600 file, a private directory): mmdebstrap is given a world-readable
 // copy of its public key instead, which is also the one copied into the
-// chroot.
+// chroot. dnf reads the key as root, where it lies.
 func (b *Buildroot) makeSealed(ctx context.Context, t Target, log io.Writer) error {
+	if t.Method != "mmdebstrap" {
+		return b.makeChrootLogged(ctx, t, log)
+	}
 	key, err := os.ReadFile(t.SignedBy)
 	if err != nil {
 		return fmt.Errorf("read the key of release base %s: %w", t.Mirror, err)
@@ -108,6 +121,11 @@ func (b *Buildroot) makeSealed(ctx context.Context, t Target, log io.Writer) err
 	if err := os.WriteFile(t.SignedBy, key, 0o644); err != nil {
 		return err
 	}
+	return b.makeChrootLogged(ctx, t, log)
+}
+
+// makeChrootLogged makes and imports the chroot of t, and says which it is.
+func (b *Buildroot) makeChrootLogged(ctx context.Context, t Target, log io.Writer) error {
 	info, err := b.refresh(ctx, t, log)
 	if err != nil {
 		return err

@@ -51,7 +51,7 @@ func TestSealedTargetDrawsOnlyFromTheBase(t *testing.T) {
 	if len(got.Repositories) != 1 || got.Repositories[0].BaseURL != "http://mirror.kiln/mos-9.0-alma9-base" || got.Repositories[0].GPGKey != "file:///etc/kiln/mos.asc" {
 		t.Errorf("sealed rpm target repositories %+v", got.Repositories)
 	}
-	if !strings.Contains(dnfRepoFile(got), "gpgcheck=1") {
+	if f := dnfRepoFile(got); !strings.Contains(f, "\ngpgcheck=1\nrepo_gpgcheck=1\ngpgkey=file:///etc/kiln/mos.asc\n") || strings.Contains(f, "gpgcheck=0") || strings.Contains(f, "alma/9/BaseOS") {
 		t.Errorf("sealed rpm repository is not checked:\n%s", dnfRepoFile(got))
 	}
 

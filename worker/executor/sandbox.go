@@ -54,11 +54,12 @@ type StepResult struct {
 	// memory", "stopped: no output for 10m0s", "time limit 1h0m0s reached".
 	Reason string
 	// Packages are the package files (.deb, .udeb, .rpm) a Network step
-	// obtained whole through the buildroot's package source proxy, from
-	// the worker's package cache or from their source, in the order they
-	// were served; their bytes are in the cache under their SHA256. Empty
-	// for other steps, and where the dependency network is the host's or
-	// the cache is off. Files fetched through https tunnels are not seen.
+	// or a bootstrap install obtained whole through the buildroot's
+	// package source proxy, from the worker's package cache or from their
+	// source, in the order they were served; their bytes are in the cache
+	// under their SHA256. Empty for other steps, and where the dependency
+	// network is the host's or the cache is off. Files fetched through
+	// https tunnels are not seen.
 	Packages []PackageFile
 }
 
