@@ -149,8 +149,10 @@ func (b *Builder) prepareDeb(ctx context.Context, in prepInput, debDir string) (
 // from a record, then whatever the .dsc's Build-Depends still lacks.
 func debDepsScript(repos []Repository, pinned []executor.Package, dsc string, profiles []string) string {
 	var s strings.Builder
-	s.WriteString("apt_opts='-y --no-install-recommends -o Dpkg::Use-Pty=0 -o APT::Color=0'\nupdated=\n")
-	s.WriteString("update() { if [ -z \"$updated\" ]; then apt-get update -o APT::Color=0; updated=1; fi; }\n")
+	// The buildroot is thrown away after the build: dpkg need not sync
+	// each file it unpacks, and no translated descriptions are needed.
+	s.WriteString("apt_opts='-y --no-install-recommends -o Dpkg::Use-Pty=0 -o APT::Color=0 -o Dpkg::Options::=--force-unsafe-io'\nupdated=\n")
+	s.WriteString("update() { if [ -z \"$updated\" ]; then apt-get update -o APT::Color=0 -o Acquire::Languages=none; updated=1; fi; }\n")
 	for _, r := range repos {
 		if r.Apt != "" {
 			if why := unverified(r); why != "" {
