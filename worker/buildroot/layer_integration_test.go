@@ -54,7 +54,11 @@ func TestBuildDependencyLayerCache(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { sb.Close(context.Background()) })
-		res := resolution(execOK(t, sb, resolveDeps))
+		var out bytes.Buffer
+		if r, err := sb.ExecResolve(ctx, resolveDeps, &out); err != nil || r.Failed() {
+			t.Fatalf("%s: resolve: %+v %v\n%s", name, r, err, out.String())
+		}
+		res := resolution(out.String())
 		if !strings.Contains(res, "Inst zlib1g-dev ") || !strings.Contains(res, "SHA256:") {
 			t.Fatalf("%s: resolution lacks zlib1g-dev or its sha256:\n%s", name, res)
 		}
@@ -63,7 +67,7 @@ func TestBuildDependencyLayerCache(t *testing.T) {
 		if err != nil || r.Failed() {
 			t.Fatalf("%s: %+v %v\n%s", name, r, err, log.String())
 		}
-		return sb, r, log.String(), execOK(t, sb, listing)
+		return sb, r, out.String() + log.String(), execOK(t, sb, listing)
 	}
 
 	sb1, first, log1, list1 := phase1("first phase 1")
@@ -75,6 +79,9 @@ func TestBuildDependencyLayerCache(t *testing.T) {
 	execOK(t, sb1, executor.Step{Argv: sh("echo leak > /usr/local/phase2 && rm /usr/include/zlib.h"), Root: true})
 
 	sb2, second, log2, list2 := phase1("second phase 1")
+	if !strings.Contains(log2, "kiln: apt package lists of an earlier build on this chroot restored") || strings.Contains(log1, "lists of an earlier build") {
+		t.Errorf("apt's lists not restored for the second phase 1 only:\n%s\n%s", log1, log2)
+	}
 	if !strings.Contains(log2, "kiln: build-dependency layer cache hit ") || !strings.Contains(log2, "zlib1g-dev is already the newest version") {
 		t.Fatalf("second phase 1 did not start from the layer:\n%s", log2)
 	}
@@ -95,7 +102,7 @@ func TestBuildDependencyLayerCache(t *testing.T) {
 	}
 
 	// Corrupt on disk: found by its hash, removed, phase 1 in full.
-	layers, _ := filepath.Glob(filepath.Join(cfg.LayerCache.Dir, "*.tar"))
+	layers, _ := filepath.Glob(filepath.Join(cfg.LayerCache.Dir, "[0-9a-f]*.tar"))
 	if len(layers) != 1 {
 		t.Fatalf("layers on disk: %v, want 1", layers)
 	}
@@ -107,8 +114,22 @@ func TestBuildDependencyLayerCache(t *testing.T) {
 	if err := os.WriteFile(layers[0], data, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	lists, _ := filepath.Glob(filepath.Join(cfg.LayerCache.Dir, "lists-*.tar"))
+	if len(lists) != 1 {
+		t.Fatalf("apt lists on disk: %v, want 1", lists)
+	}
+	if data, err = os.ReadFile(lists[0]); err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0x55
+	if err := os.WriteFile(lists[0], data, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	_, third, log3, list3 := phase1("phase 1 after the layer was corrupted")
-	if !strings.Contains(log3, "not used: corrupt, removed") || !strings.Contains(log3, " stored (") || strings.Contains(log3, "layer cache hit") {
+	if !strings.Contains(log3, "apt package lists of an earlier build not used: corrupt, removed") {
+		t.Errorf("corrupt apt lists not detected:\n%s", log3)
+	}
+	if !strings.Contains(log3, "layer "+filepath.Base(layers[0])[:12]+" not used: corrupt, removed") || !strings.Contains(log3, " stored (") || strings.Contains(log3, "layer cache hit") {
 		t.Fatalf("corrupt layer not detected and made again:\n%s", log3)
 	}
 	if list3 != list1 || len(third.Packages) != len(first.Packages) {

@@ -131,9 +131,10 @@ func (c *layerCache) verify(id string, m layerManifest) error {
 	return nil
 }
 
-// store writes upper (without layerSkip) as the layer id with manifest m,
+// store writes upper (without layerSkip, or only roots) as the layer id
+// with manifest m,
 // then evicts the least recently used layers beyond the bound.
-func (c *layerCache) store(id, upper string, m layerManifest) (int64, error) {
+func (c *layerCache) store(id, upper string, m layerManifest, roots ...string) (int64, error) {
 	tmp, err := os.CreateTemp(filepath.Join(c.dir, "tmp"), "layer-*")
 	if err != nil {
 		return 0, err
@@ -141,7 +142,7 @@ func (c *layerCache) store(id, upper string, m layerManifest) (int64, error) {
 	defer os.Remove(tmp.Name())
 	h := sha256.New()
 	cw := &countWriter{w: io.MultiWriter(tmp, h)}
-	werr := writeLayer(cw, upper)
+	werr := writeLayer(cw, upper, roots...)
 	if cerr := tmp.Close(); werr == nil {
 		werr = cerr
 	}
@@ -241,24 +242,13 @@ func skipped(rel string) bool {
 // writeLayer writes the upper dir as a tar: regular files, directories,
 // symlinks, hard links, device nodes (overlayfs whiteouts are 0/0
 // character devices) with owners, modes, times and extended attributes
-// (overlayfs marks opaque directories with trusted.overlay.opaque).
-func writeLayer(w io.Writer, upper string) error {
+// (overlayfs marks opaque directories with trusted.overlay.opaque). With
+// roots, only those paths (files or trees) and the directories above
+// them are written, else everything but layerSkip.
+func writeLayer(w io.Writer, upper string, roots ...string) error {
 	tw := tar.NewWriter(w)
 	links := map[[2]uint64]string{}
-	err := filepath.WalkDir(upper, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(upper, p)
-		if err != nil || rel == "." {
-			return err
-		}
-		if skipped(rel) {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
+	add := func(p, rel string) error {
 		info, err := os.Lstat(p)
 		if err != nil {
 			return err
@@ -308,9 +298,49 @@ func writeLayer(w io.Writer, upper string) error {
 			}
 		}
 		return nil
-	})
-	if err != nil {
-		return err
+	}
+	walk := func(top string) error {
+		return filepath.WalkDir(top, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			rel, err := filepath.Rel(upper, p)
+			if err != nil || rel == "." {
+				return err
+			}
+			if len(roots) == 0 && skipped(rel) {
+				if d.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			return add(p, rel)
+		})
+	}
+	if len(roots) == 0 {
+		if err := walk(upper); err != nil {
+			return err
+		}
+		return tw.Close()
+	}
+	written := map[string]bool{}
+	for _, root := range roots {
+		if _, err := os.Lstat(filepath.Join(upper, root)); errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		parts := strings.Split(root, "/")
+		for i := 1; i < len(parts); i++ {
+			dir := strings.Join(parts[:i], "/")
+			if !written[dir] {
+				written[dir] = true
+				if err := add(filepath.Join(upper, dir), dir); err != nil {
+					return err
+				}
+			}
+		}
+		if err := walk(filepath.Join(upper, root)); err != nil {
+			return err
+		}
 	}
 	return tw.Close()
 }

@@ -12,6 +12,7 @@ import (
 // buildroot.Sandbox.ExecWithLayer).
 type layeredSandbox interface {
 	Layered() bool
+	ExecResolve(ctx context.Context, step executor.Step, log io.Writer) (executor.StepResult, error)
 	ExecWithLayer(ctx context.Context, resolution string, step executor.Step, log io.Writer) (executor.StepResult, error)
 }
 
@@ -30,7 +31,7 @@ func withLayer(ctx context.Context, sb executor.Sandbox, resolve *executor.Step,
 		return sb.Exec
 	}
 	phase("phase 1: resolve build dependencies for the layer cache (%s)", stepMode(*resolve))
-	r, err := sb.Exec(ctx, *resolve, log)
+	r, err := ls.ExecResolve(ctx, *resolve, log)
 	if err != nil || r.Failed() {
 		fmt.Fprintf(log, "kiln: build dependencies not resolved ahead (%v, exit %d %s); installing them without the layer cache\n", err, r.ExitCode, r.Reason)
 		return sb.Exec
