@@ -560,8 +560,6 @@ func lastErrorLine(out []byte) string {
 // stateDir, one "name\tversion\tarch" a line.
 const (
 	installedFile = "installed"
-	resolvedFile  = "resolved"
-	resolvedPath  = executor.SandboxWorkDir + "/" + stateDir + "/" + resolvedFile
 	installedPath = executor.SandboxWorkDir + "/" + stateDir + "/" + installedFile
 	dpkgList      = `dpkg-query -W -f '${Package}\t${Version}\t${Architecture}\n' > ` + installedPath
 	rpmList       = `rpm -qa --qf '%{NAME}\t%|EPOCH?{%{EPOCH}:}|%{VERSION}-%{RELEASE}\t%{ARCH}\n' > ` + installedPath

@@ -8,6 +8,13 @@ import (
 	"github.com/kiln-build/kiln/worker/executor"
 )
 
+// The resolving step writes what phase 1 would install into resolvedFile,
+// in stateDir.
+const (
+	resolvedFile = "resolved"
+	resolvedPath = executor.SandboxWorkDir + "/" + stateDir + "/" + resolvedFile
+)
+
 // layeredSandbox is a sandbox with a build-dependency layer cache (see
 // buildroot.Sandbox.ExecWithLayer).
 type layeredSandbox interface {
