@@ -181,7 +181,7 @@ func debDepsScript(repos []Repository, pinned []executor.Package, dsc string, pr
 }
 
 // debResolveScript writes to resolvedPath what debDepsScript would install
-// (apt's plan and the URIs with the sha256 of each package file), from the
+// (apt's plan with the sha256 of each package file, aptPlan), from the
 // chroot as it is, and leaves no apt source behind; it writes nothing when
 // the build dependencies are already satisfied.
 func debResolveScript(repos []Repository, pinned []executor.Package, dsc string, profiles []string) string {
@@ -201,28 +201,28 @@ func debResolveScript(repos []Repository, pinned []executor.Package, dsc string,
 	}
 	s.WriteString("apt-get update -o APT::Color=0 -o Acquire::Languages=none\n{\n")
 	if len(pinned) > 0 {
-		for _, mode := range []string{"-s", "--print-uris -qq -o Acquire::ForceHash=SHA256"} {
-			s.WriteString("  apt-get install " + mode + " $apt_opts --allow-downgrades" + debPins(pinned) + "\n")
-		}
+		s.WriteString("  apt-get install " + aptPlan + " $apt_opts --allow-downgrades" + debPins(pinned) + "\n")
 	}
 	fmt.Fprintf(&s, "  if ! dpkg-checkbuilddeps%s >/dev/null 2>&1; then\n", prof)
-	for _, mode := range []string{"-s", "--print-uris -qq -o Acquire::ForceHash=SHA256"} {
-		fmt.Fprintf(&s, "    apt-get build-dep %s $apt_opts%s %s\n", mode, prof, shellQuote("../"+dsc))
-	}
+	fmt.Fprintf(&s, "    apt-get build-dep %s $apt_opts%s %s\n", aptPlan, prof, shellQuote("../"+dsc))
 	s.WriteString("  fi\n} > " + resolvedPath + "\nrm -f /etc/apt/sources.list.d/kiln-release.list\n")
 	return s.String()
 }
 
-// aptResolution keeps, sorted, the lines of apt's plan (-s) and URIs
-// (--print-uris, with each file's sha256) that say what phase 1 installs.
+// aptPlan makes apt-get say what it would do, without doing it: the
+// packages it would install, upgrade, downgrade and remove, and the URI,
+// size and sha256 of every package file it would fetch.
+const aptPlan = "--print-uris -q -o Acquire::ForceHash=SHA256"
+
+// aptResolution keeps, sorted, the lines of apt's plan (aptPlan: the
+// lists of packages and the URIs with each file's sha256) that say what
+// phase 1 installs and removes.
 func aptResolution(out string) string {
 	var keep []string
 	for _, l := range strings.Split(out, "\n") {
-		for _, p := range []string{"Inst ", "Remv ", "Conf ", "Purg ", "'"} {
-			if strings.HasPrefix(l, p) {
-				keep = append(keep, strings.TrimSpace(l))
-				break
-			}
+		if strings.HasPrefix(l, "'") || strings.HasPrefix(l, "  ") || strings.HasPrefix(l, "The following ") ||
+			strings.Contains(l, " upgraded, ") && strings.Contains(l, " newly installed, ") {
+			keep = append(keep, strings.TrimRight(l, " "))
 		}
 	}
 	slices.Sort(keep)

@@ -72,25 +72,27 @@ func TestIntegrationLayerCacheKeepsRecord(t *testing.T) {
 
 func TestResolveScript(t *testing.T) {
 	t.Parallel()
-	out := "Reading package lists...\nInst zlib1g-dev (1:1.2.13.dfsg-1 Debian:12.15/oldstable [amd64])\n" +
+	out := "Reading package lists...\nThe following NEW packages will be installed:\n  gcc-12-multilib gcc-multilib \n" +
 		"kiln: package cache: 3 repository indexes from the cache, 0 fetched and stored\n" +
+		"The following packages will be REMOVED:\n  bar\n1 upgraded, 2 newly installed, 1 to remove and 0 not upgraded.\n" +
+		"'http://deb.debian.org/debian/pool/main/z/zlib/zlib1g-dev_1.2.13.dfsg-1_amd64.deb' zlib1g-dev_1%3a1.2.13.dfsg-1_amd64.deb 916272 SHA256:ab\n"
+	want := "  bar\n  gcc-12-multilib gcc-multilib\n" +
 		"'http://deb.debian.org/debian/pool/main/z/zlib/zlib1g-dev_1.2.13.dfsg-1_amd64.deb' zlib1g-dev_1%3a1.2.13.dfsg-1_amd64.deb 916272 SHA256:ab\n" +
-		"Conf zlib1g-dev (1:1.2.13.dfsg-1 Debian:12.15/oldstable [amd64])\nRemv bar [1]\n"
-	want := "'http://deb.debian.org/debian/pool/main/z/zlib/zlib1g-dev_1.2.13.dfsg-1_amd64.deb' zlib1g-dev_1%3a1.2.13.dfsg-1_amd64.deb 916272 SHA256:ab\n" +
-		"Conf zlib1g-dev (1:1.2.13.dfsg-1 Debian:12.15/oldstable [amd64])\nInst zlib1g-dev (1:1.2.13.dfsg-1 Debian:12.15/oldstable [amd64])\nRemv bar [1]"
+		"1 upgraded, 2 newly installed, 1 to remove and 0 not upgraded.\n" +
+		"The following NEW packages will be installed:\nThe following packages will be REMOVED:"
 	if got := aptResolution(out); got != want {
 		t.Errorf("resolution:\n%s\nwant:\n%s", got, want)
 	}
 	s := debResolveScript(nil, nil, "h_1.0.dsc", []string{"nocheck"})
 	for _, w := range []string{"if dpkg-checkbuilddeps -P nocheck >/dev/null 2>&1; then exit 0; fi",
-		"apt-get build-dep -s $apt_opts -P nocheck ../h_1.0.dsc", "apt-get build-dep --print-uris -qq -o Acquire::ForceHash=SHA256 $apt_opts -P nocheck ../h_1.0.dsc",
+		"apt-get build-dep --print-uris -q -o Acquire::ForceHash=SHA256 $apt_opts -P nocheck ../h_1.0.dsc",
 		"} > " + resolvedPath} {
 		if !strings.Contains(s, w) {
 			t.Errorf("resolve script lacks %q:\n%s", w, s)
 		}
 	}
 	s = debResolveScript([]Repository{{Apt: "deb [trusted=yes] http://r/ x main"}}, []executor.Package{{Name: "make", Version: "4.3-4.1", Architecture: "amd64"}}, "h_1.0.dsc", nil)
-	for _, w := range []string{"apt-get install -s $apt_opts --allow-downgrades make:amd64=4.3-4.1", "kiln-release.list\napt-get update",
+	for _, w := range []string{"apt-get install --print-uris -q -o Acquire::ForceHash=SHA256 $apt_opts --allow-downgrades make:amd64=4.3-4.1", "kiln-release.list\napt-get update",
 		"rm -f /etc/apt/sources.list.d/kiln-release.list\n"} {
 		if !strings.Contains(s, w) {
 			t.Errorf("resolve script lacks %q:\n%s", w, s)
