@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -32,6 +33,9 @@ func (f *Fleet) markSealed(ctx context.Context, spec *job.Spec) error {
 		return err
 	}
 	b.Sealed = s.Sealed
+	if err := f.checkSealedChroot(ctx, spec); err != nil {
+		return err
+	}
 	if b.Sealed && spec.Labels["target"] == b.Target {
 		labels := maps.Clone(spec.Labels)
 		delete(labels, "target")
@@ -46,6 +50,50 @@ func (f *Fleet) markSealed(ctx context.Context, spec *job.Spec) error {
 		spec.Labels = labels
 	}
 	return nil
+}
+
+// checkSealedChroot refuses a sealed build that asks for a chroot by its
+// digest (the label chroot/<target>, as workers advertise their chroots)
+// when no published build of the release ran on that chroot: the
+// release's base then does not hold that chroot's packages, and a sealed
+// build can draw on nothing else. A digest the base holds is dropped from
+// the labels: the worker makes the chroot from the base.
+func (f *Fleet) checkSealedChroot(ctx context.Context, spec *job.Spec) error {
+	b := spec.Build
+	key := "chroot/" + b.Target
+	want, ok := spec.Labels[key]
+	if !b.Sealed || !ok {
+		return nil
+	}
+	builds, err := f.st.ReleaseBuilds(ctx, b.Release)
+	if err != nil {
+		return err
+	}
+	var held []string
+	for _, j := range builds {
+		if j.Spec.Build.Target != b.Target || !published(j) || j.Record == nil || j.Record.ChrootDigest == "" {
+			continue
+		}
+		if j.Record.ChrootDigest == want {
+			labels := maps.Clone(spec.Labels)
+			delete(labels, key)
+			spec.Labels = labels
+			return nil
+		}
+		if !slices.Contains(held, j.Record.ChrootDigest) {
+			held = append(held, j.Record.ChrootDigest)
+		}
+	}
+	holds := "none yet"
+	if len(held) > 0 {
+		sort.Strings(held)
+		holds = strings.Join(held, ", ")
+	}
+	return fmt.Errorf("%w: release %s is sealed and its base does not hold chroot %s of target %s "+
+		"(no published build of the release ran on it; the base holds the chroots %s): "+
+		"a sealed build runs only on a chroot made from the release's base, so drop the label %s=%s "+
+		"(or name one of those), or unseal the release (coordinator release unseal %s) to build on that chroot from the upstream mirror",
+		ErrInvalid, b.Release, want, b.Target, holds, key, want, b.Release)
 }
 
 // Releases seals releases, shows what they hold and verifies them. It

@@ -449,3 +449,56 @@ func TestVerificationResumesAfterRestart(t *testing.T) {
 		t.Fatalf("assignments %v, want app's rebuild and libfoo's restored one", pulled)
 	}
 }
+
+// A sealed build that names a chroot by its digest gets it only when the
+// release's base holds that chroot, that is when a published build of the
+// release ran on it; otherwise it is refused, naming the digest.
+func TestSealedBuildOfChrootNotInBase(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rf := openReleaseFleet(t)
+	j, _, err := rf.f.Submit(ctx, buildSpec("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rf.finish(rf.pull(), false, []string{"gcc"}, file{"out/hello_1.0-1_amd64.deb", "hello"})
+	if err := rf.f.SetPublish(ctx, j.ID, "published"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rf.r.Seal(ctx, "mos-9.0", true, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	onChroot := func(digest string) job.Spec {
+		spec := buildSpec("other")
+		spec.Labels = map[string]string{"target": "bookworm-amd64", "chroot/bookworm-amd64": digest}
+		return spec
+	}
+	_, _, err = rf.f.Submit(ctx, onChroot("sha256:dead"))
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("sealed build on a chroot the base does not hold: %v, want invalid", err)
+	}
+	for _, want := range []string{"release mos-9.0 is sealed", "does not hold chroot sha256:dead of target bookworm-amd64",
+		"the base holds the chroots sha256:c0ffee", "drop the label chroot/bookworm-amd64=sha256:dead", "coordinator release unseal mos-9.0"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	// The chroot the published build ran on: accepted, made from the base.
+	ok, _, err := rf.f.Submit(ctx, onChroot("sha256:c0ffee"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := ok.Spec.Labels; !ok.Spec.Build.Sealed || l["chroot/bookworm-amd64"] != "" || l["sealed-target"] != "bookworm-amd64" {
+		t.Errorf("sealed build on a held chroot: sealed %v, labels %v", ok.Spec.Build.Sealed, l)
+	}
+	// Unsealed, the label stays: any worker with that chroot builds it.
+	if _, err := rf.r.Seal(ctx, "mos-9.0", false, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	spec := onChroot("sha256:dead")
+	spec.Build.Package = "third"
+	un, _, err := rf.f.Submit(ctx, spec)
+	if err != nil || un.Spec.Labels["chroot/bookworm-amd64"] != "sha256:dead" {
+		t.Fatalf("unsealed build on a chroot: %+v %v", un, err)
+	}
+}

@@ -57,6 +57,8 @@ type Buildroot struct {
 	cgroupV2   bool
 	// cache is the package cache; nil when it is off.
 	cache *pkgcache.Cache
+	// layers is the build-dependency layer cache; nil when it is off.
+	layers *layerCache
 	// importMu serializes imports and the removal of retired chroots.
 	importMu sync.Mutex
 	// sealedMu serializes making the chroots of sealed releases.
@@ -153,6 +155,13 @@ func Dial(ctx context.Context, cfg Config, logger hclog.Logger, opts ...Option) 
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("buildroot.package_cache: %w", err)
+		}
+		if !cfg.LayerCache.Disabled {
+			maxSize, _ := ParseSize(cfg.LayerCache.MaxSize)
+			if b.layers, err = openLayerCache(cfg.LayerCache.Dir, int64(maxSize)); err != nil {
+				c.Close()
+				return nil, err
+			}
 		}
 	}
 	return b, nil

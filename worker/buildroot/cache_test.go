@@ -72,6 +72,13 @@ func TestSecondBuildTakesPackagesFromCache(t *testing.T) {
 	if strings.Contains(log2, "fetched from its source") {
 		t.Errorf("second build fetched from the mirror:\n%s", log2)
 	}
+	// The package lists too, by the digests the Release file names.
+	if !strings.Contains(log1, " repository indexes from the cache, ") || strings.Contains(log1, " 0 fetched and stored") {
+		t.Errorf("first build stored no package lists:\n%s", log1)
+	}
+	if !strings.Contains(log2, ", 0 fetched and stored\n") {
+		t.Errorf("second build fetched package lists again:\n%s", log2)
+	}
 	n := len(first.Packages)
 	if h, m := gathered(t, reg, "kiln_worker_package_cache_hits_total"), gathered(t, reg, "kiln_worker_package_cache_misses_total"); h != float64(n) || m != float64(n) {
 		t.Errorf("metrics: %v hits, %v misses; want %d and %d", h, m, n, n)

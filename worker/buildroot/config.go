@@ -57,6 +57,10 @@ type Config struct {
 	// through the package source proxy, and the packages chroots are made
 	// from.
 	PackageCache PackageCacheConfig `yaml:"package_cache"`
+	// LayerCache keeps what phase 1 installed, by chroot and resolved
+	// build dependencies, so that a later phase 1 with the same ones
+	// unpacks it instead of installing again.
+	LayerCache LayerCacheConfig `yaml:"layer_cache"`
 	// Targets are the chroots this worker can build in.
 	Targets []Target `yaml:"targets"`
 }
@@ -71,6 +75,20 @@ type PackageCacheConfig struct {
 	// Disabled turns the cache off: every package file is fetched from its
 	// source, and steps report no package files (a release's base then
 	// misses them).
+	Disabled bool `yaml:"disabled"`
+}
+
+// LayerCacheConfig is the buildroot section's `layer_cache:`.
+type LayerCacheConfig struct {
+	// Dir holds the layers, named by the sha256 of their chroot and
+	// resolution; by default "layers" in the package cache's dir.
+	Dir string `yaml:"dir"`
+	// MaxSize bounds the cache, e.g. "20G"; when it is full, the least
+	// recently used layers are removed.
+	MaxSize string `yaml:"max_size"`
+	// Disabled turns the cache off: phase 1 always installs in full. It is
+	// off too when the package cache is (a layer's package files must be
+	// captured for the release's base from the package cache).
 	Disabled bool `yaml:"disabled"`
 }
 
@@ -131,6 +149,7 @@ const (
 
 	DefaultPackageCacheDir  = "/var/cache/kiln/packages"
 	DefaultPackageCacheSize = "20G"
+	DefaultLayerCacheSize   = "20G"
 )
 
 // WithDefaults returns c with empty fields set to their defaults.
@@ -161,6 +180,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.PackageCache.MaxSize == "" {
 		c.PackageCache.MaxSize = DefaultPackageCacheSize
+	}
+	if c.LayerCache.Dir == "" {
+		c.LayerCache.Dir = filepath.Join(c.PackageCache.Dir, "layers")
+	}
+	if c.LayerCache.MaxSize == "" {
+		c.LayerCache.MaxSize = DefaultLayerCacheSize
 	}
 	for i := range c.Targets {
 		t := &c.Targets[i]
@@ -225,6 +250,14 @@ func (c Config) Validate() error {
 		}
 		if n, err := ParseSize(c.PackageCache.MaxSize); err != nil || n == 0 || n > math.MaxInt64 {
 			return fmt.Errorf("buildroot.package_cache.max_size %q: give a size like 20G (or set disabled: true to turn the cache off)", c.PackageCache.MaxSize)
+		}
+	}
+	if !c.PackageCache.Disabled && !c.LayerCache.Disabled {
+		if !strings.HasPrefix(c.LayerCache.Dir, "/") {
+			return fmt.Errorf("buildroot.layer_cache.dir %q: give an absolute path", c.LayerCache.Dir)
+		}
+		if n, err := ParseSize(c.LayerCache.MaxSize); err != nil || n == 0 || n > math.MaxInt64 {
+			return fmt.Errorf("buildroot.layer_cache.max_size %q: give a size like 20G (or set disabled: true to turn the cache off)", c.LayerCache.MaxSize)
 		}
 	}
 	seen := map[string]bool{}

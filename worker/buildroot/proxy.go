@@ -68,8 +68,11 @@ type sourceProxy struct {
 	forward   *httputil.ReverseProxy
 	// fetch forwards package file requests that the cache missed and
 	// stores the responses.
-	fetch  *httputil.ReverseProxy
-	server *http.Server
+	fetch *httputil.ReverseProxy
+	// fetchIndex forwards by-hash index requests that the cache missed
+	// and stores the responses.
+	fetchIndex *httputil.ReverseProxy
+	server     *http.Server
 
 	mu      sync.Mutex
 	closed  bool
@@ -77,6 +80,9 @@ type sourceProxy struct {
 	wg      sync.WaitGroup
 	// files are the package files served whole, hit or fetched.
 	files []executor.PackageFile
+	// indexHits and indexFetched count the by-hash indexes served from
+	// the cache and fetched into it.
+	indexHits, indexFetched int
 }
 
 // newSourceProxy returns a proxy to the sources in allow
@@ -117,6 +123,12 @@ func newSourceProxy(allow []string, log io.Writer, cache *pkgcache.Cache) *sourc
 		Rewrite:        rewriteForCache,
 		Transport:      p.transport,
 		ModifyResponse: p.capture,
+		ErrorHandler:   p.forward.ErrorHandler,
+	}
+	p.fetchIndex = &httputil.ReverseProxy{
+		Rewrite:        rewriteForCache,
+		Transport:      p.transport,
+		ModifyResponse: p.captureIndex,
 		ErrorHandler:   p.forward.ErrorHandler,
 	}
 	p.server = &http.Server{
@@ -234,6 +246,10 @@ func (p *sourceProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if p.cache != nil && r.Method == http.MethodGet && isPackageFile(r.URL) {
 			p.serveCached(w, r)
+			return
+		}
+		if sum, ok := byHashDigest(r.URL); ok && p.cache != nil && r.Method == http.MethodGet {
+			p.serveIndex(w, r, sum)
 			return
 		}
 		p.forward.ServeHTTP(w, r)

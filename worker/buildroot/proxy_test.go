@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -537,5 +538,77 @@ func TestProxyRefetchesCorruptFile(t *testing.T) {
 	}
 	if n := counter(t, reg, "kiln_worker_package_cache_corrupt_total"); n != 1 {
 		t.Errorf("corrupt_total %v", n)
+	}
+}
+
+func TestProxyCachesByHashIndexesByDigest(t *testing.T) {
+	t.Parallel()
+	index := bytes.Repeat([]byte("Package: zlib1g\n\n"), 1000)
+	digest := sha256.Sum256(index)
+	good := hex.EncodeToString(digest[:])
+	// lying names a digest its bytes do not have.
+	lying := strings.Repeat("ab", 32)
+	var mu sync.Mutex
+	reached := map[string]int{}
+	source := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		reached[path.Base(r.URL.Path)]++
+		mu.Unlock()
+		w.Header().Set("Content-Length", fmt.Sprint(len(index)))
+		w.Write(index)
+	}))
+	defer source.Close()
+	p, cache, reg, client, log := startCachingProxy(t, "http://"+hostPortOf(t, source.URL))
+	byHash := source.URL + "/debian/dists/bookworm/main/binary-amd64/by-hash/SHA256/"
+
+	for i := range 2 {
+		for _, sum := range []string{good, lying} {
+			if status, body := get(t, client, byHash+sum); status != http.StatusOK || !bytes.Equal(body, index) {
+				t.Fatalf("GET %d of %s: %d, %d bytes", i+1, sum, status, len(body))
+			}
+		}
+	}
+	if reached[good] != 1 {
+		t.Errorf("the index reached the source %d times, want 1 (the second from the cache)", reached[good])
+	}
+	if reached[lying] != 2 {
+		t.Errorf("bytes not matching their by-hash name reached the source %d times, want 2 (never stored)", reached[lying])
+	}
+	if _, err := cache.Open(lying); err == nil {
+		t.Errorf("bytes stored under a digest they do not have")
+	}
+	if want := "kiln: package cache: dists/bookworm/main/binary-amd64 index abababababab not stored: package cache: dists/bookworm/main/binary-amd64 index abababababab: got sha256 " + good + ", want " + lying; !strings.Contains(log.String(), want) {
+		t.Errorf("step log does not say %q:\n%s", want, log.String())
+	}
+	// Indexes are not package files: not in the base, not in the metrics.
+	if files := p.packages(); len(files) != 0 {
+		t.Errorf("indexes recorded as package files: %+v", files)
+	}
+	if h, m := counter(t, reg, "kiln_worker_package_cache_hits_total"), counter(t, reg, "kiln_worker_package_cache_misses_total"); h != 0 || m != 0 {
+		t.Errorf("package metrics counted indexes: hits %v, misses %v", h, m)
+	}
+	if got := p.indexSummary(); got != "kiln: package cache: 1 repository indexes from the cache, 1 fetched and stored\n" {
+		t.Errorf("summary %q", got)
+	}
+
+	// Corrupt on disk: detected by its digest, fetched and stored again.
+	if err := os.WriteFile(filepath.Join(cache.Dir(), "files", good), []byte("rotten"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if status, body := get(t, client, byHash+good); status != http.StatusOK || !bytes.Equal(body, index) {
+		t.Fatalf("GET of the corrupted index: %d, %d bytes", status, len(body))
+	}
+	if reached[good] != 2 || !strings.Contains(log.String(), "index "+good[:12]+" was corrupt on disk") {
+		t.Errorf("corrupt index: source reached %d times, want 2; log:\n%s", reached[good], log.String())
+	}
+	if f, err := cache.Open(good); err != nil {
+		t.Errorf("index not stored again: %v", err)
+	} else {
+		f.Close()
+	}
+	for _, u := range []string{"/by-hash/SHA256/" + good + "x", "/by-hash/MD5Sum/" + good[:32], "/by-hash/SHA256/" + strings.ToUpper(good), "/Packages.xz"} {
+		if _, ok := byHashDigest(&url.URL{Path: "/debian/dists/bookworm/main/binary-amd64" + u}); ok {
+			t.Errorf("%s taken for a by-hash index", u)
+		}
 	}
 }

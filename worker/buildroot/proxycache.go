@@ -26,6 +26,76 @@ func isPackageFile(u *url.URL) bool {
 	return false
 }
 
+// byHashDigest returns the sha256 (hex) of an apt repository index named by
+// its digest (".../by-hash/SHA256/<sha256>", what apt asks for when the
+// Release file says Acquire-By-Hash), or false. Such a URL names exactly
+// one content, so it is cached like a package file and checked against the
+// digest it names; a new Release names new digests, so a changed index is
+// never served from the cache. Indexes apt asks for by name (Release,
+// InRelease, and indexes of repositories without by-hash) are never cached.
+func byHashDigest(u *url.URL) (string, bool) {
+	dir, sum := path.Split(u.Path)
+	if !strings.HasSuffix(dir, "/by-hash/SHA256/") || len(sum) != 64 {
+		return "", false
+	}
+	for _, c := range sum {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return "", false
+		}
+	}
+	return sum, true
+}
+
+// indexName is how the step's log names a by-hash index:
+// "dists/bookworm/main/binary-amd64 index 9e0b5aabb246".
+func indexName(u *url.URL, sum string) string {
+	dir := strings.TrimSuffix(u.Path, "/by-hash/SHA256/"+sum)
+	if i := strings.Index(dir, "/dists/"); i >= 0 {
+		dir = dir[i+1:]
+	}
+	return dir + " index " + sum[:12]
+}
+
+// serveIndex answers a GET request for a by-hash index from the package
+// cache, by its digest, or fetches it and stores it when its bytes have
+// that digest. Indexes are not package files: they are neither recorded
+// for the release's base nor counted in the package cache's metrics.
+func (p *sourceProxy) serveIndex(w http.ResponseWriter, r *http.Request, sum string) {
+	name := indexName(r.URL, sum)
+	f, err := p.cache.Open(sum)
+	if err == nil {
+		defer f.Close()
+		p.mu.Lock()
+		p.indexHits++
+		p.mu.Unlock()
+		w.Header().Set("Content-Type", "application/octet-stream")
+		http.ServeContent(w, r, "", time.Time{}, f)
+		return
+	}
+	if errors.Is(err, pkgcache.ErrCorrupt) {
+		fmt.Fprintf(p.log, "kiln: package cache: %s was corrupt on disk (%v); fetching it again\n", name, err)
+	}
+	p.fetchIndex.ServeHTTP(w, r)
+}
+
+// captureIndex stores a by-hash index's response as it passes to the
+// step, when its bytes have the digest its URL names.
+func (p *sourceProxy) captureIndex(resp *http.Response) error {
+	sum, ok := byHashDigest(resp.Request.URL)
+	if !ok || resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Encoding") != "" || resp.Uncompressed {
+		return nil
+	}
+	name := indexName(resp.Request.URL, sum)
+	w, err := p.cache.NewWriter("", name)
+	if err != nil {
+		fmt.Fprintf(p.log, "kiln: package cache: %s not stored: %v\n", name, err)
+		return nil
+	}
+	w.WantSHA256(sum)
+	resp.Body = &captureBody{ReadCloser: resp.Body, p: p, w: w, name: name, want: resp.ContentLength, index: true}
+	return nil
+}
+
 // serveCached answers a GET request for a package file from the package
 // cache, or fetches it from its source and stores it on the way (capture).
 // The file's bytes are checked against their sha256 before they are
@@ -97,6 +167,8 @@ type captureBody struct {
 	url, name string
 	want, n   int64
 	done      bool
+	// index: a by-hash index, not a package file.
+	index bool
 }
 
 func (c *captureBody) Read(b []byte) (int, error) {
@@ -124,6 +196,12 @@ func (c *captureBody) commit() {
 	c.w = nil
 	if err != nil {
 		fmt.Fprintf(c.p.log, "kiln: package cache: %s not stored: %v\n", c.name, err)
+		return
+	}
+	if c.index {
+		c.p.mu.Lock()
+		c.p.indexFetched++
+		c.p.mu.Unlock()
 		return
 	}
 	c.p.record(executor.PackageFile{URL: c.url, Name: c.name, SHA256: e.SHA256, Size: e.Size})
@@ -155,6 +233,17 @@ func (p *sourceProxy) packages() []executor.PackageFile {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]executor.PackageFile(nil), p.files...)
+}
+
+// indexSummary is the step log's line on the by-hash indexes, or "" when
+// the step asked for none.
+func (p *sourceProxy) indexSummary() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.indexHits+p.indexFetched == 0 {
+		return ""
+	}
+	return fmt.Sprintf("kiln: package cache: %d repository indexes from the cache, %d fetched and stored\n", p.indexHits, p.indexFetched)
 }
 
 // cacheSummary is the step log's line on the package cache, or "" when

@@ -4,13 +4,16 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kiln-build/kiln/internal/testenv"
 	"github.com/kiln-build/kiln/worker/buildroot/buildroottest"
 	"github.com/kiln-build/kiln/worker/executor"
 )
@@ -87,6 +90,86 @@ func BenchmarkPipeline(b *testing.B) {
 	b.ReportMetric(median(plains).Seconds(), "plain-s/build")
 	b.ReportMetric(median(overheads).Seconds(), "overhead-s/build")
 	b.ReportMetric((slices.Min(kilns) - slices.Min(plains)).Seconds(), "best-overhead-s")
+}
+
+// BenchmarkCaptureOverhead measures the whole build of Debian's hello
+// 2.10-3 (imported with gbp from the archive's source package, built with
+// the nocheck profile) with the capture of the release's base
+// (build.capture_base) on and off, interleaved in one run, the order
+// changing every iteration. Both share one package cache, filled by a
+// build before the timing starts, so that neither pays for downloads the
+// other did not:
+//
+//	go test -run '^$' -bench CaptureOverhead -benchtime 4x -timeout 60m ./worker/pkgbuild/
+func BenchmarkCaptureOverhead(b *testing.B) {
+	testenv.Tool(b, "gbp")
+	testenv.Tool(b, "pristine-tar")
+	br, target := buildroottest.New(b)
+	dl := b.TempDir()
+	dsc := debianFile(b, dl, "hello_2.10-3.dsc", "75296f5ef618ae2f1849e22b142a2b5ab52c452ebefa4e7b0564c44617db3790")
+	debianFile(b, dl, "hello_2.10.orig.tar.gz", "31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b")
+	debianFile(b, dl, "hello_2.10.orig.tar.gz.asc", "4ea69de913428a4034d30dcdcb34ab84f5c4a76acf9040f3091f0d3fac411b60")
+	debianFile(b, dl, "hello_2.10-3.debian.tar.xz", "60ee7a466808301fbaa7fea2490b5e7a6d86f598956fb3e79c71b3295dc1f249")
+	srv := newGitServer(b)
+	repo := filepath.Join(srv.base, "hello")
+	if err := os.MkdirAll(repo, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	runGit(b, repo, "init", "--quiet", "--initial-branch=master")
+	gbp := exec.Command("gbp", "import-dsc", "--pristine-tar", "--no-sign-tags", dsc)
+	gbp.Dir = repo
+	gbp.Env = append(os.Environ(), "HOME="+repo, "GIT_AUTHOR_NAME=Kiln Tests", "GIT_AUTHOR_EMAIL=tests@kiln.invalid",
+		"GIT_COMMITTER_NAME=Kiln Tests", "GIT_COMMITTER_EMAIL=tests@kiln.invalid", "GIT_CONFIG_NOSYSTEM=1")
+	if out, err := gbp.CombinedOutput(); err != nil {
+		b.Fatalf("gbp import-dsc: %v\n%s", err, out)
+	}
+	sources := []executor.Source{{URL: srv.url("hello"), Commit: strings.TrimSpace(runGit(b, repo, "rev-parse", "HEAD"))}}
+	ctx := context.Background()
+	n := 0
+	build := func(capture bool) time.Duration {
+		n++
+		cfg := testConfig(b)
+		cfg.CaptureBase = capture
+		job := newJob(b, executor.PackageBuild{Package: "hello", Target: target, Release: "mos-9.0", Revision: int64(n),
+			Profiles: []string{"nocheck"}, Sources: sources})
+		var log strings.Builder
+		start := time.Now()
+		res, err := New(cfg, br, nil).Run(ctx, job, &log)
+		took := time.Since(start)
+		if err != nil || res.Failed() {
+			b.Fatalf("build with capture %v: %v %+v\n%s", capture, err, res, log.String())
+		}
+		base, _ := os.ReadDir(filepath.Join(job.WorkDir, baseDir))
+		if capture != (len(base) > 0) {
+			b.Fatalf("build with capture %v left %d base files", capture, len(base))
+		}
+		fmt.Printf("build %d: capture %-5v %s (%d base files)\n", n, capture, took.Round(time.Millisecond), len(base))
+		return took
+	}
+	build(true) // fills the package cache and the git cache's machinery
+	var on, off []time.Duration
+	// logRatio sums log(on/off) of each pair: their geometric mean is
+	// what capture costs, with the load's drift between pairs divided out.
+	logRatio := 0.0
+	i := 0
+	for b.Loop() {
+		first := i%2 == 0
+		i++
+		var pair [2]time.Duration
+		for _, capture := range []bool{first, !first} {
+			if d := build(capture); capture {
+				on, pair[0] = append(on, d), d
+			} else {
+				off, pair[1] = append(off, d), d
+			}
+		}
+		logRatio += math.Log(pair[0].Seconds() / pair[1].Seconds())
+		fmt.Printf("pair %d: on/off %.3f\n", i, pair[0].Seconds()/pair[1].Seconds())
+	}
+	b.ReportMetric(median(on).Seconds(), "s-capture-on")
+	b.ReportMetric(median(off).Seconds(), "s-capture-off")
+	b.ReportMetric(100*(median(on).Seconds()/median(off).Seconds()-1), "%-overhead-medians")
+	b.ReportMetric(100*(math.Exp(logRatio/float64(i))-1), "%-overhead-pairs")
 }
 
 func median(d []time.Duration) time.Duration {

@@ -83,6 +83,9 @@ type plan struct {
 	source executor.Step
 	// deps installs build dependencies (root, network).
 	deps executor.Step
+	// resolve, when set, writes what deps would install to resolvedPath
+	// (root, network), for the build-dependency layer cache.
+	resolve *executor.Step
 	// build builds the binary packages (build user, no network).
 	build executor.Step
 	// unpack checks that the source package the build produced unpacks
@@ -208,10 +211,11 @@ func (b *Builder) run(ctx context.Context, job executor.Job, log io.Writer, rec 
 	}()
 	rec.ChrootDigest = sb.ChrootDigest()
 
+	run := sb.Exec
 	exec := func(name string, step executor.Step, out io.Writer) (executor.StepResult, error) {
 		phase("%s: %s (%s)", name, readableStep(step.Argv), stepMode(step))
 		rec.Commands = append(rec.Commands, shellJoin(step.Argv))
-		r, err := sb.Exec(ctx, step, out)
+		r, err := run(ctx, step, out)
 		if err != nil {
 			return r, fmt.Errorf("%s in buildroot %s: %w", name, pb.Target, err)
 		}
@@ -269,7 +273,9 @@ func (b *Builder) run(ctx context.Context, job executor.Job, log io.Writer, rec 
 		}
 	}
 	if !handled {
+		run = withLayer(ctx, sb, p.resolve, job.WorkDir, log, phase)
 		depsRes, err = exec("phase 1: build dependencies", p.deps, log)
+		run = sb.Exec
 		if err != nil || depsRes.Failed() {
 			return failed("build dependencies", depsRes), err
 		}

@@ -135,6 +135,9 @@ func (b *Builder) prepareDeb(ctx context.Context, in prepInput, debDir string) (
 		Env:        append(env, "DEBIAN_FRONTEND=noninteractive"),
 		Timeout:    b.cfg.DependencyTimeout, IdleTimeout: b.cfg.IdleLimit,
 	}
+	resolve := p.deps
+	resolve.Argv = []string{"sh", "-ec", debResolveScript(repos, pb.Pinned, dsc, pb.Profiles), "kiln-resolve"}
+	p.resolve = &resolve
 	p.build = executor.Step{Argv: []string{"sh", "-ec", debBuildScript(pb.Profiles, pb.Options), "kiln-build"}, Dir: srcWork + "/" + treeName, Env: env, Timeout: b.cfg.BuildTimeout, IdleTimeout: b.cfg.IdleLimit}
 	p.unpack = executor.Step{
 		Argv: []string{"sh", "-ec", unpackScript("dpkg-source -x " + shellQuote(srcWork+"/"+dsc) + " tree"), "kiln-unpack"},
@@ -149,8 +152,10 @@ func (b *Builder) prepareDeb(ctx context.Context, in prepInput, debDir string) (
 // from a record, then whatever the .dsc's Build-Depends still lacks.
 func debDepsScript(repos []Repository, pinned []executor.Package, dsc string, profiles []string) string {
 	var s strings.Builder
-	s.WriteString("apt_opts='-y --no-install-recommends -o Dpkg::Use-Pty=0 -o APT::Color=0'\nupdated=\n")
-	s.WriteString("update() { if [ -z \"$updated\" ]; then apt-get update -o APT::Color=0; updated=1; fi; }\n")
+	// The buildroot is thrown away after the build: dpkg need not sync
+	// each file it unpacks, and no translated descriptions are needed.
+	s.WriteString("apt_opts='-y --no-install-recommends -o Dpkg::Use-Pty=0 -o APT::Color=0 -o Dpkg::Options::=--force-unsafe-io'\nupdated=\n")
+	s.WriteString("update() { if [ -z \"$updated\" ]; then apt-get update -o APT::Color=0 -o Acquire::Languages=none; updated=1; fi; }\n")
 	for _, r := range repos {
 		if r.Apt != "" {
 			if why := unverified(r); why != "" {
@@ -173,6 +178,55 @@ func debDepsScript(repos []Repository, pinned []executor.Package, dsc string, pr
 	fmt.Fprintf(&s, "if dpkg-checkbuilddeps%s; then\n  echo 'kiln: build dependencies already satisfied'\nelse\n  update\n  apt-get build-dep $apt_opts%s %s\nfi\n", prof, prof, shellQuote("../"+dsc))
 	s.WriteString(dpkgList + "\n")
 	return s.String()
+}
+
+// debResolveScript writes to resolvedPath what debDepsScript would install
+// (apt's plan with the sha256 of each package file, aptPlan), from the
+// chroot as it is, and leaves no apt source behind; it writes nothing when
+// the build dependencies are already satisfied.
+func debResolveScript(repos []Repository, pinned []executor.Package, dsc string, profiles []string) string {
+	var s strings.Builder
+	s.WriteString("apt_opts='-y --no-install-recommends -o APT::Color=0'\n: > " + resolvedPath + "\n")
+	prof := ""
+	if len(profiles) > 0 {
+		prof = " -P " + shellQuote(strings.Join(profiles, ","))
+	}
+	if len(repos) == 0 && len(pinned) == 0 {
+		fmt.Fprintf(&s, "if dpkg-checkbuilddeps%s >/dev/null 2>&1; then exit 0; fi\n", prof)
+	}
+	for _, r := range repos {
+		if r.Apt != "" {
+			fmt.Fprintf(&s, "echo %s >> /etc/apt/sources.list.d/kiln-release.list\n", shellQuote(r.Apt))
+		}
+	}
+	s.WriteString("apt-get update -o APT::Color=0 -o Acquire::Languages=none\n{\n")
+	if len(pinned) > 0 {
+		s.WriteString("  apt-get install " + aptPlan + " $apt_opts --allow-downgrades" + debPins(pinned) + "\n")
+	}
+	fmt.Fprintf(&s, "  if ! dpkg-checkbuilddeps%s >/dev/null 2>&1; then\n", prof)
+	fmt.Fprintf(&s, "    apt-get build-dep %s $apt_opts%s %s\n", aptPlan, prof, shellQuote("../"+dsc))
+	s.WriteString("  fi\n} > " + resolvedPath + "\nrm -f /etc/apt/sources.list.d/kiln-release.list\n")
+	return s.String()
+}
+
+// aptPlan makes apt-get say what it would do, without doing it: the
+// packages it would install, upgrade, downgrade and remove, and the URI,
+// size and sha256 of every package file it would fetch.
+const aptPlan = "--print-uris -q -o Acquire::ForceHash=SHA256"
+
+// aptResolution keeps, sorted, the lines of apt's plan (aptPlan: the
+// lists of packages and the URIs with each file's sha256) that say what
+// phase 1 installs and removes.
+func aptResolution(out string) string {
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "'") || strings.HasPrefix(l, "  ") || strings.HasPrefix(l, "The following ") ||
+			strings.Contains(l, " upgraded, ") && strings.Contains(l, " newly installed, ") {
+			keep = append(keep, strings.TrimRight(l, " "))
+		}
+	}
+	slices.Sort(keep)
+	return strings.Join(keep, "\n")
 }
 
 // debBuildScript runs dpkg-buildpackage with the build's profiles and

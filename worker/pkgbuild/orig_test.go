@@ -78,7 +78,7 @@ func TestOrigFromWhereTheMaintainerKeepsIt(t *testing.T) {
 
 // debianFile downloads a file of hello 2.10-3 from Debian's archive and
 // checks its sha256.
-func debianFile(t *testing.T, dir, name, sum string) string {
+func debianFile(t testing.TB, dir, name, sum string) string {
 	t.Helper()
 	mirror := os.Getenv("KILN_TEST_DEBIAN_MIRROR")
 	if mirror == "" {

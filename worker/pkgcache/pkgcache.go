@@ -455,6 +455,8 @@ type Writer struct {
 	}
 	n   int64
 	err error
+	// wantSum, when set, is the sha256 the file must have to be stored.
+	wantSum string
 }
 
 // NewWriter starts writing the file fetched from url (may be empty) and
@@ -466,6 +468,11 @@ func (c *Cache) NewWriter(url, name string) (*Writer, error) {
 	}
 	return &Writer{c: c, url: url, name: name, tmp: tmp, hash: sha256.New()}, nil
 }
+
+// WantSHA256 makes Commit store the file only when its sha256 is sum (hex):
+// for files named by their digest, such as an apt repository's by-hash
+// indexes.
+func (w *Writer) WantSHA256(sum string) { w.wantSum = sum }
 
 // Write adds p to the file.
 func (w *Writer) Write(p []byte) (int, error) {
@@ -496,6 +503,9 @@ func (w *Writer) Commit(wantSize int64) (Entry, error) {
 		return Entry{}, fmt.Errorf("package cache: %w", err)
 	}
 	e := Entry{URL: w.url, Name: w.name, SHA256: hex.EncodeToString(w.hash.Sum(nil)), Size: w.n}
+	if w.wantSum != "" && e.SHA256 != w.wantSum {
+		return Entry{}, fmt.Errorf("package cache: %s: got sha256 %s, want %s; not stored", w.name, e.SHA256, w.wantSum)
+	}
 	c := w.c
 	// Replacing an existing file with the same name puts verified bytes
 	// in place of bytes that may have rotted; readers keep what they

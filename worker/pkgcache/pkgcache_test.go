@@ -244,6 +244,35 @@ func TestCommitChecksLength(t *testing.T) {
 	}
 }
 
+func TestCommitChecksWantedDigest(t *testing.T) {
+	t.Parallel()
+	c, _ := newCache(t, t.TempDir(), 1<<20)
+	good, bad := content(700, 3), content(700, 4)
+	w, err := c.NewWriter("", "Packages.xz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.WantSHA256(sum(good))
+	w.Write(bad)
+	if _, err := w.Commit(-1); err == nil || !strings.Contains(err.Error(), "got sha256 "+sum(bad)+", want "+sum(good)) {
+		t.Errorf("commit of the wrong bytes: %v", err)
+	}
+	if _, err := c.Open(sum(bad)); !errors.Is(err, ErrNotFound) {
+		t.Errorf("wrong bytes stored: %v", err)
+	}
+	w, _ = c.NewWriter("", "Packages.xz")
+	w.WantSHA256(sum(good))
+	w.Write(good)
+	if e, err := w.Commit(-1); err != nil || e.SHA256 != sum(good) {
+		t.Fatalf("commit of the right bytes: %+v, %v", e, err)
+	}
+	f, err := c.Open(sum(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+}
+
 func TestConcurrentPuts(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()

@@ -90,7 +90,9 @@ func Config(t testing.TB) buildroot.Config {
 		IdleTimeout: 5 * time.Minute,
 		// Each test starts with an empty package cache of its own.
 		PackageCache: buildroot.PackageCacheConfig{Dir: filepath.Join(t.TempDir(), "packages"), MaxSize: "4G"},
-		Targets:      Targets(),
+		// Tests of the build-dependency layer cache turn it on.
+		LayerCache: buildroot.LayerCacheConfig{Disabled: true},
+		Targets:    Targets(),
 	}.WithDefaults()
 }
 
