@@ -262,6 +262,9 @@ func (b *Builder) writeOrig(ctx context.Context, in prepInput, source, upver, de
 	if commit != "" {
 		for _, ext := range origExts {
 			ok, err := b.git.PristineTar(ctx, pkgDir, base+ext, outDir)
+			if bad, isBad := isBadSource(err); isBad {
+				return "", badSource("source %s: %s", pkgSrc.URL, bad.Msg)
+			}
 			if err != nil {
 				return "", err
 			}
