@@ -127,7 +127,13 @@ func patchesApplied(ctx context.Context, in prepInput, tree, scratch string) (la
 		case i < len(toRevert)-1:
 			return "", "", badSource("%s: the tree holds some of debian/patches applied and others not: %s reverts cleanly, %s does not (%s); commit the tree with all patches applied or none", in.what, toRevert[i+1].name, p.name, firstLine(out))
 		}
-		// The last patch is not applied: the patches are unapplied.
+		// The last patch is not applied: the patches are unapplied,
+		// unless the first one is.
+		if first := toRevert[0]; len(toRevert) > 1 {
+			if _, err := runPatch(ctx, upstream, filepath.Join(tree, "debian/patches", first.name), first.strip, "--dry-run"); err == nil {
+				return "", "", badSource("%s: the tree holds some of debian/patches applied and others not: the first, %s, is applied, the last, %s, is not; commit the tree with all patches applied (dgit, gbp pq) or none (gbp)", in.what, first.name, p.name)
+			}
+		}
 		if err := os.RemoveAll(scratch); err != nil {
 			return "", "", err
 		}
@@ -150,17 +156,17 @@ func slicesIndex(series []quiltPatch, name string) int {
 }
 
 // runPatch reverts patchFile in dir with GNU patch, no fuzz, no backup
-// and no reject files. patch runs as untrustedID (see untrustedCmd) in
+// and no reject files; extra are more options, e.g. --dry-run. patch runs as untrustedID (see untrustedCmd) in
 // dir, which must be that user's (giveToUntrusted), reading the patch
 // from its standard input.
-func runPatch(ctx context.Context, dir, patchFile string, strip int) (string, error) {
+func runPatch(ctx context.Context, dir, patchFile string, strip int, extra ...string) (string, error) {
 	f, err := os.OpenFile(patchFile, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	cmd := untrustedCmd(ctx, dir, []string{"LC_ALL=C", "PATH=/usr/bin:/bin"}, "patch", "-R", "-f", "-s", "-F0", "-p"+strconv.Itoa(strip),
-		"--no-backup-if-mismatch", "--reject-file=-")
+	cmd := untrustedCmd(ctx, dir, []string{"LC_ALL=C", "PATH=/usr/bin:/bin"}, "patch", append([]string{"-R", "-f", "-s", "-F0", "-p" + strconv.Itoa(strip),
+		"--no-backup-if-mismatch", "--reject-file=-"}, extra...)...)
 	cmd.Stdin = f
 	out, err := cmd.CombinedOutput()
 	return string(out), err
