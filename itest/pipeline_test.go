@@ -103,6 +103,14 @@ func newPipeline(t *testing.T, coordinatorExtra func(g *gitServer) string) *pipe
 // its repository is an rpm repository.
 func newPipelineWith(t *testing.T, coordinatorExtra func(g *gitServer) string, dist *rpmdisttest.Dist) *pipeline {
 	t.Helper()
+	return newPipelineReleases(t, coordinatorExtra, dist, "rel")
+}
+
+// newPipelineReleases is newPipelineWith with several releases, each
+// publishing to its own repository <release>-<target>; the pipeline's
+// repoName is the first one's.
+func newPipelineReleases(t *testing.T, coordinatorExtra func(g *gitServer) string, dist *rpmdisttest.Dist, releases ...string) *pipeline {
+	t.Helper()
 	testenv.Root(t)
 	for _, tool := range []string{"gpg", "apt-get"} {
 		testenv.Tool(t, tool)
@@ -167,18 +175,21 @@ func newPipelineWith(t *testing.T, coordinatorExtra func(g *gitServer) string, d
 
 	// Publisher and mirror.
 	pubAddr, mirrorAddr := freeAddr(t), freeAddr(t)
-	repoName := "rel-" + target
+	repoName := releases[0] + "-" + target
+	var repos, rels strings.Builder
+	for _, r := range releases {
+		fmt.Fprintf(&repos, "  - name: %s-%s\n    %s\n", r, target, repoFormat)
+		fmt.Fprintf(&rels, "  %s:\n    %s\n    targets:\n      %s: %s\n", r, suffix, target, format)
+	}
 	pubCfg := filepath.Join(dir, "publisher.yaml")
 	os.WriteFile(pubCfg, []byte(fmt.Sprintf(`root: %s
 signing:
   key_file: %s
 repositories:
-  - name: %s
-    %s
-serve:
+%sserve:
   listen: %s
 %s  client_cert_sha256: [%x]
-`, filepath.Join(dir, "publisher"), filepath.Join(dir, "key.asc"), repoName, repoFormat, pubAddr, tlsYAML("  ", "publisher"), coordPin)), 0o644)
+`, filepath.Join(dir, "publisher"), filepath.Join(dir, "key.asc"), repos.String(), pubAddr, tlsYAML("  ", "publisher"), coordPin)), 0o644)
 	publisher := start(t, "publisher", "publisher", "serve", "--config", pubCfg)
 	c := &cluster{t: t}
 	c.waitListening(pubAddr)
@@ -196,14 +207,10 @@ public_url: https://%s
 heartbeat_interval: 1s
 lost_after: 10s
 releases:
-  rel:
-    %s
-    targets:
-      %s: %s
-publisher:
+%spublisher:
   address: %s
 %s  retry_interval: 1s
-%s`, tlsYAML("", "coordinator"), c.httpAddr, suffix, target, format, pubAddr, tlsYAML("  ", "coordinator"), extra)), 0o644)
+%s`, tlsYAML("", "coordinator"), c.httpAddr, rels.String(), pubAddr, tlsYAML("  ", "coordinator"), extra)), 0o644)
 	c.coord = start(t, "coordinator", "coordinator", "serve", "--config", coordCfg, "--state-dir", c.state, "--listen", c.addr, "--http-listen", c.httpAddr)
 	c.waitListening(c.addr)
 	c.connect()

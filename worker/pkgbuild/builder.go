@@ -418,7 +418,7 @@ func (b *Builder) prepare(ctx context.Context, job executor.Job, repos map[strin
 		return nil, b.wrongOrder(job, archives["code"], srcs, root, err)
 	}
 	if err != nil {
-		return nil, badSource("%s: %v", what, err)
+		return nil, badSource("%s: %v (it holds %s); if the packaging is kept in a repository of its own, give both and mark them: --source CODE@REV#code --source PACKAGING@REV#packaging", what, err, topEntries(root))
 	}
 	date, err := b.git.CommitTime(ctx, repos[pkgRole], srcs[pkgRole].Commit)
 	if err != nil {

@@ -269,10 +269,11 @@ func TestQuiltLayouts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// extra.patch is not applied, so the tree reads as unapplied and
-		// dpkg-source -b refuses to apply greeting.patch a second time.
-		if !res.Failed() {
-			t.Errorf("a tree with half its patches applied built:\n%s", log.String())
+		// extra.patch, the last, is not applied, greeting.patch, the
+		// first, is: bad input naming both, before any build.
+		want := "the tree holds some of debian/patches applied and others not: the first, greeting.patch, is applied, the last, extra.patch, is not"
+		if !res.Failed() || !strings.Contains(res.Reason, want) || !strings.Contains(res.Reason, srv.url("mixed")) {
+			t.Errorf("a tree with half its patches applied: reason %q, want %q\n%s", res.Reason, want, log.String())
 		}
 	})
 }

@@ -81,6 +81,23 @@ func parseSourceFormat(data []byte, exists bool) (sourceFormat, error) {
 	return "", badSource("debian/source/format %q is not supported; use \"3.0 (quilt)\", \"3.0 (native)\" or \"1.0\"", truncate(string(f), 60))
 }
 
+// formatFitsVersion checks what dpkg-source would refuse late: a native
+// package's version has no Debian revision, a quilt package's has one.
+func formatFitsVersion(f sourceFormat, version string) error {
+	v := withoutEpoch(version)
+	i := strings.LastIndex(v, "-")
+	switch {
+	case f == formatNative && i >= 0:
+		upstream, revision := v[:i], v[i+1:]
+		return fmt.Errorf("debian/source/format says %s, but debian/changelog's version %s has the Debian revision -%s, which a native package may not have; "+
+			"for a native package drop the revision (%s), or, if the package has an upstream, set debian/source/format to \"3.0 (quilt)\"", f, version, revision, upstream)
+	case f == formatQuilt && i < 0:
+		return fmt.Errorf("debian/source/format says %s, but debian/changelog's version %s has no Debian revision, which a non-native package needs; "+
+			"add one (%s-1), or, if the package is native (no upstream apart from Debian), set debian/source/format to \"3.0 (native)\"", f, version, version)
+	}
+	return nil
+}
+
 // needsOrig reports whether the source package has an upstream tarball.
 func needsOrig(f sourceFormat, version string) bool {
 	switch f {

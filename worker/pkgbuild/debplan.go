@@ -38,6 +38,9 @@ func (b *Builder) prepareDeb(ctx context.Context, in prepInput, debDir string) (
 	if ferr != nil {
 		return nil, badSource("%s: %v", in.what, ferr)
 	}
+	if err := formatFitsVersion(format, head.Version); err != nil {
+		return nil, badSource("%s: %v", in.what, err)
+	}
 	version := head.Version + pb.VersionSuffix
 	upver := upstreamVersion(head.Version)
 	treeName := head.Source + "-" + upver

@@ -74,6 +74,11 @@ func (g *gitCache) repoDir(url string) string {
 
 // git runs git in dir; its stderr goes to log and into the error.
 func (g *gitCache) git(ctx context.Context, dir string, log io.Writer, stdout io.Writer, args ...string) error {
+	return g.gitStdin(ctx, dir, nil, log, stdout, args...)
+}
+
+// gitStdin is git with stdin.
+func (g *gitCache) gitStdin(ctx context.Context, dir string, stdin io.Reader, log io.Writer, stdout io.Writer, args ...string) error {
 	if g.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, g.timeout)
@@ -94,7 +99,7 @@ func (g *gitCache) git(ctx context.Context, dir string, log io.Writer, stdout io
 	} else {
 		cmd.Stderr = &stderr
 	}
-	cmd.Stdout = stdout
+	cmd.Stdin, cmd.Stdout = stdin, stdout
 	if err := cmd.Run(); err != nil {
 		msg := strings.TrimSpace(stderr.String())
 		if len(msg) > 2000 {
@@ -254,36 +259,6 @@ func (g *gitCache) FetchOptional(ctx context.Context, dir string, src executor.S
 		return "", badSource("source %s: %s is not a commit", src.URL, ref)
 	}
 	return strings.TrimSpace(out.String()), nil
-}
-
-// PristineTar looks for name+".delta" on the pristine-tar branch (fetched
-// into the cached repository dir) and, when it is there, regenerates the
-// tarball into outDir with pristine-tar. It reports whether it did.
-func (g *gitCache) PristineTar(ctx context.Context, dir, name, outDir, tmpDir string) (bool, error) {
-	defer g.lock(dir)()
-	var ls bytes.Buffer
-	if err := g.git(ctx, dir, nil, &ls, "ls-tree", "--name-only", pristineTarBranch); err != nil {
-		return false, fmt.Errorf("list the pristine-tar branch: %w", err)
-	}
-	if !slices.Contains(strings.Split(ls.String(), "\n"), name+".delta") {
-		return false, nil
-	}
-	if g.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, g.timeout)
-		defer cancel()
-	}
-	cmd := exec.CommandContext(ctx, "pristine-tar", "checkout", filepath.Join(outDir, name))
-	cmd.Dir = tmpDir
-	cmd.Env = append(os.Environ(), "GIT_DIR="+dir, "TMPDIR="+tmpDir, "LC_ALL=C", "GIT_CONFIG_NOSYSTEM=1")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			return false, fmt.Errorf("run pristine-tar: %w", err)
-		}
-		return false, badSource("the pristine-tar branch has %s.delta, but pristine-tar checkout failed: %s; fix the branch (pristine-tar commit) or remove the delta", name, firstLine(lastLines(string(out))))
-	}
-	return true, nil
 }
 
 func lastLines(s string) string {

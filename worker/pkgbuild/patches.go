@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -107,6 +108,9 @@ func patchesApplied(ctx context.Context, in prepInput, tree, scratch string) (la
 	if err := extractArchive(in.codeWhat, in.archives[in.codeRole], upstream, "", func(n string) bool { return !inDebian(n) && !inPC(n) }); err != nil {
 		return "", "", err
 	}
+	if err := giveToUntrusted(upstream); err != nil {
+		return "", "", fmt.Errorf("hand the upstream tree to uid %d for patch: %w", untrustedID, err)
+	}
 	for i := len(toRevert) - 1; i >= 0; i-- {
 		p := toRevert[i]
 		out, err := runPatch(ctx, upstream, filepath.Join(tree, "debian/patches", p.name), p.strip)
@@ -123,7 +127,13 @@ func patchesApplied(ctx context.Context, in prepInput, tree, scratch string) (la
 		case i < len(toRevert)-1:
 			return "", "", badSource("%s: the tree holds some of debian/patches applied and others not: %s reverts cleanly, %s does not (%s); commit the tree with all patches applied or none", in.what, toRevert[i+1].name, p.name, firstLine(out))
 		}
-		// The last patch is not applied: the patches are unapplied.
+		// The last patch is not applied: the patches are unapplied,
+		// unless the first one is.
+		if first := toRevert[0]; len(toRevert) > 1 {
+			if _, err := runPatch(ctx, upstream, filepath.Join(tree, "debian/patches", first.name), first.strip, "--dry-run"); err == nil {
+				return "", "", badSource("%s: the tree holds some of debian/patches applied and others not: the first, %s, is applied, the last, %s, is not; commit the tree with all patches applied (dgit, gbp pq) or none (gbp)", in.what, first.name, p.name)
+			}
+		}
 		if err := os.RemoveAll(scratch); err != nil {
 			return "", "", err
 		}
@@ -146,11 +156,18 @@ func slicesIndex(series []quiltPatch, name string) int {
 }
 
 // runPatch reverts patchFile in dir with GNU patch, no fuzz, no backup
-// and no reject files.
-func runPatch(ctx context.Context, dir, patchFile string, strip int) (string, error) {
-	cmd := exec.CommandContext(ctx, "patch", "-R", "-f", "-s", "-F0", "-p"+strconv.Itoa(strip),
-		"--no-backup-if-mismatch", "--reject-file=-", "-d", dir, "-i", patchFile)
-	cmd.Env = []string{"LC_ALL=C", "PATH=/usr/bin:/bin"}
+// and no reject files; extra are more options, e.g. --dry-run. patch runs as untrustedID (see untrustedCmd) in
+// dir, which must be that user's (giveToUntrusted), reading the patch
+// from its standard input.
+func runPatch(ctx context.Context, dir, patchFile string, strip int, extra ...string) (string, error) {
+	f, err := os.OpenFile(patchFile, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	cmd := untrustedCmd(ctx, dir, []string{"LC_ALL=C", "PATH=/usr/bin:/bin"}, "patch", append([]string{"-R", "-f", "-s", "-F0", "-p" + strconv.Itoa(strip),
+		"--no-backup-if-mismatch", "--reject-file=-"}, extra...)...)
+	cmd.Stdin = f
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -249,13 +266,11 @@ func (b *Builder) writeOrig(ctx context.Context, in prepInput, source, upver, de
 		return "", err
 	}
 	if commit != "" {
-		tmp := filepath.Join(in.job.WorkDir, stateDir, "pristine-tar")
-		if err := os.MkdirAll(tmp, 0o755); err != nil {
-			return "", err
-		}
-		defer os.RemoveAll(tmp)
 		for _, ext := range origExts {
-			ok, err := b.git.PristineTar(ctx, pkgDir, base+ext, outDir, tmp)
+			ok, err := b.git.PristineTar(ctx, pkgDir, base+ext, outDir)
+			if bad, isBad := isBadSource(err); isBad {
+				return "", badSource("source %s: %s", pkgSrc.URL, bad.Msg)
+			}
 			if err != nil {
 				return "", err
 			}
