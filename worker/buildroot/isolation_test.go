@@ -332,26 +332,26 @@ func TestLimits(t *testing.T) {
 			step:       executor.Step{Argv: sh("echo working; sleep 60"), IdleTimeout: time.Second},
 			wantReason: "stopped: no output for 1s",
 			wantExit:   137,
-			maxTime:    10 * time.Second,
+			maxTime:    45 * time.Second, // the step would sleep 60 s
 		},
 		{
 			name:     "build that keeps printing is not idle",
 			step:     executor.Step{Argv: sh("for i in $(seq 15); do echo $i; sleep 0.3; done"), IdleTimeout: 2 * time.Second},
 			wantExit: 0,
-			maxTime:  20 * time.Second,
+			maxTime:  time.Minute,
 		},
 		{
 			name:       "hard time limit",
 			step:       executor.Step{Argv: sh("while true; do echo busy; sleep 0.2; done"), Timeout: 2 * time.Second, IdleTimeout: time.Minute},
 			wantReason: "time limit 2s reached",
 			wantExit:   137,
-			maxTime:    10 * time.Second,
+			maxTime:    2 * time.Minute, // the step would never end
 		},
 		{
 			name:     "build failure is a result",
 			step:     executor.Step{Argv: sh("echo failing; exit 3")},
 			wantExit: 3,
-			maxTime:  10 * time.Second,
+			maxTime:  time.Minute,
 		},
 	}
 	for _, tt := range tests {
@@ -597,8 +597,11 @@ func TestCloseStopsRunningStepAndLeavesNothing(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("exec ended with %v", err)
 	}
-	if d := time.Since(start); d > 20*time.Second {
-		t.Errorf("close took %s", d)
+	// The step sleeps 600 s: a Close that waited for it instead of
+	// stopping it would take that long. The bound is far from both, so a
+	// loaded machine (a close took 27 s under a load of 11) does not fail it.
+	if d := time.Since(start); d > 5*time.Minute {
+		t.Errorf("close took %s: it waited for the step instead of stopping it", d)
 	}
 	c, err := client.New(cfg.Address)
 	if err != nil {
