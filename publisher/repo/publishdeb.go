@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/kiln-build/kiln/publisher/deb"
 	"golang.org/x/sync/errgroup"
@@ -35,7 +36,11 @@ func (s *Store) publishDeb(ctx context.Context, dir string, cfg Config, src rowS
 			return "", err
 		}
 	}
-	now := s.now()
+	prevGen := ""
+	if target, err := os.Readlink(live); err == nil {
+		prevGen = filepath.Base(target)
+	}
+	now := s.releaseDate(ctx, prevGen)
 	suite := deb.Suite{Origin: cfg.Origin, Label: cfg.Label, Suite: cfg.Suite, Codename: cfg.Codename, Description: cfg.Description,
 		Components: []string{cfg.Component}, Architectures: cfg.Architectures, Date: now, ValidFor: cfg.ValidFor, Compressions: cfg.Compressions,
 		Contents: cfg.Contents}
@@ -47,10 +52,6 @@ func (s *Store) publishDeb(ctx context.Context, dir string, cfg Config, src rowS
 	gens := filepath.Join(dir, distsGens)
 	if err := os.MkdirAll(gens, 0o755); err != nil {
 		return "", err
-	}
-	prevGen := ""
-	if target, err := os.Readlink(live); err == nil {
-		prevGen = filepath.Base(target)
 	}
 	gen := strconv.FormatInt(now.UnixNano(), 10)
 	if gen <= prevGen {
@@ -368,4 +369,35 @@ func splitLines(b []byte) []string {
 		return nil
 	}
 	return strings.Split(string(b), "\n")
+}
+
+// releaseDate is the Date of a new Release: in a later second than the
+// previous publish's (prevGen, its time in nanoseconds), waiting for that
+// second if need be. apt reads Date in seconds and takes a Release with
+// the Date it already has for the one it has ("Hit"), so a client that
+// updated between two publishes within one second would otherwise never
+// see the second. A Date ahead of the clock is no answer: apt refuses a
+// Release that is not valid yet.
+func (s *Store) releaseDate(ctx context.Context, prevGen string) time.Time {
+	now := s.now()
+	prev, err := strconv.ParseInt(prevGen, 10, 64)
+	if err != nil {
+		return now
+	}
+	next := time.Unix(0, prev).Truncate(time.Second).Add(time.Second)
+	wait := next.Sub(now)
+	if wait <= 0 || wait > time.Second {
+		// Later already, or a clock that went back: nothing to wait for.
+		return now
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	if later := s.now(); later.After(now) {
+		return later
+	}
+	return now // a fixed clock (tests)
 }

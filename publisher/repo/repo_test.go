@@ -624,3 +624,51 @@ func TestCollectObjectsSparesConcurrentUploads(t *testing.T) {
 		t.Fatalf("%d uploads answered as stored were removed by the collection", len(lost))
 	}
 }
+
+// TestReleaseDateAdvancesBetweenPublishes: two publishes within one second
+// of the real clock give Releases whose Dates differ. apt reads Date in
+// seconds and takes a Release with the Date it has for the one it has, so
+// a client that updated in between would never see the second publish.
+func TestReleaseDateAdvancesBetweenPublishes(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	st, err := repo.Open(ctx, repo.Options{Root: filepath.Join(f.dir, "real-clock"), Now: time.Now}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.CreateRepo(ctx, repo.Config{Name: "r", Format: repo.FormatDeb, Suite: "stable"}); err != nil {
+		t.Fatal(err)
+	}
+	date := func() time.Time {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(st.PublicDir("r"), "dists/stable/Release"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Date: "); ok {
+				d, err := time.Parse(time.RFC1123, v)
+				if err != nil {
+					t.Fatalf("Release Date %q: %v", v, err)
+				}
+				return d
+			}
+		}
+		t.Fatalf("Release has no Date:\n%s", b)
+		return time.Time{}
+	}
+	var dates []time.Time
+	for _, name := range []string{"alpha", "beta", "gamma"} {
+		if _, _, err := st.IncludeAndPublish(ctx, "r", []repo.Input{f.deb(name, "1.0", "amd64", name)}, nil, fakeSigner{}); err != nil {
+			t.Fatal(err)
+		}
+		dates = append(dates, date())
+	}
+	for i := 1; i < len(dates); i++ {
+		if !dates[i].After(dates[i-1]) {
+			t.Errorf("publish %d has Release Date %s, publish %d %s: a later publish needs a later Date", i+1, dates[i], i, dates[i-1])
+		}
+	}
+}
