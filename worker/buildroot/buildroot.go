@@ -158,7 +158,7 @@ func Dial(ctx context.Context, cfg Config, logger hclog.Logger, opts ...Option) 
 		}
 		if !cfg.LayerCache.Disabled {
 			maxSize, _ := ParseSize(cfg.LayerCache.MaxSize)
-			if b.layers, err = openLayerCache(cfg.LayerCache.Dir, int64(maxSize)); err != nil {
+			if b.layers, err = openLayerCache(cfg.LayerCache.Dir, int64(maxSize), newLayerMetrics(o.registerer)); err != nil {
 				c.Close()
 				return nil, err
 			}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/kiln-build/kiln/worker/buildroot"
 	"github.com/kiln-build/kiln/worker/buildroot/buildroottest"
 	"github.com/kiln-build/kiln/worker/executor"
@@ -44,7 +46,8 @@ func TestBuildDependencyLayerCache(t *testing.T) {
 	t.Parallel()
 	cfg := buildroottest.Config(t)
 	cfg.LayerCache = buildroot.LayerCacheConfig{Dir: filepath.Join(t.TempDir(), "layers"), MaxSize: "4G"}
-	b, target := buildroottest.NewWith(t, cfg, buildroottest.DebTarget)
+	reg := prometheus.NewRegistry()
+	b, target := buildroottest.NewWith(t, cfg, buildroottest.DebTarget, buildroot.WithMetrics(reg))
 	ctx := context.Background()
 	listing := executor.Step{Argv: sh("dpkg-query -W -f '${Package} ${Version} ${Architecture} ${Status}\\n'")}
 	phase1 := func(name string) (*buildroot.Sandbox, executor.StepResult, string, string) {
@@ -134,5 +137,12 @@ func TestBuildDependencyLayerCache(t *testing.T) {
 	}
 	if list3 != list1 || len(third.Packages) != len(first.Packages) {
 		t.Errorf("phase 1 after the corrupt layer: %d package files, installed:\n%s", len(third.Packages), list3)
+	}
+	// First: a miss and a store; second: a hit; third: the corrupt layer
+	// unusable, and stored again.
+	for name, want := range map[string]float64{"hits": 1, "misses": 1, "unusable": 1, "stored": 2, "evictions": 0} {
+		if got := gathered(t, reg, "kiln_worker_layer_cache_"+name+"_total"); got != want {
+			t.Errorf("kiln_worker_layer_cache_%s_total = %v, want %v", name, got, want)
+		}
 	}
 }

@@ -46,9 +46,10 @@ import (
 // eviction survives a restart. The layer is checked against its sha256
 // before it is unpacked; a corrupt one is removed and phase 1 runs in full.
 type layerCache struct {
-	dir string
-	max int64
-	mu  sync.Mutex // serialises eviction
+	dir     string
+	max     int64
+	mu      sync.Mutex // serialises eviction
+	metrics *layerMetrics
 }
 
 // layerManifest is a layer's <id>.json.
@@ -65,7 +66,7 @@ type layerManifest struct {
 // package files apt kept, logs and temporary files.
 var layerSkip = []string{"var/lib/apt/lists", "var/cache/apt", "etc/apt/sources.list.d", "var/log", "tmp", "var/tmp"}
 
-func openLayerCache(dir string, max int64) (*layerCache, error) {
+func openLayerCache(dir string, max int64, metrics *layerMetrics) (*layerCache, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o700); err != nil {
 		return nil, fmt.Errorf("buildroot.layer_cache: %w", err)
 	}
@@ -74,7 +75,10 @@ func openLayerCache(dir string, max int64) (*layerCache, error) {
 	for _, e := range tmps {
 		_ = os.Remove(filepath.Join(dir, "tmp", e.Name()))
 	}
-	return &layerCache{dir: dir, max: max}, nil
+	if metrics == nil {
+		metrics = newLayerMetrics(nil)
+	}
+	return &layerCache{dir: dir, max: max, metrics: metrics}, nil
 }
 
 // layerID is the name of the layer of resolution on chroot.
@@ -213,6 +217,7 @@ func (c *layerCache) evict(keep string) {
 			continue
 		}
 		c.drop(l.id)
+		c.metrics.evictions.Inc()
 		total -= l.size
 	}
 }
@@ -519,6 +524,7 @@ func (s *Sandbox) ExecWithLayer(ctx context.Context, resolution string, step exe
 				return executor.StepResult{}, fmt.Errorf("unpack build-dependency layer %s: %w", id, err)
 			}
 			lc.touch(id)
+			lc.metrics.hits.Inc()
 			fmt.Fprintf(log, "kiln: build-dependency layer cache hit %s: %d package files (%s layer) unpacked in %s\n",
 				id[:12], len(m.Packages), humanBytes(m.Size), time.Since(t0).Round(time.Millisecond))
 			res, err := s.Exec(ctx, step, log)
@@ -528,7 +534,10 @@ func (s *Sandbox) ExecWithLayer(ctx context.Context, resolution string, step exe
 			res.Packages = mergePackages(m.Packages, res.Packages)
 			return res, nil
 		}
+		lc.metrics.unusable.Inc()
 		fmt.Fprintf(log, "kiln: build-dependency layer %s not used: %v; installing in full\n", id[:12], err)
+	} else {
+		lc.metrics.misses.Inc()
 	}
 	res, err := s.Exec(ctx, step, log)
 	if err != nil || res.Failed() || len(res.Packages) == 0 {
@@ -541,6 +550,7 @@ func (s *Sandbox) ExecWithLayer(ctx context.Context, resolution string, step exe
 	if serr != nil {
 		fmt.Fprintf(log, "kiln: build-dependency layer not stored: %v\n", serr)
 	} else {
+		lc.metrics.stored.Inc()
 		fmt.Fprintf(log, "kiln: build-dependency layer %s stored (%s) in %s\n", id[:12], humanBytes(size), time.Since(t0).Round(time.Millisecond))
 	}
 	return res, nil

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/kiln-build/kiln/internal/testenv"
@@ -125,7 +127,7 @@ func TestLayerCacheStoreVerifyEvict(t *testing.T) {
 	t.Parallel()
 	src := upperDir(t)
 	dir := t.TempDir()
-	lc, err := openLayerCache(dir, 1<<30)
+	lc, err := openLayerCache(dir, 1<<30, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +141,7 @@ func TestLayerCacheStoreVerifyEvict(t *testing.T) {
 		t.Fatal(err)
 	}
 	// After a restart.
-	lc, err = openLayerCache(dir, 1<<30)
+	lc, err = openLayerCache(dir, 1<<30, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +164,8 @@ func TestLayerCacheStoreVerifyEvict(t *testing.T) {
 	}
 
 	// Bounded: room for one layer; storing a second evicts the first.
-	small, err := openLayerCache(t.TempDir(), size+size/2)
+	metrics := newLayerMetrics(nil)
+	small, err := openLayerCache(t.TempDir(), size+size/2, metrics)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +182,11 @@ func TestLayerCacheStoreVerifyEvict(t *testing.T) {
 	if _, ok := small.lookup(b); !ok {
 		t.Errorf("the new layer was evicted")
 	}
-	tiny, _ := openLayerCache(t.TempDir(), 100)
+	var evicted dto.Metric
+	if err := metrics.evictions.Write(&evicted); err != nil || evicted.GetCounter().GetValue() != 1 {
+		t.Errorf("evictions counted: %v (%v), want 1", evicted.GetCounter().GetValue(), err)
+	}
+	tiny, _ := openLayerCache(t.TempDir(), 100, nil)
 	if _, err := tiny.store(a, src, layerManifest{}); err == nil || !strings.Contains(err.Error(), "more than buildroot.layer_cache.max_size allows") {
 		t.Errorf("a layer larger than the bound: %v", err)
 	}
