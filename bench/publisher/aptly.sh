@@ -3,7 +3,8 @@
 # one run, tools interleaved, REPS repetitions: the publisher without and
 # with Contents indexes (contents: true in its config file), aptly in its
 # three modes (default: Contents and .bz2; -skip-contents; -skip-contents
-# -skip-bz2). Usage:
+# -skip-bz2), each also adding one package to what it published and
+# publishing again ("add one"). Usage:
 #   bench/publisher/aptly.sh [-b OTHER_PUBLISHER_BINARY] [-r REPS] [N...]
 # (default: 1 repetition at 2000 and 20000). -b adds another publisher
 # binary (for example one built from main) to compare a change with. Prints
@@ -63,6 +64,7 @@ CONF
 	local opts=(--config "$d/$label.yaml")
 	measure "$label include" "$n" "$rep" "$bin" include "${opts[@]}" --repo r "$d"/debs/*.deb
 	measure "$label publish" "$n" "$rep" "$bin" publish "${opts[@]}" --repo r
+	measure "$label add one + publish" "$n" "$rep" "$bin" include --publish "${opts[@]}" --repo r "$d"/one/*.deb
 }
 
 aptly_run() { # aptly_run LABEL N REP DIR FLAGS...
@@ -74,12 +76,17 @@ aptly_run() { # aptly_run LABEL N REP DIR FLAGS...
 	"${a[@]}" repo create -distribution=stable -component=main r > /dev/null
 	measure "$label repo add" "$n" "$rep" "${a[@]}" repo add r "$d/debs"
 	measure "$label publish" "$n" "$rep" "${a[@]}" publish repo -batch -gpg-key="$fpr" -passphrase="" -architectures=amd64 "$@" r
+	# repo add of the one file, then publish update with the same flags.
+	measure "$label add one + publish" "$n" "$rep" bash -c 'a=("${@:4}"); read -r -a f <<< "$3"
+		"${a[@]}" repo add r "$1" > /dev/null && "${a[@]}" publish update -batch -gpg-key="$2" -passphrase="" "${f[@]}" stable' \
+		_ "$d/one" "$fpr" "$*" "${a[@]}"
 }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(aptly version)"
 for n in "${sizes[@]}"; do
 	d="$work/$n"
 	"$work/gendebs" -n "$n" -dir "$d/debs"
+	"$work/gendebs" -n 1 -prefix bench-one -dir "$d/one"
 	for rep in $(seq "$reps"); do
 		kiln kiln "$work/publisher" "$n" "$rep" "$d" false
 		aptly_run aptly-lean "$n" "$rep" "$d" -skip-contents -skip-bz2
