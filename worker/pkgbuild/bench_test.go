@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -105,25 +104,8 @@ func BenchmarkCaptureOverhead(b *testing.B) {
 	testenv.Tool(b, "gbp")
 	testenv.Tool(b, "pristine-tar")
 	br, target := buildroottest.New(b)
-	dl := b.TempDir()
-	dsc := debianFile(b, dl, "hello_2.10-3.dsc", "75296f5ef618ae2f1849e22b142a2b5ab52c452ebefa4e7b0564c44617db3790")
-	debianFile(b, dl, "hello_2.10.orig.tar.gz", "31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b")
-	debianFile(b, dl, "hello_2.10.orig.tar.gz.asc", "4ea69de913428a4034d30dcdcb34ab84f5c4a76acf9040f3091f0d3fac411b60")
-	debianFile(b, dl, "hello_2.10-3.debian.tar.xz", "60ee7a466808301fbaa7fea2490b5e7a6d86f598956fb3e79c71b3295dc1f249")
-	srv := newGitServer(b)
-	repo := filepath.Join(srv.base, "hello")
-	if err := os.MkdirAll(repo, 0o755); err != nil {
-		b.Fatal(err)
-	}
-	runGit(b, repo, "init", "--quiet", "--initial-branch=master")
-	gbp := exec.Command("gbp", "import-dsc", "--pristine-tar", "--no-sign-tags", dsc)
-	gbp.Dir = repo
-	gbp.Env = append(os.Environ(), "HOME="+repo, "GIT_AUTHOR_NAME=Kiln Tests", "GIT_AUTHOR_EMAIL=tests@kiln.invalid",
-		"GIT_COMMITTER_NAME=Kiln Tests", "GIT_COMMITTER_EMAIL=tests@kiln.invalid", "GIT_CONFIG_NOSYSTEM=1")
-	if out, err := gbp.CombinedOutput(); err != nil {
-		b.Fatalf("gbp import-dsc: %v\n%s", err, out)
-	}
-	sources := []executor.Source{{URL: srv.url("hello"), Commit: strings.TrimSpace(runGit(b, repo, "rev-parse", "HEAD"))}}
+	srv, commit := gbpHello(b)
+	sources := []executor.Source{{URL: srv.url("hello"), Commit: commit}}
 	ctx := context.Background()
 	n := 0
 	build := func(capture bool) time.Duration {

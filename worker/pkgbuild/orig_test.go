@@ -101,20 +101,17 @@ func debianFile(t testing.TB, dir, name, sum string) string {
 	return p
 }
 
-// TestIntegrationPristineTar builds Debian's hello 2.10-3 from the git
-// repository gbp import-dsc --pristine-tar makes of it: the orig tarball
-// Kiln publishes is the one in Debian's archive, byte for byte.
-func TestIntegrationPristineTar(t *testing.T) {
-	testenv.Tool(t, "gbp")
-	testenv.Tool(t, "pristine-tar")
-	br, target := buildroottest.New(t)
-	const origSum = "31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b"
+const helloOrigSum = "31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b"
+
+// gbpHello serves the git repository `gbp import-dsc --pristine-tar` makes
+// of Debian's hello 2.10-3 (as "hello") and returns its server and head.
+func gbpHello(t testing.TB) (*gitServer, string) {
+	t.Helper()
 	dl := t.TempDir()
 	dsc := debianFile(t, dl, "hello_2.10-3.dsc", "75296f5ef618ae2f1849e22b142a2b5ab52c452ebefa4e7b0564c44617db3790")
-	debianFile(t, dl, "hello_2.10.orig.tar.gz", origSum)
+	debianFile(t, dl, "hello_2.10.orig.tar.gz", helloOrigSum)
 	debianFile(t, dl, "hello_2.10.orig.tar.gz.asc", "4ea69de913428a4034d30dcdcb34ab84f5c4a76acf9040f3091f0d3fac411b60")
 	debianFile(t, dl, "hello_2.10-3.debian.tar.xz", "60ee7a466808301fbaa7fea2490b5e7a6d86f598956fb3e79c71b3295dc1f249")
-
 	srv := newGitServer(t)
 	repo := filepath.Join(srv.base, "hello")
 	if err := os.MkdirAll(repo, 0o755); err != nil {
@@ -128,7 +125,17 @@ func TestIntegrationPristineTar(t *testing.T) {
 	if out, err := gbp.CombinedOutput(); err != nil {
 		t.Fatalf("gbp import-dsc: %v\n%s", err, out)
 	}
-	commit := strings.TrimSpace(runGit(t, repo, "rev-parse", "HEAD"))
+	return srv, strings.TrimSpace(runGit(t, repo, "rev-parse", "HEAD"))
+}
+
+// TestIntegrationPristineTar builds Debian's hello 2.10-3 from the git
+// repository gbp import-dsc --pristine-tar makes of it: the orig tarball
+// Kiln publishes is the one in Debian's archive, byte for byte.
+func TestIntegrationPristineTar(t *testing.T) {
+	testenv.Tool(t, "gbp")
+	testenv.Tool(t, "pristine-tar")
+	br, target := buildroottest.New(t)
+	srv, commit := gbpHello(t)
 
 	b := New(testConfig(t), br, buildroottest.Logger(t))
 	// nocheck: hello's test suite is not what this test is about.
@@ -147,7 +154,7 @@ func TestIntegrationPristineTar(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h := sha256.Sum256(data); hex.EncodeToString(h[:]) != origSum {
-		t.Errorf("published hello_2.10.orig.tar.gz has sha256 %x, Debian's has %s", h, origSum)
+	if h := sha256.Sum256(data); hex.EncodeToString(h[:]) != helloOrigSum {
+		t.Errorf("published hello_2.10.orig.tar.gz has sha256 %x, Debian's has %s", h, helloOrigSum)
 	}
 }
