@@ -85,6 +85,9 @@ func TestBuildDependencyLayerCache(t *testing.T) {
 	if !strings.Contains(log2, "kiln: apt package lists of an earlier build on this chroot restored") || strings.Contains(log1, "lists of an earlier build") {
 		t.Errorf("apt's lists not restored for the second phase 1 only:\n%s\n%s", log1, log2)
 	}
+	if !strings.Contains(log1, "kiln: apt package lists stored (") || !strings.Contains(log2, "kiln: apt package lists unchanged since they were stored, not stored again") {
+		t.Errorf("apt's lists not stored by the first phase 1, or stored again unchanged by the second:\n%s\n%s", log1, log2)
+	}
 	if !strings.Contains(log2, "kiln: build-dependency layer cache hit ") || !strings.Contains(log2, "zlib1g-dev is already the newest version") {
 		t.Fatalf("second phase 1 did not start from the layer:\n%s", log2)
 	}
@@ -129,8 +132,8 @@ func TestBuildDependencyLayerCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, third, log3, list3 := phase1("phase 1 after the layer was corrupted")
-	if !strings.Contains(log3, "apt package lists of an earlier build not used: corrupt, removed") {
-		t.Errorf("corrupt apt lists not detected:\n%s", log3)
+	if !strings.Contains(log3, "apt package lists of an earlier build not used: corrupt, removed") || !strings.Contains(log3, "kiln: apt package lists stored (") {
+		t.Errorf("corrupt apt lists not detected and stored again:\n%s", log3)
 	}
 	if !strings.Contains(log3, "layer "+filepath.Base(layers[0])[:12]+" not used: corrupt, removed") || !strings.Contains(log3, " stored (") || strings.Contains(log3, "layer cache hit") {
 		t.Fatalf("corrupt layer not detected and made again:\n%s", log3)

@@ -510,20 +510,11 @@ func (s *Sandbox) ExecWithLayer(ctx context.Context, resolution string, step exe
 		t0 := time.Now()
 		err := s.usable(id, m)
 		if err == nil {
-			s.mu.Lock()
-			var f *os.File
-			if f, err = os.Open(lc.path(id, ".tar")); err == nil {
-				err = readLayer(f, upper)
-				f.Close()
-			}
-			s.mu.Unlock()
-			if err != nil {
+			if err := s.unpackCached(id); err != nil {
 				// Half unpacked: the sandbox is not what phase 1 would
 				// make. The job is retried on a new one.
-				lc.drop(id)
 				return executor.StepResult{}, fmt.Errorf("unpack build-dependency layer %s: %w", id, err)
 			}
-			lc.touch(id)
 			lc.metrics.hits.Inc()
 			fmt.Fprintf(log, "kiln: build-dependency layer cache hit %s: %d package files (%s layer) unpacked in %s\n",
 				id[:12], len(m.Packages), humanBytes(m.Size), time.Since(t0).Round(time.Millisecond))
@@ -554,6 +545,26 @@ func (s *Sandbox) ExecWithLayer(ctx context.Context, resolution string, step exe
 		fmt.Fprintf(log, "kiln: build-dependency layer %s stored (%s) in %s\n", id[:12], humanBytes(size), time.Since(t0).Round(time.Millisecond))
 	}
 	return res, nil
+}
+
+// unpackCached unpacks the cached layer id into the sandbox's upper dir
+// and marks it used. A layer that fails to unpack is removed from the
+// cache; the sandbox may then hold part of it.
+func (s *Sandbox) unpackCached(id string) error {
+	lc := s.b.layers
+	s.mu.Lock()
+	f, err := os.Open(lc.path(id, ".tar"))
+	if err == nil {
+		err = readLayer(f, filepath.Join(s.dir, "upper"))
+		f.Close()
+	}
+	s.mu.Unlock()
+	if err != nil {
+		lc.drop(id)
+		return err
+	}
+	lc.touch(id)
+	return nil
 }
 
 // usable checks a layer before it is unpacked: its bytes against its

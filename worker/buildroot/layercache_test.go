@@ -194,3 +194,55 @@ func TestLayerCacheStoreVerifyEvict(t *testing.T) {
 		t.Errorf("temporary files left: %v", left)
 	}
 }
+
+// The lists' fingerprint changes when apt replaces or adds a list, and not when it only works in lists/partial/.
+func TestListsStateSeesReplacedLists(t *testing.T) {
+	upper := t.TempDir()
+	lists := filepath.Join(upper, "var/lib/apt/lists")
+	if err := os.MkdirAll(filepath.Join(lists, "partial"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(rel, data string) {
+		t.Helper()
+		tmp := filepath.Join(lists, "partial", filepath.Base(rel))
+		if err := os.WriteFile(tmp, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(upper, rel)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("var/lib/apt/lists/deb_InRelease", "Date: 1\n")
+	write("var/lib/apt/lists/deb_main_Packages", "Package: a\n")
+	state := func() string {
+		t.Helper()
+		s, err := listsState(upper)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	before := state()
+
+	// apt-get update finding nothing new: a file comes and goes in partial/.
+	if err := os.WriteFile(filepath.Join(lists, "partial", "x"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(lists, "partial", "x")); err != nil {
+		t.Fatal(err)
+	}
+	if got := state(); got != before {
+		t.Fatal("fingerprint changed though no list did")
+	}
+
+	// The same bytes fetched again and renamed into place.
+	write("var/lib/apt/lists/deb_InRelease", "Date: 1\n")
+	after := state()
+	if after == before {
+		t.Fatal("fingerprint unchanged after a list was replaced")
+	}
+	write("var/lib/apt/lists/deb_contrib_Packages", "Package: b\n")
+	if got := state(); got == after {
+		t.Fatal("fingerprint unchanged after a list was added")
+	}
+}
