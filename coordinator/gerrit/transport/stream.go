@@ -163,13 +163,10 @@ func (st *Stream) once(ctx context.Context) (int, error) {
 		if len(batch) == 0 {
 			return nil
 		}
-		err := st.inbox.Accept(ctx, name, batch, "stream")
-		batch, size = batch[:0], 0
-		if err != nil && !event.Refused(err) {
-			// Not stored: the stream is opened again, and the
-			// reconciler that runs then covers what it carried.
-			return fmt.Errorf("store events: %w", err)
+		if err := st.store(ctx, batch); err != nil {
+			return err
 		}
+		batch, size = batch[:0], 0
 		return nil
 	}
 	for {
@@ -201,6 +198,38 @@ func (st *Stream) once(ctx context.Context) (int, error) {
 			}
 			return n, fmt.Errorf("read stream: %w", err)
 		}
+	}
+}
+
+// store hands lines to the inbox until they are stored or refused. A
+// store that fails (the database unreachable, a full disk) is tried
+// again with the reconnect backoff while the stream is not read, so
+// that nothing read from it is lost: Gerrit keeps what follows queued
+// for this connection meanwhile, and the reconciler covers what it
+// drops. Only ctx ending gives up on the lines.
+func (st *Stream) store(ctx context.Context, lines [][]byte) error {
+	wait := max(st.cfg.Reconnect.Min, 10*time.Millisecond)
+	for attempt := 1; ; attempt++ {
+		err := st.inbox.Accept(ctx, st.cfg.Server, lines, "stream")
+		if err == nil || event.Refused(err) {
+			if attempt > 1 {
+				st.cfg.Logger.Info("stream events stored after failures", "server", st.cfg.Server, "events", len(lines), "attempts", attempt)
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("store events: %w", err)
+		}
+		st.cfg.Logger.Error("could not store stream events; holding them and trying again", "server", st.cfg.Server,
+			"events", len(lines), "attempt", attempt, "wait", wait, "error", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("store events: %w", err)
+		case <-t.C:
+		}
+		wait = min(wait*2, max(st.cfg.Reconnect.Max, wait))
 	}
 }
 
