@@ -456,8 +456,17 @@ func (s *WorkerServer) UploadArtifact(stream grpc.ClientStreamingServer[wpb.Uplo
 		return err
 	}
 	a := h.GetArtifact()
-	if err := s.f.PutArtifact(h.GetSessionId(), h.GetJobId(), int(h.GetAttempt()),
-		job.Artifact{Name: a.GetName(), SHA256: a.GetSha256(), Size: a.GetSize()}, r); err != nil {
+	art := job.Artifact{Name: a.GetName(), SHA256: a.GetSha256(), Size: a.GetSize()}
+	// Held already (a base file every build uploads): answer before the
+	// body, which ends the stream for the sender.
+	has, err := s.f.HasArtifact(h.GetSessionId(), h.GetJobId(), int(h.GetAttempt()), art)
+	if err != nil {
+		return toStatus(err)
+	}
+	if has {
+		return stream.SendAndClose(&wpb.UploadArtifactResponse{Existed: true})
+	}
+	if err := s.f.PutArtifact(h.GetSessionId(), h.GetJobId(), int(h.GetAttempt()), art, r); err != nil {
 		return toStatus(err)
 	}
 	return stream.SendAndClose(&wpb.UploadArtifactResponse{})

@@ -394,9 +394,9 @@ func (f *Fleet) sendFrom(ctx context.Context, id string, offset *int64, buf []by
 	return total, output(size)
 }
 
-// PutArtifact stores an uploaded artifact of the running attempt after
-// checking its size and sha256; a mismatch is refused and nothing is kept.
-func (f *Fleet) PutArtifact(session, jobID string, attempt int, a job.Artifact, r io.Reader) error {
+// checkUpload checks an upload's header: the attempt is running, and the
+// artifact's name, sha256 and size are well-formed and within bounds.
+func (f *Fleet) checkUpload(session, jobID string, attempt int, a job.Artifact) error {
 	if err := f.sched.CheckAttempt(session, jobID, attempt); err != nil {
 		return err
 	}
@@ -411,6 +411,42 @@ func (f *Fleet) PutArtifact(session, jobID string, attempt int, a job.Artifact, 
 	}
 	if a.Size > f.cfg.MaxArtifactSize {
 		return fmt.Errorf("%w: artifact %s (%d bytes) is over the coordinator's limit of %d bytes (max_artifact_size)", ErrTooLarge, a.Name, a.Size, f.cfg.MaxArtifactSize)
+	}
+	return nil
+}
+
+// HasArtifact checks an upload's header as PutArtifact does and reports
+// whether the coordinator already holds the artifact's content: a file
+// of its size whose bytes have its sha256 (a damaged copy does not
+// count, and the upload replaces it). The upload need not be sent then.
+func (f *Fleet) HasArtifact(session, jobID string, attempt int, a job.Artifact) (bool, error) {
+	if err := f.checkUpload(session, jobID, attempt, a); err != nil {
+		return false, err
+	}
+	fh, err := os.Open(f.casPath(a.SHA256))
+	if err != nil {
+		return false, nil
+	}
+	defer fh.Close()
+	if st, err := fh.Stat(); err != nil || st.Size() != a.Size {
+		return false, nil
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, fh); err != nil {
+		return false, nil
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != a.SHA256 {
+		f.logger.Warn("stored artifact content is damaged; the upload replaces it", "sha256", a.SHA256, "has", got)
+		return false, nil
+	}
+	return true, nil
+}
+
+// PutArtifact stores an uploaded artifact of the running attempt after
+// checking its size and sha256; a mismatch is refused and nothing is kept.
+func (f *Fleet) PutArtifact(session, jobID string, attempt int, a job.Artifact, r io.Reader) error {
+	if err := f.checkUpload(session, jobID, attempt, a); err != nil {
+		return err
 	}
 	dst := f.casPath(a.SHA256)
 	tmp, err := os.CreateTemp(filepath.Join(f.cfg.StateDir, "tmp"), "upload-*")

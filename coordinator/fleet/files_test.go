@@ -229,6 +229,66 @@ func TestDegenerateArtifactNamesAreRefused(t *testing.T) {
 	}
 }
 
+// An upload of content the coordinator holds need not be sent; a held
+// copy whose bytes no longer have its sha256 does not count, and the
+// upload replaces it.
+func TestHasArtifactChecksTheHeldBytes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	f, st := openFleet(t, dir)
+	defer st.Close()
+	j, _, err := f.Submit(ctx, job.Spec{Kind: job.Command, Command: []string{"make"}, Labels: map[string]string{"os": "linux"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, _, err := f.Register(ctx, "w1", map[string]string{"os": "linux"}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := f.Pull(ctx, sess, 0); err != nil || a == nil {
+		t.Fatalf("pull: %v %v", a, err)
+	}
+	const body = "x"
+	a := job.Artifact{Name: "base/x.deb", SHA256: "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881", Size: 1}
+	has := func() bool {
+		t.Helper()
+		ok, err := f.HasArtifact(sess, j.ID, 1, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if has() {
+		t.Fatal("held before any upload")
+	}
+	if err := f.PutArtifact(sess, j.ID, 1, a, strings.NewReader(body)); err != nil {
+		t.Fatal(err)
+	}
+	if !has() {
+		t.Fatal("not held after its upload")
+	}
+	if err := os.WriteFile(f.ArtifactPath(a), []byte("y"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if has() {
+		t.Fatal("a damaged copy counts as held")
+	}
+	if err := f.PutArtifact(sess, j.ID, 1, a, strings.NewReader(body)); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := os.ReadFile(f.ArtifactPath(a)); err != nil || string(data) != body || !has() {
+		t.Fatalf("after the upload again: %q %v", data, err)
+	}
+	// The header is checked as for an upload.
+	if _, err := f.HasArtifact(sess, j.ID, 1, job.Artifact{Name: "../x", SHA256: a.SHA256, Size: 1}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("bad name: %v", err)
+	}
+	if _, err := f.HasArtifact(sess, j.ID, 2, a); err == nil {
+		t.Error("an attempt that is not running is answered")
+	}
+}
+
 // A log over MaxLogSize keeps its head and its tail, with a line where
 // it was cut saying how much is missing; followers read the same bytes.
 func TestLogOverTheCapKeepsHeadAndTail(t *testing.T) {

@@ -720,6 +720,7 @@ func (a *Agent) upload(ctx context.Context, f *os.File, name string, asg *wpb.As
 		return nil, fmt.Errorf("hash %s: %w", name, err)
 	}
 	art := &cpb.Artifact{Name: name, Sha256: sum, Size: size}
+	existed := false
 	err = a.call(ctx, "upload", func(ctx context.Context, s string) error {
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return err
@@ -729,18 +730,24 @@ func (a *Agent) upload(ctx context.Context, f *os.File, name string, asg *wpb.As
 		if err != nil {
 			return err
 		}
-		if err := stream.Send(&wpb.UploadArtifactRequest{Header: &wpb.ArtifactHeader{SessionId: s, JobId: asg.GetJobId(), Attempt: asg.GetAttempt(), Artifact: art}}); err != nil {
-			_, rerr := stream.CloseAndRecv()
+		// io.EOF from Send: the coordinator answered before the body,
+		// because it holds the file already (or refused it); the answer
+		// says which.
+		err = stream.Send(&wpb.UploadArtifactRequest{Header: &wpb.ArtifactHeader{SessionId: s, JobId: asg.GetJobId(), Attempt: asg.GetAttempt(), Artifact: art}})
+		if err == nil {
+			err = chunks.Send(body, func(b []byte) error { return stream.Send(&wpb.UploadArtifactRequest{Chunk: b}) })
+		}
+		resp, rerr := stream.CloseAndRecv()
+		if err != nil && !errors.Is(err, io.EOF) {
 			return errors.Join(err, rerr)
 		}
-		if err := chunks.Send(body, func(b []byte) error { return stream.Send(&wpb.UploadArtifactRequest{Chunk: b}) }); err != nil {
-			_, cerr := stream.CloseAndRecv()
-			return errors.Join(err, cerr)
-		}
-		_, err = stream.CloseAndRecv()
-		return err
+		existed = resp.GetExisted()
+		return rerr
 	})
-	if err == nil {
+	switch {
+	case err == nil && existed:
+		a.cfg.Metrics.artifactSkipped.Add(float64(size))
+	case err == nil:
 		a.cfg.Metrics.artifactBytes.Add(float64(size))
 	}
 	return art, err

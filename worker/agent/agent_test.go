@@ -369,6 +369,15 @@ func TestAgentMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.wait(t, j.ID, true)
+		fh, _, err := c.f.OpenArtifact(context.Background(), j.ID, "pkg.deb")
+		if err != nil {
+			t.Fatalf("job %s (%s): %v", j.ID, cmd, err)
+		}
+		data, _ := io.ReadAll(fh)
+		fh.Close()
+		if string(data) != "package bytes" {
+			t.Errorf("job %s (%s): pkg.deb is %q", j.ID, cmd, data)
+		}
 	}
 	cancel()
 	if err := <-done; err != nil {
@@ -400,7 +409,11 @@ func TestAgentMetrics(t *testing.T) {
 		"kiln_worker_jobs_total kind=command result=failed":    1,
 		"kiln_worker_running_jobs":                             0,
 		"kiln_worker_job_duration_seconds kind=command count":  2,
-		"kiln_worker_artifact_bytes_total":                     26,
+		// The second job's pkg.deb has the first one's bytes: the
+		// coordinator holds them already and the upload stops after its
+		// header.
+		"kiln_worker_artifact_bytes_total":          13,
+		"kiln_worker_artifact_bytes_not_sent_total": 13,
 	} {
 		if got[key] != want {
 			t.Errorf("%s = %v, want %v", key, got[key], want)

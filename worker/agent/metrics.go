@@ -14,6 +14,8 @@ type Metrics struct {
 	duration      *prometheus.HistogramVec
 	logBytes      prometheus.Counter
 	artifactBytes prometheus.Counter
+	// artifactSkipped are bytes of artifacts the coordinator held already.
+	artifactSkipped prometheus.Counter
 }
 
 // NewMetrics registers a worker's metrics with reg (nil: not registered).
@@ -29,9 +31,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Bytes of job output sent to the coordinator."}),
 		artifactBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_worker_artifact_bytes_total",
 			Help: "Bytes of artifacts uploaded."}),
+		artifactSkipped: prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_worker_artifact_bytes_not_sent_total",
+			Help: "Bytes of artifacts not sent because the coordinator already held the same content (by sha256), such as base files every build uploads."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.jobs, m.running, m.duration, m.logBytes, m.artifactBytes)
+		reg.MustRegister(m.jobs, m.running, m.duration, m.logBytes, m.artifactBytes, m.artifactSkipped)
 	}
 	return m
 }

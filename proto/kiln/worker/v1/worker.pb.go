@@ -828,7 +828,12 @@ func (x *ArtifactHeader) GetArtifact() *v1.Artifact {
 }
 
 type UploadArtifactResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The coordinator already held a file of this sha256 and size (checked
+	// against its bytes) and ended the upload without reading the rest: the
+	// sender sees its stream end (io.EOF) and stops sending. Builds upload
+	// the same base files again and again; only the first one is sent.
+	Existed       bool `protobuf:"varint,1,opt,name=existed,proto3" json:"existed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -861,6 +866,13 @@ func (x *UploadArtifactResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use UploadArtifactResponse.ProtoReflect.Descriptor instead.
 func (*UploadArtifactResponse) Descriptor() ([]byte, []int) {
 	return file_kiln_worker_v1_worker_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *UploadArtifactResponse) GetExisted() bool {
+	if x != nil {
+		return x.Existed
+	}
+	return false
 }
 
 type CompleteJobRequest struct {
@@ -1161,8 +1173,9 @@ const file_kiln_worker_v1_worker_proto_rawDesc = "" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x129\n" +
-	"\bartifact\x18\x04 \x01(\v2\x1d.kiln.coordinator.v1.ArtifactR\bartifact\"\x18\n" +
-	"\x16UploadArtifactResponse\"\xdb\x02\n" +
+	"\bartifact\x18\x04 \x01(\v2\x1d.kiln.coordinator.v1.ArtifactR\bartifact\"2\n" +
+	"\x16UploadArtifactResponse\x12\x18\n" +
+	"\aexisted\x18\x01 \x01(\bR\aexisted\"\xdb\x02\n" +
 	"\x12CompleteJobRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x15\n" +
