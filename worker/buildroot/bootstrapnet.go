@@ -66,5 +66,8 @@ func (bp *bootstrapProxy) finish(log io.Writer) []executor.PackageFile {
 	if line := cacheSummary(files); line != "" {
 		fmt.Fprint(log, line)
 	}
+	if line := bp.p.tunnelSummary(); line != "" {
+		fmt.Fprint(log, line)
+	}
 	return files
 }

@@ -83,6 +83,9 @@ type sourceProxy struct {
 	// indexHits and indexFetched count the by-hash indexes served from
 	// the cache and fetched into it.
 	indexHits, indexFetched int
+	// tunnelled counts the CONNECT tunnels opened, by origin: what went
+	// through them the proxy did not see.
+	tunnelled map[string]int
 }
 
 // newSourceProxy returns a proxy to the sources in allow
@@ -91,11 +94,12 @@ type sourceProxy struct {
 // nothing until serve.
 func newSourceProxy(allow []string, log io.Writer, cache *pkgcache.Cache) *sourceProxy {
 	p := &sourceProxy{
-		allow:   map[string]bool{},
-		log:     log,
-		cache:   cache,
-		dialer:  net.Dialer{Timeout: proxyDialTimeout, KeepAlive: 30 * time.Second},
-		tunnels: map[net.Conn]struct{}{},
+		allow:     map[string]bool{},
+		log:       log,
+		cache:     cache,
+		dialer:    net.Dialer{Timeout: proxyDialTimeout, KeepAlive: 30 * time.Second},
+		tunnels:   map[net.Conn]struct{}{},
+		tunnelled: map[string]int{},
 	}
 	for _, h := range allow {
 		if n, ok := normalOrigin(h); ok {
@@ -287,6 +291,9 @@ func (p *sourceProxy) connect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer p.untrack(up, down)
+	p.mu.Lock()
+	p.tunnelled["https://"+hp]++
+	p.mu.Unlock()
 	if _, err := io.WriteString(down, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		return
 	}

@@ -211,17 +211,44 @@ func TestSourceProxyTunnelsHTTPS(t *testing.T) {
 		fmt.Fprint(w, "over tls")
 	}))
 	defer source.Close()
-	_, addr, _ := startTestProxy(t, "https://"+hostPortOf(t, source.URL))
-	c := source.Client()
-	c.Transport.(*http.Transport).Proxy = http.ProxyURL(&url.URL{Scheme: "http", Host: addr})
-	resp, err := c.Get(source.URL + "/repodata/repomd.xml")
-	if err != nil {
-		t.Fatalf("https through the proxy: %v", err)
+	origin := "https://" + hostPortOf(t, source.URL)
+	get := func(addr string) {
+		t.Helper()
+		c := source.Client()
+		c.Transport.(*http.Transport).Proxy = http.ProxyURL(&url.URL{Scheme: "http", Host: addr})
+		resp, err := c.Get(source.URL + "/repodata/repomd.xml")
+		if err != nil {
+			t.Fatalf("https through the proxy: %v", err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK || string(body) != "over tls" {
+			t.Errorf("https through the proxy: %s %q", resp.Status, body)
+		}
+		c.CloseIdleConnections()
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK || string(body) != "over tls" {
-		t.Errorf("https through the proxy: %s %q", resp.Status, body)
+	p, addr, _ := startTestProxy(t, origin)
+	get(addr)
+	// Without a package cache nothing is kept anyway: no warning.
+	p.Close()
+	if w := p.tunnelSummary(); w != "" {
+		t.Errorf("warning without a package cache: %q", w)
+	}
+	// With one, the step's log says the tunnelled files were not kept.
+	cp, _, _, client, _ := startCachingProxy(t, origin)
+	if w := cp.tunnelSummary(); w != "" {
+		t.Errorf("warning before any tunnel: %q", w)
+	}
+	pu, err := client.Transport.(*http.Transport).Proxy(httptest.NewRequest(http.MethodGet, "http://example.org/", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	get(pu.Host)
+	get(pu.Host)
+	cp.Close()
+	w := cp.tunnelSummary()
+	if !strings.Contains(w, origin+" (2)") || !strings.Contains(w, "not in the release's base") || !strings.Contains(w, "http://") {
+		t.Errorf("warning after two tunnels to %s: %q", origin, w)
 	}
 }
 

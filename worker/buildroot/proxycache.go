@@ -8,6 +8,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -244,6 +245,28 @@ func (p *sourceProxy) indexSummary() string {
 		return ""
 	}
 	return fmt.Sprintf("kiln: package cache: %d repository indexes from the cache, %d fetched and stored\n", p.indexHits, p.indexFetched)
+}
+
+// tunnelSummary is the step log's warning on the https sources reached
+// through tunnels, or "" when there were none. With a package cache,
+// package files fetched through a tunnel are neither kept nor captured
+// into the release's base, so a sealed rebuild would lack them.
+func (p *sourceProxy) tunnelSummary() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.tunnelled) == 0 || p.cache == nil {
+		return ""
+	}
+	origins := make([]string, 0, len(p.tunnelled))
+	for o, n := range p.tunnelled {
+		origins = append(origins, fmt.Sprintf("%s (%d)", o, n))
+	}
+	slices.Sort(origins)
+	return fmt.Sprintf("kiln: warning: https connections went through the package source proxy as tunnels: %s; "+
+		"package files fetched over them are not in the package cache and not in the release's base, "+
+		"so a sealed rebuild would lack them. Give these sources as http:// URLs (apt and dnf still verify "+
+		"every file against the signed Release or repomd.xml and the key) so that the proxy keeps them\n",
+		strings.Join(origins, ", "))
 }
 
 // cacheSummary is the step log's line on the package cache, or "" when

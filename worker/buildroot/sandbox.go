@@ -352,6 +352,9 @@ wait:
 		if line := proxy.indexSummary(); line != "" {
 			fmt.Fprint(out, line)
 		}
+		if line := proxy.tunnelSummary(); line != "" {
+			fmt.Fprint(out, line)
+		}
 	}
 	if _, err := task.Delete(cctx); err != nil && !errdefs.IsNotFound(err) {
 		return executor.StepResult{}, fmt.Errorf("exec in sandbox %s: delete task: %w", s.id, err)

@@ -59,7 +59,7 @@ type StepResult struct {
 	// source, in the order they were served; their bytes are in the cache
 	// under their SHA256. Empty for other steps, and where the dependency
 	// network is the host's or the cache is off. Files fetched through
-	// https tunnels are not seen.
+	// https tunnels are not seen (the step's log warns of them).
 	Packages []PackageFile
 }
 
