@@ -63,7 +63,15 @@ func (s *Sandbox) BootstrapInstall(ctx context.Context, req executor.BootstrapIn
 		}
 		all.Repositories = append(all.Repositories, Repository{Name: r.Name, BaseURL: r.BaseURL, GPGKey: key})
 	}
-	if err := os.WriteFile(filepath.Join(repos, "kiln.repo"), []byte(dnfRepoFile(all)), 0o644); err != nil {
+	all.Packages = req.Packages
+	// dnf's cache is in scratch, out of the sandbox, and thrown away; the
+	// package files it downloads pass the proxy into the package cache.
+	proxy, err := s.startBootstrapProxy(all, log)
+	if err != nil {
+		return executor.StepResult{}, err
+	}
+	defer proxy.finish(io.Discard) // when returning early
+	if err := os.WriteFile(filepath.Join(repos, "kiln.repo"), []byte(dnfRepoFile(proxy.repositories(all, log))), 0o644); err != nil {
 		return executor.StepResult{}, fmt.Errorf("bootstrap dnf: %w", err)
 	}
 	env, err := BootstrapEnv(scratch)
@@ -79,13 +87,6 @@ func (s *Sandbox) BootstrapInstall(ctx context.Context, req executor.BootstrapIn
 			err = fmt.Errorf("bootstrap dnf: unmount sandbox %s: %w", s.id, uerr)
 		}
 	}()
-	all.Packages = req.Packages
-	// dnf's cache is in scratch, out of the sandbox, and thrown away; the
-	// package files it downloads pass the proxy into the package cache.
-	proxy, err := s.startBootstrapProxy(all, log)
-	if err != nil {
-		return executor.StepResult{}, err
-	}
 	args := append(proxy.args(), dnfArgs(all, root, repos)...)
 	fmt.Fprintf(log, "kiln: bootstrap: dnf --installroot (the worker host's dnf) installs %s\n", strings.Join(req.Packages, ", "))
 	cmd := exec.CommandContext(ctx, "dnf", args...)

@@ -71,3 +71,24 @@ func (bp *bootstrapProxy) finish(log io.Writer) []executor.PackageFile {
 	}
 	return files
 }
+
+// repositories returns t with its https repositories named as the proxy
+// sees them (viaProxyURL), so that their package files are cached and
+// captured like those of http ones, and says so in log. dnf still checks
+// every package and repomd.xml against the keys.
+func (bp *bootstrapProxy) repositories(t Target, log io.Writer) Target {
+	if bp == nil {
+		return t
+	}
+	repos := make([]Repository, len(t.Repositories))
+	for i, r := range t.Repositories {
+		if u := viaProxyURL(r.BaseURL); u != r.BaseURL {
+			fmt.Fprintf(log, "kiln: bootstrap: repository %s is fetched through the proxy as %s, over https from there\n", r.BaseURL, u)
+			r.BaseURL = u
+		}
+		r.GPGKey = viaProxyURL(r.GPGKey)
+		repos[i] = r
+	}
+	t.Repositories = repos
+	return t
+}

@@ -88,3 +88,34 @@ func TestBootstrapProxyCapturesAndReusesPackageFiles(t *testing.T) {
 		t.Errorf("host network: %v, %v", none, err)
 	}
 }
+
+// The bootstrap dnf is given an https repository as the proxy sees it
+// (upgraded back to https there), so its package files are captured; an
+// http one and a key file are left as they are.
+func TestBootstrapProxyNamesHTTPSRepositoriesForTheProxy(t *testing.T) {
+	tgt := Target{Name: "el", Method: "dnf", Repositories: []Repository{
+		{Name: "baseos", BaseURL: "https://mirror.example.org/almalinux/9/BaseOS/x86_64/os/", GPGKey: "file:///etc/kiln/alma.asc"},
+		{Name: "local", BaseURL: "http://repo.example.org/el9/"},
+	}}
+	log := &syncBuffer{}
+	var none *bootstrapProxy
+	if got := none.repositories(tgt, log); got.Repositories[0].BaseURL != tgt.Repositories[0].BaseURL {
+		t.Errorf("without a proxy (host network) the repository changed: %+v", got.Repositories[0])
+	}
+	got := (&bootstrapProxy{}).repositories(tgt, log)
+	if got.Repositories[0].BaseURL != "http://mirror.example.org:443/almalinux/9/BaseOS/x86_64/os/" || got.Repositories[0].GPGKey != "file:///etc/kiln/alma.asc" {
+		t.Errorf("https repository given as %+v", got.Repositories[0])
+	}
+	if got.Repositories[1] != tgt.Repositories[1] {
+		t.Errorf("http repository changed: %+v", got.Repositories[1])
+	}
+	if tgt.Repositories[0].BaseURL != "https://mirror.example.org/almalinux/9/BaseOS/x86_64/os/" {
+		t.Error("the target's own repositories were changed")
+	}
+	if !strings.Contains(log.String(), "repository https://mirror.example.org/almalinux/9/BaseOS/x86_64/os/ is fetched through the proxy as http://mirror.example.org:443/") {
+		t.Errorf("log: %s", log.String())
+	}
+	if repo := dnfRepoFile(got); !strings.Contains(repo, "baseurl=http://mirror.example.org:443/almalinux/9/BaseOS/x86_64/os/\n") {
+		t.Errorf("repository file:\n%s", repo)
+	}
+}

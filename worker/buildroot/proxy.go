@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"os"
 	"runtime"
 	"slices"
@@ -243,6 +244,10 @@ func (p *sourceProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Header.Get("Upgrade") != "":
 		p.fail(w, http.StatusBadRequest, fmt.Sprintf("%s %s: protocol upgrades are not forwarded", r.Method, r.URL))
 	default:
+		if u, ok := p.upgrade(r.URL); ok {
+			r = r.Clone(r.Context())
+			r.URL = u
+		}
 		origin, ok := executor.SourceHost(r.URL.String())
 		if !ok || !p.allow[origin] {
 			p.refuse(w, r.Method+" "+r.URL.String(), r.URL.Host, origin)
@@ -258,6 +263,44 @@ func (p *sourceProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		p.forward.ServeHTTP(w, r)
 	}
+}
+
+// upgrade returns the https URL of a plain request to an allowed https
+// source, or false. A client that sends an https source's requests to
+// the proxy as http://host:port/... (port given, as viaProxyURL writes
+// them) lets the proxy see, cache and capture what it fetches; the proxy
+// fetches it over https, verifying the source's certificate against the
+// worker host's trusted CAs. A port that is also an allowed http source
+// stays plain.
+func (p *sourceProxy) upgrade(u *url.URL) (*url.URL, bool) {
+	if u.Scheme != "http" || u.Port() == "" {
+		return nil, false
+	}
+	hp, ok := normalHostPort(u.Host)
+	if !ok || p.allow["http://"+hp] || !p.allow["https://"+hp] {
+		return nil, false
+	}
+	up := *u
+	up.Scheme = "https"
+	return &up, true
+}
+
+// viaProxyURL is how a client that goes through the proxy names an https
+// source so that the proxy sees its requests: http://host:port/... with
+// the port given (443 when the URL has none), which the proxy upgrades
+// back to https (see upgrade). Other URLs are returned as they are.
+func viaProxyURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || !strings.EqualFold(u.Scheme, "https") || u.Hostname() == "" {
+		return raw
+	}
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
+	u.Scheme = "http"
+	u.Host = net.JoinHostPort(u.Hostname(), port)
+	return u.String()
 }
 
 // connect opens a tunnel to an allowed source (https).

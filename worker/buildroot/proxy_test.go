@@ -639,3 +639,86 @@ func TestProxyCachesByHashIndexesByDigest(t *testing.T) {
 		}
 	}
 }
+
+func TestViaProxyURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://mirror.example.org/alma/9/BaseOS/x86_64/os/": "http://mirror.example.org:443/alma/9/BaseOS/x86_64/os/",
+		"https://Mirror.example.org:8443/repo?x=1":            "http://Mirror.example.org:8443/repo?x=1",
+		"https://[2001:db8::1]/repo/":                         "http://[2001:db8::1]:443/repo/",
+		"http://mirror.example.org/debian":                    "http://mirror.example.org/debian",
+		"file:///etc/kiln/mos.asc":                            "file:///etc/kiln/mos.asc",
+		"":                                                    "",
+	} {
+		if got := viaProxyURL(in); got != want {
+			t.Errorf("viaProxyURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// A plain request for an allowed https source, named http://host:port/ as
+// viaProxyURL writes it, is fetched over https (the source's certificate
+// checked) and its package files cached and captured as from an http
+// source; no tunnel, no warning. An https source that is not allowed is
+// refused the same way.
+func TestProxyUpgradesPlainRequestsForHTTPSSources(t *testing.T) {
+	t.Parallel()
+	rpm := bytes.Repeat([]byte("rpm!"), 5000)
+	var mu sync.Mutex
+	var reached int
+	source := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		reached++
+		mu.Unlock()
+		if strings.HasSuffix(r.URL.Path, ".rpm") {
+			w.Header().Set("Content-Length", fmt.Sprint(len(rpm)))
+			w.Write(rpm)
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	defer source.Close()
+	hp := hostPortOf(t, source.URL)
+	p, _, _, client, log := startCachingProxy(t, "https://"+hp)
+	// The worker host would trust the source's CA; here, the test's.
+	p.transport.TLSClientConfig = source.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+	plain := viaProxyURL(source.URL + "/BaseOS/Packages/zlib-1.2.11-40.el9.x86_64.rpm")
+	if !strings.HasPrefix(plain, "http://"+hp+"/") {
+		t.Fatalf("viaProxyURL gave %s", plain)
+	}
+	for i := range 2 {
+		resp, err := client.Get(plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !bytes.Equal(body, rpm) {
+			t.Fatalf("get %d: %s, %d bytes\n%s", i, resp.Status, len(body), log.String())
+		}
+	}
+	mu.Lock()
+	if reached != 1 {
+		t.Errorf("the source was reached %d times, want once (then the cache)", reached)
+	}
+	mu.Unlock()
+	files := p.packages()
+	if len(files) != 2 || files[0].CacheHit || !files[1].CacheHit || !strings.HasPrefix(files[0].URL, "https://"+hp+"/") {
+		t.Errorf("package files %+v, want a miss then a hit, by the https URL", files)
+	}
+	if w := p.tunnelSummary(); w != "" {
+		t.Errorf("tunnel warning without a tunnel: %q", w)
+	}
+	// Not an allowed source: refused, not upgraded.
+	other := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("a source that is not allowed was reached: %s", r.URL)
+	}))
+	defer other.Close()
+	resp, err := client.Get(viaProxyURL(other.URL + "/x.rpm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("request for a source that is not allowed: %s", resp.Status)
+	}
+}
