@@ -167,6 +167,7 @@ func debDepsScript(repos []Repository, pinned []executor.Package, dsc string, pr
 			fmt.Fprintf(&s, "echo %s >> /etc/apt/sources.list.d/kiln-release.list\n", shellQuote(r.Apt))
 		}
 	}
+	s.WriteString(aptHTTPSViaProxy("/etc/apt"))
 	if len(repos) > 0 {
 		s.WriteString("update\n")
 	}
@@ -181,6 +182,26 @@ func debDepsScript(repos []Repository, pinned []executor.Package, dsc string, pr
 	fmt.Fprintf(&s, "if dpkg-checkbuilddeps%s; then\n  echo 'kiln: build dependencies already satisfied'\nelse\n  update\n  apt-get build-dep $apt_opts%s %s\nfi\n", prof, prof, shellQuote("../"+dsc))
 	s.WriteString(dpkgList + "\n")
 	return s.String()
+}
+
+// aptHTTPSViaProxy is the shell that, when the step reaches its sources
+// through the package source proxy (http_proxy set), names every https
+// source in apt's sources under etc (the chroot's and the release's) as
+// http://host:443/... (the port kept when given): apt then sends those
+// requests to the proxy in the open, and the proxy fetches them over
+// https, so their package files are cached and captured into the base
+// instead of passing through a tunnel it cannot see. apt verifies them
+// against the signed Release as before.
+func aptHTTPSViaProxy(etc string) string {
+	return `if [ -n "${http_proxy:-}" ]; then
+  for f in ` + etc + `/sources.list ` + etc + `/sources.list.d/*.list ` + etc + `/sources.list.d/*.sources; do
+    if [ -f "$f" ] && grep -q 'https://' "$f"; then
+      sed -i -E 's#https://([^]/:[]+)/#http://\1:443/#g; s#https://(\[[^]]+\])/#http://\1:443/#g; s#https://([^/]+)/#http://\1/#g' "$f"
+      echo "kiln: https sources in $f fetched through the package source proxy as http://host:443/, over https from there"
+    fi
+  done
+fi
+`
 }
 
 // debResolveScript writes to resolvedPath what debDepsScript would install
@@ -202,6 +223,7 @@ func debResolveScript(repos []Repository, pinned []executor.Package, dsc string,
 			fmt.Fprintf(&s, "echo %s >> /etc/apt/sources.list.d/kiln-release.list\n", shellQuote(r.Apt))
 		}
 	}
+	s.WriteString(aptHTTPSViaProxy("/etc/apt"))
 	s.WriteString("apt-get update -o APT::Color=0 -o Acquire::Languages=none\n{\n")
 	if len(pinned) > 0 {
 		s.WriteString("  apt-get install " + aptPlan + " $apt_opts --allow-downgrades" + debPins(pinned) + "\n")

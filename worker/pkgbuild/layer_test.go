@@ -4,11 +4,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/kiln-build/kiln/internal/testenv"
 	"github.com/kiln-build/kiln/worker/buildroot"
 	"github.com/kiln-build/kiln/worker/buildroot/buildroottest"
 	"github.com/kiln-build/kiln/worker/executor"
@@ -92,7 +94,7 @@ func TestResolveScript(t *testing.T) {
 		}
 	}
 	s = debResolveScript([]Repository{{Apt: "deb [trusted=yes] http://r/ x main"}}, []executor.Package{{Name: "make", Version: "4.3-4.1", Architecture: "amd64"}}, "h_1.0.dsc", nil)
-	for _, w := range []string{"apt-get install --print-uris -q -o Acquire::ForceHash=SHA256 $apt_opts --allow-downgrades make:amd64=4.3-4.1", "kiln-release.list\napt-get update",
+	for _, w := range []string{"apt-get install --print-uris -q -o Acquire::ForceHash=SHA256 $apt_opts --allow-downgrades make:amd64=4.3-4.1", "kiln-release.list\n" + aptHTTPSViaProxy("/etc/apt") + "apt-get update",
 		"rm -f /etc/apt/sources.list.d/kiln-release.list\n"} {
 		if !strings.Contains(s, w) {
 			t.Errorf("resolve script lacks %q:\n%s", w, s)
@@ -100,5 +102,63 @@ func TestResolveScript(t *testing.T) {
 	}
 	if strings.Contains(s, "then exit 0") {
 		t.Errorf("with pins the resolution is never skipped:\n%s", s)
+	}
+}
+
+// Through the proxy, apt's https sources are named so that the proxy sees
+// their requests (http://host:443/...); without it (the host's network)
+// they stay as they are.
+func TestAptHTTPSViaProxy(t *testing.T) {
+	sh := testenv.Tool(t, "sh")
+	etc := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(etc, "sources.list.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"sources.list": "deb https://deb.debian.org/debian bookworm main\n" +
+			"deb [signed-by=/etc/apt/keyrings/k.asc] https://mirror.example.org:8443/debian bookworm main\n" +
+			"deb https://[2001:db8::1]/debian bookworm main\ndeb http://plain.example.org/debian bookworm main\n",
+		"sources.list.d/kiln-release.list": "deb [signed-by=/k.asc] https://repo.example.org/mos/ mos-9.0 main\n",
+		"sources.list.d/debian.sources":    "Types: deb\nURIs: https://deb.debian.org/debian/\nSuites: bookworm\n",
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(etc, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(env ...string) string {
+		t.Helper()
+		cmd := exec.Command(sh, "-ec", aptHTTPSViaProxy(etc))
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		return string(out)
+	}
+	if out := run(); out != "" {
+		t.Errorf("without a proxy: %q", out)
+	}
+	if data, _ := os.ReadFile(filepath.Join(etc, "sources.list")); string(data) != files["sources.list"] {
+		t.Errorf("without a proxy the sources changed:\n%s", data)
+	}
+	out := run("http_proxy=http://127.0.0.1:3128")
+	if strings.Count(out, "fetched through the package source proxy") != 3 {
+		t.Errorf("output: %q", out)
+	}
+	for name, want := range map[string]string{
+		"sources.list": "deb http://deb.debian.org:443/debian bookworm main\n" +
+			"deb [signed-by=/etc/apt/keyrings/k.asc] http://mirror.example.org:8443/debian bookworm main\n" +
+			"deb http://[2001:db8::1]:443/debian bookworm main\ndeb http://plain.example.org/debian bookworm main\n",
+		"sources.list.d/kiln-release.list": "deb [signed-by=/k.asc] http://repo.example.org:443/mos/ mos-9.0 main\n",
+		"sources.list.d/debian.sources":    "Types: deb\nURIs: http://deb.debian.org:443/debian/\nSuites: bookworm\n",
+	} {
+		if data, _ := os.ReadFile(filepath.Join(etc, name)); string(data) != want {
+			t.Errorf("%s:\n%s\nwant:\n%s", name, data, want)
+		}
+	}
+	// Again: nothing left to change, nothing said.
+	if out := run("http_proxy=http://127.0.0.1:3128"); out != "" {
+		t.Errorf("second run: %q", out)
 	}
 }
