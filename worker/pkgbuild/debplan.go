@@ -167,7 +167,7 @@ func debDepsScript(repos []Repository, pinned []executor.Package, dsc string, pr
 			fmt.Fprintf(&s, "echo %s >> /etc/apt/sources.list.d/kiln-release.list\n", shellQuote(r.Apt))
 		}
 	}
-	s.WriteString(aptHTTPSViaProxy("/etc/apt"))
+	s.WriteString(httpsViaProxy(aptSources...))
 	if len(repos) > 0 {
 		s.WriteString("update\n")
 	}
@@ -184,17 +184,20 @@ func debDepsScript(repos []Repository, pinned []executor.Package, dsc string, pr
 	return s.String()
 }
 
-// aptHTTPSViaProxy is the shell that, when the step reaches its sources
+// aptSources are apt's source files in a buildroot.
+var aptSources = []string{"/etc/apt/sources.list", "/etc/apt/sources.list.d/*.list", "/etc/apt/sources.list.d/*.sources"}
+
+// httpsViaProxy is the shell that, when the step reaches its sources
 // through the package source proxy (http_proxy set), names every https
-// source in apt's sources under etc (the chroot's and the release's) as
-// http://host:443/... (the port kept when given): apt then sends those
-// requests to the proxy in the open, and the proxy fetches them over
-// https, so their package files are cached and captured into the base
-// instead of passing through a tunnel it cannot see. apt verifies them
-// against the signed Release as before.
-func aptHTTPSViaProxy(etc string) string {
+// source in the files (globs) as http://host:443/... (the port kept when
+// given): apt and dnf then send those requests to the proxy in the open,
+// and the proxy fetches them over https, so their package files are
+// cached and captured into the base instead of passing through a tunnel
+// it cannot see. apt and dnf verify them against the signed Release or
+// repomd.xml as before.
+func httpsViaProxy(files ...string) string {
 	return `if [ -n "${http_proxy:-}" ]; then
-  for f in ` + etc + `/sources.list ` + etc + `/sources.list.d/*.list ` + etc + `/sources.list.d/*.sources; do
+  for f in ` + strings.Join(files, " ") + `; do
     if [ -f "$f" ] && grep -q 'https://' "$f"; then
       sed -i -E 's#https://([^]/:[]+)/#http://\1:443/#g; s#https://(\[[^]]+\])/#http://\1:443/#g; s#https://([^/]+)/#http://\1/#g' "$f"
       echo "kiln: https sources in $f fetched through the package source proxy as http://host:443/, over https from there"
@@ -223,7 +226,7 @@ func debResolveScript(repos []Repository, pinned []executor.Package, dsc string,
 			fmt.Fprintf(&s, "echo %s >> /etc/apt/sources.list.d/kiln-release.list\n", shellQuote(r.Apt))
 		}
 	}
-	s.WriteString(aptHTTPSViaProxy("/etc/apt"))
+	s.WriteString(httpsViaProxy(aptSources...))
 	s.WriteString("apt-get update -o APT::Color=0 -o Acquire::Languages=none\n{\n")
 	if len(pinned) > 0 {
 		s.WriteString("  apt-get install " + aptPlan + " $apt_opts --allow-downgrades" + debPins(pinned) + "\n")

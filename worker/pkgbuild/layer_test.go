@@ -94,7 +94,7 @@ func TestResolveScript(t *testing.T) {
 		}
 	}
 	s = debResolveScript([]Repository{{Apt: "deb [trusted=yes] http://r/ x main"}}, []executor.Package{{Name: "make", Version: "4.3-4.1", Architecture: "amd64"}}, "h_1.0.dsc", nil)
-	for _, w := range []string{"apt-get install --print-uris -q -o Acquire::ForceHash=SHA256 $apt_opts --allow-downgrades make:amd64=4.3-4.1", "kiln-release.list\n" + aptHTTPSViaProxy("/etc/apt") + "apt-get update",
+	for _, w := range []string{"apt-get install --print-uris -q -o Acquire::ForceHash=SHA256 $apt_opts --allow-downgrades make:amd64=4.3-4.1", "kiln-release.list\n" + httpsViaProxy(aptSources...) + "apt-get update",
 		"rm -f /etc/apt/sources.list.d/kiln-release.list\n"} {
 		if !strings.Contains(s, w) {
 			t.Errorf("resolve script lacks %q:\n%s", w, s)
@@ -108,7 +108,7 @@ func TestResolveScript(t *testing.T) {
 // Through the proxy, apt's https sources are named so that the proxy sees
 // their requests (http://host:443/...); without it (the host's network)
 // they stay as they are.
-func TestAptHTTPSViaProxy(t *testing.T) {
+func TestHTTPSViaProxy(t *testing.T) {
 	sh := testenv.Tool(t, "sh")
 	etc := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(etc, "sources.list.d"), 0o755); err != nil {
@@ -120,6 +120,10 @@ func TestAptHTTPSViaProxy(t *testing.T) {
 			"deb https://[2001:db8::1]/debian bookworm main\ndeb http://plain.example.org/debian bookworm main\n",
 		"sources.list.d/kiln-release.list": "deb [signed-by=/k.asc] https://repo.example.org/mos/ mos-9.0 main\n",
 		"sources.list.d/debian.sources":    "Types: deb\nURIs: https://deb.debian.org/debian/\nSuites: bookworm\n",
+		"yum.repos.d/kiln-release-0.repo":  "[kiln-release-0]\nbaseurl=https://repo.example.org/mos/el9/\ngpgcheck=1\n",
+	}
+	if err := os.MkdirAll(filepath.Join(etc, "yum.repos.d"), 0o755); err != nil {
+		t.Fatal(err)
 	}
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(etc, name), []byte(data), 0o644); err != nil {
@@ -128,7 +132,7 @@ func TestAptHTTPSViaProxy(t *testing.T) {
 	}
 	run := func(env ...string) string {
 		t.Helper()
-		cmd := exec.Command(sh, "-ec", aptHTTPSViaProxy(etc))
+		cmd := exec.Command(sh, "-ec", httpsViaProxy(etc+"/sources.list", etc+"/sources.list.d/*.list", etc+"/sources.list.d/*.sources", etc+"/yum.repos.d/*.repo"))
 		cmd.Env = env
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -143,7 +147,7 @@ func TestAptHTTPSViaProxy(t *testing.T) {
 		t.Errorf("without a proxy the sources changed:\n%s", data)
 	}
 	out := run("http_proxy=http://127.0.0.1:3128")
-	if strings.Count(out, "fetched through the package source proxy") != 3 {
+	if strings.Count(out, "fetched through the package source proxy") != 4 {
 		t.Errorf("output: %q", out)
 	}
 	for name, want := range map[string]string{
@@ -152,6 +156,7 @@ func TestAptHTTPSViaProxy(t *testing.T) {
 			"deb http://[2001:db8::1]:443/debian bookworm main\ndeb http://plain.example.org/debian bookworm main\n",
 		"sources.list.d/kiln-release.list": "deb [signed-by=/k.asc] http://repo.example.org:443/mos/ mos-9.0 main\n",
 		"sources.list.d/debian.sources":    "Types: deb\nURIs: http://deb.debian.org:443/debian/\nSuites: bookworm\n",
+		"yum.repos.d/kiln-release-0.repo":  "[kiln-release-0]\nbaseurl=http://repo.example.org:443/mos/el9/\ngpgcheck=1\n",
 	} {
 		if data, _ := os.ReadFile(filepath.Join(etc, name)); string(data) != want {
 			t.Errorf("%s:\n%s\nwant:\n%s", name, data, want)

@@ -444,6 +444,7 @@ func rpmDepsScript(repos []Repository, pinned []executor.Package) string {
 		repo := fmt.Sprintf("[kiln-release-%d]\nname=kiln release repository\nbaseurl=%s\n%senabled=1\n", i, r.BaseURL, check)
 		fmt.Fprintf(&s, "printf '%%s' %s > /etc/yum.repos.d/kiln-release-%d.repo\n", shellQuote(repo), i)
 	}
+	s.WriteString(httpsViaProxy("/etc/yum.repos.d/*.repo"))
 	if len(pinned) > 0 {
 		s.WriteString("dnf install -y --allowerasing")
 		for _, p := range pinned {
