@@ -31,7 +31,7 @@ func (s *Sandbox) startBootstrapProxy(t Target, log io.Writer) (*bootstrapProxy,
 	if err != nil {
 		return nil, fmt.Errorf("bootstrap dnf: start the package source proxy: %w", err)
 	}
-	p := newSourceProxy(t.SourceHosts(), log, s.b.cache)
+	p := newSourceProxy(t.SourceHosts(), log, s.b.cache, s.b.sourceTLS)
 	p.serve(ln)
 	bp := &bootstrapProxy{p: p, url: "http://" + ln.Addr().String()}
 	fmt.Fprintf(log, "kiln: bootstrap: dnf reaches the package sources (%s) only, through %s\n", p.allowed(), bp.url)

@@ -2,6 +2,8 @@ package buildroot
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -59,6 +61,9 @@ type Buildroot struct {
 	cache *pkgcache.Cache
 	// layers is the build-dependency layer cache; nil when it is off.
 	layers *layerCache
+	// sourceTLS is how the package source proxy checks https sources;
+	// nil: against the host's CAs.
+	sourceTLS *tls.Config
 	// importMu serializes imports and the removal of retired chroots.
 	importMu sync.Mutex
 	// sealedMu serializes making the chroots of sealed releases.
@@ -144,6 +149,12 @@ func Dial(ctx context.Context, cfg Config, logger hclog.Logger, opts ...Option) 
 	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
 		b.cgroupV2 = true
 	}
+	if cfg.SourceCAFile != "" {
+		if b.sourceTLS, err = sourceTLSConfig(cfg.SourceCAFile); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
 	if _, err := c.Version(b.nsCtx(ctx)); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("containerd at %s does not answer: %w", cfg.Address, err)
@@ -165,6 +176,22 @@ func Dial(ctx context.Context, cfg Config, logger hclog.Logger, opts ...Option) 
 		}
 	}
 	return b, nil
+}
+
+// sourceTLSConfig trusts the host's CAs and those in the PEM file.
+func sourceTLSConfig(file string) (*tls.Config, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("buildroot.source_ca_file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("buildroot.source_ca_file %s: no PEM certificate in it: give the CA certificates of the https package sources, PEM-encoded", file)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 // Close closes the connection to containerd; sandboxes must be closed first.

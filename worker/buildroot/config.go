@@ -53,6 +53,10 @@ type Config struct {
 	// hosts the step names in AllowHosts); "host" shares the worker host's
 	// network with it.
 	DependencyNetwork string `yaml:"dependency_network"`
+	// SourceCAFile names a PEM file of CA certificates that the package
+	// source proxy trusts for https sources, besides the worker host's
+	// (an internal mirror with a private CA).
+	SourceCAFile string `yaml:"source_ca_file"`
 	// PackageCache keeps the package files that network steps download
 	// through the package source proxy, and the packages chroots are made
 	// from.

@@ -1,6 +1,7 @@
 package buildroot
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -91,9 +92,10 @@ type sourceProxy struct {
 
 // newSourceProxy returns a proxy to the sources in allow
 // ("http://host:port" or "https://host:port"), writing refusals and what
-// the package cache did to log. cache may be nil (no caching). It serves
+// the package cache did to log. cache may be nil (no caching); sourceTLS
+// is how it checks https sources (nil: the host's CAs). It serves
 // nothing until serve.
-func newSourceProxy(allow []string, log io.Writer, cache *pkgcache.Cache) *sourceProxy {
+func newSourceProxy(allow []string, log io.Writer, cache *pkgcache.Cache, sourceTLS *tls.Config) *sourceProxy {
 	p := &sourceProxy{
 		allow:     map[string]bool{},
 		log:       log,
@@ -115,6 +117,9 @@ func newSourceProxy(allow []string, log io.Writer, cache *pkgcache.Cache) *sourc
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   proxyDialTimeout,
 		ResponseHeaderTimeout: 2 * time.Minute,
+	}
+	if sourceTLS != nil {
+		p.transport.TLSClientConfig = sourceTLS.Clone()
 	}
 	p.forward = &httputil.ReverseProxy{
 		// The request already holds the source's absolute URL.

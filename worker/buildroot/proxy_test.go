@@ -48,7 +48,7 @@ func (s *syncBuffer) String() string {
 func startTestProxy(t *testing.T, allow ...string) (*sourceProxy, string, *syncBuffer) {
 	t.Helper()
 	log := &syncBuffer{}
-	p := newSourceProxy(allow, log, nil)
+	p := newSourceProxy(allow, log, nil, nil)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -352,7 +352,7 @@ func startCachingProxy(t *testing.T, allow ...string) (*sourceProxy, *pkgcache.C
 		t.Fatal(err)
 	}
 	log := &syncBuffer{}
-	p := newSourceProxy(allow, log, cache)
+	p := newSourceProxy(allow, log, cache, nil)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

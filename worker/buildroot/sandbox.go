@@ -390,7 +390,7 @@ func (s *Sandbox) startProxy(pid uint32, step executor.Step, log io.Writer) (*so
 		allow = t.SourceHosts()
 	}
 	allow = append(append(allow, s.sources...), step.AllowHosts...)
-	p := newSourceProxy(allow, log, s.b.cache)
+	p := newSourceProxy(allow, log, s.b.cache, s.b.sourceTLS)
 	ln, err := listenInNetns(pid, fmt.Sprintf("127.0.0.1:%d", proxyPort))
 	if err != nil {
 		return nil, fmt.Errorf("start the package source proxy: %w", err)
