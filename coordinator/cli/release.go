@@ -22,7 +22,7 @@ import (
 
 // releaseCmd is `coordinator release seal|unseal|show|verify R`.
 type releaseCmd struct {
-	Seal   releaseSealCmd   `cmd:"" help:"Record that from now on every package build of the release draws only from its repositories and its base, never from upstream."`
+	Seal   releaseSealCmd   `cmd:"" help:"Record that from now on every package build of the release draws only from its repositories and its base, never from upstream: those already queued included; it names the running ones, which carry on as they started."`
 	Unseal releaseSealCmd   `cmd:"" help:"Let the release's builds draw from upstream again."`
 	Show   releaseShowCmd   `cmd:"" help:"Show the release: its packages (newest successful build per target), whether it is sealed, its base, each package's last verification."`
 	Verify releaseVerifyCmd `cmd:"" help:"Rebuild every package of the release (or each --package) from its record and compare the packages byte for byte."`
@@ -180,6 +180,9 @@ func jobIDs(ids []string) string {
 	const most = 20
 	if len(ids) > most {
 		return fmt.Sprintf(" (jobs %s and %d more)", strings.Join(ids[:most], ", "), len(ids)-most)
+	}
+	if len(ids) == 1 {
+		return " (job " + ids[0] + ")"
 	}
 	return " (jobs " + strings.Join(ids, ", ") + ")"
 }
