@@ -149,7 +149,10 @@ func (f *Fleet) resealRestored(ctx context.Context, live []*job.Job) error {
 		}
 		ch, err := f.reseal(ctx, release, s, held)
 		if err != nil {
-			return err
+			// Marked in the queue all the same: workers get them right,
+			// and the next start writes them again.
+			f.logger.Error("write queued builds marked from their release's seal", "release", release, "error", err)
+			continue
 		}
 		f.logger.Info("queued builds marked from their release's seal", "release", release, "sealed", s.Sealed,
 			"remarked", len(ch.Remarked), "failed", len(ch.Failed))
