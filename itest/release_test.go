@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kiln-build/kiln/internal/tlsconfig"
+	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 )
 
 // TestReleaseRebuildsFromItselfAlone is the promise of self-contained
@@ -20,9 +21,10 @@ import (
 // packages are built in release rel, one build-depending on the other at
 // a version only rel has; every package their buildroots used lands in
 // rel's signed base; the second build takes its shared build dependencies
-// from the worker's package cache; then rel is sealed, the worker's
-// upstream mirror points where nothing listens, its chroots are removed,
-// and `release verify` rebuilds both from rel alone, byte-identical.
+// from the worker's package cache; then the worker's upstream mirror
+// points where nothing listens, its chroots are removed, rel is sealed
+// (a build queued before the seal runs sealed), and `release verify`
+// rebuilds both from rel alone, byte-identical.
 func TestReleaseRebuildsFromItselfAlone(t *testing.T) {
 	p := newPipeline(t, nil)
 	c, g, dir, target, repo := p.c, p.g, p.dir, p.target, p.repoName
@@ -83,16 +85,23 @@ func TestReleaseRebuildsFromItselfAlone(t *testing.T) {
 		}
 	}
 
-	// 4. Seal; no upstream mirror, no chroot on the worker.
-	// Sealing is for admins: the pipeline's CLI is Jenkins, a client.
-	admin := tlsconfig.Files{Cert: filepath.Join(p.dir, "pki", "admin.pem"), Key: filepath.Join(p.dir, "pki", "admin-key.pem"), CA: filepath.Join(p.dir, "pki", "ca.pem")}
-	if out, errOut, code := runEnv(t, []string{"KILN_SERVER=" + c.addr, "KILN_TLS_CERT=" + admin.Cert, "KILN_TLS_KEY=" + admin.Key, "KILN_TLS_CA=" + admin.CA},
-		bin("coordinator"), "release", "seal", "rel"); code != 0 {
-		t.Fatalf("seal: %d %s %s", code, out, errOut)
-	}
+	// 4. No upstream mirror, no chroot on the worker; seal. A build queued
+	// before the seal (no worker runs meanwhile) is re-marked by it.
 	p.worker.stop(t)
 	if out, errOut, code := run(t, bin("worker"), "chroot", "remove", target, "--config", p.workerCfg); code != 0 {
 		t.Fatalf("chroot remove: %d %s %s", code, out, errOut)
+	}
+	out, errOut, code := c.cli("build", "--release", "rel", "--target", target, "--package", "kiln-test-dep", "--source", depURL+"@master", "--force")
+	queued := strings.TrimSpace(out)
+	if code != 0 || queued == "" {
+		t.Fatalf("build queued before the seal: %d %q %s", code, out, errOut)
+	}
+	// Sealing is for admins: the pipeline's CLI is Jenkins, a client.
+	admin := tlsconfig.Files{Cert: filepath.Join(p.dir, "pki", "admin.pem"), Key: filepath.Join(p.dir, "pki", "admin-key.pem"), CA: filepath.Join(p.dir, "pki", "ca.pem")}
+	out, errOut, code = runEnv(t, []string{"KILN_SERVER=" + c.addr, "KILN_TLS_CERT=" + admin.Cert, "KILN_TLS_KEY=" + admin.Key, "KILN_TLS_CA=" + admin.CA},
+		bin("coordinator"), "release", "seal", "rel")
+	if code != 0 || !strings.Contains(out, "queued builds re-marked to build sealed, from the release alone: 1 (job "+queued+")") {
+		t.Fatalf("seal: %d, want job %s re-marked:\n%s\n%s", code, queued, out, errOut)
 	}
 	dead := "http://" + freeAddr(t) + "/debian"
 	// The worker has no chroot of the target, so no target label: it
@@ -101,7 +110,7 @@ func TestReleaseRebuildsFromItselfAlone(t *testing.T) {
 	p.worker = p.startWorker(t, workerOptions{mirror: dead, build: repos})
 
 	// 5. Every package of rel rebuilt from rel alone, identical.
-	out, errOut, code := c.cliTimeout(25*time.Minute, "release", "verify", "rel", "--wait")
+	out, errOut, code = c.cliTimeout(25*time.Minute, "release", "verify", "rel", "--wait")
 	if code != 0 {
 		for _, m := range regexp.MustCompile(`rebuild job ([0-9]+)`).FindAllStringSubmatch(out, -1) {
 			l, _, _ := c.cli("jobs", "logs", m[1])
@@ -123,6 +132,14 @@ func TestReleaseRebuildsFromItselfAlone(t *testing.T) {
 		if !strings.Contains(l, "release rel is sealed") || strings.Contains(l, strings.TrimPrefix(dead, "http://")+" ") {
 			t.Errorf("rebuild job %s did not build sealed:\n%s", m[1], tail(l, 3000))
 		}
+	}
+	// The build queued before the seal ran sealed too.
+	if j := c.waitJobs([]string{queued}, 15*time.Minute)[queued]; j.GetState() != pb.JobState_JOB_STATE_SUCCEEDED || !j.GetSpec().GetPackageBuild().GetSealed() {
+		t.Errorf("build %s queued before the seal: %s, sealed %v", queued, j.GetState(), j.GetSpec().GetPackageBuild().GetSealed())
+	}
+	if l, _, _ := c.cli("jobs", "logs", queued); !strings.Contains(l, "release rel was sealed by ") || !strings.Contains(l, "release rel is sealed") ||
+		strings.Contains(l, strings.TrimPrefix(dead, "http://")+" ") {
+		t.Errorf("build %s queued before the seal did not build sealed:\n%s", queued, tail(l, 3000))
 	}
 	show, _, _ := c.cli("release", "show", "rel")
 	if !strings.Contains(show, "sealed") {

@@ -87,7 +87,8 @@ func (s *ReleaseServer) SealRelease(ctx context.Context, req *pb.SealReleaseRequ
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &pb.SealReleaseResponse{Release: req.GetRelease(), Seal: sealToPB(st)}, nil
+	return &pb.SealReleaseResponse{Release: req.GetRelease(), Seal: sealToPB(st.Seal),
+		RemarkedJobIds: st.Remarked, FailedJobIds: st.Failed, RunningJobIds: st.Running}, nil
 }
 
 // GetRelease implements ReleaseService.

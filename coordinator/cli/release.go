@@ -22,7 +22,7 @@ import (
 
 // releaseCmd is `coordinator release seal|unseal|show|verify R`.
 type releaseCmd struct {
-	Seal   releaseSealCmd   `cmd:"" help:"Record that from now on every package build of the release draws only from its repositories and its base, never from upstream."`
+	Seal   releaseSealCmd   `cmd:"" help:"Record that from now on every package build of the release draws only from its repositories and its base, never from upstream: those already queued included; it names the running ones, which carry on as they started."`
 	Unseal releaseSealCmd   `cmd:"" help:"Let the release's builds draw from upstream again."`
 	Show   releaseShowCmd   `cmd:"" help:"Show the release: its packages (newest successful build per target), whether it is sealed, its base, each package's last verification."`
 	Verify releaseVerifyCmd `cmd:"" help:"Rebuild every package of the release (or each --package) from its record and compare the packages byte for byte."`
@@ -93,6 +93,7 @@ func release(ctx context.Context, c Conn, sub, rel string, jsonOut bool, vc rele
 			return printJSON(o.Out, resp)
 		}
 		fmt.Fprintf(o.Out, "release %s %s\n", rel, sealText(resp.GetSeal()))
+		sealJobs(o.Out, sub, resp)
 		return nil
 	case "show":
 		resp, err := rc.GetRelease(ctx, &pb.GetReleaseRequest{Release: rel})
@@ -145,6 +146,45 @@ func sealText(s *pb.SealState) string {
 		return "unsealed by " + s.GetChangedBy() + when
 	}
 	return "not sealed"
+}
+
+// sealJobs says what a seal or unseal did to the release's builds: the
+// queued ones re-marked (or failed), the running ones left as they started.
+func sealJobs(w io.Writer, sub string, r *pb.SealReleaseResponse) {
+	how := "sealed, from the release alone"
+	if sub == "unseal" {
+		how = "unsealed, from the upstream mirror"
+	}
+	fmt.Fprintf(w, "queued builds re-marked to build %s: %d%s\n", how, len(r.GetRemarkedJobIds()), jobIDs(r.GetRemarkedJobIds()))
+	if n := len(r.GetFailedJobIds()); n > 0 {
+		fmt.Fprintf(w, "queued builds ended failed, their chroot is not in the release's base: %d%s (coordinator jobs show ID says why)\n",
+			n, jobIDs(r.GetFailedJobIds()))
+	}
+	running := r.GetRunningJobIds()
+	fmt.Fprintf(w, "running builds started before the %s: %d%s", sub, len(running), jobIDs(running))
+	switch {
+	case len(running) == 0:
+		fmt.Fprintln(w)
+	case sub == "seal":
+		fmt.Fprintln(w, ": they build from the upstream mirror; rebuild them (coordinator rebuild ID) to build them from the release alone")
+	default:
+		fmt.Fprintln(w, ": they carry on sealed")
+	}
+}
+
+// jobIDs lists job ids in parentheses, the first 20 of them.
+func jobIDs(ids []string) string {
+	if len(ids) == 0 {
+		return ""
+	}
+	const most = 20
+	if len(ids) > most {
+		return fmt.Sprintf(" (jobs %s and %d more)", strings.Join(ids[:most], ", "), len(ids)-most)
+	}
+	if len(ids) == 1 {
+		return " (job " + ids[0] + ")"
+	}
+	return " (jobs " + strings.Join(ids, ", ") + ")"
 }
 
 // ResultName is how the CLI prints a verification result.

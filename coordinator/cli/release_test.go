@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -225,4 +226,52 @@ func mustDial(t *testing.T, addr string) *grpc.ClientConn {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return conn
+}
+
+// release seal says which queued builds it re-marked and which running
+// ones started before it, in text and in JSON.
+func TestSealSaysWhatItDidToBuilds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := startReleaseServer(t)
+	submit := func(pkg string) string {
+		j, _, err := s.f.Submit(ctx, job.Spec{Kind: job.PackageBuild, Build: &job.Build{Release: "mos-9.0", Target: "bookworm-amd64", Package: pkg,
+			Sources: []job.Source{{URL: "https://git.example.org/" + pkg, Commit: strings.Repeat("c", 40), Role: "combined"}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j.ID
+	}
+	running := submit("running")
+	if j, err := s.f.Pull(ctx, s.session, 0); err != nil || j == nil || j.ID != running {
+		t.Fatalf("pull: %+v %v, want %s", j, err, running)
+	}
+	queued := []string{submit("a"), submit("b")}
+	out, _, err := s.cli("seal", "mos-9.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("seal printed:\n%s", out)
+	for _, want := range []string{
+		"queued builds re-marked to build sealed, from the release alone: 2 (jobs " + queued[0] + ", " + queued[1] + ")\n",
+		"running builds started before the seal: 1 (job " + running + "): they build from the upstream mirror; rebuild them",
+	} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("seal printed\n%s\nwant %q", out, want)
+		}
+	}
+	out, _, err = s.cli("unseal", "mos-9.0", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp struct {
+		Remarked []string `json:"remarked_job_ids"`
+		Running  []string `json:"running_job_ids"`
+	}
+	if err := json.Unmarshal([]byte(out), &resp); err != nil {
+		t.Fatalf("unseal --json: %v\n%s", err, out)
+	}
+	if strings.Join(resp.Remarked, " ") != strings.Join(queued, " ") || len(resp.Running) != 0 {
+		t.Fatalf("unseal --json %+v, want %v re-marked and none running (the running build is unsealed)\n%s", resp, queued, out)
+	}
 }

@@ -118,6 +118,9 @@ func New(ctx context.Context, cfg Config, st *store.Store, logger hclog.Logger) 
 		return nil, err
 	}
 	f.sched.Restore(live)
+	if err := f.resealRestored(ctx, live); err != nil {
+		return nil, err
+	}
 	drained, err := st.Drained(ctx)
 	if err != nil {
 		return nil, err

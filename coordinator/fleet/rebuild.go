@@ -55,6 +55,9 @@ func (f *Fleet) submitRebuild(ctx context.Context, spec job.Spec, orig *job.Job,
 	if err := spec.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
+	// Marked and queued under the lock a seal takes: see Releases.Seal.
+	f.buildMu.Lock()
+	defer f.buildMu.Unlock()
 	if err := f.markSealed(ctx, &spec); err != nil {
 		return nil, err
 	}

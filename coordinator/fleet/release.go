@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -14,87 +12,6 @@ import (
 	"github.com/kiln-build/kiln/coordinator/job"
 	"github.com/kiln-build/kiln/coordinator/store"
 )
-
-// markSealed sets a package build's Sealed from its release's state, so
-// that what the worker gets is the coordinator's word, not the client's.
-//
-// A sealed build needs no chroot of its target on the worker, which makes
-// one from the release's base: unless the client asked for other labels,
-// it goes to a worker that says it builds the release sealed
-// (sealed-target and sealed-release, see the worker) instead of one with
-// a chroot of the target.
-func (f *Fleet) markSealed(ctx context.Context, spec *job.Spec) error {
-	b := spec.Build
-	if b == nil {
-		return nil
-	}
-	s, err := f.st.Sealed(ctx, b.Release)
-	if err != nil {
-		return err
-	}
-	b.Sealed = s.Sealed
-	if err := f.checkSealedChroot(ctx, spec); err != nil {
-		return err
-	}
-	if b.Sealed && spec.Labels["target"] == b.Target {
-		labels := maps.Clone(spec.Labels)
-		delete(labels, "target")
-		labels["sealed-target"], labels["sealed-release"] = b.Target, b.Release
-		spec.Labels = labels
-	} else if !b.Sealed && spec.Labels["sealed-target"] == b.Target && spec.Labels["target"] == "" {
-		// A rebuild of a sealed build after the release was unsealed.
-		labels := maps.Clone(spec.Labels)
-		delete(labels, "sealed-target")
-		delete(labels, "sealed-release")
-		labels["target"] = b.Target
-		spec.Labels = labels
-	}
-	return nil
-}
-
-// checkSealedChroot refuses a sealed build that asks for a chroot by its
-// digest (the label chroot/<target>, as workers advertise their chroots)
-// when no published build of the release ran on that chroot: the
-// release's base then does not hold that chroot's packages, and a sealed
-// build can draw on nothing else. A digest the base holds is dropped from
-// the labels: the worker makes the chroot from the base.
-func (f *Fleet) checkSealedChroot(ctx context.Context, spec *job.Spec) error {
-	b := spec.Build
-	key := "chroot/" + b.Target
-	want, ok := spec.Labels[key]
-	if !b.Sealed || !ok {
-		return nil
-	}
-	builds, err := f.st.ReleaseBuilds(ctx, b.Release)
-	if err != nil {
-		return err
-	}
-	var held []string
-	for _, j := range builds {
-		if j.Spec.Build.Target != b.Target || !published(j) || j.Record == nil || j.Record.ChrootDigest == "" {
-			continue
-		}
-		if j.Record.ChrootDigest == want {
-			labels := maps.Clone(spec.Labels)
-			delete(labels, key)
-			spec.Labels = labels
-			return nil
-		}
-		if !slices.Contains(held, j.Record.ChrootDigest) {
-			held = append(held, j.Record.ChrootDigest)
-		}
-	}
-	holds := "none yet"
-	if len(held) > 0 {
-		sort.Strings(held)
-		holds = strings.Join(held, ", ")
-	}
-	return fmt.Errorf("%w: release %s is sealed and its base does not hold chroot %s of target %s "+
-		"(no published build of the release ran on it; the base holds the chroots %s): "+
-		"a sealed build runs only on a chroot made from the release's base, so drop the label %s=%s "+
-		"(or name one of those), or unseal the release (coordinator release unseal %s) to build on that chroot from the upstream mirror",
-		ErrInvalid, b.Release, want, b.Target, holds, key, want, b.Release)
-}
 
 // Releases seals releases, shows what they hold and verifies them. It
 // submits a verification's rebuilds itself, each when the builds it
@@ -128,27 +45,6 @@ func (f *Fleet) releaseNames() string {
 		return "none is configured"
 	}
 	return "configured: " + strings.Join(names, ", ")
-}
-
-// Seal seals (or unseals) a release named in the coordinator's config and
-// records who asked. Sealing a sealed release (or unsealing an unsealed
-// one) changes nothing: the release stays sealed since the first time.
-func (r *Releases) Seal(ctx context.Context, release string, sealed bool, by string) (store.Seal, error) {
-	if !r.f.configured(release) {
-		return store.Seal{}, fmt.Errorf("%w: release %q is not in the coordinator's config (releases: section; %s)",
-			ErrNotFound, release, r.f.releaseNames())
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	cur, err := r.f.st.Sealed(ctx, release)
-	if err != nil || cur.Sealed == sealed {
-		return cur, err
-	}
-	s, err := r.f.st.SetSealed(ctx, release, sealed, by, r.f.cfg.Clock.Now())
-	if err == nil {
-		r.f.logger.Info("release seal changed", "release", release, "sealed", sealed, "by", by)
-	}
-	return s, err
 }
 
 // ReleasePackage is one package of a release on one target: its newest

@@ -217,8 +217,9 @@ func results(items []store.VerifyItem) map[string]string {
 	return out
 }
 
-// Sealing is recorded and reaches every build submitted after it, without
-// changing the build key; an unknown release is refused by name.
+// Sealing is recorded and reaches every build submitted after it and every
+// build still queued, without changing the build key; an unknown release
+// is refused by name.
 func TestSealMarksBuilds(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -231,12 +232,15 @@ func TestSealMarksBuilds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := rf.r.Seal(ctx, "mos-9.0", true, "alice")
-	if err != nil || !s.Sealed || s.By != "alice" || s.At.IsZero() {
-		t.Fatalf("seal: %+v %v", s, err)
+	ch, err := rf.r.Seal(ctx, "mos-9.0", true, "alice")
+	if s := ch.Seal; err != nil || !s.Sealed || s.By != "alice" || s.At.IsZero() {
+		t.Fatalf("seal: %+v %v", ch, err)
 	}
-	if again, err := rf.r.Seal(ctx, "mos-9.0", true, "mallory"); err != nil || again != s {
-		t.Fatalf("sealing again: %+v %v, want the first seal %+v kept", again, err, s)
+	if !reflect.DeepEqual(ch.Remarked, []string{before.ID}) || len(ch.Failed)+len(ch.Running) != 0 {
+		t.Fatalf("seal changed %+v, want the queued build %s re-marked", ch, before.ID)
+	}
+	if again, err := rf.r.Seal(ctx, "mos-9.0", true, "mallory"); err != nil || !reflect.DeepEqual(again, SealChange{Seal: ch.Seal}) {
+		t.Fatalf("sealing again: %+v %v, want the first seal %+v kept and no build changed", again, err, ch.Seal)
 	}
 	spec := buildSpec("hello")
 	spec.Build.Sealed = false
@@ -263,8 +267,8 @@ func TestSealMarksBuilds(t *testing.T) {
 		t.Fatalf("stored job %+v %v, want sealed", got, err)
 	}
 	for _, j := range []*job.Job{rf.pull(), rf.pull()} {
-		if j.Spec.Build.Sealed != (j.ID == after.ID) {
-			t.Fatalf("assignment of job %s sealed=%v", j.ID, j.Spec.Build.Sealed)
+		if !j.Spec.Build.Sealed {
+			t.Fatalf("assignment of job %s not sealed: queued before the seal or not, it starts after", j.ID)
 		}
 	}
 	// A client cannot seal a build of an unsealed release.

@@ -223,9 +223,21 @@ func (x *SealReleaseRequest) GetRequestedBy() string {
 }
 
 type SealReleaseResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Release       string                 `protobuf:"bytes,1,opt,name=release,proto3" json:"release,omitempty"`
-	Seal          *SealState             `protobuf:"bytes,2,opt,name=seal,proto3" json:"seal,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Release string                 `protobuf:"bytes,1,opt,name=release,proto3" json:"release,omitempty"`
+	Seal    *SealState             `protobuf:"bytes,2,opt,name=seal,proto3" json:"seal,omitempty"`
+	// The builds of the release that were queued when it changed, by job id:
+	// each is now handed to its worker as the release says (sealed, or
+	// not), whenever it was submitted. Empty when nothing changed.
+	RemarkedJobIds []string `protobuf:"bytes,3,rep,name=remarked_job_ids,json=remarkedJobIds,proto3" json:"remarked_job_ids,omitempty"`
+	// Queued builds that sealing made unbuildable, by job id: each asks for
+	// a chroot (label chroot/<target>) the release's base does not hold.
+	// They ended failed, their reason says why.
+	FailedJobIds []string `protobuf:"bytes,4,rep,name=failed_job_ids,json=failedJobIds,proto3" json:"failed_job_ids,omitempty"`
+	// The builds of the release that were running when it changed, by job
+	// id: they carry on as they started (when sealing, from the upstream
+	// mirror); rebuild them to build them as the release now says.
+	RunningJobIds []string `protobuf:"bytes,5,rep,name=running_job_ids,json=runningJobIds,proto3" json:"running_job_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -270,6 +282,27 @@ func (x *SealReleaseResponse) GetRelease() string {
 func (x *SealReleaseResponse) GetSeal() *SealState {
 	if x != nil {
 		return x.Seal
+	}
+	return nil
+}
+
+func (x *SealReleaseResponse) GetRemarkedJobIds() []string {
+	if x != nil {
+		return x.RemarkedJobIds
+	}
+	return nil
+}
+
+func (x *SealReleaseResponse) GetFailedJobIds() []string {
+	if x != nil {
+		return x.FailedJobIds
+	}
+	return nil
+}
+
+func (x *SealReleaseResponse) GetRunningJobIds() []string {
+	if x != nil {
+		return x.RunningJobIds
 	}
 	return nil
 }
@@ -1026,10 +1059,13 @@ const file_kiln_coordinator_v1_release_proto_rawDesc = "" +
 	"\x12SealReleaseRequest\x12\x18\n" +
 	"\arelease\x18\x01 \x01(\tR\arelease\x12\x16\n" +
 	"\x06unseal\x18\x02 \x01(\bR\x06unseal\x12!\n" +
-	"\frequested_by\x18\x03 \x01(\tR\vrequestedBy\"c\n" +
+	"\frequested_by\x18\x03 \x01(\tR\vrequestedBy\"\xdb\x01\n" +
 	"\x13SealReleaseResponse\x12\x18\n" +
 	"\arelease\x18\x01 \x01(\tR\arelease\x122\n" +
-	"\x04seal\x18\x02 \x01(\v2\x1e.kiln.coordinator.v1.SealStateR\x04seal\"-\n" +
+	"\x04seal\x18\x02 \x01(\v2\x1e.kiln.coordinator.v1.SealStateR\x04seal\x12(\n" +
+	"\x10remarked_job_ids\x18\x03 \x03(\tR\x0eremarkedJobIds\x12$\n" +
+	"\x0efailed_job_ids\x18\x04 \x03(\tR\ffailedJobIds\x12&\n" +
+	"\x0frunning_job_ids\x18\x05 \x03(\tR\rrunningJobIds\"-\n" +
 	"\x11GetReleaseRequest\x12\x18\n" +
 	"\arelease\x18\x01 \x01(\tR\arelease\"\xa1\x03\n" +
 	"\x10VerificationItem\x12'\n" +

@@ -38,10 +38,11 @@ const (
 type ReleaseServiceClient interface {
 	// SealRelease seals a release (or unseals it, with unseal set): from
 	// then on every package build of the release is sent to its worker with
-	// sealed set. The change is recorded with who asked and when. A release
-	// the coordinator's config does not name is NOT_FOUND. Sealing a sealed
-	// release (or unsealing an unsealed one) changes nothing and returns the
-	// state as it is.
+	// sealed set, those already queued included (they are re-marked; the
+	// running ones carry on as they started). The change is recorded with
+	// who asked and when. A release the coordinator's config does not name
+	// is NOT_FOUND. Sealing a sealed release (or unsealing an unsealed one)
+	// changes nothing and returns the state as it is.
 	SealRelease(ctx context.Context, in *SealReleaseRequest, opts ...grpc.CallOption) (*SealReleaseResponse, error)
 	// GetRelease shows a release: its packages (the newest successful build
 	// per package and target), whether it is sealed, the size of its base
@@ -116,10 +117,11 @@ func (c *releaseServiceClient) GetVerification(ctx context.Context, in *GetVerif
 type ReleaseServiceServer interface {
 	// SealRelease seals a release (or unseals it, with unseal set): from
 	// then on every package build of the release is sent to its worker with
-	// sealed set. The change is recorded with who asked and when. A release
-	// the coordinator's config does not name is NOT_FOUND. Sealing a sealed
-	// release (or unsealing an unsealed one) changes nothing and returns the
-	// state as it is.
+	// sealed set, those already queued included (they are re-marked; the
+	// running ones carry on as they started). The change is recorded with
+	// who asked and when. A release the coordinator's config does not name
+	// is NOT_FOUND. Sealing a sealed release (or unsealing an unsealed one)
+	// changes nothing and returns the state as it is.
 	SealRelease(context.Context, *SealReleaseRequest) (*SealReleaseResponse, error)
 	// GetRelease shows a release: its packages (the newest successful build
 	// per package and target), whether it is sealed, the size of its base
