@@ -21,17 +21,18 @@ import (
 //
 // The cuts depend on the stanzas, not on offsets: a chunk ends after a
 // stanza once it holds at least the block size and the hash of the
-// stanza's package name is one in xzCutOdds (or once it holds
-// xzMaxChunks block sizes). Adding or removing a stanza changes its own
-// chunk, and rarely the next; the chunks after keep their bytes.
+// stanza's package name is one in xzCutOdds (or, rarely, when
+// xzMaxOver stanzas past the block size picked none). Adding or removing
+// a stanza changes its own chunk, and rarely the next; the chunks after
+// keep their bytes.
 
 // xzCutOdds is how rare a cut stanza is: a chunk overshoots the block
 // size by about this many stanzas.
 const xzCutOdds = 16
 
-// xzMaxChunks bounds a chunk at this many block sizes when no stanza's
-// name picks a cut.
-const xzMaxChunks = 4
+// xzMaxOver bounds a chunk at this many stanzas past the block size when
+// no stanza's name picks a cut: a chance of (15/16)^128, 1 in 4000.
+const xzMaxOver = 8 * xzCutOdds
 
 // XZBlock is one compressed block of an .xz stream.
 type XZBlock struct {
@@ -185,6 +186,7 @@ type xzBlockWriter struct {
 	size   int
 	cache  XZBlockCache
 	chunk  []byte
+	over   int       // stanzas in chunk past the size
 	blocks []XZBlock // sizes only: the data went to w
 	closed bool
 }
@@ -207,7 +209,7 @@ func (x *xzBlockWriter) stanzaEnd(stanza []byte) error {
 	if len(x.chunk) < x.size {
 		return nil
 	}
-	if len(x.chunk) < xzMaxChunks*x.size {
+	if x.over++; x.over < xzMaxOver {
 		sum := sha256.Sum256([]byte(stanzaField(stanza, "Package")))
 		if sum[0]%xzCutOdds != 0 {
 			return nil
@@ -245,7 +247,7 @@ func (x *xzBlockWriter) flush() error {
 		return err
 	}
 	x.blocks = append(x.blocks, XZBlock{UnpaddedSize: b.UnpaddedSize, UncompressedSize: b.UncompressedSize})
-	x.chunk = x.chunk[:0]
+	x.chunk, x.over = x.chunk[:0], 0
 	return nil
 }
 
