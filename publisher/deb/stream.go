@@ -214,7 +214,10 @@ func (o *output) finish() (IndexFile, error) {
 }
 
 func (o *output) abort() {
-	if o.comp != nil {
+	switch {
+	case o.blocks != nil:
+		o.blocks.abort()
+	case o.comp != nil:
 		_ = o.comp.Close()
 	}
 	if o.file != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"runtime"
 )
 
 // An index can also be written as one xz stream of many blocks (what
@@ -180,15 +181,28 @@ func (b XZBlock) check() error {
 }
 
 // xzBlockWriter writes an .xz stream of blocks into w: the index text is
-// written to it, and cut at the stanza boundaries that cut reports.
+// written to it, and cut at the stanza boundaries stanzaEnd picks. Chunks
+// the cache does not have are compressed by up to one xz(1) per CPU at
+// once while the text goes on; the blocks are written in order.
 type xzBlockWriter struct {
-	w      io.Writer
-	size   int
-	cache  XZBlockCache
-	chunk  []byte
-	over   int       // stanzas in chunk past the size
-	blocks []XZBlock // sizes only: the data went to w
-	closed bool
+	w       io.Writer
+	size    int
+	cache   XZBlockCache
+	chunk   []byte
+	over    int        // stanzas in chunk past the size
+	pending []*xzChunk // chunks not written yet, in order
+	blocks  []XZBlock  // sizes only: the data went to w
+	closed  bool
+}
+
+// xzChunk is one chunk on its way to w: block is set, or done is closed
+// once a goroutine compressed the chunk into block (or err).
+type xzChunk struct {
+	sum      [sha256.Size]byte
+	done     chan struct{}
+	block    XZBlock
+	err      error
+	compress bool // compressed here: to be kept in the cache
 }
 
 func newXZBlockWriter(w io.Writer, size int, cache XZBlockCache) (*xzBlockWriter, error) {
@@ -215,55 +229,102 @@ func (x *xzBlockWriter) stanzaEnd(stanza []byte) error {
 			return nil
 		}
 	}
-	return x.flush()
+	return x.cut()
 }
 
-// flush writes the chunk so far as one block.
-func (x *xzBlockWriter) flush() error {
+// cut ends the chunk so far: its block comes from the cache, or from xz(1)
+// started on it now.
+func (x *xzBlockWriter) cut() error {
 	if len(x.chunk) == 0 {
 		return nil
 	}
-	sum := sha256.Sum256(x.chunk)
-	b, ok := XZBlock{}, false
+	c := &xzChunk{sum: sha256.Sum256(x.chunk), done: make(chan struct{})}
+	ok := false
 	if x.cache != nil {
-		b, ok = x.cache.Block(sum)
-		ok = ok && b.UncompressedSize == int64(len(x.chunk)) && b.check() == nil
+		c.block, ok = x.cache.Block(c.sum)
+		ok = ok && c.block.UncompressedSize == int64(len(x.chunk)) && c.block.check() == nil
 	}
-	if !ok {
-		stream, err := xzCompress(x.chunk)
-		if err != nil {
-			return err
-		}
-		if b, err = xzOneBlock(stream, int64(len(x.chunk))); err != nil {
-			return err
-		}
-		if x.cache != nil {
-			if err := x.cache.Put(sum, b); err != nil {
-				return fmt.Errorf("keep xz block: %w", err)
+	if ok {
+		close(c.done)
+		x.chunk = x.chunk[:0]
+	} else {
+		c.compress = true
+		data := x.chunk
+		x.chunk = nil // the goroutine owns data
+		go func() {
+			defer close(c.done)
+			stream, err := xzCompress(data)
+			if err == nil {
+				c.block, err = xzOneBlock(stream, int64(len(data)))
+			}
+			c.err = err
+		}()
+	}
+	x.over = 0
+	x.pending = append(x.pending, c)
+	// Write what is done; wait while as many xz run as there are CPUs.
+	for len(x.pending) > 0 {
+		select {
+		case <-x.pending[0].done:
+		default:
+			if len(x.pending) <= runtime.NumCPU() {
+				return nil
 			}
 		}
+		if err := x.writeFirst(); err != nil {
+			return err
+		}
 	}
-	if _, err := x.w.Write(b.Data); err != nil {
-		return err
-	}
-	x.blocks = append(x.blocks, XZBlock{UnpaddedSize: b.UnpaddedSize, UncompressedSize: b.UncompressedSize})
-	x.chunk, x.over = x.chunk[:0], 0
 	return nil
 }
 
-// Close writes the last block, the index and the footer.
+// writeFirst waits for the first pending chunk and writes its block.
+func (x *xzBlockWriter) writeFirst() error {
+	c := x.pending[0]
+	<-c.done
+	x.pending = x.pending[1:]
+	if c.err != nil {
+		return c.err
+	}
+	if c.compress && x.cache != nil {
+		if err := x.cache.Put(c.sum, c.block); err != nil {
+			return fmt.Errorf("keep xz block: %w", err)
+		}
+	}
+	if _, err := x.w.Write(c.block.Data); err != nil {
+		return err
+	}
+	x.blocks = append(x.blocks, XZBlock{UnpaddedSize: c.block.UnpaddedSize, UncompressedSize: c.block.UncompressedSize})
+	return nil
+}
+
+// Close writes the last blocks, the index and the footer.
 func (x *xzBlockWriter) Close() error {
 	if x.closed {
 		return nil
 	}
 	x.closed = true
-	if err := x.flush(); err != nil {
+	err := x.cut()
+	for err == nil && len(x.pending) > 0 {
+		err = x.writeFirst()
+	}
+	if err != nil {
+		x.abort()
 		return err
 	}
 	ix := xzIndex(x.blocks)
 	if _, err := x.w.Write(ix); err != nil {
 		return err
 	}
-	_, err := x.w.Write(xzStreamFooter(len(ix)))
+	_, err = x.w.Write(xzStreamFooter(len(ix)))
 	return err
+}
+
+// abort waits for the xz processes still running and writes nothing more.
+func (x *xzBlockWriter) abort() {
+	x.closed = true
+	for _, c := range x.pending {
+		<-c.done
+	}
+	x.pending = nil
 }
