@@ -213,11 +213,14 @@ func (s *Store) publishDeb(ctx context.Context, dir string, cfg Config, src rowS
 		return "", err
 	}
 	s.log.Info("published", "dir", dir, "generation", gen, "packages", len(rows))
+	// The publish is live; the blocks are a cache of it.
 	if xzBlocks != nil {
-		// The publish is live; the blocks are a cache of it.
-		if err := xzBlocks.commit(s.root, dir); err != nil {
-			s.log.Warn("xz block cache not cleaned", "dir", dir, "error", err)
-		}
+		err = xzBlocks.commit(s.root, dir)
+	} else {
+		err = s.xzBlockCache().drop(s.root, dir)
+	}
+	if err != nil {
+		s.log.Warn("xz block cache not cleaned", "dir", dir, "error", err)
 	}
 	// Keep the live and the previous generation; remove older ones and
 	// what interrupted publishes left.

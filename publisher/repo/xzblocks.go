@@ -119,20 +119,31 @@ func decodeXZBlock(data []byte) (deb.XZBlock, error) {
 	return deb.XZBlock{Data: rest[n+m:], UnpaddedSize: int64(unpadded), UncompressedSize: int64(uncompressed)}, nil
 }
 
+// usedList returns the path of the used list of published directory dir
+// and dir below the root.
+func (c *xzBlockCache) usedList(root, dir string) (string, string, error) {
+	rel, err := filepath.Rel(root, dir)
+	if err != nil {
+		return "", "", err
+	}
+	rel = filepath.ToSlash(rel)
+	key := sha256.Sum256([]byte(rel))
+	return filepath.Join(c.dir, "used", hex.EncodeToString(key[:])), rel, nil
+}
+
 // commit records the blocks this publish used as those of published
 // directory dir, then removes the blocks that no directory's latest
 // publish used.
 func (c *xzBlockCache) commit(root, dir string) error {
-	rel, err := filepath.Rel(root, dir)
+	p, rel, err := c.usedList(root, dir)
 	if err != nil {
 		return err
 	}
-	usedDir := filepath.Join(c.dir, "used")
-	if err := os.MkdirAll(usedDir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
 	}
 	var list strings.Builder
-	list.WriteString(filepath.ToSlash(rel) + "\n")
+	list.WriteString(rel + "\n")
 	sums := make([]string, 0, len(c.used))
 	for sum := range c.used {
 		sums = append(sums, hex.EncodeToString(sum[:]))
@@ -141,14 +152,35 @@ func (c *xzBlockCache) commit(root, dir string) error {
 	for _, s := range sums {
 		list.WriteString(s + "\n")
 	}
-	key := sha256.Sum256([]byte(filepath.ToSlash(rel)))
-	p := filepath.Join(usedDir, hex.EncodeToString(key[:]))
 	if err := os.WriteFile(p+".tmp", []byte(list.String()), 0o644); err != nil {
 		return err
 	}
 	if err := os.Rename(p+".tmp", p); err != nil {
 		return err
 	}
+	return c.collect(root)
+}
+
+// drop forgets the blocks of dir, published now without blocks, and
+// removes those no other directory uses.
+func (c *xzBlockCache) drop(root, dir string) error {
+	p, _, err := c.usedList(root, dir)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	return c.collect(root)
+}
+
+// collect removes the blocks that no used list names, and the used lists
+// whose directory is gone.
+func (c *xzBlockCache) collect(root string) error {
+	usedDir := filepath.Join(c.dir, "used")
 
 	keep := map[string]bool{}
 	lists, err := os.ReadDir(usedDir)
@@ -200,6 +232,6 @@ func (c *xzBlockCache) commit(root, dir string) error {
 			removed++
 		}
 	}
-	c.log.Info("xz blocks", "dir", dir, "reused", c.reused, "compressed", c.compressed, "corrupt", c.corrupt, "removed", removed)
+	c.log.Info("xz blocks", "reused", c.reused, "compressed", c.compressed, "corrupt", c.corrupt, "removed", removed)
 	return nil
 }

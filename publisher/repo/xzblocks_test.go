@@ -88,7 +88,8 @@ func (f *fixture) includeMany(r, prefix string, n int) {
 // TestXZBlocksRepublishCompressesOnlyChangedBlocks: with xz_block_size the
 // Packages.xz is one stream of many blocks; adding one package compresses
 // one or two blocks again and keeps the rest; a cached block whose bytes
-// changed is compressed again; without the setting it is one block.
+// changed is compressed again; without the setting it is one block, and
+// turning the setting off empties the cache.
 func TestXZBlocksRepublishCompressesOnlyChangedBlocks(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
@@ -153,6 +154,17 @@ func TestXZBlocksRepublishCompressesOnlyChangedBlocks(t *testing.T) {
 	f.xzBlocks("xb")
 	if got, err := os.ReadFile(victim); err != nil || !bytes.Equal(got, second[victim]) {
 		t.Fatalf("the corrupted cached block %s was not compressed again (%v)", victim, err)
+	}
+
+	// Without the setting again: one block, and the cache is emptied.
+	if err := f.store.CreateRepo(ctx, repo.Config{Name: "xb", Format: repo.FormatDeb, Suite: "stable"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Publish(ctx, "xb", fakeSigner{}); err != nil {
+		t.Fatal(err)
+	}
+	if n, left := f.xzBlocks("xb"), len(f.cachedBlocks()); n != 1 || left != 0 {
+		t.Fatalf("xz_block_size removed: Packages.xz has %d blocks, the cache keeps %d, want 1 and 0", n, left)
 	}
 }
 
