@@ -250,7 +250,7 @@ func (x *xzBlockWriter) cut() error {
 	} else {
 		c.compress = true
 		data := x.chunk
-		x.chunk = nil // the goroutine owns data
+		x.chunk = make([]byte, 0, x.size+x.size/8) // the goroutine owns data
 		go func() {
 			defer close(c.done)
 			stream, err := xzCompress(data)
