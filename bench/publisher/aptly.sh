@@ -5,19 +5,21 @@
 # three modes (default: Contents and .bz2; -skip-contents; -skip-contents
 # -skip-bz2), each also adding one package to what it published and
 # publishing again ("add one"). Usage:
-#   bench/publisher/aptly.sh [-b OTHER_PUBLISHER_BINARY] [-r REPS] [N...]
+#   bench/publisher/aptly.sh [-b OTHER_PUBLISHER_BINARY] [-r REPS] [-x BYTES] [N...]
 # (default: 1 repetition at 2000 and 20000). -b adds another publisher
-# binary (for example one built from main) to compare a change with. Prints
+# binary (for example one built from main) to compare a change with; -x
+# adds the publisher with xz_block_size: BYTES ("kiln-xzblocks"). Prints
 # one line per measurement: N, repetition, what, wall seconds, user+sys CPU
 # seconds, peak RSS (of the largest process of the command: the publisher
 # or its xz child), and the index sizes. Needs: go, gpg, aptly, /usr/bin/time.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-other="" reps=1
-while getopts b:r: o; do
+other="" reps=1 xzblock=0
+while getopts b:r:x: o; do
 	case $o in
 	b) other=$(realpath "$OPTARG") ;;
 	r) reps=$OPTARG ;;
+	x) xzblock=$OPTARG ;;
 	*) exit 2 ;;
 	esac
 done
@@ -45,8 +47,8 @@ measure() {
 		'BEGIN { printf "%6d #%d  %-40s wall %7.2fs  cpu %7.2fs  rss %6.1f MiB\n", n, r, l, w, u + s, m / 1024 }'
 }
 
-kiln() { # kiln LABEL BINARY N REP DIR CONTENTS(true|false)
-	local label=$1 bin=$2 n=$3 rep=$4 d=$5 contents=$6
+kiln() { # kiln LABEL BINARY N REP DIR CONTENTS(true|false) [XZ_BLOCK_SIZE]
+	local label=$1 bin=$2 n=$3 rep=$4 d=$5 contents=$6 xzblock=${7:-0}
 	mkdir -p "$d/$label"
 	cat > "$d/$label.yaml" <<CONF
 root: $d/$label
@@ -61,6 +63,7 @@ repositories:
 CONF
 	# Only when on: a publisher from before Contents refuses the key.
 	[ "$contents" = false ] || echo "    contents: true" >> "$d/$label.yaml"
+	[ "$xzblock" = 0 ] || echo "    xz_block_size: $xzblock" >> "$d/$label.yaml"
 	local opts=(--config "$d/$label.yaml")
 	measure "$label include" "$n" "$rep" "$bin" include "${opts[@]}" --repo r "$d"/debs/*.deb
 	measure "$label publish" "$n" "$rep" "$bin" publish "${opts[@]}" --repo r
@@ -93,6 +96,7 @@ for n in "${sizes[@]}"; do
 		kiln kiln-contents "$work/publisher" "$n" "$rep" "$d" true
 		aptly_run aptly-nocontents "$n" "$rep" "$d" -skip-contents
 		[ -z "$other" ] || kiln kiln-other "$other" "$n" "$rep" "$d" false
+		[ "$xzblock" = 0 ] || kiln kiln-xzblocks "$work/publisher" "$n" "$rep" "$d" false "$xzblock"
 		aptly_run aptly-default "$n" "$rep" "$d"
 		for f in "$d"/kiln*/public/r/dists/stable/main/binary-amd64/Packages* "$d"/kiln-contents/public/r/dists/stable/main/Contents-* \
 			"$d"/aptly-default/public/dists/stable/main/binary-amd64/Packages* "$d"/aptly-default/public/dists/stable/main/Contents-*; do

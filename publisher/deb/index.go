@@ -77,6 +77,12 @@ type Suite struct {
 	// Contents adds a Contents-<arch> index (and its .gz) to each
 	// component, from the entries' Files.
 	Contents bool
+	// XZBlockSize, when positive, writes each .xz index as one stream of
+	// blocks of about this many uncompressed bytes, cut at stanzas, kept
+	// in XZBlocks (which may be nil); 0 writes one block (see
+	// xzBlockWriter).
+	XZBlockSize int
+	XZBlocks    XZBlockCache
 }
 
 // IndexFile is a file below dists/<suite>/.

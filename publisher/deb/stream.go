@@ -103,6 +103,8 @@ type output struct {
 	comp io.WriteCloser
 	in   io.Writer // where the index text goes
 	xin  *bufio.Writer
+	// blocks is the xz stream of blocks, when the suite has a block size.
+	blocks *xzBlockWriter
 }
 
 // NewIndexWriter starts the indexes of suite s laid out as l. create makes
@@ -173,6 +175,15 @@ func (w *IndexWriter) output(p, kind string) (*output, error) {
 		}
 		o.comp, o.in = z, z
 	case "xz":
+		if w.s.XZBlockSize > 0 {
+			b, err := newXZBlockWriter(o.buf, w.s.XZBlockSize, w.s.XZBlocks)
+			if err != nil {
+				f.Close()
+				return nil, fmt.Errorf("write %s: %w", p, err)
+			}
+			o.comp, o.in, o.blocks = b, b, b
+			break
+		}
 		x, err := newXZWriter(o.buf)
 		if err != nil {
 			f.Close()
@@ -203,7 +214,10 @@ func (o *output) finish() (IndexFile, error) {
 }
 
 func (o *output) abort() {
-	if o.comp != nil {
+	switch {
+	case o.blocks != nil:
+		o.blocks.abort()
+	case o.comp != nil:
 		_ = o.comp.Close()
 	}
 	if o.file != nil {
@@ -221,6 +235,11 @@ func (ix *index) write(stanza []byte) error {
 		}
 		if _, err := o.in.Write(stanza); err != nil {
 			return fmt.Errorf("write %s: %w", o.path, err)
+		}
+		if o.blocks != nil {
+			if err := o.blocks.stanzaEnd(stanza); err != nil {
+				return fmt.Errorf("write %s: %w", o.path, err)
+			}
 		}
 	}
 	if ix.n > 0 {

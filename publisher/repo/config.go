@@ -44,6 +44,13 @@ type Config struct {
 	// publish; off by default, because the first publish with it reads
 	// every package's data.
 	Contents bool `yaml:"contents" json:"contents,omitempty"`
+	// XZBlockSize, in bytes of index text, writes each .xz index as one
+	// stream of blocks of about this size, cut at stanzas so that a
+	// publish recompresses only the blocks whose stanzas changed (the
+	// blocks are kept in xzblocks/ below the root). 0, the default,
+	// writes one block, the smallest file; 4 MiB blocks make Packages.xz
+	// about 3% larger, 2 MiB about 5%, 1 MiB about 7.5% (see README).
+	XZBlockSize int `yaml:"xz_block_size" json:"xz_block_size,omitempty"`
 	// RPM only: "header+payload" (the default) or "header"; see
 	// rpm.Signatures.
 	RPMSignatures string `yaml:"rpm_signatures" json:"rpm_signatures,omitempty"`

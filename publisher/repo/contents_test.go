@@ -80,58 +80,11 @@ func TestAptFileReadsContents(t *testing.T) {
 	srv := httptest.NewServer(http.FileServer(http.Dir(st.PublicDir("c"))))
 	defer srv.Close()
 
-	apt := t.TempDir()
-	for _, d := range []string{"etc/apt.conf.d", "etc/sources.list.d", "etc/preferences.d", "etc/trusted.gpg.d", "state/lists/partial", "cache/archives/partial", "log"} {
-		if err := os.MkdirAll(filepath.Join(apt, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(apt, "status"), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sources := fmt.Sprintf("deb [signed-by=%s] %s stable main\n", key.Keyring, srv.URL)
-	if err := os.WriteFile(filepath.Join(apt, "etc/sources.list"), []byte(sources), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	// apt-file's own apt configuration (the IndexTargets that fetch
 	// Contents-<arch>), as the apt-file package installs it.
 	atf, err := os.ReadFile("/etc/apt/apt.conf.d/50apt-file.conf")
 	testenv.Require(t, err == nil, "apt-file's /etc/apt/apt.conf.d/50apt-file.conf")
-	if err := os.WriteFile(filepath.Join(apt, "etc/apt.conf.d/50apt-file.conf"), atf, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	conf := fmt.Sprintf(`Dir::Etc "%[1]s/etc";
-Dir::Etc::main "%[1]s/etc/apt.conf";
-Dir::Etc::parts "%[1]s/etc/apt.conf.d";
-Dir::Etc::sourcelist "%[1]s/etc/sources.list";
-Dir::Etc::sourceparts "%[1]s/etc/sources.list.d";
-Dir::Etc::preferences "%[1]s/etc/preferences";
-Dir::Etc::preferencesparts "%[1]s/etc/preferences.d";
-Dir::Etc::trusted "%[1]s/etc/trusted.gpg";
-Dir::Etc::trustedparts "%[1]s/etc/trusted.gpg.d";
-Dir::State "%[1]s/state";
-Dir::State::status "%[1]s/status";
-Dir::Cache "%[1]s/cache";
-Dir::Log "%[1]s/log";
-APT::Architecture "amd64";
-APT::Architectures { "amd64"; };
-APT::Sandbox::User "root";
-Acquire::Languages "none";
-Acquire::Retries "0";
-Acquire::http::Proxy "DIRECT";
-`, apt)
-	cfg := filepath.Join(apt, "apt.conf")
-	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	run := func(args ...string) (string, error) {
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-		cmd.Env = append(os.Environ(), "APT_CONFIG="+cfg, "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C")
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
+	run := aptClient(t, key.Keyring, srv.URL, map[string][]byte{"50apt-file.conf": atf})
 	update := func() {
 		t.Helper()
 		out, err := run("apt-get", "update", "-o", "APT::Update::Error-Mode=any")
@@ -216,4 +169,64 @@ func TestCollectObjectsForgetsFileLists(t *testing.T) {
 	if got, want := lists(), []string{fileSHA(t, b.Path)}; !slices.Equal(got, want) {
 		t.Fatalf("kept file lists after gc: %q, want beta's only %q", got, want)
 	}
+}
+
+// aptClient returns a runner of apt commands (apt-get, apt-cache,
+// apt-file) with an apt configuration and state of their own in a
+// temporary directory, for amd64, whose sources.list is the suite stable,
+// component main at url, signed by keyring. parts are further files
+// of its apt.conf.d.
+func aptClient(t *testing.T, keyring, url string, parts map[string][]byte) func(args ...string) (string, error) {
+	t.Helper()
+	apt := t.TempDir()
+	for _, d := range []string{"etc/apt.conf.d", "etc/sources.list.d", "etc/preferences.d", "etc/trusted.gpg.d", "state/lists/partial", "cache/archives/partial", "log"} {
+		if err := os.MkdirAll(filepath.Join(apt, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(apt, "status"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sources := fmt.Sprintf("deb [signed-by=%s] %s stable main\n", keyring, url)
+	if err := os.WriteFile(filepath.Join(apt, "etc/sources.list"), []byte(sources), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range parts {
+		if err := os.WriteFile(filepath.Join(apt, "etc/apt.conf.d", name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf := fmt.Sprintf(`Dir::Etc "%[1]s/etc";
+Dir::Etc::main "%[1]s/etc/apt.conf";
+Dir::Etc::parts "%[1]s/etc/apt.conf.d";
+Dir::Etc::sourcelist "%[1]s/etc/sources.list";
+Dir::Etc::sourceparts "%[1]s/etc/sources.list.d";
+Dir::Etc::preferences "%[1]s/etc/preferences";
+Dir::Etc::preferencesparts "%[1]s/etc/preferences.d";
+Dir::Etc::trusted "%[1]s/etc/trusted.gpg";
+Dir::Etc::trustedparts "%[1]s/etc/trusted.gpg.d";
+Dir::State "%[1]s/state";
+Dir::State::status "%[1]s/status";
+Dir::Cache "%[1]s/cache";
+Dir::Log "%[1]s/log";
+APT::Architecture "amd64";
+APT::Architectures { "amd64"; };
+APT::Sandbox::User "root";
+Acquire::Languages "none";
+Acquire::Retries "0";
+Acquire::http::Proxy "DIRECT";
+`, apt)
+	cfg := filepath.Join(apt, "apt.conf")
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+		cmd.Env = append(os.Environ(), "APT_CONFIG="+cfg, "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	return run
 }

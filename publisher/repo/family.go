@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/kiln-build/kiln/publisher/rpm"
@@ -134,8 +135,23 @@ func (debFamily) validate(c Config) error {
 	if c.ValidFor < 0 {
 		return fmt.Errorf("repository %s: valid_for %s is negative", c.Name, c.ValidFor)
 	}
+	if c.XZBlockSize != 0 {
+		if c.XZBlockSize < minXZBlockSize || c.XZBlockSize > maxXZBlockSize {
+			return fmt.Errorf("repository %s: xz_block_size %d is out of range: use 0 (one block) or %d to %d bytes, e.g. 4194304 (4 MiB)", c.Name, c.XZBlockSize, minXZBlockSize, maxXZBlockSize)
+		}
+		if !slices.Contains(c.Compressions, "xz") {
+			return fmt.Errorf("repository %s: xz_block_size %d is set but compressions %v has no xz: add xz or remove xz_block_size", c.Name, c.XZBlockSize, c.Compressions)
+		}
+	}
 	return nil
 }
+
+// The range of xz_block_size: blocks below a few KiB compress badly, and
+// one above 256 MiB is as good as one block.
+const (
+	minXZBlockSize = 1 << 10
+	maxXZBlockSize = 256 << 20
+)
 
 func (debFamily) base(b, of Config) Config {
 	b.Label = of.Label + " base"
@@ -183,6 +199,9 @@ func (rpmFamily) defaults(c Config) Config { return c }
 func (rpmFamily) validate(c Config) error {
 	if c.Contents {
 		return fmt.Errorf("repository %s: contents is for deb repositories (Contents-<arch> indexes); remove it from this rpm repository", c.Name)
+	}
+	if c.XZBlockSize != 0 {
+		return fmt.Errorf("repository %s: xz_block_size is for deb repositories (Packages.xz, Sources.xz); remove it from this rpm repository", c.Name)
 	}
 	if _, err := rpm.ParseSignatures(c.RPMSignatures); err != nil {
 		return fmt.Errorf("repository %s: %w", c.Name, err)

@@ -13,6 +13,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -44,6 +45,11 @@ func (s *Store) publishDeb(ctx context.Context, dir string, cfg Config, src rowS
 	suite := deb.Suite{Origin: cfg.Origin, Label: cfg.Label, Suite: cfg.Suite, Codename: cfg.Codename, Description: cfg.Description,
 		Components: []string{cfg.Component}, Architectures: cfg.Architectures, Date: now, ValidFor: cfg.ValidFor, Compressions: cfg.Compressions,
 		Contents: cfg.Contents}
+	var xzBlocks *xzBlockCache
+	if cfg.XZBlockSize > 0 && slices.Contains(cfg.Compressions, "xz") {
+		xzBlocks = s.xzBlockCache()
+		suite.XZBlockSize, suite.XZBlocks = cfg.XZBlockSize, xzBlocks
+	}
 	layout := deb.NewLayout(suite)
 	for _, r := range rows {
 		layout.Note(r.component, r.indexArch(), r.udeb)
@@ -207,6 +213,15 @@ func (s *Store) publishDeb(ctx context.Context, dir string, cfg Config, src rowS
 		return "", err
 	}
 	s.log.Info("published", "dir", dir, "generation", gen, "packages", len(rows))
+	// The publish is live; the blocks are a cache of it.
+	if xzBlocks != nil {
+		err = xzBlocks.commit(s.root, dir)
+	} else {
+		err = s.xzBlockCache().drop(s.root, dir)
+	}
+	if err != nil {
+		s.log.Warn("xz block cache not cleaned", "dir", dir, "error", err)
+	}
 	// Keep the live and the previous generation; remove older ones and
 	// what interrupted publishes left.
 	old, err := os.ReadDir(gens)

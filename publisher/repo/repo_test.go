@@ -325,6 +325,10 @@ func TestRepoConfigValidation(t *testing.T) {
 		{"bad compression", repo.Config{Name: "x", Format: "deb", Suite: "s", Compressions: []string{"bz2"}}, `compression "bz2"`},
 		{"newline origin", repo.Config{Name: "x", Format: "deb", Suite: "s", Origin: "a\nSuite: evil"}, "origin must be one line"},
 		{"contents on rpm", repo.Config{Name: "x", Format: "rpm", Contents: true}, "contents is for deb repositories"},
+		{"xz block size too small", repo.Config{Name: "x", Format: "deb", Suite: "s", XZBlockSize: 100}, "xz_block_size 100 is out of range"},
+		{"xz block size negative", repo.Config{Name: "x", Format: "deb", Suite: "s", XZBlockSize: -1}, "xz_block_size -1 is out of range"},
+		{"xz block size without xz", repo.Config{Name: "x", Format: "deb", Suite: "s", XZBlockSize: 1 << 22, Compressions: []string{"gz"}}, "has no xz"},
+		{"xz block size on rpm", repo.Config{Name: "x", Format: "rpm", XZBlockSize: 1 << 22}, "xz_block_size is for deb repositories"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
