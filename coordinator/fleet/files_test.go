@@ -179,6 +179,25 @@ func TestDrainSurvivesRestart(t *testing.T) {
 	}
 }
 
+// runMake submits a command job and has worker w1 take it: the job and
+// the worker's session.
+func runMake(t *testing.T, f *Fleet) (*job.Job, string) {
+	t.Helper()
+	ctx := context.Background()
+	j, _, err := f.Submit(ctx, job.Spec{Kind: job.Command, Command: []string{"make"}, Labels: map[string]string{"os": "linux"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, _, err := f.Register(ctx, "w1", map[string]string{"os": "linux"}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := f.Pull(ctx, sess, 0); err != nil || a == nil || a.ID != j.ID {
+		t.Fatalf("pull: %v %v", a, err)
+	}
+	return j, sess
+}
+
 // Degenerate artifact names are refused at upload, each with a message
 // naming it (quoted, so no control character reaches a terminal) and,
 // where there is one, the name to use; so are a file and a directory of
@@ -188,17 +207,7 @@ func TestDegenerateArtifactNamesAreRefused(t *testing.T) {
 	ctx := context.Background()
 	f, st := openFleet(t, t.TempDir())
 	defer st.Close()
-	j, _, err := f.Submit(ctx, job.Spec{Kind: job.Command, Command: []string{"make"}, Labels: map[string]string{"os": "linux"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess, _, err := f.Register(ctx, "w1", map[string]string{"os": "linux"}, 1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a, err := f.Pull(ctx, sess, 0); err != nil || a == nil {
-		t.Fatalf("pull: %v %v", a, err)
-	}
+	j, sess := runMake(t, f)
 	const body = "x"
 	const sum = "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
 	put := func(name string) error {
@@ -223,7 +232,7 @@ func TestDegenerateArtifactNamesAreRefused(t *testing.T) {
 		}
 	}
 	arts := []job.Artifact{{Name: "out", SHA256: sum, Size: 1}, {Name: "out/b", SHA256: sum, Size: 1}}
-	err = f.Complete(ctx, sess, j.ID, 1, scheduler.Outcome{Artifacts: arts})
+	err := f.Complete(ctx, sess, j.ID, 1, scheduler.Outcome{Artifacts: arts})
 	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `artifact "out/b" is inside artifact "out"`) {
 		t.Fatalf("file beside a directory of the same name: %v", err)
 	}
@@ -234,21 +243,10 @@ func TestDegenerateArtifactNamesAreRefused(t *testing.T) {
 // upload replaces it.
 func TestHasArtifactChecksTheHeldBytes(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	dir := t.TempDir()
 	f, st := openFleet(t, dir)
 	defer st.Close()
-	j, _, err := f.Submit(ctx, job.Spec{Kind: job.Command, Command: []string{"make"}, Labels: map[string]string{"os": "linux"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess, _, err := f.Register(ctx, "w1", map[string]string{"os": "linux"}, 1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a, err := f.Pull(ctx, sess, 0); err != nil || a == nil {
-		t.Fatalf("pull: %v %v", a, err)
-	}
+	j, sess := runMake(t, f)
 	const body = "x"
 	a := job.Artifact{Name: "base/x.deb", SHA256: "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881", Size: 1}
 	has := func() bool {
@@ -305,17 +303,7 @@ func TestLogOverTheCapKeepsHeadAndTail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j, _, err := f.Submit(ctx, job.Spec{Kind: job.Command, Command: []string{"make"}, Labels: map[string]string{"os": "linux"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess, _, err := f.Register(ctx, "w1", map[string]string{"os": "linux"}, 1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a, err := f.Pull(ctx, sess, 0); err != nil || a == nil {
-		t.Fatalf("pull: %v %v", a, err)
-	}
+	j, sess := runMake(t, f)
 	var all strings.Builder
 	for c := 'a'; c <= 'j'; c++ {
 		chunk := strings.Repeat(string(c), 299) + "\n"
