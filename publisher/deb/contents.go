@@ -23,10 +23,20 @@ import (
 // header. That is the layout of Debian's own Contents files (aptly writes
 // one space and a "FILE LOCATION" header); apt-file reads both.
 
+// A package's file list is held whole while a Contents index is made,
+// so a hostile package (millions of tiny entries compress to little) is
+// refused beyond these bounds; Debian's largest packages list about a
+// hundred thousand files.
+var (
+	maxDataFiles     = 1 << 20
+	maxDataPathBytes = 256 << 20
+)
+
 // DataFiles returns the paths of the regular files, symbolic and hard links
 // in the data member of the .deb read from r, relative to / and without a
 // leading "./": the paths a Contents index lists. r is read to the end of
-// the data member.
+// the data member. More than maxDataFiles paths, or maxDataPathBytes of
+// them, is an error.
 func DataFiles(r io.Reader) ([]string, error) {
 	ar := archive.NewArReader(r, 0)
 	for {
@@ -46,6 +56,7 @@ func DataFiles(r io.Reader) ([]string, error) {
 		}
 		defer done()
 		var files []string
+		size := 0
 		tr := tar.NewReader(dr)
 		for {
 			th, err := tr.Next()
@@ -63,6 +74,10 @@ func DataFiles(r io.Reader) ([]string, error) {
 			p := strings.TrimPrefix(path.Clean("/"+th.Name), "/")
 			if p == "" || strings.ContainsAny(p, "\n\r") {
 				continue // not a line a Contents index can hold
+			}
+			if size += len(p); len(files) == maxDataFiles || size > maxDataPathBytes {
+				return nil, fmt.Errorf("%w: %s lists more than %d files or %d MiB of paths: too many for a Contents index; "+
+					"remove the package or turn contents off for its repository", ErrInvalid, hdr.Name, maxDataFiles, maxDataPathBytes>>20)
 			}
 			files = append(files, p)
 		}

@@ -21,6 +21,8 @@ type Options struct {
 	NoData bool
 	// Payload is the content of /usr/share/doc/<pkg>/payload in data.tar.
 	Payload []byte
+	// ExtraFiles adds that many empty files to data.tar.
+	ExtraFiles int
 }
 
 // Build returns a .deb whose control file is control (written verbatim).
@@ -37,7 +39,11 @@ func Build(control string, o Options) ([]byte, error) {
 	member(&b, "debian-binary", []byte("2.0\n"))
 	member(&b, "control.tar."+o.Compression, ctl)
 	if !o.NoData {
-		data, err := tarball(o.Compression, map[string][]byte{"./usr/share/doc/kiln-test/payload": o.Payload})
+		files := map[string][]byte{"./usr/share/doc/kiln-test/payload": o.Payload}
+		for i := range o.ExtraFiles {
+			files[fmt.Sprintf("./usr/share/kiln-test/f%d", i)] = nil
+		}
+		data, err := tarball(o.Compression, files)
 		if err != nil {
 			return nil, err
 		}
