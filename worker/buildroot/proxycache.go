@@ -264,8 +264,10 @@ func (p *sourceProxy) tunnelSummary() string {
 	slices.Sort(origins)
 	return fmt.Sprintf("kiln: warning: https connections went through the package source proxy as tunnels: %s; "+
 		"package files fetched over them are not in the package cache and not in the release's base, "+
-		"so a sealed rebuild would lack them. Give these sources as http:// URLs (apt and dnf still verify "+
-		"every file against the signed Release or repomd.xml and the key) so that the proxy keeps them\n",
+		"so a sealed rebuild would lack them. Kiln names the https sources of apt and dnf for the proxy; "+
+		"these were reached otherwise (a mirror list, or a command of the step's own): give them as http://host:443/ "+
+		"URLs or plain http:// ones (apt and dnf still verify every file against the signed Release or repomd.xml) "+
+		"so that the proxy keeps them\n",
 		strings.Join(origins, ", "))
 }
 

@@ -2,6 +2,9 @@ package pkgbuild
 
 import (
 	"context"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +29,15 @@ func TestIntegrationRPMStandIn(t *testing.T) {
 	cfg := buildroottest.Config(t)
 	const target = "kiln-dist1-x86_64"
 	cfg.Targets = []buildroot.Target{d.Target(target)}
+	// The release repository also over https, its certificate trusted by
+	// the package source proxy through buildroot.source_ca_file.
+	backend := gadgetBackendRepoDir(t, d)
+	front := httptest.NewTLSServer(http.FileServer(http.Dir(backend)))
+	defer front.Close()
+	cfg.SourceCAFile = filepath.Join(t.TempDir(), "sources-ca.pem")
+	if err := os.WriteFile(cfg.SourceCAFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: front.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	br, err := buildroot.New(ctx, cfg, buildroottest.Logger(t))
 	if err != nil {
@@ -40,7 +52,7 @@ func TestIntegrationRPMStandIn(t *testing.T) {
 	bcfg := testConfig(t)
 	// Release mos-9.1 has a repository of its own, which alone provides
 	// kiln-gadget-backend.
-	bcfg.Repositories = []Repository{{Release: "mos-9.1", BaseURL: gadgetBackendRepo(t, d), KeyFile: d.KeyFile}}
+	bcfg.Repositories = []Repository{{Release: "mos-9.1", BaseURL: rpmdisttest.Serve(t, backend), KeyFile: d.KeyFile}}
 	b := New(bcfg, br, buildroottest.Logger(t))
 	// repoOf makes a code+packaging repository called name from testdata
 	// dir from, with edit applied to its spec.
@@ -231,12 +243,36 @@ func TestIntegrationRPMStandIn(t *testing.T) {
 			t.Errorf("exit %d, reason %q; want 1 with rpm's own message about the unclosed %%if\n%s", r.ExitCode, r.Reason, log)
 		}
 	})
+	// The bootstrap dnf reaches an https repository through the proxy in
+	// the open: the package is captured with its https URL, no tunnel.
+	t.Run("https release repository", func(t *testing.T) {
+		sb, err := br.OpenSandbox(ctx, target, t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sb.Close(ctx)
+		var log strings.Builder
+		res, err := sb.BootstrapInstall(ctx, executor.BootstrapInstall{Packages: []string{"kiln-gadget-backend"},
+			Repos: []executor.RPMRepo{{Name: "kiln-release-https", BaseURL: front.URL + "/", KeyFile: d.KeyFile}}}, &log)
+		if err != nil || res.Failed() {
+			t.Fatalf("bootstrap install from %s: %+v %v\n%s", front.URL, res, err, log.String())
+		}
+		plain := "http://" + strings.TrimPrefix(front.URL, "https://") + "/"
+		if !strings.Contains(log.String(), "is fetched through the proxy as "+plain) || strings.Contains(log.String(), "as tunnels") {
+			t.Errorf("the https repository was not fetched in the open:\n%s", log.String())
+		}
+		if !slices.ContainsFunc(res.Packages, func(f executor.PackageFile) bool {
+			return f.Name == "kiln-gadget-backend-1.0-1.noarch.rpm" && strings.HasPrefix(f.URL, front.URL+"/")
+		}) {
+			t.Errorf("kiln-gadget-backend not captured from %s: %+v\n%s", front.URL, res.Packages, log.String())
+		}
+	})
 }
 
-// gadgetBackendRepo makes and serves a release repository holding
+// gadgetBackendRepoDir makes a release repository holding
 // kiln-gadget-backend 1.0, which nothing else provides, its package and
-// repomd.xml signed with d's key.
-func gadgetBackendRepo(t *testing.T, d *rpmdisttest.Dist) string {
+// repomd.xml signed with d's key, and returns its directory.
+func gadgetBackendRepoDir(t *testing.T, d *rpmdisttest.Dist) string {
 	t.Helper()
 	dir := t.TempDir()
 	repo := filepath.Join(dir, "repo")
@@ -274,5 +310,5 @@ echo 'kiln-gadget-backend 1.0' > %{buildroot}/usr/share/kiln-gadget-backend/name
 		filepath.Join(repo, "kiln-gadget-backend-1.0-1.noarch.rpm"))
 	run("createrepo_c", "--quiet", repo)
 	run(gpg, "--batch", "--quiet", "--homedir", d.GnuPG, "--armor", "--detach-sign", filepath.Join(repo, "repodata", "repomd.xml"))
-	return rpmdisttest.Serve(t, repo)
+	return repo
 }
