@@ -66,6 +66,10 @@ type Fleet struct {
 	logger hclog.Logger
 
 	buildMu sync.Mutex // serialises build-key dedup and revisions
+	// seals are the configured releases' seals as last read or set, with
+	// the chroots a sealed one's base held then (see requeueSpec).
+	sealMu sync.Mutex
+	seals  map[string]sealSnapshot
 	seq     atomic.Int64
 
 	logLocks [64]sync.Mutex
@@ -107,7 +111,11 @@ func New(ctx context.Context, cfg Config, st *store.Store, logger hclog.Logger) 
 	f.finCtx, f.finCancel = context.WithCancel(context.WithoutCancel(ctx))
 	f.sched = scheduler.New(scheduler.Config{
 		LostAfter: cfg.LostAfter, ReclaimAfter: cfg.ReclaimWindow, RetryCap: cfg.RetryCap, NewID: randomID,
+		Requeue: f.requeueSpec,
 	}, cfg.Clock)
+	if err := f.loadSeals(ctx); err != nil {
+		return nil, err
+	}
 	seq, err := st.LastSeq(ctx)
 	if err != nil {
 		return nil, err

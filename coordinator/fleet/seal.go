@@ -68,6 +68,7 @@ func (r *Releases) Seal(ctx context.Context, release string, sealed bool, by str
 	if err != nil {
 		return SealChange{}, err
 	}
+	f.setSeal(release, s, held)
 	ch, err := f.reseal(ctx, release, s, held)
 	f.logger.Info("release seal changed", "release", release, "sealed", sealed, "by", by,
 		"remarked", len(ch.Remarked), "failed", len(ch.Failed), "running", len(ch.Running))
@@ -112,6 +113,64 @@ func (f *Fleet) reseal(ctx context.Context, release string, s store.Seal, held m
 			"the coordinator marks them again when it starts)", release, what), err)
 	}
 	return ch, nil
+}
+
+// sealSnapshot is a release's seal and, when sealed, the chroots its base
+// held when it was read.
+type sealSnapshot struct {
+	seal store.Seal
+	held map[string][]string
+}
+
+func (f *Fleet) setSeal(release string, s store.Seal, held map[string][]string) {
+	f.sealMu.Lock()
+	defer f.sealMu.Unlock()
+	if f.seals == nil {
+		f.seals = map[string]sealSnapshot{}
+	}
+	f.seals[release] = sealSnapshot{seal: s, held: held}
+}
+
+// loadSeals reads the seal of every configured release (only those can be
+// sealed) for requeueSpec.
+func (f *Fleet) loadSeals(ctx context.Context) error {
+	for release := range f.cfg.Releases {
+		s, err := f.st.Sealed(ctx, release)
+		if err != nil {
+			return err
+		}
+		var held map[string][]string
+		if s.Sealed {
+			if held, err = f.heldChroots(ctx, release); err != nil {
+				return err
+			}
+		}
+		f.setSeal(release, s, held)
+	}
+	return nil
+}
+
+// requeueSpec marks a package build going back to the queue after an
+// infrastructure failure (its worker lost, say) as its release is now: a
+// build that started before its release was sealed is retried sealed,
+// from the release alone, like the builds queued at the seal. It runs
+// under the scheduler's lock, so it reads the seals kept in memory, not
+// the store.
+func (f *Fleet) requeueSpec(spec *job.Spec) (bool, error) {
+	b := spec.Build
+	if b == nil {
+		return false, nil
+	}
+	f.sealMu.Lock()
+	snap, ok := f.seals[b.Release]
+	f.sealMu.Unlock()
+	if !ok || b.Sealed == snap.seal.Sealed {
+		return false, nil
+	}
+	if err := sealSpec(spec, snap.seal.Sealed, snap.held); err != nil {
+		return false, fmt.Errorf("release %s was sealed by %s while this build ran: %w", b.Release, snap.seal.By, err)
+	}
+	return true, nil
 }
 
 // resealRestored marks the queued builds restored at start from their

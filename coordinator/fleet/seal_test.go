@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/coordinator/scheduler"
 )
 
 // register starts a session of a worker with the given labels.
@@ -311,4 +312,47 @@ func TestSealWhileBuildsAreHandedOut(t *testing.T) {
 		t.Fatalf("%d builds handed out, seal named %d running and %d re-marked; want %d", len(seen), len(ch.Running), len(ch.Remarked), n)
 	}
 	t.Logf("%d handed out before the seal, %d after", len(ch.Running), len(ch.Remarked))
+}
+
+// A build that started before its release was sealed and goes back to
+// the queue after an infrastructure failure (its worker lost, say) is
+// retried sealed, like the builds queued at the seal; one that started
+// sealed and is retried after the unseal runs unsealed.
+func TestSealMarksRetriedBuilds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rf := openReleaseFleet(t)
+	sealedW, plainW := rf.sealedWorker(), rf.plainWorker()
+	b := rf.submit("retried")
+	first := rf.pullFrom(plainW)
+	if first == nil || first.ID != b.ID {
+		t.Fatalf("pulled %+v, want %s", first, b.ID)
+	}
+	if _, err := rf.r.Seal(ctx, "mos-9.0", true, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rf.f.Complete(ctx, plainW, b.ID, first.Attempt, scheduler.Outcome{InfraErr: true, Reason: "disk full"}); err != nil {
+		t.Fatal(err)
+	}
+	if j := rf.pullFrom(plainW); j != nil {
+		t.Fatalf("the retry after the seal went to a worker that does not build it sealed: %s", j.ID)
+	}
+	second := rf.pullFrom(sealedW)
+	wantSealed(t, "retried after the seal", second, true)
+	if second.ID != b.ID || second.Attempt != first.Attempt+1 {
+		t.Fatalf("retried %s attempt %d, want %s attempt %d", second.ID, second.Attempt, b.ID, first.Attempt+1)
+	}
+	stored, err := rf.st.Get(ctx, b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantSealed(t, "stored retry", stored, true)
+
+	if _, err := rf.r.Seal(ctx, "mos-9.0", false, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rf.f.Complete(ctx, sealedW, b.ID, second.Attempt, scheduler.Outcome{InfraErr: true, Reason: "worker lost"}); err != nil {
+		t.Fatal(err)
+	}
+	wantSealed(t, "retried after the unseal", rf.pullFrom(plainW), false)
 }

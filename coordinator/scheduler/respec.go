@@ -47,12 +47,7 @@ func (s *Scheduler) Respec(pick func(*job.Job) bool, respec func(*job.Spec) (boo
 			out.Running = append(out.Running, j.Clone())
 			continue
 		}
-		spec := j.Spec
-		if spec.Build != nil {
-			b := *spec.Build
-			spec.Build = &b // clones share the Build: replace it
-		}
-		spec.Labels = maps.Clone(spec.Labels)
+		spec := cloneSpec(j.Spec)
 		changed, err := respec(&spec)
 		if err != nil {
 			if q := s.queues[label.String(j.Spec.Labels)]; q != nil {
@@ -80,6 +75,17 @@ func (s *Scheduler) Respec(pick func(*job.Job) bool, respec func(*job.Spec) (boo
 		out.Changed = append(out.Changed, s.snap(j))
 	}
 	return out
+}
+
+// cloneSpec returns a copy of spec whose Build and Labels may be changed
+// without changing spec's (job clones share them).
+func cloneSpec(spec job.Spec) job.Spec {
+	if spec.Build != nil {
+		b := *spec.Build
+		spec.Build = &b
+	}
+	spec.Labels = maps.Clone(spec.Labels)
+	return spec
 }
 
 // unqueue takes a queued job out of the queue of its labels.

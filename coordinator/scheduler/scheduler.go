@@ -61,6 +61,13 @@ type Config struct {
 	// Started, when set, is called with the queue-to-start time of every
 	// assignment.
 	Started func(wait time.Duration)
+	// Requeue, when set, may rewrite the spec of a job going back to the
+	// queue after an infrastructure failure (a copy: its Build and Labels
+	// may be replaced or changed), as Respec does for queued jobs: it says
+	// whether it changed it, or why the job cannot run again, which ends
+	// it Failed. It is called with the scheduler's lock held: it must not
+	// call the scheduler, nor wait on anything that does.
+	Requeue func(spec *job.Spec) (bool, error)
 }
 
 // snap stamps j with a new version and returns a copy to persist. Called
@@ -521,6 +528,19 @@ func (s *Scheduler) requeue(j *job.Job, reason string) *job.Job {
 		j.Reason = fmt.Sprintf("%s; gave up after %d attempts (retry cap)", reason, j.Attempt)
 		s.finish(j, now)
 		return s.snap(j)
+	}
+	if s.cfg.Requeue != nil {
+		spec := cloneSpec(j.Spec)
+		changed, err := s.cfg.Requeue(&spec)
+		if err != nil {
+			j.State = job.Failed
+			j.Reason = fmt.Sprintf("%s; not run again: %v", reason, err)
+			s.finish(j, now)
+			return s.snap(j)
+		}
+		if changed {
+			j.Spec = spec
+		}
 	}
 	j.State = job.Queued
 	j.Reason = reason
