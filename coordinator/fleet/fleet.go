@@ -70,7 +70,8 @@ type Fleet struct {
 	// the chroots a sealed one's base held then (see requeueSpec).
 	sealMu sync.Mutex
 	seals  map[string]sealSnapshot
-	seq    atomic.Int64
+
+	seq atomic.Int64
 
 	logLocks [64]sync.Mutex
 	notesMu  sync.Mutex
