@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -422,6 +423,59 @@ func TestAgentMetrics(t *testing.T) {
 	// Both jobs' output and the worker's own lines about them.
 	if got["kiln_worker_log_bytes_total"] < 24 {
 		t.Errorf("kiln_worker_log_bytes_total = %v, want at least 24", got["kiln_worker_log_bytes_total"])
+	}
+}
+
+// A large artifact the coordinator already holds stops after its header:
+// the worker sees its stream end early (io.EOF on a send), takes the
+// answer, and the job has the artifact all the same.
+func TestAgentSkipsLargeArtifactTheCoordinatorHolds(t *testing.T) {
+	t.Parallel()
+	c := newCoordinator(t)
+	reg := prometheus.NewRegistry()
+	big := bytes.Repeat([]byte("base file "), 1<<20) // 10 MiB, many chunks
+	ctx, cancel := context.WithCancel(context.Background())
+	a := New(Config{Name: "w1", Labels: map[string]string{"os": "linux"}, Slots: 1, WorkDir: t.TempDir(), PollWait: time.Second, ShutdownGrace: time.Second,
+		Metrics: NewMetrics(reg)}, c.conn, fakeExec{run: func(_ context.Context, j executor.Job, log io.Writer) (executor.Result, error) {
+		os.WriteFile(filepath.Join(j.WorkDir, "base.deb"), big, 0o644)
+		return executor.Result{}, nil
+	}}, hclog.NewNullLogger())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	for i := range 2 {
+		j, _, err := c.f.Submit(context.Background(), job.Spec{Kind: job.Command, Command: []string{"build"}, Labels: map[string]string{"os": "linux"}, ArtifactGlobs: []string{"*.deb"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.wait(t, j.ID, true); got.State != job.Succeeded {
+			t.Fatalf("job %d: %s %s", i, got.State, got.Reason)
+		}
+		fh, _, err := c.f.OpenArtifact(context.Background(), j.ID, "base.deb")
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(fh)
+		fh.Close()
+		if !bytes.Equal(data, big) {
+			t.Fatalf("job %d: base.deb is %d bytes, not the file", i, len(data))
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if m := mf.GetMetric(); len(m) == 1 && m[0].GetCounter() != nil {
+			got[mf.GetName()] = m[0].GetCounter().GetValue()
+		}
+	}
+	if got["kiln_worker_artifact_bytes_total"] != float64(len(big)) || got["kiln_worker_artifact_bytes_not_sent_total"] != float64(len(big)) {
+		t.Errorf("sent %v bytes, not sent %v; want %d each", got["kiln_worker_artifact_bytes_total"], got["kiln_worker_artifact_bytes_not_sent_total"], len(big))
 	}
 }
 
