@@ -166,7 +166,7 @@ func sealJobs(w io.Writer, sub string, r *pb.SealReleaseResponse) {
 	case len(running) == 0:
 		fmt.Fprintln(w)
 	case sub == "seal":
-		fmt.Fprintln(w, ": they build from the upstream mirror; rebuild them (coordinator rebuild ID) to build them from the release alone")
+		fmt.Fprintln(w, ": they build from the upstream mirror (a retry after an infrastructure failure builds sealed); rebuild them (coordinator rebuild ID) to build them from the release alone")
 	default:
 		fmt.Fprintln(w, ": they carry on sealed")
 	}

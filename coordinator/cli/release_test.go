@@ -254,7 +254,7 @@ func TestSealSaysWhatItDidToBuilds(t *testing.T) {
 	t.Logf("seal printed:\n%s", out)
 	for _, want := range []string{
 		"queued builds re-marked to build sealed, from the release alone: 2 (jobs " + queued[0] + ", " + queued[1] + ")\n",
-		"running builds started before the seal: 1 (job " + running + "): they build from the upstream mirror; rebuild them",
+		"running builds started before the seal: 1 (job " + running + "): they build from the upstream mirror (a retry after an infrastructure failure builds sealed); rebuild them",
 	} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("seal printed\n%s\nwant %q", out, want)
