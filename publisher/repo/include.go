@@ -439,7 +439,7 @@ func (s *Store) readBinary(in Input, udeb bool, cfg Config) (*row, error) {
 		return nil, err
 	}
 	r := &row{objects: map[string]string{tmp.Name(): ""}}
-	b, err := deb.ReadBinary(cloneOrTee(tmp, f), udeb, s.limits)
+	b, err := deb.ReadBinary(s.cloneOrTee(tmp, f), udeb, s.limits)
 	if cerr := tmp.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
@@ -461,12 +461,27 @@ func (s *Store) readBinary(in Input, udeb bool, cfg Config) (*row, error) {
 // until either file is written, so nothing is copied) and the reader reads
 // tmp: what is hashed is what is stored, whatever happens to src after the
 // clone. Elsewhere (ext4, another file system) the reader reads src and
-// copies it into tmp as it goes.
-func cloneOrTee(tmp, src *os.File) io.Reader {
-	if err := unix.IoctlFileClone(int(tmp.Fd()), int(src.Fd())); err == nil {
+// copies it into tmp as it goes; once the store's file system has refused
+// a clone as unsupported, no further clone is tried.
+func (s *Store) cloneOrTee(tmp, src *os.File) io.Reader {
+	if s.noClone.Load() {
+		return io.TeeReader(src, tmp)
+	}
+	err := unix.IoctlFileClone(int(tmp.Fd()), int(src.Fd()))
+	if err == nil {
 		return tmp
 	}
-	_ = tmp.Truncate(0) // a refused clone writes nothing; make sure
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOTTY) {
+		// The file systems of src and tmp are the same (else EXDEV)
+		// and cannot clone.
+		s.noClone.Store(true)
+	}
+	// A refused clone writes nothing; make sure. (Not a truncate of the
+	// empty file: on ext4 that would make its close start writing it
+	// out, file by file.)
+	if fi, serr := tmp.Stat(); serr != nil || fi.Size() != 0 {
+		_ = tmp.Truncate(0)
+	}
 	return io.TeeReader(src, tmp)
 }
 
@@ -487,9 +502,9 @@ func (s *Store) hashCopy(p string, limit int64) (string, deb.Checksums, []byte, 
 	var w io.Writer = h
 	if limit > 0 {
 		w = io.MultiWriter(w, &keep)
-		_, err = io.Copy(w, io.LimitReader(cloneOrTee(tmp, f), limit+1))
+		_, err = io.Copy(w, io.LimitReader(s.cloneOrTee(tmp, f), limit+1))
 	} else {
-		_, err = io.Copy(w, cloneOrTee(tmp, f))
+		_, err = io.Copy(w, s.cloneOrTee(tmp, f))
 	}
 	if cerr := tmp.Close(); err == nil && cerr != nil {
 		err = cerr
