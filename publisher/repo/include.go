@@ -85,19 +85,22 @@ func (r *row) entry() Entry {
 const maxDSC = 1 << 20
 
 // Include adds files to a repository, all or nothing: one bad or
-// conflicting file refuses the whole include, and a refused (or killed)
-// include leaves the repository's packages and published pool as they
-// were. The same name/version/architecture with different content is
-// refused naming both digests; the identical file again is a no-op.
-// signer is needed for rpm repositories (packages are signed as they
-// enter); resolve finds the files a .dsc names (nil: beside the .dsc).
+// conflicting file refuses the whole include, and a refused include, or
+// one killed before its commit, leaves the repository's packages and
+// published pool as they were (killed after it, the include is whole and
+// the next publish links what is missing from the pool). The same
+// name/version/architecture with different content is refused naming both
+// digests; the identical file again is a no-op. signer is needed for rpm
+// repositories (packages are signed as they enter); resolve finds the
+// files a .dsc names (nil: beside the .dsc).
 //
 // The files are read in parallel and each package is recorded, in input
 // order, in one database transaction as soon as it is read, so that an
 // include holds a few packages in memory however many it adds (the result
-// lists every package). Stored files move into the object store as their
-// packages are recorded; those of a refused include are unreferenced there
-// and CollectObjects removes them.
+// lists every package). The transaction holds the store's database for
+// the whole include. Stored files move into the object store as their
+// packages are recorded; those of a refused include are unreferenced
+// there, and CollectObjects removes them.
 func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, resolve Resolver, signer Signer) (res IncludeResult, err error) {
 	unlock, err := s.lock(ctx)
 	if err != nil {
