@@ -315,9 +315,12 @@ func (in *includer) addPoolFile(ctx context.Context, r *row, f poolFile) error {
 }
 
 // linkAdded makes the files an include added present in the published pool
-// below dir (see linkPoolFile), creating each package's pool directory
-// without first looking for it.
+// below dir (see linkPoolFile). A package's pool directory is made before
+// its first link rather than looked for: most packages of a large include
+// are new, and the files of one source, which share a directory, come
+// together.
 func (s *Store) linkAdded(ctx context.Context, dir string, files []poolFile) error {
+	made := ""
 	for i, f := range files {
 		if i%1024 == 0 {
 			if err := ctx.Err(); err != nil {
@@ -325,11 +328,13 @@ func (s *Store) linkAdded(ctx context.Context, dir string, files []poolFile) err
 			}
 		}
 		dst := filepath.Join(dir, filepath.FromSlash(f.Path))
-		err := os.Link(s.objectPath(f.SHA256), dst)
-		if errors.Is(err, fs.ErrNotExist) && os.Mkdir(filepath.Dir(dst), 0o755) == nil {
-			err = os.Link(s.objectPath(f.SHA256), dst)
+		if d := filepath.Dir(dst); d != made {
+			if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+				_ = os.MkdirAll(d, 0o755) // a new parent; linkPoolFile reports what fails
+			}
+			made = d
 		}
-		if err == nil {
+		if os.Link(s.objectPath(f.SHA256), dst) == nil {
 			continue
 		}
 		if err := s.linkPoolFile(dir, f); err != nil {
