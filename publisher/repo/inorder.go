@@ -7,9 +7,10 @@ import (
 
 // inOrder calls read(ctx, i) for every i in [0, n) on up to workers
 // goroutines and hands each result to use in index order, as soon as it
-// and those before it are read. At most window results are read ahead of
-// use: a caller that does not keep what use receives holds no more than
-// window of them at once, however large n is.
+// and those before it are read. At most window results (at least workers)
+// are read and not yet through use, the one in use included: a caller
+// that does not keep what use receives holds no more than window of them
+// at once, however large n is.
 //
 // The first error use returns stops the work: the reads still running see
 // ctx canceled, those not started are not made, and every result read but
@@ -32,7 +33,7 @@ func inOrder[T any](ctx context.Context, n, workers, window int,
 		err error
 	}
 	// Result i goes to slot i%window; it is free by then, as i is handed
-	// out only once result i-window has been taken (a token each).
+	// out only once result i-window has been used (a token each).
 	slots := make([]chan result, window)
 	for i := range slots {
 		slots[i] = make(chan result, 1)
@@ -61,15 +62,13 @@ func inOrder[T any](ctx context.Context, n, workers, window int,
 	var stop error
 	for i := range n {
 		r := <-slots[i%window]
-		<-tokens
 		if stop != nil {
 			discard(r.v)
-			continue
-		}
-		if err := use(i, r.v, r.err); err != nil {
+		} else if err := use(i, r.v, r.err); err != nil {
 			stop = err
 			cancel()
 		}
+		<-tokens
 	}
 	wg.Wait()
 	return stop
