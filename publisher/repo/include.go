@@ -16,7 +16,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -85,12 +84,23 @@ func (r *row) entry() Entry {
 // maxDSC bounds a .dsc file.
 const maxDSC = 1 << 20
 
-// Include adds files to a repository. Every file is read and checked before
-// anything is changed: one bad file refuses the whole include. The same
+// Include adds files to a repository, all or nothing: one bad or
+// conflicting file refuses the whole include, and a refused include, or
+// one killed before its commit, leaves the repository's packages and
+// published pool as they were (killed after it, the include is whole and
+// the next publish links what is missing from the pool). The same
 // name/version/architecture with different content is refused naming both
 // digests; the identical file again is a no-op. signer is needed for rpm
-// repositories (packages are signed as they enter); resolve finds the files
-// a .dsc names (nil: beside the .dsc).
+// repositories (packages are signed as they enter); resolve finds the
+// files a .dsc names (nil: beside the .dsc).
+//
+// The files are read in parallel and each package is recorded, in input
+// order, in one database transaction as soon as it is read, so that an
+// include holds a few packages in memory however many it adds (the result
+// lists every package). The transaction holds the store's database for
+// the whole include. Stored files move into the object store as their
+// packages are recorded; those of a refused include are unreferenced
+// there, and CollectObjects removes them.
 func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, resolve Resolver, signer Signer) (res IncludeResult, err error) {
 	unlock, err := s.lock(ctx)
 	if err != nil {
@@ -102,49 +112,6 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 		return res, err
 	}
 	s.removeStaleTmp()
-	var rows []*row
-	defer func() {
-		// Temporary files of refused includes are removed.
-		for _, r := range rows {
-			for tmp := range r.objects {
-				_ = os.Remove(tmp)
-			}
-		}
-	}()
-	// Read (and copy into the store's tmp) in parallel, one worker per
-	// CPU: the cost is file creation and hashing, which overlap; more
-	// workers only contend for the tmp directory's lock (measured with
-	// bench/publisher/run.sh).
-	read := make([]*row, len(inputs))
-	errs := make([]error, len(inputs))
-	next := make(chan int)
-	var wg sync.WaitGroup
-	var done atomic.Int64
-	stop := s.progress("reading packages", &done, len(inputs))
-	for range min(len(inputs), runtime.GOMAXPROCS(0)) {
-		wg.Go(func() {
-			for i := range next {
-				read[i], errs[i] = s.readInput(ctx, inputs[i], cfg, resolve, signer)
-				done.Add(1)
-			}
-		})
-	}
-	for i := range inputs {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	stop()
-	for i := range inputs {
-		if read[i] != nil {
-			rows = append(rows, read[i])
-		}
-	}
-	for _, err := range errs {
-		if err != nil {
-			return res, err
-		}
-	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return res, fmt.Errorf("include into %s: %w", repoName, err)
@@ -154,93 +121,39 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 			_ = tx.Rollback()
 		}
 	}()
-	stmts, err := prepareInclude(ctx, tx)
+	in, err := s.newIncluder(ctx, tx, cfg)
 	if err != nil {
 		return res, fmt.Errorf("include into %s: %w", repoName, err)
 	}
-	defer stmts.close()
-	var added []*row
-	seen := map[string]*row{}
-	// Pool paths this include adds, with their content: two of its own
-	// packages may name the same file (an .orig tarball).
-	paths := map[string]string{}
-	for _, r := range rows {
-		key := r.kind + "\x00" + r.name + "\x00" + r.version + "\x00" + r.arch
-		if prev, ok := seen[key]; ok {
-			if prev.uploadSHA256 != r.uploadSHA256 {
-				return res, conflict(cfg, r, prev.uploadSHA256)
+	defer in.stmts.close()
+	// Read (and copy into the store's tmp) in parallel, one worker per
+	// CPU: the cost is file creation and hashing, which overlap; more
+	// workers only contend for the tmp directory's lock (measured with
+	// bench/publisher/run.sh). A few packages per worker are read ahead of
+	// the one being recorded.
+	var done atomic.Int64
+	stop := s.progress("reading packages", &done, len(inputs))
+	workers := runtime.GOMAXPROCS(0)
+	err = inOrder(ctx, len(inputs), workers, includeReadAhead*workers,
+		func(ctx context.Context, i int) (*row, error) {
+			return s.readInput(ctx, inputs[i], cfg, resolve, signer)
+		},
+		func(_ int, r *row, err error) error {
+			defer removeTemps(r)
+			done.Add(1)
+			if err != nil {
+				return err
 			}
-			continue
-		}
-		seen[key] = r
-		var have, published string
-		err := stmts.have.QueryRowContext(ctx, repoName, r.kind, r.name, r.version, r.arch).Scan(&have, &published)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-		case err != nil:
-			return res, fmt.Errorf("include into %s: %w", repoName, err)
-		case have == r.uploadSHA256:
-			res.Existing = append(res.Existing, r.entry())
-			continue
-		case cfg.BaseOf != "" && published == r.uploadSHA256:
-			// The base's own published file, offered back: an rpm
-			// signed as it entered the base, installed by a build of
-			// the sealed release from that base.
-			res.Existing = append(res.Existing, r.entry())
-			continue
-		default:
-			return res, conflict(cfg, r, have)
-		}
-		for _, f := range r.files {
-			if other, ok := paths[f.Path]; ok {
-				if other != f.SHA256 {
-					return res, fmt.Errorf("%w: include %s into %s: two of the files name %s, with sha256 %s and %s: the same file name must keep the same content", ErrConflict, r.name, repoName, f.Path, other, f.SHA256)
-				}
-				continue
-			}
-			paths[f.Path] = f.SHA256
-			var other string
-			err := stmts.pool.QueryRowContext(ctx, repoName, f.Path).Scan(&other)
-			switch {
-			case errors.Is(err, sql.ErrNoRows):
-			case err != nil:
-				return res, fmt.Errorf("include into %s: %w", repoName, err)
-			case other != f.SHA256:
-				return res, fmt.Errorf("%w: include %s into %s: %s is already in the repository with sha256 %s, the new file has sha256 %s: the same file name must keep the same content", ErrConflict, r.name, repoName, f.Path, other, f.SHA256)
-			default:
-				continue // referenced, and the same content
-			}
-			if err := s.checkPoolPath(repoName, f); err != nil {
-				return res, fmt.Errorf("%w: include %s into %s: %w", ErrConflict, r.name, repoName, err)
-			}
-		}
-		added = append(added, r)
-	}
-	for _, r := range added {
-		for tmp, sum := range r.objects {
-			if err := s.putObject(tmp, sum); err != nil {
-				return res, err
-			}
-			delete(r.objects, tmp)
-		}
-		files, err := json.Marshal(r.files)
-		if err != nil {
-			return res, fmt.Errorf("include into %s: %w", repoName, err)
-		}
-		_, err = stmts.insert.ExecContext(ctx, repoName, r.kind, r.name, r.version, r.arch, r.component, r.udeb, r.uploadSHA256, r.sha256, r.size, r.path, r.stanza, r.meta, string(files), s.now().Unix())
-		if err != nil {
-			return res, fmt.Errorf("include %s into %s: %w", r.name, repoName, err)
-		}
-		for _, f := range r.files {
-			if _, err := stmts.insertPool.ExecContext(ctx, repoName, f.Path, f.SHA256); err != nil {
-				return res, fmt.Errorf("include %s into %s: %w", r.name, repoName, err)
-			}
-		}
-		res.Added = append(res.Added, r.entry())
+			return in.add(ctx, r)
+		},
+		removeTemps)
+	stop()
+	if err != nil {
+		return res, err
 	}
 	// The stored files reach the disk before the database says they are
 	// there: one syncfs for all of them rather than an fsync each.
-	if len(added) > 0 {
+	if len(in.res.Added) > 0 {
 		if err := s.syncFS(); err != nil {
 			return res, fmt.Errorf("include into %s: %w", repoName, err)
 		}
@@ -251,10 +164,184 @@ func (s *Store) Include(ctx context.Context, repoName string, inputs []Input, re
 	// The files enter the published pool now, as with reprepro, so that a
 	// publish only writes indexes. Publish links whatever is still missing
 	// (after a crash here, say), so a failure is only worth a warning.
-	if err := s.linkPool(ctx, s.PublicDir(repoName), added); err != nil {
+	if err := s.linkAdded(ctx, s.PublicDir(repoName), in.added); err != nil {
 		s.log.Warn("included packages not yet in the published pool; the next publish retries", "repo", repoName, "error", err)
 	}
-	return res, nil
+	return in.res, nil
+}
+
+// includeReadAhead is how many packages per worker an include reads ahead
+// of the one it records.
+const includeReadAhead = 4
+
+// removeTemps removes the temporary files of r (nil or not) that did not
+// move into the object store.
+func removeTemps(r *row) {
+	if r == nil {
+		return
+	}
+	for tmp := range r.objects {
+		_ = os.Remove(tmp)
+	}
+}
+
+// includer records the packages of one include in its transaction.
+type includer struct {
+	s     *Store
+	cfg   Config
+	stmts *includeStmts
+	// firstPackage and firstPoolFile are the lowest rowids this include
+	// can give: a row at or above them was added by this include.
+	firstPackage, firstPoolFile int64
+	now                         int64
+	res                         IncludeResult
+	// added are the files of the packages added, to link into the
+	// published pool after the commit.
+	added []poolFile
+}
+
+func (s *Store) newIncluder(ctx context.Context, tx *sql.Tx, cfg Config) (*includer, error) {
+	in := &includer{s: s, cfg: cfg, now: s.now().Unix()}
+	// SQLite gives a new row the largest rowid plus one (without
+	// AUTOINCREMENT, as long as that fits in an int64).
+	for _, q := range []struct {
+		dst   *int64
+		table string
+	}{{&in.firstPackage, "packages"}, {&in.firstPoolFile, "pool_files"}} {
+		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(rowid), 0) + 1 FROM `+q.table).Scan(q.dst); err != nil {
+			return nil, err
+		}
+	}
+	stmts, err := prepareInclude(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	in.stmts = stmts
+	return in, nil
+}
+
+// add records r, unless the repository (or this include) has it already,
+// and moves its files into the object store.
+func (in *includer) add(ctx context.Context, r *row) error {
+	repoName := in.cfg.Name
+	files, err := json.Marshal(r.files)
+	if err != nil {
+		return fmt.Errorf("include into %s: %w", repoName, err)
+	}
+	// Most packages are new: try the insert, and look at what is there
+	// only when the repository has the name, version and architecture.
+	ins, err := in.stmts.insert.ExecContext(ctx, repoName, r.kind, r.name, r.version, r.arch, r.component, r.udeb, r.uploadSHA256, r.sha256, r.size, r.path, r.stanza, r.meta, string(files), in.now)
+	if err != nil {
+		return fmt.Errorf("include %s into %s: %w", r.name, repoName, err)
+	}
+	if n, err := ins.RowsAffected(); err != nil {
+		return fmt.Errorf("include %s into %s: %w", r.name, repoName, err)
+	} else if n == 0 {
+		return in.present(ctx, r)
+	}
+	for _, f := range r.files {
+		if err := in.addPoolFile(ctx, r, f); err != nil {
+			return err
+		}
+	}
+	for tmp, sum := range r.objects {
+		if err := in.s.putObject(tmp, sum); err != nil {
+			return err
+		}
+		delete(r.objects, tmp)
+	}
+	e := r.entry()
+	// Only the entry outlives r: not what its strings were cut from.
+	e.Name, e.Version, e.Arch = strings.Clone(e.Name), strings.Clone(e.Version), strings.Clone(e.Arch)
+	in.res.Added = append(in.res.Added, e)
+	in.added = append(in.added, r.files...)
+	return nil
+}
+
+// present handles r when the repository already has its name, version and
+// architecture: the same file is a no-op (listed as existing unless this
+// include added it), another is refused.
+func (in *includer) present(ctx context.Context, r *row) error {
+	var have, published string
+	var ours bool
+	err := in.stmts.have.QueryRowContext(ctx, in.firstPackage, in.cfg.Name, r.kind, r.name, r.version, r.arch).Scan(&have, &published, &ours)
+	switch {
+	case err != nil:
+		return fmt.Errorf("include into %s: %w", in.cfg.Name, err)
+	case have == r.uploadSHA256 && ours:
+		return nil
+	case have == r.uploadSHA256:
+		in.res.Existing = append(in.res.Existing, r.entry())
+		return nil
+	case in.cfg.BaseOf != "" && published == r.uploadSHA256:
+		// The base's own published file, offered back: an rpm signed
+		// as it entered the base, installed by a build of the sealed
+		// release from that base.
+		in.res.Existing = append(in.res.Existing, r.entry())
+		return nil
+	}
+	return conflict(in.cfg, r, have)
+}
+
+// addPoolFile records that r (new) references the pool file f, which must
+// have the content of what the repository or this include already has
+// under its path.
+func (in *includer) addPoolFile(ctx context.Context, r *row, f poolFile) error {
+	repoName := in.cfg.Name
+	ins, err := in.stmts.insertPool.ExecContext(ctx, repoName, f.Path, f.SHA256)
+	if err != nil {
+		return fmt.Errorf("include %s into %s: %w", r.name, repoName, err)
+	}
+	if n, err := ins.RowsAffected(); err != nil {
+		return fmt.Errorf("include %s into %s: %w", r.name, repoName, err)
+	} else if n == 1 {
+		if err := in.s.checkPoolPath(repoName, f); err != nil {
+			return fmt.Errorf("%w: include %s into %s: %w", ErrConflict, r.name, repoName, err)
+		}
+		return nil
+	}
+	var other string
+	var ours bool
+	if err := in.stmts.pool.QueryRowContext(ctx, in.firstPoolFile, repoName, f.Path).Scan(&other, &ours); err != nil {
+		return fmt.Errorf("include into %s: %w", repoName, err)
+	}
+	switch {
+	case other == f.SHA256:
+		return nil // referenced, and the same content
+	case ours:
+		return fmt.Errorf("%w: include %s into %s: two of the files name %s, with sha256 %s and %s: the same file name must keep the same content", ErrConflict, r.name, repoName, f.Path, other, f.SHA256)
+	}
+	return fmt.Errorf("%w: include %s into %s: %s is already in the repository with sha256 %s, the new file has sha256 %s: the same file name must keep the same content", ErrConflict, r.name, repoName, f.Path, other, f.SHA256)
+}
+
+// linkAdded makes the files an include added present in the published pool
+// below dir (see linkPoolFile). A package's pool directory is made before
+// its first link rather than looked for: most packages of a large include
+// are new, and the files of one source, which share a directory, come
+// together.
+func (s *Store) linkAdded(ctx context.Context, dir string, files []poolFile) error {
+	made := ""
+	for i, f := range files {
+		if i%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		dst := filepath.Join(dir, filepath.FromSlash(f.Path))
+		if d := filepath.Dir(dst); d != made {
+			if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+				_ = os.MkdirAll(d, 0o755) // a new parent; linkPoolFile reports what fails
+			}
+			made = d
+		}
+		if os.Link(s.objectPath(f.SHA256), dst) == nil {
+			continue
+		}
+		if err := s.linkPoolFile(dir, f); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkPoolPath refuses a new file for a pool path that no package of the
@@ -291,9 +378,9 @@ func prepareInclude(ctx context.Context, tx *sql.Tx) (*includeStmts, error) {
 		dst **sql.Stmt
 		q   string
 	}{
-		{&st.have, `SELECT upload_sha256, sha256 FROM packages WHERE repo=? AND kind=? AND name=? AND version=? AND arch=?`},
-		{&st.pool, `SELECT sha256 FROM pool_files WHERE repo=? AND path=?`},
-		{&st.insert, `INSERT INTO packages (repo, kind, name, version, arch, component, udeb, upload_sha256, sha256, size, path, stanza, meta, files, added)
+		{&st.have, `SELECT upload_sha256, sha256, rowid >= ? FROM packages WHERE repo=? AND kind=? AND name=? AND version=? AND arch=?`},
+		{&st.pool, `SELECT sha256, rowid >= ? FROM pool_files WHERE repo=? AND path=?`},
+		{&st.insert, `INSERT OR IGNORE INTO packages (repo, kind, name, version, arch, component, udeb, upload_sha256, sha256, size, path, stanza, meta, files, added)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
 		{&st.insertPool, `INSERT OR IGNORE INTO pool_files (repo, path, sha256) VALUES (?, ?, ?)`},
 	} {
@@ -360,7 +447,7 @@ func (s *Store) readBinary(in Input, udeb bool, cfg Config) (*row, error) {
 		return nil, err
 	}
 	r := &row{objects: map[string]string{tmp.Name(): ""}}
-	b, err := deb.ReadBinary(cloneOrTee(tmp, f), udeb, s.limits)
+	b, err := deb.ReadBinary(s.cloneOrTee(tmp, f), udeb, s.limits)
 	if cerr := tmp.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
@@ -382,12 +469,27 @@ func (s *Store) readBinary(in Input, udeb bool, cfg Config) (*row, error) {
 // until either file is written, so nothing is copied) and the reader reads
 // tmp: what is hashed is what is stored, whatever happens to src after the
 // clone. Elsewhere (ext4, another file system) the reader reads src and
-// copies it into tmp as it goes.
-func cloneOrTee(tmp, src *os.File) io.Reader {
-	if err := unix.IoctlFileClone(int(tmp.Fd()), int(src.Fd())); err == nil {
+// copies it into tmp as it goes; once the store's file system has refused
+// a clone as unsupported, no further clone is tried.
+func (s *Store) cloneOrTee(tmp, src *os.File) io.Reader {
+	if s.noClone.Load() {
+		return io.TeeReader(src, tmp)
+	}
+	err := unix.IoctlFileClone(int(tmp.Fd()), int(src.Fd()))
+	if err == nil {
 		return tmp
 	}
-	_ = tmp.Truncate(0) // a refused clone writes nothing; make sure
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOTTY) {
+		// The file systems of src and tmp are the same (else EXDEV)
+		// and cannot clone.
+		s.noClone.Store(true)
+	}
+	// A refused clone writes nothing; make sure. (Not a truncate of the
+	// empty file: on ext4 that would make its close start writing it
+	// out, file by file.)
+	if fi, serr := tmp.Stat(); serr != nil || fi.Size() != 0 {
+		_ = tmp.Truncate(0)
+	}
 	return io.TeeReader(src, tmp)
 }
 
@@ -408,9 +510,9 @@ func (s *Store) hashCopy(p string, limit int64) (string, deb.Checksums, []byte, 
 	var w io.Writer = h
 	if limit > 0 {
 		w = io.MultiWriter(w, &keep)
-		_, err = io.Copy(w, io.LimitReader(cloneOrTee(tmp, f), limit+1))
+		_, err = io.Copy(w, io.LimitReader(s.cloneOrTee(tmp, f), limit+1))
 	} else {
-		_, err = io.Copy(w, cloneOrTee(tmp, f))
+		_, err = io.Copy(w, s.cloneOrTee(tmp, f))
 	}
 	if cerr := tmp.Close(); err == nil && cerr != nil {
 		err = cerr

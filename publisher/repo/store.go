@@ -54,6 +54,9 @@ type Store struct {
 	limits deb.Limits
 	every  time.Duration // progress log interval
 	mu     sync.Mutex    // serialises mutations within the process; flock across processes
+	// noClone is set once the store's file system refused a reflink
+	// clone as unsupported (see cloneOrTee).
+	noClone atomic.Bool
 }
 
 const schema = `
@@ -383,22 +386,38 @@ func (s *Store) HasObject(sum string) bool {
 }
 
 // putObject moves the fully written and verified temporary file tmp into
-// the object store under sum.
+// the object store under sum; when the store has that object already, tmp
+// is removed.
 func (s *Store) putObject(tmp, sum string) error {
-	dst := s.objectPath(sum)
-	if _, err := os.Stat(dst); err == nil {
-		return os.Remove(tmp)
-	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return fmt.Errorf("store object: %w", err)
-	}
 	if err := os.Chmod(tmp, 0o644); err != nil {
 		return fmt.Errorf("store object: %w", err)
 	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return fmt.Errorf("store object: %w", err)
+	// One rename that refuses to replace, rather than a look first: most
+	// objects are new, and their directory exists.
+	dst := s.objectPath(sum)
+	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.ENOENT) {
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return fmt.Errorf("store object: %w", err)
+		}
+		err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
 	}
-	return nil
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EEXIST):
+		return os.Remove(tmp)
+	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOSYS):
+		// A file system without RENAME_NOREPLACE.
+		if _, err := os.Stat(dst); err == nil {
+			return os.Remove(tmp)
+		}
+		if err := os.Rename(tmp, dst); err != nil {
+			return fmt.Errorf("store object: %w", err)
+		}
+		return nil
+	}
+	return fmt.Errorf("store object: %w", &os.LinkError{Op: "rename", Old: tmp, New: dst, Err: err})
 }
 
 // staleTmpAge is how old a temporary file must be before a later include
