@@ -3,13 +3,17 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -178,7 +182,39 @@ type includeCmd struct {
 	baseFlag
 	Publish bool     `help:"publish the repository afterwards"`
 	JSON    bool     `name:"json" help:"print the result as JSON"`
-	Files   []string `arg:"" optional:"" help:"the .deb, .udeb, .dsc (with its files) or .rpm files" placeholder:"FILE"`
+	Files   []string `arg:"" optional:"" help:"the .deb, .udeb, .dsc (with its files) or .rpm files, or directories holding them (not searched below)" placeholder:"FILE|DIR"`
+}
+
+// packageExts are the files include takes from a directory.
+var packageExts = []string{".deb", ".udeb", ".dsc", ".rpm"}
+
+// includeInputs turns include's arguments into inputs: a file as it is, a
+// directory as the package files in it (by name; a .dsc brings its own
+// files), so that tens of thousands of packages need not be command-line
+// arguments.
+func includeInputs(args []string) ([]repo.Input, error) {
+	var inputs []repo.Input
+	for _, p := range args {
+		info, err := os.Stat(p)
+		if err != nil || !info.IsDir() {
+			inputs = append(inputs, repo.Input{Name: filepath.Base(p), Path: p})
+			continue
+		}
+		entries, err := os.ReadDir(p)
+		if err != nil {
+			return nil, err
+		}
+		n := len(inputs)
+		for _, e := range entries {
+			if e.Type().IsRegular() && slices.Contains(packageExts, filepath.Ext(e.Name())) {
+				inputs = append(inputs, repo.Input{Name: e.Name(), Path: filepath.Join(p, e.Name())})
+			}
+		}
+		if len(inputs) == n {
+			return nil, usagef("directory %s holds no package files (%s)", p, strings.Join(packageExts, ", "))
+		}
+	}
+	return inputs, nil
 }
 
 // Run is `publisher include`.
@@ -227,9 +263,9 @@ func (c *includeCmd) Run(ctx context.Context, in *cmdline.Invocation) (err error
 		}
 		signer = k
 	}
-	var inputs []repo.Input
-	for _, p := range c.Files {
-		inputs = append(inputs, repo.Input{Name: filepath.Base(p), Path: p})
+	inputs, err := includeInputs(c.Files)
+	if err != nil {
+		return err
 	}
 	res, err := e.store.Include(ctx, repoName, inputs, nil, signer)
 	if err != nil {
@@ -240,11 +276,15 @@ func (c *includeCmd) Run(ctx context.Context, in *cmdline.Invocation) (err error
 			return err
 		}
 	} else {
+		w := bufio.NewWriter(stdout)
 		for _, a := range res.Added {
-			fmt.Fprintf(stdout, "added %s %s %s\n", a.Name, a.Version, a.Arch)
+			fmt.Fprintf(w, "added %s %s %s\n", a.Name, a.Version, a.Arch)
 		}
 		for _, a := range res.Existing {
-			fmt.Fprintf(stdout, "already present %s %s %s\n", a.Name, a.Version, a.Arch)
+			fmt.Fprintf(w, "already present %s %s %s\n", a.Name, a.Version, a.Arch)
+		}
+		if err := w.Flush(); err != nil {
+			return err
 		}
 	}
 	if publish {

@@ -238,3 +238,37 @@ func TestGCRemovesTheFilesOfRemovedPackages(t *testing.T) {
 
 // isUsage reports whether err is bad usage (exit 2).
 func isUsage(err error) bool { return cmdline.Code(err, 0) == cmdline.ExitUsage }
+
+// A directory argument includes the package files in it (not below it),
+// so that many packages need not be command-line arguments; one without
+// any is refused naming it.
+func TestIncludeDirectory(t *testing.T) {
+	t.Parallel()
+	key := signtest.Generate(t, "ed25519", "pw")
+	dir := t.TempDir()
+	base := []string{"--root", filepath.Join(dir, "root"), "--key", key.KeyFile, "--passphrase-file", key.PassphraseFile}
+	debs := filepath.Join(dir, "debs")
+	if err := os.MkdirAll(filepath.Join(debs, "below"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeDeb(t, debs, "alpha", "1.0", "amd64")
+	writeDeb(t, debs, "beta", "2.0", "all")
+	writeDeb(t, filepath.Join(debs, "below"), "gamma", "3.0", "all")
+	if err := os.WriteFile(filepath.Join(debs, "README"), []byte("not a package"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, append([]string{"include", "--repo", "r", "--format", "deb", "--suite", "bookworm", debs}, base...)...)
+	if err != nil {
+		t.Fatalf("include %s: %v\n%s", debs, err, out)
+	}
+	if !strings.Contains(out, "added alpha 1.0 amd64") || !strings.Contains(out, "added beta 2.0 all") || strings.Contains(out, "gamma") {
+		t.Errorf("include of a directory: %s", out)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.Mkdir(empty, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run(t, append([]string{"include", "--repo", "r", empty}, base...)...); err == nil || !strings.Contains(err.Error(), empty) {
+		t.Errorf("include of a directory without packages: %v %s", err, out)
+	}
+}
