@@ -114,9 +114,6 @@ func New(ctx context.Context, cfg Config, st *store.Store, logger hclog.Logger) 
 		LostAfter: cfg.LostAfter, ReclaimAfter: cfg.ReclaimWindow, RetryCap: cfg.RetryCap, NewID: randomID,
 		Requeue: f.requeueSpec,
 	}, cfg.Clock)
-	if err := f.loadSeals(ctx); err != nil {
-		return nil, err
-	}
 	seq, err := st.LastSeq(ctx)
 	if err != nil {
 		return nil, err
@@ -124,6 +121,9 @@ func New(ctx context.Context, cfg Config, st *store.Store, logger hclog.Logger) 
 	f.seq.Store(seq)
 	live, err := st.Live(ctx)
 	if err != nil {
+		return nil, err
+	}
+	if err := f.loadSeals(ctx, live); err != nil {
 		return nil, err
 	}
 	f.sched.Restore(live)

@@ -131,10 +131,24 @@ func (f *Fleet) setSeal(release string, s store.Seal, held map[string][]string) 
 	f.seals[release] = sealSnapshot{seal: s, held: held}
 }
 
-// loadSeals reads the seal of every configured release (only those can be
-// sealed) for requeueSpec.
-func (f *Fleet) loadSeals(ctx context.Context) error {
-	for release := range f.cfg.Releases {
+// sealOf is a release's seal as last read or set (unsealed for a release
+// loadSeals did not read: one not configured, which cannot be sealed).
+func (f *Fleet) sealOf(release string) sealSnapshot {
+	f.sealMu.Lock()
+	defer f.sealMu.Unlock()
+	return f.seals[release]
+}
+
+// loadSeals reads the seal of every configured release and of every
+// release a live build belongs to, for resealRestored and requeueSpec.
+func (f *Fleet) loadSeals(ctx context.Context, live []*job.Job) error {
+	releases := slices.Collect(maps.Keys(f.cfg.Releases))
+	for _, j := range live {
+		if b := j.Spec.Build; b != nil && !slices.Contains(releases, b.Release) {
+			releases = append(releases, b.Release)
+		}
+	}
+	for _, release := range releases {
 		s, err := f.st.Sealed(ctx, release)
 		if err != nil {
 			return err
@@ -161,10 +175,8 @@ func (f *Fleet) requeueSpec(spec *job.Spec) (bool, error) {
 	if b == nil {
 		return false, nil
 	}
-	f.sealMu.Lock()
-	snap, ok := f.seals[b.Release]
-	f.sealMu.Unlock()
-	if !ok || b.Sealed == snap.seal.Sealed {
+	snap := f.sealOf(b.Release)
+	if b.Sealed == snap.seal.Sealed {
 		return false, nil
 	}
 	if err := sealSpec(spec, snap.seal.Sealed, snap.held); err != nil {
@@ -178,42 +190,26 @@ func (f *Fleet) requeueSpec(spec *job.Spec) (bool, error) {
 // stopped writing the builds it re-marked is not lost, nor one recorded by
 // another coordinator on the same store.
 func (f *Fleet) resealRestored(ctx context.Context, live []*job.Job) error {
-	seals := map[string]store.Seal{}
 	var stale []string
 	for _, j := range live {
 		b := j.Spec.Build
 		if b == nil || j.State != job.Queued {
 			continue
 		}
-		s, ok := seals[b.Release]
-		if !ok {
-			var err error
-			if s, err = f.st.Sealed(ctx, b.Release); err != nil {
-				return err
-			}
-			seals[b.Release] = s
-		}
-		if b.Sealed != s.Sealed && !slices.Contains(stale, b.Release) {
+		if s := f.sealOf(b.Release); b.Sealed != s.seal.Sealed && !slices.Contains(stale, b.Release) {
 			stale = append(stale, b.Release)
 		}
 	}
 	for _, release := range stale {
-		s := seals[release]
-		var held map[string][]string
-		if s.Sealed {
-			var err error
-			if held, err = f.heldChroots(ctx, release); err != nil {
-				return err
-			}
-		}
-		ch, err := f.reseal(ctx, release, s, held)
+		s := f.sealOf(release)
+		ch, err := f.reseal(ctx, release, s.seal, s.held)
 		if err != nil {
 			// Marked in the queue all the same: workers get them right,
 			// and the next start writes them again.
 			f.logger.Error("write queued builds marked from their release's seal", "release", release, "error", err)
 			continue
 		}
-		f.logger.Info("queued builds marked from their release's seal", "release", release, "sealed", s.Sealed,
+		f.logger.Info("queued builds marked from their release's seal", "release", release, "sealed", s.seal.Sealed,
 			"remarked", len(ch.Remarked), "failed", len(ch.Failed))
 	}
 	return nil
