@@ -70,7 +70,7 @@ func (s *Sandbox) BootstrapInstall(ctx context.Context, req executor.BootstrapIn
 	if err != nil {
 		return executor.StepResult{}, err
 	}
-	defer proxy.finish(io.Discard) // when returning early
+	defer proxy.close() // when returning early
 	if err := os.WriteFile(filepath.Join(repos, "kiln.repo"), []byte(dnfRepoFile(proxy.repositories(all, log))), 0o644); err != nil {
 		return executor.StepResult{}, fmt.Errorf("bootstrap dnf: %w", err)
 	}

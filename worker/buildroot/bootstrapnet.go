@@ -55,6 +55,13 @@ func (bp *bootstrapProxy) env() []string {
 	return []string{"no_proxy=", "NO_PROXY="}
 }
 
+// close stops the proxy; finish does too.
+func (bp *bootstrapProxy) close() {
+	if bp != nil {
+		bp.p.Close()
+	}
+}
+
 // finish stops the proxy and returns the package files it served, with
 // the cache's summary line written to log.
 func (bp *bootstrapProxy) finish(log io.Writer) []executor.PackageFile {
