@@ -2,6 +2,7 @@ package deb
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -103,8 +104,10 @@ type output struct {
 	comp io.WriteCloser
 	in   io.Writer // where the index text goes
 	xin  *bufio.Writer
-	// blocks is the xz stream of blocks, when the suite has a block size.
+	// blocks is the xz stream of blocks, when the suite has a block size;
+	// xz the single-block xz(1), otherwise.
 	blocks *xzBlockWriter
+	xz     *xzWriter
 }
 
 // NewIndexWriter starts the indexes of suite s laid out as l. create makes
@@ -184,13 +187,13 @@ func (w *IndexWriter) output(p, kind string) (*output, error) {
 			o.comp, o.in, o.blocks = b, b, b
 			break
 		}
-		x, err := newXZWriter(o.buf)
+		x, err := newXZWriter(context.Background(), o.buf)
 		if err != nil {
 			f.Close()
 			return nil, err
 		}
 		// Whole pipe buffers to xz, not one write per stanza.
-		o.comp, o.xin = x, bufio.NewWriterSize(x, 64<<10)
+		o.comp, o.xz, o.xin = x, x, bufio.NewWriterSize(x, 64<<10)
 		o.in = o.xin
 	}
 	return o, nil
@@ -217,6 +220,8 @@ func (o *output) abort() {
 	switch {
 	case o.blocks != nil:
 		o.blocks.abort()
+	case o.xz != nil:
+		o.xz.abort()
 	case o.comp != nil:
 		_ = o.comp.Close()
 	}

@@ -2,6 +2,7 @@ package deb
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -31,13 +32,14 @@ type xzWriter struct {
 }
 
 // newXZWriter starts xz(1) writing the compressed stream to w. Close must
-// be called to finish the stream and wait for xz.
-func newXZWriter(w io.Writer) (*xzWriter, error) {
+// be called to finish the stream and wait for xz, or abort to stop it;
+// xz is killed when ctx ends.
+func newXZWriter(ctx context.Context, w io.Writer) (*xzWriter, error) {
 	bin, err := exec.LookPath("xz")
 	if err != nil {
 		return nil, errNoXZ
 	}
-	x := &xzWriter{cmd: exec.Command(bin, xzArgs...)}
+	x := &xzWriter{cmd: exec.CommandContext(ctx, bin, xzArgs...)}
 	// XZ_OPT and XZ_DEFAULTS would change the level or the threads.
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "XZ_OPT=") && !strings.HasPrefix(kv, "XZ_DEFAULTS=") {
@@ -76,6 +78,18 @@ func (x *xzWriter) Close() error {
 	return nil
 }
 
+// abort kills xz and waits for it: what it would still write is not
+// wanted (a failed publish), and compressing the rest of a large index
+// would only delay the error.
+func (x *xzWriter) abort() {
+	if x.cmd.ProcessState != nil {
+		return
+	}
+	_ = x.cmd.Process.Kill()
+	_ = x.stdin.Close()
+	_ = x.cmd.Wait()
+}
+
 func (x *xzWriter) failure(err error) error {
 	if msg := strings.TrimSpace(x.stderr.String()); msg != "" {
 		return fmt.Errorf("%w: %s", err, msg)
@@ -83,10 +97,10 @@ func (x *xzWriter) failure(err error) error {
 	return err
 }
 
-// xzCompress returns data as an .xz stream.
-func xzCompress(data []byte) ([]byte, error) {
+// xzCompress returns data as an .xz stream; xz is killed when ctx ends.
+func xzCompress(ctx context.Context, data []byte) ([]byte, error) {
 	var out bytes.Buffer
-	w, err := newXZWriter(&out)
+	w, err := newXZWriter(ctx, &out)
 	if err != nil {
 		return nil, err
 	}

@@ -2,10 +2,14 @@ package deb
 
 import (
 	"bytes"
+	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"syscall"
 	"testing"
 
 	"github.com/ulikunitz/xz"
@@ -26,7 +30,7 @@ func TestXZCompressIsOneStreamTheDecodersRead(t *testing.T) {
 	}{{"empty", nil}, {"small", []byte("Package: a\n")}, {"mid-sized", big.Bytes()[:3<<18+5]}} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			packed, err := xzCompress(tc.data)
+			packed, err := xzCompress(context.Background(), tc.data)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -79,7 +83,7 @@ func TestXZCompressIsNoLargerThanXZ6(t *testing.T) {
 	if err != nil {
 		t.Fatalf("xz -6: %v", err)
 	}
-	got, err := xzCompress(data)
+	got, err := xzCompress(context.Background(), data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,4 +96,49 @@ func TestXZCompressIsNoLargerThanXZ6(t *testing.T) {
 	if err != nil || !bytes.Equal(back, data) {
 		t.Fatalf("xz --single-stream -d gives %d bytes (%v), want the %d compressed", len(back), err, len(data))
 	}
+}
+
+// TestXZAbortKillsXZ: a publish that fails stops xz at once instead of
+// letting it compress the rest of what it was given (seconds for a large
+// index): both the single-block writer and the block writer kill theirs.
+func TestXZAbortKillsXZ(t *testing.T) {
+	t.Parallel()
+	testenv.Tool(t, "xz")
+	noise := make([]byte, 8<<20) // seconds of work for xz -6
+	rand.Read(noise)
+
+	t.Run("one block", func(t *testing.T) {
+		t.Parallel()
+		x, err := newXZWriter(context.Background(), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := x.Write(noise); err != nil {
+			t.Fatal(err)
+		}
+		x.abort()
+		ws, ok := x.cmd.ProcessState.Sys().(syscall.WaitStatus)
+		if !ok || !ws.Signaled() {
+			t.Fatalf("xz was not killed: %v", x.cmd.ProcessState)
+		}
+	})
+	t.Run("blocks", func(t *testing.T) {
+		t.Parallel()
+		x, err := newXZBlockWriter(io.Discard, 1<<20, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x.Write(noise)
+		if err := x.cut(); err != nil {
+			t.Fatal(err)
+		}
+		pending := slices.Clone(x.pending)
+		if len(pending) != 1 {
+			t.Fatalf("%d chunks pending, want 1", len(pending))
+		}
+		x.abort()
+		if pending[0].err == nil {
+			t.Fatal("the chunk's xz ran to the end after the abort")
+		}
+	})
 }

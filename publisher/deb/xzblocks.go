@@ -2,6 +2,7 @@ package deb
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -193,6 +194,8 @@ type xzBlockWriter struct {
 	pending []*xzChunk // chunks not written yet, in order
 	blocks  []XZBlock  // sizes only: the data went to w
 	closed  bool
+	ctx     context.Context
+	stop    context.CancelFunc // kills the xz processes still running
 }
 
 // xzChunk is one chunk on its way to w: block is set, or done is closed
@@ -209,7 +212,8 @@ func newXZBlockWriter(w io.Writer, size int, cache XZBlockCache) (*xzBlockWriter
 	if _, err := w.Write(xzStreamHeader()); err != nil {
 		return nil, err
 	}
-	return &xzBlockWriter{w: w, size: size, cache: cache}, nil
+	ctx, stop := context.WithCancel(context.Background())
+	return &xzBlockWriter{w: w, size: size, cache: cache, ctx: ctx, stop: stop}, nil
 }
 
 func (x *xzBlockWriter) Write(p []byte) (int, error) {
@@ -253,7 +257,7 @@ func (x *xzBlockWriter) cut() error {
 		x.chunk = make([]byte, 0, x.size+x.size/8) // the goroutine owns data
 		go func() {
 			defer close(c.done)
-			stream, err := xzCompress(data)
+			stream, err := xzCompress(x.ctx, data)
 			if err == nil {
 				c.block, err = xzOneBlock(stream, int64(len(data)))
 			}
@@ -312,6 +316,7 @@ func (x *xzBlockWriter) Close() error {
 		x.abort()
 		return err
 	}
+	x.stop()
 	ix := xzIndex(x.blocks)
 	if _, err := x.w.Write(ix); err != nil {
 		return err
@@ -320,9 +325,11 @@ func (x *xzBlockWriter) Close() error {
 	return err
 }
 
-// abort waits for the xz processes still running and writes nothing more.
+// abort kills the xz processes still running, waits for them, and writes
+// nothing more.
 func (x *xzBlockWriter) abort() {
 	x.closed = true
+	x.stop()
 	for _, c := range x.pending {
 		<-c.done
 	}

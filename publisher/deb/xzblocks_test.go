@@ -2,6 +2,7 @@ package deb
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"os"
@@ -66,7 +67,7 @@ func TestXZOneStreamRebuiltIsXZs(t *testing.T) {
 	t.Parallel()
 	testenv.Tool(t, "xz")
 	for _, data := range [][]byte{[]byte("x"), bytes.Repeat([]byte("Package: a\nVersion: 1\n\n"), 40000), stanzaText(3000, nil)} {
-		stream, err := xzCompress(data)
+		stream, err := xzCompress(context.Background(), data)
 		if err != nil {
 			t.Fatal(err)
 		}
