@@ -40,6 +40,7 @@ type serveCmd struct {
 	Config     string `help:"config file (YAML)" placeholder:"FILE" setting:""`
 	Dev        bool   `help:"single-machine mode: plaintext gRPC on loopback only, no certificates" setting:"dev"`
 	StateDir   string `help:"state directory (SQLite database, logs, artifacts)" placeholder:"DIR" setting:"state_dir"`
+	Database   string `name:"database-url" help:"PostgreSQL database for the coordinator's state (postgres://USER@HOST/DB; the password from the URL, PGPASSWORD or ~/.pgpass) instead of SQLite in the state directory" placeholder:"URL" setting:"database_url"`
 	Listen     string `help:"gRPC address" placeholder:"ADDR" setting:"listen"`
 	HTTPListen string `name:"http-listen" help:"HTTP address for /metrics, /healthz, /logs/ID and the web pages" placeholder:"ADDR" setting:"http_listen"`
 	LogLevel   string `help:"trace, debug, info, warn or error" placeholder:"LEVEL" setting:"log.level"`

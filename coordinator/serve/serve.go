@@ -48,7 +48,12 @@ type Config struct {
 	// PublicURL is how people reach HTTPListen, for log links: https://
 	// outside --dev.
 	PublicURL string `yaml:"public_url"`
-	StateDir  string `yaml:"state_dir"`
+	// StateDir holds the SQLite database, logs and artifacts; coordinators
+	// sharing a PostgreSQL database must share it too.
+	StateDir string `yaml:"state_dir"`
+	// DatabaseURL, a postgres:// URL, keeps the state in PostgreSQL
+	// instead of SQLite in StateDir.
+	DatabaseURL string `yaml:"database_url"`
 	// Dev is the single-machine mode: plaintext on loopback only, no
 	// certificates, no worker tokens.
 	Dev bool            `yaml:"dev"`
@@ -98,6 +103,9 @@ func Defaults() Config {
 func (c *Config) Validate() error {
 	if c.StateDir == "" {
 		return errors.New("state_dir is empty: set it in the config or with --state-dir")
+	}
+	if c.DatabaseURL != "" && !store.IsPostgres(c.DatabaseURL) {
+		return fmt.Errorf("database_url %q is not a PostgreSQL URL: give postgres://USER@HOST/DB, or leave it empty for SQLite in state_dir", c.DatabaseURL)
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("listen %q: %w", c.Listen, err)
@@ -150,12 +158,21 @@ func (c *Config) ReclaimWindowFor() time.Duration {
 	return max(reconnect.Within+2*c.HeartbeatInterval, c.LostAfter)
 }
 
+// Database is where the store is: the PostgreSQL URL, or the SQLite file
+// in the state directory.
+func (c *Config) Database() string {
+	if c.DatabaseURL != "" {
+		return c.DatabaseURL
+	}
+	return filepath.Join(c.StateDir, "coordinator.db")
+}
+
 // Run serves until ctx ends.
 func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
 		return fmt.Errorf("make state dir: %w", err)
 	}
-	st, err := store.Open(ctx, filepath.Join(cfg.StateDir, "coordinator.db"))
+	st, err := store.Open(ctx, cfg.Database())
 	if err != nil {
 		return err
 	}

@@ -20,20 +20,29 @@ import (
 func TestGerritUpgradesJobsTable(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := testDB(t)
+	path := filepath.Join(t.TempDir(), "kiln.db")
 	old, err := os.ReadFile(filepath.Join("testdata", "gerrit_jobs-one-event.sql"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", "file:"+path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.ExecContext(ctx, string(old)); err != nil {
 		t.Fatal(err)
 	}
+	db.Close()
 	for range 2 { // the second open finds the table upgraded
-		if _, err := openGerrit(ctx, db); err != nil {
+		s := open(t, path)
+		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	st, err := openGerrit(ctx, db)
+	s := open(t, path)
+	defer s.Close()
+	db = s.DB()
+	st, err := s.Gerrit(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,58 +74,49 @@ func TestGerritUpgradesJobsTable(t *testing.T) {
 // reports, attached changes.
 func TestGerritPruneRemovesWhatBelongedToOldEvents(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	db := testDB(t)
-	st, err := openGerrit(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	var ids []int64
-	for i := range 3 {
-		id, err := st.CommitQueued(ctx, record.Queued{
-			Event:   record.Event{Server: "review", Type: event.TypeChangeMerged, Project: "nginx", Branch: "9.0", Change: int64(10 + i), PatchSet: 1, Revision: fmt.Sprintf("%040d", i), ReceivedAt: now, Action: decide.ActionBuilt},
-			Jobs:    []record.Job{{JobID: fmt.Sprint(i), Server: "review", Kind: record.KindRelease, Change: int64(10 + i), PatchSet: 1, Release: "mos-9.0", Target: "trusty-amd64", Package: "nginx"}},
-			Release: true,
-		}, now)
+	forBackends(t, func(t *testing.T, where string) {
+		ctx := context.Background()
+		s := open(t, where)
+		defer s.Close()
+		db := s.DB()
+		st, err := s.Gerrit(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := st.MarkReported(ctx, id, int64(10+i), now); err != nil {
+		now := time.Now()
+		var ids []int64
+		for i := range 3 {
+			id, err := st.CommitQueued(ctx, record.Queued{
+				Event:   record.Event{Server: "review", Type: event.TypeChangeMerged, Project: "nginx", Branch: "9.0", Change: int64(10 + i), PatchSet: 1, Revision: fmt.Sprintf("%040d", i), ReceivedAt: now, Action: decide.ActionBuilt},
+				Jobs:    []record.Job{{JobID: fmt.Sprint(i), Server: "review", Kind: record.KindRelease, Change: int64(10 + i), PatchSet: 1, Release: "mos-9.0", Target: "trusty-amd64", Package: "nginx"}},
+				Release: true,
+			}, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := st.MarkReported(ctx, id, int64(10+i), now); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		if err := st.Prune(ctx, 1, time.Hour, now); err != nil {
 			t.Fatal(err)
 		}
-		ids = append(ids, id)
-	}
-	if err := st.Prune(ctx, 1, time.Hour, now); err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range []struct {
-		table string
-		want  int
-	}{{"gerrit_events", 1}, {"gerrit_jobs", 1}, {"gerrit_reports", 1}, {"gerrit_event_changes", 1}} {
-		var n int
-		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+q.table).Scan(&n); err != nil {
-			t.Fatal(err)
+		for _, q := range []struct {
+			table string
+			want  int
+		}{{"gerrit_events", 1}, {"gerrit_jobs", 1}, {"gerrit_reports", 1}, {"gerrit_event_changes", 1}} {
+			var n int
+			if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+q.table).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n != q.want {
+				t.Errorf("%s has %d rows after pruning to one event, want %d", q.table, n, q.want)
+			}
 		}
-		if n != q.want {
-			t.Errorf("%s has %d rows after pruning to one event, want %d", q.table, n, q.want)
+		var left int64
+		if err := db.QueryRowContext(ctx, `SELECT event_id FROM gerrit_jobs`).Scan(&left); err != nil || left != ids[2] {
+			t.Errorf("the job left belongs to event %d (%v), want the newest, %d", left, err, ids[2])
 		}
-	}
-	var left int64
-	if err := db.QueryRowContext(ctx, `SELECT event_id FROM gerrit_jobs`).Scan(&left); err != nil || left != ids[2] {
-		t.Errorf("the job left belongs to event %d (%v), want the newest, %d", left, err, ids[2])
-	}
-}
-
-// testDB opens an empty SQLite database with one connection, as the
-// coordinator does.
-func testDB(t *testing.T) *sql.DB {
-	t.Helper()
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(t.TempDir(), "kiln.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	db.SetMaxOpenConns(1)
-	return db
+	})
 }
