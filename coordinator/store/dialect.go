@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/jackc/pgx/v5"
@@ -104,16 +105,25 @@ func IsPostgres(where string) bool {
 	return strings.HasPrefix(where, "postgres://") || strings.HasPrefix(where, "postgresql://")
 }
 
+// maxConns bounds a PostgreSQL store's connections.
+const maxConns = 16
+
 // openDB opens the database at where: a PostgreSQL URL or a SQLite file.
-func openDB(where string) (*sql.DB, *dialect, error) {
+// A PostgreSQL connection is made carrying the leader epoch epoch holds
+// then (see leader.go).
+func openDB(where string, epoch *atomic.Int64) (*sql.DB, *dialect, error) {
 	if IsPostgres(where) {
 		cfg, err := pgx.ParseConfig(where)
 		if err != nil {
 			return nil, nil, fmt.Errorf("parse PostgreSQL URL %s: %w", redact(where), err)
 		}
-		db := sql.OpenDB(rebindConnector{stdlib.GetConnector(*cfg)})
-		db.SetMaxOpenConns(16)
-		db.SetMaxIdleConns(16)
+		carry := stdlib.OptionAfterConnect(func(ctx context.Context, c *pgx.Conn) error {
+			_, err := c.Exec(ctx, epochSetting(epoch.Load()))
+			return err
+		})
+		db := sql.OpenDB(rebindConnector{stdlib.GetConnector(*cfg, carry)})
+		db.SetMaxOpenConns(maxConns)
+		db.SetMaxIdleConns(maxConns)
 		return db, postgresDialect, nil
 	}
 	dsn := "file:" + where + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"

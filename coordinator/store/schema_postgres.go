@@ -165,6 +165,7 @@ CREATE TABLE gerrit_inbox (
 );
 `, listIndexes(postgresExprs))},
 	{"origin search", originTrigrams},
+	{"leader and fence", execAll(leaderSchema, fence(fenced...))},
 }
 
 // originTrigrams indexes jobs' origins by trigrams (pg_trgm, in

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/kiln-build/kiln/coordinator/job"
@@ -29,6 +30,8 @@ type Store struct {
 	addNote *sql.Stmt
 	writes  chan writeReq
 	closed  chan struct{}
+	// epoch is the leader epoch this coordinator writes with (Lead).
+	epoch atomic.Int64
 }
 
 type writeReq struct {
@@ -98,7 +101,8 @@ CREATE TABLE IF NOT EXISTS revisions (
 // file, or a PostgreSQL database given by its URL (postgres://...). Its
 // schema is migrated to the newest version.
 func Open(ctx context.Context, where string) (*Store, error) {
-	db, d, err := openDB(where)
+	s := &Store{writes: make(chan writeReq, 1024), closed: make(chan struct{})}
+	db, d, err := openDB(where, &s.epoch)
 	if err != nil {
 		return nil, fmt.Errorf("open state database %s: %w", redact(where), err)
 	}
@@ -117,7 +121,7 @@ func Open(ctx context.Context, where string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("prepare note insert in %s: %w", redact(where), err)
 	}
-	s := &Store{db: db, d: d, upsert: up, addNote: an, writes: make(chan writeReq, 1024), closed: make(chan struct{})}
+	s.db, s.d, s.upsert, s.addNote = db, d, up, an
 	go s.writer()
 	return s, nil
 }
