@@ -167,6 +167,13 @@ func (l *Lease) Hold(ctx context.Context) error {
 	}
 }
 
+// Release gives the lease up (for a lease Hold does not keep).
+func (l *Lease) Release() {
+	if l.conn != nil {
+		drop(l.conn)
+	}
+}
+
 // Leader returns the leader row: the epoch and where the leader said it
 // is reached ("" before any leader).
 func (s *Store) Leader(ctx context.Context) (epoch int64, address string, err error) {
