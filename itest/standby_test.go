@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -128,4 +129,45 @@ func waitMetric(t *testing.T, addr, line string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("%s/metrics never had %q; last:\n%s", addr, line, tail(last, 2000))
+}
+
+// A leader whose lock's PostgreSQL session ends while its process lives
+// (its database connection lost, say) stops at once and exits with status
+// 3, and the standby leads.
+func TestLeaderThatLosesItsLockExits(t *testing.T) {
+	t.Parallel()
+	db := storetest.Postgres(t)
+	state := t.TempDir()
+	addrs := []string{freeAddr(t), freeAddr(t)}
+	https := []string{freeAddr(t), freeAddr(t)}
+	coordinator := func(i int) *proc {
+		return start(t, "coordinator", fmt.Sprintf("coordinator-%d", i), "serve", "--dev", "--state-dir", state,
+			"--database-url", db, "--listen", addrs[i], "--http-listen", https[i])
+	}
+	a := coordinator(0)
+	waitMetric(t, https[0], "kiln_coordinator_leader 1")
+	coordinator(1)
+	waitMetric(t, https[1], "kiln_coordinator_leader 0")
+
+	conn, err := pgx.Connect(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM pg_locks
+		WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("ended %d lock sessions (%v), want the leader's", n, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- a.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if a.cmd.ProcessState.ExitCode() != 3 {
+			t.Fatalf("the leader exited: %v, want status 3", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the leader did not stop after losing its lock")
+	}
+	waitMetric(t, https[1], "kiln_coordinator_leader 1")
 }
