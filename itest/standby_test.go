@@ -26,7 +26,8 @@ import (
 // given both addresses. The leader is SIGKILLed while a job runs and
 // another waits: the standby leads, the worker re-attaches the running job
 // to it, both jobs succeed, and the CLI reaches the new leader. The old
-// leader started again is a standby naming the new one.
+// leader started again is a standby naming the new one, and stops cleanly
+// on SIGTERM.
 func TestStandbyTakesOverFromKilledLeader(t *testing.T) {
 	t.Parallel()
 	db := storetest.Postgres(t)
@@ -90,12 +91,16 @@ func TestStandbyTakesOverFromKilledLeader(t *testing.T) {
 		t.Fatalf("the CLI given both addresses: exit %d\n%s%s", code, out, errOut)
 	}
 
-	coordinator(0)
+	a = coordinator(0)
 	c.waitListening(addrs[0])
 	waitMetric(t, https[0], "kiln_coordinator_leader 0")
 	old := pb.NewCoordinatorServiceClient(dial(t, addrs[0]))
 	if _, err := old.ListWorkers(context.Background(), &pb.ListWorkersRequest{}); grpcerr.Classify(err) != grpcerr.Standby || grpcerr.LeaderOf(err) != addrs[1] {
 		t.Fatalf("the old leader started again answers %v, want a standby naming %s", err, addrs[1])
+	}
+	a.stop(t)
+	if code := a.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("the standby stopped by SIGTERM exited with status %d, want 0", code)
 	}
 }
 

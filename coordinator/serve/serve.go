@@ -225,6 +225,9 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 
 	lease, err := lead(ctx, cfg, st, creds, reg, logger)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // a standby stopped
+		}
 		return err
 	}
 	leading.Set(1)

@@ -109,19 +109,14 @@ func IsPostgres(where string) bool {
 const maxConns = 16
 
 // openDB opens the database at where: a PostgreSQL URL or a SQLite file.
-// A PostgreSQL connection is made carrying the leader epoch epoch holds
-// then (see leader.go).
+// PostgreSQL connections carry the leader epoch epoch holds (leader.go).
 func openDB(where string, epoch *atomic.Int64) (*sql.DB, *dialect, error) {
 	if IsPostgres(where) {
 		cfg, err := pgx.ParseConfig(where)
 		if err != nil {
 			return nil, nil, fmt.Errorf("parse PostgreSQL URL %s: %w", redact(where), err)
 		}
-		carry := stdlib.OptionAfterConnect(func(ctx context.Context, c *pgx.Conn) error {
-			_, err := c.Exec(ctx, epochSetting(epoch.Load()))
-			return err
-		})
-		db := sql.OpenDB(rebindConnector{stdlib.GetConnector(*cfg, carry)})
+		db := sql.OpenDB(pgConnector{Connector: stdlib.GetConnector(*cfg), epoch: epoch})
 		db.SetMaxOpenConns(maxConns)
 		db.SetMaxIdleConns(maxConns)
 		return db, postgresDialect, nil
@@ -181,33 +176,91 @@ func rebind(q string) string {
 	return b.String()
 }
 
-// rebindConnector gives pgx's database/sql connections that rebind every
+// pgConnector gives pgx's database/sql connections that rebind every
 // query they are handed, so that the store's SQL is the same on both
-// databases.
-type rebindConnector struct{ driver.Connector }
+// databases, and that carry the store's leader epoch (leader.go): before
+// a statement or a transaction, a connection whose session carries an
+// older epoch sets the new one.
+type pgConnector struct {
+	driver.Connector
+	epoch *atomic.Int64
+}
 
-func (c rebindConnector) Connect(ctx context.Context) (driver.Conn, error) {
+func (c pgConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	conn, err := c.Connector.Connect(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return &rebindConn{conn.(*stdlib.Conn)}, nil
+	return &pgConn{Conn: conn.(*stdlib.Conn), epoch: c.epoch, carried: -1}, nil
 }
 
-type rebindConn struct{ *stdlib.Conn }
+// pgConn is used by one goroutine at a time (database/sql's rule).
+type pgConn struct {
+	*stdlib.Conn
+	epoch   *atomic.Int64
+	carried int64
+	inTx    bool
+}
 
-func (c *rebindConn) Prepare(q string) (driver.Stmt, error) { return c.Conn.Prepare(rebind(q)) }
+// carry sets the session's epoch to the store's, outside transactions
+// (a setting made in one is undone by its rollback).
+func (c *pgConn) carry(ctx context.Context) error {
+	e := c.epoch.Load()
+	if c.inTx || e == c.carried {
+		return nil
+	}
+	if _, err := c.Conn.ExecContext(ctx, epochSetting(e), nil); err != nil {
+		return fmt.Errorf("carry leader epoch %d: %w", e, err)
+	}
+	c.carried = e
+	return nil
+}
 
-func (c *rebindConn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
+func (c *pgConn) Prepare(q string) (driver.Stmt, error) { return c.Conn.Prepare(rebind(q)) }
+
+func (c *pgConn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
 	return c.Conn.PrepareContext(ctx, rebind(q))
 }
 
-func (c *rebindConn) ExecContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Result, error) {
+func (c *pgConn) ExecContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Result, error) {
+	if err := c.carry(ctx); err != nil {
+		return nil, err
+	}
 	return c.Conn.ExecContext(ctx, rebind(q), args)
 }
 
-func (c *rebindConn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
+func (c *pgConn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
+	if err := c.carry(ctx); err != nil {
+		return nil, err
+	}
 	return c.Conn.QueryContext(ctx, rebind(q), args)
+}
+
+func (c *pgConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	if err := c.carry(ctx); err != nil {
+		return nil, err
+	}
+	tx, err := c.Conn.BeginTx(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	c.inTx = true
+	return &pgTx{Tx: tx, c: c}, nil
+}
+
+type pgTx struct {
+	driver.Tx
+	c *pgConn
+}
+
+func (t *pgTx) Commit() error {
+	t.c.inTx = false
+	return t.Tx.Commit()
+}
+
+func (t *pgTx) Rollback() error {
+	t.c.inTx = false
+	return t.Tx.Rollback()
 }
 
 // globEscape makes s match itself in a GLOB pattern.

@@ -19,9 +19,11 @@ import (
 // and PostgreSQL frees it when the leader's session ends, whichever way.
 // On taking the lock a coordinator counts up the epoch in the leader row
 // and writes with it from then on. Fencing: a trigger on every table
-// refuses a write whose connection's epoch (kiln.epoch, set when the
-// connection is made) is not the leader row's, and reads that row FOR
-// SHARE, so that the epoch changes only between write transactions. A
+// refuses a write whose connection's epoch (kiln.epoch) is not the
+// leader row's, and reads that row FOR
+// SHARE, so that the epoch changes only between write transactions (a
+// connection takes up its store's epoch before its next statement or
+// transaction: pgConn). A
 // deposed leader whose other connections still work cannot write once the
 // new leader has counted up the epoch.
 const leaderLock = 0x6b696c6e02 // "kiln" 2
@@ -126,11 +128,7 @@ func (s *Store) Lead(ctx context.Context, address string) (*Lease, error) {
 		drop(conn)
 		return nil, fmt.Errorf("count up the leader epoch: %w", err)
 	}
-	s.epoch.Store(epoch)
-	// Connections made before carry the epoch they were made with: drop
-	// the idle ones so that every write from here is made with this one.
-	s.db.SetMaxIdleConns(0)
-	s.db.SetMaxIdleConns(maxConns)
+	s.epoch.Store(epoch) // every connection carries it from its next statement
 	return &Lease{conn: conn, Epoch: epoch, PID: pid}, nil
 }
 
