@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/coordinator/store/storetest"
 )
 
 // Query filters in the database and pages by job sequence: every job
@@ -294,4 +295,53 @@ func TestQueryOriginPagesAcrossChunks(t *testing.T) {
 			t.Fatalf("paged %d jobs %v, want %d %v", len(got), got, len(want), want)
 		}
 	})
+}
+
+// On PostgreSQL, each filter's query can be answered from its index in the
+// order of sequence numbers (the planner is told to avoid scans and sorts
+// where it can: with an empty table it would choose them anyway).
+func TestQueryPlansUseIndexesOnPostgres(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := open(t, storetest.Postgres(t))
+	defer s.Close()
+	conn, err := s.DB().Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `SET enable_seqscan = off; SET enable_sort = off; SET enable_bitmapscan = off`); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		f     Filter
+		index string
+	}{
+		{"newest", Filter{Limit: 100}, "jobs_seq_key"},
+		{"state", Filter{States: []job.State{job.Failed}, Limit: 100}, "jobs_state_seq"},
+		{"release", Filter{Release: "mos-9.0", Limit: 100}, "jobs_release_seq"},
+		{"package", Filter{Package: "nova", Limit: 100}, "jobs_package_seq"},
+		{"change", Filter{Change: 4711, Before: 500, Limit: 100}, "jobs_change_seq"},
+	} {
+		q, args := tc.f.query(postgresDialect)
+		rows, err := conn.QueryContext(ctx, `EXPLAIN `+q, args...)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		var plan []string
+		for rows.Next() {
+			var line string
+			if err := rows.Scan(&line); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, strings.TrimSpace(line))
+		}
+		rows.Close()
+		p := strings.Join(plan, "; ")
+		t.Logf("%s: %s", tc.name, p)
+		if strings.Contains(p, "Seq Scan") || strings.Contains(p, "Sort") || !strings.Contains(p, tc.index) {
+			t.Errorf("%s: the plan does not read %s in order: %s", tc.name, tc.index, p)
+		}
+	}
 }
