@@ -230,6 +230,13 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		}
 		return err
 	}
+	// The lease is held from here, while the state is restored: PostgreSQL
+	// ends a lock session idle for long (store.Lead).
+	hctx, stopHold := context.WithCancel(context.Background())
+	var holdErr error
+	held := make(chan struct{})
+	go func() { holdErr = lease.Hold(hctx); close(held) }()
+	defer func() { stopHold(); <-held }()
 	leading.Set(1)
 
 	f, err := fleet.New(ctx, fleet.Config{
@@ -265,7 +272,14 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	logger.Info("coordinator serving", "listen", ln.Addr().String(), "state_dir", cfg.StateDir)
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return lease.Hold(gctx) })
+	g.Go(func() error {
+		select {
+		case <-held:
+			return holdErr
+		case <-gctx.Done():
+			return nil
+		}
+	})
 	g.Go(func() error { return gs.Serve(ln) })
 	g.Go(func() error { return f.Run(gctx) })
 	g.Go(func() error { return expireQueued(gctx, f, cfg.QueueTimeout, logger) })
