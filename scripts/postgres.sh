@@ -13,7 +13,14 @@ start) ;;
 esac
 
 cluster=$(pg_lsclusters --no-header | awk 'NR == 1 { print $1 " " $2 }')
-[ -n "$cluster" ] || { echo "postgres.sh: no PostgreSQL cluster (apt-get install postgresql makes one)" >&2; exit 1; }
+if [ -z "$cluster" ]; then
+	# The package makes the cluster main unless told not to; make it here
+	# otherwise.
+	version=$(ls /usr/lib/postgresql | sort -n | tail -n 1)
+	[ -n "$version" ] || { echo "postgres.sh: PostgreSQL is not installed (apt-get install postgresql)" >&2; exit 1; }
+	pg_createcluster "$version" main
+	cluster="$version main"
+fi
 # shellcheck disable=SC2086
 set -- $cluster
 if ! pg_lsclusters --no-header | awk -v v="$1" -v c="$2" '$1 == v && $2 == c { print $4 }' | grep -q online; then
