@@ -38,7 +38,7 @@ func Postgres(t testing.TB) string {
 	defer cancel()
 	conn, err := pgx.Connect(ctx, server)
 	if err != nil {
-		testenv.Require(t, false, "PostgreSQL at KILN_TEST_POSTGRES or "+DefaultServer+" (scripts/postgres.sh start): "+err.Error())
+		testenv.Require(t, false, "PostgreSQL at "+server+" (KILN_TEST_POSTGRES; by default the one scripts/postgres.sh starts): "+err.Error())
 		return ""
 	}
 	defer conn.Close(ctx)
