@@ -39,8 +39,10 @@ type grammar struct {
 type serveCmd struct {
 	Config     string `help:"config file (YAML)" placeholder:"FILE" setting:""`
 	Dev        bool   `help:"single-machine mode: plaintext gRPC on loopback only, no certificates" setting:"dev"`
-	StateDir   string `help:"state directory (SQLite database, logs, artifacts)" placeholder:"DIR" setting:"state_dir"`
+	StateDir   string `help:"state directory (SQLite database, logs, artifacts); coordinators sharing a PostgreSQL database must share it too (a shared file system)" placeholder:"DIR" setting:"state_dir"`
+	Database   string `name:"database-url" help:"PostgreSQL database for the coordinator's state (postgres://USER@HOST/DB; the password from the URL, PGPASSWORD or ~/.pgpass) instead of SQLite in the state directory; several coordinators on one database make one leader and standbys, and a coordinator that stops leading exits (status 3) for its supervisor to start it again as a standby" placeholder:"URL" setting:"database_url"`
 	Listen     string `help:"gRPC address" placeholder:"ADDR" setting:"listen"`
+	Advertise  string `help:"gRPC address workers and clients reach this coordinator at, named by standbys while it leads (default: --listen)" placeholder:"ADDR" setting:"advertise"`
 	HTTPListen string `name:"http-listen" help:"HTTP address for /metrics, /healthz, /logs/ID and the web pages" placeholder:"ADDR" setting:"http_listen"`
 	LogLevel   string `help:"trace, debug, info, warn or error" placeholder:"LEVEL" setting:"log.level"`
 	LogJSON    bool   `name:"log-json" help:"log JSON lines" setting:"log.json"`

@@ -16,6 +16,7 @@ packages="
 	diffoscope-minimal
 	zstd xz-utils ca-certificates curl openssh-client procps
 	chromium
+	postgresql
 "
 
 [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (it installs packages and starts containerd)" >&2; exit 1; }
@@ -35,3 +36,4 @@ fi
 command -v go >/dev/null || { echo "setup.sh: Go 1.26 is needed on PATH (/usr/local/go/bin)" >&2; exit 1; }
 
 "$here/containerd.sh" start
+"$here/postgres.sh" start

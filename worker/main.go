@@ -60,7 +60,7 @@ func (l *labels) Decode(ctx *kong.DecodeContext) error {
 type runCmd struct {
 	Config        string `help:"config file (YAML)" placeholder:"FILE" setting:""`
 	Dev           bool   `help:"single-machine mode: plaintext to a loopback coordinator" setting:"dev"`
-	Coordinator   string `help:"coordinator gRPC address" placeholder:"ADDR" setting:"coordinator"`
+	Coordinator   string `help:"coordinator gRPC address; several separated by commas (a leader and its standbys): the one that leads is used" placeholder:"ADDR" setting:"coordinator"`
 	Name          string `help:"worker name (default: the host name)" setting:"name"`
 	Labels        labels `help:"labels k=v,k=v (added to the config's)" placeholder:"K=V,..." setting:"labels"`
 	Slots         int    `help:"jobs run at once" placeholder:"N" setting:"slots"`

@@ -42,6 +42,9 @@ func kindOf(err error) grpcerr.Kind {
 		return grpcerr.NotFound
 	case errors.Is(err, fleet.ErrNoSpace):
 		return grpcerr.Exhausted
+	case store.IsDeposed(err):
+		// Another coordinator leads: this one answers as a standby.
+		return grpcerr.Standby
 	case errors.Is(err, fleet.ErrTooLarge):
 		return grpcerr.TooLarge
 	case errors.Is(err, scheduler.ErrNameInUse):

@@ -26,6 +26,7 @@ import (
 	"github.com/kiln-build/kiln/internal/cmdline"
 	"github.com/kiln-build/kiln/internal/grpcerr"
 	"github.com/kiln-build/kiln/internal/label"
+	"github.com/kiln-build/kiln/internal/leaderconn"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 )
@@ -38,20 +39,27 @@ func infra(err error) error { return cmdline.Infra(err) }
 // has no config file: its settings are these flags and KILN_SERVER,
 // KILN_TLS_CERT, KILN_TLS_KEY and KILN_TLS_CA.
 type Conn struct {
-	Server  string `help:"coordinator address" default:"127.0.0.1:7420" placeholder:"ADDR" setting:"" envprefix:"KILN_"`
+	Server  string `help:"coordinator address; several separated by commas (a leader and its standbys): the one that leads is used" default:"127.0.0.1:7420" placeholder:"ADDR" setting:"" envprefix:"KILN_"`
 	TLSCert string `name:"tls-cert" help:"client certificate; none means plaintext, loopback only" placeholder:"FILE" setting:"" envprefix:"KILN_"`
 	TLSKey  string `name:"tls-key" help:"client key" placeholder:"FILE" setting:"" envprefix:"KILN_"`
 	TLSCA   string `name:"tls-ca" help:"CA that signed the coordinator's certificate" placeholder:"FILE" setting:"" envprefix:"KILN_"`
 }
 
-// Dial connects to the coordinator: TLS with a client certificate, or
-// plaintext when no certificate is given and the address is loopback.
-func (c *Conn) Dial() (*grpc.ClientConn, error) {
+// Dial connects to the coordinator (the one that leads, of several): TLS
+// with a client certificate, or plaintext when no certificate is given and
+// the addresses are loopback.
+func (c *Conn) Dial() (*leaderconn.Conn, error) {
 	files := tlsconfig.Files{Cert: c.TLSCert, Key: c.TLSKey, CA: c.TLSCA}
+	addrs := leaderconn.Split(c.Server)
+	if len(addrs) == 0 {
+		return nil, usage("--server %q names no coordinator: give HOST:PORT, or several separated by commas", c.Server)
+	}
 	var creds credentials.TransportCredentials
 	if files.Empty() {
-		if err := tlsconfig.CheckLoopback(c.Server); err != nil {
-			return nil, usage("%v (give --tls-cert, --tls-key and --tls-ca)", err)
+		for _, a := range addrs {
+			if err := tlsconfig.CheckLoopback(a); err != nil {
+				return nil, usage("%v (give --tls-cert, --tls-key and --tls-ca)", err)
+			}
 		}
 		creds = insecure.NewCredentials()
 	} else {
@@ -61,9 +69,9 @@ func (c *Conn) Dial() (*grpc.ClientConn, error) {
 		}
 		creds = credentials.NewTLS(tc)
 	}
-	conn, err := grpc.NewClient(c.Server, grpc.WithTransportCredentials(creds), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	conn, err := leaderconn.New(addrs, grpc.WithTransportCredentials(creds), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
 	if err != nil {
-		return nil, infra(fmt.Errorf("connect to coordinator %s: %w", c.Server, err))
+		return nil, infra(err)
 	}
 	return conn, nil
 }

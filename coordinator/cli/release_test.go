@@ -24,6 +24,7 @@ import (
 	"github.com/kiln-build/kiln/coordinator/scheduler"
 	"github.com/kiln-build/kiln/coordinator/store"
 	"github.com/kiln-build/kiln/internal/cmdline"
+	"github.com/kiln-build/kiln/internal/leaderconn"
 	"github.com/kiln-build/kiln/internal/testenv"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 )
@@ -217,7 +218,7 @@ func TestReleaseCommands(t *testing.T) {
 	}
 }
 
-func mustDial(t *testing.T, addr string) *grpc.ClientConn {
+func mustDial(t *testing.T, addr string) *leaderconn.Conn {
 	t.Helper()
 	c := Conn{Server: addr}
 	conn, err := c.Dial()

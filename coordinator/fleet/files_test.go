@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +26,7 @@ func (c fixedClock) Now() time.Time { return c.t }
 func openFleet(t *testing.T, dir string) (*Fleet, *store.Store) {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(dir, "coordinator.db"))
+	st, err := store.Open(ctx, storeIn(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,51 +53,52 @@ func readLog(t *testing.T, f *Fleet, id string, offset int64) string {
 // a restart.
 func TestLogNotesPlacedInOutput(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	dir := t.TempDir()
-	f, st := openFleet(t, dir)
-	j, _, err := f.Submit(ctx, job.Spec{Kind: job.Command, Command: []string{"make"}, Labels: map[string]string{"os": "linux"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess, _, err := f.Register(ctx, "w1", map[string]string{"os": "linux"}, 1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := f.Pull(ctx, sess, 0)
-	if err != nil || a == nil || a.ID != j.ID {
-		t.Fatalf("pull: %v %v", a, err)
-	}
-	if _, err := os.Stat(f.logPath(j.ID)); !os.IsNotExist(err) {
-		t.Fatalf("an assignment made a log file before any output: %v", err)
-	}
-	for _, chunk := range []string{"compiling\n", "linking\n"} {
-		if err := f.AppendLog(sess, j.ID, a.Attempt, []byte(chunk)); err != nil {
+	forBackends(t, func(t *testing.T, dir string) {
+		ctx := context.Background()
+		f, st := openFleet(t, dir)
+		j, _, err := f.Submit(ctx, job.Spec{Kind: job.Command, Command: []string{"make"}, Labels: map[string]string{"os": "linux"}})
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := f.Complete(ctx, sess, j.ID, a.Attempt, scheduler.Outcome{}); err != nil {
-		t.Fatal(err)
-	}
-	want := "[kiln 2026-11-25T10:00:00Z] attempt 1 on worker w1\n" +
-		"compiling\nlinking\n" +
-		"[kiln 2026-11-25T10:00:00Z] finished: succeeded\n"
-	if got := readLog(t, f, j.ID, 0); got != want {
-		t.Fatalf("log:\n%q\nwant\n%q", got, want)
-	}
-	for off := range int64(len(want) + 1) {
-		if got := readLog(t, f, j.ID, off); got != want[off:] {
-			t.Fatalf("log from offset %d: %q, want %q", off, got, want[off:])
+		sess, _, err := f.Register(ctx, "w1", map[string]string{"os": "linux"}, 1, nil)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if err := st.Close(); err != nil {
-		t.Fatal(err)
-	}
-	f, st = openFleet(t, dir)
-	defer st.Close()
-	if got := readLog(t, f, j.ID, 0); got != want {
-		t.Fatalf("log after restart:\n%q\nwant\n%q", got, want)
-	}
+		a, err := f.Pull(ctx, sess, 0)
+		if err != nil || a == nil || a.ID != j.ID {
+			t.Fatalf("pull: %v %v", a, err)
+		}
+		if _, err := os.Stat(f.logPath(j.ID)); !os.IsNotExist(err) {
+			t.Fatalf("an assignment made a log file before any output: %v", err)
+		}
+		for _, chunk := range []string{"compiling\n", "linking\n"} {
+			if err := f.AppendLog(sess, j.ID, a.Attempt, []byte(chunk)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := f.Complete(ctx, sess, j.ID, a.Attempt, scheduler.Outcome{}); err != nil {
+			t.Fatal(err)
+		}
+		want := "[kiln 2026-11-25T10:00:00Z] attempt 1 on worker w1\n" +
+			"compiling\nlinking\n" +
+			"[kiln 2026-11-25T10:00:00Z] finished: succeeded\n"
+		if got := readLog(t, f, j.ID, 0); got != want {
+			t.Fatalf("log:\n%q\nwant\n%q", got, want)
+		}
+		for off := range int64(len(want) + 1) {
+			if got := readLog(t, f, j.ID, off); got != want[off:] {
+				t.Fatalf("log from offset %d: %q, want %q", off, got, want[off:])
+			}
+		}
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+		f, st = openFleet(t, dir)
+		defer st.Close()
+		if got := readLog(t, f, j.ID, 0); got != want {
+			t.Fatalf("log after restart:\n%q\nwant\n%q", got, want)
+		}
+	})
 }
 
 // A job that prints nothing needs no log file; its log is its notes.
@@ -145,38 +145,39 @@ func TestLogFromBeforeNotes(t *testing.T) {
 // job when it registers again, and the job says why it waits.
 func TestDrainSurvivesRestart(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	dir := t.TempDir()
-	f, st := openFleet(t, dir)
-	if _, _, err := f.Register(ctx, "w1", map[string]string{"os": "linux"}, 1, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Drain(ctx, "w1", true); err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
-	f, st = openFleet(t, dir)
-	defer st.Close()
-	j, _, err := f.Submit(ctx, job.Spec{Kind: job.Command, Command: []string{"true"}, Labels: map[string]string{"os": "linux"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess, _, err := f.Register(ctx, "w1", map[string]string{"os": "linux"}, 1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := f.Pull(ctx, sess, 0); err != nil || got != nil {
-		t.Fatalf("drained worker got %v %v", got, err)
-	}
-	if _, w, _ := f.Get(ctx, j.ID); !strings.Contains(w, "draining: w1") {
-		t.Fatalf("waiting reason %q", w)
-	}
-	if _, err := f.Drain(ctx, "w1", false); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := f.Pull(ctx, sess, 0); err != nil || got == nil || got.ID != j.ID {
-		t.Fatalf("undrained worker got %v %v", got, err)
-	}
+	forBackends(t, func(t *testing.T, dir string) {
+		ctx := context.Background()
+		f, st := openFleet(t, dir)
+		if _, _, err := f.Register(ctx, "w1", map[string]string{"os": "linux"}, 1, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Drain(ctx, "w1", true); err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+		f, st = openFleet(t, dir)
+		defer st.Close()
+		j, _, err := f.Submit(ctx, job.Spec{Kind: job.Command, Command: []string{"true"}, Labels: map[string]string{"os": "linux"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sess, _, err := f.Register(ctx, "w1", map[string]string{"os": "linux"}, 1, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := f.Pull(ctx, sess, 0); err != nil || got != nil {
+			t.Fatalf("drained worker got %v %v", got, err)
+		}
+		if _, w, _ := f.Get(ctx, j.ID); !strings.Contains(w, "draining: w1") {
+			t.Fatalf("waiting reason %q", w)
+		}
+		if _, err := f.Drain(ctx, "w1", false); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := f.Pull(ctx, sess, 0); err != nil || got == nil || got.ID != j.ID {
+			t.Fatalf("undrained worker got %v %v", got, err)
+		}
+	})
 }
 
 // runMake submits a command job and has worker w1 take it: the job and
@@ -293,7 +294,7 @@ func TestLogOverTheCapKeepsHeadAndTail(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	dir := t.TempDir()
-	st, err := store.Open(ctx, filepath.Join(dir, "coordinator.db"))
+	st, err := store.Open(ctx, storeIn(dir))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -111,7 +110,7 @@ func openReleaseFleet(t *testing.T) *releaseFleet {
 func openReleaseFleetIn(t *testing.T, dir string) *releaseFleet {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(dir, "coordinator.db"))
+	st, err := store.Open(ctx, storeIn(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,55 +402,56 @@ func TestVerifyRelease(t *testing.T) {
 // carries on when the coordinator starts again.
 func TestVerificationResumesAfterRestart(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	dir := t.TempDir()
-	rf := openReleaseFleetIn(t, dir)
-	libfoo := []file{{"out/libfoo-dev_1_amd64.deb", "libfoo-dev"}}
-	for _, p := range []string{"app", "libfoo"} {
-		j, _, err := rf.f.Submit(ctx, buildSpec(p))
+	forBackends(t, func(t *testing.T, dir string) {
+		ctx := context.Background()
+		rf := openReleaseFleetIn(t, dir)
+		libfoo := []file{{"out/libfoo-dev_1_amd64.deb", "libfoo-dev"}}
+		for _, p := range []string{"app", "libfoo"} {
+			j, _, err := rf.f.Submit(ctx, buildSpec(p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			files := libfoo
+			if p == "app" {
+				files = []file{{"out/app_1_amd64.deb", "app"}}
+			}
+			rf.finish(rf.pull(), false, map[string][]string{"app": {"libfoo-dev"}}[p], files...)
+			if err := rf.f.SetPublish(ctx, j.ID, "published"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		v, err := rf.r.Verify(ctx, "mos-9.0", nil, "alice")
 		if err != nil {
 			t.Fatal(err)
 		}
-		files := libfoo
-		if p == "app" {
-			files = []file{{"out/app_1_amd64.deb", "app"}}
+		if got := results(v.Items); got["libfoo"] != store.VerifyRunning || got["app"] != store.VerifyWaiting {
+			t.Fatalf("results %v", got)
 		}
-		rf.finish(rf.pull(), false, map[string][]string{"app": {"libfoo-dev"}}[p], files...)
-		if err := rf.f.SetPublish(ctx, j.ID, "published"); err != nil {
+		// The coordinator stops as libfoo's result is recorded: app was not
+		// submitted yet.
+		it := v.Items[0]
+		it.Result = store.VerifyIdentical
+		if err := rf.st.UpdateVerifyItem(ctx, it); err != nil {
 			t.Fatal(err)
 		}
-	}
-	v, err := rf.r.Verify(ctx, "mos-9.0", nil, "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := results(v.Items); got["libfoo"] != store.VerifyRunning || got["app"] != store.VerifyWaiting {
-		t.Fatalf("results %v", got)
-	}
-	// The coordinator stops as libfoo's result is recorded: app was not
-	// submitted yet.
-	it := v.Items[0]
-	it.Result = store.VerifyIdentical
-	if err := rf.st.UpdateVerifyItem(ctx, it); err != nil {
-		t.Fatal(err)
-	}
-	rf.close()
-	rf = openReleaseFleetIn(t, dir)
-	rf.r.Resume(ctx)
-	v2, err := rf.st.Verification(ctx, v.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := results(v2.Items); got["libfoo"] != store.VerifyIdentical || got["app"] != store.VerifyRunning || v2.Items[1].RebuildJobID == "" {
-		t.Fatalf("after restart %+v, want app submitted", v2.Items)
-	}
-	pulled := map[string]bool{}
-	for range 2 {
-		pulled[rf.pull().ID] = true
-	}
-	if !pulled[v2.Items[1].RebuildJobID] || !pulled[it.RebuildJobID] {
-		t.Fatalf("assignments %v, want app's rebuild and libfoo's restored one", pulled)
-	}
+		rf.close()
+		rf = openReleaseFleetIn(t, dir)
+		rf.r.Resume(ctx)
+		v2, err := rf.st.Verification(ctx, v.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := results(v2.Items); got["libfoo"] != store.VerifyIdentical || got["app"] != store.VerifyRunning || v2.Items[1].RebuildJobID == "" {
+			t.Fatalf("after restart %+v, want app submitted", v2.Items)
+		}
+		pulled := map[string]bool{}
+		for range 2 {
+			pulled[rf.pull().ID] = true
+		}
+		if !pulled[v2.Items[1].RebuildJobID] || !pulled[it.RebuildJobID] {
+			t.Fatalf("assignments %v, want app's rebuild and libfoo's restored one", pulled)
+		}
+	})
 }
 
 // A sealed build that names a chroot by its digest gets it only when the

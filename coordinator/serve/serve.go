@@ -48,7 +48,16 @@ type Config struct {
 	// PublicURL is how people reach HTTPListen, for log links: https://
 	// outside --dev.
 	PublicURL string `yaml:"public_url"`
-	StateDir  string `yaml:"state_dir"`
+	// StateDir holds the SQLite database, logs and artifacts; coordinators
+	// sharing a PostgreSQL database must share it too.
+	StateDir string `yaml:"state_dir"`
+	// DatabaseURL, a postgres:// URL, keeps the state in PostgreSQL
+	// instead of SQLite in StateDir. Several coordinators on one database
+	// make one leader and standbys.
+	DatabaseURL string `yaml:"database_url"`
+	// Advertise is the gRPC address workers and clients reach this
+	// coordinator at, which standbys name while it leads; empty: Listen.
+	Advertise string `yaml:"advertise"`
 	// Dev is the single-machine mode: plaintext on loopback only, no
 	// certificates, no worker tokens.
 	Dev bool            `yaml:"dev"`
@@ -98,6 +107,9 @@ func Defaults() Config {
 func (c *Config) Validate() error {
 	if c.StateDir == "" {
 		return errors.New("state_dir is empty: set it in the config or with --state-dir")
+	}
+	if c.DatabaseURL != "" && !store.IsPostgres(c.DatabaseURL) {
+		return fmt.Errorf("database_url %q is not a PostgreSQL URL: give postgres://USER@HOST/DB, or leave it empty for SQLite in state_dir", c.DatabaseURL)
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("listen %q: %w", c.Listen, err)
@@ -150,12 +162,31 @@ func (c *Config) ReclaimWindowFor() time.Duration {
 	return max(reconnect.Within+2*c.HeartbeatInterval, c.LostAfter)
 }
 
-// Run serves until ctx ends.
+// Database is where the store is: the PostgreSQL URL, or the SQLite file
+// in the state directory.
+func (c *Config) Database() string {
+	if c.DatabaseURL != "" {
+		return c.DatabaseURL
+	}
+	return filepath.Join(c.StateDir, "coordinator.db")
+}
+
+// AdvertiseAddress is where workers and clients reach this coordinator.
+func (c *Config) AdvertiseAddress() string {
+	if c.Advertise != "" {
+		return c.Advertise
+	}
+	return c.Listen
+}
+
+// Run serves until ctx ends. On PostgreSQL it is a standby until it leads
+// (lead), and returns an error as soon as it stops leading: the process
+// exits non-zero and its supervisor starts it again, as a standby.
 func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
 		return fmt.Errorf("make state dir: %w", err)
 	}
-	st, err := store.Open(ctx, filepath.Join(cfg.StateDir, "coordinator.db"))
+	st, err := store.Open(ctx, cfg.Database())
 	if err != nil {
 		return err
 	}
@@ -167,6 +198,46 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600},
 	})
 	reg.MustRegister(wait)
+	leading := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "kiln_coordinator_leader", Help: "1 while this coordinator leads, 0 while it is a standby.",
+	})
+	reg.MustRegister(leading)
+
+	var opts, creds []grpc.ServerOption
+	tokens := cfg.WorkerTokens
+	if cfg.Dev {
+		tokens = nil
+		logger.Warn("development mode: plaintext gRPC on loopback, no worker tokens", "listen", cfg.Listen)
+	} else {
+		tc, err := tlsconfig.Server(cfg.TLS)
+		if err != nil {
+			return err
+		}
+		// Refusals at the door are logged first, so the log sees what
+		// the auth interceptors refuse.
+		refused := refusal.New(logger.Named("refusal"))
+		creds = []grpc.ServerOption{grpc.Creds(refused.Credentials(credentials.NewTLS(tc)))}
+		opts = append(opts, creds[0], grpc.ChainUnaryInterceptor(refused.Unary, api.UnaryAuth), grpc.ChainStreamInterceptor(refused.Stream, api.StreamAuth))
+		if tokens == nil {
+			tokens = map[string]string{}
+		}
+	}
+
+	lease, err := lead(ctx, cfg, st, creds, reg, logger)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // a standby stopped
+		}
+		return err
+	}
+	// The lease is held from here, while the state is restored: PostgreSQL
+	// ends a lock session idle for long (store.Lead).
+	hctx, stopHold := context.WithCancel(context.Background())
+	var holdErr error
+	held := make(chan struct{})
+	go func() { holdErr = lease.Hold(hctx); close(held) }()
+	defer func() { stopHold(); <-held }()
+	leading.Set(1)
 
 	f, err := fleet.New(ctx, fleet.Config{
 		StateDir: cfg.StateDir, LostAfter: cfg.LostAfter, ReclaimWindow: cfg.ReclaimWindowFor(), RetryCap: cfg.RetryCap, DefaultTimeout: cfg.DefaultTimeout,
@@ -183,25 +254,6 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 		return err
 	}
 
-	var opts []grpc.ServerOption
-	tokens := cfg.WorkerTokens
-	if cfg.Dev {
-		tokens = nil
-		logger.Warn("development mode: plaintext gRPC on loopback, no worker tokens", "listen", cfg.Listen)
-	} else {
-		tc, err := tlsconfig.Server(cfg.TLS)
-		if err != nil {
-			return err
-		}
-		// Refusals at the door are logged first, so the log sees what
-		// the auth interceptors refuse.
-		refused := refusal.New(logger.Named("refusal"))
-		opts = append(opts, grpc.Creds(refused.Credentials(credentials.NewTLS(tc))),
-			grpc.ChainUnaryInterceptor(refused.Unary, api.UnaryAuth), grpc.ChainStreamInterceptor(refused.Stream, api.StreamAuth))
-		if tokens == nil {
-			tokens = map[string]string{}
-		}
-	}
 	opts = append(opts, grpc.MaxRecvMsgSize(8<<20))
 	opts = append(opts, requestOptions()...)
 	gs := grpc.NewServer(opts...)
@@ -220,6 +272,14 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	logger.Info("coordinator serving", "listen", ln.Addr().String(), "state_dir", cfg.StateDir)
 
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		select {
+		case <-held:
+			return holdErr
+		case <-gctx.Done():
+			return nil
+		}
+	})
 	g.Go(func() error { return gs.Serve(ln) })
 	g.Go(func() error { return f.Run(gctx) })
 	g.Go(func() error { return expireQueued(gctx, f, cfg.QueueTimeout, logger) })

@@ -98,50 +98,44 @@ type Gerrit struct {
 	db *sql.DB
 }
 
-// Gerrit creates the Gerrit intake's tables when needed and returns its
-// storage.
+// Gerrit returns the Gerrit intake's storage.
 func (s *Store) Gerrit(ctx context.Context) (*Gerrit, error) {
-	return openGerrit(ctx, s.db)
+	return &Gerrit{db: s.db}, nil
 }
 
-func openGerrit(ctx context.Context, db *sql.DB) (*Gerrit, error) {
-	if _, err := db.ExecContext(ctx, gerritSchema); err != nil {
-		return nil, fmt.Errorf("create gerrit tables: %w", err)
+// createGerritTables makes the Gerrit intake's tables in a SQLite database
+// of before schema_version, or brings those it has up to date.
+func createGerritTables(ctx context.Context, tx *sql.Tx) error {
+	for _, q := range []string{gerritSchema, gerritInboxSchema, fmt.Sprintf(gerritJobsTable, "gerrit_jobs")} {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("create gerrit tables: %w", err)
+		}
 	}
-	if _, err := db.ExecContext(ctx, gerritInboxSchema); err != nil {
-		return nil, fmt.Errorf("create gerrit tables: %w", err)
+	if err := shareJobs(ctx, tx); err != nil {
+		return fmt.Errorf("upgrade gerrit_jobs: %w", err)
 	}
-	if _, err := db.ExecContext(ctx, fmt.Sprintf(gerritJobsTable, "gerrit_jobs")); err != nil {
-		return nil, fmt.Errorf("create gerrit tables: %w", err)
+	for _, q := range []string{
+		`CREATE INDEX IF NOT EXISTS gerrit_jobs_event ON gerrit_jobs (event_id)`,
+		`CREATE INDEX IF NOT EXISTS gerrit_jobs_change ON gerrit_jobs (server, change_num, kind)`,
+	} {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("create gerrit tables: %w", err)
+		}
 	}
-	if err := shareJobs(ctx, db); err != nil {
-		return nil, fmt.Errorf("upgrade gerrit_jobs: %w", err)
-	}
-	if _, err := db.ExecContext(ctx, `CREATE INDEX IF NOT EXISTS gerrit_jobs_event ON gerrit_jobs (event_id)`); err != nil {
-		return nil, fmt.Errorf("create gerrit tables: %w", err)
-	}
-	if _, err := db.ExecContext(ctx, `CREATE INDEX IF NOT EXISTS gerrit_jobs_change ON gerrit_jobs (server, change_num, kind)`); err != nil {
-		return nil, fmt.Errorf("create gerrit tables: %w", err)
-	}
-	return &Gerrit{db: db}, nil
+	return nil
 }
 
 // shareJobs gives a gerrit_jobs table made when a job had one event its
 // primary key of job and event. SQLite changes a primary key only by
 // copying the table.
-func shareJobs(ctx context.Context, db *sql.DB) error {
+func shareJobs(ctx context.Context, tx *sql.Tx) error {
 	var pk int
-	if err := db.QueryRowContext(ctx, `SELECT pk FROM pragma_table_info('gerrit_jobs') WHERE name = 'event_id'`).Scan(&pk); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT pk FROM pragma_table_info('gerrit_jobs') WHERE name = 'event_id'`).Scan(&pk); err != nil {
 		return err
 	}
 	if pk > 0 {
 		return nil
 	}
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback() //nolint:errcheck // after commit this is a no-op
 	for _, q := range []string{
 		fmt.Sprintf(gerritJobsTable, "gerrit_jobs_shared"),
 		`INSERT INTO gerrit_jobs_shared (` + gerritJobColumns + `) SELECT ` + gerritJobColumns + ` FROM gerrit_jobs`,
@@ -152,23 +146,25 @@ func shareJobs(ctx context.Context, db *sql.DB) error {
 			return err
 		}
 	}
-	return tx.Commit()
+	return nil
 }
 
 type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 func insertEvent(ctx context.Context, x execer, r record.Event) (int64, error) {
-	res, err := x.ExecContext(ctx, `INSERT INTO gerrit_events
+	var id int64
+	err := x.QueryRowContext(ctx, `INSERT INTO gerrit_events
 		(server, type, project, branch, change_num, patch_set, revision, received_at, action, reason, job_ids)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
 		r.Server, r.Type, r.Project, r.Branch, r.Change, r.PatchSet, r.Revision,
-		r.ReceivedAt.UnixNano(), r.Action, r.Reason, joinIDs(r.JobIDs))
+		r.ReceivedAt.UnixNano(), r.Action, r.Reason, joinIDs(r.JobIDs)).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("insert gerrit event: %w", err)
 	}
-	return res.LastInsertId()
+	return id, nil
 }
 
 func joinIDs(ids []string) string { return strings.Join(ids, ",") }
@@ -285,8 +281,9 @@ func (s *Gerrit) ReviewTargets(ctx context.Context, server string, change int64)
 // builds cancelled with it nor for builds that finished meanwhile.
 // Callers hold reportMu.
 func (s *Gerrit) CloseReports(ctx context.Context, server string, change int64, now time.Time) error {
-	_, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO gerrit_reports (event_id, change_num, reported_at)
-		SELECT DISTINCT event_id, 0, ? FROM gerrit_jobs WHERE server = ? AND change_num = ? AND kind = ?`,
+	_, err := s.db.ExecContext(ctx, `INSERT INTO gerrit_reports (event_id, change_num, reported_at)
+		SELECT DISTINCT event_id, 0, CAST(? AS BIGINT) FROM gerrit_jobs WHERE server = ? AND change_num = ? AND kind = ?
+		ON CONFLICT DO NOTHING`,
 		now.UnixNano(), server, change, record.KindReview)
 	if err != nil {
 		return fmt.Errorf("close reports of change %d: %w", change, err)
@@ -339,7 +336,7 @@ func (s *Gerrit) DropHead(ctx context.Context, server, project, branch string) e
 
 // AddDedup records an event's dedup key.
 func (s *Gerrit) AddDedup(ctx context.Context, key string, now time.Time) error {
-	_, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO gerrit_dedup (key, created_at) VALUES (?, ?)`, key, now.UnixNano())
+	_, err := s.db.ExecContext(ctx, `INSERT INTO gerrit_dedup (key, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING`, key, now.UnixNano())
 	if err != nil {
 		return fmt.Errorf("add dedup key: %w", err)
 	}
@@ -371,7 +368,7 @@ func (s *Gerrit) CommitQueued(ctx context.Context, q record.Queued, now time.Tim
 		return 0, err
 	}
 	if q.DedupKey != "" {
-		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO gerrit_dedup (key, created_at) VALUES (?, ?)`, q.DedupKey, now.UnixNano()); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO gerrit_dedup (key, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING`, q.DedupKey, now.UnixNano()); err != nil {
 			return 0, fmt.Errorf("add dedup key: %w", err)
 		}
 	}
@@ -380,8 +377,8 @@ func (s *Gerrit) CommitQueued(ctx context.Context, q record.Queued, now time.Tim
 			return 0, err
 		}
 		if q.Release {
-			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO gerrit_release_revs
-				(server, project, branch, revision, event_id, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+			if _, err := tx.ExecContext(ctx, `INSERT INTO gerrit_release_revs
+				(server, project, branch, revision, event_id, created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 				q.Event.Server, h.Project, h.Branch, h.Revision, id, now.UnixNano()); err != nil {
 				return 0, fmt.Errorf("record release revision: %w", err)
 			}
@@ -408,8 +405,8 @@ func (s *Gerrit) CommitQueued(ctx context.Context, q record.Queued, now time.Tim
 
 // attachChange adds a merged change to those told about a release build.
 func attachChange(ctx context.Context, x execer, eventID, change, patchSet int64) error {
-	_, err := x.ExecContext(ctx, `INSERT OR IGNORE INTO gerrit_event_changes (event_id, change_num, patch_set)
-		VALUES (?, ?, ?)`, eventID, change, patchSet)
+	_, err := x.ExecContext(ctx, `INSERT INTO gerrit_event_changes (event_id, change_num, patch_set)
+		VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, eventID, change, patchSet)
 	if err != nil {
 		return fmt.Errorf("attach change %d to event %d: %w", change, eventID, err)
 	}
@@ -552,8 +549,9 @@ func (s *Gerrit) KnownResults(ctx context.Context, ids []string, kind string) ([
 // saveEarly keeps the result of a job not (yet) recorded: the coordinator
 // may finish a job before the intake has written down that it submitted it.
 func (s *Gerrit) SaveEarly(ctx context.Context, res record.Result, now time.Time) error {
-	_, err := s.db.ExecContext(ctx, `INSERT OR REPLACE INTO gerrit_early_results (job_id, state, log_url, published, created_at)
-		VALUES (?, ?, ?, ?, ?)`, res.JobID, res.State, res.LogURL, res.Published, now.UnixNano())
+	_, err := s.db.ExecContext(ctx, `INSERT INTO gerrit_early_results (job_id, state, log_url, published, created_at)
+		VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET state = excluded.state, log_url = excluded.log_url,
+		published = excluded.published, created_at = excluded.created_at`, res.JobID, res.State, res.LogURL, res.Published, now.UnixNano())
 	if err != nil {
 		return fmt.Errorf("keep result of job %s: %w", res.JobID, err)
 	}
@@ -592,7 +590,7 @@ func (s *Gerrit) Reported(ctx context.Context, eventID, change int64) (bool, err
 
 // MarkReported records that change (0: the whole event) was told.
 func (s *Gerrit) MarkReported(ctx context.Context, eventID, change int64, now time.Time) error {
-	if _, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO gerrit_reports (event_id, change_num, reported_at) VALUES (?, ?, ?)`,
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO gerrit_reports (event_id, change_num, reported_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
 		eventID, change, now.UnixNano()); err != nil {
 		return fmt.Errorf("mark event %d reported: %w", eventID, err)
 	}

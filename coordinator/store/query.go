@@ -9,35 +9,28 @@ import (
 	"github.com/kiln-build/kiln/coordinator/job"
 )
 
-// The expressions the job list filters on and its indexes hold (see
-// listIndexes): a package build's release and package, and the Gerrit
-// change of a review build, read from the origin the Gerrit intake gives
-// it ("gerrit NAME: review build of change N patch set M (...)").
-const (
-	releaseExpr  = `json_extract(spec, '$.build.release')`
-	packageExpr  = `json_extract(spec, '$.build.package')`
-	originExpr   = `json_extract(spec, '$.origin')`
-	hasChange    = `instr(` + originExpr + `, ' change ') > 0`
-	changeExpr   = `CAST(substr(` + originExpr + `, instr(` + originExpr + `, ' change ') + 8) AS INTEGER)`
-	gerritOrigin = `substr(` + originExpr + `, 1, 7) = 'gerrit '`
-)
-
 // listIndexes let the job list's filters read the newest matching jobs
 // from an index in the order of sequence numbers, however many jobs there
 // are: state with seq (which also serves what looks jobs up by state), and
 // release, package and change each with seq. The last three are partial,
 // holding only package builds and review builds, so that writing a command
 // job's state, most of the traffic, does not touch them. Query repeats
-// each index's condition so that SQLite sees the index applies.
-const listIndexes = `
+// each index's condition so that the database sees the index applies. The
+// expressions (the dialect's) read a package build's release and package,
+// and the Gerrit change of a review build from the origin the Gerrit
+// intake gives it ("gerrit NAME: review build of change N patch set M
+// (...)").
+func listIndexes(d exprs) string {
+	return `
 DROP INDEX IF EXISTS jobs_state;
 CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs(state, seq);
-CREATE INDEX IF NOT EXISTS jobs_release_seq ON jobs(` + releaseExpr + `, seq) WHERE ` + releaseExpr + ` IS NOT NULL;
-CREATE INDEX IF NOT EXISTS jobs_package_seq ON jobs(` + packageExpr + `, seq) WHERE ` + packageExpr + ` IS NOT NULL;
-CREATE INDEX IF NOT EXISTS jobs_change_seq ON jobs(` + changeExpr + `, seq) WHERE ` + hasChange + `;
+CREATE INDEX IF NOT EXISTS jobs_release_seq ON jobs(` + d.releaseExpr + `, seq) WHERE ` + d.releaseExpr + ` IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_package_seq ON jobs(` + d.packageExpr + `, seq) WHERE ` + d.packageExpr + ` IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_change_seq ON jobs(` + d.changeExpr + `, seq) WHERE ` + d.hasChange + `;
 `
+}
 
-// originSearch is the origin text search's index: every job's origin, by
+// originSearch is SQLite's origin text search index: every job's origin, by
 // its sequence number, in an FTS5 table whose trigrams find a substring of
 // three characters or more without reading every job. Writing a job does
 // not add to it (tokenising an origin costs about as much as the rest of a
@@ -83,7 +76,7 @@ func (s *Store) catchUpOriginsOnce(ctx context.Context) (done bool, err error) {
 	}
 	upto := min(newest, last+originCatchUp)
 	if _, err := tx.ExecContext(ctx, `INSERT INTO job_origins (rowid, origin)
-		SELECT seq, COALESCE(`+originExpr+`, '') FROM jobs WHERE rowid > ? AND rowid <= ? ORDER BY rowid`, last, upto); err != nil {
+		SELECT seq, COALESCE(`+sqliteExprs.originExpr+`, '') FROM jobs WHERE rowid > ? AND rowid <= ? ORDER BY rowid`, last, upto); err != nil {
 		return false, fmt.Errorf("index the origins of new jobs: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE job_origins_upto SET last = ?`, upto); err != nil {
@@ -145,10 +138,12 @@ const maxOriginChunk = 4096
 // common text ends after the first chunk and a rare one reads only its few
 // matches.
 func (s *Store) queryOrigin(ctx context.Context, f Filter) ([]*job.Job, error) {
-	if err := s.catchUpOrigins(ctx); err != nil {
-		return nil, err
+	if s.d.indexesOrigins {
+		if err := s.catchUpOrigins(ctx); err != nil {
+			return nil, err
+		}
 	}
-	pattern := "*" + globEscape(f.Origin) + "*"
+	pattern := s.d.originPattern(f.Origin)
 	before := f.Before
 	chunk := maxOriginChunk
 	if f.Limit > 0 {
@@ -156,13 +151,11 @@ func (s *Store) queryOrigin(ctx context.Context, f Filter) ([]*job.Job, error) {
 	}
 	var out []*job.Job
 	for {
-		q := `SELECT rowid FROM job_origins WHERE origin GLOB ?`
 		args := []any{pattern}
 		if before > 0 {
-			q += ` AND rowid < ?`
 			args = append(args, before)
 		}
-		rows, err := s.db.QueryContext(ctx, q+` ORDER BY rowid DESC LIMIT `+strconv.Itoa(chunk), args...)
+		rows, err := s.db.QueryContext(ctx, s.d.originSeqs(before > 0)+` LIMIT `+strconv.Itoa(chunk), args...)
 		if err != nil {
 			return nil, err
 		}
@@ -202,7 +195,7 @@ func (s *Store) queryOrigin(ctx context.Context, f Filter) ([]*job.Job, error) {
 
 // query runs the filter's query.
 func (s *Store) query(ctx context.Context, f Filter) ([]*job.Job, error) {
-	q, args := f.query()
+	q, args := f.query(s.d)
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
@@ -220,7 +213,7 @@ func (s *Store) query(ctx context.Context, f Filter) ([]*job.Job, error) {
 }
 
 // query is the SQL for the filter, and its arguments.
-func (f Filter) query() (string, []any) {
+func (f Filter) query(d *dialect) (string, []any) {
 	var where []string
 	var args []any
 	if len(f.States) > 0 {
@@ -232,15 +225,15 @@ func (f Filter) query() (string, []any) {
 		where = append(where, `state IN (`+strings.Join(ph, ",")+`)`)
 	}
 	if f.Release != "" {
-		where = append(where, releaseExpr+` = ?`, releaseExpr+` IS NOT NULL`)
+		where = append(where, d.releaseExpr+` = ?`, d.releaseExpr+` IS NOT NULL`)
 		args = append(args, f.Release)
 	}
 	if f.Package != "" {
-		where = append(where, packageExpr+` = ?`, packageExpr+` IS NOT NULL`)
+		where = append(where, d.packageExpr+` = ?`, d.packageExpr+` IS NOT NULL`)
 		args = append(args, f.Package)
 	}
 	if f.Change != 0 {
-		where = append(where, changeExpr+` = ?`, hasChange, gerritOrigin)
+		where = append(where, d.changeExpr+` = ?`, d.hasChange, d.gerritOrigin)
 		args = append(args, f.Change)
 	}
 	if len(f.seqs) > 0 {
@@ -264,18 +257,4 @@ func (f Filter) query() (string, []any) {
 		q += ` LIMIT ` + strconv.Itoa(f.Limit+1) // one more says whether a next page exists
 	}
 	return q, args
-}
-
-// globEscape makes s match itself in a GLOB pattern.
-func globEscape(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		switch r {
-		case '*', '?', '[':
-			b.WriteString("[" + string(r) + "]")
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
 }

@@ -132,13 +132,9 @@ func (s *Store) AddVerification(ctx context.Context, v *Verification) error {
 		return fmt.Errorf("store verification of %s: %w", v.Release, err)
 	}
 	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, `INSERT INTO release_verifications (release, requested_by, created_at) VALUES (?,?,?)`,
-		v.Release, v.RequestedBy, unix(v.CreatedAt))
-	if err != nil {
-		return fmt.Errorf("store verification of %s: %w", v.Release, err)
-	}
-	id, err := res.LastInsertId()
-	if err != nil {
+	var id int64
+	if err := tx.QueryRowContext(ctx, `INSERT INTO release_verifications (release, requested_by, created_at) VALUES (?,?,?) RETURNING id`,
+		v.Release, v.RequestedBy, unix(v.CreatedAt)).Scan(&id); err != nil {
 		return fmt.Errorf("store verification of %s: %w", v.Release, err)
 	}
 	for i := range v.Items {
@@ -261,7 +257,7 @@ func (s *Store) LastVerifications(ctx context.Context, release string) (map[stri
 // are not verified rebuilds, oldest first.
 func (s *Store) ReleaseBuilds(ctx context.Context, release string) ([]*job.Job, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+columns+` FROM jobs WHERE build_key != '' AND state = ? AND verify = 0
-		AND json_extract(spec, '$.build.release') = ? ORDER BY seq`, int(job.Succeeded), release)
+		AND `+s.d.releaseExpr+` = ? ORDER BY seq`, int(job.Succeeded), release)
 	if err != nil {
 		return nil, fmt.Errorf("list builds of release %s: %w", release, err)
 	}

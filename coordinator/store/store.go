@@ -1,6 +1,8 @@
 // Package store keeps the coordinator's state in an embedded SQLite
-// database. Writes are group-committed: many callers' changes go into one
-// transaction, and each caller returns only once its change is durable.
+// database or, for coordinators that share it, in PostgreSQL (dialect.go
+// holds what differs). Writes are group-committed: many callers' changes
+// go into one transaction, and each caller returns only once its change is
+// durable.
 package store
 
 import (
@@ -11,13 +13,10 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"syscall"
+	"sync/atomic"
 	"time"
 
 	"github.com/kiln-build/kiln/coordinator/job"
-
-	"modernc.org/sqlite" // registers the "sqlite" driver
-	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // ErrNotFound means no job has that id.
@@ -26,10 +25,13 @@ var ErrNotFound = errors.New("job not found")
 // Store is safe for concurrent use.
 type Store struct {
 	db      *sql.DB
+	d       *dialect
 	upsert  *sql.Stmt // prepared once; every batch commit uses it
 	addNote *sql.Stmt
 	writes  chan writeReq
 	closed  chan struct{}
+	// epoch is the leader epoch this coordinator writes with (Lead).
+	epoch atomic.Int64
 }
 
 type writeReq struct {
@@ -95,58 +97,33 @@ CREATE TABLE IF NOT EXISTS revisions (
 );
 `
 
-// Open opens (creating if needed) the database at path.
-func Open(ctx context.Context, path string) (*Store, error) {
-	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
-	db, err := sql.Open("sqlite", dsn)
+// Open opens (creating if needed) the store at where: a SQLite database
+// file, or a PostgreSQL database given by its URL (postgres://...). Its
+// schema is migrated to the newest version.
+func Open(ctx context.Context, where string) (*Store, error) {
+	s := &Store{writes: make(chan writeReq, 1024), closed: make(chan struct{})}
+	db, d, err := openDB(where, &s.epoch)
 	if err != nil {
-		return nil, fmt.Errorf("open state database %s: %w", path, err)
+		return nil, fmt.Errorf("open state database %s: %w", redact(where), err)
 	}
-	db.SetMaxOpenConns(1)
-	if _, err := db.ExecContext(ctx, schema); err != nil {
+	if err := migrate(ctx, db, d); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("create schema in %s: %w", path, err)
-	}
-	if _, err := db.ExecContext(ctx, listIndexes); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("create job list indexes in %s: %w", path, err)
-	}
-	if _, err := db.ExecContext(ctx, originSearch); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("create origin search in %s: %w", path, err)
-	}
-	if _, err := db.ExecContext(ctx, releaseSchema); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("create release tables in %s: %w", path, err)
-	}
-	if err := addVersionColumn(ctx, db); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("upgrade schema in %s: %w", path, err)
+		return nil, fmt.Errorf("state database %s: %w", redact(where), err)
 	}
 	up, err := db.PrepareContext(ctx, upsert)
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("prepare job upsert in %s: %w", path, err)
+		return nil, fmt.Errorf("prepare job upsert in %s: %w", redact(where), err)
 	}
 	an, err := db.PrepareContext(ctx, insertNote)
 	if err != nil {
 		up.Close()
 		db.Close()
-		return nil, fmt.Errorf("prepare note insert in %s: %w", path, err)
+		return nil, fmt.Errorf("prepare note insert in %s: %w", redact(where), err)
 	}
-	s := &Store{db: db, upsert: up, addNote: an, writes: make(chan writeReq, 1024), closed: make(chan struct{})}
+	s.db, s.d, s.upsert, s.addNote = db, d, up, an
 	go s.writer()
 	return s, nil
-}
-
-// IsFull reports whether err is a write that failed for lack of space:
-// the disk, or the database's size limit, is full.
-func IsFull(err error) bool {
-	var se *sqlite.Error
-	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL {
-		return true
-	}
-	return errors.Is(err, syscall.ENOSPC)
 }
 
 // DB returns the database for packages that keep tables of their own.
@@ -210,7 +187,8 @@ func (s *Store) writer() {
 	}
 }
 
-const insertNote = `INSERT OR REPLACE INTO job_notes (job_id, seq, at, line) VALUES (?,?,?,?)`
+const insertNote = `INSERT INTO job_notes (job_id, seq, at, line) VALUES (?,?,?,?)
+ON CONFLICT (job_id, seq) DO UPDATE SET at = excluded.at, line = excluded.line`
 
 // upsert writes a job unless the store already has a newer version of it:
 // two writers racing (an assignment and a cancel, say) cannot put an older
@@ -223,22 +201,6 @@ ON CONFLICT(id) DO UPDATE SET state=excluded.state, attempt=excluded.attempt, wo
 	differing=excluded.differing, publish=excluded.publish, started_at=excluded.started_at,
 	finished_at=excluded.finished_at, spec=excluded.spec, version=excluded.version
 WHERE excluded.version >= jobs.version`
-
-// addVersionColumn adds the version column to a database made before it
-// existed.
-func addVersionColumn(ctx context.Context, db *sql.DB) error {
-	rows, err := db.QueryContext(ctx, `SELECT name FROM pragma_table_info('jobs') WHERE name = 'version'`)
-	if err != nil {
-		return err
-	}
-	found := rows.Next()
-	rows.Close()
-	if found {
-		return nil
-	}
-	_, err = db.ExecContext(ctx, `ALTER TABLE jobs ADD COLUMN version INTEGER NOT NULL DEFAULT 0`)
-	return err
-}
 
 func (s *Store) commit(batch []writeReq) error {
 	ctx := context.Background()
@@ -467,7 +429,7 @@ func (s *Store) ByBuildKey(ctx context.Context, key string) (*job.Job, error) {
 func (s *Store) NextRevision(ctx context.Context, release, pkg string) (int64, error) {
 	var n int64
 	err := s.db.QueryRowContext(ctx, `INSERT INTO revisions (release, package, last) VALUES (?, ?, 1)
-		ON CONFLICT(release, package) DO UPDATE SET last = last + 1 RETURNING last`, release, pkg).Scan(&n)
+		ON CONFLICT(release, package) DO UPDATE SET last = revisions.last + 1 RETURNING last`, release, pkg).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("next revision of %s in %s: %w", pkg, release, err)
 	}

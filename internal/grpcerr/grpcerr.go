@@ -12,6 +12,7 @@
 //	BadToken         UNAUTHENTICATED     reason BAD_TOKEN: the worker's token is wrong; fix the config
 //	StaleAttempt     FAILED_PRECONDITION reason STALE_ATTEMPT: the attempt is no longer the worker's; drop it
 //	ProtocolVersion  FAILED_PRECONDITION reason PROTOCOL_VERSION: worker and coordinator speak different protocol versions
+//	Standby          UNAVAILABLE         reason STANDBY: a standby coordinator; metadata "leader" is the leader's address when known
 package grpcerr
 
 import (
@@ -81,6 +82,10 @@ const (
 	// ProtocolVersion: the worker speaks a protocol version the
 	// coordinator does not (FAILED_PRECONDITION, reason PROTOCOL_VERSION).
 	ProtocolVersion
+	// Standby: the coordinator called is a standby, not the leader
+	// (UNAVAILABLE, reason STANDBY); the leader's address, when known, is
+	// LeaderOf the error. Ask another coordinator.
+	Standby
 )
 
 var names = map[Kind]string{
@@ -88,7 +93,7 @@ var names = map[Kind]string{
 	Canceled: "canceled", Exhausted: "exhausted", BadRequest: "bad request", NotFound: "not found",
 	Conflict: "conflict", Precondition: "precondition", TooLarge: "too large", Denied: "denied",
 	Unauthenticated: "unauthenticated", Unimplemented: "unimplemented", UnknownSession: "unknown session",
-	BadToken: "bad token", StaleAttempt: "stale attempt", ProtocolVersion: "protocol version",
+	BadToken: "bad token", StaleAttempt: "stale attempt", ProtocolVersion: "protocol version", Standby: "standby",
 }
 
 func (k Kind) String() string {
@@ -125,6 +130,7 @@ var wires = map[Kind]wire{
 	BadToken:        {codes.Unauthenticated, "BAD_TOKEN"},
 	StaleAttempt:    {codes.FailedPrecondition, "STALE_ATTEMPT"},
 	ProtocolVersion: {codes.FailedPrecondition, "PROTOCOL_VERSION"},
+	Standby:         {codes.Unavailable, "STANDBY"},
 }
 
 // Code is the gRPC code a kind travels as.
@@ -141,7 +147,7 @@ func (k Kind) Code() codes.Code {
 // change by the caller or an operator.
 func (k Kind) Retryable() bool {
 	switch k {
-	case Unknown, Internal, Unavailable, Deadline, Exhausted, Unauthenticated, UnknownSession:
+	case Unknown, Internal, Unavailable, Deadline, Exhausted, Unauthenticated, UnknownSession, Standby:
 		return true
 	}
 	return false
@@ -194,6 +200,35 @@ func statusOf(k Kind, msg string) *status.Status {
 		return st
 	}
 	return withInfo
+}
+
+// StandbyStatus is a standby coordinator's answer: UNAVAILABLE, reason
+// STANDBY, naming the leader's address when known ("" when not).
+func StandbyStatus(leader string) *status.Status {
+	msg := "this coordinator is a standby and no coordinator leads yet: try another"
+	if leader != "" {
+		msg = "this coordinator is a standby: the leader is " + leader
+	}
+	st := status.New(codes.Unavailable, msg)
+	withInfo, err := st.WithDetails(&errdetails.ErrorInfo{Reason: wires[Standby].reason, Domain: Domain, Metadata: map[string]string{"leader": leader}})
+	if err != nil {
+		return st
+	}
+	return withInfo
+}
+
+// LeaderOf is the leader's address a standby's answer names, or "".
+func LeaderOf(err error) string {
+	st, ok := status.FromError(err)
+	if !ok {
+		return ""
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == Domain && info.GetReason() == wires[Standby].reason {
+			return info.GetMetadata()["leader"]
+		}
+	}
+	return ""
 }
 
 // Status turns a handler's error into the status it answers with: nil for

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/kiln-build/kiln/internal/leaderconn"
 	"github.com/kiln-build/kiln/internal/opshttp"
 	"github.com/kiln-build/kiln/internal/reconnect"
 	"github.com/kiln-build/kiln/internal/tlsconfig"
@@ -36,7 +37,9 @@ import (
 
 // Config is the worker's config file.
 type Config struct {
-	// Coordinator is the coordinator's gRPC address.
+	// Coordinator is the coordinator's gRPC address, or several separated
+	// by commas (a leader and its standbys): the worker uses the one that
+	// leads.
 	Coordinator string `yaml:"coordinator"`
 	// Dev is the single-machine mode: plaintext to a loopback coordinator.
 	Dev bool            `yaml:"dev"`
@@ -85,9 +88,14 @@ func (c *Config) Validate() error {
 	if c.WorkDir == "" {
 		return errors.New("work_dir is empty (--work-dir)")
 	}
+	if len(leaderconn.Split(c.Coordinator)) == 0 {
+		return fmt.Errorf("coordinator %q names no coordinator: give HOST:PORT, or several separated by commas", c.Coordinator)
+	}
 	if c.Dev {
-		if err := tlsconfig.CheckLoopback(c.Coordinator); err != nil {
-			return err
+		for _, a := range leaderconn.Split(c.Coordinator) {
+			if err := tlsconfig.CheckLoopback(a); err != nil {
+				return err
+			}
 		}
 	} else if c.TLS.Empty() {
 		return errors.New("no TLS configured: set tls.cert, tls.key and tls.ca, or use --dev with a loopback coordinator")
@@ -125,6 +133,7 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	}
 	var creds credentials.TransportCredentials
 	var checkRefusal func(context.Context) error
+	var conn *leaderconn.Conn
 	if cfg.Dev {
 		creds = insecure.NewCredentials()
 	} else {
@@ -133,12 +142,12 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 			return err
 		}
 		creds = credentials.NewTLS(tc)
-		checkRefusal = func(ctx context.Context) error { return tlsconfig.Probe(ctx, cfg.Coordinator, tc) }
+		checkRefusal = func(ctx context.Context) error { return tlsconfig.Probe(ctx, conn.Current(), tc) }
 	}
-	conn, err := grpc.NewClient(cfg.Coordinator, grpc.WithTransportCredentials(creds),
+	conn, err := leaderconn.New(leaderconn.Split(cfg.Coordinator), grpc.WithTransportCredentials(creds),
 		grpc.WithConnectParams(reconnect.ConnectParams()))
 	if err != nil {
-		return fmt.Errorf("connect to coordinator %s: %w", cfg.Coordinator, err)
+		return err
 	}
 	defer conn.Close()
 

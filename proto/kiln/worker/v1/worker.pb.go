@@ -22,6 +22,9 @@
 //     worker's name (see RegisterRequest.instance). Wait and retry slowly.
 //   - OUT_OF_RANGE from UploadArtifact: the artifact is over the
 //     coordinator's size limit; the job fails.
+//   - UNAVAILABLE, reason STANDBY: this coordinator is a standby (or was
+//     just deposed); metadata "leader" is the leading coordinator's
+//     address when known. Call the leader, then retry.
 //   - UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED, INTERNAL,
 //     UNKNOWN: worth a retry with backoff.
 
