@@ -31,8 +31,9 @@ test: setup check race
 	KILN_TEST_STRICT=1 $(GO) test -count=1 -timeout 60m ./...
 
 # The packages whose tests need no root and no daemon but PostgreSQL
-# (started by setup) run once more under the race detector; it keeps to about two minutes. The rest run under it
-# with `go test -race ./...` when there is time.
+# (started by setup) run once more under the race detector; it keeps to
+# about two minutes. The rest run under it with `go test -race ./...` when
+# there is time.
 RACE_PKGS := ./coordinator/scheduler/... ./coordinator/job ./coordinator/store \
 	./coordinator/fleet ./coordinator/publish ./internal/... ./mirror/serve \
 	./publisher/push ./publisher/daemon ./worker/agent ./worker/executor/... ./worker/shell
