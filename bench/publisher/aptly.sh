@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks the publisher against aptly on the same generated packages, in
-# one run, tools interleaved, REPS repetitions: the publisher without and
-# with Contents indexes (contents: true in its config file), aptly in its
+# one run, tools interleaved, REPS repetitions: the publisher with the files
+# aptly's leanest mode writes (Packages and Packages.gz: "kiln-lean",
+# compressions: [gz]), with its default .gz and .xz ("kiln"), and with
+# Contents indexes too (contents: true in its config file), aptly in its
 # three modes (default: Contents and .bz2; -skip-contents; -skip-contents
 # -skip-bz2), each also adding one package to what it published and
 # publishing again ("add one"). Usage:
@@ -58,8 +60,8 @@ measure() {
 		'BEGIN { printf "%6d #%d  %-40s wall %7.2fs  cpu %7.2fs  rss %6.1f MiB\n", n, r, l, w, u + s, m / 1024 }'
 }
 
-kiln() { # kiln LABEL BINARY N REP DIR CONTENTS(true|false) [XZ_BLOCK_SIZE]
-	local label=$1 bin=$2 n=$3 rep=$4 d=$5 contents=$6 xzblock=${7:-0}
+kiln() { # kiln LABEL BINARY N REP DIR CONTENTS(true|false) [XZ_BLOCK_SIZE [COMPRESSIONS]]
+	local label=$1 bin=$2 n=$3 rep=$4 d=$5 contents=$6 xzblock=${7:-0} compressions=${8:-}
 	mkdir -p "$d/$label"
 	cat > "$d/$label.yaml" <<CONF
 root: $d/$label
@@ -75,6 +77,7 @@ CONF
 	# Only when on: a publisher from before Contents refuses the key.
 	[ "$contents" = false ] || echo "    contents: true" >> "$d/$label.yaml"
 	[ "$xzblock" = 0 ] || echo "    xz_block_size: $xzblock" >> "$d/$label.yaml"
+	[ -z "$compressions" ] || echo "    compressions: [$compressions]" >> "$d/$label.yaml"
 	local opts=(--config "$d/$label.yaml")
 	# The directory, as aptly is given it: 50,000 paths are more than a
 	# command line takes (a -b binary must take a directory too).
@@ -106,8 +109,9 @@ for n in "${sizes[@]}"; do
 	for rep in $(seq "$reps"); do
 		d="$src/$rep"
 		mkdir "$d"
-		kiln kiln "$work/publisher" "$n" "$rep" "$d" false
+		kiln kiln-lean "$work/publisher" "$n" "$rep" "$d" false 0 gz
 		aptly_run aptly-lean "$n" "$rep" "$d" -skip-contents -skip-bz2
+		kiln kiln "$work/publisher" "$n" "$rep" "$d" false
 		kiln kiln-contents "$work/publisher" "$n" "$rep" "$d" true
 		aptly_run aptly-nocontents "$n" "$rep" "$d" -skip-contents
 		[ -z "$other" ] || kiln kiln-other "$other" "$n" "$rep" "$d" false
