@@ -107,42 +107,68 @@ func stanzaField(stanza []byte, field string) string {
 // contentsColumn is the width the paths of a Contents index are padded to.
 const contentsColumn = 55
 
-// contentsIndex collects the files of one Contents index.
-type contentsIndex map[string][]string
+// contentsIndex collects the files of one Contents index: a pair of path
+// and package for each file of each package, sorted when the index is
+// written. Most paths belong to one package: a map from path to names
+// costs a map entry and a slice for each path besides the pair's strings.
+type contentsIndex struct {
+	pairs []contentsPair
+}
+
+type contentsPair struct {
+	path, name string
+}
 
 // add records that the package qualified name q holds files.
-func (c contentsIndex) add(q string, files []string) {
+func (c *contentsIndex) add(q string, files []string) {
 	for _, f := range files {
-		if l := c[f]; len(l) == 0 || l[len(l)-1] != q {
-			c[f] = append(l, q)
-		}
+		c.pairs = append(c.pairs, contentsPair{f, q})
 	}
 }
 
-// bytes returns the index text.
-func (c contentsIndex) bytes() []byte {
-	paths := make([]string, 0, len(c))
-	size := 0
-	for p, names := range c {
-		paths = append(paths, p)
-		size += max(len(p), contentsColumn) + 2
-		for _, n := range names {
-			size += len(n) + 1
-		}
+// bytes returns the index text: each path once, padded to
+// contentsColumn, with the names of the packages that hold it, sorted and
+// without repeats.
+func (c *contentsIndex) bytes() []byte {
+	if c == nil {
+		return nil
 	}
-	slices.Sort(paths)
+	pairs := c.pairs
+	slices.SortFunc(pairs, func(a, b contentsPair) int {
+		if n := strings.Compare(a.path, b.path); n != 0 {
+			return n
+		}
+		return strings.Compare(a.name, b.name)
+	})
+	size := 0
+	for i, p := range pairs {
+		if i == 0 || p.path != pairs[i-1].path {
+			size += max(len(p.path), contentsColumn) + 2
+		}
+		size += len(p.name) + 1
+	}
 	b := bytes.NewBuffer(make([]byte, 0, size))
-	for _, p := range paths {
-		names := c[p]
-		slices.Sort(names)
-		names = slices.Compact(names)
-		b.WriteString(p)
-		for range contentsColumn - len(p) {
+	for i, p := range pairs {
+		switch {
+		case i > 0 && p.path == pairs[i-1].path && p.name == pairs[i-1].name:
+			continue
+		case i > 0 && p.path == pairs[i-1].path:
+			b.WriteByte(',')
+		default:
+			if i > 0 {
+				b.WriteByte('\n')
+			}
+			b.WriteString(p.path)
+			for range contentsColumn - len(p.path) {
+				b.WriteByte(' ')
+			}
 			b.WriteByte(' ')
 		}
-		b.WriteByte(' ')
-		b.WriteString(strings.Join(names, ","))
+		b.WriteString(p.name)
+	}
+	if len(pairs) > 0 {
 		b.WriteByte('\n')
 	}
+	c.pairs = nil
 	return b.Bytes()
 }

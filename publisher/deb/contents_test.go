@@ -89,6 +89,8 @@ func TestContentsIndexFormat(t *testing.T) {
 			{Component: "main", Arch: "arm64", Stanza: stanza("bash", "arm64", "shells"), Files: []string{"usr/bin/bash"}},
 			{Component: "main", Arch: "amd64", Stanza: stanza("zsh", "amd64", "contrib/shells"), Files: []string{"usr/bin/rbash", "usr/share/doc/bash/README"}},
 			{Component: "main", Arch: "amd64", Stanza: stanza("nosection", "amd64", ""), Files: []string{"usr/bin/rbash", long}},
+			// Another version of bash: its paths are not listed twice.
+			{Component: "main", Arch: "amd64", Stanza: stanza("bash", "amd64", "shells"), Files: []string{"usr/bin/bash"}},
 			{Component: "main", Arch: "amd64", UDeb: true, Stanza: stanza("bash-udeb", "amd64", "debian-installer"), Files: []string{"usr/bin/bash"}},
 			{Component: "main", Arch: "source", Stanza: []byte("Package: bash\n")},
 		}

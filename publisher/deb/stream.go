@@ -83,7 +83,7 @@ type IndexWriter struct {
 	// indexes by component and path below it; order is their creation.
 	indexes  map[indexKey]*index
 	order    []*index
-	contents map[indexKey]contentsIndex
+	contents map[indexKey]*contentsIndex
 	err      error
 }
 
@@ -118,7 +118,7 @@ func NewIndexWriter(s Suite, l *Layout, create func(rel string) (io.WriteCloser,
 		return nil, err
 	}
 	w := &IndexWriter{s: s, comps: l.components(), archs: l.architectures(), hasSource: l.hasSource, hasUDeb: l.hasUDeb,
-		create: create, indexes: map[indexKey]*index{}, contents: map[indexKey]contentsIndex{}}
+		create: create, indexes: map[indexKey]*index{}, contents: map[indexKey]*contentsIndex{}}
 	for _, c := range w.comps {
 		for _, a := range w.archs {
 			if err := w.start(c, "binary-"+a+"/Packages"); err != nil {
@@ -291,7 +291,7 @@ func (w *IndexWriter) add(e IndexEntry) error {
 			if w.s.Contents && !e.UDeb {
 				k := indexKey{e.Component, a}
 				if w.contents[k] == nil {
-					w.contents[k] = contentsIndex{}
+					w.contents[k] = &contentsIndex{}
 				}
 				w.contents[k].add(QualifiedName(e.Stanza), e.Files)
 			}
