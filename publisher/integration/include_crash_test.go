@@ -87,6 +87,11 @@ func TestLargeIncludeSurvivesSIGKILL(t *testing.T) {
 		<-exited
 		ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
 		killed := ok && ws.Signaled()
+		// Files being read are written without a name until they are
+		// stored: a kill leaves none behind.
+		if n := count(filepath.Join(root, "tmp")); n != 0 {
+			t.Errorf("after SIGKILL at %d stored files (kill %d) %d temporary files are left in the store's tmp", target, i, n)
+		}
 		out := publisher(t, "list", "--repo", "rel", "--root", root)
 		switch n := strings.Count(out, "crash-big-"); {
 		case n == len(big):

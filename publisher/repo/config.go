@@ -7,7 +7,7 @@
 //
 //	state.db                   repositories, packages, snapshots, requests
 //	objects/ab/abcdef…         every included file, by sha256
-//	tmp/0 … tmp/f              files being received or read, renamed into objects/
+//	tmp/0 … tmp/f              files being received or read, renamed (or, unnamed, linked) into objects/
 //	public/<repo>/pool/…       deb pool (hard links to objects)
 //	public/<repo>/dists        symlink to .dists/<generation>: switched in one rename
 //	public/<repo>/Packages/…   rpm files (hard links), repodata/ switched by publisher/rpm

@@ -71,6 +71,11 @@ type row struct {
 	files                                []poolFile
 	// objects to move into the store: temp path -> sha256
 	objects map[string]string
+	// unnamed is an object written without a name (Store.unnamedFile),
+	// held open until it is linked into the store as unnamedSum, or
+	// closed, which drops it.
+	unnamed    *os.File
+	unnamedSum string
 }
 
 func (r *row) entry() Entry {
@@ -183,6 +188,10 @@ func removeTemps(r *row) {
 	for tmp := range r.objects {
 		_ = os.Remove(tmp)
 	}
+	if r.unnamed != nil {
+		_ = r.unnamed.Close()
+		r.unnamed = nil
+	}
 }
 
 // includer records the packages of one include in its transaction.
@@ -249,6 +258,13 @@ func (in *includer) add(ctx context.Context, r *row) error {
 			return err
 		}
 		delete(r.objects, tmp)
+	}
+	if r.unnamed != nil {
+		err := in.s.linkObject(r.unnamed, r.unnamedSum)
+		r.unnamed = nil
+		if err != nil {
+			return err
+		}
 	}
 	e := r.entry()
 	// Only the entry outlives r: not what its strings were cut from.
@@ -442,20 +458,34 @@ func (s *Store) readBinary(in Input, udeb bool, cfg Config) (*row, error) {
 		return nil, fmt.Errorf("include %s: %w", in.Name, err)
 	}
 	defer f.Close()
-	tmp, err := s.tempFile("deb-*")
+	r := &row{}
+	tmp, unnamed, err := s.unnamedFile()
 	if err != nil {
 		return nil, err
 	}
-	r := &row{objects: map[string]string{tmp.Name(): ""}}
+	if unnamed {
+		r.unnamed = tmp
+	} else {
+		if tmp, err = s.tempFile("deb-*"); err != nil {
+			return nil, err
+		}
+		r.objects = map[string]string{tmp.Name(): ""}
+	}
 	b, err := deb.ReadBinary(s.cloneOrTee(tmp, f), udeb, s.limits)
-	if cerr := tmp.Close(); err == nil && cerr != nil {
-		err = cerr
+	if !unnamed {
+		if cerr := tmp.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
 	}
 	if err != nil {
 		return r, fmt.Errorf("include %s: %w", in.Name, err)
 	}
 	poolPath := deb.PoolDir(cfg.Component, b.Source) + "/" + b.FileName()
-	r.objects[tmp.Name()] = b.SHA256
+	if unnamed {
+		r.unnamedSum = b.SHA256
+	} else {
+		r.objects[tmp.Name()] = b.SHA256
+	}
 	r.kind, r.name, r.version, r.arch, r.component, r.udeb = "deb", b.Name, b.Version, b.Arch, cfg.Component, udeb
 	r.uploadSHA256, r.sha256, r.size, r.path = b.SHA256, b.SHA256, b.Size, poolPath
 	r.stanza = deb.PackagesStanza(b, poolPath)

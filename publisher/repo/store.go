@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,6 +55,8 @@ type Store struct {
 	limits deb.Limits
 	every  time.Duration // progress log interval
 	mu     sync.Mutex    // serialises mutations within the process; flock across processes
+	// noUnnamed is set once the store's file system refused O_TMPFILE.
+	noUnnamed atomic.Bool
 	// noClone is set once the store's file system refused a reflink
 	// clone as unsupported (see cloneOrTee).
 	noClone atomic.Bool
@@ -470,6 +473,57 @@ func (s *Store) syncFS() error {
 		return fmt.Errorf("sync stored files: %w", err)
 	}
 	return nil
+}
+
+// unnamedFile creates a file without a name (O_TMPFILE) in one of the
+// store's tmp directories, for linkObject to name in the object store:
+// one directory entry made instead of a temporary name made, renamed and
+// removed, and a killed include leaves nothing of it behind. ok is false
+// where the file system cannot make one (use tempFile then).
+func (s *Store) unnamedFile() (f *os.File, ok bool, err error) {
+	if s.noUnnamed.Load() {
+		return nil, false, nil
+	}
+	dir := tmpDir(s.root, rand.IntN(tmpDirs))
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL) {
+			s.noUnnamed.Store(true)
+			return nil, false, nil
+		}
+		return nil, false, fmt.Errorf("create temporary file in %s: %w", dir, err)
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(dir, "(unnamed)")), true, nil
+}
+
+// linkObject gives the unnamed file f (from unnamedFile), fully written
+// and verified, its name in the object store under sum, and closes it;
+// when the store has that object already, f is dropped.
+func (s *Store) linkObject(f *os.File, sum string) error {
+	defer f.Close()
+	if err := f.Chmod(0o644); err != nil { // whatever the umask
+		return fmt.Errorf("store object: %w", err)
+	}
+	dst := s.objectPath(sum)
+	// Linking an open file by its descriptor's /proc entry needs no
+	// privilege (AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH).
+	fdPath := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
+	link := func() error {
+		return unix.Linkat(unix.AT_FDCWD, fdPath, unix.AT_FDCWD, dst, unix.AT_SYMLINK_FOLLOW)
+	}
+	err := link()
+	if errors.Is(err, unix.ENOENT) {
+		if _, serr := os.Stat(filepath.Dir(dst)); serr != nil {
+			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+				return fmt.Errorf("store object: %w", err)
+			}
+			err = link()
+		}
+	}
+	if err == nil || errors.Is(err, unix.EEXIST) {
+		return nil
+	}
+	return fmt.Errorf("store object: %w", &os.LinkError{Op: "link", Old: fdPath, New: dst, Err: err})
 }
 
 // tempName returns a new path in one of the store's tmp directories for a
