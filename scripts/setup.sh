@@ -16,6 +16,7 @@ packages="
 	diffoscope-minimal
 	zstd xz-utils ca-certificates curl openssh-client procps
 	chromium
+	lintian puppet puppet-lint
 "
 
 [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (it installs packages and starts containerd)" >&2; exit 1; }
