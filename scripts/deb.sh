@@ -219,15 +219,21 @@ EOF
 	} >"$pkg/DEBIAN/postrm"
 }
 
-for role in coordinator worker publisher mirror; do
+roles="coordinator worker publisher mirror"
+# One go build links the four binaries side by side.
+mkdir -p "$work/bin"
+# shellcheck disable=SC2046
+CGO_ENABLED=0 GOOS=linux GOARCH=$goarch "$GO" build -trimpath -buildvcs=false \
+	-ldflags '-s -w -buildid=' -o "$work/bin/" $(for role in $roles; do echo "./$role"; done)
+
+for role in $roles; do
 	name=kiln-$role
 	pkg=$work/$name
 	units=$(role_units "$role")
 	mkdir -p "$pkg/DEBIAN" "$pkg/usr/bin" "$pkg/usr/share/man/man1" "$pkg/usr/share/doc/$name" \
 		"$pkg/lib/systemd/system" "$pkg/etc/kiln"
 
-	CGO_ENABLED=0 GOOS=linux GOARCH=$goarch "$GO" build -trimpath -buildvcs=false \
-		-ldflags '-s -w -buildid=' -o "$pkg/usr/bin/$role" "./$role"
+	mv "$work/bin/$role" "$pkg/usr/bin/$role"
 	gzip -9n <"docs/man/$role.1" >"$pkg/usr/share/man/man1/$role.1.gz"
 	for unit in $units; do
 		cp "dist/systemd/$unit" "$pkg/lib/systemd/system/$unit"
@@ -293,7 +299,18 @@ EOF
 		control_fields "$role"
 	} >"$pkg/DEBIAN/control"
 	find "$pkg" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-	deb=$out/${name}_${VERSION}_$DEB_ARCH.deb
-	dpkg-deb --root-owner-group -Zxz -z2 --build "$pkg" "$deb" >/dev/null
-	echo "$deb"
+done
+
+# The four compressions run side by side; the packages are printed in order.
+pids=""
+for role in $roles; do
+	dpkg-deb --root-owner-group -Zxz -z2 --build "$work/kiln-$role" \
+		"$out/kiln-${role}_${VERSION}_$DEB_ARCH.deb" >/dev/null &
+	pids="$pids $!"
+done
+for pid in $pids; do
+	wait "$pid" || die "dpkg-deb failed (its message is above)"
+done
+for role in $roles; do
+	echo "$out/kiln-${role}_${VERSION}_$DEB_ARCH.deb"
 done
