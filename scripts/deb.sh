@@ -20,7 +20,8 @@
 # the last commit's time), owners root:root, modes fixed.
 #
 # Environment: VERSION (default: from git describe, or 0~gitYYYYMMDD.HASH
-# without a v* tag; +dirty when the tree has changes), SOURCE_DATE_EPOCH,
+# without a v* tag; +dirty when the tree has changes), SOURCE_DATE_EPOCH
+# (both needed outside a git checkout),
 # DEB_ARCH (default: dpkg --print-architecture), MAINTAINER, GO (default go).
 set -eu
 
@@ -39,11 +40,15 @@ for tool in dpkg-deb gzip git "$GO"; do
 done
 cd "$top"
 
-SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}
+commit="" dirty=""
+if git rev-parse --git-dir >/dev/null 2>&1; then
+	commit=$(git rev-parse HEAD)
+	[ -z "$(git status --porcelain --untracked-files=no)" ] || dirty="+dirty"
+	SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}
+elif [ -z "${VERSION:-}" ] || [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
+	die "$top is not a git checkout: set VERSION and SOURCE_DATE_EPOCH"
+fi
 export SOURCE_DATE_EPOCH
-commit=$(git rev-parse HEAD)
-dirty=""
-[ -z "$(git status --porcelain --untracked-files=no)" ] || dirty="+dirty"
 if [ -z "${VERSION:-}" ]; then
 	if tag=$(git describe --tags --match 'v[0-9]*' 2>/dev/null); then
 		# v1.2.3 -> 1.2.3; v1.2.3-4-gabcdef -> 1.2.3+git4.abcdef
@@ -270,8 +275,8 @@ EOF
 	mkdir -p "$pkg/usr/share/lintian/overrides"
 	printf '# Go binary built with CGO_ENABLED=0: static by design.\n%s: statically-linked-binary [usr/bin/%s]\n' \
 		"$name" "$role" >"$pkg/usr/share/lintian/overrides/$name"
-	printf '%s (%s) unstable; urgency=medium\n\n  * Built from git commit %s%s.\n\n -- %s  %s\n' \
-		"$name" "$VERSION" "$commit" "$dirty" "$MAINTAINER" "$date_rfc2822" |
+	printf '%s (%s) unstable; urgency=medium\n\n  * Built from %s%s.\n\n -- %s  %s\n' \
+		"$name" "$VERSION" "${commit:+git commit }${commit:-a source tree outside git}" "$dirty" "$MAINTAINER" "$date_rfc2822" |
 		gzip -9n >"$pkg/usr/share/doc/$name/changelog.gz"
 
 	# shellcheck disable=SC2086
