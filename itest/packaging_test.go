@@ -26,8 +26,9 @@ var kilnPackages = []string{"kiln-coordinator", "kiln-worker", "kiln-publisher",
 // signed with an operator key, served by Kiln's mirror, installed by real
 // apt into a Debian 12 root made by mmdebstrap that trusts that key alone,
 // purged, and installed again and configured by the Puppet module with
-// puppet apply (twice: the second run changes nothing). There is no
-// systemd in the root: the module runs with manage_service => false.
+// puppet apply (twice: the second run changes nothing), then upgraded by
+// apt, which keeps Puppet's configs. There is no systemd in the root: the
+// module runs with manage_service => false.
 func TestDebianPackagesInstalledByAptAndPuppet(t *testing.T) {
 	testenv.Root(t)
 	for _, tool := range []string{"dpkg-deb", "lintian", "mmdebstrap", "puppet", "puppet-lint", "unshare", "chroot", "git"} {
@@ -182,6 +183,30 @@ func TestDebianPackagesInstalledByAptAndPuppet(t *testing.T) {
 	if out, code := inRoot(t, root, "puppet", "apply", "--color=false", "--detailed-exitcodes", "/root/site.pp"); code != 0 {
 		t.Fatalf("second puppet apply: exit %d, want 0 (nothing to change)\n%s", code, out)
 	}
+
+	// An upgrade keeps the configs Puppet wrote, and Puppet then has
+	// nothing to change.
+	version := strings.Split(filepath.Base(debs[0]), "_")[1]
+	upgrade := buildDebs(t, top, t.TempDir(), "VERSION="+version+".1")
+	command(t, top, nil, bin("publisher"), append([]string{"include", "--root", pubRoot, "--key", key.KeyFile, "--repo", "kiln"}, upgrade...)...)
+	command(t, top, nil, bin("publisher"), "publish", "--root", pubRoot, "--key", key.KeyFile, "--repo", "kiln")
+	configs := map[string][]byte{}
+	for _, b := range []string{"coordinator", "worker", "publisher", "mirror"} {
+		configs[b] = mustRead(t, filepath.Join(root, "etc/kiln", b+".yaml"))
+	}
+	mustInRoot(t, root, "apt-get", "update", "--error-on=any")
+	mustInRoot(t, root, "apt-get", "upgrade", "-y", "-o", "Dpkg::Options::=--force-confold")
+	for _, b := range []string{"coordinator", "worker", "publisher", "mirror"} {
+		if got := mustInRoot(t, root, "dpkg-query", "-W", "-f=${Version}", "kiln-"+b); got != version+".1" {
+			t.Errorf("kiln-%s %s after the upgrade, want %s.1", b, got, version)
+		}
+		if !bytes.Equal(configs[b], mustRead(t, filepath.Join(root, "etc/kiln", b+".yaml"))) {
+			t.Errorf("the upgrade changed /etc/kiln/%s.yaml", b)
+		}
+	}
+	if out, code := inRoot(t, root, "puppet", "apply", "--color=false", "--detailed-exitcodes", "/root/site.pp"); code != 0 {
+		t.Fatalf("puppet apply after the upgrade: exit %d, want 0 (nothing to change)\n%s", code, out)
+	}
 }
 
 // sitePP configures the four roles in one root, services unmanaged (no
@@ -222,13 +247,14 @@ class { 'kiln::mirror':
 }
 `
 
-// buildDebs runs scripts/deb.sh into dir and returns the packages in
-// kilnPackages' order.
-func buildDebs(t *testing.T, top, dir string) []string {
+// buildDebs runs scripts/deb.sh into dir, with env added, and returns the
+// packages in kilnPackages' order.
+func buildDebs(t *testing.T, top, dir string, env ...string) []string {
 	t.Helper()
 	start := time.Now()
 	cmd := exec.Command("sh", "scripts/deb.sh", dir)
 	cmd.Dir = top
+	cmd.Env = append(os.Environ(), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.Output()
