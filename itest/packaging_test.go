@@ -204,8 +204,22 @@ func TestDebianPackagesInstalledByAptAndPuppet(t *testing.T) {
 			t.Errorf("the upgrade changed /etc/kiln/%s.yaml", b)
 		}
 	}
-	if out, code := inRoot(t, root, "puppet", "apply", "--color=false", "--detailed-exitcodes", "/root/site.pp"); code != 0 {
-		t.Fatalf("puppet apply after the upgrade: exit %d, want 0 (nothing to change)\n%s", code, out)
+	applied, code = inRoot(t, root, "puppet", "apply", "--color=false", "--detailed-exitcodes", "/root/site.pp")
+	if code != 0 {
+		t.Fatalf("puppet apply after the upgrade: exit %d, want 0 (nothing to change)\n%s", code, applied)
+	}
+
+	// With manage_service => true the catalog names each role's units
+	// (a dry run: there is no systemd to start them).
+	must(os.WriteFile(filepath.Join(root, "root/services.pp"), []byte(strings.ReplaceAll(sitePP, "manage_service => false", "manage_service => true")), 0o644))
+	applied, code = inRoot(t, root, "puppet", "apply", "--noop", "--color=false", "--detailed-exitcodes", "/root/services.pp")
+	if code != 0 {
+		t.Fatalf("puppet apply --noop with the services managed: exit %d\n%s", code, applied)
+	}
+	for _, unit := range []string{"kiln-coordinator", "kiln-worker", "kiln-containerd", "kiln-publisher", "kiln-mirror"} {
+		if !strings.Contains(applied, "Service["+unit+"]/ensure: current_value 'stopped', should be 'running' (noop)") {
+			t.Errorf("puppet apply --noop with the services managed would not run %s:\n%s", unit, applied)
+		}
 	}
 }
 
