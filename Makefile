@@ -5,7 +5,7 @@ GO      ?= go
 BIN     := bin
 BINARIES := coordinator worker publisher mirror
 
-.PHONY: all build demo test setup check generate lint unit race clean man
+.PHONY: all build demo test setup check generate lint unit race clean man deb
 
 all: build
 
@@ -18,6 +18,11 @@ build:
 man:
 	@mkdir -p docs/man
 	@for b in $(BINARIES); do $(GO) run ./$$b man > docs/man/$$b.1 || exit 1; done
+
+# Debian packages of the four roles (kiln-coordinator, kiln-worker,
+# kiln-publisher, kiln-mirror) in bin/deb; reproducible (see scripts/deb.sh).
+deb:
+	sh scripts/deb.sh $(BIN)/deb
 
 setup:
 	sh scripts/setup.sh

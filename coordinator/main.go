@@ -27,6 +27,7 @@ Every command exits 0 when done (with --wait: the job succeeded), 1 when the job
 	EnvPrefix:    "KILN_COORDINATOR_",
 	Defaults:     func() any { c := serve.Defaults(); return &c },
 	Unclassified: cmdline.ExitInfra,
+	Vars:         map[string]string{"check_help": cmdline.CheckHelp},
 }
 
 // grammar is the coordinator's command line.
@@ -37,15 +38,16 @@ type grammar struct {
 }
 
 type serveCmd struct {
-	Config     string `help:"config file (YAML)" placeholder:"FILE" setting:""`
-	Dev        bool   `help:"single-machine mode: plaintext gRPC on loopback only, no certificates" setting:"dev"`
-	StateDir   string `help:"state directory (SQLite database, logs, artifacts); coordinators sharing a PostgreSQL database must share it too (a shared file system)" placeholder:"DIR" setting:"state_dir"`
-	Database   string `name:"database-url" help:"PostgreSQL database for the coordinator's state (postgres://USER@HOST/DB; the password from the URL, PGPASSWORD or ~/.pgpass) instead of SQLite in the state directory; several coordinators on one database make one leader and standbys, and a coordinator that stops leading exits (status 3) for its supervisor to start it again as a standby" placeholder:"URL" setting:"database_url"`
-	Listen     string `help:"gRPC address" placeholder:"ADDR" setting:"listen"`
-	Advertise  string `help:"gRPC address workers and clients reach this coordinator at, named by standbys while it leads (default: --listen)" placeholder:"ADDR" setting:"advertise"`
-	HTTPListen string `name:"http-listen" help:"HTTP address for /metrics, /healthz, /logs/ID and the web pages" placeholder:"ADDR" setting:"http_listen"`
-	LogLevel   string `help:"trace, debug, info, warn or error" placeholder:"LEVEL" setting:"log.level"`
-	LogJSON    bool   `name:"log-json" help:"log JSON lines" setting:"log.json"`
+	Config      string `help:"config file (YAML)" placeholder:"FILE" setting:""`
+	Dev         bool   `help:"single-machine mode: plaintext gRPC on loopback only, no certificates" setting:"dev"`
+	StateDir    string `help:"state directory (SQLite database, logs, artifacts); coordinators sharing a PostgreSQL database must share it too (a shared file system)" placeholder:"DIR" setting:"state_dir"`
+	Database    string `name:"database-url" help:"PostgreSQL database for the coordinator's state (postgres://USER@HOST/DB; the password from the URL, PGPASSWORD or ~/.pgpass) instead of SQLite in the state directory; several coordinators on one database make one leader and standbys, and a coordinator that stops leading exits (status 3) for its supervisor to start it again as a standby" placeholder:"URL" setting:"database_url"`
+	Listen      string `help:"gRPC address" placeholder:"ADDR" setting:"listen"`
+	Advertise   string `help:"gRPC address workers and clients reach this coordinator at, named by standbys while it leads (default: --listen)" placeholder:"ADDR" setting:"advertise"`
+	HTTPListen  string `name:"http-listen" help:"HTTP address for /metrics, /healthz, /logs/ID and the web pages" placeholder:"ADDR" setting:"http_listen"`
+	LogLevel    string `help:"trace, debug, info, warn or error" placeholder:"LEVEL" setting:"log.level"`
+	LogJSON     bool   `name:"log-json" help:"log JSON lines" setting:"log.json"`
+	CheckConfig bool   `name:"check-config" help:"${check_help}"`
 
 	// loaded, when set, takes the configuration instead of serving it.
 	loaded func(serve.Config) error
@@ -85,6 +87,9 @@ func (c *serveCmd) Run(ctx context.Context, in *cmdline.Invocation) error {
 	logger, err := logging.New(logging.Options{Name: "coordinator", Level: cfg.Log.Level, JSON: cfg.Log.JSON, Output: in.Err})
 	if err != nil {
 		return cmdline.UsageError(err)
+	}
+	if c.CheckConfig {
+		return cmdline.ConfigChecked(in.Out, c.Config)
 	}
 	return serve.Run(ctx, cfg, logger)
 }

@@ -48,6 +48,7 @@ Settings come from built-in defaults, then the config file, then KILN_MIRROR_* e
 	EnvPrefix:    "KILN_MIRROR_",
 	Defaults:     func() any { c := defaults(); return &c },
 	Unclassified: cmdline.ExitFailed,
+	Vars:         map[string]string{"check_help": cmdline.CheckHelp},
 }
 
 // grammar is the mirror's command line.
@@ -61,6 +62,7 @@ type serveCmd struct {
 	Root          string `help:"directory holding the repositories" placeholder:"DIR" setting:"root"`
 	Listen        string `help:"HTTP address to serve the repositories on" placeholder:"ADDR" setting:"listen"`
 	MetricsListen string `help:"HTTP address for /metrics and /healthz; empty: none" placeholder:"ADDR" setting:"metrics_listen"`
+	CheckConfig   bool   `name:"check-config" help:"${check_help}"`
 
 	// loaded, when set, takes the configuration instead of serving it.
 	loaded func(Config) error
@@ -85,6 +87,12 @@ func (c *serveCmd) Run(ctx context.Context, in *cmdline.Invocation) error {
 	}
 	if c.loaded != nil {
 		return c.loaded(cfg)
+	}
+	if c.CheckConfig {
+		if _, err := logging.New(logging.Options{Name: "mirror", Level: cfg.Log.Level, JSON: cfg.Log.JSON, Output: io.Discard}); err != nil {
+			return cmdline.UsageError(err)
+		}
+		return cmdline.ConfigChecked(in.Out, c.Config)
 	}
 	return serveMirror(ctx, cfg, in.Err)
 }

@@ -152,3 +152,23 @@ func TestServeStopsBothServers(t *testing.T) {
 		}
 	}
 }
+
+// --check-config reads and checks the configuration as a start does and
+// starts nothing: ok for the example, exit 2 naming a bad value.
+func TestCheckConfig(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"serve", "--check-config", "--config", "../examples/mirror.yaml"}, &out, io.Discard); err != nil ||
+		out.String() != "configuration ok: ../examples/mirror.yaml\n" {
+		t.Fatalf("example config: %v, output %q", err, out.String())
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("log: {level: loud}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	err := run(context.Background(), []string{"serve", "--check-config", "--config", bad}, &out, io.Discard)
+	if cmdline.Code(err, -1) != cmdline.ExitUsage || out.Len() != 0 {
+		t.Fatalf("bad config: %v (want exit 2), output %q", err, out.String())
+	}
+}

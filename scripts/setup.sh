@@ -17,6 +17,7 @@ packages="
 	zstd xz-utils ca-certificates curl openssh-client procps
 	chromium
 	postgresql
+	lintian puppet puppet-lint
 "
 
 [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (it installs packages and starts containerd)" >&2; exit 1; }

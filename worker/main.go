@@ -31,6 +31,7 @@ Settings come from built-in defaults, then the config file, then KILN_WORKER_* e
 		return &c
 	},
 	Unclassified: cmdline.ExitFailed,
+	Vars:         map[string]string{"check_help": cmdline.CheckHelp},
 }
 
 // grammar is the worker's command line.
@@ -68,6 +69,7 @@ type runCmd struct {
 	Executor      string `help:"command jobs run on the host (shell) or in a buildroot (containerd)" placeholder:"shell|containerd" setting:"executor"`
 	LogLevel      string `help:"trace, debug, info, warn or error" placeholder:"LEVEL" setting:"log.level"`
 	MetricsListen string `help:"address to serve /metrics and /healthz on; empty: none" placeholder:"ADDR" setting:"metrics_listen"`
+	CheckConfig   bool   `name:"check-config" help:"${check_help}"`
 
 	// loaded, when set, takes the configuration instead of running.
 	loaded func(runcmd.Config) error
@@ -120,6 +122,9 @@ func (c *runCmd) Run(ctx context.Context, in *cmdline.Invocation) error {
 	logger, err := logging.New(logging.Options{Name: "worker", Level: cfg.Log.Level, JSON: cfg.Log.JSON, Output: in.Err})
 	if err != nil {
 		return cmdline.UsageError(err)
+	}
+	if c.CheckConfig {
+		return cmdline.ConfigChecked(in.Out, c.Config)
 	}
 	logger = logger.With("worker", cfg.Name)
 	return runcmd.Run(ctx, cfg, logger)

@@ -83,3 +83,23 @@ func TestManPageUpToDate(t *testing.T) {
 	}
 	cmdlinetest.ManPage(t, out.Bytes(), "../docs/man/worker.1")
 }
+
+// --check-config reads and checks the configuration as a start does and
+// starts nothing: ok for the example, exit 2 naming a bad value.
+func TestCheckConfig(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"run", "--check-config", "--config", "../examples/worker.yaml"}, &out, io.Discard); err != nil ||
+		out.String() != "configuration ok: ../examples/worker.yaml\n" {
+		t.Fatalf("example config: %v, output %q", err, out.String())
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("slots: -3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	err := run(context.Background(), []string{"run", "--check-config", "--config", bad}, &out, io.Discard)
+	if cmdline.Code(err, -1) != cmdline.ExitUsage || out.Len() != 0 {
+		t.Fatalf("bad config: %v (want exit 2), output %q", err, out.String())
+	}
+}

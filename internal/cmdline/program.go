@@ -285,3 +285,18 @@ func (in *Invocation) Load(path string, cfg any) error {
 	}
 	return nil
 }
+
+// CheckHelp is the help of the --check-config flag of the commands that
+// start a service.
+const CheckHelp = "read and check the configuration (file, environment, flags) as a start would, print that it is ok and exit without starting; files it names are not read"
+
+// ConfigChecked prints the answer of --check-config: the configuration
+// from path (none: defaults and environment only), the environment and the
+// flags passed the checks a start makes.
+func ConfigChecked(w io.Writer, path string) error {
+	if path == "" {
+		path = "(no config file)"
+	}
+	_, err := fmt.Fprintf(w, "configuration ok: %s\n", path)
+	return err
+}

@@ -65,7 +65,7 @@ Settings come from built-in defaults, then the config file, then KILN_PUBLISHER_
 	EnvPrefix:    "KILN_PUBLISHER_",
 	Defaults:     func() any { return &Config{} },
 	Unclassified: cmdline.ExitFailed,
-	Vars:         map[string]string{"gc_grace": repo.DefaultObjectGrace.String()},
+	Vars:         map[string]string{"gc_grace": repo.DefaultObjectGrace.String(), "check_help": cmdline.CheckHelp},
 }
 
 // grammar is the publisher's command line.
@@ -116,27 +116,7 @@ type env struct {
 // load reads the config file, applies environment and flags, and opens
 // the store.
 func (c *common) load(ctx context.Context, in *cmdline.Invocation) (*env, error) {
-	stderr, stdout := in.Err, in.Out
-	var cfg Config
-	if err := in.Load(c.Config, &cfg); err != nil {
-		return nil, err
-	}
-	if cfg.Root == "" {
-		return nil, usagef("no publisher root: give --root DIR or root: in --config FILE")
-	}
-	for _, m := range cfg.Mirrors {
-		if err := m.Validate(); err != nil {
-			return nil, fmt.Errorf("config %s: %w", c.Config, err)
-		}
-	}
-	for i, r := range cfg.Repositories {
-		r = r.WithDefaults()
-		if err := r.Validate(); err != nil {
-			return nil, fmt.Errorf("config %s: %w", c.Config, err)
-		}
-		cfg.Repositories[i] = r
-	}
-	log, err := logging.New(logging.Options{Name: "publisher", Level: cfg.Log.Level, JSON: cfg.Log.JSON, Output: stderr})
+	cfg, log, err := c.config(in)
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +130,36 @@ func (c *common) load(ctx context.Context, in *cmdline.Invocation) (*env, error)
 			return nil, err
 		}
 	}
-	return &env{cfg: cfg, log: log, store: st, stdout: stdout}, nil
+	return &env{cfg: cfg, log: log, store: st, stdout: in.Out}, nil
+}
+
+// config reads the config file, applies environment and flags, checks
+// the result and makes the logger, touching nothing on disk.
+func (c *common) config(in *cmdline.Invocation) (Config, hclog.Logger, error) {
+	var cfg Config
+	if err := in.Load(c.Config, &cfg); err != nil {
+		return cfg, nil, err
+	}
+	if cfg.Root == "" {
+		return cfg, nil, usagef("no publisher root: give --root DIR or root: in --config FILE")
+	}
+	for _, m := range cfg.Mirrors {
+		if err := m.Validate(); err != nil {
+			return cfg, nil, fmt.Errorf("config %s: %w", c.Config, err)
+		}
+	}
+	for i, r := range cfg.Repositories {
+		r = r.WithDefaults()
+		if err := r.Validate(); err != nil {
+			return cfg, nil, fmt.Errorf("config %s: %w", c.Config, err)
+		}
+		cfg.Repositories[i] = r
+	}
+	log, err := logging.New(logging.Options{Name: "publisher", Level: cfg.Log.Level, JSON: cfg.Log.JSON, Output: in.Err})
+	if err != nil {
+		return cfg, nil, err
+	}
+	return cfg, log, nil
 }
 
 // baseFlag is --base.
@@ -670,10 +679,22 @@ type serveCmd struct {
 	common
 	Listen string `help:"address to listen on" placeholder:"ADDR" setting:"serve.listen"`
 	Dev    bool   `help:"plaintext, single-machine development mode (loopback addresses only)" setting:"serve.dev"`
+	// CheckConfig neither opens the store nor reads the signing key.
+	CheckConfig bool `name:"check-config" help:"${check_help}"`
 }
 
 // Run is `publisher serve`.
 func (c *serveCmd) Run(ctx context.Context, in *cmdline.Invocation) error {
+	if c.CheckConfig {
+		cfg, _, err := c.config(in)
+		if err != nil {
+			return err
+		}
+		if err := cfg.Serve.Validate(); err != nil {
+			return err
+		}
+		return cmdline.ConfigChecked(in.Out, c.Config)
+	}
 	e, err := c.load(ctx, in)
 	if err != nil {
 		return err

@@ -272,3 +272,22 @@ func TestIncludeDirectory(t *testing.T) {
 		t.Errorf("include of a directory without packages: %v %s", err, out)
 	}
 }
+
+// serve --check-config reads and checks the configuration and starts
+// nothing: it neither opens the store nor reads the signing key.
+func TestServeCheckConfig(t *testing.T) {
+	t.Parallel()
+	out, err := run(t, "serve", "--check-config", "--config", "../../examples/publisher.yaml")
+	if err != nil || out != "configuration ok: ../../examples/publisher.yaml\n" {
+		t.Fatalf("example config: %v, output %q", err, out)
+	}
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("root: "+filepath.Join(dir, "root")+"\nrepositories:\n  - name: a\n    format: deb\n"), 0o644)
+	if out, err := run(t, "serve", "--check-config", "--config", bad); err == nil || !strings.Contains(err.Error(), "need a suite") {
+		t.Errorf("repository without suite: %v, output %q", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "root")); !os.IsNotExist(err) {
+		t.Errorf("check-config touched the root: %v", err)
+	}
+}
