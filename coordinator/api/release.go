@@ -88,7 +88,7 @@ func (s *ReleaseServer) SealRelease(ctx context.Context, req *pb.SealReleaseRequ
 		return nil, toStatus(err)
 	}
 	return &pb.SealReleaseResponse{Release: req.GetRelease(), Seal: sealToPB(st.Seal),
-		RemarkedJobIds: st.Remarked, FailedJobIds: st.Failed, RunningJobIds: st.Running}, nil
+		RemarkedJobIds: st.Remarked, FailedJobIds: st.Failed, RunningJobIds: st.Running, Changed: st.Changed}, nil
 }
 
 // GetRelease implements ReleaseService.

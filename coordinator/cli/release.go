@@ -92,6 +92,10 @@ func release(ctx context.Context, c Conn, sub, rel string, jsonOut bool, vc rele
 		if *asJSON {
 			return printJSON(o.Out, resp)
 		}
+		if !resp.GetChanged() {
+			fmt.Fprintf(o.Out, "release %s was already %s: nothing changed\n", rel, sealText(resp.GetSeal()))
+			return nil
+		}
 		fmt.Fprintf(o.Out, "release %s %s\n", rel, sealText(resp.GetSeal()))
 		sealJobs(o.Out, sub, resp)
 		return nil

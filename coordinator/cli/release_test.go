@@ -275,4 +275,13 @@ func TestSealSaysWhatItDidToBuilds(t *testing.T) {
 	if strings.Join(resp.Remarked, " ") != strings.Join(queued, " ") || len(resp.Running) != 0 {
 		t.Fatalf("unseal --json %+v, want %v re-marked and none running (the running build is unsealed)\n%s", resp, queued, out)
 	}
+	// Unsealing it again changes nothing, and says so rather than
+	// counting builds it did not touch.
+	out, _, err = s.cli("unseal", "mos-9.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out, "release mos-9.0 was already unsealed by ") || !strings.HasSuffix(out, ": nothing changed\n") || strings.Contains(out, "re-marked") {
+		t.Fatalf("unseal of an unsealed release printed\n%s\nwant that it was already unsealed and nothing changed", out)
+	}
 }

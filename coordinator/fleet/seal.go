@@ -36,6 +36,8 @@ type SealChange struct {
 	// on as they started (when sealing: from the upstream mirror), and
 	// only a rebuild builds them as the release now says.
 	Running []string
+	// Changed is false when the release already was as asked.
+	Changed bool
 }
 
 // Seal seals (or unseals) a release named in the coordinator's config,
@@ -70,6 +72,7 @@ func (r *Releases) Seal(ctx context.Context, release string, sealed bool, by str
 	}
 	f.setSeal(release, s, held)
 	ch, err := f.reseal(ctx, release, s, held)
+	ch.Changed = true
 	f.logger.Info("release seal changed", "release", release, "sealed", sealed, "by", by,
 		"remarked", len(ch.Remarked), "failed", len(ch.Failed), "running", len(ch.Running))
 	return ch, err

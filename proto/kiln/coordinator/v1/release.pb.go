@@ -238,6 +238,9 @@ type SealReleaseResponse struct {
 	// id: they carry on as they started (when sealing, from the upstream
 	// mirror); rebuild them to build them as the release now says.
 	RunningJobIds []string `protobuf:"bytes,5,rep,name=running_job_ids,json=runningJobIds,proto3" json:"running_job_ids,omitempty"`
+	// False when the release already was as asked (sealing a sealed
+	// release): nothing changed, seal says since when.
+	Changed       bool `protobuf:"varint,6,opt,name=changed,proto3" json:"changed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -305,6 +308,13 @@ func (x *SealReleaseResponse) GetRunningJobIds() []string {
 		return x.RunningJobIds
 	}
 	return nil
+}
+
+func (x *SealReleaseResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
 }
 
 type GetReleaseRequest struct {
@@ -1059,13 +1069,14 @@ const file_kiln_coordinator_v1_release_proto_rawDesc = "" +
 	"\x12SealReleaseRequest\x12\x18\n" +
 	"\arelease\x18\x01 \x01(\tR\arelease\x12\x16\n" +
 	"\x06unseal\x18\x02 \x01(\bR\x06unseal\x12!\n" +
-	"\frequested_by\x18\x03 \x01(\tR\vrequestedBy\"\xdb\x01\n" +
+	"\frequested_by\x18\x03 \x01(\tR\vrequestedBy\"\xf5\x01\n" +
 	"\x13SealReleaseResponse\x12\x18\n" +
 	"\arelease\x18\x01 \x01(\tR\arelease\x122\n" +
 	"\x04seal\x18\x02 \x01(\v2\x1e.kiln.coordinator.v1.SealStateR\x04seal\x12(\n" +
 	"\x10remarked_job_ids\x18\x03 \x03(\tR\x0eremarkedJobIds\x12$\n" +
 	"\x0efailed_job_ids\x18\x04 \x03(\tR\ffailedJobIds\x12&\n" +
-	"\x0frunning_job_ids\x18\x05 \x03(\tR\rrunningJobIds\"-\n" +
+	"\x0frunning_job_ids\x18\x05 \x03(\tR\rrunningJobIds\x12\x18\n" +
+	"\achanged\x18\x06 \x01(\bR\achanged\"-\n" +
 	"\x11GetReleaseRequest\x12\x18\n" +
 	"\arelease\x18\x01 \x01(\tR\arelease\"\xa1\x03\n" +
 	"\x10VerificationItem\x12'\n" +
