@@ -268,6 +268,16 @@ func sealSpec(spec *job.Spec, sealed bool, held map[string][]string) error {
 		labels["target"] = b.Target
 		spec.Labels = labels
 	}
+	if !b.Sealed && b.SealedChroot != "" {
+		// Unsealed again: the build runs on the chroot it asked for.
+		labels := maps.Clone(spec.Labels)
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		labels["chroot/"+b.Target] = b.SealedChroot
+		b.SealedChroot = ""
+		spec.Labels = labels
+	}
 	return nil
 }
 
@@ -298,8 +308,8 @@ func (f *Fleet) heldChroots(ctx context.Context, release string) (map[string][]s
 // (the label chroot/<target>, as workers advertise their chroots) that is
 // not among held, the chroots its release's base holds: the base then does
 // not hold that chroot's packages, and a sealed build can draw on nothing
-// else. A digest the base holds is dropped from the labels: the worker
-// makes the chroot from the base.
+// else. A digest the base holds is dropped from the labels (and kept in
+// SealedChroot for an unseal): the worker makes the chroot from the base.
 func sealChroot(spec *job.Spec, held []string) error {
 	b := spec.Build
 	key := "chroot/" + b.Target
@@ -311,6 +321,7 @@ func sealChroot(spec *job.Spec, held []string) error {
 		labels := maps.Clone(spec.Labels)
 		delete(labels, key)
 		spec.Labels = labels
+		b.SealedChroot = want
 		return nil
 	}
 	holds := "none yet"

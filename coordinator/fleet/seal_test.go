@@ -244,6 +244,63 @@ func TestSealFailsQueuedBuildOfChrootNotInBase(t *testing.T) {
 	}
 }
 
+// A queued build on a chroot the base holds loses its chroot label when the
+// release is sealed (the worker makes that chroot from the base) and gets
+// it back when the release is unsealed: it then runs on that chroot again,
+// not on any chroot of its target.
+func TestUnsealGivesBackTheChrootLabel(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rf := openReleaseFleet(t)
+	pub := rf.submit("hello")
+	rf.finish(rf.pull(), false, []string{"gcc"}, file{"out/hello_1.0-1_amd64.deb", "hello"})
+	if err := rf.f.SetPublish(ctx, pub.ID, "published"); err != nil {
+		t.Fatal(err)
+	}
+	spec := buildSpec("held")
+	spec.Labels = map[string]string{"target": "bookworm-amd64", "chroot/bookworm-amd64": "sha256:c0ffee"}
+	held, _, err := rf.f.Submit(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels := func() map[string]string {
+		t.Helper()
+		j, err := rf.st.Get(ctx, held.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j.Spec.Labels
+	}
+	if _, err := rf.r.Seal(ctx, "mos-9.0", true, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if l := labels(); l["chroot/bookworm-amd64"] != "" {
+		t.Fatalf("sealed build's labels %v still ask for the chroot", l)
+	}
+	ch, err := rf.r.Seal(ctx, "mos-9.0", false, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(ch.Remarked, []string{held.ID}) {
+		t.Fatalf("unseal re-marked %v, want %s", ch.Remarked, held.ID)
+	}
+	want := map[string]string{"target": "bookworm-amd64", "chroot/bookworm-amd64": "sha256:c0ffee"}
+	if l := labels(); !reflect.DeepEqual(l, want) {
+		t.Fatalf("unsealed build's labels %v, want %v", l, want)
+	}
+	if j := rf.pullFrom(rf.session); j != nil {
+		t.Fatalf("%s assigned to a worker without chroot sha256:c0ffee", j.ID)
+	}
+	on, _, err := rf.f.Register(ctx, "on-c0ffee", map[string]string{"target": "bookworm-amd64", "chroot/bookworm-amd64": "sha256:c0ffee"}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := rf.pullFrom(on)
+	if j == nil || j.ID != held.ID || j.Spec.Build.Sealed {
+		t.Fatalf("worker on chroot sha256:c0ffee was assigned %+v, want %s unsealed", j, held.ID)
+	}
+}
+
 // Workers pulling while the release is sealed: each build is either handed
 // out before the seal, unsealed, and named running by it, or after,
 // sealed; the store keeps what the worker got. Holds for any interleaving.

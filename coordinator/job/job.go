@@ -105,6 +105,10 @@ type Build struct {
 	// submission: the build draws only from the release itself. It is not
 	// part of the build key.
 	Sealed bool `json:"sealed,omitempty"`
+	// SealedChroot is the chroot digest the build asked for (its label
+	// chroot/<target>) when sealing dropped the label, the worker making
+	// that chroot from the release's base: unsealing gives it back.
+	SealedChroot string `json:"sealed_chroot,omitempty"`
 	// Profiles and Options are DEB_BUILD_PROFILES and DEB_BUILD_OPTIONS.
 	Profiles []string `json:"profiles,omitempty"`
 	Options  []string `json:"options,omitempty"`
