@@ -35,7 +35,8 @@ import (
 // leader's lock ping times out and it exits with status 3; PostgreSQL
 // ends its idle lock session (idle_session_timeout) and the standby
 // leads; the worker follows it, re-attaches the running job, and both
-// jobs succeed, each once. The measured times are logged.
+// jobs succeed, each once; the waiting one, submitted again with its
+// request id, is not queued again. The measured times are logged.
 func TestPartitionedLeaderIsReplaced(t *testing.T) {
 	t.Parallel()
 	testenv.Require(t, os.Geteuid() == 0, "root, to make a network namespace")
@@ -88,7 +89,12 @@ func TestPartitionedLeaderIsReplaced(t *testing.T) {
 	running := c.submit(cmdJob(map[string]string{"pool": "partition"},
 		"echo started; while [ ! -e "+gate+" ]; do sleep 0.2; done; echo survived"))
 	c.waitState(running, pb.JobState_JOB_STATE_RUNNING)
-	queued := c.submit(cmdJob(map[string]string{"pool": "partition"}, "echo second"))
+	second := &pb.SubmitJobRequest{Spec: cmdJob(map[string]string{"pool": "partition"}, "echo second"), RequestId: "partition-second"}
+	sub, err := c.client.SubmitJob(context.Background(), second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued := sub.GetJob().GetId()
 
 	exited := make(chan time.Time, 1)
 	go func() { _ = leader.cmd.Wait(); exited <- time.Now() }()
@@ -128,6 +134,13 @@ func TestPartitionedLeaderIsReplaced(t *testing.T) {
 		t.Errorf("the standby led %s after the cut, want within 30s (idle_session_timeout 10s)", d)
 	}
 
+	// The second submission sent again (its answer lost to the cut, say)
+	// reaches the new leader, which knows its request id.
+	again, err := c.client.SubmitJob(context.Background(), second)
+	if err != nil || !again.GetRepeated() || again.GetJob().GetId() != queued {
+		t.Fatalf("the second submission sent again to the new leader: job %s repeated %v (%v), want job %s repeated",
+			again.GetJob().GetId(), again.GetRepeated(), err, queued)
+	}
 	c.waitWorker("w1", time.Minute)
 	if err := os.WriteFile(gate, nil, 0o644); err != nil {
 		t.Fatal(err)
