@@ -32,15 +32,16 @@ type Request struct {
 }
 
 // requestsSchema is the table of request ids, the same in both dialects
-// but for the fence, which PostgreSQL's migration adds.
+// but for the fence, which PostgreSQL's migration adds. It may run again
+// on a SQLite database taken for one from before schema versions.
 const requestsSchema = `
-CREATE TABLE submit_requests (
+CREATE TABLE IF NOT EXISTS submit_requests (
 	request_id TEXT PRIMARY KEY,
 	job_id     TEXT NOT NULL,
 	spec_hash  TEXT NOT NULL,
 	created_at BIGINT NOT NULL
 );
-CREATE INDEX submit_requests_created ON submit_requests (created_at);
+CREATE INDEX IF NOT EXISTS submit_requests_created ON submit_requests (created_at);
 `
 
 // insertRequest keeps the job recorded for an id unless the request says
