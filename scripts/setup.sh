@@ -14,7 +14,7 @@ packages="
 	rpm createrepo-c dnf cpio
 	gnupg gpgv apt-file xfsprogs
 	diffoscope-minimal
-	zstd xz-utils ca-certificates curl openssh-client procps
+	zstd xz-utils ca-certificates curl openssh-client procps iproute2
 	chromium
 	postgresql
 	lintian puppet puppet-lint

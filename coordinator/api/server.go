@@ -113,7 +113,8 @@ func NewClientServer(f *fleet.Fleet, opts ClientOptions) *ClientServer {
 
 // SubmitJob implements CoordinatorService. A package build is checked
 // completely before it is queued: the spec itself, then the release,
-// target, package name and sources against the configuration.
+// target, package name and sources against the configuration. A
+// submission repeated with its request id gets its first job back.
 func (s *ClientServer) SubmitJob(ctx context.Context, req *pb.SubmitJobRequest) (*pb.SubmitJobResponse, error) {
 	if req.GetSpec() == nil {
 		return nil, invalid("spec is required")
@@ -127,11 +128,11 @@ func (s *ClientServer) SubmitJob(ctx context.Context, req *pb.SubmitJobRequest) 
 			return nil, toStatus(err)
 		}
 	}
-	j, dedup, err := s.f.Submit(ctx, spec)
+	j, dedup, repeated, err := s.f.SubmitRequest(ctx, spec, req.GetRequestId())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &pb.SubmitJobResponse{Job: JobToPB(j, ""), Deduplicated: dedup}, nil
+	return &pb.SubmitJobResponse{Job: JobToPB(j, ""), Deduplicated: dedup, Repeated: repeated}, nil
 }
 
 // GetJob implements CoordinatorService.

@@ -108,6 +108,7 @@ type runCmd struct {
 	Wait         bool          `help:"stream the log and exit with the job's outcome: 0 succeeded, 1 failed, 3 infrastructure"`
 	JSON         bool          `name:"json" help:"print the job as JSON"`
 	Command      []string      `arg:"" optional:"" passthrough:"" help:"the command and its arguments, after --" placeholder:"COMMAND"`
+	Request
 }
 
 // Run submits the job.
@@ -125,7 +126,7 @@ func (c *runCmd) Run(ctx context.Context, o IO) error {
 	}
 	spec := &pb.JobSpec{Kind: pb.JobKind_JOB_KIND_COMMAND, Labels: l, Command: c.Command, Env: c.Env, ArtifactGlobs: c.Artifacts,
 		Priority: c.Priority, FairnessGroup: c.Group, SupersedeKey: c.SupersedeKey, TimeoutSeconds: int64(c.Timeout.Seconds()), Origin: origin()}
-	return submit(ctx, c.Conn, spec, c.Wait, 0, c.JSON, o)
+	return submit(ctx, c.Conn, c.Request, spec, c.Wait, 0, c.JSON, o)
 }
 
 func origin() string {
@@ -136,19 +137,25 @@ func origin() string {
 	return "cli on " + h
 }
 
-func submit(ctx context.Context, c Conn, spec *pb.JobSpec, wait bool, waitFor time.Duration, asJSON bool, o IO) error {
+func submit(ctx context.Context, c Conn, r Request, spec *pb.JobSpec, wait bool, waitFor time.Duration, asJSON bool, o IO) error {
+	id, err := r.id()
+	if err != nil {
+		return err
+	}
 	conn, err := c.Dial()
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	cl := pb.NewCoordinatorServiceClient(conn)
-	resp, err := cl.SubmitJob(ctx, &pb.SubmitJobRequest{Spec: spec})
+	resp, err := cl.SubmitJob(ctx, &pb.SubmitJobRequest{Spec: spec, RequestId: id})
 	if err != nil {
 		return rpcErr("submit job", err)
 	}
 	j := resp.GetJob()
-	if resp.GetDeduplicated() {
+	if resp.GetRepeated() {
+		fmt.Fprintf(o.Err, "request id %s already submitted as job %s (%s); not queued again\n", id, j.GetId(), stateName(j.GetState()))
+	} else if resp.GetDeduplicated() {
 		fmt.Fprintf(o.Err, "build key %s already built by job %s (%s); not run again (use --force to rebuild)\n", short(j.GetBuildKey()), j.GetId(), stateName(j.GetState()))
 		if wait {
 			// The earlier job's log is not replayed: it is one command away.
@@ -331,6 +338,7 @@ type buildCmd struct {
 	JSON        bool          `name:"json" help:"print JSON"`
 	Profiles    string        `help:"Debian build profiles, comma-separated, e.g. nocheck,nodoc (part of the build key)" placeholder:"LIST"`
 	BuildOption []string      `help:"a DEB_BUILD_OPTIONS entry, e.g. parallel=4 (repeatable; part of the build key)" sep:"none" placeholder:"OPTION"`
+	Request
 }
 
 // Run submits the build.
@@ -351,7 +359,7 @@ func (c *buildCmd) Run(ctx context.Context, o IO) error {
 		Labels: map[string]string{"target": *target}, FairnessGroup: *release,
 		PackageBuild: &pb.PackageBuild{Release: *release, Target: *target, Package: *pkg, Sources: srcs, Recipe: *recipe, Publish: *publish,
 			BuildProfiles: splitList(*profiles), BuildOptions: options}}
-	return submit(ctx, c.Conn, spec, *wait, *waitFor, *asJSON, o)
+	return submit(ctx, c.Conn, c.Request, spec, *wait, *waitFor, *asJSON, o)
 }
 
 // splitList splits a comma-separated flag value, dropping empty items.

@@ -90,6 +90,9 @@ type Fleet struct {
 
 	healthMu sync.Mutex
 	writeErr error // of the last store write; nil once one succeeds
+
+	reqLocks  requestLocks
+	reqForgot atomic.Int64 // when expired request ids were last deleted (Unix ns)
 }
 
 // New opens the fleet on a store and restores its live jobs.
@@ -283,13 +286,14 @@ func (f *Fleet) persist(ctx context.Context, jobs []*job.Job, notes ...store.Not
 // key already succeeded (or is queued or running) is not queued again unless
 // forced: the earlier job is returned with dedup true.
 func (f *Fleet) Submit(ctx context.Context, spec job.Spec) (j *job.Job, dedup bool, err error) {
-	return f.submit(ctx, spec, "")
+	return f.submit(ctx, spec, "", nil)
 }
 
 // submit is Submit for a job that may rebuild an earlier one; everything
 // about the job is set before its first write, since a worker may finish it
-// at any moment after.
-func (f *Fleet) submit(ctx context.Context, spec job.Spec, rebuildOf string) (j *job.Job, dedup bool, err error) {
+// at any moment after. A new job is written with req, when given, in the
+// same transaction.
+func (f *Fleet) submit(ctx context.Context, spec job.Spec, rebuildOf string, req *store.Request) (j *job.Job, dedup bool, err error) {
 	if err := spec.Validate(); err != nil {
 		return nil, false, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
@@ -369,7 +373,14 @@ func (f *Fleet) submit(ctx context.Context, spec job.Spec, rebuildOf string) (j 
 	}
 	j.Seq = f.seq.Add(1)
 	j.ID = strconv.FormatInt(j.Seq, 10)
-	if err := f.wrote(f.st.Put(ctx, j)); err != nil {
+	var put error
+	if req != nil {
+		req.JobID = j.ID
+		put = f.st.PutRequest(ctx, j, *req)
+	} else {
+		put = f.st.Put(ctx, j)
+	}
+	if err := f.wrote(put); err != nil {
 		// Unless another job took the next id meanwhile, this one is not
 		// used up.
 		f.seq.CompareAndSwap(j.Seq, j.Seq-1)

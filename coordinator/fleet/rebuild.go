@@ -49,7 +49,7 @@ func (f *Fleet) Rebuild(ctx context.Context, id string, verify bool) (*job.Job, 
 
 func (f *Fleet) submitRebuild(ctx context.Context, spec job.Spec, orig *job.Job, verify bool) (*job.Job, error) {
 	if !verify {
-		j, _, err := f.submit(ctx, spec, orig.ID)
+		j, _, err := f.submit(ctx, spec, orig.ID, nil)
 		return j, err
 	}
 	if err := spec.Validate(); err != nil {

@@ -190,7 +190,8 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	var holdErr error // set once the lease is no longer held
+	defer func() { closeStore(st, holdErr != nil, logger) }()
 
 	reg := opshttp.NewRegistry()
 	wait := prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -233,7 +234,6 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	// The lease is held from here, while the state is restored: PostgreSQL
 	// ends a lock session idle for long (store.Lead).
 	hctx, stopHold := context.WithCancel(context.Background())
-	var holdErr error
 	held := make(chan struct{})
 	go func() { holdErr = lease.Hold(hctx); close(held) }()
 	defer func() { stopHold(); <-held }()
@@ -358,6 +358,25 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) error {
 	defer cancel()
 	f.WaitFinished(wctx)
 	return err
+}
+
+// closeStore closes the store. After the leader lock was lost, the
+// connections may be dead (a network partition) and another coordinator
+// leads: what the store still has to send is not waited for longer than
+// a moment, or the process would linger for the dead connections'
+// timeouts (5 s for each prepared statement on each).
+func closeStore(st *store.Store, lost bool, logger hclog.Logger) {
+	if !lost {
+		st.Close()
+		return
+	}
+	done := make(chan struct{})
+	go func() { st.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		logger.Warn("state database not closed within a second of losing the leader lock: leaving it")
+	}
 }
 
 // ReleaseTargets is what builds are checked against: each configured

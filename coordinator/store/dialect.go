@@ -116,6 +116,7 @@ func openDB(where string, epoch *atomic.Int64) (*sql.DB, *dialect, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("parse PostgreSQL URL %s: %w", redact(where), err)
 		}
+		boundPartitions(cfg)
 		db := sql.OpenDB(pgConnector{Connector: stdlib.GetConnector(*cfg), epoch: epoch})
 		db.SetMaxOpenConns(maxConns)
 		db.SetMaxIdleConns(maxConns)

@@ -34,8 +34,9 @@ var ErrDeposed = errors.New("another coordinator leads now: this one's writes ar
 // deposedCode is the SQLSTATE kiln_fence raises.
 const deposedCode = "KL001"
 
-// fenced lists the tables kiln_fence guards: all but schema_version and
-// leader. A migration that adds a table adds its trigger (fence).
+// fenced lists the tables kiln_fence guards when it is made: all but
+// schema_version and leader. A later migration that adds a table adds its
+// trigger (fence), as the one of submit_requests does.
 var fenced = []string{
 	"jobs", "job_notes", "drained_workers", "revisions", "release_seals", "release_verifications",
 	"release_verification_items", "gerrit_events", "gerrit_dedup", "gerrit_heads", "gerrit_release_revs",

@@ -90,6 +90,7 @@ var sqliteMigrations = []migration{
 		}
 		return createGerritTables(ctx, tx)
 	}},
+	{"submission request ids", execAll(requestsSchema)},
 }
 
 // addVersionColumn adds the version column to a database made before it

@@ -166,6 +166,7 @@ CREATE TABLE gerrit_inbox (
 `, listIndexes(postgresExprs))},
 	{"origin search", originTrigrams},
 	{"leader and fence", execAll(leaderSchema, fence(fenced...))},
+	{"submission request ids", execAll(requestsSchema, fence("submit_requests"))},
 }
 
 // originTrigrams indexes jobs' origins by trigrams (pg_trgm, in

@@ -35,9 +35,10 @@ type Store struct {
 }
 
 type writeReq struct {
-	jobs  []*job.Job
-	notes []Note
-	done  chan error
+	jobs     []*job.Job
+	notes    []Note
+	requests []Request
+	done     chan error
 }
 
 // Note is a line the coordinator adds to a job's log ("attempt 2 on worker
@@ -233,6 +234,9 @@ func (s *Store) commit(batch []writeReq) error {
 			if _, err := stmt.ExecContext(ctx, args...); err != nil {
 				return fmt.Errorf("write job %s: %w", j.ID, err)
 			}
+		}
+		if err := writeRequests(ctx, tx, r.requests); err != nil {
+			return err
 		}
 	}
 	if err := tx.Commit(); err != nil {

@@ -1197,8 +1197,17 @@ func (x *JobPublish) GetReason() string {
 }
 
 type SubmitJobRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Spec          *JobSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Spec  *JobSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	// The client's id for this submission (at most 200 bytes of UTF-8 without
+	// control characters; empty for none). The coordinator records it with
+	// the job, and for 7 days a submission with the same id and spec queues
+	// nothing: it gets that job back with repeated set. A client sends the
+	// same id when it sends a submission again whose answer it did not get
+	// (a connection lost to a coordinator that failed over) or when it runs
+	// the same step again; a new submission needs a new id. The same id with
+	// another spec is refused with INVALID_ARGUMENT naming the id's job.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1240,12 +1249,23 @@ func (x *SubmitJobRequest) GetSpec() *JobSpec {
 	return nil
 }
 
+func (x *SubmitJobRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
 type SubmitJobResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Job   *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
 	// True when spec's build key already succeeded and job is that earlier
 	// job; nothing was queued.
-	Deduplicated  bool `protobuf:"varint,2,opt,name=deduplicated,proto3" json:"deduplicated,omitempty"`
+	Deduplicated bool `protobuf:"varint,2,opt,name=deduplicated,proto3" json:"deduplicated,omitempty"`
+	// True when request_id was already used by an earlier submission of the
+	// same spec: job is the job that submission was given (in whatever state
+	// it is now), and nothing was queued.
+	Repeated      bool `protobuf:"varint,3,opt,name=repeated,proto3" json:"repeated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1290,6 +1310,13 @@ func (x *SubmitJobResponse) GetJob() *Job {
 func (x *SubmitJobResponse) GetDeduplicated() bool {
 	if x != nil {
 		return x.Deduplicated
+	}
+	return false
+}
+
+func (x *SubmitJobResponse) GetRepeated() bool {
+	if x != nil {
+		return x.Repeated
 	}
 	return false
 }
@@ -2533,12 +2560,15 @@ const file_kiln_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"JobPublish\x127\n" +
 	"\x05state\x18\x01 \x01(\x0e2!.kiln.coordinator.v1.PublishStateR\x05state\x12\x1a\n" +
 	"\blocation\x18\x02 \x01(\tR\blocation\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"D\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"c\n" +
 	"\x10SubmitJobRequest\x120\n" +
-	"\x04spec\x18\x01 \x01(\v2\x1c.kiln.coordinator.v1.JobSpecR\x04spec\"c\n" +
+	"\x04spec\x18\x01 \x01(\v2\x1c.kiln.coordinator.v1.JobSpecR\x04spec\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"\x7f\n" +
 	"\x11SubmitJobResponse\x12*\n" +
 	"\x03job\x18\x01 \x01(\v2\x18.kiln.coordinator.v1.JobR\x03job\x12\"\n" +
-	"\fdeduplicated\x18\x02 \x01(\bR\fdeduplicated\"\x1f\n" +
+	"\fdeduplicated\x18\x02 \x01(\bR\fdeduplicated\x12\x1a\n" +
+	"\brepeated\x18\x03 \x01(\bR\brepeated\"\x1f\n" +
 	"\rGetJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"<\n" +
 	"\x0eGetJobResponse\x12*\n" +
