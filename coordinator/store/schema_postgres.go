@@ -166,6 +166,7 @@ CREATE TABLE gerrit_inbox (
 `, listIndexes(postgresExprs))},
 	{"origin search", originTrigrams},
 	{"leader and fence", execAll(leaderSchema, fence(fenced...))},
+	{"fence once per transaction", execAll(fenceOnce)},
 }
 
 // originTrigrams indexes jobs' origins by trigrams (pg_trgm, in
