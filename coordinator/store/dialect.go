@@ -90,7 +90,7 @@ var postgresDialect = &dialect{
 	migrations: postgresMigrations,
 	exprs:      postgresExprs,
 	originSeqs: func(before bool) string {
-		q := `SELECT seq FROM jobs WHERE ` + pgOrigin + ` LIKE ? ESCAPE '\'`
+		q := `SELECT seq FROM jobs WHERE origin LIKE ? ESCAPE '\'`
 		if before {
 			q += ` AND seq < ?`
 		}

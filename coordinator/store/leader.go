@@ -23,8 +23,8 @@ import (
 // leader row's, and reads that row FOR
 // SHARE, so that the epoch changes only between write transactions (a
 // connection takes up its store's epoch before its next statement or
-// transaction: pgConn). A
-// deposed leader whose other connections still work cannot write once the
+// transaction: pgConn). A transaction is checked at its first write and
+// holds the row until it ends (fenceOnce). A deposed leader whose other connections still work cannot write once the
 // new leader has counted up the epoch.
 const leaderLock = 0x6b696c6e02 // "kiln" 2
 
@@ -63,6 +63,32 @@ BEGIN
 		RAISE EXCEPTION 'write with leader epoch % refused: epoch % leads now', current_setting('kiln.epoch', true), current
 			USING ERRCODE = 'KL001';
 	END IF;
+	RETURN NULL;
+END
+$$;
+`
+
+// fenceOnce makes kiln_fence check a transaction's first write only: it
+// then holds the leader row FOR SHARE until the transaction ends, so the
+// epoch cannot change under its later writes, and it notes that
+// (kiln.fenced, a setting local to the transaction) so that they skip the
+// lock and the comparison, which cost a group commit's statements more
+// than their own inserts. A savepoint rolled back undoes the lock and the
+// note together.
+const fenceOnce = `
+CREATE OR REPLACE FUNCTION kiln_fence() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+	current BIGINT;
+BEGIN
+	IF current_setting('kiln.fenced', true) = 'yes' THEN
+		RETURN NULL;
+	END IF;
+	SELECT epoch INTO current FROM leader WHERE id = 1 FOR SHARE;
+	IF current <> 0 AND current_setting('kiln.epoch', true) IS DISTINCT FROM current::text THEN
+		RAISE EXCEPTION 'write with leader epoch % refused: epoch % leads now', current_setting('kiln.epoch', true), current
+			USING ERRCODE = 'KL001';
+	END IF;
+	PERFORM set_config('kiln.fenced', 'yes', true);
 	RETURN NULL;
 END
 $$;

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"testing"
 	"time"
 
@@ -90,5 +91,116 @@ func TestLeaderFencesDeposedLeader(t *testing.T) {
 	}
 	if epoch, addr, err := a.Leader(ctx); err != nil || epoch != lb.Epoch || addr != "b:7420" {
 		t.Fatalf("leader %d %q %v, want epoch %d at b:7420", epoch, addr, err, lb.Epoch)
+	}
+}
+
+// The fence checks a transaction's first write only, and that check
+// holds: the next leader cannot count up the epoch until the transaction
+// ends. The next transaction on the same connection is checked again, and
+// so is a write after a savepoint rolled back, which gives the leader row
+// up.
+func TestFenceOncePerTransaction(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	where := storetest.Postgres(t)
+	a := open(t, where)
+	defer a.Close()
+	b := open(t, where)
+	defer b.Close()
+	la, err := a.Lead(ctx, "a:7420")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := a.DB().Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	drain := func(tx *sql.Tx, name string) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO drained_workers (name) VALUES (?)`, name)
+		return err
+	}
+	lead := func(s *Store, terminate int64) <-chan *Lease {
+		t.Helper()
+		if _, err := b.DB().ExecContext(ctx, `SELECT pg_terminate_backend(?)`, terminate); err != nil {
+			t.Fatal(err)
+		}
+		led := make(chan *Lease, 1)
+		go func() {
+			l, err := s.Lead(ctx, "next:7420")
+			if err != nil {
+				t.Error(err)
+			}
+			led <- l
+		}()
+		return led
+	}
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	for _, w := range []string{"w1", "w2"} {
+		if err := drain(tx, w); err != nil {
+			t.Fatalf("the leader's write %s: %v", w, err)
+		}
+	}
+	led := lead(b, la.PID)
+	select {
+	case <-led:
+		t.Fatal("the epoch was counted up under an open write transaction")
+	case <-time.After(500 * time.Millisecond):
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	var lb *Lease
+	select {
+	case lb = <-led:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the second coordinator does not lead after the write transaction ended")
+	}
+	if lb == nil || lb.Epoch != la.Epoch+1 {
+		t.Fatalf("second leader's lease %+v, want epoch %d", lb, la.Epoch+1)
+	}
+	tx2, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx2.Rollback()
+	if err := drain(tx2, "w3"); !IsDeposed(err) {
+		t.Fatalf("the deposed leader's next transaction on the same connection: %v, want it refused", err)
+	}
+
+	bconn, err := b.DB().Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bconn.Close()
+	tx, err = bconn.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `SAVEPOINT s`); err != nil {
+		t.Fatal(err)
+	}
+	if err := drain(tx, "w4"); err != nil {
+		t.Fatalf("the second leader's write: %v", err)
+	}
+	if _, err := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT s`); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case la = <-lead(a, lb.PID):
+	case <-time.After(30 * time.Second):
+		t.Fatal("a write rolled back to its savepoint still holds the leader row")
+	}
+	if la == nil || la.Epoch != lb.Epoch+1 {
+		t.Fatalf("third leader's lease %+v, want epoch %d", la, lb.Epoch+1)
+	}
+	la.Release()
+	if err := drain(tx, "w5"); !IsDeposed(err) {
+		t.Fatalf("a write after a savepoint rolled back, with another leader since: %v, want it refused", err)
 	}
 }

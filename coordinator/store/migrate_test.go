@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/kiln-build/kiln/coordinator/gerrit/record"
 	"github.com/kiln-build/kiln/coordinator/job"
+	"github.com/kiln-build/kiln/coordinator/store/storetest"
 )
 
 // A SQLite database written by the coordinator before schema versions
@@ -153,5 +155,43 @@ func gunzip(t *testing.T, from, to string) {
 	}
 	if err := out.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A PostgreSQL database of the schema before the origin column, with
+// jobs, migrates to the newest version, and its jobs are found by origin.
+func TestPostgresOriginColumnMigratesJobs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	where := storetest.Postgres(t)
+	var epoch atomic.Int64
+	db, _, err := openDB(where, &epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := *postgresDialect
+	old.migrations = postgresMigrations[:len(postgresMigrations)-1]
+	if old.migrations[len(old.migrations)-1].name != "fence once per transaction" {
+		t.Fatalf("migration before the origin column: %q", old.migrations[len(old.migrations)-1].name)
+	}
+	if err := migrate(ctx, db, &old); err != nil {
+		t.Fatal(err)
+	}
+	for i, origin := range []string{"cli", "gerrit g: review build of change 7 patch set 1 (team/hello main)"} {
+		args, err := row(&job.Job{ID: fmt.Sprint(i + 1), Seq: int64(i + 1), CreatedAt: time.Now(),
+			Spec: job.Spec{Kind: job.Command, Command: []string{"true"}, Origin: origin}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ExecContext(ctx, upsert, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	s := open(t, where)
+	defer s.Close()
+	jobs, _, err := s.Query(ctx, Filter{Origin: "team/hello", Limit: 10})
+	if err != nil || len(jobs) != 1 || jobs[0].ID != "2" {
+		t.Fatalf("jobs of origin team/hello after the migration: %v %v, want job 2", jobs, err)
 	}
 }

@@ -345,3 +345,48 @@ func TestQueryPlansUseIndexesOnPostgres(t *testing.T) {
 		}
 	}
 }
+
+// On PostgreSQL the origin search reads the origin column, not the spec
+// (whose JSON costs a parse per job read), and can read it through the
+// trigram index.
+func TestOriginSearchReadsColumnOnPostgres(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := open(t, storetest.Postgres(t))
+	defer s.Close()
+	conn, err := s.DB().Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `SET enable_seqscan = off; SET enable_indexscan = off`); err != nil {
+		t.Fatal(err)
+	}
+	for _, before := range []bool{false, true} {
+		args := []any{postgresDialect.originPattern("team/pkg8 ")}
+		if before {
+			args = append(args, 500)
+		}
+		rows, err := conn.QueryContext(ctx, `EXPLAIN `+postgresDialect.originSeqs(before)+` LIMIT 51`, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan []string
+		for rows.Next() {
+			var line string
+			if err := rows.Scan(&line); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, strings.TrimSpace(line))
+		}
+		rows.Close()
+		p := strings.Join(plan, "; ")
+		t.Logf("before %v: %s", before, p)
+		if strings.Contains(p, "spec") {
+			t.Errorf("before %v: the plan reads the spec: %s", before, p)
+		}
+		if !before && !strings.Contains(p, "jobs_origin_trgm") {
+			t.Errorf("the plan does not read jobs_origin_trgm: %s", p)
+		}
+	}
+}

@@ -167,6 +167,8 @@ CREATE TABLE gerrit_inbox (
 	{"origin search", originTrigrams},
 	{"leader and fence", execAll(leaderSchema, fence(fenced...))},
 	{"submission request ids", execAll(requestsSchema, fence("submit_requests"))},
+	{"fence once per transaction", execAll(fenceOnce)},
+	{"origin column", originColumn},
 }
 
 // originTrigrams indexes jobs' origins by trigrams (pg_trgm, in
@@ -183,5 +185,24 @@ func originTrigrams(ctx context.Context, tx *sql.Tx) error {
 		return err
 	}
 	_, err := tx.ExecContext(ctx, `CREATE INDEX jobs_origin_trgm ON jobs USING gin (`+pgOrigin+` gin_trgm_ops)`)
+	return err
+}
+
+// originColumn keeps each job's origin in a column of its own (origin,
+// generated from the spec as it is written) and moves the trigram index
+// onto it. The search then reads a short text per job: from the spec it
+// parsed the job's whole JSON, some microseconds a job, which the planner
+// does not count, so that a rare origin read the newest jobs one by one
+// (90 ms at 100,000 jobs) rather than through the index.
+func originColumn(ctx context.Context, tx *sql.Tx) error {
+	if _, err := tx.ExecContext(ctx, `ALTER TABLE jobs ADD COLUMN origin TEXT GENERATED ALWAYS AS (`+pgOrigin+`) STORED;
+DROP INDEX IF EXISTS jobs_origin_trgm`); err != nil {
+		return err
+	}
+	var trgm bool
+	if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm')`).Scan(&trgm); err != nil || !trgm {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, `CREATE INDEX jobs_origin_trgm ON jobs USING gin (origin gin_trgm_ops)`)
 	return err
 }

@@ -57,7 +57,7 @@ func Postgres(t testing.TB) string {
 			return
 		}
 		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, `DROP DATABASE `+name+` WITH (FORCE)`); err != nil {
+		if err := drop(ctx, conn, name); err != nil {
 			t.Errorf("drop test database %s: %v", name, err)
 		}
 	})
@@ -67,4 +67,27 @@ func Postgres(t testing.TB) string {
 	}
 	u.Path = "/" + name
 	return u.String()
+}
+
+// drop drops a test database and ends the sessions still in it. FORCE
+// refuses to end an autovacuum worker's (which a test that wrote many rows
+// may have started) unless the role may signal any backend; a plain DROP
+// cancels autovacuum itself but waits for other sessions. Each is tried in
+// turn until one succeeds.
+func drop(ctx context.Context, conn *pgx.Conn, name string) error {
+	var err error
+	for i := 0; ; i++ {
+		q := `DROP DATABASE ` + name + ` WITH (FORCE)`
+		if i%2 == 1 {
+			q = `DROP DATABASE ` + name
+		}
+		if _, err = conn.Exec(ctx, q); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
