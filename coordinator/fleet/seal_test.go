@@ -44,6 +44,31 @@ func (rf *releaseFleet) pullFrom(session string) *job.Job {
 	return j
 }
 
+// publishOnChroot builds and publishes a package of the release, whose
+// record says it ran on chroot sha256:c0ffee: the release's base then holds
+// that chroot.
+func (rf *releaseFleet) publishOnChroot() {
+	rf.t.Helper()
+	pub := rf.submit("hello")
+	rf.finish(rf.pull(), false, []string{"gcc"}, file{"out/hello_1.0-1_amd64.deb", "hello"})
+	if err := rf.f.SetPublish(context.Background(), pub.ID, "published"); err != nil {
+		rf.t.Fatal(err)
+	}
+}
+
+// submitOnChroot submits a build of pkg that asks for its target's chroot
+// by digest.
+func (rf *releaseFleet) submitOnChroot(pkg, digest string) *job.Job {
+	rf.t.Helper()
+	spec := buildSpec(pkg)
+	spec.Labels = map[string]string{"target": "bookworm-amd64", "chroot/bookworm-amd64": digest}
+	j, _, err := rf.f.Submit(context.Background(), spec)
+	if err != nil {
+		rf.t.Fatal(err)
+	}
+	return j
+}
+
 func (rf *releaseFleet) submit(pkg string) *job.Job {
 	rf.t.Helper()
 	j, _, err := rf.f.Submit(context.Background(), buildSpec(pkg))
@@ -197,21 +222,8 @@ func TestSealFailsQueuedBuildOfChrootNotInBase(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	rf := openReleaseFleet(t)
-	pub := rf.submit("hello")
-	rf.finish(rf.pull(), false, []string{"gcc"}, file{"out/hello_1.0-1_amd64.deb", "hello"})
-	if err := rf.f.SetPublish(ctx, pub.ID, "published"); err != nil {
-		t.Fatal(err)
-	}
-	onChroot := func(pkg, digest string) *job.Job {
-		spec := buildSpec(pkg)
-		spec.Labels = map[string]string{"target": "bookworm-amd64", "chroot/bookworm-amd64": digest}
-		j, _, err := rf.f.Submit(ctx, spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return j
-	}
-	dead, held := onChroot("dead", "sha256:dead"), onChroot("held", "sha256:c0ffee")
+	rf.publishOnChroot()
+	dead, held := rf.submitOnChroot("dead", "sha256:dead"), rf.submitOnChroot("held", "sha256:c0ffee")
 	ch, err := rf.r.Seal(ctx, "mos-9.0", true, "alice")
 	if err != nil {
 		t.Fatal(err)
@@ -252,17 +264,8 @@ func TestUnsealGivesBackTheChrootLabel(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	rf := openReleaseFleet(t)
-	pub := rf.submit("hello")
-	rf.finish(rf.pull(), false, []string{"gcc"}, file{"out/hello_1.0-1_amd64.deb", "hello"})
-	if err := rf.f.SetPublish(ctx, pub.ID, "published"); err != nil {
-		t.Fatal(err)
-	}
-	spec := buildSpec("held")
-	spec.Labels = map[string]string{"target": "bookworm-amd64", "chroot/bookworm-amd64": "sha256:c0ffee"}
-	held, _, err := rf.f.Submit(ctx, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rf.publishOnChroot()
+	held := rf.submitOnChroot("held", "sha256:c0ffee")
 	labels := func() map[string]string {
 		t.Helper()
 		j, err := rf.st.Get(ctx, held.ID)
