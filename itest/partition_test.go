@@ -18,12 +18,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/kiln-build/kiln/coordinator/store/storetest"
 	"github.com/kiln-build/kiln/internal/grpcerr"
-	"github.com/kiln-build/kiln/internal/leaderconn"
 	"github.com/kiln-build/kiln/internal/testenv"
 	pb "github.com/kiln-build/kiln/proto/kiln/coordinator/v1"
 )
@@ -76,19 +73,7 @@ func TestPartitionedLeaderIsReplaced(t *testing.T) {
 		"--database-url", db, "--listen", standbyAddr, "--http-listen", standbyHTTP)
 	waitMetric(t, standbyHTTP, "kiln_coordinator_leader 0")
 
-	conn, err := leaderconn.New([]string{leaderAddr, standbyAddr}, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	c.client = pb.NewCoordinatorServiceClient(conn)
-	start(t, "worker", "w1", "run", "--dev", "--coordinator", c.addr, "--name", "w1", "--labels", "pool=partition",
-		"--slots", "1", "--work-dir", filepath.Join(t.TempDir(), "w1"))
-	c.waitWorker("w1", time.Minute)
-	gate := filepath.Join(t.TempDir(), "go")
-	running := c.submit(cmdJob(map[string]string{"pool": "partition"},
-		"echo started; while [ ! -e "+gate+" ]; do sleep 0.2; done; echo survived"))
-	c.waitState(running, pb.JobState_JOB_STATE_RUNNING)
+	gate, running := followTheLeader(c, []string{leaderAddr, standbyAddr}, "partition")
 	second := &pb.SubmitJobRequest{Spec: cmdJob(map[string]string{"pool": "partition"}, "echo second"), RequestId: "partition-second"}
 	sub, err := c.client.SubmitJob(context.Background(), second)
 	if err != nil {

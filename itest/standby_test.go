@@ -28,6 +28,29 @@ import (
 // to it, both jobs succeed, and the CLI reaches the new leader. The old
 // leader started again is a standby naming the new one, and stops cleanly
 // on SIGTERM.
+// followTheLeader gives c a client of all the coordinators at addrs (it
+// follows the leader), starts worker w1 in pool, given them all too, and
+// has it run a job that prints "started" and, once gate exists,
+// "survived": the job is running when it returns.
+func followTheLeader(c *cluster, addrs []string, pool string) (gate, running string) {
+	t := c.t
+	t.Helper()
+	conn, err := leaderconn.New(addrs, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	c.client = pb.NewCoordinatorServiceClient(conn)
+	start(t, "worker", "w1", "run", "--dev", "--coordinator", c.addr, "--name", "w1", "--labels", "pool="+pool,
+		"--slots", "1", "--work-dir", filepath.Join(t.TempDir(), "w1"))
+	c.waitWorker("w1", time.Minute)
+	gate = filepath.Join(t.TempDir(), "go")
+	running = c.submit(cmdJob(map[string]string{"pool": pool},
+		"echo started; while [ ! -e "+gate+" ]; do sleep 0.2; done; echo survived"))
+	c.waitState(running, pb.JobState_JOB_STATE_RUNNING)
+	return gate, running
+}
+
 func TestStandbyTakesOverFromKilledLeader(t *testing.T) {
 	t.Parallel()
 	db := storetest.Postgres(t)
@@ -54,19 +77,7 @@ func TestStandbyTakesOverFromKilledLeader(t *testing.T) {
 		t.Fatalf("the standby answers %v, want UNAVAILABLE, reason STANDBY, naming %s", err, addrs[0])
 	}
 
-	conn, err := leaderconn.New(addrs, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	c.client = pb.NewCoordinatorServiceClient(conn)
-	start(t, "worker", "w1", "run", "--dev", "--coordinator", c.addr, "--name", "w1", "--labels", "pool=standby",
-		"--slots", "1", "--work-dir", filepath.Join(t.TempDir(), "w1"))
-	c.waitWorker("w1", time.Minute)
-	gate := filepath.Join(t.TempDir(), "go")
-	running := c.submit(cmdJob(map[string]string{"pool": "standby"},
-		"echo started; while [ ! -e "+gate+" ]; do sleep 0.2; done; echo survived"))
-	c.waitState(running, pb.JobState_JOB_STATE_RUNNING)
+	gate, running := followTheLeader(c, addrs, "standby")
 	queued := c.submit(cmdJob(map[string]string{"pool": "standby"}, "echo second"))
 
 	a.kill()
