@@ -192,13 +192,17 @@ func TestClosedChangeCancelsReviewBuilds(t *testing.T) {
 	if err := f.Complete(ctx, sess, running.ID, 1, scheduler.Outcome{}); !errors.Is(err, scheduler.ErrStale) {
 		t.Fatalf("result of the cancelled build: %v, want it refused", err)
 	}
-	evs, err := hooks.Events.ListEvents(ctx, 2, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if e := evs[1]; e.Type != "change-abandoned" || e.Action != "canceled" || len(e.JobIDs) != 1 || e.JobIDs[0] != running.ID {
-		t.Fatalf("abandon logged as %+v, want canceled with job %s", e, running.ID)
-	}
+	// The event's line says what was done once the cancellation is
+	// recorded, which may be just after the job shows it.
+	eventually(ctx, t, func() (bool, string) {
+		evs, err := hooks.Events.ListEvents(ctx, 2, false)
+		if err != nil || len(evs) < 2 {
+			return false, fmt.Sprintf("events %+v: %v", evs, err)
+		}
+		e := evs[1]
+		return e.Type == "change-abandoned" && e.Action == "canceled" && len(e.JobIDs) == 1 && e.JobIDs[0] == running.ID,
+			fmt.Sprintf("abandon logged as %+v, want canceled with job %s", e, running.ID)
+	})
 
 	// The intake hears of the cancelled builds (the fleet tells it in the
 	// background); any report of theirs is posted before the next one.
