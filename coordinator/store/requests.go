@@ -61,17 +61,7 @@ func (s *Store) PutRequest(ctx context.Context, j *job.Job, r Request) error {
 	if j != nil {
 		req.jobs = []*job.Job{j}
 	}
-	select {
-	case s.writes <- req:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case err := <-req.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return s.send(ctx, req)
 }
 
 // writeRequests inserts a batch's request ids in its transaction.

@@ -151,7 +151,12 @@ func (s *Store) Write(ctx context.Context, jobs []*job.Job, notes []Note) error 
 	if len(jobs) == 0 && len(notes) == 0 {
 		return nil
 	}
-	req := writeReq{jobs: jobs, notes: notes, done: make(chan error, 1)}
+	return s.send(ctx, writeReq{jobs: jobs, notes: notes, done: make(chan error, 1)})
+}
+
+// send hands req to the writer and returns once its batch is durable
+// (or ctx ends).
+func (s *Store) send(ctx context.Context, req writeReq) error {
 	select {
 	case s.writes <- req:
 	case <-ctx.Done():
